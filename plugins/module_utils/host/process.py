@@ -1,0 +1,89 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""QEMU processes on this host: start daemonized, tell whether one is alive, end it.
+
+A VM counts as running only when its pidfile names a live process whose command line
+carries the VM's UUID: PIDs are reused, and on hosts where PID 1 reaps slowly an exited
+QEMU lingers as a zombie, which counts as dead.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from typing import List, Optional, Tuple
+
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import QemuError
+
+DEAD_STATES = ("Z", "X", "x")
+
+
+def read_pidfile(path: str) -> Optional[int]:
+    try:
+        with open(path) as fh:
+            text = fh.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def process_state(pid: int, proc_root: str = "/proc") -> Optional[str]:
+    """The one-letter state from /proc/PID/stat, or None when there is no such process."""
+    try:
+        with open(os.path.join(proc_root, str(pid), "stat")) as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    # The command name may contain spaces and parentheses: the state follows the last ')'.
+    return stat[stat.rfind(")") + 2:].split(" ", 1)[0] or None
+
+
+def process_runs_vm(pid: Optional[int], uuid: str, proc_root: str = "/proc") -> bool:
+    if not pid:
+        return False
+    state = process_state(pid, proc_root)
+    if state is None or state in DEAD_STATES:
+        return False
+    try:
+        with open(os.path.join(proc_root, str(pid), "cmdline"), "rb") as fh:
+            args = fh.read().split(b"\0")
+    except OSError:
+        return False
+    return uuid.encode() in args
+
+
+def wait_until_gone(pid: int, uuid: str, timeout: float, proc_root: str = "/proc",
+                    interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while process_runs_vm(pid, uuid, proc_root):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
+def kill_vm_process(pid: int, uuid: str, proc_root: str = "/proc", timeout: float = 10.0) -> None:
+    """SIGKILL the process if (and only if) it still is this VM's QEMU."""
+    if process_runs_vm(pid, uuid, proc_root):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        if not wait_until_gone(pid, uuid, timeout, proc_root):
+            raise QemuError("QEMU process %d did not exit after SIGKILL" % pid)
+
+
+def run_daemonized(argv: List[str], timeout: float) -> Tuple[int, str]:
+    """Run a command that daemonizes itself (QEMU -daemonize): it returns once the VM is
+    set up, with stderr holding QEMU's own error message when it failed."""
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return -1, "QEMU did not finish starting within %g s" % timeout
+    except OSError as exc:
+        return -1, str(exc)
+    return done.returncode, done.stderr.decode("utf-8", "replace").strip()

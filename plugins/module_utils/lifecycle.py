@@ -1,0 +1,235 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Start, stop, pause and resume one VM's QEMU process.
+
+Start: QEMU is spawned paused (-S) and daemonized, checked over QMP, then let run with
+`cont`. Stop: ACPI power button (`system_powerdown`), then, only with force, `quit` and
+SIGKILL. Every file QEMU makes for a VM is journaled in the store before it exists and
+dropped from the journal after it is gone. A transition has finished when a method returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import time
+from typing import List, Optional
+
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
+    InfinivirtError, QemuError, QmpError, SpecError, StateError)
+from ansible_collections.infinivirt.core.plugins.module_utils.host.process import (
+    kill_vm_process, process_runs_vm, read_pidfile, run_daemonized, wait_until_gone)
+from ansible_collections.infinivirt.core.plugins.module_utils.qemu.argv import (
+    LaunchContext, build_argv)
+from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import (
+    HostPaths, probe, resolve_accel, resolve_cpu)
+from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession
+from ansible_collections.infinivirt.core.plugins.module_utils.store.records import VmRecord
+
+SOCKET_PATH_MAX = 107  # sun_path is 108 bytes with the trailing NUL
+POWERDOWN_RESEND = 5.0  # a guest still booting has not opened its power button yet
+QUIT_GRACE = 5.0
+
+# QMP query-status values, folded into the states users ask for.
+RUNNING = "running"
+PAUSED = "paused"
+STOPPED = "stopped"
+
+
+@dataclasses.dataclass(frozen=True)
+class VmPaths:
+    pidfile: str
+    qmp_socket: str
+    serial_log: str
+
+    @classmethod
+    def for_vm(cls, run_dir: str, uuid: str) -> "VmPaths":
+        base = os.path.join(run_dir, uuid)
+        paths = cls(pidfile=base + ".pid", qmp_socket=base + ".qmp",
+                    serial_log=base + ".serial.log")
+        if len(paths.qmp_socket.encode()) > SOCKET_PATH_MAX:
+            raise SpecError("run_dir", "%s is too long: the QMP socket path %s exceeds the "
+                            "%d-byte limit of a UNIX socket" % (run_dir, paths.qmp_socket,
+                                                                 SOCKET_PATH_MAX))
+        return paths
+
+    def journal(self) -> List[tuple]:
+        return [("pidfile", self.pidfile), ("qmp_socket", self.qmp_socket),
+                ("serial_log", self.serial_log)]
+
+
+def systemd_scope_prefix(uuid: str, name: str, systemd_dir: str = "/run/systemd/system") -> List[str]:
+    """Where systemd is PID 1, run QEMU in its own scope so systemd tracks it and does not
+    kill it with the session that started it."""
+    runner = shutil.which("systemd-run")
+    if not os.path.isdir(systemd_dir) or runner is None:
+        return []
+    return [runner, "--scope", "--quiet", "--collect", "--unit=infinivirt-%s" % uuid,
+            "--slice=infinivirt.slice", "--description=Infinivirt VM %s" % name,
+            "--property=KillMode=process"]
+
+
+class Lifecycle:
+    def __init__(self, store, run_dir: str, qemu_binary: Optional[str] = None,
+                 host_paths: HostPaths = HostPaths(), start_timeout: float = 60.0,
+                 qmp_timeout: float = 10.0):
+        self.store = store
+        self.run_dir = run_dir
+        self.qemu_binary = qemu_binary
+        self.host_paths = host_paths
+        self.start_timeout = start_timeout
+        self.qmp_timeout = qmp_timeout
+
+    # -- observing --------------------------------------------------------------------
+    def is_alive(self, rec: VmRecord) -> bool:
+        return process_runs_vm(rec.qemu_pid, rec.uuid, self.host_paths.proc)
+
+    def query_status(self, rec: VmRecord) -> Optional[str]:
+        """QEMU's own run state (query-status), or None when no process runs."""
+        if not self.is_alive(rec):
+            return None
+        return self._qmp(rec, "query-status")["status"]
+
+    def live_state(self, rec: VmRecord) -> str:
+        status = self.query_status(rec)
+        if status is None:
+            return STOPPED
+        return RUNNING if status == "running" else PAUSED
+
+    def _qmp(self, rec: VmRecord, command: str, arguments: Optional[dict] = None):
+        with QmpSession(rec.qmp_socket_path, rec.name, self.qmp_timeout) as qmp:
+            return qmp.execute(command, arguments, timeout=self.qmp_timeout)
+
+    # -- starting ---------------------------------------------------------------------
+    def plan_launch(self, rec: VmRecord) -> tuple:
+        """Resolve accelerator and CPU for this host: (accel, cpu, binary, warnings).
+        Writes nothing but the probe cache, and that only once run_dir exists."""
+        cache = os.path.join(self.run_dir, "probe-cache.json") if os.path.isdir(self.run_dir) else None
+        caps = probe(self.qemu_binary, cache, self.host_paths)
+        accel, warnings = resolve_accel(rec.spec.accel, caps)
+        cpu, cpu_warnings = resolve_cpu(rec.spec.cpu_model, rec.spec.cpu_flags, accel, caps)
+        return accel, cpu, caps.binary, warnings + cpu_warnings
+
+    def start(self, rec: VmRecord, paused: bool = False) -> List[str]:
+        """Start the VM and return warnings. On failure nothing of it is left behind."""
+        if self.is_alive(rec):
+            raise StateError("VM %s is already running as PID %s" % (rec.name, rec.qemu_pid))
+        paths = VmPaths.for_vm(self.run_dir, rec.uuid)
+        os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
+        accel, cpu, binary, warnings = self.plan_launch(rec)
+        self.release_files(rec, keep_serial_log=False)  # leftovers of a crashed run
+        for kind, ref in paths.journal():
+            self.store.journal_add(rec.uuid, kind, ref)
+        ctx = LaunchContext(binary=binary, uuid=rec.uuid, accel=accel, cpu=cpu,
+                            pidfile=paths.pidfile, qmp_socket=paths.qmp_socket,
+                            serial_log=paths.serial_log)
+        argv = systemd_scope_prefix(rec.uuid, rec.name) + build_argv(rec.spec, ctx)
+        rc, stderr = run_daemonized(argv, self.start_timeout)
+        pid = read_pidfile(paths.pidfile)
+        rec.qemu_pid, rec.qmp_socket_path, rec.serial_log_path = pid, paths.qmp_socket, paths.serial_log
+        try:
+            if rc != 0:
+                raise QemuError("VM %s: QEMU failed to start (exit %d): %s"
+                                % (rec.name, rc, stderr or "no message"))
+            if not self.is_alive(rec):
+                raise QemuError("VM %s: QEMU exited right after starting" % rec.name)
+            status = self._qmp(rec, "query-status")["status"]
+            if status != "prelaunch":
+                raise QemuError("VM %s: expected QEMU in prelaunch state, found %s"
+                                % (rec.name, status))
+            if not paused:
+                self._qmp(rec, "cont")
+        except (InfinivirtError, KeyError, TypeError) as exc:
+            self._abort_start(rec)
+            if isinstance(exc, InfinivirtError):
+                raise
+            raise QemuError("VM %s: unexpected QMP reply while starting: %r" % (rec.name, exc))
+        rec.status = PAUSED if paused else RUNNING
+        rec.running_spec = rec.spec
+        rec.launch_accel, rec.launch_cpu = accel, cpu
+        self.store.update_vm(rec)
+        return warnings
+
+    def _abort_start(self, rec: VmRecord) -> None:
+        if rec.qemu_pid:
+            kill_vm_process(rec.qemu_pid, rec.uuid, self.host_paths.proc)
+        self.release_files(rec, keep_serial_log=False)
+        self._mark_stopped(rec)
+
+    # -- stopping ---------------------------------------------------------------------
+    def stop(self, rec: VmRecord, timeout: float, force: bool) -> None:
+        """Power the guest off through ACPI; with force, quit/kill it after the timeout."""
+        if self.is_alive(rec):
+            status = self._qmp(rec, "query-status")["status"]
+            if status == "prelaunch":  # the guest never ran: nothing to shut down
+                self._quit(rec)
+            else:
+                if status != "running":
+                    self._qmp(rec, "cont")  # a paused guest cannot see the power button
+                if not self._powerdown(rec, timeout):
+                    if not force:
+                        raise StateError(
+                            "VM %s did not power off within stop_timeout=%g s after the ACPI "
+                            "power button; raise stop_timeout, or set force: true to end it "
+                            "anyway" % (rec.name, timeout))
+                    self._quit(rec)
+        self.release_files(rec, keep_serial_log=True)
+        self._mark_stopped(rec)
+
+    def _powerdown(self, rec: VmRecord, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._qmp(rec, "system_powerdown")
+            except QmpError:
+                if not self.is_alive(rec):
+                    return True  # it went away between our checks
+                raise
+            resend_at = min(deadline, time.monotonic() + POWERDOWN_RESEND)
+            if wait_until_gone(rec.qemu_pid, rec.uuid, resend_at - time.monotonic(),
+                               self.host_paths.proc):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+
+    def _quit(self, rec: VmRecord) -> None:
+        try:
+            self._qmp(rec, "quit")
+        except QmpError:
+            pass  # fall through to SIGKILL
+        if not wait_until_gone(rec.qemu_pid, rec.uuid, QUIT_GRACE, self.host_paths.proc):
+            kill_vm_process(rec.qemu_pid, rec.uuid, self.host_paths.proc)
+
+    def _mark_stopped(self, rec: VmRecord) -> None:
+        rec.status = STOPPED
+        rec.qemu_pid = None
+        rec.running_spec = None
+        rec.launch_accel = rec.launch_cpu = None
+        self.store.update_vm(rec)
+
+    # -- pausing ----------------------------------------------------------------------
+    def pause(self, rec: VmRecord) -> None:
+        self._qmp(rec, "stop")
+        rec.status = PAUSED
+        self.store.update_vm(rec)
+
+    def resume(self, rec: VmRecord) -> None:
+        self._qmp(rec, "cont")
+        rec.status = RUNNING
+        self.store.update_vm(rec)
+
+    # -- host resources ---------------------------------------------------------------
+    def release_files(self, rec: VmRecord, keep_serial_log: bool) -> None:
+        """Remove the journaled files of a VM whose process is gone."""
+        for kind, ref in self.store.journal_list(rec.uuid):
+            if keep_serial_log and kind == "serial_log":
+                continue
+            try:
+                os.unlink(ref)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise QemuError("VM %s: cannot remove %s %s: %s" % (rec.name, kind, ref, exc))
+            self.store.journal_remove(rec.uuid, kind, ref)

@@ -1,0 +1,74 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The QEMU command line: a pure function of the spec and the launch context.
+
+Every value that lands inside a QEMU ``key=value,...`` option string goes through
+``opt_value``; values QEMU takes whole (``-kernel``, ``-append``, ``-pidfile``) are passed as
+their own argv element, so no user string can add an option.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import List
+
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.spec import VmSpec
+
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchContext:
+    """Everything besides the spec that the command line depends on."""
+
+    binary: str
+    uuid: str
+    accel: str  # resolved: kvm or tcg
+    cpu: str  # resolved model plus flags, e.g. "max" or "host,-arch-capabilities"
+    pidfile: str
+    qmp_socket: str
+    serial_log: str
+
+
+def opt_value(field: str, value: str) -> str:
+    """Escape a value for QEMU's QemuOpts syntax (a comma is written as two commas)."""
+    if _CONTROL_RE.search(value):
+        raise SpecError(field, "must not contain control characters")
+    return value.replace(",", ",,")
+
+
+def build_argv(spec: VmSpec, ctx: LaunchContext) -> List[str]:
+    """Return the full argv that starts this VM paused (-S) and daemonized."""
+    argv = [
+        ctx.binary,
+        "-name", "guest=%s,debug-threads=on" % opt_value("name", spec.name),
+        "-uuid", ctx.uuid,
+        "-nodefaults",
+        "-no-user-config",
+        "-machine", "type=%s" % spec.machine_type,
+        "-accel", ctx.accel,
+        "-cpu", ctx.cpu,
+        "-smp", "cpus=%d" % spec.vcpus,
+        "-m", "size=%dM" % spec.memory_mb,
+        "-display", "none",
+        "-chardev", "socket,id=qmp,path=%s,server=on,wait=off" % opt_value("run_dir", ctx.qmp_socket),
+        "-mon", "chardev=qmp,mode=control",
+        "-chardev", "file,id=serial0,path=%s" % opt_value("run_dir", ctx.serial_log),
+        "-serial", "chardev:serial0",
+    ]
+    if spec.kernel is not None:
+        argv += ["-kernel", spec.kernel]
+    if spec.initrd is not None:
+        argv += ["-initrd", spec.initrd]
+    if spec.kernel_cmdline is not None:
+        argv += ["-append", spec.kernel_cmdline]
+    argv += [
+        "-msg", "timestamp=on",
+        "-S",
+        "-pidfile", ctx.pidfile,
+        "-daemonize",
+    ]
+    return argv

@@ -1,0 +1,92 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""A synchronous QMP session on top of qemu.qmp: connect per call, a timeout per command.
+
+QEMU accepts one client per monitor socket, so nothing keeps a connection open between
+calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import traceback
+from typing import Any, Dict, Optional
+
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import QmpError
+
+try:
+    from qemu.qmp import ConnectError, ExecuteError, QMPClient, QMPError
+    HAS_QEMU_QMP = True
+    QEMU_QMP_IMPORT_ERROR = None
+except ImportError:
+    HAS_QEMU_QMP = False
+    QEMU_QMP_IMPORT_ERROR = traceback.format_exc()
+
+# Commands after which QEMU closes the connection by design.
+_CLOSES_CONNECTION = ("quit",)
+
+
+class QmpSession:
+    """``with QmpSession(sock, vm) as qmp: qmp.execute("query-status")``."""
+
+    def __init__(self, socket_path: str, vm_name: str, connect_timeout: float = 5.0):
+        if not HAS_QEMU_QMP:
+            raise QmpError(vm_name, "connect", "the Python library qemu.qmp is not installed")
+        self.socket_path = socket_path
+        self.vm_name = vm_name
+        self.connect_timeout = connect_timeout
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._client: Any = None
+
+    def __enter__(self) -> "QmpSession":
+        self._loop = asyncio.new_event_loop()
+        self._client = QMPClient(self.vm_name)
+        try:
+            self._run(self._client.connect(self.socket_path), self.connect_timeout, "connect")
+        except BaseException:
+            self._close_loop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            self._loop.run_until_complete(self._client.disconnect())
+        except (QMPError, OSError, EOFError):
+            pass  # the peer may already be gone (after quit); nothing to release
+        finally:
+            self._close_loop()
+
+    def _close_loop(self) -> None:
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None
+
+    def _run(self, coro: Any, timeout: float, command: str) -> Any:
+        try:
+            return self._loop.run_until_complete(asyncio.wait_for(coro, timeout))
+        except asyncio.TimeoutError:
+            raise QmpError(self.vm_name, command, "no answer within %g s" % timeout)
+        except ExecuteError as exc:
+            raise QmpError(self.vm_name, command, "%s: %s" % (exc.error_class, exc.error.desc))
+        except ConnectError as exc:
+            raise QmpError(self.vm_name, command, "cannot connect to %s: %s"
+                           % (self.socket_path, exc.exc))
+        except (QMPError, OSError, EOFError) as exc:
+            raise QmpError(self.vm_name, command, str(exc) or type(exc).__name__)
+
+    def execute(self, command: str, arguments: Optional[Dict[str, Any]] = None,
+                timeout: float = 10.0) -> Any:
+        try:
+            return self._run(self._client.execute(command, arguments), timeout, command)
+        except QmpError:
+            if command in _CLOSES_CONNECTION:
+                return {}  # QEMU quit before or while answering: that is success
+            raise
+
+
+def qmp_execute(socket_path: str, vm_name: str, command: str,
+                arguments: Optional[Dict[str, Any]] = None, timeout: float = 10.0) -> Any:
+    """One command on its own connection."""
+    with QmpSession(socket_path, vm_name, connect_timeout=timeout) as qmp:
+        return qmp.execute(command, arguments, timeout=timeout)

@@ -1,0 +1,169 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Desired state of a VM: a typed, validated dataclass.
+
+Validation happens here, before anything touches the host, so bad input changes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
+
+NAME_MAX = 64
+MEMORY_MIN_MB = 16
+KERNEL_CMDLINE_MAX = 2048  # x86 COMMAND_LINE_SIZE
+
+MACHINE_TYPES = ("q35", "pc")
+ACCELS = ("auto", "kvm", "tcg")
+# Model names as QEMU prints them in -cpu help: letters, digits, '-', '_', '.'.
+_CPU_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_CPU_FLAG_RE = re.compile(r"^[+-][a-z0-9][a-z0-9_.-]{0,63}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclasses.dataclass(frozen=True)
+class VmSpec:
+    """What the user asked for. Field names are also the store's column names."""
+
+    name: str
+    vcpus: int = 1
+    memory_mb: int = 512
+    machine_type: str = "q35"
+    cpu_model: str = "auto"  # auto: host under KVM, max under TCG
+    cpu_flags: Tuple[str, ...] = ()
+    accel: str = "auto"
+    kernel: Optional[str] = None
+    initrd: Optional[str] = None
+    kernel_cmdline: Optional[str] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["cpu_flags"] = list(self.cpu_flags)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "VmSpec":
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["cpu_flags"] = tuple(values.get("cpu_flags") or ())
+        return cls(**values)
+
+
+SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(VmSpec))
+
+
+def validate_name(name: Any) -> str:
+    """A VM name becomes part of file names and QEMU's -name: keep it boring."""
+    if not isinstance(name, str) or not name:
+        raise SpecError("name", "is required and must be a non-empty string")
+    if len(name) > NAME_MAX:
+        raise SpecError("name", "must be at most %d characters, got %d" % (NAME_MAX, len(name)))
+    if _CONTROL_RE.search(name):
+        raise SpecError("name", "must not contain control characters")
+    if ".." in name or not _NAME_RE.match(name):
+        raise SpecError(
+            "name",
+            "%r may only contain letters, digits, '.', '_' and '-', must start with a letter "
+            "or digit, and must not contain '..' (it is used in file names)" % name,
+        )
+    return name
+
+
+def _validate_int(field: str, value: Any, low: int, high: Optional[int] = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(field, "must be an integer, got %r" % (value,))
+    if value < low:
+        raise SpecError(field, "must be at least %d, got %d" % (low, value))
+    if high is not None and value > high:
+        raise SpecError(field, "must be at most %d, got %d" % (high, value))
+    return value
+
+
+def _validate_choice(field: str, value: Any, choices: Tuple[str, ...]) -> str:
+    if value not in choices:
+        raise SpecError(field, "must be one of %s, got %r" % (", ".join(choices), value))
+    return value
+
+
+def _validate_file(field: str, path: Any) -> str:
+    if not isinstance(path, str) or not path:
+        raise SpecError(field, "must be a non-empty path")
+    if _CONTROL_RE.search(path):
+        raise SpecError(field, "must not contain control characters")
+    if not os.path.isabs(path):
+        raise SpecError(field, "must be an absolute path, got %r" % path)
+    if not os.path.isfile(path):
+        raise SpecError(field, "%s does not exist or is not a regular file" % path)
+    if not os.access(path, os.R_OK):
+        raise SpecError(field, "%s is not readable" % path)
+    return path
+
+
+def host_cpu_count() -> int:
+    return os.cpu_count() or 1
+
+
+def validate(spec: VmSpec, max_vcpus: Optional[int] = None) -> VmSpec:
+    """Check every field; raise SpecError naming the first bad one."""
+    validate_name(spec.name)
+    _validate_int("vcpus", spec.vcpus, 1, max_vcpus if max_vcpus is not None else host_cpu_count())
+    _validate_int("memory_mb", spec.memory_mb, MEMORY_MIN_MB)
+    _validate_choice("machine_type", spec.machine_type, MACHINE_TYPES)
+    _validate_choice("accel", spec.accel, ACCELS)
+    if not isinstance(spec.cpu_model, str) or not _CPU_MODEL_RE.match(spec.cpu_model):
+        raise SpecError(
+            "cpu_model",
+            "%r is not a CPU model name (letters, digits, '.', '_', '-'); put feature flags "
+            "in cpu_flags" % (spec.cpu_model,),
+        )
+    for flag in spec.cpu_flags:
+        if not isinstance(flag, str) or not _CPU_FLAG_RE.match(flag):
+            raise SpecError("cpu_flags", "%r must look like '+feature' or '-feature'" % (flag,))
+    if spec.kernel is not None:
+        _validate_file("kernel", spec.kernel)
+    if spec.initrd is not None:
+        _validate_file("initrd", spec.initrd)
+        if spec.kernel is None:
+            raise SpecError("initrd", "needs kernel to be set as well")
+    if spec.kernel_cmdline is not None:
+        if spec.kernel is None:
+            raise SpecError("kernel_cmdline", "needs kernel to be set as well")
+        if _CONTROL_RE.search(spec.kernel_cmdline):
+            raise SpecError("kernel_cmdline", "must not contain control characters (newlines)")
+        if len(spec.kernel_cmdline) > KERNEL_CMDLINE_MAX:
+            raise SpecError("kernel_cmdline", "must be at most %d characters" % KERNEL_CMDLINE_MAX)
+    return spec
+
+
+def merge_params(params: Mapping[str, Any], stored: Optional[VmSpec]) -> VmSpec:
+    """Build the desired spec from module params.
+
+    An option left unset (None) keeps the stored value of an existing VM, and takes the
+    default for a new one, so `state: stopped` with only a name does not reset the VM.
+    """
+    base = stored.to_dict() if stored is not None else VmSpec(name=params["name"]).to_dict()
+    for field in SPEC_FIELDS:
+        value = params.get(field)
+        if value is not None:
+            base[field] = value
+    base["name"] = params["name"]
+    spec = VmSpec.from_dict(base)
+    return spec
+
+
+def to_diffable(spec: Optional[VmSpec]) -> Dict[str, Any]:
+    return spec.to_dict() if spec is not None else {}
+
+
+def changed_fields(before: Optional[VmSpec], after: VmSpec) -> List[str]:
+    if before is None:
+        return list(SPEC_FIELDS)
+    b, a = before.to_dict(), after.to_dict()
+    return [f for f in SPEC_FIELDS if b[f] != a[f]]

@@ -1,0 +1,77 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Numbered schema migrations, shared by every backend.
+
+Append a new (number, statements) entry; never edit an applied one. The SQL sticks to
+types both SQLite and PostgreSQL accept.
+"""
+
+from __future__ import annotations
+
+from typing import List, Tuple
+
+MIGRATIONS: List[Tuple[int, List[str]]] = [
+    (1, [
+        """CREATE TABLE vms (
+            uuid TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            host TEXT NOT NULL,
+            status TEXT NOT NULL,
+            version INTEGER NOT NULL DEFAULT 1,
+            qemu_pid INTEGER,
+            qmp_socket_path TEXT,
+            serial_log_path TEXT,
+            running_spec TEXT,
+            launch_accel TEXT,
+            launch_cpu TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+        # The review's MachineConfiguration (its section 2) in full, plus the spec fields it
+        # lacks. Columns later features fill start out NULL or at their defaults.
+        """CREATE TABLE machine_configuration (
+            vm_uuid TEXT PRIMARY KEY REFERENCES vms(uuid) ON DELETE CASCADE,
+            vcpus INTEGER NOT NULL,
+            memory_mb INTEGER NOT NULL,
+            machine_type TEXT NOT NULL DEFAULT 'q35',
+            cpu_model TEXT NOT NULL DEFAULT 'auto',
+            cpu_flags TEXT NOT NULL DEFAULT '[]',
+            accel TEXT NOT NULL DEFAULT 'auto',
+            kernel TEXT,
+            initrd TEXT,
+            kernel_cmdline TEXT,
+            tap_device_name TEXT,
+            bridge TEXT,
+            network_model TEXT NOT NULL DEFAULT 'virtio-net-pci',
+            network_queues INTEGER NOT NULL DEFAULT 1,
+            graphic_protocol TEXT,
+            graphic_port INTEGER,
+            graphic_password TEXT,
+            graphic_host TEXT NOT NULL DEFAULT '127.0.0.1',
+            disk_bus TEXT NOT NULL DEFAULT 'virtio',
+            disk_cache_mode TEXT NOT NULL DEFAULT 'none',
+            io_threads BOOLEAN NOT NULL DEFAULT FALSE,
+            assigned_gpu_bus TEXT,
+            gpu_rom_file TEXT,
+            gpu_audio_bus TEXT,
+            memory_balloon BOOLEAN NOT NULL DEFAULT FALSE,
+            hugepages BOOLEAN NOT NULL DEFAULT FALSE,
+            numa_config TEXT,
+            cpu_pinning TEXT,
+            uefi_firmware TEXT,
+            secureboot BOOLEAN NOT NULL DEFAULT FALSE
+        )""",
+        # Host resources are journaled before they are created and dropped after they are
+        # destroyed, so a crash at any point can be cleaned up later.
+        """CREATE TABLE resources (
+            vm_uuid TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            ref TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (vm_uuid, kind, ref)
+        )""",
+    ]),
+]
+
+LATEST = MIGRATIONS[-1][0]

@@ -1,0 +1,207 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""What the infinivirt_vm and infinivirt_vm_info modules do, without Ansible.
+
+``ensure_vm`` plans first (so check mode predicts exactly what a real run does), then
+applies the plan under the VM's lock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import uuid as uuidlib
+from typing import Any, Dict, List, Optional
+
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
+from ansible_collections.infinivirt.core.plugins.module_utils.lifecycle import (
+    PAUSED, RUNNING, STOPPED, Lifecycle, VmPaths)
+from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import HostPaths
+from ansible_collections.infinivirt.core.plugins.module_utils.spec import (
+    VmSpec, changed_fields, merge_params, validate, validate_name)
+from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import open_store
+from ansible_collections.infinivirt.core.plugins.module_utils.store.records import VmRecord
+
+STATES = ("present", "running", "stopped", "paused", "restarted", "absent")
+
+
+@dataclasses.dataclass
+class Outcome:
+    changed: bool = False
+    vm: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    diff: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    warnings: List[str] = dataclasses.field(default_factory=list)
+    actions: List[str] = dataclasses.field(default_factory=list)
+
+
+def _view(rec: Optional[VmRecord], state: str) -> Dict[str, Any]:
+    """What the diff shows: the user-visible spec plus the run state."""
+    if rec is None:
+        return {"state": "absent"}
+    view = rec.spec.to_dict()
+    view["state"] = state
+    return view
+
+
+def vm_result(rec: VmRecord, state: str, lifecycle: Lifecycle) -> Dict[str, Any]:
+    alive = state != STOPPED
+    pending = changed_fields(rec.running_spec, rec.spec) if alive and rec.running_spec else []
+    result = rec.summary()
+    result.update(rec.spec.to_dict())
+    result.update({
+        "status": state,
+        "pid": rec.qemu_pid if alive else None,
+        "qmp_socket": rec.qmp_socket_path if alive else None,
+        "serial_log": rec.serial_log_path or VmPaths.for_vm(lifecycle.run_dir, rec.uuid).serial_log,
+        "accel_in_use": rec.launch_accel if alive else None,
+        "cpu_in_use": rec.launch_cpu if alive else None,
+        "pending_restart": pending,
+    })
+    return result
+
+
+class VmService:
+    def __init__(self, db_url: str, run_dir: str, qemu_binary: Optional[str] = None,
+                 lock_timeout: float = 60.0, host_paths: HostPaths = HostPaths(),
+                 hostname: Optional[str] = None):
+        self.store = open_store(db_url)
+        self.lifecycle = Lifecycle(self.store, run_dir, qemu_binary, host_paths)
+        self.lock_timeout = lock_timeout
+        self.hostname = hostname or socket.gethostname()
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- infinivirt_vm --------------------------------------------------------------------
+    def ensure(self, params: Dict[str, Any], check_mode: bool) -> Outcome:
+        name = validate_name(params.get("name"))
+        state = params.get("state") or "present"
+        if state not in STATES:
+            raise SpecError("state", "must be one of %s, got %r" % (", ".join(STATES), state))
+        with self.store.vm_lock(name, self.lock_timeout):
+            rec = self.store.get_vm(name)
+            before_state = self.lifecycle.live_state(rec) if rec else "absent"
+            if state == "absent":
+                return self._ensure_absent(rec, before_state, params, check_mode)
+            return self._ensure_present(rec, before_state, state, params, check_mode)
+
+    def _ensure_present(self, rec: Optional[VmRecord], before_state: str, state: str,
+                        params: Dict[str, Any], check_mode: bool) -> Outcome:
+        out = Outcome()
+        desired = validate(merge_params(params, rec.spec if rec else None))
+        spec_changes = changed_fields(rec.spec if rec else None, desired)
+        before_view = _view(rec, before_state)
+
+        if rec is None:
+            out.actions.append("create")
+            rec = VmRecord(uuid=str(uuidlib.uuid4()), name=desired.name, host=self.hostname,
+                           status=STOPPED, spec=desired)
+            if not check_mode:
+                self.store.insert_vm(rec)
+        elif spec_changes:
+            out.actions.append("update")
+            rec.spec = desired
+            if not check_mode:
+                self.store.update_vm(rec)
+
+        if state == "present":
+            target = STOPPED if before_state == "absent" else before_state
+        else:
+            target = {"running": RUNNING, "restarted": RUNNING, "stopped": STOPPED,
+                      "paused": PAUSED}[state]
+        pending = (changed_fields(rec.running_spec, rec.spec)
+                   if before_state in (RUNNING, PAUSED) and rec.running_spec else [])
+        restart = state == "restarted" or (
+            bool(pending) and target != STOPPED and params.get("restart_on_change"))
+
+        self._transition(out, rec, before_state, target, restart, params, check_mode)
+
+        after_state = target
+        if pending and not restart and target != STOPPED:
+            out.warnings.append(
+                "VM %s runs with an older configuration; a restart is needed to apply: %s "
+                "(set restart_on_change: true or state: restarted)" % (rec.name, ", ".join(pending)))
+        out.changed = bool(out.actions)
+        out.diff = {"before": before_view, "after": _view(rec, after_state)}
+        out.vm = vm_result(rec, after_state, self.lifecycle)
+        if check_mode and "start" in out.actions:
+            out.vm["pending_restart"] = []
+        return out
+
+    def _transition(self, out: Outcome, rec: VmRecord, current: str, target: str,
+                    restart: bool, params: Dict[str, Any], check_mode: bool) -> None:
+        stop_timeout = float(params.get("stop_timeout") or 60)
+        force = bool(params.get("force"))
+        lc = self.lifecycle
+        if current == "absent":
+            current = STOPPED
+        if restart and current != STOPPED:
+            out.actions.append("stop")
+            if not check_mode:
+                lc.stop(rec, stop_timeout, force)
+            current = STOPPED
+        if current == target:
+            return
+        if target == STOPPED:
+            out.actions.append("stop")
+            if not check_mode:
+                lc.stop(rec, stop_timeout, force)
+        elif current == STOPPED:
+            out.actions.append("start")
+            if not check_mode:
+                out.warnings.extend(lc.start(rec, paused=(target == PAUSED)))
+            else:
+                out.warnings.extend(lc.plan_launch(rec)[3])
+        elif target == PAUSED:
+            out.actions.append("pause")
+            if not check_mode:
+                lc.pause(rec)
+        else:
+            out.actions.append("resume")
+            if not check_mode:
+                lc.resume(rec)
+
+    def _ensure_absent(self, rec: Optional[VmRecord], before_state: str,
+                       params: Dict[str, Any], check_mode: bool) -> Outcome:
+        out = Outcome()
+        if rec is None:
+            out.diff = {"before": {"state": "absent"}, "after": {"state": "absent"}}
+            out.vm = {"name": params["name"], "status": "absent"}
+            return out
+        out.actions.append("delete")
+        if not check_mode:
+            if before_state != STOPPED:
+                self.lifecycle.stop(rec, float(params.get("stop_timeout") or 60),
+                                    bool(params.get("force")))
+            self.lifecycle.release_files(rec, keep_serial_log=False)
+            self.store.delete_vm(rec.uuid)
+        out.changed = True
+        out.diff = {"before": _view(rec, before_state), "after": {"state": "absent"}}
+        out.vm = {"name": rec.name, "uuid": rec.uuid, "status": "absent"}
+        return out
+
+    # -- infinivirt_vm_info ---------------------------------------------------------------
+    def info(self, name: Optional[str] = None) -> List[Dict[str, Any]]:
+        if name is not None:
+            validate_name(name)
+            rec = self.store.get_vm(name)
+            records = [rec] if rec else []
+        else:
+            records = self.store.list_vms()
+        result = []
+        for rec in records:
+            qemu_status = self.lifecycle.query_status(rec)
+            state = STOPPED if qemu_status is None else (RUNNING if qemu_status == "running" else PAUSED)
+            vm = vm_result(rec, state, self.lifecycle)
+            vm["qemu_status"] = qemu_status
+            result.append(vm)
+        return result
+
+
+def spec_for_new_vm(name: str, **fields: Any) -> VmSpec:
+    """Convenience for callers outside Ansible (tests, benchmarks)."""
+    return validate(VmSpec(name=name, **fields))
+
+
+__all__ = ["VmService", "Outcome", "StateError", "spec_for_new_vm"]

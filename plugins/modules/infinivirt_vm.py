@@ -1,0 +1,276 @@
+#!/usr/bin/python
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: infinivirt_vm
+short_description: Define, start, stop, pause and remove QEMU/KVM virtual machines without libvirt
+version_added: 0.1.0
+description:
+  - Manages one virtual machine on the host the task runs on. Infinivirt builds the QEMU
+    command line itself, drives QEMU over QMP and keeps the VM's state in a database.
+  - A VM is started paused, checked over QMP and then let run, so when a task returns the
+    transition has finished. A stopped VM has no process left.
+  - Options left unset keep the stored value of an existing VM and take the documented
+    default for a new one, so O(state=stopped) with only O(name) never reconfigures a VM.
+  - A changed option that a running VM cannot take live is stored, shown in the diff and
+    reported as a warning and in RV(vm.pending_restart) until the VM is restarted;
+    O(restart_on_change=true) restarts it at once.
+author:
+  - Infinivirt developers (@infinivirt)
+extends_documentation_fragment:
+  - infinivirt.core.common
+  - infinivirt.core.attributes
+  - infinivirt.core.attributes.actiongroup_infinivirt
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  idempotent:
+    support: partial
+    details: O(state=restarted) always restarts the VM and reports a change.
+options:
+  name:
+    description:
+      - Name of the VM, unique in the database.
+      - Up to 64 characters from letters, digits, V(.), V(_) and V(-); it must start with a
+        letter or a digit and must not contain V(..).
+    type: str
+    required: true
+  state:
+    description:
+      - V(present) defines the VM (or updates its definition) and leaves a running VM running
+        and a stopped one stopped.
+      - V(running) starts it; a paused VM is resumed.
+      - V(stopped) presses the ACPI power button and waits up to O(stop_timeout) seconds for
+        the guest to power off; with O(force=true) a guest that does not is ended.
+      - V(paused) pauses the vCPUs (a stopped VM is started paused).
+      - V(restarted) stops the VM (as V(stopped)) and starts it again; always a change.
+      - V(absent) stops the VM as V(stopped) would and removes it, its files and its
+        database row.
+    type: str
+    choices: [present, running, stopped, paused, restarted, absent]
+    default: present
+  vcpus:
+    description:
+      - Number of virtual CPUs, from 1 to the number of CPUs of the host.
+      - Default for a new VM is V(1).
+    type: int
+  memory_mb:
+    description:
+      - Guest memory in MiB, at least 16.
+      - Default for a new VM is V(512).
+    type: int
+  machine_type:
+    description:
+      - QEMU machine type. V(q35) is a PCIe machine (recommended); V(pc) is the older
+        i440FX machine for legacy guests.
+      - Default for a new VM is V(q35).
+    type: str
+    choices: [q35, pc]
+  cpu_model:
+    description:
+      - QEMU CPU model name, for example V(host), V(max), V(qemu64) or V(EPYC).
+      - V(auto) uses V(host) under KVM and V(max) under TCG.
+      - V(host) under TCG is replaced by V(max) with a warning. On a host that is itself a
+        VM, V(host) gets C(-arch-capabilities), which nested KVM cannot set.
+      - Default for a new VM is V(auto).
+    type: str
+  cpu_flags:
+    description:
+      - CPU feature flags added to the model, each V(+feature) or V(-feature).
+    type: list
+    elements: str
+  accel:
+    description:
+      - Accelerator. V(auto) uses KVM only where it really works (C(/dev/kvm) usable and
+        C(kvm_intel) or C(kvm_amd) loaded) and otherwise TCG software emulation, with a
+        warning. V(kvm) and V(tcg) force one.
+      - Default for a new VM is V(auto).
+    type: str
+    choices: [auto, kvm, tcg]
+  kernel:
+    description:
+      - Absolute path of a kernel image for direct kernel boot.
+    type: path
+  initrd:
+    description:
+      - Absolute path of an initial ramdisk for direct kernel boot. Needs O(kernel).
+    type: path
+  kernel_cmdline:
+    description:
+      - Kernel command line for direct kernel boot. Needs O(kernel).
+    type: str
+  stop_timeout:
+    description:
+      - Seconds to wait for the guest to power off after the ACPI power button.
+    type: float
+    default: 60.0
+  force:
+    description:
+      - When the guest does not power off within O(stop_timeout), end QEMU (QMP C(quit),
+        then C(SIGKILL)) instead of failing.
+    type: bool
+    default: false
+  restart_on_change:
+    description:
+      - Restart a running or paused VM at once when a changed option needs a restart.
+    type: bool
+    default: false
+notes:
+  - A VM counts as running only when its pidfile names a live process whose command line
+    carries the VM's UUID.
+seealso:
+  - module: infinivirt.core.infinivirt_vm_info
+"""
+
+EXAMPLES = r"""
+- name: Boot a small VM from a kernel and an initramfs
+  infinivirt.core.infinivirt_vm:
+    name: web01
+    state: running
+    vcpus: 2
+    memory_mb: 1024
+    kernel: /var/lib/infinivirt/images/vmlinuz
+    initrd: /var/lib/infinivirt/images/initrd.img
+    kernel_cmdline: console=ttyS0 panic=-1
+
+- name: Power it off through ACPI, ending it if it has not stopped after 2 minutes
+  infinivirt.core.infinivirt_vm:
+    name: web01
+    state: stopped
+    stop_timeout: 120
+    force: true
+
+- name: Give it more memory and restart it if it is running
+  infinivirt.core.infinivirt_vm:
+    name: web01
+    memory_mb: 2048
+    restart_on_change: true
+
+- name: Remove it
+  infinivirt.core.infinivirt_vm:
+    name: web01
+    state: absent
+"""
+
+RETURN = r"""
+vm:
+  description: The VM after the task (predicted in check mode).
+  returned: always
+  type: dict
+  contains:
+    name:
+      description: VM name.
+      type: str
+      sample: web01
+    uuid:
+      description: VM UUID, also QEMU's C(-uuid). Absent when O(state=absent) found no VM.
+      type: str
+      sample: 0b7c1f0e-3c1d-4a53-9a7e-6b0f8d1f2a11
+    status:
+      description: V(running), V(paused), V(stopped) or V(absent).
+      type: str
+      sample: running
+    pid:
+      description: PID of the QEMU process, or null when it is not running.
+      type: int
+      sample: 12345
+    qmp_socket:
+      description: Path of the QMP socket, or null when it is not running.
+      type: str
+      sample: /run/infinivirt/0b7c1f0e-3c1d-4a53-9a7e-6b0f8d1f2a11.qmp
+    serial_log:
+      description: File that receives the guest's first serial port.
+      type: str
+      sample: /run/infinivirt/0b7c1f0e-3c1d-4a53-9a7e-6b0f8d1f2a11.serial.log
+    host:
+      description: Host name of the hypervisor that owns the VM.
+      type: str
+    version:
+      description: Row version in the database; it grows with every write.
+      type: int
+    vcpus:
+      description: Number of virtual CPUs.
+      type: int
+    memory_mb:
+      description: Guest memory in MiB.
+      type: int
+    machine_type:
+      description: QEMU machine type.
+      type: str
+    cpu_model:
+      description: CPU model as requested.
+      type: str
+    cpu_flags:
+      description: CPU feature flags as requested.
+      type: list
+      elements: str
+    accel:
+      description: Accelerator as requested.
+      type: str
+    accel_in_use:
+      description: Accelerator the running QEMU uses (V(kvm) or V(tcg)), or null.
+      type: str
+      sample: tcg
+    cpu_in_use:
+      description: The C(-cpu) value the running QEMU got, or null.
+      type: str
+      sample: max
+    kernel:
+      description: Kernel for direct kernel boot.
+      type: str
+    initrd:
+      description: Initial ramdisk for direct kernel boot.
+      type: str
+    kernel_cmdline:
+      description: Kernel command line.
+      type: str
+    pending_restart:
+      description: Options changed since the running VM was started, which need a restart.
+      type: list
+      elements: str
+      sample: [memory_mb]
+"""
+
+from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import InfinivirtModule
+
+
+def main() -> None:
+    module = InfinivirtModule(
+        argument_spec=dict(
+            name=dict(type="str", required=True),
+            state=dict(type="str", default="present",
+                       choices=["present", "running", "stopped", "paused", "restarted", "absent"]),
+            vcpus=dict(type="int"),
+            memory_mb=dict(type="int"),
+            machine_type=dict(type="str", choices=["q35", "pc"]),
+            cpu_model=dict(type="str"),
+            cpu_flags=dict(type="list", elements="str"),
+            accel=dict(type="str", choices=["auto", "kvm", "tcg"]),
+            kernel=dict(type="path"),
+            initrd=dict(type="path"),
+            kernel_cmdline=dict(type="str"),
+            stop_timeout=dict(type="float", default=60.0),
+            force=dict(type="bool", default=False),
+            restart_on_change=dict(type="bool", default=False),
+        ),
+        supports_check_mode=True,
+    )
+
+    def ensure(service):
+        outcome = service.ensure(module.params, module.module.check_mode)
+        result = dict(changed=outcome.changed, vm=outcome.vm, warnings=outcome.warnings)
+        if module.module._diff:
+            result["diff"] = outcome.diff
+        return result
+
+    module.run(ensure)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+#!/usr/bin/python
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: infinivirt_vm_info
+short_description: Report Infinivirt VMs with their live state
+version_added: 0.1.0
+description:
+  - Lists one VM or all VMs in the Infinivirt database, with the run state read from the
+    live QEMU process over QMP (C(query-status)), not only from the database.
+author:
+  - Infinivirt developers (@infinivirt)
+extends_documentation_fragment:
+  - infinivirt.core.common
+  - infinivirt.core.attributes
+  - infinivirt.core.attributes.actiongroup_infinivirt
+  - infinivirt.core.attributes.info_module
+options:
+  name:
+    description:
+      - Name of one VM. When omitted, all VMs are listed.
+    type: str
+seealso:
+  - module: infinivirt.core.infinivirt_vm
+"""
+
+EXAMPLES = r"""
+- name: Read one VM
+  infinivirt.core.infinivirt_vm_info:
+    name: web01
+  register: web01_info
+
+- name: Show its state
+  ansible.builtin.debug:
+    msg: "{{ web01_info.vms[0].status }} (QEMU says {{ web01_info.vms[0].qemu_status }})"
+
+- name: List every VM
+  infinivirt.core.infinivirt_vm_info:
+  register: all_vms
+"""
+
+RETURN = r"""
+vms:
+  description:
+    - The VMs found, sorted by name; empty when O(name) names no VM.
+    - Each entry has the fields of RV(infinivirt.core.infinivirt_vm#module:vm) plus RV(vms[].qemu_status).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: VM name.
+      type: str
+    uuid:
+      description: VM UUID.
+      type: str
+    status:
+      description: V(running), V(paused) or V(stopped), from the live process.
+      type: str
+    qemu_status:
+      description: QEMU's own run state from QMP C(query-status) (for example V(running),
+        V(paused), V(prelaunch)), or null when no QEMU process runs.
+      type: str
+      sample: running
+    pid:
+      description: PID of the QEMU process, or null.
+      type: int
+    qmp_socket:
+      description: QMP socket path, or null.
+      type: str
+    serial_log:
+      description: File that receives the guest's first serial port.
+      type: str
+    vcpus:
+      description: Number of virtual CPUs.
+      type: int
+    memory_mb:
+      description: Guest memory in MiB.
+      type: int
+    pending_restart:
+      description: Options changed since the running VM was started.
+      type: list
+      elements: str
+"""
+
+from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import InfinivirtModule
+
+
+def main() -> None:
+    module = InfinivirtModule(
+        argument_spec=dict(name=dict(type="str")),
+        supports_check_mode=True,
+    )
+    module.run(lambda service: dict(changed=False, vms=service.info(module.params["name"])))
+
+
+if __name__ == "__main__":
+    main()
