@@ -115,7 +115,12 @@ class VmService:
         restart = state == "restarted" or (
             bool(pending) and target != STOPPED and params.get("restart_on_change"))
 
-        self._transition(out, rec, before_state, target, restart, params, check_mode)
+        try:
+            self._transition(out, rec, before_state, target, restart, params, check_mode)
+        except Exception:
+            if "create" in out.actions and not check_mode:
+                self.store.delete_vm(rec.uuid)  # a VM that never started is not left defined
+            raise
 
         after_state = target
         if pending and not restart and target != STOPPED:

@@ -15,7 +15,7 @@ import os
 import socket
 import sqlite3
 import time
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, ContextManager, Dict, Iterator, List, Optional, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import LockTimeout, StoreError
 from ansible_collections.infinivirt.core.plugins.module_utils.spec import SPEC_FIELDS, VmSpec
@@ -57,9 +57,12 @@ class SqliteStore:
                 os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
             self._db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
             self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
+            # Switching to WAL does not wait on SQLite's busy handler, so processes opening
+            # a new database at once take turns here.
+            with self._file_lock(".schema", busy_timeout, "the database schema"):
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._migrate()
         except (OSError, sqlite3.Error) as exc:
             raise StoreError("cannot open the SQLite state database %s: %s" % (path, exc))
 
@@ -180,10 +183,13 @@ class SqliteStore:
         return [(row["kind"], row["ref"]) for row in rows]
 
     # -- per-VM lock ----------------------------------------------------------------------
+    def vm_lock(self, name: str, timeout: float) -> ContextManager[None]:
+        """Hold an exclusive lock for this VM; the kernel drops it if the holder dies."""
+        return self._file_lock(name, timeout, "VM %s" % name)
+
     @contextlib.contextmanager
-    def vm_lock(self, name: str, timeout: float) -> Iterator[None]:
-        """Hold an exclusive flock for this VM; the kernel drops it if the holder dies."""
-        path = os.path.join(self.lock_dir, name + ".lock")
+    def _file_lock(self, key: str, timeout: float, what: str) -> Iterator[None]:
+        path = os.path.join(self.lock_dir, key + ".lock")
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             deadline = time.monotonic() + timeout
@@ -193,10 +199,10 @@ class SqliteStore:
                     break
                 except OSError as exc:
                     if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise StoreError("cannot lock VM %s: %s" % (name, exc))
+                        raise StoreError("cannot lock %s: %s" % (what, exc))
                     if time.monotonic() >= deadline:
-                        raise LockTimeout("VM %s is locked by another operation (%s); gave up "
-                                          "after %g s" % (name, _holder(path), timeout))
+                        raise LockTimeout("%s is locked by another operation (%s); gave up "
+                                          "after %g s" % (what, _holder(path), timeout))
                     time.sleep(0.05)
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps({"host": socket.gethostname(), "pid": os.getpid(),

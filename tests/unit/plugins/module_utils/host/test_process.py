@@ -1,0 +1,79 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Liveness against real processes: PID reuse and zombies."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid as uuidlib
+
+from ansible_collections.infinivirt.core.plugins.module_utils.host.process import (
+    kill_vm_process, process_runs_vm, process_state, read_pidfile, run_daemonized)
+
+
+def spawn(marker):
+    """A process whose argv carries the marker, like QEMU's -uuid; returned once exec'd."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", marker])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with open("/proc/%d/cmdline" % proc.pid, "rb") as fh:
+            if marker.encode() in fh.read():
+                return proc
+        time.sleep(0.01)
+    raise AssertionError("child never exec'd")
+
+
+def test_live_process_with_uuid_counts_as_running():
+    marker = str(uuidlib.uuid4())
+    proc = spawn(marker)
+    try:
+        assert process_runs_vm(proc.pid, marker)
+        assert not process_runs_vm(proc.pid, str(uuidlib.uuid4())), "another VM's UUID"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_zombie_counts_as_dead():
+    marker = str(uuidlib.uuid4())
+    proc = spawn(marker)
+    proc.kill()
+    deadline = time.monotonic() + 10
+    while process_state(proc.pid) != "Z" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert process_state(proc.pid) == "Z"  # not reaped yet: still in /proc
+    assert not process_runs_vm(proc.pid, marker)
+    proc.wait()
+    assert process_state(proc.pid) is None
+
+
+def test_kill_only_kills_the_vm_it_names():
+    marker = str(uuidlib.uuid4())
+    proc = spawn(marker)
+    try:
+        kill_vm_process(proc.pid, str(uuidlib.uuid4()))
+        assert proc.poll() is None, "a process without the UUID must be left alone"
+        kill_vm_process(proc.pid, marker)
+        assert proc.wait(timeout=5) == -9
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_pidfile_parsing(tmp_path):
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.write_text("%d\n" % os.getpid())
+    bad.write_text("12x")
+    assert read_pidfile(str(good)) == os.getpid()
+    assert read_pidfile(str(bad)) is None
+    assert read_pidfile(str(tmp_path / "missing")) is None
+
+
+def test_run_daemonized_reports_stderr():
+    rc, err = run_daemonized([sys.executable, "-c", "import sys; sys.exit('boom')"], timeout=10)
+    assert rc == 1 and err == "boom"

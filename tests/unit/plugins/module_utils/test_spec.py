@@ -1,0 +1,109 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.spec import (
+    VmSpec, changed_fields, merge_params, validate)
+
+
+@pytest.fixture
+def kernel(tmp_path):
+    path = tmp_path / "vmlinuz"
+    path.write_bytes(b"kernel")
+    return str(path)
+
+
+@pytest.mark.parametrize("name", [
+    "a/b", "..", "a..b", "has space", "tab\there", "nl\nx", "x" * 65, "", "-lead", ".hidden",
+    "comma,name", "eq=name",
+])
+def test_bad_names_are_refused_naming_the_field(name):
+    with pytest.raises(SpecError) as err:
+        validate(VmSpec(name=name))
+    assert err.value.field == "name"
+    assert str(err.value).startswith("name: ")
+
+
+@pytest.mark.parametrize("name", ["a", "web01", "A.b_c-9", "x" * 64])
+def test_good_names_pass(name):
+    assert validate(VmSpec(name=name)).name == name
+
+
+@pytest.mark.parametrize("field,value,phrase", [
+    ("vcpus", 0, "at least 1"),
+    ("vcpus", 100000, "at most"),
+    ("vcpus", True, "integer"),
+    ("memory_mb", 15, "at least 16"),
+    ("machine_type", "virt", "must be one of q35, pc"),
+    ("accel", "hvf", "must be one of auto, kvm, tcg"),
+    ("cpu_model", "host,+vmx", "not a CPU model name"),
+    ("cpu_model", "max,kernel=/etc/shadow", "not a CPU model name"),
+    ("cpu_flags", ("+vmx,kernel=x",), "+feature"),
+    ("cpu_flags", ("vmx",), "+feature"),
+])
+def test_bad_values_name_their_field(field, value, phrase):
+    with pytest.raises(SpecError) as err:
+        validate(VmSpec(name="vm", **{field: value}))
+    assert err.value.field == field
+    assert phrase in str(err.value)
+
+
+def test_kernel_must_exist(tmp_path):
+    with pytest.raises(SpecError) as err:
+        validate(VmSpec(name="vm", kernel=str(tmp_path / "nope")))
+    assert err.value.field == "kernel" and "does not exist" in str(err.value)
+
+
+def test_kernel_must_be_absolute():
+    with pytest.raises(SpecError) as err:
+        validate(VmSpec(name="vm", kernel="boot/vmlinuz"))
+    assert "absolute" in str(err.value)
+
+
+def test_initrd_and_cmdline_need_a_kernel(kernel):
+    with pytest.raises(SpecError) as err:
+        validate(VmSpec(name="vm", initrd=kernel))
+    assert err.value.field == "initrd"
+    with pytest.raises(SpecError) as err:
+        validate(VmSpec(name="vm", kernel_cmdline="console=ttyS0"))
+    assert err.value.field == "kernel_cmdline"
+
+
+def test_cmdline_rejects_newlines(kernel):
+    with pytest.raises(SpecError) as err:
+        validate(VmSpec(name="vm", kernel=kernel, kernel_cmdline="a\n-device x"))
+    assert err.value.field == "kernel_cmdline"
+
+
+def test_cmdline_may_hold_commas_and_equals(kernel):
+    # -append passes the line whole, so these are ordinary kernel arguments.
+    spec = validate(VmSpec(name="vm", kernel=kernel, kernel_cmdline="a=b,c d=e"))
+    assert spec.kernel_cmdline == "a=b,c d=e"
+
+
+def test_unset_options_keep_stored_values():
+    stored = VmSpec(name="vm", vcpus=2, memory_mb=1024, machine_type="pc")
+    merged = merge_params({"name": "vm", "vcpus": None, "memory_mb": 2048}, stored)
+    assert (merged.vcpus, merged.memory_mb, merged.machine_type) == (2, 2048, "pc")
+
+
+def test_unset_options_take_defaults_for_a_new_vm():
+    merged = merge_params({"name": "vm", "vcpus": None}, None)
+    assert merged == VmSpec(name="vm")
+    assert (merged.vcpus, merged.memory_mb, merged.machine_type, merged.cpu_model) == (1, 512, "q35", "auto")
+
+
+def test_changed_fields_lists_only_differences():
+    a = VmSpec(name="vm", vcpus=1, memory_mb=512)
+    b = VmSpec(name="vm", vcpus=2, memory_mb=512, cpu_flags=("+x2apic",))
+    assert changed_fields(a, b) == ["vcpus", "cpu_flags"]
+    assert changed_fields(a, a) == []
+
+
+def test_round_trip_through_dict():
+    spec = VmSpec(name="vm", cpu_flags=("+a", "-b"))
+    assert VmSpec.from_dict(spec.to_dict()) == spec
