@@ -12,8 +12,7 @@ from urllib.parse import urlsplit
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError
-from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import (
-    HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR)
+from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR
 from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import DEFAULT_DB_URL
 from ansible_collections.infinivirt.core.plugins.module_utils.vm_service import VmService
 

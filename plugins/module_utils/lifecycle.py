@@ -18,13 +18,26 @@ import time
 from typing import List, Optional
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
-    InfinivirtError, QemuError, QmpError, SpecError, StateError)
+    InfinivirtError,
+    QemuError,
+    QmpError,
+    SpecError,
+    StateError,
+)
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import (
-    kill_vm_process, process_runs_vm, read_pidfile, run_daemonized, wait_until_gone)
-from ansible_collections.infinivirt.core.plugins.module_utils.qemu.argv import (
-    LaunchContext, build_argv)
+    kill_vm_process,
+    process_runs_vm,
+    read_pidfile,
+    run_daemonized,
+    wait_until_gone,
+)
+from ansible_collections.infinivirt.core.plugins.module_utils.qemu.argv import LaunchContext, build_argv
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import (
-    HostPaths, probe, resolve_accel, resolve_cpu)
+    HostPaths,
+    probe,
+    resolve_accel,
+    resolve_cpu,
+)
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession
 from ansible_collections.infinivirt.core.plugins.module_utils.store.records import VmRecord
 
@@ -145,7 +158,7 @@ class Lifecycle:
             self._abort_start(rec)
             if isinstance(exc, InfinivirtError):
                 raise
-            raise QemuError("VM %s: unexpected QMP reply while starting: %r" % (rec.name, exc))
+            raise QemuError("VM %s: unexpected QMP reply while starting: %r" % (rec.name, exc)) from exc
         rec.status = PAUSED if paused else RUNNING
         rec.running_spec = rec.spec
         rec.launch_accel, rec.launch_cpu = accel, cpu
@@ -231,5 +244,5 @@ class Lifecycle:
             except FileNotFoundError:
                 pass
             except OSError as exc:
-                raise QemuError("VM %s: cannot remove %s %s: %s" % (rec.name, kind, ref, exc))
+                raise QemuError("VM %s: cannot remove %s %s: %s" % (rec.name, kind, ref, exc)) from exc
             self.store.journal_remove(rec.uuid, kind, ref)

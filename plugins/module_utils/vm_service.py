@@ -16,10 +16,20 @@ from typing import Any, Dict, List, Optional
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.lifecycle import (
-    PAUSED, RUNNING, STOPPED, Lifecycle, VmPaths)
+    PAUSED,
+    RUNNING,
+    STOPPED,
+    Lifecycle,
+    VmPaths,
+)
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import HostPaths
 from ansible_collections.infinivirt.core.plugins.module_utils.spec import (
-    VmSpec, changed_fields, merge_params, validate, validate_name)
+    VmSpec,
+    changed_fields,
+    merge_params,
+    validate,
+    validate_name,
+)
 from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import open_store
 from ansible_collections.infinivirt.core.plugins.module_utils.store.records import VmRecord
 

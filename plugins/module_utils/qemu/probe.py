@@ -71,7 +71,7 @@ def _read_version(binary: str, cache_file: Optional[str]) -> Tuple[int, int, int
             [binary, "--version"], capture_output=True, text=True, timeout=30, check=False
         ).stdout
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise QemuError("could not run %s --version: %s" % (binary, exc))
+        raise QemuError("could not run %s --version: %s" % (binary, exc)) from exc
     match = _VERSION_RE.search(out)
     if not match:
         raise QemuError("%s --version printed no QEMU version: %r" % (binary, out[:200]))

@@ -66,14 +66,14 @@ class QmpSession:
         try:
             return self._loop.run_until_complete(asyncio.wait_for(coro, timeout))
         except asyncio.TimeoutError:
-            raise QmpError(self.vm_name, command, "no answer within %g s" % timeout)
+            raise QmpError(self.vm_name, command, "no answer within %g s" % timeout) from None
         except ExecuteError as exc:
-            raise QmpError(self.vm_name, command, "%s: %s" % (exc.error_class, exc.error.desc))
+            raise QmpError(self.vm_name, command, "%s: %s" % (exc.error_class, exc.error.desc)) from exc
         except ConnectError as exc:
             raise QmpError(self.vm_name, command, "cannot connect to %s: %s"
-                           % (self.socket_path, exc.exc))
+                           % (self.socket_path, exc.exc)) from exc
         except (QMPError, OSError, EOFError) as exc:
-            raise QmpError(self.vm_name, command, str(exc) or type(exc).__name__)
+            raise QmpError(self.vm_name, command, str(exc) or type(exc).__name__) from exc
 
     def execute(self, command: str, arguments: Optional[Dict[str, Any]] = None,
                 timeout: float = 10.0) -> Any:

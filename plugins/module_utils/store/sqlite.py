@@ -64,7 +64,7 @@ class SqliteStore:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._migrate()
         except (OSError, sqlite3.Error) as exc:
-            raise StoreError("cannot open the SQLite state database %s: %s" % (path, exc))
+            raise StoreError("cannot open the SQLite state database %s: %s" % (path, exc)) from exc
 
     def close(self) -> None:
         self._db.close()
@@ -75,7 +75,7 @@ class SqliteStore:
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise StoreError("cannot write to the state database %s: %s" % (self.path, exc))
+            raise StoreError("cannot write to the state database %s: %s" % (self.path, exc)) from exc
         try:
             yield self._db
         except BaseException:
@@ -199,10 +199,10 @@ class SqliteStore:
                     break
                 except OSError as exc:
                     if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise StoreError("cannot lock %s: %s" % (what, exc))
+                        raise StoreError("cannot lock %s: %s" % (what, exc)) from exc
                     if time.monotonic() >= deadline:
                         raise LockTimeout("%s is locked by another operation (%s); gave up "
-                                          "after %g s" % (what, _holder(path), timeout))
+                                          "after %g s" % (what, _holder(path), timeout)) from exc
                     time.sleep(0.05)
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps({"host": socket.gethostname(), "pid": os.getpid(),

@@ -12,7 +12,12 @@ import time
 import uuid as uuidlib
 
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import (
-    kill_vm_process, process_runs_vm, process_state, read_pidfile, run_daemonized)
+    kill_vm_process,
+    process_runs_vm,
+    process_state,
+    read_pidfile,
+    run_daemonized,
+)
 
 
 def spawn(marker):

@@ -15,8 +15,7 @@ import pytest
 import yaml
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
-from ansible_collections.infinivirt.core.plugins.module_utils.qemu.argv import (
-    LaunchContext, build_argv, opt_value)
+from ansible_collections.infinivirt.core.plugins.module_utils.qemu.argv import LaunchContext, build_argv, opt_value
 from ansible_collections.infinivirt.core.plugins.module_utils.spec import VmSpec
 
 GOLDEN = Path(__file__).parent / "golden"

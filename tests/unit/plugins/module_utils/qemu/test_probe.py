@@ -12,7 +12,12 @@ import pytest
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import QemuError, SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu import probe as probe_mod
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import (
-    Capabilities, HostPaths, kvm_state, resolve_accel, resolve_cpu)
+    Capabilities,
+    HostPaths,
+    kvm_state,
+    resolve_accel,
+    resolve_cpu,
+)
 
 
 def fake_host(tmp_path, modules=(), kvm_mode=0o600, with_kvm=True, hypervisor=False):

@@ -1,0 +1,76 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Fixtures for tests that run real QEMU processes with the real test guest (TCG here)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+
+import pytest
+
+from ansible_collections.infinivirt.core.plugins.module_utils.vm_service import VmService
+
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(TESTS, "guest"))
+
+import build_guest  # noqa: E402
+import serial_report  # noqa: E402
+
+if shutil.which("qemu-system-x86_64") is None:  # the only allowed reason to skip
+    pytest.skip("qemu-system-x86_64 is not installed", allow_module_level=True)
+
+GUEST_TIMEOUT = float(os.environ.get("INFINIVIRT_GUEST_TIMEOUT", "120"))
+
+
+@pytest.fixture(scope="session")
+def guest():
+    """The tiny Debian-built guest (kernel + busybox initramfs), built once and cached."""
+    return build_guest.build_guest()
+
+
+@pytest.fixture
+def workdir():
+    """A short scratch dir whose name holds a comma and '=', so every test also proves
+    that paths reach QEMU intact (UNIX socket paths must stay under 108 bytes)."""
+    path = tempfile.mkdtemp(prefix="iv,t=")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def service(workdir):
+    svc = VmService("sqlite:///%s/state.db" % workdir, os.path.join(workdir, "run"),
+                    lock_timeout=30)
+    yield svc
+    # Never leave a VM behind, whatever the test did.
+    for vm in svc.info():
+        svc.ensure({"name": vm["name"], "state": "absent", "force": True, "stop_timeout": 5},
+                   check_mode=False)
+    svc.close()
+
+
+@pytest.fixture
+def guest_params(guest, workdir):
+    """infinivirt_vm parameters that boot the test guest from paths with ',' and '='."""
+    boot = os.path.join(workdir, "boot,dir=x")
+    os.makedirs(boot)
+    kernel, initrd = os.path.join(boot, "vmlinuz"), os.path.join(boot, "initrd.img")
+    os.symlink(str(guest.kernel), kernel)
+    os.symlink(str(guest.initrd), initrd)
+    return {"kernel": kernel, "initrd": initrd, "kernel_cmdline": guest.kernel_cmdline,
+            "accel": "tcg"}
+
+
+def wait_ready(serial_log: str):
+    return serial_report.wait_for_ready(serial_log, timeout=GUEST_TIMEOUT)
+
+
+def run_dir_files(workdir: str):
+    run = os.path.join(workdir, "run")
+    if not os.path.isdir(run):
+        return []
+    return sorted(f for f in os.listdir(run) if f != "probe-cache.json")

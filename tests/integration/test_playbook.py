@@ -1,0 +1,40 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The modules as users run them: ansible-playbook against localhost."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from collection_path import collections_root
+from conftest import run_dir_files
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def run_playbook(playbook, extra_vars, timeout=900):
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections_root(),
+               ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_DEPRECATION_WARNINGS="0")
+    args = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
+            "-i", "localhost,", "-c", "local",
+            "-e", "ansible_python_interpreter=%s" % sys.executable]
+    args += ["-e", json.dumps(extra_vars)]
+    args.append(os.path.join(HERE, "playbooks", playbook))
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_lifecycle_playbook(guest_params, workdir):
+    done = run_playbook("vm_lifecycle.yml", {
+        "kernel": guest_params["kernel"],
+        "initrd": guest_params["initrd"],
+        "kernel_cmdline": guest_params["kernel_cmdline"],
+        "db_url": "sqlite:///%s/pb.db" % workdir,
+        "run_dir": os.path.join(workdir, "run"),
+    })
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    assert "failed=0" in done.stdout
+    assert run_dir_files(workdir) == []

@@ -1,0 +1,150 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The whole life of one VM through the Python API, proven by what the guest reports."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from conftest import run_dir_files, wait_ready
+
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import QemuError, SpecError, StateError
+from ansible_collections.infinivirt.core.plugins.module_utils.host.process import process_runs_vm
+
+SEABIOS_HOLE_KIB = 541  # System RAM seen under SeaBIOS is -m minus 541 KiB
+
+
+def ensure(service, check_mode=False, **params):
+    return service.ensure(params, check_mode)
+
+
+def test_full_lifecycle(service, guest_params, workdir):
+    params = dict(name="life", vcpus=2, memory_mb=384, **guest_params)
+
+    # Check mode predicts the change and does nothing.
+    predicted = ensure(service, check_mode=True, state="running", **params)
+    assert predicted.changed and predicted.actions == ["create", "start"]
+    assert service.info() == [] and run_dir_files(workdir) == []
+
+    # Create and start.
+    created = ensure(service, state="running", **params)
+    assert created.changed and created.actions == ["create", "start"]
+    assert created.diff["before"] == {"state": "absent"}
+    assert created.diff["after"]["state"] == "running" and created.diff["after"]["vcpus"] == 2
+    assert predicted.diff == created.diff
+    vm = created.vm
+    assert vm["status"] == "running" and vm["accel_in_use"] == "tcg" and vm["cpu_in_use"] == "max"
+    assert process_runs_vm(vm["pid"], vm["uuid"])
+    assert any("TCG" in w for w in created.warnings) is False  # accel: tcg was asked for
+    report = wait_ready(vm["serial_log"])
+    assert report.cpus_online_count == 2
+    assert report.system_ram_kib == 384 * 1024 - SEABIOS_HOLE_KIB
+    assert report.firmware == "bios"
+
+    # A rerun changes nothing; neither does check mode.
+    assert not ensure(service, state="running", **params).changed
+    assert not ensure(service, check_mode=True, state="running", **params).changed
+
+    # A change a running VM cannot take live: stored, flagged, not applied.
+    params["memory_mb"] = 448
+    version = service.info("life")[0]["version"]
+    checked = ensure(service, check_mode=True, state="running", **params)
+    assert checked.changed and checked.actions == ["update"]
+    assert service.info("life")[0]["version"] == version, "check mode wrote to the store"
+    updated = ensure(service, state="running", **params)
+    assert updated.changed and updated.vm["pending_restart"] == ["memory_mb"]
+    assert updated.diff["before"]["memory_mb"] == 384 and updated.diff["after"]["memory_mb"] == 448
+    assert any("restart is needed" in w and "memory_mb" in w for w in updated.warnings)
+    assert updated.vm["pid"] == vm["pid"]
+    rerun = ensure(service, state="running", **params)
+    assert not rerun.changed and rerun.vm["pending_restart"] == ["memory_mb"]
+
+    # Pause and resume, as QEMU itself reports them.
+    assert ensure(service, state="paused", name="life").actions == ["pause"]
+    assert service.info("life")[0]["qemu_status"] == "paused"
+    assert not ensure(service, state="paused", name="life").changed
+    assert ensure(service, state="running", name="life").actions == ["resume"]
+    assert service.info("life")[0]["qemu_status"] == "running"
+
+    # Restart applies the pending change: the guest now sees 448 MiB.
+    restarted = ensure(service, state="restarted", name="life")
+    assert restarted.changed and restarted.actions == ["stop", "start"]
+    assert restarted.vm["pid"] != vm["pid"] and restarted.vm["pending_restart"] == []
+    assert not process_runs_vm(vm["pid"], vm["uuid"])
+    report = wait_ready(restarted.vm["serial_log"])
+    assert report.system_ram_kib == 448 * 1024 - SEABIOS_HOLE_KIB
+
+    # Stop: the guest powers itself off on the ACPI button; nothing is killed.
+    stopped = ensure(service, state="stopped", name="life", stop_timeout=60)
+    assert stopped.changed and stopped.actions == ["stop"]
+    assert stopped.vm["status"] == "stopped" and stopped.vm["pid"] is None
+    assert not process_runs_vm(restarted.vm["pid"], vm["uuid"])
+    with open(restarted.vm["serial_log"]) as fh:
+        assert "INFINIVIRT poweroff reason=acpi" in fh.read()
+    assert run_dir_files(workdir) == [os.path.basename(restarted.vm["serial_log"])]
+    assert not ensure(service, state="stopped", name="life").changed
+
+    # Absent: no process, socket, pidfile, log or row.
+    gone = ensure(service, state="absent", name="life")
+    assert gone.changed and gone.diff["after"] == {"state": "absent"}
+    assert service.info() == [] and run_dir_files(workdir) == []
+    assert not ensure(service, state="absent", name="life").changed
+
+
+def test_guest_that_ignores_acpi_needs_force(service, workdir):
+    # No kernel: SeaBIOS finds nothing to boot and never reacts to the power button.
+    assert ensure(service, name="deaf", state="running", accel="tcg", memory_mb=64).changed
+    pid = service.info("deaf")[0]["pid"]
+    with pytest.raises(StateError) as err:
+        ensure(service, name="deaf", state="stopped", stop_timeout=1)
+    assert "force: true" in str(err.value)
+    assert service.info("deaf")[0]["status"] == "running", "a failed stop must not kill it"
+    forced = ensure(service, name="deaf", state="stopped", stop_timeout=1, force=True)
+    assert forced.changed and forced.vm["status"] == "stopped"
+    uuid = forced.vm["uuid"]
+    assert not process_runs_vm(pid, uuid)
+    assert run_dir_files(workdir) == ["%s.serial.log" % uuid]
+
+
+def test_paused_from_stopped_and_quit_from_prelaunch(service, workdir):
+    ensure(service, name="idle", state="paused", accel="tcg", memory_mb=64)
+    info = service.info("idle")[0]
+    assert info["status"] == "paused" and info["qemu_status"] == "prelaunch"
+    stopped = ensure(service, name="idle", state="stopped", stop_timeout=5)
+    assert stopped.vm["status"] == "stopped" and not process_runs_vm(info["pid"], info["uuid"])
+
+
+def test_a_reused_pid_is_not_taken_for_the_vm(service, workdir):
+    ensure(service, name="ghost", state="present", accel="tcg", memory_mb=64)
+    rec = service.store.get_vm("ghost")
+    rec.status, rec.qemu_pid = "running", os.getpid()  # a live process without its UUID
+    service.store.update_vm(rec)
+    assert service.info("ghost")[0]["status"] == "stopped"
+    assert ensure(service, name="ghost", state="stopped").changed is False
+
+
+def test_failed_start_leaves_nothing(service, workdir):
+    with pytest.raises(QemuError) as err:
+        ensure(service, name="broken", state="running", accel="tcg", cpu_model="no-such-cpu")
+    assert "failed to start" in str(err.value) and "no-such-cpu" in str(err.value)
+    assert service.info() == [] and run_dir_files(workdir) == []
+
+
+@pytest.mark.parametrize("params,field", [
+    ({"name": "a/b"}, "name"),
+    ({"name": "x" * 65}, "name"),
+    ({"name": "ok", "vcpus": 0}, "vcpus"),
+    ({"name": "ok", "vcpus": 4096}, "vcpus"),
+    ({"name": "ok", "memory_mb": 8}, "memory_mb"),
+    ({"name": "ok", "machine_type": "virt"}, "machine_type"),
+    ({"name": "ok", "kernel": "/nonexistent/vmlinuz"}, "kernel"),
+    ({"name": "ok", "cpu_model": "max,kernel=/etc/passwd"}, "cpu_model"),
+])
+def test_bad_input_creates_nothing(service, workdir, params, field):
+    with pytest.raises(SpecError) as err:
+        ensure(service, state="running", **params)
+    assert err.value.field == field
+    assert service.info() == [] and run_dir_files(workdir) == []
+    assert not os.path.exists(os.path.join(workdir, "run")) or run_dir_files(workdir) == []
