@@ -63,9 +63,9 @@ class VmPaths:
         paths = cls(pidfile=base + ".pid", qmp_socket=base + ".qmp",
                     serial_log=base + ".serial.log")
         if len(paths.qmp_socket.encode()) > SOCKET_PATH_MAX:
-            raise SpecError("run_dir", "%s is too long: the QMP socket path %s exceeds the "
-                            "%d-byte limit of a UNIX socket" % (run_dir, paths.qmp_socket,
-                                                                 SOCKET_PATH_MAX))
+            reason = "%s is too long: the QMP socket path %s exceeds the %d-byte limit of a " \
+                "UNIX socket" % (run_dir, paths.qmp_socket, SOCKET_PATH_MAX)
+            raise SpecError("run_dir", reason)
         return paths
 
     def journal(self) -> List[tuple]:

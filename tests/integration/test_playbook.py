@@ -24,7 +24,7 @@ def run_playbook(playbook, extra_vars, timeout=900):
             "-e", "ansible_python_interpreter=%s" % sys.executable]
     args += ["-e", json.dumps(extra_vars)]
     args.append(os.path.join(HERE, "playbooks", playbook))
-    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def test_lifecycle_playbook(guest_params, workdir):

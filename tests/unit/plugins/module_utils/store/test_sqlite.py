@@ -64,7 +64,7 @@ def _open(path):
 
 def test_concurrent_first_opens_migrate_once(tmp_path):
     path = str(tmp_path / "race.db")
-    procs = [multiprocessing.Process(target=_open, args=(path,)) for _ in range(6)]
+    procs = [multiprocessing.Process(target=_open, args=(path,)) for _n in range(6)]
     for p in procs:
         p.start()
     for p in procs:
