@@ -84,6 +84,13 @@ def systemd_scope_prefix(uuid: str, name: str, systemd_dir: str = "/run/systemd/
             "--property=KillMode=process"]
 
 
+def fold_status(qemu_status: Optional[str]) -> str:
+    """Map QEMU's run state (None: no process) to the states users ask for."""
+    if qemu_status is None:
+        return STOPPED
+    return RUNNING if qemu_status == "running" else PAUSED
+
+
 class Lifecycle:
     def __init__(self, store, run_dir: str, qemu_binary: Optional[str] = None,
                  host_paths: HostPaths = HostPaths(), start_timeout: float = 60.0,
@@ -106,10 +113,7 @@ class Lifecycle:
         return self._qmp(rec, "query-status")["status"]
 
     def live_state(self, rec: VmRecord) -> str:
-        status = self.query_status(rec)
-        if status is None:
-            return STOPPED
-        return RUNNING if status == "running" else PAUSED
+        return fold_status(self.query_status(rec))
 
     def _qmp(self, rec: VmRecord, command: str, arguments: Optional[dict] = None):
         with QmpSession(rec.qmp_socket_path, rec.name, self.qmp_timeout) as qmp:
@@ -172,10 +176,12 @@ class Lifecycle:
         self._mark_stopped(rec)
 
     # -- stopping ---------------------------------------------------------------------
-    def stop(self, rec: VmRecord, timeout: float, force: bool) -> None:
-        """Power the guest off through ACPI; with force, quit/kill it after the timeout."""
+    def stop(self, rec: VmRecord, timeout: float, force: bool,
+             qemu_status: Optional[str] = None) -> None:
+        """Power the guest off through ACPI; with force, quit/kill it after the timeout.
+        ``qemu_status`` saves a QMP round trip when the caller has just asked QEMU."""
         if self.is_alive(rec):
-            status = self._qmp(rec, "query-status")["status"]
+            status = qemu_status or self._qmp(rec, "query-status")["status"]
             if status == "prelaunch":  # the guest never ran: nothing to shut down
                 self._quit(rec)
             else:

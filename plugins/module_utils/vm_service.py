@@ -21,6 +21,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.lifecycle import (
     STOPPED,
     Lifecycle,
     VmPaths,
+    fold_status,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import HostPaths
 from ansible_collections.infinivirt.core.plugins.module_utils.spec import (
@@ -91,13 +92,15 @@ class VmService:
             raise SpecError("state", "must be one of %s, got %r" % (", ".join(STATES), state))
         with self.store.vm_lock(name, self.lock_timeout):
             rec = self.store.get_vm(name)
-            before_state = self.lifecycle.live_state(rec) if rec else "absent"
+            qemu_status = self.lifecycle.query_status(rec) if rec else None
+            before_state = fold_status(qemu_status) if rec else "absent"
             if state == "absent":
-                return self._ensure_absent(rec, before_state, params, check_mode)
-            return self._ensure_present(rec, before_state, state, params, check_mode)
+                return self._ensure_absent(rec, before_state, qemu_status, params, check_mode)
+            return self._ensure_present(rec, before_state, qemu_status, state, params, check_mode)
 
-    def _ensure_present(self, rec: Optional[VmRecord], before_state: str, state: str,
-                        params: Dict[str, Any], check_mode: bool) -> Outcome:
+    def _ensure_present(self, rec: Optional[VmRecord], before_state: str,
+                        qemu_status: Optional[str], state: str, params: Dict[str, Any],
+                        check_mode: bool) -> Outcome:
         out = Outcome()
         desired = validate(merge_params(params, rec.spec if rec else None))
         spec_changes = changed_fields(rec.spec if rec else None, desired)
@@ -126,7 +129,8 @@ class VmService:
             bool(pending) and target != STOPPED and params.get("restart_on_change"))
 
         try:
-            self._transition(out, rec, before_state, target, restart, params, check_mode)
+            self._transition(out, rec, before_state, qemu_status, target, restart, params,
+                             check_mode)
         except Exception:
             if "create" in out.actions and not check_mode:
                 self.store.delete_vm(rec.uuid)  # a VM that never started is not left defined
@@ -144,8 +148,8 @@ class VmService:
             out.vm["pending_restart"] = []
         return out
 
-    def _transition(self, out: Outcome, rec: VmRecord, current: str, target: str,
-                    restart: bool, params: Dict[str, Any], check_mode: bool) -> None:
+    def _transition(self, out: Outcome, rec: VmRecord, current: str, qemu_status: Optional[str],
+                    target: str, restart: bool, params: Dict[str, Any], check_mode: bool) -> None:
         stop_timeout = float(params.get("stop_timeout") or 60)
         force = bool(params.get("force"))
         lc = self.lifecycle
@@ -154,14 +158,14 @@ class VmService:
         if restart and current != STOPPED:
             out.actions.append("stop")
             if not check_mode:
-                lc.stop(rec, stop_timeout, force)
+                lc.stop(rec, stop_timeout, force, qemu_status)
             current = STOPPED
         if current == target:
             return
         if target == STOPPED:
             out.actions.append("stop")
             if not check_mode:
-                lc.stop(rec, stop_timeout, force)
+                lc.stop(rec, stop_timeout, force, qemu_status)
         elif current == STOPPED:
             out.actions.append("start")
             if not check_mode:
@@ -178,7 +182,8 @@ class VmService:
                 lc.resume(rec)
 
     def _ensure_absent(self, rec: Optional[VmRecord], before_state: str,
-                       params: Dict[str, Any], check_mode: bool) -> Outcome:
+                       qemu_status: Optional[str], params: Dict[str, Any],
+                       check_mode: bool) -> Outcome:
         out = Outcome()
         if rec is None:
             out.diff = {"before": {"state": "absent"}, "after": {"state": "absent"}}
@@ -188,7 +193,7 @@ class VmService:
         if not check_mode:
             if before_state != STOPPED:
                 self.lifecycle.stop(rec, float(params.get("stop_timeout") or 60),
-                                    bool(params.get("force")))
+                                    bool(params.get("force")), qemu_status)
             self.lifecycle.release_files(rec, keep_serial_log=False)
             self.store.delete_vm(rec.uuid)
         out.changed = True
@@ -207,8 +212,7 @@ class VmService:
         result = []
         for rec in records:
             qemu_status = self.lifecycle.query_status(rec)
-            state = STOPPED if qemu_status is None else (RUNNING if qemu_status == "running" else PAUSED)
-            vm = vm_result(rec, state, self.lifecycle)
+            vm = vm_result(rec, fold_status(qemu_status), self.lifecycle)
             vm["qemu_status"] = qemu_status
             result.append(vm)
         return result

@@ -115,6 +115,35 @@ def test_guest_that_ignores_acpi_needs_force(service, workdir):
     assert run_dir_files(workdir) == ["%s.serial.log" % uuid]
 
 
+def test_accelerator_and_cpu_fallbacks_are_reported(service):
+    # On this machine KVM cannot run a Linux guest, so auto picks TCG and says why; where
+    # kvm_intel/kvm_amd is loaded, auto picks KVM silently.
+    out = ensure(service, name="auto", state="paused", memory_mb=64, cpu_model="host")
+    hardware_kvm = any(os.path.isdir("/sys/module/" + m) for m in ("kvm_intel", "kvm_amd"))
+    if hardware_kvm and os.access("/dev/kvm", os.R_OK | os.W_OK):
+        assert out.vm["accel_in_use"] == "kvm" and out.vm["cpu_in_use"].startswith("host")
+    else:
+        assert out.vm["accel_in_use"] == "tcg" and out.vm["cpu_in_use"] == "max"
+        assert any("KVM is not usable" in w for w in out.warnings)
+        assert any("cpu_model host is not available under TCG" in w for w in out.warnings)
+    assert service.info("auto")[0]["qemu_status"] == "prelaunch"
+
+
+def test_forced_kvm_starts_under_kvm_or_fails_cleanly(service, workdir):
+    # accel: kvm is honoured whenever /dev/kvm can be opened (here: the software module,
+    # which runs firmware); without a usable /dev/kvm it is a clear error.
+    if os.access("/dev/kvm", os.R_OK | os.W_OK):
+        out = ensure(service, name="kvm", state="paused", accel="kvm", memory_mb=64)
+        assert out.vm["accel_in_use"] == "kvm"
+        kvm = service.lifecycle._qmp(service.store.get_vm("kvm"), "query-kvm")
+        assert kvm == {"enabled": True, "present": True}
+    else:
+        with pytest.raises(SpecError) as err:
+            ensure(service, name="kvm", state="running", accel="kvm")
+        assert err.value.field == "accel"
+        assert service.info() == [] and run_dir_files(workdir) == []
+
+
 def test_paused_from_stopped_and_quit_from_prelaunch(service, workdir):
     ensure(service, name="idle", state="paused", accel="tcg", memory_mb=64)
     info = service.info("idle")[0]

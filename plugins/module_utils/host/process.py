@@ -56,7 +56,7 @@ def process_runs_vm(pid: Optional[int], uuid: str, proc_root: str = "/proc") -> 
 
 
 def wait_until_gone(pid: int, uuid: str, timeout: float, proc_root: str = "/proc",
-                    interval: float = 0.05) -> bool:
+                    interval: float = 0.005) -> bool:
     deadline = time.monotonic() + timeout
     while process_runs_vm(pid, uuid, proc_root):
         if time.monotonic() >= deadline:

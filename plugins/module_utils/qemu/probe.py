@@ -138,8 +138,8 @@ def resolve_accel(requested: str, caps: Capabilities) -> Tuple[str, List[str]]:
         return "kvm", []
     if caps.kvm_usable:
         return "kvm", []
-    return "tcg", ["KVM is not usable on this host (%s); running under TCG software emulation, "
-                   "which is much slower. Set accel: kvm to force KVM." % caps.kvm_reason]
+    return "tcg", ["KVM is not usable on this host: %s. Running under TCG software "
+                   "emulation, which is much slower; set accel: kvm to force KVM." % caps.kvm_reason]
 
 
 def resolve_cpu(model: str, flags: Tuple[str, ...], accel: str,
