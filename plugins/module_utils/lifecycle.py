@@ -73,10 +73,11 @@ class VmPaths:
                 ("serial_log", self.serial_log)]
 
 
-def systemd_scope_prefix(uuid: str, name: str, systemd_dir: str = "/run/systemd/system") -> List[str]:
+def systemd_scope_prefix(uuid: str, name: str, systemd_dir: str = "/run/systemd/system",
+                         runner: Optional[str] = None) -> List[str]:
     """Where systemd is PID 1, run QEMU in its own scope so systemd tracks it and does not
     kill it with the session that started it."""
-    runner = shutil.which("systemd-run")
+    runner = runner or shutil.which("systemd-run")
     if not os.path.isdir(systemd_dir) or runner is None:
         return []
     return [runner, "--scope", "--quiet", "--collect", "--unit=infinivirt-%s" % uuid,

@@ -10,8 +10,9 @@ import os
 import pytest
 from conftest import run_dir_files, wait_ready
 
-from ansible_collections.infinivirt.core.plugins.module_utils.errors import QemuError, SpecError, StateError
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import QemuError, QmpError, SpecError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import process_runs_vm
+from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession, qmp_execute
 
 # The guest's "System RAM" is -m minus what firmware keeps: about 0.5 MiB under SeaBIOS,
 # more with some devices attached. Within 2 MiB tells 384 from 448 MiB.
@@ -83,6 +84,13 @@ def test_full_lifecycle(service, guest_params, workdir):
     report = wait_ready(restarted.vm["serial_log"])
     assert_memory(report, 448)
 
+    # restart_on_change applies a change at once.
+    applied = ensure(service, state="running", name="life", vcpus=1, restart_on_change=True)
+    assert applied.actions == ["update", "stop", "start"] and applied.vm["pending_restart"] == []
+    assert applied.diff["before"]["vcpus"] == 2 and applied.diff["after"]["vcpus"] == 1
+    assert wait_ready(applied.vm["serial_log"]).cpus_online_count == 1
+    restarted = applied
+
     # Stop: the guest powers itself off on the ACPI button; nothing is killed.
     stopped = ensure(service, state="stopped", name="life", stop_timeout=60)
     assert stopped.changed and stopped.actions == ["stop"]
@@ -127,6 +135,21 @@ def test_accelerator_and_cpu_fallbacks_are_reported(service):
         assert any("KVM is not usable" in w for w in out.warnings)
         assert any("cpu_model host is not available under TCG" in w for w in out.warnings)
     assert service.info("auto")[0]["qemu_status"] == "prelaunch"
+
+
+def test_qmp_errors_name_the_vm_and_the_command(service):
+    ensure(service, name="talk", state="paused", accel="tcg", memory_mb=64)
+    rec = service.store.get_vm("talk")
+    with pytest.raises(QmpError) as err:
+        service.lifecycle._qmp(rec, "no-such-command")
+    assert str(err.value).startswith("VM talk: QMP command 'no-such-command' failed: CommandNotFound")
+    with QmpSession(rec.qmp_socket_path, "talk") as qmp:
+        with pytest.raises(QmpError) as err:
+            qmp.execute("query-status", timeout=0.000001)
+    assert "no answer within" in str(err.value)
+    with pytest.raises(QmpError) as err:
+        qmp_execute(rec.qmp_socket_path + ".missing", "talk", "query-status")
+    assert "VM talk: QMP command 'connect' failed: cannot connect" in str(err.value)
 
 
 def test_forced_kvm_starts_under_kvm_or_fails_cleanly(service, workdir):

@@ -68,7 +68,7 @@ class QmpSession:
         except asyncio.TimeoutError:
             raise QmpError(self.vm_name, command, "no answer within %g s" % timeout) from None
         except ExecuteError as exc:
-            raise QmpError(self.vm_name, command, "%s: %s" % (exc.error_class, exc.error.desc)) from exc
+            raise QmpError(self.vm_name, command, "%s: %s" % (exc.error_class, exc)) from exc
         except ConnectError as exc:
             raise QmpError(self.vm_name, command, "cannot connect to %s: %s"
                            % (self.socket_path, exc.exc)) from exc
