@@ -13,3 +13,58 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from collection_path import install_on_sys_path  # noqa: E402
 
 COLLECTIONS_ROOT = install_on_sys_path()
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------
+# The suite's own cluster (scripts/pg-test-server.sh), started on demand; each test that
+# needs PostgreSQL gets a database of its own.
+import subprocess  # noqa: E402
+import uuid  # noqa: E402
+from urllib.parse import urlsplit, urlunsplit  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PG_SCRIPT = os.path.join(REPO, "scripts", "pg-test-server.sh")
+
+
+def pg_server(action: str) -> str:
+    done = subprocess.run(["bash", PG_SCRIPT, action], capture_output=True, text=True,
+                          timeout=120, check=False)
+    if done.returncode != 0 and action != "status":
+        raise RuntimeError("pg-test-server.sh %s failed: %s" % (action, done.stderr))
+    return done.stdout.strip()
+
+
+def with_database(url: str, database: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path="/" + database))
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url():
+    return pg_server("start")
+
+
+@pytest.fixture
+def pg_url(pg_admin_url):
+    import psycopg2
+
+    name = "iv_%s" % uuid.uuid4().hex[:12]
+    admin = psycopg2.connect(pg_admin_url)
+    admin.autocommit = True
+    admin.cursor().execute("CREATE DATABASE %s" % name)
+    admin.close()
+    yield with_database(pg_admin_url, name)
+    pg_server("start")  # a fault test may have stopped the server
+    admin = psycopg2.connect(pg_admin_url)
+    admin.autocommit = True
+    admin.cursor().execute("DROP DATABASE IF EXISTS %s WITH (FORCE)" % name)
+    admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """Each store test runs on both backends."""
+    if request.param == "sqlite":
+        return "sqlite:///%s/state.db" % tmp_path
+    return request.getfixturevalue("pg_url")

@@ -5,18 +5,23 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.store.base import SqlStore
+from ansible_collections.infinivirt.core.plugins.module_utils.store.postgres import PostgresStore
 from ansible_collections.infinivirt.core.plugins.module_utils.store.sqlite import SqliteStore
 
 DEFAULT_DB_URL = "sqlite:////var/lib/infinivirt/infinivirt.db"
 
 
-def open_store(db_url: str) -> SqliteStore:
+def open_store(db_url: str, job_id: Optional[str] = None) -> SqlStore:
     if db_url.startswith("sqlite:///"):
         path = db_url[len("sqlite:///"):]
         if not path.startswith("/") or path.endswith("/"):
             raise SpecError("db_url", "an SQLite URL must name an absolute file: sqlite:////path/to.db")
-        return SqliteStore(path)
+        return SqliteStore(path, job_id=job_id)
     if db_url.startswith(("postgresql://", "postgres://")):
-        raise SpecError("db_url", "PostgreSQL is not supported yet; use an sqlite:/// URL")
-    raise SpecError("db_url", "must start with sqlite:/// (for example %s)" % DEFAULT_DB_URL)
+        return PostgresStore(db_url, job_id=job_id)
+    raise SpecError("db_url", "must start with sqlite:/// or postgresql:// (for example %s)"
+                    % DEFAULT_DB_URL)

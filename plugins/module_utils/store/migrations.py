@@ -72,6 +72,17 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
             PRIMARY KEY (vm_uuid, kind, ref)
         )""",
     ]),
+    (2, [
+        # Who holds a VM's lock (PostgreSQL advisory locks carry no such information), so
+        # a waiter that times out can name the holder.
+        """CREATE TABLE vm_locks (
+            name TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            job_id TEXT,
+            since TEXT NOT NULL
+        )""",
+    ]),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -1,0 +1,228 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""What every state store does, written once in SQL both SQLite and PostgreSQL accept.
+
+A backend supplies the connection (in autocommit mode), how a write transaction begins,
+which exceptions are database errors, and the per-VM lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import socket
+from typing import Any, ContextManager, Dict, Iterator, List, Optional, Tuple
+
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import StoreError
+from ansible_collections.infinivirt.core.plugins.module_utils.spec import SPEC_FIELDS, VmSpec
+from ansible_collections.infinivirt.core.plugins.module_utils.store.migrations import MIGRATIONS
+from ansible_collections.infinivirt.core.plugins.module_utils.store.records import VmRecord
+
+VM_COLUMNS = ("uuid", "name", "host", "status", "version", "qemu_pid", "qmp_socket_path",
+              "serial_log_path", "running_spec", "launch_accel", "launch_cpu", "created_at",
+              "updated_at")
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def lock_holder_info(job_id: Optional[str]) -> Dict[str, Any]:
+    """Who takes a lock: shown to whoever waits for it in vain."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "since": utc_now(),
+            "job_id": job_id}
+
+
+def describe_holder(info: Optional[Dict[str, Any]]) -> str:
+    if not info:
+        return "holder unknown"
+    text = "held by PID %s on %s since %s" % (info.get("pid"), info.get("host"), info.get("since"))
+    if info.get("job_id"):
+        text += " (job %s)" % info["job_id"]
+    return text
+
+
+def _spec_to_columns(spec: VmSpec) -> Dict[str, Any]:
+    data = spec.to_dict()
+    data.pop("name")
+    data["cpu_flags"] = json.dumps(data["cpu_flags"])
+    return data
+
+
+def _record(row: Dict[str, Any]) -> VmRecord:
+    spec = {f: row[f] for f in SPEC_FIELDS if f != "name"}
+    spec["cpu_flags"] = json.loads(spec["cpu_flags"] or "[]")
+    spec["name"] = row["name"]
+    running = row["running_spec"]
+    return VmRecord(
+        uuid=row["uuid"], name=row["name"], host=row["host"], status=row["status"],
+        version=row["version"], qemu_pid=row["qemu_pid"],
+        qmp_socket_path=row["qmp_socket_path"], serial_log_path=row["serial_log_path"],
+        running_spec=VmSpec.from_dict(json.loads(running)) if running else None,
+        launch_accel=row["launch_accel"], launch_cpu=row["launch_cpu"],
+        created_at=row["created_at"], updated_at=row["updated_at"],
+        spec=VmSpec.from_dict(spec),
+    )
+
+
+def _vm_values(record: VmRecord) -> Tuple[Any, ...]:
+    running = json.dumps(record.running_spec.to_dict()) if record.running_spec else None
+    return (record.uuid, record.name, record.host, record.status, record.version,
+            record.qemu_pid, record.qmp_socket_path, record.serial_log_path, running,
+            record.launch_accel, record.launch_cpu, record.created_at, record.updated_at)
+
+
+class SqlStore:
+    """Shared logic. SQL is written with '?' placeholders; ``_sql`` adapts them."""
+
+    placeholder = "?"
+    db_errors: Tuple[type, ...] = ()
+    job_id: Optional[str] = None
+
+    # -- backend hooks --------------------------------------------------------------------
+    def _cursor(self) -> Any:
+        raise NotImplementedError
+
+    def _begin(self, cur: Any) -> None:
+        raise NotImplementedError
+
+    def _schema_lock(self, cur: Any) -> None:
+        """Serialize concurrent migrations inside the migration transaction."""
+
+    def vm_lock(self, name: str, timeout: float) -> ContextManager[None]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    # -- plumbing -------------------------------------------------------------------------
+    def _sql(self, sql: str) -> str:
+        return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
+
+    @contextlib.contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except self.db_errors as exc:
+            raise StoreError("%s failed on the state database %s: %s"
+                             % (doing, self.describe(), str(exc).strip())) from exc
+
+    @contextlib.contextmanager
+    def transaction(self, doing: str = "a write") -> Iterator["_Cursor"]:
+        with self._errors(doing):
+            cur = self._cursor()
+            self._begin(cur)
+            try:
+                yield _Cursor(cur, self._sql)
+            except BaseException:
+                with contextlib.suppress(*self.db_errors):
+                    cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
+
+    def _read(self, sql: str, args: Tuple[Any, ...] = (), doing: str = "a read") -> List[Dict[str, Any]]:
+        with self._errors(doing):
+            cur = self._cursor()
+            cur.execute(self._sql(sql), args)
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    # -- schema ---------------------------------------------------------------------------
+    def schema_version(self) -> int:
+        return self._read("SELECT MAX(version) AS v FROM schema_migrations")[0]["v"] or 0
+
+    def migrate(self) -> None:
+        with self.transaction("migrating the schema") as cur:
+            self._schema_lock(cur.raw)
+            cur.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                        "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+            cur.execute("SELECT MAX(version) FROM schema_migrations")
+            current = cur.fetchone()[0] or 0
+            for number, statements in MIGRATIONS:
+                if number <= current:
+                    continue
+                for statement in statements:
+                    cur.execute(statement)
+                cur.execute("INSERT INTO schema_migrations VALUES (?, ?)", (number, utc_now()))
+
+    # -- VMs ------------------------------------------------------------------------------
+    def _select(self, where: str, args: Tuple[Any, ...]) -> List[VmRecord]:
+        rows = self._read(
+            "SELECT v.*, c.* FROM vms v JOIN machine_configuration c ON c.vm_uuid = v.uuid "
+            + where + " ORDER BY v.name", args, "reading VMs")
+        return [_record(row) for row in rows]
+
+    def get_vm(self, name: str) -> Optional[VmRecord]:
+        found = self._select("WHERE v.name = ?", (name,))
+        return found[0] if found else None
+
+    def list_vms(self, host: Optional[str] = None) -> List[VmRecord]:
+        if host is None:
+            return self._select("", ())
+        return self._select("WHERE v.host = ?", (host,))
+
+    def insert_vm(self, record: VmRecord) -> None:
+        record.created_at = record.updated_at = utc_now()
+        columns = _spec_to_columns(record.spec)
+        with self.transaction("creating VM %s" % record.name) as cur:
+            cur.execute("INSERT INTO vms (%s) VALUES (%s)" % (
+                ", ".join(VM_COLUMNS), ", ".join("?" * len(VM_COLUMNS))), _vm_values(record))
+            cur.execute("INSERT INTO machine_configuration (vm_uuid, %s) VALUES (?, %s)" % (
+                ", ".join(columns), ", ".join("?" * len(columns))),
+                (record.uuid,) + tuple(columns.values()))
+
+    def update_vm(self, record: VmRecord) -> None:
+        """Write the record back, bumping its version."""
+        updated_at, version = utc_now(), record.version + 1
+        columns = _spec_to_columns(record.spec)
+        with self.transaction("updating VM %s" % record.name) as cur:
+            values = list(_vm_values(record))
+            values[VM_COLUMNS.index("version")] = version
+            values[VM_COLUMNS.index("updated_at")] = updated_at
+            cur.execute("UPDATE vms SET %s WHERE uuid = ?" % ", ".join(
+                "%s = ?" % c for c in VM_COLUMNS[1:]), tuple(values[1:]) + (record.uuid,))
+            cur.execute("UPDATE machine_configuration SET %s WHERE vm_uuid = ?" % ", ".join(
+                "%s = ?" % c for c in columns), tuple(columns.values()) + (record.uuid,))
+        record.updated_at, record.version = updated_at, version
+
+    def delete_vm(self, uuid: str) -> None:
+        with self.transaction("deleting a VM") as cur:
+            cur.execute("DELETE FROM machine_configuration WHERE vm_uuid = ?", (uuid,))
+            cur.execute("DELETE FROM resources WHERE vm_uuid = ?", (uuid,))
+            cur.execute("DELETE FROM vms WHERE uuid = ?", (uuid,))
+
+    # -- resource journal -----------------------------------------------------------------
+    def journal_add(self, vm_uuid: str, kind: str, ref: str) -> None:
+        with self.transaction("journaling a resource") as cur:
+            cur.execute("INSERT INTO resources VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                        (vm_uuid, kind, ref, utc_now()))
+
+    def journal_remove(self, vm_uuid: str, kind: str, ref: str) -> None:
+        with self.transaction("dropping a resource from the journal") as cur:
+            cur.execute("DELETE FROM resources WHERE vm_uuid = ? AND kind = ? AND ref = ?",
+                        (vm_uuid, kind, ref))
+
+    def journal_list(self, vm_uuid: str) -> List[Tuple[str, str]]:
+        rows = self._read("SELECT kind, ref FROM resources WHERE vm_uuid = ? "
+                          "ORDER BY created_at, kind, ref", (vm_uuid,), "reading the journal")
+        return [(row["kind"], row["ref"]) for row in rows]
+
+
+class _Cursor:
+    """A cursor that takes '?' placeholders on every backend."""
+
+    def __init__(self, cur: Any, sql: Any):
+        self.raw = cur
+        self._adapt = sql
+
+    def execute(self, sql: str, args: Tuple[Any, ...] = ()) -> None:
+        self.raw.execute(self._adapt(sql), args)
+
+    def fetchone(self) -> Any:
+        return self.raw.fetchone()

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# A private PostgreSQL cluster for the test suite, apart from any system cluster:
+#   scripts/pg-test-server.sh start   # init on first use, start, print the admin URL
+#   scripts/pg-test-server.sh stop | status | url
+# Listens on 127.0.0.1:${INFINIVIRT_PG_PORT:-55432} only, data in ${INFINIVIRT_PG_DIR:-/var/tmp/infinivirt-pg}.
+# The role "infinivirt" (password auth over TCP) may create databases; tests make one each.
+
+set -euo pipefail
+
+PG_DIR="${INFINIVIRT_PG_DIR:-/var/tmp/infinivirt-pg}"
+PG_PORT="${INFINIVIRT_PG_PORT:-55432}"
+PG_PASSWORD="${INFINIVIRT_PG_PASSWORD:-infinivirt-test-pw}"
+DATA="$PG_DIR/data"
+URL="postgresql://infinivirt:${PG_PASSWORD}@127.0.0.1:${PG_PORT}/postgres"
+
+pg_bin() {
+  local dir
+  dir=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)
+  if [[ -z "$dir" ]]; then
+    echo "pg-test-server: PostgreSQL is not installed (apt-get install postgresql)" >&2
+    exit 1
+  fi
+  echo "$dir"
+}
+
+as_postgres() {
+  if [[ $(id -u) -eq 0 ]]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+init_cluster() {
+  local bin=$1
+  mkdir -p "$PG_DIR"
+  [[ $(id -u) -eq 0 ]] && chown postgres: "$PG_DIR"
+  as_postgres "$bin/initdb" -D "$DATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+    --encoding=UTF8 --no-sync >"$PG_DIR/initdb.log" 2>&1 || { cat "$PG_DIR/initdb.log" >&2; exit 1; }
+}
+
+is_running() {
+  local bin=$1
+  [[ -f "$DATA/postmaster.pid" ]] && as_postgres "$bin/pg_ctl" -D "$DATA" status >/dev/null 2>&1
+}
+
+start() {
+  local bin
+  bin=$(pg_bin)
+  [[ -f "$DATA/PG_VERSION" ]] || init_cluster "$bin"
+  if ! is_running "$bin"; then
+    as_postgres "$bin/pg_ctl" -D "$DATA" -l "$PG_DIR/server.log" -w -t 60 \
+      -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" \
+      start >/dev/null || { tail -20 "$PG_DIR/server.log" >&2; exit 1; }
+  fi
+  as_postgres "$bin/psql" -h "$PG_DIR" -p "$PG_PORT" -U postgres -d postgres -qAt -v ON_ERROR_STOP=1 <<SQL >/dev/null
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'infinivirt') THEN
+    CREATE ROLE infinivirt LOGIN CREATEDB PASSWORD '${PG_PASSWORD}';
+  END IF;
+END \$\$;
+SQL
+  echo "$URL"
+}
+
+stop() {
+  local bin
+  bin=$(pg_bin)
+  if is_running "$bin"; then
+    as_postgres "$bin/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null
+  fi
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status)
+    if is_running "$(pg_bin)"; then echo running; else echo stopped; exit 3; fi
+    ;;
+  url) echo "$URL" ;;
+  *) echo "usage: $0 start|stop|status|url" >&2; exit 2 ;;
+esac
