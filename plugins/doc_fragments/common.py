@@ -14,6 +14,9 @@ options:
     description:
       - Where Infinivirt keeps VM state.
       - V(sqlite:////absolute/path.db) selects the embedded SQLite store, the default.
+      - V(postgresql://user:password@host:port/database) selects a PostgreSQL store that
+        several hypervisors share; it needs C(psycopg2) on the managed host. The schema is
+        created and migrated on first use.
       - If not set, the environment variable E(INFINIVIRT_DB_URL) is used.
       - A password in the URL is kept out of task output.
     type: str
@@ -31,6 +34,20 @@ options:
       - The error names the process that holds the lock.
     type: float
     default: 60.0
+  host_id:
+    description:
+      - Name of this hypervisor in the database. VMs record the host that runs them; a VM
+        running on another host cannot be changed from this one.
+      - If not set, the environment variable E(INFINIVIRT_HOST_ID) is used, and then the
+        host name.
+    type: str
+  job_id:
+    description:
+      - An identifier of the job running this task, for example the AWX/Tower job id
+        (C({{ awx_job_id }})). It is recorded with the VM lock, so whoever waits for the lock in
+        vain is told which job holds it.
+      - If not set, the environment variables E(INFINIVIRT_JOB_ID) and E(JOB_ID) are used.
+    type: str
   qemu_binary:
     description:
       - Path of the QEMU system emulator.
@@ -39,5 +56,6 @@ options:
 requirements:
   - python >= 3.9
   - qemu.qmp >= 0.0.3 (on the managed host)
+  - psycopg2 >= 2.8 (on the managed host, for a PostgreSQL O(db_url))
   - QEMU (qemu-system-x86_64) on the managed host
 """

@@ -14,6 +14,10 @@ from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_requ
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR
 from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import DEFAULT_DB_URL
+from ansible_collections.infinivirt.core.plugins.module_utils.store.postgres import (
+    HAS_PSYCOPG2,
+    PSYCOPG2_IMPORT_ERROR,
+)
 from ansible_collections.infinivirt.core.plugins.module_utils.vm_service import VmService
 
 DEFAULT_RUN_DIR = "/run/infinivirt"
@@ -26,6 +30,8 @@ COMMON_ARGUMENT_SPEC: Dict[str, Any] = dict(
                  fallback=(env_fallback, ["INFINIVIRT_RUN_DIR"])),
     lock_timeout=dict(type="float", default=60.0),
     qemu_binary=dict(type="path"),
+    host_id=dict(type="str", fallback=(env_fallback, ["INFINIVIRT_HOST_ID"])),
+    job_id=dict(type="str", fallback=(env_fallback, ["INFINIVIRT_JOB_ID", "JOB_ID"])),
 )
 
 
@@ -39,6 +45,9 @@ class InfinivirtModule:
         password = urlsplit(self.module.params["db_url"]).password
         if password:
             self.module.no_log_values.add(password)
+        if self.module.params["db_url"].startswith(("postgresql:", "postgres:")) and not HAS_PSYCOPG2:
+            self.module.fail_json(msg=missing_required_lib("psycopg2"),
+                                  exception=PSYCOPG2_IMPORT_ERROR)
         if not HAS_QEMU_QMP:
             self.module.fail_json(msg=missing_required_lib("qemu.qmp"),
                                   exception=QEMU_QMP_IMPORT_ERROR)
@@ -52,7 +61,8 @@ class InfinivirtModule:
         params = self.module.params
         try:
             service = VmService(params["db_url"], params["run_dir"], params["qemu_binary"],
-                                params["lock_timeout"])
+                                params["lock_timeout"], hostname=params["host_id"],
+                                job_id=params["job_id"])
             try:
                 result = action(service)
             finally:

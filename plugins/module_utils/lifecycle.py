@@ -49,6 +49,7 @@ QUIT_GRACE = 5.0
 RUNNING = "running"
 PAUSED = "paused"
 STOPPED = "stopped"
+STARTING = "starting"  # recorded only between spawning QEMU and seeing it run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,8 +105,16 @@ class Lifecycle:
         self.qmp_timeout = qmp_timeout
 
     # -- observing --------------------------------------------------------------------
+    def pidfile(self, rec: VmRecord) -> str:
+        return rec.pidfile_path or VmPaths.for_vm(self.run_dir, rec.uuid).pidfile
+
+    def live_pid(self, rec: VmRecord) -> Optional[int]:
+        """The PID of this VM's QEMU, from its pidfile, if that process really is it."""
+        pid = read_pidfile(self.pidfile(rec))
+        return pid if process_runs_vm(pid, rec.uuid, self.host_paths.proc) else None
+
     def is_alive(self, rec: VmRecord) -> bool:
-        return process_runs_vm(rec.qemu_pid, rec.uuid, self.host_paths.proc)
+        return self.live_pid(rec) is not None
 
     def query_status(self, rec: VmRecord) -> Optional[str]:
         """QEMU's own run state (query-status), or None when no process runs."""
@@ -120,6 +129,19 @@ class Lifecycle:
         with QmpSession(rec.qmp_socket_path, rec.name, self.qmp_timeout) as qmp:
             return qmp.execute(command, arguments, timeout=self.qmp_timeout)
 
+    def reconcile(self, rec: VmRecord, state: str) -> bool:
+        """Bring the row in line with what runs (a guest that powered itself off, a run
+        that could not save its result). Returns whether the row was rewritten."""
+        pid = self.live_pid(rec) if state != STOPPED else None
+        if rec.status == state and rec.qemu_pid == pid:
+            return False
+        if state == STOPPED:
+            self.release_files(rec, keep_serial_log=True)
+            self._clear_launch(rec)
+        rec.status, rec.qemu_pid = state, pid
+        self.store.update_vm(rec)
+        return True
+
     # -- starting ---------------------------------------------------------------------
     def plan_launch(self, rec: VmRecord) -> tuple:
         """Resolve accelerator and CPU for this host: (accel, cpu, binary, warnings).
@@ -133,25 +155,32 @@ class Lifecycle:
     def start(self, rec: VmRecord, paused: bool = False) -> List[str]:
         """Start the VM and return warnings. On failure nothing of it is left behind."""
         if self.is_alive(rec):
-            raise StateError("VM %s is already running as PID %s" % (rec.name, rec.qemu_pid))
+            raise StateError("VM %s is already running as PID %s" % (rec.name, self.live_pid(rec)))
         paths = VmPaths.for_vm(self.run_dir, rec.uuid)
         os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
         accel, cpu, binary, warnings = self.plan_launch(rec)
         self.release_files(rec, keep_serial_log=False)  # leftovers of a crashed run
         for kind, ref in paths.journal():
             self.store.journal_add(rec.uuid, kind, ref)
+        # Recorded before QEMU exists: if the database is lost mid-start, the next run
+        # finds the process through this pidfile instead of starting a second one.
+        rec.status, rec.qemu_pid = STARTING, None
+        rec.pidfile_path, rec.qmp_socket_path, rec.serial_log_path = (
+            paths.pidfile, paths.qmp_socket, paths.serial_log)
+        rec.running_spec, rec.launch_accel, rec.launch_cpu = rec.spec, accel, cpu
+        self.store.update_vm(rec)
+
         ctx = LaunchContext(binary=binary, uuid=rec.uuid, accel=accel, cpu=cpu,
                             pidfile=paths.pidfile, qmp_socket=paths.qmp_socket,
                             serial_log=paths.serial_log)
         argv = systemd_scope_prefix(rec.uuid, rec.name) + build_argv(rec.spec, ctx)
         rc, stderr = run_daemonized(argv, self.start_timeout)
-        pid = read_pidfile(paths.pidfile)
-        rec.qemu_pid, rec.qmp_socket_path, rec.serial_log_path = pid, paths.qmp_socket, paths.serial_log
         try:
             if rc != 0:
                 raise QemuError("VM %s: QEMU failed to start (exit %d): %s"
                                 % (rec.name, rc, stderr or "no message"))
-            if not self.is_alive(rec):
+            rec.qemu_pid = self.live_pid(rec)
+            if rec.qemu_pid is None:
                 raise QemuError("VM %s: QEMU exited right after starting" % rec.name)
             status = self._qmp(rec, "query-status")["status"]
             if status != "prelaunch":
@@ -165,14 +194,13 @@ class Lifecycle:
                 raise
             raise QemuError("VM %s: unexpected QMP reply while starting: %r" % (rec.name, exc)) from exc
         rec.status = PAUSED if paused else RUNNING
-        rec.running_spec = rec.spec
-        rec.launch_accel, rec.launch_cpu = accel, cpu
         self.store.update_vm(rec)
         return warnings
 
     def _abort_start(self, rec: VmRecord) -> None:
-        if rec.qemu_pid:
-            kill_vm_process(rec.qemu_pid, rec.uuid, self.host_paths.proc)
+        pid = read_pidfile(self.pidfile(rec))
+        if pid:
+            kill_vm_process(pid, rec.uuid, self.host_paths.proc)
         self.release_files(rec, keep_serial_log=False)
         self._mark_stopped(rec)
 
@@ -181,7 +209,8 @@ class Lifecycle:
              qemu_status: Optional[str] = None) -> None:
         """Power the guest off through ACPI; with force, quit/kill it after the timeout.
         ``qemu_status`` saves a QMP round trip when the caller has just asked QEMU."""
-        if self.is_alive(rec):
+        rec.qemu_pid = self.live_pid(rec)
+        if rec.qemu_pid is not None:
             status = qemu_status or self._qmp(rec, "query-status")["status"]
             if status == "prelaunch":  # the guest never ran: nothing to shut down
                 self._quit(rec)
@@ -225,9 +254,13 @@ class Lifecycle:
     def _mark_stopped(self, rec: VmRecord) -> None:
         rec.status = STOPPED
         rec.qemu_pid = None
-        rec.running_spec = None
-        rec.launch_accel = rec.launch_cpu = None
+        self._clear_launch(rec)
         self.store.update_vm(rec)
+
+    @staticmethod
+    def _clear_launch(rec: VmRecord) -> None:
+        rec.running_spec = None
+        rec.launch_accel = rec.launch_cpu = rec.launch_graphic_port = None
 
     # -- pausing ----------------------------------------------------------------------
     def pause(self, rec: VmRecord) -> None:

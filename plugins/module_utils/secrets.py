@@ -236,13 +236,14 @@ def mask(value):
 
 # ---------------------------------------------------------------------------- key loading
 
-def load_or_create_key(key_file: Optional[str] = None, env: Mapping[str, str] = os.environ) -> bytes:
+def load_or_create_key(key_file: Optional[str] = None, env: Optional[Mapping[str, str]] = None) -> bytes:
     """The 32-byte key: from ``INFINIVIRT_SECRET_KEY`` if set, else from ``key_file``.
 
     An existing key file must be a regular file (not a symlink) owned by the current user
     with no permission bits beyond 0600. A missing one is created with a fresh random key;
     when several processes race to create it, all of them return the winner's key.
     """
+    env = os.environ if env is None else env
     if KEY_ENV in env:
         return decode_key(env[KEY_ENV], "environment variable %s" % KEY_ENV)
     path = key_file or DEFAULT_KEY_FILE
@@ -330,7 +331,7 @@ def _create_key_file(path: str) -> bool:
     key_text = (encode_key(generate_key()) + "\n").encode("ascii")
     tmp = None
     fd = -1
-    for _ in range(100):
+    for _attempt in range(100):
         candidate = os.path.join(directory, ".%s.%s.tmp" % (os.path.basename(path), os.urandom(6).hex()))
         try:
             fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW

@@ -10,6 +10,8 @@ applies the plan under the VM's lock.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import socket
 import uuid as uuidlib
 from typing import Any, Dict, List, Optional
@@ -55,6 +57,12 @@ def _view(rec: Optional[VmRecord], state: str) -> Dict[str, Any]:
     return view
 
 
+def spec_digest(rec: VmRecord) -> str:
+    """A fingerprint of the stored definition, for optimistic concurrency (``digest``)."""
+    canonical = json.dumps(rec.spec.to_dict(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def vm_result(rec: VmRecord, state: str, lifecycle: Lifecycle) -> Dict[str, Any]:
     alive = state != STOPPED
     pending = changed_fields(rec.running_spec, rec.spec) if alive and rec.running_spec else []
@@ -68,6 +76,7 @@ def vm_result(rec: VmRecord, state: str, lifecycle: Lifecycle) -> Dict[str, Any]
         "accel_in_use": rec.launch_accel if alive else None,
         "cpu_in_use": rec.launch_cpu if alive else None,
         "pending_restart": pending,
+        "digest": spec_digest(rec),
     })
     return result
 
@@ -75,8 +84,8 @@ def vm_result(rec: VmRecord, state: str, lifecycle: Lifecycle) -> Dict[str, Any]
 class VmService:
     def __init__(self, db_url: str, run_dir: str, qemu_binary: Optional[str] = None,
                  lock_timeout: float = 60.0, host_paths: HostPaths = HostPaths(),
-                 hostname: Optional[str] = None):
-        self.store = open_store(db_url)
+                 hostname: Optional[str] = None, job_id: Optional[str] = None):
+        self.store = open_store(db_url, job_id=job_id)
         self.lifecycle = Lifecycle(self.store, run_dir, qemu_binary, host_paths)
         self.lock_timeout = lock_timeout
         self.hostname = hostname or socket.gethostname()
@@ -92,11 +101,47 @@ class VmService:
             raise SpecError("state", "must be one of %s, got %r" % (", ".join(STATES), state))
         with self.store.vm_lock(name, self.lock_timeout):
             rec = self.store.get_vm(name)
+            self._check_digest(rec, name, params.get("digest"))
+            if rec is not None and rec.host != self.hostname:
+                return self._ensure_foreign(rec, state, params, check_mode)
             qemu_status = self.lifecycle.query_status(rec) if rec else None
             before_state = fold_status(qemu_status) if rec else "absent"
-            if state == "absent":
-                return self._ensure_absent(rec, before_state, qemu_status, params, check_mode)
-            return self._ensure_present(rec, before_state, qemu_status, state, params, check_mode)
+            if rec is not None and not check_mode:
+                self.lifecycle.reconcile(rec, before_state)
+            return self._plan_and_apply(rec, before_state, qemu_status, state, params, check_mode)
+
+    def _plan_and_apply(self, rec: Optional[VmRecord], before_state: str,
+                        qemu_status: Optional[str], state: str, params: Dict[str, Any],
+                        check_mode: bool) -> Outcome:
+        if state == "absent":
+            return self._ensure_absent(rec, before_state, qemu_status, params, check_mode)
+        return self._ensure_present(rec, before_state, qemu_status, state, params, check_mode)
+
+    @staticmethod
+    def _check_digest(rec: Optional[VmRecord], name: str, digest: Optional[str]) -> None:
+        if digest is None:
+            return
+        if rec is None:
+            raise StateError("VM %s does not exist, so it cannot match digest %s" % (name, digest))
+        current = spec_digest(rec)
+        if digest != current:
+            raise StateError("VM %s was changed since digest %s was read (it is now %s); read "
+                             "the VM again and retry" % (name, digest, current))
+
+    def _ensure_foreign(self, rec: VmRecord, state: str, params: Dict[str, Any],
+                        check_mode: bool) -> Outcome:
+        """A VM another host owns. Its process cannot be seen from here, so the row's status
+        stands for it; while it runs there, nothing may change it from here."""
+        before_state = fold_status(rec.status if rec.status != STOPPED else None)
+        plan = self._plan_and_apply(rec, before_state, None, state, params, check_mode=True)
+        if before_state != STOPPED and plan.changed:
+            raise StateError(
+                "VM %s is owned by host %s, where it was last recorded %s (PID %s, at %s); run "
+                "this task on %s, or stop the VM there first" % (
+                    rec.name, rec.host, rec.status, rec.qemu_pid, rec.updated_at, rec.host))
+        if check_mode or not plan.changed:
+            return plan
+        return self._plan_and_apply(rec, before_state, None, state, params, check_mode=False)
 
     def _ensure_present(self, rec: Optional[VmRecord], before_state: str,
                         qemu_status: Optional[str], state: str, params: Dict[str, Any],
@@ -169,6 +214,7 @@ class VmService:
         elif current == STOPPED:
             out.actions.append("start")
             if not check_mode:
+                rec.host = self.hostname  # a stopped VM moves to the host that starts it
                 out.warnings.extend(lc.start(rec, paused=(target == PAUSED)))
             else:
                 out.warnings.extend(lc.plan_launch(rec)[3])
@@ -211,8 +257,13 @@ class VmService:
             records = self.store.list_vms()
         result = []
         for rec in records:
-            qemu_status = self.lifecycle.query_status(rec)
-            vm = vm_result(rec, fold_status(qemu_status), self.lifecycle)
+            if rec.host == self.hostname:
+                qemu_status = self.lifecycle.query_status(rec)
+                state = fold_status(qemu_status)
+            else:  # another host's VM: only its row can be read from here
+                qemu_status = None
+                state = fold_status(rec.status if rec.status != STOPPED else None)
+            vm = vm_result(rec, state, self.lifecycle)
             vm["qemu_status"] = qemu_status
             result.append(vm)
         return result

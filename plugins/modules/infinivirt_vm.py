@@ -116,6 +116,11 @@ options:
         then C(SIGKILL)) instead of failing.
     type: bool
     default: false
+  digest:
+    description:
+      - The RV(vm.digest) of the VM as last read. When given, the task fails without changing
+        anything if the VM's stored definition has changed since (optimistic concurrency).
+    type: str
   restart_on_change:
     description:
       - Restart a running or paused VM at once when a changed option needs a restart.
@@ -189,7 +194,7 @@ vm:
       type: str
       sample: /run/infinivirt/0b7c1f0e-3c1d-4a53-9a7e-6b0f8d1f2a11.serial.log
     host:
-      description: Host name of the hypervisor that owns the VM.
+      description: The hypervisor that owns the VM (O(host_id) of the host that last started it).
       type: str
     version:
       description: Row version in the database; it grows with every write.
@@ -230,6 +235,11 @@ vm:
     kernel_cmdline:
       description: Kernel command line.
       type: str
+    digest:
+      description: SHA-256 of the stored definition; pass it back as O(digest) to refuse
+        changes made by someone else in between.
+      type: str
+      sample: 5e3c0c3b7f1d2f4b9d5a0e8c6b1a2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c
     pending_restart:
       description: Options changed since the running VM was started, which need a restart.
       type: list
@@ -258,6 +268,7 @@ def main() -> None:
             stop_timeout=dict(type="float", default=60.0),
             force=dict(type="bool", default=False),
             restart_on_change=dict(type="bool", default=False),
+            digest=dict(type="str"),
         ),
         supports_check_mode=True,
     )

@@ -12,6 +12,9 @@ version_added: 0.1.0
 description:
   - Lists one VM or all VMs in the Infinivirt database, with the run state read from the
     live QEMU process over QMP (C(query-status)), not only from the database.
+  - With a shared PostgreSQL O(db_url) it lists the VMs of every host; for a VM that
+    another host owns, RV(vms[].status) is what that host last recorded and
+    RV(vms[].qemu_status) is null.
 author:
   - Infinivirt developers (@infinivirt)
 extends_documentation_fragment:
@@ -81,6 +84,12 @@ vms:
     memory_mb:
       description: Guest memory in MiB.
       type: int
+    host:
+      description: The hypervisor that owns the VM.
+      type: str
+    digest:
+      description: SHA-256 of the stored definition (see M(infinivirt.core.infinivirt_vm)).
+      type: str
     pending_restart:
       description: Options changed since the running VM was started.
       type: list

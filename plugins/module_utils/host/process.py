@@ -41,12 +41,25 @@ def process_state(pid: int, proc_root: str = "/proc") -> Optional[str]:
     return stat[stat.rfind(")") + 2:].split(" ", 1)[0] or None
 
 
+def _threads_left(pid: int, proc_root: str) -> bool:
+    """A zombie leader may still have threads tearing down, holding QEMU's sockets and
+    image locks for some milliseconds."""
+    try:
+        tasks = os.listdir(os.path.join(proc_root, str(pid), "task"))
+    except OSError:
+        return False
+    return any(task != str(pid) for task in tasks)
+
+
 def process_runs_vm(pid: Optional[int], uuid: str, proc_root: str = "/proc") -> bool:
     if not pid:
         return False
     state = process_state(pid, proc_root)
-    if state is None or state in DEAD_STATES:
+    if state is None:
         return False
+    if state in DEAD_STATES:
+        # A zombie's cmdline reads empty; while its threads live, it still holds the VM.
+        return _threads_left(pid, proc_root)
     try:
         with open(os.path.join(proc_root, str(pid), "cmdline"), "rb") as fh:
             args = fh.read().split(b"\0")

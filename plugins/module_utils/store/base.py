@@ -23,7 +23,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.store.records impo
 
 VM_COLUMNS = ("uuid", "name", "host", "status", "version", "qemu_pid", "qmp_socket_path",
               "serial_log_path", "running_spec", "launch_accel", "launch_cpu", "created_at",
-              "updated_at")
+              "updated_at", "pidfile_path", "launch_graphic_port")
 
 
 def utc_now() -> str:
@@ -64,6 +64,7 @@ def _record(row: Dict[str, Any]) -> VmRecord:
         running_spec=VmSpec.from_dict(json.loads(running)) if running else None,
         launch_accel=row["launch_accel"], launch_cpu=row["launch_cpu"],
         created_at=row["created_at"], updated_at=row["updated_at"],
+        pidfile_path=row["pidfile_path"], launch_graphic_port=row["launch_graphic_port"],
         spec=VmSpec.from_dict(spec),
     )
 
@@ -72,7 +73,8 @@ def _vm_values(record: VmRecord) -> Tuple[Any, ...]:
     running = json.dumps(record.running_spec.to_dict()) if record.running_spec else None
     return (record.uuid, record.name, record.host, record.status, record.version,
             record.qemu_pid, record.qmp_socket_path, record.serial_log_path, running,
-            record.launch_accel, record.launch_cpu, record.created_at, record.updated_at)
+            record.launch_accel, record.launch_cpu, record.created_at, record.updated_at,
+            record.pidfile_path, record.launch_graphic_port)
 
 
 class SqlStore:

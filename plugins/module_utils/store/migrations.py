@@ -83,6 +83,12 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
             since TEXT NOT NULL
         )""",
     ]),
+    (3, [
+        # Liveness reads the pidfile the VM was started with, even if run_dir changes later;
+        # the display port QEMU picked (graphic_port is the one asked for, if any).
+        "ALTER TABLE vms ADD COLUMN pidfile_path TEXT",
+        "ALTER TABLE vms ADD COLUMN launch_graphic_port INTEGER",
+    ]),
 ]
 
 LATEST = MIGRATIONS[-1][0]

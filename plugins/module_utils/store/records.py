@@ -25,6 +25,8 @@ class VmRecord:
     running_spec: Optional[VmSpec] = None  # the spec the live process was started with
     launch_accel: Optional[str] = None  # accelerator and -cpu the live process really got
     launch_cpu: Optional[str] = None
+    pidfile_path: Optional[str] = None
+    launch_graphic_port: Optional[int] = None
     created_at: str = ""
     updated_at: str = ""
 

@@ -75,7 +75,7 @@ def test_token_format_is_versioned_and_names_the_key(box):
 
 
 def test_two_encryptions_of_the_same_plaintext_differ(box):
-    tokens = {box.encrypt(PLAINTEXT, CONTEXT) for _ in range(50)}
+    tokens = {box.encrypt(PLAINTEXT, CONTEXT) for _n in range(50)}
     assert len(tokens) == 50
     assert len({t.split(":")[2] for t in tokens}) == 50  # a fresh nonce every time
 
@@ -410,10 +410,10 @@ def test_processes_racing_to_create_the_key_file_all_get_the_same_key(tmp_path, 
     path = str(tmp_path / "state" / "secret.key")
     barrier = ctx.Barrier(8)
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_race, args=(path, barrier, queue)) for _ in range(8)]
+    procs = [ctx.Process(target=_race, args=(path, barrier, queue)) for _n in range(8)]
     for proc in procs:
         proc.start()
-    results = [queue.get(timeout=30) for _ in procs]
+    results = [queue.get(timeout=30) for _n in procs]
     for proc in procs:
         proc.join(timeout=30)
         assert proc.exitcode == 0
