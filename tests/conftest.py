@@ -16,28 +16,11 @@ COLLECTIONS_ROOT = install_on_sys_path()
 
 
 # -- PostgreSQL ---------------------------------------------------------------------------
-# The suite's own cluster (scripts/pg-test-server.sh), started on demand; each test that
-# needs PostgreSQL gets a database of its own.
-import subprocess  # noqa: E402
+# Started on demand; each test that needs PostgreSQL gets a database of its own.
 import uuid  # noqa: E402
-from urllib.parse import urlsplit, urlunsplit  # noqa: E402
 
 import pytest  # noqa: E402
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PG_SCRIPT = os.path.join(REPO, "scripts", "pg-test-server.sh")
-
-
-def pg_server(action: str) -> str:
-    done = subprocess.run(["bash", PG_SCRIPT, action], capture_output=True, text=True,
-                          timeout=120, check=False)
-    if done.returncode != 0 and action != "status":
-        raise RuntimeError("pg-test-server.sh %s failed: %s" % (action, done.stderr))
-    return done.stdout.strip()
-
-
-def with_database(url: str, database: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path="/" + database))
+from pgtest import pg_server, with_database  # noqa: E402
 
 
 @pytest.fixture(scope="session")

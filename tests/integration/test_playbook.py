@@ -16,11 +16,11 @@ from conftest import run_dir_files
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def run_playbook(playbook, extra_vars, timeout=900):
+def run_playbook(playbook, extra_vars, timeout=900, inventory="localhost,", forks=5):
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections_root(),
                ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_DEPRECATION_WARNINGS="0")
     args = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
-            "-i", "localhost,", "-c", "local",
+            "-i", inventory, "-c", "local", "-f", str(forks),
             "-e", "ansible_python_interpreter=%s" % sys.executable]
     args += ["-e", json.dumps(extra_vars)]
     args.append(os.path.join(HERE, "playbooks", playbook))

@@ -1,0 +1,140 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Concurrent callers on one VM, on both backends: the end state is always a legal one and
+the database agrees with the processes (the review's race in start(), its section 3.1)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import tempfile
+import traceback
+
+import pytest
+from test_playbook import run_playbook
+
+from ansible_collections.infinivirt.core.plugins.module_utils.vm_service import VmService
+
+CALLERS = 20
+# A VM without a kernel: SeaBIOS finds nothing to boot, so it starts in milliseconds and
+# only a forced stop ends it.
+VM = {"name": "racer", "accel": "tcg", "memory_mb": 32, "stop_timeout": 0.5, "force": True}
+
+
+def qemu_processes(uuid):
+    """PIDs of live processes whose command line carries this UUID."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % entry, "rb") as fh:
+                args = fh.read().split(b"\0")
+            with open("/proc/%s/stat" % entry) as fh:
+                state = fh.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if uuid.encode() in args and state != "Z":
+            found.append(int(entry))
+    return found
+
+
+def _call(db_url, run_dir, params, barrier, results):
+    try:
+        service = VmService(db_url, run_dir, lock_timeout=120)
+        barrier.wait(60)
+        out = service.ensure(params, check_mode=False)
+        results.put(("ok", params["state"], out.changed))
+        service.close()
+    except Exception:  # report, so the test can show what went wrong
+        results.put(("error", params["state"], traceback.format_exc()))
+
+
+def race(db_url, run_dir, states):
+    """Run one ensure per entry of ``states`` in its own process, all released at once."""
+    barrier = multiprocessing.Barrier(len(states))
+    results = multiprocessing.Queue()
+    procs = [multiprocessing.Process(target=_call, args=(db_url, run_dir, dict(VM, state=s), barrier, results))
+             for s in states]
+    for p in procs:
+        p.start()
+    outcomes = [results.get(timeout=300) for _p in procs]
+    for p in procs:
+        p.join(30)
+    errors = [o[2] for o in outcomes if o[0] == "error"]
+    assert not errors, errors[0]
+    return outcomes
+
+
+@pytest.fixture
+def race_env(db_url):
+    run_dir = tempfile.mkdtemp(prefix="iv-race")
+    service = VmService(db_url, run_dir)
+    yield db_url, run_dir, service
+    for vm in service.info():
+        service.ensure({"name": vm["name"], "state": "absent", "force": True, "stop_timeout": 1}, False)
+    service.close()
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def assert_db_agrees(service, name):
+    """The row and the processes tell the same story; returns the state."""
+    rec = service.store.get_vm(name)
+    if rec is None:
+        return "absent"
+    pids = qemu_processes(rec.uuid)
+    assert len(pids) <= 1, "more than one QEMU for one VM: %s" % pids
+    if pids:
+        assert rec.status in ("running", "paused") and rec.qemu_pid == pids[0]
+        return "running"
+    assert rec.status == "stopped" and rec.qemu_pid is None
+    return "stopped"
+
+
+def test_twenty_starts_make_one_qemu(race_env):
+    db_url, run_dir, service = race_env
+    service.ensure(dict(VM, state="stopped"), False)
+    outcomes = race(db_url, run_dir, ["running"] * CALLERS)
+    assert sorted(o[2] for o in outcomes) == [False] * (CALLERS - 1) + [True]
+    uuid = service.store.get_vm("racer").uuid
+    assert len(qemu_processes(uuid)) == 1
+    assert assert_db_agrees(service, "racer") == "running"
+
+
+def test_start_racing_stop_ends_in_a_legal_state(race_env):
+    db_url, run_dir, service = race_env
+    service.ensure(dict(VM, state="stopped"), False)
+    race(db_url, run_dir, ["running", "stopped"] * (CALLERS // 2))
+    assert assert_db_agrees(service, "racer") in ("running", "stopped")
+
+
+def test_create_racing_delete_ends_in_a_legal_state(race_env):
+    db_url, run_dir, service = race_env
+    race(db_url, run_dir, ["running", "absent"] * (CALLERS // 2))
+    state = assert_db_agrees(service, "racer")
+    assert state in ("running", "absent")
+    if state == "absent":
+        assert not any(f.endswith((".pid", ".qmp")) for f in os.listdir(run_dir))
+
+
+def test_twenty_playbook_forks_make_one_qemu(db_url, tmp_path):
+    run_dir = tempfile.mkdtemp(prefix="iv-forks")
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text("[forks]\n" + "".join(
+        "fork%02d ansible_connection=local\n" % i for i in range(CALLERS)))
+    try:
+        done = run_playbook("race_start.yml", {"db_url": db_url, "run_dir": run_dir},
+                            inventory=str(inventory), forks=CALLERS)
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+        recap = [line for line in done.stdout.splitlines() if line.startswith("fork")]
+        assert len(recap) == CALLERS
+        changed = [line for line in recap if "changed=1" in line]
+        assert len(changed) == 1, "\n".join(recap)
+        service = VmService(db_url, run_dir)
+        assert assert_db_agrees(service, "forked") == "running"
+        service.ensure(dict(VM, name="forked", state="absent"), False)
+        service.close()
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)

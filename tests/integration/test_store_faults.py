@@ -1,0 +1,87 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""PostgreSQL going away: a clear error, and convergence once it is back."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+
+import pytest
+from pgtest import pg_server
+from test_races import assert_db_agrees, qemu_processes
+
+from ansible_collections.infinivirt.core.plugins.module_utils import lifecycle
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import StoreError
+from ansible_collections.infinivirt.core.plugins.module_utils.vm_service import VmService
+
+VM = {"name": "faulty", "accel": "tcg", "memory_mb": 32, "stop_timeout": 0.5, "force": True}
+
+
+@pytest.fixture
+def run_dir():
+    path = tempfile.mkdtemp(prefix="iv-fault")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def cleanup(pg_url, run_dir):
+    pg_server("start")
+    service = VmService(pg_url, run_dir)
+    service.ensure(dict(VM, state="absent"), False)
+    service.close()
+
+
+def test_database_down_before_a_task(pg_url, run_dir):
+    service = VmService(pg_url, run_dir)
+    pid = service.ensure(dict(VM, state="running"), False).vm["pid"]
+    service.close()
+    try:
+        pg_server("stop")
+        with pytest.raises(StoreError) as err:
+            VmService(pg_url, run_dir).ensure(dict(VM, state="stopped"), False)
+        message = str(err.value)
+        assert message.startswith("cannot connect to the PostgreSQL state database")
+        assert "infinivirt-test-pw" not in message and "********" in message
+        pg_server("start")
+        service = VmService(pg_url, run_dir)
+        uuid = service.store.get_vm("faulty").uuid
+        assert qemu_processes(uuid) == [pid], "the failed task must not have touched the VM"
+        stopped = service.ensure(dict(VM, state="stopped"), False)
+        assert stopped.changed and qemu_processes(uuid) == []
+        assert assert_db_agrees(service, "faulty") == "stopped"
+        assert len(service.store.list_vms()) == 1
+        service.close()
+    finally:
+        cleanup(pg_url, run_dir)
+
+
+def test_database_lost_between_spawn_and_record(pg_url, run_dir, monkeypatch):
+    real_spawn = lifecycle.run_daemonized
+
+    def spawn_then_lose_database(argv, timeout):
+        result = real_spawn(argv, timeout)
+        pg_server("stop")
+        return result
+
+    monkeypatch.setattr(lifecycle, "run_daemonized", spawn_then_lose_database)
+    service = VmService(pg_url, run_dir)
+    service.ensure(dict(VM, state="stopped"), False)
+    uuid = service.store.get_vm("faulty").uuid
+    try:
+        with pytest.raises(StoreError):
+            service.ensure(dict(VM, state="running"), False)
+        started = qemu_processes(uuid)
+        assert len(started) == 1, "QEMU was spawned before the database went away"
+        monkeypatch.setattr(lifecycle, "run_daemonized", real_spawn)
+        pg_server("start")
+        again = VmService(pg_url, run_dir)
+        rerun = again.ensure(dict(VM, state="running"), False)
+        assert not rerun.changed, "the VM was already running: nothing to do"
+        assert qemu_processes(uuid) == started, "no second QEMU was started"
+        assert assert_db_agrees(again, "faulty") == "running"
+        assert len(again.store.list_vms()) == 1
+        again.close()
+    finally:
+        cleanup(pg_url, run_dir)
