@@ -34,6 +34,16 @@ options:
       - The error names the process that holds the lock.
     type: float
     default: 60.0
+  secret_key_file:
+    description:
+      - File holding the key (32 random bytes, base64) that encrypts secrets such as display
+        passwords in the database, with AES-256-GCM. Created with mode 0600 on first use; an
+        existing file must be owned by the user running the module and not readable by others.
+      - The environment variable E(INFINIVIRT_SECRET_KEY) (the key in base64), when set,
+        is used instead of the file.
+      - Every host sharing a database needs the same key.
+    type: path
+    default: /var/lib/infinivirt/secret.key
   host_id:
     description:
       - Name of this hypervisor in the database. VMs record the host that runs them; a VM
@@ -57,5 +67,6 @@ requirements:
   - python >= 3.9
   - qemu.qmp >= 0.0.3 (on the managed host)
   - psycopg2 >= 2.8 (on the managed host, for a PostgreSQL O(db_url))
+  - cryptography >= 36.0 (on the managed host, to store secrets)
   - QEMU (qemu-system-x86_64) on the managed host
 """

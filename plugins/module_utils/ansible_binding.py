@@ -13,6 +13,7 @@ from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_requ
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR
+from ansible_collections.infinivirt.core.plugins.module_utils.secrets import DEFAULT_KEY_FILE
 from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import DEFAULT_DB_URL
 from ansible_collections.infinivirt.core.plugins.module_utils.store.postgres import (
     HAS_PSYCOPG2,
@@ -30,6 +31,7 @@ COMMON_ARGUMENT_SPEC: Dict[str, Any] = dict(
                  fallback=(env_fallback, ["INFINIVIRT_RUN_DIR"])),
     lock_timeout=dict(type="float", default=60.0),
     qemu_binary=dict(type="path"),
+    secret_key_file=dict(type="path", default=DEFAULT_KEY_FILE, no_log=False),
     host_id=dict(type="str", fallback=(env_fallback, ["INFINIVIRT_HOST_ID"])),
     job_id=dict(type="str", fallback=(env_fallback, ["INFINIVIRT_JOB_ID", "JOB_ID"])),
 )
@@ -62,7 +64,7 @@ class InfinivirtModule:
         try:
             service = VmService(params["db_url"], params["run_dir"], params["qemu_binary"],
                                 params["lock_timeout"], hostname=params["host_id"],
-                                job_id=params["job_id"])
+                                job_id=params["job_id"], secret_key_file=params["secret_key_file"])
             try:
                 result = action(service)
             finally:

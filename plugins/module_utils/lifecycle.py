@@ -152,8 +152,12 @@ class Lifecycle:
         cpu, cpu_warnings = resolve_cpu(rec.spec.cpu_model, rec.spec.cpu_flags, accel, caps)
         return accel, cpu, caps.binary, warnings + cpu_warnings
 
-    def start(self, rec: VmRecord, paused: bool = False) -> List[str]:
-        """Start the VM and return warnings. On failure nothing of it is left behind."""
+    def start(self, rec: VmRecord, paused: bool = False,
+              graphic_password: Optional[str] = None) -> List[str]:
+        """Start the VM and return warnings. On failure nothing of it is left behind.
+        The display password reaches QEMU over QMP while the guest is still paused."""
+        if rec.spec.graphic_password_set and graphic_password is None:
+            raise StateError("VM %s: its display password could not be read" % rec.name)
         if self.is_alive(rec):
             raise StateError("VM %s is already running as PID %s" % (rec.name, self.live_pid(rec)))
         paths = VmPaths.for_vm(self.run_dir, rec.uuid)
@@ -186,9 +190,11 @@ class Lifecycle:
             if status != "prelaunch":
                 raise QemuError("VM %s: expected QEMU in prelaunch state, found %s"
                                 % (rec.name, status))
+            if rec.spec.graphic_protocol == "vnc":
+                rec.launch_graphic_port = self._setup_vnc(rec, graphic_password)
             if not paused:
                 self._qmp(rec, "cont")
-        except (InfinivirtError, KeyError, TypeError) as exc:
+        except (InfinivirtError, KeyError, TypeError, ValueError) as exc:
             self._abort_start(rec)
             if isinstance(exc, InfinivirtError):
                 raise
@@ -196,6 +202,16 @@ class Lifecycle:
         rec.status = PAUSED if paused else RUNNING
         self.store.update_vm(rec)
         return warnings
+
+    def _setup_vnc(self, rec: VmRecord, password: Optional[str]) -> int:
+        """Set the password (if any) and return the port QEMU listens on."""
+        if password is not None:
+            self.set_graphic_password(rec, password)
+        return int(self._qmp(rec, "query-vnc")["service"])
+
+    def set_graphic_password(self, rec: VmRecord, password: str) -> None:
+        """Also works live; open sessions keep going (QEMU cannot drop VNC clients)."""
+        self._qmp(rec, "set_password", {"protocol": "vnc", "password": password})
 
     def _abort_start(self, rec: VmRecord) -> None:
         pid = read_pidfile(self.pidfile(rec))

@@ -9,6 +9,7 @@ Validation happens here, before anything touches the host, so bad input changes 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple
@@ -20,6 +21,9 @@ MEMORY_MIN_MB = 16
 KERNEL_CMDLINE_MAX = 2048  # x86 COMMAND_LINE_SIZE
 
 MACHINE_TYPES = ("q35", "pc")
+GRAPHIC_PROTOCOLS = ("none", "vnc")
+VNC_BASE_PORT = 5900
+VNC_PASSWORD_MAX = 8  # VNC authentication compares only the first 8 bytes
 ACCELS = ("auto", "kvm", "tcg")
 # Model names as QEMU prints them in -cpu help: letters, digits, '-', '_', '.'.
 _CPU_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -42,6 +46,11 @@ class VmSpec:
     kernel: Optional[str] = None
     initrd: Optional[str] = None
     kernel_cmdline: Optional[str] = None
+    # Remote display. The password is a secret kept apart from the spec (see secrets.py).
+    graphic_protocol: str = "none"
+    graphic_host: str = "127.0.0.1"
+    graphic_port: Optional[int] = None  # None: the first free port from 5900
+    graphic_password_set: bool = False  # set by the service from the stored secret
 
     def to_dict(self) -> Dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -139,7 +148,39 @@ def validate(spec: VmSpec, max_vcpus: Optional[int] = None) -> VmSpec:
             raise SpecError("kernel_cmdline", "must not contain control characters (newlines)")
         if len(spec.kernel_cmdline) > KERNEL_CMDLINE_MAX:
             raise SpecError("kernel_cmdline", "must be at most %d characters" % KERNEL_CMDLINE_MAX)
+    _validate_graphics(spec)
     return spec
+
+
+def _validate_graphics(spec: VmSpec) -> None:
+    _validate_choice("graphics.type", spec.graphic_protocol, GRAPHIC_PROTOCOLS)
+    try:
+        ipaddress.ip_address(spec.graphic_host)
+    except ValueError:
+        raise SpecError("graphics.listen", "%r is not an IP address" % (spec.graphic_host,)) from None
+    if spec.graphic_port is not None:
+        _validate_int("graphics.port", spec.graphic_port, VNC_BASE_PORT, 65535)
+
+
+def validate_graphic_password(spec: VmSpec, password: Optional[str], stored: bool) -> None:
+    """A VNC password must mean what it says; off loopback, one is required."""
+    if password is not None:
+        if spec.graphic_protocol == "none":
+            raise SpecError("graphics.password", "needs graphics.type vnc")
+        if not password:
+            raise SpecError("graphics.password", "must not be empty (an empty VNC password "
+                            "lets anyone in)")
+        if len(password.encode()) > VNC_PASSWORD_MAX:
+            raise SpecError("graphics.password", "VNC checks only the first %d bytes of a "
+                            "password; use at most %d" % (VNC_PASSWORD_MAX, VNC_PASSWORD_MAX))
+    has_password = password is not None or stored
+    if spec.graphic_protocol == "vnc" and not has_password \
+            and not ipaddress.ip_address(spec.graphic_host).is_loopback:
+        raise SpecError("graphics.password", "is required when the display listens on %s, "
+                        "beyond this host" % spec.graphic_host)
+
+
+GRAPHICS_FIELDS = {"type": "graphic_protocol", "listen": "graphic_host", "port": "graphic_port"}
 
 
 def merge_params(params: Mapping[str, Any], stored: Optional[VmSpec]) -> VmSpec:
@@ -151,6 +192,10 @@ def merge_params(params: Mapping[str, Any], stored: Optional[VmSpec]) -> VmSpec:
     base = stored.to_dict() if stored is not None else VmSpec(name=params["name"]).to_dict()
     for field in SPEC_FIELDS:
         value = params.get(field)
+        if value is not None:
+            base[field] = value
+    for option, field in GRAPHICS_FIELDS.items():
+        value = (params.get("graphics") or {}).get(option)
         if value is not None:
             base[field] = value
     base["name"] = params["name"]

@@ -14,7 +14,7 @@ import hashlib
 import json
 import socket
 import uuid as uuidlib
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.lifecycle import (
@@ -26,11 +26,18 @@ from ansible_collections.infinivirt.core.plugins.module_utils.lifecycle import (
     fold_status,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import HostPaths
+from ansible_collections.infinivirt.core.plugins.module_utils.secrets import (
+    MASK,
+    SecretBox,
+    SecretError,
+    load_or_create_key,
+)
 from ansible_collections.infinivirt.core.plugins.module_utils.spec import (
     VmSpec,
     changed_fields,
     merge_params,
     validate,
+    validate_graphic_password,
     validate_name,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import open_store
@@ -48,18 +55,32 @@ class Outcome:
     actions: List[str] = dataclasses.field(default_factory=list)
 
 
-def _view(rec: Optional[VmRecord], state: str) -> Dict[str, Any]:
-    """What the diff shows: the user-visible spec plus the run state."""
+def _view(rec: Optional[VmRecord], state: str, password_set: bool = False,
+          password_changed: bool = False) -> Dict[str, Any]:
+    """What the diff shows: the user-visible spec plus the run state; a password only as
+    a mask that tells whether it changed."""
     if rec is None:
         return {"state": "absent"}
     view = rec.spec.to_dict()
     view["state"] = state
+    if password_set:
+        view["graphic_password"] = MASK + (" (new)" if password_changed else "")
     return view
 
 
-def spec_digest(rec: VmRecord) -> str:
-    """A fingerprint of the stored definition, for optimistic concurrency (``digest``)."""
-    canonical = json.dumps(rec.spec.to_dict(), sort_keys=True, separators=(",", ":"))
+GRAPHIC_PASSWORD = "graphic_password"
+
+
+def secret_context(rec: VmRecord, column: str) -> str:
+    """Binds a sealed secret to its VM and column: a token copied elsewhere fails."""
+    return "%s/%s" % (rec.uuid, column)
+
+
+def spec_digest(rec: VmRecord, secret_tokens: Tuple[Optional[str], ...] = ()) -> str:
+    """A fingerprint of the stored definition, for optimistic concurrency (``digest``).
+    Sealed secrets count by their token, so a new password changes it too."""
+    canonical = json.dumps([rec.spec.to_dict(), list(secret_tokens)], sort_keys=True,
+                           separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -76,7 +97,13 @@ def vm_result(rec: VmRecord, state: str, lifecycle: Lifecycle) -> Dict[str, Any]
         "accel_in_use": rec.launch_accel if alive else None,
         "cpu_in_use": rec.launch_cpu if alive else None,
         "pending_restart": pending,
-        "digest": spec_digest(rec),
+        "digest": spec_digest(rec, (lifecycle.store.get_secret(rec.uuid, GRAPHIC_PASSWORD),)),
+        "graphics": {
+            "type": rec.spec.graphic_protocol,
+            "listen": rec.spec.graphic_host,
+            "port": rec.launch_graphic_port if alive and rec.launch_graphic_port else rec.spec.graphic_port,
+            "password_set": rec.spec.graphic_password_set,
+        },
     })
     return result
 
@@ -84,14 +111,36 @@ def vm_result(rec: VmRecord, state: str, lifecycle: Lifecycle) -> Dict[str, Any]
 class VmService:
     def __init__(self, db_url: str, run_dir: str, qemu_binary: Optional[str] = None,
                  lock_timeout: float = 60.0, host_paths: HostPaths = HostPaths(),
-                 hostname: Optional[str] = None, job_id: Optional[str] = None):
+                 hostname: Optional[str] = None, job_id: Optional[str] = None,
+                 secret_key_file: Optional[str] = None):
         self.store = open_store(db_url, job_id=job_id)
         self.lifecycle = Lifecycle(self.store, run_dir, qemu_binary, host_paths)
         self.lock_timeout = lock_timeout
         self.hostname = hostname or socket.gethostname()
+        self.secret_key_file = secret_key_file
+        self._secret_box: Optional[SecretBox] = None
 
     def close(self) -> None:
         self.store.close()
+
+    # -- secrets --------------------------------------------------------------------------
+    def _box(self) -> SecretBox:
+        """The key is read (or made) only when a secret is involved."""
+        if self._secret_box is None:
+            self._secret_box = SecretBox(load_or_create_key(self.secret_key_file))
+        return self._secret_box
+
+    def _decrypt(self, rec: VmRecord, token: str) -> str:
+        try:
+            return self._box().decrypt(token, secret_context(rec, GRAPHIC_PASSWORD))
+        except SecretError as exc:
+            raise SecretError("cannot read the display password of VM %s: %s" % (rec.name, exc)) from None
+
+    def _graphic_password(self, rec: VmRecord) -> Optional[str]:
+        if not rec.spec.graphic_password_set:
+            return None
+        token = self.store.get_secret(rec.uuid, GRAPHIC_PASSWORD)
+        return self._decrypt(rec, token) if token else None
 
     # -- infinivirt_vm --------------------------------------------------------------------
     def ensure(self, params: Dict[str, Any], check_mode: bool) -> Outcome:
@@ -117,13 +166,12 @@ class VmService:
             return self._ensure_absent(rec, before_state, qemu_status, params, check_mode)
         return self._ensure_present(rec, before_state, qemu_status, state, params, check_mode)
 
-    @staticmethod
-    def _check_digest(rec: Optional[VmRecord], name: str, digest: Optional[str]) -> None:
+    def _check_digest(self, rec: Optional[VmRecord], name: str, digest: Optional[str]) -> None:
         if digest is None:
             return
         if rec is None:
             raise StateError("VM %s does not exist, so it cannot match digest %s" % (name, digest))
-        current = spec_digest(rec)
+        current = spec_digest(rec, (self.store.get_secret(rec.uuid, GRAPHIC_PASSWORD),))
         if digest != current:
             raise StateError("VM %s was changed since digest %s was read (it is now %s); read "
                              "the VM again and retry" % (name, digest, current))
@@ -147,9 +195,17 @@ class VmService:
                         qemu_status: Optional[str], state: str, params: Dict[str, Any],
                         check_mode: bool) -> Outcome:
         out = Outcome()
-        desired = validate(merge_params(params, rec.spec if rec else None))
+        password = (params.get("graphics") or {}).get("password")
+        stored_token = self.store.get_secret(rec.uuid, GRAPHIC_PASSWORD) if rec else None
+        desired = merge_params(params, rec.spec if rec else None)
+        desired = dataclasses.replace(desired, graphic_password_set=(
+            desired.graphic_protocol == "vnc" and (password is not None or stored_token is not None)))
+        validate(desired)
+        validate_graphic_password(desired, password, stored=stored_token is not None)
+        password_changed = password is not None and (
+            stored_token is None or self._decrypt(rec, stored_token) != password)
         spec_changes = changed_fields(rec.spec if rec else None, desired)
-        before_view = _view(rec, before_state)
+        before_view = _view(rec, before_state, stored_token is not None)
 
         if rec is None:
             out.actions.append("create")
@@ -157,11 +213,14 @@ class VmService:
                            status=STOPPED, spec=desired)
             if not check_mode:
                 self.store.insert_vm(rec)
-        elif spec_changes:
+        elif spec_changes or password_changed:
             out.actions.append("update")
             rec.spec = desired
             if not check_mode:
                 self.store.update_vm(rec)
+        if password_changed and not check_mode:
+            self.store.set_secret(rec.uuid, GRAPHIC_PASSWORD,
+                                  self._box().encrypt(password, secret_context(rec, GRAPHIC_PASSWORD)))
 
         if state == "present":
             target = STOPPED if before_state == "absent" else before_state
@@ -173,7 +232,13 @@ class VmService:
         restart = state == "restarted" or (
             bool(pending) and target != STOPPED and params.get("restart_on_change"))
 
+        live_password = (password_changed and not restart and before_state in (RUNNING, PAUSED)
+                         and rec.running_spec is not None and rec.running_spec.graphic_password_set)
         try:
+            if live_password:  # a running display takes a new password at once
+                out.actions.append("set_password")
+                if not check_mode:
+                    self.lifecycle.set_graphic_password(rec, password)
             self._transition(out, rec, before_state, qemu_status, target, restart, params,
                              check_mode)
         except Exception:
@@ -187,7 +252,8 @@ class VmService:
                 "VM %s runs with an older configuration; a restart is needed to apply: %s "
                 "(set restart_on_change: true or state: restarted)" % (rec.name, ", ".join(pending)))
         out.changed = bool(out.actions)
-        out.diff = {"before": before_view, "after": _view(rec, after_state)}
+        out.diff = {"before": before_view,
+                    "after": _view(rec, after_state, rec.spec.graphic_password_set, password_changed)}
         out.vm = vm_result(rec, after_state, self.lifecycle)
         if check_mode and "start" in out.actions:
             out.vm["pending_restart"] = []
@@ -215,7 +281,8 @@ class VmService:
             out.actions.append("start")
             if not check_mode:
                 rec.host = self.hostname  # a stopped VM moves to the host that starts it
-                out.warnings.extend(lc.start(rec, paused=(target == PAUSED)))
+                out.warnings.extend(lc.start(rec, paused=(target == PAUSED),
+                                             graphic_password=self._graphic_password(rec)))
             else:
                 out.warnings.extend(lc.plan_launch(rec)[3])
         elif target == PAUSED:

@@ -105,6 +105,37 @@ options:
     description:
       - Kernel command line for direct kernel boot. Needs O(kernel).
     type: str
+  graphics:
+    description:
+      - Remote display of the VM's screen.
+      - Unset suboptions keep their stored values (defaults for a new VM).
+    type: dict
+    suboptions:
+      type:
+        description:
+          - V(vnc) gives the VM a VNC display; V(none) has no display.
+          - Default for a new VM is V(none).
+        type: str
+        choices: [none, vnc]
+      listen:
+        description:
+          - IP address the display listens on.
+          - Default for a new VM is V(127.0.0.1).
+        type: str
+      port:
+        description:
+          - TCP port of the display, from 5900. When unset, QEMU takes the first free port
+            from 5900 to 5999; RV(vm.graphics.port) tells which.
+        type: int
+      password:
+        description:
+          - Password of the display, 1 to 8 bytes (VNC compares only 8 bytes).
+          - Required when O(graphics.listen) is not a loopback address.
+          - Stored encrypted with AES-256-GCM (see O(secret_key_file)) and handed to QEMU
+            over QMP, never on its command line. A new password reaches a running VM at
+            once; clients already connected stay connected.
+          - Left unset, the stored password is kept.
+        type: str
   stop_timeout:
     description:
       - Seconds to wait for the guest to power off after the ACPI power button.
@@ -156,6 +187,13 @@ EXAMPLES = r"""
     name: web01
     memory_mb: 2048
     restart_on_change: true
+
+- name: Give it a VNC display on this host's loopback, with a password from the vault
+  infinivirt.core.infinivirt_vm:
+    name: web01
+    graphics:
+      type: vnc
+      password: "{{ vault_web01_vnc_password }}"
 
 - name: Remove it
   infinivirt.core.infinivirt_vm:
@@ -235,6 +273,23 @@ vm:
     kernel_cmdline:
       description: Kernel command line.
       type: str
+    graphics:
+      description: The display; never the password.
+      type: dict
+      contains:
+        type:
+          description: V(none) or V(vnc).
+          type: str
+        listen:
+          description: Address the display listens on.
+          type: str
+        port:
+          description: Port the running display listens on (or the one asked for).
+          type: int
+          sample: 5900
+        password_set:
+          description: Whether a display password is stored.
+          type: bool
     digest:
       description: SHA-256 of the stored definition; pass it back as O(digest) to refuse
         changes made by someone else in between.
@@ -269,6 +324,12 @@ def main() -> None:
             force=dict(type="bool", default=False),
             restart_on_change=dict(type="bool", default=False),
             digest=dict(type="str"),
+            graphics=dict(type="dict", options=dict(
+                type=dict(type="str", choices=["none", "vnc"]),
+                listen=dict(type="str"),
+                port=dict(type="int"),
+                password=dict(type="str", no_log=True),
+            )),
         ),
         supports_check_mode=True,
     )

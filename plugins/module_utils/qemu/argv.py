@@ -11,11 +11,12 @@ their own argv element, so no user string can add an option.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 from typing import List
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
-from ansible_collections.infinivirt.core.plugins.module_utils.spec import VmSpec
+from ansible_collections.infinivirt.core.plugins.module_utils.spec import VNC_BASE_PORT, VmSpec
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -40,6 +41,19 @@ def opt_value(field: str, value: str) -> str:
     return value.replace(",", ",,")
 
 
+def vnc_option(spec: VmSpec) -> str:
+    """-vnc takes a display number (port - 5900); with no port asked for, QEMU takes the
+    first free one from 5900 to 5999. The password itself goes over QMP, never in argv."""
+    host = spec.graphic_host
+    if ipaddress.ip_address(host).version == 6:
+        host = "[%s]" % host
+    if spec.graphic_port is None:
+        value = "%s:0,to=99" % host
+    else:
+        value = "%s:%d" % (host, spec.graphic_port - VNC_BASE_PORT)
+    return value + (",password=on" if spec.graphic_password_set else "")
+
+
 def build_argv(spec: VmSpec, ctx: LaunchContext) -> List[str]:
     """Return the full argv that starts this VM paused (-S) and daemonized."""
     argv = [
@@ -59,6 +73,8 @@ def build_argv(spec: VmSpec, ctx: LaunchContext) -> List[str]:
         "-chardev", "file,id=serial0,path=%s" % opt_value("run_dir", ctx.serial_log),
         "-serial", "chardev:serial0",
     ]
+    if spec.graphic_protocol == "vnc":
+        argv += ["-vnc", vnc_option(spec)]
     if spec.kernel is not None:
         argv += ["-kernel", spec.kernel]
     if spec.initrd is not None:

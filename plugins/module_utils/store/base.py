@@ -52,9 +52,17 @@ def _spec_to_columns(spec: VmSpec) -> Dict[str, Any]:
     return data
 
 
+# Columns holding secrets sealed by secrets.SecretBox, with the context each is bound to.
+SECRET_COLUMNS = ("graphic_password",)
+
+
 def _record(row: Dict[str, Any]) -> VmRecord:
-    spec = {f: row[f] for f in SPEC_FIELDS if f != "name"}
-    spec["cpu_flags"] = json.loads(spec["cpu_flags"] or "[]")
+    # NULL in a column the spec does not allow to be None (rows older than the column)
+    # takes the spec's default.
+    spec = {f: row[f] for f in SPEC_FIELDS if f != "name" and row[f] is not None}
+    spec["cpu_flags"] = json.loads(spec.get("cpu_flags") or "[]")
+    if "graphic_password_set" in spec:
+        spec["graphic_password_set"] = bool(spec["graphic_password_set"])
     spec["name"] = row["name"]
     running = row["running_spec"]
     return VmRecord(
@@ -199,6 +207,41 @@ class SqlStore:
             cur.execute("DELETE FROM resources WHERE vm_uuid = ?", (uuid,))
             cur.execute("DELETE FROM vms WHERE uuid = ?", (uuid,))
 
+    # -- secrets ------------------------------------------------------------------------
+    def get_secret(self, vm_uuid: str, column: str) -> Optional[str]:
+        """The sealed token in a secret column, or None."""
+        _check_secret_column(column)
+        rows = self._read("SELECT %s AS token FROM machine_configuration WHERE vm_uuid = ?" % column,
+                          (vm_uuid,), "reading a secret")
+        return rows[0]["token"] if rows else None
+
+    def set_secret(self, vm_uuid: str, column: str, token: Optional[str]) -> None:
+        _check_secret_column(column)
+        with self.transaction("storing a secret") as cur:
+            cur.execute("UPDATE machine_configuration SET %s = ? WHERE vm_uuid = ?" % column,
+                        (token, vm_uuid))
+
+    def all_secrets(self) -> List[Tuple[str, str, str]]:
+        """Every stored secret as (vm_uuid, column, token)."""
+        found = []
+        for column in SECRET_COLUMNS:
+            for row in self._read("SELECT vm_uuid, %s AS token FROM machine_configuration "
+                                  "WHERE %s IS NOT NULL ORDER BY vm_uuid" % (column, column)):
+                found.append((row["vm_uuid"], column, row["token"]))
+        return found
+
+    def replace_secrets(self, updates: List[Tuple[str, str, str, str]]) -> None:
+        """Swap tokens in one transaction: (vm_uuid, column, old token, new token). A row
+        whose token changed meanwhile aborts the whole swap."""
+        with self.transaction("re-encrypting secrets") as cur:
+            for vm_uuid, column, old, new in updates:
+                _check_secret_column(column)
+                cur.execute("UPDATE machine_configuration SET %s = ? WHERE vm_uuid = ? AND %s = ?"
+                            % (column, column), (new, vm_uuid, old))
+                if cur.raw.rowcount != 1:
+                    raise StoreError("the secret %s of VM %s changed during the rotation; "
+                                     "nothing was re-encrypted, run it again" % (column, vm_uuid))
+
     # -- resource journal -----------------------------------------------------------------
     def journal_add(self, vm_uuid: str, kind: str, ref: str) -> None:
         with self.transaction("journaling a resource") as cur:
@@ -214,6 +257,11 @@ class SqlStore:
         rows = self._read("SELECT kind, ref FROM resources WHERE vm_uuid = ? "
                           "ORDER BY created_at, kind, ref", (vm_uuid,), "reading the journal")
         return [(row["kind"], row["ref"]) for row in rows]
+
+
+def _check_secret_column(column: str) -> None:
+    if column not in SECRET_COLUMNS:  # column names are spliced into SQL: allow-list only
+        raise ValueError("not a secret column: %r" % column)
 
 
 class _Cursor:

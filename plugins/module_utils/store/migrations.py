@@ -88,6 +88,9 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
         # the display port QEMU picked (graphic_port is the one asked for, if any).
         "ALTER TABLE vms ADD COLUMN pidfile_path TEXT",
         "ALTER TABLE vms ADD COLUMN launch_graphic_port INTEGER",
+        # Whether an (encrypted) display password exists: part of the spec, so a running VM
+        # started without one reports that it needs a restart to ask for one.
+        "ALTER TABLE machine_configuration ADD COLUMN graphic_password_set BOOLEAN NOT NULL DEFAULT FALSE",
     ]),
 ]
 

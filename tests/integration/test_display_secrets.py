@@ -1,0 +1,169 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""VNC displays with passwords that are encrypted at rest and never leave through argv,
+the database, a dump or a task result; on both backends."""
+
+from __future__ import annotations
+
+import base64
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+from test_playbook import run_playbook
+from vnc_client import vnc_auth
+
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.key_rotation import rotate_key
+from ansible_collections.infinivirt.core.plugins.module_utils.secrets import SecretError, token_key_id
+from ansible_collections.infinivirt.core.plugins.module_utils.vm_service import VmService
+
+PASSWORD = "Pw-8x!Qz"  # eight bytes, as VNC allows
+NEW_PASSWORD = "n3wPw-42"
+VM = {"name": "screen", "accel": "tcg", "memory_mb": 32, "stop_timeout": 0.5, "force": True}
+
+
+@pytest.fixture
+def env(db_url, monkeypatch):
+    monkeypatch.delenv("INFINIVIRT_SECRET_KEY", raising=False)
+    work = tempfile.mkdtemp(prefix="iv-vnc")
+    key_file = os.path.join(work, "keys", "secret.key")
+    service = VmService(db_url, os.path.join(work, "run"), secret_key_file=key_file)
+    yield service, db_url, work, key_file
+    service.ensure(dict(VM, state="absent"), False)
+    service.close()
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def ensure(service, check_mode=False, **params):
+    return service.ensure(dict(VM, **params), check_mode)
+
+
+def cmdlines_containing(text):
+    hits = []
+    for path in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            with open(path, "rb") as fh:
+                if text.encode() in fh.read():
+                    hits.append(path)
+        except OSError:
+            pass
+    return hits
+
+
+def database_bytes(db_url, work):
+    """The whole database as bytes: the SQLite files, or a pg_dump."""
+    if db_url.startswith("sqlite"):
+        path = db_url[len("sqlite:///"):]
+        return b"".join(open(p, "rb").read() for p in glob.glob(path + "*") if os.path.isfile(p))
+    pg_dump = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_dump"))[-1]
+    return subprocess.run([pg_dump, db_url], capture_output=True, check=True).stdout
+
+
+def test_password_protected_display(env):
+    service, db_url, work, key_file = env
+    graphics = {"type": "vnc", "password": PASSWORD}
+    predicted = ensure(service, check_mode=True, state="running", graphics=graphics)
+    started = ensure(service, state="running", graphics=graphics)
+    assert predicted.changed and started.changed and predicted.diff == started.diff
+    assert started.diff["after"]["graphic_password"] == "******** (new)"
+    port = started.vm["graphics"]["port"]
+    assert 5900 <= port < 6000 and started.vm["graphics"]["password_set"] is True
+    assert vnc_auth("127.0.0.1", port, None) == "password-required"
+    assert vnc_auth("127.0.0.1", port, PASSWORD) == "ok"
+    assert vnc_auth("127.0.0.1", port, "wrong!!!") == "failed"
+
+    # The secret is nowhere in plain text.
+    assert cmdlines_containing(PASSWORD) == []
+    dump = database_bytes(db_url, work)
+    assert PASSWORD.encode() not in dump and base64.b64encode(PASSWORD.encode()) not in dump
+    assert b"iv1:" in dump, "the sealed token is in the database"
+    assert PASSWORD not in repr(started.vm) + repr(started.diff)
+    assert os.stat(key_file).st_mode & 0o777 == 0o600
+
+    # Same password again: nothing to do. A new one reaches the running VM at once.
+    assert not ensure(service, state="running", graphics=graphics).changed
+    checked = ensure(service, check_mode=True, state="running", graphics={"password": NEW_PASSWORD})
+    assert checked.changed and checked.actions == ["update", "set_password"]
+    assert vnc_auth("127.0.0.1", port, PASSWORD) == "ok", "check mode changed nothing"
+    changed = ensure(service, state="running", graphics={"password": NEW_PASSWORD})
+    assert changed.actions == ["update", "set_password"] and changed.vm["pid"] == started.vm["pid"]
+    assert changed.vm["digest"] != started.vm["digest"]
+    assert vnc_auth("127.0.0.1", port, PASSWORD) == "failed"
+    assert vnc_auth("127.0.0.1", port, NEW_PASSWORD) == "ok"
+
+    # A restart reads the password back from the database.
+    restarted = ensure(service, state="restarted")
+    port = restarted.vm["graphics"]["port"]
+    assert vnc_auth("127.0.0.1", port, NEW_PASSWORD) == "ok"
+
+
+def test_wrong_key_is_a_clear_error_not_garbage(env, monkeypatch):
+    service, db_url, work, key_file = env
+    ensure(service, state="stopped", graphics={"type": "vnc", "password": PASSWORD})
+    other = VmService(db_url, os.path.join(work, "run"), secret_key_file=os.path.join(work, "other.key"))
+    with pytest.raises(SecretError) as err:
+        other.ensure(dict(VM, state="running"), False)
+    message = str(err.value)
+    assert "cannot read the display password of VM screen" in message and "key id" in message
+    assert PASSWORD not in message
+    assert other.info("screen")[0]["status"] == "stopped", "nothing was started"
+    other.close()
+
+
+def test_key_rotation_re_encrypts_everything_at_once(env):
+    service, db_url, work, key_file = env
+    ensure(service, state="stopped", graphics={"type": "vnc", "password": PASSWORD})
+    ensure(service, name="screen2", state="stopped", graphics={"type": "vnc", "password": NEW_PASSWORD})
+    new_key = os.path.join(work, "keys", "new.key")
+    before = {t for _u, _c, t in service.store.all_secrets()}
+    assert rotate_key(service.store, key_file, new_key, check_mode=True)["rotated"] == 2
+    assert {t for _u, _c, t in service.store.all_secrets()} == before, "check mode wrote nothing"
+    assert not os.path.exists(new_key), "check mode created no key"
+    result = rotate_key(service.store, key_file, new_key, check_mode=False)
+    assert result["changed"] and result["rotated"] == 2
+    tokens = service.store.all_secrets()
+    assert {token_key_id(t) for _u, _c, t in tokens} == {result["key_id"]}
+    assert not rotate_key(service.store, key_file, new_key, check_mode=False)["changed"]
+    # The old key opens nothing now; the new one starts the VM with its password.
+    with pytest.raises(SecretError):
+        service.ensure(dict(VM, state="running"), False)
+    rotated = VmService(db_url, os.path.join(work, "run"), secret_key_file=new_key)
+    port = rotated.ensure(dict(VM, state="running"), False).vm["graphics"]["port"]
+    assert vnc_auth("127.0.0.1", port, PASSWORD) == "ok"
+    rotated.ensure(dict(VM, name="screen2", state="absent"), False)
+    rotated.ensure(dict(VM, state="absent"), False)
+    rotated.close()
+
+
+@pytest.mark.parametrize("graphics,field,phrase", [
+    ({"type": "vnc", "password": "123456789"}, "graphics.password", "at most 8"),
+    ({"type": "vnc", "password": ""}, "graphics.password", "must not be empty"),
+    ({"type": "vnc", "listen": "192.0.2.10"}, "graphics.password", "is required"),
+    ({"type": "vnc", "listen": "localhost,to=5"}, "graphics.listen", "not an IP address"),
+    ({"type": "vnc", "port": 80}, "graphics.port", "at least 5900"),
+    ({"type": "none", "password": "abc"}, "graphics.password", "needs graphics.type vnc"),
+])
+def test_bad_display_input_changes_nothing(env, graphics, field, phrase):
+    service, db_url, work, key_file = env
+    with pytest.raises(SpecError) as err:
+        ensure(service, state="running", graphics=graphics)
+    assert err.value.field == field and phrase in str(err.value)
+    assert service.info() == [] and not os.path.exists(key_file)
+
+
+def test_module_keeps_the_password_out_of_its_output(db_url, tmp_path):
+    run_dir = tempfile.mkdtemp(prefix="iv-vncpb")
+    try:
+        done = run_playbook("display_password.yml", {
+            "db_url": db_url, "run_dir": run_dir, "key_file": str(tmp_path / "k.key"),
+            "vnc_password": PASSWORD}, verbosity=3)
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+        assert "PASSWORD_OK" in done.stdout
+        assert PASSWORD not in done.stdout + done.stderr
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
