@@ -189,6 +189,7 @@ class VmService:
                     rec.name, rec.host, rec.status, rec.qemu_pid, rec.updated_at, rec.host))
         if check_mode or not plan.changed:
             return plan
+        rec = self.store.get_vm(rec.name)  # planning edited the record in memory
         return self._plan_and_apply(rec, before_state, None, state, params, check_mode=False)
 
     def _ensure_present(self, rec: Optional[VmRecord], before_state: str,
