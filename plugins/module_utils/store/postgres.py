@@ -10,7 +10,6 @@ vanish with a crashed holder's connection; the vm_locks table says who holds one
 from __future__ import annotations
 
 import contextlib
-import time
 import traceback
 import zlib
 from typing import Any, Iterator, Optional
@@ -25,6 +24,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.store.base import 
 
 try:
     import psycopg2
+    import psycopg2.errors
     HAS_PSYCOPG2 = True
     PSYCOPG2_IMPORT_ERROR = None
 except ImportError:
@@ -89,17 +89,18 @@ class PostgresStore(SqlStore):
     @contextlib.contextmanager
     def vm_lock(self, name: str, timeout: float) -> Iterator[None]:
         key = (LOCK_NAMESPACE_VM, _name_key(name))
-        deadline = time.monotonic() + timeout
         with self._errors("locking VM %s" % name):
             cur = self._db.cursor()
-            while True:
-                cur.execute("SELECT pg_try_advisory_lock(%s, %s)", key)
-                if cur.fetchone()[0]:
-                    break
-                if time.monotonic() >= deadline:
-                    raise LockTimeout("VM %s is locked by another operation (%s); gave up after "
-                                      "%g s" % (name, self._holder(name), timeout))
-                time.sleep(0.02)
+            # The server queues waiters and hands the lock over at once; lock_timeout bounds
+            # the wait.
+            cur.execute("SET lock_timeout = %s", ("%dms" % max(1, int(timeout * 1000)),))
+            try:
+                cur.execute("SELECT pg_advisory_lock(%s, %s)", key)
+            except psycopg2.errors.LockNotAvailable:
+                raise LockTimeout("VM %s is locked by another operation (%s); gave up after "
+                                  "%g s" % (name, self._holder(name), timeout)) from None
+            finally:
+                cur.execute("RESET lock_timeout")
             info = lock_holder_info(self.job_id)
             cur.execute(
                 "INSERT INTO vm_locks (name, host, pid, job_id, since) VALUES (%s, %s, %s, %s, %s) "

@@ -69,6 +69,7 @@ class SqliteStore(SqlStore):
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             deadline = time.monotonic() + timeout
+            pause = 0.001  # flock has no timed wait: poll, backing off up to 10 ms
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -79,7 +80,8 @@ class SqliteStore(SqlStore):
                     if time.monotonic() >= deadline:
                         raise LockTimeout("%s is locked by another operation (%s); gave up "
                                           "after %g s" % (what, _read_holder(path), timeout)) from None
-                    time.sleep(0.02)
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.01)
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(lock_holder_info(self.job_id)).encode(), 0)
             yield
