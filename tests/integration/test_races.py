@@ -9,12 +9,15 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
+import time
 import traceback
 
 import pytest
 from test_playbook import run_playbook
 
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import LockTimeout
 from ansible_collections.infinivirt.core.plugins.module_utils.vm_service import VmService
 
 CALLERS = 20
@@ -138,3 +141,30 @@ def test_twenty_playbook_forks_make_one_qemu(db_url, tmp_path):
         service.close()
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _slow_stop(db_url, run_dir):
+    # The guest ignores ACPI, so this waits out its whole stop_timeout holding the lock.
+    VmService(db_url, run_dir).ensure(dict(VM, state="stopped", stop_timeout=60, force=False), False)
+
+
+def test_a_killed_holder_mid_operation_lets_the_next_caller_in(race_env):
+    db_url, run_dir, service = race_env
+    service.ensure(dict(VM, state="running"), False)
+    holder = multiprocessing.Process(target=_slow_stop, args=(db_url, run_dir))
+    holder.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # wait until it holds the lock and waits on the guest
+        try:
+            VmService(db_url, run_dir, lock_timeout=0.05).ensure(dict(VM, state="running"), False)
+        except LockTimeout:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the holder never took the lock")
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.join(10)
+    t0 = time.monotonic()
+    out = VmService(db_url, run_dir, lock_timeout=10).ensure(dict(VM, state="stopped"), False)
+    assert time.monotonic() - t0 < 10 and out.changed
+    assert assert_db_agrees(service, "racer") == "stopped"
