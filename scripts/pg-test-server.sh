@@ -43,9 +43,27 @@ init_cluster() {
     --encoding=UTF8 --no-sync >"$PG_DIR/initdb.log" 2>&1 || { cat "$PG_DIR/initdb.log" >&2; exit 1; }
 }
 
-is_running() {
+is_running() {  # accepting connections, not merely a pid file (a killed server leaves one)
   local bin=$1
-  [[ -f "$DATA/postmaster.pid" ]] && as_postgres "$bin/pg_ctl" -D "$DATA" status >/dev/null 2>&1
+  "$bin/pg_isready" -h 127.0.0.1 -p "$PG_PORT" -q -t 2
+}
+
+clear_stale_pidfile() {
+  # After a crash the old postmaster may linger as a zombie for a moment (this kind of
+  # machine reaps slowly); once it is dead or a zombie, its pid file only blocks a restart.
+  local pid state i
+  [[ -f "$DATA/postmaster.pid" ]] || return 0
+  pid=$(head -n 1 "$DATA/postmaster.pid")
+  for i in $(seq 50); do
+    state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)
+    if [[ -z "$state" || "$state" == Z ]]; then
+      rm -f "$DATA/postmaster.pid"
+      return 0
+    fi
+    [[ $i -eq 50 ]] || sleep 0.2
+  done
+  echo "pg-test-server: $DATA/postmaster.pid names live PID $pid but nothing answers on port $PG_PORT" >&2
+  exit 1
 }
 
 start() {
@@ -53,6 +71,7 @@ start() {
   bin=$(pg_bin)
   [[ -f "$DATA/PG_VERSION" ]] || init_cluster "$bin"
   if ! is_running "$bin"; then
+    clear_stale_pidfile
     as_postgres "$bin/pg_ctl" -D "$DATA" -l "$PG_DIR/server.log" -w -t 60 \
       -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" \
       start >/dev/null || { tail -20 "$PG_DIR/server.log" >&2; exit 1; }
