@@ -196,17 +196,9 @@ class VmService:
                         qemu_status: Optional[str], state: str, params: Dict[str, Any],
                         check_mode: bool) -> Outcome:
         out = Outcome()
-        password = (params.get("graphics") or {}).get("password")
-        stored_token = self.store.get_secret(rec.uuid, GRAPHIC_PASSWORD) if rec else None
-        desired = merge_params(params, rec.spec if rec else None)
-        desired = dataclasses.replace(desired, graphic_password_set=(
-            desired.graphic_protocol == "vnc" and (password is not None or stored_token is not None)))
-        validate(desired)
-        validate_graphic_password(desired, password, stored=stored_token is not None)
-        password_changed = password is not None and (
-            stored_token is None or self._decrypt(rec, stored_token) != password)
+        desired, password, had_password, password_changed = self._desired_spec(rec, params)
         spec_changes = changed_fields(rec.spec if rec else None, desired)
-        before_view = _view(rec, before_state, stored_token is not None)
+        before_view = _view(rec, before_state, had_password)
 
         if rec is None:
             out.actions.append("create")
@@ -259,6 +251,21 @@ class VmService:
         if check_mode and "start" in out.actions:
             out.vm["pending_restart"] = []
         return out
+
+    def _desired_spec(self, rec: Optional[VmRecord],
+                      params: Dict[str, Any]) -> Tuple[VmSpec, Optional[str], bool, bool]:
+        """Validate the spec the task asks for. Returns it with the new display password
+        (None: keep the stored one), whether one was stored, and whether it changes."""
+        password = (params.get("graphics") or {}).get("password")
+        stored_token = self.store.get_secret(rec.uuid, GRAPHIC_PASSWORD) if rec else None
+        desired = merge_params(params, rec.spec if rec else None)
+        desired = dataclasses.replace(desired, graphic_password_set=(
+            desired.graphic_protocol == "vnc" and (password is not None or stored_token is not None)))
+        validate(desired)
+        validate_graphic_password(desired, password, stored=stored_token is not None)
+        changed = password is not None and (
+            stored_token is None or self._decrypt(rec, stored_token) != password)
+        return desired, password, stored_token is not None, changed
 
     def _transition(self, out: Outcome, rec: VmRecord, current: str, qemu_status: Optional[str],
                     target: str, restart: bool, params: Dict[str, Any], check_mode: bool) -> None:
