@@ -127,6 +127,9 @@ def test_twenty_playbook_forks_make_one_qemu(db_url, tmp_path):
     inventory = tmp_path / "hosts.ini"
     inventory.write_text("[forks]\n" + "".join(
         "fork%02d ansible_connection=local\n" % i for i in range(CALLERS)))
+    defined = VmService(db_url, run_dir)
+    defined.ensure(dict(VM, name="forked", state="stopped"), False)
+    defined.close()
     try:
         done = run_playbook("race_start.yml", {"db_url": db_url, "run_dir": run_dir},
                             inventory=str(inventory), forks=CALLERS)
