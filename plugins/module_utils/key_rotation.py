@@ -16,6 +16,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.secrets import (
     rotate,
     token_key_id,
 )
+from ansible_collections.infinivirt.core.plugins.module_utils.store.base import secret_context
 
 
 def rotate_key(store, key_file: Optional[str], new_key_file: str, check_mode: bool) -> Dict[str, Any]:
@@ -41,8 +42,8 @@ def rotate_key(store, key_file: Optional[str], new_key_file: str, check_mode: bo
         raise SpecError("secret_key_file", "the current key file %s does not exist, so the stored "
                         "secrets cannot be read" % key_file)
     old_box = SecretBox(load_or_create_key(key_file))
-    pairs = [(token, "%s/%s" % (vm_uuid, column)) for vm_uuid, column, token in stale]
+    pairs = [(token, secret_context(owner, column)) for owner, column, token in stale]
     new_tokens = rotate(pairs, old_box, new_box)
-    store.replace_secrets([(vm_uuid, column, token, new)
-                           for (vm_uuid, column, token), new in zip(stale, new_tokens)])
+    store.replace_secrets([(owner, column, token, new)
+                           for (owner, column, token), new in zip(stale, new_tokens)])
     return result

@@ -40,6 +40,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.spec import (
     validate_graphic_password,
     validate_name,
 )
+from ansible_collections.infinivirt.core.plugins.module_utils.store.base import secret_context
 from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import open_store
 from ansible_collections.infinivirt.core.plugins.module_utils.store.records import VmRecord
 
@@ -69,11 +70,6 @@ def _view(rec: Optional[VmRecord], state: str, password_set: bool = False,
 
 
 GRAPHIC_PASSWORD = "graphic_password"
-
-
-def secret_context(rec: VmRecord, column: str) -> str:
-    """Binds a sealed secret to its VM and column: a token copied elsewhere fails."""
-    return "%s/%s" % (rec.uuid, column)
 
 
 def spec_digest(rec: VmRecord, secret_tokens: Tuple[Optional[str], ...] = ()) -> str:
@@ -124,7 +120,7 @@ class VmService:
         self.store.close()
 
     # -- secrets --------------------------------------------------------------------------
-    def _box(self) -> SecretBox:
+    def secret_box(self) -> SecretBox:
         """The key is read (or made) only when a secret is involved."""
         if self._secret_box is None:
             self._secret_box = SecretBox(load_or_create_key(self.secret_key_file))
@@ -132,7 +128,7 @@ class VmService:
 
     def _decrypt(self, rec: VmRecord, token: str) -> str:
         try:
-            return self._box().decrypt(token, secret_context(rec, GRAPHIC_PASSWORD))
+            return self.secret_box().decrypt(token, secret_context(rec.uuid, GRAPHIC_PASSWORD))
         except SecretError as exc:
             raise SecretError("cannot read the display password of VM %s: %s" % (rec.name, exc)) from None
 
@@ -213,7 +209,7 @@ class VmService:
                 self.store.update_vm(rec)
         if password_changed and not check_mode:
             self.store.set_secret(rec.uuid, GRAPHIC_PASSWORD,
-                                  self._box().encrypt(password, secret_context(rec, GRAPHIC_PASSWORD)))
+                                  self.secret_box().encrypt(password, secret_context(rec.uuid, GRAPHIC_PASSWORD)))
 
         if state == "present":
             target = STOPPED if before_state == "absent" else before_state

@@ -20,6 +20,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import Stor
 from ansible_collections.infinivirt.core.plugins.module_utils.spec import SPEC_FIELDS, VmSpec
 from ansible_collections.infinivirt.core.plugins.module_utils.store.migrations import MIGRATIONS
 from ansible_collections.infinivirt.core.plugins.module_utils.store.records import VmRecord
+from ansible_collections.infinivirt.core.plugins.module_utils.store.volumes import VolumeStore
 
 VM_COLUMNS = ("uuid", "name", "host", "status", "version", "qemu_pid", "qmp_socket_path",
               "serial_log_path", "running_spec", "launch_accel", "launch_cpu", "created_at",
@@ -52,8 +53,17 @@ def _spec_to_columns(spec: VmSpec) -> Dict[str, Any]:
     return data
 
 
-# Columns holding secrets sealed by secrets.SecretBox, with the context each is bound to.
-SECRET_COLUMNS = ("graphic_password",)
+# Columns holding secrets sealed by secrets.SecretBox: column -> (table, key column). A
+# secret is bound to the context "<key>/<column>" (see secret_context).
+SECRET_COLUMNS = {
+    "graphic_password": ("machine_configuration", "vm_uuid"),
+    "luks_key": ("volumes", "path"),
+}
+
+
+def secret_context(owner: str, column: str) -> str:
+    """Binds a sealed secret to its row and column: a token copied elsewhere fails."""
+    return "%s/%s" % (owner, column)
 
 
 def _record(row: Dict[str, Any]) -> VmRecord:
@@ -85,7 +95,7 @@ def _vm_values(record: VmRecord) -> Tuple[Any, ...]:
             record.pidfile_path, record.launch_graphic_port)
 
 
-class SqlStore:
+class SqlStore(VolumeStore):
     """Shared logic. SQL is written with '?' placeholders; ``_sql`` adapts them."""
 
     placeholder = "?"
@@ -208,39 +218,38 @@ class SqlStore:
             cur.execute("DELETE FROM vms WHERE uuid = ?", (uuid,))
 
     # -- secrets ------------------------------------------------------------------------
-    def get_secret(self, vm_uuid: str, column: str) -> Optional[str]:
-        """The sealed token in a secret column, or None."""
-        _check_secret_column(column)
-        rows = self._read("SELECT %s AS token FROM machine_configuration WHERE vm_uuid = ?" % column,
-                          (vm_uuid,), "reading a secret")
+    def get_secret(self, owner: str, column: str) -> Optional[str]:
+        """The sealed token in a secret column of the row keyed ``owner``, or None."""
+        table, key = _secret_location(column)
+        rows = self._read("SELECT %s AS token FROM %s WHERE %s = ?" % (column, table, key),
+                          (owner,), "reading a secret")
         return rows[0]["token"] if rows else None
 
-    def set_secret(self, vm_uuid: str, column: str, token: Optional[str]) -> None:
-        _check_secret_column(column)
+    def set_secret(self, owner: str, column: str, token: Optional[str]) -> None:
+        table, key = _secret_location(column)
         with self.transaction("storing a secret") as cur:
-            cur.execute("UPDATE machine_configuration SET %s = ? WHERE vm_uuid = ?" % column,
-                        (token, vm_uuid))
+            cur.execute("UPDATE %s SET %s = ? WHERE %s = ?" % (table, column, key), (token, owner))
 
     def all_secrets(self) -> List[Tuple[str, str, str]]:
-        """Every stored secret as (vm_uuid, column, token)."""
+        """Every stored secret as (owner, column, token)."""
         found = []
-        for column in SECRET_COLUMNS:
-            for row in self._read("SELECT vm_uuid, %s AS token FROM machine_configuration "
-                                  "WHERE %s IS NOT NULL ORDER BY vm_uuid" % (column, column)):
-                found.append((row["vm_uuid"], column, row["token"]))
+        for column, (table, key) in sorted(SECRET_COLUMNS.items()):
+            for row in self._read("SELECT %s AS owner, %s AS token FROM %s WHERE %s IS NOT NULL "
+                                  "ORDER BY %s" % (key, column, table, column, key)):
+                found.append((row["owner"], column, row["token"]))
         return found
 
     def replace_secrets(self, updates: List[Tuple[str, str, str, str]]) -> None:
-        """Swap tokens in one transaction: (vm_uuid, column, old token, new token). A row
+        """Swap tokens in one transaction: (owner, column, old token, new token). A row
         whose token changed meanwhile aborts the whole swap."""
         with self.transaction("re-encrypting secrets") as cur:
-            for vm_uuid, column, old, new in updates:
-                _check_secret_column(column)
-                cur.execute("UPDATE machine_configuration SET %s = ? WHERE vm_uuid = ? AND %s = ?"
-                            % (column, column), (new, vm_uuid, old))
+            for owner, column, old, new in updates:
+                table, key = _secret_location(column)
+                cur.execute("UPDATE %s SET %s = ? WHERE %s = ? AND %s = ?" % (table, column, key, column),
+                            (new, owner, old))
                 if cur.raw.rowcount != 1:
-                    raise StoreError("the secret %s of VM %s changed during the rotation; "
-                                     "nothing was re-encrypted, run it again" % (column, vm_uuid))
+                    raise StoreError("the secret %s of %s changed during the rotation; nothing "
+                                     "was re-encrypted, run it again" % (column, owner))
 
     # -- resource journal -----------------------------------------------------------------
     def journal_add(self, vm_uuid: str, kind: str, ref: str) -> None:
@@ -259,9 +268,10 @@ class SqlStore:
         return [(row["kind"], row["ref"]) for row in rows]
 
 
-def _check_secret_column(column: str) -> None:
-    if column not in SECRET_COLUMNS:  # column names are spliced into SQL: allow-list only
+def _secret_location(column: str) -> Tuple[str, str]:
+    if column not in SECRET_COLUMNS:  # names are spliced into SQL: allow-list only
         raise ValueError("not a secret column: %r" % column)
+    return SECRET_COLUMNS[column]
 
 
 class _Cursor:

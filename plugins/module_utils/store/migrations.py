@@ -92,6 +92,20 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
         # started without one reports that it needs a restart to ask for one.
         "ALTER TABLE machine_configuration ADD COLUMN graphic_password_set BOOLEAN NOT NULL DEFAULT FALSE",
     ]),
+    (4, [
+        # The VM's disks, as a JSON list of DiskSpec dicts (see spec.py).
+        "ALTER TABLE machine_configuration ADD COLUMN disks TEXT NOT NULL DEFAULT '[]'",
+        # Volumes made by infinivirt_disk; an encrypted one keeps its LUKS key here, sealed.
+        """CREATE TABLE volumes (
+            path TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            format TEXT NOT NULL,
+            encrypted BOOLEAN NOT NULL DEFAULT FALSE,
+            luks_key TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+    ]),
 ]
 
 LATEST = MIGRATIONS[-1][0]
