@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.join(TESTS, "guest"))
 
 import build_guest  # noqa: E402
 import serial_report  # noqa: E402
+from qemu_procs import kill_leftovers  # noqa: E402
 
 if shutil.which("qemu-system-x86_64") is None:  # the only allowed reason to skip
     pytest.skip("qemu-system-x86_64 is not installed", allow_module_level=True)
@@ -51,6 +52,7 @@ def service(workdir):
         svc.ensure({"name": vm["name"], "state": "absent", "force": True, "stop_timeout": 5},
                    check_mode=False)
     svc.close()
+    assert kill_leftovers(workdir) == [], "QEMU processes outlived their VM rows"
 
 
 @pytest.fixture

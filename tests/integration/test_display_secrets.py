@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 
 import pytest
+from qemu_procs import kill_leftovers
 from test_playbook import run_playbook
 from vnc_client import vnc_auth
 
@@ -36,7 +37,9 @@ def env(db_url, monkeypatch):
     yield service, db_url, work, key_file
     service.ensure(dict(VM, state="absent"), False)
     service.close()
+    leaked = kill_leftovers(work)
     shutil.rmtree(work, ignore_errors=True)
+    assert leaked == [], "QEMU processes outlived their VM rows"
 
 
 def ensure(service, check_mode=False, **params):

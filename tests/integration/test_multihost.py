@@ -9,7 +9,7 @@ import shutil
 import tempfile
 
 import pytest
-from test_races import qemu_processes
+from qemu_procs import qemu_processes
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.vm_service import VmService

@@ -15,6 +15,7 @@ import time
 import traceback
 
 import pytest
+from qemu_procs import kill_leftovers, qemu_processes
 from test_playbook import run_playbook
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import LockTimeout
@@ -24,24 +25,6 @@ CALLERS = 20
 # A VM without a kernel: SeaBIOS finds nothing to boot, so it starts in milliseconds and
 # only a forced stop ends it.
 VM = {"name": "racer", "accel": "tcg", "memory_mb": 32, "stop_timeout": 0.5, "force": True}
-
-
-def qemu_processes(uuid):
-    """PIDs of live processes whose command line carries this UUID."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % entry, "rb") as fh:
-                args = fh.read().split(b"\0")
-            with open("/proc/%s/stat" % entry) as fh:
-                state = fh.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if uuid.encode() in args and state != "Z":
-            found.append(int(entry))
-    return found
 
 
 def _call(db_url, run_dir, params, barrier, results):
@@ -79,15 +62,20 @@ def race_env(db_url):
     for vm in service.info():
         service.ensure({"name": vm["name"], "state": "absent", "force": True, "stop_timeout": 1}, False)
     service.close()
+    leaked = kill_leftovers(run_dir)
     shutil.rmtree(run_dir, ignore_errors=True)
+    assert leaked == [], "QEMU processes outlived their VM rows"
 
 
 def assert_db_agrees(service, name):
     """The row and the processes tell the same story; returns the state."""
     rec = service.store.get_vm(name)
+    everything = qemu_processes(service.lifecycle.run_dir)
     if rec is None:
+        assert everything == [], "a QEMU runs for a VM that has no row"
         return "absent"
     pids = qemu_processes(rec.uuid)
+    assert everything == pids, "a QEMU of this test runs outside the VM's row"
     assert len(pids) <= 1, "more than one QEMU for one VM: %s" % pids
     if pids:
         assert rec.status in ("running", "paused") and rec.qemu_pid == pids[0]

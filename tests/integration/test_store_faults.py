@@ -10,7 +10,8 @@ import tempfile
 
 import pytest
 from pgtest import pg_server
-from test_races import assert_db_agrees, qemu_processes
+from qemu_procs import qemu_processes
+from test_races import assert_db_agrees
 
 from ansible_collections.infinivirt.core.plugins.module_utils import lifecycle
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import StoreError
