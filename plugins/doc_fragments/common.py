@@ -44,6 +44,13 @@ options:
       - Every host sharing a database needs the same key.
     type: path
     default: /var/lib/infinivirt/secret.key
+  storage_roots:
+    description:
+      - Directories that disk images must live in. A path outside them, also through a
+        symlink or C(..), is refused.
+    type: list
+    elements: path
+    default: [/var/lib/infinivirt/images]
   host_id:
     description:
       - Name of this hypervisor in the database. VMs record the host that runs them; a VM

@@ -22,6 +22,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.store.postgres imp
 from ansible_collections.infinivirt.core.plugins.module_utils.vm_service import VmService
 
 DEFAULT_RUN_DIR = "/run/infinivirt"
+DEFAULT_STORAGE_ROOT = "/var/lib/infinivirt/images"
 
 # Documented once in plugins/doc_fragments/common.py.
 COMMON_ARGUMENT_SPEC: Dict[str, Any] = dict(
@@ -32,6 +33,7 @@ COMMON_ARGUMENT_SPEC: Dict[str, Any] = dict(
     lock_timeout=dict(type="float", default=60.0),
     qemu_binary=dict(type="path"),
     secret_key_file=dict(type="path", default=DEFAULT_KEY_FILE, no_log=False),
+    storage_roots=dict(type="list", elements="path", default=[DEFAULT_STORAGE_ROOT]),
     host_id=dict(type="str", fallback=(env_fallback, ["INFINIVIRT_HOST_ID"])),
     job_id=dict(type="str", fallback=(env_fallback, ["INFINIVIRT_JOB_ID", "JOB_ID"])),
 )
@@ -64,7 +66,8 @@ class InfinivirtModule:
         try:
             service = VmService(params["db_url"], params["run_dir"], params["qemu_binary"],
                                 params["lock_timeout"], hostname=params["host_id"],
-                                job_id=params["job_id"], secret_key_file=params["secret_key_file"])
+                                job_id=params["job_id"], secret_key_file=params["secret_key_file"],
+                                storage_roots=params["storage_roots"])
             try:
                 result = action(service)
             finally:

@@ -17,6 +17,15 @@ import shutil
 import time
 from typing import List, Optional
 
+from ansible_collections.infinivirt.core.plugins.module_utils.disks import (
+    SPARE_ROOT_PORTS,
+    DiskSpec,
+    HotplugPlan,
+    blockdevs,
+    device,
+    device_id,
+    node_names,
+)
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
     InfinivirtError,
     QemuError,
@@ -43,6 +52,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.store.records impo
 
 SOCKET_PATH_MAX = 107  # sun_path is 108 bytes with the trailing NUL
 POWERDOWN_RESEND = 5.0  # a guest still booting has not opened its power button yet
+UNPLUG_TIMEOUT = 30.0  # the guest's PCIe hot-plug driver takes ~5 s (attention button delay)
 QUIT_GRACE = 5.0
 
 # QMP query-status values, folded into the states users ask for.
@@ -57,21 +67,23 @@ class VmPaths:
     pidfile: str
     qmp_socket: str
     serial_log: str
+    console_socket: str
 
     @classmethod
     def for_vm(cls, run_dir: str, uuid: str) -> "VmPaths":
         base = os.path.join(run_dir, uuid)
         paths = cls(pidfile=base + ".pid", qmp_socket=base + ".qmp",
-                    serial_log=base + ".serial.log")
+                    serial_log=base + ".serial.log", console_socket=base + ".console")
         if len(paths.qmp_socket.encode()) > SOCKET_PATH_MAX:
             reason = "%s is too long: the QMP socket path %s exceeds the %d-byte limit of a " \
                 "UNIX socket" % (run_dir, paths.qmp_socket, SOCKET_PATH_MAX)
             raise SpecError("run_dir", reason)
         return paths
 
-    def journal(self) -> List[tuple]:
-        return [("pidfile", self.pidfile), ("qmp_socket", self.qmp_socket),
-                ("serial_log", self.serial_log)]
+    def journal(self, console: bool = False) -> List[tuple]:
+        files = [("pidfile", self.pidfile), ("qmp_socket", self.qmp_socket),
+                 ("serial_log", self.serial_log)]
+        return files + ([("console_socket", self.console_socket)] if console else [])
 
 
 def systemd_scope_prefix(uuid: str, name: str, systemd_dir: str = "/run/systemd/system",
@@ -164,7 +176,7 @@ class Lifecycle:
         os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
         accel, cpu, binary, warnings = self.plan_launch(rec)
         self.release_files(rec, keep_serial_log=False)  # leftovers of a crashed run
-        for kind, ref in paths.journal():
+        for kind, ref in paths.journal(rec.spec.console_socket):
             self.store.journal_add(rec.uuid, kind, ref)
         # Recorded before QEMU exists: if the database is lost mid-start, the next run
         # finds the process through this pidfile instead of starting a second one.
@@ -176,7 +188,8 @@ class Lifecycle:
 
         ctx = LaunchContext(binary=binary, uuid=rec.uuid, accel=accel, cpu=cpu,
                             pidfile=paths.pidfile, qmp_socket=paths.qmp_socket,
-                            serial_log=paths.serial_log)
+                            serial_log=paths.serial_log,
+                            console_socket=paths.console_socket if rec.spec.console_socket else None)
         argv = systemd_scope_prefix(rec.uuid, rec.name) + build_argv(rec.spec, ctx)
         rc, stderr = run_daemonized(argv, self.start_timeout)
         try:
@@ -212,6 +225,47 @@ class Lifecycle:
     def set_graphic_password(self, rec: VmRecord, password: str) -> None:
         """Also works live; open sessions keep going (QEMU cannot drop VNC clients)."""
         self._qmp(rec, "set_password", {"protocol": "vnc", "password": password})
+
+    # -- disks while running ------------------------------------------------------------
+    def hotplug_disks(self, rec: VmRecord, plan: HotplugPlan) -> None:
+        """Unplug, then plug, as the plan says; the running spec follows each step, so a
+        failure half-way leaves the row telling what the VM really has."""
+        running = list(rec.running_spec.disks)
+        for disk in plan.remove:
+            with QmpSession(rec.qmp_socket_path, rec.name, self.qmp_timeout) as qmp:
+                # The guest must let go of the device: wait for QEMU to say it is gone.
+                qmp.execute_and_wait("device_del", {"id": device_id(disk)}, "DEVICE_DELETED",
+                                     {"device": device_id(disk)}, timeout=UNPLUG_TIMEOUT)
+                for node in reversed(node_names(disk)):
+                    qmp.execute("blockdev-del", {"node-name": node}, timeout=self.qmp_timeout)
+            running = [d for d in running if d.path != disk.path]
+            self._record_running_disks(rec, running)
+        for disk in plan.add:
+            with QmpSession(rec.qmp_socket_path, rec.name, self.qmp_timeout) as qmp:
+                bus = self._free_root_port(qmp) if rec.spec.machine_type == "q35" and disk.bus == "virtio" else None
+                for node in blockdevs(disk):
+                    qmp.execute("blockdev-add", node, timeout=self.qmp_timeout)
+                qmp.execute("device_add", device(disk, bus), timeout=self.qmp_timeout)
+            running.append(disk)
+            self._record_running_disks(rec, running)
+
+    def _free_root_port(self, qmp: QmpSession) -> str:
+        for bus in qmp.execute("query-pci", timeout=self.qmp_timeout):
+            for dev in bus.get("devices", []):
+                bridge = dev.get("pci_bridge")
+                if dev.get("qdev_id", "").startswith("rp") and bridge is not None \
+                        and not bridge.get("devices"):
+                    return dev["qdev_id"]
+        raise StateError("no free PCIe slot is left for another disk; restart the VM to get "
+                         "%d new ones" % SPARE_ROOT_PORTS)
+
+    def _record_running_disks(self, rec: VmRecord, disks: List[DiskSpec]) -> None:
+        rec.running_spec = dataclasses.replace(rec.running_spec, disks=tuple(disks))
+        self.store.update_vm(rec)
+
+    def resize_disk(self, rec: VmRecord, disk: DiskSpec, size: int) -> None:
+        """Grow a disk of a running VM; the guest sees the new capacity at once."""
+        self._qmp(rec, "block_resize", {"node-name": node_names(disk)[1], "size": size})
 
     def _abort_start(self, rec: VmRecord) -> None:
         pid = read_pidfile(self.pidfile(rec))

@@ -12,8 +12,13 @@ import dataclasses
 import ipaddress
 import os
 import re
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ansible_collections.infinivirt.core.plugins.module_utils.disks import (
+    DiskSpec,
+    disks_from_params,
+    validate_disks,
+)
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 
 NAME_MAX = 64
@@ -51,9 +56,11 @@ class VmSpec:
     graphic_host: str = "127.0.0.1"
     graphic_port: Optional[int] = None  # None: the first free port from 5900
     graphic_password_set: bool = False  # set by the service from the stored secret
+    disks: Tuple[DiskSpec, ...] = ()
+    console_socket: bool = False  # a second serial port (ttyS1) on a UNIX socket
 
     def to_dict(self) -> Dict[str, Any]:
-        data = dataclasses.asdict(self)
+        data = dataclasses.asdict(self)  # disks become a list of dicts
         data["cpu_flags"] = list(self.cpu_flags)
         return data
 
@@ -62,7 +69,16 @@ class VmSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values["cpu_flags"] = tuple(values.get("cpu_flags") or ())
+        values["disks"] = tuple(d if isinstance(d, DiskSpec) else DiskSpec.from_dict(d)
+                                for d in values.get("disks") or ())
+        for f in dataclasses.fields(cls):  # databases hand booleans back as 0/1
+            if isinstance(f.default, bool) and f.name in values:
+                values[f.name] = bool(values[f.name])
         return cls(**values)
+
+
+# Fields stored as JSON text in the database.
+JSON_FIELDS = ("cpu_flags", "disks")
 
 
 SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(VmSpec))
@@ -119,7 +135,8 @@ def host_cpu_count() -> int:
     return os.cpu_count() or 1
 
 
-def validate(spec: VmSpec, max_vcpus: Optional[int] = None) -> VmSpec:
+def validate(spec: VmSpec, max_vcpus: Optional[int] = None,
+             storage_roots: Optional[Sequence[str]] = None) -> VmSpec:
     """Check every field; raise SpecError naming the first bad one."""
     validate_name(spec.name)
     _validate_int("vcpus", spec.vcpus, 1, max_vcpus if max_vcpus is not None else host_cpu_count())
@@ -149,6 +166,7 @@ def validate(spec: VmSpec, max_vcpus: Optional[int] = None) -> VmSpec:
         if len(spec.kernel_cmdline) > KERNEL_CMDLINE_MAX:
             raise SpecError("kernel_cmdline", "must be at most %d characters" % KERNEL_CMDLINE_MAX)
     _validate_graphics(spec)
+    validate_disks(spec.disks, spec.machine_type, storage_roots)
     return spec
 
 
@@ -194,6 +212,8 @@ def merge_params(params: Mapping[str, Any], stored: Optional[VmSpec]) -> VmSpec:
         value = params.get(field)
         if value is not None:
             base[field] = value
+    if params.get("disks") is not None:
+        base["disks"] = disks_from_params(params["disks"])
     for option, field in GRAPHICS_FIELDS.items():
         value = (params.get("graphics") or {}).get(option)
         if value is not None:

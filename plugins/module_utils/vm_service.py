@@ -14,8 +14,9 @@ import hashlib
 import json
 import socket
 import uuid as uuidlib
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ansible_collections.infinivirt.core.plugins.module_utils.disks import plan_hotplug
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.lifecycle import (
     PAUSED,
@@ -72,6 +73,12 @@ def _view(rec: Optional[VmRecord], state: str, password_set: bool = False,
 GRAPHIC_PASSWORD = "graphic_password"
 
 
+def _disks_only_live(pending: List[str], rec: VmRecord, state: str) -> bool:
+    """Disk changes a running VM takes by hot-plug need no restart."""
+    return (pending == ["disks"] and state == RUNNING and rec.running_spec is not None
+            and plan_hotplug(rec.running_spec.disks, rec.spec.disks).live)
+
+
 def spec_digest(rec: VmRecord, secret_tokens: Tuple[Optional[str], ...] = ()) -> str:
     """A fingerprint of the stored definition, for optimistic concurrency (``digest``).
     Sealed secrets count by their token, so a new password changes it too."""
@@ -93,6 +100,9 @@ def vm_result(rec: VmRecord, state: str, lifecycle: Lifecycle) -> Dict[str, Any]
         "accel_in_use": rec.launch_accel if alive else None,
         "cpu_in_use": rec.launch_cpu if alive else None,
         "pending_restart": pending,
+        "console_socket_path": (
+            VmPaths.for_vm(lifecycle.run_dir, rec.uuid).console_socket
+            if alive and rec.spec.console_socket else None),
         "digest": spec_digest(rec, (lifecycle.store.get_secret(rec.uuid, GRAPHIC_PASSWORD),)),
         "graphics": {
             "type": rec.spec.graphic_protocol,
@@ -108,12 +118,14 @@ class VmService:
     def __init__(self, db_url: str, run_dir: str, qemu_binary: Optional[str] = None,
                  lock_timeout: float = 60.0, host_paths: HostPaths = HostPaths(),
                  hostname: Optional[str] = None, job_id: Optional[str] = None,
-                 secret_key_file: Optional[str] = None):
+                 secret_key_file: Optional[str] = None,
+                 storage_roots: Optional[Sequence[str]] = None):
         self.store = open_store(db_url, job_id=job_id)
         self.lifecycle = Lifecycle(self.store, run_dir, qemu_binary, host_paths)
         self.lock_timeout = lock_timeout
         self.hostname = hostname or socket.gethostname()
         self.secret_key_file = secret_key_file
+        self.storage_roots = storage_roots
         self._secret_box: Optional[SecretBox] = None
 
     def close(self) -> None:
@@ -219,8 +231,13 @@ class VmService:
         pending = (changed_fields(rec.running_spec, rec.spec)
                    if before_state in (RUNNING, PAUSED) and rec.running_spec else [])
         restart = state == "restarted" or (
-            bool(pending) and target != STOPPED and params.get("restart_on_change"))
+            bool(pending) and target != STOPPED and params.get("restart_on_change")
+            and not _disks_only_live(pending, rec, before_state))
 
+        hotplug = (plan_hotplug(rec.running_spec.disks, rec.spec.disks)
+                   if "disks" in pending and not restart and before_state == RUNNING else None)
+        if hotplug is not None and hotplug.live:
+            pending.remove("disks")
         live_password = (password_changed and not restart and before_state in (RUNNING, PAUSED)
                          and rec.running_spec is not None and rec.running_spec.graphic_password_set)
         try:
@@ -228,6 +245,10 @@ class VmService:
                 out.actions.append("set_password")
                 if not check_mode:
                     self.lifecycle.set_graphic_password(rec, password)
+            if hotplug is not None and hotplug.live:
+                out.actions.append("hotplug_disks")
+                if not check_mode:
+                    self.lifecycle.hotplug_disks(rec, hotplug)
             self._transition(out, rec, before_state, qemu_status, target, restart, params,
                              check_mode)
         except Exception:
@@ -244,8 +265,8 @@ class VmService:
         out.diff = {"before": before_view,
                     "after": _view(rec, after_state, rec.spec.graphic_password_set, password_changed)}
         out.vm = vm_result(rec, after_state, self.lifecycle)
-        if check_mode and "start" in out.actions:
-            out.vm["pending_restart"] = []
+        if check_mode:  # nothing ran: say what the plan leaves pending
+            out.vm["pending_restart"] = [] if "start" in out.actions else pending
         return out
 
     def _desired_spec(self, rec: Optional[VmRecord],
@@ -257,7 +278,7 @@ class VmService:
         desired = merge_params(params, rec.spec if rec else None)
         desired = dataclasses.replace(desired, graphic_password_set=(
             desired.graphic_protocol == "vnc" and (password is not None or stored_token is not None)))
-        validate(desired)
+        validate(desired, storage_roots=self.storage_roots)
         validate_graphic_password(desired, password, stored=stored_token is not None)
         changed = password is not None and (
             stored_token is None or self._decrypt(rec, stored_token) != password)
@@ -317,6 +338,22 @@ class VmService:
         out.diff = {"before": _view(rec, before_state), "after": {"state": "absent"}}
         out.vm = {"name": rec.name, "uuid": rec.uuid, "status": "absent"}
         return out
+
+    # -- volumes (for infinivirt_disk) ------------------------------------------------------
+    def resize_attached_disk(self, path: str, size: int) -> Optional[str]:
+        """Grow a volume through the running VM on this host that has it attached, so the
+        guest sees the new size; return that VM's name, or None when no running VM has it."""
+        for rec in self.store.list_vms(host=self.hostname):
+            if rec.running_spec is None or not any(d.path == path for d in rec.running_spec.disks):
+                continue
+            with self.store.vm_lock(rec.name, self.lock_timeout):
+                rec = self.store.get_vm(rec.name)
+                disk = next((d for d in rec.running_spec.disks if d.path == path), None) \
+                    if rec and rec.running_spec else None
+                if disk is not None and self.lifecycle.is_alive(rec):
+                    self.lifecycle.resize_disk(rec, disk, size)
+                    return rec.name
+        return None
 
     # -- infinivirt_vm_info ---------------------------------------------------------------
     def info(self, name: Optional[str] = None) -> List[Dict[str, Any]]:

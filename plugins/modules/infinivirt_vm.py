@@ -105,6 +105,70 @@ options:
     description:
       - Kernel command line for direct kernel boot. Needs O(kernel).
     type: str
+  disks:
+    description:
+      - The VM's disks and CD-ROMs, in order. Images must exist (see
+        C(infinivirt.core.infinivirt_disk)) and lie inside O(storage_roots).
+      - Each disk is attached with C(-blockdev) and C(-device) written as JSON, so any file
+        name works.
+      - On a running VM, adding or removing a V(virtio) disk (or a V(scsi) one, if the VM
+        started with a SCSI disk) is done live by hot-plug; the task waits until the guest
+        has released an unplugged disk. Any other disk change needs a restart.
+      - On V(q35), every PCI disk gets its own PCIe root port, plus 4 spare ports for
+        hot-plug.
+      - Left unset, the stored list is kept; V([]) removes every disk.
+    type: list
+    elements: dict
+    suboptions:
+      path:
+        description: Absolute path of the image.
+        type: path
+        required: true
+      format:
+        description: Image format. Default V(qcow2).
+        type: str
+        choices: [qcow2, raw]
+      bus:
+        description:
+          - V(virtio) (virtio-blk, the default), V(scsi) (virtio-scsi), V(sata) (AHCI, q35
+            only) or V(ide).
+        type: str
+        choices: [virtio, scsi, sata, ide]
+      cache:
+        description:
+          - Host cache mode. Default V(writeback). V(none) and V(directsync) bypass the
+            host page cache (O_DIRECT).
+        type: str
+        choices: [none, writeback, writethrough, directsync, unsafe]
+      aio:
+        description: I/O backend. Default V(threads); V(native) needs O(disks[].cache) V(none) or V(directsync).
+        type: str
+        choices: [threads, native, io_uring]
+      iothread:
+        description: Give the disk its own I/O thread (V(virtio) only). Default V(false).
+        type: bool
+      discard:
+        description: Pass the guest's TRIM/discard requests to the image. Default V(false).
+        type: bool
+      serial:
+        description: Serial number the guest sees, 1 to 20 letters, digits, V(.), V(_), V(-).
+        type: str
+      readonly:
+        description: Attach read-only. Default V(false).
+        type: bool
+      boot_order:
+        description: Boot priority (1 boots first), unique among the disks.
+        type: int
+      media:
+        description: V(disk) (default) or V(cdrom) (bus V(scsi), V(sata) or V(ide); read-only).
+        type: str
+        choices: [disk, cdrom]
+  console_socket:
+    description:
+      - Give the VM a second serial port (the guest's C(ttyS1)) on a UNIX socket in
+        O(run_dir), returned as RV(vm.console_socket_path), for an interactive console
+        (C(socat - UNIX-CONNECT:<path>)). Default for a new VM is V(false).
+    type: bool
   graphics:
     description:
       - Remote display of the VM's screen.
@@ -273,6 +337,13 @@ vm:
     kernel_cmdline:
       description: Kernel command line.
       type: str
+    disks:
+      description: The VM's disks as stored (see O(disks)).
+      type: list
+      elements: dict
+    console_socket_path:
+      description: UNIX socket of the guest's second serial port while it runs, or null.
+      type: str
     graphics:
       description: The display; never the password.
       type: dict
@@ -324,6 +395,20 @@ def main() -> None:
             force=dict(type="bool", default=False),
             restart_on_change=dict(type="bool", default=False),
             digest=dict(type="str"),
+            disks=dict(type="list", elements="dict", options=dict(
+                path=dict(type="path", required=True),
+                format=dict(type="str", choices=["qcow2", "raw"]),
+                bus=dict(type="str", choices=["virtio", "scsi", "sata", "ide"]),
+                cache=dict(type="str", choices=["none", "writeback", "writethrough", "directsync", "unsafe"]),
+                aio=dict(type="str", choices=["threads", "native", "io_uring"]),
+                iothread=dict(type="bool"),
+                discard=dict(type="bool"),
+                serial=dict(type="str"),
+                readonly=dict(type="bool"),
+                boot_order=dict(type="int"),
+                media=dict(type="str", choices=["disk", "cdrom"]),
+            )),
+            console_socket=dict(type="bool"),
             graphics=dict(type="dict", options=dict(
                 type=dict(type="str", choices=["none", "vnc"]),
                 listen=dict(type="str"),

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
 import re
-from typing import List
+from typing import Any, Dict, List, Optional
 
+from ansible_collections.infinivirt.core.plugins.module_utils.disks import layout
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.spec import VNC_BASE_PORT, VmSpec
 
@@ -32,6 +34,7 @@ class LaunchContext:
     pidfile: str
     qmp_socket: str
     serial_log: str
+    console_socket: Optional[str] = None  # ttyS1 on a UNIX socket, when the spec asks for it
 
 
 def opt_value(field: str, value: str) -> str:
@@ -54,6 +57,25 @@ def vnc_option(spec: VmSpec) -> str:
     return value + (",password=on" if spec.graphic_password_set else "")
 
 
+def as_json(obj: Dict[str, Any]) -> str:
+    """-device/-blockdev/-object accept JSON: values need no escaping."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def disk_args(spec: VmSpec) -> List[str]:
+    plan = layout(spec.disks, spec.machine_type)
+    argv: List[str] = []
+    for obj in plan.objects:
+        argv += ["-object", as_json(obj)]
+    for dev in plan.root_ports + plan.controllers:
+        argv += ["-device", as_json(dev)]
+    for node in plan.blockdevs:
+        argv += ["-blockdev", as_json(node)]
+    for dev in plan.devices:
+        argv += ["-device", as_json(dev)]
+    return argv
+
+
 def build_argv(spec: VmSpec, ctx: LaunchContext) -> List[str]:
     """Return the full argv that starts this VM paused (-S) and daemonized."""
     argv = [
@@ -73,6 +95,11 @@ def build_argv(spec: VmSpec, ctx: LaunchContext) -> List[str]:
         "-chardev", "file,id=serial0,path=%s" % opt_value("run_dir", ctx.serial_log),
         "-serial", "chardev:serial0",
     ]
+    if spec.console_socket and ctx.console_socket:
+        argv += ["-chardev", "socket,id=console0,path=%s,server=on,wait=off"
+                 % opt_value("run_dir", ctx.console_socket),
+                 "-serial", "chardev:console0"]
+    argv += disk_args(spec)
     if spec.graphic_protocol == "vnc":
         argv += ["-vnc", vnc_option(spec)]
     if spec.kernel is not None:

@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import QmpError
 
 try:
-    from qemu.qmp import ConnectError, ExecuteError, QMPClient, QMPError
+    from qemu.qmp import ConnectError, EventListener, ExecuteError, QMPClient, QMPError
     HAS_QEMU_QMP = True
     QEMU_QMP_IMPORT_ERROR = None
 except ImportError:
@@ -82,6 +82,29 @@ class QmpSession:
         except QmpError:
             if command in _CLOSES_CONNECTION:
                 return {}  # QEMU quit before or while answering: that is success
+            raise
+
+    def execute_and_wait(self, command: str, arguments: Optional[Dict[str, Any]], event: str,
+                         match: Dict[str, Any], timeout: float) -> Dict[str, Any]:
+        """Run a command, then wait for an event whose data matches ``match`` (listening
+        starts before the command, so a quick event is not missed)."""
+        listener = EventListener(names=(event,))
+
+        async def run() -> Dict[str, Any]:
+            with self._client.listen(listener):
+                await self._client.execute(command, arguments)
+                while True:
+                    found = await listener.get()
+                    data = found.get("data", {})
+                    if all(data.get(k) == v for k, v in match.items()):
+                        return dict(found)
+
+        try:
+            return self._run(run(), timeout, command)
+        except QmpError as exc:
+            if "no answer within" in exc.reason:
+                raise QmpError(self.vm_name, command, "no %s event within %g s (the guest did "
+                               "not release the device)" % (event, timeout)) from None
             raise
 
 

@@ -17,7 +17,7 @@ import socket
 from typing import Any, ContextManager, Dict, Iterator, List, Optional, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import StoreError
-from ansible_collections.infinivirt.core.plugins.module_utils.spec import SPEC_FIELDS, VmSpec
+from ansible_collections.infinivirt.core.plugins.module_utils.spec import JSON_FIELDS, SPEC_FIELDS, VmSpec
 from ansible_collections.infinivirt.core.plugins.module_utils.store.migrations import MIGRATIONS
 from ansible_collections.infinivirt.core.plugins.module_utils.store.records import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.store.volumes import VolumeStore
@@ -49,7 +49,8 @@ def describe_holder(info: Optional[Dict[str, Any]]) -> str:
 def _spec_to_columns(spec: VmSpec) -> Dict[str, Any]:
     data = spec.to_dict()
     data.pop("name")
-    data["cpu_flags"] = json.dumps(data["cpu_flags"])
+    for field in JSON_FIELDS:
+        data[field] = json.dumps(data[field], sort_keys=True)
     return data
 
 
@@ -70,9 +71,8 @@ def _record(row: Dict[str, Any]) -> VmRecord:
     # NULL in a column the spec does not allow to be None (rows older than the column)
     # takes the spec's default.
     spec = {f: row[f] for f in SPEC_FIELDS if f != "name" and row[f] is not None}
-    spec["cpu_flags"] = json.loads(spec.get("cpu_flags") or "[]")
-    if "graphic_password_set" in spec:
-        spec["graphic_password_set"] = bool(spec["graphic_password_set"])
+    for field in JSON_FIELDS:
+        spec[field] = json.loads(spec.get(field) or "[]")
     spec["name"] = row["name"]
     running = row["running_spec"]
     return VmRecord(

@@ -95,6 +95,7 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
     (4, [
         # The VM's disks, as a JSON list of DiskSpec dicts (see spec.py).
         "ALTER TABLE machine_configuration ADD COLUMN disks TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE machine_configuration ADD COLUMN console_socket BOOLEAN NOT NULL DEFAULT FALSE",
         # Volumes made by infinivirt_disk; an encrypted one keeps its LUKS key here, sealed.
         """CREATE TABLE volumes (
             path TEXT PRIMARY KEY,

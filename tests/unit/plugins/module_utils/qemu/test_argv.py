@@ -73,4 +73,5 @@ def test_user_strings_stay_single_arguments(tmp_path):
     argv = build_argv(spec, LaunchContext("qemu", "u", "tcg", "max", "/p", "/q", "/s"))
     assert argv[argv.index("-kernel") + 1] == "/k,x=y"
     assert argv[argv.index("-append") + 1] == "a -device b"
-    assert argv.count("-device") == 0
+    plain = build_argv(VmSpec(name="vm", kernel="/k"), LaunchContext("qemu", "u", "tcg", "max", "/p", "/q", "/s"))
+    assert argv.count("-device") == plain.count("-device")

@@ -1,0 +1,274 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""A VM's disks: the spec of one disk, its validation, and the QEMU objects it becomes.
+
+Every disk is two -blockdev nodes (file, then format) and one -device, all written as
+JSON, so a path needs no escaping. Names derive from the path, so a disk keeps its names
+across restarts and hot-plug. On q35, each PCI disk sits on its own pcie-root-port (the
+root bus has no hot-plug), and a few spare ports are kept free for disks added later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
+
+FORMATS = ("qcow2", "raw")
+BUSES = ("virtio", "scsi", "sata", "ide")
+CACHE_MODES = ("none", "writeback", "writethrough", "directsync", "unsafe")
+AIO_MODES = ("threads", "native", "io_uring")
+MEDIA = ("disk", "cdrom")
+SPARE_ROOT_PORTS = 4  # q35: free slots for disks (and later NICs) plugged in while running
+SATA_PORTS = 6  # q35's built-in AHCI controller
+_SERIAL_RE = re.compile(r"^[A-Za-z0-9._-]{1,20}$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+# cache mode -> (O_DIRECT, ignore flushes, guest-visible write cache)
+_CACHE = {
+    "none": (True, False, True),
+    "writeback": (False, False, True),
+    "writethrough": (False, False, False),
+    "directsync": (True, False, False),
+    "unsafe": (False, True, True),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DiskSpec:
+    path: str
+    format: str = "qcow2"
+    bus: str = "virtio"
+    cache: str = "writeback"
+    aio: str = "threads"
+    iothread: bool = False
+    discard: bool = False
+    serial: Optional[str] = None
+    readonly: bool = False
+    boot_order: Optional[int] = None
+    media: str = "disk"
+
+    @property
+    def disk_id(self) -> str:
+        """Stable per path: node and device names survive reordering and restarts."""
+        return "d" + hashlib.sha1(self.path.encode()).hexdigest()[:10]
+
+    @property
+    def hotpluggable(self) -> bool:
+        return self.bus in ("virtio", "scsi")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "DiskSpec":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known and v is not None})
+
+
+def disks_from_params(items: Optional[Sequence[Mapping[str, Any]]]) -> Tuple[DiskSpec, ...]:
+    return tuple(DiskSpec.from_dict(item) for item in items or ())
+
+
+def _choice(field: str, value: Any, choices: Tuple[str, ...]) -> None:
+    if value not in choices:
+        raise SpecError(field, "must be one of %s, got %r" % (", ".join(choices), value))
+
+
+def validate_disks(disks: Sequence[DiskSpec], machine_type: str,
+                   storage_roots: Optional[Sequence[str]] = None) -> None:
+    seen_paths, seen_boot, sata = set(), set(), 0
+    for index, disk in enumerate(disks):
+        field = "disks[%d]" % index
+        _validate_path(field + ".path", disk.path, storage_roots)
+        if disk.path in seen_paths:
+            raise SpecError(field + ".path", "%s is listed twice" % disk.path)
+        seen_paths.add(disk.path)
+        _choice(field + ".format", disk.format, FORMATS)
+        _choice(field + ".bus", disk.bus, BUSES)
+        _choice(field + ".cache", disk.cache, CACHE_MODES)
+        _choice(field + ".aio", disk.aio, AIO_MODES)
+        _choice(field + ".media", disk.media, MEDIA)
+        if disk.aio == "native" and not _CACHE[disk.cache][0]:
+            raise SpecError(field + ".aio", "native needs O_DIRECT: use cache none or directsync")
+        if disk.serial is not None and not _SERIAL_RE.match(disk.serial):
+            raise SpecError(field + ".serial", "%r must be 1 to 20 letters, digits, '.', '_' or '-'"
+                            % (disk.serial,))
+        if disk.iothread and disk.bus != "virtio":
+            raise SpecError(field + ".iothread", "is available for bus virtio only")
+        if disk.media == "cdrom" and disk.bus == "virtio":
+            raise SpecError(field + ".media", "a cdrom needs bus scsi, sata or ide")
+        if disk.readonly and disk.media == "disk" and disk.bus in ("sata", "ide"):
+            raise SpecError(field + ".readonly", "QEMU cannot attach a read-only %s hard disk; "
+                            "use media cdrom or bus virtio/scsi" % disk.bus)
+        if disk.boot_order is not None:
+            if isinstance(disk.boot_order, bool) or not isinstance(disk.boot_order, int) \
+                    or disk.boot_order < 1:
+                raise SpecError(field + ".boot_order", "must be a positive integer")
+            if disk.boot_order in seen_boot:
+                raise SpecError(field + ".boot_order", "%d is used by another disk" % disk.boot_order)
+            seen_boot.add(disk.boot_order)
+        if disk.bus in ("sata", "ide"):
+            sata += 1
+            if machine_type == "pc" and disk.bus == "sata":
+                raise SpecError(field + ".bus", "sata needs machine_type q35 (pc has IDE only)")
+    if sata > (SATA_PORTS if machine_type == "q35" else 4):
+        raise SpecError("disks", "at most %d sata/ide disks fit on machine_type %s"
+                        % (SATA_PORTS if machine_type == "q35" else 4, machine_type))
+
+
+def _validate_path(field: str, path: Any, storage_roots: Optional[Sequence[str]]) -> None:
+    if not isinstance(path, str) or not path:
+        raise SpecError(field, "is required")
+    if _CONTROL_RE.search(path):
+        raise SpecError(field, "must not contain control characters")
+    if not os.path.isabs(path):
+        raise SpecError(field, "must be an absolute path, got %r" % path)
+    if storage_roots:
+        real = os.path.realpath(path)
+        roots = [os.path.realpath(r) for r in storage_roots]
+        if not any(os.path.commonpath([real, root]) == root for root in roots):
+            raise SpecError(field, "%s is outside the storage roots (%s)" % (path, ", ".join(storage_roots)))
+    if not os.path.exists(path):
+        raise SpecError(field, "%s does not exist (create it with infinivirt.core.infinivirt_disk)" % path)
+
+
+# -- QEMU objects --------------------------------------------------------------------------
+
+def node_names(disk: DiskSpec) -> Tuple[str, str]:
+    """(file node, format node)."""
+    return "f-" + disk.disk_id, "n-" + disk.disk_id
+
+
+def device_id(disk: DiskSpec) -> str:
+    return "disk-" + disk.disk_id
+
+
+def blockdevs(disk: DiskSpec) -> List[Dict[str, Any]]:
+    """The two -blockdev / blockdev-add objects of a disk, file node first."""
+    direct, no_flush, _wc = _CACHE[disk.cache]
+    file_node, fmt_node = node_names(disk)
+    readonly = disk.readonly or disk.media == "cdrom"
+    discard = "unmap" if disk.discard else "ignore"
+    cache = {"direct": direct, "no-flush": no_flush}
+    return [
+        {"driver": "file", "filename": disk.path, "node-name": file_node, "aio": disk.aio,
+         "cache": cache, "discard": discard, "read-only": readonly},
+        {"driver": disk.format, "file": file_node, "node-name": fmt_node, "cache": cache,
+         "discard": discard, "read-only": readonly},
+    ]
+
+
+def iothread_object(disk: DiskSpec) -> Dict[str, Any]:
+    return {"qom-type": "iothread", "id": "io-" + disk.disk_id}
+
+
+def device(disk: DiskSpec, bus: Optional[str], ide_slot: Optional[Tuple[str, Optional[int]]] = None) -> Dict[str, Any]:
+    """The -device / device_add object. ``bus``: the root port (q35 PCI disks) or None
+    (pc: QEMU picks a slot on pci.0); ``ide_slot``: (bus, unit) for sata/ide."""
+    _direct, _nf, write_cache = _CACHE[disk.cache]
+    dev: Dict[str, Any] = {"id": device_id(disk), "drive": node_names(disk)[1]}
+    if disk.bus == "virtio":
+        dev["driver"] = "virtio-blk-pci"
+        if bus:
+            dev["bus"] = bus
+        if disk.iothread:
+            dev["iothread"] = "io-" + disk.disk_id
+    elif disk.bus == "scsi":
+        dev["driver"] = "scsi-cd" if disk.media == "cdrom" else "scsi-hd"
+        dev["bus"] = SCSI_CONTROLLER + ".0"
+    else:
+        dev["driver"] = "ide-cd" if disk.media == "cdrom" else "ide-hd"
+        dev["bus"], unit = ide_slot
+        if unit is not None:
+            dev["unit"] = unit
+    if disk.media == "disk":
+        dev["write-cache"] = "on" if write_cache else "off"
+    if disk.serial:
+        dev["serial"] = disk.serial
+    if disk.boot_order is not None:
+        dev["bootindex"] = disk.boot_order
+    return dev
+
+
+SCSI_CONTROLLER = "scsi0"
+
+
+def ide_slots(machine_type: str) -> List[Tuple[str, Optional[int]]]:
+    if machine_type == "q35":
+        return [("ide.%d" % n, None) for n in range(SATA_PORTS)]
+    return [("ide.0", 0), ("ide.0", 1), ("ide.1", 0), ("ide.1", 1)]
+
+
+@dataclasses.dataclass(frozen=True)
+class DiskLayout:
+    """Where everything goes at start: root ports, controllers, devices."""
+
+    root_ports: List[Dict[str, Any]]
+    controllers: List[Dict[str, Any]]
+    objects: List[Dict[str, Any]]
+    blockdevs: List[Dict[str, Any]]
+    devices: List[Dict[str, Any]]
+
+
+def root_port(index: int) -> Dict[str, Any]:
+    return {"driver": "pcie-root-port", "id": "rp%d" % index, "bus": "pcie.0",
+            "chassis": index, "port": index}
+
+
+def layout(disks: Sequence[DiskSpec], machine_type: str) -> DiskLayout:
+    q35 = machine_type == "q35"
+    ports: List[Dict[str, Any]] = []
+
+    def next_port() -> Optional[str]:
+        if not q35:
+            return None
+        ports.append(root_port(len(ports) + 1))
+        return ports[-1]["id"]
+
+    controllers, objects, nodes, devices = [], [], [], []
+    if any(d.bus == "scsi" for d in disks):
+        ctrl: Dict[str, Any] = {"driver": "virtio-scsi-pci", "id": SCSI_CONTROLLER}
+        port = next_port()
+        if port:
+            ctrl["bus"] = port
+        controllers.append(ctrl)
+    slots = iter(ide_slots(machine_type))
+    for disk in disks:
+        nodes.extend(blockdevs(disk))
+        if disk.iothread:
+            objects.append(iothread_object(disk))
+        if disk.bus == "virtio":
+            devices.append(device(disk, next_port()))
+        elif disk.bus == "scsi":
+            devices.append(device(disk, None))
+        else:
+            devices.append(device(disk, None, next(slots)))
+    if q35:
+        for _spare in range(SPARE_ROOT_PORTS):
+            next_port()
+    return DiskLayout(ports, controllers, objects, nodes, devices)
+
+
+@dataclasses.dataclass(frozen=True)
+class HotplugPlan:
+    add: Tuple[DiskSpec, ...]
+    remove: Tuple[DiskSpec, ...]
+    live: bool  # False: some change needs a restart, so nothing is done live
+
+
+def plan_hotplug(running: Sequence[DiskSpec], desired: Sequence[DiskSpec]) -> HotplugPlan:
+    """Disks added or removed while running, if all of it can be done live: a disk whose
+    settings changed, or one on sata/ide, needs a restart; so does the first SCSI disk (the
+    controller exists only if the VM started with one)."""
+    before = {d.path: d for d in running}
+    after = {d.path: d for d in desired}
+    add = tuple(d for d in desired if d.path not in before)
+    remove = tuple(d for d in running if d.path not in after)
+    changed = any(before[p] != after[p] for p in before.keys() & after.keys())
+    has_scsi = any(d.bus == "scsi" for d in running)
+    live = not changed and all(d.hotpluggable for d in add + remove) and \
+        all(has_scsi for d in add if d.bus == "scsi")
+    return HotplugPlan(add, remove, live)
