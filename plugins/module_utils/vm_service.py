@@ -33,6 +33,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.secrets import (
     SecretError,
     load_or_create_key,
 )
+from ansible_collections.infinivirt.core.plugins.module_utils.snapshots import SnapshotService
 from ansible_collections.infinivirt.core.plugins.module_utils.spec import (
     VmSpec,
     changed_fields,
@@ -339,6 +340,14 @@ class VmService:
         out.vm = {"name": rec.name, "uuid": rec.uuid, "status": "absent"}
         return out
 
+    def _snapshots(self, rec: VmRecord) -> List[Dict[str, Any]]:
+        if not any(d.format == "qcow2" for d in rec.spec.disks):
+            return []
+        try:
+            return list(SnapshotService(self).list(rec).values())
+        except SpecError:  # raw disks: no internal snapshots
+            return []
+
     # -- volumes (for infinivirt_disk) ------------------------------------------------------
     def resize_attached_disk(self, path: str, size: int) -> Optional[str]:
         """Grow a volume through the running VM on this host that has it attached, so the
@@ -373,6 +382,7 @@ class VmService:
                 state = fold_status(rec.status if rec.status != STOPPED else None)
             vm = vm_result(rec, state, self.lifecycle)
             vm["qemu_status"] = qemu_status
+            vm["snapshots"] = self._snapshots(rec) if rec.host == self.hostname else []
             result.append(vm)
         return result
 

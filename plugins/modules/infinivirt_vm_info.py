@@ -90,6 +90,10 @@ vms:
     digest:
       description: SHA-256 of the stored definition (see M(infinivirt.core.infinivirt_vm)).
       type: str
+    snapshots:
+      description: Internal snapshots present on every writable disk (see M(infinivirt.core.infinivirt_snapshot)).
+      type: list
+      elements: dict
     pending_restart:
       description: Options changed since the running VM was started.
       type: list

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -76,3 +78,44 @@ def run_dir_files(workdir: str):
     if not os.path.isdir(run):
         return []
     return sorted(f for f in os.listdir(run) if f != "probe-cache.json")
+
+
+# -- disks ----------------------------------------------------------------------------------
+
+
+def make_image(path, fmt, size_mb):
+    subprocess.run(["qemu-img", "create", "-q", "-f", fmt, path, "%dM" % size_mb], check=True)
+    return path
+
+
+def guest_disks(sock):
+    """Ask the guest, over its ttyS1 channel, which disks it sees now."""
+    rc, out = serial_report.channel_command(sock, "report disks")
+    assert rc == 0, out
+    return {d["serial"]: d for d in serial_report.parse_report(out).disks}
+
+
+def wait_for(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def images(workdir):
+    root = os.path.join(workdir, "images")
+    os.makedirs(root)
+    return root
+
+
+@pytest.fixture
+def disk_service(workdir, images):
+    svc = VmService("sqlite:///%s/disks.db" % workdir, os.path.join(workdir, "run"),
+                    storage_roots=[images])
+    yield svc
+    for vm in svc.info():
+        svc.ensure({"name": vm["name"], "state": "absent", "force": True, "stop_timeout": 5}, False)
+    svc.close()

@@ -7,55 +7,14 @@ survives a restart. One guest boots twice."""
 from __future__ import annotations
 
 import os
-import subprocess
-import time
 
 import pytest
-from conftest import serial_report, wait_ready
+from conftest import guest_disks, make_image, serial_report, wait_for, wait_ready
 from qemu_procs import qemu_processes
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
-from ansible_collections.infinivirt.core.plugins.module_utils.vm_service import VmService
 
 MIB = 1024 * 1024
-
-
-def make_image(path, fmt, size_mb):
-    subprocess.run(["qemu-img", "create", "-q", "-f", fmt, path, "%dM" % size_mb], check=True)
-    return path
-
-
-def guest_disks(sock):
-    """Ask the guest, over its ttyS1 channel, which disks it sees now."""
-    rc, out = serial_report.channel_command(sock, "report disks")
-    assert rc == 0, out
-    return {d["serial"]: d for d in serial_report.parse_report(out).disks}
-
-
-def wait_for(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.2)
-
-
-@pytest.fixture
-def images(workdir):
-    root = os.path.join(workdir, "images")
-    os.makedirs(root)
-    return root
-
-
-@pytest.fixture
-def disk_service(workdir, images):
-    svc = VmService("sqlite:///%s/disks.db" % workdir, os.path.join(workdir, "run"),
-                    storage_roots=[images])
-    yield svc
-    for vm in svc.info():
-        svc.ensure({"name": vm["name"], "state": "absent", "force": True, "stop_timeout": 5}, False)
-    svc.close()
 
 
 def test_disks_hotplug_grow_and_persistence(disk_service, guest_params, images):

@@ -1,0 +1,151 @@
+#!/usr/bin/python
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: infinivirt_snapshot
+short_description: Take, revert and delete internal snapshots of an Infinivirt VM's disks
+version_added: 0.1.0
+description:
+  - Manages a named internal snapshot across all writable disks of a VM at once. Every
+    writable disk must be a qcow2 image.
+  - A stopped VM is snapshotted, reverted and cleaned up with C(qemu-img).
+  - A running VM is snapshotted live. Without O(memory), one QMP transaction snapshots every
+    disk atomically; reverting such a snapshot stops the VM (as
+    M(infinivirt.core.infinivirt_vm) O(infinivirt.core.infinivirt_vm#module:state=stopped)
+    does), reverts the disks and starts it again. With O(memory=true) the RAM and device
+    state are saved too (QMP C(snapshot-save)), and reverting (C(snapshot-load)) restores
+    the running guest without a restart.
+  - M(infinivirt.core.infinivirt_vm_info) lists a VM's snapshots.
+author:
+  - Infinivirt developers (@infinivirt)
+extends_documentation_fragment:
+  - infinivirt.core.common
+  - infinivirt.core.attributes
+  - infinivirt.core.attributes.actiongroup_infinivirt
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  idempotent:
+    support: partial
+    details: O(state=reverted) always reverts and reports a change.
+options:
+  vm:
+    description: Name of the VM.
+    type: str
+    required: true
+  name:
+    description:
+      - Name of the snapshot, 1 to 64 letters, digits, V(.), V(_) or V(-).
+      - A snapshot counts as present only when every writable disk has it.
+    type: str
+    required: true
+  state:
+    description:
+      - V(present) takes the snapshot unless it exists; V(absent) deletes it if it exists;
+        V(reverted) returns the disks (and, for a snapshot with memory, the running guest)
+        to it.
+    type: str
+    choices: [present, absent, reverted]
+    default: present
+  memory:
+    description:
+      - Also save the running VM's RAM and device state, so that a revert resumes the guest
+        where it was. Needs a running VM.
+    type: bool
+    default: false
+  stop_timeout:
+    description:
+      - Seconds to wait for the guest to power off when reverting a disk-only snapshot of a
+        running VM.
+    type: float
+    default: 60.0
+  force:
+    description:
+      - When reverting a disk-only snapshot of a running VM whose guest does not power off
+        within O(stop_timeout), end QEMU instead of failing.
+    type: bool
+    default: false
+notes:
+  - External (overlay) snapshots and UEFI NVRAM are not covered yet.
+seealso:
+  - module: infinivirt.core.infinivirt_vm
+  - module: infinivirt.core.infinivirt_vm_info
+"""
+
+EXAMPLES = r"""
+- name: Snapshot web01 before an upgrade, with its memory
+  infinivirt.core.infinivirt_snapshot:
+    vm: web01
+    name: before-upgrade
+    memory: true
+
+- name: Roll back
+  infinivirt.core.infinivirt_snapshot:
+    vm: web01
+    name: before-upgrade
+    state: reverted
+
+- name: Drop the snapshot
+  infinivirt.core.infinivirt_snapshot:
+    vm: web01
+    name: before-upgrade
+    state: absent
+"""
+
+RETURN = r"""
+action:
+  description: What was done (predicted in check mode) - V(create), V(delete), V(revert), or null.
+  returned: always
+  type: str
+  sample: create
+snapshots:
+  description: The VM's snapshots after the task.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Snapshot name.
+      type: str
+    vm_state_size:
+      description: Bytes of saved RAM and device state; 0 for a disk-only snapshot.
+      type: int
+    date_sec:
+      description: When it was taken, in seconds since the epoch.
+      type: int
+"""
+
+from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import InfinivirtModule
+from ansible_collections.infinivirt.core.plugins.module_utils.snapshots import SnapshotService
+
+
+def main() -> None:
+    module = InfinivirtModule(
+        argument_spec=dict(
+            vm=dict(type="str", required=True),
+            name=dict(type="str", required=True),
+            state=dict(type="str", default="present", choices=["present", "absent", "reverted"]),
+            memory=dict(type="bool", default=False),
+            stop_timeout=dict(type="float", default=60.0),
+            force=dict(type="bool", default=False),
+        ),
+        supports_check_mode=True,
+    )
+
+    def ensure(service):
+        result = SnapshotService(service).ensure(module.params, module.module.check_mode)
+        if not module.module._diff:
+            result.pop("diff")
+        return result
+
+    module.run(ensure)
+
+
+if __name__ == "__main__":
+    main()

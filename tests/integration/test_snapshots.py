@@ -1,0 +1,106 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Snapshots in the real guest: write A, snapshot, overwrite with B, revert, read A; live
+(with memory state) and offline; plus the listing and idempotence."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from conftest import guest_disks, make_image, serial_report, wait_ready
+
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.snapshots import SnapshotService
+
+
+def write_marker(sock, device, text):
+    rc, out = serial_report.channel_command(
+        sock, "printf %s > /m && dd if=/m of=/dev/%s bs=512 seek=8 conv=fsync 2>&1 && sync" % (text, device))
+    assert rc == 0, out
+
+
+def read_marker(sock, device):
+    rc, out = serial_report.channel_command(
+        sock, "echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/%s bs=512 skip=8 count=1 2>/dev/null "
+        "| head -c 6" % device)
+    assert rc == 0, out
+    return out.strip()
+
+
+def test_snapshot_revert_live_and_offline(disk_service, guest_params, images):
+    vms, snaps = disk_service, SnapshotService(disk_service)
+    disk = make_image(os.path.join(images, "snap.qcow2"), "qcow2", 32)
+    params = dict(guest_params, name="snappy", memory_mb=256, console_socket=True, state="running",
+                  disks=[{"path": disk, "serial": "SNAP01"}])
+    vm = vms.ensure(params, False).vm
+    wait_ready(vm["serial_log"])
+    sock = vm["console_socket_path"]
+    dev = guest_disks(sock)["SNAP01"]["name"]
+
+    # Live, with memory: snapshot-load brings back disk and RAM without a restart.
+    write_marker(sock, dev, "MARK-A")
+    snap = {"vm": "snappy", "name": "with-ram", "memory": True}
+    assert snaps.ensure(dict(snap, state="present"), True)["changed"]
+    taken = snaps.ensure(dict(snap, state="present"), False)
+    assert taken["changed"] and [s["name"] for s in taken["snapshots"]] == ["with-ram"]
+    assert taken["snapshots"][0]["vm_state_size"] > 0
+    assert not snaps.ensure(dict(snap, state="present"), False)["changed"]
+    write_marker(sock, dev, "MARK-B")
+    assert read_marker(sock, dev) == "MARK-B"
+    reverted = snaps.ensure(dict(snap, state="reverted"), False)
+    assert reverted["changed"] and reverted["action"] == "revert"
+    assert read_marker(sock, dev) == "MARK-A"
+    assert vms.info("snappy")[0]["pid"] == vm["pid"], "a live revert keeps the process"
+
+    # Disks only, taken live, reverted offline.
+    disk_only = {"vm": "snappy", "name": "disk-only"}
+    assert snaps.ensure(dict(disk_only, state="present"), False)["changed"]
+    write_marker(sock, dev, "MARK-C")
+    vms.ensure({"name": "snappy", "state": "stopped"}, False)
+    assert snaps.ensure(dict(disk_only, state="reverted"), False)["changed"]
+    vm = vms.ensure({"name": "snappy", "state": "running"}, False).vm
+    wait_ready(vm["serial_log"])
+    assert read_marker(vm["console_socket_path"], dev) == "MARK-A"
+
+    # The listing, delete and its idempotence.
+    listed = vms.info("snappy")[0]["snapshots"]
+    assert [s["name"] for s in listed] == ["disk-only", "with-ram"]
+    assert snaps.ensure(dict(disk_only, state="absent"), False)["changed"]
+    assert not snaps.ensure(dict(disk_only, state="absent"), False)["changed"]
+    assert [s["name"] for s in vms.info("snappy")[0]["snapshots"]] == ["with-ram"]
+
+
+def test_offline_snapshots_of_a_stopped_vm(disk_service, images):
+    vms, snaps = disk_service, SnapshotService(disk_service)
+    disk = make_image(os.path.join(images, "off.qcow2"), "qcow2", 8)
+    vms.ensure({"name": "cold", "state": "stopped", "accel": "tcg", "disks": [{"path": disk}]}, False)
+    snap = {"vm": "cold", "name": "s1"}
+    predicted = snaps.ensure(dict(snap, state="present"), True)
+    assert predicted["changed"] and predicted["diff"]["after"]["snapshots"] == ["s1"]
+    assert snaps.list(vms.store.get_vm("cold")) == {}, "check mode took no snapshot"
+    assert snaps.ensure(dict(snap, state="present"), False)["changed"]
+    assert list(snaps.list(vms.store.get_vm("cold"))) == ["s1"]
+    with pytest.raises(SpecError) as err:
+        snaps.ensure(dict(snap, state="present", memory=True, name="s2"), False)
+    assert err.value.field == "memory"
+
+
+@pytest.mark.parametrize("params,field,phrase", [
+    ({"vm": "cold2", "name": "has space"}, "name", "letters"),
+    ({"vm": "cold2", "name": "x;rm"}, "name", "letters"),
+    ({"vm": "nope", "name": "s1"}, "vm", "does not exist"),
+    ({"vm": "rawvm", "name": "s1"}, "vm", "raw disks"),
+    ({"vm": "cold2", "name": "never", "state": "reverted"}, "name", "no snapshot"),
+])
+def test_bad_snapshot_input(disk_service, images, params, field, phrase):
+    vms = disk_service
+    vms.ensure({"name": "cold2", "state": "stopped", "accel": "tcg",
+                "disks": [{"path": make_image(os.path.join(images, "c2.qcow2"), "qcow2", 8)}]}, False)
+    vms.ensure({"name": "rawvm", "state": "stopped", "accel": "tcg",
+                "disks": [{"path": make_image(os.path.join(images, "r.raw"), "raw", 8), "format": "raw"}]}, False)
+    with pytest.raises(SpecError) as err:
+        SnapshotService(vms).ensure(dict(params, state=params.get("state", "present")), False)
+    assert err.value.field == field and phrase in str(err.value)
+    assert SnapshotService(vms).list(vms.store.get_vm("cold2")) == {}
