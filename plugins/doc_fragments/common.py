@@ -51,6 +51,11 @@ options:
     type: list
     elements: path
     default: [/var/lib/infinivirt/images]
+  nvram_dir:
+    description:
+      - Directory of the NVRAM files of UEFI VMs (one per VM, mode 0600, kept across stops).
+    type: path
+    default: /var/lib/infinivirt/nvram
   host_id:
     description:
       - Name of this hypervisor in the database. VMs record the host that runs them; a VM

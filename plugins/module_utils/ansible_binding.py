@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError
+from ansible_collections.infinivirt.core.plugins.module_utils.lifecycle import DEFAULT_NVRAM_DIR
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR
 from ansible_collections.infinivirt.core.plugins.module_utils.secrets import DEFAULT_KEY_FILE
 from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import DEFAULT_DB_URL
@@ -34,6 +35,7 @@ COMMON_ARGUMENT_SPEC: Dict[str, Any] = dict(
     qemu_binary=dict(type="path"),
     secret_key_file=dict(type="path", default=DEFAULT_KEY_FILE, no_log=False),
     storage_roots=dict(type="list", elements="path", default=[DEFAULT_STORAGE_ROOT]),
+    nvram_dir=dict(type="path", default=DEFAULT_NVRAM_DIR),
     host_id=dict(type="str", fallback=(env_fallback, ["INFINIVIRT_HOST_ID"])),
     job_id=dict(type="str", fallback=(env_fallback, ["INFINIVIRT_JOB_ID", "JOB_ID"])),
 )
@@ -67,7 +69,7 @@ class InfinivirtModule:
             service = VmService(params["db_url"], params["run_dir"], params["qemu_binary"],
                                 params["lock_timeout"], hostname=params["host_id"],
                                 job_id=params["job_id"], secret_key_file=params["secret_key_file"],
-                                storage_roots=params["storage_roots"])
+                                storage_roots=params["storage_roots"], nvram_dir=params["nvram_dir"])
             try:
                 result = action(service)
             finally:

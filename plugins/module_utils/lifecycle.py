@@ -33,6 +33,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
     SpecError,
     StateError,
 )
+from ansible_collections.infinivirt.core.plugins.module_utils.firmware import ensure_nvram, firmware_files
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import (
     kill_vm_process,
     process_runs_vm,
@@ -50,6 +51,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import 
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession
 from ansible_collections.infinivirt.core.plugins.module_utils.store.records import VmRecord
 
+DEFAULT_NVRAM_DIR = "/var/lib/infinivirt/nvram"
 SOCKET_PATH_MAX = 107  # sun_path is 108 bytes with the trailing NUL
 POWERDOWN_RESEND = 5.0  # a guest still booting has not opened its power button yet
 UNPLUG_TIMEOUT = 30.0  # the guest's PCIe hot-plug driver takes ~5 s (attention button delay)
@@ -108,9 +110,10 @@ def fold_status(qemu_status: Optional[str]) -> str:
 class Lifecycle:
     def __init__(self, store, run_dir: str, qemu_binary: Optional[str] = None,
                  host_paths: HostPaths = HostPaths(), start_timeout: float = 60.0,
-                 qmp_timeout: float = 10.0):
+                 qmp_timeout: float = 10.0, nvram_dir: str = DEFAULT_NVRAM_DIR):
         self.store = store
         self.run_dir = run_dir
+        self.nvram_dir = nvram_dir
         self.qemu_binary = qemu_binary
         self.host_paths = host_paths
         self.start_timeout = start_timeout
@@ -186,7 +189,14 @@ class Lifecycle:
         rec.running_spec, rec.launch_accel, rec.launch_cpu = rec.spec, accel, cpu
         self.store.update_vm(rec)
 
+        code = nvram = None
+        if rec.spec.firmware == "uefi":
+            code, template = firmware_files(rec.spec.secureboot, rec.spec.uefi_firmware)
+            nvram = self.nvram_path(rec)
+            self.store.journal_add(rec.uuid, "nvram", nvram)  # kept until the VM is removed
+            ensure_nvram(nvram, template)
         ctx = LaunchContext(binary=binary, uuid=rec.uuid, accel=accel, cpu=cpu,
+                            firmware_code=code, nvram=nvram,
                             pidfile=paths.pidfile, qmp_socket=paths.qmp_socket,
                             serial_log=paths.serial_log,
                             console_socket=paths.console_socket if rec.spec.console_socket else None)
@@ -344,10 +354,14 @@ class Lifecycle:
         self.store.update_vm(rec)
 
     # -- host resources ---------------------------------------------------------------
-    def release_files(self, rec: VmRecord, keep_serial_log: bool) -> None:
-        """Remove the journaled files of a VM whose process is gone."""
+    def nvram_path(self, rec: VmRecord) -> str:
+        return os.path.join(self.nvram_dir, rec.uuid + ".fd")
+
+    def release_files(self, rec: VmRecord, keep_serial_log: bool, keep_nvram: bool = True) -> None:
+        """Remove the journaled files of a VM whose process is gone. The NVRAM outlives
+        the process (it is the VM's firmware settings) until the VM is removed."""
         for kind, ref in self.store.journal_list(rec.uuid):
-            if keep_serial_log and kind == "serial_log":
+            if (keep_serial_log and kind == "serial_log") or (keep_nvram and kind == "nvram"):
                 continue
             try:
                 os.unlink(ref)

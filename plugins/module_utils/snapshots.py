@@ -7,13 +7,16 @@ A stopped VM's disks are handled with qemu-img. A running VM is snapshotted live
 only through one QMP transaction of blockdev-snapshot-internal-sync (atomic across disks),
 or disks plus RAM and device state through the snapshot-save job, which snapshot-load
 reverts without a restart. A disk-only snapshot of a running VM is reverted by stopping
-the VM, reverting offline and starting it again.
+the VM, reverting offline and starting it again. A UEFI VM's NVRAM is copied with each
+snapshot and copied back on revert.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 from typing import Any, Dict, List, Optional
 
@@ -119,8 +122,33 @@ class SnapshotService:
             raise SpecError("name", "VM has no snapshot %r to revert to" % name)
         return "revert"  # always a change: whether the disks still match is not known
 
+    # -- NVRAM: a UEFI VM's variable store is a raw file; its snapshot is a copy ----------
+    def _nvram_copy(self, rec, name: str) -> Optional[str]:
+        if rec.spec.firmware != "uefi":
+            return None
+        return "%s.snapshot-%s" % (self.lifecycle.nvram_path(rec), name)
+
+    def _save_nvram(self, rec, name: str) -> None:
+        copy = self._nvram_copy(rec, name)
+        if copy and os.path.exists(self.lifecycle.nvram_path(rec)):
+            self.store.journal_add(rec.uuid, "nvram", copy)  # removed with the VM
+            shutil.copyfile(self.lifecycle.nvram_path(rec), copy)
+            os.chmod(copy, 0o600)
+
+    def _restore_nvram(self, rec, name: str) -> None:
+        copy = self._nvram_copy(rec, name)
+        if copy and os.path.exists(copy):
+            shutil.copyfile(copy, self.lifecycle.nvram_path(rec))
+
+    def _drop_nvram(self, rec, name: str) -> None:
+        copy = self._nvram_copy(rec, name)
+        if copy and os.path.exists(copy):
+            os.unlink(copy)
+            self.store.journal_remove(rec.uuid, "nvram", copy)
+
     # -- actions --------------------------------------------------------------------------
     def _create(self, rec, name: str, live: str, params: Dict[str, Any]) -> None:
+        self._save_nvram(rec, name)
         disks = self._qcow2_disks(rec)
         if live == STOPPED:
             for disk in disks:
@@ -134,6 +162,7 @@ class SnapshotService:
             self.lifecycle._qmp(rec, "transaction", {"actions": actions})
 
     def _delete(self, rec, name: str, live: str, params: Dict[str, Any]) -> None:
+        self._drop_nvram(rec, name)
         disks = self._qcow2_disks(rec)
         if live == STOPPED:
             for disk in disks:
@@ -149,6 +178,7 @@ class SnapshotService:
         if live != STOPPED and snapshot["vm_state_size"]:
             nodes = [node_names(d)[1] for d in disks]
             self._job(rec, "snapshot-load", {"tag": name, "vmstate": nodes[0], "devices": nodes})
+            self._restore_nvram(rec, name)  # the loaded RAM holds the flash as it was then
             return
         was_running = live != STOPPED
         timeout, force = float(params.get("stop_timeout") or 60), bool(params.get("force"))
@@ -156,6 +186,7 @@ class SnapshotService:
             self.lifecycle.stop(rec, timeout, force)
         for disk in disks:
             _qemu_img(["snapshot", "-a", name, disk.path])
+        self._restore_nvram(rec, name)
         if was_running:
             self.lifecycle.start(rec, graphic_password=self.vms._graphic_password(rec))
 

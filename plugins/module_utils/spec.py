@@ -27,6 +27,7 @@ KERNEL_CMDLINE_MAX = 2048  # x86 COMMAND_LINE_SIZE
 
 MACHINE_TYPES = ("q35", "pc")
 GRAPHIC_PROTOCOLS = ("none", "vnc")
+FIRMWARES = ("bios", "uefi")
 VNC_BASE_PORT = 5900
 VNC_PASSWORD_MAX = 8  # VNC authentication compares only the first 8 bytes
 ACCELS = ("auto", "kvm", "tcg")
@@ -56,6 +57,9 @@ class VmSpec:
     graphic_host: str = "127.0.0.1"
     graphic_port: Optional[int] = None  # None: the first free port from 5900
     graphic_password_set: bool = False  # set by the service from the stored secret
+    firmware: str = "bios"  # or uefi (OVMF)
+    secureboot: bool = False  # option secure_boot; the column name is the review's
+    uefi_firmware: Optional[str] = None  # OVMF code image; None: Debian's default
     disks: Tuple[DiskSpec, ...] = ()
     console_socket: bool = False  # a second serial port (ttyS1) on a UNIX socket
 
@@ -165,6 +169,13 @@ def validate(spec: VmSpec, max_vcpus: Optional[int] = None,
             raise SpecError("kernel_cmdline", "must not contain control characters (newlines)")
         if len(spec.kernel_cmdline) > KERNEL_CMDLINE_MAX:
             raise SpecError("kernel_cmdline", "must be at most %d characters" % KERNEL_CMDLINE_MAX)
+    _validate_choice("firmware", spec.firmware, FIRMWARES)
+    if spec.secureboot and (spec.firmware != "uefi" or spec.machine_type != "q35"):
+        raise SpecError("secure_boot", "needs firmware uefi and machine_type q35")
+    if spec.uefi_firmware is not None:
+        if spec.firmware != "uefi":
+            raise SpecError("uefi_firmware", "needs firmware uefi")
+        _validate_file("uefi_firmware", spec.uefi_firmware)
     _validate_graphics(spec)
     validate_disks(spec.disks, spec.machine_type, storage_roots)
     return spec
@@ -212,6 +223,8 @@ def merge_params(params: Mapping[str, Any], stored: Optional[VmSpec]) -> VmSpec:
         value = params.get(field)
         if value is not None:
             base[field] = value
+    if params.get("secure_boot") is not None:
+        base["secureboot"] = params["secure_boot"]
     if params.get("disks") is not None:
         base["disks"] = disks_from_params(params["disks"])
     for option, field in GRAPHICS_FIELDS.items():

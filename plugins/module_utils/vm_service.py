@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ansible_collections.infinivirt.core.plugins.module_utils.disks import plan_hotplug
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.lifecycle import (
+    DEFAULT_NVRAM_DIR,
     PAUSED,
     RUNNING,
     STOPPED,
@@ -101,6 +102,7 @@ def vm_result(rec: VmRecord, state: str, lifecycle: Lifecycle) -> Dict[str, Any]
         "accel_in_use": rec.launch_accel if alive else None,
         "cpu_in_use": rec.launch_cpu if alive else None,
         "pending_restart": pending,
+        "nvram": lifecycle.nvram_path(rec) if rec.spec.firmware == "uefi" else None,
         "console_socket_path": (
             VmPaths.for_vm(lifecycle.run_dir, rec.uuid).console_socket
             if alive and rec.spec.console_socket else None),
@@ -120,9 +122,10 @@ class VmService:
                  lock_timeout: float = 60.0, host_paths: HostPaths = HostPaths(),
                  hostname: Optional[str] = None, job_id: Optional[str] = None,
                  secret_key_file: Optional[str] = None,
-                 storage_roots: Optional[Sequence[str]] = None):
+                 storage_roots: Optional[Sequence[str]] = None,
+                 nvram_dir: str = DEFAULT_NVRAM_DIR):
         self.store = open_store(db_url, job_id=job_id)
-        self.lifecycle = Lifecycle(self.store, run_dir, qemu_binary, host_paths)
+        self.lifecycle = Lifecycle(self.store, run_dir, qemu_binary, host_paths, nvram_dir=nvram_dir)
         self.lock_timeout = lock_timeout
         self.hostname = hostname or socket.gethostname()
         self.secret_key_file = secret_key_file
@@ -253,8 +256,9 @@ class VmService:
             self._transition(out, rec, before_state, qemu_status, target, restart, params,
                              check_mode)
         except Exception:
-            if "create" in out.actions and not check_mode:
-                self.store.delete_vm(rec.uuid)  # a VM that never started is not left defined
+            if "create" in out.actions and not check_mode:  # a VM that never ran is not kept
+                self.lifecycle.release_files(rec, keep_serial_log=False, keep_nvram=False)
+                self.store.delete_vm(rec.uuid)
             raise
 
         after_state = target
@@ -333,7 +337,7 @@ class VmService:
             if before_state != STOPPED:
                 self.lifecycle.stop(rec, float(params.get("stop_timeout") or 60),
                                     bool(params.get("force")), qemu_status)
-            self.lifecycle.release_files(rec, keep_serial_log=False)
+            self.lifecycle.release_files(rec, keep_serial_log=False, keep_nvram=False)
             self.store.delete_vm(rec.uuid)
         out.changed = True
         out.diff = {"before": _view(rec, before_state), "after": {"state": "absent"}}

@@ -105,6 +105,24 @@ options:
     description:
       - Kernel command line for direct kernel boot. Needs O(kernel).
     type: str
+  firmware:
+    description:
+      - V(bios) (SeaBIOS) or V(uefi) (OVMF). A UEFI VM gets its own NVRAM (variable store)
+        in O(nvram_dir), copied from OVMF's template on first start and kept until the VM
+        is removed.
+      - Default for a new VM is V(bios).
+    type: str
+    choices: [bios, uefi]
+  secure_boot:
+    description:
+      - UEFI Secure Boot with Microsoft's keys enrolled (needs V(uefi) and V(q35); SMM is
+        turned on). Default for a new VM is V(false).
+    type: bool
+  uefi_firmware:
+    description:
+      - Path of another OVMF code image than Debian's C(OVMF_CODE_4M.fd) (or its
+        C(secboot) variant).
+    type: path
   disks:
     description:
       - The VM's disks and CD-ROMs, in order. Images must exist (see
@@ -337,6 +355,12 @@ vm:
     kernel_cmdline:
       description: Kernel command line.
       type: str
+    firmware:
+      description: V(bios) or V(uefi).
+      type: str
+    nvram:
+      description: Path of a UEFI VM's NVRAM file, or null.
+      type: str
     disks:
       description: The VM's disks as stored (see O(disks)).
       type: list
@@ -395,6 +419,9 @@ def main() -> None:
             force=dict(type="bool", default=False),
             restart_on_change=dict(type="bool", default=False),
             digest=dict(type="str"),
+            firmware=dict(type="str", choices=["bios", "uefi"]),
+            secure_boot=dict(type="bool"),
+            uefi_firmware=dict(type="path"),
             disks=dict(type="list", elements="dict", options=dict(
                 path=dict(type="path", required=True),
                 format=dict(type="str", choices=["qcow2", "raw"]),

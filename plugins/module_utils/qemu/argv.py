@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional
 
 from ansible_collections.infinivirt.core.plugins.module_utils.disks import layout
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.firmware import pflash_blockdevs
 from ansible_collections.infinivirt.core.plugins.module_utils.spec import VNC_BASE_PORT, VmSpec
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -35,6 +36,8 @@ class LaunchContext:
     qmp_socket: str
     serial_log: str
     console_socket: Optional[str] = None  # ttyS1 on a UNIX socket, when the spec asks for it
+    firmware_code: Optional[str] = None  # UEFI: OVMF code image and this VM's NVRAM
+    nvram: Optional[str] = None
 
 
 def opt_value(field: str, value: str) -> str:
@@ -55,6 +58,15 @@ def vnc_option(spec: VmSpec) -> str:
     else:
         value = "%s:%d" % (host, spec.graphic_port - VNC_BASE_PORT)
     return value + (",password=on" if spec.graphic_password_set else "")
+
+
+def machine_option(spec: VmSpec) -> str:
+    value = "type=%s" % spec.machine_type
+    if spec.firmware == "uefi":
+        value += ",pflash0=fw-code,pflash1=fw-vars"
+    if spec.secureboot:
+        value += ",smm=on"
+    return value
 
 
 def as_json(obj: Dict[str, Any]) -> str:
@@ -84,7 +96,7 @@ def build_argv(spec: VmSpec, ctx: LaunchContext) -> List[str]:
         "-uuid", ctx.uuid,
         "-nodefaults",
         "-no-user-config",
-        "-machine", "type=%s" % spec.machine_type,
+        "-machine", machine_option(spec),
         "-accel", ctx.accel,
         "-cpu", ctx.cpu,
         "-smp", "cpus=%d" % spec.vcpus,
@@ -95,6 +107,11 @@ def build_argv(spec: VmSpec, ctx: LaunchContext) -> List[str]:
         "-chardev", "file,id=serial0,path=%s" % opt_value("run_dir", ctx.serial_log),
         "-serial", "chardev:serial0",
     ]
+    if spec.firmware == "uefi":
+        for node in pflash_blockdevs(ctx.firmware_code, ctx.nvram):
+            argv += ["-blockdev", as_json(node)]
+        if spec.secureboot:  # only SMM code may write the variable store
+            argv += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
     if spec.console_socket and ctx.console_socket:
         argv += ["-chardev", "socket,id=console0,path=%s,server=on,wait=off"
                  % opt_value("run_dir", ctx.console_socket),

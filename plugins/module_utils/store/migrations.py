@@ -107,6 +107,10 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
             updated_at TEXT NOT NULL
         )""",
     ]),
+    (5, [
+        # bios or uefi; secure_boot and uefi_firmware (the review's) were there from the start.
+        "ALTER TABLE machine_configuration ADD COLUMN firmware TEXT NOT NULL DEFAULT 'bios'",
+    ]),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -1,0 +1,77 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""UEFI VMs: the guest sees UEFI firmware; each VM has its own NVRAM, kept across stops,
+part of every snapshot, and removed with the VM."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+from conftest import make_image, wait_ready
+
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.snapshots import SnapshotService
+from ansible_collections.infinivirt.core.plugins.module_utils.vm_service import VmService
+
+
+@pytest.fixture
+def uefi_service(workdir, images):
+    svc = VmService("sqlite:///%s/uefi.db" % workdir, os.path.join(workdir, "run"),
+                    storage_roots=[images], nvram_dir=os.path.join(workdir, "nvram"))
+    yield svc
+    for vm in svc.info():
+        svc.ensure({"name": vm["name"], "state": "absent", "force": True, "stop_timeout": 5}, False)
+    svc.close()
+
+
+def test_uefi_guest_nvram_and_snapshot(uefi_service, guest_params, images, workdir):
+    svc = uefi_service
+    disk = make_image(os.path.join(images, "u.qcow2"), "qcow2", 8)
+    vm = svc.ensure(dict(guest_params, name="efi", firmware="uefi", memory_mb=256,
+                         state="running", disks=[{"path": disk}]), False).vm
+    report = wait_ready(vm["serial_log"])
+    assert report.firmware == "uefi"
+    nvram = vm["nvram"]
+    assert nvram.startswith(os.path.join(workdir, "nvram"))
+    assert stat.S_IMODE(os.stat(nvram).st_mode) == 0o600
+    svc.ensure({"name": "efi", "state": "stopped"}, False)
+    assert os.path.exists(nvram), "the NVRAM outlives the process"
+
+    # The NVRAM is part of a snapshot: what the firmware stored then comes back on revert.
+    original = open(nvram, "rb").read()
+    snaps = SnapshotService(svc)
+    assert snaps.ensure({"vm": "efi", "name": "s1"}, False)["changed"]
+    with open(nvram, "r+b") as fh:  # as if the guest had changed a variable since
+        fh.seek(len(original) - 4096)
+        fh.write(b"\xa5" * 4096)
+    assert open(nvram, "rb").read() != original
+    assert snaps.ensure({"vm": "efi", "name": "s1", "state": "reverted"}, False)["changed"]
+    assert open(nvram, "rb").read() == original
+
+    svc.ensure({"name": "efi", "state": "absent"}, False)
+    assert not os.path.exists(nvram) and os.listdir(os.path.join(workdir, "nvram")) == []
+
+
+def test_secure_boot_firmware_runs_with_smm(uefi_service):
+    svc = uefi_service
+    out = svc.ensure({"name": "sb", "state": "running", "accel": "tcg", "memory_mb": 128,
+                      "firmware": "uefi", "secure_boot": True}, False)
+    rec = svc.store.get_vm("sb")
+    assert out.vm["status"] == "running"
+    assert svc.lifecycle._qmp(rec, "qom-get", {"path": "/machine", "property": "smm"}) == "on"
+
+
+@pytest.mark.parametrize("params,field", [
+    ({"secure_boot": True}, "secure_boot"),
+    ({"firmware": "uefi", "secure_boot": True, "machine_type": "pc"}, "secure_boot"),
+    ({"firmware": "coreboot"}, "firmware"),
+    ({"firmware": "uefi", "uefi_firmware": "/nonexistent/OVMF.fd"}, "uefi_firmware"),
+])
+def test_bad_firmware_input(uefi_service, params, field):
+    with pytest.raises(SpecError) as err:
+        uefi_service.ensure(dict({"name": "bad", "state": "running", "accel": "tcg"}, **params), False)
+    assert err.value.field == field
+    assert uefi_service.info() == []
