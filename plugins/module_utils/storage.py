@@ -1,0 +1,900 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Volumes: sizes, paths confined to storage roots, qemu-img, and what infinivirt_disk does.
+
+- ``parse_size``: ``"10G"``, ``"1.5GiB"``, ``4096`` -> bytes (binary units, exact
+  multiples of 512 only; qemu-img would round up silently and break idempotence).
+- ``resolve_in_roots``: an absolute path, resolved through symlinks and ``..``, that must
+  lie inside one of the storage roots (``os.path.commonpath``, never a string prefix).
+- ``QemuImg``: ``qemu-img`` run with argv lists, never a shell. User paths are always
+  whole argv elements or JSON strings (``json:{...}`` file names, ``--object {...}``), so a
+  comma, quote or ``=`` in a path never reaches QemuOpts parsing. The LUKS passphrase is
+  handed over as ``--object secret,file=`` pointing at a 0600 file in a private 0700
+  directory (on tmpfs when ``/dev/shm`` is usable) that is deleted afterwards: it is never
+  in argv (``/proc/PID/cmdline`` is world-readable) nor in any message.
+- ``DiskService``: plan, then apply under a per-volume lock; check mode runs the same plan.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import decimal
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import tempfile
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
+    LockTimeout,
+    QemuError,
+    SpecError,
+    StateError,
+)
+from ansible_collections.infinivirt.core.plugins.module_utils.secrets import SecretBox, SecretError
+from ansible_collections.infinivirt.core.plugins.module_utils.store.base import secret_context
+from ansible_collections.infinivirt.core.plugins.module_utils.store.volumes import VolumeRecord
+
+FORMATS = ("qcow2", "raw")
+PREALLOCATIONS = ("off", "metadata", "falloc", "full")
+STATES = ("present", "absent")
+SECTOR = 512
+LUKS_KEY = "luks_key"  # the secret column of the volumes table
+LUKS_KEY_BYTES = 32
+# PBKDF2 time for a LUKS key slot. The passphrase is 32 random bytes (256 bits), which no
+# amount of stretching makes harder to guess, so QEMU's 2 s default would only slow down
+# every create and every VM start; QEMU still enforces its minimum iteration count.
+LUKS_ITER_TIME_MS = 100
+# QEMU 7.2 measures PBKDF2 speed with a millisecond CPU clock and fails now and then with
+# this message on fast hosts (nothing is created); a new attempt succeeds.
+_PBKDF_FLAKE = "Unable to get accurate CPU usage"
+_PBKDF_ATTEMPTS = 12
+_SECRET_ID = "infinivirt-sec0"
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(?:([kmgt])(?:i?b)?|(b))?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+# qemu format names we may pass on to qemu-img as an argv element (detected formats).
+_DRIVER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+_LOCK_FAILURE_RE = re.compile(r"Failed to get (?:shared )?\"[a-z ]+\" lock")
+
+
+# ---------------------------------------------------------------------------- sizes
+
+def parse_size(value: Any, field: str = "size") -> int:
+    """Bytes from an int or a string such as ``"10G"``, ``"512M"``, ``"1.5GiB"``, ``"4096"``.
+
+    Units K, M, G, T are binary (1024-based), case-insensitive, optionally followed by
+    ``B`` or ``iB``; no unit (or a bare ``B``) means bytes. The result must be positive and
+    a multiple of 512: other values are refused rather than rounded, because qemu-img rounds
+    them up and the volume would then never match what the task asks for.
+    """
+    if isinstance(value, bool) or value is None:
+        raise SpecError(field, "must be a size such as 10G, 512M or a number of bytes, got %r" % (value,))
+    if isinstance(value, int):
+        amount = decimal.Decimal(value)
+    elif isinstance(value, str):
+        match = _SIZE_RE.match(value)
+        if not match:
+            raise SpecError(field, "must be a size such as 10G, 512M, 1.5G or a number of bytes "
+                                   "(units K, M, G, T, binary), got %r" % value)
+        number, unit = match.group(1), (match.group(2) or "").lower()
+        amount = decimal.Decimal(number) * _UNITS[unit]
+    else:
+        raise SpecError(field, "must be a size such as 10G or a number of bytes, got %s"
+                        % type(value).__name__)
+    if amount <= 0:
+        raise SpecError(field, "must be greater than zero, got %r" % (value,))
+    if amount != amount.to_integral_value():
+        raise SpecError(field, "%r is not a whole number of bytes" % (value,))
+    size = int(amount)
+    if size % SECTOR:
+        low = size - size % SECTOR
+        raise SpecError(field, "%r is %d bytes, not a multiple of %d; use %s%d" % (
+            value, size, SECTOR, "%d or " % low if low else "", low + SECTOR))
+    return size
+
+
+def format_size(size: Optional[int]) -> Optional[str]:
+    """``10737418240`` -> ``"10G"`` (exact binary units only), for messages."""
+    if size is None:
+        return None
+    for unit in ("T", "G", "M", "K"):
+        factor = _UNITS[unit.lower()]
+        if size >= factor and size % factor == 0:
+            return "%d%s" % (size // factor, unit)
+    return "%d bytes" % size
+
+
+# ---------------------------------------------------------------------------- paths
+
+def resolve_roots(roots: Any) -> List[str]:
+    """The storage roots, each resolved through symlinks; SpecError("storage_roots")."""
+    if isinstance(roots, str) or not isinstance(roots, (list, tuple)) or not roots:
+        raise SpecError("storage_roots", "must be a non-empty list of absolute directory paths, got %r"
+                        % (roots,))
+    resolved = []
+    for root in roots:
+        if not isinstance(root, str) or not root:
+            raise SpecError("storage_roots", "every entry must be a non-empty path, got %r" % (root,))
+        if _CONTROL_RE.search(root):
+            raise SpecError("storage_roots", "%r contains control characters" % root)
+        if not os.path.isabs(root):
+            raise SpecError("storage_roots", "%r is not an absolute path" % root)
+        real = os.path.realpath(root)
+        if not os.path.isdir(real):
+            raise SpecError("storage_roots", "%s does not exist or is not a directory (create it first)" % root)
+        resolved.append(real)
+    return resolved
+
+
+def _inside(candidate: str, root: str) -> bool:
+    return candidate != root and os.path.commonpath([root, candidate]) == root
+
+
+def resolve_in_roots(path: Any, roots: Sequence[str], field: str = "path") -> str:
+    """The real path of ``path``, which must name a file inside one of ``roots``.
+
+    The file itself may not exist yet: its parent directory is resolved and the name joined
+    to it; if the name exists (a file, or a symlink even dangling) it is resolved too, so a
+    symlink pointing outside the roots is refused like a ``..`` that climbs out of them.
+    """
+    real_roots = resolve_roots(roots)
+    if not isinstance(path, str) or not path:
+        raise SpecError(field, "must be a non-empty absolute path")
+    if _CONTROL_RE.search(path):
+        raise SpecError(field, "must not contain control characters, got %r" % path)
+    if not os.path.isabs(path):
+        raise SpecError(field, "must be an absolute path, got %r" % path)
+    parent, name = os.path.split(path)
+    if name in ("", ".", ".."):
+        raise SpecError(field, "must name a file, not a directory, got %r" % path)
+    candidate = os.path.join(os.path.realpath(parent), name)
+    if os.path.lexists(candidate):
+        candidate = os.path.realpath(candidate)
+    if not any(_inside(candidate, root) for root in real_roots):
+        shown = path if candidate == path else "%s (which resolves to %s)" % (path, candidate)
+        raise SpecError(field, "%s is outside the storage roots %s; use a path inside them or add "
+                        "its directory to storage_roots" % (shown, ", ".join(real_roots)))
+    return candidate
+
+
+# ---------------------------------------------------------------------------- qemu-img
+
+class QemuImgError(QemuError):
+    """qemu-img failed. ``in_use`` tells a lock conflict (another process has the image open)."""
+
+    def __init__(self, message: str, stderr: str = ""):
+        super().__init__(message)
+        self.stderr = stderr
+        self.in_use = bool(_LOCK_FAILURE_RE.search(stderr))
+
+
+def qemu_driver(fmt: str, encrypted: bool) -> str:
+    """The qemu block driver of a volume: an encrypted raw volume is a LUKS file."""
+    return "luks" if encrypted and fmt == "raw" else fmt
+
+
+def _secret_parent() -> Optional[str]:
+    """tmpfs when available, so the passphrase never reaches a disk."""
+    shm = "/dev/shm"
+    if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK):
+        return shm
+    return None
+
+
+@contextlib.contextmanager
+def secret_file(passphrase: str) -> Iterator[str]:
+    """A 0600 file holding ``passphrase`` in a fresh 0700 directory, removed on exit."""
+    directory = tempfile.mkdtemp(prefix="infinivirt-key-", dir=_secret_parent())  # mode 0700
+    path = os.path.join(directory, "key")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
+                     0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            view = memoryview(passphrase.encode("utf-8"))
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)
+
+
+def _secret_object(key_path: str) -> str:
+    """``--object`` in JSON form (QEMU >= 6.0): the file name is a JSON string."""
+    return json.dumps({"qom-type": "secret", "id": _SECRET_ID, "file": key_path, "format": "raw"})
+
+
+def _json_filename(driver: str, path: str) -> str:
+    """An encrypted image opened with its key secret, the path as a JSON string."""
+    node: Dict[str, Any] = {"driver": driver, "file": {"driver": "file", "filename": path}}
+    if driver == "luks":
+        node["key-secret"] = _SECRET_ID
+    else:
+        node["encrypt"] = {"key-secret": _SECRET_ID}
+    return "json:" + json.dumps(node)
+
+
+def _encryption_options(driver: str) -> List[str]:
+    if driver == "luks":
+        return ["key-secret=%s" % _SECRET_ID, "iter-time=%d" % LUKS_ITER_TIME_MS]
+    return ["encrypt.format=luks", "encrypt.key-secret=%s" % _SECRET_ID,
+            "encrypt.iter-time=%d" % LUKS_ITER_TIME_MS]
+
+
+def _check_driver(driver: str) -> str:
+    if not isinstance(driver, str) or not _DRIVER_RE.match(driver):
+        raise QemuError("not a qemu image format name: %r" % (driver,))
+    return driver
+
+
+def _check_preallocation(preallocation: Optional[str]) -> Optional[str]:
+    if preallocation is not None and preallocation not in PREALLOCATIONS:
+        raise SpecError("preallocation", "must be one of %s, got %r" % (", ".join(PREALLOCATIONS), preallocation))
+    return preallocation
+
+
+class QemuImg:
+    """``qemu-img`` with argv lists. Methods raise QemuImgError with qemu-img's stderr."""
+
+    def __init__(self, binary: Optional[str] = None):
+        self._binary = binary
+
+    @property
+    def binary(self) -> str:
+        if self._binary is None:
+            found = shutil.which("qemu-img")
+            if found is None:
+                raise QemuError("qemu-img is not installed on this host (Debian/Ubuntu package "
+                                "qemu-utils, RHEL package qemu-img)")
+            self._binary = found
+        return self._binary
+
+    def _run(self, args: List[str], doing: str, timeout: Optional[float] = None) -> str:
+        argv = [self.binary] + args
+        env = dict(os.environ, LC_ALL="C")
+        try:
+            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                  errors="replace", env=env, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise QemuImgError("qemu-img gave up %s after %g s" % (doing, timeout)) from None
+        except OSError as exc:
+            raise QemuImgError("cannot run %s: %s" % (self.binary, exc.strerror or exc)) from None
+        if proc.returncode != 0:
+            stderr = " ".join(proc.stderr.split())
+            error = QemuImgError("qemu-img failed %s: %s" % (doing, stderr or "exit status %d" % proc.returncode),
+                                 stderr)
+            if error.in_use:
+                error.args = ("qemu-img failed %s: the image is in use by another process (a running "
+                              "VM?): %s" % (doing, stderr),)
+            raise error
+        return proc.stdout
+
+    def _run_pbkdf(self, args: List[str], doing: str, output: str) -> None:
+        """Run a command that formats a LUKS header, again while QEMU trips over its clock."""
+        for attempt in range(_PBKDF_ATTEMPTS):
+            try:
+                self._run(args, doing)
+                return
+            except QemuImgError as exc:
+                if _PBKDF_FLAKE not in exc.stderr or attempt == _PBKDF_ATTEMPTS - 1:
+                    raise
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(output)
+
+    def info(self, path: str, fmt: Optional[str] = None, force_share: bool = True,
+             timeout: float = 120.0) -> Dict[str, Any]:
+        """``qemu-img info --output=json``. ``force_share`` (``-U``) reads the header of an
+        image a running QEMU holds locked; without it, a writer elsewhere makes it fail with
+        ``in_use``. Without ``fmt`` the format is probed. Encrypted images need no key."""
+        args = ["info", "--output=json"]
+        if force_share:
+            args.append("-U")
+        if fmt is not None:
+            args += ["-f", _check_driver(fmt)]
+        out = self._run(args + [path], "reading %s" % path, timeout)
+        try:
+            data = json.loads(out)
+        except ValueError:
+            raise QemuImgError("qemu-img info printed no JSON for %s" % path) from None
+        if not isinstance(data, dict):
+            raise QemuImgError("qemu-img info printed unexpected JSON for %s" % path)
+        return data
+
+    def create(self, path: str, fmt: str, size: Optional[int], backing: Optional[str] = None,
+               backing_fmt: Optional[str] = None, preallocation: Optional[str] = None,
+               luks_key: Optional[str] = None) -> None:
+        """Create ``path`` (qcow2 or raw; with ``luks_key``, qcow2 with LUKS encryption or a
+        raw LUKS file). ``size`` may be None only with a backing file (its size is used)."""
+        if fmt not in FORMATS:
+            raise SpecError("format", "must be one of %s, got %r" % (", ".join(FORMATS), fmt))
+        driver = qemu_driver(fmt, luks_key is not None)
+        options = _encryption_options(driver) if luks_key is not None else []
+        if _check_preallocation(preallocation):
+            options.append("preallocation=%s" % preallocation)
+        args = ["create", "-q", "-f", driver]
+        if backing is not None:
+            args += ["-b", backing, "-F", _check_driver(backing_fmt or "")]
+        with contextlib.ExitStack() as stack:
+            if luks_key is not None:
+                args += ["--object", _secret_object(stack.enter_context(secret_file(luks_key)))]
+            if options:
+                args += ["-o", ",".join(options)]
+            args.append(path)
+            if size is not None:
+                args.append(str(int(size)))
+            if luks_key is not None:
+                self._run_pbkdf(args, "creating %s" % path, path)
+            else:
+                self._run(args, "creating %s" % path)
+
+    def resize(self, path: str, fmt: str, size: int, shrink: bool = False,
+               preallocation: Optional[str] = None, luks_key: Optional[str] = None) -> None:
+        """Set the virtual size of ``path``; ``shrink`` allows making it smaller."""
+        driver = qemu_driver(fmt, luks_key is not None)
+        args = ["resize", "-q"]
+        if _check_preallocation(preallocation):
+            args.append("--preallocation=%s" % preallocation)
+        if shrink:
+            args.append("--shrink")
+        with contextlib.ExitStack() as stack:
+            if luks_key is not None:
+                args += ["--object", _secret_object(stack.enter_context(secret_file(luks_key))),
+                         _json_filename(driver, path)]
+            else:
+                args += ["-f", _check_driver(driver), path]
+            args.append(str(int(size)))
+            self._run(args, "resizing %s" % path)
+
+    def convert(self, src: str, src_driver: str, dst: str, out_fmt: str, luks_key: Optional[str] = None,
+                preallocation: Optional[str] = None) -> None:
+        """Copy ``src`` (qemu format ``src_driver``; ``luks`` or an encrypted qcow2 when
+        ``luks_key`` is given) into a new ``dst`` of ``out_fmt``, encrypted with the same key.
+        A qcow2 source with a backing file is flattened."""
+        if out_fmt not in FORMATS:
+            raise SpecError("format", "must be one of %s, got %r" % (", ".join(FORMATS), out_fmt))
+        out_driver = qemu_driver(out_fmt, luks_key is not None)
+        options = _encryption_options(out_driver) if luks_key is not None else []
+        if _check_preallocation(preallocation):
+            options.append("preallocation=%s" % preallocation)
+        args = ["convert", "-q"]
+        with contextlib.ExitStack() as stack:
+            if luks_key is not None:
+                args += ["--object", _secret_object(stack.enter_context(secret_file(luks_key)))]
+                source = _json_filename(_check_driver(src_driver), src)
+            else:
+                args += ["-f", _check_driver(src_driver)]
+                source = src
+            args += ["-O", out_driver]
+            if options:
+                args += ["-o", ",".join(options)]
+            args += [source, dst]
+            if luks_key is not None:
+                self._run_pbkdf(args, "converting %s to %s" % (src, out_fmt), dst)
+            else:
+                self._run(args, "converting %s to %s" % (src, out_fmt))
+
+
+# ---------------------------------------------------------------------------- volumes
+
+@dataclasses.dataclass
+class VolumeState:
+    """An existing image as qemu-img describes it."""
+
+    format: str  # qcow2 | raw | another qemu format (an unmanaged file)
+    driver: str  # the qemu driver (luks for an encrypted raw volume)
+    virtual_size: int
+    actual_size: Optional[int]
+    encrypted: bool
+    backing_file: Optional[str]
+    backing_format: Optional[str]
+    info: Dict[str, Any]
+
+    @classmethod
+    def from_info(cls, info: Dict[str, Any]) -> "VolumeState":
+        driver = str(info.get("format") or "raw")
+        return cls(
+            format="raw" if driver in ("raw", "luks") else driver,
+            driver=driver,
+            virtual_size=int(info.get("virtual-size") or 0),
+            actual_size=info.get("actual-size"),
+            encrypted=bool(info.get("encrypted")) or driver == "luks",
+            backing_file=info.get("full-backing-filename") or info.get("backing-filename"),
+            backing_format=info.get("backing-filename-format"),
+            info=info,
+        )
+
+
+@dataclasses.dataclass
+class Wanted:
+    """The validated parameters of a present volume."""
+
+    format: Optional[str]
+    size: Optional[int]
+    backing_file: Optional[str]
+    backing_format: Optional[str]
+    preallocation: Optional[str]
+    encrypt: Optional[bool]
+    convert: bool
+    force: bool
+
+
+@dataclasses.dataclass
+class Plan:
+    actions: List[str] = dataclasses.field(default_factory=list)
+    format: str = "qcow2"
+    encrypted: bool = False
+    size: Optional[int] = None
+    backing_file: Optional[str] = None
+    backing_format: Optional[str] = None
+    warnings: List[str] = dataclasses.field(default_factory=list)
+
+
+def new_luks_key() -> str:
+    """A fresh LUKS passphrase: 32 random bytes in base64."""
+    return base64.b64encode(os.urandom(LUKS_KEY_BYTES)).decode("ascii")
+
+
+def read_luks_key(store: Any, secret_box: Callable[[], SecretBox], path: str) -> Optional[str]:
+    """The LUKS passphrase of the managed volume at ``path`` (tried as given, then resolved),
+    or None if no key is stored. For whoever hands the volume to QEMU (as a secret object)."""
+    for candidate in dict.fromkeys((path, os.path.realpath(path))):
+        token = store.get_secret(candidate, LUKS_KEY)
+        if token:
+            try:
+                return secret_box().decrypt(token, secret_context(candidate, LUKS_KEY))
+            except SecretError as exc:
+                raise SecretError("cannot read the LUKS key of volume %s: %s" % (candidate, exc)) from None
+    return None
+
+
+def public_info(value: Any) -> Any:
+    """qemu-img info without anything secret: keys naming a secret and ``json:`` names (which
+    carry secret ids) are dropped. qemu-img info never prints a passphrase; this is a guard."""
+    if isinstance(value, dict):
+        return {k: public_info(v) for k, v in value.items()
+                if "secret" not in str(k).lower() and not (isinstance(v, str) and v.startswith("json:"))}
+    if isinstance(value, list):
+        return [public_info(v) for v in value]
+    return value
+
+
+def _same_file(a: Optional[str], b: Optional[str]) -> bool:
+    if not a or not b:
+        return False
+    return a == b or os.path.realpath(a) == os.path.realpath(b)
+
+
+def _lock_name(path: str) -> str:
+    # Not a valid VM name (those start with a letter or digit), so it never meets a VM lock;
+    # usable as a file name (SQLite lock files) whatever the path holds.
+    return "@volume-" + hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+def _fsync_dir(directory: str) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class DiskService:
+    """What infinivirt_disk does, without Ansible.
+
+    ``live_resize(path, new_size)`` grows a volume that a running VM on this host has
+    attached (QMP ``block_resize``, so the guest sees the new size) and returns that VM's
+    name, or returns None when no running VM here has it attached; the volume is then grown
+    offline with qemu-img. It is called for growing only: shrinking and converting are
+    offline operations, and qemu-img refuses them (image locking) while a VM has the
+    volume open. Lock order: the volume's lock is taken before any VM lock.
+    """
+
+    def __init__(self, store: Any, secret_box: Callable[[], SecretBox], hostname: str,
+                 storage_roots: Sequence[str],
+                 live_resize: Optional[Callable[[str, int], Optional[str]]] = None,
+                 lock_timeout: float = 60.0, qemu_img: Optional[str] = None):
+        self.store = store
+        self.secret_box = secret_box
+        self.hostname = hostname
+        self.storage_roots = list(storage_roots) if storage_roots is not None else []
+        self.live_resize = live_resize
+        self.lock_timeout = lock_timeout
+        self.qemu_img = QemuImg(qemu_img)
+
+    # -- entry point ----------------------------------------------------------------------
+    def ensure(self, params: Dict[str, Any], check_mode: bool) -> Dict[str, Any]:
+        """Returns dict(changed, volume, diff, warnings)."""
+        state = params.get("state") or "present"
+        if state not in STATES:
+            raise SpecError("state", "must be one of %s, got %r" % (", ".join(STATES), state))
+        roots = resolve_roots(self.storage_roots)
+        path = resolve_in_roots(params.get("path"), roots, "path")
+        if state == "absent":
+            with self._lock(path):
+                return self._absent(path, check_mode)
+        wanted = self._validate(params, roots)
+        with self._lock(path):
+            return self._present(path, wanted, check_mode)
+
+    @contextlib.contextmanager
+    def _lock(self, path: str) -> Iterator[None]:
+        try:
+            with self.store.vm_lock(_lock_name(path), self.lock_timeout):
+                yield
+        except LockTimeout as exc:
+            raise LockTimeout("volume %s is busy: %s" % (path, exc)) from None
+
+    # -- validation -----------------------------------------------------------------------
+    def _validate(self, params: Dict[str, Any], roots: List[str]) -> Wanted:
+        fmt = params.get("format")
+        if fmt is not None and fmt not in FORMATS:
+            raise SpecError("format", "must be one of %s, got %r" % (", ".join(FORMATS), fmt))
+        backing_format = params.get("backing_format")
+        if backing_format is not None and backing_format not in FORMATS:
+            raise SpecError("backing_format", "must be one of %s, got %r" % (", ".join(FORMATS), backing_format))
+        preallocation = _check_preallocation(params.get("preallocation"))
+        size = params.get("size")
+        size = parse_size(size, "size") if size not in (None, "") else None
+        backing = params.get("backing_file")
+        if backing not in (None, ""):
+            backing = resolve_in_roots(backing, roots, "backing_file")
+            if not os.path.exists(backing):
+                raise SpecError("backing_file", "%s does not exist" % params.get("backing_file"))
+            if not os.path.isfile(backing):
+                raise SpecError("backing_file", "%s is not a regular file" % params.get("backing_file"))
+        else:
+            backing = None
+            if backing_format is not None:
+                raise SpecError("backing_format", "needs backing_file")
+        flags = {}
+        for name in ("encrypt", "convert", "force"):
+            value = params.get(name)
+            if value is not None and not isinstance(value, bool):
+                raise SpecError(name, "must be true or false, got %r" % (value,))
+            flags[name] = value
+        return Wanted(format=fmt, size=size, backing_file=backing, backing_format=backing_format,
+                      preallocation=preallocation, encrypt=flags["encrypt"],
+                      convert=bool(flags["convert"]), force=bool(flags["force"]))
+
+    # -- reading the host -----------------------------------------------------------------
+    def _inspect(self, path: str, row: Optional[VolumeRecord]) -> Optional[VolumeState]:
+        """The image at ``path`` (None if there is no file), read with ``-U`` so an image a
+        running VM holds can be read. A managed volume is read in its recorded format, an
+        unmanaged file's format is probed."""
+        if not os.path.lexists(path):
+            return None
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise SpecError("path", "%s cannot be read: %s" % (path, exc.strerror or exc)) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise SpecError("path", "%s exists and is not a regular file" % path)
+        driver = qemu_driver(row.format, row.encrypted) if row else None
+        state = VolumeState.from_info(self.qemu_img.info(path, fmt=driver))
+        if row is not None and state.encrypted != row.encrypted:
+            recorded = "encrypted" if row.encrypted else "not encrypted"
+            found = "encrypted" if state.encrypted else "not encrypted"
+            raise StateError("volume %s is recorded as %s but the file is %s; it was replaced outside "
+                             "Infinivirt" % (path, recorded, found))
+        return state
+
+    def _vms_using(self, path: str) -> List[str]:
+        """Names of the VMs (of any host) whose definition lists the volume."""
+        names = []
+        for vm in self.store.list_vms():
+            for disk in getattr(vm.spec, "disks", None) or ():
+                disk_path = disk.get("path") if isinstance(disk, dict) else getattr(disk, "path", None)
+                if _same_file(disk_path, path):
+                    names.append(vm.name)
+                    break
+        return names
+
+    def _clones_of(self, path: str) -> List[str]:
+        """Managed volumes on this host that use ``path`` as their backing file."""
+        clones = []
+        for vol in self.store.list_volumes(self.hostname):
+            if vol.path == path or vol.format != "qcow2" or not os.path.isfile(vol.path):
+                continue
+            try:
+                info = self.qemu_img.info(vol.path, fmt=qemu_driver(vol.format, vol.encrypted))
+            except QemuImgError:
+                continue
+            if _same_file(info.get("full-backing-filename") or info.get("backing-filename"), path):
+                clones.append(vol.path)
+        return clones
+
+    def _luks_key(self, path: str) -> str:
+        key = read_luks_key(self.store, self.secret_box, path)
+        if key is None:
+            raise StateError("volume %s is recorded as encrypted but its LUKS key is missing from the "
+                             "database" % path)
+        return key
+
+    # -- present --------------------------------------------------------------------------
+    def _present(self, path: str, wanted: Wanted, check_mode: bool) -> Dict[str, Any]:
+        row = self.store.get_volume(path)
+        current = self._inspect(path, row)
+        if current is None:
+            plan = self._plan_create(path, wanted, row)
+        else:
+            plan = self._plan_update(path, wanted, row, current)
+        if row is not None and row.host != self.hostname and plan.actions:
+            raise StateError("volume %s is recorded for host %s; change it from that host (or remove "
+                             "it there first)" % (path, row.host))
+        before = _view(path, current, row is not None)
+        attached_to = None
+        if not check_mode and plan.actions:
+            attached_to = self._apply(path, wanted, row, current, plan)
+        if check_mode or not plan.actions:
+            after = self._predicted_view(path, current, plan)
+            volume = self._result(path, current, plan, attached_to, predicted=bool(plan.actions))
+        else:
+            current = self._inspect(path, self.store.get_volume(path))
+            after = _view(path, current, True)
+            volume = self._result(path, current, plan, attached_to, predicted=False)
+        return {"changed": bool(plan.actions), "volume": volume, "diff": {"before": before, "after": after},
+                "warnings": plan.warnings}
+
+    def _plan_create(self, path: str, wanted: Wanted, row: Optional[VolumeRecord]) -> Plan:
+        plan = Plan(actions=["create"])
+        plan.format = wanted.format or (row.format if row else "qcow2")
+        plan.encrypted = wanted.encrypt if wanted.encrypt is not None else bool(row and row.encrypted)
+        if not os.path.isdir(os.path.dirname(path)):
+            raise SpecError("path", "the directory %s does not exist" % os.path.dirname(path))
+        backing_size = None
+        if wanted.backing_file is not None:
+            if plan.format != "qcow2":
+                raise SpecError("backing_file", "needs format qcow2 (a raw volume has no backing file)")
+            if plan.encrypted:
+                raise SpecError("encrypt", "cannot be combined with backing_file: the data of the base "
+                                "image would stay unencrypted")
+            if wanted.preallocation not in (None, "off"):
+                raise SpecError("preallocation", "must be off (or unset) with backing_file: qemu-img "
+                                "cannot preallocate a linked clone")
+            if _same_file(wanted.backing_file, path):
+                raise SpecError("backing_file", "must be another file than path")
+            base = self._backing_state(wanted.backing_file, wanted.backing_format)
+            plan.backing_file = wanted.backing_file
+            plan.backing_format = wanted.backing_format or base.driver
+            backing_size = base.virtual_size
+        _check_metadata(wanted.preallocation, plan.format, plan.encrypted)
+        plan.size = wanted.size if wanted.size is not None else backing_size
+        if plan.size is None:
+            raise SpecError("size", "is required to create %s (or give backing_file, whose size is used)" % path)
+        return plan
+
+    def _backing_state(self, backing: str, backing_format: Optional[str]) -> VolumeState:
+        row = self.store.get_volume(backing)
+        fmt = backing_format
+        if fmt is None and row is not None:
+            fmt = qemu_driver(row.format, row.encrypted)
+        try:
+            base = VolumeState.from_info(self.qemu_img.info(backing, fmt=fmt))
+        except QemuImgError as exc:
+            raise SpecError("backing_file", "%s cannot be read as an image: %s" % (backing, exc)) from None
+        if base.encrypted:
+            raise SpecError("backing_file", "%s is encrypted; linked clones of encrypted volumes are not "
+                            "supported" % backing)
+        if base.driver not in FORMATS:
+            raise SpecError("backing_file", "%s is a %s image; set backing_format (qcow2 or raw) or convert "
+                            "it first" % (backing, base.driver))
+        return base
+
+    def _plan_update(self, path: str, wanted: Wanted, row: Optional[VolumeRecord],
+                     current: VolumeState) -> Plan:
+        plan = Plan(format=current.format, encrypted=current.encrypted, size=current.virtual_size,
+                    backing_file=current.backing_file, backing_format=current.backing_format)
+        if row is None:
+            if current.encrypted:
+                raise SpecError("path", "%s is an encrypted image that Infinivirt did not create: its key "
+                                "is unknown; remove it or use another path" % path)
+            plan.actions.append("adopt")
+        if wanted.encrypt is not None and wanted.encrypt != current.encrypted:
+            raise SpecError("encrypt", "cannot be changed on an existing volume: %s is %sencrypted; create a "
+                            "new volume and copy the data" % (path, "" if current.encrypted else "not "))
+        if wanted.backing_file is not None and not _same_file(current.backing_file, wanted.backing_file):
+            raise SpecError("backing_file", "cannot be changed on an existing volume: %s has %s" % (
+                path, "backing file %s" % current.backing_file if current.backing_file else "no backing file"))
+        if (wanted.backing_format is not None and current.backing_format is not None
+                and wanted.backing_format != current.backing_format):
+            raise SpecError("backing_format", "cannot be changed on an existing volume: the backing file of "
+                            "%s is %s" % (path, current.backing_format))
+        target = wanted.format or current.format
+        if target not in FORMATS:
+            raise SpecError("format", "%s is a %s image; set format (qcow2 or raw) with convert: true to "
+                            "convert it" % (path, current.format))
+        _check_metadata(wanted.preallocation, target, current.encrypted)
+        if target != current.format:
+            if not wanted.convert:
+                raise SpecError("format", "%s is a %s volume; changing it to %s needs convert: true (it is "
+                                "converted in place)" % (path, current.format, target))
+            if target == "raw" and wanted.backing_file is not None:
+                raise SpecError("backing_file", "a raw volume has no backing file; converting %s to raw "
+                                "copies the backing file's data into it" % path)
+            users = self._vms_using(path)
+            if users:
+                raise StateError("volume %s cannot be converted: VM %s lists it among its disks; remove it "
+                                 "from the VM first" % (path, ", ".join(users)))
+            plan.actions.append("convert")
+            plan.format = target
+            if current.backing_file:
+                plan.warnings.append("converting %s to %s copies the data of its backing file %s into it"
+                                     % (path, target, current.backing_file))
+                plan.backing_file = plan.backing_format = None
+        if wanted.size is not None and wanted.size != current.virtual_size:
+            if wanted.size < current.virtual_size:
+                if not wanted.force:
+                    raise SpecError("size", "%s is smaller than the current size %s of %s; shrinking discards "
+                                    "the data beyond the new end; set force: true to shrink" % (
+                                        format_size(wanted.size), format_size(current.virtual_size), path))
+                plan.actions.append("shrink")
+                plan.warnings.append("%s shrunk from %s to %s: data beyond the new end is lost" % (
+                    path, format_size(current.virtual_size), format_size(wanted.size)))
+            else:
+                plan.actions.append("grow")
+            plan.size = wanted.size
+        return plan
+
+    # -- applying -------------------------------------------------------------------------
+    def _apply(self, path: str, wanted: Wanted, row: Optional[VolumeRecord],
+               current: Optional[VolumeState], plan: Plan) -> Optional[str]:
+        """Carry out the plan; returns the VM that took a live resize, if any."""
+        if "create" in plan.actions:
+            self._create(path, wanted, plan)
+            return None
+        record = row or VolumeRecord(path=path, host=self.hostname,
+                                     format=current.format if current else plan.format,
+                                     encrypted=plan.encrypted)
+        key = self._luks_key(path) if plan.encrypted else None
+        if "convert" in plan.actions:
+            self._convert(path, current, plan.format, key, wanted.preallocation)
+            record.format = plan.format
+        if "adopt" in plan.actions:  # after a convert, so the row names a format we manage
+            self.store.put_volume(record)
+        attached_to = None
+        if "grow" in plan.actions:
+            if self.live_resize is not None:
+                attached_to = self.live_resize(path, plan.size)
+            if attached_to is None:
+                self.qemu_img.resize(path, plan.format, plan.size, preallocation=wanted.preallocation,
+                                     luks_key=key)
+        elif "shrink" in plan.actions:
+            self.qemu_img.resize(path, plan.format, plan.size, shrink=True, luks_key=key)
+        if "adopt" not in plan.actions:
+            self.store.update_volume(record)
+        return attached_to
+
+    def _create(self, path: str, wanted: Wanted, plan: Plan) -> None:
+        """The row (with the sealed key) is written before the file exists, and removed again
+        if qemu-img fails, so a key is never lost and a failed create leaves nothing."""
+        key = token = None
+        if plan.encrypted:
+            key = new_luks_key()
+            token = self.secret_box().encrypt(key, secret_context(path, LUKS_KEY))
+        self.store.put_volume(VolumeRecord(path=path, host=self.hostname, format=plan.format,
+                                           encrypted=plan.encrypted), token)
+        try:
+            self.qemu_img.create(path, plan.format, wanted.size, backing=plan.backing_file,
+                                 backing_fmt=plan.backing_format, preallocation=wanted.preallocation,
+                                 luks_key=key)
+            os.chmod(path, 0o600)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            self.store.delete_volume(path)
+            raise
+
+    def _convert(self, path: str, current: VolumeState, target: str, key: Optional[str],
+                 preallocation: Optional[str]) -> None:
+        """Convert into a hidden file next to the volume, then rename it over the volume.
+        qemu-img takes the image lock on the source, so an image in use is refused."""
+        directory = os.path.dirname(path)
+        tmp = os.path.join(directory, ".infinivirt-convert-%s.tmp" % os.urandom(8).hex())
+        try:
+            self.qemu_img.convert(path, current.driver, tmp, target, luks_key=key, preallocation=preallocation)
+            st = os.stat(path)
+            os.chmod(tmp, stat.S_IMODE(st.st_mode))
+            with contextlib.suppress(OSError):
+                os.chown(tmp, st.st_uid, st.st_gid)
+            os.replace(tmp, path)
+            _fsync_dir(directory)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    # -- absent ---------------------------------------------------------------------------
+    def _absent(self, path: str, check_mode: bool) -> Dict[str, Any]:
+        row = self.store.get_volume(path)
+        try:
+            current = self._inspect(path, row)
+            before = _view(path, current, row is not None)
+        except (QemuImgError, StateError) as exc:  # a damaged or replaced image can still go
+            current = VolumeState.from_info({"format": "raw", "filename": path})
+            before = {"path": path, "state": "present", "managed": row is not None, "error": str(exc)}
+        after = {"path": path, "state": "absent"}
+        volume = {"path": path, "state": "absent"}
+        if current is None and row is None:
+            return {"changed": False, "volume": volume, "diff": {"before": before, "after": after},
+                    "warnings": []}
+        if row is not None and row.host != self.hostname:
+            raise StateError("volume %s is recorded for host %s; remove it from that host" % (path, row.host))
+        users = self._vms_using(path)
+        if users:
+            raise StateError("volume %s cannot be removed: VM %s lists it among its disks; remove it from the "
+                             "VM first" % (path, ", ".join(users)))
+        clones = self._clones_of(path)
+        if clones:
+            raise StateError("volume %s cannot be removed: it is the backing file of %s" % (path, ", ".join(clones)))
+        if current is not None:
+            try:  # without -U: fails if another process (a VM) has the image open for writing
+                self.qemu_img.info(path, fmt=current.driver, force_share=False)
+            except QemuImgError as exc:
+                if exc.in_use:
+                    raise StateError("volume %s cannot be removed: it is in use by another process (a "
+                                     "running VM?)" % path) from None
+        if not check_mode:
+            if current is not None:
+                os.unlink(path)
+                _fsync_dir(os.path.dirname(path))
+            if row is not None:
+                self.store.delete_volume(path)
+        return {"changed": True, "volume": volume, "diff": {"before": before, "after": after}, "warnings": []}
+
+    # -- results --------------------------------------------------------------------------
+    def _predicted_view(self, path: str, current: Optional[VolumeState], plan: Plan) -> Dict[str, Any]:
+        if not plan.actions:
+            return _view(path, current, True)
+        return {"path": path, "state": "present", "format": plan.format, "size": plan.size,
+                "encrypted": plan.encrypted, "backing_file": plan.backing_file,
+                "backing_format": plan.backing_format, "managed": True}
+
+    def _result(self, path: str, current: Optional[VolumeState], plan: Plan, attached_to: Optional[str],
+                predicted: bool) -> Dict[str, Any]:
+        """The ``volume`` return value. When ``predicted`` (check mode with changes), the
+        fields the plan sets are predicted; actual_size and info describe the file as it is
+        now (None and {} for a volume not created yet)."""
+        info = public_info(current.info) if current is not None else {}
+        result = {"path": path, "state": "present", "attached_to": attached_to,
+                  "used_by": self._vms_using(path), "host": self.hostname,
+                  "actual_size": current.actual_size if current is not None else None, "info": info}
+        if predicted or current is None:
+            result.update(format=plan.format, virtual_size=plan.size, encrypted=plan.encrypted,
+                          backing_file=plan.backing_file, backing_format=plan.backing_format)
+        else:
+            result.update(format=current.format, virtual_size=current.virtual_size, encrypted=current.encrypted,
+                          backing_file=current.backing_file, backing_format=current.backing_format)
+        return result
+
+
+def _check_metadata(preallocation: Optional[str], fmt: str, encrypted: bool) -> None:
+    if preallocation == "metadata" and fmt == "raw" and not encrypted:
+        raise SpecError("preallocation", "metadata needs format qcow2 (or an encrypted raw volume); use off, "
+                        "falloc or full for a raw volume")
+
+
+def _view(path: str, state: Optional[VolumeState], managed: bool) -> Dict[str, Any]:
+    """What the diff shows of a volume."""
+    if state is None:
+        return {"path": path, "state": "absent"}
+    return {"path": path, "state": "present", "format": state.format, "size": state.virtual_size,
+            "encrypted": state.encrypted, "backing_file": state.backing_file,
+            "backing_format": state.backing_format, "managed": managed}
+
+
+__all__ = ["DiskService", "QemuImg", "QemuImgError", "VolumeState", "parse_size", "resolve_in_roots",
+           "resolve_roots", "read_luks_key", "new_luks_key", "secret_file", "format_size", "public_info",
+           "qemu_driver"]

@@ -1,0 +1,738 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""infinivirt_disk with real qemu-img on real files in private storage roots, on both
+backends: create, grow, shrink, linked clones, convert, LUKS, removal, bad input, and the
+module through ansible-playbook."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import glob
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import pytest
+from qemu_procs import kill_leftovers
+from test_playbook import run_playbook
+
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
+from ansible_collections.infinivirt.core.plugins.module_utils.storage import (
+    DiskService,
+    QemuImgError,
+    read_luks_key,
+)
+from ansible_collections.infinivirt.core.plugins.module_utils.vm_service import VmService
+
+MIB = 1 << 20
+HOST = "hv-disk-test"
+# A file name that QemuOpts would split (',' and '=') and a shell would choke on (quotes).
+ODD = "v,file=x'y\"z.img"
+
+
+@dataclasses.dataclass
+class Env:
+    service: VmService
+    disks: DiskService
+    db_url: str
+    work: str
+    root: str
+    outside: str
+    key_file: str
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.root, name)
+
+
+def make_disks(service: VmService, root: str, **kwargs) -> DiskService:
+    """Wired as the module wires it."""
+    kwargs.setdefault("live_resize", service.resize_attached_disk)
+    return DiskService(service.store, service.secret_box, service.hostname, [root], lock_timeout=30, **kwargs)
+
+
+@pytest.fixture
+def env(db_url, monkeypatch):
+    monkeypatch.delenv("INFINIVIRT_SECRET_KEY", raising=False)
+    work = tempfile.mkdtemp(prefix="iv,d=")
+    root, outside = os.path.join(work, "images"), os.path.join(work, "outside")
+    os.makedirs(root)
+    os.makedirs(outside)
+    key_file = os.path.join(work, "keys", "secret.key")
+    service = VmService(db_url, os.path.join(work, "run"), hostname=HOST, secret_key_file=key_file,
+                        storage_roots=[root], lock_timeout=30)
+    yield Env(service, make_disks(service, root), db_url, work, root, outside, key_file)
+    for vm in service.info():
+        service.ensure({"name": vm["name"], "state": "absent", "force": True, "stop_timeout": 5}, False)
+    service.close()
+    leaked = kill_leftovers(work)
+    shutil.rmtree(work, ignore_errors=True)
+    assert leaked == [], "QEMU processes outlived the test"
+
+
+def ensure(env: Env, check_mode: bool = False, **params):
+    return env.disks.ensure(params, check_mode)
+
+
+def qemu_info(path, fmt=None):
+    args = ["qemu-img", "info", "--output=json", "-U"] + (["-f", fmt] if fmt else []) + [path]
+    return json.loads(subprocess.run(args, capture_output=True, text=True, check=True).stdout)
+
+
+def snapshot(*dirs):
+    """Every file under ``dirs`` with its size and mtime: proof that nothing changed."""
+    seen = {}
+    for top in dirs:
+        for base, _dirs, files in os.walk(top):
+            for name in files:
+                full = os.path.join(base, name)
+                st = os.lstat(full)
+                seen[full] = (st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode))
+    return seen
+
+
+def database_bytes(db_url):
+    """The whole database as bytes: the SQLite files, or a pg_dump."""
+    if db_url.startswith("sqlite"):
+        path = db_url[len("sqlite:///"):]
+        return b"".join(open(p, "rb").read() for p in glob.glob(path + "*") if os.path.isfile(p))
+    pg_dump = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_dump"))[-1]
+    return subprocess.run([pg_dump, db_url], capture_output=True, check=True).stdout
+
+
+def qemu_io(path, driver, command, key=None):
+    """Run a qemu-io command on an image (an encrypted one opened with ``key``)."""
+    args = ["qemu-io"]
+    with tempfile.TemporaryDirectory() as tmp:
+        if key is not None:
+            key_path = os.path.join(tmp, "k")
+            with open(os.open(key_path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as fh:
+                fh.write(key)
+            node = {"driver": driver, "file": {"driver": "file", "filename": path}}
+            if driver == "luks":
+                node["key-secret"] = "k0"
+            else:
+                node["encrypt"] = {"key-secret": "k0"}
+            args += ["--object", json.dumps({"qom-type": "secret", "id": "k0", "file": key_path}),
+                     "json:" + json.dumps(node)]
+        else:
+            args += ["-f", driver, path]
+        done = subprocess.run(args + ["-c", command], capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and "error" not in done.stdout.lower() + done.stderr.lower(), \
+        done.stdout + done.stderr
+    return done.stdout
+
+
+def write_pattern(path, driver, key=None):
+    qemu_io(path, driver, "write -P 0xa5 1M 64k", key)
+
+
+def has_pattern(path, driver, key=None):
+    out = qemu_io(path, driver, "read -P 0xa5 1M 64k", key)
+    return "Pattern verification failed" not in out
+
+
+# -- create, idempotence, check mode --------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["qcow2", "raw"])
+def test_create_is_predicted_then_idempotent(env, fmt):
+    path = env.path("new-%s.img" % fmt)
+    params = dict(path=path, format=fmt, size="64M")
+    predicted = ensure(env, True, **params)
+    assert predicted["changed"] and not os.path.exists(path)
+    assert env.service.store.get_volume(path) is None, "check mode wrote no row"
+    assert predicted["volume"]["virtual_size"] == 64 * MIB and predicted["volume"]["actual_size"] is None
+
+    made = ensure(env, **params)
+    assert made["changed"] and made["diff"] == predicted["diff"]
+    assert made["diff"]["before"] == {"path": path, "state": "absent"}
+    assert made["diff"]["after"] == {"path": path, "state": "present", "format": fmt, "size": 64 * MIB,
+                                     "encrypted": False, "backing_file": None, "backing_format": None,
+                                     "managed": True}
+    info = qemu_info(path)
+    assert (info["format"], info["virtual-size"]) == (fmt, 64 * MIB)
+    assert made["volume"]["info"]["virtual-size"] == 64 * MIB and made["volume"]["host"] == HOST
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    row = env.service.store.get_volume(path)
+    assert (row.format, row.encrypted, row.host) == (fmt, False, HOST)
+
+    for check_mode in (True, False):
+        again = ensure(env, check_mode, **params)
+        assert not again["changed"] and again["diff"]["before"] == again["diff"]["after"]
+    # Unset options keep the volume as it is.
+    assert not ensure(env, path=path)["changed"]
+
+
+def test_default_format_is_qcow2_and_preallocation_is_honoured(env):
+    path = env.path("full.qcow2")
+    made = ensure(env, path=path, size="8M", preallocation="full")
+    assert made["volume"]["format"] == "qcow2" and qemu_info(path)["format"] == "qcow2"
+    assert made["volume"]["actual_size"] >= 8 * MIB, "full preallocation wrote the data out"
+    raw = env.path("falloc.raw")
+    ensure(env, path=raw, format="raw", size="8M", preallocation="falloc")
+    assert os.stat(raw).st_blocks * 512 >= 8 * MIB
+    assert not ensure(env, path=path, size="8M", preallocation="off")["changed"], \
+        "preallocation alone is not a change"
+
+
+# -- grow and shrink ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["qcow2", "raw"])
+def test_grow_and_shrink(env, fmt):
+    path = env.path("grow.%s" % fmt)
+    ensure(env, path=path, format=fmt, size="64M")
+    write_pattern(path, fmt)
+
+    predicted = ensure(env, True, path=path, size="128M")
+    assert predicted["changed"] and qemu_info(path)["virtual-size"] == 64 * MIB
+    assert predicted["diff"]["before"]["size"] == 64 * MIB and predicted["diff"]["after"]["size"] == 128 * MIB
+    grown = ensure(env, path=path, size="128M")
+    assert grown["changed"] and grown["diff"] == predicted["diff"]
+    assert qemu_info(path)["virtual-size"] == 128 * MIB and grown["volume"]["virtual_size"] == 128 * MIB
+    assert grown["volume"]["attached_to"] is None, "no VM has it: grown offline"
+    assert not ensure(env, True, path=path, size="128M")["changed"]
+    assert not ensure(env, path=path, size="0.125G")["changed"], "same size, other spelling"
+
+    before = snapshot(env.root)
+    with pytest.raises(SpecError) as err:
+        ensure(env, path=path, size="32M")
+    assert err.value.field == "size" and "force: true" in str(err.value) and "128M" in str(err.value)
+    assert snapshot(env.root) == before
+
+    assert ensure(env, True, path=path, size="96M", force=True)["changed"]
+    assert qemu_info(path)["virtual-size"] == 128 * MIB
+    shrunk = ensure(env, path=path, size="96M", force=True)
+    assert shrunk["changed"] and qemu_info(path)["virtual-size"] == 96 * MIB
+    assert any("data beyond the new end is lost" in w for w in shrunk["warnings"])
+    assert has_pattern(path, fmt), "data below the new end survived"
+    assert not ensure(env, path=path, size="96M", force=True)["changed"]
+
+
+# -- linked clones ----------------------------------------------------------------------------
+
+def test_linked_clone(env):
+    base = env.path("base,os=1.qcow2")
+    ensure(env, path=base, size="32M")
+    write_pattern(base, "qcow2")
+    clone = env.path("clone.qcow2")
+
+    predicted = ensure(env, True, path=clone, backing_file=base)
+    assert predicted["changed"] and not os.path.exists(clone)
+    made = ensure(env, path=clone, backing_file=base)
+    assert made["diff"] == predicted["diff"]
+    info = qemu_info(clone)
+    assert info["full-backing-filename"] == base and info["backing-filename-format"] == "qcow2"
+    assert info["virtual-size"] == 32 * MIB, "the size comes from the backing file"
+    assert made["volume"]["backing_file"] == base and made["volume"]["backing_format"] == "qcow2"
+    assert has_pattern(clone, "qcow2"), "the clone reads the base's data"
+    assert not ensure(env, path=clone, backing_file=base)["changed"]
+    assert not ensure(env, path=clone, backing_file=base, backing_format="qcow2")["changed"]
+
+    # A bigger clone, and a raw base.
+    big = ensure(env, path=env.path("big.qcow2"), backing_file=base, size="64M")
+    assert big["volume"]["virtual_size"] == 64 * MIB
+    raw_base = env.path("base.raw")
+    ensure(env, path=raw_base, format="raw", size="16M")
+    raw_clone = ensure(env, path=env.path("rawclone.qcow2"), backing_file=raw_base)
+    assert raw_clone["volume"]["backing_format"] == "raw"
+
+    other = env.path("other.qcow2")
+    ensure(env, path=other, size="1M")
+    before = snapshot(env.root)
+    with pytest.raises(SpecError) as err:
+        ensure(env, path=clone, backing_file=other)
+    assert err.value.field == "backing_file" and "cannot be changed" in str(err.value)
+    with pytest.raises(SpecError) as err:
+        ensure(env, path=clone, backing_file=base, backing_format="raw")
+    assert err.value.field == "backing_format"
+    # The base cannot go while a clone uses it.
+    with pytest.raises(StateError, match="backing file of .*clone.qcow2"):
+        ensure(env, path=base, state="absent")
+    assert snapshot(env.root) == before
+
+
+@pytest.mark.parametrize("params,field,phrase", [
+    ({"backing_file": "ROOT/missing.qcow2"}, "backing_file", "does not exist"),
+    ({"backing_file": "OUTSIDE/base.qcow2"}, "backing_file", "outside the storage roots"),
+    ({"backing_file": "ROOT/link-out.qcow2"}, "backing_file", "resolves to"),
+    ({"backing_file": "ROOT/base.qcow2", "format": "raw"}, "backing_file", "needs format qcow2"),
+    ({"backing_file": "ROOT/base.qcow2", "encrypt": True}, "encrypt", "backing_file"),
+    ({"backing_file": "ROOT/base.qcow2", "preallocation": "full"}, "preallocation", "linked clone"),
+    ({"backing_file": "ROOT/new.qcow2"}, "backing_file", "does not exist"),
+    ({"backing_format": "qcow2", "size": "1M"}, "backing_format", "needs backing_file"),
+])
+def test_bad_clones_change_nothing(env, params, field, phrase):
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", os.path.join(env.outside, "base.qcow2"), "1M"],
+                   check=True)
+    ensure(env, path=env.path("base.qcow2"), size="1M")
+    os.symlink(os.path.join(env.outside, "base.qcow2"), env.path("link-out.qcow2"))
+    params = {k: v.replace("ROOT", env.root).replace("OUTSIDE", env.outside) if isinstance(v, str) else v
+              for k, v in params.items()}
+    before = snapshot(env.root, env.outside)
+    rows = env.service.store.list_volumes()
+    with pytest.raises(SpecError) as err:
+        ensure(env, path=env.path("new.qcow2"), **params)
+    assert err.value.field == field and phrase in str(err.value), str(err.value)
+    assert snapshot(env.root, env.outside) == before
+    assert env.service.store.list_volumes() == rows
+
+
+# -- convert ----------------------------------------------------------------------------------
+
+def test_convert_in_place(env):
+    path = env.path(ODD)
+    ensure(env, path=path, size="16M")
+    write_pattern(path, "qcow2")
+    os.chmod(path, 0o640)
+    before = snapshot(env.root)
+    with pytest.raises(SpecError) as err:
+        ensure(env, path=path, format="raw")
+    assert err.value.field == "format" and "convert: true" in str(err.value)
+    predicted = ensure(env, True, path=path, format="raw", convert=True)
+    assert predicted["changed"] and snapshot(env.root) == before
+    converted = ensure(env, path=path, format="raw", convert=True)
+    assert converted["diff"] == predicted["diff"]
+    assert converted["diff"]["before"]["format"] == "qcow2" and converted["diff"]["after"]["format"] == "raw"
+    assert qemu_info(path)["format"] == "raw" and qemu_info(path)["virtual-size"] == 16 * MIB
+    assert has_pattern(path, "raw")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640, "the mode survives the rename"
+    assert os.listdir(env.root) == [ODD], "no temporary file is left"
+    assert env.service.store.get_volume(path).format == "raw"
+    assert not ensure(env, path=path, format="raw", convert=True)["changed"]
+
+    # Back to qcow2 and grown, in one task.
+    both = ensure(env, path=path, format="qcow2", convert=True, size="32M")
+    assert both["changed"] and qemu_info(path)["format"] == "qcow2"
+    assert qemu_info(path)["virtual-size"] == 32 * MIB and has_pattern(path, "qcow2")
+
+
+def test_converting_a_clone_flattens_it(env):
+    base = env.path("base.qcow2")
+    ensure(env, path=base, size="8M")
+    write_pattern(base, "qcow2")
+    clone = env.path("clone.qcow2")
+    ensure(env, path=clone, backing_file=base)
+    flat = ensure(env, path=clone, format="raw", convert=True)
+    assert flat["volume"]["backing_file"] is None and any("backing file" in w for w in flat["warnings"])
+    assert has_pattern(clone, "raw")
+    ensure(env, path=base, state="absent")  # no clone needs it any more
+    assert has_pattern(clone, "raw")
+
+
+# -- LUKS -------------------------------------------------------------------------------------
+
+QEMU_IMG_LOGGER = r'''#!%(python)s
+import json, os, stat, sys, hashlib
+record = {"argv": sys.argv[1:], "cmdline": open("/proc/self/cmdline", "rb").read().decode("utf-8", "replace"),
+          "secrets": []}
+for i, arg in enumerate(sys.argv):
+    if arg == "--object":
+        obj = json.loads(sys.argv[i + 1])
+        entry = {"object": obj}
+        if "file" in obj:
+            st, dst = os.stat(obj["file"]), os.stat(os.path.dirname(obj["file"]))
+            entry.update(mode=stat.S_IMODE(st.st_mode), dir_mode=stat.S_IMODE(dst.st_mode),
+                         sha256=hashlib.sha256(open(obj["file"], "rb").read()).hexdigest())
+        record["secrets"].append(entry)
+with open(%(log)r, "a") as fh:
+    fh.write(json.dumps(record) + "\n")
+os.execv(%(real)r, ["qemu-img"] + sys.argv[1:])
+'''
+
+
+def logging_qemu_img(env):
+    """A qemu-img that records its argv and the secret files it is handed, then runs the real one."""
+    log = os.path.join(env.work, "qemu-img.log")
+    wrapper = os.path.join(env.work, "qemu-img-logger")
+    with open(wrapper, "w") as fh:
+        fh.write(QEMU_IMG_LOGGER % {"python": sys.executable, "log": log, "real": shutil.which("qemu-img")})
+    os.chmod(wrapper, 0o700)
+    return wrapper, log
+
+
+class CmdlineWatch:
+    """Scan every process's /proc/PID/cmdline while a block runs, for a text."""
+
+    def __init__(self, needle: str):
+        self.needle = needle.encode()
+        self.hits = []
+        self.scans = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            for path in glob.glob("/proc/[0-9]*/cmdline"):
+                try:
+                    with open(path, "rb") as fh:
+                        if self.needle in fh.read():
+                            self.hits.append(path)
+                except OSError:
+                    pass
+            self.scans += 1
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+@pytest.mark.parametrize("fmt,driver", [("qcow2", "qcow2"), ("raw", "luks")])
+def test_luks_volume(env, fmt, driver):
+    wrapper, log = logging_qemu_img(env)
+    env.disks = make_disks(env.service, env.root, qemu_img=wrapper)
+    path = env.path("secret,%s=1.img" % fmt)
+    params = dict(path=path, format=fmt, size="32M", encrypt=True)
+
+    assert ensure(env, True, **params)["changed"]
+    assert not os.path.exists(path) and not os.path.exists(env.key_file), "check mode made no key"
+    made = ensure(env, **params)
+    key = read_luks_key(env.service.store, env.service.secret_box, path)
+    assert key and len(key) == 44, "32 random bytes in base64"
+    assert made["volume"]["encrypted"] is True and made["diff"]["after"]["encrypted"] is True
+    info = qemu_info(path)
+    assert info["format"] == driver and info["encrypted"] is True and info["virtual-size"] == 32 * MIB
+    if fmt == "qcow2":
+        assert info["format-specific"]["data"]["encrypt"]["format"] == "luks"
+    write_pattern(path, driver, key)
+    assert not ensure(env, **params)["changed"]
+
+    # Grow offline with the key, then convert to the other format: same key, same data.
+    with CmdlineWatch(key) as watch:
+        grown = ensure(env, path=path, size="48M")
+        other = "raw" if fmt == "qcow2" else "qcow2"
+        converted = ensure(env, path=path, format=other, convert=True)
+    assert grown["changed"] and converted["changed"] and watch.scans > 0
+    assert watch.hits == [], "the LUKS key appeared on a command line"
+    info = qemu_info(path)
+    assert info["virtual-size"] == 48 * MIB and info["encrypted"] is True
+    assert info["format"] == ("luks" if other == "raw" else "qcow2")
+    assert has_pattern(path, "luks" if other == "raw" else "qcow2", key)
+    assert read_luks_key(env.service.store, env.service.secret_box, path) == key
+
+    # Every qemu-img run got the key only as a private file; the file is gone.
+    runs = [json.loads(line) for line in open(log)]
+    keyed = [r for r in runs if r["secrets"]]
+    assert len(keyed) >= 3, runs  # create, resize, convert
+    for run in runs:
+        assert key not in run["cmdline"] and key not in json.dumps(run["argv"])
+    for run in keyed:
+        for secret in run["secrets"]:
+            assert set(secret["object"]) == {"qom-type", "id", "file", "format"}, "never data="
+            assert (secret["mode"], secret["dir_mode"]) == (0o600, 0o700)
+            assert secret["sha256"] == hashlib.sha256(key.encode()).hexdigest()
+            assert not os.path.exists(secret["object"]["file"])
+            assert not os.path.exists(os.path.dirname(secret["object"]["file"]))
+
+    # The key is sealed in the database; neither it nor its bytes are there in the clear.
+    dump = database_bytes(env.db_url)
+    assert key.encode() not in dump and base64.b64decode(key) not in dump
+    assert b"iv1:" in dump
+    assert key not in repr(made) + repr(grown) + repr(converted)
+
+    # Encryption cannot be switched off, nor on for a plain volume.
+    plain = env.path("plain.qcow2")
+    ensure(env, path=plain, size="1M")
+    before = snapshot(env.root)
+    with pytest.raises(SpecError) as err:
+        ensure(env, path=path, encrypt=False)
+    assert err.value.field == "encrypt" and "cannot be changed" in str(err.value)
+    with pytest.raises(SpecError, match="encrypt: cannot be changed"):
+        ensure(env, path=plain, encrypt=True)
+    assert snapshot(env.root) == before
+
+    # Removing the volume removes its key.
+    ensure(env, path=path, state="absent")
+    assert env.service.store.get_secret(path, "luks_key") is None and not os.path.exists(path)
+
+
+def test_a_foreign_encrypted_image_is_not_adopted(env):
+    path = env.path("foreign.luks")
+    with tempfile.TemporaryDirectory() as tmp:
+        key = os.path.join(tmp, "k")
+        with open(key, "w") as fh:
+            fh.write("someone else's key")
+        for _attempt in range(10):  # qemu 7.2's PBKDF timing check fails now and then
+            done = subprocess.run(["qemu-img", "create", "-q", "-f", "luks", "--object",
+                                   "secret,id=s0,file=%s" % key, "-o", "key-secret=s0,iter-time=10", path, "1M"],
+                                  capture_output=True, text=True, check=False)
+            if done.returncode == 0:
+                break
+    assert os.path.exists(path), done.stderr
+    with pytest.raises(SpecError, match="path: .*encrypted image that Infinivirt did not create"):
+        ensure(env, path=path)
+    assert env.service.store.list_volumes() == []
+
+
+# -- odd paths, bad input ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", [ODD, "a,b.qcow2", "quote'd.img", 'dq"x.img', "k=v,driver=raw.img",
+                                  "json:{x}.img", "sp ace.img"])
+def test_odd_names_work(env, name):
+    path = env.path(name)
+    made = ensure(env, path=path, size="1M")
+    assert made["volume"]["path"] == path and qemu_info(path)["virtual-size"] == MIB
+    assert sorted(os.listdir(env.root)) == [name], "exactly that file, nothing else"
+    assert ensure(env, path=path, size="2M")["changed"] and qemu_info(path)["virtual-size"] == 2 * MIB
+    assert not ensure(env, path=path, size="2M")["changed"]
+    ensure(env, path=path, state="absent")
+    assert os.listdir(env.root) == []
+
+
+def test_odd_names_work_encrypted_and_as_backing_file(env):
+    base = env.path("b,x=1'\"q.qcow2")
+    ensure(env, path=base, size="1M")
+    clone = ensure(env, path=env.path("c,y=2.qcow2"), backing_file=base)
+    assert qemu_info(clone["volume"]["path"])["full-backing-filename"] == base
+    enc = env.path("e,driver=raw,file.filename=x.img")
+    ensure(env, path=enc, size="1M", encrypt=True)
+    assert ensure(env, path=enc, size="2M")["changed"]
+    assert qemu_info(enc)["virtual-size"] == 2 * MIB
+    assert sorted(os.listdir(env.root)) == sorted(os.path.basename(p) for p in (base, clone["volume"]["path"], enc))
+
+
+@pytest.mark.parametrize("params,field,phrase", [
+    ({"path": "OUTSIDE/x.qcow2", "size": "1M"}, "path", "outside the storage roots"),
+    ({"path": "ROOT/../outside/x.qcow2", "size": "1M"}, "path", "outside the storage roots"),
+    ({"path": "ROOT/../images-2/x.qcow2", "size": "1M"}, "path", "outside the storage roots"),
+    ({"path": "ROOT/out-dir/x.qcow2", "size": "1M"}, "path", "resolves to"),
+    ({"path": "ROOT/out-file.qcow2", "size": "1M"}, "path", "resolves to"),
+    ({"path": "images/x.qcow2", "size": "1M"}, "path", "absolute path"),
+    ({"path": "ROOT/x\n.qcow2", "size": "1M"}, "path", "control characters"),
+    ({"path": "ROOT/", "size": "1M"}, "path", "must name a file"),
+    ({"path": "ROOT/nodir/x.qcow2", "size": "1M"}, "path", "does not exist"),
+    ({"path": "ROOT/x.qcow2"}, "size", "is required"),
+    ({"path": "ROOT/x.qcow2", "size": "10X"}, "size", "must be a size"),
+    ({"path": "ROOT/x.qcow2", "size": "1000"}, "size", "multiple of 512"),
+    ({"path": "ROOT/x.qcow2", "size": "0"}, "size", "greater than zero"),
+    ({"path": "ROOT/x.qcow2", "size": "1M", "format": "vmdk"}, "format", "must be one of qcow2, raw"),
+    ({"path": "ROOT/x.qcow2", "size": "1M", "preallocation": "sparse"}, "preallocation", "must be one of"),
+    ({"path": "ROOT/x.raw", "size": "1M", "format": "raw", "preallocation": "metadata"}, "preallocation",
+     "metadata needs format qcow2"),
+    ({"path": "ROOT/x.qcow2", "size": "1M", "state": "gone"}, "state", "must be one of"),
+    ({"path": "ROOT/x.qcow2", "size": "1M", "encrypt": "yes"}, "encrypt", "true or false"),
+])
+def test_bad_input_changes_nothing(env, params, field, phrase):
+    os.symlink(env.outside, env.path("out-dir"))
+    os.symlink(os.path.join(env.outside, "target.qcow2"), env.path("out-file.qcow2"))
+    os.makedirs(os.path.join(env.work, "images-2"))
+    params = {k: v.replace("ROOT", env.root).replace("OUTSIDE", env.outside) if isinstance(v, str) else v
+              for k, v in params.items()}
+    before = snapshot(env.work)
+    with pytest.raises(SpecError) as err:
+        ensure(env, **params)
+    assert err.value.field == field and phrase in str(err.value), str(err.value)
+    assert str(err.value).startswith(field + ": ")
+    assert snapshot(env.work) == before
+    assert env.service.store.list_volumes() == []
+    assert not os.path.exists(env.key_file)
+
+
+@pytest.mark.parametrize("roots", [[], ["relative"], ["/nonexistent/iv-root"]])
+def test_bad_storage_roots(env, roots):
+    disks = DiskService(env.service.store, env.service.secret_box, HOST, roots)
+    with pytest.raises(SpecError) as err:
+        disks.ensure({"path": env.path("x.qcow2"), "size": "1M"}, False)
+    assert err.value.field == "storage_roots"
+    assert os.listdir(env.root) == []
+
+
+def test_changes_to_an_existing_volume_that_are_refused(env):
+    path = env.path("v.qcow2")
+    ensure(env, path=path, size="4M")
+    before = snapshot(env.root)
+    for params, field in [({"format": "raw"}, "format"), ({"size": "2M"}, "size"),
+                          ({"encrypt": True}, "encrypt"), ({"backing_file": env.path("v.qcow2")}, "backing_file"),
+                          ({"format": "raw", "convert": True, "preallocation": "metadata"}, "preallocation")]:
+        with pytest.raises(SpecError) as err:
+            ensure(env, path=path, **params)
+        assert err.value.field == field, (params, str(err.value))
+    assert snapshot(env.root) == before
+    assert env.service.store.get_volume(path).format == "qcow2"
+
+
+# -- absent, adoption, other hosts -----------------------------------------------------------
+
+def test_absent(env):
+    path = env.path("gone.qcow2")
+    ensure(env, path=path, size="1M")
+    predicted = ensure(env, True, path=path, state="absent")
+    assert predicted["changed"] and os.path.exists(path) and env.service.store.get_volume(path)
+    removed = ensure(env, path=path, state="absent")
+    assert removed["changed"] and removed["diff"] == predicted["diff"]
+    assert removed["diff"]["before"]["state"] == "present" and removed["diff"]["after"]["state"] == "absent"
+    assert not os.path.exists(path) and env.service.store.get_volume(path) is None
+    assert removed["volume"] == {"path": path, "state": "absent"}
+    for check_mode in (True, False):
+        assert not ensure(env, check_mode, path=path, state="absent")["changed"]
+
+    # A file Infinivirt did not create, and a row whose file is gone.
+    stray = env.path("stray.img")
+    open(stray, "wb").close()
+    assert ensure(env, path=stray, state="absent")["changed"] and not os.path.exists(stray)
+    ghost = env.path("ghost.qcow2")
+    ensure(env, path=ghost, size="1M")
+    os.unlink(ghost)
+    assert ensure(env, path=ghost, state="absent")["changed"] and env.service.store.get_volume(ghost) is None
+    # Outside the roots: refused before anything is looked at.
+    victim = os.path.join(env.outside, "keep.img")
+    open(victim, "wb").close()
+    with pytest.raises(SpecError, match="^path: "):
+        ensure(env, path=os.path.join(env.root, "..", "outside", "keep.img"), state="absent")
+    assert os.path.exists(victim)
+
+
+def test_an_existing_image_is_adopted(env):
+    path = env.path("byhand.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", path, "8M"], check=True)
+    predicted = ensure(env, True, path=path)
+    assert predicted["changed"] and env.service.store.get_volume(path) is None
+    assert predicted["diff"]["before"]["managed"] is False and predicted["diff"]["after"]["managed"] is True
+    adopted = ensure(env, path=path)
+    assert adopted["changed"] and adopted["diff"] == predicted["diff"]
+    assert env.service.store.get_volume(path).format == "qcow2"
+    assert not ensure(env, path=path, size="8M", format="qcow2")["changed"]
+
+    # Another format is imported with convert: true.
+    vmdk = env.path("import.vmdk")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "vmdk", vmdk, "4M"], check=True)
+    with pytest.raises(SpecError, match="format: .* is a vmdk image"):
+        ensure(env, path=vmdk)
+    imported = ensure(env, path=vmdk, format="qcow2", convert=True)
+    assert imported["changed"] and qemu_info(vmdk)["format"] == "qcow2"
+    assert env.service.store.get_volume(vmdk).format == "qcow2"
+
+
+def test_a_volume_of_another_host(env):
+    path = env.path("shared.qcow2")
+    ensure(env, path=path, size="1M")
+    other = DiskService(env.service.store, env.service.secret_box, "hv-other", [env.root])
+    assert not other.ensure({"path": path, "size": "1M"}, False)["changed"], "reading is fine"
+    for params in ({"path": path, "size": "2M"}, {"path": path, "state": "absent"}):
+        with pytest.raises(StateError, match="recorded for host %s" % HOST):
+            other.ensure(params, False)
+    assert qemu_info(path)["virtual-size"] == MIB and os.path.exists(path)
+
+
+def _create_in_child(db_url, root, key_file, path, queue):
+    service = VmService(db_url, os.path.join(os.path.dirname(root), "run"), hostname=HOST,
+                        secret_key_file=key_file, storage_roots=[root], lock_timeout=60)
+    try:
+        result = make_disks(service, root).ensure({"path": path, "size": "4M", "encrypt": True}, False)
+        queue.put(("ok", result["changed"]))
+    except Exception as exc:  # reported to the parent
+        queue.put(("error", repr(exc)))
+    finally:
+        service.close()
+
+
+def test_concurrent_creates_make_one_volume_with_one_key(env):
+    path = env.path("race.img")
+    env.service.secret_box()  # make the key file once, as a first run would
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_create_in_child, args=(env.db_url, env.root, env.key_file, path, queue))
+             for _i in range(6)]
+    for proc in procs:
+        proc.start()
+    results = [queue.get(timeout=120) for _p in procs]
+    for proc in procs:
+        proc.join(30)
+    assert all(kind == "ok" for kind, _c in results), results
+    assert sorted(changed for _k, changed in results) == [False] * 5 + [True]
+    key = read_luks_key(env.service.store, env.service.secret_box, path)
+    qemu_io(path, "qcow2", "read 0 512", key)  # the file opens with the one stored key
+    assert len(env.service.store.list_volumes()) == 1
+
+
+# -- with a running VM ----------------------------------------------------------------------
+
+def test_a_volume_attached_to_a_running_vm(env):
+    path = env.path("attached,x=1.qcow2")
+    ensure(env, path=path, size="16M")
+    vm = {"name": "holder", "state": "paused", "accel": "tcg", "memory_mb": 32, "disks": [{"path": path}]}
+    env.service.ensure(vm, False)
+
+    # Grow: live, through the VM's QMP, and the guest-visible size changes.
+    grown = ensure(env, path=path, size="32M")
+    assert grown["changed"] and grown["volume"]["attached_to"] == "holder"
+    assert grown["volume"]["used_by"] == ["holder"]
+    rec = env.service.store.get_vm("holder")
+    blocks = env.service.lifecycle._qmp(rec, "query-block")
+    sizes = [b["inserted"]["image"]["virtual-size"] for b in blocks if b.get("inserted", {}).get("file") == path]
+    assert sizes == [32 * MIB]
+    assert qemu_info(path)["virtual-size"] == 32 * MIB
+    assert not ensure(env, path=path, size="32M")["changed"]
+
+    # Offline operations are refused: named VM, or QEMU's image lock.
+    before = snapshot(env.root)
+    with pytest.raises(StateError, match="VM holder"):
+        ensure(env, path=path, format="raw", convert=True)
+    with pytest.raises(StateError, match="VM holder"):
+        ensure(env, path=path, state="absent")
+    with pytest.raises(QemuImgError, match="in use by another process"):
+        ensure(env, path=path, size="16M", force=True)
+    assert snapshot(env.root) == before and qemu_info(path)["virtual-size"] == 32 * MIB
+
+    # Without the VM, the same shrink works.
+    env.service.ensure({"name": "holder", "state": "absent", "force": True, "stop_timeout": 1}, False)
+    shrunk = ensure(env, path=path, size="16M", force=True)
+    assert shrunk["changed"] and shrunk["volume"]["used_by"] == [] and qemu_info(path)["virtual-size"] == 16 * MIB
+
+    # A process Infinivirt does not know holds an image: removal is refused too.
+    loose = env.path("loose.qcow2")
+    ensure(env, path=loose, size="1M")
+    # -pidfile is a whole argument, so the test's dir (with ',' and '=') can mark the process.
+    proc = subprocess.Popen(["qemu-system-x86_64", "-S", "-nodefaults", "-display", "none", "-machine",
+                             "q35,accel=tcg", "-blockdev", json.dumps(
+                                 {"driver": "qcow2", "node-name": "d0",
+                                  "file": {"driver": "file", "filename": loose}}),
+                             "-device", "virtio-blk-pci,drive=d0", "-pidfile", os.path.join(env.work, "loose.pid")],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # until QEMU holds the image lock
+            assert proc.poll() is None, proc.stderr.read()
+            probe = subprocess.run(["qemu-img", "info", "-f", "qcow2", loose], capture_output=True, check=False)
+            if probe.returncode != 0:
+                break
+            assert time.monotonic() < deadline, "QEMU never locked the image"
+            time.sleep(0.1)
+        with pytest.raises(StateError, match="in use by another process"):
+            ensure(env, path=loose, state="absent")
+        assert os.path.exists(loose)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert ensure(env, path=loose, state="absent")["changed"]
+
+
+# -- the module, through ansible-playbook ----------------------------------------------------
+
+def test_module_four_step_pattern(tmp_path):
+    work = tempfile.mkdtemp(prefix="iv,pb=")
+    try:
+        root = os.path.join(work, "images")
+        os.makedirs(root)
+        done = run_playbook("disk_volume.yml", {
+            "db_url": "sqlite:///%s/pb.db" % work, "run_dir": os.path.join(work, "run"),
+            "key_file": str(tmp_path / "secret.key"), "root": root,
+            "volume": os.path.join(root, "pb,x='1'.qcow2"), "outside": os.path.join(work, "escape.qcow2")},
+            verbosity=1)
+        assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+        assert "DISK_PLAYBOOK_OK" in done.stdout and "failed=0" in done.stdout
+        assert os.listdir(root) == [] and not os.path.exists(os.path.join(work, "escape.qcow2"))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
