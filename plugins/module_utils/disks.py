@@ -18,6 +18,7 @@ import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.paths import resolve_in_roots
 
 FORMATS = ("qcow2", "raw")
 BUSES = ("virtio", "scsi", "sata", "ide")
@@ -127,10 +128,7 @@ def _validate_path(field: str, path: Any, storage_roots: Optional[Sequence[str]]
     if not os.path.isabs(path):
         raise SpecError(field, "must be an absolute path, got %r" % path)
     if storage_roots:
-        real = os.path.realpath(path)
-        roots = [os.path.realpath(r) for r in storage_roots]
-        if not any(os.path.commonpath([real, root]) == root for root in roots):
-            raise SpecError(field, "%s is outside the storage roots (%s)" % (path, ", ".join(storage_roots)))
+        resolve_in_roots(path, storage_roots, field)  # symlinks and '..' resolved
     if not os.path.exists(path):
         raise SpecError(field, "%s does not exist (create it with infinivirt.core.infinivirt_disk)" % path)
 
@@ -146,18 +144,30 @@ def device_id(disk: DiskSpec) -> str:
     return "disk-" + disk.disk_id
 
 
-def blockdevs(disk: DiskSpec) -> List[Dict[str, Any]]:
-    """The two -blockdev / blockdev-add objects of a disk, file node first."""
+def secret_id(disk: DiskSpec) -> str:
+    """The QEMU secret object holding an encrypted disk's LUKS passphrase."""
+    return "sec-" + disk.disk_id
+
+
+def blockdevs(disk: DiskSpec, encrypted: bool = False) -> List[Dict[str, Any]]:
+    """The two -blockdev / blockdev-add objects of a disk, file node first. An encrypted
+    volume opens with the key in secret object ``secret_id(disk)``: LUKS inside qcow2, or
+    a raw LUKS file."""
     direct, no_flush, _wc = _CACHE[disk.cache]
     file_node, fmt_node = node_names(disk)
     readonly = disk.readonly or disk.media == "cdrom"
     discard = "unmap" if disk.discard else "ignore"
     cache = {"direct": direct, "no-flush": no_flush}
+    fmt: Dict[str, Any] = {"driver": disk.format, "file": file_node, "node-name": fmt_node,
+                           "cache": cache, "discard": discard, "read-only": readonly}
+    if encrypted and disk.format == "qcow2":
+        fmt["encrypt"] = {"format": "luks", "key-secret": secret_id(disk)}
+    elif encrypted:
+        fmt.update({"driver": "luks", "key-secret": secret_id(disk)})
     return [
         {"driver": "file", "filename": disk.path, "node-name": file_node, "aio": disk.aio,
          "cache": cache, "discard": discard, "read-only": readonly},
-        {"driver": disk.format, "file": file_node, "node-name": fmt_node, "cache": cache,
-         "discard": discard, "read-only": readonly},
+        fmt,
     ]
 
 
@@ -218,7 +228,10 @@ def root_port(index: int) -> Dict[str, Any]:
             "chassis": index, "port": index}
 
 
-def layout(disks: Sequence[DiskSpec], machine_type: str) -> DiskLayout:
+def layout(disks: Sequence[DiskSpec], machine_type: str,
+           secret_files: Optional[Mapping[str, str]] = None) -> DiskLayout:
+    """``secret_files``: disk_id -> 0600 file with the LUKS passphrase of an encrypted
+    volume (QEMU reads it once at start; the key never enters argv)."""
     q35 = machine_type == "q35"
     ports: List[Dict[str, Any]] = []
 
@@ -236,8 +249,12 @@ def layout(disks: Sequence[DiskSpec], machine_type: str) -> DiskLayout:
             ctrl["bus"] = port
         controllers.append(ctrl)
     slots = iter(ide_slots(machine_type))
+    secret_files = secret_files or {}
     for disk in disks:
-        nodes.extend(blockdevs(disk))
+        if disk.disk_id in secret_files:
+            objects.append({"qom-type": "secret", "id": secret_id(disk), "format": "raw",
+                            "file": secret_files[disk.disk_id]})
+        nodes.extend(blockdevs(disk, encrypted=disk.disk_id in secret_files))
         if disk.iothread:
             objects.append(iothread_object(disk))
         if disk.bus == "virtio":

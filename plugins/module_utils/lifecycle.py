@@ -11,11 +11,12 @@ dropped from the journal after it is gone. A transition has finished when a meth
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
 import time
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from ansible_collections.infinivirt.core.plugins.module_utils.disks import (
     SPARE_ROOT_PORTS,
@@ -25,6 +26,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.disks import (
     device,
     device_id,
     node_names,
+    secret_id,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
     InfinivirtError,
@@ -168,7 +170,8 @@ class Lifecycle:
         return accel, cpu, caps.binary, warnings + cpu_warnings
 
     def start(self, rec: VmRecord, paused: bool = False,
-              graphic_password: Optional[str] = None) -> List[str]:
+              graphic_password: Optional[str] = None,
+              disk_keys: Optional[Dict[str, str]] = None) -> List[str]:
         """Start the VM and return warnings. On failure nothing of it is left behind.
         The display password reaches QEMU over QMP while the guest is still paused."""
         if rec.spec.graphic_password_set and graphic_password is None:
@@ -195,13 +198,17 @@ class Lifecycle:
             nvram = self.nvram_path(rec)
             self.store.journal_add(rec.uuid, "nvram", nvram)  # kept until the VM is removed
             ensure_nvram(nvram, template)
+        secret_files = self._write_disk_keys(rec, disk_keys or {})
         ctx = LaunchContext(binary=binary, uuid=rec.uuid, accel=accel, cpu=cpu,
-                            firmware_code=code, nvram=nvram,
+                            firmware_code=code, nvram=nvram, disk_secret_files=secret_files,
                             pidfile=paths.pidfile, qmp_socket=paths.qmp_socket,
                             serial_log=paths.serial_log,
                             console_socket=paths.console_socket if rec.spec.console_socket else None)
         argv = systemd_scope_prefix(rec.uuid, rec.name) + build_argv(rec.spec, ctx)
-        rc, stderr = run_daemonized(argv, self.start_timeout)
+        try:
+            rc, stderr = run_daemonized(argv, self.start_timeout)
+        finally:  # QEMU has read them (or failed): keys do not stay on disk
+            self._drop_disk_keys(rec, secret_files)
         try:
             if rc != 0:
                 raise QemuError("VM %s: QEMU failed to start (exit %d): %s"
@@ -226,6 +233,24 @@ class Lifecycle:
         self.store.update_vm(rec)
         return warnings
 
+    def _write_disk_keys(self, rec: VmRecord, disk_keys: Dict[str, str]) -> Dict[str, str]:
+        """One 0600 file per encrypted disk for QEMU's secret objects, journaled first."""
+        files = {}
+        for disk_id, key in disk_keys.items():
+            path = os.path.join(self.run_dir, "%s.%s.key" % (rec.uuid, disk_id))
+            self.store.journal_add(rec.uuid, "disk_key", path)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(key)
+            files[disk_id] = path
+        return files
+
+    def _drop_disk_keys(self, rec: VmRecord, files: Dict[str, str]) -> None:
+        for path in files.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            self.store.journal_remove(rec.uuid, "disk_key", path)
+
     def _setup_vnc(self, rec: VmRecord, password: Optional[str]) -> int:
         """Set the password (if any) and return the port QEMU listens on."""
         if password is not None:
@@ -237,9 +262,12 @@ class Lifecycle:
         self._qmp(rec, "set_password", {"protocol": "vnc", "password": password})
 
     # -- disks while running ------------------------------------------------------------
-    def hotplug_disks(self, rec: VmRecord, plan: HotplugPlan) -> None:
+    def hotplug_disks(self, rec: VmRecord, plan: HotplugPlan,
+                      disk_keys: Optional[Dict[str, str]] = None) -> None:
         """Unplug, then plug, as the plan says; the running spec follows each step, so a
-        failure half-way leaves the row telling what the VM really has."""
+        failure half-way leaves the row telling what the VM really has. An encrypted disk's
+        key goes to QEMU inside QMP (object-add), never through argv or a file."""
+        disk_keys = disk_keys or {}
         running = list(rec.running_spec.disks)
         for disk in plan.remove:
             with QmpSession(rec.qmp_socket_path, rec.name, self.qmp_timeout) as qmp:
@@ -248,12 +276,19 @@ class Lifecycle:
                                      {"device": device_id(disk)}, timeout=UNPLUG_TIMEOUT)
                 for node in reversed(node_names(disk)):
                     qmp.execute("blockdev-del", {"node-name": node}, timeout=self.qmp_timeout)
+                if any(o.get("name") == secret_id(disk) for o in
+                       qmp.execute("qom-list", {"path": "/objects"}, timeout=self.qmp_timeout)):
+                    qmp.execute("object-del", {"id": secret_id(disk)}, timeout=self.qmp_timeout)
             running = [d for d in running if d.path != disk.path]
             self._record_running_disks(rec, running)
         for disk in plan.add:
             with QmpSession(rec.qmp_socket_path, rec.name, self.qmp_timeout) as qmp:
                 bus = self._free_root_port(qmp) if rec.spec.machine_type == "q35" and disk.bus == "virtio" else None
-                for node in blockdevs(disk):
+                key = disk_keys.get(disk.disk_id)
+                if key is not None:
+                    qmp.execute("object-add", {"qom-type": "secret", "id": secret_id(disk),
+                                               "format": "raw", "data": key}, timeout=self.qmp_timeout)
+                for node in blockdevs(disk, encrypted=key is not None):
                     qmp.execute("blockdev-add", node, timeout=self.qmp_timeout)
                 qmp.execute("device_add", device(disk, bus), timeout=self.qmp_timeout)
             running.append(disk)

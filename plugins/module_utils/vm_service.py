@@ -12,11 +12,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import socket
 import uuid as uuidlib
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ansible_collections.infinivirt.core.plugins.module_utils.disks import plan_hotplug
+from ansible_collections.infinivirt.core.plugins.module_utils.disks import DiskSpec, plan_hotplug
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.lifecycle import (
     DEFAULT_NVRAM_DIR,
@@ -43,6 +44,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.spec import (
     validate_graphic_password,
     validate_name,
 )
+from ansible_collections.infinivirt.core.plugins.module_utils.storage import read_luks_key
 from ansible_collections.infinivirt.core.plugins.module_utils.store.base import secret_context
 from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import open_store
 from ansible_collections.infinivirt.core.plugins.module_utils.store.records import VmRecord
@@ -148,6 +150,19 @@ class VmService:
         except SecretError as exc:
             raise SecretError("cannot read the display password of VM %s: %s" % (rec.name, exc)) from None
 
+    def _disk_keys(self, disks: Sequence[DiskSpec]) -> Dict[str, str]:
+        """LUKS passphrases of the encrypted volumes (made by infinivirt_disk) among disks."""
+        keys = {}
+        for disk in disks:
+            volume = self.store.get_volume(os.path.realpath(disk.path))
+            if volume is not None and volume.encrypted:
+                key = read_luks_key(self.store, self.secret_box, volume.path)
+                if key is None:
+                    raise SecretError("volume %s is encrypted but its key is not in the database"
+                                      % volume.path)
+                keys[disk.disk_id] = key
+        return keys
+
     def _graphic_password(self, rec: VmRecord) -> Optional[str]:
         if not rec.spec.graphic_password_set:
             return None
@@ -252,7 +267,7 @@ class VmService:
             if hotplug is not None and hotplug.live:
                 out.actions.append("hotplug_disks")
                 if not check_mode:
-                    self.lifecycle.hotplug_disks(rec, hotplug)
+                    self.lifecycle.hotplug_disks(rec, hotplug, self._disk_keys(hotplug.add))
             self._transition(out, rec, before_state, qemu_status, target, restart, params,
                              check_mode)
         except Exception:
@@ -312,7 +327,8 @@ class VmService:
             if not check_mode:
                 rec.host = self.hostname  # a stopped VM moves to the host that starts it
                 out.warnings.extend(lc.start(rec, paused=(target == PAUSED),
-                                             graphic_password=self._graphic_password(rec)))
+                                             graphic_password=self._graphic_password(rec),
+                                             disk_keys=self._disk_keys(rec.spec.disks)))
             else:
                 out.warnings.extend(lc.plan_launch(rec)[3])
         elif target == PAUSED:
@@ -356,13 +372,19 @@ class VmService:
     def resize_attached_disk(self, path: str, size: int) -> Optional[str]:
         """Grow a volume through the running VM on this host that has it attached, so the
         guest sees the new size; return that VM's name, or None when no running VM has it."""
+        real = os.path.realpath(path)
+
+        def attached(rec: Optional[VmRecord]) -> Optional[DiskSpec]:
+            if rec is None or rec.running_spec is None:
+                return None
+            return next((d for d in rec.running_spec.disks if os.path.realpath(d.path) == real), None)
+
         for rec in self.store.list_vms(host=self.hostname):
-            if rec.running_spec is None or not any(d.path == path for d in rec.running_spec.disks):
+            if attached(rec) is None:
                 continue
             with self.store.vm_lock(rec.name, self.lock_timeout):
                 rec = self.store.get_vm(rec.name)
-                disk = next((d for d in rec.running_spec.disks if d.path == path), None) \
-                    if rec and rec.running_spec else None
+                disk = attached(rec)
                 if disk is not None and self.lifecycle.is_alive(rec):
                     self.lifecycle.resize_disk(rec, disk, size)
                     return rec.name

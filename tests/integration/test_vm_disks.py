@@ -13,6 +13,7 @@ from conftest import guest_disks, make_image, serial_report, wait_for, wait_read
 from qemu_procs import qemu_processes
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.storage import DiskService, read_luks_key
 
 MIB = 1024 * 1024
 
@@ -126,3 +127,35 @@ def test_bad_disks_change_nothing(disk_service, images, workdir, disk, field, ph
         disk_service.ensure({"name": "bad", "state": "running", "accel": "tcg", "disks": [disk]}, False)
     assert err.value.field == field and phrase in str(err.value)
     assert disk_service.info() == []
+
+
+def test_encrypted_volumes_in_the_guest(disk_service, guest_params, images, workdir):
+    # LUKS volumes made by infinivirt_disk: cold-plugged (qcow2 with LUKS) and hot-plugged
+    # (raw LUKS). The key reaches QEMU in a 0600 file read once at start, or inside QMP.
+    svc = disk_service
+    svc.secret_key_file = os.path.join(workdir, "secret.key")
+    volumes = DiskService(svc.store, svc.secret_box, svc.hostname, [images])
+    cold, hot = os.path.join(images, "sealed.qcow2"), os.path.join(images, "sealed.raw")
+    volumes.ensure({"path": cold, "size": "16M", "encrypt": True}, False)
+    volumes.ensure({"path": hot, "size": "8M", "format": "raw", "encrypt": True}, False)
+    keys = [read_luks_key(svc.store, svc.secret_box, p) for p in (cold, hot)]
+
+    params = dict(guest_params, name="sealed", memory_mb=256, console_socket=True, state="running",
+                  disks=[{"path": cold, "serial": "LUKS01"}])
+    vm = svc.ensure(params, False).vm
+    wait_ready(vm["serial_log"])
+    sock = vm["console_socket_path"]
+    assert guest_disks(sock)["LUKS01"]["size_bytes"] == 16 * MIB
+    assert not [f for f in os.listdir(os.path.join(workdir, "run")) if f.endswith(".key")]
+    assert all(not qemu_processes(k) for k in keys), "a LUKS key is on a command line"
+
+    params["disks"] = params["disks"] + [{"path": hot, "format": "raw", "serial": "LUKS02"}]
+    assert svc.ensure(params, False).actions == ["update", "hotplug_disks"]
+    assert wait_for(lambda: "LUKS02" in guest_disks(sock))
+    rc, out = serial_report.channel_command(
+        sock, "printf SEALED > /m && dd if=/m of=/dev/%s bs=512 seek=1 conv=fsync 2>&1 && "
+        "dd if=/dev/%s bs=512 skip=1 count=1 2>/dev/null | head -c 6"
+        % ((guest_disks(sock)["LUKS02"]["name"],) * 2))
+    assert (rc, out.strip().splitlines()[-1]) == (0, "SEALED"), out
+    with open(hot, "rb") as fh:
+        assert b"SEALED" not in fh.read(), "the data on the host is encrypted"
