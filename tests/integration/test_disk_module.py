@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from queue import Empty
 
 import pytest
 from qemu_procs import kill_leftovers
@@ -641,13 +642,19 @@ def _create_in_child(db_url, root, key_file, path, queue):
 def test_concurrent_creates_make_one_volume_with_one_key(env):
     path = env.path("race.img")
     env.service.secret_box()  # make the key file once, as a first run would
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_create_in_child, args=(env.db_url, env.root, env.key_file, path, queue))
+    queue = multiprocessing.Queue()
+    procs = [multiprocessing.Process(target=_create_in_child,
+                                     args=(env.db_url, env.root, env.key_file, path, queue))
              for _i in range(6)]
     for proc in procs:
         proc.start()
-    results = [queue.get(timeout=120) for _p in procs]
+    results, deadline = [], time.monotonic() + 300
+    while len(results) < len(procs):  # fail fast if a child dies without a word
+        try:
+            results.append(queue.get(timeout=1))
+        except Empty:
+            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            assert not dead and time.monotonic() < deadline, "children failed: %s" % dead
     for proc in procs:
         proc.join(30)
     assert all(kind == "ok" for kind, _c in results), results
