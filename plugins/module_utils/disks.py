@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.paths import resolve_in_roots
+from ansible_collections.infinivirt.core.plugins.module_utils.validation import check_choice
 
 FORMATS = ("qcow2", "raw")
 BUSES = ("virtio", "scsi", "sata", "ide")
@@ -73,11 +74,6 @@ def disks_from_params(items: Optional[Sequence[Mapping[str, Any]]]) -> Tuple[Dis
     return tuple(DiskSpec.from_dict(item) for item in items or ())
 
 
-def _choice(field: str, value: Any, choices: Tuple[str, ...]) -> None:
-    if value not in choices:
-        raise SpecError(field, "must be one of %s, got %r" % (", ".join(choices), value))
-
-
 def validate_disks(disks: Sequence[DiskSpec], machine_type: str,
                    storage_roots: Optional[Sequence[str]] = None) -> None:
     seen_paths, seen_boot, sata = set(), set(), 0
@@ -87,11 +83,11 @@ def validate_disks(disks: Sequence[DiskSpec], machine_type: str,
         if disk.path in seen_paths:
             raise SpecError(field + ".path", "%s is listed twice" % disk.path)
         seen_paths.add(disk.path)
-        _choice(field + ".format", disk.format, FORMATS)
-        _choice(field + ".bus", disk.bus, BUSES)
-        _choice(field + ".cache", disk.cache, CACHE_MODES)
-        _choice(field + ".aio", disk.aio, AIO_MODES)
-        _choice(field + ".media", disk.media, MEDIA)
+        check_choice(field + ".format", disk.format, FORMATS)
+        check_choice(field + ".bus", disk.bus, BUSES)
+        check_choice(field + ".cache", disk.cache, CACHE_MODES)
+        check_choice(field + ".aio", disk.aio, AIO_MODES)
+        check_choice(field + ".media", disk.media, MEDIA)
         if disk.aio == "native" and not _CACHE[disk.cache][0]:
             raise SpecError(field + ".aio", "native needs O_DIRECT: use cache none or directsync")
         if disk.serial is not None and not _SERIAL_RE.match(disk.serial):

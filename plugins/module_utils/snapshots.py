@@ -13,11 +13,9 @@ snapshot and copied back on revert.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
-import subprocess
 from typing import Any, Dict, List, Optional
 
 from ansible_collections.infinivirt.core.plugins.module_utils.disks import DiskSpec, node_names
@@ -25,6 +23,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import Qemu
 from ansible_collections.infinivirt.core.plugins.module_utils.lifecycle import RUNNING, STOPPED
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession
 from ansible_collections.infinivirt.core.plugins.module_utils.spec import validate_name
+from ansible_collections.infinivirt.core.plugins.module_utils.storage import QemuImg
 
 STATES = ("present", "absent", "reverted")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -38,17 +37,9 @@ def validate_snapshot_name(name: Any) -> str:
     return name
 
 
-def _qemu_img(args: List[str]) -> str:
-    done = subprocess.run(["qemu-img"] + args, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise QemuError("qemu-img %s failed: %s" % (args[0], done.stderr.strip()))
-    return done.stdout
-
-
 def offline_snapshots(disk: DiskSpec) -> List[Dict[str, Any]]:
-    """The snapshots in a qcow2 image (-U: it may be open read-only elsewhere)."""
-    info = json.loads(_qemu_img(["info", "--output=json", "-U", disk.path]))
-    return info.get("snapshots", [])
+    """The snapshots in a qcow2 image (-U: a running QEMU may hold it)."""
+    return QemuImg().info(disk.path, fmt="qcow2").get("snapshots", [])
 
 
 class SnapshotService:
@@ -152,7 +143,7 @@ class SnapshotService:
         disks = self._qcow2_disks(rec)
         if live == STOPPED:
             for disk in disks:
-                _qemu_img(["snapshot", "-c", name, disk.path])
+                QemuImg().snapshot("create", name, disk.path)
         elif params.get("memory"):
             nodes = [node_names(d)[1] for d in disks]
             self._job(rec, "snapshot-save", {"tag": name, "vmstate": nodes[0], "devices": nodes})
@@ -166,7 +157,7 @@ class SnapshotService:
         disks = self._qcow2_disks(rec)
         if live == STOPPED:
             for disk in disks:
-                _qemu_img(["snapshot", "-d", name, disk.path])
+                QemuImg().snapshot("delete", name, disk.path)
         else:
             for disk in disks:
                 self.lifecycle._qmp(rec, "blockdev-snapshot-delete-internal-sync",
@@ -185,7 +176,7 @@ class SnapshotService:
         if was_running:  # disks only: they cannot change under a running guest
             self.lifecycle.stop(rec, timeout, force)
         for disk in disks:
-            _qemu_img(["snapshot", "-a", name, disk.path])
+            QemuImg().snapshot("apply", name, disk.path)
         self._restore_nvram(rec, name)
         if was_running:
             self.lifecycle.start(rec, graphic_password=self.vms._graphic_password(rec))

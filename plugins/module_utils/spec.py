@@ -20,6 +20,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.disks import (
     validate_disks,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.validation import check_choice, check_int
 
 NAME_MAX = 64
 MEMORY_MIN_MB = 16
@@ -105,22 +106,6 @@ def validate_name(name: Any) -> str:
     return name
 
 
-def _validate_int(field: str, value: Any, low: int, high: Optional[int] = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(field, "must be an integer, got %r" % (value,))
-    if value < low:
-        raise SpecError(field, "must be at least %d, got %d" % (low, value))
-    if high is not None and value > high:
-        raise SpecError(field, "must be at most %d, got %d" % (high, value))
-    return value
-
-
-def _validate_choice(field: str, value: Any, choices: Tuple[str, ...]) -> str:
-    if value not in choices:
-        raise SpecError(field, "must be one of %s, got %r" % (", ".join(choices), value))
-    return value
-
-
 def _validate_file(field: str, path: Any) -> str:
     if not isinstance(path, str) or not path:
         raise SpecError(field, "must be a non-empty path")
@@ -143,10 +128,10 @@ def validate(spec: VmSpec, max_vcpus: Optional[int] = None,
              storage_roots: Optional[Sequence[str]] = None) -> VmSpec:
     """Check every field; raise SpecError naming the first bad one."""
     validate_name(spec.name)
-    _validate_int("vcpus", spec.vcpus, 1, max_vcpus if max_vcpus is not None else host_cpu_count())
-    _validate_int("memory_mb", spec.memory_mb, MEMORY_MIN_MB)
-    _validate_choice("machine_type", spec.machine_type, MACHINE_TYPES)
-    _validate_choice("accel", spec.accel, ACCELS)
+    check_int("vcpus", spec.vcpus, 1, max_vcpus if max_vcpus is not None else host_cpu_count())
+    check_int("memory_mb", spec.memory_mb, MEMORY_MIN_MB)
+    check_choice("machine_type", spec.machine_type, MACHINE_TYPES)
+    check_choice("accel", spec.accel, ACCELS)
     if not isinstance(spec.cpu_model, str) or not _CPU_MODEL_RE.match(spec.cpu_model):
         raise SpecError(
             "cpu_model",
@@ -169,7 +154,7 @@ def validate(spec: VmSpec, max_vcpus: Optional[int] = None,
             raise SpecError("kernel_cmdline", "must not contain control characters (newlines)")
         if len(spec.kernel_cmdline) > KERNEL_CMDLINE_MAX:
             raise SpecError("kernel_cmdline", "must be at most %d characters" % KERNEL_CMDLINE_MAX)
-    _validate_choice("firmware", spec.firmware, FIRMWARES)
+    check_choice("firmware", spec.firmware, FIRMWARES)
     if spec.secureboot and (spec.firmware != "uefi" or spec.machine_type != "q35"):
         raise SpecError("secure_boot", "needs firmware uefi and machine_type q35")
     if spec.uefi_firmware is not None:
@@ -182,13 +167,13 @@ def validate(spec: VmSpec, max_vcpus: Optional[int] = None,
 
 
 def _validate_graphics(spec: VmSpec) -> None:
-    _validate_choice("graphics.type", spec.graphic_protocol, GRAPHIC_PROTOCOLS)
+    check_choice("graphics.type", spec.graphic_protocol, GRAPHIC_PROTOCOLS)
     try:
         ipaddress.ip_address(spec.graphic_host)
     except ValueError:
         raise SpecError("graphics.listen", "%r is not an IP address" % (spec.graphic_host,)) from None
     if spec.graphic_port is not None:
-        _validate_int("graphics.port", spec.graphic_port, VNC_BASE_PORT, 65535)
+        check_int("graphics.port", spec.graphic_port, VNC_BASE_PORT, 65535)
 
 
 def validate_graphic_password(spec: VmSpec, password: Optional[str], stored: bool) -> None:

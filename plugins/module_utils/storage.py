@@ -263,6 +263,11 @@ class QemuImg:
             raise QemuImgError("qemu-img info printed unexpected JSON for %s" % path)
         return data
 
+    def snapshot(self, operation: str, name: str, path: str) -> None:
+        """Internal qcow2 snapshot: operation create, apply (revert) or delete."""
+        flag = {"create": "-c", "apply": "-a", "delete": "-d"}[operation]
+        self._run(["snapshot", flag, name, path], "to %s snapshot %s of %s" % (operation, name, path))
+
     def create(self, path: str, fmt: str, size: Optional[int], backing: Optional[str] = None,
                backing_fmt: Optional[str] = None, preallocation: Optional[str] = None,
                luks_key: Optional[str] = None) -> None:
