@@ -145,7 +145,8 @@ def secret_id(disk: DiskSpec) -> str:
     return "sec-" + disk.disk_id
 
 
-def blockdevs(disk: DiskSpec, encrypted: bool = False) -> List[Dict[str, Any]]:
+def blockdevs(disk: DiskSpec, encrypted: bool = False,
+              active_path: Optional[str] = None) -> List[Dict[str, Any]]:
     """The two -blockdev / blockdev-add objects of a disk, file node first. An encrypted
     volume opens with the key in secret object ``secret_id(disk)``: LUKS inside qcow2, or
     a raw LUKS file."""
@@ -154,14 +155,18 @@ def blockdevs(disk: DiskSpec, encrypted: bool = False) -> List[Dict[str, Any]]:
     readonly = disk.readonly or disk.media == "cdrom"
     discard = "unmap" if disk.discard else "ignore"
     cache = {"direct": direct, "no-flush": no_flush}
-    fmt: Dict[str, Any] = {"driver": disk.format, "file": file_node, "node-name": fmt_node,
-                           "cache": cache, "discard": discard, "read-only": readonly}
+    # An external snapshot's overlay (qcow2) is the active image; QEMU opens its backing
+    # chain from the overlay's header.
+    layered = active_path is not None and active_path != disk.path
+    fmt: Dict[str, Any] = {"driver": "qcow2" if layered else disk.format, "file": file_node,
+                           "node-name": fmt_node, "cache": cache, "discard": discard,
+                           "read-only": readonly}
     if encrypted and disk.format == "qcow2":
         fmt["encrypt"] = {"format": "luks", "key-secret": secret_id(disk)}
     elif encrypted:
         fmt.update({"driver": "luks", "key-secret": secret_id(disk)})
     return [
-        {"driver": "file", "filename": disk.path, "node-name": file_node, "aio": disk.aio,
+        {"driver": "file", "filename": active_path or disk.path, "node-name": file_node, "aio": disk.aio,
          "cache": cache, "discard": discard, "read-only": readonly},
         fmt,
     ]
@@ -225,7 +230,8 @@ def root_port(index: int) -> Dict[str, Any]:
 
 
 def layout(disks: Sequence[DiskSpec], machine_type: str,
-           secret_files: Optional[Mapping[str, str]] = None) -> DiskLayout:
+           secret_files: Optional[Mapping[str, str]] = None,
+           active_paths: Optional[Mapping[str, str]] = None) -> DiskLayout:
     """``secret_files``: disk_id -> 0600 file with the LUKS passphrase of an encrypted
     volume (QEMU reads it once at start; the key never enters argv)."""
     q35 = machine_type == "q35"
@@ -250,7 +256,8 @@ def layout(disks: Sequence[DiskSpec], machine_type: str,
         if disk.disk_id in secret_files:
             objects.append({"qom-type": "secret", "id": secret_id(disk), "format": "raw",
                             "file": secret_files[disk.disk_id]})
-        nodes.extend(blockdevs(disk, encrypted=disk.disk_id in secret_files))
+        nodes.extend(blockdevs(disk, encrypted=disk.disk_id in secret_files,
+                               active_path=(active_paths or {}).get(disk.disk_id)))
         if disk.iothread:
             objects.append(iothread_object(disk))
         if disk.bus == "virtio":
@@ -272,10 +279,12 @@ class HotplugPlan:
     live: bool  # False: some change needs a restart, so nothing is done live
 
 
-def plan_hotplug(running: Sequence[DiskSpec], desired: Sequence[DiskSpec]) -> HotplugPlan:
+def plan_hotplug(running: Sequence[DiskSpec], desired: Sequence[DiskSpec],
+                 layered: Sequence[str] = ()) -> HotplugPlan:
     """Disks added or removed while running, if all of it can be done live: a disk whose
     settings changed, or one on sata/ide, needs a restart; so does the first SCSI disk (the
-    controller exists only if the VM started with one)."""
+    controller exists only if the VM started with one), and removing a disk that has
+    external snapshots (``layered``: their base paths)."""
     before = {d.path: d for d in running}
     after = {d.path: d for d in desired}
     add = tuple(d for d in desired if d.path not in before)
@@ -283,5 +292,6 @@ def plan_hotplug(running: Sequence[DiskSpec], desired: Sequence[DiskSpec]) -> Ho
     changed = any(before[p] != after[p] for p in before.keys() & after.keys())
     has_scsi = any(d.bus == "scsi" for d in running)
     live = not changed and all(d.hotpluggable for d in add + remove) and \
-        all(has_scsi for d in add if d.bus == "scsi")
+        all(has_scsi for d in add if d.bus == "scsi") and \
+        not any(d.path in layered for d in remove)  # an overlay chain is unplugged by a restart
     return HotplugPlan(add, remove, live)

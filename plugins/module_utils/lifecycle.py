@@ -201,6 +201,7 @@ class Lifecycle:
         secret_files = self._write_disk_keys(rec, disk_keys or {})
         ctx = LaunchContext(binary=binary, uuid=rec.uuid, accel=accel, cpu=cpu,
                             firmware_code=code, nvram=nvram, disk_secret_files=secret_files,
+                            disk_active_paths=self.active_paths(rec),
                             pidfile=paths.pidfile, qmp_socket=paths.qmp_socket,
                             serial_log=paths.serial_log,
                             console_socket=paths.console_socket if rec.spec.console_socket else None)
@@ -232,6 +233,15 @@ class Lifecycle:
         rec.status = PAUSED if paused else RUNNING
         self.store.update_vm(rec)
         return warnings
+
+    def active_paths(self, rec: VmRecord) -> Dict[str, str]:
+        """disk_id -> the top overlay of each disk that has external snapshots."""
+        top: Dict[str, str] = {}
+        by_path = {d.path: d for d in rec.spec.disks}
+        for layer in self.store.list_layers(rec.uuid):  # ordered by seq
+            if layer["base_path"] in by_path:
+                top[by_path[layer["base_path"]].disk_id] = layer["overlay"]
+        return top
 
     def _write_disk_keys(self, rec: VmRecord, disk_keys: Dict[str, str]) -> Dict[str, str]:
         """One 0600 file per encrypted disk for QEMU's secret objects, journaled first."""

@@ -1,7 +1,13 @@
 # Copyright (c) 2026, Infinivirt developers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Internal qcow2 snapshots of a VM's disks, taken, reverted and deleted as one set.
+"""Snapshots of a VM's disks, taken, reverted and deleted as one set.
+
+External snapshots put a qcow2 overlay on each disk (recorded in disk_layers before any
+VM switches to it); revert recreates the overlay over the frozen image, delete merges it
+down. Both need the images closed, so a running VM is stopped and started around them.
+
+Internal ones live inside qcow2 images:
 
 A stopped VM's disks are handled with qemu-img. A running VM is snapshotted live: disks
 only through one QMP transaction of blockdev-snapshot-internal-sync (atomic across disks),
@@ -18,7 +24,7 @@ import re
 import shutil
 from typing import Any, Dict, List, Optional
 
-from ansible_collections.infinivirt.core.plugins.module_utils.disks import DiskSpec, node_names
+from ansible_collections.infinivirt.core.plugins.module_utils.disks import DiskSpec, device_id, node_names
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import QemuError, SpecError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.lifecycle import RUNNING, STOPPED
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession
@@ -50,18 +56,33 @@ class SnapshotService:
         self.lifecycle = vm_service.lifecycle
         self.store = vm_service.store
 
-    def _qcow2_disks(self, rec) -> List[DiskSpec]:
+    def _writable(self, rec) -> List[DiskSpec]:
         writable = [d for d in rec.spec.disks if not d.readonly and d.media == "disk"]
-        raw = [d.path for d in writable if d.format != "qcow2"]
-        if raw:
-            raise SpecError("vm", "VM %s has raw disks (%s); internal snapshots need every "
-                            "writable disk in qcow2" % (rec.name, ", ".join(raw)))
         if not writable:
             raise SpecError("vm", "VM %s has no writable disk to snapshot" % rec.name)
         return writable
 
+    def _qcow2_disks(self, rec) -> List[DiskSpec]:
+        writable = self._writable(rec)
+        raw = [d.path for d in writable if d.format != "qcow2"]
+        if raw:
+            raise SpecError("vm", "VM %s has raw disks (%s); internal snapshots need every "
+                            "writable disk in qcow2 (external snapshots do not)" % (rec.name, ", ".join(raw)))
+        if self.store.list_layers(rec.uuid):
+            raise SpecError("type", "VM %s has external snapshots; internal ones cannot be "
+                            "mixed with them" % rec.name)
+        return writable
+
     def list(self, rec) -> Dict[str, Dict[str, Any]]:
         """Snapshots present on every writable disk, by name (a partial set is not one)."""
+        found = self._external_list(rec)
+        try:
+            found.update(self._internal_list(rec))
+        except SpecError:  # raw disks or external layers: no internal snapshots
+            pass
+        return dict(sorted(found.items()))
+
+    def _internal_list(self, rec) -> Dict[str, Dict[str, Any]]:
         disks = self._qcow2_disks(rec)
         if self.lifecycle.is_alive(rec):
             nodes = {n["node-name"]: n for n in
@@ -71,8 +92,17 @@ class SnapshotService:
             per_disk = [offline_snapshots(d) for d in disks]
         names = set.intersection(*({s["name"] for s in snaps} for snaps in per_disk))
         first = {s["name"]: s for s in per_disk[0]}
-        return {name: {"name": name, "vm_state_size": first[name].get("vm-state-size", 0),
+        return {name: {"name": name, "type": "internal",
+                       "vm_state_size": first[name].get("vm-state-size", 0),
                        "date_sec": first[name].get("date-sec")} for name in sorted(names)}
+
+    def _external_list(self, rec) -> Dict[str, Dict[str, Any]]:
+        disks = {d.path for d in rec.spec.disks if not d.readonly and d.media == "disk"}
+        per_name: Dict[str, set] = {}
+        for layer in self.store.list_layers(rec.uuid):
+            per_name.setdefault(layer["snapshot"], set()).add(layer["base_path"])
+        return {name: {"name": name, "type": "external", "vm_state_size": 0, "date_sec": None}
+                for name, paths in per_name.items() if disks and paths >= disks}
 
     def ensure(self, params: Dict[str, Any], check_mode: bool) -> Dict[str, Any]:
         vm_name = validate_name(params.get("vm"))
@@ -90,8 +120,14 @@ class SnapshotService:
             existing = self.list(rec)
             live = self.lifecycle.live_state(rec)
             action = self._plan(state, name, existing, live, params)
+            kind = existing[name]["type"] if name in existing else (params.get("type") or "internal")
+            if kind not in ("internal", "external"):
+                raise SpecError("type", "must be internal or external, got %r" % (kind,))
+            if action == "create" and kind == "external" and params.get("memory"):
+                raise SpecError("memory", "external snapshots save disks only")
             if action and not check_mode:
-                getattr(self, "_" + action)(rec, name, live, params)
+                prefix = "_" if kind == "internal" else "_external_"
+                getattr(self, prefix + action)(rec, name, live, params)
             after = self.list(rec) if action and not check_mode else existing
         return {"changed": bool(action), "action": action, "snapshots": list(after.values()),
                 "diff": {"before": {"snapshots": sorted(existing)},
@@ -180,6 +216,103 @@ class SnapshotService:
         self._restore_nvram(rec, name)
         if was_running:
             self.lifecycle.start(rec, graphic_password=self.vms._graphic_password(rec))
+
+    # -- external snapshots: overlay files ---------------------------------------------------
+    def _external_create(self, rec, name: str, live: str, params: Dict[str, Any]) -> None:
+        disks = self._writable(rec)
+        if self.vms._disk_keys(disks):
+            raise SpecError("type", "external snapshots of encrypted volumes are not supported; "
+                            "use an internal snapshot")
+        layers = self.store.list_layers(rec.uuid)
+        seq = max([layer["seq"] for layer in layers] or [0]) + 1
+        active = self.lifecycle.active_paths(rec)
+        rows = []
+        for disk in disks:
+            overlay = os.path.join(os.path.dirname(disk.path),
+                                   "%s.%s.overlay.qcow2" % (os.path.basename(disk.path), name))
+            if os.path.lexists(overlay):
+                raise SpecError("name", "%s exists already; pick another snapshot name" % overlay)
+            rows.append((disk.path, seq, name, overlay))
+        # Recorded first: a VM that switched to its overlays must never restart on the bases.
+        self.store.add_layers(rec.uuid, rows)
+        try:
+            if live == STOPPED:
+                for disk, (_base, _seq, _name, overlay) in zip(disks, rows):
+                    top = active.get(disk.disk_id, disk.path)
+                    QemuImg().create(overlay, "qcow2", None, backing=top,
+                                     backing_fmt="qcow2" if disk.disk_id in active else disk.format)
+            else:  # one transaction: every disk switches to its overlay at the same instant
+                tops = self._top_nodes(rec)
+                self.lifecycle._qmp(rec, "transaction", {"actions": [
+                    {"type": "blockdev-snapshot-sync",
+                     "data": {"node-name": tops[device_id(disk)], "snapshot-file": row[3],
+                              "snapshot-node-name": "x%d-%s" % (seq, disk.disk_id), "format": "qcow2"}}
+                    for disk, row in zip(disks, rows)]})
+        except BaseException:
+            for base, layer_seq, _name, overlay in rows:
+                self.store.delete_layer(rec.uuid, base, layer_seq)
+                if live == STOPPED and os.path.exists(overlay):
+                    os.unlink(overlay)
+            raise
+
+    def _top_nodes(self, rec) -> Dict[str, str]:
+        """device id -> the block node the device reads from now."""
+        tops = {}
+        for block in self.lifecycle._qmp(rec, "query-block"):
+            qdev = block.get("qdev", "").split("/")
+            for part in qdev:
+                if part.startswith("disk-") and "inserted" in block:
+                    tops[part] = block["inserted"]["node-name"]
+        return tops
+
+    def _chain(self, rec, disk: DiskSpec) -> List[Dict[str, Any]]:
+        return [layer for layer in self.store.list_layers(rec.uuid) if layer["base_path"] == disk.path]
+
+    @staticmethod
+    def _below(disk: DiskSpec, chain: List[Dict[str, Any]], index: int):
+        """The image under layer ``index`` and its format."""
+        return (chain[index - 1]["overlay"], "qcow2") if index else (disk.path, disk.format)
+
+    def _external_revert(self, rec, name: str, live: str, params: Dict[str, Any]) -> None:
+        """Back to the disks as they were: a fresh overlay on the frozen image. Snapshots
+        taken after this one are discarded with their overlays."""
+        def revert() -> None:
+            for disk in self._writable(rec):
+                chain = self._chain(rec, disk)
+                index = next(i for i, layer in enumerate(chain) if layer["snapshot"] == name)
+                for layer in chain[index:]:
+                    if os.path.exists(layer["overlay"]):
+                        os.unlink(layer["overlay"])
+                    self.store.delete_layer(rec.uuid, disk.path, layer["seq"])
+                below, fmt = self._below(disk, chain, index)
+                self.store.add_layers(rec.uuid, [(disk.path, chain[index]["seq"], name, chain[index]["overlay"])])
+                QemuImg().create(chain[index]["overlay"], "qcow2", None, backing=below, backing_fmt=fmt)
+        self._offline(rec, live, params, revert)
+
+    def _external_delete(self, rec, name: str, live: str, params: Dict[str, Any]) -> None:
+        """Merge the snapshot's overlay into the image below it, keeping today's data."""
+        def merge() -> None:
+            for disk in self._writable(rec):
+                chain = self._chain(rec, disk)
+                index = next(i for i, layer in enumerate(chain) if layer["snapshot"] == name)
+                below, fmt = self._below(disk, chain, index)
+                QemuImg().commit(chain[index]["overlay"])
+                if index + 1 < len(chain):
+                    QemuImg().rebase_unsafe(chain[index + 1]["overlay"], below, fmt)
+                os.unlink(chain[index]["overlay"])
+                self.store.delete_layer(rec.uuid, disk.path, chain[index]["seq"])
+        self._offline(rec, live, params, merge)
+
+    def _offline(self, rec, live: str, params: Dict[str, Any], work) -> None:
+        """Run ``work`` on the images with no QEMU holding them: a running VM is stopped
+        (as state stopped would) and started again afterwards."""
+        if live != STOPPED:
+            self.lifecycle.stop(rec, float(params.get("stop_timeout") or 60), bool(params.get("force")))
+        work()
+        if live != STOPPED:
+            self.lifecycle.start(rec, paused=live != RUNNING,
+                                 graphic_password=self.vms._graphic_password(rec),
+                                 disk_keys=self.vms._disk_keys(rec.spec.disks))
 
     def _job(self, rec, command: str, arguments: Dict[str, Any]) -> None:
         """Run a QMP job to its end and report its error, if any."""

@@ -268,6 +268,15 @@ class QemuImg:
         flag = {"create": "-c", "apply": "-a", "delete": "-d"}[operation]
         self._run(["snapshot", flag, name, path], "to %s snapshot %s of %s" % (operation, name, path))
 
+    def commit(self, path: str) -> None:
+        """Write an overlay's data into its backing image (the overlay stays as it was)."""
+        self._run(["commit", "-q", "-f", "qcow2", path], "committing %s" % path)
+
+    def rebase_unsafe(self, path: str, backing: str, backing_fmt: str) -> None:
+        """Point an overlay at another backing image with the same data (no copying)."""
+        self._run(["rebase", "-u", "-f", "qcow2", "-b", backing, "-F", _check_driver(backing_fmt), path],
+                  "rebasing %s" % path)
+
     def create(self, path: str, fmt: str, size: Optional[int], backing: Optional[str] = None,
                backing_fmt: Optional[str] = None, preallocation: Optional[str] = None,
                luks_key: Optional[str] = None) -> None:

@@ -77,10 +77,10 @@ def _view(rec: Optional[VmRecord], state: str, password_set: bool = False,
 GRAPHIC_PASSWORD = "graphic_password"
 
 
-def _disks_only_live(pending: List[str], rec: VmRecord, state: str) -> bool:
+def _disks_only_live(pending: List[str], rec: VmRecord, state: str, layered: List[str]) -> bool:
     """Disk changes a running VM takes by hot-plug need no restart."""
     return (pending == ["disks"] and state == RUNNING and rec.running_spec is not None
-            and plan_hotplug(rec.running_spec.disks, rec.spec.disks).live)
+            and plan_hotplug(rec.running_spec.disks, rec.spec.disks, layered).live)
 
 
 def spec_digest(rec: VmRecord, secret_tokens: Tuple[Optional[str], ...] = ()) -> str:
@@ -149,6 +149,10 @@ class VmService:
             return self.secret_box().decrypt(token, secret_context(rec.uuid, GRAPHIC_PASSWORD))
         except SecretError as exc:
             raise SecretError("cannot read the display password of VM %s: %s" % (rec.name, exc)) from None
+
+    def _layered(self, rec: VmRecord) -> List[str]:
+        """Base paths of the disks that have external snapshots."""
+        return sorted({layer["base_path"] for layer in self.store.list_layers(rec.uuid)})
 
     def _disk_keys(self, disks: Sequence[DiskSpec]) -> Dict[str, str]:
         """LUKS passphrases of the encrypted volumes (made by infinivirt_disk) among disks."""
@@ -251,9 +255,9 @@ class VmService:
                    if before_state in (RUNNING, PAUSED) and rec.running_spec else [])
         restart = state == "restarted" or (
             bool(pending) and target != STOPPED and params.get("restart_on_change")
-            and not _disks_only_live(pending, rec, before_state))
+            and not _disks_only_live(pending, rec, before_state, self._layered(rec)))
 
-        hotplug = (plan_hotplug(rec.running_spec.disks, rec.spec.disks)
+        hotplug = (plan_hotplug(rec.running_spec.disks, rec.spec.disks, self._layered(rec))
                    if "disks" in pending and not restart and before_state == RUNNING else None)
         if hotplug is not None and hotplug.live:
             pending.remove("disks")
@@ -354,6 +358,9 @@ class VmService:
                 self.lifecycle.stop(rec, float(params.get("stop_timeout") or 60),
                                     bool(params.get("force")), qemu_status)
             self.lifecycle.release_files(rec, keep_serial_log=False, keep_nvram=False)
+            for layer in self.store.list_layers(rec.uuid):  # external snapshot overlays
+                if os.path.exists(layer["overlay"]):
+                    os.unlink(layer["overlay"])
             self.store.delete_vm(rec.uuid)
         out.changed = True
         out.diff = {"before": _view(rec, before_state), "after": {"state": "absent"}}
@@ -361,11 +368,11 @@ class VmService:
         return out
 
     def _snapshots(self, rec: VmRecord) -> List[Dict[str, Any]]:
-        if not any(d.format == "qcow2" for d in rec.spec.disks):
+        if not rec.spec.disks:
             return []
         try:
             return list(SnapshotService(self).list(rec).values())
-        except SpecError:  # raw disks: no internal snapshots
+        except SpecError:  # no writable disk
             return []
 
     # -- volumes (for infinivirt_disk) ------------------------------------------------------
@@ -385,6 +392,9 @@ class VmService:
             with self.store.vm_lock(rec.name, self.lock_timeout):
                 rec = self.store.get_vm(rec.name)
                 disk = attached(rec)
+                if disk is not None and disk.path in self._layered(rec):
+                    raise StateError("volume %s has external snapshots in VM %s; delete them "
+                                     "before growing it" % (path, rec.name))
                 if disk is not None and self.lifecycle.is_alive(rec):
                     self.lifecycle.resize_disk(rec, disk, size)
                     return rec.name

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: infinivirt_snapshot
-short_description: Take, revert and delete internal snapshots of an Infinivirt VM's disks
+short_description: Take, revert and delete snapshots of an Infinivirt VM's disks
 version_added: 0.1.0
 description:
-  - Manages a named internal snapshot across all writable disks of a VM at once. Every
-    writable disk must be a qcow2 image.
+  - Manages a named snapshot across all writable disks of a VM at once, either internal
+    (inside each qcow2 image) or external (an overlay file per disk, for any image format).
+  - An internal snapshot needs every writable disk in qcow2.
   - A stopped VM is snapshotted, reverted and cleaned up with C(qemu-img).
   - A running VM is snapshotted live. Without O(memory), one QMP transaction snapshots every
     disk atomically; reverting such a snapshot stops the VM (as
@@ -19,6 +20,15 @@ description:
     does), reverts the disks and starts it again. With O(memory=true) the RAM and device
     state are saved too (QMP C(snapshot-save)), and reverting (C(snapshot-load)) restores
     the running guest without a restart.
+  - An external snapshot (O(type=external)) freezes each disk's current image and puts a new
+    qcow2 overlay (C(<image>.<name>.overlay.qcow2), beside the image) on top; a running VM
+    switches to the overlays in one QMP transaction. Reverting discards the changes made
+    since (and any external snapshot taken after it) and starts over on a fresh overlay;
+    deleting merges the overlay into the image below, keeping today's data. Both work on
+    closed images, so a running VM is stopped and started again for them. A disk with
+    external snapshots cannot be hot-unplugged or grown until they are deleted, and
+    encrypted volumes take internal snapshots only.
+  - A UEFI VM's NVRAM is copied with each internal snapshot and restored on revert.
   - M(infinivirt.core.infinivirt_vm_info) lists a VM's snapshots.
 author:
   - Infinivirt developers (@infinivirt)
@@ -53,6 +63,13 @@ options:
     type: str
     choices: [present, absent, reverted]
     default: present
+  type:
+    description:
+      - V(internal) or V(external), for a new snapshot. An existing snapshot is reverted or
+        deleted as what it is.
+    type: str
+    choices: [internal, external]
+    default: internal
   memory:
     description:
       - Also save the running VM's RAM and device state, so that a revert resumes the guest
@@ -71,8 +88,6 @@ options:
         within O(stop_timeout), end QEMU instead of failing.
     type: bool
     default: false
-notes:
-  - External (overlay) snapshots and UEFI NVRAM are not covered yet.
 seealso:
   - module: infinivirt.core.infinivirt_vm
   - module: infinivirt.core.infinivirt_vm_info
@@ -90,6 +105,12 @@ EXAMPLES = r"""
     vm: web01
     name: before-upgrade
     state: reverted
+
+- name: Freeze the disks of db01 under overlay files (works for raw images too)
+  infinivirt.core.infinivirt_snapshot:
+    vm: db01
+    name: nightly
+    type: external
 
 - name: Drop the snapshot
   infinivirt.core.infinivirt_snapshot:
@@ -113,6 +134,9 @@ snapshots:
     name:
       description: Snapshot name.
       type: str
+    type:
+      description: V(internal) or V(external).
+      type: str
     vm_state_size:
       description: Bytes of saved RAM and device state; 0 for a disk-only snapshot.
       type: int
@@ -131,6 +155,7 @@ def main() -> None:
             vm=dict(type="str", required=True),
             name=dict(type="str", required=True),
             state=dict(type="str", default="present", choices=["present", "absent", "reverted"]),
+            type=dict(type="str", default="internal", choices=["internal", "external"]),
             memory=dict(type="bool", default=False),
             stop_timeout=dict(type="float", default=60.0),
             force=dict(type="bool", default=False),

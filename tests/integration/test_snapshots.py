@@ -104,3 +104,52 @@ def test_bad_snapshot_input(disk_service, images, params, field, phrase):
         SnapshotService(vms).ensure(dict(params, state=params.get("state", "present")), False)
     assert err.value.field == field and phrase in str(err.value)
     assert SnapshotService(vms).list(vms.store.get_vm("cold2")) == {}
+
+
+def test_external_snapshots_revert_and_merge(disk_service, guest_params, images):
+    vms, snaps = disk_service, SnapshotService(disk_service)
+    data = make_image(os.path.join(images, "ext data.raw"), "raw", 16)  # raw works externally
+    params = dict(guest_params, name="layers", memory_mb=256, console_socket=True, state="running",
+                  disks=[{"path": data, "format": "raw", "serial": "EXT01"}])
+    vm = vms.ensure(params, False).vm
+    wait_ready(vm["serial_log"])
+    sock = vm["console_socket_path"]
+    dev = guest_disks(sock)["EXT01"]["name"]
+    write_marker(sock, dev, "MARK-A")
+
+    # Taken live: the running VM switches to an overlay; the image itself stays as it was.
+    ext1 = {"vm": "layers", "name": "ext1", "type": "external"}
+    taken = snaps.ensure(dict(ext1, state="present"), False)
+    assert taken["changed"] and [(s["name"], s["type"]) for s in taken["snapshots"]] == [("ext1", "external")]
+    overlay1 = data + ".ext1.overlay.qcow2"
+    assert os.path.exists(overlay1) and vms.info("layers")[0]["pid"] == vm["pid"]
+    assert not snaps.ensure(dict(ext1, state="present"), False)["changed"]
+    write_marker(sock, dev, "MARK-B")
+    with open(data, "rb") as fh:
+        assert b"MARK-B" not in fh.read() and b"MARK-A" in open(data, "rb").read()
+
+    # Revert: the VM restarts on a fresh overlay over the frozen image.
+    assert snaps.ensure(dict(ext1, state="reverted"), False)["changed"]
+    vm = vms.info("layers")[0]
+    wait_ready(vm["serial_log"])
+    sock = vm["console_socket_path"]
+    assert read_marker(sock, dev) == "MARK-A"
+
+    # Delete (merge): today's data stays, the overlay is folded into the image.
+    write_marker(sock, dev, "MARK-C")
+    assert snaps.ensure({"vm": "layers", "name": "ext2", "type": "external"}, False)["changed"]
+    assert snaps.ensure(dict(ext1, state="absent"), False)["changed"]
+    assert not os.path.exists(overlay1)
+    assert [s["name"] for s in vms.info("layers")[0]["snapshots"]] == ["ext2"]
+    vm = vms.info("layers")[0]
+    wait_ready(vm["serial_log"])
+    assert read_marker(vm["console_socket_path"], dev) == "MARK-C"
+    with open(data, "rb") as fh:
+        assert b"MARK-C" in fh.read(), "merged into the image"
+
+    # Internal snapshots do not mix with external ones; removing the VM removes its overlays.
+    with pytest.raises(SpecError) as err:
+        snaps.ensure({"vm": "layers", "name": "int", "state": "present"}, False)
+    assert err.value.field in ("vm", "type")
+    vms.ensure({"name": "layers", "state": "absent", "force": True}, False)
+    assert not os.path.exists(data + ".ext2.overlay.qcow2") and os.path.exists(data)

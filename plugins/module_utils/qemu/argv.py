@@ -39,6 +39,7 @@ class LaunchContext:
     firmware_code: Optional[str] = None  # UEFI: OVMF code image and this VM's NVRAM
     nvram: Optional[str] = None
     disk_secret_files: Optional[Dict[str, str]] = None  # disk_id -> LUKS passphrase file
+    disk_active_paths: Optional[Dict[str, str]] = None  # disk_id -> top external-snapshot overlay
 
 
 def opt_value(field: str, value: str) -> str:
@@ -75,8 +76,9 @@ def as_json(obj: Dict[str, Any]) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
-def disk_args(spec: VmSpec, secret_files: Optional[Dict[str, str]] = None) -> List[str]:
-    plan = layout(spec.disks, spec.machine_type, secret_files)
+def disk_args(spec: VmSpec, secret_files: Optional[Dict[str, str]] = None,
+              active_paths: Optional[Dict[str, str]] = None) -> List[str]:
+    plan = layout(spec.disks, spec.machine_type, secret_files, active_paths)
     argv: List[str] = []
     for obj in plan.objects:
         argv += ["-object", as_json(obj)]
@@ -117,7 +119,7 @@ def build_argv(spec: VmSpec, ctx: LaunchContext) -> List[str]:
         argv += ["-chardev", "socket,id=console0,path=%s,server=on,wait=off"
                  % opt_value("run_dir", ctx.console_socket),
                  "-serial", "chardev:console0"]
-    argv += disk_args(spec, ctx.disk_secret_files)
+    argv += disk_args(spec, ctx.disk_secret_files, ctx.disk_active_paths)
     if spec.graphic_protocol == "vnc":
         argv += ["-vnc", vnc_option(spec)]
     if spec.kernel is not None:

@@ -215,6 +215,7 @@ class SqlStore(VolumeStore):
         with self.transaction("deleting a VM") as cur:
             cur.execute("DELETE FROM machine_configuration WHERE vm_uuid = ?", (uuid,))
             cur.execute("DELETE FROM resources WHERE vm_uuid = ?", (uuid,))
+            cur.execute("DELETE FROM disk_layers WHERE vm_uuid = ?", (uuid,))
             cur.execute("DELETE FROM vms WHERE uuid = ?", (uuid,))
 
     # -- secrets ------------------------------------------------------------------------
@@ -250,6 +251,23 @@ class SqlStore(VolumeStore):
                 if cur.raw.rowcount != 1:
                     raise StoreError("the secret %s of %s changed during the rotation; nothing "
                                      "was re-encrypted, run it again" % (column, owner))
+
+    # -- external snapshot layers -----------------------------------------------------------
+    def list_layers(self, vm_uuid: str) -> List[Dict[str, Any]]:
+        return self._read("SELECT base_path, seq, snapshot, overlay FROM disk_layers WHERE vm_uuid = ? "
+                          "ORDER BY base_path, seq", (vm_uuid,), "reading snapshot layers")
+
+    def add_layers(self, vm_uuid: str, layers: List[Tuple[str, int, str, str]]) -> None:
+        """(base_path, seq, snapshot, overlay) rows, in one transaction."""
+        with self.transaction("recording snapshot layers") as cur:
+            for base_path, seq, snapshot, overlay in layers:
+                cur.execute("INSERT INTO disk_layers VALUES (?, ?, ?, ?, ?, ?)",
+                            (vm_uuid, base_path, seq, snapshot, overlay, utc_now()))
+
+    def delete_layer(self, vm_uuid: str, base_path: str, seq: int) -> None:
+        with self.transaction("dropping a snapshot layer") as cur:
+            cur.execute("DELETE FROM disk_layers WHERE vm_uuid = ? AND base_path = ? AND seq = ?",
+                        (vm_uuid, base_path, seq))
 
     # -- resource journal -----------------------------------------------------------------
     def journal_add(self, vm_uuid: str, kind: str, ref: str) -> None:

@@ -111,6 +111,19 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
         # bios or uefi; secure_boot and uefi_firmware (the review's) were there from the start.
         "ALTER TABLE machine_configuration ADD COLUMN firmware TEXT NOT NULL DEFAULT 'bios'",
     ]),
+    (6, [
+        # External snapshots: each is an overlay file on top of a disk's image; the disk's
+        # active image is its overlay with the highest seq (or the image itself).
+        """CREATE TABLE disk_layers (
+            vm_uuid TEXT NOT NULL,
+            base_path TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            snapshot TEXT NOT NULL,
+            overlay TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (vm_uuid, base_path, seq)
+        )""",
+    ]),
 ]
 
 LATEST = MIGRATIONS[-1][0]
