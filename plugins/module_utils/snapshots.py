@@ -223,6 +223,13 @@ class SnapshotService:
         if self.vms._disk_keys(disks):
             raise SpecError("type", "external snapshots of encrypted volumes are not supported; "
                             "use an internal snapshot")
+        try:
+            internal = self._internal_list(rec) if not self.store.list_layers(rec.uuid) else {}
+        except SpecError:
+            internal = {}
+        if internal:
+            raise SpecError("type", "VM %s has internal snapshots (%s); external ones cannot be "
+                            "mixed with them" % (rec.name, ", ".join(internal)))
         layers = self.store.list_layers(rec.uuid)
         seq = max([layer["seq"] for layer in layers] or [0]) + 1
         active = self.lifecycle.active_paths(rec)
@@ -235,6 +242,7 @@ class SnapshotService:
             rows.append((disk.path, seq, name, overlay))
         # Recorded first: a VM that switched to its overlays must never restart on the bases.
         self.store.add_layers(rec.uuid, rows)
+        self._save_nvram(rec, name)
         try:
             if live == STOPPED:
                 for disk, (_base, _seq, _name, overlay) in zip(disks, rows):
@@ -287,6 +295,7 @@ class SnapshotService:
                 below, fmt = self._below(disk, chain, index)
                 self.store.add_layers(rec.uuid, [(disk.path, chain[index]["seq"], name, chain[index]["overlay"])])
                 QemuImg().create(chain[index]["overlay"], "qcow2", None, backing=below, backing_fmt=fmt)
+            self._restore_nvram(rec, name)
         self._offline(rec, live, params, revert)
 
     def _external_delete(self, rec, name: str, live: str, params: Dict[str, Any]) -> None:
@@ -301,6 +310,7 @@ class SnapshotService:
                     QemuImg().rebase_unsafe(chain[index + 1]["overlay"], below, fmt)
                 os.unlink(chain[index]["overlay"])
                 self.store.delete_layer(rec.uuid, disk.path, chain[index]["seq"])
+            self._drop_nvram(rec, name)
         self._offline(rec, live, params, merge)
 
     def _offline(self, rec, live: str, params: Dict[str, Any], work) -> None:

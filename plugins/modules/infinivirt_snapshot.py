@@ -28,7 +28,7 @@ description:
     closed images, so a running VM is stopped and started again for them. A disk with
     external snapshots cannot be hot-unplugged or grown until they are deleted, and
     encrypted volumes take internal snapshots only.
-  - A UEFI VM's NVRAM is copied with each internal snapshot and restored on revert.
+  - A UEFI VM's NVRAM is copied with each snapshot and restored on revert.
   - M(infinivirt.core.infinivirt_vm_info) lists a VM's snapshots.
 author:
   - Infinivirt developers (@infinivirt)

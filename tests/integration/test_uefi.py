@@ -51,6 +51,18 @@ def test_uefi_guest_nvram_and_snapshot(uefi_service, guest_params, images, workd
     assert snaps.ensure({"vm": "efi", "name": "s1", "state": "reverted"}, False)["changed"]
     assert open(nvram, "rb").read() == original
 
+    # Likewise for an external snapshot (the two kinds do not mix).
+    with pytest.raises(SpecError) as err:
+        snaps.ensure({"vm": "efi", "name": "x1", "type": "external"}, False)
+    assert err.value.field == "type" and "internal snapshots (s1)" in str(err.value)
+    assert snaps.ensure({"vm": "efi", "name": "s1", "state": "absent"}, False)["changed"]
+    assert snaps.ensure({"vm": "efi", "name": "x1", "type": "external"}, False)["changed"]
+    with open(nvram, "r+b") as fh:
+        fh.seek(len(original) - 4096)
+        fh.write(b"\x5a" * 4096)
+    assert snaps.ensure({"vm": "efi", "name": "x1", "state": "reverted"}, False)["changed"]
+    assert open(nvram, "rb").read() == original
+
     svc.ensure({"name": "efi", "state": "absent"}, False)
     assert not os.path.exists(nvram) and os.listdir(os.path.join(workdir, "nvram")) == []
 

