@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import glob
+import logging
 import os
 import shutil
 import subprocess
@@ -79,6 +80,9 @@ def test_password_protected_display(env):
     assert started.diff["after"]["graphic_password"] == "******** (new)"
     port = started.vm["graphics"]["port"]
     assert 5900 <= port < 6000 and started.vm["graphics"]["password_set"] is True
+    rec = service.store.get_vm("screen")
+    peripherals = {p["name"] for p in service.lifecycle._qmp(rec, "qom-list", {"path": "/machine/peripheral"})}
+    assert "video0" in peripherals, "a VNC display needs a video card to show"
     assert vnc_auth("127.0.0.1", port, None) == "password-required"
     assert vnc_auth("127.0.0.1", port, PASSWORD) == "ok"
     assert vnc_auth("127.0.0.1", port, "wrong!!!") == "failed"
@@ -195,3 +199,12 @@ def test_qmp_connects_survive_a_storm_of_events(env):
         stop.set()
         storm.join(10)
     assert statuses == ["running"] * 150
+
+
+def test_secrets_stay_out_of_debug_logs(env, caplog):
+    service, _db, _work, _key = env
+    with caplog.at_level(logging.DEBUG):
+        ensure(service, state="running", graphics={"type": "vnc", "password": PASSWORD})
+        ensure(service, state="running", graphics={"password": NEW_PASSWORD})
+    assert any(r.name.startswith("qemu.qmp") for r in caplog.records), "qemu.qmp logged nothing"
+    assert PASSWORD not in caplog.text and NEW_PASSWORD not in caplog.text

@@ -121,7 +121,8 @@ def build_argv(spec: VmSpec, ctx: LaunchContext) -> List[str]:
                  "-serial", "chardev:console0"]
     argv += disk_args(spec, ctx.disk_secret_files, ctx.disk_active_paths)
     if spec.graphic_protocol == "vnc":
-        argv += ["-vnc", vnc_option(spec)]
+        # -nodefaults leaves no video card: without one a VNC client sees no screen.
+        argv += ["-device", as_json({"driver": "VGA", "id": "video0"}), "-vnc", vnc_option(spec)]
     if spec.kernel is not None:
         argv += ["-kernel", spec.kernel]
     if spec.initrd is not None:
