@@ -41,6 +41,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.host.process impor
     process_runs_vm,
     read_pidfile,
     run_daemonized,
+    vm_processes,
     wait_until_gone,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.argv import LaunchContext, build_argv
@@ -186,15 +187,16 @@ class Lifecycle:
             self.store.journal_add(rec.uuid, kind, ref)
         # Recorded before QEMU exists: if the database is lost mid-start, the next run
         # finds the process through this pidfile instead of starting a second one.
+        code = template = nvram = None
+        if rec.spec.firmware == "uefi":  # before anything is recorded: OVMF may be missing
+            code, template = firmware_files(rec.spec.secureboot, rec.spec.uefi_firmware)
         rec.status, rec.qemu_pid = STARTING, None
         rec.pidfile_path, rec.qmp_socket_path, rec.serial_log_path = (
             paths.pidfile, paths.qmp_socket, paths.serial_log)
         rec.running_spec, rec.launch_accel, rec.launch_cpu = rec.spec, accel, cpu
         self.store.update_vm(rec)
 
-        code = nvram = None
-        if rec.spec.firmware == "uefi":
-            code, template = firmware_files(rec.spec.secureboot, rec.spec.uefi_firmware)
+        if template is not None:
             nvram = self.nvram_path(rec)
             self.store.journal_add(rec.uuid, "nvram", nvram)  # kept until the VM is removed
             ensure_nvram(nvram, template)
@@ -323,8 +325,12 @@ class Lifecycle:
         self._qmp(rec, "block_resize", {"node-name": node_names(disk)[1], "size": size})
 
     def _abort_start(self, rec: VmRecord) -> None:
+        # By pidfile, and by UUID too: a QEMU that timed out may not have written it yet.
+        pids = set(vm_processes(rec.uuid, self.host_paths.proc))
         pid = read_pidfile(self.pidfile(rec))
         if pid:
+            pids.add(pid)
+        for pid in pids:
             kill_vm_process(pid, rec.uuid, self.host_paths.proc)
         self.release_files(rec, keep_serial_log=False)
         self._mark_stopped(rec)

@@ -68,6 +68,15 @@ def process_runs_vm(pid: Optional[int], uuid: str, proc_root: str = "/proc") -> 
     return uuid.encode() in args
 
 
+def vm_processes(uuid: str, proc_root: str = "/proc") -> List[int]:
+    """Every live process whose command line carries this VM's UUID."""
+    found = []
+    for entry in os.listdir(proc_root):
+        if entry.isdigit() and process_runs_vm(int(entry), uuid, proc_root):
+            found.append(int(entry))
+    return found
+
+
 def wait_until_gone(pid: int, uuid: str, timeout: float, proc_root: str = "/proc",
                     interval: float = 0.005) -> bool:
     deadline = time.monotonic() + timeout

@@ -17,6 +17,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.host.process impor
     process_state,
     read_pidfile,
     run_daemonized,
+    vm_processes,
 )
 
 
@@ -82,3 +83,14 @@ def test_pidfile_parsing(tmp_path):
 def test_run_daemonized_reports_stderr():
     rc, err = run_daemonized([sys.executable, "-c", "import sys; sys.exit('boom')"], timeout=10)
     assert rc == 1 and err == "boom"
+
+
+def test_vm_processes_finds_them_by_uuid():
+    marker = str(uuidlib.uuid4())
+    proc = spawn(marker)
+    try:
+        assert vm_processes(marker) == [proc.pid]
+        assert vm_processes(str(uuidlib.uuid4())) == []
+    finally:
+        proc.kill()
+        proc.wait()
