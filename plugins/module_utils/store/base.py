@@ -252,6 +252,26 @@ class SqlStore(VolumeStore):
                     raise StoreError("the secret %s of %s changed during the rotation; nothing "
                                      "was re-encrypted, run it again" % (column, owner))
 
+    # -- networks ---------------------------------------------------------------------------
+    def get_network(self, name: str) -> Optional[Dict[str, Any]]:
+        rows = self._read("SELECT * FROM networks WHERE name = ?", (name,), "reading a network")
+        if not rows:
+            return None
+        row = dict(rows[0])
+        row["spec"], row["managed"] = json.loads(row["spec"]), bool(row["managed"])
+        return row
+
+    def put_network(self, name: str, host: str, mode: str, spec: Dict[str, Any], managed: bool) -> None:
+        now = utc_now()
+        with self.transaction("recording network %s" % name) as cur:
+            cur.execute("DELETE FROM networks WHERE name = ?", (name,))
+            cur.execute("INSERT INTO networks VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (name, host, mode, json.dumps(spec, sort_keys=True), managed, now, now))
+
+    def delete_network(self, name: str) -> None:
+        with self.transaction("removing network %s" % name) as cur:
+            cur.execute("DELETE FROM networks WHERE name = ?", (name,))
+
     # -- external snapshot layers -----------------------------------------------------------
     def list_layers(self, vm_uuid: str) -> List[Dict[str, Any]]:
         return self._read("SELECT base_path, seq, snapshot, overlay FROM disk_layers WHERE vm_uuid = ? "

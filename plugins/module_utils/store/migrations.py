@@ -124,6 +124,19 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
             PRIMARY KEY (vm_uuid, base_path, seq)
         )""",
     ]),
+    (7, [
+        # Networks made by infinivirt_net. "managed": Infinivirt created the bridge (and may
+        # remove it); an existing bridge is only used.
+        """CREATE TABLE networks (
+            name TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            spec TEXT NOT NULL,
+            managed BOOLEAN NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+    ]),
 ]
 
 LATEST = MIGRATIONS[-1][0]
