@@ -60,12 +60,7 @@ def process_runs_vm(pid: Optional[int], uuid: str, proc_root: str = "/proc") -> 
     if state in DEAD_STATES:
         # A zombie's cmdline reads empty; while its threads live, it still holds the VM.
         return _threads_left(pid, proc_root)
-    try:
-        with open(os.path.join(proc_root, str(pid), "cmdline"), "rb") as fh:
-            args = fh.read().split(b"\0")
-    except OSError:
-        return False
-    return uuid.encode() in args
+    return uuid.encode() in _cmdline(pid, proc_root)
 
 
 def vm_processes(uuid: str, proc_root: str = "/proc") -> List[int]:
@@ -77,10 +72,30 @@ def vm_processes(uuid: str, proc_root: str = "/proc") -> List[int]:
     return found
 
 
+def _cmdline(pid: int, proc_root: str) -> List[bytes]:
+    try:
+        with open(os.path.join(proc_root, str(pid), "cmdline"), "rb") as fh:
+            return [arg for arg in fh.read().split(b"\0") if arg]
+    except OSError:
+        return []
+
+
+def _exists(pid: int, proc_root: str) -> bool:
+    """Whether the process still holds anything: a zombie whose threads are gone does not."""
+    state = process_state(pid, proc_root)
+    if state is None:
+        return False
+    return _threads_left(pid, proc_root) if state in DEAD_STATES else True
+
+
 def wait_until_gone(pid: int, uuid: str, timeout: float, proc_root: str = "/proc",
                     interval: float = 0.005) -> bool:
+    """Wait for a process known to be this VM's to end. Not by its command line: an
+    exiting process reads an empty one before it becomes a zombie."""
+    if _cmdline(pid, proc_root) and not process_runs_vm(pid, uuid, proc_root):
+        return True  # the PID already belongs to another program
     deadline = time.monotonic() + timeout
-    while process_runs_vm(pid, uuid, proc_root):
+    while _exists(pid, proc_root):
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
