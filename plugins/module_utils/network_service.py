@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.host.net import (
     BridgeSpec,
     apply_bridge,
@@ -63,9 +63,6 @@ class NetworkService:
             return {"changed": False, "actions": [], "network": {"name": name, "state": "absent"},
                     "diff": {"before": {"state": "absent"}, "after": {"state": "absent"}}}
         bridge = row["spec"]["bridge"]
-        users = [vm.name for vm in self.store.list_vms() if bridge in _bridges_of(vm)]
-        if users:
-            raise SpecError("name", "network %s is used by VMs %s" % (name, ", ".join(users)))
         if not check_mode:
             if row["managed"]:  # a bridge Infinivirt did not create stays
                 remove_bridge(bridge, self.netns)
@@ -73,11 +70,6 @@ class NetworkService:
         return {"changed": True, "actions": ["remove"] if row["managed"] else ["forget"],
                 "network": {"name": name, "state": "absent"},
                 "diff": {"before": dict(row["spec"], state="present"), "after": {"state": "absent"}}}
-
-
-def _bridges_of(vm) -> set:
-    """Bridges a VM's NICs use (none before VMs have NICs)."""
-    return {nic.get("bridge") for nic in getattr(vm.spec, "nics", ())}
 
 
 def _view(state, bridge: str) -> Dict[str, Any]:

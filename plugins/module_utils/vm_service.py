@@ -77,12 +77,6 @@ def _view(rec: Optional[VmRecord], state: str, password_set: bool = False,
 GRAPHIC_PASSWORD = "graphic_password"
 
 
-def _disks_only_live(pending: List[str], rec: VmRecord, state: str, layered: List[str]) -> bool:
-    """Disk changes a running VM takes by hot-plug need no restart."""
-    return (pending == ["disks"] and state == RUNNING and rec.running_spec is not None
-            and plan_hotplug(rec.running_spec.disks, rec.spec.disks, layered).live)
-
-
 def spec_digest(rec: VmRecord, secret_tokens: Tuple[Optional[str], ...] = ()) -> str:
     """A fingerprint of the stored definition, for optimistic concurrency (``digest``).
     Sealed secrets count by their token, so a new password changes it too."""
@@ -253,14 +247,15 @@ class VmService:
                       "paused": PAUSED}[state]
         pending = (changed_fields(rec.running_spec, rec.spec)
                    if before_state in (RUNNING, PAUSED) and rec.running_spec else [])
-        restart = state == "restarted" or (
-            bool(pending) and target != STOPPED and params.get("restart_on_change")
-            and not _disks_only_live(pending, rec, before_state, self._layered(rec)))
-
+        # Disk changes a running VM takes by hot-plug need no restart.
         hotplug = (plan_hotplug(rec.running_spec.disks, rec.spec.disks, self._layered(rec))
-                   if "disks" in pending and not restart and before_state == RUNNING else None)
+                   if "disks" in pending and before_state == RUNNING else None)
         if hotplug is not None and hotplug.live:
             pending.remove("disks")
+        restart = state == "restarted" or (
+            bool(pending) and target != STOPPED and params.get("restart_on_change"))
+        if restart:
+            hotplug = None  # the new process gets every disk anyway
         live_password = (password_changed and not restart and before_state in (RUNNING, PAUSED)
                          and rec.running_spec is not None and rec.running_spec.graphic_password_set)
         try:
@@ -421,11 +416,3 @@ class VmService:
             vm["snapshots"] = self._snapshots(rec) if rec.host == self.hostname else []
             result.append(vm)
         return result
-
-
-def spec_for_new_vm(name: str, **fields: Any) -> VmSpec:
-    """Convenience for callers outside Ansible (tests, benchmarks)."""
-    return validate(VmSpec(name=name, **fields))
-
-
-__all__ = ["VmService", "Outcome", "StateError", "spec_for_new_vm"]
