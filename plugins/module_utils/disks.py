@@ -26,7 +26,7 @@ BUSES = ("virtio", "scsi", "sata", "ide")
 CACHE_MODES = ("none", "writeback", "writethrough", "directsync", "unsafe")
 AIO_MODES = ("threads", "native", "io_uring")
 MEDIA = ("disk", "cdrom")
-SPARE_ROOT_PORTS = 4  # q35: free slots for disks (and later NICs) plugged in while running
+SPARE_ROOT_PORTS = 4  # q35: free slots for disks and NICs plugged in while running
 SATA_PORTS = 6  # q35's built-in AHCI controller
 _SERIAL_RE = re.compile(r"^[A-Za-z0-9._-]{1,20}$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -222,6 +222,7 @@ class DiskLayout:
     objects: List[Dict[str, Any]]
     blockdevs: List[Dict[str, Any]]
     devices: List[Dict[str, Any]]
+    nic_ports: List[Optional[str]] = dataclasses.field(default_factory=list)
 
 
 def root_port(index: int) -> Dict[str, Any]:
@@ -231,9 +232,11 @@ def root_port(index: int) -> Dict[str, Any]:
 
 def layout(disks: Sequence[DiskSpec], machine_type: str,
            secret_files: Optional[Mapping[str, str]] = None,
-           active_paths: Optional[Mapping[str, str]] = None) -> DiskLayout:
+           active_paths: Optional[Mapping[str, str]] = None,
+           pcie_nics: int = 0) -> DiskLayout:
     """``secret_files``: disk_id -> 0600 file with the LUKS passphrase of an encrypted
-    volume (QEMU reads it once at start; the key never enters argv)."""
+    volume (QEMU reads it once at start; the key never enters argv). ``pcie_nics``: how
+    many NICs (after the disks) get a root port of their own, in ``nic_ports``."""
     q35 = machine_type == "q35"
     ports: List[Dict[str, Any]] = []
 
@@ -266,10 +269,11 @@ def layout(disks: Sequence[DiskSpec], machine_type: str,
             devices.append(device(disk, None))
         else:
             devices.append(device(disk, None, next(slots)))
+    nic_ports = [next_port() for _nic in range(pcie_nics)]
     if q35:
         for _spare in range(SPARE_ROOT_PORTS):
             next_port()
-    return DiskLayout(ports, controllers, objects, nodes, devices)
+    return DiskLayout(ports, controllers, objects, nodes, devices, nic_ports)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,6 +36,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
     StateError,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.firmware import ensure_nvram, firmware_files
+from ansible_collections.infinivirt.core.plugins.module_utils.host import netns as nsutil
+from ansible_collections.infinivirt.core.plugins.module_utils.host.net import NetError
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import (
     kill_vm_process,
     process_runs_vm,
@@ -44,6 +46,19 @@ from ansible_collections.infinivirt.core.plugins.module_utils.host.process impor
     vm_processes,
     wait_until_gone,
 )
+from ansible_collections.infinivirt.core.plugins.module_utils.host.tap import TapSpec, create_tap, remove_tap
+from ansible_collections.infinivirt.core.plugins.module_utils.nics import (
+    NicHotplugPlan,
+    NicSpec,
+    parse_tap_ref,
+    pcie_slot,
+    queue_count,
+    tap_ref,
+    use_vhost,
+    vhost_available,
+)
+from ansible_collections.infinivirt.core.plugins.module_utils.nics import device as nic_device
+from ansible_collections.infinivirt.core.plugins.module_utils.nics import netdev as nic_netdev
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.argv import LaunchContext, build_argv
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import (
     HostPaths,
@@ -138,7 +153,12 @@ class Lifecycle:
         """QEMU's own run state (query-status), or None when no process runs."""
         if not self.is_alive(rec):
             return None
-        return self._qmp(rec, "query-status")["status"]
+        try:
+            return self._qmp(rec, "query-status")["status"]
+        except QmpError:
+            if self.is_alive(rec):
+                raise
+            return None  # it ended (crashed, or was killed) between the two looks
 
     def live_state(self, rec: VmRecord) -> str:
         return fold_status(self.query_status(rec))
@@ -172,14 +192,17 @@ class Lifecycle:
 
     def start(self, rec: VmRecord, paused: bool = False,
               graphic_password: Optional[str] = None,
-              disk_keys: Optional[Dict[str, str]] = None) -> List[str]:
+              disk_keys: Optional[Dict[str, str]] = None,
+              nic_bridges: Optional[Dict[str, str]] = None) -> List[str]:
         """Start the VM and return warnings. On failure nothing of it is left behind.
-        The display password reaches QEMU over QMP while the guest is still paused."""
+        The display password reaches QEMU over QMP while the guest is still paused.
+        ``nic_bridges``: MAC -> the bridge each NIC's TAP joins."""
         if rec.spec.graphic_password_set and graphic_password is None:
             raise StateError("VM %s: its display password could not be read" % rec.name)
         if self.is_alive(rec):
             raise StateError("VM %s is already running as PID %s" % (rec.name, self.live_pid(rec)))
         paths = VmPaths.for_vm(self.run_dir, rec.uuid)
+        vhost = self._check_vhost(rec.spec.nics)
         os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
         accel, cpu, binary, warnings = self.plan_launch(rec)
         self.release_files(rec, keep_serial_log=False)  # leftovers of a crashed run
@@ -200,8 +223,13 @@ class Lifecycle:
             nvram = self.nvram_path(rec)
             self.store.journal_add(rec.uuid, "nvram", nvram)  # kept until the VM is removed
             ensure_nvram(nvram, template)
+        try:
+            self._make_taps(rec, rec.spec.nics, nic_bridges or {})
+        except InfinivirtError:
+            self._abort_start(rec)
+            raise
         secret_files = self._write_disk_keys(rec, disk_keys or {})
-        ctx = LaunchContext(binary=binary, uuid=rec.uuid, accel=accel, cpu=cpu,
+        ctx = LaunchContext(binary=binary, uuid=rec.uuid, accel=accel, cpu=cpu, vhost_available=vhost,
                             firmware_code=code, nvram=nvram, disk_secret_files=secret_files,
                             disk_active_paths=self.active_paths(rec),
                             pidfile=paths.pidfile, qmp_socket=paths.qmp_socket,
@@ -209,7 +237,7 @@ class Lifecycle:
                             console_socket=paths.console_socket if rec.spec.console_socket else None)
         argv = systemd_scope_prefix(rec.uuid, rec.name) + build_argv(rec.spec, ctx)
         try:
-            rc, stderr = run_daemonized(argv, self.start_timeout)
+            rc, stderr = run_daemonized(argv, self.start_timeout, nsutil.preexec(rec.spec.netns))
         finally:  # QEMU has read them (or failed): keys do not stay on disk
             self._drop_disk_keys(rec, secret_files)
         try:
@@ -235,6 +263,31 @@ class Lifecycle:
         rec.status = PAUSED if paused else RUNNING
         self.store.update_vm(rec)
         return warnings
+
+    @staticmethod
+    def _check_vhost(nics) -> bool:
+        available = vhost_available()
+        for index, nic in enumerate(nics):
+            if nic.vhost and not available:
+                raise SpecError("nics[%d].vhost" % index, "this host has no /dev/vhost-net (load "
+                                "the vhost_net kernel module, or leave vhost unset)")
+        return available
+
+    def _make_taps(self, rec: VmRecord, nics, bridges: Dict[str, str]) -> None:
+        """Each NIC's TAP, journaled before it exists, on its bridge."""
+        for nic in nics:
+            self.store.journal_add(rec.uuid, "tap", tap_ref(rec.spec.netns, nic.tap_name))
+            create_tap(TapSpec(name=nic.tap_name, bridge=bridges[nic.mac],
+                               multi_queue=queue_count(nic, rec.spec.vcpus) > 1, mtu=nic.mtu),
+                       rec.spec.netns)
+
+    def _drop_tap(self, rec: VmRecord, ref: str) -> None:
+        netns, tap = parse_tap_ref(ref)
+        try:
+            remove_tap(tap, netns)
+        except (NetError, nsutil.NetnsError, SpecError):
+            pass  # its namespace is gone, and the TAP with it
+        self.store.journal_remove(rec.uuid, "tap", ref)
 
     def active_paths(self, rec: VmRecord) -> Dict[str, str]:
         """disk_id -> the top overlay of each disk that has external snapshots."""
@@ -313,11 +366,45 @@ class Lifecycle:
                 if dev.get("qdev_id", "").startswith("rp") and bridge is not None \
                         and not bridge.get("devices"):
                     return dev["qdev_id"]
-        raise StateError("no free PCIe slot is left for another disk; restart the VM to get "
-                         "%d new ones" % SPARE_ROOT_PORTS)
+        raise StateError("no free PCIe slot is left for another disk or NIC; restart the VM "
+                         "to get %d new ones" % SPARE_ROOT_PORTS)
 
     def _record_running_disks(self, rec: VmRecord, disks: List[DiskSpec]) -> None:
         rec.running_spec = dataclasses.replace(rec.running_spec, disks=tuple(disks))
+        self.store.update_vm(rec)
+
+    # -- NICs while running ---------------------------------------------------------------
+    def hotplug_nics(self, rec: VmRecord, plan: NicHotplugPlan, bridges: Dict[str, str]) -> None:
+        """Unplug, then plug (netdev_add + device_add on a free root port); the running
+        spec follows each step, like hotplug_disks."""
+        running = list(rec.running_spec.nics)
+        netns = rec.running_spec.netns
+        for nic in plan.remove:
+            with QmpSession(rec.qmp_socket_path, rec.name, self.qmp_timeout) as qmp:
+                qmp.execute_and_wait("device_del", {"id": nic.device_id}, "DEVICE_DELETED",
+                                     {"device": nic.device_id}, timeout=UNPLUG_TIMEOUT)
+                qmp.execute("netdev_del", {"id": nic.netdev_id}, timeout=self.qmp_timeout)
+            self._drop_tap(rec, tap_ref(netns, nic.tap_name))
+            running = [n for n in running if n.mac != nic.mac]
+            self._record_running_nics(rec, running)
+        vcpus = rec.running_spec.vcpus
+        for nic in plan.add:
+            self._make_taps(rec, [nic], bridges)
+            with QmpSession(rec.qmp_socket_path, rec.name, self.qmp_timeout) as qmp:
+                bus = self._free_root_port(qmp) if pcie_slot(nic, rec.running_spec.machine_type) else None
+                qmp.execute("netdev_add", nic_netdev(nic, vcpus, use_vhost(nic, vhost_available())),
+                            timeout=self.qmp_timeout)
+                try:
+                    qmp.execute("device_add", nic_device(nic, vcpus, bus), timeout=self.qmp_timeout)
+                except QmpError:
+                    qmp.execute("netdev_del", {"id": nic.netdev_id}, timeout=self.qmp_timeout)
+                    self._drop_tap(rec, tap_ref(netns, nic.tap_name))
+                    raise
+            running.append(nic)
+            self._record_running_nics(rec, running)
+
+    def _record_running_nics(self, rec: VmRecord, nics: List[NicSpec]) -> None:
+        rec.running_spec = dataclasses.replace(rec.running_spec, nics=tuple(nics))
         self.store.update_vm(rec)
 
     def resize_disk(self, rec: VmRecord, disk: DiskSpec, size: int) -> None:
@@ -409,10 +496,13 @@ class Lifecycle:
         return os.path.join(self.nvram_dir, rec.uuid + ".fd")
 
     def release_files(self, rec: VmRecord, keep_serial_log: bool, keep_nvram: bool = True) -> None:
-        """Remove the journaled files of a VM whose process is gone. The NVRAM outlives
-        the process (it is the VM's firmware settings) until the VM is removed."""
+        """Remove the journaled files and TAPs of a VM whose process is gone. The NVRAM
+        outlives the process (it is the VM's firmware settings) until the VM is removed."""
         for kind, ref in self.store.journal_list(rec.uuid):
             if (keep_serial_log and kind == "serial_log") or (keep_nvram and kind == "nvram"):
+                continue
+            if kind == "tap":
+                self._drop_tap(rec, ref)
                 continue
             try:
                 os.unlink(ref)

@@ -20,6 +20,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.disks import (
     validate_disks,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.host.netns import check_netns
+from ansible_collections.infinivirt.core.plugins.module_utils.nics import NicSpec, merge_nics, validate_nics
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import check_choice, check_int
 
 NAME_MAX = 64
@@ -37,6 +39,7 @@ _CPU_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _CPU_FLAG_RE = re.compile(r"^[+-][a-z0-9][a-z0-9_.-]{0,63}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_DEPARTMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,10 +66,14 @@ class VmSpec:
     uefi_firmware: Optional[str] = None  # OVMF code image; None: Debian's default
     disks: Tuple[DiskSpec, ...] = ()
     console_socket: bool = False  # a second serial port (ttyS1) on a UNIX socket
+    nics: Tuple[NicSpec, ...] = ()
+    netns: Optional[str] = None  # network namespace of QEMU and its TAPs; None: the host's
+    department: Optional[str] = None  # firewall department (infinivirt_firewall)
 
     def to_dict(self) -> Dict[str, Any]:
         data = dataclasses.asdict(self)  # disks become a list of dicts
         data["cpu_flags"] = list(self.cpu_flags)
+        data["nics"] = [n.to_dict() for n in self.nics]
         return data
 
     @classmethod
@@ -76,6 +83,8 @@ class VmSpec:
         values["cpu_flags"] = tuple(values.get("cpu_flags") or ())
         values["disks"] = tuple(d if isinstance(d, DiskSpec) else DiskSpec.from_dict(d)
                                 for d in values.get("disks") or ())
+        values["nics"] = tuple(n if isinstance(n, NicSpec) else NicSpec.from_dict(n)
+                               for n in values.get("nics") or ())
         for f in dataclasses.fields(cls):  # databases hand booleans back as 0/1
             if isinstance(f.default, bool) and f.name in values:
                 values[f.name] = bool(values[f.name])
@@ -83,7 +92,7 @@ class VmSpec:
 
 
 # Fields stored as JSON text in the database.
-JSON_FIELDS = ("cpu_flags", "disks")
+JSON_FIELDS = ("cpu_flags", "disks", "nics")
 
 
 SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(VmSpec))
@@ -163,6 +172,12 @@ def validate(spec: VmSpec, max_vcpus: Optional[int] = None,
         _validate_file("uefi_firmware", spec.uefi_firmware)
     _validate_graphics(spec)
     validate_disks(spec.disks, spec.machine_type, storage_roots)
+    validate_nics(spec.nics)
+    check_netns("netns", spec.netns)
+    if spec.department is not None and (not isinstance(spec.department, str)
+                                        or not _DEPARTMENT_RE.match(spec.department)):
+        raise SpecError("department", "%r must be 1 to 32 letters, digits, '.', '_' or '-'"
+                        % (spec.department,))
     return spec
 
 
@@ -197,11 +212,13 @@ def validate_graphic_password(spec: VmSpec, password: Optional[str], stored: boo
 GRAPHICS_FIELDS = {"type": "graphic_protocol", "listen": "graphic_host", "port": "graphic_port"}
 
 
-def merge_params(params: Mapping[str, Any], stored: Optional[VmSpec]) -> VmSpec:
+def merge_params(params: Mapping[str, Any], stored: Optional[VmSpec],
+                 taken_macs: Sequence[str] = ()) -> VmSpec:
     """Build the desired spec from module params.
 
     An option left unset (None) keeps the stored value of an existing VM, and takes the
     default for a new one, so `state: stopped` with only a name does not reset the VM.
+    ``taken_macs``: MACs of other VMs, which a generated MAC must not repeat.
     """
     base = stored.to_dict() if stored is not None else VmSpec(name=params["name"]).to_dict()
     for field in SPEC_FIELDS:
@@ -212,6 +229,11 @@ def merge_params(params: Mapping[str, Any], stored: Optional[VmSpec]) -> VmSpec:
         base["secureboot"] = params["secure_boot"]
     if params.get("disks") is not None:
         base["disks"] = disks_from_params(params["disks"])
+    for field in ("netns", "department"):  # "" goes back to none
+        if params.get(field) == "":
+            base[field] = None
+    if params.get("nics") is not None:
+        base["nics"] = merge_nics(params["nics"], stored.nics if stored else (), taken_macs)
     for option, field in GRAPHICS_FIELDS.items():
         value = (params.get("graphics") or {}).get(option)
         if value is not None:

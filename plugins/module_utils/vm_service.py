@@ -28,6 +28,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.lifecycle import (
     VmPaths,
     fold_status,
 )
+from ansible_collections.infinivirt.core.plugins.module_utils.nics import plan_nic_hotplug
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import HostPaths
 from ansible_collections.infinivirt.core.plugins.module_utils.secrets import (
     MASK,
@@ -98,6 +99,7 @@ def vm_result(rec: VmRecord, state: str, lifecycle: Lifecycle) -> Dict[str, Any]
         "accel_in_use": rec.launch_accel if alive else None,
         "cpu_in_use": rec.launch_cpu if alive else None,
         "pending_restart": pending,
+        "taps": [nic.tap_name for nic in rec.spec.nics],
         "nvram": lifecycle.nvram_path(rec) if rec.spec.firmware == "uefi" else None,
         "console_socket_path": (
             VmPaths.for_vm(lifecycle.run_dir, rec.uuid).console_socket
@@ -252,10 +254,16 @@ class VmService:
                    if "disks" in pending and before_state == RUNNING else None)
         if hotplug is not None and hotplug.live:
             pending.remove("disks")
+        nic_plug = (plan_nic_hotplug(rec.running_spec.nics, rec.spec.nics)
+                    if "nics" in pending and before_state == RUNNING else None)
+        if nic_plug is not None and nic_plug.live:
+            pending.remove("nics")
+        if "department" in pending:  # the firewall follows it live
+            pending.remove("department")
         restart = state == "restarted" or (
             bool(pending) and target != STOPPED and params.get("restart_on_change"))
         if restart:
-            hotplug = None  # the new process gets every disk anyway
+            hotplug = nic_plug = None  # the new process gets every disk and NIC anyway
         live_password = (password_changed and not restart and before_state in (RUNNING, PAUSED)
                          and rec.running_spec is not None and rec.running_spec.graphic_password_set)
         try:
@@ -267,6 +275,10 @@ class VmService:
                 out.actions.append("hotplug_disks")
                 if not check_mode:
                     self.lifecycle.hotplug_disks(rec, hotplug, self._disk_keys(hotplug.add))
+            if nic_plug is not None and nic_plug.live:
+                out.actions.append("hotplug_nics")
+                if not check_mode:
+                    self.lifecycle.hotplug_nics(rec, nic_plug, self.nic_bridges(rec.spec))
             self._transition(out, rec, before_state, qemu_status, target, restart, params,
                              check_mode)
         except Exception:
@@ -294,14 +306,50 @@ class VmService:
         (None: keep the stored one), whether one was stored, and whether it changes."""
         password = (params.get("graphics") or {}).get("password")
         stored_token = self.store.get_secret(rec.uuid, GRAPHIC_PASSWORD) if rec else None
-        desired = merge_params(params, rec.spec if rec else None)
+        others = [vm for vm in self.store.list_vms() if rec is None or vm.uuid != rec.uuid]
+        desired = merge_params(params, rec.spec if rec else None,
+                               taken_macs=[n.mac for vm in others for n in vm.spec.nics])
         desired = dataclasses.replace(desired, graphic_password_set=(
             desired.graphic_protocol == "vnc" and (password is not None or stored_token is not None)))
         validate(desired, storage_roots=self.storage_roots)
+        self._check_nics_against(desired, others)
+        self.nic_bridges(desired)
         validate_graphic_password(desired, password, stored=stored_token is not None)
         changed = password is not None and (
             stored_token is None or self._decrypt(rec, stored_token) != password)
         return desired, password, stored_token is not None, changed
+
+    def _check_nics_against(self, spec: VmSpec, others: Sequence[VmRecord]) -> None:
+        """A MAC is unique among all VMs (two on one segment break both), and so is a TAP
+        name within a namespace."""
+        for index, nic in enumerate(spec.nics):
+            for vm in others:
+                for other in vm.spec.nics:
+                    if other.mac == nic.mac:
+                        raise SpecError("nics[%d].mac" % index, "%s is the MAC of a NIC of VM %s"
+                                        % (nic.mac, vm.name))
+                    if other.tap_name == nic.tap_name and vm.spec.netns == spec.netns:
+                        raise SpecError("nics[%d].tap" % index, "TAP %s belongs to VM %s"
+                                        % (nic.tap_name, vm.name))
+
+    def nic_bridges(self, spec: VmSpec) -> Dict[str, str]:
+        """MAC -> bridge of each NIC; a network must exist on this host, in the VM's namespace."""
+        bridges = {}
+        for index, nic in enumerate(spec.nics):
+            if nic.bridge is not None:
+                bridges[nic.mac] = nic.bridge
+                continue
+            row = self.store.get_network(nic.network)
+            field = "nics[%d].network" % index
+            if row is None or row["host"] != self.hostname:
+                raise SpecError(field, "network %s does not exist on host %s (create it with "
+                                "infinivirt.core.infinivirt_net)" % (nic.network, self.hostname))
+            netns = row["spec"].get("netns")
+            if netns != spec.netns:
+                raise SpecError(field, "network %s is in network namespace %s, the VM in %s; set "
+                                "netns to match" % (nic.network, netns or "(host)", spec.netns or "(host)"))
+            bridges[nic.mac] = row["spec"]["bridge"]
+        return bridges
 
     def _transition(self, out: Outcome, rec: VmRecord, current: str, qemu_status: Optional[str],
                     target: str, restart: bool, params: Dict[str, Any], check_mode: bool) -> None:
@@ -327,7 +375,8 @@ class VmService:
                 rec.host = self.hostname  # a stopped VM moves to the host that starts it
                 out.warnings.extend(lc.start(rec, paused=(target == PAUSED),
                                              graphic_password=self._graphic_password(rec),
-                                             disk_keys=self._disk_keys(rec.spec.disks)))
+                                             disk_keys=self._disk_keys(rec.spec.disks),
+                                             nic_bridges=self.nic_bridges(rec.spec)))
             else:
                 out.warnings.extend(lc.plan_launch(rec)[3])
         elif target == PAUSED:

@@ -181,6 +181,75 @@ options:
         description: V(disk) (default) or V(cdrom) (bus V(scsi), V(sata) or V(ide); read-only).
         type: str
         choices: [disk, cdrom]
+  nics:
+    description:
+      - The VM's network cards, in order. Each is a TAP device that Infinivirt makes on the
+        host (persistent, with multi-queue when the NIC has more than one queue), attaches
+        to a bridge and removes when the VM stops, plus a QEMU C(-netdev tap) and C(-device).
+      - On a running VM, adding or removing a V(virtio-net-pci) NIC is done live by
+        hot-plug (C(netdev_add) and C(device_add) on a spare PCIe root port on V(q35)); the
+        task waits until the guest has released an unplugged NIC. Any other NIC change needs
+        a restart.
+      - A NIC is known by its MAC. Left out, a MAC is generated once (in V(52:54:00), unique
+        among the VMs in the database) and kept by the NIC at the same position in the list.
+      - Left unset, the stored list is kept; V([]) removes every NIC.
+    type: list
+    elements: dict
+    suboptions:
+      network:
+        description:
+          - Name of a network made by C(infinivirt.core.infinivirt_net) on this host, in the
+            VM's O(netns). Give this or O(nics[].bridge).
+        type: str
+      bridge:
+        description: Name of an existing Linux bridge in the VM's O(netns). Give this or O(nics[].network).
+        type: str
+      model:
+        description:
+          - V(virtio-net-pci) (the default; paravirtual, multi-queue, hot-pluggable),
+            V(e1000) or V(rtl8139) (emulated cards for guests without virtio drivers).
+        type: str
+        choices: [virtio-net-pci, e1000, rtl8139]
+      mac:
+        description: Unicast MAC address, like V(52:54:00:12:34:56); generated when left out.
+        type: str
+      queues:
+        description:
+          - Queue pairs of a V(virtio-net-pci) NIC, 1 to 8. Default, one per vCPU (at most 8).
+        type: int
+      vhost:
+        description:
+          - Use the host kernel's vhost-net for the packet path (V(virtio-net-pci) only).
+          - Default, vhost-net is used when the host has C(/dev/vhost-net). V(true) on a
+            host without it fails the start with a clear message.
+        type: bool
+      mtu:
+        description:
+          - MTU of the TAP, and the MTU a V(virtio-net-pci) NIC advertises to the guest.
+            Default, the bridge's MTU.
+        type: int
+      tap:
+        description: Name of the TAP device (at most 15 characters). Default, V(iv) and the MAC's 12 hex digits.
+        type: str
+      ips:
+        description:
+          - IP addresses the guest is given on this NIC (no prefix length). Used by the
+            anti-spoofing rules of C(infinivirt.core.infinivirt_firewall); Infinivirt does
+            not configure the guest.
+        type: list
+        elements: str
+  netns:
+    description:
+      - Network namespace (from C(ip netns)) that QEMU and the VM's TAPs live in, and where
+        its bridges and networks must be. Default, the host's own; V("") goes back to it.
+      - QEMU is started inside it, so a display listening on an address is reachable there.
+    type: str
+  department:
+    description:
+      - Firewall department of the VM (see C(infinivirt.core.infinivirt_firewall)); its
+        traffic passes the department's rules and its own. A change applies at once, also
+        to a running VM. V("") takes the VM out of its department.
+    type: str
   console_socket:
     description:
       - Give the VM a second serial port (the guest's C(ttyS1)) on a UNIX socket in
@@ -277,6 +346,16 @@ EXAMPLES = r"""
       type: vnc
       password: "{{ vault_web01_vnc_password }}"
 
+- name: Two NICs, one on a NAT network and one on an existing bridge with 4 queues
+  infinivirt.core.infinivirt_vm:
+    name: web01
+    nics:
+      - network: default
+      - bridge: br-storage
+        mac: "52:54:00:aa:bb:01"
+        queues: 4
+        mtu: 9000
+
 - name: Remove it
   infinivirt.core.infinivirt_vm:
     name: web01
@@ -365,6 +444,20 @@ vm:
       description: The VM's disks as stored (see O(disks)).
       type: list
       elements: dict
+    nics:
+      description: The VM's NICs as stored (see O(nics)), with the MAC each was given.
+      type: list
+      elements: dict
+    taps:
+      description: TAP device of each NIC, in the order of RV(vm.nics).
+      type: list
+      elements: str
+    netns:
+      description: Network namespace of the VM, or null for the host's.
+      type: str
+    department:
+      description: Firewall department, or null.
+      type: str
     console_socket_path:
       description: UNIX socket of the guest's second serial port while it runs, or null.
       type: str
@@ -435,6 +528,19 @@ def main() -> None:
                 boot_order=dict(type="int"),
                 media=dict(type="str", choices=["disk", "cdrom"]),
             )),
+            nics=dict(type="list", elements="dict", options=dict(
+                network=dict(type="str"),
+                bridge=dict(type="str"),
+                model=dict(type="str", choices=["virtio-net-pci", "e1000", "rtl8139"]),
+                mac=dict(type="str"),
+                queues=dict(type="int"),
+                vhost=dict(type="bool"),
+                mtu=dict(type="int"),
+                tap=dict(type="str"),
+                ips=dict(type="list", elements="str"),
+            )),
+            netns=dict(type="str"),
+            department=dict(type="str"),
             console_socket=dict(type="bool"),
             graphics=dict(type="dict", options=dict(
                 type=dict(type="str", choices=["none", "vnc"]),

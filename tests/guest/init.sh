@@ -126,18 +126,34 @@ report_nics() {
     done
 }
 
-# report [all|cpus|memory|firmware|disks|nics]...  (default: all)
+# Network cards on the PCI bus, with or without a driver (the cloud kernel has
+# none for e1000 or rtl8139, but the card is still there to be seen).
+report_pcinics() {
+    local d vendor device class
+    for d in /sys/bus/pci/devices/*; do
+        [ -e "$d" ] || continue
+        getv "$d/class"; class=$_v
+        case $class in 0x0200*) ;; *) continue ;; esac
+        getv "$d/vendor"; vendor=$_v
+        getv "$d/device"; device=$_v
+        link_base "$d/driver"
+        say "pcinic slot=${d##*/} vendor=$vendor device=$device driver=${_d:-none}"
+    done
+}
+
+# report [all|cpus|memory|firmware|disks|nics|pcinics]...  (default: all)
 report() {
     [ $# -gt 0 ] || set -- all
     local s
     for s in "$@"; do
         case $s in
-            all) report_cpus; report_memory; report_firmware; report_disks; report_nics ;;
+            all) report_cpus; report_memory; report_firmware; report_disks; report_nics; report_pcinics ;;
             cpus|cpu) report_cpus ;;
             memory|mem) report_memory ;;
             firmware) report_firmware ;;
             disks|disk) report_disks ;;
             nics|nic) report_nics ;;
+            pcinics) report_pcinics ;;
             *) echo "report: unknown section '$s'" >&2; return 2 ;;
         esac
     done

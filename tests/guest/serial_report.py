@@ -59,6 +59,7 @@ class GuestReport:
     firmware: str = ""
     disks: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
     nics: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    pcinics: List[Dict[str, Any]] = dataclasses.field(default_factory=list)  # PCI network cards
     modules_loaded: List[str] = dataclasses.field(default_factory=list)
     modules_failed: List[str] = dataclasses.field(default_factory=list)
     channel: Optional[str] = None
@@ -161,6 +162,8 @@ def parse_report(text: str) -> GuestReport:
             _upsert(rep.disks, _typed(entry))
         elif ev == "nic":
             _upsert(rep.nics, _typed(entry))
+        elif ev == "pcinic":
+            rep.pcinics.append(_typed(entry))
         elif ev == "modules":
             rep.modules_loaded = [m for m in entry.get("loaded", "").split(",") if m]
             rep.modules_failed = [m for m in entry.get("failed", "").split(",") if m]

@@ -14,7 +14,7 @@ import os
 import signal
 import subprocess
 import time
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import QemuError
 
@@ -113,12 +113,15 @@ def kill_vm_process(pid: int, uuid: str, proc_root: str = "/proc", timeout: floa
             raise QemuError("QEMU process %d did not exit after SIGKILL" % pid)
 
 
-def run_daemonized(argv: List[str], timeout: float) -> Tuple[int, str]:
+def run_daemonized(argv: List[str], timeout: float,
+                   preexec: Optional[Callable[[], None]] = None) -> Tuple[int, str]:
     """Run a command that daemonizes itself (QEMU -daemonize): it returns once the VM is
-    set up, with stderr holding QEMU's own error message when it failed."""
+    set up, with stderr holding QEMU's own error message when it failed. ``preexec`` runs
+    in the child before exec (e.g. to enter a network namespace)."""
     try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, timeout=timeout, check=False)
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,  # noqa: PLW1509
+                              stderr=subprocess.PIPE, timeout=timeout, check=False,
+                              preexec_fn=preexec)
     except subprocess.TimeoutExpired:
         return -1, "QEMU did not finish starting within %g s" % timeout
     except OSError as exc:

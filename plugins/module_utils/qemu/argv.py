@@ -19,6 +19,9 @@ from typing import Any, Dict, List, Optional
 from ansible_collections.infinivirt.core.plugins.module_utils.disks import layout
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.firmware import pflash_blockdevs
+from ansible_collections.infinivirt.core.plugins.module_utils.nics import device as nic_device
+from ansible_collections.infinivirt.core.plugins.module_utils.nics import netdev as nic_netdev
+from ansible_collections.infinivirt.core.plugins.module_utils.nics import pcie_slot, use_vhost
 from ansible_collections.infinivirt.core.plugins.module_utils.spec import VNC_BASE_PORT, VmSpec
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -40,6 +43,7 @@ class LaunchContext:
     nvram: Optional[str] = None
     disk_secret_files: Optional[Dict[str, str]] = None  # disk_id -> LUKS passphrase file
     disk_active_paths: Optional[Dict[str, str]] = None  # disk_id -> top external-snapshot overlay
+    vhost_available: bool = False  # /dev/vhost-net exists on this host
 
 
 def opt_value(field: str, value: str) -> str:
@@ -76,9 +80,11 @@ def as_json(obj: Dict[str, Any]) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
-def disk_args(spec: VmSpec, secret_files: Optional[Dict[str, str]] = None,
-              active_paths: Optional[Dict[str, str]] = None) -> List[str]:
-    plan = layout(spec.disks, spec.machine_type, secret_files, active_paths)
+def device_args(spec: VmSpec, ctx: LaunchContext) -> List[str]:
+    """Disks and NICs; on q35 each PCI disk and virtio NIC has a root port of its own."""
+    pcie_nics = [nic for nic in spec.nics if pcie_slot(nic, spec.machine_type)]
+    plan = layout(spec.disks, spec.machine_type, ctx.disk_secret_files, ctx.disk_active_paths,
+                  pcie_nics=len(pcie_nics))
     argv: List[str] = []
     for obj in plan.objects:
         argv += ["-object", as_json(obj)]
@@ -88,6 +94,10 @@ def disk_args(spec: VmSpec, secret_files: Optional[Dict[str, str]] = None,
         argv += ["-blockdev", as_json(node)]
     for dev in plan.devices:
         argv += ["-device", as_json(dev)]
+    ports = dict(zip([nic.mac for nic in pcie_nics], plan.nic_ports))
+    for nic in spec.nics:
+        argv += ["-netdev", as_json(nic_netdev(nic, spec.vcpus, use_vhost(nic, ctx.vhost_available))),
+                 "-device", as_json(nic_device(nic, spec.vcpus, ports.get(nic.mac)))]
     return argv
 
 
@@ -119,7 +129,7 @@ def build_argv(spec: VmSpec, ctx: LaunchContext) -> List[str]:
         argv += ["-chardev", "socket,id=console0,path=%s,server=on,wait=off"
                  % opt_value("run_dir", ctx.console_socket),
                  "-serial", "chardev:console0"]
-    argv += disk_args(spec, ctx.disk_secret_files, ctx.disk_active_paths)
+    argv += device_args(spec, ctx)
     if spec.graphic_protocol == "vnc":
         # -nodefaults leaves no video card: without one a VNC client sees no screen.
         argv += ["-device", as_json({"driver": "VGA", "id": "video0"}), "-vnc", vnc_option(spec)]

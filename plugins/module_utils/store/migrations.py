@@ -137,6 +137,56 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
             updated_at TEXT NOT NULL
         )""",
     ]),
+    (8, [
+        # The VM's NICs (JSON list of NicSpec dicts, see nics.py), the network namespace its
+        # QEMU and TAPs live in, and the firewall department it belongs to.
+        "ALTER TABLE machine_configuration ADD COLUMN nics TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE machine_configuration ADD COLUMN netns TEXT",
+        "ALTER TABLE machine_configuration ADD COLUMN department TEXT",
+    ]),
+    (9, [
+        # infinivirt_firewall (see store/firewall.py): a rule set per scope (a department, or
+        # a VM by UUID) with its default policies, its rules in order with the source of
+        # each, and where a VM's rules are in the kernel.
+        """CREATE TABLE firewall_rulesets (
+            scope TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            owner_name TEXT NOT NULL,
+            policy_in TEXT NOT NULL,
+            policy_out TEXT NOT NULL,
+            anti_spoofing BOOLEAN NOT NULL DEFAULT FALSE,
+            source_host TEXT,
+            source_job_id TEXT,
+            source_user TEXT,
+            source_time TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (scope, owner)
+        )""",
+        """CREATE TABLE firewall_rules (
+            scope TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            name TEXT,
+            direction TEXT NOT NULL,
+            protocol TEXT NOT NULL,
+            ports TEXT NOT NULL DEFAULT '[]',
+            cidr TEXT,
+            action TEXT NOT NULL,
+            comment TEXT,
+            source_host TEXT,
+            source_job_id TEXT,
+            source_user TEXT,
+            source_time TEXT NOT NULL,
+            PRIMARY KEY (scope, owner, position)
+        )""",
+        """CREATE TABLE firewall_applied (
+            vm_uuid TEXT NOT NULL,
+            host TEXT NOT NULL,
+            netns TEXT NOT NULL,
+            department TEXT,
+            PRIMARY KEY (vm_uuid, host, netns)
+        )""",
+    ]),
 ]
 
 LATEST = MIGRATIONS[-1][0]

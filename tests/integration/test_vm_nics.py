@@ -1,0 +1,161 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""VM NICs with real guests on a real bridge, inside a network namespace of the test's own:
+TAPs, MACs, models, queues, guest-to-guest traffic, hot-plug, and no leftovers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import uuid
+
+import pytest
+import serial_report
+from conftest import wait_for, wait_ready
+
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
+
+VENDOR_IDS = {"e1000": ("0x8086", "0x100e"), "rtl8139": ("0x10ec", "0x8139")}
+
+
+@pytest.fixture
+def netns():
+    name = "ivn-%s" % uuid.uuid4().hex[:8]
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    subprocess.run(["ip", "-n", name, "link", "add", "vmbr0", "type", "bridge"], check=True)
+    subprocess.run(["ip", "-n", name, "link", "set", "vmbr0", "up"], check=True)
+    yield name
+    subprocess.run(["ip", "netns", "del", name], check=True)
+
+
+def links(netns=None):
+    argv = ["ip", "-j", "-d"] + (["-n", netns] if netns else []) + ["link", "show"]
+    return {link["ifname"]: link for link in json.loads(subprocess.run(
+        argv, capture_output=True, text=True, check=True).stdout)}
+
+
+def guest_nics(sock):
+    rc, out = serial_report.channel_command(sock, "report nics pcinics")
+    assert rc == 0, out
+    report = serial_report.parse_report(out)
+    return report.nics, report.pcinics
+
+
+def shell(sock, command, timeout=30):
+    rc, out = serial_report.channel_command(sock, command, timeout=timeout)
+    return rc, out
+
+
+def configure_ip(sock, mac, cidr):
+    """Give the guest NIC with this MAC an address (busybox ip), by MAC, not by name."""
+    nics, _pci = guest_nics(sock)
+    name = next(n["name"] for n in nics if n["mac"] == mac)
+    rc, out = shell(sock, "ip addr add %s dev %s && ip link set %s up" % (cidr, name, name))
+    assert rc == 0, out
+    return name
+
+
+def test_two_guests_talk_over_a_bridge_and_nics_plug_live(service, guest_params, netns):
+    # A: 2 vCPUs, a virtio NIC with a generated MAC (2 queues by default) and an e1000.
+    a = dict(guest_params, name="nic-a", state="running", vcpus=2, console_socket=True,
+             netns=netns, nics=[{"bridge": "vmbr0"}, {"bridge": "vmbr0", "model": "e1000"}])
+    # B: an explicit MAC, one queue, a smaller MTU.
+    b = dict(guest_params, name="nic-b", state="running", console_socket=True, netns=netns,
+             nics=[{"bridge": "vmbr0", "mac": "52:54:00:0b:00:01", "mtu": 1400}])
+    vm_a = service.ensure(a, False).vm
+    vm_b = service.ensure(b, False).vm
+    mac_a, mac_e1000 = vm_a["nics"][0]["mac"], vm_a["nics"][1]["mac"]
+    assert mac_a.startswith("52:54:00:") and mac_a != mac_e1000
+    tap_a, tap_b = vm_a["taps"][0], vm_b["taps"][0]
+    assert tap_a == "iv" + mac_a.replace(":", "") and tap_b == "iv5254000b0001"
+
+    # The TAPs live in the namespace, on the bridge; none in the host's own namespace.
+    ns_links = links(netns)
+    for tap in vm_a["taps"] + vm_b["taps"]:
+        assert ns_links[tap]["master"] == "vmbr0" and ns_links[tap]["linkinfo"]["info_kind"] == "tun"
+        assert tap not in links()
+    assert ns_links[tap_a]["linkinfo"]["info_data"].get("multi_queue") is True
+    assert not ns_links[tap_b]["linkinfo"]["info_data"].get("multi_queue")
+    assert ns_links[tap_b]["mtu"] == 1400
+
+    wait_ready(vm_a["serial_log"])
+    wait_ready(vm_b["serial_log"])
+    sock_a, sock_b = vm_a["console_socket_path"], vm_b["console_socket_path"]
+    nics_a, pci_a = guest_nics(sock_a)
+    assert [(n["mac"], n["driver"], n["queues_rx"], n["queues_tx"]) for n in nics_a] == \
+        [(mac_a, "virtio_net", 2, 2)]
+    # The cloud kernel has no e1000 driver, but the card is on the bus with Intel's ids.
+    assert ("0x8086", "0x100e", "none") in [(p["vendor"], p["device"], p["driver"]) for p in pci_a]
+    nics_b, _pci = guest_nics(sock_b)
+    assert [(n["mac"], n["queues_rx"], n["mtu"]) for n in nics_b] == [("52:54:00:0b:00:01", 1, 1400)]
+
+    # Guest to guest across the bridge.
+    configure_ip(sock_a, mac_a, "10.99.0.1/24")
+    configure_ip(sock_b, "52:54:00:0b:00:01", "10.99.0.2/24")
+    rc, out = shell(sock_a, "ping -c 2 -W 3 10.99.0.2", timeout=30)
+    assert rc == 0 and "2 packets received" in out, out
+
+    # A rerun of either task changes nothing (the generated MACs are kept).
+    assert not service.ensure(a, False).changed
+    assert not service.ensure(b, False).changed
+
+    # Hot-plug a second virtio NIC into B: the guest sees it; then unplug it.
+    hot = dict(b, nics=b["nics"] + [{"bridge": "vmbr0", "mac": "52:54:00:0b:00:02"}])
+    out = service.ensure(hot, False)
+    assert out.actions == ["update", "hotplug_nics"] and out.vm["pending_restart"] == []
+    assert wait_for(lambda: any(n["mac"] == "52:54:00:0b:00:02" for n in guest_nics(sock_b)[0]))
+    assert links(netns)["iv5254000b0002"]["master"] == "vmbr0"
+    assert not service.ensure(hot, False).changed
+    assert service.ensure(b, False).actions == ["update", "hotplug_nics"]
+    assert [n["mac"] for n in guest_nics(sock_b)[0]] == ["52:54:00:0b:00:01"]
+    assert "iv5254000b0002" not in links(netns)
+
+    # Removing A takes its TAPs; B crashing (SIGKILL) and being noticed takes B's.
+    service.ensure({"name": "nic-a", "state": "absent", "force": True, "stop_timeout": 5}, False)
+    assert not set(vm_a["taps"]) & set(links(netns))
+    os.kill(service.info("nic-b")[0]["pid"], signal.SIGKILL)
+    assert wait_for(lambda: service.info("nic-b")[0]["status"] == "stopped")
+    service.ensure({"name": "nic-b", "state": "stopped"}, False)  # reconciles the crash
+    assert [name for name in links(netns) if name.startswith("iv")] == []
+
+
+@pytest.mark.parametrize("nic, field", [
+    ({"bridge": "a-bridge-name-too-long"}, "nics[0].bridge"),
+    ({"bridge": "br 0"}, "nics[0].bridge"),
+    ({"bridge": "vmbr0", "tap": "tap;rm"}, "nics[0].tap"),
+    ({"bridge": "vmbr0", "mac": "01:00:5e:00:00:01"}, "nics[0].mac"),
+    ({"bridge": "vmbr0", "mac": "52:54:00:zz:00:01"}, "nics[0].mac"),
+    ({"bridge": "vmbr0", "model": "ne2k"}, "nics[0].model"),
+    ({"bridge": "vmbr0", "model": "e1000", "queues": 2}, "nics[0].queues"),
+    ({"bridge": "vmbr0", "queues": 64}, "nics[0].queues"),
+    ({"bridge": "vmbr0", "ips": ["10.0.0.1/24"]}, "nics[0].ips[0]"),
+    ({"network": "no-such-net"}, "nics[0].network"),
+    ({}, "nics[0]"),
+])
+def test_bad_nics_change_nothing(service, guest_params, netns, nic, field):
+    with pytest.raises(SpecError) as err:
+        service.ensure(dict(guest_params, name="bad-nic", state="running", netns=netns, nics=[nic]), False)
+    assert err.value.field == field
+    assert service.info("bad-nic") == []
+    assert [name for name in links(netns) if name.startswith("iv")] == []
+
+
+def test_a_mac_of_another_vm_is_refused(service, guest_params, netns):
+    service.ensure(dict(guest_params, name="mac-1", netns=netns,
+                        nics=[{"bridge": "vmbr0", "mac": "52:54:00:00:00:aa"}]), False)
+    with pytest.raises(SpecError, match="52:54:00:00:00:aa is the MAC of a NIC of VM mac-1"):
+        service.ensure(dict(guest_params, name="mac-2", netns=netns,
+                            nics=[{"bridge": "vmbr0", "mac": "52:54:00:00:00:AA"}]), False)
+    assert service.info("mac-2") == []
+
+
+def test_a_missing_bridge_fails_the_start_cleanly(service, guest_params, netns):
+    with pytest.raises(Exception, match="bridge nobr does not exist"):
+        service.ensure(dict(guest_params, name="nobr", state="running", netns=netns,
+                            nics=[{"bridge": "nobr"}]), False)
+    vm = service.info("nobr")
+    assert vm == [] or vm[0]["status"] == "stopped"
+    assert [name for name in links(netns) if name.startswith("iv")] == []
