@@ -127,8 +127,8 @@ def main():
     base = results[1][1]["median"]
     print("%-30s %10s %10s %5s %18s" % ("path", "median ms", "p90 ms", "n", "vs 1 queue"))
     for label, stats in results:
-        print("%-30s %10.3f %10.3f %5d %17.2fx" % (label, stats["median"], stats["p90"], stats["n"],
-                                                  stats["median"] / base))
+        ratio = stats["median"] / base
+        print("%-30s %10.3f %10.3f %5d %17.2fx" % (label, stats["median"], stats["p90"], stats["n"], ratio))
     if not vhost_available():
         print("(no /dev/vhost-net on this host: vhost-net configurations not measured)")
 

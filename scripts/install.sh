@@ -32,6 +32,7 @@ APT_PACKAGES=(
   qemu-system-x86 qemu-utils ovmf   # QEMU + UEFI firmware
   busybox-static cpio               # test guest userland and initramfs
   nftables iproute2                 # host networking
+  dnsmasq-base                      # DHCP/DNS of mode: nat networks (not "dnsmasq": no system service)
   shellcheck                        # ansible-test sanity "shellcheck"
   libpq-dev gcc python3-dev         # building psycopg2
   python3-venv                      # python3 -m venv on Debian

@@ -50,10 +50,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.host.tap import Ta
 from ansible_collections.infinivirt.core.plugins.module_utils.nics import (
     NicHotplugPlan,
     NicSpec,
-    parse_tap_ref,
     pcie_slot,
     queue_count,
-    tap_ref,
     use_vhost,
     vhost_available,
 )
@@ -276,13 +274,13 @@ class Lifecycle:
     def _make_taps(self, rec: VmRecord, nics, bridges: Dict[str, str]) -> None:
         """Each NIC's TAP, journaled before it exists, on its bridge."""
         for nic in nics:
-            self.store.journal_add(rec.uuid, "tap", tap_ref(rec.spec.netns, nic.tap_name))
+            self.store.journal_add(rec.uuid, "tap", nsutil.ns_ref(rec.spec.netns, nic.tap_name))
             create_tap(TapSpec(name=nic.tap_name, bridge=bridges[nic.mac],
                                multi_queue=queue_count(nic, rec.spec.vcpus) > 1, mtu=nic.mtu),
                        rec.spec.netns)
 
     def _drop_tap(self, rec: VmRecord, ref: str) -> None:
-        netns, tap = parse_tap_ref(ref)
+        netns, tap = nsutil.parse_ns_ref(ref)
         try:
             remove_tap(tap, netns)
         except (NetError, nsutil.NetnsError, SpecError):
@@ -384,7 +382,7 @@ class Lifecycle:
                 qmp.execute_and_wait("device_del", {"id": nic.device_id}, "DEVICE_DELETED",
                                      {"device": nic.device_id}, timeout=UNPLUG_TIMEOUT)
                 qmp.execute("netdev_del", {"id": nic.netdev_id}, timeout=self.qmp_timeout)
-            self._drop_tap(rec, tap_ref(netns, nic.tap_name))
+            self._drop_tap(rec, nsutil.ns_ref(netns, nic.tap_name))
             running = [n for n in running if n.mac != nic.mac]
             self._record_running_nics(rec, running)
         vcpus = rec.running_spec.vcpus
@@ -398,7 +396,7 @@ class Lifecycle:
                     qmp.execute("device_add", nic_device(nic, vcpus, bus), timeout=self.qmp_timeout)
                 except QmpError:
                     qmp.execute("netdev_del", {"id": nic.netdev_id}, timeout=self.qmp_timeout)
-                    self._drop_tap(rec, tap_ref(netns, nic.tap_name))
+                    self._drop_tap(rec, nsutil.ns_ref(netns, nic.tap_name))
                     raise
             running.append(nic)
             self._record_running_nics(rec, running)

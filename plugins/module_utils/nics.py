@@ -233,16 +233,5 @@ def plan_nic_hotplug(running: Sequence[NicSpec], desired: Sequence[NicSpec]) -> 
     return NicHotplugPlan(add, remove, live)
 
 
-def tap_ref(netns: Optional[str], tap: str) -> str:
-    """A TAP in the resource journal: namespace and name (the namespace may be gone by the
-    time the journal is read back, so it is kept with the name)."""
-    return "%s/%s" % (netns or "", tap)
-
-
-def parse_tap_ref(ref: str) -> Tuple[Optional[str], str]:
-    netns, tap = ref.split("/", 1)
-    return netns or None, tap
-
-
 def ports(nics: Sequence[NicSpec]) -> List[Port]:
     return [Port(tap=n.tap_name, mac=n.mac or "", ips=n.ips) for n in nics]

@@ -16,7 +16,8 @@ import pytest
 import serial_report
 from conftest import wait_for, wait_ready
 
-from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
+from ansible_collections.infinivirt.core.plugins.module_utils.network_service import NetworkService
 
 VENDOR_IDS = {"e1000": ("0x8086", "0x100e"), "rtl8139": ("0x10ec", "0x8139")}
 
@@ -159,3 +160,26 @@ def test_a_missing_bridge_fails_the_start_cleanly(service, guest_params, netns):
     vm = service.info("nobr")
     assert vm == [] or vm[0]["status"] == "stopped"
     assert [name for name in links(netns) if name.startswith("iv")] == []
+
+
+def test_a_vm_on_a_nat_network_gets_a_lease_and_pins_the_network(service, guest_params, netns, workdir):
+    nets = NetworkService(service.store, service.hostname, netns, run_dir=os.path.join(workdir, "run"))
+    nets.ensure({"name": "natnet", "mode": "nat", "addresses": ["10.97.0.1/24"],
+                 "dhcp": {"range_start": "10.97.0.50", "range_end": "10.97.0.60"}}, False)
+    try:
+        vm = service.ensure(dict(guest_params, name="nat-vm", state="running", console_socket=True,
+                                 netns=netns, nics=[{"network": "natnet"}]), False).vm
+        assert links(netns)[vm["taps"][0]]["master"] == "natnet"
+        wait_ready(vm["serial_log"])
+        rc, out = shell(vm["console_socket_path"], "ip link set eth0 up && "
+                        "udhcpc -i eth0 -n -q -f -t 10 -T 2 -s /bin/true", timeout=60)
+        assert rc == 0 and "lease of 10.97.0.5" in out and "obtained from 10.97.0.1" in out, out
+
+        # A network that a VM's NIC names cannot be removed; without the VM it can.
+        with pytest.raises(StateError, match="network natnet is used by the NICs of VM nat-vm"):
+            nets.ensure({"name": "natnet", "state": "absent"}, False)
+        assert "natnet" in links(netns)
+        service.ensure({"name": "nat-vm", "state": "absent", "force": True, "stop_timeout": 5}, False)
+    finally:
+        removed = nets.ensure({"name": "natnet", "state": "absent"}, False)
+    assert removed["changed"] and "natnet" not in links(netns)

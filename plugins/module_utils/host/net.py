@@ -4,7 +4,7 @@
 """Linux bridges, through pyroute2 (netlink): read one, make it match a spec, remove it.
 
 Every function takes ``netns``: None is the host's own network namespace; tests (and users
-who keep VMs in a namespace) name another.
+who keep VMs in a namespace) name another, which must exist (SpecError on field netns).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import traceback
 from typing import Any, Iterator, List, Optional, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError, SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.host.netns import check_netns, entered
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import check_int
 
 try:
@@ -91,10 +92,15 @@ def _canonical(cidr: str) -> str:
 
 @contextlib.contextmanager
 def _netlink(netns: Optional[str]) -> Iterator[Any]:
+    """A netlink socket of namespace ``netns``, which must exist: it is opened from inside
+    the namespace (pyroute2's own ``IPRoute(netns=...)`` would create a missing one), and
+    the block runs back in this thread's own namespace."""
     if not HAS_PYROUTE2:
         raise NetError("the Python library pyroute2 is not installed on this host")
+    with entered(check_netns("netns", netns)):
+        ipr = IPRoute()
     try:
-        with (IPRoute(netns=netns) if netns else IPRoute()) as ipr:
+        with ipr:
             yield ipr
     except NetlinkError as exc:
         raise NetError("netlink refused the change: %s" % (exc.args[1] if len(exc.args) > 1 else exc)) from exc

@@ -14,7 +14,7 @@ import ctypes
 import os
 import re
 import subprocess
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError, SpecError
 
@@ -41,6 +41,17 @@ def check_netns(field: str, name: Optional[str]) -> Optional[str]:
     if not os.path.exists(netns_path(name)):
         raise SpecError(field, "network namespace %s does not exist (see ip netns list)" % name)
     return name
+
+
+def ns_ref(netns: Optional[str], thing: str) -> str:
+    """A host object in the resource journal, with its namespace (which may be gone by the
+    time the journal is read back): "<netns>/<name>", "/<name>" for the host's."""
+    return "%s/%s" % (netns or "", thing)
+
+
+def parse_ns_ref(ref: str) -> Tuple[Optional[str], str]:
+    netns, thing = ref.split("/", 1)
+    return netns or None, thing
 
 
 def _setns(fd: int) -> None:

@@ -8,15 +8,14 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.host.netns import ns_ref, parse_ns_ref
 from ansible_collections.infinivirt.core.plugins.module_utils.nics import (
     NicSpec,
     device,
     merge_nics,
     netdev,
-    parse_tap_ref,
     plan_nic_hotplug,
     queue_count,
-    tap_ref,
     use_vhost,
     validate_mac,
     validate_nics,
@@ -106,6 +105,6 @@ def test_hotplug_plan():
     assert not plan_nic_hotplug([a], [NicSpec(bridge="br1", mac=a.mac)]).live, "a changed NIC needs a restart"
 
 
-def test_tap_refs_keep_the_namespace():
-    assert parse_tap_ref(tap_ref("ns1", "iv1")) == ("ns1", "iv1")
-    assert parse_tap_ref(tap_ref(None, "iv1")) == (None, "iv1")
+def test_ns_refs_keep_the_namespace():
+    assert parse_ns_ref(ns_ref("ns1", "iv1")) == ("ns1", "iv1")
+    assert parse_ns_ref(ns_ref(None, "iv1")) == (None, "iv1")
