@@ -126,8 +126,10 @@ def fold_status(qemu_status: Optional[str]) -> str:
 class Lifecycle:
     def __init__(self, store, run_dir: str, qemu_binary: Optional[str] = None,
                  host_paths: HostPaths = HostPaths(), start_timeout: float = 60.0,
-                 qmp_timeout: float = 10.0, nvram_dir: str = DEFAULT_NVRAM_DIR):
+                 qmp_timeout: float = 10.0, nvram_dir: str = DEFAULT_NVRAM_DIR,
+                 firewall=None):
         self.store = store
+        self.firewall = firewall  # firewall.service.FirewallService, or None
         self.run_dir = run_dir
         self.nvram_dir = nvram_dir
         self.qemu_binary = qemu_binary
@@ -176,6 +178,8 @@ class Lifecycle:
             self._clear_launch(rec)
         rec.status, rec.qemu_pid = state, pid
         self.store.update_vm(rec)
+        if state == STOPPED:
+            self.sync_firewall(rec)  # a crashed VM's rules go with its TAPs
         return True
 
     # -- starting ---------------------------------------------------------------------
@@ -249,6 +253,7 @@ class Lifecycle:
             if status != "prelaunch":
                 raise QemuError("VM %s: expected QEMU in prelaunch state, found %s"
                                 % (rec.name, status))
+            self.sync_firewall(rec)  # before the guest sends its first frame
             if rec.spec.graphic_protocol == "vnc":
                 rec.launch_graphic_port = self._setup_vnc(rec, graphic_password)
             if not paused:
@@ -400,6 +405,7 @@ class Lifecycle:
                     raise
             running.append(nic)
             self._record_running_nics(rec, running)
+        self.sync_firewall(rec)
 
     def _record_running_nics(self, rec: VmRecord, nics: List[NicSpec]) -> None:
         rec.running_spec = dataclasses.replace(rec.running_spec, nics=tuple(nics))
@@ -419,6 +425,13 @@ class Lifecycle:
             kill_vm_process(pid, rec.uuid, self.host_paths.proc)
         self.release_files(rec, keep_serial_log=False)
         self._mark_stopped(rec)
+        with contextlib.suppress(InfinivirtError):  # the start's own error is the one to report
+            self.sync_firewall(rec)
+
+    def sync_firewall(self, rec: VmRecord) -> None:
+        """The VM's nftables state follows its TAPs: there while it runs, gone when not."""
+        if self.firewall is not None:
+            self.firewall.sync_vm(rec)
 
     # -- stopping ---------------------------------------------------------------------
     def stop(self, rec: VmRecord, timeout: float, force: bool,
@@ -442,6 +455,7 @@ class Lifecycle:
                     self._quit(rec)
         self.release_files(rec, keep_serial_log=True)
         self._mark_stopped(rec)
+        self.sync_firewall(rec)
 
     def _powerdown(self, rec: VmRecord, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -30,6 +30,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
@@ -56,7 +57,7 @@ LUKS_ITER_TIME_MS = 100
 # QEMU 7.2 measures PBKDF2 speed with a millisecond CPU clock and fails now and then with
 # this message on fast hosts (nothing is created); a new attempt succeeds.
 _PBKDF_FLAKE = "Unable to get accurate CPU usage"
-_PBKDF_ATTEMPTS = 12
+_PBKDF_ATTEMPTS = 30  # a loaded host trips it more often; a short pause between tries helps
 _SECRET_ID = "infinivirt-sec0"
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(?:([kmgt])(?:i?b)?|(b))?\s*$", re.IGNORECASE)
@@ -243,6 +244,7 @@ class QemuImg:
                     raise
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(output)
+                time.sleep(0.02 * (attempt + 1))
 
     def info(self, path: str, fmt: Optional[str] = None, force_share: bool = True,
              timeout: float = 120.0) -> Dict[str, Any]:

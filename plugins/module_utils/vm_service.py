@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.disks import DiskSpec, plan_hotplug
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
+from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
 from ansible_collections.infinivirt.core.plugins.module_utils.lifecycle import (
     DEFAULT_NVRAM_DIR,
     PAUSED,
@@ -123,9 +124,11 @@ class VmService:
                  storage_roots: Optional[Sequence[str]] = None,
                  nvram_dir: str = DEFAULT_NVRAM_DIR):
         self.store = open_store(db_url, job_id=job_id)
-        self.lifecycle = Lifecycle(self.store, run_dir, qemu_binary, host_paths, nvram_dir=nvram_dir)
         self.lock_timeout = lock_timeout
         self.hostname = hostname or socket.gethostname()
+        self.firewall = FirewallService(self.store, self.hostname, lock_timeout=lock_timeout)
+        self.lifecycle = Lifecycle(self.store, run_dir, qemu_binary, host_paths, nvram_dir=nvram_dir,
+                                   firewall=self.firewall)
         self.secret_key_file = secret_key_file
         self.storage_roots = storage_roots
         self._secret_box: Optional[SecretBox] = None
@@ -258,8 +261,9 @@ class VmService:
                     if "nics" in pending and before_state == RUNNING else None)
         if nic_plug is not None and nic_plug.live:
             pending.remove("nics")
-        if "department" in pending:  # the firewall follows it live
+        if "department" in pending:  # the firewall follows it live, no restart
             pending.remove("department")
+        department_moved = "department" in spec_changes
         restart = state == "restarted" or (
             bool(pending) and target != STOPPED and params.get("restart_on_change"))
         if restart:
@@ -281,9 +285,12 @@ class VmService:
                     self.lifecycle.hotplug_nics(rec, nic_plug, self.nic_bridges(rec.spec))
             self._transition(out, rec, before_state, qemu_status, target, restart, params,
                              check_mode)
+            if department_moved and not check_mode and rec.running_spec is not None:
+                self.lifecycle.sync_firewall(rec)
         except Exception:
             if "create" in out.actions and not check_mode:  # a VM that never ran is not kept
                 self.lifecycle.release_files(rec, keep_serial_log=False, keep_nvram=False)
+                self.firewall.forget_vm(rec)
                 self.store.delete_vm(rec.uuid)
             raise
 
@@ -405,6 +412,7 @@ class VmService:
             for layer in self.store.list_layers(rec.uuid):  # external snapshot overlays
                 if os.path.exists(layer["overlay"]):
                     os.unlink(layer["overlay"])
+            self.firewall.forget_vm(rec)
             self.store.delete_vm(rec.uuid)
         out.changed = True
         out.diff = {"before": _view(rec, before_state), "after": {"state": "absent"}}

@@ -59,14 +59,15 @@ def test_database_down_before_a_task(pg_url, run_dir):
 
 
 def test_database_lost_between_spawn_and_record(pg_url, run_dir, monkeypatch):
-    real_spawn = lifecycle.run_daemonized
+    # The last step before the final write: QEMU runs and its firewall is in place.
+    real_sync = lifecycle.Lifecycle.sync_firewall
 
-    def spawn_then_lose_database(argv, timeout):
-        result = real_spawn(argv, timeout)
-        pg_server("stop")
-        return result
+    def sync_then_lose_database(self, rec):
+        real_sync(self, rec)
+        if rec.running_spec is not None:
+            pg_server("stop")
 
-    monkeypatch.setattr(lifecycle, "run_daemonized", spawn_then_lose_database)
+    monkeypatch.setattr(lifecycle.Lifecycle, "sync_firewall", sync_then_lose_database)
     service = VmService(pg_url, run_dir)
     service.ensure(dict(VM, state="stopped"), False)
     uuid = service.store.get_vm("faulty").uuid
@@ -75,7 +76,7 @@ def test_database_lost_between_spawn_and_record(pg_url, run_dir, monkeypatch):
             service.ensure(dict(VM, state="running"), False)
         started = qemu_processes(uuid)
         assert len(started) == 1, "QEMU was spawned before the database went away"
-        monkeypatch.setattr(lifecycle, "run_daemonized", real_spawn)
+        monkeypatch.setattr(lifecycle.Lifecycle, "sync_firewall", real_sync)
         pg_server("start")
         again = VmService(pg_url, run_dir)
         rerun = again.ensure(dict(VM, state="running"), False)

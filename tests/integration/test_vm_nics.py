@@ -50,6 +50,22 @@ def shell(sock, command, timeout=30):
     return rc, out
 
 
+def pings(sock, address):
+    rc, out = shell(sock, "ping -c 2 -W 2 %s" % address, timeout=30)
+    return rc == 0 and "2 packets received" in out
+
+
+def nft_ruleset(netns):
+    out = subprocess.run(["ip", "netns", "exec", netns, "nft", "-j", "list", "ruleset"],
+                         capture_output=True, text=True, check=True).stdout
+    return [item for item in json.loads(out)["nftables"] if "metainfo" not in item]
+
+
+def nft_mentions(netns, text):
+    """Whether anything in the namespace's ruleset names ``text`` (a VM's UUID or TAP)."""
+    return text.replace("-", "") in json.dumps(nft_ruleset(netns)).replace("-", "")
+
+
 def configure_ip(sock, mac, cidr):
     """Give the guest NIC with this MAC an address (busybox ip), by MAC, not by name."""
     nics, _pci = guest_nics(sock)
@@ -103,6 +119,28 @@ def test_two_guests_talk_over_a_bridge_and_nics_plug_live(service, guest_params,
     assert not service.ensure(a, False).changed
     assert not service.ensure(b, False).changed
 
+    # A VM rule on B that drops ICMP coming in stops A's ping; removing it lets it through.
+    fw = service.firewall
+    block_icmp = {"scope": "vm", "name": "nic-b", "rules": [
+        {"direction": "in", "protocol": "icmp", "action": "drop", "comment": "no pings"}]}
+    assert fw.ensure(block_icmp, False)["changed"]
+    assert not fw.ensure(block_icmp, False)["changed"], "a rerun changes nothing"
+    assert not pings(sock_a, "10.99.0.2")
+    fw.ensure({"scope": "vm", "name": "nic-b", "state": "absent"}, False)
+    assert pings(sock_a, "10.99.0.2")
+    # A department rule blocks it too, for every member; leaving the department lifts it.
+    dept = {"scope": "department", "name": "lab", "rules": [
+        {"direction": "out", "protocol": "icmp", "action": "drop"}]}
+    fw.ensure(dept, False)
+    assert service.ensure(dict(a, department="lab"), False).actions == ["update"]
+    assert not pings(sock_a, "10.99.0.2")
+    assert service.ensure(dict(a, department=""), False).actions == ["update"]
+    assert pings(sock_a, "10.99.0.2")
+    service.ensure(dict(a, department="lab"), False)
+    fw.ensure({"scope": "vm", "name": "nic-a", "rules": [
+        {"direction": "in", "protocol": "tcp", "ports": [22], "cidr": "10.99.0.0/24"}]}, False)
+    assert nft_mentions(netns, vm_a["uuid"]), "A's chains exist while it runs"
+
     # Hot-plug a second virtio NIC into B: the guest sees it; then unplug it.
     hot = dict(b, nics=b["nics"] + [{"bridge": "vmbr0", "mac": "52:54:00:0b:00:02"}])
     out = service.ensure(hot, False)
@@ -114,13 +152,19 @@ def test_two_guests_talk_over_a_bridge_and_nics_plug_live(service, guest_params,
     assert [n["mac"] for n in guest_nics(sock_b)[0]] == ["52:54:00:0b:00:01"]
     assert "iv5254000b0002" not in links(netns)
 
-    # Removing A takes its TAPs; B crashing (SIGKILL) and being noticed takes B's.
+    # Removing A takes its TAPs and every chain, map element and rule of it; B crashing
+    # (SIGKILL) and being noticed takes B's TAP and firewall state too.
+    fw.ensure({"scope": "vm", "name": "nic-b", "rules": [
+        {"direction": "in", "protocol": "udp", "ports": ["5000-5010"], "action": "drop"}]}, False)
+    assert nft_mentions(netns, vm_b["uuid"])
     service.ensure({"name": "nic-a", "state": "absent", "force": True, "stop_timeout": 5}, False)
     assert not set(vm_a["taps"]) & set(links(netns))
+    assert not nft_mentions(netns, vm_a["uuid"]) and not nft_mentions(netns, tap_a)
     os.kill(service.info("nic-b")[0]["pid"], signal.SIGKILL)
     assert wait_for(lambda: service.info("nic-b")[0]["status"] == "stopped")
     service.ensure({"name": "nic-b", "state": "stopped"}, False)  # reconciles the crash
     assert [name for name in links(netns) if name.startswith("iv")] == []
+    assert nft_ruleset(netns) == [], "the last VM took the table with it"
 
 
 @pytest.mark.parametrize("nic, field", [

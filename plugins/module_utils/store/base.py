@@ -18,6 +18,7 @@ from typing import Any, ContextManager, Dict, Iterator, List, Optional, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import StoreError
 from ansible_collections.infinivirt.core.plugins.module_utils.spec import JSON_FIELDS, SPEC_FIELDS, VmSpec
+from ansible_collections.infinivirt.core.plugins.module_utils.store.firewall import FirewallStore
 from ansible_collections.infinivirt.core.plugins.module_utils.store.migrations import MIGRATIONS
 from ansible_collections.infinivirt.core.plugins.module_utils.store.records import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.store.volumes import VolumeStore
@@ -95,7 +96,7 @@ def _vm_values(record: VmRecord) -> Tuple[Any, ...]:
             record.pidfile_path, record.launch_graphic_port)
 
 
-class SqlStore(VolumeStore):
+class SqlStore(VolumeStore, FirewallStore):
     """Shared logic. SQL is written with '?' placeholders; ``_sql`` adapts them."""
 
     placeholder = "?"
