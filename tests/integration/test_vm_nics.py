@@ -15,6 +15,7 @@ import uuid
 import pytest
 import serial_report
 from conftest import wait_for, wait_ready
+from test_playbook import run_playbook
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.network_service import NetworkService
@@ -227,3 +228,14 @@ def test_a_vm_on_a_nat_network_gets_a_lease_and_pins_the_network(service, guest_
     finally:
         removed = nets.ensure({"name": "natnet", "state": "absent"}, False)
     assert removed["changed"] and "natnet" not in links(netns)
+
+
+def test_network_stack_playbook_reruns_change_nothing(guest_params, workdir, netns):
+    done = run_playbook("network_stack.yml", {
+        "kernel": guest_params["kernel"], "initrd": guest_params["initrd"],
+        "kernel_cmdline": guest_params["kernel_cmdline"], "netns": netns,
+        "db_url": "sqlite:///%s/pb.db" % workdir, "run_dir": os.path.join(workdir, "run")})
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    assert "failed=0" in done.stdout
+    assert [name for name in links(netns) if name.startswith("iv") or name == "pbnat"] == []
+    assert nft_ruleset(netns) == []
