@@ -9,7 +9,7 @@ what leaves the subnet (table ``ip infinivirt_nat_<name>``), IPv4 forwarding is 
 dnsmasq serves DHCP (and DNS) on the bridge. Everything lives in the network's namespace.
 
 Host resources this creates (the bridge, the nft table, dnsmasq) are written to the
-store's resource journal under ``network:<name>`` before they are made and dropped after
+store's resource journal under ``network:<host>:<name>`` before they are made and dropped after
 they are gone, so whatever a crashed run left is found and removed by ``state: absent``.
 """
 
@@ -47,7 +47,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.validation import 
 MODES = ("bridge", "nat")
 DEFAULT_RUN_DIR = "/run/infinivirt"
 
-# journal kinds (owner "network:<name>", ref "<netns>/<thing>")
+# journal kinds (owner "network:<host>:<name>", ref "<netns>/<thing>")
 J_BRIDGE, J_TABLE, J_DNSMASQ = "bridge", "nft_table", "dnsmasq"
 
 
@@ -71,11 +71,11 @@ class NetworkService:
 
     # -- entry point ------------------------------------------------------------------------
     def ensure(self, params: Dict[str, Any], check_mode: bool) -> Dict[str, Any]:
-        name = validate_ifname("name", params.get("name"))
+        name = validate_ifname("name", params.get("name"), reserved_ok=True)
         state = params.get("state") or "present"
         check_choice("state", state, ("present", "absent"))
         if state == "absent":
-            with self.store.vm_lock("@network-" + name, self.lock_timeout):
+            with self.store.vm_lock(self._lock_name(name), self.lock_timeout):
                 return self._absent(name, check_mode)
         mode = params.get("mode") or "bridge"
         check_choice("mode", mode, MODES)
@@ -91,16 +91,21 @@ class NetworkService:
                     raise SpecError(option, "only applies to mode nat")
         check_netns("netns", self.netns)  # before anything: a missing one is never created
         programs = (nat.nft_program(), dnsmasq.binary()) if settings else None
-        with self.store.vm_lock("@network-" + name, self.lock_timeout):
-            row = self.store.get_network(name)
+        with self.store.vm_lock(self._lock_name(name), self.lock_timeout):
+            row = self.store.get_network(name, self.hostname)
             self._check_row(name, row)
             return self._present(name, mode, spec, settings, row, programs, check_mode)
+
+    def _lock_name(self, name: str) -> str:
+        return "@network-%s-%s" % (self.hostname, name)
+
+    def _journal_owner(self, name: str) -> str:
+        """Networks are per host, so is the journal of what their tasks made."""
+        return "network:%s:%s" % (self.hostname, name)
 
     def _check_row(self, name: str, row: Optional[Dict[str, Any]]) -> None:
         if row is None:
             return
-        if row["host"] != self.hostname:
-            raise StateError("network %s belongs to host %s" % (name, row["host"]))
         if "netns" in row["spec"] and row["spec"]["netns"] != self.netns:
             raise SpecError("netns", "network %s is in network namespace %s, not %s; remove it "
                             "(state: absent) before making it elsewhere" % (
@@ -110,8 +115,7 @@ class NetworkService:
     def _present(self, name: str, mode: str, spec: BridgeSpec, settings: Optional[NatSettings],
                  row: Optional[Dict[str, Any]], programs: Optional[Tuple[str, str]],
                  check_mode: bool) -> Dict[str, Any]:
-        owner = "network:" + name
-        journal = self.store.journal_list(owner)
+        journal = self.store.journal_list(self._journal_owner(name))
         current = read_bridge(spec.name, self.netns)
         todo = changes(spec, current)
         if row is not None:
@@ -172,12 +176,12 @@ class NetworkService:
             table_ref = ns_ref(netns, rules.table)
 
             def write_table() -> None:
-                self.store.journal_add("network:" + name, J_TABLE, table_ref)
+                self.store.journal_add(self._journal_owner(name), J_TABLE, table_ref)
                 nat.apply_table(rules, netns)
 
             def unmake_table() -> None:
                 nat.remove_table(rules.table, netns)
-                self.store.journal_remove("network:" + name, J_TABLE, table_ref)
+                self.store.journal_remove(self._journal_owner(name), J_TABLE, table_ref)
 
             steps.append(("nftables", "writing nftables table %s" % rules.table, write_table,
                           unmake_table if table == nat.MISSING else None))
@@ -192,7 +196,7 @@ class NetworkService:
             def start_daemon() -> None:
                 if daemon == dnsmasq.OUTDATED:
                     dnsmasq.stop(files)
-                self.store.journal_add("network:" + name, J_DNSMASQ, dns_ref)
+                self.store.journal_add(self._journal_owner(name), J_DNSMASQ, dns_ref)
                 dnsmasq.start(wanted_argv, files, netns)
 
             steps.append(("dnsmasq", "%s dnsmasq" % ("restarting" if daemon == dnsmasq.OUTDATED else "starting"),
@@ -240,7 +244,7 @@ class NetworkService:
             files = _files_of(parse_ns_ref(ref)[1])
             dnsmasq.stop(files)
             dnsmasq.remove_files(files)
-            self.store.journal_remove("network:" + name, J_DNSMASQ, ref)
+            self.store.journal_remove(self._journal_owner(name), J_DNSMASQ, ref)
         return remove
 
     def _table_remover(self, name: str, ref: str) -> Callable[[], None]:
@@ -248,7 +252,7 @@ class NetworkService:
             ref_netns, table = parse_ns_ref(ref)
             if _ns_exists(ref_netns):  # a namespace that is gone took its tables with it
                 nat.remove_table(table, ref_netns)
-            self.store.journal_remove("network:" + name, J_TABLE, ref)
+            self.store.journal_remove(self._journal_owner(name), J_TABLE, ref)
         return remove
 
     def _bridge_remover(self, name: str, ref: str) -> Callable[[], None]:
@@ -256,7 +260,7 @@ class NetworkService:
             ref_netns, bridge = parse_ns_ref(ref)
             if _ns_exists(ref_netns):
                 remove_bridge(bridge, ref_netns)
-            self.store.journal_remove("network:" + name, J_BRIDGE, ref)
+            self.store.journal_remove(self._journal_owner(name), J_BRIDGE, ref)
         return remove
 
     def _apply(self, name: str, spec: BridgeSpec, todo: List[str], steps) -> None:
@@ -267,7 +271,7 @@ class NetworkService:
 
             def make_bridge() -> None:
                 if "create" in todo:
-                    self.store.journal_add("network:" + name, J_BRIDGE, ref)
+                    self.store.journal_add(self._journal_owner(name), J_BRIDGE, ref)
                 apply_bridge(spec, self.netns)
 
             what = "%s bridge %s" % ("creating" if "create" in todo else "updating", spec.name)
@@ -307,14 +311,12 @@ class NetworkService:
 
     # -- absent -----------------------------------------------------------------------------
     def _absent(self, name: str, check_mode: bool) -> Dict[str, Any]:
-        row = self.store.get_network(name)
-        if row is not None and row["host"] != self.hostname:
-            raise StateError("network %s belongs to host %s" % (name, row["host"]))
-        journal = self.store.journal_list("network:" + name)
+        row = self.store.get_network(name, self.hostname)
+        journal = self.store.journal_list(self._journal_owner(name))
         if row is None and not journal:
             return {"changed": False, "actions": [], "network": {"name": name, "state": "absent"},
                     "diff": {"before": {"state": "absent"}, "after": {"state": "absent"}}}
-        users = sorted(vm.name for vm in self.store.list_vms()
+        users = sorted(vm.name for vm in self.store.list_vms(host=self.hostname)
                        if any(nic.network == name for nic in vm.spec.nics))
         if users:
             raise StateError("network %s is used by the NICs of VM %s; remove those NICs (or the "
@@ -333,7 +335,7 @@ class NetworkService:
                           self._bridge_remover(name, ref), None))
         if row is not None:
             steps.append(("remove" if row["managed"] else "forget", "removing the network from the database",
-                          lambda: self.store.delete_network(name), None))
+                          lambda: self.store.delete_network(name, self.hostname), None))
         actions = []
         for step in steps:
             if step[0] not in actions:

@@ -134,7 +134,7 @@ def validate_nics(nics: Sequence[NicSpec]) -> None:
             raise SpecError(field, "needs exactly one of network (an infinivirt_net network) "
                             "or bridge (a Linux bridge)")
         if nic.network is not None:
-            validate_ifname(field + ".network", nic.network)
+            validate_ifname(field + ".network", nic.network, reserved_ok=True)
         if nic.bridge is not None:
             validate_ifname(field + ".bridge", nic.bridge)
         check_choice(field + ".model", nic.model, MODELS)

@@ -346,7 +346,7 @@ class VmService:
             if nic.bridge is not None:
                 bridges[nic.mac] = nic.bridge
                 continue
-            row = self.store.get_network(nic.network)
+            row = self.store.get_network(nic.network, self.hostname)
             field = "nics[%d].network" % index
             if row is None or row["host"] != self.hostname:
                 raise SpecError(field, "network %s does not exist on host %s (create it with "

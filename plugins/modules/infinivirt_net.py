@@ -50,6 +50,9 @@ options:
     description:
       - Name of the network, also the default bridge name (at most 15 characters).
       - It names the nftables table and the dnsmasq files of a O(mode=nat) network.
+      - Networks belong to the host the task runs on; hosts sharing a database each have their
+        own network of a name. V(default) and V(all) cannot name an interface, so a network
+        called so needs O(bridge).
     type: str
     required: true
   state:
@@ -67,7 +70,7 @@ options:
     choices: [bridge, nat]
     default: bridge
   bridge:
-    description: Name of the Linux bridge, if not O(name); at most 15 letters, digits, V(.), V(_) or V(-).
+    description: Name of the Linux bridge, if not O(name); at most 15 letters, digits, V(.), V(_) or V(-), not V(default) or V(all).
     type: str
   mtu:
     description: MTU of the bridge, 68 to 65535; unset leaves the kernel's value.

@@ -99,7 +99,7 @@ def test_bridge_lifecycle(nets, netns):
 
     gone = nets.ensure({"name": "ivbr0", "state": "absent"}, False)
     assert gone["changed"] and gone["actions"] == ["remove"]
-    assert bridge_facts(netns, "ivbr0") is None and nets.store.get_network("ivbr0") is None
+    assert bridge_facts(netns, "ivbr0") is None and nets.store.get_network("ivbr0", "hv-test") is None
     assert not nets.ensure({"name": "ivbr0", "state": "absent"}, False)["changed"]
 
 
@@ -128,7 +128,7 @@ def test_bad_network_input_changes_nothing(nets, netns, params, field):
         nets.ensure(params, False)
     assert err.value.field == field
     assert [link["ifname"] for link in ip_json(netns, "link", "show")] == ["lo"]
-    assert nets.store.get_network(params["name"]) is None
+    assert nets.store.get_network(params["name"], "hv-test") is None
 
 
 def test_a_non_bridge_interface_is_refused(nets, netns):
@@ -242,8 +242,8 @@ def assert_nothing_made(nets, netns, run_dir, name):
     assert [link["ifname"] for link in ip_json(netns, "link", "show")] == ["lo"]
     assert nft_tables(netns) == set()
     assert dnsmasq_pids(run_dir) == []
-    assert nets.store.get_network(name) is None
-    assert nets.store.journal_list("network:" + name) == []
+    assert nets.store.get_network(name, "hv-test") is None
+    assert nets.store.journal_list("network:hv-test:" + name) == []
 
 
 def test_nat_gives_dhcp_leases_and_masquerades(nets, netns, run_dir, more_netns, tmp_path):
@@ -261,7 +261,7 @@ def test_nat_gives_dhcp_leases_and_masquerades(nets, netns, run_dir, more_netns,
            "dhcp": {"enabled": True, "range_start": "10.77.0.100", "range_end": "10.77.0.150", "lease_time": "10m"},
            "table": "infinivirt_nat_ivnat0"}
     assert made["network"]["nat"] == nat
-    row = nets.store.get_network("ivnat0")  # what a VM's NIC looks up by name
+    row = nets.store.get_network("ivnat0", "hv-test")  # what a VM's NIC looks up by name
     assert row["mode"] == "nat"
     assert {k: row["spec"][k] for k in ("bridge", "netns", "mode", "nat")} == {
         "bridge": "ivnat0", "netns": netns, "mode": "nat", "nat": nat}
@@ -314,7 +314,8 @@ def test_nat_gives_dhcp_leases_and_masquerades(nets, netns, run_dir, more_netns,
     assert dnsmasq_pids(run_dir) == [] and os.listdir(run_dir) == []
     assert nft_tables(netns) == set()
     assert bridge_facts(netns, "ivnat0") is None
-    assert nets.store.get_network("ivnat0") is None and nets.store.journal_list("network:ivnat0") == []
+    assert nets.store.get_network("ivnat0", "hv-test") is None
+    assert nets.store.journal_list("network:hv-test:ivnat0") == []
     assert ip_forward(netns) == "1"
     assert not ping(client, "198.51.100.2")
     assert not nets.ensure({"name": "ivnat0", "state": "absent"}, False)["changed"]
@@ -372,11 +373,11 @@ def test_nat_rerun_changes_nothing_and_drift_is_repaired(nets, netns, run_dir):
     assert plain["actions"] == ["dnsmasq-stop", "nftables-remove"]
     assert dnsmasq_pids(run_dir) == [] and nft_tables(netns) == set()
     assert bridge_facts(netns, "ivnat1")["addresses"] == ["10.88.0.1/24"]
-    assert "nat" not in nets.store.get_network("ivnat1")["spec"]
-    assert nets.store.journal_list("network:ivnat1") == [("bridge", "%s/ivnat1" % netns)]
+    assert "nat" not in nets.store.get_network("ivnat1", "hv-test")["spec"]
+    assert nets.store.journal_list("network:hv-test:ivnat1") == [("bridge", "%s/ivnat1" % netns)]
     assert not nets.ensure({"name": "ivnat1", "addresses": ["10.88.0.1/24"]}, False)["changed"]
     assert nets.ensure({"name": "ivnat1", "state": "absent"}, False)["actions"] == ["remove"]
-    assert nets.store.journal_list("network:ivnat1") == []
+    assert nets.store.journal_list("network:hv-test:ivnat1") == []
 
 
 @pytest.mark.parametrize("extra,field", [
@@ -409,7 +410,7 @@ def test_a_missing_namespace_is_an_error_not_created(db_url, run_dir, mode):
                 {"name": "ivnat8", "mode": mode, "addresses": ["10.77.0.1/24"]}, False)
         assert err.value.field == "netns" and "does not exist" in str(err.value)
         assert not os.path.exists("/run/netns/" + missing)
-        assert store.get_network("ivnat8") is None and dnsmasq_pids(run_dir) == []
+        assert store.get_network("ivnat8", "hv-test") is None and dnsmasq_pids(run_dir) == []
     finally:
         store.close()
 
@@ -468,7 +469,7 @@ def test_absent_cleans_up_what_a_crashed_run_left(nets, netns, run_dir):
     journal still names them, so state: absent finds and removes them."""
     params = {"name": "ivnat3", "mode": "nat", "addresses": ["10.33.0.1/24"]}
     nets.ensure(params, False)
-    nets.store.delete_network("ivnat3")  # as if the row had never been written
+    nets.store.delete_network("ivnat3", "hv-test")  # as if the row had never been written
     adopted = nets.ensure(params, True)
     assert adopted["network"]["managed"], "the journal says Infinivirt made the bridge"
     predicted = nets.ensure({"name": "ivnat3", "state": "absent"}, True)
@@ -476,3 +477,29 @@ def test_absent_cleans_up_what_a_crashed_run_left(nets, netns, run_dir):
     assert nets.ensure({"name": "ivnat3", "state": "absent"}, False)["actions"] == predicted["actions"]
     assert_nothing_made(nets, netns, run_dir, "ivnat3")
     assert not nets.ensure({"name": "ivnat3", "state": "absent"}, False)["changed"]
+
+
+def test_each_host_has_its_own_network_of_a_name(db_url, netns, more_netns, run_dir):
+    """Hypervisors sharing one database each have their own "default"."""
+    store = open_store(db_url)
+    other_ns = more_netns()
+    try:
+        here = NetworkService(store, "hv-a", netns, run_dir=run_dir)
+        there = NetworkService(store, "hv-b", other_ns, run_dir=run_dir)
+        with pytest.raises(SpecError, match="bridge: 'default' is reserved by the kernel"):
+            here.ensure({"name": "default"}, False)  # no interface may be called that
+        assert here.ensure({"name": "default", "bridge": "virbr0", "addresses": ["192.0.2.1/24"]},
+                           False)["changed"]
+        assert there.ensure({"name": "default", "bridge": "virbr0", "addresses": ["198.51.100.1/24"]},
+                            False)["changed"]
+        assert bridge_facts(netns, "virbr0")["addresses"] == ["192.0.2.1/24"]
+        assert bridge_facts(other_ns, "virbr0")["addresses"] == ["198.51.100.1/24"]
+        assert store.get_network("default", "hv-b")["spec"]["netns"] == other_ns
+        assert not here.ensure({"name": "default", "bridge": "virbr0", "addresses": ["192.0.2.1/24"]},
+                               False)["changed"]
+        assert here.ensure({"name": "default", "state": "absent"}, False)["changed"]
+        assert bridge_facts(netns, "virbr0") is None and store.get_network("default", "hv-a") is None
+        assert bridge_facts(other_ns, "virbr0") is not None and store.get_network("default", "hv-b")
+        there.ensure({"name": "default", "state": "absent"}, False)
+    finally:
+        store.close()

@@ -30,6 +30,7 @@ except ImportError:
     PYROUTE2_IMPORT_ERROR = traceback.format_exc()
 
 IFNAME_MAX = 15  # IFNAMSIZ - 1
+RESERVED_IFNAMES = ("default", "all")  # sysctl directories under net.ipv4.conf
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -56,9 +57,14 @@ class BridgeState:
     up: bool
 
 
-def validate_ifname(field: str, name: Any) -> str:
+def validate_ifname(field: str, name: Any, reserved_ok: bool = False) -> str:
+    """An interface name the kernel accepts. ``reserved_ok``: the name is only a label (a
+    network's), which may be "default" even though no interface may be called that."""
     if not isinstance(name, str) or not name:
         raise SpecError(field, "is required")
+    if name in RESERVED_IFNAMES and not reserved_ok:
+        raise SpecError(field, "%r is reserved by the kernel (net.ipv4.conf.%s) and cannot name "
+                        "an interface; choose another name" % (name, name))
     if len(name) > IFNAME_MAX:
         raise SpecError(field, "%r is longer than the kernel's %d characters for an interface "
                         "name" % (name, IFNAME_MAX))

@@ -254,8 +254,9 @@ class SqlStore(VolumeStore, FirewallStore):
                                      "was re-encrypted, run it again" % (column, owner))
 
     # -- networks ---------------------------------------------------------------------------
-    def get_network(self, name: str) -> Optional[Dict[str, Any]]:
-        rows = self._read("SELECT * FROM networks WHERE name = ?", (name,), "reading a network")
+    def get_network(self, name: str, host: str) -> Optional[Dict[str, Any]]:
+        rows = self._read("SELECT * FROM networks WHERE name = ? AND host = ?", (name, host),
+                          "reading a network")
         if not rows:
             return None
         row = dict(rows[0])
@@ -265,13 +266,13 @@ class SqlStore(VolumeStore, FirewallStore):
     def put_network(self, name: str, host: str, mode: str, spec: Dict[str, Any], managed: bool) -> None:
         now = utc_now()
         with self.transaction("recording network %s" % name) as cur:
-            cur.execute("DELETE FROM networks WHERE name = ?", (name,))
+            cur.execute("DELETE FROM networks WHERE name = ? AND host = ?", (name, host))
             cur.execute("INSERT INTO networks VALUES (?, ?, ?, ?, ?, ?, ?)",
                         (name, host, mode, json.dumps(spec, sort_keys=True), managed, now, now))
 
-    def delete_network(self, name: str) -> None:
+    def delete_network(self, name: str, host: str) -> None:
         with self.transaction("removing network %s" % name) as cur:
-            cur.execute("DELETE FROM networks WHERE name = ?", (name,))
+            cur.execute("DELETE FROM networks WHERE name = ? AND host = ?", (name, host))
 
     # -- external snapshot layers -----------------------------------------------------------
     def list_layers(self, vm_uuid: str) -> List[Dict[str, Any]]:

@@ -187,6 +187,23 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
             PRIMARY KEY (vm_uuid, host, netns)
         )""",
     ]),
+    (10, [
+        # Networks belong to a host: each hypervisor sharing one database has its own "default".
+        """CREATE TABLE networks_by_host (
+            name TEXT NOT NULL,
+            host TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            spec TEXT NOT NULL,
+            managed BOOLEAN NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (host, name)
+        )""",
+        "INSERT INTO networks_by_host SELECT name, host, mode, spec, managed, created_at, updated_at "
+        "FROM networks",
+        "DROP TABLE networks",
+        "ALTER TABLE networks_by_host RENAME TO networks",
+    ]),
 ]
 
 LATEST = MIGRATIONS[-1][0]
