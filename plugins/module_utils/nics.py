@@ -12,9 +12,9 @@ survive restarts, reordering and hot-plug.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import ipaddress
 import os
-import random
 import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -86,16 +86,18 @@ class Port:
     ips: Tuple[str, ...] = ()
 
 
-def random_mac(rng: Optional[random.Random] = None) -> str:
-    rng = rng or random.SystemRandom()
-    return LOCAL_OUI + "".join(":%02x" % rng.randrange(256) for _byte in range(3))
+def derived_mac(seed: str, index: int, attempt: int = 0) -> str:
+    """A MAC in QEMU's prefix, derived from the VM's name and the NIC's position: check mode
+    predicts the one a real run gives, and a VM made again gets its old MACs (and leases)."""
+    digest = hashlib.sha256(("%s/%d/%d" % (seed, index, attempt)).encode()).digest()
+    return LOCAL_OUI + "".join(":%02x" % byte for byte in digest[:3])
 
 
 def merge_nics(items: Sequence[Mapping[str, Any]], stored: Sequence[NicSpec],
-               taken_macs: Sequence[str] = ()) -> Tuple[NicSpec, ...]:
+               taken_macs: Sequence[str] = (), seed: str = "") -> Tuple[NicSpec, ...]:
     """NICs from module params. A NIC without a MAC keeps the MAC of the stored NIC at
-    the same position (so a rerun of the same task changes nothing), or gets a new one
-    that no other NIC has."""
+    the same position (so a rerun of the same task changes nothing), or gets one derived
+    from ``seed`` (the VM's name) that no other NIC has."""
     used = {m.lower() for m in taken_macs} | {n.mac for n in stored if n.mac}
     used |= {str(i.get("mac")).lower() for i in items if i.get("mac")}
     nics = []
@@ -105,9 +107,11 @@ def merge_nics(items: Sequence[Mapping[str, Any]], stored: Sequence[NicSpec],
             mac = stored[index].mac if index < len(stored) else None
             if mac is None or any(n.mac == mac for n in nics) or \
                     any(str(i.get("mac") or "").lower() == mac for i in items):
-                mac = random_mac()
+                attempt = 0
+                mac = derived_mac(seed, index)
                 while mac in used:
-                    mac = random_mac()
+                    attempt += 1
+                    mac = derived_mac(seed, index, attempt)
             used.add(mac)
             nic = dataclasses.replace(nic, mac=mac)
         nics.append(nic)

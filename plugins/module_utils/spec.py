@@ -233,7 +233,8 @@ def merge_params(params: Mapping[str, Any], stored: Optional[VmSpec],
         if params.get(field) == "":
             base[field] = None
     if params.get("nics") is not None:
-        base["nics"] = merge_nics(params["nics"], stored.nics if stored else (), taken_macs)
+        base["nics"] = merge_nics(params["nics"], stored.nics if stored else (), taken_macs,
+                                  seed=params["name"])
     for option, field in GRAPHICS_FIELDS.items():
         value = (params.get("graphics") or {}).get(option)
         if value is not None:

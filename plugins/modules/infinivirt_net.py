@@ -70,7 +70,9 @@ options:
     choices: [bridge, nat]
     default: bridge
   bridge:
-    description: Name of the Linux bridge, if not O(name); at most 15 letters, digits, V(.), V(_) or V(-), not V(default) or V(all).
+    description:
+      - Name of the Linux bridge, if not O(name); at most 15 letters, digits, V(.), V(_) or
+        V(-), not V(default) or V(all).
     type: str
   mtu:
     description: MTU of the bridge, 68 to 65535; unset leaves the kernel's value.

@@ -190,8 +190,9 @@ options:
         hot-plug (C(netdev_add) and C(device_add) on a spare PCIe root port on V(q35)); the
         task waits until the guest has released an unplugged NIC. Any other NIC change needs
         a restart.
-      - A NIC is known by its MAC. Left out, a MAC is generated once (in V(52:54:00), unique
-        among the VMs in the database) and kept by the NIC at the same position in the list.
+      - A NIC is known by its MAC. Left out, a MAC is derived from the VM's name and the NIC's
+        position (in V(52:54:00), unique among the VMs in the database; check mode shows the
+        one a real run gives) and kept by the NIC at the same position in the list.
       - Left unset, the stored list is kept; V([]) removes every NIC.
     type: list
     elements: dict

@@ -83,7 +83,10 @@ def test_two_guests_talk_over_a_bridge_and_nics_plug_live(service, guest_params,
     # B: an explicit MAC, one queue, a smaller MTU.
     b = dict(guest_params, name="nic-b", state="running", console_socket=True, netns=netns,
              nics=[{"bridge": "vmbr0", "mac": "52:54:00:0b:00:01", "mtu": 1400}])
+    predicted = service.ensure(a, True).vm
     vm_a = service.ensure(a, False).vm
+    assert [n["mac"] for n in predicted["nics"]] == [n["mac"] for n in vm_a["nics"]], \
+        "check mode shows the MACs a real run gives"
     vm_b = service.ensure(b, False).vm
     mac_a, mac_e1000 = vm_a["nics"][0]["mac"], vm_a["nics"][1]["mac"]
     assert mac_a.startswith("52:54:00:") and mac_a != mac_e1000

@@ -11,6 +11,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import Spec
 from ansible_collections.infinivirt.core.plugins.module_utils.host.netns import ns_ref, parse_ns_ref
 from ansible_collections.infinivirt.core.plugins.module_utils.nics import (
     NicSpec,
+    derived_mac,
     device,
     merge_nics,
     netdev,
@@ -20,6 +21,11 @@ from ansible_collections.infinivirt.core.plugins.module_utils.nics import (
     validate_mac,
     validate_nics,
 )
+
+
+def test_a_generated_mac_is_the_same_in_check_mode_and_for_a_vm_made_again():
+    assert merge_nics([{"bridge": "br0"}], (), seed="web01") == merge_nics([{"bridge": "br0"}], (), seed="web01")
+    assert merge_nics([{"bridge": "br0"}], (), seed="web01") != merge_nics([{"bridge": "br0"}], (), seed="web02")
 
 
 def test_a_generated_mac_is_kept_by_the_nic_at_the_same_position():
@@ -40,9 +46,9 @@ def test_a_stored_mac_now_given_to_another_nic_is_not_reused():
 
 
 def test_generated_macs_avoid_taken_ones():
-    taken = ["52:54:00:%02x:%02x:%02x" % (a, b, c) for a in range(2) for b in range(2) for c in range(2)]
-    for _round in range(50):
-        assert merge_nics([{"bridge": "br0"}], (), taken)[0].mac not in taken
+    taken = [derived_mac("vm", 0, attempt) for attempt in range(5)]
+    mac = merge_nics([{"bridge": "br0"}], (), taken, seed="vm")[0].mac
+    assert mac == derived_mac("vm", 0, 5)
 
 
 @pytest.mark.parametrize("mac, reason", [
