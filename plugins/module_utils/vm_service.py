@@ -313,7 +313,9 @@ class VmService:
         (None: keep the stored one), whether one was stored, and whether it changes."""
         password = (params.get("graphics") or {}).get("password")
         stored_token = self.store.get_secret(rec.uuid, GRAPHIC_PASSWORD) if rec else None
-        others = [vm for vm in self.store.list_vms() if rec is None or vm.uuid != rec.uuid]
+        # Other VMs' NICs matter only when this task sets NICs (stored ones were checked).
+        others = [vm for vm in self.store.list_vms() if rec is None or vm.uuid != rec.uuid] \
+            if params.get("nics") is not None else []
         desired = merge_params(params, rec.spec if rec else None,
                                taken_macs=[n.mac for vm in others for n in vm.spec.nics])
         desired = dataclasses.replace(desired, graphic_password_set=(
