@@ -41,6 +41,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.host.netns import 
     ns_ref,
     parse_ns_ref,
 )
+from ansible_collections.infinivirt.core.plugins.module_utils.host.programs import find_program
 from ansible_collections.infinivirt.core.plugins.module_utils.nat_settings import NAT_OPTIONS, NatSettings, validate_nat
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import check_choice
 
@@ -220,7 +221,7 @@ class NetworkService:
                         or (kind, ref) in journal:
                     steps.append(("dnsmasq-stop", "stopping dnsmasq", self._dnsmasq_remover(name, ref), None))
             elif kind == J_TABLE:
-                if (_ns_exists(ref_netns) and nat.find_program("nft") and nat.table_exists(thing, ref_netns)) \
+                if (_ns_exists(ref_netns) and find_program("nft") and nat.table_exists(thing, ref_netns)) \
                         or (kind, ref) in journal:
                     steps.append(("nftables-remove", "removing nftables table %s" % thing,
                                   self._table_remover(name, ref), None))

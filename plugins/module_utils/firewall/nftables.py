@@ -37,7 +37,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError, SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.rules import RuleSet, RuleSpec
 from ansible_collections.infinivirt.core.plugins.module_utils.host import netns as nsutil
-from ansible_collections.infinivirt.core.plugins.module_utils.host.nat import find_program
+from ansible_collections.infinivirt.core.plugins.module_utils.host.programs import find_program
 from ansible_collections.infinivirt.core.plugins.module_utils.nics import Port
 
 FAMILY = "bridge"

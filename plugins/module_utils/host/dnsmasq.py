@@ -20,7 +20,6 @@ import time
 from typing import List, Optional, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.host import netns as nsutil
-from ansible_collections.infinivirt.core.plugins.module_utils.host.nat import find_program
 from ansible_collections.infinivirt.core.plugins.module_utils.host.net import NetError
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import (
     process_runs_vm,
@@ -28,6 +27,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.host.process impor
     vm_processes,
     wait_until_gone,
 )
+from ansible_collections.infinivirt.core.plugins.module_utils.host.programs import find_program
 
 # Process states
 RUNNING, STOPPED, OUTDATED = "running", "stopped", "outdated"

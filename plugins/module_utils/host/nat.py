@@ -16,17 +16,15 @@ import dataclasses
 import hashlib
 import ipaddress
 import json
-import os
-import shutil
 from typing import Any, Dict, List, Optional
 
 from ansible_collections.infinivirt.core.plugins.module_utils.host import netns as nsutil
 from ansible_collections.infinivirt.core.plugins.module_utils.host.net import NetError
+from ansible_collections.infinivirt.core.plugins.module_utils.host.programs import find_program
 
 TABLE_PREFIX = "infinivirt_nat_"
 FAMILY = "ip"
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
-SBIN_PATH = "/usr/local/sbin:/usr/sbin:/sbin"
 
 # Table states
 PRESENT, MISSING, DRIFTED = "present", "missing", "drifted"
@@ -46,11 +44,6 @@ class NatRules:
 
 def table_name(network: str) -> str:
     return TABLE_PREFIX + network
-
-
-def find_program(name: str) -> Optional[str]:
-    """The program's path; sbin directories count even when PATH lacks them."""
-    return shutil.which(name, path="%s:%s" % (os.environ.get("PATH", ""), SBIN_PATH))
 
 
 def nft_program() -> str:
