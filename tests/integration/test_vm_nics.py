@@ -17,6 +17,7 @@ import serial_report
 from conftest import wait_for, wait_ready
 from test_playbook import run_playbook
 
+from ansible_collections.infinivirt.core.plugins.module_utils import lifecycle
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.network_service import NetworkService
 
@@ -189,6 +190,17 @@ def test_bad_nics_change_nothing(service, guest_params, netns, nic, field):
         service.ensure(dict(guest_params, name="bad-nic", state="running", netns=netns, nics=[nic]), False)
     assert err.value.field == field
     assert service.info("bad-nic") == []
+    assert [name for name in links(netns) if name.startswith("iv")] == []
+
+
+def test_vhost_asked_for_on_a_host_without_it_fails_the_start_cleanly(service, guest_params, netns,
+                                                                     monkeypatch):
+    monkeypatch.setattr(lifecycle, "vhost_available", lambda: False)  # as here: no /dev/vhost-net
+    with pytest.raises(SpecError, match="no /dev/vhost-net") as err:
+        service.ensure(dict(guest_params, name="vhost", state="running", netns=netns,
+                            nics=[{"bridge": "vmbr0", "vhost": True}]), False)
+    assert err.value.field == "nics[0].vhost"
+    assert service.info("vhost") == []
     assert [name for name in links(netns) if name.startswith("iv")] == []
 
 
