@@ -193,8 +193,7 @@ def test_bad_nics_change_nothing(service, guest_params, netns, nic, field):
     assert [name for name in links(netns) if name.startswith("iv")] == []
 
 
-def test_vhost_asked_for_on_a_host_without_it_fails_the_start_cleanly(service, guest_params, netns,
-                                                                     monkeypatch):
+def test_vhost_asked_for_without_vhost_net_fails_the_start_cleanly(service, guest_params, netns, monkeypatch):
     monkeypatch.setattr(lifecycle, "vhost_available", lambda: False)  # as here: no /dev/vhost-net
     with pytest.raises(SpecError, match="no /dev/vhost-net") as err:
         service.ensure(dict(guest_params, name="vhost", state="running", netns=netns,
