@@ -72,6 +72,7 @@ SOCKET_PATH_MAX = 107  # sun_path is 108 bytes with the trailing NUL
 POWERDOWN_RESEND = 5.0  # a guest still booting has not opened its power button yet
 UNPLUG_TIMEOUT = 30.0  # the guest's PCIe hot-plug driver takes ~5 s (attention button delay)
 QUIT_GRACE = 5.0
+DYING_GRACE = 2.0  # how long a QEMU that refused QMP may take to be gone, when it is ending
 
 # QMP query-status values, folded into the states users ask for.
 RUNNING = "running"
@@ -151,14 +152,17 @@ class Lifecycle:
 
     def query_status(self, rec: VmRecord) -> Optional[str]:
         """QEMU's own run state (query-status), or None when no process runs."""
-        if not self.is_alive(rec):
+        pid = self.live_pid(rec)
+        if pid is None:
             return None
         try:
             return self._qmp(rec, "query-status")["status"]
         except QmpError:
-            if self.is_alive(rec):
-                raise
-            return None  # it ended (crashed, or was killed) between the two looks
+            # A QEMU that is ending (crashed, or killed) resets the connection; its threads
+            # may outlive the refusal by some milliseconds. One that stays is really broken.
+            if wait_until_gone(pid, rec.uuid, DYING_GRACE, self.host_paths.proc):
+                return None
+            raise
 
     def live_state(self, rec: VmRecord) -> str:
         return fold_status(self.query_status(rec))
