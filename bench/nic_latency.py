@@ -76,7 +76,7 @@ def baseline(netns, count):
             ip("netns", "del", client, check=False)
 
 
-def guest_rtts(service, guest, netns, nic, count, work):
+def guest_rtts(service, guest, netns, nic, count):
     params = {"kernel": str(guest.kernel), "initrd": str(guest.initrd),
               "kernel_cmdline": guest.kernel_cmdline, "accel": "tcg", "vcpus": 2,
               "console_socket": True, "state": "running", "netns": netns}
@@ -122,7 +122,7 @@ def main():
         results = [("host veth baseline", summary(baseline(netns, args.count)))]
         for _round in range(args.rounds):  # interleaved, so drift on a noisy host hits all alike
             for label, nic in configs:
-                samples[label] += guest_rtts(service, guest, netns, nic, args.count, work)
+                samples[label] += guest_rtts(service, guest, netns, nic, args.count)
         results += [(label, summary(samples[label])) for label, _nic in configs]
     finally:
         service.close()

@@ -384,6 +384,7 @@ class Lifecycle:
     def hotplug_nics(self, rec: VmRecord, plan: NicHotplugPlan, bridges: Dict[str, str]) -> None:
         """Unplug, then plug (netdev_add + device_add on a free root port); the running
         spec follows each step, like hotplug_disks."""
+        vhost = self._check_vhost(rec.spec.nics)
         running = list(rec.running_spec.nics)
         netns = rec.running_spec.netns
         for nic in plan.remove:
@@ -397,16 +398,19 @@ class Lifecycle:
         vcpus = rec.running_spec.vcpus
         for nic in plan.add:
             self._make_taps(rec, [nic], bridges)
-            with QmpSession(rec.qmp_socket_path, rec.name, self.qmp_timeout) as qmp:
-                bus = self._free_root_port(qmp) if pcie_slot(nic, rec.running_spec.machine_type) else None
-                qmp.execute("netdev_add", nic_netdev(nic, vcpus, use_vhost(nic, vhost_available())),
-                            timeout=self.qmp_timeout)
-                try:
-                    qmp.execute("device_add", nic_device(nic, vcpus, bus), timeout=self.qmp_timeout)
-                except QmpError:
-                    qmp.execute("netdev_del", {"id": nic.netdev_id}, timeout=self.qmp_timeout)
-                    self._drop_tap(rec, nsutil.ns_ref(netns, nic.tap_name))
-                    raise
+            try:  # a NIC that did not make it leaves no TAP behind
+                with QmpSession(rec.qmp_socket_path, rec.name, self.qmp_timeout) as qmp:
+                    bus = self._free_root_port(qmp) if pcie_slot(nic, rec.running_spec.machine_type) else None
+                    qmp.execute("netdev_add", nic_netdev(nic, vcpus, use_vhost(nic, vhost)),
+                                timeout=self.qmp_timeout)
+                    try:
+                        qmp.execute("device_add", nic_device(nic, vcpus, bus), timeout=self.qmp_timeout)
+                    except QmpError:
+                        qmp.execute("netdev_del", {"id": nic.netdev_id}, timeout=self.qmp_timeout)
+                        raise
+            except InfinivirtError:
+                self._drop_tap(rec, nsutil.ns_ref(netns, nic.tap_name))
+                raise
             running.append(nic)
             self._record_running_nics(rec, running)
         self.sync_firewall(rec)

@@ -41,7 +41,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.host.netns import 
     ns_ref,
     parse_ns_ref,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.host.programs import find_program
+from ansible_collections.infinivirt.core.plugins.module_utils.host.programs import find_program, nft_program
 from ansible_collections.infinivirt.core.plugins.module_utils.nat_settings import NAT_OPTIONS, NatSettings, validate_nat
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import check_choice
 
@@ -91,7 +91,7 @@ class NetworkService:
                 if params.get(option) is not None:
                     raise SpecError(option, "only applies to mode nat")
         check_netns("netns", self.netns)  # before anything: a missing one is never created
-        programs = (nat.nft_program(), dnsmasq.binary()) if settings else None
+        programs = (nft_program(), dnsmasq.binary()) if settings else None
         with self.store.vm_lock(self._lock_name(name), self.lock_timeout):
             row = self.store.get_network(name, self.hostname)
             self._check_row(name, row)

@@ -22,7 +22,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.disks import (
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.host.netns import check_netns
 from ansible_collections.infinivirt.core.plugins.module_utils.nics import NicSpec, merge_nics, validate_nics
-from ansible_collections.infinivirt.core.plugins.module_utils.validation import check_choice, check_int
+from ansible_collections.infinivirt.core.plugins.module_utils.validation import check_choice, check_int, validate_label
 
 NAME_MAX = 64
 MEMORY_MIN_MB = 16
@@ -39,7 +39,6 @@ _CPU_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _CPU_FLAG_RE = re.compile(r"^[+-][a-z0-9][a-z0-9_.-]{0,63}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-_DEPARTMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,10 +173,8 @@ def validate(spec: VmSpec, max_vcpus: Optional[int] = None,
     validate_disks(spec.disks, spec.machine_type, storage_roots)
     validate_nics(spec.nics)
     check_netns("netns", spec.netns)
-    if spec.department is not None and (not isinstance(spec.department, str)
-                                        or not _DEPARTMENT_RE.match(spec.department)):
-        raise SpecError("department", "%r must be 1 to 32 letters, digits, '.', '_' or '-'"
-                        % (spec.department,))
+    if spec.department is not None:
+        validate_label("department", spec.department)
     return spec
 
 

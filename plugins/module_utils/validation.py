@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Optional, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
@@ -23,4 +24,15 @@ def check_int(field: str, value: Any, low: int, high: Optional[int] = None) -> i
 def check_choice(field: str, value: Any, choices: Tuple[str, ...]) -> str:
     if value not in choices:
         raise SpecError(field, "must be one of %s, got %r" % (", ".join(choices), value))
+    return value
+
+
+_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+
+
+def validate_label(field: str, value: Any) -> str:
+    """A department or rule name: 1 to 32 letters, digits, '.', '_' or '-'."""
+    if not isinstance(value, str) or not _LABEL_RE.match(value):
+        raise SpecError(field, "%r must be 1 to 32 letters, digits, '.', '_' or '-', starting "
+                        "with a letter or digit" % (value,))
     return value

@@ -227,6 +227,7 @@ class VmService:
                         check_mode: bool) -> Outcome:
         out = Outcome()
         desired, password, had_password, password_changed = self._desired_spec(rec, params)
+        bridges = self.nic_bridges(desired)  # also checks each network exists, before any write
         spec_changes = changed_fields(rec.spec if rec else None, desired)
         before_view = _view(rec, before_state, had_password)
 
@@ -282,10 +283,11 @@ class VmService:
             if nic_plug is not None and nic_plug.live:
                 out.actions.append("hotplug_nics")
                 if not check_mode:
-                    self.lifecycle.hotplug_nics(rec, nic_plug, self.nic_bridges(rec.spec))
+                    self.lifecycle.hotplug_nics(rec, nic_plug, bridges)
             self._transition(out, rec, before_state, qemu_status, target, restart, params,
-                             check_mode)
-            if department_moved and not check_mode and rec.running_spec is not None:
+                             check_mode, bridges)
+            synced = {"start", "hotplug_nics"} & set(out.actions)  # those apply the firewall
+            if department_moved and not synced and not check_mode and rec.running_spec is not None:
                 self.lifecycle.sync_firewall(rec)
         except Exception:
             if "create" in out.actions and not check_mode:  # a VM that never ran is not kept
@@ -322,7 +324,6 @@ class VmService:
             desired.graphic_protocol == "vnc" and (password is not None or stored_token is not None)))
         validate(desired, storage_roots=self.storage_roots)
         self._check_nics_against(desired, others)
-        self.nic_bridges(desired)
         validate_graphic_password(desired, password, stored=stored_token is not None)
         changed = password is not None and (
             stored_token is None or self._decrypt(rec, stored_token) != password)
@@ -350,7 +351,7 @@ class VmService:
                 continue
             row = self.store.get_network(nic.network, self.hostname)
             field = "nics[%d].network" % index
-            if row is None or row["host"] != self.hostname:
+            if row is None:
                 raise SpecError(field, "network %s does not exist on host %s (create it with "
                                 "infinivirt.core.infinivirt_net)" % (nic.network, self.hostname))
             netns = row["spec"].get("netns")
@@ -361,7 +362,8 @@ class VmService:
         return bridges
 
     def _transition(self, out: Outcome, rec: VmRecord, current: str, qemu_status: Optional[str],
-                    target: str, restart: bool, params: Dict[str, Any], check_mode: bool) -> None:
+                    target: str, restart: bool, params: Dict[str, Any], check_mode: bool,
+                    bridges: Dict[str, str]) -> None:
         stop_timeout = float(params.get("stop_timeout") or 60)
         force = bool(params.get("force"))
         lc = self.lifecycle
@@ -385,7 +387,7 @@ class VmService:
                 out.warnings.extend(lc.start(rec, paused=(target == PAUSED),
                                              graphic_password=self._graphic_password(rec),
                                              disk_keys=self._disk_keys(rec.spec.disks),
-                                             nic_bridges=self.nic_bridges(rec.spec)))
+                                             nic_bridges=bridges))
             else:
                 out.warnings.extend(lc.plan_launch(rec)[3])
         elif target == PAUSED:

@@ -1,7 +1,7 @@
 # Copyright (c) 2026, Infinivirt developers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Find the QEMU processes a test started, by an argument only they carry."""
+"""Find the processes a test started (QEMU, dnsmasq), by an argument only they carry."""
 
 from __future__ import annotations
 

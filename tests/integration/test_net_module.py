@@ -14,6 +14,7 @@ import time
 import uuid
 
 import pytest
+from qemu_procs import qemu_processes
 from test_playbook import run_playbook
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
@@ -171,20 +172,8 @@ def ip_forward(netns):
 
 
 def dnsmasq_pids(run_dir):
-    """Live dnsmasq processes with a pidfile in run_dir (a zombie's cmdline reads empty)."""
-    prefix = "--pid-file=%s/" % os.path.abspath(run_dir)
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % entry, "rb") as fh:
-                args = fh.read().decode("utf-8", "replace").split("\0")
-        except OSError:
-            continue
-        if any(arg.startswith(prefix) for arg in args):
-            found.append(int(entry))
-    return found
+    """Live (not zombie) dnsmasq processes with a pidfile in run_dir."""
+    return qemu_processes("--pid-file=%s/" % os.path.abspath(run_dir))
 
 
 def cmdline(pid):

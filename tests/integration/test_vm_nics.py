@@ -77,7 +77,7 @@ def configure_ip(sock, mac, cidr):
     return name
 
 
-def test_two_guests_talk_over_a_bridge_and_nics_plug_live(service, guest_params, netns):
+def test_two_guests_talk_over_a_bridge_and_nics_plug_live(service, guest_params, netns, monkeypatch):
     # A: 2 vCPUs, a virtio NIC with a generated MAC (2 queues by default) and an e1000.
     a = dict(guest_params, name="nic-a", state="running", vcpus=2, console_socket=True,
              netns=netns, nics=[{"bridge": "vmbr0"}, {"bridge": "vmbr0", "model": "e1000"}])
@@ -156,6 +156,13 @@ def test_two_guests_talk_over_a_bridge_and_nics_plug_live(service, guest_params,
     assert service.ensure(b, False).actions == ["update", "hotplug_nics"]
     assert [n["mac"] for n in guest_nics(sock_b)[0]] == ["52:54:00:0b:00:01"]
     assert "iv5254000b0002" not in links(netns)
+    # A NIC that cannot be plugged (vhost-net asked for where there is none) leaves no TAP.
+    monkeypatch.setattr(lifecycle, "vhost_available", lambda: False)
+    with pytest.raises(SpecError) as err:
+        service.ensure(dict(b, nics=b["nics"] + [{"bridge": "vmbr0", "mac": "52:54:00:0b:00:03",
+                                                  "vhost": True}]), False)
+    assert err.value.field == "nics[1].vhost" and "iv5254000b0003" not in links(netns)
+    service.ensure(b, False)
 
     # Removing A takes its TAPs and every chain, map element and rule of it; B crashing
     # (SIGKILL) and being noticed takes B's TAP and firewall state too.

@@ -36,8 +36,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError, SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.rules import RuleSet, RuleSpec
-from ansible_collections.infinivirt.core.plugins.module_utils.host import netns as nsutil
-from ansible_collections.infinivirt.core.plugins.module_utils.host.programs import find_program
+from ansible_collections.infinivirt.core.plugins.module_utils.host.programs import run_nft
 from ansible_collections.infinivirt.core.plugins.module_utils.nics import Port
 
 FAMILY = "bridge"
@@ -444,24 +443,14 @@ def document(ops: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
 class Nft:
     """``nft`` in a network namespace. ``writes`` counts the transactions sent."""
 
-    def __init__(self, binary: Optional[str] = None, timeout: float = 60.0):
-        self.binary = binary  # None: nft on PATH or in an sbin directory
+    def __init__(self, timeout: float = 60.0):
         self.timeout = timeout
         self.writes = 0
         self._reject: Optional[bool] = None
 
     def _run(self, args: List[str], netns: Optional[str],
              stdin: Optional[str] = None) -> "subprocess.CompletedProcess[str]":
-        binary = self.binary or find_program("nft")
-        if binary is None:
-            raise FirewallError("the firewall needs nftables: the program nft is not installed on "
-                                "this host (Debian/Ubuntu: apt install nftables)")
-        try:
-            return nsutil.run([binary] + args, netns, stdin=stdin, timeout=self.timeout)
-        except OSError as exc:
-            raise FirewallError("cannot run %s: %s" % (binary, exc)) from None
-        except subprocess.TimeoutExpired:
-            raise FirewallError("nft did not answer within %g s" % self.timeout) from None
+        return run_nft(args, netns, stdin=stdin, timeout=self.timeout)
 
     def read(self, netns: Optional[str]) -> KernelView:
         done = self._run(["-j", "list", "table", FAMILY, TABLE], netns)

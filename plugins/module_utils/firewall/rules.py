@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.spec import validate_name
-from ansible_collections.infinivirt.core.plugins.module_utils.validation import check_choice
+from ansible_collections.infinivirt.core.plugins.module_utils.validation import check_choice, validate_label
 
 SCOPES = ("department", "vm")
 DIRECTIONS = ("in", "out")  # in: to the VM; out: from the VM
@@ -29,7 +29,6 @@ POLICIES = ("accept", "drop")
 MAX_RULES = 5000
 COMMENT_MAX_BYTES = 64
 # Department and rule names: the same alphabet as the VM's department option (spec.py).
-_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 # Characters nft's text syntax gives meaning to; refused even though comments only travel
 # inside JSON, so that ``nft list ruleset`` output stays unambiguous.
 _COMMENT_FORBIDDEN = set("\"'`;{}#\\")
@@ -80,14 +79,6 @@ class RuleSet:
 
 def port_text(span: Tuple[int, int]) -> str:
     return str(span[0]) if span[0] == span[1] else "%d-%d" % span
-
-
-def validate_label(field: str, value: Any) -> str:
-    """A department or rule name: 1 to 32 letters, digits, '.', '_' or '-'."""
-    if not isinstance(value, str) or not _LABEL_RE.match(value):
-        raise SpecError(field, "%r must be 1 to 32 letters, digits, '.', '_' or '-', starting "
-                        "with a letter or digit" % (value,))
-    return value
 
 
 def validate_comment(field: str, value: Any) -> Optional[str]:

@@ -35,13 +35,12 @@ from ansible_collections.infinivirt.core.plugins.module_utils.firewall.rules imp
     RuleSet,
     parse_ruleset,
     rule_from_dict,
-    validate_label,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.host import netns as nsutil
 from ansible_collections.infinivirt.core.plugins.module_utils.nics import ports
 from ansible_collections.infinivirt.core.plugins.module_utils.spec import validate_name
 from ansible_collections.infinivirt.core.plugins.module_utils.store.records import VmRecord
-from ansible_collections.infinivirt.core.plugins.module_utils.validation import check_choice
+from ansible_collections.infinivirt.core.plugins.module_utils.validation import check_choice, validate_label
 
 MODULE = "infinivirt.core.infinivirt_firewall"
 
@@ -87,8 +86,11 @@ class FirewallService:
         TAPs of ``rec.running_spec.nics`` in ``rec.running_spec.netns`` when it runs on this
         host, with its department (``rec.spec.department``); none of its state anywhere
         when it does not (``running_spec`` None). True if nftables changed."""
+        running = rec.running_spec is not None and rec.host == self.hostname
+        # Rules matter only for a VM with NICs here; otherwise only leftovers are removed.
+        ruleset = self._load("vm", rec.uuid, rec.name) if running and rec.running_spec.nics else None
         with contextlib.ExitStack() as stack:
-            steps = self._plan_vm(stack, rec, self._load("vm", rec.uuid, rec.name))
+            steps = self._plan_vm(stack, rec, ruleset)
             self._run(steps)
         return bool(steps)
 

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional
 
 from ansible_collections.infinivirt.core.plugins.module_utils.host import netns as nsutil
 from ansible_collections.infinivirt.core.plugins.module_utils.host.net import NetError
-from ansible_collections.infinivirt.core.plugins.module_utils.host.programs import find_program
+from ansible_collections.infinivirt.core.plugins.module_utils.host.programs import run_nft
 
 TABLE_PREFIX = "infinivirt_nat_"
 FAMILY = "ip"
@@ -44,14 +44,6 @@ class NatRules:
 
 def table_name(network: str) -> str:
     return TABLE_PREFIX + network
-
-
-def nft_program() -> str:
-    path = find_program("nft")
-    if path is None:
-        raise NetError("mode nat needs nftables: the program nft is not installed on this host "
-                       "(Debian/Ubuntu: apt install nftables)")
-    return path
 
 
 def _match(op: str, left: Dict[str, Any], right: Any) -> Dict[str, Any]:
@@ -110,10 +102,7 @@ def ruleset_document(rules: NatRules) -> Dict[str, Any]:
 
 
 def _run_nft(args: List[str], netns: Optional[str], stdin: Optional[str], doing: str) -> str:
-    try:
-        done = nsutil.run([nft_program(), "-j"] + args, netns, stdin)
-    except OSError as exc:
-        raise NetError("%s: cannot run nft: %s" % (doing, exc)) from exc
+    done = run_nft(["-j"] + args, netns, stdin)
     if done.returncode != 0:
         raise NetError("%s: nft failed: %s" % (doing, (done.stderr or done.stdout).strip()))
     return done.stdout

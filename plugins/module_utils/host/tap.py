@@ -32,8 +32,8 @@ def create_tap(spec: TapSpec, netns: Optional[str] = None) -> None:
         if not bridge:
             raise NetError("bridge %s does not exist%s" % (spec.bridge, _where(netns)))
         bridge_mtu = ipr.get_links(bridge[0])[0].get_attr("IFLA_MTU")
-        if ipr.link_lookup(ifname=spec.name):  # a crashed run's TAP: its flags may differ
-            ipr.link("del", index=ipr.link_lookup(ifname=spec.name)[0])
+        for leftover in ipr.link_lookup(ifname=spec.name):  # a crashed run's: flags may differ
+            ipr.link("del", index=leftover)
         # /dev/net/tun makes the device in the namespace of the thread that opens it.
         with nsutil.entered(netns):
             ipr.link("add", ifname=spec.name, kind="tuntap", mode="tap",
