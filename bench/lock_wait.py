@@ -31,7 +31,7 @@ install_on_sys_path()
 
 from pgtest import pg_server, with_database  # noqa: E402
 
-from ansible_collections.infinivirt.core.plugins.module_utils.vm_service import VmService  # noqa: E402
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService  # noqa: E402
 
 VM = {"name": "bench-lock", "accel": "tcg", "memory_mb": 32, "stop_timeout": 1, "force": True}
 

@@ -36,8 +36,8 @@ install_on_sys_path()
 import build_guest  # noqa: E402
 import serial_report  # noqa: E402
 
-from ansible_collections.infinivirt.core.plugins.module_utils.nics import vhost_available  # noqa: E402
-from ansible_collections.infinivirt.core.plugins.module_utils.vm_service import VmService  # noqa: E402
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import vhost_available  # noqa: E402
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService  # noqa: E402
 
 _TIME_RE = re.compile(r"time=([0-9.]+) ms")
 

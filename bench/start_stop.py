@@ -40,8 +40,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.host.process impor
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.argv import LaunchContext, build_argv  # noqa: E402
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import find_binary  # noqa: E402
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession  # noqa: E402
-from ansible_collections.infinivirt.core.plugins.module_utils.spec import VmSpec  # noqa: E402
-from ansible_collections.infinivirt.core.plugins.module_utils.vm_service import VmService  # noqa: E402
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService  # noqa: E402
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VmSpec  # noqa: E402
 
 
 def library_round(service, params):

@@ -12,15 +12,15 @@ from urllib.parse import urlsplit
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError
-from ansible_collections.infinivirt.core.plugins.module_utils.lifecycle import DEFAULT_NVRAM_DIR
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR
-from ansible_collections.infinivirt.core.plugins.module_utils.secrets import DEFAULT_KEY_FILE
+from ansible_collections.infinivirt.core.plugins.module_utils.secrets.box import DEFAULT_KEY_FILE
 from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import DEFAULT_DB_URL
 from ansible_collections.infinivirt.core.plugins.module_utils.store.postgres import (
     HAS_PSYCOPG2,
     PSYCOPG2_IMPORT_ERROR,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.vm_service import VmService
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.lifecycle import DEFAULT_NVRAM_DIR
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
 DEFAULT_RUN_DIR = "/run/infinivirt"
 DEFAULT_STORAGE_ROOT = "/var/lib/infinivirt/images"

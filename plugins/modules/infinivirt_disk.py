@@ -234,11 +234,8 @@ volume:
 """
 
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import InfinivirtModule
-from ansible_collections.infinivirt.core.plugins.module_utils.storage import (
-    FORMATS,
-    PREALLOCATIONS,
-    DiskService,
-)
+from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
+from ansible_collections.infinivirt.core.plugins.module_utils.volume.size import FORMATS, PREALLOCATIONS
 
 
 def main() -> None:

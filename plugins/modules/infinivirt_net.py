@@ -243,7 +243,7 @@ actions:
 """
 
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import InfinivirtModule
-from ansible_collections.infinivirt.core.plugins.module_utils.network_service import NetworkService
+from ansible_collections.infinivirt.core.plugins.module_utils.network.service import NetworkService
 
 
 def main() -> None:

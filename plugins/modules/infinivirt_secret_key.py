@@ -68,7 +68,7 @@ secrets:
 """
 
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import InfinivirtModule
-from ansible_collections.infinivirt.core.plugins.module_utils.key_rotation import rotate_key
+from ansible_collections.infinivirt.core.plugins.module_utils.secrets.rotation import rotate_key
 
 
 def main() -> None:

@@ -146,7 +146,7 @@ snapshots:
 """
 
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import InfinivirtModule
-from ansible_collections.infinivirt.core.plugins.module_utils.snapshots import SnapshotService
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
 
 
 def main() -> None:

@@ -28,12 +28,10 @@ from qemu_procs import kill_leftovers
 from test_playbook import run_playbook
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
-from ansible_collections.infinivirt.core.plugins.module_utils.storage import (
-    DiskService,
-    QemuImgError,
-    read_luks_key,
-)
-from ansible_collections.infinivirt.core.plugins.module_utils.vm_service import VmService
+from ansible_collections.infinivirt.core.plugins.module_utils.qemu.img import QemuImgError
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
+from ansible_collections.infinivirt.core.plugins.module_utils.volume.keys import read_luks_key
+from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
 
 MIB = 1 << 20
 HOST = "hv-disk-test"

@@ -22,10 +22,10 @@ from test_playbook import run_playbook
 from vnc_client import vnc_auth
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
-from ansible_collections.infinivirt.core.plugins.module_utils.key_rotation import rotate_key
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import qmp_execute
-from ansible_collections.infinivirt.core.plugins.module_utils.secrets import SecretError, token_key_id
-from ansible_collections.infinivirt.core.plugins.module_utils.vm_service import VmService
+from ansible_collections.infinivirt.core.plugins.module_utils.secrets.box import SecretError, token_key_id
+from ansible_collections.infinivirt.core.plugins.module_utils.secrets.rotation import rotate_key
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
 PASSWORD = "Pw-8x!Qz"  # eight bytes, as VNC allows
 NEW_PASSWORD = "n3wPw-42"

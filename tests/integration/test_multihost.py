@@ -12,7 +12,7 @@ import pytest
 from qemu_procs import qemu_processes
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import StateError
-from ansible_collections.infinivirt.core.plugins.module_utils.vm_service import VmService
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
 VM = {"name": "shared", "accel": "tcg", "memory_mb": 32, "stop_timeout": 0.5, "force": True}
 

@@ -20,7 +20,7 @@ from test_playbook import run_playbook
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.host.net import NetError
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import process_runs_vm, read_pidfile
-from ansible_collections.infinivirt.core.plugins.module_utils.network_service import NetworkService
+from ansible_collections.infinivirt.core.plugins.module_utils.network.service import NetworkService
 from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import open_store
 
 

@@ -19,7 +19,7 @@ from qemu_procs import kill_leftovers, qemu_processes
 from test_playbook import run_playbook
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import LockTimeout
-from ansible_collections.infinivirt.core.plugins.module_utils.vm_service import VmService
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
 CALLERS = 20
 # A VM without a kernel: SeaBIOS finds nothing to boot, so it starts in milliseconds and

@@ -12,7 +12,7 @@ import pytest
 from conftest import guest_disks, make_image, serial_report, wait_ready
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
-from ansible_collections.infinivirt.core.plugins.module_utils.snapshots import SnapshotService
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
 
 
 def write_marker(sock, device, text):

@@ -13,10 +13,10 @@ import stat
 import pytest
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import LockTimeout, SpecError, StoreError
-from ansible_collections.infinivirt.core.plugins.module_utils.spec import VmSpec
 from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import open_store
 from ansible_collections.infinivirt.core.plugins.module_utils.store.migrations import LATEST
 from ansible_collections.infinivirt.core.plugins.module_utils.store.records import VmRecord
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VmSpec
 
 REVIEW_COLUMNS = {
     "tap_device_name", "bridge", "network_model", "network_queues", "graphic_protocol",

@@ -13,9 +13,9 @@ from pgtest import pg_server
 from qemu_procs import qemu_processes
 from test_races import assert_db_agrees
 
-from ansible_collections.infinivirt.core.plugins.module_utils import lifecycle
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import StoreError
-from ansible_collections.infinivirt.core.plugins.module_utils.vm_service import VmService
+from ansible_collections.infinivirt.core.plugins.module_utils.vm import lifecycle
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
 VM = {"name": "faulty", "accel": "tcg", "memory_mb": 32, "stop_timeout": 0.5, "force": True}
 

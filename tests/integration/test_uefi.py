@@ -13,8 +13,8 @@ import pytest
 from conftest import make_image, wait_ready
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
-from ansible_collections.infinivirt.core.plugins.module_utils.snapshots import SnapshotService
-from ansible_collections.infinivirt.core.plugins.module_utils.vm_service import VmService
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
 
 
 @pytest.fixture

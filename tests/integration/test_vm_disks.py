@@ -13,7 +13,8 @@ from conftest import guest_disks, make_image, serial_report, wait_for, wait_read
 from qemu_procs import qemu_processes
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
-from ansible_collections.infinivirt.core.plugins.module_utils.storage import DiskService, read_luks_key
+from ansible_collections.infinivirt.core.plugins.module_utils.volume.keys import read_luks_key
+from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
 
 MIB = 1024 * 1024
 

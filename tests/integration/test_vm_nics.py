@@ -17,9 +17,9 @@ import serial_report
 from conftest import wait_for, wait_ready
 from test_playbook import run_playbook
 
-from ansible_collections.infinivirt.core.plugins.module_utils import lifecycle
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
-from ansible_collections.infinivirt.core.plugins.module_utils.network_service import NetworkService
+from ansible_collections.infinivirt.core.plugins.module_utils.network.service import NetworkService
+from ansible_collections.infinivirt.core.plugins.module_utils.vm import lifecycle
 
 VENDOR_IDS = {"e1000": ("0x8086", "0x100e"), "rtl8139": ("0x10ec", "0x8139")}
 

@@ -37,7 +37,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError, SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.rules import RuleSet, RuleSpec
 from ansible_collections.infinivirt.core.plugins.module_utils.host.programs import run_nft
-from ansible_collections.infinivirt.core.plugins.module_utils.nics import Port
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import Port
 
 FAMILY = "bridge"
 TABLE = "infinivirt"

@@ -16,13 +16,13 @@ import json
 import re
 from typing import Any, Dict, List, Optional
 
-from ansible_collections.infinivirt.core.plugins.module_utils.disks import layout
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
-from ansible_collections.infinivirt.core.plugins.module_utils.firmware import pflash_blockdevs
-from ansible_collections.infinivirt.core.plugins.module_utils.nics import device as nic_device
-from ansible_collections.infinivirt.core.plugins.module_utils.nics import netdev as nic_netdev
-from ansible_collections.infinivirt.core.plugins.module_utils.nics import pcie_slot, use_vhost
-from ansible_collections.infinivirt.core.plugins.module_utils.spec import VNC_BASE_PORT, VmSpec
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import layout
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.firmware import pflash_blockdevs
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import device as nic_device
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import netdev as nic_netdev
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import pcie_slot, use_vhost
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VNC_BASE_PORT, VmSpec
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 

@@ -11,8 +11,8 @@ import pytest
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.host import dnsmasq, nat
 from ansible_collections.infinivirt.core.plugins.module_utils.host.net import BridgeSpec
-from ansible_collections.infinivirt.core.plugins.module_utils.nat_settings import parse_lease_time, validate_nat
-from ansible_collections.infinivirt.core.plugins.module_utils.network_service import _dnsmasq_config
+from ansible_collections.infinivirt.core.plugins.module_utils.network.nat_settings import parse_lease_time, validate_nat
+from ansible_collections.infinivirt.core.plugins.module_utils.network.service import _dnsmasq_config
 
 
 def settings(addresses=("10.77.0.1/24",), bridge="natbr0", **params):

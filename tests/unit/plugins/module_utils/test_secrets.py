@@ -14,7 +14,7 @@ import stat
 import pytest
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError
-from ansible_collections.infinivirt.core.plugins.module_utils.secrets import (
+from ansible_collections.infinivirt.core.plugins.module_utils.secrets.box import (
     DEFAULT_KEY_FILE,
     KEY_ENV,
     SecretBox,

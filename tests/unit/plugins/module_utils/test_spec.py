@@ -6,7 +6,12 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
-from ansible_collections.infinivirt.core.plugins.module_utils.spec import VmSpec, changed_fields, merge_params, validate
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import (
+    VmSpec,
+    changed_fields,
+    merge_params,
+    validate,
+)
 
 
 @pytest.fixture

@@ -12,16 +12,14 @@ import stat
 import pytest
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
-from ansible_collections.infinivirt.core.plugins.module_utils.storage import (
+from ansible_collections.infinivirt.core.plugins.module_utils.host.paths import resolve_in_roots, resolve_roots
+from ansible_collections.infinivirt.core.plugins.module_utils.qemu.img import (
     _json_filename,
     _secret_object,
-    format_size,
-    parse_size,
-    public_info,
-    resolve_in_roots,
-    resolve_roots,
     secret_file,
 )
+from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import public_info
+from ansible_collections.infinivirt.core.plugins.module_utils.volume.size import format_size, parse_size
 
 G = 1 << 30
 M = 1 << 20

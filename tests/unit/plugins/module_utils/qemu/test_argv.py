@@ -16,7 +16,7 @@ import yaml
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.argv import LaunchContext, build_argv, opt_value
-from ansible_collections.infinivirt.core.plugins.module_utils.spec import VmSpec
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VmSpec
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = sorted(p.stem for p in GOLDEN.glob("*.yml"))

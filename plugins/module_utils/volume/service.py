@@ -1,359 +1,42 @@
 # Copyright (c) 2026, Infinivirt developers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Volumes: sizes, paths confined to storage roots, qemu-img, and what infinivirt_disk does.
-
-- ``parse_size``: ``"10G"``, ``"1.5GiB"``, ``4096`` -> bytes (binary units, exact
-  multiples of 512 only; qemu-img would round up silently and break idempotence).
-- ``resolve_in_roots``: an absolute path, resolved through symlinks and ``..``, that must
-  lie inside one of the storage roots (``os.path.commonpath``, never a string prefix).
-- ``QemuImg``: ``qemu-img`` run with argv lists, never a shell. User paths are always
-  whole argv elements or JSON strings (``json:{...}`` file names, ``--object {...}``), so a
-  comma, quote or ``=`` in a path never reaches QemuOpts parsing. The LUKS passphrase is
-  handed over as ``--object secret,file=`` pointing at a 0600 file in a private 0700
-  directory (on tmpfs when ``/dev/shm`` is usable) that is deleted afterwards: it is never
-  in argv (``/proc/PID/cmdline`` is world-readable) nor in any message.
-- ``DiskService``: plan, then apply under a per-volume lock; check mode runs the same plan.
-"""
+"""What infinivirt_disk does: plan, then apply under a per-volume lock; check mode runs the same
+plan. Paths are confined to the storage roots (``host.paths``), images are handled by
+``qemu.img``, LUKS keys by ``volume.keys``."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
-import decimal
 import hashlib
-import json
 import os
-import re
-import shutil
 import stat
-import subprocess
-import tempfile
-import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
     LockTimeout,
-    QemuError,
     SpecError,
     StateError,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.paths import resolve_in_roots, resolve_roots
-from ansible_collections.infinivirt.core.plugins.module_utils.secrets import SecretBox, SecretError
+from ansible_collections.infinivirt.core.plugins.module_utils.host.paths import resolve_in_roots, resolve_roots
+from ansible_collections.infinivirt.core.plugins.module_utils.qemu.img import (
+    QemuImg,
+    QemuImgError,
+    check_preallocation,
+    qemu_driver,
+)
+from ansible_collections.infinivirt.core.plugins.module_utils.secrets.box import SecretBox
 from ansible_collections.infinivirt.core.plugins.module_utils.store.base import secret_context
 from ansible_collections.infinivirt.core.plugins.module_utils.store.volumes import VolumeRecord
+from ansible_collections.infinivirt.core.plugins.module_utils.volume.keys import LUKS_KEY, new_luks_key, read_luks_key
+from ansible_collections.infinivirt.core.plugins.module_utils.volume.size import (
+    FORMATS,
+    STATES,
+    format_size,
+    parse_size,
+)
 
-FORMATS = ("qcow2", "raw")
-PREALLOCATIONS = ("off", "metadata", "falloc", "full")
-STATES = ("present", "absent")
-SECTOR = 512
-LUKS_KEY = "luks_key"  # the secret column of the volumes table
-LUKS_KEY_BYTES = 32
-# PBKDF2 time for a LUKS key slot. The passphrase is 32 random bytes (256 bits), which no
-# amount of stretching makes harder to guess, so QEMU's 2 s default would only slow down
-# every create and every VM start; QEMU still enforces its minimum iteration count.
-LUKS_ITER_TIME_MS = 100
-# QEMU 7.2 measures PBKDF2 speed with a millisecond CPU clock and fails now and then with
-# this message on fast hosts (nothing is created); a new attempt succeeds.
-_PBKDF_FLAKE = "Unable to get accurate CPU usage"
-_PBKDF_ATTEMPTS = 30  # a loaded host trips it more often; a short pause between tries helps
-_SECRET_ID = "infinivirt-sec0"
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(?:([kmgt])(?:i?b)?|(b))?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-# qemu format names we may pass on to qemu-img as an argv element (detected formats).
-_DRIVER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
-_LOCK_FAILURE_RE = re.compile(r"Failed to get (?:shared )?\"[a-z ]+\" lock")
-
-
-# ---------------------------------------------------------------------------- sizes
-
-def parse_size(value: Any, field: str = "size") -> int:
-    """Bytes from an int or a string such as ``"10G"``, ``"512M"``, ``"1.5GiB"``, ``"4096"``.
-
-    Units K, M, G, T are binary (1024-based), case-insensitive, optionally followed by
-    ``B`` or ``iB``; no unit (or a bare ``B``) means bytes. The result must be positive and
-    a multiple of 512: other values are refused rather than rounded, because qemu-img rounds
-    them up and the volume would then never match what the task asks for.
-    """
-    if isinstance(value, bool) or value is None:
-        raise SpecError(field, "must be a size such as 10G, 512M or a number of bytes, got %r" % (value,))
-    if isinstance(value, int):
-        amount = decimal.Decimal(value)
-    elif isinstance(value, str):
-        match = _SIZE_RE.match(value)
-        if not match:
-            raise SpecError(field, "must be a size such as 10G, 512M, 1.5G or a number of bytes "
-                                   "(units K, M, G, T, binary), got %r" % value)
-        number, unit = match.group(1), (match.group(2) or "").lower()
-        amount = decimal.Decimal(number) * _UNITS[unit]
-    else:
-        raise SpecError(field, "must be a size such as 10G or a number of bytes, got %s"
-                        % type(value).__name__)
-    if amount <= 0:
-        raise SpecError(field, "must be greater than zero, got %r" % (value,))
-    if amount != amount.to_integral_value():
-        raise SpecError(field, "%r is not a whole number of bytes" % (value,))
-    size = int(amount)
-    if size % SECTOR:
-        low = size - size % SECTOR
-        raise SpecError(field, "%r is %d bytes, not a multiple of %d; use %s%d" % (
-            value, size, SECTOR, "%d or " % low if low else "", low + SECTOR))
-    return size
-
-
-def format_size(size: Optional[int]) -> Optional[str]:
-    """``10737418240`` -> ``"10G"`` (exact binary units only), for messages."""
-    if size is None:
-        return None
-    for unit in ("T", "G", "M", "K"):
-        factor = _UNITS[unit.lower()]
-        if size >= factor and size % factor == 0:
-            return "%d%s" % (size // factor, unit)
-    return "%d bytes" % size
-
-
-# ---------------------------------------------------------------------------- paths
-
-# ---------------------------------------------------------------------------- qemu-img
-
-class QemuImgError(QemuError):
-    """qemu-img failed. ``in_use`` tells a lock conflict (another process has the image open)."""
-
-    def __init__(self, message: str, stderr: str = ""):
-        super().__init__(message)
-        self.stderr = stderr
-        self.in_use = bool(_LOCK_FAILURE_RE.search(stderr))
-
-
-def qemu_driver(fmt: str, encrypted: bool) -> str:
-    """The qemu block driver of a volume: an encrypted raw volume is a LUKS file."""
-    return "luks" if encrypted and fmt == "raw" else fmt
-
-
-def _secret_parent() -> Optional[str]:
-    """tmpfs when available, so the passphrase never reaches a disk."""
-    shm = "/dev/shm"
-    if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK):
-        return shm
-    return None
-
-
-@contextlib.contextmanager
-def secret_file(passphrase: str) -> Iterator[str]:
-    """A 0600 file holding ``passphrase`` in a fresh 0700 directory, removed on exit."""
-    directory = tempfile.mkdtemp(prefix="infinivirt-key-", dir=_secret_parent())  # mode 0700
-    path = os.path.join(directory, "key")
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
-                     0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            view = memoryview(passphrase.encode("utf-8"))
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        yield path
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        with contextlib.suppress(OSError):
-            os.rmdir(directory)
-
-
-def _secret_object(key_path: str) -> str:
-    """``--object`` in JSON form (QEMU >= 6.0): the file name is a JSON string."""
-    return json.dumps({"qom-type": "secret", "id": _SECRET_ID, "file": key_path, "format": "raw"})
-
-
-def _json_filename(driver: str, path: str) -> str:
-    """An encrypted image opened with its key secret, the path as a JSON string."""
-    node: Dict[str, Any] = {"driver": driver, "file": {"driver": "file", "filename": path}}
-    if driver == "luks":
-        node["key-secret"] = _SECRET_ID
-    else:
-        node["encrypt"] = {"key-secret": _SECRET_ID}
-    return "json:" + json.dumps(node)
-
-
-def _encryption_options(driver: str) -> List[str]:
-    if driver == "luks":
-        return ["key-secret=%s" % _SECRET_ID, "iter-time=%d" % LUKS_ITER_TIME_MS]
-    return ["encrypt.format=luks", "encrypt.key-secret=%s" % _SECRET_ID,
-            "encrypt.iter-time=%d" % LUKS_ITER_TIME_MS]
-
-
-def _check_driver(driver: str) -> str:
-    if not isinstance(driver, str) or not _DRIVER_RE.match(driver):
-        raise QemuError("not a qemu image format name: %r" % (driver,))
-    return driver
-
-
-def _check_preallocation(preallocation: Optional[str]) -> Optional[str]:
-    if preallocation is not None and preallocation not in PREALLOCATIONS:
-        raise SpecError("preallocation", "must be one of %s, got %r" % (", ".join(PREALLOCATIONS), preallocation))
-    return preallocation
-
-
-class QemuImg:
-    """``qemu-img`` with argv lists. Methods raise QemuImgError with qemu-img's stderr."""
-
-    def __init__(self, binary: Optional[str] = None):
-        self._binary = binary
-
-    @property
-    def binary(self) -> str:
-        if self._binary is None:
-            found = shutil.which("qemu-img")
-            if found is None:
-                raise QemuError("qemu-img is not installed on this host (Debian/Ubuntu package "
-                                "qemu-utils, RHEL package qemu-img)")
-            self._binary = found
-        return self._binary
-
-    def _run(self, args: List[str], doing: str, timeout: Optional[float] = None) -> str:
-        argv = [self.binary] + args
-        env = dict(os.environ, LC_ALL="C")
-        try:
-            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                  errors="replace", env=env, timeout=timeout, check=False)
-        except subprocess.TimeoutExpired:
-            raise QemuImgError("qemu-img gave up %s after %g s" % (doing, timeout)) from None
-        except OSError as exc:
-            raise QemuImgError("cannot run %s: %s" % (self.binary, exc.strerror or exc)) from None
-        if proc.returncode != 0:
-            stderr = " ".join(proc.stderr.split())
-            error = QemuImgError("qemu-img failed %s: %s" % (doing, stderr or "exit status %d" % proc.returncode),
-                                 stderr)
-            if error.in_use:
-                error.args = ("qemu-img failed %s: the image is in use by another process (a running "
-                              "VM?): %s" % (doing, stderr),)
-            raise error
-        return proc.stdout
-
-    def _run_pbkdf(self, args: List[str], doing: str, output: str) -> None:
-        """Run a command that formats a LUKS header, again while QEMU trips over its clock."""
-        for attempt in range(_PBKDF_ATTEMPTS):
-            try:
-                self._run(args, doing)
-                return
-            except QemuImgError as exc:
-                if _PBKDF_FLAKE not in exc.stderr or attempt == _PBKDF_ATTEMPTS - 1:
-                    raise
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(output)
-                time.sleep(0.02 * (attempt + 1))
-
-    def info(self, path: str, fmt: Optional[str] = None, force_share: bool = True,
-             timeout: float = 120.0) -> Dict[str, Any]:
-        """``qemu-img info --output=json``. ``force_share`` (``-U``) reads the header of an
-        image a running QEMU holds locked; without it, a writer elsewhere makes it fail with
-        ``in_use``. Without ``fmt`` the format is probed. Encrypted images need no key."""
-        args = ["info", "--output=json"]
-        if force_share:
-            args.append("-U")
-        if fmt is not None:
-            args += ["-f", _check_driver(fmt)]
-        out = self._run(args + [path], "reading %s" % path, timeout)
-        try:
-            data = json.loads(out)
-        except ValueError:
-            raise QemuImgError("qemu-img info printed no JSON for %s" % path) from None
-        if not isinstance(data, dict):
-            raise QemuImgError("qemu-img info printed unexpected JSON for %s" % path)
-        return data
-
-    def snapshot(self, operation: str, name: str, path: str) -> None:
-        """Internal qcow2 snapshot: operation create, apply (revert) or delete."""
-        flag = {"create": "-c", "apply": "-a", "delete": "-d"}[operation]
-        self._run(["snapshot", flag, name, path], "to %s snapshot %s of %s" % (operation, name, path))
-
-    def commit(self, path: str) -> None:
-        """Write an overlay's data into its backing image (the overlay stays as it was)."""
-        self._run(["commit", "-q", "-f", "qcow2", path], "committing %s" % path)
-
-    def rebase_unsafe(self, path: str, backing: str, backing_fmt: str) -> None:
-        """Point an overlay at another backing image with the same data (no copying)."""
-        self._run(["rebase", "-u", "-f", "qcow2", "-b", backing, "-F", _check_driver(backing_fmt), path],
-                  "rebasing %s" % path)
-
-    def create(self, path: str, fmt: str, size: Optional[int], backing: Optional[str] = None,
-               backing_fmt: Optional[str] = None, preallocation: Optional[str] = None,
-               luks_key: Optional[str] = None) -> None:
-        """Create ``path`` (qcow2 or raw; with ``luks_key``, qcow2 with LUKS encryption or a
-        raw LUKS file). ``size`` may be None only with a backing file (its size is used)."""
-        if fmt not in FORMATS:
-            raise SpecError("format", "must be one of %s, got %r" % (", ".join(FORMATS), fmt))
-        driver = qemu_driver(fmt, luks_key is not None)
-        options = _encryption_options(driver) if luks_key is not None else []
-        if _check_preallocation(preallocation):
-            options.append("preallocation=%s" % preallocation)
-        args = ["create", "-q", "-f", driver]
-        if backing is not None:
-            args += ["-b", backing, "-F", _check_driver(backing_fmt or "")]
-        with contextlib.ExitStack() as stack:
-            if luks_key is not None:
-                args += ["--object", _secret_object(stack.enter_context(secret_file(luks_key)))]
-            if options:
-                args += ["-o", ",".join(options)]
-            args.append(path)
-            if size is not None:
-                args.append(str(int(size)))
-            if luks_key is not None:
-                self._run_pbkdf(args, "creating %s" % path, path)
-            else:
-                self._run(args, "creating %s" % path)
-
-    def resize(self, path: str, fmt: str, size: int, shrink: bool = False,
-               preallocation: Optional[str] = None, luks_key: Optional[str] = None) -> None:
-        """Set the virtual size of ``path``; ``shrink`` allows making it smaller."""
-        driver = qemu_driver(fmt, luks_key is not None)
-        args = ["resize", "-q"]
-        if _check_preallocation(preallocation):
-            args.append("--preallocation=%s" % preallocation)
-        if shrink:
-            args.append("--shrink")
-        with contextlib.ExitStack() as stack:
-            if luks_key is not None:
-                args += ["--object", _secret_object(stack.enter_context(secret_file(luks_key))),
-                         _json_filename(driver, path)]
-            else:
-                args += ["-f", _check_driver(driver), path]
-            args.append(str(int(size)))
-            self._run(args, "resizing %s" % path)
-
-    def convert(self, src: str, src_driver: str, dst: str, out_fmt: str, luks_key: Optional[str] = None,
-                preallocation: Optional[str] = None) -> None:
-        """Copy ``src`` (qemu format ``src_driver``; ``luks`` or an encrypted qcow2 when
-        ``luks_key`` is given) into a new ``dst`` of ``out_fmt``, encrypted with the same key.
-        A qcow2 source with a backing file is flattened."""
-        if out_fmt not in FORMATS:
-            raise SpecError("format", "must be one of %s, got %r" % (", ".join(FORMATS), out_fmt))
-        out_driver = qemu_driver(out_fmt, luks_key is not None)
-        options = _encryption_options(out_driver) if luks_key is not None else []
-        if _check_preallocation(preallocation):
-            options.append("preallocation=%s" % preallocation)
-        args = ["convert", "-q"]
-        with contextlib.ExitStack() as stack:
-            if luks_key is not None:
-                args += ["--object", _secret_object(stack.enter_context(secret_file(luks_key)))]
-                source = _json_filename(_check_driver(src_driver), src)
-            else:
-                args += ["-f", _check_driver(src_driver)]
-                source = src
-            args += ["-O", out_driver]
-            if options:
-                args += ["-o", ",".join(options)]
-            args += [source, dst]
-            if luks_key is not None:
-                self._run_pbkdf(args, "converting %s to %s" % (src, out_fmt), dst)
-            else:
-                self._run(args, "converting %s to %s" % (src, out_fmt))
-
-
-# ---------------------------------------------------------------------------- volumes
 
 @dataclasses.dataclass
 class VolumeState:
@@ -406,24 +89,6 @@ class Plan:
     backing_file: Optional[str] = None
     backing_format: Optional[str] = None
     warnings: List[str] = dataclasses.field(default_factory=list)
-
-
-def new_luks_key() -> str:
-    """A fresh LUKS passphrase: 32 random bytes in base64."""
-    return base64.b64encode(os.urandom(LUKS_KEY_BYTES)).decode("ascii")
-
-
-def read_luks_key(store: Any, secret_box: Callable[[], SecretBox], path: str) -> Optional[str]:
-    """The LUKS passphrase of the managed volume at ``path`` (tried as given, then resolved),
-    or None if no key is stored. For whoever hands the volume to QEMU (as a secret object)."""
-    for candidate in dict.fromkeys((path, os.path.realpath(path))):
-        token = store.get_secret(candidate, LUKS_KEY)
-        if token:
-            try:
-                return secret_box().decrypt(token, secret_context(candidate, LUKS_KEY))
-            except SecretError as exc:
-                raise SecretError("cannot read the LUKS key of volume %s: %s" % (candidate, exc)) from None
-    return None
 
 
 def public_info(value: Any) -> Any:
@@ -512,7 +177,7 @@ class DiskService:
         backing_format = params.get("backing_format")
         if backing_format is not None and backing_format not in FORMATS:
             raise SpecError("backing_format", "must be one of %s, got %r" % (", ".join(FORMATS), backing_format))
-        preallocation = _check_preallocation(params.get("preallocation"))
+        preallocation = check_preallocation(params.get("preallocation"))
         size = params.get("size")
         size = parse_size(size, "size") if size not in (None, "") else None
         backing = params.get("backing_file")
@@ -859,8 +524,3 @@ def _view(path: str, state: Optional[VolumeState], managed: bool) -> Dict[str, A
     return {"path": path, "state": "present", "format": state.format, "size": state.virtual_size,
             "encrypted": state.encrypted, "backing_file": state.backing_file,
             "backing_format": state.backing_format, "managed": managed}
-
-
-__all__ = ["DiskService", "QemuImg", "QemuImgError", "VolumeState", "parse_size", "resolve_in_roots",
-           "resolve_roots", "read_luks_key", "new_luks_key", "secret_file", "format_size", "public_info",
-           "qemu_driver"]

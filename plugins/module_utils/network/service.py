@@ -42,7 +42,11 @@ from ansible_collections.infinivirt.core.plugins.module_utils.host.netns import 
     parse_ns_ref,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.host.programs import find_program, nft_program
-from ansible_collections.infinivirt.core.plugins.module_utils.nat_settings import NAT_OPTIONS, NatSettings, validate_nat
+from ansible_collections.infinivirt.core.plugins.module_utils.network.nat_settings import (
+    NAT_OPTIONS,
+    NatSettings,
+    validate_nat,
+)
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import check_choice
 
 MODES = ("bridge", "nat")

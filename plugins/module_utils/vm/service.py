@@ -17,10 +17,20 @@ import socket
 import uuid as uuidlib
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ansible_collections.infinivirt.core.plugins.module_utils.disks import DiskSpec, plan_hotplug
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
-from ansible_collections.infinivirt.core.plugins.module_utils.lifecycle import (
+from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import HostPaths
+from ansible_collections.infinivirt.core.plugins.module_utils.secrets.box import (
+    MASK,
+    SecretBox,
+    SecretError,
+    load_or_create_key,
+)
+from ansible_collections.infinivirt.core.plugins.module_utils.store.base import secret_context
+from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import open_store
+from ansible_collections.infinivirt.core.plugins.module_utils.store.records import VmRecord
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import DiskSpec, plan_hotplug
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.lifecycle import (
     DEFAULT_NVRAM_DIR,
     PAUSED,
     RUNNING,
@@ -29,16 +39,9 @@ from ansible_collections.infinivirt.core.plugins.module_utils.lifecycle import (
     VmPaths,
     fold_status,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.nics import plan_nic_hotplug
-from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import HostPaths
-from ansible_collections.infinivirt.core.plugins.module_utils.secrets import (
-    MASK,
-    SecretBox,
-    SecretError,
-    load_or_create_key,
-)
-from ansible_collections.infinivirt.core.plugins.module_utils.snapshots import SnapshotService
-from ansible_collections.infinivirt.core.plugins.module_utils.spec import (
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import plan_nic_hotplug
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import (
     VmSpec,
     changed_fields,
     merge_params,
@@ -46,10 +49,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.spec import (
     validate_graphic_password,
     validate_name,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.storage import read_luks_key
-from ansible_collections.infinivirt.core.plugins.module_utils.store.base import secret_context
-from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import open_store
-from ansible_collections.infinivirt.core.plugins.module_utils.store.records import VmRecord
+from ansible_collections.infinivirt.core.plugins.module_utils.volume.keys import read_luks_key
 
 STATES = ("present", "running", "stopped", "paused", "restarted", "absent")
 

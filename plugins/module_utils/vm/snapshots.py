@@ -24,12 +24,12 @@ import re
 import shutil
 from typing import Any, Dict, List, Optional
 
-from ansible_collections.infinivirt.core.plugins.module_utils.disks import DiskSpec, device_id, node_names
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import QemuError, SpecError, StateError
-from ansible_collections.infinivirt.core.plugins.module_utils.lifecycle import RUNNING, STOPPED
+from ansible_collections.infinivirt.core.plugins.module_utils.qemu.img import QemuImg
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession
-from ansible_collections.infinivirt.core.plugins.module_utils.spec import validate_name
-from ansible_collections.infinivirt.core.plugins.module_utils.storage import QemuImg
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import DiskSpec, device_id, node_names
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.lifecycle import RUNNING, STOPPED
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import validate_name
 
 STATES = ("present", "absent", "reverted")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

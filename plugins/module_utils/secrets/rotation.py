@@ -9,7 +9,7 @@ import os
 from typing import Any, Dict, Optional
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
-from ansible_collections.infinivirt.core.plugins.module_utils.secrets import (
+from ansible_collections.infinivirt.core.plugins.module_utils.secrets.box import (
     KEY_ENV,
     SecretBox,
     load_or_create_key,

@@ -14,15 +14,15 @@ import os
 import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ansible_collections.infinivirt.core.plugins.module_utils.disks import (
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.host.netns import check_netns
+from ansible_collections.infinivirt.core.plugins.module_utils.validation import check_choice, check_int, validate_label
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import (
     DiskSpec,
     disks_from_params,
     validate_disks,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
-from ansible_collections.infinivirt.core.plugins.module_utils.host.netns import check_netns
-from ansible_collections.infinivirt.core.plugins.module_utils.nics import NicSpec, merge_nics, validate_nics
-from ansible_collections.infinivirt.core.plugins.module_utils.validation import check_choice, check_int, validate_label
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import NicSpec, merge_nics, validate_nics
 
 NAME_MAX = 64
 MEMORY_MIN_MB = 16

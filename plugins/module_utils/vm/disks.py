@@ -18,7 +18,7 @@ import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
-from ansible_collections.infinivirt.core.plugins.module_utils.paths import resolve_in_roots
+from ansible_collections.infinivirt.core.plugins.module_utils.host.paths import resolve_in_roots
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import check_choice
 
 FORMATS = ("qcow2", "raw")

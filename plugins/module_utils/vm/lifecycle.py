@@ -18,16 +18,6 @@ import shutil
 import time
 from typing import Dict, List, Optional
 
-from ansible_collections.infinivirt.core.plugins.module_utils.disks import (
-    SPARE_ROOT_PORTS,
-    DiskSpec,
-    HotplugPlan,
-    blockdevs,
-    device,
-    device_id,
-    node_names,
-    secret_id,
-)
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
     InfinivirtError,
     QemuError,
@@ -35,7 +25,6 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
     SpecError,
     StateError,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.firmware import ensure_nvram, firmware_files
 from ansible_collections.infinivirt.core.plugins.module_utils.host import netns as nsutil
 from ansible_collections.infinivirt.core.plugins.module_utils.host.net import NetError
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import (
@@ -47,16 +36,6 @@ from ansible_collections.infinivirt.core.plugins.module_utils.host.process impor
     wait_until_gone,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.host.tap import TapSpec, create_tap, remove_tap
-from ansible_collections.infinivirt.core.plugins.module_utils.nics import (
-    NicHotplugPlan,
-    NicSpec,
-    pcie_slot,
-    queue_count,
-    use_vhost,
-    vhost_available,
-)
-from ansible_collections.infinivirt.core.plugins.module_utils.nics import device as nic_device
-from ansible_collections.infinivirt.core.plugins.module_utils.nics import netdev as nic_netdev
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.argv import LaunchContext, build_argv
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import (
     HostPaths,
@@ -66,6 +45,27 @@ from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import 
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession
 from ansible_collections.infinivirt.core.plugins.module_utils.store.records import VmRecord
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import (
+    SPARE_ROOT_PORTS,
+    DiskSpec,
+    HotplugPlan,
+    blockdevs,
+    device,
+    device_id,
+    node_names,
+    secret_id,
+)
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.firmware import ensure_nvram, firmware_files
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import (
+    NicHotplugPlan,
+    NicSpec,
+    pcie_slot,
+    queue_count,
+    use_vhost,
+    vhost_available,
+)
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import device as nic_device
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import netdev as nic_netdev
 
 DEFAULT_NVRAM_DIR = "/var/lib/infinivirt/nvram"
 SOCKET_PATH_MAX = 107  # sun_path is 108 bytes with the trailing NUL

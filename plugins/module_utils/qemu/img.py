@@ -1,0 +1,274 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""``qemu-img`` run with argv lists, never a shell.
+
+User paths are always whole argv elements or JSON strings (``json:{...}`` file names,
+``--object {...}``), so a comma, quote or ``=`` in a path never reaches QemuOpts parsing. The
+LUKS passphrase is handed over as ``--object secret,file=`` pointing at a 0600 file in a private
+0700 directory (on tmpfs when ``/dev/shm`` is usable) that is deleted afterwards: it is never in
+argv (``/proc/PID/cmdline`` is world-readable) nor in any message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from typing import Any, Dict, Iterator, List, Optional
+
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import QemuError, SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.volume.size import FORMATS, PREALLOCATIONS
+
+# PBKDF2 time for a LUKS key slot. The passphrase is 32 random bytes (256 bits), which no
+# amount of stretching makes harder to guess, so QEMU's 2 s default would only slow down
+# every create and every VM start; QEMU still enforces its minimum iteration count.
+LUKS_ITER_TIME_MS = 100
+# QEMU 7.2 measures PBKDF2 speed with a millisecond CPU clock and fails now and then with
+# this message on fast hosts (nothing is created); a new attempt succeeds.
+_PBKDF_FLAKE = "Unable to get accurate CPU usage"
+_PBKDF_ATTEMPTS = 30  # a loaded host trips it more often; a short pause between tries helps
+_SECRET_ID = "infinivirt-sec0"
+# qemu format names we may pass on to qemu-img as an argv element (detected formats).
+_DRIVER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+_LOCK_FAILURE_RE = re.compile(r"Failed to get (?:shared )?\"[a-z ]+\" lock")
+
+
+class QemuImgError(QemuError):
+    """qemu-img failed. ``in_use`` tells a lock conflict (another process has the image open)."""
+
+    def __init__(self, message: str, stderr: str = ""):
+        super().__init__(message)
+        self.stderr = stderr
+        self.in_use = bool(_LOCK_FAILURE_RE.search(stderr))
+
+
+def qemu_driver(fmt: str, encrypted: bool) -> str:
+    """The qemu block driver of a volume: an encrypted raw volume is a LUKS file."""
+    return "luks" if encrypted and fmt == "raw" else fmt
+
+
+def _secret_parent() -> Optional[str]:
+    """tmpfs when available, so the passphrase never reaches a disk."""
+    shm = "/dev/shm"
+    if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK):
+        return shm
+    return None
+
+
+@contextlib.contextmanager
+def secret_file(passphrase: str) -> Iterator[str]:
+    """A 0600 file holding ``passphrase`` in a fresh 0700 directory, removed on exit."""
+    directory = tempfile.mkdtemp(prefix="infinivirt-key-", dir=_secret_parent())  # mode 0700
+    path = os.path.join(directory, "key")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
+                     0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            view = memoryview(passphrase.encode("utf-8"))
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)
+
+
+def _secret_object(key_path: str) -> str:
+    """``--object`` in JSON form (QEMU >= 6.0): the file name is a JSON string."""
+    return json.dumps({"qom-type": "secret", "id": _SECRET_ID, "file": key_path, "format": "raw"})
+
+
+def _json_filename(driver: str, path: str) -> str:
+    """An encrypted image opened with its key secret, the path as a JSON string."""
+    node: Dict[str, Any] = {"driver": driver, "file": {"driver": "file", "filename": path}}
+    if driver == "luks":
+        node["key-secret"] = _SECRET_ID
+    else:
+        node["encrypt"] = {"key-secret": _SECRET_ID}
+    return "json:" + json.dumps(node)
+
+
+def _encryption_options(driver: str) -> List[str]:
+    if driver == "luks":
+        return ["key-secret=%s" % _SECRET_ID, "iter-time=%d" % LUKS_ITER_TIME_MS]
+    return ["encrypt.format=luks", "encrypt.key-secret=%s" % _SECRET_ID,
+            "encrypt.iter-time=%d" % LUKS_ITER_TIME_MS]
+
+
+def _check_driver(driver: str) -> str:
+    if not isinstance(driver, str) or not _DRIVER_RE.match(driver):
+        raise QemuError("not a qemu image format name: %r" % (driver,))
+    return driver
+
+
+def check_preallocation(preallocation: Optional[str]) -> Optional[str]:
+    if preallocation is not None and preallocation not in PREALLOCATIONS:
+        raise SpecError("preallocation", "must be one of %s, got %r" % (", ".join(PREALLOCATIONS), preallocation))
+    return preallocation
+
+
+class QemuImg:
+    """``qemu-img`` with argv lists. Methods raise QemuImgError with qemu-img's stderr."""
+
+    def __init__(self, binary: Optional[str] = None):
+        self._binary = binary
+
+    @property
+    def binary(self) -> str:
+        if self._binary is None:
+            found = shutil.which("qemu-img")
+            if found is None:
+                raise QemuError("qemu-img is not installed on this host (Debian/Ubuntu package "
+                                "qemu-utils, RHEL package qemu-img)")
+            self._binary = found
+        return self._binary
+
+    def _run(self, args: List[str], doing: str, timeout: Optional[float] = None) -> str:
+        argv = [self.binary] + args
+        env = dict(os.environ, LC_ALL="C")
+        try:
+            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                  errors="replace", env=env, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise QemuImgError("qemu-img gave up %s after %g s" % (doing, timeout)) from None
+        except OSError as exc:
+            raise QemuImgError("cannot run %s: %s" % (self.binary, exc.strerror or exc)) from None
+        if proc.returncode != 0:
+            stderr = " ".join(proc.stderr.split())
+            error = QemuImgError("qemu-img failed %s: %s" % (doing, stderr or "exit status %d" % proc.returncode),
+                                 stderr)
+            if error.in_use:
+                error.args = ("qemu-img failed %s: the image is in use by another process (a running "
+                              "VM?): %s" % (doing, stderr),)
+            raise error
+        return proc.stdout
+
+    def _run_pbkdf(self, args: List[str], doing: str, output: str) -> None:
+        """Run a command that formats a LUKS header, again while QEMU trips over its clock."""
+        for attempt in range(_PBKDF_ATTEMPTS):
+            try:
+                self._run(args, doing)
+                return
+            except QemuImgError as exc:
+                if _PBKDF_FLAKE not in exc.stderr or attempt == _PBKDF_ATTEMPTS - 1:
+                    raise
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(output)
+                time.sleep(0.02 * (attempt + 1))
+
+    def info(self, path: str, fmt: Optional[str] = None, force_share: bool = True,
+             timeout: float = 120.0) -> Dict[str, Any]:
+        """``qemu-img info --output=json``. ``force_share`` (``-U``) reads the header of an
+        image a running QEMU holds locked; without it, a writer elsewhere makes it fail with
+        ``in_use``. Without ``fmt`` the format is probed. Encrypted images need no key."""
+        args = ["info", "--output=json"]
+        if force_share:
+            args.append("-U")
+        if fmt is not None:
+            args += ["-f", _check_driver(fmt)]
+        out = self._run(args + [path], "reading %s" % path, timeout)
+        try:
+            data = json.loads(out)
+        except ValueError:
+            raise QemuImgError("qemu-img info printed no JSON for %s" % path) from None
+        if not isinstance(data, dict):
+            raise QemuImgError("qemu-img info printed unexpected JSON for %s" % path)
+        return data
+
+    def snapshot(self, operation: str, name: str, path: str) -> None:
+        """Internal qcow2 snapshot: operation create, apply (revert) or delete."""
+        flag = {"create": "-c", "apply": "-a", "delete": "-d"}[operation]
+        self._run(["snapshot", flag, name, path], "to %s snapshot %s of %s" % (operation, name, path))
+
+    def commit(self, path: str) -> None:
+        """Write an overlay's data into its backing image (the overlay stays as it was)."""
+        self._run(["commit", "-q", "-f", "qcow2", path], "committing %s" % path)
+
+    def rebase_unsafe(self, path: str, backing: str, backing_fmt: str) -> None:
+        """Point an overlay at another backing image with the same data (no copying)."""
+        self._run(["rebase", "-u", "-f", "qcow2", "-b", backing, "-F", _check_driver(backing_fmt), path],
+                  "rebasing %s" % path)
+
+    def create(self, path: str, fmt: str, size: Optional[int], backing: Optional[str] = None,
+               backing_fmt: Optional[str] = None, preallocation: Optional[str] = None,
+               luks_key: Optional[str] = None) -> None:
+        """Create ``path`` (qcow2 or raw; with ``luks_key``, qcow2 with LUKS encryption or a
+        raw LUKS file). ``size`` may be None only with a backing file (its size is used)."""
+        if fmt not in FORMATS:
+            raise SpecError("format", "must be one of %s, got %r" % (", ".join(FORMATS), fmt))
+        driver = qemu_driver(fmt, luks_key is not None)
+        options = _encryption_options(driver) if luks_key is not None else []
+        if check_preallocation(preallocation):
+            options.append("preallocation=%s" % preallocation)
+        args = ["create", "-q", "-f", driver]
+        if backing is not None:
+            args += ["-b", backing, "-F", _check_driver(backing_fmt or "")]
+        with contextlib.ExitStack() as stack:
+            if luks_key is not None:
+                args += ["--object", _secret_object(stack.enter_context(secret_file(luks_key)))]
+            if options:
+                args += ["-o", ",".join(options)]
+            args.append(path)
+            if size is not None:
+                args.append(str(int(size)))
+            if luks_key is not None:
+                self._run_pbkdf(args, "creating %s" % path, path)
+            else:
+                self._run(args, "creating %s" % path)
+
+    def resize(self, path: str, fmt: str, size: int, shrink: bool = False,
+               preallocation: Optional[str] = None, luks_key: Optional[str] = None) -> None:
+        """Set the virtual size of ``path``; ``shrink`` allows making it smaller."""
+        driver = qemu_driver(fmt, luks_key is not None)
+        args = ["resize", "-q"]
+        if check_preallocation(preallocation):
+            args.append("--preallocation=%s" % preallocation)
+        if shrink:
+            args.append("--shrink")
+        with contextlib.ExitStack() as stack:
+            if luks_key is not None:
+                args += ["--object", _secret_object(stack.enter_context(secret_file(luks_key))),
+                         _json_filename(driver, path)]
+            else:
+                args += ["-f", _check_driver(driver), path]
+            args.append(str(int(size)))
+            self._run(args, "resizing %s" % path)
+
+    def convert(self, src: str, src_driver: str, dst: str, out_fmt: str, luks_key: Optional[str] = None,
+                preallocation: Optional[str] = None) -> None:
+        """Copy ``src`` (qemu format ``src_driver``; ``luks`` or an encrypted qcow2 when
+        ``luks_key`` is given) into a new ``dst`` of ``out_fmt``, encrypted with the same key.
+        A qcow2 source with a backing file is flattened."""
+        if out_fmt not in FORMATS:
+            raise SpecError("format", "must be one of %s, got %r" % (", ".join(FORMATS), out_fmt))
+        out_driver = qemu_driver(out_fmt, luks_key is not None)
+        options = _encryption_options(out_driver) if luks_key is not None else []
+        if check_preallocation(preallocation):
+            options.append("preallocation=%s" % preallocation)
+        args = ["convert", "-q"]
+        with contextlib.ExitStack() as stack:
+            if luks_key is not None:
+                args += ["--object", _secret_object(stack.enter_context(secret_file(luks_key)))]
+                source = _json_filename(_check_driver(src_driver), src)
+            else:
+                args += ["-f", _check_driver(src_driver)]
+                source = src
+            args += ["-O", out_driver]
+            if options:
+                args += ["-o", ",".join(options)]
+            args += [source, dst]
+            if luks_key is not None:
+                self._run_pbkdf(args, "converting %s to %s" % (src, out_fmt), dst)
+            else:
+                self._run(args, "converting %s to %s" % (src, out_fmt))
