@@ -38,7 +38,7 @@ VM = {"name": "bench-lock", "accel": "tcg", "memory_mb": 32, "stop_timeout": 1, 
 
 def timed_service(db_url, run_dir):
     """A VmService whose lock acquisitions are timed."""
-    service = VmService(db_url, run_dir, lock_timeout=300)
+    service = VmService.open(db_url, run_dir, lock_timeout=300)
     waits = []
     real_lock = service.store.vm_lock
 

@@ -36,7 +36,7 @@ install_on_sys_path()
 import build_guest  # noqa: E402
 import serial_report  # noqa: E402
 
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import vhost_available  # noqa: E402
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight import vhost_available  # noqa: E402
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService  # noqa: E402
 
 _TIME_RE = re.compile(r"time=([0-9.]+) ms")
@@ -111,7 +111,7 @@ def main():
     ip("netns", "add", netns)
     ip("-n", netns, "link", "add", "vmbr0", "type", "bridge")
     ip("-n", netns, "link", "set", "vmbr0", "up")
-    service = VmService("sqlite:///%s/state.db" % work, os.path.join(work, "run"))
+    service = VmService.open("sqlite:///%s/state.db" % work, os.path.join(work, "run"))
     configs = [("virtio, 1 queue, no vhost", {"queues": 1, "vhost": False}),
                ("virtio, 2 queues, no vhost", {"queues": 2, "vhost": False})]
     if vhost_available():

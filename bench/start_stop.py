@@ -89,7 +89,7 @@ def main() -> int:
     params = dict(name="bench", vcpus=1, memory_mb=256, accel="tcg", kernel=str(guest.kernel),
                   initrd=str(guest.initrd), kernel_cmdline=guest.kernel_cmdline)
     spec = VmSpec(**params)
-    service = VmService("sqlite:///%s/bench.db" % work, os.path.join(work, "run"))
+    service = VmService.open("sqlite:///%s/bench.db" % work, os.path.join(work, "run"))
     os.makedirs(os.path.join(work, "base"))
     results = {"library": {"start": [], "stop": []}, "baseline": {"start": [], "stop": []}}
     try:

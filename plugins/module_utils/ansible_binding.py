@@ -6,24 +6,24 @@
 from __future__ import annotations
 
 import traceback
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
 
+from ansible_collections.infinivirt.core.plugins.module_utils.context import (
+    DEFAULT_NVRAM_DIR,
+    DEFAULT_RUN_DIR,
+    DEFAULT_STORAGE_ROOT,
+    HostContext,
+)
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError
-from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR
 from ansible_collections.infinivirt.core.plugins.module_utils.secrets.box import DEFAULT_KEY_FILE
 from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import DEFAULT_DB_URL
 from ansible_collections.infinivirt.core.plugins.module_utils.store.postgres import (
     HAS_PSYCOPG2,
     PSYCOPG2_IMPORT_ERROR,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.lifecycle import DEFAULT_NVRAM_DIR
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
-
-DEFAULT_RUN_DIR = "/run/infinivirt"
-DEFAULT_STORAGE_ROOT = "/var/lib/infinivirt/images"
 
 # Documented once in plugins/doc_fragments/common.py.
 COMMON_ARGUMENT_SPEC: Dict[str, Any] = dict(
@@ -40,45 +40,67 @@ COMMON_ARGUMENT_SPEC: Dict[str, Any] = dict(
     job_id=dict(type="str", fallback=(env_fallback, ["INFINIVIRT_JOB_ID", "JOB_ID"])),
 )
 
+# A Python library a module needs on the managed host: (name, imported?, import traceback).
+Requirement = Tuple[str, bool, Optional[str]]
+
 
 class InfinivirtModule:
-    """AnsibleModule plus the collection's shared options and error handling."""
+    """AnsibleModule plus the collection's shared options and error handling.
 
-    def __init__(self, argument_spec: Dict[str, Any], **kwargs: Any):
+    ``requirements``: the libraries the module's own service needs (qemu.qmp for the modules
+    that speak QMP); psycopg2 is added when db_url names PostgreSQL."""
+
+    def __init__(self, argument_spec: Dict[str, Any], requirements: Sequence[Requirement] = (),
+                 **kwargs: Any):
         spec = dict(COMMON_ARGUMENT_SPEC)
         spec.update(argument_spec)
         self.module = AnsibleModule(argument_spec=spec, **kwargs)
         password = urlsplit(self.module.params["db_url"]).password
         if password:
             self.module.no_log_values.add(password)
-        if self.module.params["db_url"].startswith(("postgresql:", "postgres:")) and not HAS_PSYCOPG2:
-            self.module.fail_json(msg=missing_required_lib("psycopg2"),
-                                  exception=PSYCOPG2_IMPORT_ERROR)
-        if not HAS_QEMU_QMP:
-            self.module.fail_json(msg=missing_required_lib("qemu.qmp"),
-                                  exception=QEMU_QMP_IMPORT_ERROR)
+        needed = list(requirements)
+        if self.module.params["db_url"].startswith(("postgresql:", "postgres:")):
+            needed.append(("psycopg2", HAS_PSYCOPG2, PSYCOPG2_IMPORT_ERROR))
+        for name, present, import_error in needed:
+            if not present:
+                self.module.fail_json(msg=missing_required_lib(name), exception=import_error)
 
     @property
     def params(self) -> Dict[str, Any]:
         return self.module.params
 
-    def run(self, action: Callable[[VmService], Dict[str, Any]]) -> None:
-        """Run ``action`` against a VmService and exit with its result."""
+    @property
+    def check_mode(self) -> bool:
+        return self.module.check_mode
+
+    @property
+    def diff_mode(self) -> bool:
+        return self.module._diff
+
+    def context(self) -> HostContext:
         params = self.module.params
+        return HostContext.open(
+            params["db_url"], params["run_dir"], host_id=params["host_id"], job_id=params["job_id"],
+            lock_timeout=params["lock_timeout"], nvram_dir=params["nvram_dir"],
+            storage_roots=params["storage_roots"], secret_key_file=params["secret_key_file"],
+            qemu_binary=params["qemu_binary"])
+
+    def run(self, action: Callable[[HostContext], Dict[str, Any]]) -> None:
+        """Run ``action`` against the host context and exit with its result. A ``diff``
+        in the result is kept only in diff mode; ``warnings`` become Ansible warnings."""
         try:
-            service = VmService(params["db_url"], params["run_dir"], params["qemu_binary"],
-                                params["lock_timeout"], hostname=params["host_id"],
-                                job_id=params["job_id"], secret_key_file=params["secret_key_file"],
-                                storage_roots=params["storage_roots"], nvram_dir=params["nvram_dir"])
+            ctx = self.context()
             try:
-                result = action(service)
+                result = action(ctx)
             finally:
-                service.close()
+                ctx.close()
         except InfinivirtError as exc:
             self.module.fail_json(msg=str(exc))
         except Exception as exc:  # a bug: keep the traceback for the report
             self.module.fail_json(msg="unexpected error: %s" % exc,
                                   exception=traceback.format_exc())
+        if not self.module._diff:
+            result.pop("diff", None)
         for warning in result.pop("warnings", []):
             self.module.warn(warning)
         self.module.exit_json(**result)

@@ -36,3 +36,72 @@ def validate_label(field: str, value: Any) -> str:
         raise SpecError(field, "%r must be 1 to 32 letters, digits, '.', '_' or '-', starting "
                         "with a letter or digit" % (value,))
     return value
+
+
+NAME_MAX = 64
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def validate_name(name: Any) -> str:
+    """A VM name becomes part of file names and QEMU's -name: keep it boring."""
+    if not isinstance(name, str) or not name:
+        raise SpecError("name", "is required and must be a non-empty string")
+    if len(name) > NAME_MAX:
+        raise SpecError("name", "must be at most %d characters, got %d" % (NAME_MAX, len(name)))
+    if _CONTROL_RE.search(name):
+        raise SpecError("name", "must not contain control characters")
+    if ".." in name or not _NAME_RE.match(name):
+        raise SpecError(
+            "name",
+            "%r may only contain letters, digits, '.', '_' and '-', must start with a letter "
+            "or digit, and must not contain '..' (it is used in file names)" % name,
+        )
+    return name
+
+
+IFNAME_MAX = 15  # IFNAMSIZ - 1
+RESERVED_IFNAMES = ("default", "all")  # sysctl directories under net.ipv4.conf
+_IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def validate_ifname(field: str, name: Any, reserved_ok: bool = False) -> str:
+    """An interface name the kernel accepts. ``reserved_ok``: the name is only a label (a
+    network's), which may be "default" even though no interface may be called that."""
+    if not isinstance(name, str) or not name:
+        raise SpecError(field, "is required")
+    if name in RESERVED_IFNAMES and not reserved_ok:
+        raise SpecError(field, "%r is reserved by the kernel (net.ipv4.conf.%s) and cannot name "
+                        "an interface; choose another name" % (name, name))
+    if len(name) > IFNAME_MAX:
+        raise SpecError(field, "%r is longer than the kernel's %d characters for an interface "
+                        "name" % (name, IFNAME_MAX))
+    if not _IFNAME_RE.match(name):
+        raise SpecError(field, "%r may only contain letters, digits, '.', '_' and '-', starting "
+                        "with a letter or digit" % (name,))
+    return name
+
+
+_NETNS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def validate_netns_name(field: str, name: Any) -> Optional[str]:
+    """None (the host's namespace) or a namespace name; whether it exists is a host check."""
+    if name is None:
+        return None
+    if not isinstance(name, str) or not _NETNS_RE.match(name):
+        raise SpecError(field, "%r is not a network namespace name (letters, digits, '.', '_', '-')"
+                        % (name,))
+    return name
+
+
+def validate_abs_path(field: str, path: Any) -> str:
+    """A non-empty absolute path without control characters (a host check says whether it
+    exists)."""
+    if not isinstance(path, str) or not path:
+        raise SpecError(field, "must be a non-empty path")
+    if _CONTROL_RE.search(path):
+        raise SpecError(field, "must not contain control characters")
+    if not path.startswith("/"):
+        raise SpecError(field, "must be an absolute path, got %r" % path)
+    return path

@@ -255,17 +255,19 @@ def main() -> None:
         supports_check_mode=True,
     )
 
-    def ensure(service):
-        disks = DiskService(service.store, service.secret_box, service.hostname,
-                            module.params["storage_roots"],
-                            live_resize=getattr(service, "resize_attached_disk", None),
-                            lock_timeout=service.lock_timeout)
-        result = disks.ensure(module.params, module.module.check_mode)
-        if not module.module._diff:
-            result.pop("diff", None)
-        return result
+    params = module.params
 
-    module.run(ensure)
+    def live_resize(ctx):
+        def resize(path, size):
+            # Only a volume a running VM has attached needs the VM code (and qemu.qmp).
+            from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
+
+            return VmService(ctx).resize_attached_disk(path, size)
+        return resize
+
+    module.run(lambda ctx: DiskService(ctx.store, ctx.secret_box, ctx.host_id, ctx.storage_roots,
+                                       live_resize=live_resize(ctx), lock_timeout=ctx.lock_timeout)
+               .ensure(params, module.check_mode))
 
 
 if __name__ == "__main__":

@@ -245,14 +245,8 @@ def main() -> None:
         supports_check_mode=True,
     )
 
-    def ensure(service):
-        firewall = FirewallService(service.store, service.hostname, service.lock_timeout)
-        result = firewall.ensure(module.params, module.module.check_mode)
-        if not module.module._diff:
-            result.pop("diff")
-        return result
-
-    module.run(ensure)
+    module.run(lambda ctx: FirewallService(ctx.store, ctx.host_id, ctx.lock_timeout)
+               .ensure(module.params, module.check_mode))
 
 
 if __name__ == "__main__":

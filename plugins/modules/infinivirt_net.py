@@ -269,16 +269,8 @@ def main() -> None:
         supports_check_mode=True,
     )
     params = module.params
-
-    def ensure(service):
-        networks = NetworkService(service.store, service.hostname, params["netns"], run_dir=params["run_dir"],
-                                  lock_timeout=params["lock_timeout"])
-        result = networks.ensure(params, module.module.check_mode)
-        if not module.module._diff:
-            result.pop("diff")
-        return result
-
-    module.run(ensure)
+    module.run(lambda ctx: NetworkService(ctx.store, ctx.host_id, params["netns"], run_dir=ctx.run_dir,
+                                          lock_timeout=ctx.lock_timeout).ensure(params, module.check_mode))
 
 
 if __name__ == "__main__":

@@ -77,8 +77,7 @@ def main() -> None:
         supports_check_mode=True,
     )
     params = module.params
-    module.run(lambda service: rotate_key(service.store, params["secret_key_file"],
-                                          params["new_key_file"], module.module.check_mode))
+    module.run(lambda ctx: rotate_key(ctx.store, ctx.secret_key_file, params["new_key_file"], module.check_mode))
 
 
 if __name__ == "__main__":

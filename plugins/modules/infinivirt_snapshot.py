@@ -146,6 +146,8 @@ snapshots:
 """
 
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import InfinivirtModule
+from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
 
 
@@ -161,15 +163,10 @@ def main() -> None:
             force=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
+        requirements=[("qemu.qmp", HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR)],
     )
 
-    def ensure(service):
-        result = SnapshotService(service).ensure(module.params, module.module.check_mode)
-        if not module.module._diff:
-            result.pop("diff")
-        return result
-
-    module.run(ensure)
+    module.run(lambda ctx: SnapshotService(VmService(ctx)).ensure(module.params, module.check_mode))
 
 
 if __name__ == "__main__":

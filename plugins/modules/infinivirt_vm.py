@@ -492,6 +492,8 @@ vm:
 """
 
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import InfinivirtModule
+from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
 
 def main() -> None:
@@ -551,16 +553,10 @@ def main() -> None:
             )),
         ),
         supports_check_mode=True,
+        requirements=[("qemu.qmp", HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR)],
     )
 
-    def ensure(service):
-        outcome = service.ensure(module.params, module.module.check_mode)
-        result = dict(changed=outcome.changed, vm=outcome.vm, warnings=outcome.warnings)
-        if module.module._diff:
-            result["diff"] = outcome.diff
-        return result
-
-    module.run(ensure)
+    module.run(lambda ctx: VmService(ctx).ensure(module.params, module.check_mode).result())
 
 
 if __name__ == "__main__":

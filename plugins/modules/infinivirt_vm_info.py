@@ -101,14 +101,17 @@ vms:
 """
 
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import InfinivirtModule
+from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
 
 def main() -> None:
     module = InfinivirtModule(
         argument_spec=dict(name=dict(type="str")),
         supports_check_mode=True,
+        requirements=[("qemu.qmp", HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR)],
     )
-    module.run(lambda service: dict(changed=False, vms=service.info(module.params["name"])))
+    module.run(lambda ctx: dict(changed=False, vms=VmService(ctx).info(module.params["name"])))
 
 
 if __name__ == "__main__":

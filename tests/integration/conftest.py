@@ -46,7 +46,7 @@ def workdir():
 
 @pytest.fixture
 def service(workdir):
-    svc = VmService("sqlite:///%s/state.db" % workdir, os.path.join(workdir, "run"),
+    svc = VmService.open("sqlite:///%s/state.db" % workdir, os.path.join(workdir, "run"),
                     lock_timeout=30)
     yield svc
     # Never leave a VM behind, whatever the test did.
@@ -113,7 +113,7 @@ def images(workdir):
 
 @pytest.fixture
 def disk_service(workdir, images):
-    svc = VmService("sqlite:///%s/disks.db" % workdir, os.path.join(workdir, "run"),
+    svc = VmService.open("sqlite:///%s/disks.db" % workdir, os.path.join(workdir, "run"),
                     storage_roots=[images])
     yield svc
     for vm in svc.info():

@@ -67,7 +67,7 @@ def env(db_url, monkeypatch):
     os.makedirs(root)
     os.makedirs(outside)
     key_file = os.path.join(work, "keys", "secret.key")
-    service = VmService(db_url, os.path.join(work, "run"), hostname=HOST, secret_key_file=key_file,
+    service = VmService.open(db_url, os.path.join(work, "run"), hostname=HOST, secret_key_file=key_file,
                         storage_roots=[root], lock_timeout=30)
     yield Env(service, make_disks(service, root), db_url, work, root, outside, key_file)
     for vm in service.info():
@@ -626,7 +626,7 @@ def test_a_volume_of_another_host(env):
 
 
 def _create_in_child(db_url, root, key_file, path, queue):
-    service = VmService(db_url, os.path.join(os.path.dirname(root), "run"), hostname=HOST,
+    service = VmService.open(db_url, os.path.join(os.path.dirname(root), "run"), hostname=HOST,
                         secret_key_file=key_file, storage_roots=[root], lock_timeout=60)
     try:
         result = make_disks(service, root).ensure({"path": path, "size": "4M", "encrypt": True}, False)
@@ -675,7 +675,7 @@ def test_a_volume_attached_to_a_running_vm(env):
     assert grown["changed"] and grown["volume"]["attached_to"] == "holder"
     assert grown["volume"]["used_by"] == ["holder"]
     rec = env.service.store.get_vm("holder")
-    blocks = env.service.lifecycle._qmp(rec, "query-block")
+    blocks = env.service.lifecycle.qmp(rec, "query-block")
     sizes = [b["inserted"]["image"]["virtual-size"] for b in blocks if b.get("inserted", {}).get("file") == path]
     assert sizes == [32 * MIB]
     assert qemu_info(path)["virtual-size"] == 32 * MIB

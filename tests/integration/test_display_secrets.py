@@ -37,7 +37,7 @@ def env(db_url, monkeypatch):
     monkeypatch.delenv("INFINIVIRT_SECRET_KEY", raising=False)
     work = tempfile.mkdtemp(prefix="iv-vnc")
     key_file = os.path.join(work, "keys", "secret.key")
-    service = VmService(db_url, os.path.join(work, "run"), secret_key_file=key_file)
+    service = VmService.open(db_url, os.path.join(work, "run"), secret_key_file=key_file)
     yield service, db_url, work, key_file
     service.ensure(dict(VM, state="absent"), False)
     service.close()
@@ -81,7 +81,7 @@ def test_password_protected_display(env):
     port = started.vm["graphics"]["port"]
     assert 5900 <= port < 6000 and started.vm["graphics"]["password_set"] is True
     rec = service.store.get_vm("screen")
-    peripherals = {p["name"] for p in service.lifecycle._qmp(rec, "qom-list", {"path": "/machine/peripheral"})}
+    peripherals = {p["name"] for p in service.lifecycle.qmp(rec, "qom-list", {"path": "/machine/peripheral"})}
     assert "video0" in peripherals, "a VNC display needs a video card to show"
     assert vnc_auth("127.0.0.1", port, None) == "password-required"
     assert vnc_auth("127.0.0.1", port, PASSWORD) == "ok"
@@ -115,7 +115,7 @@ def test_password_protected_display(env):
 def test_wrong_key_is_a_clear_error_not_garbage(env, monkeypatch):
     service, db_url, work, key_file = env
     ensure(service, state="stopped", graphics={"type": "vnc", "password": PASSWORD})
-    other = VmService(db_url, os.path.join(work, "run"), secret_key_file=os.path.join(work, "other.key"))
+    other = VmService.open(db_url, os.path.join(work, "run"), secret_key_file=os.path.join(work, "other.key"))
     with pytest.raises(SecretError) as err:
         other.ensure(dict(VM, state="running"), False)
     message = str(err.value)
@@ -142,7 +142,7 @@ def test_key_rotation_re_encrypts_everything_at_once(env):
     # The old key opens nothing now; the new one starts the VM with its password.
     with pytest.raises(SecretError):
         service.ensure(dict(VM, state="running"), False)
-    rotated = VmService(db_url, os.path.join(work, "run"), secret_key_file=new_key)
+    rotated = VmService.open(db_url, os.path.join(work, "run"), secret_key_file=new_key)
     port = rotated.ensure(dict(VM, state="running"), False).vm["graphics"]["port"]
     assert vnc_auth("127.0.0.1", port, PASSWORD) == "ok"
     rotated.ensure(dict(VM, name="screen2", state="absent"), False)

@@ -21,8 +21,8 @@ VM = {"name": "shared", "accel": "tcg", "memory_mb": 32, "stop_timeout": 0.5, "f
 def hosts(pg_url):
     """Hosts A and B: one database, separate run dirs (as on two machines)."""
     dirs = [tempfile.mkdtemp(prefix="iv-host") for _n in range(2)]
-    a = VmService(pg_url, dirs[0], hostname="hv-a")
-    b = VmService(pg_url, dirs[1], hostname="hv-b")
+    a = VmService.open(pg_url, dirs[0], hostname="hv-a")
+    b = VmService.open(pg_url, dirs[1], hostname="hv-b")
     yield a, b
     for service in (a, b):
         for vm in service.info():

@@ -29,7 +29,7 @@ VM = {"name": "racer", "accel": "tcg", "memory_mb": 32, "stop_timeout": 0.5, "fo
 
 def _call(db_url, run_dir, params, barrier, results):
     try:
-        service = VmService(db_url, run_dir, lock_timeout=120)
+        service = VmService.open(db_url, run_dir, lock_timeout=120)
         barrier.wait(60)
         out = service.ensure(params, check_mode=False)
         results.put(("ok", params["state"], out.changed))
@@ -57,7 +57,7 @@ def race(db_url, run_dir, states):
 @pytest.fixture
 def race_env(db_url):
     run_dir = tempfile.mkdtemp(prefix="iv-race")
-    service = VmService(db_url, run_dir)
+    service = VmService.open(db_url, run_dir)
     yield db_url, run_dir, service
     for vm in service.info():
         service.ensure({"name": vm["name"], "state": "absent", "force": True, "stop_timeout": 1}, False)
@@ -115,7 +115,7 @@ def test_twenty_playbook_forks_make_one_qemu(db_url, tmp_path):
     inventory = tmp_path / "hosts.ini"
     inventory.write_text("[forks]\n" + "".join(
         "fork%02d ansible_connection=local\n" % i for i in range(CALLERS)))
-    defined = VmService(db_url, run_dir)
+    defined = VmService.open(db_url, run_dir)
     defined.ensure(dict(VM, name="forked", state="stopped"), False)
     defined.close()
     try:
@@ -126,7 +126,7 @@ def test_twenty_playbook_forks_make_one_qemu(db_url, tmp_path):
         assert len(recap) == CALLERS
         changed = [line for line in recap if "changed=1" in line]
         assert len(changed) == 1, "\n".join(recap)
-        service = VmService(db_url, run_dir)
+        service = VmService.open(db_url, run_dir)
         assert assert_db_agrees(service, "forked") == "running"
         service.ensure(dict(VM, name="forked", state="absent"), False)
         service.close()
@@ -136,7 +136,7 @@ def test_twenty_playbook_forks_make_one_qemu(db_url, tmp_path):
 
 def _slow_stop(db_url, run_dir):
     # The guest ignores ACPI, so this waits out its whole stop_timeout holding the lock.
-    VmService(db_url, run_dir).ensure(dict(VM, state="stopped", stop_timeout=60, force=False), False)
+    VmService.open(db_url, run_dir).ensure(dict(VM, state="stopped", stop_timeout=60, force=False), False)
 
 
 def test_a_killed_holder_mid_operation_lets_the_next_caller_in(race_env):
@@ -147,7 +147,7 @@ def test_a_killed_holder_mid_operation_lets_the_next_caller_in(race_env):
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # wait until it holds the lock and waits on the guest
         try:
-            VmService(db_url, run_dir, lock_timeout=0.05).ensure(dict(VM, state="running"), False)
+            VmService.open(db_url, run_dir, lock_timeout=0.05).ensure(dict(VM, state="running"), False)
         except LockTimeout:
             break
         time.sleep(0.05)
@@ -156,6 +156,6 @@ def test_a_killed_holder_mid_operation_lets_the_next_caller_in(race_env):
     os.kill(holder.pid, signal.SIGKILL)
     holder.join(10)
     t0 = time.monotonic()
-    out = VmService(db_url, run_dir, lock_timeout=10).ensure(dict(VM, state="stopped"), False)
+    out = VmService.open(db_url, run_dir, lock_timeout=10).ensure(dict(VM, state="stopped"), False)
     assert time.monotonic() - t0 < 10 and out.changed
     assert assert_db_agrees(service, "racer") == "stopped"

@@ -29,24 +29,24 @@ def run_dir():
 
 def cleanup(pg_url, run_dir):
     pg_server("start")
-    service = VmService(pg_url, run_dir)
+    service = VmService.open(pg_url, run_dir)
     service.ensure(dict(VM, state="absent"), False)
     service.close()
 
 
 def test_database_down_before_a_task(pg_url, run_dir):
-    service = VmService(pg_url, run_dir)
+    service = VmService.open(pg_url, run_dir)
     pid = service.ensure(dict(VM, state="running"), False).vm["pid"]
     service.close()
     try:
         pg_server("stop")
         with pytest.raises(StoreError) as err:
-            VmService(pg_url, run_dir).ensure(dict(VM, state="stopped"), False)
+            VmService.open(pg_url, run_dir).ensure(dict(VM, state="stopped"), False)
         message = str(err.value)
         assert message.startswith("cannot connect to the PostgreSQL state database")
         assert "infinivirt-test-pw" not in message and "********" in message
         pg_server("start")
-        service = VmService(pg_url, run_dir)
+        service = VmService.open(pg_url, run_dir)
         uuid = service.store.get_vm("faulty").uuid
         assert qemu_processes(uuid) == [pid], "the failed task must not have touched the VM"
         stopped = service.ensure(dict(VM, state="stopped"), False)
@@ -68,7 +68,7 @@ def test_database_lost_between_spawn_and_record(pg_url, run_dir, monkeypatch):
             pg_server("stop")
 
     monkeypatch.setattr(lifecycle.Lifecycle, "sync_firewall", sync_then_lose_database)
-    service = VmService(pg_url, run_dir)
+    service = VmService.open(pg_url, run_dir)
     service.ensure(dict(VM, state="stopped"), False)
     uuid = service.store.get_vm("faulty").uuid
     try:
@@ -78,7 +78,7 @@ def test_database_lost_between_spawn_and_record(pg_url, run_dir, monkeypatch):
         assert len(started) == 1, "QEMU was spawned before the database went away"
         monkeypatch.setattr(lifecycle.Lifecycle, "sync_firewall", real_sync)
         pg_server("start")
-        again = VmService(pg_url, run_dir)
+        again = VmService.open(pg_url, run_dir)
         rerun = again.ensure(dict(VM, state="running"), False)
         assert not rerun.changed, "the VM was already running: nothing to do"
         assert qemu_processes(uuid) == started, "no second QEMU was started"

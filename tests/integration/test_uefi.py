@@ -19,7 +19,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots impor
 
 @pytest.fixture
 def uefi_service(workdir, images):
-    svc = VmService("sqlite:///%s/uefi.db" % workdir, os.path.join(workdir, "run"),
+    svc = VmService.open("sqlite:///%s/uefi.db" % workdir, os.path.join(workdir, "run"),
                     storage_roots=[images], nvram_dir=os.path.join(workdir, "nvram"))
     yield svc
     for vm in svc.info():
@@ -73,7 +73,7 @@ def test_secure_boot_firmware_runs_with_smm(uefi_service):
                       "firmware": "uefi", "secure_boot": True}, False)
     rec = svc.store.get_vm("sb")
     assert out.vm["status"] == "running"
-    assert svc.lifecycle._qmp(rec, "qom-get", {"path": "/machine", "property": "smm"}) == "on"
+    assert svc.lifecycle.qmp(rec, "qom-get", {"path": "/machine", "property": "smm"}) == "on"
 
 
 @pytest.mark.parametrize("params,field", [

@@ -98,7 +98,7 @@ def test_every_bus_is_accepted_by_qemu(disk_service, images):
     out = svc.ensure({"name": "buses", "state": "paused", "accel": "tcg", "memory_mb": 64,
                       "disks": disks}, False)
     rec = svc.store.get_vm("buses")
-    blocks = {b["qdev"]: b for b in svc.lifecycle._qmp(rec, "query-block")}
+    blocks = {b["qdev"]: b for b in svc.lifecycle.qmp(rec, "query-block")}
     assert len(blocks) == 4, blocks.keys()
     by_file = {b["inserted"]["file"]: b for b in blocks.values()}
     assert by_file[disks[3]["path"]]["inserted"]["ro"] is True

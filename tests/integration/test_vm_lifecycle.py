@@ -142,7 +142,7 @@ def test_qmp_errors_name_the_vm_and_the_command(service):
     ensure(service, name="talk", state="paused", accel="tcg", memory_mb=64)
     rec = service.store.get_vm("talk")
     with pytest.raises(QmpError) as err:
-        service.lifecycle._qmp(rec, "no-such-command")
+        service.lifecycle.qmp(rec, "no-such-command")
     assert str(err.value).startswith("VM talk: QMP command 'no-such-command' failed: CommandNotFound")
     with QmpSession(rec.qmp_socket_path, "talk") as qmp:
         with pytest.raises(QmpError) as err:
@@ -159,7 +159,7 @@ def test_forced_kvm_starts_under_kvm_or_fails_cleanly(service, workdir):
     if os.access("/dev/kvm", os.R_OK | os.W_OK):
         out = ensure(service, name="kvm", state="paused", accel="kvm", memory_mb=64)
         assert out.vm["accel_in_use"] == "kvm"
-        kvm = service.lifecycle._qmp(service.store.get_vm("kvm"), "query-kvm")
+        kvm = service.lifecycle.qmp(service.store.get_vm("kvm"), "query-kvm")
         assert kvm == {"enabled": True, "present": True}
     else:
         with pytest.raises(SpecError) as err:

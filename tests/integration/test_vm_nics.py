@@ -19,7 +19,7 @@ from test_playbook import run_playbook
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.network.service import NetworkService
-from ansible_collections.infinivirt.core.plugins.module_utils.vm import lifecycle
+from ansible_collections.infinivirt.core.plugins.module_utils.vm import preflight
 
 VENDOR_IDS = {"e1000": ("0x8086", "0x100e"), "rtl8139": ("0x10ec", "0x8139")}
 
@@ -157,7 +157,7 @@ def test_two_guests_talk_over_a_bridge_and_nics_plug_live(service, guest_params,
     assert [n["mac"] for n in guest_nics(sock_b)[0]] == ["52:54:00:0b:00:01"]
     assert "iv5254000b0002" not in links(netns)
     # A NIC that cannot be plugged (vhost-net asked for where there is none) leaves no TAP.
-    monkeypatch.setattr(lifecycle, "vhost_available", lambda: False)
+    monkeypatch.setattr(preflight, "vhost_available", lambda: False)
     with pytest.raises(SpecError) as err:
         service.ensure(dict(b, nics=b["nics"] + [{"bridge": "vmbr0", "mac": "52:54:00:0b:00:03",
                                                   "vhost": True}]), False)
@@ -201,7 +201,7 @@ def test_bad_nics_change_nothing(service, guest_params, netns, nic, field):
 
 
 def test_vhost_asked_for_without_vhost_net_fails_the_start_cleanly(service, guest_params, netns, monkeypatch):
-    monkeypatch.setattr(lifecycle, "vhost_available", lambda: False)  # as here: no /dev/vhost-net
+    monkeypatch.setattr(preflight, "vhost_available", lambda: False)  # as here: no /dev/vhost-net
     with pytest.raises(SpecError, match="no /dev/vhost-net") as err:
         service.ensure(dict(guest_params, name="vhost", state="running", netns=netns,
                             nics=[{"bridge": "vmbr0", "vhost": True}]), False)

@@ -18,8 +18,11 @@ import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
-from ansible_collections.infinivirt.core.plugins.module_utils.validation import check_choice, validate_label
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import validate_name
+from ansible_collections.infinivirt.core.plugins.module_utils.validation import (
+    check_choice,
+    validate_label,
+    validate_name,
+)
 
 SCOPES = ("department", "vm")
 DIRECTIONS = ("in", "out")  # in: to the VM; out: from the VM

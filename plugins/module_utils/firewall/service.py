@@ -38,9 +38,12 @@ from ansible_collections.infinivirt.core.plugins.module_utils.firewall.rules imp
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.host import netns as nsutil
 from ansible_collections.infinivirt.core.plugins.module_utils.store.records import VmRecord
-from ansible_collections.infinivirt.core.plugins.module_utils.validation import check_choice, validate_label
+from ansible_collections.infinivirt.core.plugins.module_utils.validation import (
+    check_choice,
+    validate_label,
+    validate_name,
+)
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import ports
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import validate_name
 
 MODULE = "infinivirt.core.infinivirt_firewall"
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import ipaddress
-import re
 import traceback
 from typing import Any, Iterator, List, Optional, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError, SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.host.netns import check_netns, entered
-from ansible_collections.infinivirt.core.plugins.module_utils.validation import check_int
+from ansible_collections.infinivirt.core.plugins.module_utils.validation import check_int, validate_ifname
 
 try:
     from pyroute2 import IPRoute
@@ -29,9 +28,6 @@ except ImportError:
     HAS_PYROUTE2 = False
     PYROUTE2_IMPORT_ERROR = traceback.format_exc()
 
-IFNAME_MAX = 15  # IFNAMSIZ - 1
-RESERVED_IFNAMES = ("default", "all")  # sysctl directories under net.ipv4.conf
-_IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class NetError(InfinivirtError):
@@ -55,23 +51,6 @@ class BridgeState:
     stp: bool
     addresses: Tuple[str, ...]
     up: bool
-
-
-def validate_ifname(field: str, name: Any, reserved_ok: bool = False) -> str:
-    """An interface name the kernel accepts. ``reserved_ok``: the name is only a label (a
-    network's), which may be "default" even though no interface may be called that."""
-    if not isinstance(name, str) or not name:
-        raise SpecError(field, "is required")
-    if name in RESERVED_IFNAMES and not reserved_ok:
-        raise SpecError(field, "%r is reserved by the kernel (net.ipv4.conf.%s) and cannot name "
-                        "an interface; choose another name" % (name, name))
-    if len(name) > IFNAME_MAX:
-        raise SpecError(field, "%r is longer than the kernel's %d characters for an interface "
-                        "name" % (name, IFNAME_MAX))
-    if not _IFNAME_RE.match(name):
-        raise SpecError(field, "%r may only contain letters, digits, '.', '_' and '-', starting "
-                        "with a letter or digit" % (name,))
-    return name
 
 
 def validate_bridge(spec: BridgeSpec) -> BridgeSpec:

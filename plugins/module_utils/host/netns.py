@@ -17,6 +17,7 @@ import subprocess
 from typing import Callable, Iterator, Optional, Sequence, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError, SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.validation import validate_netns_name
 
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
@@ -35,9 +36,7 @@ def check_netns(field: str, name: Optional[str]) -> Optional[str]:
     """The name, if it is None or a namespace that exists; SpecError otherwise."""
     if name is None:
         return None
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise SpecError(field, "%r is not a network namespace name (letters, digits, '.', '_', '-')"
-                        % (name,))
+    validate_netns_name(field, name)
     if not os.path.exists(netns_path(name)):
         raise SpecError(field, "network namespace %s does not exist (see ip netns list)" % name)
     return name

@@ -13,7 +13,8 @@ from typing import Any, Dict, Optional, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.host import nat
-from ansible_collections.infinivirt.core.plugins.module_utils.host.net import BridgeSpec, validate_ifname
+from ansible_collections.infinivirt.core.plugins.module_utils.host.net import BridgeSpec
+from ansible_collections.infinivirt.core.plugins.module_utils.validation import validate_ifname
 
 NAT_OPTIONS = ("dhcp", "dns", "outbound_interface")
 DHCP_OPTIONS = ("enabled", "range_start", "range_end", "lease_time")

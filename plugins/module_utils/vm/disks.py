@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
-from ansible_collections.infinivirt.core.plugins.module_utils.host.paths import resolve_in_roots
-from ansible_collections.infinivirt.core.plugins.module_utils.validation import check_choice
+from ansible_collections.infinivirt.core.plugins.module_utils.validation import check_choice, validate_abs_path
 
 FORMATS = ("qcow2", "raw")
 BUSES = ("virtio", "scsi", "sata", "ide")
@@ -29,7 +27,6 @@ MEDIA = ("disk", "cdrom")
 SPARE_ROOT_PORTS = 4  # q35: free slots for disks and NICs plugged in while running
 SATA_PORTS = 6  # q35's built-in AHCI controller
 _SERIAL_RE = re.compile(r"^[A-Za-z0-9._-]{1,20}$")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 # cache mode -> (O_DIRECT, ignore flushes, guest-visible write cache)
 _CACHE = {
@@ -74,12 +71,11 @@ def disks_from_params(items: Optional[Sequence[Mapping[str, Any]]]) -> Tuple[Dis
     return tuple(DiskSpec.from_dict(item) for item in items or ())
 
 
-def validate_disks(disks: Sequence[DiskSpec], machine_type: str,
-                   storage_roots: Optional[Sequence[str]] = None) -> None:
+def validate_disks(disks: Sequence[DiskSpec], machine_type: str) -> None:
     seen_paths, seen_boot, sata = set(), set(), 0
     for index, disk in enumerate(disks):
         field = "disks[%d]" % index
-        _validate_path(field + ".path", disk.path, storage_roots)
+        _validate_path(field + ".path", disk.path)
         if disk.path in seen_paths:
             raise SpecError(field + ".path", "%s is listed twice" % disk.path)
         seen_paths.add(disk.path)
@@ -116,17 +112,10 @@ def validate_disks(disks: Sequence[DiskSpec], machine_type: str,
                         % (SATA_PORTS if machine_type == "q35" else 4, machine_type))
 
 
-def _validate_path(field: str, path: Any, storage_roots: Optional[Sequence[str]]) -> None:
+def _validate_path(field: str, path: Any) -> None:
     if not isinstance(path, str) or not path:
         raise SpecError(field, "is required")
-    if _CONTROL_RE.search(path):
-        raise SpecError(field, "must not contain control characters")
-    if not os.path.isabs(path):
-        raise SpecError(field, "must be an absolute path, got %r" % path)
-    if storage_roots:
-        resolve_in_roots(path, storage_roots, field)  # symlinks and '..' resolved
-    if not os.path.exists(path):
-        raise SpecError(field, "%s does not exist (create it with infinivirt.core.infinivirt_disk)" % path)
+    validate_abs_path(field, path)
 
 
 # -- QEMU objects --------------------------------------------------------------------------

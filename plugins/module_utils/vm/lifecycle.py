@@ -18,6 +18,7 @@ import shutil
 import time
 from typing import Dict, List, Optional
 
+from ansible_collections.infinivirt.core.plugins.module_utils.context import DEFAULT_NVRAM_DIR
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
     InfinivirtError,
     QemuError,
@@ -62,23 +63,24 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import (
     pcie_slot,
     queue_count,
     use_vhost,
-    vhost_available,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import device as nic_device
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import netdev as nic_netdev
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight import check_vhost
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import (
+    PAUSED,
+    RUNNING,
+    STARTING,
+    STOPPED,
+    fold_status,
+)
 
-DEFAULT_NVRAM_DIR = "/var/lib/infinivirt/nvram"
 SOCKET_PATH_MAX = 107  # sun_path is 108 bytes with the trailing NUL
 POWERDOWN_RESEND = 5.0  # a guest still booting has not opened its power button yet
 UNPLUG_TIMEOUT = 30.0  # the guest's PCIe hot-plug driver takes ~5 s (attention button delay)
 QUIT_GRACE = 5.0
 DYING_GRACE = 2.0  # how long a QEMU that refused QMP may take to be gone, when it is ending
 
-# QMP query-status values, folded into the states users ask for.
-RUNNING = "running"
-PAUSED = "paused"
-STOPPED = "stopped"
-STARTING = "starting"  # recorded only between spawning QEMU and seeing it run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,13 +119,6 @@ def systemd_scope_prefix(uuid: str, name: str, systemd_dir: str = "/run/systemd/
             "--property=KillMode=process"]
 
 
-def fold_status(qemu_status: Optional[str]) -> str:
-    """Map QEMU's run state (None: no process) to the states users ask for."""
-    if qemu_status is None:
-        return STOPPED
-    return RUNNING if qemu_status == "running" else PAUSED
-
-
 class Lifecycle:
     def __init__(self, store, run_dir: str, qemu_binary: Optional[str] = None,
                  host_paths: HostPaths = HostPaths(), start_timeout: float = 60.0,
@@ -156,7 +151,7 @@ class Lifecycle:
         if pid is None:
             return None
         try:
-            return self._qmp(rec, "query-status")["status"]
+            return self.qmp(rec, "query-status")["status"]
         except QmpError:
             # A QEMU that is ending (crashed, or killed) resets the connection; its threads
             # may outlive the refusal by some milliseconds. One that stays is really broken.
@@ -167,7 +162,7 @@ class Lifecycle:
     def live_state(self, rec: VmRecord) -> str:
         return fold_status(self.query_status(rec))
 
-    def _qmp(self, rec: VmRecord, command: str, arguments: Optional[dict] = None):
+    def qmp(self, rec: VmRecord, command: str, arguments: Optional[dict] = None):
         with QmpSession(rec.qmp_socket_path, rec.name, self.qmp_timeout) as qmp:
             return qmp.execute(command, arguments, timeout=self.qmp_timeout)
 
@@ -208,7 +203,7 @@ class Lifecycle:
         if self.is_alive(rec):
             raise StateError("VM %s is already running as PID %s" % (rec.name, self.live_pid(rec)))
         paths = VmPaths.for_vm(self.run_dir, rec.uuid)
-        vhost = self._check_vhost(rec.spec.nics)
+        vhost = check_vhost(rec.spec)
         os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
         accel, cpu, binary, warnings = self.plan_launch(rec)
         self.release_files(rec, keep_serial_log=False)  # leftovers of a crashed run
@@ -253,7 +248,7 @@ class Lifecycle:
             rec.qemu_pid = self.live_pid(rec)
             if rec.qemu_pid is None:
                 raise QemuError("VM %s: QEMU exited right after starting" % rec.name)
-            status = self._qmp(rec, "query-status")["status"]
+            status = self.qmp(rec, "query-status")["status"]
             if status != "prelaunch":
                 raise QemuError("VM %s: expected QEMU in prelaunch state, found %s"
                                 % (rec.name, status))
@@ -261,7 +256,7 @@ class Lifecycle:
             if rec.spec.graphic_protocol == "vnc":
                 rec.launch_graphic_port = self._setup_vnc(rec, graphic_password)
             if not paused:
-                self._qmp(rec, "cont")
+                self.qmp(rec, "cont")
         except (InfinivirtError, KeyError, TypeError, ValueError) as exc:
             self._abort_start(rec)
             if isinstance(exc, InfinivirtError):
@@ -270,15 +265,6 @@ class Lifecycle:
         rec.status = PAUSED if paused else RUNNING
         self.store.update_vm(rec)
         return warnings
-
-    @staticmethod
-    def _check_vhost(nics) -> bool:
-        available = vhost_available()
-        for index, nic in enumerate(nics):
-            if nic.vhost and not available:
-                raise SpecError("nics[%d].vhost" % index, "this host has no /dev/vhost-net (load "
-                                "the vhost_net kernel module, or leave vhost unset)")
-        return available
 
     def _make_taps(self, rec: VmRecord, nics, bridges: Dict[str, str]) -> None:
         """Each NIC's TAP, journaled before it exists, on its bridge."""
@@ -327,11 +313,11 @@ class Lifecycle:
         """Set the password (if any) and return the port QEMU listens on."""
         if password is not None:
             self.set_graphic_password(rec, password)
-        return int(self._qmp(rec, "query-vnc")["service"])
+        return int(self.qmp(rec, "query-vnc")["service"])
 
     def set_graphic_password(self, rec: VmRecord, password: str) -> None:
         """Also works live; open sessions keep going (QEMU cannot drop VNC clients)."""
-        self._qmp(rec, "set_password", {"protocol": "vnc", "password": password})
+        self.qmp(rec, "set_password", {"protocol": "vnc", "password": password})
 
     # -- disks while running ------------------------------------------------------------
     def hotplug_disks(self, rec: VmRecord, plan: HotplugPlan,
@@ -384,7 +370,7 @@ class Lifecycle:
     def hotplug_nics(self, rec: VmRecord, plan: NicHotplugPlan, bridges: Dict[str, str]) -> None:
         """Unplug, then plug (netdev_add + device_add on a free root port); the running
         spec follows each step, like hotplug_disks."""
-        vhost = self._check_vhost(rec.spec.nics)
+        vhost = check_vhost(rec.spec)
         running = list(rec.running_spec.nics)
         netns = rec.running_spec.netns
         for nic in plan.remove:
@@ -421,7 +407,7 @@ class Lifecycle:
 
     def resize_disk(self, rec: VmRecord, disk: DiskSpec, size: int) -> None:
         """Grow a disk of a running VM; the guest sees the new capacity at once."""
-        self._qmp(rec, "block_resize", {"node-name": node_names(disk)[1], "size": size})
+        self.qmp(rec, "block_resize", {"node-name": node_names(disk)[1], "size": size})
 
     def _abort_start(self, rec: VmRecord) -> None:
         # By pidfile, and by UUID too: a QEMU that timed out may not have written it yet.
@@ -448,12 +434,12 @@ class Lifecycle:
         ``qemu_status`` saves a QMP round trip when the caller has just asked QEMU."""
         rec.qemu_pid = self.live_pid(rec)
         if rec.qemu_pid is not None:
-            status = qemu_status or self._qmp(rec, "query-status")["status"]
+            status = qemu_status or self.qmp(rec, "query-status")["status"]
             if status == "prelaunch":  # the guest never ran: nothing to shut down
                 self._quit(rec)
             else:
                 if status != "running":
-                    self._qmp(rec, "cont")  # a paused guest cannot see the power button
+                    self.qmp(rec, "cont")  # a paused guest cannot see the power button
                 if not self._powerdown(rec, timeout):
                     if not force:
                         raise StateError(
@@ -469,7 +455,7 @@ class Lifecycle:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                self._qmp(rec, "system_powerdown")
+                self.qmp(rec, "system_powerdown")
             except QmpError:
                 if not self.is_alive(rec):
                     return True  # it went away between our checks
@@ -483,7 +469,7 @@ class Lifecycle:
 
     def _quit(self, rec: VmRecord) -> None:
         try:
-            self._qmp(rec, "quit")
+            self.qmp(rec, "quit")
         except QmpError:
             pass  # fall through to SIGKILL
         if not wait_until_gone(rec.qemu_pid, rec.uuid, QUIT_GRACE, self.host_paths.proc):
@@ -502,12 +488,12 @@ class Lifecycle:
 
     # -- pausing ----------------------------------------------------------------------
     def pause(self, rec: VmRecord) -> None:
-        self._qmp(rec, "stop")
+        self.qmp(rec, "stop")
         rec.status = PAUSED
         self.store.update_vm(rec)
 
     def resume(self, rec: VmRecord) -> None:
-        self._qmp(rec, "cont")
+        self.qmp(rec, "cont")
         rec.status = RUNNING
         self.store.update_vm(rec)
 

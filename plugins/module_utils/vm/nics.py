@@ -14,13 +14,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import ipaddress
-import os
 import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
-from ansible_collections.infinivirt.core.plugins.module_utils.host.net import validate_ifname
-from ansible_collections.infinivirt.core.plugins.module_utils.validation import check_choice, check_int
+from ansible_collections.infinivirt.core.plugins.module_utils.validation import check_choice, check_int, validate_ifname
 
 MODELS = ("virtio-net-pci", "e1000", "rtl8139")
 VIRTIO = "virtio-net-pci"
@@ -173,10 +171,6 @@ def queue_count(nic: NicSpec, vcpus: int) -> int:
     if nic.model != VIRTIO:
         return 1
     return nic.queues if nic.queues is not None else max(1, min(vcpus, MAX_QUEUES))
-
-
-def vhost_available(vhost_device: str = VHOST_DEVICE) -> bool:
-    return os.path.exists(vhost_device)
 
 
 def use_vhost(nic: NicSpec, available: bool) -> bool:

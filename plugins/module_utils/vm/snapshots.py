@@ -27,9 +27,9 @@ from typing import Any, Dict, List, Optional
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import QemuError, SpecError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.img import QemuImg
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession
+from ansible_collections.infinivirt.core.plugins.module_utils.validation import validate_name
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import DiskSpec, device_id, node_names
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.lifecycle import RUNNING, STOPPED
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import validate_name
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import RUNNING, STOPPED
 
 STATES = ("present", "absent", "reverted")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -86,7 +86,7 @@ class SnapshotService:
         disks = self._qcow2_disks(rec)
         if self.lifecycle.is_alive(rec):
             nodes = {n["node-name"]: n for n in
-                     self.lifecycle._qmp(rec, "query-named-block-nodes", {"flat": True})}
+                     self.lifecycle.qmp(rec, "query-named-block-nodes", {"flat": True})}
             per_disk = [nodes[node_names(d)[1]]["image"].get("snapshots", []) for d in disks]
         else:
             per_disk = [offline_snapshots(d) for d in disks]
@@ -186,7 +186,7 @@ class SnapshotService:
         else:
             actions = [{"type": "blockdev-snapshot-internal-sync",
                         "data": {"device": node_names(d)[1], "name": name}} for d in disks]
-            self.lifecycle._qmp(rec, "transaction", {"actions": actions})
+            self.lifecycle.qmp(rec, "transaction", {"actions": actions})
 
     def _delete(self, rec, name: str, live: str, params: Dict[str, Any]) -> None:
         self._drop_nvram(rec, name)
@@ -196,7 +196,7 @@ class SnapshotService:
                 QemuImg().snapshot("delete", name, disk.path)
         else:
             for disk in disks:
-                self.lifecycle._qmp(rec, "blockdev-snapshot-delete-internal-sync",
+                self.lifecycle.qmp(rec, "blockdev-snapshot-delete-internal-sync",
                                     {"device": node_names(disk)[1], "name": name})
 
     def _revert(self, rec, name: str, live: str, params: Dict[str, Any]) -> None:
@@ -207,20 +207,16 @@ class SnapshotService:
             self._job(rec, "snapshot-load", {"tag": name, "vmstate": nodes[0], "devices": nodes})
             self._restore_nvram(rec, name)  # the loaded RAM holds the flash as it was then
             return
-        was_running = live != STOPPED
-        timeout, force = float(params.get("stop_timeout") or 60), bool(params.get("force"))
-        if was_running:  # disks only: they cannot change under a running guest
-            self.lifecycle.stop(rec, timeout, force)
-        for disk in disks:
-            QemuImg().snapshot("apply", name, disk.path)
-        self._restore_nvram(rec, name)
-        if was_running:
-            self.lifecycle.start(rec, graphic_password=self.vms._graphic_password(rec))
+        def apply() -> None:  # disks only: they cannot change under a running guest
+            for disk in disks:
+                QemuImg().snapshot("apply", name, disk.path)
+            self._restore_nvram(rec, name)
+        self._offline(rec, live, params, apply)
 
     # -- external snapshots: overlay files ---------------------------------------------------
     def _external_create(self, rec, name: str, live: str, params: Dict[str, Any]) -> None:
         disks = self._writable(rec)
-        if self.vms._disk_keys(disks):
+        if self.vms.disk_keys(disks):
             raise SpecError("type", "external snapshots of encrypted volumes are not supported; "
                             "use an internal snapshot")
         try:
@@ -251,7 +247,7 @@ class SnapshotService:
                                      backing_fmt="qcow2" if disk.disk_id in active else disk.format)
             else:  # one transaction: every disk switches to its overlay at the same instant
                 tops = self._top_nodes(rec)
-                self.lifecycle._qmp(rec, "transaction", {"actions": [
+                self.lifecycle.qmp(rec, "transaction", {"actions": [
                     {"type": "blockdev-snapshot-sync",
                      "data": {"node-name": tops[device_id(disk)], "snapshot-file": row[3],
                               "snapshot-node-name": "x%d-%s" % (seq, disk.disk_id), "format": "qcow2"}}
@@ -266,7 +262,7 @@ class SnapshotService:
     def _top_nodes(self, rec) -> Dict[str, str]:
         """device id -> the block node the device reads from now."""
         tops = {}
-        for block in self.lifecycle._qmp(rec, "query-block"):
+        for block in self.lifecycle.qmp(rec, "query-block"):
             qdev = block.get("qdev", "").split("/")
             for part in qdev:
                 if part.startswith("disk-") and "inserted" in block:
@@ -317,12 +313,10 @@ class SnapshotService:
         """Run ``work`` on the images with no QEMU holding them: a running VM is stopped
         (as state stopped would) and started again afterwards."""
         if live != STOPPED:
-            self.lifecycle.stop(rec, float(params.get("stop_timeout") or 60), bool(params.get("force")))
+            self.vms.stop_vm(rec, params)
         work()
         if live != STOPPED:
-            self.lifecycle.start(rec, paused=live != RUNNING,
-                                 graphic_password=self.vms._graphic_password(rec),
-                                 disk_keys=self.vms._disk_keys(rec.spec.disks))
+            self.vms.start_vm(rec, paused=live != RUNNING)
 
     def _job(self, rec, command: str, arguments: Dict[str, Any]) -> None:
         """Run a QMP job to its end and report its error, if any."""

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import os
 import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
-from ansible_collections.infinivirt.core.plugins.module_utils.host.netns import check_netns
-from ansible_collections.infinivirt.core.plugins.module_utils.validation import check_choice, check_int, validate_label
+from ansible_collections.infinivirt.core.plugins.module_utils.validation import (
+    check_choice,
+    check_int,
+    validate_abs_path,
+    validate_label,
+    validate_name,
+    validate_netns_name,
+)
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import (
     DiskSpec,
     disks_from_params,
@@ -24,7 +29,6 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import (
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import NicSpec, merge_nics, validate_nics
 
-NAME_MAX = 64
 MEMORY_MIN_MB = 16
 KERNEL_CMDLINE_MAX = 2048  # x86 COMMAND_LINE_SIZE
 
@@ -37,7 +41,6 @@ ACCELS = ("auto", "kvm", "tcg")
 # Model names as QEMU prints them in -cpu help: letters, digits, '-', '_', '.'.
 _CPU_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _CPU_FLAG_RE = re.compile(r"^[+-][a-z0-9][a-z0-9_.-]{0,63}$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -90,6 +93,9 @@ class VmSpec:
         return cls(**values)
 
 
+# Fields a running VM follows without a restart (the firewall applies a department live).
+LIVE_FIELDS = ("department",)
+
 # Fields stored as JSON text in the database.
 JSON_FIELDS = ("cpu_flags", "disks", "nics")
 
@@ -97,46 +103,11 @@ JSON_FIELDS = ("cpu_flags", "disks", "nics")
 SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(VmSpec))
 
 
-def validate_name(name: Any) -> str:
-    """A VM name becomes part of file names and QEMU's -name: keep it boring."""
-    if not isinstance(name, str) or not name:
-        raise SpecError("name", "is required and must be a non-empty string")
-    if len(name) > NAME_MAX:
-        raise SpecError("name", "must be at most %d characters, got %d" % (NAME_MAX, len(name)))
-    if _CONTROL_RE.search(name):
-        raise SpecError("name", "must not contain control characters")
-    if ".." in name or not _NAME_RE.match(name):
-        raise SpecError(
-            "name",
-            "%r may only contain letters, digits, '.', '_' and '-', must start with a letter "
-            "or digit, and must not contain '..' (it is used in file names)" % name,
-        )
-    return name
-
-
-def _validate_file(field: str, path: Any) -> str:
-    if not isinstance(path, str) or not path:
-        raise SpecError(field, "must be a non-empty path")
-    if _CONTROL_RE.search(path):
-        raise SpecError(field, "must not contain control characters")
-    if not os.path.isabs(path):
-        raise SpecError(field, "must be an absolute path, got %r" % path)
-    if not os.path.isfile(path):
-        raise SpecError(field, "%s does not exist or is not a regular file" % path)
-    if not os.access(path, os.R_OK):
-        raise SpecError(field, "%s is not readable" % path)
-    return path
-
-
-def host_cpu_count() -> int:
-    return os.cpu_count() or 1
-
-
-def validate(spec: VmSpec, max_vcpus: Optional[int] = None,
-             storage_roots: Optional[Sequence[str]] = None) -> VmSpec:
-    """Check every field; raise SpecError naming the first bad one."""
+def validate(spec: VmSpec) -> VmSpec:
+    """Check every field on its own; raise SpecError naming the first bad one. What needs the
+    host (files, namespaces, CPU count, storage roots) is vm.preflight's."""
     validate_name(spec.name)
-    check_int("vcpus", spec.vcpus, 1, max_vcpus if max_vcpus is not None else host_cpu_count())
+    check_int("vcpus", spec.vcpus, 1)
     check_int("memory_mb", spec.memory_mb, MEMORY_MIN_MB)
     check_choice("machine_type", spec.machine_type, MACHINE_TYPES)
     check_choice("accel", spec.accel, ACCELS)
@@ -150,9 +121,9 @@ def validate(spec: VmSpec, max_vcpus: Optional[int] = None,
         if not isinstance(flag, str) or not _CPU_FLAG_RE.match(flag):
             raise SpecError("cpu_flags", "%r must look like '+feature' or '-feature'" % (flag,))
     if spec.kernel is not None:
-        _validate_file("kernel", spec.kernel)
+        validate_abs_path("kernel", spec.kernel)
     if spec.initrd is not None:
-        _validate_file("initrd", spec.initrd)
+        validate_abs_path("initrd", spec.initrd)
         if spec.kernel is None:
             raise SpecError("initrd", "needs kernel to be set as well")
     if spec.kernel_cmdline is not None:
@@ -168,11 +139,11 @@ def validate(spec: VmSpec, max_vcpus: Optional[int] = None,
     if spec.uefi_firmware is not None:
         if spec.firmware != "uefi":
             raise SpecError("uefi_firmware", "needs firmware uefi")
-        _validate_file("uefi_firmware", spec.uefi_firmware)
+        validate_abs_path("uefi_firmware", spec.uefi_firmware)
     _validate_graphics(spec)
-    validate_disks(spec.disks, spec.machine_type, storage_roots)
+    validate_disks(spec.disks, spec.machine_type)
     validate_nics(spec.nics)
-    check_netns("netns", spec.netns)
+    validate_netns_name("netns", spec.netns)
     if spec.department is not None:
         validate_label("department", spec.department)
     return spec

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight import preflight
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import (
     VmSpec,
     changed_fields,
@@ -39,7 +40,6 @@ def test_good_names_pass(name):
 
 @pytest.mark.parametrize("field,value,phrase", [
     ("vcpus", 0, "at least 1"),
-    ("vcpus", 100000, "at most"),
     ("vcpus", True, "integer"),
     ("memory_mb", 15, "at least 16"),
     ("machine_type", "virt", "must be one of q35, pc"),
@@ -57,9 +57,43 @@ def test_bad_values_name_their_field(field, value, phrase):
 
 
 def test_kernel_must_exist(tmp_path):
+    spec = validate(VmSpec(name="vm", kernel=str(tmp_path / "nope")))  # a host fact, not a spec's
     with pytest.raises(SpecError) as err:
-        validate(VmSpec(name="vm", kernel=str(tmp_path / "nope")))
+        preflight(spec)
     assert err.value.field == "kernel" and "does not exist" in str(err.value)
+
+
+def test_vcpus_beyond_the_host_are_refused_by_the_preflight():
+    spec = validate(VmSpec(name="vm", vcpus=100000))
+    with pytest.raises(SpecError) as err:
+        preflight(spec, max_vcpus=2)
+    assert err.value.field == "vcpus" and "at most 2" in str(err.value)
+    assert preflight(VmSpec(name="vm", vcpus=2), max_vcpus=2).vcpus == 2
+
+
+def test_preflight_checks_disks_netns_and_vhost(tmp_path):
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import DiskSpec
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import NicSpec
+
+    with pytest.raises(SpecError) as err:
+        preflight(VmSpec(name="vm", disks=(DiskSpec(path=str(tmp_path / "none.qcow2")),)))
+    assert err.value.field == "disks[0].path" and "does not exist" in str(err.value)
+    outside = tmp_path / "outside.qcow2"
+    outside.write_bytes(b"")
+    (tmp_path / "root").mkdir()
+    with pytest.raises(SpecError) as err:
+        preflight(VmSpec(name="vm", disks=(DiskSpec(path=str(outside)),)), storage_roots=[str(tmp_path / "root")])
+    assert err.value.field == "disks[0].path"
+    with pytest.raises(SpecError) as err:
+        preflight(VmSpec(name="vm", netns="infinivirt-no-such-ns"))
+    assert err.value.field == "netns" and "does not exist" in str(err.value)
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight import check_vhost
+
+    spec = VmSpec(name="vm", nics=(NicSpec(bridge="br0", mac="52:54:00:00:00:01", vhost=True),))
+    with pytest.raises(SpecError) as err:
+        check_vhost(spec, available=False)
+    assert err.value.field == "nics[0].vhost"
+    assert check_vhost(spec, available=True) is True
 
 
 def test_kernel_must_be_absolute():

@@ -1,0 +1,186 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""What an infinivirt_vm task must do: a pure function of the stored record, what runs now
+and what the task asks for.
+
+``plan_vm`` decides; ``vm.service`` applies the plan (check mode returns it unapplied), so
+a check run and a real run can never disagree about ``changed``, the diff or the actions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import List, Optional, Tuple
+
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import StateError
+from ansible_collections.infinivirt.core.plugins.module_utils.store.records import VmRecord
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import HotplugPlan, plan_hotplug
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import NicHotplugPlan, plan_nic_hotplug
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import LIVE_FIELDS, VmSpec, changed_fields
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import (
+    ABSENT,
+    PAUSED,
+    RUNNING,
+    STATES,
+    STOPPED,
+)
+
+# What each asked-for state means for the process (present keeps whatever runs).
+_TARGETS = {"running": RUNNING, "restarted": RUNNING, "stopped": STOPPED, "paused": PAUSED}
+
+
+@dataclasses.dataclass(frozen=True)
+class Live:
+    """What runs now: the folded state (absent, stopped, running, paused), QEMU's own status
+    (None: no process), and the base paths of disks that have external snapshots."""
+
+    state: str
+    qemu_status: Optional[str] = None
+    layered: Tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Desired:
+    """A validated request. ``spec`` is None only for ``state: absent``."""
+
+    state: str
+    spec: Optional[VmSpec] = None
+    password_changed: bool = False
+    restart_on_change: bool = False
+
+
+@dataclasses.dataclass
+class VmPlan:
+    before_state: str
+    after_state: str
+    record: Optional[VmRecord]  # the row as the plan leaves it (None: removed or never made)
+    actions: List[str] = dataclasses.field(default_factory=list)
+    restart: bool = False
+    pending: List[str] = dataclasses.field(default_factory=list)  # fields awaiting a restart
+    disk_plug: Optional[HotplugPlan] = None
+    nic_plug: Optional[NicHotplugPlan] = None
+    # The department changed while the VM runs, and neither a start nor a NIC hot-plug
+    # (which both apply the firewall) is planned.
+    sync_firewall: bool = False
+    warnings: List[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.actions)
+
+
+def target_state(asked: str, before: str) -> str:
+    if asked == "present":
+        return STOPPED if before == ABSENT else before
+    return _TARGETS[asked]
+
+
+def plan_vm(rec: Optional[VmRecord], live: Live, desired: Desired, host_id: str,
+            new_uuid: str = "") -> VmPlan:
+    """The plan that takes ``rec`` (running as ``live`` says) to ``desired``.
+
+    ``new_uuid`` names a VM that does not exist yet; ``host_id`` is the host applying it.
+    Raises StateError when the plan would change a VM that runs on another host."""
+    if desired.state not in STATES:
+        raise ValueError("unknown state %r" % desired.state)
+    if desired.state == ABSENT:
+        return _plan_absent(rec, live, host_id)
+    spec = desired.spec
+    actions: List[str] = []
+    if rec is None:
+        actions.append("create")
+        target_rec = VmRecord(uuid=new_uuid, name=spec.name, host=host_id, status=STOPPED, spec=spec)
+        spec_changes = list(spec.to_dict())
+    else:
+        target_rec = dataclasses.replace(rec, spec=spec)
+        spec_changes = changed_fields(rec.spec, spec)
+        if spec_changes or desired.password_changed:
+            actions.append("update")
+
+    before = live.state
+    target = target_state(desired.state, before)
+    alive = before in (RUNNING, PAUSED)
+    running_spec = target_rec.running_spec
+    pending = changed_fields(running_spec, spec) if alive and running_spec is not None else []
+    disk_plug = nic_plug = None
+    if "disks" in pending and before == RUNNING:
+        disk_plug = plan_hotplug(running_spec.disks, spec.disks, live.layered)
+        if disk_plug.live:
+            pending.remove("disks")
+    if "nics" in pending and before == RUNNING:
+        nic_plug = plan_nic_hotplug(running_spec.nics, spec.nics)
+        if nic_plug.live:
+            pending.remove("nics")
+    pending = [f for f in pending if f not in LIVE_FIELDS]
+    restart = desired.state == "restarted" or (
+        bool(pending) and target != STOPPED and desired.restart_on_change)
+    if restart:
+        disk_plug = nic_plug = None  # the new process gets every disk and NIC anyway
+
+    if (desired.password_changed and not restart and alive and running_spec is not None
+            and running_spec.graphic_password_set):
+        actions.append("set_password")  # a running display takes a new password at once
+    if disk_plug is not None and disk_plug.live:
+        actions.append("hotplug_disks")
+    else:
+        disk_plug = None
+    if nic_plug is not None and nic_plug.live:
+        actions.append("hotplug_nics")
+    else:
+        nic_plug = None
+    actions.extend(_transition(before, target, restart))
+
+    plan = VmPlan(before_state=before, after_state=target, record=target_rec, actions=actions,
+                  restart=restart, disk_plug=disk_plug, nic_plug=nic_plug)
+    _check_owner(rec, live, plan, host_id)
+    plan.sync_firewall = ("department" in spec_changes and rec is not None and running_spec is not None
+                          and not {"start", "hotplug_nics"} & set(actions))
+    if restart or "start" in actions or target == STOPPED:
+        plan.pending = []
+    else:
+        plan.pending = pending
+    if plan.pending:
+        plan.warnings.append(
+            "VM %s runs with an older configuration; a restart is needed to apply: %s "
+            "(set restart_on_change: true or state: restarted)" % (spec.name, ", ".join(plan.pending)))
+    return plan
+
+
+def _transition(current: str, target: str, restart: bool) -> List[str]:
+    """The process actions from ``current`` to ``target``."""
+    actions = []
+    if current == ABSENT:
+        current = STOPPED
+    if restart and current != STOPPED:
+        actions.append("stop")
+        current = STOPPED
+    if current == target:
+        return actions
+    if target == STOPPED:
+        actions.append("stop")
+    elif current == STOPPED:
+        actions.append("start")
+    elif target == PAUSED:
+        actions.append("pause")
+    else:
+        actions.append("resume")
+    return actions
+
+
+def _plan_absent(rec: Optional[VmRecord], live: Live, host_id: str) -> VmPlan:
+    if rec is None:
+        return VmPlan(before_state=ABSENT, after_state=ABSENT, record=None)
+    plan = VmPlan(before_state=live.state, after_state=ABSENT, record=None, actions=["delete"])
+    _check_owner(rec, live, plan, host_id)
+    return plan
+
+
+def _check_owner(rec: Optional[VmRecord], live: Live, plan: VmPlan, host_id: str) -> None:
+    """Another host's VM may change here only while it is stopped (its process cannot be
+    reached from here; starting it moves it to this host)."""
+    if rec is not None and rec.host != host_id and live.state != STOPPED and plan.changed:
+        raise StateError(
+            "VM %s is owned by host %s, where it was last recorded %s (PID %s, at %s); run "
+            "this task on %s, or stop the VM there first" % (
+                rec.name, rec.host, rec.status, rec.qemu_pid, rec.updated_at, rec.host))
