@@ -15,8 +15,8 @@ import time
 import uuid
 from typing import List, Optional, Sequence, Tuple
 
-from ansible_collections.infinivirt.core.plugins.module_utils.store.records import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import NicSpec
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VmSpec
 
 HOST_IP = "10.77.0.1"

@@ -37,13 +37,13 @@ from ansible_collections.infinivirt.core.plugins.module_utils.firewall.rules imp
     rule_from_dict,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.host import netns as nsutil
-from ansible_collections.infinivirt.core.plugins.module_utils.store.records import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import (
     check_choice,
     validate_label,
     validate_name,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import ports
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
 
 MODULE = "infinivirt.core.infinivirt_firewall"
 

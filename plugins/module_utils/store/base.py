@@ -19,8 +19,8 @@ from typing import Any, ContextManager, Dict, Iterator, List, Optional, Tuple
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import StoreError
 from ansible_collections.infinivirt.core.plugins.module_utils.store.firewall import FirewallStore
 from ansible_collections.infinivirt.core.plugins.module_utils.store.migrations import MIGRATIONS
-from ansible_collections.infinivirt.core.plugins.module_utils.store.records import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.store.volumes import VolumeStore
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import JSON_FIELDS, SPEC_FIELDS, VmSpec
 
 VM_COLUMNS = ("uuid", "name", "host", "status", "version", "qemu_pid", "qmp_socket_path",

@@ -45,7 +45,6 @@ from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import 
     resolve_cpu,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession
-from ansible_collections.infinivirt.core.plugins.module_utils.store.records import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import (
     SPARE_ROOT_PORTS,
     DiskSpec,
@@ -67,6 +66,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import (
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import device as nic_device
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import netdev as nic_netdev
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight import check_vhost
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import (
     PAUSED,
     RUNNING,

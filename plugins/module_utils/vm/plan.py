@@ -14,9 +14,9 @@ import dataclasses
 from typing import List, Optional, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import StateError
-from ansible_collections.infinivirt.core.plugins.module_utils.store.records import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import HotplugPlan, plan_hotplug
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import NicHotplugPlan, plan_nic_hotplug
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import LIVE_FIELDS, VmSpec, changed_fields
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import (
     ABSENT,

@@ -22,12 +22,12 @@ from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service i
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import HostPaths
 from ansible_collections.infinivirt.core.plugins.module_utils.secrets.box import MASK, SecretError
 from ansible_collections.infinivirt.core.plugins.module_utils.store.base import secret_context
-from ansible_collections.infinivirt.core.plugins.module_utils.store.records import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import validate_name
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import DiskSpec
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.lifecycle import Lifecycle, VmPaths
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.plan import Desired, Live, VmPlan, plan_vm
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight import preflight
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import (
     LIVE_FIELDS,

@@ -11,10 +11,10 @@ import dataclasses
 import pytest
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import StateError
-from ansible_collections.infinivirt.core.plugins.module_utils.store.records import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import DiskSpec
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import NicSpec
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.plan import Desired, Live, plan_vm
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VmSpec
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import STATES
 

@@ -1,7 +1,8 @@
 # Copyright (c) 2026, Infinivirt developers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The rows the store hands out, independent of the backend."""
+"""A VM as the store keeps it: its spec and what its running process was started with (the
+store reads and writes these rows; the backend does not show through)."""
 
 from __future__ import annotations
 
