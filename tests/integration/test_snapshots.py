@@ -7,12 +7,18 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import uuid
 
 import pytest
 from conftest import guest_disks, make_image, serial_report, wait_ready
+from test_vm_nics import guest_nics, links, nft_mentions
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
+from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
 
 
 def write_marker(sock, device, text):
@@ -153,3 +159,94 @@ def test_external_snapshots_revert_and_merge(disk_service, guest_params, images)
     assert err.value.field in ("vm", "type")
     vms.ensure({"name": "layers", "state": "absent", "force": True}, False)
     assert not os.path.exists(data + ".ext2.overlay.qcow2") and os.path.exists(data)
+
+
+# -- a start after a revert is a full start -------------------------------------------------
+
+@pytest.fixture
+def bridge_ns():
+    name = "ivs-%s" % uuid.uuid4().hex[:8]
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    subprocess.run(["ip", "-n", name, "link", "add", "vmbr0", "type", "bridge"], check=True)
+    subprocess.run(["ip", "-n", name, "link", "set", "vmbr0", "up"], check=True)
+    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)  # the VNC display's
+    yield name
+    subprocess.run(["ip", "netns", "del", name], check=True)
+
+
+def vnc_auth_in(netns, port, password):
+    """vnc_auth from inside the VM's namespace, where its display listens on 127.0.0.1."""
+    code = ("import sys; sys.path.insert(0, %r); from vnc_client import vnc_auth; "
+            "print(vnc_auth('127.0.0.1', %d, sys.stdin.read()))" % (os.path.dirname(os.path.abspath(__file__)), port))
+    done = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", code], input=password,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def assert_fully_started(vms, name, netns, password, mac, serial):
+    """What a start gives a VM: its process, its TAP on its bridge, its firewall chains, its
+    display password, its (encrypted) disk and its NIC in the guest."""
+    vm = vms.info(name)[0]
+    assert vm["status"] == "running" and vm["pending_restart"] == []
+    tap = vm["taps"][0]
+    assert links(netns)[tap]["master"] == "vmbr0"
+    assert nft_mentions(netns, vm["uuid"]) and nft_mentions(netns, tap)
+    assert vnc_auth_in(netns, vm["graphics"]["port"], password) == "ok"
+    assert vnc_auth_in(netns, vm["graphics"]["port"], "wrong!!!") == "failed"
+    wait_ready(vm["serial_log"])
+    sock = vm["console_socket_path"]
+    assert [n["mac"] for n in guest_nics(sock)[0]] == [mac]
+    assert serial in guest_disks(sock)
+    return vm
+
+
+def test_revert_brings_back_a_vm_with_nic_luks_disk_and_display_password(disk_service, guest_params, images,
+                                                                          bridge_ns, workdir):
+    vms = disk_service
+    vms.ctx.secret_key_file = os.path.join(workdir, "secret.key")
+    snaps = SnapshotService(vms)
+    sealed = os.path.join(images, "sealed.qcow2")
+    DiskService(vms.store, vms.secret_box, vms.hostname, [images]).ensure(
+        {"path": sealed, "size": "16M", "encrypt": True}, False)
+    mac, password = "52:54:00:5e:00:01", "s3cret"
+    params = dict(guest_params, name="revert-nic", memory_mb=256, console_socket=True, state="running",
+                  netns=bridge_ns, nics=[{"bridge": "vmbr0", "mac": mac}],
+                  graphics={"type": "vnc", "password": password},
+                  disks=[{"path": sealed, "serial": "SEAL01"}])
+    vms.ensure(params, False)
+    FirewallService(vms.store, vms.hostname).ensure(
+        {"scope": "vm", "name": "revert-nic", "policy_in": "drop",
+         "rules": [{"direction": "in", "protocol": "tcp", "ports": [22]}]}, False)
+    first = assert_fully_started(vms, "revert-nic", bridge_ns, password, mac, "SEAL01")
+    dev = guest_disks(first["console_socket_path"])["SEAL01"]["name"]
+
+    # Disks only, taken live and reverted by a restart: the new process is a full start.
+    write_marker(first["console_socket_path"], dev, "MARK-A")
+    snap = {"vm": "revert-nic", "name": "disk-only"}
+    assert snaps.ensure(dict(snap, state="present"), False)["changed"]
+    write_marker(first["console_socket_path"], dev, "MARK-B")
+    assert snaps.ensure(dict(snap, state="reverted"), False)["changed"]
+    again = assert_fully_started(vms, "revert-nic", bridge_ns, password, mac, "SEAL01")
+    assert again["pid"] != first["pid"] and again["taps"] == first["taps"]
+    assert read_marker(again["console_socket_path"], dev) == "MARK-A"
+    assert not vms.ensure(params, False).changed, "the reverted VM is what the task asks for"
+
+
+def test_external_revert_of_a_running_vm_with_a_nic(disk_service, guest_params, images, bridge_ns):
+    vms, snaps = disk_service, SnapshotService(disk_service)
+    disk = make_image(os.path.join(images, "ext.qcow2"), "qcow2", 32)
+    mac = "52:54:00:5e:00:02"
+    params = dict(guest_params, name="ext-nic", memory_mb=256, console_socket=True, state="running",
+                  netns=bridge_ns, nics=[{"bridge": "vmbr0", "mac": mac}],
+                  disks=[{"path": disk, "serial": "EXT01"}])
+    first = vms.ensure(params, False).vm
+    wait_ready(first["serial_log"])
+    snap = {"vm": "ext-nic", "name": "ext", "type": "external"}
+    assert snaps.ensure(dict(snap, state="present"), False)["changed"]
+    assert snaps.ensure(dict(snap, state="reverted"), False)["changed"]
+    vm = vms.info("ext-nic")[0]
+    assert vm["status"] == "running" and vm["pid"] != first["pid"]
+    assert links(bridge_ns)[vm["taps"][0]]["master"] == "vmbr0"
+    wait_ready(vm["serial_log"])
+    assert [n["mac"] for n in guest_nics(vm["console_socket_path"])[0]] == [mac]

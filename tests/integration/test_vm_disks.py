@@ -134,7 +134,7 @@ def test_encrypted_volumes_in_the_guest(disk_service, guest_params, images, work
     # LUKS volumes made by infinivirt_disk: cold-plugged (qcow2 with LUKS) and hot-plugged
     # (raw LUKS). The key reaches QEMU in a 0600 file read once at start, or inside QMP.
     svc = disk_service
-    svc.secret_key_file = os.path.join(workdir, "secret.key")
+    svc.ctx.secret_key_file = os.path.join(workdir, "secret.key")
     volumes = DiskService(svc.store, svc.secret_box, svc.hostname, [images])
     cold, hot = os.path.join(images, "sealed.qcow2"), os.path.join(images, "sealed.raw")
     volumes.ensure({"path": cold, "size": "16M", "encrypt": True}, False)

@@ -186,10 +186,18 @@ class QemuImg:
             raise QemuImgError("qemu-img info printed unexpected JSON for %s" % path)
         return data
 
-    def snapshot(self, operation: str, name: str, path: str) -> None:
-        """Internal qcow2 snapshot: operation create, apply (revert) or delete."""
+    def snapshot(self, operation: str, name: str, path: str, luks_key: Optional[str] = None) -> None:
+        """Internal qcow2 snapshot: operation create, apply (revert) or delete. An encrypted
+        qcow2 image is opened with its key (qemu-img refuses it otherwise)."""
         flag = {"create": "-c", "apply": "-a", "delete": "-d"}[operation]
-        self._run(["snapshot", flag, name, path], "to %s snapshot %s of %s" % (operation, name, path))
+        args = ["snapshot", flag, name]
+        with contextlib.ExitStack() as stack:
+            if luks_key is not None:
+                args += ["--object", _secret_object(stack.enter_context(secret_file(luks_key))),
+                         _json_filename("qcow2", path)]
+            else:
+                args.append(path)
+            self._run(args, "to %s snapshot %s of %s" % (operation, name, path))
 
     def commit(self, path: str) -> None:
         """Write an overlay's data into its backing image (the overlay stays as it was)."""

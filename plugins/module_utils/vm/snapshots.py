@@ -178,8 +178,9 @@ class SnapshotService:
         self._save_nvram(rec, name)
         disks = self._qcow2_disks(rec)
         if live == STOPPED:
+            keys = self.vms.disk_keys(disks)
             for disk in disks:
-                QemuImg().snapshot("create", name, disk.path)
+                QemuImg().snapshot("create", name, disk.path, keys.get(disk.disk_id))
         elif params.get("memory"):
             nodes = [node_names(d)[1] for d in disks]
             self._job(rec, "snapshot-save", {"tag": name, "vmstate": nodes[0], "devices": nodes})
@@ -192,8 +193,9 @@ class SnapshotService:
         self._drop_nvram(rec, name)
         disks = self._qcow2_disks(rec)
         if live == STOPPED:
+            keys = self.vms.disk_keys(disks)
             for disk in disks:
-                QemuImg().snapshot("delete", name, disk.path)
+                QemuImg().snapshot("delete", name, disk.path, keys.get(disk.disk_id))
         else:
             for disk in disks:
                 self.lifecycle.qmp(rec, "blockdev-snapshot-delete-internal-sync",
@@ -208,8 +210,9 @@ class SnapshotService:
             self._restore_nvram(rec, name)  # the loaded RAM holds the flash as it was then
             return
         def apply() -> None:  # disks only: they cannot change under a running guest
+            keys = self.vms.disk_keys(disks)
             for disk in disks:
-                QemuImg().snapshot("apply", name, disk.path)
+                QemuImg().snapshot("apply", name, disk.path, keys.get(disk.disk_id))
             self._restore_nvram(rec, name)
         self._offline(rec, live, params, apply)
 
@@ -314,9 +317,11 @@ class SnapshotService:
         (as state stopped would) and started again afterwards."""
         if live != STOPPED:
             self.vms.stop_vm(rec, params)
-        work()
-        if live != STOPPED:
-            self.vms.start_vm(rec, paused=live != RUNNING)
+        try:
+            work()
+        finally:  # also when the work failed: the VM goes back to running on what its disks hold
+            if live != STOPPED:
+                self.vms.start_vm(rec, paused=live != RUNNING)
 
     def _job(self, rec, command: str, arguments: Dict[str, Any]) -> None:
         """Run a QMP job to its end and report its error, if any."""
