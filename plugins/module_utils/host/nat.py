@@ -21,8 +21,8 @@ from typing import Any, Dict, List, Optional
 from ansible_collections.infinivirt.core.plugins.module_utils.host import netns as nsutil
 from ansible_collections.infinivirt.core.plugins.module_utils.host.net import NetError
 from ansible_collections.infinivirt.core.plugins.module_utils.host.programs import run_nft
+from ansible_collections.infinivirt.core.plugins.module_utils.network.spec import nat_table_name
 
-TABLE_PREFIX = "infinivirt_nat_"
 FAMILY = "ip"
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
 
@@ -39,11 +39,7 @@ class NatRules:
 
     @property
     def table(self) -> str:
-        return table_name(self.network)
-
-
-def table_name(network: str) -> str:
-    return TABLE_PREFIX + network
+        return nat_table_name(self.network)
 
 
 def _match(op: str, left: Dict[str, Any], right: Any) -> Dict[str, Any]:

@@ -15,9 +15,9 @@ import ipaddress
 import traceback
 from typing import Any, Iterator, List, Optional, Tuple
 
-from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError, SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError
 from ansible_collections.infinivirt.core.plugins.module_utils.host.netns import check_netns, entered
-from ansible_collections.infinivirt.core.plugins.module_utils.validation import check_int, validate_ifname
+from ansible_collections.infinivirt.core.plugins.module_utils.network.spec import BridgeSpec
 
 try:
     from pyroute2 import IPRoute
@@ -35,40 +35,11 @@ class NetError(InfinivirtError):
 
 
 @dataclasses.dataclass(frozen=True)
-class BridgeSpec:
-    name: str
-    mtu: Optional[int] = None  # None: leave the kernel's value
-    stp: bool = False
-    addresses: Tuple[str, ...] = ()  # CIDR, e.g. 192.0.2.1/24
-
-    def to_dict(self) -> dict:
-        return {"bridge": self.name, "mtu": self.mtu, "stp": self.stp, "addresses": list(self.addresses)}
-
-
-@dataclasses.dataclass(frozen=True)
 class BridgeState:
     mtu: int
     stp: bool
     addresses: Tuple[str, ...]
     up: bool
-
-
-def validate_bridge(spec: BridgeSpec) -> BridgeSpec:
-    validate_ifname("bridge", spec.name)
-    if spec.mtu is not None:
-        check_int("mtu", spec.mtu, 68, 65535)
-    for index, cidr in enumerate(spec.addresses):
-        field = "addresses[%d]" % index
-        try:
-            iface = ipaddress.ip_interface(cidr)
-        except ValueError:
-            raise SpecError(field, "%r is not an address with a prefix length, like "
-                            "192.0.2.1/24" % (cidr,)) from None
-        if "/" not in str(cidr):
-            raise SpecError(field, "%r needs a prefix length, like %s/24" % (cidr, cidr))
-        if iface.ip.is_multicast or iface.ip.is_unspecified:
-            raise SpecError(field, "%s cannot be an interface address" % iface.ip)
-    return spec
 
 
 def _canonical(cidr: str) -> str:

@@ -12,8 +12,7 @@ import re
 from typing import Any, Dict, Optional, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
-from ansible_collections.infinivirt.core.plugins.module_utils.host import nat
-from ansible_collections.infinivirt.core.plugins.module_utils.host.net import BridgeSpec
+from ansible_collections.infinivirt.core.plugins.module_utils.network.spec import BridgeSpec, nat_table_name
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import validate_ifname
 
 NAT_OPTIONS = ("dhcp", "dns", "outbound_interface")
@@ -50,7 +49,7 @@ class NatSettings:
                 "dhcp": {"enabled": self.dhcp, "range_start": self.range_start,
                          "range_end": self.range_end, "lease_time": self.lease_time},
                 "dns": self.dns, "outbound_interface": self.outbound_interface,
-                "table": nat.table_name(network)}
+                "table": nat_table_name(network)}
 
     def serves(self) -> bool:
         """Whether dnsmasq has anything to do."""

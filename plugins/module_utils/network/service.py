@@ -26,14 +26,11 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.host import dnsmasq, nat
 from ansible_collections.infinivirt.core.plugins.module_utils.host.net import (
-    BridgeSpec,
     NetError,
     apply_bridge,
     changes,
     read_bridge,
     remove_bridge,
-    validate_bridge,
-    validate_ifname,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.host.netns import (
     check_netns,
@@ -47,7 +44,12 @@ from ansible_collections.infinivirt.core.plugins.module_utils.network.nat_settin
     NatSettings,
     validate_nat,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.validation import check_choice
+from ansible_collections.infinivirt.core.plugins.module_utils.network.spec import (
+    BridgeSpec,
+    nat_table_name,
+    validate_bridge,
+)
+from ansible_collections.infinivirt.core.plugins.module_utils.validation import check_choice, validate_ifname
 
 MODES = ("bridge", "nat")
 DEFAULT_RUN_DIR = "/run/infinivirt"
@@ -239,7 +241,7 @@ class NetworkService:
         if row is not None and row["mode"] == "nat":
             netns = row["spec"].get("netns", self.netns)
             for piece in ((J_DNSMASQ, ns_ref(netns, dnsmasq.DnsmasqFiles.for_network(self.run_dir, name).pidfile)),
-                          (J_TABLE, ns_ref(netns, nat.table_name(name)))):
+                          (J_TABLE, ns_ref(netns, nat_table_name(name)))):
                 if piece not in pieces:
                     pieces.append(piece)
         return sorted(pieces, key=lambda piece: piece[0] != J_DNSMASQ)  # dnsmasq first

@@ -45,26 +45,10 @@ from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import 
     resolve_cpu,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import (
-    SPARE_ROOT_PORTS,
-    DiskSpec,
-    HotplugPlan,
-    blockdevs,
-    device,
-    device_id,
-    node_names,
-    secret_id,
-)
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.firmware import ensure_nvram, firmware_files
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import (
-    NicHotplugPlan,
-    NicSpec,
-    pcie_slot,
     queue_count,
-    use_vhost,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import device as nic_device
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import netdev as nic_netdev
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight import check_vhost
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import (
@@ -77,7 +61,6 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import (
 
 SOCKET_PATH_MAX = 107  # sun_path is 108 bytes with the trailing NUL
 POWERDOWN_RESEND = 5.0  # a guest still booting has not opened its power button yet
-UNPLUG_TIMEOUT = 30.0  # the guest's PCIe hot-plug driver takes ~5 s (attention button delay)
 QUIT_GRACE = 5.0
 DYING_GRACE = 2.0  # how long a QEMU that refused QMP may take to be gone, when it is ending
 
@@ -225,7 +208,7 @@ class Lifecycle:
             self.store.journal_add(rec.uuid, "nvram", nvram)  # kept until the VM is removed
             ensure_nvram(nvram, template)
         try:
-            self._make_taps(rec, rec.spec.nics, nic_bridges or {})
+            self.make_taps(rec, rec.spec.nics, nic_bridges or {})
         except InfinivirtError:
             self._abort_start(rec)
             raise
@@ -266,7 +249,7 @@ class Lifecycle:
         self.store.update_vm(rec)
         return warnings
 
-    def _make_taps(self, rec: VmRecord, nics, bridges: Dict[str, str]) -> None:
+    def make_taps(self, rec: VmRecord, nics, bridges: Dict[str, str]) -> None:
         """Each NIC's TAP, journaled before it exists, on its bridge."""
         for nic in nics:
             self.store.journal_add(rec.uuid, "tap", nsutil.ns_ref(rec.spec.netns, nic.tap_name))
@@ -274,7 +257,7 @@ class Lifecycle:
                                multi_queue=queue_count(nic, rec.spec.vcpus) > 1, mtu=nic.mtu),
                        rec.spec.netns)
 
-    def _drop_tap(self, rec: VmRecord, ref: str) -> None:
+    def drop_tap(self, rec: VmRecord, ref: str) -> None:
         netns, tap = nsutil.parse_ns_ref(ref)
         try:
             remove_tap(tap, netns)
@@ -318,96 +301,6 @@ class Lifecycle:
     def set_graphic_password(self, rec: VmRecord, password: str) -> None:
         """Also works live; open sessions keep going (QEMU cannot drop VNC clients)."""
         self.qmp(rec, "set_password", {"protocol": "vnc", "password": password})
-
-    # -- disks while running ------------------------------------------------------------
-    def hotplug_disks(self, rec: VmRecord, plan: HotplugPlan,
-                      disk_keys: Optional[Dict[str, str]] = None) -> None:
-        """Unplug, then plug, as the plan says; the running spec follows each step, so a
-        failure half-way leaves the row telling what the VM really has. An encrypted disk's
-        key goes to QEMU inside QMP (object-add), never through argv or a file."""
-        disk_keys = disk_keys or {}
-        running = list(rec.running_spec.disks)
-        for disk in plan.remove:
-            with QmpSession(rec.qmp_socket_path, rec.name, self.qmp_timeout) as qmp:
-                # The guest must let go of the device: wait for QEMU to say it is gone.
-                qmp.execute_and_wait("device_del", {"id": device_id(disk)}, "DEVICE_DELETED",
-                                     {"device": device_id(disk)}, timeout=UNPLUG_TIMEOUT)
-                for node in reversed(node_names(disk)):
-                    qmp.execute("blockdev-del", {"node-name": node}, timeout=self.qmp_timeout)
-                if any(o.get("name") == secret_id(disk) for o in
-                       qmp.execute("qom-list", {"path": "/objects"}, timeout=self.qmp_timeout)):
-                    qmp.execute("object-del", {"id": secret_id(disk)}, timeout=self.qmp_timeout)
-            running = [d for d in running if d.path != disk.path]
-            self._record_running_disks(rec, running)
-        for disk in plan.add:
-            with QmpSession(rec.qmp_socket_path, rec.name, self.qmp_timeout) as qmp:
-                bus = self._free_root_port(qmp) if rec.spec.machine_type == "q35" and disk.bus == "virtio" else None
-                key = disk_keys.get(disk.disk_id)
-                if key is not None:
-                    qmp.execute("object-add", {"qom-type": "secret", "id": secret_id(disk),
-                                               "format": "raw", "data": key}, timeout=self.qmp_timeout)
-                for node in blockdevs(disk, encrypted=key is not None):
-                    qmp.execute("blockdev-add", node, timeout=self.qmp_timeout)
-                qmp.execute("device_add", device(disk, bus), timeout=self.qmp_timeout)
-            running.append(disk)
-            self._record_running_disks(rec, running)
-
-    def _free_root_port(self, qmp: QmpSession) -> str:
-        for bus in qmp.execute("query-pci", timeout=self.qmp_timeout):
-            for dev in bus.get("devices", []):
-                bridge = dev.get("pci_bridge")
-                if dev.get("qdev_id", "").startswith("rp") and bridge is not None \
-                        and not bridge.get("devices"):
-                    return dev["qdev_id"]
-        raise StateError("no free PCIe slot is left for another disk or NIC; restart the VM "
-                         "to get %d new ones" % SPARE_ROOT_PORTS)
-
-    def _record_running_disks(self, rec: VmRecord, disks: List[DiskSpec]) -> None:
-        rec.running_spec = dataclasses.replace(rec.running_spec, disks=tuple(disks))
-        self.store.update_vm(rec)
-
-    # -- NICs while running ---------------------------------------------------------------
-    def hotplug_nics(self, rec: VmRecord, plan: NicHotplugPlan, bridges: Dict[str, str]) -> None:
-        """Unplug, then plug (netdev_add + device_add on a free root port); the running
-        spec follows each step, like hotplug_disks."""
-        vhost = check_vhost(rec.spec)
-        running = list(rec.running_spec.nics)
-        netns = rec.running_spec.netns
-        for nic in plan.remove:
-            with QmpSession(rec.qmp_socket_path, rec.name, self.qmp_timeout) as qmp:
-                qmp.execute_and_wait("device_del", {"id": nic.device_id}, "DEVICE_DELETED",
-                                     {"device": nic.device_id}, timeout=UNPLUG_TIMEOUT)
-                qmp.execute("netdev_del", {"id": nic.netdev_id}, timeout=self.qmp_timeout)
-            self._drop_tap(rec, nsutil.ns_ref(netns, nic.tap_name))
-            running = [n for n in running if n.mac != nic.mac]
-            self._record_running_nics(rec, running)
-        vcpus = rec.running_spec.vcpus
-        for nic in plan.add:
-            self._make_taps(rec, [nic], bridges)
-            try:  # a NIC that did not make it leaves no TAP behind
-                with QmpSession(rec.qmp_socket_path, rec.name, self.qmp_timeout) as qmp:
-                    bus = self._free_root_port(qmp) if pcie_slot(nic, rec.running_spec.machine_type) else None
-                    qmp.execute("netdev_add", nic_netdev(nic, vcpus, use_vhost(nic, vhost)),
-                                timeout=self.qmp_timeout)
-                    try:
-                        qmp.execute("device_add", nic_device(nic, vcpus, bus), timeout=self.qmp_timeout)
-                    except QmpError:
-                        qmp.execute("netdev_del", {"id": nic.netdev_id}, timeout=self.qmp_timeout)
-                        raise
-            except InfinivirtError:
-                self._drop_tap(rec, nsutil.ns_ref(netns, nic.tap_name))
-                raise
-            running.append(nic)
-            self._record_running_nics(rec, running)
-        self.sync_firewall(rec)
-
-    def _record_running_nics(self, rec: VmRecord, nics: List[NicSpec]) -> None:
-        rec.running_spec = dataclasses.replace(rec.running_spec, nics=tuple(nics))
-        self.store.update_vm(rec)
-
-    def resize_disk(self, rec: VmRecord, disk: DiskSpec, size: int) -> None:
-        """Grow a disk of a running VM; the guest sees the new capacity at once."""
-        self.qmp(rec, "block_resize", {"node-name": node_names(disk)[1], "size": size})
 
     def _abort_start(self, rec: VmRecord) -> None:
         # By pidfile, and by UUID too: a QEMU that timed out may not have written it yet.
@@ -508,7 +401,7 @@ class Lifecycle:
             if (keep_serial_log and kind == "serial_log") or (keep_nvram and kind == "nvram"):
                 continue
             if kind == "tap":
-                self._drop_tap(rec, ref)
+                self.drop_tap(rec, ref)
                 continue
             try:
                 os.unlink(ref)

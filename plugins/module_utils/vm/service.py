@@ -24,6 +24,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.secrets.box import
 from ansible_collections.infinivirt.core.plugins.module_utils.store.base import secret_context
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import validate_name
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import DiskSpec
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.hotplug import Hotplug
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.lifecycle import Lifecycle, VmPaths
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.plan import Desired, Live, VmPlan, plan_vm
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight import preflight
@@ -137,6 +138,7 @@ class VmService:
         self.firewall = FirewallService(ctx.store, ctx.host_id, lock_timeout=ctx.lock_timeout)
         self.lifecycle = Lifecycle(ctx.store, ctx.run_dir, ctx.qemu_binary, host_paths,
                                    nvram_dir=ctx.nvram_dir, firewall=self.firewall)
+        self.hotplug = Hotplug(self.lifecycle)
 
     @classmethod
     def open(cls, db_url: str, run_dir: str, hostname: Optional[str] = None,
@@ -309,9 +311,9 @@ class VmService:
                 if action == "set_password":
                     lc.set_graphic_password(rec, request.password)
                 elif action == "hotplug_disks":
-                    lc.hotplug_disks(rec, plan.disk_plug, self.disk_keys(plan.disk_plug.add))
+                    self.hotplug.disks(rec, plan.disk_plug, self.disk_keys(plan.disk_plug.add))
                 elif action == "hotplug_nics":
-                    lc.hotplug_nics(rec, plan.nic_plug, request.bridges)
+                    self.hotplug.nics(rec, plan.nic_plug, request.bridges)
                 elif action == "stop":
                     self.stop_vm(rec, params, live.qemu_status)
                 elif action == "start":
@@ -388,7 +390,7 @@ class VmService:
                     raise StateError("volume %s has external snapshots in VM %s; delete them "
                                      "before growing it" % (path, rec.name))
                 if disk is not None and self.lifecycle.is_alive(rec):
-                    self.lifecycle.resize_disk(rec, disk, size)
+                    self.hotplug.resize_disk(rec, disk, size)
                     return rec.name
         return None
 

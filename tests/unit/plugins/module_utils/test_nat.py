@@ -10,9 +10,9 @@ import pytest
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.host import dnsmasq, nat
-from ansible_collections.infinivirt.core.plugins.module_utils.host.net import BridgeSpec
 from ansible_collections.infinivirt.core.plugins.module_utils.network.nat_settings import parse_lease_time, validate_nat
 from ansible_collections.infinivirt.core.plugins.module_utils.network.service import _dnsmasq_config
+from ansible_collections.infinivirt.core.plugins.module_utils.network.spec import BridgeSpec
 
 
 def settings(addresses=("10.77.0.1/24",), bridge="natbr0", **params):
