@@ -40,7 +40,7 @@ def validate_label(field: str, value: Any) -> str:
 
 NAME_MAX = 64
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")  # refused in names, paths and QEMU option values
 
 
 def validate_name(name: Any) -> str:
@@ -49,7 +49,7 @@ def validate_name(name: Any) -> str:
         raise SpecError("name", "is required and must be a non-empty string")
     if len(name) > NAME_MAX:
         raise SpecError("name", "must be at most %d characters, got %d" % (NAME_MAX, len(name)))
-    if _CONTROL_RE.search(name):
+    if CONTROL_RE.search(name):
         raise SpecError("name", "must not contain control characters")
     if ".." in name or not _NAME_RE.match(name):
         raise SpecError(
@@ -100,7 +100,7 @@ def validate_abs_path(field: str, path: Any) -> str:
     exists)."""
     if not isinstance(path, str) or not path:
         raise SpecError(field, "must be a non-empty path")
-    if _CONTROL_RE.search(path):
+    if CONTROL_RE.search(path):
         raise SpecError(field, "must not contain control characters")
     if not path.startswith("/"):
         raise SpecError(field, "must be an absolute path, got %r" % path)

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
 import getpass
 import hashlib
 import json
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
+from ansible_collections.infinivirt.core.plugins.module_utils.clock import utc_now
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall import nftables as nft
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.rules import (
@@ -64,8 +64,6 @@ class Step:
         return nft.count_rules(self.ops)
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def _user() -> Optional[str]:
@@ -283,7 +281,7 @@ class FirewallService:
     # -- the store side ----------------------------------------------------------------------
     def _source(self) -> Dict[str, Any]:
         return {"host": self.hostname, "job_id": getattr(self.store, "job_id", None), "user": _user(),
-                "time": _now()}
+                "time": utc_now()}
 
     def _stored(self, scope: str, owner: str) -> Optional[Dict[str, Any]]:
         return self.store.get_ruleset(scope, owner)

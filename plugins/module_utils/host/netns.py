@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import re
 import subprocess
 from typing import Callable, Iterator, Optional, Sequence, Tuple
 
@@ -21,7 +20,6 @@ from ansible_collections.infinivirt.core.plugins.module_utils.validation import 
 
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class NetnsError(InfinivirtError):

@@ -7,12 +7,10 @@ and '..' alike (a string prefix test is not enough: the review's section 3.5).""
 from __future__ import annotations
 
 import os
-import re
 from typing import Any, List, Sequence
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
-
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+from ansible_collections.infinivirt.core.plugins.module_utils.validation import CONTROL_RE
 
 
 def resolve_roots(roots: Any) -> List[str]:
@@ -24,7 +22,7 @@ def resolve_roots(roots: Any) -> List[str]:
     for root in roots:
         if not isinstance(root, str) or not root:
             raise SpecError("storage_roots", "every entry must be a non-empty path, got %r" % (root,))
-        if _CONTROL_RE.search(root):
+        if CONTROL_RE.search(root):
             raise SpecError("storage_roots", "%r contains control characters" % root)
         if not os.path.isabs(root):
             raise SpecError("storage_roots", "%r is not an absolute path" % root)
@@ -49,7 +47,7 @@ def resolve_in_roots(path: Any, roots: Sequence[str], field: str = "path") -> st
     real_roots = resolve_roots(roots)
     if not isinstance(path, str) or not path:
         raise SpecError(field, "must be a non-empty absolute path")
-    if _CONTROL_RE.search(path):
+    if CONTROL_RE.search(path):
         raise SpecError(field, "must not contain control characters, got %r" % path)
     if not os.path.isabs(path):
         raise SpecError(field, "must be an absolute path, got %r" % path)

@@ -19,6 +19,7 @@ import ipaddress
 import os
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ansible_collections.infinivirt.core.plugins.module_utils.context import DEFAULT_RUN_DIR
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
     InfinivirtError,
     SpecError,
@@ -52,7 +53,6 @@ from ansible_collections.infinivirt.core.plugins.module_utils.network.spec impor
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import check_choice, validate_ifname
 
 MODES = ("bridge", "nat")
-DEFAULT_RUN_DIR = "/run/infinivirt"
 
 # journal kinds (owner "network:<host>:<name>", ref "<netns>/<thing>")
 J_BRIDGE, J_TABLE, J_DNSMASQ = "bridge", "nft_table", "dnsmasq"

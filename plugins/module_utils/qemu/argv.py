@@ -13,18 +13,16 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
-import re
 from typing import Any, Dict, List, Optional
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.validation import CONTROL_RE
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import layout
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.firmware import pflash_blockdevs
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import device as nic_device
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import netdev as nic_netdev
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import pcie_slot, use_vhost
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VNC_BASE_PORT, VmSpec
-
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +46,7 @@ class LaunchContext:
 
 def opt_value(field: str, value: str) -> str:
     """Escape a value for QEMU's QemuOpts syntax (a comma is written as two commas)."""
-    if _CONTROL_RE.search(value):
+    if CONTROL_RE.search(value):
         raise SpecError(field, "must not contain control characters")
     return value.replace(",", ",,")
 

@@ -10,12 +10,12 @@ which exceptions are database errors, and the per-VM lock.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
 import os
 import socket
 from typing import Any, ContextManager, Dict, Iterator, List, Optional, Tuple
 
+from ansible_collections.infinivirt.core.plugins.module_utils.clock import utc_now
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import StoreError
 from ansible_collections.infinivirt.core.plugins.module_utils.store.firewall import FirewallStore
 from ansible_collections.infinivirt.core.plugins.module_utils.store.migrations import MIGRATIONS
@@ -28,8 +28,6 @@ VM_COLUMNS = ("uuid", "name", "host", "status", "version", "qemu_pid", "qmp_sock
               "updated_at", "pidfile_path", "launch_graphic_port")
 
 
-def utc_now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def lock_holder_info(job_id: Optional[str]) -> Dict[str, Any]:

@@ -14,15 +14,13 @@ secret.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 from typing import Any, Dict, List, Optional
+
+from ansible_collections.infinivirt.core.plugins.module_utils.clock import utc_now
 
 VOLUME_COLUMNS = ("path", "host", "format", "encrypted", "luks_key", "created_at", "updated_at")
 
 
-def _now() -> str:
-    # The same clock format as store.base.utc_now (base imports this module, not the reverse).
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclasses.dataclass
@@ -65,7 +63,7 @@ class VolumeStore:
     def put_volume(self, record: VolumeRecord, luks_key_token: Optional[str] = None) -> None:
         """Insert the row, or replace every column of an existing one (a volume made anew
         at a path whose file had gone). The sealed key is written in the same transaction."""
-        record.created_at = record.updated_at = _now()
+        record.created_at = record.updated_at = utc_now()
         values = (record.path, record.host, record.format, bool(record.encrypted), luks_key_token,
                   record.created_at, record.updated_at)
         with self.transaction("recording volume %s" % record.path) as cur:
@@ -77,7 +75,7 @@ class VolumeStore:
 
     def update_volume(self, record: VolumeRecord) -> None:
         """Write host, format and encrypted back (the key is left alone)."""
-        record.updated_at = _now()
+        record.updated_at = utc_now()
         with self.transaction("updating volume %s" % record.path) as cur:
             cur.execute("UPDATE volumes SET host = ?, format = ?, encrypted = ?, updated_at = ? "
                         "WHERE path = ?", (record.host, record.format, bool(record.encrypted),

@@ -24,7 +24,6 @@ MODELS = ("virtio-net-pci", "e1000", "rtl8139")
 VIRTIO = "virtio-net-pci"
 MAX_QUEUES = 8  # a queue pair per vCPU, up to this many
 LOCAL_OUI = "52:54:00"  # QEMU/KVM's locally administered prefix
-VHOST_DEVICE = "/dev/vhost-net"
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import (
+    CONTROL_RE,
     check_choice,
     check_int,
     validate_abs_path,
@@ -41,7 +42,6 @@ ACCELS = ("auto", "kvm", "tcg")
 # Model names as QEMU prints them in -cpu help: letters, digits, '-', '_', '.'.
 _CPU_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _CPU_FLAG_RE = re.compile(r"^[+-][a-z0-9][a-z0-9_.-]{0,63}$")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +129,7 @@ def validate(spec: VmSpec) -> VmSpec:
     if spec.kernel_cmdline is not None:
         if spec.kernel is None:
             raise SpecError("kernel_cmdline", "needs kernel to be set as well")
-        if _CONTROL_RE.search(spec.kernel_cmdline):
+        if CONTROL_RE.search(spec.kernel_cmdline):
             raise SpecError("kernel_cmdline", "must not contain control characters (newlines)")
         if len(spec.kernel_cmdline) > KERNEL_CMDLINE_MAX:
             raise SpecError("kernel_cmdline", "must be at most %d characters" % KERNEL_CMDLINE_MAX)
