@@ -25,7 +25,8 @@ PREFIX = "ansible_collections.infinivirt.core."
 MU_PREFIX = PREFIX + "plugins.module_utils"
 
 # Pure models: no host access, nothing from host/, qemu/ or store/; within module_utils they
-# import only one another (vm/record.py and vm/plan.py import the vm models that way).
+# import only one another (vm/record.py and vm/plan.py import the vm models that way). The
+# argv builder is held to the same rule, except that it lives in qemu/.
 PURE_MODELS = (
     "vm/spec.py",
     "vm/disks.py",
@@ -38,6 +39,7 @@ PURE_MODELS = (
     "validation.py",
     "errors.py",
     "network/nat_settings.py",
+    "qemu/argv.py",  # the argv builder: a pure function of spec and launch context
 )
 HOST_STDLIB = ("os", "os.path", "subprocess", "socket", "sqlite3", "time", "shutil", "ctypes", "fcntl", "signal")
 IMPURE_PACKAGES = ("host", "qemu", "store")
@@ -49,6 +51,10 @@ KNOWN_IMPURE = {
     # host/net.py (pyroute2). Both are pure values that belong in a model, not in host/.
     ("network/nat_settings.py", "host/nat.py"),
     ("network/nat_settings.py", "host/net.py"),
+    # argv.py takes pflash_blockdevs() (a pure list of dicts) from vm/firmware.py, which also
+    # finds OVMF files and copies the NVRAM template (os, shutil). Its purity at run time is
+    # tested in tests/unit/plugins/module_utils/qemu/test_argv_purity.py.
+    ("qemu/argv.py", "vm/firmware.py"),
 }
 
 # Files a module that does not run VMs must not ship.
