@@ -1,0 +1,431 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The layering rules of issue 9, checked on the source by an AST walk (nothing is imported).
+
+Every Import/ImportFrom anywhere in a file counts, also one inside a function: AnsiballZ's
+dependency finder (ansible.executor.module_common.ModuleDepFinder) ships those too.
+
+Each rule is a function ``(plugins_dir) -> [violation, ...]`` so the self-tests at the end can
+plant a violation in a copy of plugins/ and prove the rule notices it.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import shutil
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Set, Tuple
+
+import pytest
+
+PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
+PREFIX = "ansible_collections.infinivirt.core."
+MU_PREFIX = PREFIX + "plugins.module_utils"
+
+# Pure models: no host access, nothing from host/, qemu/ or store/; within module_utils they
+# import only one another (vm/record.py and vm/plan.py import the vm models that way). The
+# argv builder is held to the same rule, except that it lives in qemu/.
+PURE_MODELS = (
+    "vm/spec.py",
+    "vm/disks.py",
+    "vm/nics.py",
+    "vm/record.py",
+    "vm/plan.py",
+    "vm/states.py",
+    "volume/size.py",
+    "firewall/rules.py",
+    "validation.py",
+    "errors.py",
+    "network/nat_settings.py",
+    "qemu/argv.py",  # the argv builder: a pure function of spec and launch context
+)
+HOST_STDLIB = ("os", "os.path", "subprocess", "socket", "sqlite3", "time", "shutil", "ctypes", "fcntl", "signal")
+IMPURE_PACKAGES = ("host", "qemu", "store")
+
+# Known exceptions, each (pure model, module_utils file it imports). Remove an entry once fixed.
+KNOWN_IMPURE = {
+    # nat_settings.py says "Pure: nothing here touches the host", but it takes nat.table_name()
+    # from host/nat.py (which imports host/netns.py: ctypes, os, subprocess) and BridgeSpec from
+    # host/net.py (pyroute2). Both are pure values that belong in a model, not in host/.
+    ("network/nat_settings.py", "host/nat.py"),
+    ("network/nat_settings.py", "host/net.py"),
+    # argv.py takes pflash_blockdevs() (a pure list of dicts) from vm/firmware.py, which also
+    # finds OVMF files and copies the NVRAM template (os, shutil). Its purity at run time is
+    # tested in tests/unit/plugins/module_utils/qemu/test_argv_purity.py.
+    ("qemu/argv.py", "vm/firmware.py"),
+}
+
+# Files a module that does not run VMs must not ship.
+VM_ENGINE = ("vm/service.py", "vm/lifecycle.py", "qemu/qmp.py", "qemu/argv.py")
+NO_VM_ENGINE = ("infinivirt_net", "infinivirt_firewall", "infinivirt_secret_key")
+
+
+# -- the import graph ----------------------------------------------------------------------
+
+class Imp:
+    """One import statement's target as written: ``module`` (dotted, absolute) and, for
+    ``from module import name``, ``name``."""
+
+    def __init__(self, module: str, name: Optional[str], line: int):
+        self.module, self.name, self.line = module, name, line
+
+    def __str__(self) -> str:
+        if self.name is None:
+            return "import %s (line %d)" % (self.module, self.line)
+        return "from %s import %s (line %d)" % (self.module, self.name, self.line)
+
+
+def mu_rel(path: Path, plugins: Path) -> str:
+    return path.relative_to(plugins / "module_utils").as_posix()
+
+
+def dotted_of(path: Path, plugins: Path) -> str:
+    rel = path.relative_to(plugins.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return PREFIX + ".".join(parts)
+
+
+def imports_of(path: Path, plugins: Path) -> List[Imp]:
+    """Every import in the file, wherever it is (module level, function, try, if)."""
+    text = path.read_text()
+    return _imports_of(str(path), str(plugins), text)
+
+
+@functools.lru_cache(maxsize=None)
+def _imports_of(path_str: str, plugins_str: str, text: str) -> List[Imp]:
+    path, plugins = Path(path_str), Path(plugins_str)
+    tree = ast.parse(text, filename=path_str)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [Imp(alias.name, None, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:
+                base = dotted_of(path, plugins).split(".")
+                if path.name != "__init__.py":
+                    base.pop()
+                base = base[:len(base) - (node.level - 1)]
+                module = ".".join(base + ([module] if module else []))
+            found += [Imp(module, alias.name, node.lineno) for alias in node.names]
+    return found
+
+
+def file_of(dotted: str, plugins: Path) -> Optional[Path]:
+    """The file a dotted collection name stands for, or None."""
+    if not dotted.startswith(PREFIX):
+        return None
+    base = plugins.parent.joinpath(*dotted[len(PREFIX):].split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def targets(imp: Imp, plugins: Path) -> Tuple[List[Path], bool]:
+    """The module_utils files one import pulls in (with the package __init__.py files on the
+    way, as AnsiballZ ships them) and whether it resolves at all. Imports outside
+    ansible_collections.infinivirt.core resolve trivially (nothing to ship)."""
+    if not imp.module.startswith(PREFIX):
+        return [], True
+    found = None
+    if imp.name is not None:
+        found = file_of("%s.%s" % (imp.module, imp.name), plugins)  # from pkg import module
+    if found is None:
+        found = file_of(imp.module, plugins)
+    if found is None:
+        return [], False
+    files = [found]
+    mu = plugins / "module_utils"
+    if mu in found.parents:
+        parent = found.parent
+        while parent == mu or mu in parent.parents:
+            init = parent / "__init__.py"
+            if init.is_file():
+                files.append(init)
+            parent = parent.parent
+    return files, True
+
+
+def mu_imports(path: Path, plugins: Path, with_inits: bool = True) -> Iterator[Tuple[Imp, str]]:
+    """(import, module_utils file relative to module_utils/) for each file an import ships;
+    without ``with_inits`` only the file the import names, not the packages around it."""
+    for imp in imports_of(path, plugins):
+        files = targets(imp, plugins)[0]
+        for target in files if with_inits else files[:1]:
+            if plugins / "module_utils" in target.parents:
+                yield imp, mu_rel(target, plugins)
+
+
+def closure(module: Path, plugins: Path) -> Set[str]:
+    """The module_utils files (relative to module_utils/) a module's payload holds."""
+    seen: Set[str] = set()
+    todo = [module]
+    while todo:
+        current = todo.pop()
+        for _, rel in mu_imports(current, plugins):
+            if rel not in seen:
+                seen.add(rel)
+                todo.append(plugins / "module_utils" / rel)
+    return seen
+
+
+def modules(plugins: Path) -> List[Path]:
+    return sorted(p for p in (plugins / "modules").glob("*.py") if p.name != "__init__.py")
+
+
+def payloads(plugins: Path) -> Dict[str, Set[str]]:
+    return {p.stem: closure(p, plugins) for p in modules(plugins)}
+
+
+def is_under(rel: str, packages) -> bool:
+    return any(rel.startswith(pkg + "/") for pkg in packages)
+
+
+# -- the rules -------------------------------------------------------------------------------
+
+def pure_model_violations(plugins: Path) -> List[str]:
+    bad = []
+    for model in PURE_MODELS:
+        path = plugins / "module_utils" / model
+        if not path.is_file():
+            bad.append("%s: the pure model file does not exist (update PURE_MODELS)" % model)
+            continue
+        for imp in imports_of(path, plugins):
+            for mod in HOST_STDLIB:
+                if imp.module == mod or (imp.name and "%s.%s" % (imp.module, imp.name) == mod):
+                    bad.append("%s: %s: a pure model imports %s" % (model, imp, mod))
+        for imp, rel in mu_imports(path, plugins, with_inits=False):
+            if (model, rel) in KNOWN_IMPURE:
+                continue
+            if is_under(rel, IMPURE_PACKAGES):
+                bad.append("%s: %s: a pure model imports %s" % (model, imp, rel))
+            elif rel not in PURE_MODELS:
+                bad.append("%s: %s: a pure model imports %s, which is not a pure model" % (model, imp, rel))
+    return bad
+
+
+def store_violations(plugins: Path) -> List[str]:
+    bad = []
+    for path in sorted((plugins / "module_utils" / "store").rglob("*.py")):
+        for imp, rel in mu_imports(path, plugins, with_inits=False):
+            if is_under(rel, ("host", "qemu")):
+                bad.append("%s: %s: store/ imports %s" % (mu_rel(path, plugins), imp, rel))
+    return bad
+
+
+def ansible_import_violations(plugins: Path) -> List[str]:
+    bad = []
+    for path in sorted((plugins / "module_utils").rglob("*.py")):
+        rel = mu_rel(path, plugins)
+        if rel == "ansible_binding.py":
+            continue
+        for imp in imports_of(path, plugins):
+            full = imp.module if imp.name is None else "%s.%s" % (imp.module, imp.name)
+            if imp.module == "ansible" or imp.module.startswith("ansible.") or full.startswith("ansible."):
+                bad.append("%s: %s: only ansible_binding.py imports ansible" % (rel, imp))
+    return bad
+
+
+def unresolved_imports(plugins: Path) -> List[str]:
+    bad = []
+    files = modules(plugins) + sorted((plugins / "module_utils").rglob("*.py"))
+    for path in files:
+        for imp in imports_of(path, plugins):
+            if not targets(imp, plugins)[1]:
+                bad.append("%s: %s: no such collection file" % (path.relative_to(plugins).as_posix(), imp))
+    return bad
+
+
+def import_chain(module: Path, wanted: str, plugins: Path) -> str:
+    """How a module reaches a module_utils file, shortest first:
+    'infinivirt_x.py:12 -> a/b.py:30 -> wanted' (file:line of each import)."""
+    prev: Dict[str, Optional[Tuple[str, int]]] = {module.name: None}
+    todo = [(module, module.name)]
+    while todo:
+        path, key = todo.pop(0)
+        for imp, rel in mu_imports(path, plugins):
+            if rel in prev:
+                continue
+            prev[rel] = (key, imp.line)
+            if rel == wanted:
+                chain = [rel]
+                step = prev[rel]
+                while step is not None:
+                    chain.append("%s:%d" % step)
+                    step = prev[step[0]]
+                return " -> ".join(reversed(chain))
+            todo.append((plugins / "module_utils" / rel, rel))
+    return "?"
+
+
+def payload_violations(plugins: Path) -> List[str]:
+    bad = []
+    for name, files in sorted(payloads(plugins).items()):
+        forbidden = []
+        if name in NO_VM_ENGINE:
+            forbidden += [f for f in files if f in VM_ENGINE]
+        if name == "infinivirt_secret_key":
+            forbidden += [f for f in files if is_under(f, ("network", "firewall"))]
+        for rel in sorted(forbidden):
+            chain = import_chain(plugins / "modules" / ("%s.py" % name), rel, plugins)
+            bad.append("%s ships %s: %s" % (name, rel, chain))
+    return bad
+
+
+def print_payload_sizes(plugins: Path = PLUGINS) -> Dict[str, int]:
+    sizes = {name: len(files) for name, files in payloads(plugins).items()}
+    for name, count in sorted(sizes.items()):
+        print("payload %-24s %2d module_utils files" % (name, count))
+    return sizes
+
+
+# -- the tests on the work tree --------------------------------------------------------------
+
+def test_pure_models_touch_no_host():
+    assert pure_model_violations(PLUGINS) == []
+
+
+def test_known_exceptions_still_needed():
+    """An exception that no longer applies must go, so the rule gets its teeth back."""
+    used = {(model, rel) for model in PURE_MODELS if (PLUGINS / "module_utils" / model).is_file()
+            for _, rel in mu_imports(PLUGINS / "module_utils" / model, PLUGINS, with_inits=False)}
+    assert sorted(KNOWN_IMPURE - used) == []
+
+
+def test_store_imports_no_host_or_qemu():
+    assert store_violations(PLUGINS) == []
+
+
+def test_only_the_binding_imports_ansible():
+    assert ansible_import_violations(PLUGINS) == []
+    binding = imports_of(PLUGINS / "module_utils" / "ansible_binding.py", PLUGINS)
+    assert any(imp.module.startswith("ansible.module_utils") for imp in binding)
+
+
+def test_every_collection_import_resolves():
+    assert unresolved_imports(PLUGINS) == []
+
+
+def test_payloads_hold_only_their_service():
+    assert payload_violations(PLUGINS) == []
+
+
+def test_payload_sizes():
+    sizes = print_payload_sizes()
+    assert set(sizes) >= {"infinivirt_vm", "infinivirt_net", "infinivirt_disk", "infinivirt_secret_key",
+                          "infinivirt_firewall", "infinivirt_snapshot", "infinivirt_vm_info"}
+    # The key rotation module ships the least.
+    assert sizes["infinivirt_secret_key"] == min(sizes.values())
+
+
+def test_the_closure_follows_function_level_imports():
+    """infinivirt_disk imports vm/service.py inside a function; AnsiballZ ships it, so must we."""
+    disk = payloads(PLUGINS)["infinivirt_disk"]
+    assert "vm/service.py" in disk
+    assert "vm/__init__.py" in disk and "__init__.py" in disk
+
+
+# -- the rules catch what they should (planted in a copy of plugins/) --------------------------
+
+@pytest.fixture
+def plugins_copy(tmp_path):
+    dest = tmp_path / "plugins"
+    shutil.copytree(PLUGINS, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+def plant(plugins: Path, rel: str, code: str, in_function: bool = True) -> None:
+    """Append an import to a file, inside a function by default (the rules must see those)."""
+    path = plugins / rel
+    body = "\n\ndef _planted():\n    %s\n" % code if in_function else "\n%s\n" % code
+    path.write_text(path.read_text() + body)
+
+
+def lines(plugins: Path, rel: str) -> int:
+    return len((plugins / rel).read_text().splitlines())
+
+
+def first_line(plugins: Path, rel: str, text: str) -> int:
+    return next(n for n, line in enumerate((plugins / rel).read_text().splitlines(), 1) if text in line)
+
+
+def test_plant_os_in_a_pure_model(plugins_copy):
+    plant(plugins_copy, "module_utils/vm/spec.py", "import os.path")
+    assert pure_model_violations(plugins_copy) == [
+        "vm/spec.py: import os.path (line %d): a pure model imports os.path"
+        % lines(plugins_copy, "module_utils/vm/spec.py")]
+
+
+def test_plant_from_import_in_a_pure_model(plugins_copy):
+    plant(plugins_copy, "module_utils/volume/size.py", "from subprocess import run", in_function=False)
+    bad = pure_model_violations(plugins_copy)
+    assert len(bad) == 1 and bad[0].startswith("volume/size.py: from subprocess import run")
+
+
+def test_plant_host_in_a_pure_model(plugins_copy):
+    plant(plugins_copy, "module_utils/firewall/rules.py",
+          "from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import open_store")
+    bad = pure_model_violations(plugins_copy)
+    assert "firewall/rules.py" in bad[0] and "store/factory.py" in bad[0]
+    assert "from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import open_store" in bad[0]
+
+
+def test_plant_service_in_a_pure_model(plugins_copy):
+    plant(plugins_copy, "module_utils/vm/plan.py",
+          "from ansible_collections.infinivirt.core.plugins.module_utils.vm import lifecycle")
+    bad = pure_model_violations(plugins_copy)
+    assert len(bad) == 1 and "vm/plan.py" in bad[0] and "vm/lifecycle.py, which is not a pure model" in bad[0]
+
+
+def test_plant_host_in_store(plugins_copy):
+    plant(plugins_copy, "module_utils/store/sqlite.py",
+          "import ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe")
+    bad = store_violations(plugins_copy)
+    assert len(bad) == 1 and bad[0].startswith("store/sqlite.py: import ")
+    assert bad[0].endswith("store/ imports qemu/probe.py")
+
+
+def test_plant_ansible_outside_the_binding(plugins_copy):
+    plant(plugins_copy, "module_utils/context.py", "from ansible.module_utils.common.text.converters import to_text")
+    plant(plugins_copy, "module_utils/host/net.py", "from ansible import constants")
+    bad = ansible_import_violations(plugins_copy)
+    assert [b.split(":")[0] for b in bad] == ["context.py", "host/net.py"]
+    assert "from ansible.module_utils.common.text.converters import to_text" in bad[0]
+    # ansible_collections is not ansible
+    plugins_ok = plugins_copy
+    (plugins_ok / "module_utils/context.py").write_text((PLUGINS / "module_utils/context.py").read_text())
+    (plugins_ok / "module_utils/host/net.py").write_text((PLUGINS / "module_utils/host/net.py").read_text())
+    assert ansible_import_violations(plugins_ok) == []
+
+
+def test_plant_a_missing_file(plugins_copy):
+    plant(plugins_copy, "module_utils/network/service.py",
+          "from ansible_collections.infinivirt.core.plugins.module_utils.host.bridge import make")
+    bad = unresolved_imports(plugins_copy)
+    assert len(bad) == 1 and bad[0].startswith("module_utils/network/service.py: from ")
+    assert "host.bridge import make" in bad[0]
+
+
+def test_plant_the_vm_engine_in_net(plugins_copy):
+    plant(plugins_copy, "module_utils/host/dnsmasq.py",
+          "from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession")
+    bad = payload_violations(plugins_copy)
+    assert len(bad) == 1 and bad[0].startswith("infinivirt_net ships qemu/qmp.py: infinivirt_net.py:"), bad
+    assert bad[0].endswith(" -> network/service.py:%d -> host/dnsmasq.py:%d -> qemu/qmp.py" % (
+        first_line(plugins_copy, "module_utils/network/service.py", "module_utils.host import dnsmasq"),
+        lines(plugins_copy, "module_utils/host/dnsmasq.py"))), bad
+
+
+def test_plant_network_in_secret_key(plugins_copy):
+    plant(plugins_copy, "module_utils/secrets/rotation.py",
+          "from ansible_collections.infinivirt.core.plugins.module_utils.firewall import rules")
+    bad = payload_violations(plugins_copy)
+    assert [b.split(":")[0] for b in bad] == ["infinivirt_secret_key ships firewall/__init__.py",
+                                              "infinivirt_secret_key ships firewall/rules.py"], bad
+    assert all(" -> secrets/rotation.py:%d -> firewall/" % lines(plugins_copy, "module_utils/secrets/rotation.py")
+               in b for b in bad), bad
