@@ -234,6 +234,7 @@ volume:
 """
 
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import InfinivirtModule
+from ansible_collections.infinivirt.core.plugins.module_utils.volume.live_resize import resize_attached_disk
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.size import FORMATS, PREALLOCATIONS
 
@@ -256,18 +257,9 @@ def main() -> None:
     )
 
     params = module.params
-
-    def live_resize(ctx):
-        def resize(path, size):
-            # Only a volume a running VM has attached needs the VM code (and qemu.qmp).
-            from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
-
-            return VmService(ctx).resize_attached_disk(path, size)
-        return resize
-
     module.run(lambda ctx: DiskService(ctx.store, ctx.secret_box, ctx.host_id, ctx.storage_roots,
-                                       live_resize=live_resize(ctx), lock_timeout=ctx.lock_timeout)
-               .ensure(params, module.check_mode))
+                                       live_resize=lambda path, size: resize_attached_disk(ctx, path, size),
+                                       lock_timeout=ctx.lock_timeout).ensure(params, module.check_mode))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from typing import Any, Dict, List, Optional
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import CONTROL_RE
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import layout
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.firmware import pflash_blockdevs
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import device as nic_device
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import netdev as nic_netdev
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import pcie_slot, use_vhost
@@ -42,6 +41,16 @@ class LaunchContext:
     disk_secret_files: Optional[Dict[str, str]] = None  # disk_id -> LUKS passphrase file
     disk_active_paths: Optional[Dict[str, str]] = None  # disk_id -> top external-snapshot overlay
     vhost_available: bool = False  # /dev/vhost-net exists on this host
+
+
+def pflash_blockdevs(code: str, nvram: str) -> List[Dict[str, Any]]:
+    """Nodes for -machine pflash0=fw-code,pflash1=fw-vars (JSON: paths need no escaping)."""
+    return [
+        {"driver": "file", "filename": code, "node-name": "fw-code-file", "read-only": True},
+        {"driver": "raw", "file": "fw-code-file", "node-name": "fw-code", "read-only": True},
+        {"driver": "file", "filename": nvram, "node-name": "fw-vars-file"},
+        {"driver": "raw", "file": "fw-vars-file", "node-name": "fw-vars"},
+    ]
 
 
 def opt_value(field: str, value: str) -> str:

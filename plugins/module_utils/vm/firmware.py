@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Optional, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import QemuError
 
@@ -40,13 +40,3 @@ def ensure_nvram(path: str, template: str) -> bool:
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
     return True
-
-
-def pflash_blockdevs(code: str, nvram: str) -> List[Dict[str, Any]]:
-    """Nodes for -machine pflash0=fw-code,pflash1=fw-vars (JSON: paths need no escaping)."""
-    return [
-        {"driver": "file", "filename": code, "node-name": "fw-code-file", "read-only": True},
-        {"driver": "raw", "file": "fw-code-file", "node-name": "fw-code", "read-only": True},
-        {"driver": "file", "filename": nvram, "node-name": "fw-vars-file"},
-        {"driver": "raw", "file": "fw-vars-file", "node-name": "fw-vars"},
-    ]

@@ -129,7 +129,3 @@ class Hotplug:
     def _record_running_nics(self, rec: VmRecord, nics: List[NicSpec]) -> None:
         rec.running_spec = dataclasses.replace(rec.running_spec, nics=tuple(nics))
         self.lifecycle.store.update_vm(rec)
-
-    def resize_disk(self, rec: VmRecord, disk: DiskSpec, size: int) -> None:
-        """Grow a disk of a running VM; the guest sees the new capacity at once."""
-        self.lifecycle.qmp(rec, "block_resize", {"node-name": node_names(disk)[1], "size": size})

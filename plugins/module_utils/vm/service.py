@@ -46,6 +46,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import (
     fold_status,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.keys import read_luks_key
+from ansible_collections.infinivirt.core.plugins.module_utils.volume.live_resize import resize_attached_disk
 
 
 @dataclasses.dataclass
@@ -371,28 +372,8 @@ class VmService:
 
     # -- volumes (for infinivirt_disk) ------------------------------------------------------
     def resize_attached_disk(self, path: str, size: int) -> Optional[str]:
-        """Grow a volume through the running VM on this host that has it attached, so the
-        guest sees the new size; return that VM's name, or None when no running VM has it."""
-        real = os.path.realpath(path)
-
-        def attached(rec: Optional[VmRecord]) -> Optional[DiskSpec]:
-            if rec is None or rec.running_spec is None:
-                return None
-            return next((d for d in rec.running_spec.disks if os.path.realpath(d.path) == real), None)
-
-        for rec in self.store.list_vms(host=self.hostname):
-            if attached(rec) is None:
-                continue
-            with self.store.vm_lock(rec.name, self.lock_timeout):
-                rec = self.store.get_vm(rec.name)
-                disk = attached(rec)
-                if disk is not None and disk.path in self.layered(rec):
-                    raise StateError("volume %s has external snapshots in VM %s; delete them "
-                                     "before growing it" % (path, rec.name))
-                if disk is not None and self.lifecycle.is_alive(rec):
-                    self.hotplug.resize_disk(rec, disk, size)
-                    return rec.name
-        return None
+        """See volume.live_resize.resize_attached_disk."""
+        return resize_attached_disk(self.ctx, path, size, self.lifecycle.host_paths.proc)
 
     # -- infinivirt_vm_info ---------------------------------------------------------------
     def info(self, name: Optional[str] = None) -> List[Dict[str, Any]]:
