@@ -36,6 +36,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError, SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.rules import RuleSet, RuleSpec
+from ansible_collections.infinivirt.core.plugins.module_utils.host.nft_expr import match, meta, payload
 from ansible_collections.infinivirt.core.plugins.module_utils.host.programs import run_nft
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import Port
 
@@ -77,18 +78,6 @@ def is_dept_chain(name: str) -> bool:
 
 
 # -- expressions ----------------------------------------------------------------------------
-
-def _match(left: Expr, right: Any, op: str = "==") -> Expr:
-    return {"match": {"op": op, "left": left, "right": right}}
-
-
-def _meta(key: str) -> Expr:
-    return {"meta": {"key": key}}
-
-
-def _payload(protocol: str, field: str) -> Expr:
-    return {"payload": {"protocol": protocol, "field": field}}
-
 
 def _one_or_set(items: Sequence[Any]) -> Any:
     return items[0] if len(items) == 1 else {"set": list(items)}
@@ -136,15 +125,15 @@ def _remote(rule: RuleSpec, reply: bool) -> List[Expr]:
     if rule.cidr is None:
         return []
     towards_vm = (rule.direction == "in") != reply
-    return [_match(_payload(rule.family or "ip", "saddr" if towards_vm else "daddr"), _address(rule.cidr))]
+    return [match(payload(rule.family or "ip", "saddr" if towards_vm else "daddr"), _address(rule.cidr))]
 
 
 def rule_exprs(rule: RuleSpec) -> List[Expr]:
     exprs = _remote(rule, reply=False)
     if rule.protocol != "any":
-        exprs.append(_match(_meta("l4proto"), L4PROTO[rule.protocol]))
+        exprs.append(match(meta("l4proto"), L4PROTO[rule.protocol]))
     if rule.ports:
-        exprs.append(_match(_payload("th", "dport"), _ports(rule.ports)))
+        exprs.append(match(payload("th", "dport"), _ports(rule.ports)))
     return exprs + [_verdict(rule)]
 
 
@@ -160,13 +149,13 @@ def reply_exprs(rule: RuleSpec) -> List[List[Expr]]:
             continue
         exprs = list(remote)
         if protocol in ("tcp", "udp"):
-            exprs.append(_match(_meta("l4proto"), protocol))
+            exprs.append(match(meta("l4proto"), protocol))
             if rule.ports:
-                exprs.append(_match(_payload("th", "sport"), _ports(rule.ports)))
+                exprs.append(match(payload("th", "sport"), _ports(rule.ports)))
             if protocol == "tcp":
-                exprs.append(_match(_payload("tcp", "flags"), "ack", op="in"))
+                exprs.append(match(payload("tcp", "flags"), "ack", op="in"))
         else:
-            exprs.append(_match(_payload(protocol, "type"), "echo-reply"))
+            exprs.append(match(payload(protocol, "type"), "echo-reply"))
         found.append(exprs + [RETURN])
     return found
 
@@ -199,29 +188,29 @@ def anti_spoofing_rules(port: Port) -> List[Rule]:
     """Frames from the VM's TAP: its own MAC, and (when the NIC has ``ips``) only its own
     addresses, plus what address configuration needs (DHCP from 0.0.0.0, ARP probes,
     IPv6 link-local and the unspecified address of duplicate address detection)."""
-    iif = _match(_meta("iifname"), port.tap)
+    iif = match(meta("iifname"), port.tap)
     label = "anti-spoofing %s" % port.tap
     rules = [
-        _rule(label + " mac", [iif, _match(_payload("ether", "saddr"), port.mac, "!="), DROP]),
-        _rule(label + " arp mac", [iif, _match(_payload("arp", "saddr ether"), port.mac, "!="), DROP]),
+        _rule(label + " mac", [iif, match(payload("ether", "saddr"), port.mac, "!="), DROP]),
+        _rule(label + " arp mac", [iif, match(payload("arp", "saddr ether"), port.mac, "!="), DROP]),
     ]
     if not port.ips:
         return rules
     v4 = sorted({str(ipaddress.ip_address(a)) for a in port.ips if ipaddress.ip_address(a).version == 4})
     v6 = sorted({str(ipaddress.ip_address(a)) for a in port.ips if ipaddress.ip_address(a).version == 6})
     rules.append(_rule(label + " ethertype", [
-        iif, _match(_payload("ether", "type"), {"set": ["ip", "arp", "ip6"]}, "!="), DROP]))
+        iif, match(payload("ether", "type"), {"set": ["ip", "arp", "ip6"]}, "!="), DROP]))
     rules.append(_rule(label + " arp ip", [
-        iif, _match(_payload("arp", "saddr ip"), _one_or_set(v4 + ["0.0.0.0"]), "!="), DROP]))
+        iif, match(payload("arp", "saddr ip"), _one_or_set(v4 + ["0.0.0.0"]), "!="), DROP]))
     rules.append(_rule(label + " dhcp", [
-        iif, _match(_payload("ip", "saddr"), "0.0.0.0"), _match(_payload("udp", "sport"), 68),
-        _match(_payload("udp", "dport"), 67), RETURN]))
+        iif, match(payload("ip", "saddr"), "0.0.0.0"), match(payload("udp", "sport"), 68),
+        match(payload("udp", "dport"), 67), RETURN]))
     if v4:
-        rules.append(_rule(label + " ipv4", [iif, _match(_payload("ip", "saddr"), _one_or_set(v4), "!="), DROP]))
+        rules.append(_rule(label + " ipv4", [iif, match(payload("ip", "saddr"), _one_or_set(v4), "!="), DROP]))
     else:
-        rules.append(_rule(label + " ipv4", [iif, _match(_payload("ether", "type"), "ip"), DROP]))
+        rules.append(_rule(label + " ipv4", [iif, match(payload("ether", "type"), "ip"), DROP]))
     allowed6 = v6 + ["::", {"prefix": {"addr": "fe80::", "len": 10}}]
-    rules.append(_rule(label + " ipv6", [iif, _match(_payload("ip6", "saddr"), {"set": allowed6}, "!="), DROP]))
+    rules.append(_rule(label + " ipv6", [iif, match(payload("ip6", "saddr"), {"set": allowed6}, "!="), DROP]))
     return rules
 
 
@@ -234,14 +223,14 @@ def infrastructure_rules(direction: str) -> List[Rule]:
     client, server = (68, 67) if out else (67, 68)
     client6, server6 = (546, 547) if out else (547, 546)
     return [
-        _rule("infrastructure arp", [_match(_payload("ether", "type"), "arp"), RETURN]),
-        _rule("infrastructure neighbour discovery", [_match(_payload("icmpv6", "type"), {"set": nd}), RETURN]),
-        _rule("infrastructure dhcp", [_match(_payload("udp", "sport"), client),
-                                      _match(_payload("udp", "dport"), server), RETURN]),
-        _rule("infrastructure dhcpv6", [_match(_payload("udp", "sport"), client6),
-                                        _match(_payload("udp", "dport"), server6), RETURN]),
-        _rule("infrastructure icmp errors", [_match(_payload("icmp", "type"), {"set": ICMP_ERRORS}), RETURN]),
-        _rule("infrastructure icmpv6 errors", [_match(_payload("icmpv6", "type"), {"set": ICMPV6_ERRORS}), RETURN]),
+        _rule("infrastructure arp", [match(payload("ether", "type"), "arp"), RETURN]),
+        _rule("infrastructure neighbour discovery", [match(payload("icmpv6", "type"), {"set": nd}), RETURN]),
+        _rule("infrastructure dhcp", [match(payload("udp", "sport"), client),
+                                      match(payload("udp", "dport"), server), RETURN]),
+        _rule("infrastructure dhcpv6", [match(payload("udp", "sport"), client6),
+                                        match(payload("udp", "dport"), server6), RETURN]),
+        _rule("infrastructure icmp errors", [match(payload("icmp", "type"), {"set": ICMP_ERRORS}), RETURN]),
+        _rule("infrastructure icmpv6 errors", [match(payload("icmpv6", "type"), {"set": ICMPV6_ERRORS}), RETURN]),
     ]
 
 
@@ -345,7 +334,7 @@ def _target(value: Any) -> Optional[str]:
 
 
 def _base_rules(chain: str) -> List[Rule]:
-    return [_rule("dispatch %s" % name, [{"vmap": {"key": _meta(key), "data": "@" + name}}])
+    return [_rule("dispatch %s" % name, [{"vmap": {"key": meta(key), "data": "@" + name}}])
             for name, key in BASE_CHAINS[chain][1]]
 
 

@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional
 
 from ansible_collections.infinivirt.core.plugins.module_utils.host import netns as nsutil
 from ansible_collections.infinivirt.core.plugins.module_utils.host.net import NetError
+from ansible_collections.infinivirt.core.plugins.module_utils.host.nft_expr import match, meta, payload
 from ansible_collections.infinivirt.core.plugins.module_utils.host.programs import run_nft
 from ansible_collections.infinivirt.core.plugins.module_utils.network.spec import nat_table_name
 
@@ -42,18 +43,6 @@ class NatRules:
         return nat_table_name(self.network)
 
 
-def _match(op: str, left: Dict[str, Any], right: Any) -> Dict[str, Any]:
-    return {"match": {"op": op, "left": left, "right": right}}
-
-
-def _ip(field: str) -> Dict[str, Any]:
-    return {"payload": {"protocol": "ip", "field": field}}
-
-
-def _meta(key: str) -> Dict[str, Any]:
-    return {"meta": {"key": key}}
-
-
 def wanted_chains(rules: NatRules) -> List[Dict[str, Any]]:
     base = {"family": FAMILY, "table": rules.table}
     return [
@@ -67,19 +56,19 @@ def wanted_rules(rules: NatRules) -> List[Dict[str, Any]]:
     net = ipaddress.ip_network(rules.subnet)
     subnet = {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
     if rules.outbound_interface:
-        out = _match("==", _meta("oifname"), rules.outbound_interface)
+        out = match(meta("oifname"), rules.outbound_interface)
     else:
-        out = _match("!=", _meta("oifname"), rules.bridge)
+        out = match(meta("oifname"), rules.bridge, "!=")
     body = [
         ("masquerade", "postrouting",
-         [_match("==", _ip("saddr"), subnet), _match("!=", _ip("daddr"), subnet), out,
+         [match(payload("ip", "saddr"), subnet), match(payload("ip", "daddr"), subnet, "!="), out,
           {"masquerade": None}]),
         ("from-bridge", "forward",
-         [_match("==", _meta("iifname"), rules.bridge), _match("==", _ip("saddr"), subnet),
+         [match(meta("iifname"), rules.bridge), match(payload("ip", "saddr"), subnet),
           {"accept": None}]),
         ("to-bridge", "forward",
-         [_match("==", _meta("oifname"), rules.bridge), _match("==", _ip("daddr"), subnet),
-          _match("in", {"ct": {"key": "state"}}, ["established", "related"]), {"accept": None}]),
+         [match(meta("oifname"), rules.bridge), match(payload("ip", "daddr"), subnet),
+          match({"ct": {"key": "state"}}, ["established", "related"], "in"), {"accept": None}]),
     ]
     digest = hashlib.sha256(json.dumps([wanted_chains(rules), body], sort_keys=True).encode()).hexdigest()[:16]
     return [{"family": FAMILY, "table": rules.table, "chain": chain, "expr": expr,
