@@ -16,7 +16,7 @@ import dataclasses
 import os
 import shutil
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.context import DEFAULT_NVRAM_DIR
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
@@ -88,6 +88,30 @@ class VmPaths:
         files = [("pidfile", self.pidfile), ("qmp_socket", self.qmp_socket),
                  ("serial_log", self.serial_log)]
         return files + ([("console_socket", self.console_socket)] if console else [])
+
+
+@dataclasses.dataclass(frozen=True)
+class StartInputs:
+    """What a start needs besides the record (VmService.start_vm gathers it)."""
+
+    paused: bool = False
+    graphic_password: Optional[str] = None
+    disk_keys: Dict[str, str] = dataclasses.field(default_factory=dict)  # disk_id -> LUKS passphrase
+    nic_bridges: Dict[str, str] = dataclasses.field(default_factory=dict)  # MAC -> bridge of its TAP
+
+
+@dataclasses.dataclass(frozen=True)
+class _Launch:
+    """How this start runs QEMU, resolved before QEMU exists."""
+
+    paths: VmPaths
+    binary: str
+    accel: str
+    cpu: str
+    vhost: bool
+    code: Optional[str]  # OVMF code image (UEFI)
+    nvram: Optional[str]  # the VM's NVRAM copy (UEFI)
+    warnings: List[str]
 
 
 def systemd_scope_prefix(uuid: str, name: str, systemd_dir: str = "/run/systemd/system",
@@ -174,17 +198,29 @@ class Lifecycle:
         cpu, cpu_warnings = resolve_cpu(rec.spec.cpu_model, rec.spec.cpu_flags, accel, caps)
         return accel, cpu, caps.binary, warnings + cpu_warnings
 
-    def start(self, rec: VmRecord, paused: bool = False,
-              graphic_password: Optional[str] = None,
-              disk_keys: Optional[Dict[str, str]] = None,
-              nic_bridges: Optional[Dict[str, str]] = None) -> List[str]:
+    def start(self, rec: VmRecord, inputs: StartInputs) -> List[str]:
         """Start the VM and return warnings. On failure nothing of it is left behind.
-        The display password reaches QEMU over QMP while the guest is still paused.
-        ``nic_bridges``: MAC -> the bridge each NIC's TAP joins."""
-        if rec.spec.graphic_password_set and graphic_password is None:
+        The display password reaches QEMU over QMP while the guest is still paused."""
+        if rec.spec.graphic_password_set and inputs.graphic_password is None:
             raise StateError("VM %s: its display password could not be read" % rec.name)
         if self.is_alive(rec):
             raise StateError("VM %s is already running as PID %s" % (rec.name, self.live_pid(rec)))
+        launch = self._prepare(rec)
+        try:
+            self.make_taps(rec, rec.spec.nics, inputs.nic_bridges)
+        except InfinivirtError:
+            self._abort_start(rec)
+            raise
+        rc, stderr = self._spawn(rec, launch, inputs.disk_keys)
+        self._bring_up(rec, rc, stderr, inputs)
+        rec.status = PAUSED if inputs.paused else RUNNING
+        self.store.update_vm(rec)
+        return launch.warnings
+
+    def _prepare(self, rec: VmRecord) -> "_Launch":
+        """Resolve how QEMU runs here, journal its files and record the start, all before
+        QEMU exists: if the database is lost mid-start, the next run finds the process
+        through the recorded pidfile instead of starting a second one."""
         paths = VmPaths.for_vm(self.run_dir, rec.uuid)
         vhost = check_vhost(rec.spec)
         os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
@@ -192,8 +228,6 @@ class Lifecycle:
         self.release_files(rec, keep_serial_log=False)  # leftovers of a crashed run
         for kind, ref in paths.journal(rec.spec.console_socket):
             self.store.journal_add(rec.uuid, kind, ref)
-        # Recorded before QEMU exists: if the database is lost mid-start, the next run
-        # finds the process through this pidfile instead of starting a second one.
         code = template = nvram = None
         if rec.spec.firmware == "uefi":  # before anything is recorded: OVMF may be missing
             code, template = firmware_files(rec.spec.secureboot, rec.spec.uefi_firmware)
@@ -202,28 +236,31 @@ class Lifecycle:
             paths.pidfile, paths.qmp_socket, paths.serial_log)
         rec.running_spec, rec.launch_accel, rec.launch_cpu = rec.spec, accel, cpu
         self.store.update_vm(rec)
-
         if template is not None:
             nvram = self.nvram_path(rec)
             self.store.journal_add(rec.uuid, "nvram", nvram)  # kept until the VM is removed
             ensure_nvram(nvram, template)
-        try:
-            self.make_taps(rec, rec.spec.nics, nic_bridges or {})
-        except InfinivirtError:
-            self._abort_start(rec)
-            raise
-        secret_files = self._write_disk_keys(rec, disk_keys or {})
-        ctx = LaunchContext(binary=binary, uuid=rec.uuid, accel=accel, cpu=cpu, vhost_available=vhost,
-                            firmware_code=code, nvram=nvram, disk_secret_files=secret_files,
-                            disk_active_paths=self.active_paths(rec),
+        return _Launch(paths, binary, accel, cpu, vhost, code, nvram, warnings)
+
+    def _spawn(self, rec: VmRecord, launch: "_Launch", disk_keys: Dict[str, str]) -> Tuple[int, str]:
+        """Run QEMU paused (-S, daemonized, in the VM's netns); its exit code and stderr."""
+        paths = launch.paths
+        secret_files = self._write_disk_keys(rec, disk_keys)
+        ctx = LaunchContext(binary=launch.binary, uuid=rec.uuid, accel=launch.accel, cpu=launch.cpu,
+                            vhost_available=launch.vhost, firmware_code=launch.code, nvram=launch.nvram,
+                            disk_secret_files=secret_files, disk_active_paths=self.active_paths(rec),
                             pidfile=paths.pidfile, qmp_socket=paths.qmp_socket,
                             serial_log=paths.serial_log,
                             console_socket=paths.console_socket if rec.spec.console_socket else None)
         argv = systemd_scope_prefix(rec.uuid, rec.name) + build_argv(rec.spec, ctx)
         try:
-            rc, stderr = run_daemonized(argv, self.start_timeout, nsutil.preexec(rec.spec.netns))
+            return run_daemonized(argv, self.start_timeout, nsutil.preexec(rec.spec.netns))
         finally:  # QEMU has read them (or failed): keys do not stay on disk
             self._drop_disk_keys(rec, secret_files)
+
+    def _bring_up(self, rec: VmRecord, rc: int, stderr: str, inputs: StartInputs) -> None:
+        """Check the paused QEMU, apply the firewall and the display password, then let the
+        guest run (unless asked paused). Any failure ends the start with nothing left."""
         try:
             if rc != 0:
                 raise QemuError("VM %s: QEMU failed to start (exit %d): %s"
@@ -237,17 +274,14 @@ class Lifecycle:
                                 % (rec.name, status))
             self.sync_firewall(rec)  # before the guest sends its first frame
             if rec.spec.graphic_protocol == "vnc":
-                rec.launch_graphic_port = self._setup_vnc(rec, graphic_password)
-            if not paused:
+                rec.launch_graphic_port = self._setup_vnc(rec, inputs.graphic_password)
+            if not inputs.paused:
                 self.qmp(rec, "cont")
         except (InfinivirtError, KeyError, TypeError, ValueError) as exc:
             self._abort_start(rec)
             if isinstance(exc, InfinivirtError):
                 raise
             raise QemuError("VM %s: unexpected QMP reply while starting: %r" % (rec.name, exc)) from exc
-        rec.status = PAUSED if paused else RUNNING
-        self.store.update_vm(rec)
-        return warnings
 
     def make_taps(self, rec: VmRecord, nics, bridges: Dict[str, str]) -> None:
         """Each NIC's TAP, journaled before it exists, on its bridge."""

@@ -102,33 +102,18 @@ def plan_vm(rec: Optional[VmRecord], live: Live, desired: Desired, host_id: str,
     target = target_state(desired.state, before)
     alive = before in (RUNNING, PAUSED)
     running_spec = target_rec.running_spec
-    pending = changed_fields(running_spec, spec) if alive and running_spec is not None else []
-    disk_plug = nic_plug = None
-    if "disks" in pending and before == RUNNING:
-        disk_plug = plan_hotplug(running_spec.disks, spec.disks, live.layered)
-        if disk_plug.live:
-            pending.remove("disks")
-    if "nics" in pending and before == RUNNING:
-        nic_plug = plan_nic_hotplug(running_spec.nics, spec.nics)
-        if nic_plug.live:
-            pending.remove("nics")
-    pending = [f for f in pending if f not in LIVE_FIELDS]
+    pending, disk_plug, nic_plug = _live_changes(running_spec if alive else None, spec, live)
     restart = desired.state == "restarted" or (
         bool(pending) and target != STOPPED and desired.restart_on_change)
     if restart:
         disk_plug = nic_plug = None  # the new process gets every disk and NIC anyway
-
     if (desired.password_changed and not restart and alive and running_spec is not None
             and running_spec.graphic_password_set):
         actions.append("set_password")  # a running display takes a new password at once
-    if disk_plug is not None and disk_plug.live:
+    if disk_plug is not None:
         actions.append("hotplug_disks")
-    else:
-        disk_plug = None
-    if nic_plug is not None and nic_plug.live:
+    if nic_plug is not None:
         actions.append("hotplug_nics")
-    else:
-        nic_plug = None
     actions.extend(_transition(before, target, restart))
 
     plan = VmPlan(before_state=before, after_state=target, record=target_rec, actions=actions,
@@ -145,6 +130,25 @@ def plan_vm(rec: Optional[VmRecord], live: Live, desired: Desired, host_id: str,
             "VM %s runs with an older configuration; a restart is needed to apply: %s "
             "(set restart_on_change: true or state: restarted)" % (spec.name, ", ".join(plan.pending)))
     return plan
+
+
+def _live_changes(running: Optional[VmSpec], spec: VmSpec,
+                  live: Live) -> Tuple[List[str], Optional[HotplugPlan], Optional[NicHotplugPlan]]:
+    """Fields of a live VM (``running``: the spec its process got, None when none runs) that
+    wait for a restart, and the disk and NIC hot-plugs that can be done instead (only on a
+    running VM, and only when every change of that kind can be done live)."""
+    if running is None:
+        return [], None, None
+    pending = changed_fields(running, spec)
+    disk_plug = nic_plug = None
+    if "disks" in pending and live.state == RUNNING:
+        disk_plug = plan_hotplug(running.disks, spec.disks, live.layered)
+        disk_plug = disk_plug if disk_plug.live else None
+    if "nics" in pending and live.state == RUNNING:
+        nic_plug = plan_nic_hotplug(running.nics, spec.nics)
+        nic_plug = nic_plug if nic_plug.live else None
+    done_live = set(LIVE_FIELDS) | ({"disks"} if disk_plug else set()) | ({"nics"} if nic_plug else set())
+    return [f for f in pending if f not in done_live], disk_plug, nic_plug
 
 
 def _transition(current: str, target: str, restart: bool) -> List[str]:

@@ -25,7 +25,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.store.base import 
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import validate_name
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import DiskSpec
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.hotplug import Hotplug
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.lifecycle import Lifecycle, VmPaths
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.lifecycle import Lifecycle, StartInputs, VmPaths
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.plan import Desired, Live, VmPlan, plan_vm
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight import preflight
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
@@ -213,8 +213,8 @@ class VmService:
         keys = self.disk_keys(rec.spec.disks)
         password = self.graphic_password(rec)
         rec.host = self.hostname  # a stopped VM moves to the host that starts it
-        return self.lifecycle.start(rec, paused=paused, graphic_password=password, disk_keys=keys,
-                                    nic_bridges=bridges)
+        return self.lifecycle.start(rec, StartInputs(paused=paused, graphic_password=password, disk_keys=keys,
+                                                     nic_bridges=bridges))
 
     def stop_vm(self, rec: VmRecord, params: Dict[str, Any], qemu_status: Optional[str] = None) -> None:
         """Stop as the task's stop_timeout and force say."""
