@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 from conftest import run_dir_files, wait_for, wait_ready
@@ -190,6 +192,42 @@ def test_failed_start_leaves_nothing(service, workdir):
         ensure(service, name="broken", state="running", accel="tcg", cpu_model="no-such-cpu")
     assert "failed to start" in str(err.value) and "no-such-cpu" in str(err.value)
     assert service.info() == [] and run_dir_files(workdir) == []
+
+
+def test_a_bystander_with_the_uuid_survives_a_failed_start(service, workdir):
+    ensure(service, name="broken", state="present", accel="tcg", cpu_model="no-such-cpu", memory_mb=64)
+    uuid = service.store.get_vm("broken").uuid
+    # Another program that carries the UUID, even as QEMU's own "-uuid UUID" pair.
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "-uuid", uuid])
+    try:
+        with pytest.raises(QemuError):
+            ensure(service, name="broken", state="running")
+        assert bystander.poll() is None, "a failed start killed a process that is not its QEMU"
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_a_foreign_process_in_the_pidfile_means_not_running(service, workdir):
+    ensure(service, name="impostor", state="paused", accel="tcg", memory_mb=64)
+    info = service.info("impostor")[0]
+    ensure(service, name="impostor", state="stopped", stop_timeout=5)
+    # The pidfile names another program that even carries the VM's UUID as QEMU would.
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "-uuid", info["uuid"]])
+    try:
+        rec = service.store.get_vm("impostor")
+        rec.status, rec.qemu_pid, rec.pidfile_path = "running", other.pid, os.path.join(workdir, "impostor.pid")
+        with open(rec.pidfile_path, "w") as fh:
+            fh.write("%d\n" % other.pid)
+        service.store.update_vm(rec)
+        assert service.info("impostor")[0]["status"] == "stopped"
+        assert not ensure(service, name="impostor", state="stopped").changed
+        assert not ensure(service, name="impostor", state="stopped", force=True).changed
+        assert ensure(service, name="impostor", state="absent").changed
+        assert other.poll() is None, "only Infinivirt's own QEMU is ever signalled"
+    finally:
+        other.kill()
+        other.wait()
 
 
 @pytest.mark.parametrize("params,field", [

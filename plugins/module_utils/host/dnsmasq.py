@@ -22,7 +22,7 @@ from typing import List, Optional, Tuple
 from ansible_collections.infinivirt.core.plugins.module_utils.host import netns as nsutil
 from ansible_collections.infinivirt.core.plugins.module_utils.host.net import NetError
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import (
-    process_runs_vm,
+    process_carries,
     read_pidfile,
     vm_processes,
     wait_until_gone,
@@ -94,7 +94,7 @@ def _cmdline(pid: int) -> List[str]:
 def processes(files: DnsmasqFiles) -> List[int]:
     """Live processes that are this network's dnsmasq: the pidfile's, else any found."""
     pid = read_pidfile(files.pidfile)
-    if pid and process_runs_vm(pid, files.token):
+    if pid and process_carries(pid, files.token):
         return [pid]
     return vm_processes(files.token)  # pidfile lost or stale: look for a stray one
 
@@ -130,7 +130,7 @@ def start(wanted: List[str], files: DnsmasqFiles, netns: Optional[str]) -> int:
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         pid = read_pidfile(files.pidfile)
-        if pid and process_runs_vm(pid, files.token):
+        if pid and process_carries(pid, files.token):
             return pid
         if time.monotonic() > deadline:
             raise NetError("dnsmasq started but %s names no live dnsmasq" % files.pidfile)
@@ -143,13 +143,13 @@ def stop(files: DnsmasqFiles, timeout: float = STOP_TIMEOUT) -> List[int]:
     ended = []
     for pid in processes(files):
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            if not process_runs_vm(pid, files.token):
+            if not process_carries(pid, files.token):
                 break
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 break
-            if wait_until_gone(pid, files.token, timeout):
+            if wait_until_gone(pid, files.token, timeout, owned=process_carries):
                 break
         else:
             raise NetError("dnsmasq (PID %d) did not exit after SIGKILL" % pid)

@@ -3,9 +3,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """QEMU processes on this host: start daemonized, tell whether one is alive, end it.
 
-A VM counts as running only when its pidfile names a live process whose command line
-carries the VM's UUID: PIDs are reused, and on hosts where PID 1 reaps slowly an exited
-QEMU lingers as a zombie, which counts as dead.
+A VM counts as running only when its pidfile names a live qemu-system process started with
+``-uuid`` and the VM's UUID: PIDs are reused, another program may mention the UUID, and on
+hosts where PID 1 reaps slowly an exited QEMU lingers as a zombie, which counts as dead. Only
+such a process is ever signalled.
 """
 
 from __future__ import annotations
@@ -51,20 +52,48 @@ def _threads_left(pid: int, proc_root: str) -> bool:
     return any(task != str(pid) for task in tasks)
 
 
-def process_runs_vm(pid: Optional[int], uuid: str, proc_root: str = "/proc") -> bool:
+def process_carries(pid: Optional[int], marker: str, proc_root: str = "/proc") -> bool:
+    """Whether a live process carries ``marker`` as one of its arguments (how dnsmasq of a
+    network is known)."""
     if not pid:
         return False
     state = process_state(pid, proc_root)
     if state is None:
         return False
     if state in DEAD_STATES:
-        # A zombie's cmdline reads empty; while its threads live, it still holds the VM.
+        # A zombie's cmdline reads empty; while its threads live, it still holds its resources.
         return _threads_left(pid, proc_root)
-    return uuid.encode() in _cmdline(pid, proc_root)
+    return marker.encode() in _cmdline(pid, proc_root)
+
+
+def _is_qemu(pid: int, args: List[bytes], proc_root: str) -> bool:
+    """The executable is a qemu-system binary (by /proc/PID/exe; by argv[0] where the link
+    cannot be read)."""
+    try:
+        exe = os.readlink(os.path.join(proc_root, str(pid), "exe"))
+    except OSError:
+        exe = args[0].decode("utf-8", "replace") if args else ""
+    return os.path.basename(exe.replace(" (deleted)", "")).startswith("qemu-system")
+
+
+def process_runs_vm(pid: Optional[int], uuid: str, proc_root: str = "/proc") -> bool:
+    """Whether ``pid`` is this VM's QEMU: a qemu-system executable started with ``-uuid
+    UUID``. Anything else (another program, or one that merely mentions the UUID) is not."""
+    if not pid:
+        return False
+    state = process_state(pid, proc_root)
+    if state is None:
+        return False
+    if state in DEAD_STATES:
+        return _threads_left(pid, proc_root)
+    args = _cmdline(pid, proc_root)
+    wanted = uuid.encode()
+    has_uuid = any(a == b"-uuid" and b == wanted for a, b in zip(args, args[1:]))
+    return has_uuid and _is_qemu(pid, args, proc_root)
 
 
 def vm_processes(uuid: str, proc_root: str = "/proc") -> List[int]:
-    """Every live process whose command line carries this VM's UUID."""
+    """Every live QEMU started for this VM."""
     found = []
     for entry in os.listdir(proc_root):
         if entry.isdigit() and process_runs_vm(int(entry), uuid, proc_root):
@@ -89,10 +118,11 @@ def _exists(pid: int, proc_root: str) -> bool:
 
 
 def wait_until_gone(pid: int, uuid: str, timeout: float, proc_root: str = "/proc",
-                    interval: float = 0.005) -> bool:
-    """Wait for a process known to be this VM's to end. Not by its command line: an
-    exiting process reads an empty one before it becomes a zombie."""
-    if _cmdline(pid, proc_root) and not process_runs_vm(pid, uuid, proc_root):
+                    interval: float = 0.005, owned: Callable[[int, str, str], bool] = process_runs_vm) -> bool:
+    """Wait for a process known to be this VM's (``owned`` says how it is known) to end.
+    Not by its command line: an exiting process reads an empty one before it becomes a
+    zombie."""
+    if _cmdline(pid, proc_root) and not owned(pid, uuid, proc_root):
         return True  # the PID already belongs to another program
     deadline = time.monotonic() + timeout
     while _exists(pid, proc_root):

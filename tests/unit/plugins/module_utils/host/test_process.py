@@ -6,13 +6,17 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
 import uuid as uuidlib
 
+import pytest
+
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import (
     kill_vm_process,
+    process_carries,
     process_runs_vm,
     process_state,
     read_pidfile,
@@ -21,9 +25,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.host.process impor
 )
 
 
-def spawn(marker):
-    """A process whose argv carries the marker, like QEMU's -uuid; returned once exec'd."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", marker])
+def _started(proc, marker):
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         with open("/proc/%d/cmdline" % proc.pid, "rb") as fh:
@@ -31,6 +33,23 @@ def spawn(marker):
                 return proc
         time.sleep(0.01)
     raise AssertionError("child never exec'd")
+
+
+def spawn(marker):
+    """A real QEMU started as Infinivirt starts one (-uuid UUID), with no machine to run."""
+    qemu = shutil.which("qemu-system-x86_64")
+    if qemu is None:
+        pytest.skip("qemu-system-x86_64 is not installed")
+    proc = subprocess.Popen([qemu, "-machine", "none", "-nodefaults", "-display", "none", "-S",
+                             "-uuid", marker, "-monitor", "none", "-serial", "none"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return _started(proc, marker)
+
+
+def bystander(*args):
+    """Another program that mentions the UUID, even as '-uuid UUID', or is even named QEMU."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"] + list(args))
+    return _started(proc, args[-1])
 
 
 def test_live_process_with_uuid_counts_as_running():
@@ -88,9 +107,39 @@ def test_run_daemonized_reports_stderr():
 def test_vm_processes_finds_them_by_uuid():
     marker = str(uuidlib.uuid4())
     proc = spawn(marker)
+    others = [bystander(marker), bystander("-uuid", marker)]
     try:
         assert vm_processes(marker) == [proc.pid]
         assert vm_processes(str(uuidlib.uuid4())) == []
+    finally:
+        for p in [proc] + others:
+            p.kill()
+            p.wait()
+
+
+def test_only_a_qemu_started_with_the_uuid_is_the_vm():
+    marker = str(uuidlib.uuid4())
+    mentions, flag, named = bystander(marker), bystander("-uuid", marker), None
+    # argv[0] "qemu-system-x86_64", executable python: /proc/PID/exe tells the truth.
+    named = subprocess.Popen(["qemu-system-x86_64", "-c", "import time; time.sleep(60)", "-uuid", marker],
+                             executable=sys.executable)
+    _started(named, marker)
+    try:
+        for proc in (mentions, flag, named):
+            assert not process_runs_vm(proc.pid, marker), proc.args
+            kill_vm_process(proc.pid, marker)
+            assert proc.poll() is None, "a bystander must never be signalled"
+    finally:
+        for proc in (mentions, flag, named):
+            proc.kill()
+            proc.wait()
+
+
+def test_a_dnsmasq_style_marker_is_found_in_any_program():
+    marker = str(uuidlib.uuid4())
+    proc = bystander("--marker", marker)
+    try:
+        assert process_carries(proc.pid, marker) and not process_carries(proc.pid, "x" + marker)
     finally:
         proc.kill()
         proc.wait()
