@@ -33,6 +33,10 @@ class QmpError(InfinivirtError):
         self.reason = reason
 
 
+class QemuUnresponsive(QmpError):
+    """A live QEMU that does not answer QMP (stopped, hung): only force may end it."""
+
+
 class StoreError(InfinivirtError):
     """The state database could not be opened, migrated or written."""
 

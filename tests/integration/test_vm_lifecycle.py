@@ -5,10 +5,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import run_dir_files, wait_for, wait_ready
@@ -258,3 +260,30 @@ def test_a_vm_killed_while_it_is_read_reads_as_stopped(service, guest_params):
         for _read in range(5):  # no QmpError while it goes
             assert service.info("dying")[0]["status"] in ("running", "stopped")
         assert wait_for(lambda: service.info("dying")[0]["status"] == "stopped")
+
+
+def test_one_hung_qemu_does_not_hold_the_others(service, workdir):
+    """A QEMU stopped with SIGSTOP answers nothing: the listing still shows every VM (the hung
+    one with an error), a plain stop says to use force, and a forced stop kills it."""
+    ensure(service, name="hung", state="paused", accel="tcg", memory_mb=64)
+    ensure(service, name="fine", state="paused", accel="tcg", memory_mb=64)
+    ensure(service, name="idle", state="present", accel="tcg", memory_mb=64)
+    hung = service.info("hung")[0]
+    os.kill(hung["pid"], signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        listed = {vm["name"]: vm for vm in service.info()}
+        elapsed = time.monotonic() - started
+        assert sorted(listed) == ["fine", "hung", "idle"] and elapsed < 5, elapsed
+        assert "stopped (SIGSTOP" in listed["hung"]["error"] and listed["hung"]["qemu_status"] == "unresponsive"
+        assert listed["fine"]["error"] is None and listed["fine"]["status"] == "paused"
+        assert listed["idle"]["status"] == "stopped"
+        with pytest.raises(QmpError) as err:
+            ensure(service, name="hung", state="stopped", stop_timeout=1)
+        assert "hung" in str(err.value) and "force: true" in str(err.value)
+        out = ensure(service, name="hung", state="stopped", stop_timeout=1, force=True)
+        assert out.changed and out.vm["status"] == "stopped"
+        assert not process_runs_vm(hung["pid"], hung["uuid"]) and service.info("hung")[0]["error"] is None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(hung["pid"], signal.SIGCONT)

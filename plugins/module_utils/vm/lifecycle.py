@@ -22,6 +22,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.context import DEF
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
     InfinivirtError,
     QemuError,
+    QemuUnresponsive,
     QmpError,
     SpecError,
     StateError,
@@ -31,6 +32,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.host.net import Ne
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import (
     kill_vm_process,
     process_runs_vm,
+    process_state,
     read_pidfile,
     run_daemonized,
     vm_processes,
@@ -63,6 +65,8 @@ SOCKET_PATH_MAX = 107  # sun_path is 108 bytes with the trailing NUL
 POWERDOWN_RESEND = 5.0  # a guest still booting has not opened its power button yet
 QUIT_GRACE = 5.0
 DYING_GRACE = 2.0  # how long a QEMU that refused QMP may take to be gone, when it is ending
+UNRESPONSIVE = "unresponsive"  # a live QEMU that does not answer QMP (query_status raised)
+STOPPED_STATES = ("T", "t")  # /proc/PID/stat: stopped by a signal or traced
 
 
 
@@ -152,26 +156,33 @@ class Lifecycle:
     def is_alive(self, rec: VmRecord) -> bool:
         return self.live_pid(rec) is not None
 
-    def query_status(self, rec: VmRecord) -> Optional[str]:
-        """QEMU's own run state (query-status), or None when no process runs."""
+    def query_status(self, rec: VmRecord, timeout: Optional[float] = None) -> Optional[str]:
+        """QEMU's own run state (query-status), or None when no process runs. A live QEMU
+        that cannot answer raises QemuUnresponsive at once when it is stopped (SIGSTOP, a
+        debugger), else after ``timeout`` (default: qmp_timeout)."""
         pid = self.live_pid(rec)
         if pid is None:
             return None
+        if process_state(pid, self.host_paths.proc) in STOPPED_STATES:
+            raise QemuUnresponsive(rec.name, "query-status", "QEMU (PID %d) is stopped (SIGSTOP or a "
+                                   "debugger) and cannot answer; set force: true to end it" % pid)
         try:
-            return self.qmp(rec, "query-status")["status"]
-        except QmpError:
+            return self.qmp(rec, "query-status", timeout=timeout)["status"]
+        except QmpError as exc:
             # A QEMU that is ending (crashed, or killed) resets the connection; its threads
             # may outlive the refusal by some milliseconds. One that stays is really broken.
             if wait_until_gone(pid, rec.uuid, DYING_GRACE, self.host_paths.proc):
                 return None
-            raise
+            raise QemuUnresponsive(rec.name, "query-status", "%s; set force: true to end it" % exc.reason) from None
 
     def live_state(self, rec: VmRecord) -> str:
         return fold_status(self.query_status(rec))
 
-    def qmp(self, rec: VmRecord, command: str, arguments: Optional[dict] = None):
-        with QmpSession(rec.qmp_socket_path, rec.name, self.qmp_timeout) as qmp:
-            return qmp.execute(command, arguments, timeout=self.qmp_timeout)
+    def qmp(self, rec: VmRecord, command: str, arguments: Optional[dict] = None,
+            timeout: Optional[float] = None):
+        timeout = self.qmp_timeout if timeout is None else timeout
+        with QmpSession(rec.qmp_socket_path, rec.name, timeout) as qmp:
+            return qmp.execute(command, arguments, timeout=timeout)
 
     def reconcile(self, rec: VmRecord, state: str) -> bool:
         """Bring the row in line with what runs (a guest that powered itself off, a run
@@ -361,8 +372,17 @@ class Lifecycle:
         ``qemu_status`` saves a QMP round trip when the caller has just asked QEMU."""
         rec.qemu_pid = self.live_pid(rec)
         if rec.qemu_pid is not None:
-            status = qemu_status or self.qmp(rec, "query-status")["status"]
-            if status == "prelaunch":  # the guest never ran: nothing to shut down
+            try:
+                status = qemu_status or self.query_status(rec)
+            except QemuUnresponsive:
+                if not force:
+                    raise
+                status = UNRESPONSIVE
+            if status == UNRESPONSIVE:  # forced: it cannot quit when asked, so it is killed
+                kill_vm_process(rec.qemu_pid, rec.uuid, self.host_paths.proc)
+            elif status is None:
+                pass  # it ended between our checks
+            elif status == "prelaunch":  # the guest never ran: nothing to shut down
                 self._quit(rec)
             else:
                 if status != "running":

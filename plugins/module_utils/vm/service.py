@@ -17,7 +17,7 @@ import uuid as uuidlib
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.context import HostContext
-from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import QemuUnresponsive, SpecError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import HostPaths
 from ansible_collections.infinivirt.core.plugins.module_utils.secrets.box import MASK, SecretError
@@ -25,7 +25,12 @@ from ansible_collections.infinivirt.core.plugins.module_utils.store.base import 
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import validate_name
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import DiskSpec
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.hotplug import Hotplug
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.lifecycle import Lifecycle, StartInputs, VmPaths
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.lifecycle import (
+    UNRESPONSIVE,
+    Lifecycle,
+    StartInputs,
+    VmPaths,
+)
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.plan import Desired, Live, VmPlan, plan_vm
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight import preflight
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
@@ -41,6 +46,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import (
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import (
     ABSENT,
     PAUSED,
+    RUNNING,
     STATES,
     STOPPED,
     fold_status,
@@ -76,6 +82,10 @@ def _view(rec: Optional[VmRecord], state: str, password_set: bool = False,
 
 
 GRAPHIC_PASSWORD = "graphic_password"
+# infinivirt_vm_info waits this long for one VM's QEMU, so one hung VM does not hold the list.
+INFO_QMP_TIMEOUT = 2.0
+# The states that may end a QEMU that does not answer, with force: true (it is killed).
+FORCED_STATES = ("stopped", "restarted", "absent")
 
 
 def spec_digest(rec: VmRecord, secret_tokens: Tuple[Optional[str], ...] = ()) -> str:
@@ -231,7 +241,7 @@ class VmService:
             rec = self.store.get_vm(name)
             self._check_digest(rec, name, params.get("digest"))
             foreign = rec is not None and rec.host != self.hostname
-            live = self._live(rec, foreign)
+            live = self._live(rec, foreign, forced_stop=bool(params.get("force")) and state in FORCED_STATES)
             if rec is not None and not foreign and not check_mode:
                 self.lifecycle.reconcile(rec, live.state)
             request = self._request(rec, state, params)
@@ -244,12 +254,19 @@ class VmService:
                 warnings.extend(self._apply(rec, plan, request, params, live))
             return self._outcome(rec, plan, request, warnings, check_mode, params)
 
-    def _live(self, rec: Optional[VmRecord], foreign: bool) -> Live:
+    def _live(self, rec: Optional[VmRecord], foreign: bool, forced_stop: bool = False) -> Live:
+        """What runs now. A QEMU that does not answer fails the task, unless the task stops
+        it by force (it is then killed)."""
         if rec is None:
             return Live(ABSENT)
         if foreign:  # its process cannot be seen from here: the row stands for it
             return Live(fold_status(rec.status if rec.status != STOPPED else None))
-        qemu_status = self.lifecycle.query_status(rec)
+        try:
+            qemu_status = self.lifecycle.query_status(rec)
+        except QemuUnresponsive:
+            if not forced_stop:
+                raise
+            qemu_status = UNRESPONSIVE
         return Live(fold_status(qemu_status), qemu_status, tuple(self.layered(rec)))
 
     def _check_digest(self, rec: Optional[VmRecord], name: str, digest: Optional[str]) -> None:
@@ -383,19 +400,26 @@ class VmService:
             records = [rec] if rec else []
         else:
             records = self.store.list_vms()
-        result = []
-        for rec in records:
-            if rec.host == self.hostname:
-                qemu_status = self.lifecycle.query_status(rec)
+        return [self._info_of(rec) for rec in records]
+
+    def _info_of(self, rec: VmRecord) -> Dict[str, Any]:
+        """One VM's entry. A VM whose QEMU does not answer (within INFO_QMP_TIMEOUT) is listed
+        with ``error`` rather than failing the whole listing."""
+        error = None
+        if rec.host != self.hostname:  # another host's VM: only its row can be read from here
+            qemu_status = None
+            state = fold_status(rec.status if rec.status != STOPPED else None)
+        else:
+            try:
+                qemu_status = self.lifecycle.query_status(rec, timeout=INFO_QMP_TIMEOUT)
                 state = fold_status(qemu_status)
-            else:  # another host's VM: only its row can be read from here
-                qemu_status = None
-                state = fold_status(rec.status if rec.status != STOPPED else None)
-            vm = vm_result(rec, state, self.lifecycle)
-            vm["qemu_status"] = qemu_status
-            vm["snapshots"] = self._snapshots(rec) if rec.host == self.hostname else []
-            result.append(vm)
-        return result
+            except QemuUnresponsive as exc:
+                qemu_status, state, error = UNRESPONSIVE, RUNNING, str(exc)
+        vm = vm_result(rec, state, self.lifecycle)
+        vm["qemu_status"] = qemu_status
+        vm["error"] = error
+        vm["snapshots"] = self._snapshots(rec) if rec.host == self.hostname and error is None else []
+        return vm
 
 
 def _check_nics_against(spec: VmSpec, others: Sequence[VmRecord]) -> None:
