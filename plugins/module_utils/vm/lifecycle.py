@@ -198,7 +198,7 @@ class Lifecycle:
         """Start the VM and return warnings. On failure nothing of it is left behind.
         The display password reaches QEMU over QMP while the guest is still paused.
         ``nic_bridges``: MAC -> the bridge each NIC's TAP joins."""
-        if rec.spec.graphic_password_set and graphic_password is None:
+        if rec.spec.graphics_password_set and graphic_password is None:
             raise StateError("VM %s: its display password could not be read" % rec.name)
         if self.is_alive(rec):
             raise StateError("VM %s is already running as PID %s" % (rec.name, self.live_pid(rec)))
@@ -213,7 +213,7 @@ class Lifecycle:
         # finds the process through this pidfile instead of starting a second one.
         code = template = nvram = None
         if rec.spec.firmware == "uefi":  # before anything is recorded: OVMF may be missing
-            code, template = firmware_files(rec.spec.secureboot, rec.spec.uefi_firmware)
+            code, template = firmware_files(rec.spec.secure_boot, rec.spec.uefi_firmware)
         rec.status, rec.qemu_pid = STARTING, None
         rec.pidfile_path, rec.qmp_socket_path, rec.serial_log_path = (
             paths.pidfile, paths.qmp_socket, paths.serial_log)
@@ -253,8 +253,8 @@ class Lifecycle:
                 raise QemuError("VM %s: expected QEMU in prelaunch state, found %s"
                                 % (rec.name, status))
             self.sync_firewall(rec)  # before the guest sends its first frame
-            if rec.spec.graphic_protocol == "vnc":
-                rec.launch_graphic_port = self._setup_vnc(rec, graphic_password)
+            if rec.spec.graphics_type == "vnc":
+                rec.launch_graphics_port = self._setup_vnc(rec, graphic_password)
             if not paused:
                 self.qmp(rec, "cont")
         except (InfinivirtError, KeyError, TypeError, ValueError) as exc:
@@ -484,7 +484,7 @@ class Lifecycle:
     @staticmethod
     def _clear_launch(rec: VmRecord) -> None:
         rec.running_spec = None
-        rec.launch_accel = rec.launch_cpu = rec.launch_graphic_port = None
+        rec.launch_accel = rec.launch_cpu = rec.launch_graphics_port = None
 
     # -- pausing ----------------------------------------------------------------------
     def pause(self, rec: VmRecord) -> None:

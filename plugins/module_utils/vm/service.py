@@ -69,11 +69,11 @@ def _view(rec: Optional[VmRecord], state: str, password_set: bool = False,
     view = rec.spec.to_dict()
     view["state"] = state
     if password_set:
-        view["graphic_password"] = MASK + (" (new)" if password_changed else "")
+        view["graphics_password"] = MASK + (" (new)" if password_changed else "")
     return view
 
 
-GRAPHIC_PASSWORD = "graphic_password"
+GRAPHIC_PASSWORD = "graphics_password"  # the secret column of graphics.password
 
 
 def spec_digest(rec: VmRecord, secret_tokens: Tuple[Optional[str], ...] = ()) -> str:
@@ -105,10 +105,10 @@ def vm_result(rec: VmRecord, state: str, lifecycle: Lifecycle) -> Dict[str, Any]
             if alive and rec.spec.console_socket else None),
         "digest": spec_digest(rec, (lifecycle.store.get_secret(rec.uuid, GRAPHIC_PASSWORD),)),
         "graphics": {
-            "type": rec.spec.graphic_protocol,
-            "listen": rec.spec.graphic_host,
-            "port": rec.launch_graphic_port if alive and rec.launch_graphic_port else rec.spec.graphic_port,
-            "password_set": rec.spec.graphic_password_set,
+            "type": rec.spec.graphics_type,
+            "listen": rec.spec.graphics_listen,
+            "port": rec.launch_graphics_port if alive and rec.launch_graphics_port else rec.spec.graphics_port,
+            "password_set": rec.spec.graphics_password_set,
         },
     })
     return result
@@ -177,7 +177,7 @@ class VmService:
         return keys
 
     def graphic_password(self, rec: VmRecord) -> Optional[str]:
-        if not rec.spec.graphic_password_set:
+        if not rec.spec.graphics_password_set:
             return None
         token = self.store.get_secret(rec.uuid, GRAPHIC_PASSWORD)
         return self._decrypt(rec, token) if token else None
@@ -273,8 +273,8 @@ class VmService:
             if params.get("nics") is not None else []
         desired = merge_params(params, rec.spec if rec else None,
                                taken_macs=[n.mac for vm in others for n in vm.spec.nics])
-        desired = dataclasses.replace(desired, graphic_password_set=(
-            desired.graphic_protocol == "vnc" and (password is not None or stored_token is not None)))
+        desired = dataclasses.replace(desired, graphics_password_set=(
+            desired.graphics_type == "vnc" and (password is not None or stored_token is not None)))
         validate(desired)
         preflight(desired, storage_roots=self.storage_roots)
         _check_nics_against(desired, others)
@@ -352,7 +352,7 @@ class VmService:
             return out
         rec = plan.record
         out.diff = {"before": before_view,
-                    "after": _view(rec, plan.after_state, rec.spec.graphic_password_set,
+                    "after": _view(rec, plan.after_state, rec.spec.graphics_password_set,
                                    request.desired.password_changed)}
         out.vm = vm_result(rec, plan.after_state, self.lifecycle)
         if check_mode:  # nothing ran: say what the plan leaves pending
