@@ -220,26 +220,34 @@ rules_applied:
 """
 
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import InfinivirtModule
+from ansible_collections.infinivirt.core.plugins.module_utils.firewall.rules import (
+    ACTIONS,
+    DIRECTIONS,
+    POLICIES,
+    PROTOCOLS,
+    SCOPES,
+)
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
+from ansible_collections.infinivirt.core.plugins.module_utils.validation import PRESENT_ABSENT
 
 
 def main() -> None:
     module = InfinivirtModule(
         argument_spec=dict(
-            scope=dict(type="str", required=True, choices=["department", "vm"]),
+            scope=dict(type="str", required=True, choices=list(SCOPES)),
             name=dict(type="str", required=True),
-            state=dict(type="str", default="present", choices=["present", "absent"]),
+            state=dict(type="str", default="present", choices=list(PRESENT_ABSENT)),
             rules=dict(type="list", elements="dict", default=[], options=dict(
                 name=dict(type="str"),
-                direction=dict(type="str", required=True, choices=["in", "out"]),
-                protocol=dict(type="str", default="any", choices=["tcp", "udp", "icmp", "icmpv6", "any"]),
+                direction=dict(type="str", required=True, choices=list(DIRECTIONS)),
+                protocol=dict(type="str", default="any", choices=list(PROTOCOLS)),
                 ports=dict(type="list", elements="str", default=[]),
                 cidr=dict(type="str"),
-                action=dict(type="str", default="accept", choices=["accept", "drop", "reject"]),
+                action=dict(type="str", default="accept", choices=list(ACTIONS)),
                 comment=dict(type="str"),
             )),
-            policy_in=dict(type="str", default="accept", choices=["accept", "drop"]),
-            policy_out=dict(type="str", default="accept", choices=["accept", "drop"]),
+            policy_in=dict(type="str", default="accept", choices=list(POLICIES)),
+            policy_out=dict(type="str", default="accept", choices=list(POLICIES)),
             anti_spoofing=dict(type="bool"),
         ),
         supports_check_mode=True,

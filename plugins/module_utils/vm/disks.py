@@ -18,8 +18,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import check_choice, validate_abs_path
+from ansible_collections.infinivirt.core.plugins.module_utils.volume.size import FORMATS  # image formats
 
-FORMATS = ("qcow2", "raw")
 BUSES = ("virtio", "scsi", "sata", "ide")
 CACHE_MODES = ("none", "writeback", "writethrough", "directsync", "unsafe")
 AIO_MODES = ("threads", "native", "io_uring")
