@@ -201,11 +201,28 @@ firewall:
       returned: when present
     rules:
       description:
-        - The rules, normalized (ports as strings, networks with their prefix length), each with
-          its C(source), a dict of C(host), C(job_id), C(user) and C(time) of the task that set it.
+        - The rules as in O(rules), normalized (ports as strings, networks with their prefix
+          length), each with its RV(firewall.rules[].source).
       type: list
       elements: dict
       returned: when present
+      contains:
+        source:
+          description: The task that set the rule.
+          type: dict
+          contains:
+            host:
+              description: O(host_id) of the host the task ran on.
+              type: str
+            job_id:
+              description: O(job_id) of the task, or null.
+              type: str
+            user:
+              description: User the task ran as, or null.
+              type: str
+            time:
+              description: When the task set the rule (UTC, ISO 8601).
+              type: str
 kernel_changes:
   description:
     - What was (or would be) changed in nftables, one sentence per transaction, e.g.

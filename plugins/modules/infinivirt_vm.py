@@ -459,9 +459,32 @@ vm:
     department:
       description: Firewall department, or null.
       type: str
+    secure_boot:
+      description: Whether UEFI Secure Boot is on (see O(secure_boot)).
+      type: bool
+    uefi_firmware:
+      description: OVMF code image as requested, or null for the distribution's default.
+      type: str
+    console_socket:
+      description: Whether the VM has a second serial port on a UNIX socket (see O(console_socket)).
+      type: bool
     console_socket_path:
       description: UNIX socket of the guest's second serial port while it runs, or null.
       type: str
+    graphics_type:
+      description: The display as requested, O(graphics.type) (V(none) or V(vnc)).
+      type: str
+    graphics_listen:
+      description: Address the display is asked to listen on, O(graphics.listen).
+      type: str
+      sample: 127.0.0.1
+    graphics_port:
+      description: Display port asked for, O(graphics.port), or null for the first free one
+        from 5900 (RV(vm.graphics.port) has the port in use).
+      type: int
+    graphics_password_set:
+      description: Whether a display password is stored (the password itself is never returned).
+      type: bool
     graphics:
       description: The display; never the password.
       type: dict
