@@ -10,6 +10,9 @@ from typing import Any, Optional, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 
+# The state option of modules that make or remove one thing (a disk, a network, a rule set).
+PRESENT_ABSENT = ("present", "absent")
+
 
 def check_int(field: str, value: Any, low: int, high: Optional[int] = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):

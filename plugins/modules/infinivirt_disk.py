@@ -234,6 +234,7 @@ volume:
 """
 
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import InfinivirtModule
+from ansible_collections.infinivirt.core.plugins.module_utils.validation import PRESENT_ABSENT
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.live_resize import resize_attached_disk
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.size import FORMATS, PREALLOCATIONS
@@ -243,7 +244,7 @@ def main() -> None:
     module = InfinivirtModule(
         argument_spec=dict(
             path=dict(type="path", required=True),
-            state=dict(type="str", default="present", choices=["present", "absent"]),
+            state=dict(type="str", default="present", choices=list(PRESENT_ABSENT)),
             format=dict(type="str", choices=list(FORMATS)),
             size=dict(type="str"),
             backing_file=dict(type="path"),

@@ -201,11 +201,28 @@ firewall:
       returned: when present
     rules:
       description:
-        - The rules, normalized (ports as strings, networks with their prefix length), each with
-          its C(source), a dict of C(host), C(job_id), C(user) and C(time) of the task that set it.
+        - The rules as in O(rules), normalized (ports as strings, networks with their prefix
+          length), each with its RV(firewall.rules[].source).
       type: list
       elements: dict
       returned: when present
+      contains:
+        source:
+          description: The task that set the rule.
+          type: dict
+          contains:
+            host:
+              description: O(host_id) of the host the task ran on.
+              type: str
+            job_id:
+              description: O(job_id) of the task, or null.
+              type: str
+            user:
+              description: User the task ran as, or null.
+              type: str
+            time:
+              description: When the task set the rule (UTC, ISO 8601).
+              type: str
 kernel_changes:
   description:
     - What was (or would be) changed in nftables, one sentence per transaction, e.g.
@@ -220,26 +237,34 @@ rules_applied:
 """
 
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import InfinivirtModule
+from ansible_collections.infinivirt.core.plugins.module_utils.firewall.rules import (
+    ACTIONS,
+    DIRECTIONS,
+    POLICIES,
+    PROTOCOLS,
+    SCOPES,
+)
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
+from ansible_collections.infinivirt.core.plugins.module_utils.validation import PRESENT_ABSENT
 
 
 def main() -> None:
     module = InfinivirtModule(
         argument_spec=dict(
-            scope=dict(type="str", required=True, choices=["department", "vm"]),
+            scope=dict(type="str", required=True, choices=list(SCOPES)),
             name=dict(type="str", required=True),
-            state=dict(type="str", default="present", choices=["present", "absent"]),
+            state=dict(type="str", default="present", choices=list(PRESENT_ABSENT)),
             rules=dict(type="list", elements="dict", default=[], options=dict(
                 name=dict(type="str"),
-                direction=dict(type="str", required=True, choices=["in", "out"]),
-                protocol=dict(type="str", default="any", choices=["tcp", "udp", "icmp", "icmpv6", "any"]),
+                direction=dict(type="str", required=True, choices=list(DIRECTIONS)),
+                protocol=dict(type="str", default="any", choices=list(PROTOCOLS)),
                 ports=dict(type="list", elements="str", default=[]),
                 cidr=dict(type="str"),
-                action=dict(type="str", default="accept", choices=["accept", "drop", "reject"]),
+                action=dict(type="str", default="accept", choices=list(ACTIONS)),
                 comment=dict(type="str"),
             )),
-            policy_in=dict(type="str", default="accept", choices=["accept", "drop"]),
-            policy_out=dict(type="str", default="accept", choices=["accept", "drop"]),
+            policy_in=dict(type="str", default="accept", choices=list(POLICIES)),
+            policy_out=dict(type="str", default="accept", choices=list(POLICIES)),
             anti_spoofing=dict(type="bool"),
         ),
         supports_check_mode=True,

@@ -243,15 +243,16 @@ actions:
 """
 
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import InfinivirtModule
-from ansible_collections.infinivirt.core.plugins.module_utils.network.service import NetworkService
+from ansible_collections.infinivirt.core.plugins.module_utils.network.service import MODES, NetworkService
+from ansible_collections.infinivirt.core.plugins.module_utils.validation import PRESENT_ABSENT
 
 
 def main() -> None:
     module = InfinivirtModule(
         argument_spec=dict(
             name=dict(type="str", required=True),
-            state=dict(type="str", default="present", choices=["present", "absent"]),
-            mode=dict(type="str", default="bridge", choices=["bridge", "nat"]),
+            state=dict(type="str", default="present", choices=list(PRESENT_ABSENT)),
+            mode=dict(type="str", default="bridge", choices=list(MODES)),
             bridge=dict(type="str"),
             mtu=dict(type="int"),
             stp=dict(type="bool", default=False),

@@ -148,7 +148,7 @@ snapshots:
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import InfinivirtModule
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import STATES, TYPES, SnapshotService
 
 
 def main() -> None:
@@ -156,8 +156,8 @@ def main() -> None:
         argument_spec=dict(
             vm=dict(type="str", required=True),
             name=dict(type="str", required=True),
-            state=dict(type="str", default="present", choices=["present", "absent", "reverted"]),
-            type=dict(type="str", default="internal", choices=["internal", "external"]),
+            state=dict(type="str", default="present", choices=list(STATES)),
+            type=dict(type="str", default="internal", choices=list(TYPES)),
             memory=dict(type="bool", default=False),
             stop_timeout=dict(type="float", default=60.0),
             force=dict(type="bool", default=False),

@@ -459,9 +459,32 @@ vm:
     department:
       description: Firewall department, or null.
       type: str
+    secure_boot:
+      description: Whether UEFI Secure Boot is on (see O(secure_boot)).
+      type: bool
+    uefi_firmware:
+      description: OVMF code image as requested, or null for the distribution's default.
+      type: str
+    console_socket:
+      description: Whether the VM has a second serial port on a UNIX socket (see O(console_socket)).
+      type: bool
     console_socket_path:
       description: UNIX socket of the guest's second serial port while it runs, or null.
       type: str
+    graphics_type:
+      description: The display as requested, O(graphics.type) (V(none) or V(vnc)).
+      type: str
+    graphics_listen:
+      description: Address the display is asked to listen on, O(graphics.listen).
+      type: str
+      sample: 127.0.0.1
+    graphics_port:
+      description: Display port asked for, O(graphics.port), or null for the first free one
+        from 5900 (RV(vm.graphics.port) has the port in use).
+      type: int
+    graphics_password_set:
+      description: Whether a display password is stored (the password itself is never returned).
+      type: bool
     graphics:
       description: The display; never the password.
       type: dict
@@ -493,7 +516,22 @@ vm:
 
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import InfinivirtModule
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import (
+    AIO_MODES,
+    BUSES,
+    CACHE_MODES,
+    FORMATS,
+    MEDIA,
+)
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import MODELS
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import (
+    ACCELS,
+    FIRMWARES,
+    GRAPHICS_TYPES,
+    MACHINE_TYPES,
+)
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import STATES
 
 
 def main() -> None:
@@ -501,13 +539,13 @@ def main() -> None:
         argument_spec=dict(
             name=dict(type="str", required=True),
             state=dict(type="str", default="present",
-                       choices=["present", "running", "stopped", "paused", "restarted", "absent"]),
+                       choices=list(STATES)),
             vcpus=dict(type="int"),
             memory_mb=dict(type="int"),
-            machine_type=dict(type="str", choices=["q35", "pc"]),
+            machine_type=dict(type="str", choices=list(MACHINE_TYPES)),
             cpu_model=dict(type="str"),
             cpu_flags=dict(type="list", elements="str"),
-            accel=dict(type="str", choices=["auto", "kvm", "tcg"]),
+            accel=dict(type="str", choices=list(ACCELS)),
             kernel=dict(type="path"),
             initrd=dict(type="path"),
             kernel_cmdline=dict(type="str"),
@@ -515,26 +553,26 @@ def main() -> None:
             force=dict(type="bool", default=False),
             restart_on_change=dict(type="bool", default=False),
             digest=dict(type="str"),
-            firmware=dict(type="str", choices=["bios", "uefi"]),
+            firmware=dict(type="str", choices=list(FIRMWARES)),
             secure_boot=dict(type="bool"),
             uefi_firmware=dict(type="path"),
             disks=dict(type="list", elements="dict", options=dict(
                 path=dict(type="path", required=True),
-                format=dict(type="str", choices=["qcow2", "raw"]),
-                bus=dict(type="str", choices=["virtio", "scsi", "sata", "ide"]),
-                cache=dict(type="str", choices=["none", "writeback", "writethrough", "directsync", "unsafe"]),
-                aio=dict(type="str", choices=["threads", "native", "io_uring"]),
+                format=dict(type="str", choices=list(FORMATS)),
+                bus=dict(type="str", choices=list(BUSES)),
+                cache=dict(type="str", choices=list(CACHE_MODES)),
+                aio=dict(type="str", choices=list(AIO_MODES)),
                 iothread=dict(type="bool"),
                 discard=dict(type="bool"),
                 serial=dict(type="str"),
                 readonly=dict(type="bool"),
                 boot_order=dict(type="int"),
-                media=dict(type="str", choices=["disk", "cdrom"]),
+                media=dict(type="str", choices=list(MEDIA)),
             )),
             nics=dict(type="list", elements="dict", options=dict(
                 network=dict(type="str"),
                 bridge=dict(type="str"),
-                model=dict(type="str", choices=["virtio-net-pci", "e1000", "rtl8139"]),
+                model=dict(type="str", choices=list(MODELS)),
                 mac=dict(type="str"),
                 queues=dict(type="int"),
                 vhost=dict(type="bool"),
@@ -546,7 +584,7 @@ def main() -> None:
             department=dict(type="str"),
             console_socket=dict(type="bool"),
             graphics=dict(type="dict", options=dict(
-                type=dict(type="str", choices=["none", "vnc"]),
+                type=dict(type="str", choices=list(GRAPHICS_TYPES)),
                 listen=dict(type="str"),
                 port=dict(type="int"),
                 password=dict(type="str", no_log=True),

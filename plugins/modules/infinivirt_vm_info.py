@@ -50,7 +50,8 @@ RETURN = r"""
 vms:
   description:
     - The VMs found, sorted by name; empty when O(name) names no VM.
-    - Each entry has the fields of RV(infinivirt.core.infinivirt_vm#module:vm) plus RV(vms[].qemu_status).
+    - Each entry has the fields of RV(infinivirt.core.infinivirt_vm#module:vm) plus RV(vms[].qemu_status),
+      RV(vms[].error) and RV(vms[].snapshots).
   returned: always
   type: list
   elements: dict
@@ -66,9 +67,17 @@ vms:
       type: str
     qemu_status:
       description: QEMU's own run state from QMP C(query-status) (for example V(running),
-        V(paused), V(prelaunch)), or null when no QEMU process runs.
+        V(paused), V(prelaunch)), null when no QEMU process runs, or V(unresponsive) when a
+        live QEMU does not answer (see RV(vms[].error)).
       type: str
       sample: running
+    error:
+      description:
+        - Null, or why this VM's state could not be read, for example a QEMU stopped with
+          SIGSTOP or hung. The other VMs are listed all the same; a task with
+          O(infinivirt.core.infinivirt_vm#module:state=stopped) and
+          O(infinivirt.core.infinivirt_vm#module:force=true) ends such a QEMU.
+      type: str
     pid:
       description: PID of the QEMU process, or null.
       type: int
@@ -91,9 +100,23 @@ vms:
       description: SHA-256 of the stored definition (see M(infinivirt.core.infinivirt_vm)).
       type: str
     snapshots:
-      description: Internal snapshots present on every writable disk (see M(infinivirt.core.infinivirt_snapshot)).
+      description: The VM's snapshots, internal ones present on every writable disk and external
+        ones (see M(infinivirt.core.infinivirt_snapshot)); empty for another host's VM.
       type: list
       elements: dict
+      contains:
+        name:
+          description: Snapshot name.
+          type: str
+        type:
+          description: V(internal) or V(external).
+          type: str
+        vm_state_size:
+          description: Bytes of saved RAM and device state; 0 for a disk-only snapshot.
+          type: int
+        date_sec:
+          description: When it was taken, in seconds since the epoch; null for an external one.
+          type: int
     pending_restart:
       description: Options changed since the running VM was started.
       type: list

@@ -77,7 +77,7 @@ def test_password_protected_display(env):
     predicted = ensure(service, check_mode=True, state="running", graphics=graphics)
     started = ensure(service, state="running", graphics=graphics)
     assert predicted.changed and started.changed and predicted.diff == started.diff
-    assert started.diff["after"]["graphic_password"] == "******** (new)"
+    assert started.diff["after"]["graphics_password"] == "******** (new)"
     port = started.vm["graphics"]["port"]
     assert 5900 <= port < 6000 and started.vm["graphics"]["password_set"] is True
     rec = service.store.get_vm("screen")

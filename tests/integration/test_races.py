@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Concurrent callers on one VM, on both backends: the end state is always a legal one and
-the database agrees with the processes (the review's race in start(), its section 3.1)."""
+the database agrees with the processes (no race between two start() calls)."""
 
 from __future__ import annotations
 

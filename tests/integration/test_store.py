@@ -14,17 +14,27 @@ import pytest
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import LockTimeout, SpecError, StoreError
 from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import open_store
-from ansible_collections.infinivirt.core.plugins.module_utils.store.migrations import LATEST
+from ansible_collections.infinivirt.core.plugins.module_utils.store.migrations import LATEST, MIGRATIONS
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VmSpec
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import SPEC_FIELDS, VmSpec
 
-REVIEW_COLUMNS = {
-    "tap_device_name", "bridge", "network_model", "network_queues", "graphic_protocol",
-    "graphic_port", "graphic_password", "graphic_host", "machine_type", "cpu_model",
-    "disk_bus", "disk_cache_mode", "io_threads", "assigned_gpu_bus", "gpu_rom_file",
-    "gpu_audio_bus", "memory_balloon", "hugepages", "numa_config", "cpu_pinning",
-    "uefi_firmware", "secureboot",
+# machine_configuration holds exactly the spec's fields (name is the vms row's) and the sealed
+# display password: every column is read and written, none is left over.
+SPEC_COLUMNS = (set(SPEC_FIELDS) - {"name"}) | {"vm_uuid", "graphics_password"}
+
+# What migration 1 made for features that never came, and migration 12 dropped.
+DROPPED_COLUMNS = {
+    "tap_device_name", "bridge", "network_model", "network_queues", "disk_bus",
+    "disk_cache_mode", "io_threads", "assigned_gpu_bus", "gpu_rom_file", "gpu_audio_bus",
+    "memory_balloon", "hugepages", "numa_config", "cpu_pinning",
 }
+
+
+def columns(store, table):
+    if store.placeholder == "%s":
+        return {r["name"] for r in store._read(
+            "SELECT column_name AS name FROM information_schema.columns WHERE table_name = ?", (table,))}
+    return {r["name"] for r in store._read("PRAGMA table_info(%s)" % table)}
 
 
 @pytest.fixture
@@ -39,12 +49,11 @@ def record(name="vm1", **spec):
                     spec=VmSpec(name=name, **spec))
 
 
-def test_schema_has_the_review_columns(store):
-    cols = {r["name"] for r in store._read(
-        "SELECT column_name AS name FROM information_schema.columns "
-        "WHERE table_name = 'machine_configuration'")} if store.placeholder == "%s" else {
-        r["name"] for r in store._read("PRAGMA table_info(machine_configuration)")}
-    assert REVIEW_COLUMNS <= cols
+def test_machine_configuration_columns_are_the_spec_fields(store):
+    cols = columns(store, "machine_configuration")
+    assert cols == SPEC_COLUMNS
+    assert not cols & DROPPED_COLUMNS
+    assert "launch_graphics_port" in columns(store, "vms")
     assert store.schema_version() == LATEST
 
 
@@ -182,3 +191,98 @@ def test_unreachable_postgresql_is_a_clear_error_without_the_password():
     assert message.startswith("cannot connect to the PostgreSQL state database "
                               "postgresql://infinivirt:********@127.0.0.1:1/nothing")
     assert "hunter2" not in message
+
+
+# -- migrations 11 and 12 on a database made by the schema before them ----------------------
+PREVIOUS = 10  # the schema version before migrations 11 (renames) and 12 (drops)
+
+
+def _raw_connection(url):
+    """A plain connection to the database at ``url``, to build an old schema by hand."""
+    if url.startswith("sqlite:///"):
+        import sqlite3
+        db = sqlite3.connect(url[len("sqlite://"):], isolation_level=None)
+        return db, db.cursor()
+    import psycopg2
+    db = psycopg2.connect(url)
+    db.autocommit = True
+    return db, db.cursor()
+
+
+def _old_database(url, token):
+    """A database at schema version PREVIOUS holding VM old1 as that schema stored it, with
+    values in the columns migration 12 drops, and VM old2 with NULLs where rows made before
+    a column existed have them."""
+    db, cur = _raw_connection(url)
+    cur.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+    for number, statements in MIGRATIONS:
+        if number <= PREVIOUS:
+            for statement in statements:
+                cur.execute(statement)
+            cur.execute("INSERT INTO schema_migrations VALUES (%d, '2026-01-01T00:00:00+00:00')" % number)
+    cur.execute(
+        "INSERT INTO vms (uuid, name, host, status, version, qemu_pid, qmp_socket_path, serial_log_path, "
+        "running_spec, launch_accel, launch_cpu, created_at, updated_at, pidfile_path, launch_graphic_port) "
+        "VALUES ('u-old1', 'old1', 'h1', 'stopped', 7, NULL, NULL, '/run/x/old1.serial.log', NULL, 'kvm', "
+        "'host', '2026-01-01T00:00:00+00:00', '2026-01-02T00:00:00+00:00', '/run/x/old1.pid', 5907)")
+    cur.execute(
+        "INSERT INTO machine_configuration (vm_uuid, vcpus, memory_mb, machine_type, cpu_model, cpu_flags, "
+        "accel, kernel, initrd, kernel_cmdline, tap_device_name, bridge, network_model, network_queues, "
+        "graphic_protocol, graphic_port, graphic_password, graphic_host, disk_bus, disk_cache_mode, "
+        "io_threads, assigned_gpu_bus, gpu_rom_file, gpu_audio_bus, memory_balloon, hugepages, numa_config, "
+        "cpu_pinning, uefi_firmware, secureboot, graphic_password_set, disks, console_socket, firmware, "
+        "nics, netns, department) VALUES ('u-old1', 3, 1536, 'q35', 'max', '[\"+avx\"]', 'tcg', "
+        "'/boot/vmlinuz', '/boot/initrd.img', 'console=ttyS0', 'tap9', 'br9', 'e1000', 4, 'vnc', 5907, "
+        "'" + token + "', '192.0.2.7', 'sata', 'unsafe', TRUE, '0000:01:00.0', '/rom', '0000:01:00.1', TRUE, "
+        "TRUE, '{}', '[0,1]', '/usr/share/OVMF/code.fd', TRUE, TRUE, "
+        "'[{\"path\": \"/images/old1.qcow2\", \"bus\": \"scsi\", \"serial\": \"S1\"}]', TRUE, 'uefi', "
+        "'[{\"bridge\": \"br0\", \"mac\": \"52:54:00:aa:bb:cc\", \"model\": \"e1000\"}]', 'ns1', 'sales')")
+    cur.execute(
+        "INSERT INTO vms (uuid, name, host, status, version, created_at, updated_at) "
+        "VALUES ('u-old2', 'old2', 'h1', 'stopped', 1, '2026-01-01T00:00:00+00:00', '2026-01-01T00:00:00+00:00')")
+    cur.execute("INSERT INTO machine_configuration (vm_uuid, vcpus, memory_mb) VALUES ('u-old2', 1, 512)")
+    cur.execute("INSERT INTO disk_layers VALUES ('u-old1', '/images/old1.qcow2', 1, 's1', '/images/o1', 'now')")
+    db.close()
+
+
+def test_migrations_11_and_12_keep_an_old_vm_intact(db_url):
+    from ansible_collections.infinivirt.core.plugins.module_utils.secrets.box import SecretBox, generate_key
+    from ansible_collections.infinivirt.core.plugins.module_utils.store.base import secret_context
+
+    box = SecretBox(generate_key())
+    token = box.encrypt("s3cret", "u-old1/graphic_password")  # as schema 10's code sealed it
+    _old_database(db_url, token)
+    store = open_store(db_url)  # migrates
+    try:
+        assert store.schema_version() == LATEST > PREVIOUS
+        assert columns(store, "machine_configuration") == SPEC_COLUMNS
+        old1 = store.get_vm("old1")
+        assert old1.spec == VmSpec.from_dict({
+            "name": "old1", "vcpus": 3, "memory_mb": 1536, "machine_type": "q35", "cpu_model": "max",
+            "cpu_flags": ["+avx"], "accel": "tcg", "kernel": "/boot/vmlinuz", "initrd": "/boot/initrd.img",
+            "kernel_cmdline": "console=ttyS0", "graphics_type": "vnc", "graphics_listen": "192.0.2.7",
+            "graphics_port": 5907, "graphics_password_set": True, "firmware": "uefi", "secure_boot": True,
+            "uefi_firmware": "/usr/share/OVMF/code.fd", "console_socket": True,
+            "disks": [{"path": "/images/old1.qcow2", "bus": "scsi", "serial": "S1"}],
+            "nics": [{"bridge": "br0", "mac": "52:54:00:aa:bb:cc", "model": "e1000"}],
+            "netns": "ns1", "department": "sales"})
+        assert old1.spec.disks[0].bus == "scsi" and old1.spec.nics[0].mac == "52:54:00:aa:bb:cc"
+        assert (old1.uuid, old1.host, old1.status, old1.version) == ("u-old1", "h1", "stopped", 7)
+        assert (old1.launch_accel, old1.launch_cpu, old1.launch_graphics_port) == ("kvm", "host", 5907)
+        assert (old1.pidfile_path, old1.serial_log_path) == ("/run/x/old1.pid", "/run/x/old1.serial.log")
+        assert old1.created_at == "2026-01-01T00:00:00+00:00"
+        # The sealed display password moved with its column and still opens where it is read.
+        assert store.get_secret("u-old1", "graphics_password") == token
+        assert box.decrypt(token, secret_context("u-old1", "graphics_password")) == "s3cret"
+        assert store.list_layers("u-old1") == [
+            {"base_path": "/images/old1.qcow2", "seq": 1, "snapshot": "s1", "overlay": "/images/o1"}]
+        # NULLs in an old row still take the spec's defaults.
+        assert store.get_vm("old2").spec == VmSpec(name="old2")
+        # The rebuilt table still cascades and takes new rows.
+        store.insert_vm(record("new1", graphics_type="vnc", secure_boot=False))
+        assert store.get_vm("new1").spec.graphics_type == "vnc"
+        store.delete_vm("u-old1")
+        assert store.get_vm("old1") is None
+        assert [vm.name for vm in store.list_vms()] == ["new1", "old2"]
+    finally:
+        store.close()

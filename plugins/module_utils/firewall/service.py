@@ -32,12 +32,14 @@ from ansible_collections.infinivirt.core.plugins.module_utils.clock import utc_n
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall import nftables as nft
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.rules import (
+    SCOPES,
     RuleSet,
     parse_ruleset,
     rule_from_dict,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.host import netns as nsutil
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import (
+    PRESENT_ABSENT,
     check_choice,
     validate_label,
     validate_name,
@@ -105,8 +107,8 @@ class FirewallService:
 
     # -- the module ------------------------------------------------------------------------
     def ensure(self, params: Dict[str, Any], check_mode: bool) -> Dict[str, Any]:
-        state = check_choice("state", params.get("state") or "present", ("present", "absent"))
-        scope = check_choice("scope", params.get("scope"), ("department", "vm"))
+        state = check_choice("state", params.get("state") or "present", PRESENT_ABSENT)
+        scope = check_choice("scope", params.get("scope"), SCOPES)
         if state == "absent":
             (validate_label if scope == "department" else _vm_name)("name", params.get("name"))
             wanted = None

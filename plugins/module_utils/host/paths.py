@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Paths users give for images: they must stay inside the storage roots, through symlinks
-and '..' alike (a string prefix test is not enough: the review's section 3.5)."""
+and '..' alike (a string prefix test is not enough)."""
 
 from __future__ import annotations
 

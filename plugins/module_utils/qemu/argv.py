@@ -63,21 +63,21 @@ def opt_value(field: str, value: str) -> str:
 def vnc_option(spec: VmSpec) -> str:
     """-vnc takes a display number (port - 5900); with no port asked for, QEMU takes the
     first free one from 5900 to 5999. The password itself goes over QMP, never in argv."""
-    host = spec.graphic_host
+    host = spec.graphics_listen
     if ipaddress.ip_address(host).version == 6:
         host = "[%s]" % host
-    if spec.graphic_port is None:
+    if spec.graphics_port is None:
         value = "%s:0,to=99" % host
     else:
-        value = "%s:%d" % (host, spec.graphic_port - VNC_BASE_PORT)
-    return value + (",password=on" if spec.graphic_password_set else "")
+        value = "%s:%d" % (host, spec.graphics_port - VNC_BASE_PORT)
+    return value + (",password=on" if spec.graphics_password_set else "")
 
 
 def machine_option(spec: VmSpec) -> str:
     value = "type=%s" % spec.machine_type
     if spec.firmware == "uefi":
         value += ",pflash0=fw-code,pflash1=fw-vars"
-    if spec.secureboot:
+    if spec.secure_boot:
         value += ",smm=on"
     return value
 
@@ -130,14 +130,14 @@ def build_argv(spec: VmSpec, ctx: LaunchContext) -> List[str]:
     if spec.firmware == "uefi":
         for node in pflash_blockdevs(ctx.firmware_code, ctx.nvram):
             argv += ["-blockdev", as_json(node)]
-        if spec.secureboot:  # only SMM code may write the variable store
+        if spec.secure_boot:  # only SMM code may write the variable store
             argv += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
     if spec.console_socket and ctx.console_socket:
         argv += ["-chardev", "socket,id=console0,path=%s,server=on,wait=off"
                  % opt_value("run_dir", ctx.console_socket),
                  "-serial", "chardev:console0"]
     argv += device_args(spec, ctx)
-    if spec.graphic_protocol == "vnc":
+    if spec.graphics_type == "vnc":
         # -nodefaults leaves no video card: without one a VNC client sees no screen.
         argv += ["-device", as_json({"driver": "VGA", "id": "video0"}), "-vnc", vnc_option(spec)]
     if spec.kernel is not None:

@@ -25,7 +25,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import JSO
 
 VM_COLUMNS = ("uuid", "name", "host", "status", "version", "qemu_pid", "qmp_socket_path",
               "serial_log_path", "running_spec", "launch_accel", "launch_cpu", "created_at",
-              "updated_at", "pidfile_path", "launch_graphic_port")
+              "updated_at", "pidfile_path", "launch_graphics_port")
 
 
 
@@ -56,14 +56,18 @@ def _spec_to_columns(spec: VmSpec) -> Dict[str, Any]:
 # Columns holding secrets sealed by secrets.SecretBox: column -> (table, key column). A
 # secret is bound to the context "<key>/<column>" (see secret_context).
 SECRET_COLUMNS = {
-    "graphic_password": ("machine_configuration", "vm_uuid"),
+    "graphics_password": ("machine_configuration", "vm_uuid"),
     "luks_key": ("volumes", "path"),
 }
+
+# A column renamed after secrets were sealed in it keeps its old name in their context:
+# tokens cannot be re-sealed in SQL (migration 11 renamed graphic_password).
+_SECRET_CONTEXT_NAMES = {"graphics_password": "graphic_password"}
 
 
 def secret_context(owner: str, column: str) -> str:
     """Binds a sealed secret to its row and column: a token copied elsewhere fails."""
-    return "%s/%s" % (owner, column)
+    return "%s/%s" % (owner, _SECRET_CONTEXT_NAMES.get(column, column))
 
 
 def _record(row: Dict[str, Any]) -> VmRecord:
@@ -81,7 +85,7 @@ def _record(row: Dict[str, Any]) -> VmRecord:
         running_spec=VmSpec.from_dict(json.loads(running)) if running else None,
         launch_accel=row["launch_accel"], launch_cpu=row["launch_cpu"],
         created_at=row["created_at"], updated_at=row["updated_at"],
-        pidfile_path=row["pidfile_path"], launch_graphic_port=row["launch_graphic_port"],
+        pidfile_path=row["pidfile_path"], launch_graphics_port=row["launch_graphics_port"],
         spec=VmSpec.from_dict(spec),
     )
 
@@ -91,7 +95,7 @@ def _vm_values(record: VmRecord) -> Tuple[Any, ...]:
     return (record.uuid, record.name, record.host, record.status, record.version,
             record.qemu_pid, record.qmp_socket_path, record.serial_log_path, running,
             record.launch_accel, record.launch_cpu, record.created_at, record.updated_at,
-            record.pidfile_path, record.launch_graphic_port)
+            record.pidfile_path, record.launch_graphics_port)
 
 
 class SqlStore(VolumeStore, FirewallStore):

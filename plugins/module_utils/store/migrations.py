@@ -11,6 +11,13 @@ from __future__ import annotations
 
 from typing import List, Tuple
 
+# machine_configuration's columns after migration 12, in their order there.
+_MC_12 = ", ".join((
+    "vm_uuid", "vcpus", "memory_mb", "machine_type", "cpu_model", "cpu_flags", "accel", "kernel",
+    "initrd", "kernel_cmdline", "graphics_type", "graphics_listen", "graphics_port",
+    "graphics_password", "graphics_password_set", "firmware", "secure_boot", "uefi_firmware",
+    "disks", "console_socket", "nics", "netns", "department"))
+
 MIGRATIONS: List[Tuple[int, List[str]]] = [
     (1, [
         """CREATE TABLE vms (
@@ -28,8 +35,8 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
             created_at TEXT NOT NULL,
             updated_at TEXT NOT NULL
         )""",
-        # The review's MachineConfiguration (its section 2) in full, plus the spec fields it
-        # lacks. Columns later features fill start out NULL or at their defaults.
+        # The VM's spec, plus columns for features planned then (migration 12 dropped those
+        # nothing used). Columns later features fill start out NULL or at their defaults.
         """CREATE TABLE machine_configuration (
             vm_uuid TEXT PRIMARY KEY REFERENCES vms(uuid) ON DELETE CASCADE,
             vcpus INTEGER NOT NULL,
@@ -108,7 +115,7 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
         )""",
     ]),
     (5, [
-        # bios or uefi; secure_boot and uefi_firmware (the review's) were there from the start.
+        # bios or uefi; secureboot and uefi_firmware were there from the start.
         "ALTER TABLE machine_configuration ADD COLUMN firmware TEXT NOT NULL DEFAULT 'bios'",
     ]),
     (6, [
@@ -203,6 +210,53 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
         "FROM networks",
         "DROP TABLE networks",
         "ALTER TABLE networks_by_host RENAME TO networks",
+    ]),
+    (11, [
+        # One vocabulary: a column is named after its spec field, which is named after the
+        # option (graphics.type -> graphics_type, secure_boot). RENAME COLUMN keeps the data
+        # (SQLite 3.25+, PostgreSQL). Sealed display passwords keep their context (store.base).
+        "ALTER TABLE machine_configuration RENAME COLUMN graphic_protocol TO graphics_type",
+        "ALTER TABLE machine_configuration RENAME COLUMN graphic_host TO graphics_listen",
+        "ALTER TABLE machine_configuration RENAME COLUMN graphic_port TO graphics_port",
+        "ALTER TABLE machine_configuration RENAME COLUMN graphic_password TO graphics_password",
+        "ALTER TABLE machine_configuration RENAME COLUMN graphic_password_set TO graphics_password_set",
+        "ALTER TABLE machine_configuration RENAME COLUMN secureboot TO secure_boot",
+        "ALTER TABLE vms RENAME COLUMN launch_graphic_port TO launch_graphics_port",
+    ]),
+    (12, [
+        # Drop the columns migration 1 made for features that do not exist (nothing read or
+        # wrote them): tap_device_name, bridge, network_model, network_queues, disk_bus,
+        # disk_cache_mode, io_threads, assigned_gpu_bus, gpu_rom_file, gpu_audio_bus,
+        # memory_balloon, hugepages, numa_config, cpu_pinning. The table is rebuilt (SQLite
+        # before 3.35 has no DROP COLUMN), copying every row's other columns.
+        """CREATE TABLE machine_configuration_12 (
+            vm_uuid TEXT PRIMARY KEY REFERENCES vms(uuid) ON DELETE CASCADE,
+            vcpus INTEGER NOT NULL,
+            memory_mb INTEGER NOT NULL,
+            machine_type TEXT NOT NULL DEFAULT 'q35',
+            cpu_model TEXT NOT NULL DEFAULT 'auto',
+            cpu_flags TEXT NOT NULL DEFAULT '[]',
+            accel TEXT NOT NULL DEFAULT 'auto',
+            kernel TEXT,
+            initrd TEXT,
+            kernel_cmdline TEXT,
+            graphics_type TEXT,
+            graphics_listen TEXT NOT NULL DEFAULT '127.0.0.1',
+            graphics_port INTEGER,
+            graphics_password TEXT,
+            graphics_password_set BOOLEAN NOT NULL DEFAULT FALSE,
+            firmware TEXT NOT NULL DEFAULT 'bios',
+            secure_boot BOOLEAN NOT NULL DEFAULT FALSE,
+            uefi_firmware TEXT,
+            disks TEXT NOT NULL DEFAULT '[]',
+            console_socket BOOLEAN NOT NULL DEFAULT FALSE,
+            nics TEXT NOT NULL DEFAULT '[]',
+            netns TEXT,
+            department TEXT
+        )""",
+        "INSERT INTO machine_configuration_12 (%s) SELECT %s FROM machine_configuration" % (_MC_12, _MC_12),
+        "DROP TABLE machine_configuration",
+        "ALTER TABLE machine_configuration_12 RENAME TO machine_configuration",
     ]),
 ]
 

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import check_choice, validate_abs_path
-from ansible_collections.infinivirt.core.plugins.module_utils.volume.size import FORMATS
+from ansible_collections.infinivirt.core.plugins.module_utils.volume.size import FORMATS  # image formats
 
 BUSES = ("virtio", "scsi", "sata", "ide")
 CACHE_MODES = ("none", "writeback", "writethrough", "directsync", "unsafe")

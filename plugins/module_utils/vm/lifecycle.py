@@ -99,7 +99,7 @@ class StartInputs:
     """What a start needs besides the record (VmService.start_vm gathers it)."""
 
     paused: bool = False
-    graphic_password: Optional[str] = None
+    graphics_password: Optional[str] = None
     disk_keys: Dict[str, str] = dataclasses.field(default_factory=dict)  # disk_id -> LUKS passphrase
     nic_bridges: Dict[str, str] = dataclasses.field(default_factory=dict)  # MAC -> bridge of its TAP
 
@@ -212,7 +212,7 @@ class Lifecycle:
     def start(self, rec: VmRecord, inputs: StartInputs) -> List[str]:
         """Start the VM and return warnings. On failure nothing of it is left behind.
         The display password reaches QEMU over QMP while the guest is still paused."""
-        if rec.spec.graphic_password_set and inputs.graphic_password is None:
+        if rec.spec.graphics_password_set and inputs.graphics_password is None:
             raise StateError("VM %s: its display password could not be read" % rec.name)
         if self.is_alive(rec):
             raise StateError("VM %s is already running as PID %s" % (rec.name, self.live_pid(rec)))
@@ -241,7 +241,7 @@ class Lifecycle:
             self.store.journal_add(rec.uuid, kind, ref)
         code = template = nvram = None
         if rec.spec.firmware == "uefi":  # before anything is recorded: OVMF may be missing
-            code, template = firmware_files(rec.spec.secureboot, rec.spec.uefi_firmware)
+            code, template = firmware_files(rec.spec.secure_boot, rec.spec.uefi_firmware)
         rec.status, rec.qemu_pid = STARTING, None
         rec.pidfile_path, rec.qmp_socket_path, rec.serial_log_path = (
             paths.pidfile, paths.qmp_socket, paths.serial_log)
@@ -284,8 +284,8 @@ class Lifecycle:
                 raise QemuError("VM %s: expected QEMU in prelaunch state, found %s"
                                 % (rec.name, status))
             self.sync_firewall(rec)  # before the guest sends its first frame
-            if rec.spec.graphic_protocol == "vnc":
-                rec.launch_graphic_port = self._setup_vnc(rec, inputs.graphic_password)
+            if rec.spec.graphics_type == "vnc":
+                rec.launch_graphics_port = self._setup_vnc(rec, inputs.graphics_password)
             if not inputs.paused:
                 self.qmp(rec, "cont")
         except (InfinivirtError, KeyError, TypeError, ValueError) as exc:
@@ -340,10 +340,10 @@ class Lifecycle:
     def _setup_vnc(self, rec: VmRecord, password: Optional[str]) -> int:
         """Set the password (if any) and return the port QEMU listens on."""
         if password is not None:
-            self.set_graphic_password(rec, password)
+            self.set_graphics_password(rec, password)
         return int(self.qmp(rec, "query-vnc")["service"])
 
-    def set_graphic_password(self, rec: VmRecord, password: str) -> None:
+    def set_graphics_password(self, rec: VmRecord, password: str) -> None:
         """Also works live; open sessions keep going (QEMU cannot drop VNC clients)."""
         self.qmp(rec, "set_password", {"protocol": "vnc", "password": password})
 
@@ -431,7 +431,7 @@ class Lifecycle:
     @staticmethod
     def _clear_launch(rec: VmRecord) -> None:
         rec.running_spec = None
-        rec.launch_accel = rec.launch_cpu = rec.launch_graphic_port = None
+        rec.launch_accel = rec.launch_cpu = rec.launch_graphics_port = None
 
     # -- pausing ----------------------------------------------------------------------
     def pause(self, rec: VmRecord) -> None:

@@ -108,7 +108,7 @@ def plan_vm(rec: Optional[VmRecord], live: Live, desired: Desired, host_id: str,
     if restart:
         disk_plug = nic_plug = None  # the new process gets every disk and NIC anyway
     if (desired.password_changed and not restart and alive and running_spec is not None
-            and running_spec.graphic_password_set):
+            and running_spec.graphics_password_set):
         actions.append("set_password")  # a running display takes a new password at once
     if disk_plug is not None:
         actions.append("hotplug_disks")

@@ -27,7 +27,7 @@ class VmRecord:
     launch_accel: Optional[str] = None  # accelerator and -cpu the live process really got
     launch_cpu: Optional[str] = None
     pidfile_path: Optional[str] = None
-    launch_graphic_port: Optional[int] = None
+    launch_graphics_port: Optional[int] = None
     created_at: str = ""
     updated_at: str = ""
 

@@ -41,7 +41,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import (
     changed_fields,
     merge_params,
     validate,
-    validate_graphic_password,
+    validate_graphics_password,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import (
     ABSENT,
@@ -77,11 +77,11 @@ def _view(rec: Optional[VmRecord], state: str, password_set: bool = False,
     view = rec.spec.to_dict()
     view["state"] = state
     if password_set:
-        view["graphic_password"] = MASK + (" (new)" if password_changed else "")
+        view["graphics_password"] = MASK + (" (new)" if password_changed else "")
     return view
 
 
-GRAPHIC_PASSWORD = "graphic_password"
+GRAPHICS_PASSWORD = "graphics_password"  # the secret column of graphics.password
 # infinivirt_vm_info waits this long for one VM's QEMU, so one hung VM does not hold the list.
 INFO_QMP_TIMEOUT = 2.0
 # The states that may end a QEMU that does not answer, with force: true (it is killed).
@@ -115,12 +115,12 @@ def vm_result(rec: VmRecord, state: str, lifecycle: Lifecycle) -> Dict[str, Any]
         "console_socket_path": (
             VmPaths.for_vm(lifecycle.run_dir, rec.uuid).console_socket
             if alive and rec.spec.console_socket else None),
-        "digest": spec_digest(rec, (lifecycle.store.get_secret(rec.uuid, GRAPHIC_PASSWORD),)),
+        "digest": spec_digest(rec, (lifecycle.store.get_secret(rec.uuid, GRAPHICS_PASSWORD),)),
         "graphics": {
-            "type": rec.spec.graphic_protocol,
-            "listen": rec.spec.graphic_host,
-            "port": rec.launch_graphic_port if alive and rec.launch_graphic_port else rec.spec.graphic_port,
-            "password_set": rec.spec.graphic_password_set,
+            "type": rec.spec.graphics_type,
+            "listen": rec.spec.graphics_listen,
+            "port": rec.launch_graphics_port if alive and rec.launch_graphics_port else rec.spec.graphics_port,
+            "password_set": rec.spec.graphics_password_set,
         },
     })
     return result
@@ -168,7 +168,7 @@ class VmService:
     # -- what a start needs -------------------------------------------------------------------
     def _decrypt(self, rec: VmRecord, token: str) -> str:
         try:
-            return self.secret_box().decrypt(token, secret_context(rec.uuid, GRAPHIC_PASSWORD))
+            return self.secret_box().decrypt(token, secret_context(rec.uuid, GRAPHICS_PASSWORD))
         except SecretError as exc:
             raise SecretError("cannot read the display password of VM %s: %s" % (rec.name, exc)) from None
 
@@ -189,10 +189,10 @@ class VmService:
                 keys[disk.disk_id] = key
         return keys
 
-    def graphic_password(self, rec: VmRecord) -> Optional[str]:
-        if not rec.spec.graphic_password_set:
+    def graphics_password(self, rec: VmRecord) -> Optional[str]:
+        if not rec.spec.graphics_password_set:
             return None
-        token = self.store.get_secret(rec.uuid, GRAPHIC_PASSWORD)
+        token = self.store.get_secret(rec.uuid, GRAPHICS_PASSWORD)
         return self._decrypt(rec, token) if token else None
 
     def nic_bridges(self, spec: VmSpec) -> Dict[str, str]:
@@ -221,9 +221,9 @@ class VmService:
         VM's lock. Returns warnings."""
         bridges = self.nic_bridges(rec.spec) if bridges is None else bridges
         keys = self.disk_keys(rec.spec.disks)
-        password = self.graphic_password(rec)
+        password = self.graphics_password(rec)
         rec.host = self.hostname  # a stopped VM moves to the host that starts it
-        return self.lifecycle.start(rec, StartInputs(paused=paused, graphic_password=password, disk_keys=keys,
+        return self.lifecycle.start(rec, StartInputs(paused=paused, graphics_password=password, disk_keys=keys,
                                                      nic_bridges=bridges))
 
     def stop_vm(self, rec: VmRecord, params: Dict[str, Any], qemu_status: Optional[str] = None) -> None:
@@ -274,7 +274,7 @@ class VmService:
             return
         if rec is None:
             raise StateError("VM %s does not exist, so it cannot match digest %s" % (name, digest))
-        current = spec_digest(rec, (self.store.get_secret(rec.uuid, GRAPHIC_PASSWORD),))
+        current = spec_digest(rec, (self.store.get_secret(rec.uuid, GRAPHICS_PASSWORD),))
         if digest != current:
             raise StateError("VM %s was changed since digest %s was read (it is now %s); read "
                              "the VM again and retry" % (name, digest, current))
@@ -287,18 +287,18 @@ class VmService:
         if state == ABSENT:
             return Request(Desired(state))
         password = (params.get("graphics") or {}).get("password")
-        stored_token = self.store.get_secret(rec.uuid, GRAPHIC_PASSWORD) if rec else None
+        stored_token = self.store.get_secret(rec.uuid, GRAPHICS_PASSWORD) if rec else None
         # Other VMs' NICs matter only when this task sets NICs (stored ones were checked).
         others = [vm for vm in self.store.list_vms() if rec is None or vm.uuid != rec.uuid] \
             if params.get("nics") is not None else []
         desired = merge_params(params, rec.spec if rec else None,
                                taken_macs=[n.mac for vm in others for n in vm.spec.nics])
-        desired = dataclasses.replace(desired, graphic_password_set=(
-            desired.graphic_protocol == "vnc" and (password is not None or stored_token is not None)))
+        desired = dataclasses.replace(desired, graphics_password_set=(
+            desired.graphics_type == "vnc" and (password is not None or stored_token is not None)))
         validate(desired)
         preflight(desired, storage_roots=self.storage_roots)
         _check_nics_against(desired, others)
-        validate_graphic_password(desired, password, stored=stored_token is not None)
+        validate_graphics_password(desired, password, stored=stored_token is not None)
         changed = password is not None and (
             stored_token is None or self._decrypt(rec, stored_token) != password)
         bridges = self.nic_bridges(desired)  # also checks each network exists, before any write
@@ -321,13 +321,13 @@ class VmService:
         elif "update" in plan.actions:
             self.store.update_vm(rec)
         if request.password is not None:
-            self.store.set_secret(rec.uuid, GRAPHIC_PASSWORD, self.secret_box().encrypt(
-                request.password, secret_context(rec.uuid, GRAPHIC_PASSWORD)))
+            self.store.set_secret(rec.uuid, GRAPHICS_PASSWORD, self.secret_box().encrypt(
+                request.password, secret_context(rec.uuid, GRAPHICS_PASSWORD)))
         lc = self.lifecycle
         try:
             for action in plan.actions:
                 if action == "set_password":
-                    lc.set_graphic_password(rec, request.password)
+                    lc.set_graphics_password(rec, request.password)
                 elif action == "hotplug_disks":
                     self.hotplug.disks(rec, plan.disk_plug, self.disk_keys(plan.disk_plug.add))
                 elif action == "hotplug_nics":
@@ -372,7 +372,7 @@ class VmService:
             return out
         rec = plan.record
         out.diff = {"before": before_view,
-                    "after": _view(rec, plan.after_state, rec.spec.graphic_password_set,
+                    "after": _view(rec, plan.after_state, rec.spec.graphics_password_set,
                                    request.desired.password_changed)}
         out.vm = vm_result(rec, plan.after_state, self.lifecycle)
         if check_mode:  # nothing ran: say what the plan leaves pending

@@ -32,6 +32,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import Di
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import RUNNING, STOPPED
 
 STATES = ("present", "absent", "reverted")
+TYPES = ("internal", "external")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 JOB_TIMEOUT = 600.0
 
@@ -121,8 +122,8 @@ class SnapshotService:
             live = self.lifecycle.live_state(rec)
             action = self._plan(state, name, existing, live, params)
             kind = existing[name]["type"] if name in existing else (params.get("type") or "internal")
-            if kind not in ("internal", "external"):
-                raise SpecError("type", "must be internal or external, got %r" % (kind,))
+            if kind not in TYPES:
+                raise SpecError("type", "must be one of %s, got %r" % (", ".join(TYPES), kind))
             if action == "create" and kind == "external" and params.get("memory"):
                 raise SpecError("memory", "external snapshots save disks only")
             if action and not check_mode:

@@ -34,7 +34,7 @@ MEMORY_MIN_MB = 16
 KERNEL_CMDLINE_MAX = 2048  # x86 COMMAND_LINE_SIZE
 
 MACHINE_TYPES = ("q35", "pc")
-GRAPHIC_PROTOCOLS = ("none", "vnc")
+GRAPHICS_TYPES = ("none", "vnc")
 FIRMWARES = ("bios", "uefi")
 VNC_BASE_PORT = 5900
 VNC_PASSWORD_MAX = 8  # VNC authentication compares only the first 8 bytes
@@ -46,7 +46,8 @@ _CPU_FLAG_RE = re.compile(r"^[+-][a-z0-9][a-z0-9_.-]{0,63}$")
 
 @dataclasses.dataclass(frozen=True)
 class VmSpec:
-    """What the user asked for. Field names are also the store's column names."""
+    """What the user asked for. Field names are the options' names (graphics.<x> becomes
+    graphics_<x>), the store's column names and the keys of the module results."""
 
     name: str
     vcpus: int = 1
@@ -59,12 +60,12 @@ class VmSpec:
     initrd: Optional[str] = None
     kernel_cmdline: Optional[str] = None
     # Remote display. The password is a secret kept apart from the spec (see secrets.py).
-    graphic_protocol: str = "none"
-    graphic_host: str = "127.0.0.1"
-    graphic_port: Optional[int] = None  # None: the first free port from 5900
-    graphic_password_set: bool = False  # set by the service from the stored secret
+    graphics_type: str = "none"
+    graphics_listen: str = "127.0.0.1"
+    graphics_port: Optional[int] = None  # None: the first free port from 5900
+    graphics_password_set: bool = False  # set by the service from the stored secret
     firmware: str = "bios"  # or uefi (OVMF)
-    secureboot: bool = False  # option secure_boot; the column name is the review's
+    secure_boot: bool = False
     uefi_firmware: Optional[str] = None  # OVMF code image; None: Debian's default
     disks: Tuple[DiskSpec, ...] = ()
     console_socket: bool = False  # a second serial port (ttyS1) on a UNIX socket
@@ -134,7 +135,7 @@ def validate(spec: VmSpec) -> VmSpec:
         if len(spec.kernel_cmdline) > KERNEL_CMDLINE_MAX:
             raise SpecError("kernel_cmdline", "must be at most %d characters" % KERNEL_CMDLINE_MAX)
     check_choice("firmware", spec.firmware, FIRMWARES)
-    if spec.secureboot and (spec.firmware != "uefi" or spec.machine_type != "q35"):
+    if spec.secure_boot and (spec.firmware != "uefi" or spec.machine_type != "q35"):
         raise SpecError("secure_boot", "needs firmware uefi and machine_type q35")
     if spec.uefi_firmware is not None:
         if spec.firmware != "uefi":
@@ -150,19 +151,19 @@ def validate(spec: VmSpec) -> VmSpec:
 
 
 def _validate_graphics(spec: VmSpec) -> None:
-    check_choice("graphics.type", spec.graphic_protocol, GRAPHIC_PROTOCOLS)
+    check_choice("graphics.type", spec.graphics_type, GRAPHICS_TYPES)
     try:
-        ipaddress.ip_address(spec.graphic_host)
+        ipaddress.ip_address(spec.graphics_listen)
     except ValueError:
-        raise SpecError("graphics.listen", "%r is not an IP address" % (spec.graphic_host,)) from None
-    if spec.graphic_port is not None:
-        check_int("graphics.port", spec.graphic_port, VNC_BASE_PORT, 65535)
+        raise SpecError("graphics.listen", "%r is not an IP address" % (spec.graphics_listen,)) from None
+    if spec.graphics_port is not None:
+        check_int("graphics.port", spec.graphics_port, VNC_BASE_PORT, 65535)
 
 
-def validate_graphic_password(spec: VmSpec, password: Optional[str], stored: bool) -> None:
+def validate_graphics_password(spec: VmSpec, password: Optional[str], stored: bool) -> None:
     """A VNC password must mean what it says; off loopback, one is required."""
     if password is not None:
-        if spec.graphic_protocol == "none":
+        if spec.graphics_type == "none":
             raise SpecError("graphics.password", "needs graphics.type vnc")
         if not password:
             raise SpecError("graphics.password", "must not be empty (an empty VNC password "
@@ -171,13 +172,15 @@ def validate_graphic_password(spec: VmSpec, password: Optional[str], stored: boo
             raise SpecError("graphics.password", "VNC checks only the first %d bytes of a "
                             "password; use at most %d" % (VNC_PASSWORD_MAX, VNC_PASSWORD_MAX))
     has_password = password is not None or stored
-    if spec.graphic_protocol == "vnc" and not has_password \
-            and not ipaddress.ip_address(spec.graphic_host).is_loopback:
+    if spec.graphics_type == "vnc" and not has_password \
+            and not ipaddress.ip_address(spec.graphics_listen).is_loopback:
         raise SpecError("graphics.password", "is required when the display listens on %s, "
-                        "beyond this host" % spec.graphic_host)
+                        "beyond this host" % spec.graphics_listen)
 
 
-GRAPHICS_FIELDS = {"type": "graphic_protocol", "listen": "graphic_host", "port": "graphic_port"}
+# The graphics option's suboptions and the spec fields they set: graphics.<x> -> graphics_<x>
+# (graphics.password is a secret, kept in the graphics_password column; see store.base).
+GRAPHICS_FIELDS = {"type": "graphics_type", "listen": "graphics_listen", "port": "graphics_port"}
 
 
 def merge_params(params: Mapping[str, Any], stored: Optional[VmSpec],
@@ -193,8 +196,6 @@ def merge_params(params: Mapping[str, Any], stored: Optional[VmSpec],
         value = params.get(field)
         if value is not None:
             base[field] = value
-    if params.get("secure_boot") is not None:
-        base["secureboot"] = params["secure_boot"]
     if params.get("disks") is not None:
         base["disks"] = disks_from_params(params["disks"])
     for field in ("netns", "department"):  # "" goes back to none

@@ -29,10 +29,10 @@ from ansible_collections.infinivirt.core.plugins.module_utils.qemu.img import (
 from ansible_collections.infinivirt.core.plugins.module_utils.secrets.box import SecretBox
 from ansible_collections.infinivirt.core.plugins.module_utils.store.base import secret_context
 from ansible_collections.infinivirt.core.plugins.module_utils.store.volumes import VolumeRecord
+from ansible_collections.infinivirt.core.plugins.module_utils.validation import PRESENT_ABSENT, check_choice
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.keys import LUKS_KEY, new_luks_key, read_luks_key
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.size import (
     FORMATS,
-    STATES,
     format_size,
     parse_size,
 )
@@ -150,8 +150,7 @@ class DiskService:
     def ensure(self, params: Dict[str, Any], check_mode: bool) -> Dict[str, Any]:
         """Returns dict(changed, volume, diff, warnings)."""
         state = params.get("state") or "present"
-        if state not in STATES:
-            raise SpecError("state", "must be one of %s, got %r" % (", ".join(STATES), state))
+        check_choice("state", state, PRESENT_ABSENT)
         roots = resolve_roots(self.storage_roots)
         path = resolve_in_roots(params.get("path"), roots, "path")
         if state == "absent":

@@ -17,7 +17,6 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import Spec
 
 FORMATS = ("qcow2", "raw")
 PREALLOCATIONS = ("off", "metadata", "falloc", "full")
-STATES = ("present", "absent")
 SECTOR = 512
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(?:([kmgt])(?:i?b)?|(b))?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}

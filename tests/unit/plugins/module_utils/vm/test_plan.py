@@ -145,7 +145,7 @@ def test_a_department_follows_a_running_vm_live():
 
 
 def test_a_new_display_password_reaches_a_running_display_at_once():
-    vnc = dataclasses.replace(SPEC, graphic_protocol="vnc", graphic_password_set=True)
+    vnc = dataclasses.replace(SPEC, graphics_type="vnc", graphics_password_set=True)
     rec = record("running", vnc, spec=vnc)
     result = plan_vm(rec, Live("running"), Desired("running", vnc, password_changed=True), HOST)
     assert result.actions == ["update", "set_password"]

@@ -1,0 +1,226 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Each module's RETURN documents every key the module returns, and nothing it never returns.
+
+The results are real: the services are called the way each module's main() calls them, on a
+real store, with real qemu-img volumes and a network namespace of the test's own (no guest
+boots: a stopped VM's result has the same keys as a running one's, vm_result sets them all).
+Keys are compared recursively wherever RETURN documents a value's keys (``contains``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import uuid
+from typing import Any, Dict, Iterable, Set
+
+import pytest
+import yaml
+
+from ansible_collections.infinivirt.core.plugins.module_utils.context import HostContext
+from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
+from ansible_collections.infinivirt.core.plugins.module_utils.network.service import NetworkService
+from ansible_collections.infinivirt.core.plugins.module_utils.secrets.rotation import rotate_key
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
+from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
+
+MODULES = ("infinivirt_vm", "infinivirt_vm_info", "infinivirt_disk", "infinivirt_snapshot",
+           "infinivirt_net", "infinivirt_firewall", "infinivirt_secret_key")
+
+# Keys every Ansible module may return, which RETURN does not document.
+COMMON = {"changed", "diff", "warnings", "msg", "failed", "invocation", "deprecations"}
+
+
+# Values documented as echoing an option of the module: their keys are its suboptions.
+AS_OPTIONS = {
+    "infinivirt_vm": {"vm.disks[]": "disks", "vm.nics[]": "nics"},
+    "infinivirt_net": {"network.nat.dhcp": "dhcp"},
+    "infinivirt_firewall": {"firewall.rules[]": "rules"},
+}
+# Entries documented as "the fields of" another module's return value, plus their own.
+AS_RETURN = {"infinivirt_vm_info": {"vms[]": ("infinivirt_vm", "vm")}}
+# Values whose keys are another program's: infinivirt_disk's volume.info is qemu-img info.
+OPAQUE = {"volume.info"}
+
+
+def _load(module: str) -> Any:
+    return importlib.import_module("ansible_collections.infinivirt.core.plugins.modules." + module)
+
+
+def documented(module: str) -> Set[str]:
+    """Every key path RETURN documents: "vm", "vm.graphics.port", "vms[].snapshots[].name"."""
+    paths = set(_doc_paths(yaml.safe_load(_load(module).RETURN), ""))
+    for path, (other, key) in AS_RETURN.get(module, {}).items():
+        paths |= {path + p[len(key):] for p in documented(other) if p.startswith(key + ".")}
+    options = yaml.safe_load(_load(module).DOCUMENTATION)["options"]
+    for path, option in AS_OPTIONS.get(module, {}).items():
+        assert path.rstrip("[]") in paths, path
+        paths |= {"%s.%s" % (path, sub) for sub in options[option]["suboptions"]}
+    return paths
+
+
+def _doc_paths(doc: Dict[str, Any], prefix: str) -> Iterable[str]:
+    for key, entry in doc.items():
+        path = prefix + key
+        yield path
+        if "contains" in entry:
+            inner = path + ("[]." if entry.get("type") == "list" else ".")
+            yield from _doc_paths(entry["contains"], inner)
+
+
+def returned(result: Dict[str, Any]) -> Set[str]:
+    """Every key path in a result, into every dict and list of dicts but OPAQUE ones."""
+    return set(_paths({k: v for k, v in result.items() if k not in COMMON}, ""))
+
+
+def _paths(value: Dict[str, Any], prefix: str) -> Iterable[str]:
+    for key, item in value.items():
+        path = prefix + key
+        yield path
+        if path in OPAQUE:
+            continue
+        if isinstance(item, dict):
+            yield from _paths(item, path + ".")
+        elif isinstance(item, (list, tuple)):
+            for element in item:
+                if isinstance(element, dict):
+                    yield from _paths(element, path + "[].")
+
+
+def test_undocumented_keys_are_found():
+    """The comparison itself: a key planted anywhere in a result is caught."""
+    docs = documented("infinivirt_vm")
+    result = {"changed": True, "vm": {"name": "a", "graphics": {"type": "vnc", "planted": 1}}}
+    assert returned(result) - docs == {"vm.graphics.planted"}
+    result = {"changed": True, "vm": {"name": "a", "planted": 1}, "planted_too": 2}
+    assert returned(result) - docs == {"vm.planted", "planted_too"}
+    docs = documented("infinivirt_vm_info")
+    result = {"vms": [{"name": "a", "snapshots": [{"name": "s", "planted": 1}]}]}
+    assert returned(result) - docs == {"vms[].snapshots[].planted"}
+    result = {"vms": [{"name": "a", "disks": [{"path": "/a", "planted": 1}]}]}
+    assert returned(result) - docs == {"vms[].disks[].planted"}
+
+
+@pytest.fixture
+def netns():
+    name = "ivt-ret-%s" % uuid.uuid4().hex[:8]
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    yield name
+    subprocess.run(["ip", "netns", "del", name], check=True)
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    context = HostContext.open("sqlite:///%s/state.db" % tmp_path, str(tmp_path / "run"), host_id="hv-ret",
+                               storage_roots=[str(images)], nvram_dir=str(tmp_path / "nvram"),
+                               secret_key_file=str(tmp_path / "key"))
+    yield context
+    context.close()
+
+
+def vm_params(**values):
+    params = dict(state="present", stop_timeout=5.0, force=False, restart_on_change=False)
+    params.update(values)
+    return params
+
+
+def disk_params(**values):
+    params = dict(state="present", convert=False, force=False)
+    params.update(values)
+    return params
+
+
+def check_the_rest(ctx, netns, tmp_path, results):
+    """Results of every module but infinivirt_net, with networks ivret0 and ivret1 in place."""
+    images = ctx.storage_roots[0]
+    # infinivirt_disk: a new volume (predicted, then made), unchanged, then removed.
+    disks = DiskService(ctx.store, ctx.secret_box, ctx.host_id, ctx.storage_roots, lock_timeout=ctx.lock_timeout)
+    image = os.path.join(images, "ret.qcow2")
+    for check in (True, False, False):
+        results["infinivirt_disk"].append(disks.ensure(disk_params(path=image, format="qcow2", size="64M"), check))
+    gone = os.path.join(images, "gone.raw")
+    disks.ensure(disk_params(path=gone, format="raw", size="1M"), False)
+    results["infinivirt_disk"].append(disks.ensure(disk_params(path=gone, state="absent"), False))
+
+    # infinivirt_vm: every state a VM gets to without a guest, with UEFI (nvram), a disk, a NIC
+    # and a VNC password.
+    vms = VmService(ctx)
+    full = vm_params(name="ret1", vcpus=1, memory_mb=64, firmware="uefi", secure_boot=False,
+                     console_socket=True, department="dept1", disks=[{"path": image}], netns=netns,
+                     nics=[{"network": "ivret0", "ips": ["10.79.1.5"]}],
+                     graphics={"type": "vnc", "listen": "127.0.0.1", "password": "pw"})
+    for params, check in ((full, True), (full, False), (full, False),
+                          (vm_params(name="ret1", state="stopped", memory_mb=96), False),
+                          (vm_params(name="ret2", state="absent"), False)):
+        results["infinivirt_vm"].append(vms.ensure(params, check).result())
+    vms.ensure(vm_params(name="ret3"), False)
+    results["infinivirt_vm"].append(vms.ensure(vm_params(name="ret3", state="absent"), False).result())
+
+    # infinivirt_snapshot on the stopped VM's qcow2 disk.
+    snaps = SnapshotService(VmService(ctx))
+    snap = dict(vm="ret1", name="s1", type="internal", memory=False, stop_timeout=5.0, force=False)
+    for state in ("present", "present", "reverted", "absent"):
+        results["infinivirt_snapshot"].append(snaps.ensure(dict(snap, state=state), False))
+    snaps.ensure(dict(snap, name="s2", state="present"), False)
+
+    # infinivirt_vm_info: all VMs and one by name (one has a snapshot).
+    vms.ensure(vm_params(name="ret4"), False)
+    results["infinivirt_vm_info"] += [dict(changed=False, vms=VmService(ctx).info(None)),
+                                      dict(changed=False, vms=VmService(ctx).info("ret1"))]
+
+    # infinivirt_firewall: a department's rules and a VM's, then removed.
+    firewall = FirewallService(ctx.store, ctx.host_id, ctx.lock_timeout)
+    rules = [{"name": "ssh", "direction": "in", "protocol": "tcp", "ports": ["22"], "cidr": "10.0.0.0/8",
+              "action": "accept", "comment": "admins"}]
+    dept = dict(scope="department", name="dept1", state="present", rules=rules, policy_in="drop",
+                policy_out="accept", anti_spoofing=None)
+    for params, check in ((dept, True), (dept, False),
+                          (dict(dept, scope="vm", name="ret1", anti_spoofing=True), False),
+                          (dict(dept, state="absent"), False)):
+        results["infinivirt_firewall"].append(firewall.ensure(params, check))
+
+    # infinivirt_secret_key: predicted (new key file), done, and again (nothing to do).
+    new_key = str(tmp_path / "key2")
+    for check in (True, False, False):
+        results["infinivirt_secret_key"].append(rotate_key(ctx.store, ctx.secret_key_file, new_key, check))
+
+    for vm in VmService(ctx).info(None):
+        vms.ensure(vm_params(name=vm["name"], state="absent", force=True), False)
+
+
+def test_every_returned_key_is_documented(ctx, netns, tmp_path):
+    results: Dict[str, list] = {m: [] for m in MODULES}
+
+    # infinivirt_net: a bridge and a NAT network in the test's namespace (removed at the end).
+    nets = NetworkService(ctx.store, ctx.host_id, netns, run_dir=ctx.run_dir, lock_timeout=ctx.lock_timeout)
+    bridge = dict(name="ivret0", state="present", mode="bridge", stp=False, addresses=[], netns=netns)
+    nat = dict(bridge, name="ivret1", mode="nat", addresses=["10.79.0.1/24"],
+               dhcp={"enabled": True, "range_start": "10.79.0.100", "range_end": "10.79.0.150",
+                     "lease_time": "1h"}, dns=True)
+    try:
+        for params, check in ((bridge, True), (bridge, False), (nat, False), (nat, False)):
+            results["infinivirt_net"].append(nets.ensure(params, check))
+        check_the_rest(ctx, netns, tmp_path, results)
+    finally:
+        for params in (bridge, nat):  # stops the NAT network's dnsmasq
+            results["infinivirt_net"].append(nets.ensure(dict(params, state="absent"), False))
+
+    problems = []
+    for module in MODULES:
+        docs = documented(module)
+        seen: Set[str] = set()
+        for result in results[module]:
+            seen |= returned(result)
+        if seen - docs:
+            problems.append("%s returns keys its RETURN does not document: %s"
+                            % (module, ", ".join(sorted(seen - docs))))
+        if docs - seen:
+            problems.append("%s documents keys none of its results had: %s"
+                            % (module, ", ".join(sorted(docs - seen))))
+    assert not problems, "\n".join(problems)
