@@ -55,10 +55,16 @@ def rules(count, round_no):
     """count rules; the round number moves every port, so each apply rewrites them all."""
     found = []
     for index in range(count):
-        found.append({"direction": "in" if index % 2 else "out", "protocol": "tcp" if index % 3 else "udp",
-                      "ports": [str(1024 + (index * 7 + round_no) % 60000)],
-                      "cidr": "10.%d.%d.0/24" % (index // 250, index % 250),
-                      "action": "drop" if index % 5 == 0 else "accept", "comment": "bench %d" % index})
+        found.append(
+            {
+                "direction": "in" if index % 2 else "out",
+                "protocol": "tcp" if index % 3 else "udp",
+                "ports": [str(1024 + (index * 7 + round_no) % 60000)],
+                "cidr": "10.%d.%d.0/24" % (index // 250, index % 250),
+                "action": "drop" if index % 5 == 0 else "accept",
+                "comment": "bench %d" % index,
+            }
+        )
     return found
 
 
@@ -79,16 +85,27 @@ def measure(fw, netns, count, rounds):
         assert not again["changed"] and fw.nft.writes == writes
         document = json.dumps(nft.document(fw.nft.last))
         t0 = time.perf_counter()
-        subprocess.run(["ip", "netns", "exec", netns, "nft", "-j", "-f", "-"], input=document, text=True,
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["ip", "netns", "exec", netns, "nft", "-j", "-f", "-"],
+            input=document,
+            text=True,
+            check=True,
+            capture_output=True,
+        )
         raws.append(time.perf_counter() - t0)
     apply_s, rerun_s, raw_s = statistics.median(applies), statistics.median(reruns), statistics.median(raws)
     size = statistics.median(sizes)
-    return {"user_rules": count, "rules_in_transaction": size, "rounds": rounds,
-            "apply_median_s": round(apply_s, 4), "rules_per_s": round(size / apply_s),
-            "rerun_median_s": round(rerun_s, 4),
-            "raw_nft_median_s": round(raw_s, 4), "raw_rules_per_s": round(size / raw_s),
-            "apply_vs_raw": round(apply_s / raw_s, 2)}
+    return {
+        "user_rules": count,
+        "rules_in_transaction": size,
+        "rounds": rounds,
+        "apply_median_s": round(apply_s, 4),
+        "rules_per_s": round(size / apply_s),
+        "rerun_median_s": round(rerun_s, 4),
+        "raw_nft_median_s": round(raw_s, 4),
+        "raw_rules_per_s": round(size / raw_s),
+        "apply_vs_raw": round(apply_s / raw_s, 2),
+    }
 
 
 def main() -> int:
@@ -103,10 +120,12 @@ def main() -> int:
     store = open_store(args.db_url or "sqlite:///%s/bench.db" % work, job_id="bench")
     results = []
     try:
-        spec = VmSpec(name="bench", nics=(NicSpec(bridge="br0", mac="52:54:00:be:0c:01", ips=("10.0.0.5",)),),
-                      netns=netns)
-        rec = VmRecord(uuid=str(uuid.uuid4()), name="bench", host="bench-host", status="running", spec=spec,
-                       running_spec=spec)
+        spec = VmSpec(
+            name="bench", nics=(NicSpec(bridge="br0", mac="52:54:00:be:0c:01", ips=("10.0.0.5",)),), netns=netns
+        )
+        rec = VmRecord(
+            uuid=str(uuid.uuid4()), name="bench", host="bench-host", status="running", spec=spec, running_spec=spec
+        )
         store.insert_vm(rec)
         fw = FirewallService(store, "bench-host", runner=RecordingNft())
         for count in (int(n) for n in args.sizes.split(",")):
@@ -119,11 +138,20 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(results, indent=1))
     for r in results:
-        print("N=%d (%d rules in the transaction): apply %.1f ms median = %d rules/s; raw nft -j -f %.1f ms "
-              "= %d rules/s (ratio %.2f); no-change rerun %.1f ms" % (
-                  r["user_rules"], r["rules_in_transaction"], r["apply_median_s"] * 1000, r["rules_per_s"],
-                  r["raw_nft_median_s"] * 1000, r["raw_rules_per_s"], r["apply_vs_raw"],
-                  r["rerun_median_s"] * 1000))
+        print(
+            "N=%d (%d rules in the transaction): apply %.1f ms median = %d rules/s; raw nft -j -f %.1f ms "
+            "= %d rules/s (ratio %.2f); no-change rerun %.1f ms"
+            % (
+                r["user_rules"],
+                r["rules_in_transaction"],
+                r["apply_median_s"] * 1000,
+                r["rules_per_s"],
+                r["raw_nft_median_s"] * 1000,
+                r["raw_rules_per_s"],
+                r["apply_vs_raw"],
+                r["rerun_median_s"] * 1000,
+            )
+        )
     return 0
 
 

@@ -78,8 +78,7 @@ def measure(db_url, run_dir, callers, rounds):
     lock_waits, calls = [], []
     for _r in range(rounds):
         barrier, out = multiprocessing.Barrier(callers), multiprocessing.Queue()
-        procs = [multiprocessing.Process(target=_caller, args=(db_url, run_dir, barrier, out))
-                 for _n in range(callers)]
+        procs = [multiprocessing.Process(target=_caller, args=(db_url, run_dir, barrier, out)) for _n in range(callers)]
         for p in procs:
             p.start()
         for _p in procs:
@@ -114,19 +113,29 @@ def main() -> int:
     conn.cursor().execute("CREATE DATABASE iv_bench_lock")
     results = {}
     try:
-        for backend, url in (("sqlite", "sqlite:///%s/bench.db" % work),
-                             ("postgresql", with_database(admin, "iv_bench_lock"))):
+        for backend, url in (
+            ("sqlite", "sqlite:///%s/bench.db" % work),
+            ("postgresql", with_database(admin, "iv_bench_lock")),
+        ):
             results[backend] = measure(url, os.path.join(work, "run-" + backend), args.callers, args.rounds)
     finally:
         conn.cursor().execute("DROP DATABASE IF EXISTS iv_bench_lock WITH (FORCE)")
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps({"callers": args.callers, "rounds": args.rounds, "results": results}, indent=1))
     for backend, r in results.items():
-        print("%s: lock wait median %.1f ms (max %.1f ms) with %d callers; call median %.1f ms "
-              "contended vs %.1f ms alone (ratio %.1f)" % (
-                  backend, r["contended_lock_wait_median_s"] * 1000, r["contended_lock_wait_max_s"] * 1000,
-                  args.callers, r["contended_call_median_s"] * 1000, r["uncontended_call_median_s"] * 1000,
-                  r["contended_call_median_s"] / r["uncontended_call_median_s"]))
+        print(
+            "%s: lock wait median %.1f ms (max %.1f ms) with %d callers; call median %.1f ms "
+            "contended vs %.1f ms alone (ratio %.1f)"
+            % (
+                backend,
+                r["contended_lock_wait_median_s"] * 1000,
+                r["contended_lock_wait_max_s"] * 1000,
+                args.callers,
+                r["contended_call_median_s"] * 1000,
+                r["uncontended_call_median_s"] * 1000,
+                r["contended_call_median_s"] / r["uncontended_call_median_s"],
+            )
+        )
     return 0
 
 

@@ -52,8 +52,7 @@ def rtts(output):
 
 def summary(times):
     ordered = sorted(times)
-    return {"median": statistics.median(ordered), "p90": ordered[int(len(ordered) * 0.9) - 1],
-            "n": len(ordered)}
+    return {"median": statistics.median(ordered), "p90": ordered[int(len(ordered) * 0.9) - 1], "n": len(ordered)}
 
 
 def baseline(netns, count):
@@ -68,8 +67,12 @@ def baseline(netns, count):
         ip("-n", client, "link", "set", "eth0", "up")
         clients.append(client)
     try:
-        out = subprocess.run(["ip", "netns", "exec", clients[0], "busybox", "ping", "-c", str(count), "-i", "0.2",
-                              "10.98.0.102"], capture_output=True, text=True, check=False).stdout
+        out = subprocess.run(
+            ["ip", "netns", "exec", clients[0], "busybox", "ping", "-c", str(count), "-i", "0.2", "10.98.0.102"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
         return rtts(out)
     finally:
         for client in clients:
@@ -77,23 +80,34 @@ def baseline(netns, count):
 
 
 def guest_rtts(service, guest, netns, nic, count):
-    params = {"kernel": str(guest.kernel), "initrd": str(guest.initrd),
-              "kernel_cmdline": guest.kernel_cmdline, "accel": "tcg", "vcpus": 2,
-              "console_socket": True, "state": "running", "netns": netns}
+    params = {
+        "kernel": str(guest.kernel),
+        "initrd": str(guest.initrd),
+        "kernel_cmdline": guest.kernel_cmdline,
+        "accel": "tcg",
+        "vcpus": 2,
+        "console_socket": True,
+        "state": "running",
+        "netns": netns,
+    }
     vms = []
     for index in (1, 2):
-        vm = service.ensure(dict(params, name="lat%d" % index,
-                                 nics=[dict(nic, bridge="vmbr0", mac="52:54:00:98:00:%02x" % index)]), False).vm
+        vm = service.ensure(
+            dict(params, name="lat%d" % index, nics=[dict(nic, bridge="vmbr0", mac="52:54:00:98:00:%02x" % index)]),
+            False,
+        ).vm
         vms.append(vm)
     try:
         for index, vm in enumerate(vms, 1):
             serial_report.wait_for_ready(vm["serial_log"], timeout=180)
             rc, out = serial_report.channel_command(
-                vm["console_socket_path"], "ip addr add 10.98.0.%d/24 dev eth0 && ip link set eth0 up" % index)
+                vm["console_socket_path"], "ip addr add 10.98.0.%d/24 dev eth0 && ip link set eth0 up" % index
+            )
             assert rc == 0, out
         serial_report.channel_command(vms[0]["console_socket_path"], "ping -c 3 -W 5 10.98.0.2", timeout=60)
         rc, out = serial_report.channel_command(
-            vms[0]["console_socket_path"], "ping -c %d -i 0.2 10.98.0.2" % count, timeout=count + 60)
+            vms[0]["console_socket_path"], "ping -c %d -i 0.2 10.98.0.2" % count, timeout=count + 60
+        )
         return rtts(out)
     finally:
         for index in (1, 2):
@@ -112,11 +126,15 @@ def main():
     ip("-n", netns, "link", "add", "vmbr0", "type", "bridge")
     ip("-n", netns, "link", "set", "vmbr0", "up")
     service = VmService.open("sqlite:///%s/state.db" % work, os.path.join(work, "run"))
-    configs = [("virtio, 1 queue, no vhost", {"queues": 1, "vhost": False}),
-               ("virtio, 2 queues, no vhost", {"queues": 2, "vhost": False})]
+    configs = [
+        ("virtio, 1 queue, no vhost", {"queues": 1, "vhost": False}),
+        ("virtio, 2 queues, no vhost", {"queues": 2, "vhost": False}),
+    ]
     if vhost_available():
-        configs += [("virtio, 1 queue, vhost", {"queues": 1, "vhost": True}),
-                    ("virtio, 2 queues, vhost", {"queues": 2, "vhost": True})]
+        configs += [
+            ("virtio, 1 queue, vhost", {"queues": 1, "vhost": True}),
+            ("virtio, 2 queues, vhost", {"queues": 2, "vhost": True}),
+        ]
     samples = {label: [] for label, _nic in configs}
     try:
         results = [("host veth baseline", summary(baseline(netns, args.count)))]

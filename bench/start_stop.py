@@ -58,9 +58,15 @@ def library_round(service, params):
 def baseline_round(spec, run_dir):
     vm_uuid = str(uuidlib.uuid4())
     base = os.path.join(run_dir, vm_uuid)
-    ctx = LaunchContext(binary=find_binary(), uuid=vm_uuid, accel="tcg", cpu="max",
-                        pidfile=base + ".pid", qmp_socket=base + ".qmp",
-                        serial_log=base + ".log")
+    ctx = LaunchContext(
+        binary=find_binary(),
+        uuid=vm_uuid,
+        accel="tcg",
+        cpu="max",
+        pidfile=base + ".pid",
+        qmp_socket=base + ".qmp",
+        serial_log=base + ".log",
+    )
     argv = [a for a in build_argv(spec, ctx) if a != "-S"]
     t0 = time.perf_counter()
     subprocess.run(argv, check=True, stdin=subprocess.DEVNULL)
@@ -86,8 +92,15 @@ def main() -> int:
     args = parser.parse_args()
     guest = build_guest.build_guest()
     work = tempfile.mkdtemp(prefix="iv-bench")
-    params = dict(name="bench", vcpus=1, memory_mb=256, accel="tcg", kernel=str(guest.kernel),
-                  initrd=str(guest.initrd), kernel_cmdline=guest.kernel_cmdline)
+    params = dict(
+        name="bench",
+        vcpus=1,
+        memory_mb=256,
+        accel="tcg",
+        kernel=str(guest.kernel),
+        initrd=str(guest.initrd),
+        kernel_cmdline=guest.kernel_cmdline,
+    )
     spec = VmSpec(**params)
     service = VmService.open("sqlite:///%s/bench.db" % work, os.path.join(work, "run"))
     os.makedirs(os.path.join(work, "base"))
@@ -103,8 +116,7 @@ def main() -> int:
                     start, stop = baseline_round(spec, os.path.join(work, "base"))
                 results[who]["start"].append(start)
                 results[who]["stop"].append(stop)
-                print("round %d %-8s start %.3f s  stop %.3f s" % (i + 1, who, start, stop),
-                      file=sys.stderr)
+                print("round %d %-8s start %.3f s  stop %.3f s" % (i + 1, who, start, stop), file=sys.stderr)
     finally:
         service.ensure({"name": "bench", "state": "absent", "force": True, "stop_timeout": 10}, False)
         service.close()
@@ -113,13 +125,17 @@ def main() -> int:
     for phase in ("start", "stop"):
         lib = statistics.median(results["library"][phase])
         base = statistics.median(results["baseline"][phase])
-        summary[phase] = {"library_median_s": round(lib, 4), "baseline_median_s": round(base, 4),
-                          "ratio": round(lib / base, 2)}
-    print(json.dumps({"rounds": args.rounds, "accel": "tcg", "summary": summary,
-                      "samples": results}, indent=1))
+        summary[phase] = {
+            "library_median_s": round(lib, 4),
+            "baseline_median_s": round(base, 4),
+            "ratio": round(lib / base, 2),
+        }
+    print(json.dumps({"rounds": args.rounds, "accel": "tcg", "summary": summary, "samples": results}, indent=1))
     for phase, s in summary.items():
-        print("%s: library median %.3f s, bare QEMU median %.3f s, ratio %.2f"
-              % (phase, s["library_median_s"], s["baseline_median_s"], s["ratio"]))
+        print(
+            "%s: library median %.3f s, bare QEMU median %.3f s, ratio %.2f"
+            % (phase, s["library_median_s"], s["baseline_median_s"], s["ratio"])
+        )
     return 0
 
 

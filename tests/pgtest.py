@@ -15,8 +15,7 @@ PG_SCRIPT = os.path.join(REPO, "scripts", "pg-test-server.sh")
 
 def pg_server(action: str) -> str:
     """start (idempotent; prints the admin URL), stop, status."""
-    done = subprocess.run(["bash", PG_SCRIPT, action], capture_output=True, text=True,
-                          timeout=120, check=False)
+    done = subprocess.run(["bash", PG_SCRIPT, action], capture_output=True, text=True, timeout=120, check=False)
     if done.returncode != 0 and action != "status":
         raise RuntimeError("pg-test-server.sh %s failed: %s" % (action, done.stderr))
     return done.stdout.strip()

@@ -27,10 +27,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.store.postgres imp
 
 # Documented once in plugins/doc_fragments/common.py.
 COMMON_ARGUMENT_SPEC: Dict[str, Any] = dict(
-    db_url=dict(type="str", default=DEFAULT_DB_URL, no_log=False,
-                fallback=(env_fallback, ["INFINIVIRT_DB_URL"])),
-    run_dir=dict(type="path", default=DEFAULT_RUN_DIR,
-                 fallback=(env_fallback, ["INFINIVIRT_RUN_DIR"])),
+    db_url=dict(type="str", default=DEFAULT_DB_URL, no_log=False, fallback=(env_fallback, ["INFINIVIRT_DB_URL"])),
+    run_dir=dict(type="path", default=DEFAULT_RUN_DIR, fallback=(env_fallback, ["INFINIVIRT_RUN_DIR"])),
     lock_timeout=dict(type="float", default=60.0),
     qemu_binary=dict(type="path"),
     secret_key_file=dict(type="path", default=DEFAULT_KEY_FILE, no_log=False),
@@ -50,8 +48,7 @@ class InfinivirtModule:
     ``requirements``: the libraries the module's own service needs (qemu.qmp for the modules
     that speak QMP); psycopg2 is added when db_url names PostgreSQL."""
 
-    def __init__(self, argument_spec: Dict[str, Any], requirements: Sequence[Requirement] = (),
-                 **kwargs: Any):
+    def __init__(self, argument_spec: Dict[str, Any], requirements: Sequence[Requirement] = (), **kwargs: Any):
         spec = dict(COMMON_ARGUMENT_SPEC)
         spec.update(argument_spec)
         self.module = AnsibleModule(argument_spec=spec, **kwargs)
@@ -80,10 +77,16 @@ class InfinivirtModule:
     def context(self) -> HostContext:
         params = self.module.params
         return HostContext.open(
-            params["db_url"], params["run_dir"], host_id=params["host_id"], job_id=params["job_id"],
-            lock_timeout=params["lock_timeout"], nvram_dir=params["nvram_dir"],
-            storage_roots=params["storage_roots"], secret_key_file=params["secret_key_file"],
-            qemu_binary=params["qemu_binary"])
+            params["db_url"],
+            params["run_dir"],
+            host_id=params["host_id"],
+            job_id=params["job_id"],
+            lock_timeout=params["lock_timeout"],
+            nvram_dir=params["nvram_dir"],
+            storage_roots=params["storage_roots"],
+            secret_key_file=params["secret_key_file"],
+            qemu_binary=params["qemu_binary"],
+        )
 
     def run(self, action: Callable[[HostContext], Dict[str, Any]]) -> None:
         """Run ``action`` against the host context and exit with its result. A ``diff``
@@ -97,8 +100,7 @@ class InfinivirtModule:
         except InfinivirtError as exc:
             self.module.fail_json(msg=str(exc))
         except Exception as exc:  # a bug: keep the traceback for the report
-            self.module.fail_json(msg="unexpected error: %s" % exc,
-                                  exception=traceback.format_exc())
+            self.module.fail_json(msg="unexpected error: %s" % exc, exception=traceback.format_exc())
         if not self.module._diff:
             result.pop("diff", None)
         for warning in result.pop("warnings", []):

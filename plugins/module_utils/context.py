@@ -35,11 +35,18 @@ class HostContext:
     _secret_box: Optional[SecretBox] = dataclasses.field(default=None, repr=False)
 
     @classmethod
-    def open(cls, db_url: str, run_dir: str = DEFAULT_RUN_DIR, host_id: Optional[str] = None,
-             job_id: Optional[str] = None, **options: Any) -> "HostContext":
+    def open(
+        cls,
+        db_url: str,
+        run_dir: str = DEFAULT_RUN_DIR,
+        host_id: Optional[str] = None,
+        job_id: Optional[str] = None,
+        **options: Any,
+    ) -> "HostContext":
         """Open the store ``db_url`` names; ``host_id`` defaults to the host name."""
-        return cls(store=open_store(db_url, job_id=job_id), host_id=host_id or socket.gethostname(),
-                   run_dir=run_dir, **options)
+        return cls(
+            store=open_store(db_url, job_id=job_id), host_id=host_id or socket.gethostname(), run_dir=run_dir, **options
+        )
 
     def secret_box(self) -> SecretBox:
         if self._secret_box is None:

@@ -36,8 +36,9 @@ _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 def validate_label(field: str, value: Any) -> str:
     """A department or rule name: 1 to 32 letters, digits, '.', '_' or '-'."""
     if not isinstance(value, str) or not _LABEL_RE.match(value):
-        raise SpecError(field, "%r must be 1 to 32 letters, digits, '.', '_' or '-', starting "
-                        "with a letter or digit" % (value,))
+        raise SpecError(
+            field, "%r must be 1 to 32 letters, digits, '.', '_' or '-', starting with a letter or digit" % (value,)
+        )
     return value
 
 
@@ -74,14 +75,19 @@ def validate_ifname(field: str, name: Any, reserved_ok: bool = False) -> str:
     if not isinstance(name, str) or not name:
         raise SpecError(field, "is required")
     if name in RESERVED_IFNAMES and not reserved_ok:
-        raise SpecError(field, "%r is reserved by the kernel (net.ipv4.conf.%s) and cannot name "
-                        "an interface; choose another name" % (name, name))
+        raise SpecError(
+            field,
+            "%r is reserved by the kernel (net.ipv4.conf.%s) and cannot name "
+            "an interface; choose another name" % (name, name),
+        )
     if len(name) > IFNAME_MAX:
-        raise SpecError(field, "%r is longer than the kernel's %d characters for an interface "
-                        "name" % (name, IFNAME_MAX))
+        raise SpecError(
+            field, "%r is longer than the kernel's %d characters for an interface name" % (name, IFNAME_MAX)
+        )
     if not _IFNAME_RE.match(name):
-        raise SpecError(field, "%r may only contain letters, digits, '.', '_' and '-', starting "
-                        "with a letter or digit" % (name,))
+        raise SpecError(
+            field, "%r may only contain letters, digits, '.', '_' and '-', starting with a letter or digit" % (name,)
+        )
     return name
 
 
@@ -93,8 +99,7 @@ def validate_netns_name(field: str, name: Any) -> Optional[str]:
     if name is None:
         return None
     if not isinstance(name, str) or not _NETNS_RE.match(name):
-        raise SpecError(field, "%r is not a network namespace name (letters, digits, '.', '_', '-')"
-                        % (name,))
+        raise SpecError(field, "%r is not a network namespace name (letters, digits, '.', '_', '-')" % (name,))
     return name
 
 

@@ -258,9 +258,16 @@ def main() -> None:
     )
 
     params = module.params
-    module.run(lambda ctx: DiskService(ctx.store, ctx.secret_box, ctx.host_id, ctx.storage_roots,
-                                       live_resize=lambda path, size: resize_attached_disk(ctx, path, size),
-                                       lock_timeout=ctx.lock_timeout).ensure(params, module.check_mode))
+    module.run(
+        lambda ctx: DiskService(
+            ctx.store,
+            ctx.secret_box,
+            ctx.host_id,
+            ctx.storage_roots,
+            live_resize=lambda path, size: resize_attached_disk(ctx, path, size),
+            lock_timeout=ctx.lock_timeout,
+        ).ensure(params, module.check_mode)
+    )
 
 
 if __name__ == "__main__":

@@ -254,15 +254,20 @@ def main() -> None:
             scope=dict(type="str", required=True, choices=list(SCOPES)),
             name=dict(type="str", required=True),
             state=dict(type="str", default="present", choices=list(PRESENT_ABSENT)),
-            rules=dict(type="list", elements="dict", default=[], options=dict(
-                name=dict(type="str"),
-                direction=dict(type="str", required=True, choices=list(DIRECTIONS)),
-                protocol=dict(type="str", default="any", choices=list(PROTOCOLS)),
-                ports=dict(type="list", elements="str", default=[]),
-                cidr=dict(type="str"),
-                action=dict(type="str", default="accept", choices=list(ACTIONS)),
-                comment=dict(type="str"),
-            )),
+            rules=dict(
+                type="list",
+                elements="dict",
+                default=[],
+                options=dict(
+                    name=dict(type="str"),
+                    direction=dict(type="str", required=True, choices=list(DIRECTIONS)),
+                    protocol=dict(type="str", default="any", choices=list(PROTOCOLS)),
+                    ports=dict(type="list", elements="str", default=[]),
+                    cidr=dict(type="str"),
+                    action=dict(type="str", default="accept", choices=list(ACTIONS)),
+                    comment=dict(type="str"),
+                ),
+            ),
             policy_in=dict(type="str", default="accept", choices=list(POLICIES)),
             policy_out=dict(type="str", default="accept", choices=list(POLICIES)),
             anti_spoofing=dict(type="bool"),
@@ -270,8 +275,9 @@ def main() -> None:
         supports_check_mode=True,
     )
 
-    module.run(lambda ctx: FirewallService(ctx.store, ctx.host_id, ctx.lock_timeout)
-               .ensure(module.params, module.check_mode))
+    module.run(
+        lambda ctx: FirewallService(ctx.store, ctx.host_id, ctx.lock_timeout).ensure(module.params, module.check_mode)
+    )
 
 
 if __name__ == "__main__":

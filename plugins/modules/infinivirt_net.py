@@ -258,20 +258,26 @@ def main() -> None:
             stp=dict(type="bool", default=False),
             addresses=dict(type="list", elements="str", default=[]),
             netns=dict(type="str"),
-            dhcp=dict(type="dict", options=dict(
-                enabled=dict(type="bool", default=True),
-                range_start=dict(type="str"),
-                range_end=dict(type="str"),
-                lease_time=dict(type="str", default="1h"),
-            )),
+            dhcp=dict(
+                type="dict",
+                options=dict(
+                    enabled=dict(type="bool", default=True),
+                    range_start=dict(type="str"),
+                    range_end=dict(type="str"),
+                    lease_time=dict(type="str", default="1h"),
+                ),
+            ),
             dns=dict(type="bool"),
             outbound_interface=dict(type="str"),
         ),
         supports_check_mode=True,
     )
     params = module.params
-    module.run(lambda ctx: NetworkService(ctx.store, ctx.host_id, params["netns"], run_dir=ctx.run_dir,
-                                          lock_timeout=ctx.lock_timeout).ensure(params, module.check_mode))
+    module.run(
+        lambda ctx: NetworkService(
+            ctx.store, ctx.host_id, params["netns"], run_dir=ctx.run_dir, lock_timeout=ctx.lock_timeout
+        ).ensure(params, module.check_mode)
+    )
 
 
 if __name__ == "__main__":

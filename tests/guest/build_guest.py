@@ -74,8 +74,7 @@ BUSYBOX_PACKAGE = "busybox-static"
 # free of boot chatter; lpj= skips a delay-loop calibration that misbehaves under
 # TCG; cryptomgr.notests skips the crypto self-tests (~0.4 s under TCG);
 # memhp_default_state=online onlines hot-plugged DIMMs without a udev.
-KERNEL_CMDLINE = ("console=ttyS0 panic=-1 lpj=10000000 quiet cryptomgr.notests"
-                  " memhp_default_state=online")
+KERNEL_CMDLINE = "console=ttyS0 panic=-1 lpj=10000000 quiet cryptomgr.notests memhp_default_state=online"
 
 # Modules /init loads (in this order, with `modprobe -a`), plus their dependencies.
 MODULES: Tuple[str, ...] = (
@@ -155,8 +154,14 @@ def _run(cmd: List[str], cwd: Optional[Path] = None) -> str:
     LOG.debug("running %s", " ".join(cmd))
     try:
         proc = subprocess.run(
-            cmd, cwd=cwd, env=env, check=False, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+            cmd,
+            cwd=cwd,
+            env=env,
+            check=False,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            universal_newlines=True,
         )
     except OSError as exc:
         raise GuestBuildError("cannot run %s: %s" % (cmd[0], exc)) from exc
@@ -198,8 +203,7 @@ def _sha256_file(path: Path) -> str:
 
 def _cache_key(script: bytes, init: bytes, kernel_pkg: str, kernel_ver: str, busybox_ver: str) -> str:
     h = hashlib.sha256()
-    for part in (LAYOUT_VERSION.encode(), script, init, kernel_pkg.encode(),
-                 kernel_ver.encode(), busybox_ver.encode()):
+    for part in (LAYOUT_VERSION.encode(), script, init, kernel_pkg.encode(), kernel_ver.encode(), busybox_ver.encode()):
         h.update(struct.pack(">Q", len(part)))
         h.update(part)
     return h.hexdigest()[:24]
@@ -212,14 +216,14 @@ def _is_static_elf(path: Path) -> bool:
             hdr = fh.read(64)
             if len(hdr) < 64 or hdr[:4] != b"\x7fELF" or hdr[4] != 2:
                 return False
-            phoff, = struct.unpack_from("<Q", hdr, 0x20)
+            (phoff,) = struct.unpack_from("<Q", hdr, 0x20)
             phentsize, phnum = struct.unpack_from("<HH", hdr, 0x36)
             fh.seek(phoff)
             table = fh.read(phentsize * phnum)
     except OSError:
         return False
     for i in range(phnum):
-        p_type, = struct.unpack_from("<I", table, i * phentsize)
+        (p_type,) = struct.unpack_from("<I", table, i * phentsize)
         if p_type == 3:  # PT_INTERP
             return False
     return True
@@ -283,8 +287,10 @@ class _Apt:
                 if not version:
                     version = self.show_candidate(name)["Version"]
                 return name, version
-        raise GuestBuildError("%s %s has no linux-image-* dependency (Depends: %s)"
-                              % (KERNEL_METAPACKAGE, meta.get("Version"), meta.get("Depends")))
+        raise GuestBuildError(
+            "%s %s has no linux-image-* dependency (Depends: %s)"
+            % (KERNEL_METAPACKAGE, meta.get("Version"), meta.get("Depends"))
+        )
 
     def cached_deb(self, name: str, version: str) -> Optional[Path]:
         quoted = version.replace(":", "%3a")
@@ -308,8 +314,9 @@ class _Apt:
         self.debs_dir.mkdir(parents=True, exist_ok=True)
         LOG.info("downloading %s=%s", name, version)
         with tempfile.TemporaryDirectory(prefix=".dl-", dir=str(self.debs_dir)) as tmp:
-            _run(["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root",
-                  "%s=%s" % (name, version)], cwd=Path(tmp))
+            _run(
+                ["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", "%s=%s" % (name, version)], cwd=Path(tmp)
+            )
             debs = sorted(Path(tmp).glob("*.deb"))
             if len(debs) != 1:
                 raise GuestBuildError("apt-get download %s gave %d files" % (name, len(debs)))
@@ -470,7 +477,7 @@ def _extract_kernel(deb: Path, tree: Path) -> Tuple[Path, str, Path]:
     kernels = sorted((tree / "boot").glob("vmlinuz-*"))
     if len(kernels) != 1:
         raise GuestBuildError("%s has %d boot/vmlinuz-* files" % (deb.name, len(kernels)))
-    kver = kernels[0].name[len("vmlinuz-"):]
+    kver = kernels[0].name[len("vmlinuz-") :]
     for base in (tree, tree / "usr"):
         if (base / "lib" / "modules" / kver).is_dir():
             return kernels[0], kver, base
@@ -492,8 +499,19 @@ def _build_initramfs(busybox: Path, init: bytes, modbase: Path, kver: str, cfg: 
     load, selected = _select_modules(moddir, wanted)
 
     arc = _Cpio()
-    for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc/modprobe.d", "etc/infinivirt",
-              "proc", "sys", "dev", "root", "run"):
+    for d in (
+        "bin",
+        "sbin",
+        "usr/bin",
+        "usr/sbin",
+        "etc/modprobe.d",
+        "etc/infinivirt",
+        "proc",
+        "sys",
+        "dev",
+        "root",
+        "run",
+    ):
         arc.add_dir(d)
     arc.add_dir("tmp", 0o1777)
     arc.add_chardev("dev/console", 5, 1, 0o600)
@@ -529,21 +547,21 @@ def _build_initramfs(busybox: Path, init: bytes, modbase: Path, kver: str, cfg: 
             arc.add_file("%s/%s" % (target, extra), (moddir / extra).read_bytes())
 
     arc.add_file("etc/infinivirt/modules", (" ".join(load) + "\n").encode())
-    arc.add_file("etc/modprobe.d/infinivirt.conf", "".join(
-        "options %s %s\n" % (m, o) for m, o in sorted(MODULE_OPTIONS.items())).encode())
-    arc.add_file("etc/fstab", (
-        "proc /proc proc defaults 0 0\n"
-        "sysfs /sys sysfs defaults 0 0\n"
-        "devtmpfs /dev devtmpfs defaults 0 0\n").encode())
+    arc.add_file(
+        "etc/modprobe.d/infinivirt.conf",
+        "".join("options %s %s\n" % (m, o) for m, o in sorted(MODULE_OPTIONS.items())).encode(),
+    )
+    arc.add_file(
+        "etc/fstab",
+        ("proc /proc proc defaults 0 0\nsysfs /sys sysfs defaults 0 0\ndevtmpfs /dev devtmpfs defaults 0 0\n").encode(),
+    )
     arc.add_file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
     arc.add_file("etc/group", b"root:x:0:\n")
-    LOG.info("initramfs: %d modules (%s)", len(selected),
-             " ".join(sorted(_modname(m) for m in selected)))
+    LOG.info("initramfs: %d modules (%s)", len(selected), " ".join(sorted(_modname(m) for m in selected)))
     return _gzip(arc.pack())
 
 
-def _build(cache: Path, key: str, kernel_deb: Path, busybox: Path, init: bytes,
-           meta: Dict[str, str]) -> Path:
+def _build(cache: Path, key: str, kernel_deb: Path, busybox: Path, init: bytes, meta: Dict[str, str]) -> Path:
     """Build into cache/builds/<key> (atomically: temp dir + rename); return it."""
     builds = cache / "builds"
     builds.mkdir(parents=True, exist_ok=True)
@@ -559,13 +577,15 @@ def _build(cache: Path, key: str, kernel_deb: Path, busybox: Path, init: bytes,
         shutil.copyfile(str(vmlinuz), str(out / "vmlinuz"))
         (out / "initrd.img").write_bytes(initrd)
         info = dict(meta)
-        info.update({
-            "key": key,
-            "kernel_version": kver,
-            "kernel_cmdline": KERNEL_CMDLINE,
-            "kernel_sha256": _sha256_file(out / "vmlinuz"),
-            "initrd_sha256": hashlib.sha256(initrd).hexdigest(),
-        })
+        info.update(
+            {
+                "key": key,
+                "kernel_version": kver,
+                "kernel_cmdline": KERNEL_CMDLINE,
+                "kernel_sha256": _sha256_file(out / "vmlinuz"),
+                "initrd_sha256": hashlib.sha256(initrd).hexdigest(),
+            }
+        )
         # meta.json is what marks a build complete.
         (out / "meta.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
         for f in out.iterdir():
@@ -604,7 +624,7 @@ def _prune(cache: Path, current_key: str, keep: int = KEEP_BUILDS) -> None:
             info = json.loads((d / "meta.json").read_text())
             used.add("%s_%s_" % (info["kernel_package"], info["kernel_package_version"].replace(":", "%3a")))
         except (OSError, ValueError, KeyError):
-            return          # unsure what is in use: keep every .deb
+            return  # unsure what is in use: keep every .deb
     for deb in (cache / "debs").glob("linux-image-*.deb"):
         if not any(deb.name.startswith(prefix) for prefix in used):
             LOG.info("removing unused %s", deb.name)
@@ -622,8 +642,12 @@ def _image_from(build_dir: Path) -> Optional[GuestImage]:
     kernel, initrd = build_dir / "vmlinuz", build_dir / "initrd.img"
     if not (kernel.is_file() and initrd.is_file()):
         return None
-    return GuestImage(kernel=kernel, initrd=initrd, kernel_version=info["kernel_version"],
-                      kernel_cmdline=info.get("kernel_cmdline", KERNEL_CMDLINE))
+    return GuestImage(
+        kernel=kernel,
+        initrd=initrd,
+        kernel_version=info["kernel_version"],
+        kernel_cmdline=info.get("kernel_cmdline", KERNEL_CMDLINE),
+    )
 
 
 def _inputs() -> Tuple[bytes, bytes]:
@@ -637,8 +661,7 @@ def _fast_path(cache: Path, script: bytes, init: bytes) -> Optional[GuestImage]:
     """Reuse the build recorded in current.json if the sources are unchanged (no apt)."""
     try:
         cur = json.loads((cache / "current.json").read_text())
-        key = _cache_key(script, init, cur["kernel_package"], cur["kernel_package_version"],
-                         cur["busybox_version"])
+        key = _cache_key(script, init, cur["kernel_package"], cur["kernel_package_version"], cur["busybox_version"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if key != cur.get("key"):
@@ -670,12 +693,13 @@ def build_guest(cache_dir: Optional[Path] = None, *, refresh: bool = False) -> G
         cache.mkdir(parents=True, exist_ok=True)
         lock_fh = open(cache / ".lock", "a+")
     except OSError as exc:
-        raise GuestBuildError("cache directory %s is not writable (%s); set %s"
-                              % (cache, exc.strerror or exc, CACHE_DIR_ENV)) from exc
+        raise GuestBuildError(
+            "cache directory %s is not writable (%s); set %s" % (cache, exc.strerror or exc, CACHE_DIR_ENV)
+        ) from exc
     with lock_fh:
         fcntl.flock(lock_fh.fileno(), fcntl.LOCK_EX)
         if not refresh:
-            image = _fast_path(cache, script, init)   # built by someone else meanwhile
+            image = _fast_path(cache, script, init)  # built by someone else meanwhile
             if image:
                 return image
         image = _build_locked(cache, script, init)
@@ -738,11 +762,18 @@ def _build_locked(cache: Path, script: bytes, init: bytes) -> GuestImage:
         image = _image_from(build_dir)
         if image is None:
             LOG.info("building guest %s", key)
-            build_dir = _build(cache, key, kernel_deb, busybox, init, {
-                "kernel_package": kpkg,
-                "kernel_package_version": kpkg_ver,
-                "busybox_version": bb_ver,
-            })
+            build_dir = _build(
+                cache,
+                key,
+                kernel_deb,
+                busybox,
+                init,
+                {
+                    "kernel_package": kpkg,
+                    "kernel_package_version": kpkg_ver,
+                    "busybox_version": bb_ver,
+                },
+            )
             image = _image_from(build_dir)
             if image is None:
                 raise GuestBuildError("build %s is incomplete" % build_dir)
@@ -764,16 +795,21 @@ def _build_locked(cache: Path, script: bytes, init: bytes) -> GuestImage:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Build (or reuse) the infinivirt test guest; print its paths as JSON.")
-    parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="cache directory (default: $%s or %s)" % (CACHE_DIR_ENV, DEFAULT_CACHE_DIR))
-    parser.add_argument("--refresh", action="store_true",
-                        help="re-resolve the Debian packages even if a cached build exists")
+    parser = argparse.ArgumentParser(description="Build (or reuse) the infinivirt test guest; print its paths as JSON.")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="cache directory (default: $%s or %s)" % (CACHE_DIR_ENV, DEFAULT_CACHE_DIR),
+    )
+    parser.add_argument(
+        "--refresh", action="store_true", help="re-resolve the Debian packages even if a cached build exists"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug output on stderr")
     args = parser.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="build_guest: %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.INFO, format="build_guest: %(message)s"
+    )
 
     def _terminate(signum: int, _frame: object) -> None:
         # Turn SIGTERM/SIGHUP into an exception so that subprocess.run kills its

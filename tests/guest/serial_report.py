@@ -32,10 +32,19 @@ __all__ = [
 # "INFINIVIRT " (not "INFINIVIRT-END"), an event word, then whitespace-separated tokens.
 _LINE_RE = re.compile(r"INFINIVIRT ([a-z][a-z0-9_]*)((?:[ \t]+\S+)*)")
 _END_RE = re.compile(r"INFINIVIRT-END rc=(-?\d+)")
-_INT_KEYS = frozenset({
-    "size_bytes", "ro", "queues_rx", "queues_tx", "mtu", "count",
-    "system_ram_kib", "memtotal_kib", "memfree_kib",
-})
+_INT_KEYS = frozenset(
+    {
+        "size_bytes",
+        "ro",
+        "queues_rx",
+        "queues_tx",
+        "mtu",
+        "count",
+        "system_ram_kib",
+        "memtotal_kib",
+        "memfree_kib",
+    }
+)
 _PANIC_RE = re.compile(r"Kernel panic - not syncing[^\n]*")
 
 
@@ -81,7 +90,8 @@ class GuestReport:
         """The first NIC matching name and/or MAC (case-insensitive), else None."""
         for n in self.nics:
             if (name is None or n.get("name") == name) and (
-                    mac is None or str(n.get("mac", "")).lower() == mac.lower()):
+                mac is None or str(n.get("mac", "")).lower() == mac.lower()
+            ):
                 return n
         return None
 
@@ -192,7 +202,7 @@ def _read_complete_lines(path: Path) -> str:
     except FileNotFoundError:
         return ""
     cut = data.rfind(b"\n")
-    return data[:cut + 1].decode("utf-8", "replace") if cut >= 0 else ""
+    return data[: cut + 1].decode("utf-8", "replace") if cut >= 0 else ""
 
 
 def _tail(text: str, n: int = 20) -> str:
@@ -210,8 +220,14 @@ def _pid_alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def wait_for_event(serial_log: Union[str, Path], event: str, timeout: float = 90,
-                   *, pid: Optional[int] = None, poll_interval: float = 0.05) -> GuestReport:
+def wait_for_event(
+    serial_log: Union[str, Path],
+    event: str,
+    timeout: float = 90,
+    *,
+    pid: Optional[int] = None,
+    poll_interval: float = 0.05,
+) -> GuestReport:
     """Poll serial_log until a complete "INFINIVIRT <event>" line is in the current boot.
 
     Raises TimeoutError (with the last 20 log lines) after timeout seconds, and
@@ -227,27 +243,32 @@ def wait_for_event(serial_log: Union[str, Path], event: str, timeout: float = 90
         if any(e.get("event") == event for e in rep.raw):
             return rep
         if rep.errors:
-            raise GuestBootError("guest reported error %s; last lines of %s:\n%s"
-                                 % (", ".join(rep.errors), path, _tail(text)))
+            raise GuestBootError(
+                "guest reported error %s; last lines of %s:\n%s" % (", ".join(rep.errors), path, _tail(text))
+            )
         panic = _PANIC_RE.search(text)
         if panic:
-            raise GuestBootError("guest kernel panic (%s); last lines of %s:\n%s"
-                                 % (panic.group(0).strip(), path, _tail(text)))
+            raise GuestBootError(
+                "guest kernel panic (%s); last lines of %s:\n%s" % (panic.group(0).strip(), path, _tail(text))
+            )
         if pid is not None and not _pid_alive(pid):
             text = _read_complete_lines(path)
             rep = parse_report(text)
             if any(e.get("event") == event for e in rep.raw):
                 return rep
-            raise GuestBootError("QEMU (pid %d) exited before INFINIVIRT %s; last lines of %s:\n%s"
-                                 % (pid, event, path, _tail(text)))
+            raise GuestBootError(
+                "QEMU (pid %d) exited before INFINIVIRT %s; last lines of %s:\n%s" % (pid, event, path, _tail(text))
+            )
         if time.monotonic() >= deadline:
-            raise TimeoutError("no INFINIVIRT %s within %.0f s; last lines of %s:\n%s"
-                               % (event, timeout, path, _tail(text)))
+            raise TimeoutError(
+                "no INFINIVIRT %s within %.0f s; last lines of %s:\n%s" % (event, timeout, path, _tail(text))
+            )
         time.sleep(poll_interval)
 
 
-def wait_for_ready(serial_log: Union[str, Path], timeout: float = 90,
-                   *, pid: Optional[int] = None, poll_interval: float = 0.05) -> GuestReport:
+def wait_for_ready(
+    serial_log: Union[str, Path], timeout: float = 90, *, pid: Optional[int] = None, poll_interval: float = 0.05
+) -> GuestReport:
     """Poll the serial log until "INFINIVIRT ready"; return the parsed report.
 
     TimeoutError (including the last 20 log lines) on timeout; GuestBootError
@@ -256,8 +277,9 @@ def wait_for_ready(serial_log: Union[str, Path], timeout: float = 90,
     return wait_for_event(serial_log, "ready", timeout, pid=pid, poll_interval=poll_interval)
 
 
-def channel_command(sock_path: Union[str, Path], command: str, timeout: float = 30,
-                    sock: Optional[socket.socket] = None) -> Tuple[int, str]:
+def channel_command(
+    sock_path: Union[str, Path], command: str, timeout: float = 30, sock: Optional[socket.socket] = None
+) -> Tuple[int, str]:
     """Run one shell command in the guest over its ttyS1 channel; return (rc, output).
 
     sock_path is QEMU's `-chardev socket,path=...,server=on,wait=off` behind the
@@ -285,10 +307,11 @@ def channel_command(sock_path: Union[str, Path], command: str, timeout: float = 
             m = _END_RE.search(buf.decode("utf-8", "replace"))
             if m and buf.endswith(b"\n"):
                 text = buf.decode("utf-8", "replace")
-                return int(m.group(1)), text[:m.start()]
+                return int(m.group(1)), text[: m.start()]
             if time.monotonic() >= deadline:
-                raise TimeoutError("no INFINIVIRT-END from the guest channel within %.0f s; got %r"
-                                   % (timeout, buf[-2000:]))
+                raise TimeoutError(
+                    "no INFINIVIRT-END from the guest channel within %.0f s; got %r" % (timeout, buf[-2000:])
+                )
             chunk = sock.recv(65536)
             if not chunk:
                 raise ConnectionError("guest channel closed; got %r" % buf[-2000:])

@@ -46,13 +46,11 @@ def workdir():
 
 @pytest.fixture
 def service(workdir):
-    svc = VmService.open("sqlite:///%s/state.db" % workdir, os.path.join(workdir, "run"),
-                    lock_timeout=30)
+    svc = VmService.open("sqlite:///%s/state.db" % workdir, os.path.join(workdir, "run"), lock_timeout=30)
     yield svc
     # Never leave a VM behind, whatever the test did.
     for vm in svc.info():
-        svc.ensure({"name": vm["name"], "state": "absent", "force": True, "stop_timeout": 5},
-                   check_mode=False)
+        svc.ensure({"name": vm["name"], "state": "absent", "force": True, "stop_timeout": 5}, check_mode=False)
     svc.close()
     assert kill_leftovers(workdir) == [], "QEMU processes outlived their VM rows"
 
@@ -65,8 +63,7 @@ def guest_params(guest, workdir):
     kernel, initrd = os.path.join(boot, "vmlinuz"), os.path.join(boot, "initrd.img")
     os.symlink(str(guest.kernel), kernel)
     os.symlink(str(guest.initrd), initrd)
-    return {"kernel": kernel, "initrd": initrd, "kernel_cmdline": guest.kernel_cmdline,
-            "accel": "tcg"}
+    return {"kernel": kernel, "initrd": initrd, "kernel_cmdline": guest.kernel_cmdline, "accel": "tcg"}
 
 
 def wait_ready(serial_log: str):
@@ -113,8 +110,7 @@ def images(workdir):
 
 @pytest.fixture
 def disk_service(workdir, images):
-    svc = VmService.open("sqlite:///%s/disks.db" % workdir, os.path.join(workdir, "run"),
-                    storage_roots=[images])
+    svc = VmService.open("sqlite:///%s/disks.db" % workdir, os.path.join(workdir, "run"), storage_roots=[images])
     yield svc
     for vm in svc.info():
         svc.ensure({"name": vm["name"], "state": "absent", "force": True, "stop_timeout": 5}, False)

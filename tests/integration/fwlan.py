@@ -71,14 +71,34 @@ class Lan:
         return sh("ip", "netns", "exec", self.netns, *args, check=check)
 
     def add_guest(self, index: int) -> Guest:
-        guest = Guest(netns="%s-g%d" % (self.netns, index), mac="52:54:00:77:%s:%02x" % (self.tag[:2], index),
-                      ip="10.77.0.%d" % (10 + index))
+        guest = Guest(
+            netns="%s-g%d" % (self.netns, index),
+            mac="52:54:00:77:%s:%02x" % (self.tag[:2], index),
+            ip="10.77.0.%d" % (10 + index),
+        )
         sh("ip", "netns", "add", guest.netns)
-        sh("ip", "-n", self.netns, "link", "add", guest.tap, "type", "veth", "peer", "name", "eth0",
-           "netns", guest.netns)
+        sh(
+            "ip",
+            "-n",
+            self.netns,
+            "link",
+            "add",
+            guest.tap,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            guest.netns,
+        )
         sh("ip", "-n", self.netns, "link", "set", guest.tap, "master", "br0", "up")
-        for args in (["link", "set", "lo", "up"], ["link", "set", "eth0", "address", guest.mac],
-                     ["addr", "add", guest.ip + "/24", "dev", "eth0"], ["link", "set", "eth0", "up"]):
+        for args in (
+            ["link", "set", "lo", "up"],
+            ["link", "set", "eth0", "address", guest.mac],
+            ["addr", "add", guest.ip + "/24", "dev", "eth0"],
+            ["link", "set", "eth0", "up"],
+        ):
             sh("ip", "-n", guest.netns, *args)
         self.guests.append(guest)
         return guest
@@ -97,8 +117,11 @@ class Lan:
         return self.ns("nft", "list", "ruleset").stdout
 
     def ruleset_json(self) -> list:
-        return [item for item in json.loads(self.ns("nft", "-j", "list", "ruleset").stdout)["nftables"]
-                if "metainfo" not in item]
+        return [
+            item
+            for item in json.loads(self.ns("nft", "-j", "list", "ruleset").stdout)["nftables"]
+            if "metainfo" not in item
+        ]
 
     # -- traffic ------------------------------------------------------------------------------
     def reach(self, pairs: Sequence[Tuple[Optional[Guest], str]]) -> List[bool]:
@@ -106,8 +129,13 @@ class Lan:
         procs = []
         for src, dst in pairs:
             netns = src.netns if src is not None else self.netns
-            procs.append(subprocess.Popen(["ip", "netns", "exec", netns, "busybox", "ping", "-c", "1", "-W", "1",
-                                           dst], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            procs.append(
+                subprocess.Popen(
+                    ["ip", "netns", "exec", netns, "busybox", "ping", "-c", "1", "-W", "1", dst],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         return [proc.wait(timeout=30) == 0 for proc in procs]
 
     def tcp(self, guest: Guest, port: int, client: Optional[Guest] = None) -> Optional[str]:
@@ -119,27 +147,54 @@ class Lan:
         return self._tcp(self.netns, HOST_IP, port, client.netns, source_port)
 
     @staticmethod
-    def _tcp(server_ns: str, server_ip: str, port: int, client_ns: str,
-             source_port: Optional[int] = None) -> Optional[str]:
-        server = subprocess.Popen(["ip", "netns", "exec", server_ns, "busybox", "nc", "-l", "-p", str(port),
-                                   "-e", "busybox", "echo", "pong"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def _tcp(
+        server_ns: str, server_ip: str, port: int, client_ns: str, source_port: Optional[int] = None
+    ) -> Optional[str]:
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", server_ns, "busybox", "nc", "-l", "-p", str(port), "-e", "busybox", "echo", "pong"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             for _attempt in range(100):  # until it listens
                 if ":%d " % port in sh("ip", "netns", "exec", server_ns, "ss", "-ltn").stdout:
                     break
                 time.sleep(0.02)
-            done = sh("ip", "netns", "exec", client_ns, sys.executable, "-c", _CLIENT, server_ip, str(port),
-                      str(source_port or 0), check=False)
+            done = sh(
+                "ip",
+                "netns",
+                "exec",
+                client_ns,
+                sys.executable,
+                "-c",
+                _CLIENT,
+                server_ip,
+                str(port),
+                str(source_port or 0),
+                check=False,
+            )
             return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else None
         finally:
             server.kill()
             server.wait()
 
 
-def vm_record(lan: Lan, guest: Guest, name: str, department: Optional[str] = None, running: bool = True,
-              ips: Sequence[str] = (), host: str = "hv-test") -> VmRecord:
+def vm_record(
+    lan: Lan,
+    guest: Guest,
+    name: str,
+    department: Optional[str] = None,
+    running: bool = True,
+    ips: Sequence[str] = (),
+    host: str = "hv-test",
+) -> VmRecord:
     nic = dataclasses.replace(guest.nic, ips=tuple(ips))
     spec = VmSpec(name=name, nics=(nic,), netns=lan.netns, department=department)
-    return VmRecord(uuid=str(uuid.uuid4()), name=name, host=host, status="running" if running else "stopped",
-                    spec=spec, running_spec=spec if running else None)
+    return VmRecord(
+        uuid=str(uuid.uuid4()),
+        name=name,
+        host=host,
+        status="running" if running else "stopped",
+        spec=spec,
+        running_spec=spec if running else None,
+    )

@@ -67,8 +67,14 @@ def env(db_url, monkeypatch):
     os.makedirs(root)
     os.makedirs(outside)
     key_file = os.path.join(work, "keys", "secret.key")
-    service = VmService.open(db_url, os.path.join(work, "run"), hostname=HOST, secret_key_file=key_file,
-                        storage_roots=[root], lock_timeout=30)
+    service = VmService.open(
+        db_url,
+        os.path.join(work, "run"),
+        hostname=HOST,
+        secret_key_file=key_file,
+        storage_roots=[root],
+        lock_timeout=30,
+    )
     yield Env(service, make_disks(service, root), db_url, work, root, outside, key_file)
     for vm in service.info():
         service.ensure({"name": vm["name"], "state": "absent", "force": True, "stop_timeout": 5}, False)
@@ -102,7 +108,7 @@ def snapshot(*dirs):
 def database_bytes(db_url):
     """The whole database as bytes: the SQLite files, or a pg_dump."""
     if db_url.startswith("sqlite"):
-        path = db_url[len("sqlite:///"):]
+        path = db_url[len("sqlite:///") :]
         return b"".join(open(p, "rb").read() for p in glob.glob(path + "*") if os.path.isfile(p))
     pg_dump = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_dump"))[-1]
     return subprocess.run([pg_dump, db_url], capture_output=True, check=True).stdout
@@ -121,13 +127,15 @@ def qemu_io(path, driver, command, key=None):
                 node["key-secret"] = "k0"
             else:
                 node["encrypt"] = {"key-secret": "k0"}
-            args += ["--object", json.dumps({"qom-type": "secret", "id": "k0", "file": key_path}),
-                     "json:" + json.dumps(node)]
+            args += [
+                "--object",
+                json.dumps({"qom-type": "secret", "id": "k0", "file": key_path}),
+                "json:" + json.dumps(node),
+            ]
         else:
             args += ["-f", driver, path]
         done = subprocess.run(args + ["-c", command], capture_output=True, text=True, check=False)
-    assert done.returncode == 0 and "error" not in done.stdout.lower() + done.stderr.lower(), \
-        done.stdout + done.stderr
+    assert done.returncode == 0 and "error" not in done.stdout.lower() + done.stderr.lower(), done.stdout + done.stderr
     return done.stdout
 
 
@@ -142,6 +150,7 @@ def has_pattern(path, driver, key=None):
 
 # -- create, idempotence, check mode --------------------------------------------------------
 
+
 @pytest.mark.parametrize("fmt", ["qcow2", "raw"])
 def test_create_is_predicted_then_idempotent(env, fmt):
     path = env.path("new-%s.img" % fmt)
@@ -154,9 +163,16 @@ def test_create_is_predicted_then_idempotent(env, fmt):
     made = ensure(env, **params)
     assert made["changed"] and made["diff"] == predicted["diff"]
     assert made["diff"]["before"] == {"path": path, "state": "absent"}
-    assert made["diff"]["after"] == {"path": path, "state": "present", "format": fmt, "size": 64 * MIB,
-                                     "encrypted": False, "backing_file": None, "backing_format": None,
-                                     "managed": True}
+    assert made["diff"]["after"] == {
+        "path": path,
+        "state": "present",
+        "format": fmt,
+        "size": 64 * MIB,
+        "encrypted": False,
+        "backing_file": None,
+        "backing_format": None,
+        "managed": True,
+    }
     info = qemu_info(path)
     assert (info["format"], info["virtual-size"]) == (fmt, 64 * MIB)
     assert made["volume"]["info"]["virtual-size"] == 64 * MIB and made["volume"]["host"] == HOST
@@ -179,11 +195,11 @@ def test_default_format_is_qcow2_and_preallocation_is_honoured(env):
     raw = env.path("falloc.raw")
     ensure(env, path=raw, format="raw", size="8M", preallocation="falloc")
     assert os.stat(raw).st_blocks * 512 >= 8 * MIB
-    assert not ensure(env, path=path, size="8M", preallocation="off")["changed"], \
-        "preallocation alone is not a change"
+    assert not ensure(env, path=path, size="8M", preallocation="off")["changed"], "preallocation alone is not a change"
 
 
 # -- grow and shrink ------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("fmt", ["qcow2", "raw"])
 def test_grow_and_shrink(env, fmt):
@@ -217,6 +233,7 @@ def test_grow_and_shrink(env, fmt):
 
 
 # -- linked clones ----------------------------------------------------------------------------
+
 
 def test_linked_clone(env):
     base = env.path("base,os=1.qcow2")
@@ -259,23 +276,29 @@ def test_linked_clone(env):
     assert snapshot(env.root) == before
 
 
-@pytest.mark.parametrize("params,field,phrase", [
-    ({"backing_file": "ROOT/missing.qcow2"}, "backing_file", "does not exist"),
-    ({"backing_file": "OUTSIDE/base.qcow2"}, "backing_file", "outside the storage roots"),
-    ({"backing_file": "ROOT/link-out.qcow2"}, "backing_file", "resolves to"),
-    ({"backing_file": "ROOT/base.qcow2", "format": "raw"}, "backing_file", "needs format qcow2"),
-    ({"backing_file": "ROOT/base.qcow2", "encrypt": True}, "encrypt", "backing_file"),
-    ({"backing_file": "ROOT/base.qcow2", "preallocation": "full"}, "preallocation", "linked clone"),
-    ({"backing_file": "ROOT/new.qcow2"}, "backing_file", "does not exist"),
-    ({"backing_format": "qcow2", "size": "1M"}, "backing_format", "needs backing_file"),
-])
+@pytest.mark.parametrize(
+    "params,field,phrase",
+    [
+        ({"backing_file": "ROOT/missing.qcow2"}, "backing_file", "does not exist"),
+        ({"backing_file": "OUTSIDE/base.qcow2"}, "backing_file", "outside the storage roots"),
+        ({"backing_file": "ROOT/link-out.qcow2"}, "backing_file", "resolves to"),
+        ({"backing_file": "ROOT/base.qcow2", "format": "raw"}, "backing_file", "needs format qcow2"),
+        ({"backing_file": "ROOT/base.qcow2", "encrypt": True}, "encrypt", "backing_file"),
+        ({"backing_file": "ROOT/base.qcow2", "preallocation": "full"}, "preallocation", "linked clone"),
+        ({"backing_file": "ROOT/new.qcow2"}, "backing_file", "does not exist"),
+        ({"backing_format": "qcow2", "size": "1M"}, "backing_format", "needs backing_file"),
+    ],
+)
 def test_bad_clones_change_nothing(env, params, field, phrase):
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", os.path.join(env.outside, "base.qcow2"), "1M"],
-                   check=True)
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", os.path.join(env.outside, "base.qcow2"), "1M"], check=True
+    )
     ensure(env, path=env.path("base.qcow2"), size="1M")
     os.symlink(os.path.join(env.outside, "base.qcow2"), env.path("link-out.qcow2"))
-    params = {k: v.replace("ROOT", env.root).replace("OUTSIDE", env.outside) if isinstance(v, str) else v
-              for k, v in params.items()}
+    params = {
+        k: v.replace("ROOT", env.root).replace("OUTSIDE", env.outside) if isinstance(v, str) else v
+        for k, v in params.items()
+    }
     before = snapshot(env.root, env.outside)
     rows = env.service.store.list_volumes()
     with pytest.raises(SpecError) as err:
@@ -286,6 +309,7 @@ def test_bad_clones_change_nothing(env, params, field, phrase):
 
 
 # -- convert ----------------------------------------------------------------------------------
+
 
 def test_convert_in_place(env):
     path = env.path(ODD)
@@ -329,7 +353,7 @@ def test_converting_a_clone_flattens_it(env):
 
 # -- LUKS -------------------------------------------------------------------------------------
 
-QEMU_IMG_LOGGER = r'''#!%(python)s
+QEMU_IMG_LOGGER = r"""#!%(python)s
 import json, os, stat, sys, hashlib
 record = {"argv": sys.argv[1:], "cmdline": open("/proc/self/cmdline", "rb").read().decode("utf-8", "replace"),
           "secrets": []}
@@ -345,7 +369,7 @@ for i, arg in enumerate(sys.argv):
 with open(%(log)r, "a") as fh:
     fh.write(json.dumps(record) + "\n")
 os.execv(%(real)r, ["qemu-img"] + sys.argv[1:])
-'''
+"""
 
 
 def logging_qemu_img(env):
@@ -464,9 +488,24 @@ def test_a_foreign_encrypted_image_is_not_adopted(env):
         with open(key, "w") as fh:
             fh.write("someone else's key")
         for _attempt in range(10):  # qemu 7.2's PBKDF timing check fails now and then
-            done = subprocess.run(["qemu-img", "create", "-q", "-f", "luks", "--object",
-                                   "secret,id=s0,file=%s" % key, "-o", "key-secret=s0,iter-time=10", path, "1M"],
-                                  capture_output=True, text=True, check=False)
+            done = subprocess.run(
+                [
+                    "qemu-img",
+                    "create",
+                    "-q",
+                    "-f",
+                    "luks",
+                    "--object",
+                    "secret,id=s0,file=%s" % key,
+                    "-o",
+                    "key-secret=s0,iter-time=10",
+                    path,
+                    "1M",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if done.returncode == 0:
                 break
     assert os.path.exists(path), done.stderr
@@ -477,8 +516,10 @@ def test_a_foreign_encrypted_image_is_not_adopted(env):
 
 # -- odd paths, bad input ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", [ODD, "a,b.qcow2", "quote'd.img", 'dq"x.img', "k=v,driver=raw.img",
-                                  "json:{x}.img", "sp ace.img"])
+
+@pytest.mark.parametrize(
+    "name", [ODD, "a,b.qcow2", "quote'd.img", 'dq"x.img', "k=v,driver=raw.img", "json:{x}.img", "sp ace.img"]
+)
 def test_odd_names_work(env, name):
     path = env.path(name)
     made = ensure(env, path=path, size="1M")
@@ -502,33 +543,41 @@ def test_odd_names_work_encrypted_and_as_backing_file(env):
     assert sorted(os.listdir(env.root)) == sorted(os.path.basename(p) for p in (base, clone["volume"]["path"], enc))
 
 
-@pytest.mark.parametrize("params,field,phrase", [
-    ({"path": "OUTSIDE/x.qcow2", "size": "1M"}, "path", "outside the storage roots"),
-    ({"path": "ROOT/../outside/x.qcow2", "size": "1M"}, "path", "outside the storage roots"),
-    ({"path": "ROOT/../images-2/x.qcow2", "size": "1M"}, "path", "outside the storage roots"),
-    ({"path": "ROOT/out-dir/x.qcow2", "size": "1M"}, "path", "resolves to"),
-    ({"path": "ROOT/out-file.qcow2", "size": "1M"}, "path", "resolves to"),
-    ({"path": "images/x.qcow2", "size": "1M"}, "path", "absolute path"),
-    ({"path": "ROOT/x\n.qcow2", "size": "1M"}, "path", "control characters"),
-    ({"path": "ROOT/", "size": "1M"}, "path", "must name a file"),
-    ({"path": "ROOT/nodir/x.qcow2", "size": "1M"}, "path", "does not exist"),
-    ({"path": "ROOT/x.qcow2"}, "size", "is required"),
-    ({"path": "ROOT/x.qcow2", "size": "10X"}, "size", "must be a size"),
-    ({"path": "ROOT/x.qcow2", "size": "1000"}, "size", "multiple of 512"),
-    ({"path": "ROOT/x.qcow2", "size": "0"}, "size", "greater than zero"),
-    ({"path": "ROOT/x.qcow2", "size": "1M", "format": "vmdk"}, "format", "must be one of qcow2, raw"),
-    ({"path": "ROOT/x.qcow2", "size": "1M", "preallocation": "sparse"}, "preallocation", "must be one of"),
-    ({"path": "ROOT/x.raw", "size": "1M", "format": "raw", "preallocation": "metadata"}, "preallocation",
-     "metadata needs format qcow2"),
-    ({"path": "ROOT/x.qcow2", "size": "1M", "state": "gone"}, "state", "must be one of"),
-    ({"path": "ROOT/x.qcow2", "size": "1M", "encrypt": "yes"}, "encrypt", "true or false"),
-])
+@pytest.mark.parametrize(
+    "params,field,phrase",
+    [
+        ({"path": "OUTSIDE/x.qcow2", "size": "1M"}, "path", "outside the storage roots"),
+        ({"path": "ROOT/../outside/x.qcow2", "size": "1M"}, "path", "outside the storage roots"),
+        ({"path": "ROOT/../images-2/x.qcow2", "size": "1M"}, "path", "outside the storage roots"),
+        ({"path": "ROOT/out-dir/x.qcow2", "size": "1M"}, "path", "resolves to"),
+        ({"path": "ROOT/out-file.qcow2", "size": "1M"}, "path", "resolves to"),
+        ({"path": "images/x.qcow2", "size": "1M"}, "path", "absolute path"),
+        ({"path": "ROOT/x\n.qcow2", "size": "1M"}, "path", "control characters"),
+        ({"path": "ROOT/", "size": "1M"}, "path", "must name a file"),
+        ({"path": "ROOT/nodir/x.qcow2", "size": "1M"}, "path", "does not exist"),
+        ({"path": "ROOT/x.qcow2"}, "size", "is required"),
+        ({"path": "ROOT/x.qcow2", "size": "10X"}, "size", "must be a size"),
+        ({"path": "ROOT/x.qcow2", "size": "1000"}, "size", "multiple of 512"),
+        ({"path": "ROOT/x.qcow2", "size": "0"}, "size", "greater than zero"),
+        ({"path": "ROOT/x.qcow2", "size": "1M", "format": "vmdk"}, "format", "must be one of qcow2, raw"),
+        ({"path": "ROOT/x.qcow2", "size": "1M", "preallocation": "sparse"}, "preallocation", "must be one of"),
+        (
+            {"path": "ROOT/x.raw", "size": "1M", "format": "raw", "preallocation": "metadata"},
+            "preallocation",
+            "metadata needs format qcow2",
+        ),
+        ({"path": "ROOT/x.qcow2", "size": "1M", "state": "gone"}, "state", "must be one of"),
+        ({"path": "ROOT/x.qcow2", "size": "1M", "encrypt": "yes"}, "encrypt", "true or false"),
+    ],
+)
 def test_bad_input_changes_nothing(env, params, field, phrase):
     os.symlink(env.outside, env.path("out-dir"))
     os.symlink(os.path.join(env.outside, "target.qcow2"), env.path("out-file.qcow2"))
     os.makedirs(os.path.join(env.work, "images-2"))
-    params = {k: v.replace("ROOT", env.root).replace("OUTSIDE", env.outside) if isinstance(v, str) else v
-              for k, v in params.items()}
+    params = {
+        k: v.replace("ROOT", env.root).replace("OUTSIDE", env.outside) if isinstance(v, str) else v
+        for k, v in params.items()
+    }
     before = snapshot(env.work)
     with pytest.raises(SpecError) as err:
         ensure(env, **params)
@@ -552,9 +601,13 @@ def test_changes_to_an_existing_volume_that_are_refused(env):
     path = env.path("v.qcow2")
     ensure(env, path=path, size="4M")
     before = snapshot(env.root)
-    for params, field in [({"format": "raw"}, "format"), ({"size": "2M"}, "size"),
-                          ({"encrypt": True}, "encrypt"), ({"backing_file": env.path("v.qcow2")}, "backing_file"),
-                          ({"format": "raw", "convert": True, "preallocation": "metadata"}, "preallocation")]:
+    for params, field in [
+        ({"format": "raw"}, "format"),
+        ({"size": "2M"}, "size"),
+        ({"encrypt": True}, "encrypt"),
+        ({"backing_file": env.path("v.qcow2")}, "backing_file"),
+        ({"format": "raw", "convert": True, "preallocation": "metadata"}, "preallocation"),
+    ]:
         with pytest.raises(SpecError) as err:
             ensure(env, path=path, **params)
         assert err.value.field == field, (params, str(err.value))
@@ -563,6 +616,7 @@ def test_changes_to_an_existing_volume_that_are_refused(env):
 
 
 # -- absent, adoption, other hosts -----------------------------------------------------------
+
 
 def test_absent(env):
     path = env.path("gone.qcow2")
@@ -626,8 +680,14 @@ def test_a_volume_of_another_host(env):
 
 
 def _create_in_child(db_url, root, key_file, path, queue):
-    service = VmService.open(db_url, os.path.join(os.path.dirname(root), "run"), hostname=HOST,
-                        secret_key_file=key_file, storage_roots=[root], lock_timeout=60)
+    service = VmService.open(
+        db_url,
+        os.path.join(os.path.dirname(root), "run"),
+        hostname=HOST,
+        secret_key_file=key_file,
+        storage_roots=[root],
+        lock_timeout=60,
+    )
     try:
         result = make_disks(service, root).ensure({"path": path, "size": "4M", "encrypt": True}, False)
         queue.put(("ok", result["changed"]))
@@ -641,9 +701,10 @@ def test_concurrent_creates_make_one_volume_with_one_key(env):
     path = env.path("race.img")
     env.service.secret_box()  # make the key file once, as a first run would
     queue = multiprocessing.Queue()
-    procs = [multiprocessing.Process(target=_create_in_child,
-                                     args=(env.db_url, env.root, env.key_file, path, queue))
-             for _i in range(6)]
+    procs = [
+        multiprocessing.Process(target=_create_in_child, args=(env.db_url, env.root, env.key_file, path, queue))
+        for _i in range(6)
+    ]
     for proc in procs:
         proc.start()
     results, deadline = [], time.monotonic() + 300
@@ -663,6 +724,7 @@ def test_concurrent_creates_make_one_volume_with_one_key(env):
 
 
 # -- with a running VM ----------------------------------------------------------------------
+
 
 def test_a_volume_attached_to_a_running_vm(env):
     path = env.path("attached,x=1.qcow2")
@@ -700,12 +762,26 @@ def test_a_volume_attached_to_a_running_vm(env):
     loose = env.path("loose.qcow2")
     ensure(env, path=loose, size="1M")
     # -pidfile is a whole argument, so the test's dir (with ',' and '=') can mark the process.
-    proc = subprocess.Popen(["qemu-system-x86_64", "-S", "-nodefaults", "-display", "none", "-machine",
-                             "q35,accel=tcg", "-blockdev", json.dumps(
-                                 {"driver": "qcow2", "node-name": "d0",
-                                  "file": {"driver": "file", "filename": loose}}),
-                             "-device", "virtio-blk-pci,drive=d0", "-pidfile", os.path.join(env.work, "loose.pid")],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            "qemu-system-x86_64",
+            "-S",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-machine",
+            "q35,accel=tcg",
+            "-blockdev",
+            json.dumps({"driver": "qcow2", "node-name": "d0", "file": {"driver": "file", "filename": loose}}),
+            "-device",
+            "virtio-blk-pci,drive=d0",
+            "-pidfile",
+            os.path.join(env.work, "loose.pid"),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:  # until QEMU holds the image lock
@@ -726,16 +802,24 @@ def test_a_volume_attached_to_a_running_vm(env):
 
 # -- the module, through ansible-playbook ----------------------------------------------------
 
+
 def test_module_four_step_pattern(tmp_path):
     work = tempfile.mkdtemp(prefix="iv,pb=")
     try:
         root = os.path.join(work, "images")
         os.makedirs(root)
-        done = run_playbook("disk_volume.yml", {
-            "db_url": "sqlite:///%s/pb.db" % work, "run_dir": os.path.join(work, "run"),
-            "key_file": str(tmp_path / "secret.key"), "root": root,
-            "volume": os.path.join(root, "pb,x='1'.qcow2"), "outside": os.path.join(work, "escape.qcow2")},
-            verbosity=1)
+        done = run_playbook(
+            "disk_volume.yml",
+            {
+                "db_url": "sqlite:///%s/pb.db" % work,
+                "run_dir": os.path.join(work, "run"),
+                "key_file": str(tmp_path / "secret.key"),
+                "root": root,
+                "volume": os.path.join(root, "pb,x='1'.qcow2"),
+                "outside": os.path.join(work, "escape.qcow2"),
+            },
+            verbosity=1,
+        )
         assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
         assert "DISK_PLAYBOOK_OK" in done.stdout and "failed=0" in done.stdout
         assert os.listdir(root) == [] and not os.path.exists(os.path.join(work, "escape.qcow2"))

@@ -65,7 +65,7 @@ def cmdlines_containing(text):
 def database_bytes(db_url, work):
     """The whole database as bytes: the SQLite files, or a pg_dump."""
     if db_url.startswith("sqlite"):
-        path = db_url[len("sqlite:///"):]
+        path = db_url[len("sqlite:///") :]
         return b"".join(open(p, "rb").read() for p in glob.glob(path + "*") if os.path.isfile(p))
     pg_dump = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_dump"))[-1]
     return subprocess.run([pg_dump, db_url], capture_output=True, check=True).stdout
@@ -150,14 +150,17 @@ def test_key_rotation_re_encrypts_everything_at_once(env):
     rotated.close()
 
 
-@pytest.mark.parametrize("graphics,field,phrase", [
-    ({"type": "vnc", "password": "123456789"}, "graphics.password", "at most 8"),
-    ({"type": "vnc", "password": ""}, "graphics.password", "must not be empty"),
-    ({"type": "vnc", "listen": "192.0.2.10"}, "graphics.password", "is required"),
-    ({"type": "vnc", "listen": "localhost,to=5"}, "graphics.listen", "not an IP address"),
-    ({"type": "vnc", "port": 80}, "graphics.port", "at least 5900"),
-    ({"type": "none", "password": "abc"}, "graphics.password", "needs graphics.type vnc"),
-])
+@pytest.mark.parametrize(
+    "graphics,field,phrase",
+    [
+        ({"type": "vnc", "password": "123456789"}, "graphics.password", "at most 8"),
+        ({"type": "vnc", "password": ""}, "graphics.password", "must not be empty"),
+        ({"type": "vnc", "listen": "192.0.2.10"}, "graphics.password", "is required"),
+        ({"type": "vnc", "listen": "localhost,to=5"}, "graphics.listen", "not an IP address"),
+        ({"type": "vnc", "port": 80}, "graphics.port", "at least 5900"),
+        ({"type": "none", "password": "abc"}, "graphics.password", "needs graphics.type vnc"),
+    ],
+)
 def test_bad_display_input_changes_nothing(env, graphics, field, phrase):
     service, db_url, work, key_file = env
     with pytest.raises(SpecError) as err:
@@ -169,9 +172,11 @@ def test_bad_display_input_changes_nothing(env, graphics, field, phrase):
 def test_module_keeps_the_password_out_of_its_output(db_url, tmp_path):
     run_dir = tempfile.mkdtemp(prefix="iv-vncpb")
     try:
-        done = run_playbook("display_password.yml", {
-            "db_url": db_url, "run_dir": run_dir, "key_file": str(tmp_path / "k.key"),
-            "vnc_password": PASSWORD}, verbosity=3)
+        done = run_playbook(
+            "display_password.yml",
+            {"db_url": db_url, "run_dir": run_dir, "key_file": str(tmp_path / "k.key"), "vnc_password": PASSWORD},
+            verbosity=3,
+        )
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
         assert "PASSWORD_OK" in done.stdout
         assert PASSWORD not in done.stdout + done.stderr

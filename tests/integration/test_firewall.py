@@ -116,16 +116,20 @@ def test_department_rules_bind_every_member(fw, lan):
 def test_policy_drop_with_one_open_port(fw, lan):
     g1, g2, _g3 = lan.guests
     start(fw, lan, g1, "a")
-    vm_rules(fw, "a", [{"direction": "in", "protocol": "tcp", "ports": ["8080"], "name": "web"}],
-             policy_in="drop", policy_out="drop")
+    vm_rules(
+        fw,
+        "a",
+        [{"direction": "in", "protocol": "tcp", "ports": ["8080"], "name": "web"}],
+        policy_in="drop",
+        policy_out="drop",
+    )
     assert lan.tcp(g1, 8080) == "pong", "the reply passes policy_out drop"
     assert lan.tcp(g1, 8080, client=g2) == "pong"
     assert lan.tcp(g1, 8081) is None
     assert lan.reach([(None, g1.ip), (g1, HOST_IP), (g1, g2.ip)]) == [False, False, False]
     # The VM cannot open a connection from its open port: a reply needs ACK.
     assert lan.tcp_to_host(g1, 9000, source_port=8080) is None
-    vm_rules(fw, "a", [{"direction": "in", "protocol": "tcp", "ports": ["8080"], "name": "web"}],
-             policy_in="drop")
+    vm_rules(fw, "a", [{"direction": "in", "protocol": "tcp", "ports": ["8080"], "name": "web"}], policy_in="drop")
     assert lan.tcp_to_host(g1, 9000, source_port=8080) == "pong"
 
 
@@ -159,18 +163,22 @@ def test_rerun_changes_nothing_and_drift_is_repaired(fw, lan):
     wanted = lan.ruleset()
     writes = fw.nft.writes
     assert not vm_rules(fw, "a", [PING_IN])["changed"]
-    assert not dept_rules(fw, "ops", [{"direction": "out", "protocol": "udp", "ports": [53],
-                                       "cidr": "192.0.2.0/24"}])["changed"]
+    assert not dept_rules(fw, "ops", [{"direction": "out", "protocol": "udp", "ports": [53], "cidr": "192.0.2.0/24"}])[
+        "changed"
+    ]
     assert fw.nft.writes == writes and lan.ruleset() == wanted
 
     a = fw.store.get_vm("a")
     chain = nft.vm_chain(a.uuid, "in")
-    handles = [item["rule"]["handle"] for item in lan.ruleset_json()
-               if "rule" in item and item["rule"]["chain"] == chain]
-    for damage in (["delete", "rule", "bridge", "infinivirt", chain, "handle", str(handles[-1])],
-                   ["delete", "element", "bridge", "infinivirt", "from_vm", "{ %s }" % g1.tap],
-                   ["flush", "chain", "bridge", "infinivirt", "dept-ops-out"],
-                   ["delete", "table", "bridge", "infinivirt"]):
+    handles = [
+        item["rule"]["handle"] for item in lan.ruleset_json() if "rule" in item and item["rule"]["chain"] == chain
+    ]
+    for damage in (
+        ["delete", "rule", "bridge", "infinivirt", chain, "handle", str(handles[-1])],
+        ["delete", "element", "bridge", "infinivirt", "from_vm", "{ %s }" % g1.tap],
+        ["flush", "chain", "bridge", "infinivirt", "dept-ops-out"],
+        ["delete", "table", "bridge", "infinivirt"],
+    ):
         lan.ns("nft", *damage)
         assert lan.ruleset() != wanted
         predicted = vm_rules(fw, "a", [PING_IN], check=True)
@@ -229,25 +237,31 @@ def test_a_vm_that_moved_namespace_is_cleaned_everywhere(fw, lan):
     assert fw.store.firewall_applied(HOST) == []
 
 
-@pytest.mark.parametrize("bad,field", [
-    ({"cidr": "10.0.0.0/33"}, "rules[1].cidr"),
-    ({"cidr": "300.1.1.1/8"}, "rules[1].cidr"),
-    ({"cidr": "10.0.0.1/8"}, "rules[1].cidr"),
-    ({"protocol": "tcp", "ports": ["70000"]}, "rules[1].ports[0]"),
-    ({"protocol": "tcp", "ports": ["5-3"]}, "rules[1].ports[0]"),
-    ({"protocol": "icmp", "ports": ["22"]}, "rules[1].ports"),
-    ({"comment": "x; flush ruleset"}, "rules[1].comment"),
-    ({"comment": 'x" ; flush ruleset ; "'}, "rules[1].comment"),
-    ({"comment": "a\nb"}, "rules[1].comment"),
-    ({"name": "web server"}, "rules[1].name"),
-    ({"name": 'x"}; flush ruleset'}, "rules[1].name"),
-    ({"action": "reject"}, "rules[1].action"),
-])
+@pytest.mark.parametrize(
+    "bad,field",
+    [
+        ({"cidr": "10.0.0.0/33"}, "rules[1].cidr"),
+        ({"cidr": "300.1.1.1/8"}, "rules[1].cidr"),
+        ({"cidr": "10.0.0.1/8"}, "rules[1].cidr"),
+        ({"protocol": "tcp", "ports": ["70000"]}, "rules[1].ports[0]"),
+        ({"protocol": "tcp", "ports": ["5-3"]}, "rules[1].ports[0]"),
+        ({"protocol": "icmp", "ports": ["22"]}, "rules[1].ports"),
+        ({"comment": "x; flush ruleset"}, "rules[1].comment"),
+        ({"comment": 'x" ; flush ruleset ; "'}, "rules[1].comment"),
+        ({"comment": "a\nb"}, "rules[1].comment"),
+        ({"name": "web server"}, "rules[1].name"),
+        ({"name": 'x"}; flush ruleset'}, "rules[1].name"),
+        ({"action": "reject"}, "rules[1].action"),
+    ],
+)
 def test_a_bad_rule_among_good_ones_changes_nothing(fw, lan, bad, field):
     g1 = lan.guests[0]
     rec = start(fw, lan, g1, "a", department="dev")
-    good = [{"direction": "in", "protocol": "tcp", "ports": ["22"]}, {"direction": "out"},
-            {"direction": "in", "protocol": "icmp", "action": "drop"}]
+    good = [
+        {"direction": "in", "protocol": "tcp", "ports": ["22"]},
+        {"direction": "out"},
+        {"direction": "in", "protocol": "icmp", "action": "drop"},
+    ]
     vm_rules(fw, "a", good, policy_in="drop")
     before, stored = lan.ruleset(), fw.store.get_ruleset("vm", rec.uuid)
     rules = [good[0], dict({"direction": "in", "protocol": "udp"}, **bad), good[2]]
@@ -265,14 +279,17 @@ def test_a_bad_rule_among_good_ones_changes_nothing(fw, lan, bad, field):
     assert fw.store.get_ruleset("department", "dev") is None
 
 
-@pytest.mark.parametrize("params,field", [
-    ({"scope": "department", "name": "dev ops"}, "name"),
-    ({"scope": "department", "name": "x;flush ruleset"}, "name"),
-    ({"scope": "department", "name": "dev", "anti_spoofing": True}, "anti_spoofing"),
-    ({"scope": "vm", "name": "nosuchvm"}, "name"),
-    ({"scope": "vm", "name": "a", "policy_in": "reject"}, "policy_in"),
-    ({"scope": "team", "name": "a"}, "scope"),
-])
+@pytest.mark.parametrize(
+    "params,field",
+    [
+        ({"scope": "department", "name": "dev ops"}, "name"),
+        ({"scope": "department", "name": "x;flush ruleset"}, "name"),
+        ({"scope": "department", "name": "dev", "anti_spoofing": True}, "anti_spoofing"),
+        ({"scope": "vm", "name": "nosuchvm"}, "name"),
+        ({"scope": "vm", "name": "a", "policy_in": "reject"}, "policy_in"),
+        ({"scope": "team", "name": "a"}, "scope"),
+    ],
+)
 def test_bad_scope_input(fw, lan, params, field):
     start(fw, lan, lan.guests[0], "a")
     with pytest.raises(SpecError) as err:
@@ -294,8 +311,11 @@ def test_rules_record_their_source(fw, store, lan, db_url):
     other = open_store(db_url, job_id="job-18")
     try:
         second = FirewallService(other, "hv-other")
-        done = vm_rules(second, "a", [PING_IN, {"direction": "out", "protocol": "tcp", "ports": ["25"],
-                                                "action": "drop", "comment": "no mail"}])
+        done = vm_rules(
+            second,
+            "a",
+            [PING_IN, {"direction": "out", "protocol": "tcp", "ports": ["25"], "action": "drop", "comment": "no mail"}],
+        )
         assert [r["source"]["job_id"] for r in done["firewall"]["rules"]] == ["job-17", "job-18"]
         row = store.get_ruleset("vm", a.uuid)
         assert row["source"]["job_id"] == "job-18" and row["rules"][1]["comment"] == "no mail"
@@ -346,8 +366,9 @@ def test_concurrent_vms_keep_the_shared_table_consistent(fw, lan, db_url):
     dept_rules(fw, "dev", [{"direction": "out", "protocol": "tcp", "ports": ["25"], "action": "drop"}])
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_toggle, args=(db_url, lan.netns, g.mac, r.name, 4, queue))
-             for g, r in zip(guests, recs)]
+    procs = [
+        ctx.Process(target=_toggle, args=(db_url, lan.netns, g.mac, r.name, 4, queue)) for g, r in zip(guests, recs)
+    ]
     for proc in procs:
         proc.start()
     results = [queue.get(timeout=120) for _proc in procs]

@@ -37,8 +37,7 @@ def test_a_vm_running_elsewhere_cannot_be_taken_over(hosts):
     a, b = hosts
     started = a.ensure(dict(VM, state="running"), False)
     assert started.vm["host"] == "hv-a"
-    for params in ({"state": "stopped"}, {"state": "restarted"}, {"state": "absent"},
-                   {"state": "present", "vcpus": 2}):
+    for params in ({"state": "stopped"}, {"state": "restarted"}, {"state": "absent"}, {"state": "present", "vcpus": 2}):
         with pytest.raises(StateError) as err:
             b.ensure(dict(VM, **params), False)
         assert "owned by host hv-a" in str(err.value) and "run this task on hv-a" in str(err.value)

@@ -73,11 +73,19 @@ def bridge_facts(netns, name):
     if not links:
         return None
     link = links[0]
-    addrs = sorted("%s/%d" % (a["local"], a["prefixlen"]) for entry in ip_json(netns, "addr", "show", "dev", name)
-                   for a in entry["addr_info"] if not a["local"].startswith("fe80"))
-    return {"kind": link["linkinfo"]["info_kind"], "mtu": link["mtu"],
-            "stp": link["linkinfo"]["info_data"]["stp_state"], "addresses": addrs,
-            "up": "UP" in link["flags"]}
+    addrs = sorted(
+        "%s/%d" % (a["local"], a["prefixlen"])
+        for entry in ip_json(netns, "addr", "show", "dev", name)
+        for a in entry["addr_info"]
+        if not a["local"].startswith("fe80")
+    )
+    return {
+        "kind": link["linkinfo"]["info_kind"],
+        "mtu": link["mtu"],
+        "stp": link["linkinfo"]["info_data"]["stp_state"],
+        "addresses": addrs,
+        "up": "UP" in link["flags"],
+    }
 
 
 def test_bridge_lifecycle(nets, netns):
@@ -88,8 +96,13 @@ def test_bridge_lifecycle(nets, netns):
     made = nets.ensure(params, False)
     assert made["changed"] and made["diff"] == predicted["diff"] and made["network"]["managed"]
     facts = bridge_facts(netns, "ivbr0")
-    assert facts == {"kind": "bridge", "mtu": 1400, "stp": 1, "up": True,
-                     "addresses": ["192.0.2.1/24", "2001:db8::1/64"]}
+    assert facts == {
+        "kind": "bridge",
+        "mtu": 1400,
+        "stp": 1,
+        "up": True,
+        "addresses": ["192.0.2.1/24", "2001:db8::1/64"],
+    }
     assert not nets.ensure(params, False)["changed"]
     assert not nets.ensure(params, True)["changed"]
 
@@ -112,18 +125,21 @@ def test_an_existing_bridge_is_used_not_removed(nets, netns):
     assert bridge_facts(netns, "ext0") is not None
 
 
-@pytest.mark.parametrize("params,field", [
-    ({"name": "a-name-too-long-x"}, "name"),
-    ({"name": "ok", "bridge": "br;rm -rf"}, "bridge"),
-    ({"name": "ok", "mtu": 10}, "mtu"),
-    ({"name": "ok", "addresses": ["192.0.2.1"]}, "addresses[0]"),
-    ({"name": "ok", "addresses": ["300.1.1.1/24"]}, "addresses[0]"),
-    ({"name": "ok", "addresses": ["224.0.0.1/4"]}, "addresses[0]"),
-    ({"name": "ok", "mode": "vxlan"}, "mode"),
-    ({"name": "ok", "dhcp": {"enabled": True}}, "dhcp"),
-    ({"name": "ok", "dns": False}, "dns"),
-    ({"name": "ok", "outbound_interface": "eth0"}, "outbound_interface"),
-])
+@pytest.mark.parametrize(
+    "params,field",
+    [
+        ({"name": "a-name-too-long-x"}, "name"),
+        ({"name": "ok", "bridge": "br;rm -rf"}, "bridge"),
+        ({"name": "ok", "mtu": 10}, "mtu"),
+        ({"name": "ok", "addresses": ["192.0.2.1"]}, "addresses[0]"),
+        ({"name": "ok", "addresses": ["300.1.1.1/24"]}, "addresses[0]"),
+        ({"name": "ok", "addresses": ["224.0.0.1/4"]}, "addresses[0]"),
+        ({"name": "ok", "mode": "vxlan"}, "mode"),
+        ({"name": "ok", "dhcp": {"enabled": True}}, "dhcp"),
+        ({"name": "ok", "dns": False}, "dns"),
+        ({"name": "ok", "outbound_interface": "eth0"}, "outbound_interface"),
+    ],
+)
 def test_bad_network_input_changes_nothing(nets, netns, params, field):
     with pytest.raises(SpecError) as err:
         nets.ensure(params, False)
@@ -133,8 +149,7 @@ def test_bad_network_input_changes_nothing(nets, netns, params, field):
 
 
 def test_a_non_bridge_interface_is_refused(nets, netns):
-    subprocess.run(["ip", "-n", netns, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1"],
-                   check=True)
+    subprocess.run(["ip", "-n", netns, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1"], check=True)
     with pytest.raises(NetError) as err:
         nets.ensure({"name": "veth0"}, False)
     assert "is not a bridge" in str(err.value)
@@ -153,8 +168,9 @@ NAT_TABLE_PREFIX = "infinivirt_nat_"
 
 
 def in_ns(netns, *argv, check=True, timeout=20):
-    return subprocess.run(["ip", "netns", "exec", netns] + list(argv), capture_output=True, text=True,
-                          check=check, timeout=timeout)
+    return subprocess.run(
+        ["ip", "netns", "exec", netns] + list(argv), capture_output=True, text=True, check=check, timeout=timeout
+    )
 
 
 def nft_tables(netns):
@@ -182,8 +198,9 @@ def cmdline(pid):
 
 
 def veth(ns_a, name_a, ns_b, name_b):
-    subprocess.run(["ip", "link", "add", name_a, "netns", ns_a, "type", "veth", "peer", "name", name_b,
-                    "netns", ns_b], check=True)
+    subprocess.run(
+        ["ip", "link", "add", name_a, "netns", ns_a, "type", "veth", "peer", "name", name_b, "netns", ns_b], check=True
+    )
 
 
 def ping(netns, address):
@@ -205,8 +222,9 @@ def udhcpc(netns, ifname, tmp_path):
     script = tmp_path / "udhcpc.sh"
     script.write_text(UDHCPC_SCRIPT)
     script.chmod(0o755)
-    done = in_ns(netns, "busybox", "udhcpc", "-i", ifname, "-n", "-q", "-f", "-t", "8", "-T", "1",
-                 "-s", str(script), check=False)
+    done = in_ns(
+        netns, "busybox", "udhcpc", "-i", ifname, "-n", "-q", "-f", "-t", "8", "-T", "1", "-s", str(script), check=False
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith("LEASE ")]
     assert done.returncode == 0 and lines, done.stdout + done.stderr
     return dict(field.split("=", 1) for field in lines[0].split()[1:])
@@ -236,8 +254,12 @@ def assert_nothing_made(nets, netns, run_dir, name):
 
 
 def test_nat_gives_dhcp_leases_and_masquerades(nets, netns, run_dir, more_netns, tmp_path):
-    params = {"name": "ivnat0", "mode": "nat", "addresses": ["10.77.0.1/24"],
-              "dhcp": {"range_start": "10.77.0.100", "range_end": "10.77.0.150", "lease_time": "10m"}}
+    params = {
+        "name": "ivnat0",
+        "mode": "nat",
+        "addresses": ["10.77.0.1/24"],
+        "dhcp": {"range_start": "10.77.0.100", "range_end": "10.77.0.150", "lease_time": "10m"},
+    }
     predicted = nets.ensure(params, True)
     assert predicted["changed"] and predicted["actions"] == ["create", "ip_forward", "nftables", "dnsmasq"]
     assert_nothing_made(nets, netns, run_dir, "ivnat0")  # check mode
@@ -246,14 +268,23 @@ def test_nat_gives_dhcp_leases_and_masquerades(nets, netns, run_dir, more_netns,
     made = nets.ensure(params, False)
     assert made["changed"] and made["actions"] == predicted["actions"] and made["diff"] == predicted["diff"]
     assert made["network"]["netns"] == netns and made["network"]["managed"]
-    nat = {"gateway": "10.77.0.1", "subnet": "10.77.0.0/24", "dns": True, "outbound_interface": None,
-           "dhcp": {"enabled": True, "range_start": "10.77.0.100", "range_end": "10.77.0.150", "lease_time": "10m"},
-           "table": "infinivirt_nat_ivnat0"}
+    nat = {
+        "gateway": "10.77.0.1",
+        "subnet": "10.77.0.0/24",
+        "dns": True,
+        "outbound_interface": None,
+        "dhcp": {"enabled": True, "range_start": "10.77.0.100", "range_end": "10.77.0.150", "lease_time": "10m"},
+        "table": "infinivirt_nat_ivnat0",
+    }
     assert made["network"]["nat"] == nat
     row = nets.store.get_network("ivnat0", "hv-test")  # what a VM's NIC looks up by name
     assert row["mode"] == "nat"
     assert {k: row["spec"][k] for k in ("bridge", "netns", "mode", "nat")} == {
-        "bridge": "ivnat0", "netns": netns, "mode": "nat", "nat": nat}
+        "bridge": "ivnat0",
+        "netns": netns,
+        "mode": "nat",
+        "nat": nat,
+    }
     assert bridge_facts(netns, "ivnat0")["addresses"] == ["10.77.0.1/24"]
     assert ip_forward(netns) == "1"
     assert nft_tables(netns) == {("ip", "infinivirt_nat_ivnat0")}
@@ -265,8 +296,14 @@ def test_nat_gives_dhcp_leases_and_masquerades(nets, netns, run_dir, more_netns,
     pid = dnsmasq_of(run_dir, "ivnat0")
     assert pid and same_netns(pid, netns) and dnsmasq_pids(run_dir) == [pid]
     args = cmdline(pid)
-    assert {"--interface=ivnat0", "--bind-interfaces", "--except-interface=lo", "--conf-file=/dev/null",
-            "--dhcp-authoritative", "--dhcp-range=10.77.0.100,10.77.0.150,255.255.255.0,600"} <= set(args)
+    assert {
+        "--interface=ivnat0",
+        "--bind-interfaces",
+        "--except-interface=lo",
+        "--conf-file=/dev/null",
+        "--dhcp-authoritative",
+        "--dhcp-range=10.77.0.100,10.77.0.150,255.255.255.0,600",
+    } <= set(args)
 
     # (1) DHCP: a client on the bridge gets a lease from our dnsmasq
     client = more_netns()
@@ -276,7 +313,11 @@ def test_nat_gives_dhcp_leases_and_masquerades(nets, netns, run_dir, more_netns,
     lease = udhcpc(client, "eth0", tmp_path)
     assert 100 <= int(lease["ip"].split(".")[3]) <= 150 and lease["ip"].startswith("10.77.0.")
     assert (lease["router"], lease["dns"], lease["server"], lease["lease"]) == (
-        "10.77.0.1", "10.77.0.1", "10.77.0.1", "600")
+        "10.77.0.1",
+        "10.77.0.1",
+        "10.77.0.1",
+        "600",
+    )
     with open(os.path.join(run_dir, "net-ivnat0.dnsmasq.leases")) as fh:
         assert lease["ip"] in fh.read()
 
@@ -369,16 +410,19 @@ def test_nat_rerun_changes_nothing_and_drift_is_repaired(nets, netns, run_dir):
     assert nets.store.journal_list("network:hv-test:ivnat1") == []
 
 
-@pytest.mark.parametrize("extra,field", [
-    ({"addresses": ["2001:db8::1/64"]}, "addresses[0]"),
-    ({"addresses": ["10.77.0.1/24", "10.78.0.1/24"]}, "addresses"),
-    ({"addresses": []}, "addresses"),
-    ({"dhcp": {"range_start": "10.99.0.10", "range_end": "10.99.0.20"}}, "dhcp.range_start"),
-    ({"dhcp": {"range_start": "10.77.0.1", "range_end": "10.77.0.20"}}, "dhcp.range_start"),
-    ({"dhcp": {"range_start": "10.77.0.30", "range_end": "10.77.0.20"}}, "dhcp.range_end"),
-    ({"dhcp": {"lease_time": "60"}}, "dhcp.lease_time"),
-    ({"outbound_interface": "ivnat9"}, "outbound_interface"),
-])
+@pytest.mark.parametrize(
+    "extra,field",
+    [
+        ({"addresses": ["2001:db8::1/64"]}, "addresses[0]"),
+        ({"addresses": ["10.77.0.1/24", "10.78.0.1/24"]}, "addresses"),
+        ({"addresses": []}, "addresses"),
+        ({"dhcp": {"range_start": "10.99.0.10", "range_end": "10.99.0.20"}}, "dhcp.range_start"),
+        ({"dhcp": {"range_start": "10.77.0.1", "range_end": "10.77.0.20"}}, "dhcp.range_start"),
+        ({"dhcp": {"range_start": "10.77.0.30", "range_end": "10.77.0.20"}}, "dhcp.range_end"),
+        ({"dhcp": {"lease_time": "60"}}, "dhcp.lease_time"),
+        ({"outbound_interface": "ivnat9"}, "outbound_interface"),
+    ],
+)
 def test_bad_nat_input_changes_nothing(nets, netns, run_dir, extra, field):
     params = dict({"name": "ivnat9", "mode": "nat", "addresses": ["10.77.0.1/24"]}, **extra)
     for check_mode in (True, False):
@@ -396,7 +440,8 @@ def test_a_missing_namespace_is_an_error_not_created(db_url, run_dir, mode):
     try:
         with pytest.raises(SpecError) as err:
             NetworkService(store, "hv-test", missing, run_dir=run_dir).ensure(
-                {"name": "ivnat8", "mode": mode, "addresses": ["10.77.0.1/24"]}, False)
+                {"name": "ivnat8", "mode": mode, "addresses": ["10.77.0.1/24"]}, False
+            )
         assert err.value.field == "netns" and "does not exist" in str(err.value)
         assert not os.path.exists("/run/netns/" + missing)
         assert store.get_network("ivnat8", "hv-test") is None and dnsmasq_pids(run_dir) == []
@@ -427,8 +472,7 @@ def test_a_failed_step_undoes_what_the_run_made(nets, netns, run_dir):
 
 def test_net_module_nat_playbook(netns, tmp_path):
     run_dir = str(tmp_path / "run")
-    done = run_playbook("net_nat.yml", {"db_url": "sqlite:///%s/net.db" % tmp_path, "netns": netns,
-                                        "run_dir": run_dir})
+    done = run_playbook("net_nat.yml", {"db_url": "sqlite:///%s/net.db" % tmp_path, "netns": netns, "run_dir": run_dir})
     try:
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
         assert "failed=0" in done.stdout
@@ -447,8 +491,9 @@ def test_two_nat_networks_share_a_namespace(nets, netns, run_dir):
     assert all(pids) and sorted(dnsmasq_pids(run_dir)) == sorted(pids)
     assert nft_tables(netns) == {("ip", "infinivirt_nat_ivnat1"), ("ip", "infinivirt_nat_ivnat2")}
     for index in (1, 2):
-        assert not nets.ensure({"name": "ivnat%d" % index, "mode": "nat", "addresses": ["10.7%d.0.1/24" % index]},
-                               False)["changed"]
+        assert not nets.ensure(
+            {"name": "ivnat%d" % index, "mode": "nat", "addresses": ["10.7%d.0.1/24" % index]}, False
+        )["changed"]
     assert nets.ensure({"name": "ivnat1", "state": "absent"}, False)["changed"]
     assert nft_tables(netns) == {("ip", "infinivirt_nat_ivnat2")} and dnsmasq_pids(run_dir) == [pids[1]]
 
@@ -477,15 +522,12 @@ def test_each_host_has_its_own_network_of_a_name(db_url, netns, more_netns, run_
         there = NetworkService(store, "hv-b", other_ns, run_dir=run_dir)
         with pytest.raises(SpecError, match="bridge: 'default' is reserved by the kernel"):
             here.ensure({"name": "default"}, False)  # no interface may be called that
-        assert here.ensure({"name": "default", "bridge": "virbr0", "addresses": ["192.0.2.1/24"]},
-                           False)["changed"]
-        assert there.ensure({"name": "default", "bridge": "virbr0", "addresses": ["198.51.100.1/24"]},
-                            False)["changed"]
+        assert here.ensure({"name": "default", "bridge": "virbr0", "addresses": ["192.0.2.1/24"]}, False)["changed"]
+        assert there.ensure({"name": "default", "bridge": "virbr0", "addresses": ["198.51.100.1/24"]}, False)["changed"]
         assert bridge_facts(netns, "virbr0")["addresses"] == ["192.0.2.1/24"]
         assert bridge_facts(other_ns, "virbr0")["addresses"] == ["198.51.100.1/24"]
         assert store.get_network("default", "hv-b")["spec"]["netns"] == other_ns
-        assert not here.ensure({"name": "default", "bridge": "virbr0", "addresses": ["192.0.2.1/24"]},
-                               False)["changed"]
+        assert not here.ensure({"name": "default", "bridge": "virbr0", "addresses": ["192.0.2.1/24"]}, False)["changed"]
         assert here.ensure({"name": "default", "state": "absent"}, False)["changed"]
         assert bridge_facts(netns, "virbr0") is None and store.get_network("default", "hv-a") is None
         assert bridge_facts(other_ns, "virbr0") is not None and store.get_network("default", "hv-b")

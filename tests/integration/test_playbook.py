@@ -17,24 +17,40 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def run_playbook(playbook, extra_vars, timeout=900, inventory="localhost,", forks=5, verbosity=0):
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections_root(),
-               ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_DEPRECATION_WARNINGS="0")
-    args = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
-            "-i", inventory, "-c", "local", "-f", str(forks),
-            "-e", "ansible_python_interpreter=%s" % sys.executable]
+    env = dict(
+        os.environ,
+        ANSIBLE_COLLECTIONS_PATH=collections_root(),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_FORCE_COLOR="0",
+        ANSIBLE_DEPRECATION_WARNINGS="0",
+    )
+    args = [
+        os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
+        "-i",
+        inventory,
+        "-c",
+        "local",
+        "-f",
+        str(forks),
+        "-e",
+        "ansible_python_interpreter=%s" % sys.executable,
+    ]
     args += ["-e", json.dumps(extra_vars)] + (["-" + "v" * verbosity] if verbosity else [])
     args.append(os.path.join(HERE, "playbooks", playbook))
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def test_lifecycle_playbook(guest_params, workdir):
-    done = run_playbook("vm_lifecycle.yml", {
-        "kernel": guest_params["kernel"],
-        "initrd": guest_params["initrd"],
-        "kernel_cmdline": guest_params["kernel_cmdline"],
-        "db_url": "sqlite:///%s/pb.db" % workdir,
-        "run_dir": os.path.join(workdir, "run"),
-    })
+    done = run_playbook(
+        "vm_lifecycle.yml",
+        {
+            "kernel": guest_params["kernel"],
+            "initrd": guest_params["initrd"],
+            "kernel_cmdline": guest_params["kernel_cmdline"],
+            "db_url": "sqlite:///%s/pb.db" % workdir,
+            "run_dir": os.path.join(workdir, "run"),
+        },
+    )
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
     assert "failed=0" in done.stdout
     assert run_dir_files(workdir) == []

@@ -42,8 +42,10 @@ def race(db_url, run_dir, states):
     """Run one ensure per entry of ``states`` in its own process, all released at once."""
     barrier = multiprocessing.Barrier(len(states))
     results = multiprocessing.Queue()
-    procs = [multiprocessing.Process(target=_call, args=(db_url, run_dir, dict(VM, state=s), barrier, results))
-             for s in states]
+    procs = [
+        multiprocessing.Process(target=_call, args=(db_url, run_dir, dict(VM, state=s), barrier, results))
+        for s in states
+    ]
     for p in procs:
         p.start()
     outcomes = [results.get(timeout=300) for _p in procs]
@@ -113,14 +115,14 @@ def test_create_racing_delete_ends_in_a_legal_state(race_env):
 def test_twenty_playbook_forks_make_one_qemu(db_url, tmp_path):
     run_dir = tempfile.mkdtemp(prefix="iv-forks")
     inventory = tmp_path / "hosts.ini"
-    inventory.write_text("[forks]\n" + "".join(
-        "fork%02d ansible_connection=local\n" % i for i in range(CALLERS)))
+    inventory.write_text("[forks]\n" + "".join("fork%02d ansible_connection=local\n" % i for i in range(CALLERS)))
     defined = VmService.open(db_url, run_dir)
     defined.ensure(dict(VM, name="forked", state="stopped"), False)
     defined.close()
     try:
-        done = run_playbook("race_start.yml", {"db_url": db_url, "run_dir": run_dir},
-                            inventory=str(inventory), forks=CALLERS)
+        done = run_playbook(
+            "race_start.yml", {"db_url": db_url, "run_dir": run_dir}, inventory=str(inventory), forks=CALLERS
+        )
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
         recap = [line for line in done.stdout.splitlines() if line.startswith("fork")]
         assert len(recap) == CALLERS

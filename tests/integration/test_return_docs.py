@@ -28,8 +28,15 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import 
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
 
-MODULES = ("infinivirt_vm", "infinivirt_vm_info", "infinivirt_disk", "infinivirt_snapshot",
-           "infinivirt_net", "infinivirt_firewall", "infinivirt_secret_key")
+MODULES = (
+    "infinivirt_vm",
+    "infinivirt_vm_info",
+    "infinivirt_disk",
+    "infinivirt_snapshot",
+    "infinivirt_net",
+    "infinivirt_firewall",
+    "infinivirt_secret_key",
+)
 
 # Keys every Ansible module may return, which RETURN does not document.
 COMMON = {"changed", "diff", "warnings", "msg", "failed", "invocation", "deprecations"}
@@ -55,7 +62,7 @@ def documented(module: str) -> Set[str]:
     """Every key path RETURN documents: "vm", "vm.graphics.port", "vms[].snapshots[].name"."""
     paths = set(_doc_paths(yaml.safe_load(_load(module).RETURN), ""))
     for path, (other, key) in AS_RETURN.get(module, {}).items():
-        paths |= {path + p[len(key):] for p in documented(other) if p.startswith(key + ".")}
+        paths |= {path + p[len(key) :] for p in documented(other) if p.startswith(key + ".")}
     options = yaml.safe_load(_load(module).DOCUMENTATION)["options"]
     for path, option in AS_OPTIONS.get(module, {}).items():
         assert path.rstrip("[]") in paths, path
@@ -117,9 +124,14 @@ def netns():
 def ctx(tmp_path):
     images = tmp_path / "images"
     images.mkdir()
-    context = HostContext.open("sqlite:///%s/state.db" % tmp_path, str(tmp_path / "run"), host_id="hv-ret",
-                               storage_roots=[str(images)], nvram_dir=str(tmp_path / "nvram"),
-                               secret_key_file=str(tmp_path / "key"))
+    context = HostContext.open(
+        "sqlite:///%s/state.db" % tmp_path,
+        str(tmp_path / "run"),
+        host_id="hv-ret",
+        storage_roots=[str(images)],
+        nvram_dir=str(tmp_path / "nvram"),
+        secret_key_file=str(tmp_path / "key"),
+    )
     yield context
     context.close()
 
@@ -151,13 +163,26 @@ def check_the_rest(ctx, netns, tmp_path, results):
     # infinivirt_vm: every state a VM gets to without a guest, with UEFI (nvram), a disk, a NIC
     # and a VNC password.
     vms = VmService(ctx)
-    full = vm_params(name="ret1", vcpus=1, memory_mb=64, firmware="uefi", secure_boot=False,
-                     console_socket=True, department="dept1", disks=[{"path": image}], netns=netns,
-                     nics=[{"network": "ivret0", "ips": ["10.79.1.5"]}],
-                     graphics={"type": "vnc", "listen": "127.0.0.1", "password": "pw"})
-    for params, check in ((full, True), (full, False), (full, False),
-                          (vm_params(name="ret1", state="stopped", memory_mb=96), False),
-                          (vm_params(name="ret2", state="absent"), False)):
+    full = vm_params(
+        name="ret1",
+        vcpus=1,
+        memory_mb=64,
+        firmware="uefi",
+        secure_boot=False,
+        console_socket=True,
+        department="dept1",
+        disks=[{"path": image}],
+        netns=netns,
+        nics=[{"network": "ivret0", "ips": ["10.79.1.5"]}],
+        graphics={"type": "vnc", "listen": "127.0.0.1", "password": "pw"},
+    )
+    for params, check in (
+        (full, True),
+        (full, False),
+        (full, False),
+        (vm_params(name="ret1", state="stopped", memory_mb=96), False),
+        (vm_params(name="ret2", state="absent"), False),
+    ):
         results["infinivirt_vm"].append(vms.ensure(params, check).result())
     vms.ensure(vm_params(name="ret3"), False)
     results["infinivirt_vm"].append(vms.ensure(vm_params(name="ret3", state="absent"), False).result())
@@ -171,18 +196,39 @@ def check_the_rest(ctx, netns, tmp_path, results):
 
     # infinivirt_vm_info: all VMs and one by name (one has a snapshot).
     vms.ensure(vm_params(name="ret4"), False)
-    results["infinivirt_vm_info"] += [dict(changed=False, vms=VmService(ctx).info(None)),
-                                      dict(changed=False, vms=VmService(ctx).info("ret1"))]
+    results["infinivirt_vm_info"] += [
+        dict(changed=False, vms=VmService(ctx).info(None)),
+        dict(changed=False, vms=VmService(ctx).info("ret1")),
+    ]
 
     # infinivirt_firewall: a department's rules and a VM's, then removed.
     firewall = FirewallService(ctx.store, ctx.host_id, ctx.lock_timeout)
-    rules = [{"name": "ssh", "direction": "in", "protocol": "tcp", "ports": ["22"], "cidr": "10.0.0.0/8",
-              "action": "accept", "comment": "admins"}]
-    dept = dict(scope="department", name="dept1", state="present", rules=rules, policy_in="drop",
-                policy_out="accept", anti_spoofing=None)
-    for params, check in ((dept, True), (dept, False),
-                          (dict(dept, scope="vm", name="ret1", anti_spoofing=True), False),
-                          (dict(dept, state="absent"), False)):
+    rules = [
+        {
+            "name": "ssh",
+            "direction": "in",
+            "protocol": "tcp",
+            "ports": ["22"],
+            "cidr": "10.0.0.0/8",
+            "action": "accept",
+            "comment": "admins",
+        }
+    ]
+    dept = dict(
+        scope="department",
+        name="dept1",
+        state="present",
+        rules=rules,
+        policy_in="drop",
+        policy_out="accept",
+        anti_spoofing=None,
+    )
+    for params, check in (
+        (dept, True),
+        (dept, False),
+        (dict(dept, scope="vm", name="ret1", anti_spoofing=True), False),
+        (dict(dept, state="absent"), False),
+    ):
         results["infinivirt_firewall"].append(firewall.ensure(params, check))
 
     # infinivirt_secret_key: predicted (new key file), done, and again (nothing to do).
@@ -200,9 +246,14 @@ def test_every_returned_key_is_documented(ctx, netns, tmp_path):
     # infinivirt_net: a bridge and a NAT network in the test's namespace (removed at the end).
     nets = NetworkService(ctx.store, ctx.host_id, netns, run_dir=ctx.run_dir, lock_timeout=ctx.lock_timeout)
     bridge = dict(name="ivret0", state="present", mode="bridge", stp=False, addresses=[], netns=netns)
-    nat = dict(bridge, name="ivret1", mode="nat", addresses=["10.79.0.1/24"],
-               dhcp={"enabled": True, "range_start": "10.79.0.100", "range_end": "10.79.0.150",
-                     "lease_time": "1h"}, dns=True)
+    nat = dict(
+        bridge,
+        name="ivret1",
+        mode="nat",
+        addresses=["10.79.0.1/24"],
+        dhcp={"enabled": True, "range_start": "10.79.0.100", "range_end": "10.79.0.150", "lease_time": "1h"},
+        dns=True,
+    )
     try:
         for params, check in ((bridge, True), (bridge, False), (nat, False), (nat, False)):
             results["infinivirt_net"].append(nets.ensure(params, check))
@@ -218,9 +269,9 @@ def test_every_returned_key_is_documented(ctx, netns, tmp_path):
         for result in results[module]:
             seen |= returned(result)
         if seen - docs:
-            problems.append("%s returns keys its RETURN does not document: %s"
-                            % (module, ", ".join(sorted(seen - docs))))
+            problems.append(
+                "%s returns keys its RETURN does not document: %s" % (module, ", ".join(sorted(seen - docs)))
+            )
         if docs - seen:
-            problems.append("%s documents keys none of its results had: %s"
-                            % (module, ", ".join(sorted(docs - seen))))
+            problems.append("%s documents keys none of its results had: %s" % (module, ", ".join(sorted(docs - seen))))
     assert not problems, "\n".join(problems)

@@ -23,14 +23,15 @@ from ansible_collections.infinivirt.core.plugins.module_utils.volume.service imp
 
 def write_marker(sock, device, text):
     rc, out = serial_report.channel_command(
-        sock, "printf %s > /m && dd if=/m of=/dev/%s bs=512 seek=8 conv=fsync 2>&1 && sync" % (text, device))
+        sock, "printf %s > /m && dd if=/m of=/dev/%s bs=512 seek=8 conv=fsync 2>&1 && sync" % (text, device)
+    )
     assert rc == 0, out
 
 
 def read_marker(sock, device):
     rc, out = serial_report.channel_command(
-        sock, "echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/%s bs=512 skip=8 count=1 2>/dev/null "
-        "| head -c 6" % device)
+        sock, "echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/%s bs=512 skip=8 count=1 2>/dev/null | head -c 6" % device
+    )
     assert rc == 0, out
     return out.strip()
 
@@ -38,8 +39,14 @@ def read_marker(sock, device):
 def test_snapshot_revert_live_and_offline(disk_service, guest_params, images):
     vms, snaps = disk_service, SnapshotService(disk_service)
     disk = make_image(os.path.join(images, "snap.qcow2"), "qcow2", 32)
-    params = dict(guest_params, name="snappy", memory_mb=256, console_socket=True, state="running",
-                  disks=[{"path": disk, "serial": "SNAP01"}])
+    params = dict(
+        guest_params,
+        name="snappy",
+        memory_mb=256,
+        console_socket=True,
+        state="running",
+        disks=[{"path": disk, "serial": "SNAP01"}],
+    )
     vm = vms.ensure(params, False).vm
     wait_ready(vm["serial_log"])
     sock = vm["console_socket_path"]
@@ -93,19 +100,36 @@ def test_offline_snapshots_of_a_stopped_vm(disk_service, images):
     assert err.value.field == "memory"
 
 
-@pytest.mark.parametrize("params,field,phrase", [
-    ({"vm": "cold2", "name": "has space"}, "name", "letters"),
-    ({"vm": "cold2", "name": "x;rm"}, "name", "letters"),
-    ({"vm": "nope", "name": "s1"}, "vm", "does not exist"),
-    ({"vm": "rawvm", "name": "s1"}, "vm", "raw disks"),
-    ({"vm": "cold2", "name": "never", "state": "reverted"}, "name", "no snapshot"),
-])
+@pytest.mark.parametrize(
+    "params,field,phrase",
+    [
+        ({"vm": "cold2", "name": "has space"}, "name", "letters"),
+        ({"vm": "cold2", "name": "x;rm"}, "name", "letters"),
+        ({"vm": "nope", "name": "s1"}, "vm", "does not exist"),
+        ({"vm": "rawvm", "name": "s1"}, "vm", "raw disks"),
+        ({"vm": "cold2", "name": "never", "state": "reverted"}, "name", "no snapshot"),
+    ],
+)
 def test_bad_snapshot_input(disk_service, images, params, field, phrase):
     vms = disk_service
-    vms.ensure({"name": "cold2", "state": "stopped", "accel": "tcg",
-                "disks": [{"path": make_image(os.path.join(images, "c2.qcow2"), "qcow2", 8)}]}, False)
-    vms.ensure({"name": "rawvm", "state": "stopped", "accel": "tcg",
-                "disks": [{"path": make_image(os.path.join(images, "r.raw"), "raw", 8), "format": "raw"}]}, False)
+    vms.ensure(
+        {
+            "name": "cold2",
+            "state": "stopped",
+            "accel": "tcg",
+            "disks": [{"path": make_image(os.path.join(images, "c2.qcow2"), "qcow2", 8)}],
+        },
+        False,
+    )
+    vms.ensure(
+        {
+            "name": "rawvm",
+            "state": "stopped",
+            "accel": "tcg",
+            "disks": [{"path": make_image(os.path.join(images, "r.raw"), "raw", 8), "format": "raw"}],
+        },
+        False,
+    )
     with pytest.raises(SpecError) as err:
         SnapshotService(vms).ensure(dict(params, state=params.get("state", "present")), False)
     assert err.value.field == field and phrase in str(err.value)
@@ -115,8 +139,14 @@ def test_bad_snapshot_input(disk_service, images, params, field, phrase):
 def test_external_snapshots_revert_and_merge(disk_service, guest_params, images):
     vms, snaps = disk_service, SnapshotService(disk_service)
     data = make_image(os.path.join(images, "ext data.raw"), "raw", 16)  # raw works externally
-    params = dict(guest_params, name="layers", memory_mb=256, console_socket=True, state="running",
-                  disks=[{"path": data, "format": "raw", "serial": "EXT01"}])
+    params = dict(
+        guest_params,
+        name="layers",
+        memory_mb=256,
+        console_socket=True,
+        state="running",
+        disks=[{"path": data, "format": "raw", "serial": "EXT01"}],
+    )
     vm = vms.ensure(params, False).vm
     wait_ready(vm["serial_log"])
     sock = vm["console_socket_path"]
@@ -163,6 +193,7 @@ def test_external_snapshots_revert_and_merge(disk_service, guest_params, images)
 
 # -- a start after a revert is a full start -------------------------------------------------
 
+
 @pytest.fixture
 def bridge_ns():
     name = "ivs-%s" % uuid.uuid4().hex[:8]
@@ -176,10 +207,18 @@ def bridge_ns():
 
 def vnc_auth_in(netns, port, password):
     """vnc_auth from inside the VM's namespace, where its display listens on 127.0.0.1."""
-    code = ("import sys; sys.path.insert(0, %r); from vnc_client import vnc_auth; "
-            "print(vnc_auth('127.0.0.1', %d, sys.stdin.read()))" % (os.path.dirname(os.path.abspath(__file__)), port))
-    done = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", code], input=password,
-                          capture_output=True, text=True, timeout=60, check=False)
+    code = (
+        "import sys; sys.path.insert(0, %r); from vnc_client import vnc_auth; "
+        "print(vnc_auth('127.0.0.1', %d, sys.stdin.read()))" % (os.path.dirname(os.path.abspath(__file__)), port)
+    )
+    done = subprocess.run(
+        ["ip", "netns", "exec", netns, sys.executable, "-c", code],
+        input=password,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
@@ -201,23 +240,38 @@ def assert_fully_started(vms, name, netns, password, mac, serial):
     return vm
 
 
-def test_revert_brings_back_a_vm_with_nic_luks_disk_and_display_password(disk_service, guest_params, images,
-                                                                          bridge_ns, workdir):
+def test_revert_brings_back_a_vm_with_nic_luks_disk_and_display_password(
+    disk_service, guest_params, images, bridge_ns, workdir
+):
     vms = disk_service
     vms.ctx.secret_key_file = os.path.join(workdir, "secret.key")
     snaps = SnapshotService(vms)
     sealed = os.path.join(images, "sealed.qcow2")
     DiskService(vms.store, vms.secret_box, vms.hostname, [images]).ensure(
-        {"path": sealed, "size": "16M", "encrypt": True}, False)
+        {"path": sealed, "size": "16M", "encrypt": True}, False
+    )
     mac, password = "52:54:00:5e:00:01", "s3cret"
-    params = dict(guest_params, name="revert-nic", memory_mb=256, console_socket=True, state="running",
-                  netns=bridge_ns, nics=[{"bridge": "vmbr0", "mac": mac}],
-                  graphics={"type": "vnc", "password": password},
-                  disks=[{"path": sealed, "serial": "SEAL01"}])
+    params = dict(
+        guest_params,
+        name="revert-nic",
+        memory_mb=256,
+        console_socket=True,
+        state="running",
+        netns=bridge_ns,
+        nics=[{"bridge": "vmbr0", "mac": mac}],
+        graphics={"type": "vnc", "password": password},
+        disks=[{"path": sealed, "serial": "SEAL01"}],
+    )
     vms.ensure(params, False)
     FirewallService(vms.store, vms.hostname).ensure(
-        {"scope": "vm", "name": "revert-nic", "policy_in": "drop",
-         "rules": [{"direction": "in", "protocol": "tcp", "ports": [22]}]}, False)
+        {
+            "scope": "vm",
+            "name": "revert-nic",
+            "policy_in": "drop",
+            "rules": [{"direction": "in", "protocol": "tcp", "ports": [22]}],
+        },
+        False,
+    )
     first = assert_fully_started(vms, "revert-nic", bridge_ns, password, mac, "SEAL01")
     dev = guest_disks(first["console_socket_path"])["SEAL01"]["name"]
 
@@ -237,9 +291,16 @@ def test_external_revert_of_a_running_vm_with_a_nic(disk_service, guest_params, 
     vms, snaps = disk_service, SnapshotService(disk_service)
     disk = make_image(os.path.join(images, "ext.qcow2"), "qcow2", 32)
     mac = "52:54:00:5e:00:02"
-    params = dict(guest_params, name="ext-nic", memory_mb=256, console_socket=True, state="running",
-                  netns=bridge_ns, nics=[{"bridge": "vmbr0", "mac": mac}],
-                  disks=[{"path": disk, "serial": "EXT01"}])
+    params = dict(
+        guest_params,
+        name="ext-nic",
+        memory_mb=256,
+        console_socket=True,
+        state="running",
+        netns=bridge_ns,
+        nics=[{"bridge": "vmbr0", "mac": mac}],
+        disks=[{"path": disk, "serial": "EXT01"}],
+    )
     first = vms.ensure(params, False).vm
     wait_ready(first["serial_log"])
     snap = {"vm": "ext-nic", "name": "ext", "type": "external"}

@@ -24,16 +24,31 @@ SPEC_COLUMNS = (set(SPEC_FIELDS) - {"name"}) | {"vm_uuid", "graphics_password"}
 
 # What migration 1 made for features that never came, and migration 12 dropped.
 DROPPED_COLUMNS = {
-    "tap_device_name", "bridge", "network_model", "network_queues", "disk_bus",
-    "disk_cache_mode", "io_threads", "assigned_gpu_bus", "gpu_rom_file", "gpu_audio_bus",
-    "memory_balloon", "hugepages", "numa_config", "cpu_pinning",
+    "tap_device_name",
+    "bridge",
+    "network_model",
+    "network_queues",
+    "disk_bus",
+    "disk_cache_mode",
+    "io_threads",
+    "assigned_gpu_bus",
+    "gpu_rom_file",
+    "gpu_audio_bus",
+    "memory_balloon",
+    "hugepages",
+    "numa_config",
+    "cpu_pinning",
 }
 
 
 def columns(store, table):
     if store.placeholder == "%s":
-        return {r["name"] for r in store._read(
-            "SELECT column_name AS name FROM information_schema.columns WHERE table_name = ?", (table,))}
+        return {
+            r["name"]
+            for r in store._read(
+                "SELECT column_name AS name FROM information_schema.columns WHERE table_name = ?", (table,)
+            )
+        }
     return {r["name"] for r in store._read("PRAGMA table_info(%s)" % table)}
 
 
@@ -45,8 +60,7 @@ def store(db_url):
 
 
 def record(name="vm1", **spec):
-    return VmRecord(uuid="u-" + name, name=name, host="h1", status="stopped",
-                    spec=VmSpec(name=name, **spec))
+    return VmRecord(uuid="u-" + name, name=name, host="h1", status="stopped", spec=VmSpec(name=name, **spec))
 
 
 def test_machine_configuration_columns_are_the_spec_fields(store):
@@ -109,8 +123,7 @@ def test_insert_get_update_delete(store):
 def test_names_are_unique(store):
     store.insert_vm(record())
     with pytest.raises(StoreError) as err:
-        store.insert_vm(VmRecord(uuid="other", name="vm1", host="h", status="stopped",
-                                 spec=VmSpec(name="vm1")))
+        store.insert_vm(VmRecord(uuid="other", name="vm1", host="h", status="stopped", spec=VmSpec(name="vm1")))
     assert "creating VM vm1 failed" in str(err.value)
     assert [r.uuid for r in store.list_vms()] == ["u-vm1"], "the failed insert left nothing"
 
@@ -174,10 +187,13 @@ def test_lock_of_a_killed_holder_is_released(db_url):
         store.close()
 
 
-@pytest.mark.parametrize("url,phrase", [
-    ("sqlite:///relative.db", "absolute"),
-    ("mysql://x", "must start with sqlite:/// or postgresql://"),
-])
+@pytest.mark.parametrize(
+    "url,phrase",
+    [
+        ("sqlite:///relative.db", "absolute"),
+        ("mysql://x", "must start with sqlite:/// or postgresql://"),
+    ],
+)
 def test_bad_db_urls(url, phrase):
     with pytest.raises(SpecError) as err:
         open_store(url)
@@ -188,8 +204,9 @@ def test_unreachable_postgresql_is_a_clear_error_without_the_password():
     with pytest.raises(StoreError) as err:
         open_store("postgresql://infinivirt:hunter2@127.0.0.1:1/nothing")
     message = str(err.value)
-    assert message.startswith("cannot connect to the PostgreSQL state database "
-                              "postgresql://infinivirt:********@127.0.0.1:1/nothing")
+    assert message.startswith(
+        "cannot connect to the PostgreSQL state database postgresql://infinivirt:********@127.0.0.1:1/nothing"
+    )
     assert "hunter2" not in message
 
 
@@ -201,9 +218,11 @@ def _raw_connection(url):
     """A plain connection to the database at ``url``, to build an old schema by hand."""
     if url.startswith("sqlite:///"):
         import sqlite3
-        db = sqlite3.connect(url[len("sqlite://"):], isolation_level=None)
+
+        db = sqlite3.connect(url[len("sqlite://") :], isolation_level=None)
         return db, db.cursor()
     import psycopg2
+
     db = psycopg2.connect(url)
     db.autocommit = True
     return db, db.cursor()
@@ -224,7 +243,8 @@ def _old_database(url, token):
         "INSERT INTO vms (uuid, name, host, status, version, qemu_pid, qmp_socket_path, serial_log_path, "
         "running_spec, launch_accel, launch_cpu, created_at, updated_at, pidfile_path, launch_graphic_port) "
         "VALUES ('u-old1', 'old1', 'h1', 'stopped', 7, NULL, NULL, '/run/x/old1.serial.log', NULL, 'kvm', "
-        "'host', '2026-01-01T00:00:00+00:00', '2026-01-02T00:00:00+00:00', '/run/x/old1.pid', 5907)")
+        "'host', '2026-01-01T00:00:00+00:00', '2026-01-02T00:00:00+00:00', '/run/x/old1.pid', 5907)"
+    )
     cur.execute(
         "INSERT INTO machine_configuration (vm_uuid, vcpus, memory_mb, machine_type, cpu_model, cpu_flags, "
         "accel, kernel, initrd, kernel_cmdline, tap_device_name, bridge, network_model, network_queues, "
@@ -235,11 +255,13 @@ def _old_database(url, token):
         "'/boot/vmlinuz', '/boot/initrd.img', 'console=ttyS0', 'tap9', 'br9', 'e1000', 4, 'vnc', 5907, "
         "'" + token + "', '192.0.2.7', 'sata', 'unsafe', TRUE, '0000:01:00.0', '/rom', '0000:01:00.1', TRUE, "
         "TRUE, '{}', '[0,1]', '/usr/share/OVMF/code.fd', TRUE, TRUE, "
-        "'[{\"path\": \"/images/old1.qcow2\", \"bus\": \"scsi\", \"serial\": \"S1\"}]', TRUE, 'uefi', "
-        "'[{\"bridge\": \"br0\", \"mac\": \"52:54:00:aa:bb:cc\", \"model\": \"e1000\"}]', 'ns1', 'sales')")
+        '\'[{"path": "/images/old1.qcow2", "bus": "scsi", "serial": "S1"}]\', TRUE, \'uefi\', '
+        '\'[{"bridge": "br0", "mac": "52:54:00:aa:bb:cc", "model": "e1000"}]\', \'ns1\', \'sales\')'
+    )
     cur.execute(
         "INSERT INTO vms (uuid, name, host, status, version, created_at, updated_at) "
-        "VALUES ('u-old2', 'old2', 'h1', 'stopped', 1, '2026-01-01T00:00:00+00:00', '2026-01-01T00:00:00+00:00')")
+        "VALUES ('u-old2', 'old2', 'h1', 'stopped', 1, '2026-01-01T00:00:00+00:00', '2026-01-01T00:00:00+00:00')"
+    )
     cur.execute("INSERT INTO machine_configuration (vm_uuid, vcpus, memory_mb) VALUES ('u-old2', 1, 512)")
     cur.execute("INSERT INTO disk_layers VALUES ('u-old1', '/images/old1.qcow2', 1, 's1', '/images/o1', 'now')")
     db.close()
@@ -257,15 +279,32 @@ def test_migrations_11_and_12_keep_an_old_vm_intact(db_url):
         assert store.schema_version() == LATEST > PREVIOUS
         assert columns(store, "machine_configuration") == SPEC_COLUMNS
         old1 = store.get_vm("old1")
-        assert old1.spec == VmSpec.from_dict({
-            "name": "old1", "vcpus": 3, "memory_mb": 1536, "machine_type": "q35", "cpu_model": "max",
-            "cpu_flags": ["+avx"], "accel": "tcg", "kernel": "/boot/vmlinuz", "initrd": "/boot/initrd.img",
-            "kernel_cmdline": "console=ttyS0", "graphics_type": "vnc", "graphics_listen": "192.0.2.7",
-            "graphics_port": 5907, "graphics_password_set": True, "firmware": "uefi", "secure_boot": True,
-            "uefi_firmware": "/usr/share/OVMF/code.fd", "console_socket": True,
-            "disks": [{"path": "/images/old1.qcow2", "bus": "scsi", "serial": "S1"}],
-            "nics": [{"bridge": "br0", "mac": "52:54:00:aa:bb:cc", "model": "e1000"}],
-            "netns": "ns1", "department": "sales"})
+        assert old1.spec == VmSpec.from_dict(
+            {
+                "name": "old1",
+                "vcpus": 3,
+                "memory_mb": 1536,
+                "machine_type": "q35",
+                "cpu_model": "max",
+                "cpu_flags": ["+avx"],
+                "accel": "tcg",
+                "kernel": "/boot/vmlinuz",
+                "initrd": "/boot/initrd.img",
+                "kernel_cmdline": "console=ttyS0",
+                "graphics_type": "vnc",
+                "graphics_listen": "192.0.2.7",
+                "graphics_port": 5907,
+                "graphics_password_set": True,
+                "firmware": "uefi",
+                "secure_boot": True,
+                "uefi_firmware": "/usr/share/OVMF/code.fd",
+                "console_socket": True,
+                "disks": [{"path": "/images/old1.qcow2", "bus": "scsi", "serial": "S1"}],
+                "nics": [{"bridge": "br0", "mac": "52:54:00:aa:bb:cc", "model": "e1000"}],
+                "netns": "ns1",
+                "department": "sales",
+            }
+        )
         assert old1.spec.disks[0].bus == "scsi" and old1.spec.nics[0].mac == "52:54:00:aa:bb:cc"
         assert (old1.uuid, old1.host, old1.status, old1.version) == ("u-old1", "h1", "stopped", 7)
         assert (old1.launch_accel, old1.launch_cpu, old1.launch_graphics_port) == ("kvm", "host", 5907)
@@ -275,7 +314,8 @@ def test_migrations_11_and_12_keep_an_old_vm_intact(db_url):
         assert store.get_secret("u-old1", "graphics_password") == token
         assert box.decrypt(token, secret_context("u-old1", "graphics_password")) == "s3cret"
         assert store.list_layers("u-old1") == [
-            {"base_path": "/images/old1.qcow2", "seq": 1, "snapshot": "s1", "overlay": "/images/o1"}]
+            {"base_path": "/images/old1.qcow2", "seq": 1, "snapshot": "s1", "overlay": "/images/o1"}
+        ]
         # NULLs in an old row still take the spec's defaults.
         assert store.get_vm("old2").spec == VmSpec(name="old2")
         # The rebuilt table still cascades and takes new rows.

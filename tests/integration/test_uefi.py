@@ -19,8 +19,12 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots impor
 
 @pytest.fixture
 def uefi_service(workdir, images):
-    svc = VmService.open("sqlite:///%s/uefi.db" % workdir, os.path.join(workdir, "run"),
-                    storage_roots=[images], nvram_dir=os.path.join(workdir, "nvram"))
+    svc = VmService.open(
+        "sqlite:///%s/uefi.db" % workdir,
+        os.path.join(workdir, "run"),
+        storage_roots=[images],
+        nvram_dir=os.path.join(workdir, "nvram"),
+    )
     yield svc
     for vm in svc.info():
         svc.ensure({"name": vm["name"], "state": "absent", "force": True, "stop_timeout": 5}, False)
@@ -30,8 +34,9 @@ def uefi_service(workdir, images):
 def test_uefi_guest_nvram_and_snapshot(uefi_service, guest_params, images, workdir):
     svc = uefi_service
     disk = make_image(os.path.join(images, "u.qcow2"), "qcow2", 8)
-    vm = svc.ensure(dict(guest_params, name="efi", firmware="uefi", memory_mb=256,
-                         state="running", disks=[{"path": disk}]), False).vm
+    vm = svc.ensure(
+        dict(guest_params, name="efi", firmware="uefi", memory_mb=256, state="running", disks=[{"path": disk}]), False
+    ).vm
     report = wait_ready(vm["serial_log"])
     assert report.firmware == "uefi"
     nvram = vm["nvram"]
@@ -69,19 +74,24 @@ def test_uefi_guest_nvram_and_snapshot(uefi_service, guest_params, images, workd
 
 def test_secure_boot_firmware_runs_with_smm(uefi_service):
     svc = uefi_service
-    out = svc.ensure({"name": "sb", "state": "running", "accel": "tcg", "memory_mb": 128,
-                      "firmware": "uefi", "secure_boot": True}, False)
+    out = svc.ensure(
+        {"name": "sb", "state": "running", "accel": "tcg", "memory_mb": 128, "firmware": "uefi", "secure_boot": True},
+        False,
+    )
     rec = svc.store.get_vm("sb")
     assert out.vm["status"] == "running"
     assert svc.lifecycle.qmp(rec, "qom-get", {"path": "/machine", "property": "smm"}) == "on"
 
 
-@pytest.mark.parametrize("params,field", [
-    ({"secure_boot": True}, "secure_boot"),
-    ({"firmware": "uefi", "secure_boot": True, "machine_type": "pc"}, "secure_boot"),
-    ({"firmware": "coreboot"}, "firmware"),
-    ({"firmware": "uefi", "uefi_firmware": "/nonexistent/OVMF.fd"}, "uefi_firmware"),
-])
+@pytest.mark.parametrize(
+    "params,field",
+    [
+        ({"secure_boot": True}, "secure_boot"),
+        ({"firmware": "uefi", "secure_boot": True, "machine_type": "pc"}, "secure_boot"),
+        ({"firmware": "coreboot"}, "firmware"),
+        ({"firmware": "uefi", "uefi_firmware": "/nonexistent/OVMF.fd"}, "uefi_firmware"),
+    ],
+)
 def test_bad_firmware_input(uefi_service, params, field):
     with pytest.raises(SpecError) as err:
         uefi_service.ensure(dict({"name": "bad", "state": "running", "accel": "tcg"}, **params), False)

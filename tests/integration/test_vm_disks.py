@@ -21,13 +21,14 @@ MIB = 1024 * 1024
 
 def test_disks_hotplug_grow_and_persistence(disk_service, guest_params, images):
     svc = disk_service
-    boot = make_image(os.path.join(images, "boot, \"disk\"=1.qcow2"), "qcow2", 64)
+    boot = make_image(os.path.join(images, 'boot, "disk"=1.qcow2'), "qcow2", 64)
     data = make_image(os.path.join(images, "data.raw"), "raw", 32)
     hot = make_image(os.path.join(images, "hot.qcow2"), "qcow2", 16)
-    disks = [{"path": boot, "serial": "VIRT01", "cache": "none", "aio": "native", "iothread": True},
-             {"path": data, "format": "raw", "bus": "scsi", "serial": "SCSI01"}]
-    params = dict(guest_params, name="disky", vcpus=1, memory_mb=256, console_socket=True,
-                  state="running", disks=disks)
+    disks = [
+        {"path": boot, "serial": "VIRT01", "cache": "none", "aio": "native", "iothread": True},
+        {"path": data, "format": "raw", "bus": "scsi", "serial": "SCSI01"},
+    ]
+    params = dict(guest_params, name="disky", vcpus=1, memory_mb=256, console_socket=True, state="running", disks=disks)
 
     started = svc.ensure(params, False)
     assert started.changed and started.vm["console_socket_path"]
@@ -40,8 +41,8 @@ def test_disks_hotplug_grow_and_persistence(disk_service, guest_params, images):
 
     # Write a marker through the guest's own block layer.
     rc, out = serial_report.channel_command(
-        sock, "printf MARK-A > /m && dd if=/m of=/dev/%s bs=512 seek=8 conv=fsync 2>&1 && sync"
-        % seen["VIRT01"]["name"])
+        sock, "printf MARK-A > /m && dd if=/m of=/dev/%s bs=512 seek=8 conv=fsync 2>&1 && sync" % seen["VIRT01"]["name"]
+    )
     assert rc == 0, out
 
     # Hot-plug: the guest sees the new disk while running, same QEMU process.
@@ -80,7 +81,8 @@ def test_disks_hotplug_grow_and_persistence(disk_service, guest_params, images):
     assert seen["VIRT01"]["size_bytes"] == 96 * MIB, "the grow is permanent"
     rc, out = serial_report.channel_command(
         again.vm["console_socket_path"],
-        "dd if=/dev/%s bs=512 skip=8 count=1 2>/dev/null | head -c 6" % seen["VIRT01"]["name"])
+        "dd if=/dev/%s bs=512 skip=8 count=1 2>/dev/null | head -c 6" % seen["VIRT01"]["name"],
+    )
     assert (rc, out.strip()) == (0, "MARK-A")
 
 
@@ -88,38 +90,55 @@ def test_every_bus_is_accepted_by_qemu(disk_service, images):
     # The test guest's kernel has no AHCI/IDE driver, so for sata, ide and cdroms QEMU's own
     # view (query-block) is the proof that each device was built as asked.
     svc = disk_service
-    disks = [{"path": make_image(os.path.join(images, "v.qcow2"), "qcow2", 8), "serial": "V1"},
-             {"path": make_image(os.path.join(images, "s.raw"), "raw", 8), "format": "raw",
-              "bus": "scsi", "serial": "S1", "cache": "directsync"},
-             {"path": make_image(os.path.join(images, "a.qcow2"), "qcow2", 8), "bus": "sata",
-              "serial": "A1", "cache": "unsafe"},
-             {"path": make_image(os.path.join(images, "c.iso"), "raw", 1), "format": "raw",
-              "bus": "sata", "media": "cdrom", "boot_order": 1}]
-    out = svc.ensure({"name": "buses", "state": "paused", "accel": "tcg", "memory_mb": 64,
-                      "disks": disks}, False)
+    disks = [
+        {"path": make_image(os.path.join(images, "v.qcow2"), "qcow2", 8), "serial": "V1"},
+        {
+            "path": make_image(os.path.join(images, "s.raw"), "raw", 8),
+            "format": "raw",
+            "bus": "scsi",
+            "serial": "S1",
+            "cache": "directsync",
+        },
+        {
+            "path": make_image(os.path.join(images, "a.qcow2"), "qcow2", 8),
+            "bus": "sata",
+            "serial": "A1",
+            "cache": "unsafe",
+        },
+        {
+            "path": make_image(os.path.join(images, "c.iso"), "raw", 1),
+            "format": "raw",
+            "bus": "sata",
+            "media": "cdrom",
+            "boot_order": 1,
+        },
+    ]
+    out = svc.ensure({"name": "buses", "state": "paused", "accel": "tcg", "memory_mb": 64, "disks": disks}, False)
     rec = svc.store.get_vm("buses")
     blocks = {b["qdev"]: b for b in svc.lifecycle.qmp(rec, "query-block")}
     assert len(blocks) == 4, blocks.keys()
     by_file = {b["inserted"]["file"]: b for b in blocks.values()}
     assert by_file[disks[3]["path"]]["inserted"]["ro"] is True
-    assert by_file[disks[2]["path"]]["inserted"]["cache"] == {"direct": False, "no-flush": True,
-                                                              "writeback": True}
+    assert by_file[disks[2]["path"]]["inserted"]["cache"] == {"direct": False, "no-flush": True, "writeback": True}
     assert by_file[disks[1]["path"]]["inserted"]["cache"]["direct"] is True
     assert out.vm["status"] == "paused"
 
 
-@pytest.mark.parametrize("disk,field,phrase", [
-    ({"path": "relative.qcow2"}, "disks[0].path", "absolute"),
-    ({"path": "/etc/passwd"}, "disks[0].path", "outside the storage roots"),
-    ({"path": "IMAGES/../../escape.qcow2"}, "disks[0].path", "outside the storage roots"),
-    ({"path": "IMAGES/link.qcow2"}, "disks[0].path", "outside the storage roots"),
-    ({"path": "IMAGES/missing.qcow2"}, "disks[0].path", "does not exist"),
-    ({"path": "IMAGES/ok.qcow2", "bus": "usb"}, "disks[0].bus", "must be one of"),
-    ({"path": "IMAGES/ok.qcow2", "cache": "fast"}, "disks[0].cache", "must be one of"),
-    ({"path": "IMAGES/ok.qcow2", "aio": "native"}, "disks[0].aio", "O_DIRECT"),
-    ({"path": "IMAGES/ok.qcow2", "serial": "a,b=c"}, "disks[0].serial", "letters"),
-    ({"path": "IMAGES/ok.qcow2", "media": "cdrom"}, "disks[0].media", "cdrom needs"),
-])
+@pytest.mark.parametrize(
+    "disk,field,phrase",
+    [
+        ({"path": "relative.qcow2"}, "disks[0].path", "absolute"),
+        ({"path": "/etc/passwd"}, "disks[0].path", "outside the storage roots"),
+        ({"path": "IMAGES/../../escape.qcow2"}, "disks[0].path", "outside the storage roots"),
+        ({"path": "IMAGES/link.qcow2"}, "disks[0].path", "outside the storage roots"),
+        ({"path": "IMAGES/missing.qcow2"}, "disks[0].path", "does not exist"),
+        ({"path": "IMAGES/ok.qcow2", "bus": "usb"}, "disks[0].bus", "must be one of"),
+        ({"path": "IMAGES/ok.qcow2", "cache": "fast"}, "disks[0].cache", "must be one of"),
+        ({"path": "IMAGES/ok.qcow2", "aio": "native"}, "disks[0].aio", "O_DIRECT"),
+        ({"path": "IMAGES/ok.qcow2", "serial": "a,b=c"}, "disks[0].serial", "letters"),
+        ({"path": "IMAGES/ok.qcow2", "media": "cdrom"}, "disks[0].media", "cdrom needs"),
+    ],
+)
 def test_bad_disks_change_nothing(disk_service, images, workdir, disk, field, phrase):
     make_image(os.path.join(images, "ok.qcow2"), "qcow2", 1)
     os.symlink("/etc/hostname", os.path.join(images, "link.qcow2"))
@@ -141,8 +160,14 @@ def test_encrypted_volumes_in_the_guest(disk_service, guest_params, images, work
     volumes.ensure({"path": hot, "size": "8M", "format": "raw", "encrypt": True}, False)
     keys = [read_luks_key(svc.store, svc.secret_box, p) for p in (cold, hot)]
 
-    params = dict(guest_params, name="sealed", memory_mb=256, console_socket=True, state="running",
-                  disks=[{"path": cold, "serial": "LUKS01"}])
+    params = dict(
+        guest_params,
+        name="sealed",
+        memory_mb=256,
+        console_socket=True,
+        state="running",
+        disks=[{"path": cold, "serial": "LUKS01"}],
+    )
     vm = svc.ensure(params, False).vm
     wait_ready(vm["serial_log"])
     sock = vm["console_socket_path"]
@@ -154,9 +179,10 @@ def test_encrypted_volumes_in_the_guest(disk_service, guest_params, images, work
     assert svc.ensure(params, False).actions == ["update", "hotplug_disks"]
     assert wait_for(lambda: "LUKS02" in guest_disks(sock))
     rc, out = serial_report.channel_command(
-        sock, "printf SEALED > /m && dd if=/m of=/dev/%s bs=512 seek=1 conv=fsync 2>&1 && "
-        "dd if=/dev/%s bs=512 skip=1 count=1 2>/dev/null | head -c 6"
-        % ((guest_disks(sock)["LUKS02"]["name"],) * 2))
+        sock,
+        "printf SEALED > /m && dd if=/m of=/dev/%s bs=512 seek=1 conv=fsync 2>&1 && "
+        "dd if=/dev/%s bs=512 skip=1 count=1 2>/dev/null | head -c 6" % ((guest_disks(sock)["LUKS02"]["name"],) * 2),
+    )
     assert (rc, out.strip().splitlines()[-1]) == (0, "SEALED"), out
     with open(hot, "rb") as fh:
         assert b"SEALED" not in fh.read(), "the data on the host is encrypted"

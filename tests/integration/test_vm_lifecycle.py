@@ -25,8 +25,7 @@ FIRMWARE_SLACK_KIB = 2048
 
 
 def assert_memory(report, memory_mb):
-    assert memory_mb * 1024 - FIRMWARE_SLACK_KIB < report.system_ram_kib <= memory_mb * 1024, \
-        report.system_ram_kib
+    assert memory_mb * 1024 - FIRMWARE_SLACK_KIB < report.system_ram_kib <= memory_mb * 1024, report.system_ram_kib
 
 
 def ensure(service, check_mode=False, **params):
@@ -232,16 +231,19 @@ def test_a_foreign_process_in_the_pidfile_means_not_running(service, workdir):
         other.wait()
 
 
-@pytest.mark.parametrize("params,field", [
-    ({"name": "a/b"}, "name"),
-    ({"name": "x" * 65}, "name"),
-    ({"name": "ok", "vcpus": 0}, "vcpus"),
-    ({"name": "ok", "vcpus": 4096}, "vcpus"),
-    ({"name": "ok", "memory_mb": 8}, "memory_mb"),
-    ({"name": "ok", "machine_type": "virt"}, "machine_type"),
-    ({"name": "ok", "kernel": "/nonexistent/vmlinuz"}, "kernel"),
-    ({"name": "ok", "cpu_model": "max,kernel=/etc/passwd"}, "cpu_model"),
-])
+@pytest.mark.parametrize(
+    "params,field",
+    [
+        ({"name": "a/b"}, "name"),
+        ({"name": "x" * 65}, "name"),
+        ({"name": "ok", "vcpus": 0}, "vcpus"),
+        ({"name": "ok", "vcpus": 4096}, "vcpus"),
+        ({"name": "ok", "memory_mb": 8}, "memory_mb"),
+        ({"name": "ok", "machine_type": "virt"}, "machine_type"),
+        ({"name": "ok", "kernel": "/nonexistent/vmlinuz"}, "kernel"),
+        ({"name": "ok", "cpu_model": "max,kernel=/etc/passwd"}, "cpu_model"),
+    ],
+)
 def test_bad_input_creates_nothing(service, workdir, params, field):
     with pytest.raises(SpecError) as err:
         ensure(service, state="running", **params)

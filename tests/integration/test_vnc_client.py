@@ -73,11 +73,27 @@ def start_vm(request):
                 shutil.rmtree(workdir, ignore_errors=True)
 
         request.addfinalizer(cleanup)
-        argv = ["qemu-system-x86_64", "-machine", "q35", "-accel", "tcg", "-nodefaults",
-                "-display", "none", "-uuid", vm_uuid, *extra_argv,
-                "-vnc", "%s:0,to=99%s" % (LOOPBACK, vnc_extra),
-                "-qmp", "unix:%s,server=on,wait=off" % os.path.join(workdir, "qmp.sock"),
-                "-S", "-daemonize", "-pidfile", pidfile]
+        argv = [
+            "qemu-system-x86_64",
+            "-machine",
+            "q35",
+            "-accel",
+            "tcg",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-uuid",
+            vm_uuid,
+            *extra_argv,
+            "-vnc",
+            "%s:0,to=99%s" % (LOOPBACK, vnc_extra),
+            "-qmp",
+            "unix:%s,server=on,wait=off" % os.path.join(workdir, "qmp.sock"),
+            "-S",
+            "-daemonize",
+            "-pidfile",
+            pidfile,
+        ]
         rc, err = run_daemonized(argv, timeout=30)
         assert rc == 0, "QEMU did not start: %s" % err
         pid = read_pidfile(pidfile)

@@ -45,13 +45,18 @@ def python_without_qmp(tmp_path_factory):
             continue
         (links / entry).symlink_to(os.path.join(source, entry))
     # addsitedir, not a bare path line: the linked packages' own .pth files are honoured too.
-    (venv.joinpath(site_packages(str(venv))[len(str(venv)) + 1:]) / "infinivirt-test.pth").write_text(
-        "import site; site.addsitedir(%r)\n" % str(links))
+    (venv.joinpath(site_packages(str(venv))[len(str(venv)) + 1 :]) / "infinivirt-test.pth").write_text(
+        "import site; site.addsitedir(%r)\n" % str(links)
+    )
     python = str(venv / "bin" / "python")
     lacks = subprocess.run([python, "-c", "import qemu.qmp"], capture_output=True, text=True, check=False)
     assert lacks.returncode != 0 and "No module named 'qemu'" in lacks.stderr, lacks.stderr
-    has = subprocess.run([python, "-c", "import ansible, pyroute2, cryptography, yaml; print(ansible.__file__)"],
-                         capture_output=True, text=True, check=False)
+    has = subprocess.run(
+        [python, "-c", "import ansible, pyroute2, cryptography, yaml; print(ansible.__file__)"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert has.returncode == 0, has.stderr
     assert has.stdout.strip().startswith(str(links)), has.stdout
     return python
@@ -69,15 +74,20 @@ def test_the_modules_without_qemu_qmp(python_without_qmp, netns, tmp_path):
     work = tmp_path / "work"
     root = work / "images"
     root.mkdir(parents=True)
-    done = run_playbook("without_qmp.yml", {
-        "db_url": "sqlite:///%s/x.db" % work,
-        "run_dir": str(work / "run"),
-        "netns": netns,
-        "root": str(root),
-        "key_file": str(work / "secret.key"),
-        "new_key_file": str(work / "secret-2.key"),
-        "ansible_python_interpreter": python_without_qmp,
-    }, timeout=600, verbosity=1)
+    done = run_playbook(
+        "without_qmp.yml",
+        {
+            "db_url": "sqlite:///%s/x.db" % work,
+            "run_dir": str(work / "run"),
+            "netns": netns,
+            "root": str(root),
+            "key_file": str(work / "secret.key"),
+            "new_key_file": str(work / "secret-2.key"),
+            "ansible_python_interpreter": python_without_qmp,
+        },
+        timeout=600,
+        verbosity=1,
+    )
     out = done.stdout + done.stderr
     assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-3000:]
     assert "WITHOUT_QMP_OK" in done.stdout and "failed=0" in done.stdout, out[-6000:]

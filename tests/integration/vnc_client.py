@@ -48,8 +48,10 @@ def _recv_exact(sock: socket.socket, count: int, what: str) -> bytes:
         except socket.timeout:
             raise VncError("timed out waiting for %s" % what) from None
         if not chunk:
-            raise VncError("the server closed the connection while the client waited for %s (got %d of %d bytes)"
-                           % (what, len(buf), count))
+            raise VncError(
+                "the server closed the connection while the client waited for %s (got %d of %d bytes)"
+                % (what, len(buf), count)
+            )
         buf += chunk
     return buf
 
@@ -156,8 +158,9 @@ def _authenticate(sock: socket.socket, password: Optional[str]) -> str:
             return "none"
         if SEC_VNC_AUTH in types:
             return "password-required"
-        raise VncError("the server offers security types %s; this client speaks only None (1) and "
-                       "VNC Authentication (2)" % types)
+        raise VncError(
+            "the server offers security types %s; this client speaks only None (1) and VNC Authentication (2)" % types
+        )
     if version != (3, 3):
         sock.sendall(bytes([SEC_VNC_AUTH]))
     challenge = _recv_exact(sock, 16, "the VNC Authentication challenge")

@@ -55,6 +55,7 @@ NO_VM_ENGINE = ("infinivirt_net", "infinivirt_firewall", "infinivirt_secret_key"
 
 # -- the import graph ----------------------------------------------------------------------
 
+
 class Imp:
     """One import statement's target as written: ``module`` (dotted, absolute) and, for
     ``from module import name``, ``name``."""
@@ -100,7 +101,7 @@ def _imports_of(path_str: str, plugins_str: str, text: str) -> List[Imp]:
                 base = dotted_of(path, plugins).split(".")
                 if path.name != "__init__.py":
                     base.pop()
-                base = base[:len(base) - (node.level - 1)]
+                base = base[: len(base) - (node.level - 1)]
                 module = ".".join(base + ([module] if module else []))
             found += [Imp(module, alias.name, node.lineno) for alias in node.names]
     return found
@@ -110,7 +111,7 @@ def file_of(dotted: str, plugins: Path) -> Optional[Path]:
     """The file a dotted collection name stands for, or None."""
     if not dotted.startswith(PREFIX):
         return None
-    base = plugins.parent.joinpath(*dotted[len(PREFIX):].split("."))
+    base = plugins.parent.joinpath(*dotted[len(PREFIX) :].split("."))
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
         if candidate.is_file():
             return candidate
@@ -178,6 +179,7 @@ def is_under(rel: str, packages) -> bool:
 
 
 # -- the rules -------------------------------------------------------------------------------
+
 
 def pure_model_violations(plugins: Path) -> List[str]:
     bad = []
@@ -277,14 +279,19 @@ def print_payload_sizes(plugins: Path = PLUGINS) -> Dict[str, int]:
 
 # -- the tests on the work tree --------------------------------------------------------------
 
+
 def test_pure_models_touch_no_host():
     assert pure_model_violations(PLUGINS) == []
 
 
 def test_known_exceptions_still_needed():
     """An exception that no longer applies must go, so the rule gets its teeth back."""
-    used = {(model, rel) for model in PURE_MODELS if (PLUGINS / "module_utils" / model).is_file()
-            for _, rel in mu_imports(PLUGINS / "module_utils" / model, PLUGINS, with_inits=False)}
+    used = {
+        (model, rel)
+        for model in PURE_MODELS
+        if (PLUGINS / "module_utils" / model).is_file()
+        for _, rel in mu_imports(PLUGINS / "module_utils" / model, PLUGINS, with_inits=False)
+    }
     assert sorted(KNOWN_IMPURE - used) == []
 
 
@@ -308,8 +315,15 @@ def test_payloads_hold_only_their_service():
 
 def test_payload_sizes():
     sizes = print_payload_sizes()
-    assert set(sizes) >= {"infinivirt_vm", "infinivirt_net", "infinivirt_disk", "infinivirt_secret_key",
-                          "infinivirt_firewall", "infinivirt_snapshot", "infinivirt_vm_info"}
+    assert set(sizes) >= {
+        "infinivirt_vm",
+        "infinivirt_net",
+        "infinivirt_disk",
+        "infinivirt_secret_key",
+        "infinivirt_firewall",
+        "infinivirt_snapshot",
+        "infinivirt_vm_info",
+    }
     # The key rotation module ships the least.
     assert sizes["infinivirt_secret_key"] == min(sizes.values())
 
@@ -323,6 +337,7 @@ def test_infinivirt_disk_ships_no_vm_engine():
 
 
 # -- the rules catch what they should (planted in a copy of plugins/) --------------------------
+
 
 @pytest.fixture
 def plugins_copy(tmp_path):
@@ -350,7 +365,8 @@ def test_plant_os_in_a_pure_model(plugins_copy):
     plant(plugins_copy, "module_utils/vm/spec.py", "import os.path")
     assert pure_model_violations(plugins_copy) == [
         "vm/spec.py: import os.path (line %d): a pure model imports os.path"
-        % lines(plugins_copy, "module_utils/vm/spec.py")]
+        % lines(plugins_copy, "module_utils/vm/spec.py")
+    ]
 
 
 def test_plant_from_import_in_a_pure_model(plugins_copy):
@@ -360,23 +376,32 @@ def test_plant_from_import_in_a_pure_model(plugins_copy):
 
 
 def test_plant_host_in_a_pure_model(plugins_copy):
-    plant(plugins_copy, "module_utils/firewall/rules.py",
-          "from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import open_store")
+    plant(
+        plugins_copy,
+        "module_utils/firewall/rules.py",
+        "from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import open_store",
+    )
     bad = pure_model_violations(plugins_copy)
     assert "firewall/rules.py" in bad[0] and "store/factory.py" in bad[0]
     assert "from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import open_store" in bad[0]
 
 
 def test_plant_service_in_a_pure_model(plugins_copy):
-    plant(plugins_copy, "module_utils/vm/plan.py",
-          "from ansible_collections.infinivirt.core.plugins.module_utils.vm import lifecycle")
+    plant(
+        plugins_copy,
+        "module_utils/vm/plan.py",
+        "from ansible_collections.infinivirt.core.plugins.module_utils.vm import lifecycle",
+    )
     bad = pure_model_violations(plugins_copy)
     assert len(bad) == 1 and "vm/plan.py" in bad[0] and "vm/lifecycle.py, which is not a pure model" in bad[0]
 
 
 def test_plant_host_in_store(plugins_copy):
-    plant(plugins_copy, "module_utils/store/sqlite.py",
-          "import ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe")
+    plant(
+        plugins_copy,
+        "module_utils/store/sqlite.py",
+        "import ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe",
+    )
     bad = store_violations(plugins_copy)
     assert len(bad) == 1 and bad[0].startswith("store/sqlite.py: import ")
     assert bad[0].endswith("store/ imports qemu/probe.py")
@@ -396,28 +421,45 @@ def test_plant_ansible_outside_the_binding(plugins_copy):
 
 
 def test_plant_a_missing_file(plugins_copy):
-    plant(plugins_copy, "module_utils/network/service.py",
-          "from ansible_collections.infinivirt.core.plugins.module_utils.host.bridge import make")
+    plant(
+        plugins_copy,
+        "module_utils/network/service.py",
+        "from ansible_collections.infinivirt.core.plugins.module_utils.host.bridge import make",
+    )
     bad = unresolved_imports(plugins_copy)
     assert len(bad) == 1 and bad[0].startswith("module_utils/network/service.py: from ")
     assert "host.bridge import make" in bad[0]
 
 
 def test_plant_the_vm_engine_in_net(plugins_copy):
-    plant(plugins_copy, "module_utils/host/dnsmasq.py",
-          "from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession")
+    plant(
+        plugins_copy,
+        "module_utils/host/dnsmasq.py",
+        "from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession",
+    )
     bad = payload_violations(plugins_copy)
     assert len(bad) == 1 and bad[0].startswith("infinivirt_net ships qemu/qmp.py: infinivirt_net.py:"), bad
-    assert bad[0].endswith(" -> network/service.py:%d -> host/dnsmasq.py:%d -> qemu/qmp.py" % (
-        first_line(plugins_copy, "module_utils/network/service.py", "module_utils.host import dnsmasq"),
-        lines(plugins_copy, "module_utils/host/dnsmasq.py"))), bad
+    assert bad[0].endswith(
+        " -> network/service.py:%d -> host/dnsmasq.py:%d -> qemu/qmp.py"
+        % (
+            first_line(plugins_copy, "module_utils/network/service.py", "module_utils.host import dnsmasq"),
+            lines(plugins_copy, "module_utils/host/dnsmasq.py"),
+        )
+    ), bad
 
 
 def test_plant_network_in_secret_key(plugins_copy):
-    plant(plugins_copy, "module_utils/secrets/rotation.py",
-          "from ansible_collections.infinivirt.core.plugins.module_utils.firewall import rules")
+    plant(
+        plugins_copy,
+        "module_utils/secrets/rotation.py",
+        "from ansible_collections.infinivirt.core.plugins.module_utils.firewall import rules",
+    )
     bad = payload_violations(plugins_copy)
-    assert [b.split(":")[0] for b in bad] == ["infinivirt_secret_key ships firewall/__init__.py",
-                                              "infinivirt_secret_key ships firewall/rules.py"], bad
-    assert all(" -> secrets/rotation.py:%d -> firewall/" % lines(plugins_copy, "module_utils/secrets/rotation.py")
-               in b for b in bad), bad
+    assert [b.split(":")[0] for b in bad] == [
+        "infinivirt_secret_key ships firewall/__init__.py",
+        "infinivirt_secret_key ships firewall/rules.py",
+    ], bad
+    assert all(
+        " -> secrets/rotation.py:%d -> firewall/" % lines(plugins_copy, "module_utils/secrets/rotation.py") in b
+        for b in bad
+    ), bad

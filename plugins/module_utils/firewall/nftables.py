@@ -61,6 +61,7 @@ class FirewallError(InfinivirtError):
 
 # -- names ----------------------------------------------------------------------------------
 
+
 def vm_chain(vm_uuid: str, direction: str) -> str:
     return "vm-%s-%s" % (vm_uuid, direction)
 
@@ -78,6 +79,7 @@ def is_dept_chain(name: str) -> bool:
 
 
 # -- expressions ----------------------------------------------------------------------------
+
 
 def _one_or_set(items: Sequence[Any]) -> Any:
     return items[0] if len(items) == 1 else {"set": list(items)}
@@ -198,13 +200,24 @@ def anti_spoofing_rules(port: Port) -> List[Rule]:
         return rules
     v4 = sorted({str(ipaddress.ip_address(a)) for a in port.ips if ipaddress.ip_address(a).version == 4})
     v6 = sorted({str(ipaddress.ip_address(a)) for a in port.ips if ipaddress.ip_address(a).version == 6})
-    rules.append(_rule(label + " ethertype", [
-        iif, match(payload("ether", "type"), {"set": ["ip", "arp", "ip6"]}, "!="), DROP]))
-    rules.append(_rule(label + " arp ip", [
-        iif, match(payload("arp", "saddr ip"), _one_or_set(v4 + ["0.0.0.0"]), "!="), DROP]))
-    rules.append(_rule(label + " dhcp", [
-        iif, match(payload("ip", "saddr"), "0.0.0.0"), match(payload("udp", "sport"), 68),
-        match(payload("udp", "dport"), 67), RETURN]))
+    rules.append(
+        _rule(label + " ethertype", [iif, match(payload("ether", "type"), {"set": ["ip", "arp", "ip6"]}, "!="), DROP])
+    )
+    rules.append(
+        _rule(label + " arp ip", [iif, match(payload("arp", "saddr ip"), _one_or_set(v4 + ["0.0.0.0"]), "!="), DROP])
+    )
+    rules.append(
+        _rule(
+            label + " dhcp",
+            [
+                iif,
+                match(payload("ip", "saddr"), "0.0.0.0"),
+                match(payload("udp", "sport"), 68),
+                match(payload("udp", "dport"), 67),
+                RETURN,
+            ],
+        )
+    )
     if v4:
         rules.append(_rule(label + " ipv4", [iif, match(payload("ip", "saddr"), _one_or_set(v4), "!="), DROP]))
     else:
@@ -225,17 +238,22 @@ def infrastructure_rules(direction: str) -> List[Rule]:
     return [
         _rule("infrastructure arp", [match(payload("ether", "type"), "arp"), RETURN]),
         _rule("infrastructure neighbour discovery", [match(payload("icmpv6", "type"), {"set": nd}), RETURN]),
-        _rule("infrastructure dhcp", [match(payload("udp", "sport"), client),
-                                      match(payload("udp", "dport"), server), RETURN]),
-        _rule("infrastructure dhcpv6", [match(payload("udp", "sport"), client6),
-                                        match(payload("udp", "dport"), server6), RETURN]),
+        _rule(
+            "infrastructure dhcp",
+            [match(payload("udp", "sport"), client), match(payload("udp", "dport"), server), RETURN],
+        ),
+        _rule(
+            "infrastructure dhcpv6",
+            [match(payload("udp", "sport"), client6), match(payload("udp", "dport"), server6), RETURN],
+        ),
         _rule("infrastructure icmp errors", [match(payload("icmp", "type"), {"set": ICMP_ERRORS}), RETURN]),
         _rule("infrastructure icmpv6 errors", [match(payload("icmpv6", "type"), {"set": ICMPV6_ERRORS}), RETURN]),
     ]
 
 
-def vm_chains(vm_uuid: str, ports: Sequence[Port], ruleset: Optional[RuleSet],
-              department: Optional[str]) -> Dict[str, List[Rule]]:
+def vm_chains(
+    vm_uuid: str, ports: Sequence[Port], ruleset: Optional[RuleSet], department: Optional[str]
+) -> Dict[str, List[Rule]]:
     """The two chains of a VM, or none when it has neither rules of its own nor a
     department (it is not filtered at all then)."""
     if not ports or (ruleset is None and not department):
@@ -257,16 +275,18 @@ def vm_chains(vm_uuid: str, ports: Sequence[Port], ruleset: Optional[RuleSet],
 
 def dept_chains(department: str, ruleset: Optional[RuleSet]) -> Dict[str, List[Rule]]:
     """A department without stored rules is an empty pair of chains (it lets all through)."""
-    return {dept_chain(department, d): scope_rules(ruleset, d, "department %s" % department)
-            for d in ("in", "out")}
+    return {dept_chain(department, d): scope_rules(ruleset, d, "department %s" % department) for d in ("in", "out")}
 
 
 def vm_elements(vm_uuid: str, ports: Sequence[Port]) -> Dict[str, Dict[str, str]]:
-    return {FROM_VM: {p.tap: vm_chain(vm_uuid, "out") for p in ports},
-            TO_VM: {p.tap: vm_chain(vm_uuid, "in") for p in ports}}
+    return {
+        FROM_VM: {p.tap: vm_chain(vm_uuid, "out") for p in ports},
+        TO_VM: {p.tap: vm_chain(vm_uuid, "in") for p in ports},
+    }
 
 
 # -- what the kernel has -------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class KernelView:
@@ -292,8 +312,12 @@ class KernelView:
                 view.chains.setdefault(chain["name"], [])
                 view.jumps.setdefault(chain["name"], set())
                 if "hook" in chain:
-                    view.hooks[chain["name"]] = (chain.get("type"), chain.get("hook"), chain.get("prio"),
-                                                 chain.get("policy"))
+                    view.hooks[chain["name"]] = (
+                        chain.get("type"),
+                        chain.get("hook"),
+                        chain.get("prio"),
+                        chain.get("policy"),
+                    )
             elif "rule" in item:
                 rule = item["rule"]
                 view.chains.setdefault(rule["chain"], []).append(rule.get("comment"))
@@ -301,8 +325,7 @@ class KernelView:
             elif "map" in item:
                 found = item["map"]
                 view.map_types[found["name"]] = (found.get("type"), found.get("map"))
-                view.maps[found["name"]] = {_elem_key(key): _target(value)
-                                            for key, value in found.get("elem", [])}
+                view.maps[found["name"]] = {_elem_key(key): _target(value) for key, value in found.get("elem", [])}
         return view
 
     def vm_chains(self) -> Set[str]:
@@ -334,8 +357,10 @@ def _target(value: Any) -> Optional[str]:
 
 
 def _base_rules(chain: str) -> List[Rule]:
-    return [_rule("dispatch %s" % name, [{"vmap": {"key": meta(key), "data": "@" + name}}])
-            for name, key in BASE_CHAINS[chain][1]]
+    return [
+        _rule("dispatch %s" % name, [{"vmap": {"key": meta(key), "data": "@" + name}}])
+        for name, key in BASE_CHAINS[chain][1]
+    ]
 
 
 def skeleton_in_sync(view: KernelView) -> bool:
@@ -348,6 +373,7 @@ def skeleton_in_sync(view: KernelView) -> bool:
 
 
 # -- the transaction -----------------------------------------------------------------------
+
 
 def _obj(kind: str, **fields: Any) -> Dict[str, Any]:
     return {kind: dict({"family": FAMILY, "table": TABLE}, **fields)}
@@ -365,13 +391,15 @@ def skeleton_ops() -> List[Dict[str, Any]]:
     for chain, (hook, _maps) in BASE_CHAINS.items():
         ops.append({"add": _obj("chain", name=chain, type="filter", hook=hook, prio=PRIORITY, policy="accept")})
         ops.append({"flush": _obj("chain", name=chain)})
-        ops += [{"add": _obj("rule", chain=chain, expr=exprs, comment=comment)}
-                for comment, exprs in _base_rules(chain)]
+        ops += [
+            {"add": _obj("rule", chain=chain, expr=exprs, comment=comment)} for comment, exprs in _base_rules(chain)
+        ]
     return ops
 
 
-def plan(view: KernelView, owned: Set[str], chains: Dict[str, List[Rule]],
-         elements: Dict[str, Dict[str, str]]) -> List[Dict[str, Any]]:
+def plan(
+    view: KernelView, owned: Set[str], chains: Dict[str, List[Rule]], elements: Dict[str, Dict[str, str]]
+) -> List[Dict[str, Any]]:
     """The operations that bring ``view`` to the wanted state, [] if it is there.
 
     ``owned``: the chains this change is responsible for (a VM's two chains); those not in
@@ -399,8 +427,7 @@ def plan(view: KernelView, owned: Set[str], chains: Dict[str, List[Rule]],
         for key in sorted(have):
             if (have[key] in owned or key in want) and want.get(key) != have[key]:
                 ops.append({"delete": _obj("element", name=map_name, elem=[key])})
-        adds = [[key, {"jump": {"target": target}}] for key, target in sorted(want.items())
-                if have.get(key) != target]
+        adds = [[key, {"jump": {"target": target}}] for key, target in sorted(want.items()) if have.get(key) != target]
         if adds:
             ops.append({"add": _obj("element", name=map_name, elem=adds)})
     for name in dropped_chains:
@@ -429,6 +456,7 @@ def document(ops: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
 
 # -- running nft ----------------------------------------------------------------------------
 
+
 class Nft:
     """``nft`` in a network namespace. ``writes`` counts the transactions sent."""
 
@@ -437,8 +465,9 @@ class Nft:
         self.writes = 0
         self._reject: Optional[bool] = None
 
-    def _run(self, args: List[str], netns: Optional[str],
-             stdin: Optional[str] = None) -> "subprocess.CompletedProcess[str]":
+    def _run(
+        self, args: List[str], netns: Optional[str], stdin: Optional[str] = None
+    ) -> "subprocess.CompletedProcess[str]":
         return run_nft(args, netns, stdin=stdin, timeout=self.timeout)
 
     def read(self, netns: Optional[str]) -> KernelView:
@@ -446,8 +475,9 @@ class Nft:
         if done.returncode != 0:
             if "No such file or directory" in done.stderr:
                 return KernelView()
-            raise FirewallError("nft could not list table %s %s in %s: %s" % (
-                FAMILY, TABLE, where(netns), done.stderr.strip()))
+            raise FirewallError(
+                "nft could not list table %s %s in %s: %s" % (FAMILY, TABLE, where(netns), done.stderr.strip())
+            )
         try:
             return KernelView.parse(json.loads(done.stdout or "{}"))
         except ValueError as exc:
@@ -457,20 +487,23 @@ class Nft:
         """One atomic transaction: all of it, or (on any error) none of it."""
         if not check:
             self.writes += 1
-        done = self._run(["-j"] + (["-c"] if check else []) + ["-f", "-"], netns,
-                         stdin=json.dumps(document(ops)))
+        done = self._run(["-j"] + (["-c"] if check else []) + ["-f", "-"], netns, stdin=json.dumps(document(ops)))
         if done.returncode != 0:
-            raise FirewallError("nft refused the firewall transaction in %s (nothing was changed): %s"
-                                % (where(netns), _first_lines(done.stderr)))
+            raise FirewallError(
+                "nft refused the firewall transaction in %s (nothing was changed): %s"
+                % (where(netns), _first_lines(done.stderr))
+            )
 
     def reject_supported(self, netns: Optional[str]) -> bool:
         """Whether the kernel can reject in the bridge family (CONFIG_NFT_BRIDGE_REJECT):
         asked once with ``nft -c``, which checks a transaction without committing it."""
         if self._reject is None:
             probe = "infinivirt-probe"
-            ops = [{"add": {"table": {"family": FAMILY, "name": probe}}},
-                   {"add": {"chain": {"family": FAMILY, "table": probe, "name": "c"}}},
-                   {"add": {"rule": {"family": FAMILY, "table": probe, "chain": "c", "expr": [{"reject": None}]}}}]
+            ops = [
+                {"add": {"table": {"family": FAMILY, "name": probe}}},
+                {"add": {"chain": {"family": FAMILY, "table": probe, "name": "c"}}},
+                {"add": {"rule": {"family": FAMILY, "table": probe, "chain": "c", "expr": [{"reject": None}]}}},
+            ]
             done = self._run(["-j", "-c", "-f", "-"], netns, stdin=json.dumps(document(ops)))
             self._reject = done.returncode == 0
         return self._reject
@@ -490,5 +523,7 @@ def check_reject(rulesets: Sequence[RuleSet], nft: Nft, netns: Optional[str]) ->
     for ruleset in rulesets:
         for index, rule in enumerate(ruleset.rules):
             if rule.action == "reject" and not nft.reject_supported(netns):
-                raise SpecError("rules[%d].action" % index, "this kernel cannot reject in the bridge "
-                                "family (it lacks CONFIG_NFT_BRIDGE_REJECT); use drop")
+                raise SpecError(
+                    "rules[%d].action" % index,
+                    "this kernel cannot reject in the bridge family (it lacks CONFIG_NFT_BRIDGE_REJECT); use drop",
+                )

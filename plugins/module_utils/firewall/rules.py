@@ -56,9 +56,15 @@ class RuleSpec:
         return {"icmp": "ip", "icmpv6": "ip6"}.get(self.protocol)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"name": self.name, "direction": self.direction, "protocol": self.protocol,
-                "ports": [port_text(r) for r in self.ports], "cidr": self.cidr,
-                "action": self.action, "comment": self.comment}
+        return {
+            "name": self.name,
+            "direction": self.direction,
+            "protocol": self.protocol,
+            "ports": [port_text(r) for r in self.ports],
+            "cidr": self.cidr,
+            "action": self.action,
+            "comment": self.comment,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,8 +77,7 @@ class RuleSet:
     anti_spoofing: bool = False  # scope vm only
 
     def settings(self) -> Dict[str, Any]:
-        return {"policy_in": self.policy_in, "policy_out": self.policy_out,
-                "anti_spoofing": self.anti_spoofing}
+        return {"policy_in": self.policy_in, "policy_out": self.policy_out, "anti_spoofing": self.anti_spoofing}
 
     def to_dict(self) -> Dict[str, Any]:
         data = dict(self.settings(), scope=self.scope, name=self.name)
@@ -91,8 +96,11 @@ def validate_comment(field: str, value: Any) -> Optional[str]:
         raise SpecError(field, "must be a string, got %r" % (value,))
     bad = sorted({ch for ch in value if ch in _COMMENT_FORBIDDEN or not ch.isprintable()})
     if bad:
-        raise SpecError(field, "%r contains %s; comments may not contain quotes, ';', braces, "
-                        "'#', backslashes or control characters" % (value, ", ".join(repr(c) for c in bad)))
+        raise SpecError(
+            field,
+            "%r contains %s; comments may not contain quotes, ';', braces, "
+            "'#', backslashes or control characters" % (value, ", ".join(repr(c) for c in bad)),
+        )
     if len(value.encode("utf-8")) > COMMENT_MAX_BYTES:
         raise SpecError(field, "must be at most %d bytes" % COMMENT_MAX_BYTES)
     return value
@@ -110,8 +118,9 @@ def validate_cidr(field: str, value: Any) -> Optional[str]:
     try:
         loose = ipaddress.ip_network(value, strict=False)
     except ValueError:
-        raise SpecError(field, "%r is not an IPv4 or IPv6 network such as 192.0.2.0/24 or "
-                        "2001:db8::/32" % (value,)) from None
+        raise SpecError(
+            field, "%r is not an IPv4 or IPv6 network such as 192.0.2.0/24 or 2001:db8::/32" % (value,)
+        ) from None
     raise SpecError(field, "%s has host bits set; the network is %s" % (value, loose))
 
 
@@ -167,12 +176,15 @@ def parse_rule(field: str, item: Any) -> RuleSpec:
     if cidr is not None:
         version = ipaddress.ip_network(cidr).version
         if (protocol, version) in (("icmp", 6), ("icmpv6", 4)):
-            raise SpecError(field + ".cidr", "%s is an IPv%d network but protocol %s is IPv%d only"
-                            % (cidr, version, protocol, 10 - version))
+            raise SpecError(
+                field + ".cidr",
+                "%s is an IPv%d network but protocol %s is IPv%d only" % (cidr, version, protocol, 10 - version),
+            )
     action = check_choice(field + ".action", item.get("action") or "accept", ACTIONS)
     comment = validate_comment(field + ".comment", item.get("comment"))
-    return RuleSpec(direction=direction, protocol=protocol, ports=ports, cidr=cidr, action=action,
-                    name=name, comment=comment)
+    return RuleSpec(
+        direction=direction, protocol=protocol, ports=ports, cidr=cidr, action=action, name=name, comment=comment
+    )
 
 
 def parse_rules(items: Optional[Sequence[Any]]) -> Tuple[RuleSpec, ...]:
@@ -199,13 +211,15 @@ def parse_ruleset(params: Mapping[str, Any]) -> RuleSet:
         validate_name(name)
     anti_spoofing = params.get("anti_spoofing")
     if scope == "department" and anti_spoofing is not None:
-        raise SpecError("anti_spoofing", "applies to scope vm only (it checks a VM's own "
-                        "addresses)")
+        raise SpecError("anti_spoofing", "applies to scope vm only (it checks a VM's own addresses)")
     return RuleSet(
-        scope=scope, name=name, rules=parse_rules(params.get("rules")),
+        scope=scope,
+        name=name,
+        rules=parse_rules(params.get("rules")),
         policy_in=check_choice("policy_in", params.get("policy_in") or "accept", POLICIES),
         policy_out=check_choice("policy_out", params.get("policy_out") or "accept", POLICIES),
-        anti_spoofing=bool(anti_spoofing if anti_spoofing is not None else scope == "vm"))
+        anti_spoofing=bool(anti_spoofing if anti_spoofing is not None else scope == "vm"),
+    )
 
 
 def rule_from_dict(data: Mapping[str, Any]) -> RuleSpec:

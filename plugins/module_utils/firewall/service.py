@@ -66,8 +66,6 @@ class Step:
         return nft.count_rules(self.ops)
 
 
-
-
 def _user() -> Optional[str]:
     try:
         return getpass.getuser()
@@ -76,8 +74,7 @@ def _user() -> Optional[str]:
 
 
 class FirewallService:
-    def __init__(self, store, hostname: str, lock_timeout: float = 60.0,
-                 runner: Optional[nft.Nft] = None):
+    def __init__(self, store, hostname: str, lock_timeout: float = 60.0, runner: Optional[nft.Nft] = None):
         self.store = store
         self.hostname = hostname
         self.lock_timeout = lock_timeout
@@ -131,8 +128,10 @@ class FirewallService:
             if rec is None:
                 raise SpecError("name", "VM %s does not exist" % name)
             if rec.running_spec is not None and rec.host != self.hostname:
-                raise StateError("VM %s runs on host %s: change its firewall rules there (they are "
-                                 "applied on the host that runs it)" % (name, rec.host))
+                raise StateError(
+                    "VM %s runs on host %s: change its firewall rules there (they are "
+                    "applied on the host that runs it)" % (name, rec.host)
+                )
             stored = self._stored("vm", rec.uuid)
             before = self._ruleset_of(stored, "vm", name)
             if wanted is not None:
@@ -143,16 +142,20 @@ class FirewallService:
             if not check_mode:
                 self._commit("vm", rec.uuid, name, wanted, stored, store_changed, steps)
             after = self._stored("vm", rec.uuid) if not check_mode else None
-        return _result(store_changed or bool(steps), "vm", name, before, wanted, steps,
-                       self._rule_views(wanted, stored, after))
+        return _result(
+            store_changed or bool(steps), "vm", name, before, wanted, steps, self._rule_views(wanted, stored, after)
+        )
 
     def _ensure_department(self, name: str, wanted: Optional[RuleSet], check_mode: bool) -> Dict[str, Any]:
         with contextlib.ExitStack() as stack:
             stack.enter_context(self.store.vm_lock("@department-" + name, self.lock_timeout))
             stored = self._stored("department", name)
             before = self._ruleset_of(stored, "department", name)
-            members = [vm for vm in self.store.list_vms(host=self.hostname)
-                       if vm.spec.department == name and vm.running_spec is not None]
+            members = [
+                vm
+                for vm in self.store.list_vms(host=self.hostname)
+                if vm.spec.department == name and vm.running_spec is not None
+            ]
             namespaces = {vm.running_spec.netns for vm in members}
             namespaces |= {row["netns"] for row in self.store.firewall_applied(self.hostname, department=name)}
             namespaces = {ns for ns in namespaces if _exists(ns)}
@@ -170,23 +173,40 @@ class FirewallService:
                 if ops:
                     steps.append(Step(netns, ops, what="department %s in %s" % (name, nft.where(netns))))
                 for vm in members:
-                    if vm.running_spec.netns == netns and ports(vm.running_spec.nics) and \
-                            nft.vm_chain(vm.uuid, "in") not in view.chains:
-                        warnings.append("VM %s has no firewall rules in %s; its next start, or "
-                                        "infinivirt_firewall with scope vm, applies them"
-                                        % (vm.name, nft.where(netns)))
+                    if (
+                        vm.running_spec.netns == netns
+                        and ports(vm.running_spec.nics)
+                        and nft.vm_chain(vm.uuid, "in") not in view.chains
+                    ):
+                        warnings.append(
+                            "VM %s has no firewall rules in %s; its next start, or "
+                            "infinivirt_firewall with scope vm, applies them" % (vm.name, nft.where(netns))
+                        )
             store_changed = before != wanted
             if not check_mode:
                 self._commit("department", name, name, wanted, stored, store_changed, steps)
             after = self._stored("department", name) if not check_mode else None
-        result = _result(store_changed or bool(steps), "department", name, before, wanted, steps,
-                         self._rule_views(wanted, stored, after))
+        result = _result(
+            store_changed or bool(steps),
+            "department",
+            name,
+            before,
+            wanted,
+            steps,
+            self._rule_views(wanted, stored, after),
+        )
         result["warnings"] = warnings
         return result
 
     # -- planning --------------------------------------------------------------------------
-    def _plan_vm(self, stack: contextlib.ExitStack, rec: VmRecord, ruleset: Optional[RuleSet],
-                 remove: bool = False, check_mode: bool = False) -> List[Step]:
+    def _plan_vm(
+        self,
+        stack: contextlib.ExitStack,
+        rec: VmRecord,
+        ruleset: Optional[RuleSet],
+        remove: bool = False,
+        check_mode: bool = False,
+    ) -> List[Step]:
         """Take the locks (into ``stack``) and plan the VM's steps: its chains in the
         namespace it runs in, and removal from every other one its rules may be in."""
         running = rec.running_spec if not remove and rec.host == self.hostname else None
@@ -211,20 +231,25 @@ class FirewallService:
         if chains:
             ops = nft.plan(self.nft.read(target), owned, chains, nft.vm_elements(rec.uuid, vm_ports))
             if ops:
-                steps.append(Step(target, ops, rec.uuid, True, department,
-                                  "VM %s in %s" % (rec.name, nft.where(target))))
+                steps.append(
+                    Step(target, ops, rec.uuid, True, department, "VM %s in %s" % (rec.name, nft.where(target)))
+                )
         for netns in sorted(others, key=lambda ns: ns or ""):
             ops = nft.plan(self.nft.read(netns), owned, {}, {})
             if ops:
-                steps.append(Step(netns, ops, rec.uuid, False, None,
-                                  "VM %s removed from %s" % (rec.name, nft.where(netns))))
+                steps.append(
+                    Step(netns, ops, rec.uuid, False, None, "VM %s removed from %s" % (rec.name, nft.where(netns)))
+                )
         if not check_mode:  # a journal out of date with nothing to change in nftables
             touched = {step.netns for step in steps}
             for row in rows:
                 if row["netns"] not in touched and not (chains and row["netns"] == target):
                     self.store.delete_firewall_applied(rec.uuid, self.hostname, row["netns"])
-            if chains and target not in touched and not any(
-                    row["netns"] == target and row["department"] == department for row in rows):
+            if (
+                chains
+                and target not in touched
+                and not any(row["netns"] == target and row["department"] == department for row in rows)
+            ):
                 self.store.put_firewall_applied(rec.uuid, self.hostname, target, department)
         return steps
 
@@ -243,8 +268,16 @@ class FirewallService:
             if step.vm_uuid is not None and not step.present:
                 self.store.delete_firewall_applied(step.vm_uuid, self.hostname, step.netns)
 
-    def _commit(self, scope: str, owner: str, name: str, wanted: Optional[RuleSet],
-                stored: Optional[Dict[str, Any]], store_changed: bool, steps: List[Step]) -> None:
+    def _commit(
+        self,
+        scope: str,
+        owner: str,
+        name: str,
+        wanted: Optional[RuleSet],
+        stored: Optional[Dict[str, Any]],
+        store_changed: bool,
+        steps: List[Step],
+    ) -> None:
         """Store and kernel together: with one transaction to apply, it runs inside the store
         transaction (an nft error leaves both as they were). With several (namespaces), each
         is checked first (``nft -c``), then the rules are stored and applied."""
@@ -266,24 +299,36 @@ class FirewallService:
         if wanted is None:
             self.store.delete_ruleset(scope, owner, before_commit=apply_inside)
         else:
-            self.store.put_ruleset(scope, owner, name, wanted.settings(), self._rows(wanted, stored),
-                                   self._source(), before_commit=apply_inside)
+            self.store.put_ruleset(
+                scope,
+                owner,
+                name,
+                wanted.settings(),
+                self._rows(wanted, stored),
+                self._source(),
+                before_commit=apply_inside,
+            )
         if not single:
             done = []
             for step in steps:
                 try:
                     self.nft.apply(step.ops, step.netns)
                 except nft.FirewallError as exc:
-                    raise nft.FirewallError("the rules are stored and applied to %s, but not to %s: %s; "
-                                            "run the task again to finish" % (
-                                                ", ".join(done) or "nothing", step.what, exc)) from exc
+                    raise nft.FirewallError(
+                        "the rules are stored and applied to %s, but not to %s: %s; "
+                        "run the task again to finish" % (", ".join(done) or "nothing", step.what, exc)
+                    ) from exc
                 done.append(step.what)
         self._after(steps)
 
     # -- the store side ----------------------------------------------------------------------
     def _source(self) -> Dict[str, Any]:
-        return {"host": self.hostname, "job_id": getattr(self.store, "job_id", None), "user": _user(),
-                "time": utc_now()}
+        return {
+            "host": self.hostname,
+            "job_id": getattr(self.store, "job_id", None),
+            "user": _user(),
+            "time": utc_now(),
+        }
 
     def _stored(self, scope: str, owner: str) -> Optional[Dict[str, Any]]:
         return self.store.get_ruleset(scope, owner)
@@ -292,10 +337,12 @@ class FirewallService:
     def _ruleset_of(stored: Optional[Dict[str, Any]], scope: str, name: str) -> Optional[RuleSet]:
         if stored is None:
             return None
-        return RuleSet(scope=scope, name=name,
-                       rules=tuple(rule_from_dict({k: v for k, v in r.items() if k != "source"})
-                                   for r in stored["rules"]),
-                       **stored["settings"])
+        return RuleSet(
+            scope=scope,
+            name=name,
+            rules=tuple(rule_from_dict({k: v for k, v in r.items() if k != "source"}) for r in stored["rules"]),
+            **stored["settings"],
+        )
 
     def _load(self, scope: str, owner: str, name: str) -> Optional[RuleSet]:
         return self._ruleset_of(self._stored(scope, owner), scope, name)
@@ -315,8 +362,9 @@ class FirewallService:
             rows.append(row)
         return rows
 
-    def _rule_views(self, wanted: Optional[RuleSet], stored: Optional[Dict[str, Any]],
-                    after: Optional[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    def _rule_views(
+        self, wanted: Optional[RuleSet], stored: Optional[Dict[str, Any]], after: Optional[Dict[str, Any]]
+    ) -> List[Dict[str, Any]]:
         if wanted is None:
             return []
         if after is not None:
@@ -343,13 +391,25 @@ def _view(ruleset: Optional[RuleSet]) -> Dict[str, Any]:
     return dict(ruleset.to_dict(), state="present")
 
 
-def _result(changed: bool, scope: str, name: str, before: Optional[RuleSet], after: Optional[RuleSet],
-            steps: Sequence[Step], rules: List[Dict[str, Any]]) -> Dict[str, Any]:
+def _result(
+    changed: bool,
+    scope: str,
+    name: str,
+    before: Optional[RuleSet],
+    after: Optional[RuleSet],
+    steps: Sequence[Step],
+    rules: List[Dict[str, Any]],
+) -> Dict[str, Any]:
     firewall = dict(_view(after), scope=scope, name=name)
     if after is not None:
         firewall["rules"] = rules
-    return {"changed": changed, "firewall": firewall,
-            "kernel_changes": [step.what for step in steps],
-            "rules_applied": sum(step.rules for step in steps),
-            "diff": {"before": dict(_view(before), scope=scope, name=name),
-                     "after": dict(_view(after), scope=scope, name=name)}}
+    return {
+        "changed": changed,
+        "firewall": firewall,
+        "kernel_changes": [step.what for step in steps],
+        "rules_applied": sum(step.rules for step in steps),
+        "diff": {
+            "before": dict(_view(before), scope=scope, name=name),
+            "after": dict(_view(after), scope=scope, name=name),
+        },
+    }

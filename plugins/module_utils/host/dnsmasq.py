@@ -65,19 +65,30 @@ class DnsmasqFiles:
 def binary() -> str:
     path = find_program("dnsmasq")
     if path is None:
-        raise NetError("mode nat needs dnsmasq for DHCP and DNS: it is not installed on this "
-                       "host (Debian/Ubuntu: apt install dnsmasq-base)")
+        raise NetError(
+            "mode nat needs dnsmasq for DHCP and DNS: it is not installed on this "
+            "host (Debian/Ubuntu: apt install dnsmasq-base)"
+        )
     return os.path.realpath(path)  # the same argv[0] whatever PATH finds it through (/sbin -> /usr/sbin)
 
 
 def argv(program: str, config: DnsmasqConfig, files: DnsmasqFiles) -> List[str]:
-    args = [program, "--conf-file=/dev/null", files.token, "--bind-interfaces",
-            "--interface=" + config.bridge, "--except-interface=lo", "--listen-address=" + config.gateway]
+    args = [
+        program,
+        "--conf-file=/dev/null",
+        files.token,
+        "--bind-interfaces",
+        "--interface=" + config.bridge,
+        "--except-interface=lo",
+        "--listen-address=" + config.gateway,
+    ]
     if config.dhcp_range is not None:
-        args += ["--dhcp-range=%s,%s,%s,%s" % (config.dhcp_range[0], config.dhcp_range[1],
-                                               config.netmask, config.lease),
-                 "--dhcp-leasefile=" + files.leasefile, "--dhcp-authoritative",
-                 "--dhcp-lease-max=%d" % config.lease_max]
+        args += [
+            "--dhcp-range=%s,%s,%s,%s" % (config.dhcp_range[0], config.dhcp_range[1], config.netmask, config.lease),
+            "--dhcp-leasefile=" + files.leasefile,
+            "--dhcp-authoritative",
+            "--dhcp-lease-max=%d" % config.lease_max,
+        ]
     if not config.dns:
         args.append("--port=0")  # no DNS, and no DNS server offered by DHCP
     return args
@@ -125,8 +136,9 @@ def start(wanted: List[str], files: DnsmasqFiles, netns: Optional[str]) -> int:
     except subprocess.TimeoutExpired:
         raise NetError("dnsmasq did not finish starting within %g s" % START_TIMEOUT) from None
     if done.returncode != 0:
-        raise NetError("dnsmasq did not start (exit status %d): %s"
-                       % (done.returncode, (done.stderr or done.stdout).strip()))
+        raise NetError(
+            "dnsmasq did not start (exit status %d): %s" % (done.returncode, (done.stderr or done.stdout).strip())
+        )
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         pid = read_pidfile(files.pidfile)

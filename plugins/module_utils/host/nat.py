@@ -60,27 +60,54 @@ def wanted_rules(rules: NatRules) -> List[Dict[str, Any]]:
     else:
         out = match(meta("oifname"), rules.bridge, "!=")
     body = [
-        ("masquerade", "postrouting",
-         [match(payload("ip", "saddr"), subnet), match(payload("ip", "daddr"), subnet, "!="), out,
-          {"masquerade": None}]),
-        ("from-bridge", "forward",
-         [match(meta("iifname"), rules.bridge), match(payload("ip", "saddr"), subnet),
-          {"accept": None}]),
-        ("to-bridge", "forward",
-         [match(meta("oifname"), rules.bridge), match(payload("ip", "daddr"), subnet),
-          match({"ct": {"key": "state"}}, ["established", "related"], "in"), {"accept": None}]),
+        (
+            "masquerade",
+            "postrouting",
+            [
+                match(payload("ip", "saddr"), subnet),
+                match(payload("ip", "daddr"), subnet, "!="),
+                out,
+                {"masquerade": None},
+            ],
+        ),
+        (
+            "from-bridge",
+            "forward",
+            [match(meta("iifname"), rules.bridge), match(payload("ip", "saddr"), subnet), {"accept": None}],
+        ),
+        (
+            "to-bridge",
+            "forward",
+            [
+                match(meta("oifname"), rules.bridge),
+                match(payload("ip", "daddr"), subnet),
+                match({"ct": {"key": "state"}}, ["established", "related"], "in"),
+                {"accept": None},
+            ],
+        ),
     ]
     digest = hashlib.sha256(json.dumps([wanted_chains(rules), body], sort_keys=True).encode()).hexdigest()[:16]
-    return [{"family": FAMILY, "table": rules.table, "chain": chain, "expr": expr,
-             "comment": "infinivirt %s %s" % (role, digest)} for role, chain, expr in body]
+    return [
+        {
+            "family": FAMILY,
+            "table": rules.table,
+            "chain": chain,
+            "expr": expr,
+            "comment": "infinivirt %s %s" % (role, digest),
+        }
+        for role, chain, expr in body
+    ]
 
 
 def ruleset_document(rules: NatRules) -> Dict[str, Any]:
     """One transaction that replaces the table whole: add (so the delete cannot fail),
     delete, then add it again with its chains and rules."""
     table = {"family": FAMILY, "name": rules.table}
-    commands: List[Dict[str, Any]] = [{"add": {"table": table}}, {"delete": {"table": table}},
-                                      {"add": {"table": table}}]
+    commands: List[Dict[str, Any]] = [
+        {"add": {"table": table}},
+        {"delete": {"table": table}},
+        {"add": {"table": table}},
+    ]
     commands += [{"add": {"chain": chain}} for chain in wanted_chains(rules)]
     commands += [{"add": {"rule": rule}} for rule in wanted_rules(rules)]
     return {"nftables": commands}
@@ -125,8 +152,7 @@ def table_state(rules: NatRules, netns: Optional[str]) -> str:
 
 def apply_table(rules: NatRules, netns: Optional[str]) -> None:
     """Write the table in one atomic transaction and check that it reads back as wanted."""
-    _run_nft(["-f", "-"], netns, json.dumps(ruleset_document(rules)),
-             "writing nftables table %s" % rules.table)
+    _run_nft(["-f", "-"], netns, json.dumps(ruleset_document(rules)), "writing nftables table %s" % rules.table)
     if table_state(rules, netns) != PRESENT:
         raise NetError("nftables table %s does not read back as written" % rules.table)
 
@@ -134,8 +160,12 @@ def apply_table(rules: NatRules, netns: Optional[str]) -> None:
 def remove_table(table: str, netns: Optional[str]) -> None:
     """Delete the table, in one transaction that also succeeds when it is already gone."""
     ref = {"family": FAMILY, "name": table}
-    _run_nft(["-f", "-"], netns, json.dumps({"nftables": [{"add": {"table": ref}}, {"delete": {"table": ref}}]}),
-             "removing nftables table %s" % table)
+    _run_nft(
+        ["-f", "-"],
+        netns,
+        json.dumps({"nftables": [{"add": {"table": ref}}, {"delete": {"table": ref}}]}),
+        "removing nftables table %s" % table,
+    )
 
 
 def table_exists(table: str, netns: Optional[str]) -> bool:

@@ -22,12 +22,12 @@ from ansible_collections.infinivirt.core.plugins.module_utils.network.spec impor
 try:
     from pyroute2 import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError
+
     HAS_PYROUTE2 = True
     PYROUTE2_IMPORT_ERROR = None
 except ImportError:
     HAS_PYROUTE2 = False
     PYROUTE2_IMPORT_ERROR = traceback.format_exc()
-
 
 
 class NetError(InfinivirtError):
@@ -73,12 +73,14 @@ def read_bridge(name: str, netns: Optional[str] = None) -> Optional[BridgeState]
         if info is None or info.get_attr("IFLA_INFO_KIND") != "bridge":
             raise NetError("%s exists and is not a bridge" % name)
         stp = bool(info.get_attr("IFLA_INFO_DATA").get_attr("IFLA_BR_STP_STATE"))
-        addresses = tuple(sorted(
-            _canonical("%s/%d" % (a.get_attr("IFA_ADDRESS"), a["prefixlen"]))
-            for a in ipr.get_addr(index=found[0])
-            if not (a["family"] == 10 and a.get_attr("IFA_ADDRESS", "").startswith("fe80"))))
-        return BridgeState(mtu=link.get_attr("IFLA_MTU"), stp=stp, addresses=addresses,
-                           up=bool(link["flags"] & 1))
+        addresses = tuple(
+            sorted(
+                _canonical("%s/%d" % (a.get_attr("IFA_ADDRESS"), a["prefixlen"]))
+                for a in ipr.get_addr(index=found[0])
+                if not (a["family"] == 10 and a.get_attr("IFA_ADDRESS", "").startswith("fe80"))
+            )
+        )
+        return BridgeState(mtu=link.get_attr("IFLA_MTU"), stp=stp, addresses=addresses, up=bool(link["flags"] & 1))
 
 
 def changes(spec: BridgeSpec, state: Optional[BridgeState]) -> List[str]:

@@ -95,11 +95,13 @@ def preexec(name: Optional[str]) -> Optional[Callable[[], None]]:
     return enter
 
 
-def run(argv: Sequence[str], netns: Optional[str], stdin: Optional[str] = None,
-        timeout: float = 30.0) -> "subprocess.CompletedProcess[str]":
+def run(
+    argv: Sequence[str], netns: Optional[str], stdin: Optional[str] = None, timeout: float = 30.0
+) -> "subprocess.CompletedProcess[str]":
     """Run a program inside namespace ``netns``; the caller checks returncode."""
-    return subprocess.run(list(argv), input=stdin, capture_output=True, text=True, timeout=timeout,
-                          preexec_fn=preexec(netns), check=False)  # noqa: PLW1509
+    return subprocess.run(
+        list(argv), input=stdin, capture_output=True, text=True, timeout=timeout, preexec_fn=preexec(netns), check=False
+    )  # noqa: PLW1509
 
 
 def ns_id(name: Optional[str]) -> str:

@@ -16,8 +16,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.validation import 
 def resolve_roots(roots: Any) -> List[str]:
     """The storage roots, each resolved through symlinks; SpecError("storage_roots")."""
     if isinstance(roots, str) or not isinstance(roots, (list, tuple)) or not roots:
-        raise SpecError("storage_roots", "must be a non-empty list of absolute directory paths, got %r"
-                        % (roots,))
+        raise SpecError("storage_roots", "must be a non-empty list of absolute directory paths, got %r" % (roots,))
     resolved = []
     for root in roots:
         if not isinstance(root, str) or not root:
@@ -59,6 +58,9 @@ def resolve_in_roots(path: Any, roots: Sequence[str], field: str = "path") -> st
         candidate = os.path.realpath(candidate)
     if not any(_inside(candidate, root) for root in real_roots):
         shown = path if candidate == path else "%s (which resolves to %s)" % (path, candidate)
-        raise SpecError(field, "%s is outside the storage roots %s; use a path inside them or add "
-                        "its directory to storage_roots" % (shown, ", ".join(real_roots)))
+        raise SpecError(
+            field,
+            "%s is outside the storage roots %s; use a path inside them or add "
+            "its directory to storage_roots" % (shown, ", ".join(real_roots)),
+        )
     return candidate

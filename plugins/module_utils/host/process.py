@@ -39,7 +39,7 @@ def process_state(pid: int, proc_root: str = "/proc") -> Optional[str]:
     except OSError:
         return None
     # The command name may contain spaces and parentheses: the state follows the last ')'.
-    return stat[stat.rfind(")") + 2:].split(" ", 1)[0] or None
+    return stat[stat.rfind(")") + 2 :].split(" ", 1)[0] or None
 
 
 def _threads_left(pid: int, proc_root: str) -> bool:
@@ -117,8 +117,14 @@ def _exists(pid: int, proc_root: str) -> bool:
     return _threads_left(pid, proc_root) if state in DEAD_STATES else True
 
 
-def wait_until_gone(pid: int, uuid: str, timeout: float, proc_root: str = "/proc",
-                    interval: float = 0.005, owned: Callable[[int, str, str], bool] = process_runs_vm) -> bool:
+def wait_until_gone(
+    pid: int,
+    uuid: str,
+    timeout: float,
+    proc_root: str = "/proc",
+    interval: float = 0.005,
+    owned: Callable[[int, str, str], bool] = process_runs_vm,
+) -> bool:
     """Wait for a process known to be this VM's (``owned`` says how it is known) to end.
     Not by its command line: an exiting process reads an empty one before it becomes a
     zombie."""
@@ -143,15 +149,20 @@ def kill_vm_process(pid: int, uuid: str, proc_root: str = "/proc", timeout: floa
             raise QemuError("QEMU process %d did not exit after SIGKILL" % pid)
 
 
-def run_daemonized(argv: List[str], timeout: float,
-                   preexec: Optional[Callable[[], None]] = None) -> Tuple[int, str]:
+def run_daemonized(argv: List[str], timeout: float, preexec: Optional[Callable[[], None]] = None) -> Tuple[int, str]:
     """Run a command that daemonizes itself (QEMU -daemonize): it returns once the VM is
     set up, with stderr holding QEMU's own error message when it failed. ``preexec`` runs
     in the child before exec (e.g. to enter a network namespace)."""
     try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,  # noqa: PLW1509
-                              stderr=subprocess.PIPE, timeout=timeout, check=False,
-                              preexec_fn=preexec)
+        done = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,  # noqa: PLW1509
+            stderr=subprocess.PIPE,
+            timeout=timeout,
+            check=False,
+            preexec_fn=preexec,
+        )
     except subprocess.TimeoutExpired:
         return -1, "QEMU did not finish starting within %g s" % timeout
     except OSError as exc:

@@ -30,13 +30,15 @@ def find_program(name: str) -> Optional[str]:
 def nft_program() -> str:
     path = find_program("nft")
     if path is None:
-        raise ProgramError("nftables is needed: the program nft is not installed on this host "
-                           "(Debian/Ubuntu: apt install nftables)")
+        raise ProgramError(
+            "nftables is needed: the program nft is not installed on this host (Debian/Ubuntu: apt install nftables)"
+        )
     return path
 
 
-def run_nft(args: List[str], netns: Optional[str], stdin: Optional[str] = None,
-            timeout: float = NFT_TIMEOUT) -> "subprocess.CompletedProcess[str]":
+def run_nft(
+    args: List[str], netns: Optional[str], stdin: Optional[str] = None, timeout: float = NFT_TIMEOUT
+) -> "subprocess.CompletedProcess[str]":
     """``nft`` with these arguments inside namespace ``netns``; the caller reads returncode."""
     binary = nft_program()
     try:

@@ -36,9 +36,13 @@ def create_tap(spec: TapSpec, netns: Optional[str] = None) -> None:
             ipr.link("del", index=leftover)
         # /dev/net/tun makes the device in the namespace of the thread that opens it.
         with nsutil.entered(netns):
-            ipr.link("add", ifname=spec.name, kind="tuntap", mode="tap",
-                     ifr={"no_pi": True, "vnet_hdr": True, "multi_queue": spec.multi_queue,
-                          "one_queue": False})
+            ipr.link(
+                "add",
+                ifname=spec.name,
+                kind="tuntap",
+                mode="tap",
+                ifr={"no_pi": True, "vnet_hdr": True, "multi_queue": spec.multi_queue, "one_queue": False},
+            )
         index = ipr.link_lookup(ifname=spec.name)[0]
         ipr.link("set", index=index, mtu=spec.mtu or bridge_mtu, master=bridge[0], state="up")
 

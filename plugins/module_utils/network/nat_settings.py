@@ -19,7 +19,7 @@ NAT_OPTIONS = ("dhcp", "dns", "outbound_interface")
 DHCP_OPTIONS = ("enabled", "range_start", "range_end", "lease_time")
 DEFAULT_LEASE_TIME = "1h"
 MIN_LEASE_SECONDS = 120  # dnsmasq's own minimum
-MAX_LEASE_SECONDS = 2 ** 31 - 1
+MAX_LEASE_SECONDS = 2**31 - 1
 NAT_PREFIX_RANGE = (8, 30)
 _LEASE_RE = re.compile(r"^([0-9]+)([smhdw]?)$")
 _LEASE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -45,11 +45,19 @@ class NatSettings:
         return str(self.interface.network)
 
     def to_dict(self, network: str) -> Dict[str, Any]:
-        return {"gateway": str(self.interface.ip), "subnet": self.subnet,
-                "dhcp": {"enabled": self.dhcp, "range_start": self.range_start,
-                         "range_end": self.range_end, "lease_time": self.lease_time},
-                "dns": self.dns, "outbound_interface": self.outbound_interface,
-                "table": nat_table_name(network)}
+        return {
+            "gateway": str(self.interface.ip),
+            "subnet": self.subnet,
+            "dhcp": {
+                "enabled": self.dhcp,
+                "range_start": self.range_start,
+                "range_end": self.range_end,
+                "lease_time": self.lease_time,
+            },
+            "dns": self.dns,
+            "outbound_interface": self.outbound_interface,
+            "table": nat_table_name(network),
+        }
 
     def serves(self) -> bool:
         """Whether dnsmasq has anything to do."""
@@ -71,21 +79,22 @@ def parse_lease_time(field: str, value: Any) -> Tuple[str, Optional[int]]:
     if value is None:
         value = DEFAULT_LEASE_TIME
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise SpecError(field, "must be a duration like 1h, 30m, 2d or 3600 (seconds), or infinite; "
-                        "got %r" % (value,))
+        raise SpecError(field, "must be a duration like 1h, 30m, 2d or 3600 (seconds), or infinite; got %r" % (value,))
     text = str(value).strip().lower()
     if text == "infinite":
         return text, None
     found = _LEASE_RE.match(text)
     if not found:
-        raise SpecError(field, "%r is not a duration like 1h, 30m, 2d or 3600 (seconds), or infinite"
-                        % (value,))
+        raise SpecError(field, "%r is not a duration like 1h, 30m, 2d or 3600 (seconds), or infinite" % (value,))
     seconds = int(found.group(1)) * _LEASE_UNITS[found.group(2)]
     if seconds < MIN_LEASE_SECONDS:
         raise SpecError(field, "must be at least 2 minutes (dnsmasq's minimum), got %s" % text)
     if seconds > MAX_LEASE_SECONDS:
-        raise SpecError(field, "must be at most %d seconds, got %s; use infinite for leases that do "
-                        "not expire" % (MAX_LEASE_SECONDS, text))
+        raise SpecError(
+            field,
+            "must be at most %d seconds, got %s; use infinite for leases that do "
+            "not expire" % (MAX_LEASE_SECONDS, text),
+        )
     return text, seconds
 
 
@@ -101,29 +110,42 @@ def _host_address(field: str, value: Any, net: ipaddress.IPv4Network) -> ipaddre
     if address not in net:
         raise SpecError(field, "%s is outside the subnet %s of the gateway" % (address, net))
     if address in (net.network_address, net.broadcast_address):
-        raise SpecError(field, "%s is the %s address of %s, not a host address" % (
-            address, "network" if address == net.network_address else "broadcast", net))
+        raise SpecError(
+            field,
+            "%s is the %s address of %s, not a host address"
+            % (address, "network" if address == net.network_address else "broadcast", net),
+        )
     return address
 
 
 def validate_nat(params: Dict[str, Any], bridge: BridgeSpec) -> NatSettings:
     """The NAT settings of a validated bridge; SpecError naming the field otherwise."""
     if len(bridge.addresses) != 1:
-        raise SpecError("addresses", "mode nat needs exactly one address, the gateway's IPv4 address "
-                        "with prefix length (like 10.77.0.1/24); got %d" % len(bridge.addresses))
+        raise SpecError(
+            "addresses",
+            "mode nat needs exactly one address, the gateway's IPv4 address "
+            "with prefix length (like 10.77.0.1/24); got %d" % len(bridge.addresses),
+        )
     field = "addresses[0]"
     iface = ipaddress.ip_interface(bridge.addresses[0])
     if iface.version != 4:
-        raise SpecError(field, "mode nat needs an IPv4 gateway address (like 10.77.0.1/24), got %s"
-                        % bridge.addresses[0])
+        raise SpecError(
+            field, "mode nat needs an IPv4 gateway address (like 10.77.0.1/24), got %s" % bridge.addresses[0]
+        )
     net = iface.network
     low, high = NAT_PREFIX_RANGE
     if not low <= net.prefixlen <= high:
-        raise SpecError(field, "mode nat needs a prefix length from /%d to /%d (a subnet with room "
-                        "for hosts), got /%d" % (low, high, net.prefixlen))
+        raise SpecError(
+            field,
+            "mode nat needs a prefix length from /%d to /%d (a subnet with room "
+            "for hosts), got /%d" % (low, high, net.prefixlen),
+        )
     if iface.ip in (net.network_address, net.broadcast_address):
-        raise SpecError(field, "%s is the %s address of %s; the gateway needs a host address" % (
-            iface.ip, "network" if iface.ip == net.network_address else "broadcast", net))
+        raise SpecError(
+            field,
+            "%s is the %s address of %s; the gateway needs a host address"
+            % (iface.ip, "network" if iface.ip == net.network_address else "broadcast", net),
+        )
     if iface.ip.is_loopback:
         raise SpecError(field, "%s is a loopback address" % iface.ip)
 
@@ -146,16 +168,20 @@ def validate_nat(params: Dict[str, Any], bridge: BridgeSpec) -> NatSettings:
     elif start is None or end is None:
         missing = "dhcp.range_start" if start is None else "dhcp.range_end"
         other = "dhcp.range_end" if start is None else "dhcp.range_start"
-        raise SpecError(missing, "is required with %s (give both ends of the range, or neither "
-                        "for the default)" % other)
+        raise SpecError(
+            missing, "is required with %s (give both ends of the range, or neither for the default)" % other
+        )
     else:
         first = _host_address("dhcp.range_start", start, net)
         last = _host_address("dhcp.range_end", end, net)
         if first > last:
             raise SpecError("dhcp.range_end", "%s comes before dhcp.range_start %s" % (last, first))
         if first <= iface.ip <= last:
-            raise SpecError("dhcp.range_start", "the range %s to %s contains the gateway %s; start it "
-                            "after the gateway or end it before" % (first, last, iface.ip))
+            raise SpecError(
+                "dhcp.range_start",
+                "the range %s to %s contains the gateway %s; start it "
+                "after the gateway or end it before" % (first, last, iface.ip),
+            )
     lease_time, lease_seconds = parse_lease_time("dhcp.lease_time", dhcp.get("lease_time"))
 
     dns = params.get("dns")
@@ -167,8 +193,18 @@ def validate_nat(params: Dict[str, Any], bridge: BridgeSpec) -> NatSettings:
     if outbound is not None:
         validate_ifname("outbound_interface", outbound)
         if outbound == bridge.name:
-            raise SpecError("outbound_interface", "%s is the network's own bridge; name the interface "
-                            "that leads out (or leave it unset for any other)" % outbound)
-    return NatSettings(gateway=str(iface), dhcp=enabled, range_start=str(first), range_end=str(last),
-                       lease_time=lease_time, lease_seconds=lease_seconds, dns=dns,
-                       outbound_interface=outbound)
+            raise SpecError(
+                "outbound_interface",
+                "%s is the network's own bridge; name the interface "
+                "that leads out (or leave it unset for any other)" % outbound,
+            )
+    return NatSettings(
+        gateway=str(iface),
+        dhcp=enabled,
+        range_start=str(first),
+        range_end=str(last),
+        lease_time=lease_time,
+        lease_seconds=lease_seconds,
+        dns=dns,
+        outbound_interface=outbound,
+    )

@@ -63,13 +63,19 @@ def _ns_exists(netns: Optional[str]) -> bool:
 
 
 def _files_of(pidfile: str) -> dnsmasq.DnsmasqFiles:
-    base = pidfile[:-len(".pid")] if pidfile.endswith(".pid") else pidfile
+    base = pidfile[: -len(".pid")] if pidfile.endswith(".pid") else pidfile
     return dnsmasq.DnsmasqFiles(pidfile=pidfile, leasefile=base + ".leases")
 
 
 class NetworkService:
-    def __init__(self, store, hostname: str, netns: Optional[str] = None, run_dir: Optional[str] = None,
-                 lock_timeout: float = 60.0):
+    def __init__(
+        self,
+        store,
+        hostname: str,
+        netns: Optional[str] = None,
+        run_dir: Optional[str] = None,
+        lock_timeout: float = 60.0,
+    ):
         self.store = store
         self.hostname = hostname
         self.netns = netns
@@ -86,9 +92,14 @@ class NetworkService:
                 return self._absent(name, check_mode)
         mode = params.get("mode") or "bridge"
         check_choice("mode", mode, MODES)
-        spec = validate_bridge(BridgeSpec(
-            name=params.get("bridge") or name, mtu=params.get("mtu"), stp=bool(params.get("stp")),
-            addresses=tuple(params.get("addresses") or ())))
+        spec = validate_bridge(
+            BridgeSpec(
+                name=params.get("bridge") or name,
+                mtu=params.get("mtu"),
+                stp=bool(params.get("stp")),
+                addresses=tuple(params.get("addresses") or ()),
+            )
+        )
         settings = None
         if mode == "nat":
             settings = validate_nat(params, spec)
@@ -114,14 +125,24 @@ class NetworkService:
         if row is None:
             return
         if "netns" in row["spec"] and row["spec"]["netns"] != self.netns:
-            raise SpecError("netns", "network %s is in network namespace %s, not %s; remove it "
-                            "(state: absent) before making it elsewhere" % (
-                                name, row["spec"]["netns"] or "(host)", self.netns or "(host)"))
+            raise SpecError(
+                "netns",
+                "network %s is in network namespace %s, not %s; remove it "
+                "(state: absent) before making it elsewhere"
+                % (name, row["spec"]["netns"] or "(host)", self.netns or "(host)"),
+            )
 
     # -- present ----------------------------------------------------------------------------
-    def _present(self, name: str, mode: str, spec: BridgeSpec, settings: Optional[NatSettings],
-                 row: Optional[Dict[str, Any]], programs: Optional[Tuple[str, str]],
-                 check_mode: bool) -> Dict[str, Any]:
+    def _present(
+        self,
+        name: str,
+        mode: str,
+        spec: BridgeSpec,
+        settings: Optional[NatSettings],
+        row: Optional[Dict[str, Any]],
+        programs: Optional[Tuple[str, str]],
+        check_mode: bool,
+    ) -> Dict[str, Any]:
         journal = self.store.journal_list(self._journal_owner(name))
         current = read_bridge(spec.name, self.netns)
         todo = changes(spec, current)
@@ -137,20 +158,33 @@ class NetworkService:
         if settings is not None:
             wanted["nat"] = settings.to_dict(name)
             steps, runtime_before = self._nat_steps(name, spec, settings, programs, journal, todo)
-            runtime_after = {"ip_forward": True, "nftables": nat.PRESENT,
-                             "dnsmasq": dnsmasq.RUNNING if settings.serves() else dnsmasq.STOPPED}
+            runtime_after = {
+                "ip_forward": True,
+                "nftables": nat.PRESENT,
+                "dnsmasq": dnsmasq.RUNNING if settings.serves() else dnsmasq.STOPPED,
+            }
         else:
             steps = self._teardown_steps(name, row, journal)
         recorded = row is not None and row["spec"] == wanted and row["mode"] == mode
         actions = list(todo) + [step[0] for step in steps]
         if not check_mode:
             if not recorded:
-                steps = steps + [("", "recording the network in the database",
-                                  lambda: self.store.put_network(name, self.hostname, mode, wanted, managed), None)]
+                steps = steps + [
+                    (
+                        "",
+                        "recording the network in the database",
+                        lambda: self.store.put_network(name, self.hostname, mode, wanted, managed),
+                        None,
+                    )
+                ]
             self._apply(name, spec, todo, steps)
 
-        if (row is None and current is None and runtime_before.get("nftables", nat.MISSING) == nat.MISSING
-                and runtime_before.get("dnsmasq", dnsmasq.STOPPED) == dnsmasq.STOPPED):
+        if (
+            row is None
+            and current is None
+            and runtime_before.get("nftables", nat.MISSING) == nat.MISSING
+            and runtime_before.get("dnsmasq", dnsmasq.STOPPED) == dnsmasq.STOPPED
+        ):
             before: Dict[str, Any] = {"state": "absent"}
         else:
             before = _view(current, spec, self.netns, row)
@@ -160,15 +194,27 @@ class NetworkService:
         if runtime_after:
             after["runtime"] = runtime_after
         network = dict(wanted, name=name, managed=managed, state="present")
-        return {"changed": bool(actions) or not recorded, "actions": actions, "network": network,
-                "diff": {"before": before, "after": after}}
+        return {
+            "changed": bool(actions) or not recorded,
+            "actions": actions,
+            "network": network,
+            "diff": {"before": before, "after": after},
+        }
 
-    def _nat_steps(self, name: str, spec: BridgeSpec, settings: NatSettings, programs: Tuple[str, str],
-                   journal: List[Tuple[str, str]], todo: List[str]):
+    def _nat_steps(
+        self,
+        name: str,
+        spec: BridgeSpec,
+        settings: NatSettings,
+        programs: Tuple[str, str],
+        journal: List[Tuple[str, str]],
+        todo: List[str],
+    ):
         """The NAT steps still to do, and what the namespace has now."""
         netns = self.netns
-        rules = nat.NatRules(network=name, bridge=spec.name, subnet=settings.subnet,
-                             outbound_interface=settings.outbound_interface)
+        rules = nat.NatRules(
+            network=name, bridge=spec.name, subnet=settings.subnet, outbound_interface=settings.outbound_interface
+        )
         files = dnsmasq.DnsmasqFiles.for_network(self.run_dir, name)
         wanted_argv = dnsmasq.argv(programs[1], _dnsmasq_config(spec, settings), files)
         forwarding = nat.ip_forward(netns)
@@ -190,13 +236,25 @@ class NetworkService:
                 nat.remove_table(rules.table, netns)
                 self.store.journal_remove(self._journal_owner(name), J_TABLE, table_ref)
 
-            steps.append(("nftables", "writing nftables table %s" % rules.table, write_table,
-                          unmake_table if table == nat.MISSING else None))
+            steps.append(
+                (
+                    "nftables",
+                    "writing nftables table %s" % rules.table,
+                    write_table,
+                    unmake_table if table == nat.MISSING else None,
+                )
+            )
         # dnsmasq of this network started with another run_dir: end it first.
         for kind, ref in journal:
             if kind == J_DNSMASQ and parse_ns_ref(ref)[1] != files.pidfile:
-                steps.append(("dnsmasq-stop", "stopping dnsmasq (%s)" % parse_ns_ref(ref)[1],
-                              self._dnsmasq_remover(name, ref), None))
+                steps.append(
+                    (
+                        "dnsmasq-stop",
+                        "stopping dnsmasq (%s)" % parse_ns_ref(ref)[1],
+                        self._dnsmasq_remover(name, ref),
+                        None,
+                    )
+                )
         if settings.serves() and daemon != dnsmasq.RUNNING:
             dns_ref = ns_ref(netns, files.pidfile)
 
@@ -206,9 +264,14 @@ class NetworkService:
                 self.store.journal_add(self._journal_owner(name), J_DNSMASQ, dns_ref)
                 dnsmasq.start(wanted_argv, files, netns)
 
-            steps.append(("dnsmasq", "%s dnsmasq" % ("restarting" if daemon == dnsmasq.OUTDATED else "starting"),
-                          start_daemon,
-                          self._dnsmasq_remover(name, dns_ref) if daemon == dnsmasq.STOPPED else None))
+            steps.append(
+                (
+                    "dnsmasq",
+                    "%s dnsmasq" % ("restarting" if daemon == dnsmasq.OUTDATED else "starting"),
+                    start_daemon,
+                    self._dnsmasq_remover(name, dns_ref) if daemon == dnsmasq.STOPPED else None,
+                )
+            )
         elif not settings.serves():
             dns_ref = ns_ref(netns, files.pidfile)
             if daemon != dnsmasq.STOPPED or (J_DNSMASQ, dns_ref) in journal:
@@ -223,25 +286,35 @@ class NetworkService:
             ref_netns, thing = parse_ns_ref(ref)
             if kind == J_DNSMASQ:
                 files = _files_of(thing)
-                if dnsmasq.processes(files) or os.path.exists(files.pidfile) or os.path.exists(files.leasefile) \
-                        or (kind, ref) in journal:
+                if (
+                    dnsmasq.processes(files)
+                    or os.path.exists(files.pidfile)
+                    or os.path.exists(files.leasefile)
+                    or (kind, ref) in journal
+                ):
                     steps.append(("dnsmasq-stop", "stopping dnsmasq", self._dnsmasq_remover(name, ref), None))
             elif kind == J_TABLE:
-                if (_ns_exists(ref_netns) and find_program("nft") and nat.table_exists(thing, ref_netns)) \
-                        or (kind, ref) in journal:
-                    steps.append(("nftables-remove", "removing nftables table %s" % thing,
-                                  self._table_remover(name, ref), None))
+                if (_ns_exists(ref_netns) and find_program("nft") and nat.table_exists(thing, ref_netns)) or (
+                    kind,
+                    ref,
+                ) in journal:
+                    steps.append(
+                        ("nftables-remove", "removing nftables table %s" % thing, self._table_remover(name, ref), None)
+                    )
         return steps
 
-    def _nat_pieces(self, name: str, row: Optional[Dict[str, Any]],
-                    journal: List[Tuple[str, str]]) -> List[Tuple[str, str]]:
+    def _nat_pieces(
+        self, name: str, row: Optional[Dict[str, Any]], journal: List[Tuple[str, str]]
+    ) -> List[Tuple[str, str]]:
         """(kind, ref) of the dnsmasq and nft table the network may have: journaled ones,
         and those a recorded nat network has by name."""
         pieces = [(kind, ref) for kind, ref in journal if kind in (J_DNSMASQ, J_TABLE)]
         if row is not None and row["mode"] == "nat":
             netns = row["spec"].get("netns", self.netns)
-            for piece in ((J_DNSMASQ, ns_ref(netns, dnsmasq.DnsmasqFiles.for_network(self.run_dir, name).pidfile)),
-                          (J_TABLE, ns_ref(netns, nat_table_name(name)))):
+            for piece in (
+                (J_DNSMASQ, ns_ref(netns, dnsmasq.DnsmasqFiles.for_network(self.run_dir, name).pidfile)),
+                (J_TABLE, ns_ref(netns, nat_table_name(name))),
+            ):
                 if piece not in pieces:
                     pieces.append(piece)
         return sorted(pieces, key=lambda piece: piece[0] != J_DNSMASQ)  # dnsmasq first
@@ -252,6 +325,7 @@ class NetworkService:
             dnsmasq.stop(files)
             dnsmasq.remove_files(files)
             self.store.journal_remove(self._journal_owner(name), J_DNSMASQ, ref)
+
         return remove
 
     def _table_remover(self, name: str, ref: str) -> Callable[[], None]:
@@ -260,6 +334,7 @@ class NetworkService:
             if _ns_exists(ref_netns):  # a namespace that is gone took its tables with it
                 nat.remove_table(table, ref_netns)
             self.store.journal_remove(self._journal_owner(name), J_TABLE, ref)
+
         return remove
 
     def _bridge_remover(self, name: str, ref: str) -> Callable[[], None]:
@@ -268,6 +343,7 @@ class NetworkService:
             if _ns_exists(ref_netns):
                 remove_bridge(bridge, ref_netns)
             self.store.journal_remove(self._journal_owner(name), J_BRIDGE, ref)
+
         return remove
 
     def _apply(self, name: str, spec: BridgeSpec, todo: List[str], steps) -> None:
@@ -293,8 +369,13 @@ class NetworkService:
                 undo.append((what, undo_it))
 
     @staticmethod
-    def _undo_and_raise(name: str, what: str, exc: Exception, undo: List[Tuple[str, Callable[[], None]]],
-                        half_done: Optional[Callable[[], None]]) -> None:
+    def _undo_and_raise(
+        name: str,
+        what: str,
+        exc: Exception,
+        undo: List[Tuple[str, Callable[[], None]]],
+        half_done: Optional[Callable[[], None]],
+    ) -> None:
         done, failed = [], []
         if half_done is not None:  # what the failed step itself may have left
             try:
@@ -321,13 +402,22 @@ class NetworkService:
         row = self.store.get_network(name, self.hostname)
         journal = self.store.journal_list(self._journal_owner(name))
         if row is None and not journal:
-            return {"changed": False, "actions": [], "network": {"name": name, "state": "absent"},
-                    "diff": {"before": {"state": "absent"}, "after": {"state": "absent"}}}
-        users = sorted(vm.name for vm in self.store.list_vms(host=self.hostname)
-                       if any(nic.network == name for nic in vm.spec.nics))
+            return {
+                "changed": False,
+                "actions": [],
+                "network": {"name": name, "state": "absent"},
+                "diff": {"before": {"state": "absent"}, "after": {"state": "absent"}},
+            }
+        users = sorted(
+            vm.name
+            for vm in self.store.list_vms(host=self.hostname)
+            if any(nic.network == name for nic in vm.spec.nics)
+        )
         if users:
-            raise StateError("network %s is used by the NICs of VM %s; remove those NICs (or the "
-                             "VMs) first" % (name, ", ".join(users)))
+            raise StateError(
+                "network %s is used by the NICs of VM %s; remove those NICs (or the "
+                "VMs) first" % (name, ", ".join(users))
+            )
         steps = self._teardown_steps(name, row, journal)
         bridges = [ref for kind, ref in journal if kind == J_BRIDGE]
         if row is not None:
@@ -338,11 +428,16 @@ class NetworkService:
             if not row["managed"]:
                 bridges = [b for b in bridges if b != ref]
         for ref in bridges:
-            steps.append(("remove", "removing bridge %s" % parse_ns_ref(ref)[1],
-                          self._bridge_remover(name, ref), None))
+            steps.append(("remove", "removing bridge %s" % parse_ns_ref(ref)[1], self._bridge_remover(name, ref), None))
         if row is not None:
-            steps.append(("remove" if row["managed"] else "forget", "removing the network from the database",
-                          lambda: self.store.delete_network(name, self.hostname), None))
+            steps.append(
+                (
+                    "remove" if row["managed"] else "forget",
+                    "removing the network from the database",
+                    lambda: self.store.delete_network(name, self.hostname),
+                    None,
+                )
+            )
         actions = []
         for step in steps:
             if step[0] not in actions:
@@ -353,10 +448,17 @@ class NetworkService:
                     do()
                 except InfinivirtError as exc:
                     raise NetError("network %s: %s failed: %s" % (name, what, exc)) from exc
-        before = dict(row["spec"], state="present") if row is not None else {"state": "present", "leftovers": [
-            "%s %s" % (kind, ref) for kind, ref in journal]}
-        return {"changed": True, "actions": actions, "network": {"name": name, "state": "absent"},
-                "diff": {"before": before, "after": {"state": "absent"}}}
+        before = (
+            dict(row["spec"], state="present")
+            if row is not None
+            else {"state": "present", "leftovers": ["%s %s" % (kind, ref) for kind, ref in journal]}
+        )
+        return {
+            "changed": True,
+            "actions": actions,
+            "network": {"name": name, "state": "absent"},
+            "diff": {"before": before, "after": {"state": "absent"}},
+        }
 
 
 def _dnsmasq_config(spec: BridgeSpec, settings: NatSettings) -> dnsmasq.DnsmasqConfig:
@@ -364,16 +466,25 @@ def _dnsmasq_config(spec: BridgeSpec, settings: NatSettings) -> dnsmasq.DnsmasqC
     dhcp_range = (settings.range_start, settings.range_end) if settings.dhcp else None
     size = int(ipaddress.IPv4Address(settings.range_end)) - int(ipaddress.IPv4Address(settings.range_start)) + 1
     return dnsmasq.DnsmasqConfig(
-        bridge=spec.name, gateway=str(iface.ip), netmask=str(iface.netmask), dhcp_range=dhcp_range,
+        bridge=spec.name,
+        gateway=str(iface.ip),
+        netmask=str(iface.netmask),
+        dhcp_range=dhcp_range,
         lease="infinite" if settings.lease_seconds is None else str(settings.lease_seconds),
-        lease_max=size, dns=settings.dns)
+        lease_max=size,
+        dns=settings.dns,
+    )
 
 
 def _undo_label(what: str) -> str:
-    for doing, done in (("creating", "removed"), ("writing", "removed"), ("starting", "stopped"),
-                        ("restarting", "stopped")):
+    for doing, done in (
+        ("creating", "removed"),
+        ("writing", "removed"),
+        ("starting", "stopped"),
+        ("restarting", "stopped"),
+    ):
         if what.startswith(doing + " "):
-            return done + what[len(doing):]
+            return done + what[len(doing) :]
     return "undid " + what
 
 
@@ -381,8 +492,13 @@ def _view(state, bridge: BridgeSpec, netns: Optional[str], row: Optional[Dict[st
     if state is None:
         view: Dict[str, Any] = {"state": "absent"}
     else:
-        view = {"bridge": bridge.name, "mtu": state.mtu if bridge.mtu is not None else None,  # None: not managed
-                "stp": state.stp, "addresses": list(state.addresses), "state": "present"}
+        view = {
+            "bridge": bridge.name,
+            "mtu": state.mtu if bridge.mtu is not None else None,  # None: not managed
+            "stp": state.stp,
+            "addresses": list(state.addresses),
+            "state": "present",
+        }
     if row is not None:
         view["netns"] = row["spec"].get("netns", netns)
         view["mode"] = row["mode"]

@@ -40,8 +40,7 @@ def validate_bridge(spec: BridgeSpec) -> BridgeSpec:
         try:
             iface = ipaddress.ip_interface(cidr)
         except ValueError:
-            raise SpecError(field, "%r is not an address with a prefix length, like "
-                            "192.0.2.1/24" % (cidr,)) from None
+            raise SpecError(field, "%r is not an address with a prefix length, like 192.0.2.1/24" % (cidr,)) from None
         if "/" not in str(cidr):
             raise SpecError(field, "%r needs a prefix length, like %s/24" % (cidr, cidr))
         if iface.ip.is_multicast or iface.ip.is_unspecified:

@@ -90,8 +90,7 @@ def as_json(obj: Dict[str, Any]) -> str:
 def device_args(spec: VmSpec, ctx: LaunchContext) -> List[str]:
     """Disks and NICs; on q35 each PCI disk and virtio NIC has a root port of its own."""
     pcie_nics = [nic for nic in spec.nics if pcie_slot(nic, spec.machine_type)]
-    plan = layout(spec.disks, spec.machine_type, ctx.disk_secret_files, ctx.disk_active_paths,
-                  pcie_nics=len(pcie_nics))
+    plan = layout(spec.disks, spec.machine_type, ctx.disk_secret_files, ctx.disk_active_paths, pcie_nics=len(pcie_nics))
     argv: List[str] = []
     for obj in plan.objects:
         argv += ["-object", as_json(obj)]
@@ -103,8 +102,12 @@ def device_args(spec: VmSpec, ctx: LaunchContext) -> List[str]:
         argv += ["-device", as_json(dev)]
     ports = dict(zip([nic.mac for nic in pcie_nics], plan.nic_ports))
     for nic in spec.nics:
-        argv += ["-netdev", as_json(nic_netdev(nic, spec.vcpus, use_vhost(nic, ctx.vhost_available))),
-                 "-device", as_json(nic_device(nic, spec.vcpus, ports.get(nic.mac)))]
+        argv += [
+            "-netdev",
+            as_json(nic_netdev(nic, spec.vcpus, use_vhost(nic, ctx.vhost_available))),
+            "-device",
+            as_json(nic_device(nic, spec.vcpus, ports.get(nic.mac))),
+        ]
     return argv
 
 
@@ -112,20 +115,32 @@ def build_argv(spec: VmSpec, ctx: LaunchContext) -> List[str]:
     """Return the full argv that starts this VM paused (-S) and daemonized."""
     argv = [
         ctx.binary,
-        "-name", "guest=%s,debug-threads=on" % opt_value("name", spec.name),
-        "-uuid", ctx.uuid,
+        "-name",
+        "guest=%s,debug-threads=on" % opt_value("name", spec.name),
+        "-uuid",
+        ctx.uuid,
         "-nodefaults",
         "-no-user-config",
-        "-machine", machine_option(spec),
-        "-accel", ctx.accel,
-        "-cpu", ctx.cpu,
-        "-smp", "cpus=%d" % spec.vcpus,
-        "-m", "size=%dM" % spec.memory_mb,
-        "-display", "none",
-        "-chardev", "socket,id=qmp,path=%s,server=on,wait=off" % opt_value("run_dir", ctx.qmp_socket),
-        "-mon", "chardev=qmp,mode=control",
-        "-chardev", "file,id=serial0,path=%s" % opt_value("run_dir", ctx.serial_log),
-        "-serial", "chardev:serial0",
+        "-machine",
+        machine_option(spec),
+        "-accel",
+        ctx.accel,
+        "-cpu",
+        ctx.cpu,
+        "-smp",
+        "cpus=%d" % spec.vcpus,
+        "-m",
+        "size=%dM" % spec.memory_mb,
+        "-display",
+        "none",
+        "-chardev",
+        "socket,id=qmp,path=%s,server=on,wait=off" % opt_value("run_dir", ctx.qmp_socket),
+        "-mon",
+        "chardev=qmp,mode=control",
+        "-chardev",
+        "file,id=serial0,path=%s" % opt_value("run_dir", ctx.serial_log),
+        "-serial",
+        "chardev:serial0",
     ]
     if spec.firmware == "uefi":
         for node in pflash_blockdevs(ctx.firmware_code, ctx.nvram):
@@ -133,9 +148,12 @@ def build_argv(spec: VmSpec, ctx: LaunchContext) -> List[str]:
         if spec.secure_boot:  # only SMM code may write the variable store
             argv += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
     if spec.console_socket and ctx.console_socket:
-        argv += ["-chardev", "socket,id=console0,path=%s,server=on,wait=off"
-                 % opt_value("run_dir", ctx.console_socket),
-                 "-serial", "chardev:console0"]
+        argv += [
+            "-chardev",
+            "socket,id=console0,path=%s,server=on,wait=off" % opt_value("run_dir", ctx.console_socket),
+            "-serial",
+            "chardev:console0",
+        ]
     argv += device_args(spec, ctx)
     if spec.graphics_type == "vnc":
         # -nodefaults leaves no video card: without one a VNC client sees no screen.
@@ -147,9 +165,11 @@ def build_argv(spec: VmSpec, ctx: LaunchContext) -> List[str]:
     if spec.kernel_cmdline is not None:
         argv += ["-append", spec.kernel_cmdline]
     argv += [
-        "-msg", "timestamp=on",
+        "-msg",
+        "timestamp=on",
         "-S",
-        "-pidfile", ctx.pidfile,
+        "-pidfile",
+        ctx.pidfile,
         "-daemonize",
     ]
     return argv

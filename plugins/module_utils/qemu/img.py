@@ -67,13 +67,12 @@ def secret_file(passphrase: str) -> Iterator[str]:
     directory = tempfile.mkdtemp(prefix="infinivirt-key-", dir=_secret_parent())  # mode 0700
     path = os.path.join(directory, "key")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
-                     0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
         try:
             os.fchmod(fd, 0o600)
             view = memoryview(passphrase.encode("utf-8"))
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
         finally:
             os.close(fd)
         yield path
@@ -102,8 +101,7 @@ def _json_filename(driver: str, path: str) -> str:
 def _encryption_options(driver: str) -> List[str]:
     if driver == "luks":
         return ["key-secret=%s" % _SECRET_ID, "iter-time=%d" % LUKS_ITER_TIME_MS]
-    return ["encrypt.format=luks", "encrypt.key-secret=%s" % _SECRET_ID,
-            "encrypt.iter-time=%d" % LUKS_ITER_TIME_MS]
+    return ["encrypt.format=luks", "encrypt.key-secret=%s" % _SECRET_ID, "encrypt.iter-time=%d" % LUKS_ITER_TIME_MS]
 
 
 def _check_driver(driver: str) -> str:
@@ -129,8 +127,9 @@ class QemuImg:
         if self._binary is None:
             found = shutil.which("qemu-img")
             if found is None:
-                raise QemuError("qemu-img is not installed on this host (Debian/Ubuntu package "
-                                "qemu-utils, RHEL package qemu-img)")
+                raise QemuError(
+                    "qemu-img is not installed on this host (Debian/Ubuntu package qemu-utils, RHEL package qemu-img)"
+                )
             self._binary = found
         return self._binary
 
@@ -138,19 +137,29 @@ class QemuImg:
         argv = [self.binary] + args
         env = dict(os.environ, LC_ALL="C")
         try:
-            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                  errors="replace", env=env, timeout=timeout, check=False)
+            proc = subprocess.run(
+                argv,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                env=env,
+                timeout=timeout,
+                check=False,
+            )
         except subprocess.TimeoutExpired:
             raise QemuImgError("qemu-img gave up %s after %g s" % (doing, timeout)) from None
         except OSError as exc:
             raise QemuImgError("cannot run %s: %s" % (self.binary, exc.strerror or exc)) from None
         if proc.returncode != 0:
             stderr = " ".join(proc.stderr.split())
-            error = QemuImgError("qemu-img failed %s: %s" % (doing, stderr or "exit status %d" % proc.returncode),
-                                 stderr)
+            error = QemuImgError(
+                "qemu-img failed %s: %s" % (doing, stderr or "exit status %d" % proc.returncode), stderr
+            )
             if error.in_use:
-                error.args = ("qemu-img failed %s: the image is in use by another process (a running "
-                              "VM?): %s" % (doing, stderr),)
+                error.args = (
+                    "qemu-img failed %s: the image is in use by another process (a running VM?): %s" % (doing, stderr),
+                )
             raise error
         return proc.stdout
 
@@ -167,8 +176,9 @@ class QemuImg:
                     os.unlink(output)
                 time.sleep(0.02 * (attempt + 1))
 
-    def info(self, path: str, fmt: Optional[str] = None, force_share: bool = True,
-             timeout: float = 120.0) -> Dict[str, Any]:
+    def info(
+        self, path: str, fmt: Optional[str] = None, force_share: bool = True, timeout: float = 120.0
+    ) -> Dict[str, Any]:
         """``qemu-img info --output=json``. ``force_share`` (``-U``) reads the header of an
         image a running QEMU holds locked; without it, a writer elsewhere makes it fail with
         ``in_use``. Without ``fmt`` the format is probed. Encrypted images need no key."""
@@ -193,8 +203,11 @@ class QemuImg:
         args = ["snapshot", flag, name]
         with contextlib.ExitStack() as stack:
             if luks_key is not None:
-                args += ["--object", _secret_object(stack.enter_context(secret_file(luks_key))),
-                         _json_filename("qcow2", path)]
+                args += [
+                    "--object",
+                    _secret_object(stack.enter_context(secret_file(luks_key))),
+                    _json_filename("qcow2", path),
+                ]
             else:
                 args.append(path)
             self._run(args, "to %s snapshot %s of %s" % (operation, name, path))
@@ -205,12 +218,20 @@ class QemuImg:
 
     def rebase_unsafe(self, path: str, backing: str, backing_fmt: str) -> None:
         """Point an overlay at another backing image with the same data (no copying)."""
-        self._run(["rebase", "-u", "-f", "qcow2", "-b", backing, "-F", _check_driver(backing_fmt), path],
-                  "rebasing %s" % path)
+        self._run(
+            ["rebase", "-u", "-f", "qcow2", "-b", backing, "-F", _check_driver(backing_fmt), path], "rebasing %s" % path
+        )
 
-    def create(self, path: str, fmt: str, size: Optional[int], backing: Optional[str] = None,
-               backing_fmt: Optional[str] = None, preallocation: Optional[str] = None,
-               luks_key: Optional[str] = None) -> None:
+    def create(
+        self,
+        path: str,
+        fmt: str,
+        size: Optional[int],
+        backing: Optional[str] = None,
+        backing_fmt: Optional[str] = None,
+        preallocation: Optional[str] = None,
+        luks_key: Optional[str] = None,
+    ) -> None:
         """Create ``path`` (qcow2 or raw; with ``luks_key``, qcow2 with LUKS encryption or a
         raw LUKS file). ``size`` may be None only with a backing file (its size is used)."""
         if fmt not in FORMATS:
@@ -235,8 +256,15 @@ class QemuImg:
             else:
                 self._run(args, "creating %s" % path)
 
-    def resize(self, path: str, fmt: str, size: int, shrink: bool = False,
-               preallocation: Optional[str] = None, luks_key: Optional[str] = None) -> None:
+    def resize(
+        self,
+        path: str,
+        fmt: str,
+        size: int,
+        shrink: bool = False,
+        preallocation: Optional[str] = None,
+        luks_key: Optional[str] = None,
+    ) -> None:
         """Set the virtual size of ``path``; ``shrink`` allows making it smaller."""
         driver = qemu_driver(fmt, luks_key is not None)
         args = ["resize", "-q"]
@@ -246,15 +274,25 @@ class QemuImg:
             args.append("--shrink")
         with contextlib.ExitStack() as stack:
             if luks_key is not None:
-                args += ["--object", _secret_object(stack.enter_context(secret_file(luks_key))),
-                         _json_filename(driver, path)]
+                args += [
+                    "--object",
+                    _secret_object(stack.enter_context(secret_file(luks_key))),
+                    _json_filename(driver, path),
+                ]
             else:
                 args += ["-f", _check_driver(driver), path]
             args.append(str(int(size)))
             self._run(args, "resizing %s" % path)
 
-    def convert(self, src: str, src_driver: str, dst: str, out_fmt: str, luks_key: Optional[str] = None,
-                preallocation: Optional[str] = None) -> None:
+    def convert(
+        self,
+        src: str,
+        src_driver: str,
+        dst: str,
+        out_fmt: str,
+        luks_key: Optional[str] = None,
+        preallocation: Optional[str] = None,
+    ) -> None:
         """Copy ``src`` (qemu format ``src_driver``; ``luks`` or an encrypted qcow2 when
         ``luks_key`` is given) into a new ``dst`` of ``out_fmt``, encrypted with the same key.
         A qcow2 source with a backing file is flattened."""

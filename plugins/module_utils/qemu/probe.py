@@ -67,9 +67,7 @@ def _read_version(binary: str, cache_file: Optional[str]) -> Tuple[int, int, int
         except (OSError, ValueError, KeyError, TypeError):
             pass
     try:
-        out = subprocess.run(
-            [binary, "--version"], capture_output=True, text=True, timeout=30, check=False
-        ).stdout
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30, check=False).stdout
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise QemuError("could not run %s --version: %s" % (binary, exc)) from exc
     match = _VERSION_RE.search(out)
@@ -96,9 +94,13 @@ def kvm_state(paths: HostPaths) -> Tuple[bool, bool, str]:
         return False, False, "%s is not read/writable by this user" % dev
     loaded = [m for m in HARDWARE_KVM_MODULES if os.path.isdir(os.path.join(paths.sys, "module", m))]
     if not loaded:
-        return False, True, (
-            "neither kvm_intel nor kvm_amd is loaded (a software or nested KVM module cannot "
-            "run Linux guests reliably)"
+        return (
+            False,
+            True,
+            (
+                "neither kvm_intel nor kvm_amd is loaded (a software or nested KVM module cannot "
+                "run Linux guests reliably)"
+            ),
         )
     return True, True, "%s is loaded" % loaded[0]
 
@@ -114,8 +116,9 @@ def is_nested(paths: HostPaths) -> bool:
     return False
 
 
-def probe(binary: Optional[str] = None, cache_file: Optional[str] = None,
-          paths: HostPaths = HostPaths()) -> Capabilities:
+def probe(
+    binary: Optional[str] = None, cache_file: Optional[str] = None, paths: HostPaths = HostPaths()
+) -> Capabilities:
     path = find_binary(binary)
     usable, device_ok, reason = kvm_state(paths)
     return Capabilities(
@@ -138,12 +141,13 @@ def resolve_accel(requested: str, caps: Capabilities) -> Tuple[str, List[str]]:
         return "kvm", []
     if caps.kvm_usable:
         return "kvm", []
-    return "tcg", ["KVM is not usable on this host: %s. Running under TCG software "
-                   "emulation, which is much slower; set accel: kvm to force KVM." % caps.kvm_reason]
+    return "tcg", [
+        "KVM is not usable on this host: %s. Running under TCG software "
+        "emulation, which is much slower; set accel: kvm to force KVM." % caps.kvm_reason
+    ]
 
 
-def resolve_cpu(model: str, flags: Tuple[str, ...], accel: str,
-                caps: Capabilities) -> Tuple[str, List[str]]:
+def resolve_cpu(model: str, flags: Tuple[str, ...], accel: str, caps: Capabilities) -> Tuple[str, List[str]]:
     """Return the -cpu value. `host` does not exist under TCG, and on nested KVM hosts it
     aborts with "failed to set MSR 0x10a" unless arch-capabilities is masked."""
     warnings: List[str] = []
@@ -153,8 +157,7 @@ def resolve_cpu(model: str, flags: Tuple[str, ...], accel: str,
         warnings.append("cpu_model host is not available under TCG; using max instead")
         model = "max"
     parts = [model]
-    if model == "host" and caps.nested and "-arch-capabilities" not in flags \
-            and "+arch-capabilities" not in flags:
+    if model == "host" and caps.nested and "-arch-capabilities" not in flags and "+arch-capabilities" not in flags:
         parts.append("-arch-capabilities")
     parts.extend(flags)
     return ",".join(parts), warnings

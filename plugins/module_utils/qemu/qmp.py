@@ -20,6 +20,7 @@ try:
     from qemu.qmp import ConnectError, EventListener, ExecuteError, QMPClient, QMPError
     from qemu.qmp.models import Greeting
     from qemu.qmp.qmp_client import GreetingError, NegotiationError
+
     HAS_QEMU_QMP = True
     QEMU_QMP_IMPORT_ERROR = None
 except ImportError:
@@ -37,6 +38,7 @@ def _no_wire_messages(record: logging.LogRecord) -> bool:
 
 
 if HAS_QEMU_QMP:
+
     class _Client(QMPClient):
         """QMPClient whose greeting and capabilities negotiation let events pass.
 
@@ -117,13 +119,11 @@ class QmpSession:
         except ExecuteError as exc:
             raise QmpError(self.vm_name, command, "%s: %s" % (exc.error_class, exc)) from exc
         except ConnectError as exc:
-            raise QmpError(self.vm_name, command, "cannot connect to %s: %s"
-                           % (self.socket_path, exc.exc)) from exc
+            raise QmpError(self.vm_name, command, "cannot connect to %s: %s" % (self.socket_path, exc.exc)) from exc
         except (QMPError, OSError, EOFError) as exc:
             raise QmpError(self.vm_name, command, str(exc) or type(exc).__name__) from exc
 
-    def execute(self, command: str, arguments: Optional[Dict[str, Any]] = None,
-                timeout: float = 10.0) -> Any:
+    def execute(self, command: str, arguments: Optional[Dict[str, Any]] = None, timeout: float = 10.0) -> Any:
         try:
             return self._run(self._client.execute(command, arguments), timeout, command)
         except QmpError:
@@ -131,8 +131,9 @@ class QmpSession:
                 return {}  # QEMU quit before or while answering: that is success
             raise
 
-    def execute_and_wait(self, command: str, arguments: Optional[Dict[str, Any]], event: str,
-                         match: Dict[str, Any], timeout: float) -> Dict[str, Any]:
+    def execute_and_wait(
+        self, command: str, arguments: Optional[Dict[str, Any]], event: str, match: Dict[str, Any], timeout: float
+    ) -> Dict[str, Any]:
         """Run a command, then wait for an event whose data matches ``match`` (listening
         starts before the command, so a quick event is not missed)."""
         listener = EventListener(names=(event,))
@@ -150,13 +151,17 @@ class QmpSession:
             return self._run(run(), timeout, command)
         except QmpError as exc:
             if "no answer within" in exc.reason:
-                raise QmpError(self.vm_name, command, "no %s event within %g s (the guest did "
-                               "not release the device)" % (event, timeout)) from None
+                raise QmpError(
+                    self.vm_name,
+                    command,
+                    "no %s event within %g s (the guest did not release the device)" % (event, timeout),
+                ) from None
             raise
 
 
-def qmp_execute(socket_path: str, vm_name: str, command: str,
-                arguments: Optional[Dict[str, Any]] = None, timeout: float = 10.0) -> Any:
+def qmp_execute(
+    socket_path: str, vm_name: str, command: str, arguments: Optional[Dict[str, Any]] = None, timeout: float = 10.0
+) -> Any:
     """One command on its own connection."""
     with QmpSession(socket_path, vm_name, connect_timeout=timeout) as qmp:
         return qmp.execute(command, arguments, timeout=timeout)

@@ -32,6 +32,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import Infi
 try:
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     HAS_CRYPTOGRAPHY = True
 except ImportError:  # the Ansible binding reports missing_required_lib
     HAS_CRYPTOGRAPHY = False
@@ -88,19 +89,23 @@ def decode_key(text: str, source: str) -> bytes:
     try:
         key = base64.b64decode(compact.encode("ascii"), validate=True)
     except (binascii.Error, ValueError, UnicodeEncodeError):
-        raise SecretError("%s is not valid base64; it must hold a base64-encoded %d-byte key"
-                          % (source, KEY_BYTES)) from None
+        raise SecretError(
+            "%s is not valid base64; it must hold a base64-encoded %d-byte key" % (source, KEY_BYTES)
+        ) from None
     if len(key) != KEY_BYTES:
-        raise SecretError("%s decodes to %d bytes; the key must be exactly %d bytes (base64 of %d random bytes)"
-                          % (source, len(key), KEY_BYTES, KEY_BYTES))
+        raise SecretError(
+            "%s decodes to %d bytes; the key must be exactly %d bytes (base64 of %d random bytes)"
+            % (source, len(key), KEY_BYTES, KEY_BYTES)
+        )
     return key
 
 
 def _check_key(key: bytes) -> None:
     if not isinstance(key, (bytes, bytearray)) or len(key) != KEY_BYTES:
-        raise SecretError("a secret key must be exactly %d bytes, got %s"
-                          % (KEY_BYTES, "%d bytes" % len(key) if isinstance(key, (bytes, bytearray))
-                             else type(key).__name__))
+        raise SecretError(
+            "a secret key must be exactly %d bytes, got %s"
+            % (KEY_BYTES, "%d bytes" % len(key) if isinstance(key, (bytes, bytearray)) else type(key).__name__)
+        )
 
 
 def _b64decode_strict(text: str) -> bytes:
@@ -123,13 +128,16 @@ def _parse_token(token: str) -> Tuple[str, bytes, bytes]:
         raise SecretError("the secret token is malformed: longer than %d characters" % _MAX_TOKEN_CHARS)
     parts = token.split(":")
     if len(parts) != 4:
-        raise SecretError("the secret token is malformed: expected %s:<key id>:<nonce>:<ciphertext>, "
-                          "got %d field(s)" % (TOKEN_VERSION, len(parts)))
+        raise SecretError(
+            "the secret token is malformed: expected %s:<key id>:<nonce>:<ciphertext>, "
+            "got %d field(s)" % (TOKEN_VERSION, len(parts))
+        )
     version, kid, nonce_b64, ct_b64 = parts
     if version != TOKEN_VERSION:
         # The version is ours to print; anything else may be a pasted plaintext.
-        raise SecretError("the secret token is malformed or from an unknown format version "
-                          "(this code reads %s)" % TOKEN_VERSION)
+        raise SecretError(
+            "the secret token is malformed or from an unknown format version (this code reads %s)" % TOKEN_VERSION
+        )
     if len(kid) != 16 or any(c not in "0123456789abcdef" for c in kid):
         raise SecretError("the secret token is malformed: the key id is not 16 lowercase hex digits")
     try:
@@ -140,8 +148,7 @@ def _parse_token(token: str) -> Tuple[str, bytes, bytes]:
     if len(nonce) != NONCE_BYTES:
         raise SecretError("the secret token is malformed: the nonce is %d bytes, not %d" % (len(nonce), NONCE_BYTES))
     if len(sealed) < TAG_BYTES:
-        raise SecretError("the secret token is malformed: the ciphertext is shorter than the %d-byte tag"
-                          % TAG_BYTES)
+        raise SecretError("the secret token is malformed: the ciphertext is shorter than the %d-byte tag" % TAG_BYTES)
     return kid, nonce, sealed
 
 
@@ -153,8 +160,9 @@ def token_key_id(token: str) -> str:
 def _aad(kid: str, context: str) -> bytes:
     if not isinstance(context, str):
         raise SecretError("a secret context must be text, got %s" % type(context).__name__)
-    return _AAD_PREFIX + TOKEN_VERSION.encode("ascii") + b"\x00" + kid.encode("ascii") + b"\x00" \
-        + context.encode("utf-8")
+    return (
+        _AAD_PREFIX + TOKEN_VERSION.encode("ascii") + b"\x00" + kid.encode("ascii") + b"\x00" + context.encode("utf-8")
+    )
 
 
 class SecretBox:
@@ -179,20 +187,28 @@ class SecretBox:
             raise SecretError("a secret must be text, got %s" % type(plaintext).__name__)
         nonce = os.urandom(NONCE_BYTES)
         sealed = self._aead.encrypt(nonce, plaintext.encode("utf-8"), _aad(self.key_id, context))
-        return "%s:%s:%s:%s" % (TOKEN_VERSION, self.key_id, base64.b64encode(nonce).decode("ascii"),
-                                base64.b64encode(sealed).decode("ascii"))
+        return "%s:%s:%s:%s" % (
+            TOKEN_VERSION,
+            self.key_id,
+            base64.b64encode(nonce).decode("ascii"),
+            base64.b64encode(sealed).decode("ascii"),
+        )
 
     def decrypt(self, token: str, context: str) -> str:
         kid, nonce, sealed = _parse_token(token)
         if kid != self.key_id:
-            raise SecretError("the secret for %r was encrypted with key id %s but the loaded key is %s; "
-                              "load the key that sealed it (%s or the key file), or rotate the secrets "
-                              "to the current key" % (context, kid, self.key_id, KEY_ENV))
+            raise SecretError(
+                "the secret for %r was encrypted with key id %s but the loaded key is %s; "
+                "load the key that sealed it (%s or the key file), or rotate the secrets "
+                "to the current key" % (context, kid, self.key_id, KEY_ENV)
+            )
         try:
             plain = self._aead.decrypt(nonce, sealed, _aad(kid, context))
         except InvalidTag:
-            raise SecretError("the secret for %r failed authentication: the token was altered, or it "
-                              "belongs to another record or field than %r" % (context, context)) from None
+            raise SecretError(
+                "the secret for %r failed authentication: the token was altered, or it "
+                "belongs to another record or field than %r" % (context, context)
+            ) from None
         try:
             return plain.decode("utf-8")
         except UnicodeDecodeError:  # authenticated, so only a foreign writer gets here
@@ -216,8 +232,9 @@ def rotate(tokens: Iterable[Tuple[str, str]], old: SecretBox, new: SecretBox) ->
         try:
             plaintext = box.decrypt(token, context)
         except SecretError as exc:
-            raise SecretError("rotate: item %d (%r) cannot be decrypted, nothing was re-encrypted: %s"
-                              % (index, context, exc)) from None
+            raise SecretError(
+                "rotate: item %d (%r) cannot be decrypted, nothing was re-encrypted: %s" % (index, context, exc)
+            ) from None
         out.append(new.encrypt(plaintext, context))
     return out
 
@@ -235,6 +252,7 @@ def mask(value):
 
 
 # ---------------------------------------------------------------------------- key loading
+
 
 def load_or_create_key(key_file: Optional[str] = None, env: Optional[Mapping[str, str]] = None) -> bytes:
     """The 32-byte key: from ``INFINIVIRT_SECRET_KEY`` if set, else from ``key_file``.
@@ -266,8 +284,9 @@ def _read_key_file(path: str) -> bytes:
         raise
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise SecretError("key file %s is a symlink; refusing to follow it (point key_file at the real "
-                              "file)" % path) from None
+            raise SecretError(
+                "key file %s is a symlink; refusing to follow it (point key_file at the real file)" % path
+            ) from None
         raise SecretError("key file %s cannot be opened: %s" % (path, exc.strerror or exc)) from None
     try:
         st = os.fstat(fd)
@@ -275,12 +294,16 @@ def _read_key_file(path: str) -> bytes:
             raise SecretError("key file %s is not a regular file" % path)
         euid = os.geteuid()
         if st.st_uid != euid:
-            raise SecretError("key file %s is owned by uid %d, not by the current user (uid %d); "
-                              "chown it or run as its owner" % (path, st.st_uid, euid))
+            raise SecretError(
+                "key file %s is owned by uid %d, not by the current user (uid %d); "
+                "chown it or run as its owner" % (path, st.st_uid, euid)
+            )
         mode = stat.S_IMODE(st.st_mode)
         if mode & ~0o600:
-            raise SecretError("key file %s has mode %04o; it must be 0600 (or 0400) so only its owner can "
-                              "read it: chmod 600 %s" % (path, mode, path))
+            raise SecretError(
+                "key file %s has mode %04o; it must be 0600 (or 0400) so only its owner can "
+                "read it: chmod 600 %s" % (path, mode, path)
+            )
         data = b""
         while len(data) <= 4096:
             chunk = os.read(fd, 4096)
@@ -313,8 +336,7 @@ def _make_private_dirs(directory: str) -> None:
             os.mkdir(path, 0o700)
         except FileExistsError:
             if not os.path.isdir(path):
-                raise SecretError("cannot create the key directory %s: a non-directory is in the way" % path) \
-                    from None
+                raise SecretError("cannot create the key directory %s: a non-directory is in the way" % path) from None
         except OSError as exc:
             raise SecretError("cannot create the key directory %s: %s" % (path, exc.strerror or exc)) from None
 
@@ -334,8 +356,9 @@ def _create_key_file(path: str) -> bool:
     for _attempt in range(100):
         candidate = os.path.join(directory, ".%s.%s.tmp" % (os.path.basename(path), os.urandom(6).hex()))
         try:
-            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                         | getattr(os, "O_CLOEXEC", 0), 0o600)
+            fd = os.open(
+                candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600
+            )
         except FileExistsError:
             continue
         except OSError as exc:
@@ -349,7 +372,7 @@ def _create_key_file(path: str) -> bool:
             os.fchmod(fd, 0o600)  # exactly 0600 whatever the umask
             view = memoryview(key_text)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)

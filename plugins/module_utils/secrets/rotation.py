@@ -34,16 +34,15 @@ def rotate_key(store, key_file: Optional[str], new_key_file: str, check_mode: bo
             return {"changed": True, "rotated": len(secrets), "secrets": len(secrets), "key_id": None}
     new_box = SecretBox(load_or_create_key(new_key_file, env={}))
     stale = [s for s in secrets if token_key_id(s[2]) != new_box.key_id]
-    result = {"changed": bool(stale), "rotated": len(stale), "secrets": len(secrets),
-              "key_id": new_box.key_id}
+    result = {"changed": bool(stale), "rotated": len(stale), "secrets": len(secrets), "key_id": new_box.key_id}
     if not stale or check_mode:
         return result
     if KEY_ENV not in os.environ and not (key_file and os.path.exists(key_file)):
-        raise SpecError("secret_key_file", "the current key file %s does not exist, so the stored "
-                        "secrets cannot be read" % key_file)
+        raise SpecError(
+            "secret_key_file", "the current key file %s does not exist, so the stored secrets cannot be read" % key_file
+        )
     old_box = SecretBox(load_or_create_key(key_file))
     pairs = [(token, secret_context(owner, column)) for owner, column, token in stale]
     new_tokens = rotate(pairs, old_box, new_box)
-    store.replace_secrets([(owner, column, token, new)
-                           for (owner, column, token), new in zip(stale, new_tokens)])
+    store.replace_secrets([(owner, column, token, new) for (owner, column, token), new in zip(stale, new_tokens)])
     return result

@@ -23,17 +23,28 @@ from ansible_collections.infinivirt.core.plugins.module_utils.store.volumes impo
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import JSON_FIELDS, SPEC_FIELDS, VmSpec
 
-VM_COLUMNS = ("uuid", "name", "host", "status", "version", "qemu_pid", "qmp_socket_path",
-              "serial_log_path", "running_spec", "launch_accel", "launch_cpu", "created_at",
-              "updated_at", "pidfile_path", "launch_graphics_port")
-
-
+VM_COLUMNS = (
+    "uuid",
+    "name",
+    "host",
+    "status",
+    "version",
+    "qemu_pid",
+    "qmp_socket_path",
+    "serial_log_path",
+    "running_spec",
+    "launch_accel",
+    "launch_cpu",
+    "created_at",
+    "updated_at",
+    "pidfile_path",
+    "launch_graphics_port",
+)
 
 
 def lock_holder_info(job_id: Optional[str]) -> Dict[str, Any]:
     """Who takes a lock: shown to whoever waits for it in vain."""
-    return {"host": socket.gethostname(), "pid": os.getpid(), "since": utc_now(),
-            "job_id": job_id}
+    return {"host": socket.gethostname(), "pid": os.getpid(), "since": utc_now(), "job_id": job_id}
 
 
 def describe_holder(info: Optional[Dict[str, Any]]) -> str:
@@ -79,23 +90,44 @@ def _record(row: Dict[str, Any]) -> VmRecord:
     spec["name"] = row["name"]
     running = row["running_spec"]
     return VmRecord(
-        uuid=row["uuid"], name=row["name"], host=row["host"], status=row["status"],
-        version=row["version"], qemu_pid=row["qemu_pid"],
-        qmp_socket_path=row["qmp_socket_path"], serial_log_path=row["serial_log_path"],
+        uuid=row["uuid"],
+        name=row["name"],
+        host=row["host"],
+        status=row["status"],
+        version=row["version"],
+        qemu_pid=row["qemu_pid"],
+        qmp_socket_path=row["qmp_socket_path"],
+        serial_log_path=row["serial_log_path"],
         running_spec=VmSpec.from_dict(json.loads(running)) if running else None,
-        launch_accel=row["launch_accel"], launch_cpu=row["launch_cpu"],
-        created_at=row["created_at"], updated_at=row["updated_at"],
-        pidfile_path=row["pidfile_path"], launch_graphics_port=row["launch_graphics_port"],
+        launch_accel=row["launch_accel"],
+        launch_cpu=row["launch_cpu"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        pidfile_path=row["pidfile_path"],
+        launch_graphics_port=row["launch_graphics_port"],
         spec=VmSpec.from_dict(spec),
     )
 
 
 def _vm_values(record: VmRecord) -> Tuple[Any, ...]:
     running = json.dumps(record.running_spec.to_dict()) if record.running_spec else None
-    return (record.uuid, record.name, record.host, record.status, record.version,
-            record.qemu_pid, record.qmp_socket_path, record.serial_log_path, running,
-            record.launch_accel, record.launch_cpu, record.created_at, record.updated_at,
-            record.pidfile_path, record.launch_graphics_port)
+    return (
+        record.uuid,
+        record.name,
+        record.host,
+        record.status,
+        record.version,
+        record.qemu_pid,
+        record.qmp_socket_path,
+        record.serial_log_path,
+        running,
+        record.launch_accel,
+        record.launch_cpu,
+        record.created_at,
+        record.updated_at,
+        record.pidfile_path,
+        record.launch_graphics_port,
+    )
 
 
 class SqlStore(VolumeStore, FirewallStore):
@@ -133,8 +165,9 @@ class SqlStore(VolumeStore, FirewallStore):
         try:
             yield
         except self.db_errors as exc:
-            raise StoreError("%s failed on the state database %s: %s"
-                             % (doing, self.describe(), str(exc).strip())) from exc
+            raise StoreError(
+                "%s failed on the state database %s: %s" % (doing, self.describe(), str(exc).strip())
+            ) from exc
 
     @contextlib.contextmanager
     def transaction(self, doing: str = "a write") -> Iterator["_Cursor"]:
@@ -163,8 +196,9 @@ class SqlStore(VolumeStore, FirewallStore):
     def migrate(self) -> None:
         with self.transaction("migrating the schema") as cur:
             self._schema_lock(cur.raw)
-            cur.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
-                        "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+            )
             cur.execute("SELECT MAX(version) FROM schema_migrations")
             current = cur.fetchone()[0] or 0
             for number, statements in MIGRATIONS:
@@ -178,7 +212,11 @@ class SqlStore(VolumeStore, FirewallStore):
     def _select(self, where: str, args: Tuple[Any, ...]) -> List[VmRecord]:
         rows = self._read(
             "SELECT v.*, c.* FROM vms v JOIN machine_configuration c ON c.vm_uuid = v.uuid "
-            + where + " ORDER BY v.name", args, "reading VMs")
+            + where
+            + " ORDER BY v.name",
+            args,
+            "reading VMs",
+        )
         return [_record(row) for row in rows]
 
     def get_vm(self, name: str) -> Optional[VmRecord]:
@@ -194,11 +232,15 @@ class SqlStore(VolumeStore, FirewallStore):
         record.created_at = record.updated_at = utc_now()
         columns = _spec_to_columns(record.spec)
         with self.transaction("creating VM %s" % record.name) as cur:
-            cur.execute("INSERT INTO vms (%s) VALUES (%s)" % (
-                ", ".join(VM_COLUMNS), ", ".join("?" * len(VM_COLUMNS))), _vm_values(record))
-            cur.execute("INSERT INTO machine_configuration (vm_uuid, %s) VALUES (?, %s)" % (
-                ", ".join(columns), ", ".join("?" * len(columns))),
-                (record.uuid,) + tuple(columns.values()))
+            cur.execute(
+                "INSERT INTO vms (%s) VALUES (%s)" % (", ".join(VM_COLUMNS), ", ".join("?" * len(VM_COLUMNS))),
+                _vm_values(record),
+            )
+            cur.execute(
+                "INSERT INTO machine_configuration (vm_uuid, %s) VALUES (?, %s)"
+                % (", ".join(columns), ", ".join("?" * len(columns))),
+                (record.uuid,) + tuple(columns.values()),
+            )
 
     def update_vm(self, record: VmRecord) -> None:
         """Write the record back, bumping its version."""
@@ -208,10 +250,14 @@ class SqlStore(VolumeStore, FirewallStore):
             values = list(_vm_values(record))
             values[VM_COLUMNS.index("version")] = version
             values[VM_COLUMNS.index("updated_at")] = updated_at
-            cur.execute("UPDATE vms SET %s WHERE uuid = ?" % ", ".join(
-                "%s = ?" % c for c in VM_COLUMNS[1:]), tuple(values[1:]) + (record.uuid,))
-            cur.execute("UPDATE machine_configuration SET %s WHERE vm_uuid = ?" % ", ".join(
-                "%s = ?" % c for c in columns), tuple(columns.values()) + (record.uuid,))
+            cur.execute(
+                "UPDATE vms SET %s WHERE uuid = ?" % ", ".join("%s = ?" % c for c in VM_COLUMNS[1:]),
+                tuple(values[1:]) + (record.uuid,),
+            )
+            cur.execute(
+                "UPDATE machine_configuration SET %s WHERE vm_uuid = ?" % ", ".join("%s = ?" % c for c in columns),
+                tuple(columns.values()) + (record.uuid,),
+            )
         record.updated_at, record.version = updated_at, version
 
     def delete_vm(self, uuid: str) -> None:
@@ -225,8 +271,9 @@ class SqlStore(VolumeStore, FirewallStore):
     def get_secret(self, owner: str, column: str) -> Optional[str]:
         """The sealed token in a secret column of the row keyed ``owner``, or None."""
         table, key = _secret_location(column)
-        rows = self._read("SELECT %s AS token FROM %s WHERE %s = ?" % (column, table, key),
-                          (owner,), "reading a secret")
+        rows = self._read(
+            "SELECT %s AS token FROM %s WHERE %s = ?" % (column, table, key), (owner,), "reading a secret"
+        )
         return rows[0]["token"] if rows else None
 
     def set_secret(self, owner: str, column: str, token: Optional[str]) -> None:
@@ -238,8 +285,10 @@ class SqlStore(VolumeStore, FirewallStore):
         """Every stored secret as (owner, column, token)."""
         found = []
         for column, (table, key) in sorted(SECRET_COLUMNS.items()):
-            for row in self._read("SELECT %s AS owner, %s AS token FROM %s WHERE %s IS NOT NULL "
-                                  "ORDER BY %s" % (key, column, table, column, key)):
+            for row in self._read(
+                "SELECT %s AS owner, %s AS token FROM %s WHERE %s IS NOT NULL "
+                "ORDER BY %s" % (key, column, table, column, key)
+            ):
                 found.append((row["owner"], column, row["token"]))
         return found
 
@@ -249,16 +298,18 @@ class SqlStore(VolumeStore, FirewallStore):
         with self.transaction("re-encrypting secrets") as cur:
             for owner, column, old, new in updates:
                 table, key = _secret_location(column)
-                cur.execute("UPDATE %s SET %s = ? WHERE %s = ? AND %s = ?" % (table, column, key, column),
-                            (new, owner, old))
+                cur.execute(
+                    "UPDATE %s SET %s = ? WHERE %s = ? AND %s = ?" % (table, column, key, column), (new, owner, old)
+                )
                 if cur.raw.rowcount != 1:
-                    raise StoreError("the secret %s of %s changed during the rotation; nothing "
-                                     "was re-encrypted, run it again" % (column, owner))
+                    raise StoreError(
+                        "the secret %s of %s changed during the rotation; nothing "
+                        "was re-encrypted, run it again" % (column, owner)
+                    )
 
     # -- networks ---------------------------------------------------------------------------
     def get_network(self, name: str, host: str) -> Optional[Dict[str, Any]]:
-        rows = self._read("SELECT * FROM networks WHERE name = ? AND host = ?", (name, host),
-                          "reading a network")
+        rows = self._read("SELECT * FROM networks WHERE name = ? AND host = ?", (name, host), "reading a network")
         if not rows:
             return None
         row = dict(rows[0])
@@ -269,8 +320,10 @@ class SqlStore(VolumeStore, FirewallStore):
         now = utc_now()
         with self.transaction("recording network %s" % name) as cur:
             cur.execute("DELETE FROM networks WHERE name = ? AND host = ?", (name, host))
-            cur.execute("INSERT INTO networks VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (name, host, mode, json.dumps(spec, sort_keys=True), managed, now, now))
+            cur.execute(
+                "INSERT INTO networks VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (name, host, mode, json.dumps(spec, sort_keys=True), managed, now, now),
+            )
 
     def delete_network(self, name: str, host: str) -> None:
         with self.transaction("removing network %s" % name) as cur:
@@ -278,35 +331,44 @@ class SqlStore(VolumeStore, FirewallStore):
 
     # -- external snapshot layers -----------------------------------------------------------
     def list_layers(self, vm_uuid: str) -> List[Dict[str, Any]]:
-        return self._read("SELECT base_path, seq, snapshot, overlay FROM disk_layers WHERE vm_uuid = ? "
-                          "ORDER BY base_path, seq", (vm_uuid,), "reading snapshot layers")
+        return self._read(
+            "SELECT base_path, seq, snapshot, overlay FROM disk_layers WHERE vm_uuid = ? ORDER BY base_path, seq",
+            (vm_uuid,),
+            "reading snapshot layers",
+        )
 
     def add_layers(self, vm_uuid: str, layers: List[Tuple[str, int, str, str]]) -> None:
         """(base_path, seq, snapshot, overlay) rows, in one transaction."""
         with self.transaction("recording snapshot layers") as cur:
             for base_path, seq, snapshot, overlay in layers:
-                cur.execute("INSERT INTO disk_layers VALUES (?, ?, ?, ?, ?, ?)",
-                            (vm_uuid, base_path, seq, snapshot, overlay, utc_now()))
+                cur.execute(
+                    "INSERT INTO disk_layers VALUES (?, ?, ?, ?, ?, ?)",
+                    (vm_uuid, base_path, seq, snapshot, overlay, utc_now()),
+                )
 
     def delete_layer(self, vm_uuid: str, base_path: str, seq: int) -> None:
         with self.transaction("dropping a snapshot layer") as cur:
-            cur.execute("DELETE FROM disk_layers WHERE vm_uuid = ? AND base_path = ? AND seq = ?",
-                        (vm_uuid, base_path, seq))
+            cur.execute(
+                "DELETE FROM disk_layers WHERE vm_uuid = ? AND base_path = ? AND seq = ?", (vm_uuid, base_path, seq)
+            )
 
     # -- resource journal -----------------------------------------------------------------
     def journal_add(self, vm_uuid: str, kind: str, ref: str) -> None:
         with self.transaction("journaling a resource") as cur:
-            cur.execute("INSERT INTO resources VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                        (vm_uuid, kind, ref, utc_now()))
+            cur.execute(
+                "INSERT INTO resources VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING", (vm_uuid, kind, ref, utc_now())
+            )
 
     def journal_remove(self, vm_uuid: str, kind: str, ref: str) -> None:
         with self.transaction("dropping a resource from the journal") as cur:
-            cur.execute("DELETE FROM resources WHERE vm_uuid = ? AND kind = ? AND ref = ?",
-                        (vm_uuid, kind, ref))
+            cur.execute("DELETE FROM resources WHERE vm_uuid = ? AND kind = ? AND ref = ?", (vm_uuid, kind, ref))
 
     def journal_list(self, vm_uuid: str) -> List[Tuple[str, str]]:
-        rows = self._read("SELECT kind, ref FROM resources WHERE vm_uuid = ? "
-                          "ORDER BY created_at, kind, ref", (vm_uuid,), "reading the journal")
+        rows = self._read(
+            "SELECT kind, ref FROM resources WHERE vm_uuid = ? ORDER BY created_at, kind, ref",
+            (vm_uuid,),
+            "reading the journal",
+        )
         return [(row["kind"], row["ref"]) for row in rows]
 
 

@@ -17,11 +17,10 @@ DEFAULT_DB_URL = "sqlite:////var/lib/infinivirt/infinivirt.db"
 
 def open_store(db_url: str, job_id: Optional[str] = None) -> SqlStore:
     if db_url.startswith("sqlite:///"):
-        path = db_url[len("sqlite:///"):]
+        path = db_url[len("sqlite:///") :]
         if not path.startswith("/") or path.endswith("/"):
             raise SpecError("db_url", "an SQLite URL must name an absolute file: sqlite:////path/to.db")
         return SqliteStore(path, job_id=job_id)
     if db_url.startswith(("postgresql://", "postgres://")):
         return PostgresStore(db_url, job_id=job_id)
-    raise SpecError("db_url", "must start with sqlite:/// or postgresql:// (for example %s)"
-                    % DEFAULT_DB_URL)
+    raise SpecError("db_url", "must start with sqlite:/// or postgresql:// (for example %s)" % DEFAULT_DB_URL)

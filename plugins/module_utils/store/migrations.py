@@ -12,15 +12,39 @@ from __future__ import annotations
 from typing import List, Tuple
 
 # machine_configuration's columns after migration 12, in their order there.
-_MC_12 = ", ".join((
-    "vm_uuid", "vcpus", "memory_mb", "machine_type", "cpu_model", "cpu_flags", "accel", "kernel",
-    "initrd", "kernel_cmdline", "graphics_type", "graphics_listen", "graphics_port",
-    "graphics_password", "graphics_password_set", "firmware", "secure_boot", "uefi_firmware",
-    "disks", "console_socket", "nics", "netns", "department"))
+_MC_12 = ", ".join(
+    (
+        "vm_uuid",
+        "vcpus",
+        "memory_mb",
+        "machine_type",
+        "cpu_model",
+        "cpu_flags",
+        "accel",
+        "kernel",
+        "initrd",
+        "kernel_cmdline",
+        "graphics_type",
+        "graphics_listen",
+        "graphics_port",
+        "graphics_password",
+        "graphics_password_set",
+        "firmware",
+        "secure_boot",
+        "uefi_firmware",
+        "disks",
+        "console_socket",
+        "nics",
+        "netns",
+        "department",
+    )
+)
 
 MIGRATIONS: List[Tuple[int, List[str]]] = [
-    (1, [
-        """CREATE TABLE vms (
+    (
+        1,
+        [
+            """CREATE TABLE vms (
             uuid TEXT PRIMARY KEY,
             name TEXT NOT NULL UNIQUE,
             host TEXT NOT NULL,
@@ -35,9 +59,9 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
             created_at TEXT NOT NULL,
             updated_at TEXT NOT NULL
         )""",
-        # The VM's spec, plus columns for features planned then (migration 12 dropped those
-        # nothing used). Columns later features fill start out NULL or at their defaults.
-        """CREATE TABLE machine_configuration (
+            # The VM's spec, plus columns for features planned then (migration 12 dropped those
+            # nothing used). Columns later features fill start out NULL or at their defaults.
+            """CREATE TABLE machine_configuration (
             vm_uuid TEXT PRIMARY KEY REFERENCES vms(uuid) ON DELETE CASCADE,
             vcpus INTEGER NOT NULL,
             memory_mb INTEGER NOT NULL,
@@ -69,42 +93,51 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
             uefi_firmware TEXT,
             secureboot BOOLEAN NOT NULL DEFAULT FALSE
         )""",
-        # Host resources are journaled before they are created and dropped after they are
-        # destroyed, so a crash at any point can be cleaned up later.
-        """CREATE TABLE resources (
+            # Host resources are journaled before they are created and dropped after they are
+            # destroyed, so a crash at any point can be cleaned up later.
+            """CREATE TABLE resources (
             vm_uuid TEXT NOT NULL,
             kind TEXT NOT NULL,
             ref TEXT NOT NULL,
             created_at TEXT NOT NULL,
             PRIMARY KEY (vm_uuid, kind, ref)
         )""",
-    ]),
-    (2, [
-        # Who holds a VM's lock (PostgreSQL advisory locks carry no such information), so
-        # a waiter that times out can name the holder.
-        """CREATE TABLE vm_locks (
+        ],
+    ),
+    (
+        2,
+        [
+            # Who holds a VM's lock (PostgreSQL advisory locks carry no such information), so
+            # a waiter that times out can name the holder.
+            """CREATE TABLE vm_locks (
             name TEXT PRIMARY KEY,
             host TEXT NOT NULL,
             pid INTEGER NOT NULL,
             job_id TEXT,
             since TEXT NOT NULL
         )""",
-    ]),
-    (3, [
-        # Liveness reads the pidfile the VM was started with, even if run_dir changes later;
-        # the display port QEMU picked (graphic_port is the one asked for, if any).
-        "ALTER TABLE vms ADD COLUMN pidfile_path TEXT",
-        "ALTER TABLE vms ADD COLUMN launch_graphic_port INTEGER",
-        # Whether an (encrypted) display password exists: part of the spec, so a running VM
-        # started without one reports that it needs a restart to ask for one.
-        "ALTER TABLE machine_configuration ADD COLUMN graphic_password_set BOOLEAN NOT NULL DEFAULT FALSE",
-    ]),
-    (4, [
-        # The VM's disks, as a JSON list of DiskSpec dicts (see spec.py).
-        "ALTER TABLE machine_configuration ADD COLUMN disks TEXT NOT NULL DEFAULT '[]'",
-        "ALTER TABLE machine_configuration ADD COLUMN console_socket BOOLEAN NOT NULL DEFAULT FALSE",
-        # Volumes made by infinivirt_disk; an encrypted one keeps its LUKS key here, sealed.
-        """CREATE TABLE volumes (
+        ],
+    ),
+    (
+        3,
+        [
+            # Liveness reads the pidfile the VM was started with, even if run_dir changes later;
+            # the display port QEMU picked (graphic_port is the one asked for, if any).
+            "ALTER TABLE vms ADD COLUMN pidfile_path TEXT",
+            "ALTER TABLE vms ADD COLUMN launch_graphic_port INTEGER",
+            # Whether an (encrypted) display password exists: part of the spec, so a running VM
+            # started without one reports that it needs a restart to ask for one.
+            "ALTER TABLE machine_configuration ADD COLUMN graphic_password_set BOOLEAN NOT NULL DEFAULT FALSE",
+        ],
+    ),
+    (
+        4,
+        [
+            # The VM's disks, as a JSON list of DiskSpec dicts (see spec.py).
+            "ALTER TABLE machine_configuration ADD COLUMN disks TEXT NOT NULL DEFAULT '[]'",
+            "ALTER TABLE machine_configuration ADD COLUMN console_socket BOOLEAN NOT NULL DEFAULT FALSE",
+            # Volumes made by infinivirt_disk; an encrypted one keeps its LUKS key here, sealed.
+            """CREATE TABLE volumes (
             path TEXT PRIMARY KEY,
             host TEXT NOT NULL,
             format TEXT NOT NULL,
@@ -113,15 +146,21 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
             created_at TEXT NOT NULL,
             updated_at TEXT NOT NULL
         )""",
-    ]),
-    (5, [
-        # bios or uefi; secureboot and uefi_firmware were there from the start.
-        "ALTER TABLE machine_configuration ADD COLUMN firmware TEXT NOT NULL DEFAULT 'bios'",
-    ]),
-    (6, [
-        # External snapshots: each is an overlay file on top of a disk's image; the disk's
-        # active image is its overlay with the highest seq (or the image itself).
-        """CREATE TABLE disk_layers (
+        ],
+    ),
+    (
+        5,
+        [
+            # bios or uefi; secureboot and uefi_firmware were there from the start.
+            "ALTER TABLE machine_configuration ADD COLUMN firmware TEXT NOT NULL DEFAULT 'bios'",
+        ],
+    ),
+    (
+        6,
+        [
+            # External snapshots: each is an overlay file on top of a disk's image; the disk's
+            # active image is its overlay with the highest seq (or the image itself).
+            """CREATE TABLE disk_layers (
             vm_uuid TEXT NOT NULL,
             base_path TEXT NOT NULL,
             seq INTEGER NOT NULL,
@@ -130,11 +169,14 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
             created_at TEXT NOT NULL,
             PRIMARY KEY (vm_uuid, base_path, seq)
         )""",
-    ]),
-    (7, [
-        # Networks made by infinivirt_net. "managed": Infinivirt created the bridge (and may
-        # remove it); an existing bridge is only used.
-        """CREATE TABLE networks (
+        ],
+    ),
+    (
+        7,
+        [
+            # Networks made by infinivirt_net. "managed": Infinivirt created the bridge (and may
+            # remove it); an existing bridge is only used.
+            """CREATE TABLE networks (
             name TEXT PRIMARY KEY,
             host TEXT NOT NULL,
             mode TEXT NOT NULL,
@@ -143,19 +185,25 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
             created_at TEXT NOT NULL,
             updated_at TEXT NOT NULL
         )""",
-    ]),
-    (8, [
-        # The VM's NICs (JSON list of NicSpec dicts, see nics.py), the network namespace its
-        # QEMU and TAPs live in, and the firewall department it belongs to.
-        "ALTER TABLE machine_configuration ADD COLUMN nics TEXT NOT NULL DEFAULT '[]'",
-        "ALTER TABLE machine_configuration ADD COLUMN netns TEXT",
-        "ALTER TABLE machine_configuration ADD COLUMN department TEXT",
-    ]),
-    (9, [
-        # infinivirt_firewall (see store/firewall.py): a rule set per scope (a department, or
-        # a VM by UUID) with its default policies, its rules in order with the source of
-        # each, and where a VM's rules are in the kernel.
-        """CREATE TABLE firewall_rulesets (
+        ],
+    ),
+    (
+        8,
+        [
+            # The VM's NICs (JSON list of NicSpec dicts, see nics.py), the network namespace its
+            # QEMU and TAPs live in, and the firewall department it belongs to.
+            "ALTER TABLE machine_configuration ADD COLUMN nics TEXT NOT NULL DEFAULT '[]'",
+            "ALTER TABLE machine_configuration ADD COLUMN netns TEXT",
+            "ALTER TABLE machine_configuration ADD COLUMN department TEXT",
+        ],
+    ),
+    (
+        9,
+        [
+            # infinivirt_firewall (see store/firewall.py): a rule set per scope (a department, or
+            # a VM by UUID) with its default policies, its rules in order with the source of
+            # each, and where a VM's rules are in the kernel.
+            """CREATE TABLE firewall_rulesets (
             scope TEXT NOT NULL,
             owner TEXT NOT NULL,
             owner_name TEXT NOT NULL,
@@ -169,7 +217,7 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
             created_at TEXT NOT NULL,
             PRIMARY KEY (scope, owner)
         )""",
-        """CREATE TABLE firewall_rules (
+            """CREATE TABLE firewall_rules (
             scope TEXT NOT NULL,
             owner TEXT NOT NULL,
             position INTEGER NOT NULL,
@@ -186,17 +234,20 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
             source_time TEXT NOT NULL,
             PRIMARY KEY (scope, owner, position)
         )""",
-        """CREATE TABLE firewall_applied (
+            """CREATE TABLE firewall_applied (
             vm_uuid TEXT NOT NULL,
             host TEXT NOT NULL,
             netns TEXT NOT NULL,
             department TEXT,
             PRIMARY KEY (vm_uuid, host, netns)
         )""",
-    ]),
-    (10, [
-        # Networks belong to a host: each hypervisor sharing one database has its own "default".
-        """CREATE TABLE networks_by_host (
+        ],
+    ),
+    (
+        10,
+        [
+            # Networks belong to a host: each hypervisor sharing one database has its own "default".
+            """CREATE TABLE networks_by_host (
             name TEXT NOT NULL,
             host TEXT NOT NULL,
             mode TEXT NOT NULL,
@@ -206,30 +257,35 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
             updated_at TEXT NOT NULL,
             PRIMARY KEY (host, name)
         )""",
-        "INSERT INTO networks_by_host SELECT name, host, mode, spec, managed, created_at, updated_at "
-        "FROM networks",
-        "DROP TABLE networks",
-        "ALTER TABLE networks_by_host RENAME TO networks",
-    ]),
-    (11, [
-        # One vocabulary: a column is named after its spec field, which is named after the
-        # option (graphics.type -> graphics_type, secure_boot). RENAME COLUMN keeps the data
-        # (SQLite 3.25+, PostgreSQL). Sealed display passwords keep their context (store.base).
-        "ALTER TABLE machine_configuration RENAME COLUMN graphic_protocol TO graphics_type",
-        "ALTER TABLE machine_configuration RENAME COLUMN graphic_host TO graphics_listen",
-        "ALTER TABLE machine_configuration RENAME COLUMN graphic_port TO graphics_port",
-        "ALTER TABLE machine_configuration RENAME COLUMN graphic_password TO graphics_password",
-        "ALTER TABLE machine_configuration RENAME COLUMN graphic_password_set TO graphics_password_set",
-        "ALTER TABLE machine_configuration RENAME COLUMN secureboot TO secure_boot",
-        "ALTER TABLE vms RENAME COLUMN launch_graphic_port TO launch_graphics_port",
-    ]),
-    (12, [
-        # Drop the columns migration 1 made for features that do not exist (nothing read or
-        # wrote them): tap_device_name, bridge, network_model, network_queues, disk_bus,
-        # disk_cache_mode, io_threads, assigned_gpu_bus, gpu_rom_file, gpu_audio_bus,
-        # memory_balloon, hugepages, numa_config, cpu_pinning. The table is rebuilt (SQLite
-        # before 3.35 has no DROP COLUMN), copying every row's other columns.
-        """CREATE TABLE machine_configuration_12 (
+            "INSERT INTO networks_by_host SELECT name, host, mode, spec, managed, created_at, updated_at FROM networks",
+            "DROP TABLE networks",
+            "ALTER TABLE networks_by_host RENAME TO networks",
+        ],
+    ),
+    (
+        11,
+        [
+            # One vocabulary: a column is named after its spec field, which is named after the
+            # option (graphics.type -> graphics_type, secure_boot). RENAME COLUMN keeps the data
+            # (SQLite 3.25+, PostgreSQL). Sealed display passwords keep their context (store.base).
+            "ALTER TABLE machine_configuration RENAME COLUMN graphic_protocol TO graphics_type",
+            "ALTER TABLE machine_configuration RENAME COLUMN graphic_host TO graphics_listen",
+            "ALTER TABLE machine_configuration RENAME COLUMN graphic_port TO graphics_port",
+            "ALTER TABLE machine_configuration RENAME COLUMN graphic_password TO graphics_password",
+            "ALTER TABLE machine_configuration RENAME COLUMN graphic_password_set TO graphics_password_set",
+            "ALTER TABLE machine_configuration RENAME COLUMN secureboot TO secure_boot",
+            "ALTER TABLE vms RENAME COLUMN launch_graphic_port TO launch_graphics_port",
+        ],
+    ),
+    (
+        12,
+        [
+            # Drop the columns migration 1 made for features that do not exist (nothing read or
+            # wrote them): tap_device_name, bridge, network_model, network_queues, disk_bus,
+            # disk_cache_mode, io_threads, assigned_gpu_bus, gpu_rom_file, gpu_audio_bus,
+            # memory_balloon, hugepages, numa_config, cpu_pinning. The table is rebuilt (SQLite
+            # before 3.35 has no DROP COLUMN), copying every row's other columns.
+            """CREATE TABLE machine_configuration_12 (
             vm_uuid TEXT PRIMARY KEY REFERENCES vms(uuid) ON DELETE CASCADE,
             vcpus INTEGER NOT NULL,
             memory_mb INTEGER NOT NULL,
@@ -254,10 +310,11 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
             netns TEXT,
             department TEXT
         )""",
-        "INSERT INTO machine_configuration_12 (%s) SELECT %s FROM machine_configuration" % (_MC_12, _MC_12),
-        "DROP TABLE machine_configuration",
-        "ALTER TABLE machine_configuration_12 RENAME TO machine_configuration",
-    ]),
+            "INSERT INTO machine_configuration_12 (%s) SELECT %s FROM machine_configuration" % (_MC_12, _MC_12),
+            "DROP TABLE machine_configuration",
+            "ALTER TABLE machine_configuration_12 RENAME TO machine_configuration",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -25,6 +25,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.store.base import 
 try:
     import psycopg2
     import psycopg2.errors
+
     HAS_PSYCOPG2 = True
     PSYCOPG2_IMPORT_ERROR = None
 except ImportError:
@@ -55,18 +56,17 @@ class PostgresStore(SqlStore):
 
     def __init__(self, url: str, connect_timeout: int = 10, job_id: Optional[str] = None):
         if not HAS_PSYCOPG2:
-            raise StoreError("db_url names PostgreSQL but the Python library psycopg2 is not "
-                             "installed on this host")
+            raise StoreError("db_url names PostgreSQL but the Python library psycopg2 is not installed on this host")
         self.db_errors = (psycopg2.Error,)
         self.url = url
         self.job_id = job_id
         try:
-            self._db = psycopg2.connect(url, connect_timeout=connect_timeout,
-                                        application_name="infinivirt")
+            self._db = psycopg2.connect(url, connect_timeout=connect_timeout, application_name="infinivirt")
             self._db.autocommit = True  # transactions are explicit BEGIN ... COMMIT
         except psycopg2.Error as exc:
-            raise StoreError("cannot connect to the PostgreSQL state database %s: %s"
-                             % (self.describe(), str(exc).strip())) from exc
+            raise StoreError(
+                "cannot connect to the PostgreSQL state database %s: %s" % (self.describe(), str(exc).strip())
+            ) from exc
         self.migrate()
 
     def describe(self) -> str:
@@ -97,8 +97,10 @@ class PostgresStore(SqlStore):
             try:
                 cur.execute("SELECT pg_advisory_lock(%s, %s)", key)
             except psycopg2.errors.LockNotAvailable:
-                raise LockTimeout("VM %s is locked by another operation (%s); gave up after "
-                                  "%g s" % (name, self._holder(name), timeout)) from None
+                raise LockTimeout(
+                    "VM %s is locked by another operation (%s); gave up after "
+                    "%g s" % (name, self._holder(name), timeout)
+                ) from None
             finally:
                 cur.execute("RESET lock_timeout")
             info = lock_holder_info(self.job_id)
@@ -106,7 +108,8 @@ class PostgresStore(SqlStore):
                 "INSERT INTO vm_locks (name, host, pid, job_id, since) VALUES (%s, %s, %s, %s, %s) "
                 "ON CONFLICT (name) DO UPDATE SET host = EXCLUDED.host, pid = EXCLUDED.pid, "
                 "job_id = EXCLUDED.job_id, since = EXCLUDED.since",
-                (name, info["host"], info["pid"], info["job_id"], info["since"]))
+                (name, info["host"], info["pid"], info["job_id"], info["since"]),
+            )
         try:
             yield
         finally:

@@ -78,8 +78,10 @@ class SqliteStore(SqlStore):
                     if exc.errno not in (errno.EAGAIN, errno.EACCES):
                         raise StoreError("cannot lock %s: %s" % (what, exc)) from exc
                     if time.monotonic() >= deadline:
-                        raise LockTimeout("%s is locked by another operation (%s); gave up "
-                                          "after %g s" % (what, _read_holder(path), timeout)) from None
+                        raise LockTimeout(
+                            "%s is locked by another operation (%s); gave up "
+                            "after %g s" % (what, _read_holder(path), timeout)
+                        ) from None
                     time.sleep(pause)
                     pause = min(pause * 2, 0.01)
             os.ftruncate(fd, 0)

@@ -21,8 +21,6 @@ from ansible_collections.infinivirt.core.plugins.module_utils.clock import utc_n
 VOLUME_COLUMNS = ("path", "host", "format", "encrypted", "luks_key", "created_at", "updated_at")
 
 
-
-
 @dataclasses.dataclass
 class VolumeRecord:
     path: str
@@ -34,9 +32,14 @@ class VolumeRecord:
 
 
 def _volume(row: Dict[str, Any]) -> VolumeRecord:
-    return VolumeRecord(path=row["path"], host=row["host"], format=row["format"],
-                        encrypted=bool(row["encrypted"]), created_at=row["created_at"],
-                        updated_at=row["updated_at"])
+    return VolumeRecord(
+        path=row["path"],
+        host=row["host"],
+        format=row["format"],
+        encrypted=bool(row["encrypted"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
 
 
 class VolumeStore:
@@ -47,8 +50,11 @@ class VolumeStore:
     """
 
     def get_volume(self, path: str) -> Optional[VolumeRecord]:
-        rows = self._read("SELECT path, host, format, encrypted, created_at, updated_at FROM volumes "
-                          "WHERE path = ?", (path,), "reading volume %s" % path)
+        rows = self._read(
+            "SELECT path, host, format, encrypted, created_at, updated_at FROM volumes WHERE path = ?",
+            (path,),
+            "reading volume %s" % path,
+        )
         return _volume(rows[0]) if rows else None
 
     def list_volumes(self, host: Optional[str] = None) -> List[VolumeRecord]:
@@ -64,22 +70,34 @@ class VolumeStore:
         """Insert the row, or replace every column of an existing one (a volume made anew
         at a path whose file had gone). The sealed key is written in the same transaction."""
         record.created_at = record.updated_at = utc_now()
-        values = (record.path, record.host, record.format, bool(record.encrypted), luks_key_token,
-                  record.created_at, record.updated_at)
+        values = (
+            record.path,
+            record.host,
+            record.format,
+            bool(record.encrypted),
+            luks_key_token,
+            record.created_at,
+            record.updated_at,
+        )
         with self.transaction("recording volume %s" % record.path) as cur:
             cur.execute(
-                "INSERT INTO volumes (%s) VALUES (%s) ON CONFLICT (path) DO UPDATE SET %s" % (
-                    ", ".join(VOLUME_COLUMNS), ", ".join("?" * len(VOLUME_COLUMNS)),
-                    ", ".join("%s = excluded.%s" % (c, c) for c in VOLUME_COLUMNS[1:])),
-                values)
+                "INSERT INTO volumes (%s) VALUES (%s) ON CONFLICT (path) DO UPDATE SET %s"
+                % (
+                    ", ".join(VOLUME_COLUMNS),
+                    ", ".join("?" * len(VOLUME_COLUMNS)),
+                    ", ".join("%s = excluded.%s" % (c, c) for c in VOLUME_COLUMNS[1:]),
+                ),
+                values,
+            )
 
     def update_volume(self, record: VolumeRecord) -> None:
         """Write host, format and encrypted back (the key is left alone)."""
         record.updated_at = utc_now()
         with self.transaction("updating volume %s" % record.path) as cur:
-            cur.execute("UPDATE volumes SET host = ?, format = ?, encrypted = ?, updated_at = ? "
-                        "WHERE path = ?", (record.host, record.format, bool(record.encrypted),
-                                           record.updated_at, record.path))
+            cur.execute(
+                "UPDATE volumes SET host = ?, format = ?, encrypted = ?, updated_at = ? WHERE path = ?",
+                (record.host, record.format, bool(record.encrypted), record.updated_at, record.path),
+            )
 
     def delete_volume(self, path: str) -> None:
         """Drop the row and, with it, the sealed key."""

@@ -87,18 +87,18 @@ def validate_disks(disks: Sequence[DiskSpec], machine_type: str) -> None:
         if disk.aio == "native" and not _CACHE[disk.cache][0]:
             raise SpecError(field + ".aio", "native needs O_DIRECT: use cache none or directsync")
         if disk.serial is not None and not _SERIAL_RE.match(disk.serial):
-            raise SpecError(field + ".serial", "%r must be 1 to 20 letters, digits, '.', '_' or '-'"
-                            % (disk.serial,))
+            raise SpecError(field + ".serial", "%r must be 1 to 20 letters, digits, '.', '_' or '-'" % (disk.serial,))
         if disk.iothread and disk.bus != "virtio":
             raise SpecError(field + ".iothread", "is available for bus virtio only")
         if disk.media == "cdrom" and disk.bus == "virtio":
             raise SpecError(field + ".media", "a cdrom needs bus scsi, sata or ide")
         if disk.readonly and disk.media == "disk" and disk.bus in ("sata", "ide"):
-            raise SpecError(field + ".readonly", "QEMU cannot attach a read-only %s hard disk; "
-                            "use media cdrom or bus virtio/scsi" % disk.bus)
+            raise SpecError(
+                field + ".readonly",
+                "QEMU cannot attach a read-only %s hard disk; use media cdrom or bus virtio/scsi" % disk.bus,
+            )
         if disk.boot_order is not None:
-            if isinstance(disk.boot_order, bool) or not isinstance(disk.boot_order, int) \
-                    or disk.boot_order < 1:
+            if isinstance(disk.boot_order, bool) or not isinstance(disk.boot_order, int) or disk.boot_order < 1:
                 raise SpecError(field + ".boot_order", "must be a positive integer")
             if disk.boot_order in seen_boot:
                 raise SpecError(field + ".boot_order", "%d is used by another disk" % disk.boot_order)
@@ -108,8 +108,11 @@ def validate_disks(disks: Sequence[DiskSpec], machine_type: str) -> None:
             if machine_type == "pc" and disk.bus == "sata":
                 raise SpecError(field + ".bus", "sata needs machine_type q35 (pc has IDE only)")
     if sata > (SATA_PORTS if machine_type == "q35" else 4):
-        raise SpecError("disks", "at most %d sata/ide disks fit on machine_type %s"
-                        % (SATA_PORTS if machine_type == "q35" else 4, machine_type))
+        raise SpecError(
+            "disks",
+            "at most %d sata/ide disks fit on machine_type %s"
+            % (SATA_PORTS if machine_type == "q35" else 4, machine_type),
+        )
 
 
 def _validate_path(field: str, path: Any) -> None:
@@ -119,6 +122,7 @@ def _validate_path(field: str, path: Any) -> None:
 
 
 # -- QEMU objects --------------------------------------------------------------------------
+
 
 def node_names(disk: DiskSpec) -> Tuple[str, str]:
     """(file node, format node)."""
@@ -134,8 +138,7 @@ def secret_id(disk: DiskSpec) -> str:
     return "sec-" + disk.disk_id
 
 
-def blockdevs(disk: DiskSpec, encrypted: bool = False,
-              active_path: Optional[str] = None) -> List[Dict[str, Any]]:
+def blockdevs(disk: DiskSpec, encrypted: bool = False, active_path: Optional[str] = None) -> List[Dict[str, Any]]:
     """The two -blockdev / blockdev-add objects of a disk, file node first. An encrypted
     volume opens with the key in secret object ``secret_id(disk)``: LUKS inside qcow2, or
     a raw LUKS file."""
@@ -147,16 +150,28 @@ def blockdevs(disk: DiskSpec, encrypted: bool = False,
     # An external snapshot's overlay (qcow2) is the active image; QEMU opens its backing
     # chain from the overlay's header.
     layered = active_path is not None and active_path != disk.path
-    fmt: Dict[str, Any] = {"driver": "qcow2" if layered else disk.format, "file": file_node,
-                           "node-name": fmt_node, "cache": cache, "discard": discard,
-                           "read-only": readonly}
+    fmt: Dict[str, Any] = {
+        "driver": "qcow2" if layered else disk.format,
+        "file": file_node,
+        "node-name": fmt_node,
+        "cache": cache,
+        "discard": discard,
+        "read-only": readonly,
+    }
     if encrypted and disk.format == "qcow2":
         fmt["encrypt"] = {"format": "luks", "key-secret": secret_id(disk)}
     elif encrypted:
         fmt.update({"driver": "luks", "key-secret": secret_id(disk)})
     return [
-        {"driver": "file", "filename": active_path or disk.path, "node-name": file_node, "aio": disk.aio,
-         "cache": cache, "discard": discard, "read-only": readonly},
+        {
+            "driver": "file",
+            "filename": active_path or disk.path,
+            "node-name": file_node,
+            "aio": disk.aio,
+            "cache": cache,
+            "discard": discard,
+            "read-only": readonly,
+        },
         fmt,
     ]
 
@@ -215,14 +230,16 @@ class DiskLayout:
 
 
 def root_port(index: int) -> Dict[str, Any]:
-    return {"driver": "pcie-root-port", "id": "rp%d" % index, "bus": "pcie.0",
-            "chassis": index, "port": index}
+    return {"driver": "pcie-root-port", "id": "rp%d" % index, "bus": "pcie.0", "chassis": index, "port": index}
 
 
-def layout(disks: Sequence[DiskSpec], machine_type: str,
-           secret_files: Optional[Mapping[str, str]] = None,
-           active_paths: Optional[Mapping[str, str]] = None,
-           pcie_nics: int = 0) -> DiskLayout:
+def layout(
+    disks: Sequence[DiskSpec],
+    machine_type: str,
+    secret_files: Optional[Mapping[str, str]] = None,
+    active_paths: Optional[Mapping[str, str]] = None,
+    pcie_nics: int = 0,
+) -> DiskLayout:
     """``secret_files``: disk_id -> 0600 file with the LUKS passphrase of an encrypted
     volume (QEMU reads it once at start; the key never enters argv). ``pcie_nics``: how
     many NICs (after the disks) get a root port of their own, in ``nic_ports``."""
@@ -246,10 +263,12 @@ def layout(disks: Sequence[DiskSpec], machine_type: str,
     secret_files = secret_files or {}
     for disk in disks:
         if disk.disk_id in secret_files:
-            objects.append({"qom-type": "secret", "id": secret_id(disk), "format": "raw",
-                            "file": secret_files[disk.disk_id]})
-        nodes.extend(blockdevs(disk, encrypted=disk.disk_id in secret_files,
-                               active_path=(active_paths or {}).get(disk.disk_id)))
+            objects.append(
+                {"qom-type": "secret", "id": secret_id(disk), "format": "raw", "file": secret_files[disk.disk_id]}
+            )
+        nodes.extend(
+            blockdevs(disk, encrypted=disk.disk_id in secret_files, active_path=(active_paths or {}).get(disk.disk_id))
+        )
         if disk.iothread:
             objects.append(iothread_object(disk))
         if disk.bus == "virtio":
@@ -272,8 +291,7 @@ class HotplugPlan:
     live: bool  # False: some change needs a restart, so nothing is done live
 
 
-def plan_hotplug(running: Sequence[DiskSpec], desired: Sequence[DiskSpec],
-                 layered: Sequence[str] = ()) -> HotplugPlan:
+def plan_hotplug(running: Sequence[DiskSpec], desired: Sequence[DiskSpec], layered: Sequence[str] = ()) -> HotplugPlan:
     """Disks added or removed while running, if all of it can be done live: a disk whose
     settings changed, or one on sata/ide, needs a restart; so does the first SCSI disk (the
     controller exists only if the VM started with one), and removing a disk that has
@@ -284,7 +302,10 @@ def plan_hotplug(running: Sequence[DiskSpec], desired: Sequence[DiskSpec],
     remove = tuple(d for d in running if d.path not in after)
     changed = any(before[p] != after[p] for p in before.keys() & after.keys())
     has_scsi = any(d.bus == "scsi" for d in running)
-    live = not changed and all(d.hotpluggable for d in add + remove) and \
-        all(has_scsi for d in add if d.bus == "scsi") and \
-        not any(d.path in layered for d in remove)  # an overlay chain is unplugged by a restart
+    live = (
+        not changed
+        and all(d.hotpluggable for d in add + remove)
+        and all(has_scsi for d in add if d.bus == "scsi")
+        and not any(d.path in layered for d in remove)
+    )  # an overlay chain is unplugged by a restart
     return HotplugPlan(add, remove, live)

@@ -18,15 +18,13 @@ OVMF_PLAIN = ("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd")
 OVMF_SECURE = ("OVMF_CODE_4M.secboot.fd", "OVMF_VARS_4M.ms.fd")  # Microsoft keys enrolled
 
 
-def firmware_files(secure_boot: bool, code_override: Optional[str] = None,
-                   ovmf_dir: str = OVMF_DIR) -> Tuple[str, str]:
+def firmware_files(secure_boot: bool, code_override: Optional[str] = None, ovmf_dir: str = OVMF_DIR) -> Tuple[str, str]:
     code_name, vars_name = OVMF_SECURE if secure_boot else OVMF_PLAIN
     code = code_override or os.path.join(ovmf_dir, code_name)
     template = os.path.join(ovmf_dir, vars_name)
     for path in (code, template):
         if not os.path.isfile(path):
-            raise QemuError("UEFI firmware file %s is missing; install the ovmf package (or "
-                            "set uefi_firmware)" % path)
+            raise QemuError("UEFI firmware file %s is missing; install the ovmf package (or set uefi_firmware)" % path)
     return code, template
 
 

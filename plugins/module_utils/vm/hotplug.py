@@ -45,8 +45,7 @@ class Hotplug:
     def __init__(self, lifecycle):
         self.lifecycle = lifecycle
 
-    def disks(self, rec: VmRecord, plan: HotplugPlan,
-                      disk_keys: Optional[Dict[str, str]] = None) -> None:
+    def disks(self, rec: VmRecord, plan: HotplugPlan, disk_keys: Optional[Dict[str, str]] = None) -> None:
         """Unplug, then plug, as the plan says; the running spec follows each step, so a
         failure half-way leaves the row telling what the VM really has. An encrypted disk's
         key goes to QEMU inside QMP (object-add), never through argv or a file."""
@@ -55,12 +54,19 @@ class Hotplug:
         for disk in plan.remove:
             with QmpSession(rec.qmp_socket_path, rec.name, self.lifecycle.qmp_timeout) as qmp:
                 # The guest must let go of the device: wait for QEMU to say it is gone.
-                qmp.execute_and_wait("device_del", {"id": device_id(disk)}, "DEVICE_DELETED",
-                                     {"device": device_id(disk)}, timeout=UNPLUG_TIMEOUT)
+                qmp.execute_and_wait(
+                    "device_del",
+                    {"id": device_id(disk)},
+                    "DEVICE_DELETED",
+                    {"device": device_id(disk)},
+                    timeout=UNPLUG_TIMEOUT,
+                )
                 for node in reversed(node_names(disk)):
                     qmp.execute("blockdev-del", {"node-name": node}, timeout=self.lifecycle.qmp_timeout)
-                if any(o.get("name") == secret_id(disk) for o in
-                       qmp.execute("qom-list", {"path": "/objects"}, timeout=self.lifecycle.qmp_timeout)):
+                if any(
+                    o.get("name") == secret_id(disk)
+                    for o in qmp.execute("qom-list", {"path": "/objects"}, timeout=self.lifecycle.qmp_timeout)
+                ):
                     qmp.execute("object-del", {"id": secret_id(disk)}, timeout=self.lifecycle.qmp_timeout)
             running = [d for d in running if d.path != disk.path]
             self._record_running_disks(rec, running)
@@ -69,8 +75,11 @@ class Hotplug:
                 bus = self._free_root_port(qmp) if rec.spec.machine_type == "q35" and disk.bus == "virtio" else None
                 key = disk_keys.get(disk.disk_id)
                 if key is not None:
-                    qmp.execute("object-add", {"qom-type": "secret", "id": secret_id(disk),
-                                               "format": "raw", "data": key}, timeout=self.lifecycle.qmp_timeout)
+                    qmp.execute(
+                        "object-add",
+                        {"qom-type": "secret", "id": secret_id(disk), "format": "raw", "data": key},
+                        timeout=self.lifecycle.qmp_timeout,
+                    )
                 for node in blockdevs(disk, encrypted=key is not None):
                     qmp.execute("blockdev-add", node, timeout=self.lifecycle.qmp_timeout)
                 qmp.execute("device_add", device(disk, bus), timeout=self.lifecycle.qmp_timeout)
@@ -81,11 +90,11 @@ class Hotplug:
         for bus in qmp.execute("query-pci", timeout=self.lifecycle.qmp_timeout):
             for dev in bus.get("devices", []):
                 bridge = dev.get("pci_bridge")
-                if dev.get("qdev_id", "").startswith("rp") and bridge is not None \
-                        and not bridge.get("devices"):
+                if dev.get("qdev_id", "").startswith("rp") and bridge is not None and not bridge.get("devices"):
                     return dev["qdev_id"]
-        raise StateError("no free PCIe slot is left for another disk or NIC; restart the VM "
-                         "to get %d new ones" % SPARE_ROOT_PORTS)
+        raise StateError(
+            "no free PCIe slot is left for another disk or NIC; restart the VM to get %d new ones" % SPARE_ROOT_PORTS
+        )
 
     def _record_running_disks(self, rec: VmRecord, disks: List[DiskSpec]) -> None:
         rec.running_spec = dataclasses.replace(rec.running_spec, disks=tuple(disks))
@@ -100,8 +109,13 @@ class Hotplug:
         netns = rec.running_spec.netns
         for nic in plan.remove:
             with QmpSession(rec.qmp_socket_path, rec.name, self.lifecycle.qmp_timeout) as qmp:
-                qmp.execute_and_wait("device_del", {"id": nic.device_id}, "DEVICE_DELETED",
-                                     {"device": nic.device_id}, timeout=UNPLUG_TIMEOUT)
+                qmp.execute_and_wait(
+                    "device_del",
+                    {"id": nic.device_id},
+                    "DEVICE_DELETED",
+                    {"device": nic.device_id},
+                    timeout=UNPLUG_TIMEOUT,
+                )
                 qmp.execute("netdev_del", {"id": nic.netdev_id}, timeout=self.lifecycle.qmp_timeout)
             self.lifecycle.drop_tap(rec, nsutil.ns_ref(netns, nic.tap_name))
             running = [n for n in running if n.mac != nic.mac]
@@ -112,8 +126,9 @@ class Hotplug:
             try:  # a NIC that did not make it leaves no TAP behind
                 with QmpSession(rec.qmp_socket_path, rec.name, self.lifecycle.qmp_timeout) as qmp:
                     bus = self._free_root_port(qmp) if pcie_slot(nic, rec.running_spec.machine_type) else None
-                    qmp.execute("netdev_add", nic_netdev(nic, vcpus, use_vhost(nic, vhost)),
-                                timeout=self.lifecycle.qmp_timeout)
+                    qmp.execute(
+                        "netdev_add", nic_netdev(nic, vcpus, use_vhost(nic, vhost)), timeout=self.lifecycle.qmp_timeout
+                    )
                     try:
                         qmp.execute("device_add", nic_device(nic, vcpus, bus), timeout=self.lifecycle.qmp_timeout)
                     except QmpError:

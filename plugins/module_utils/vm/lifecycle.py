@@ -69,7 +69,6 @@ UNRESPONSIVE = "unresponsive"  # a live QEMU that does not answer QMP (query_sta
 STOPPED_STATES = ("T", "t")  # /proc/PID/stat: stopped by a signal or traced
 
 
-
 @dataclasses.dataclass(frozen=True)
 class VmPaths:
     pidfile: str
@@ -80,17 +79,23 @@ class VmPaths:
     @classmethod
     def for_vm(cls, run_dir: str, uuid: str) -> "VmPaths":
         base = os.path.join(run_dir, uuid)
-        paths = cls(pidfile=base + ".pid", qmp_socket=base + ".qmp",
-                    serial_log=base + ".serial.log", console_socket=base + ".console")
+        paths = cls(
+            pidfile=base + ".pid",
+            qmp_socket=base + ".qmp",
+            serial_log=base + ".serial.log",
+            console_socket=base + ".console",
+        )
         if len(paths.qmp_socket.encode()) > SOCKET_PATH_MAX:
-            reason = "%s is too long: the QMP socket path %s exceeds the %d-byte limit of a " \
-                "UNIX socket" % (run_dir, paths.qmp_socket, SOCKET_PATH_MAX)
+            reason = "%s is too long: the QMP socket path %s exceeds the %d-byte limit of a UNIX socket" % (
+                run_dir,
+                paths.qmp_socket,
+                SOCKET_PATH_MAX,
+            )
             raise SpecError("run_dir", reason)
         return paths
 
     def journal(self, console: bool = False) -> List[tuple]:
-        files = [("pidfile", self.pidfile), ("qmp_socket", self.qmp_socket),
-                 ("serial_log", self.serial_log)]
+        files = [("pidfile", self.pidfile), ("qmp_socket", self.qmp_socket), ("serial_log", self.serial_log)]
         return files + ([("console_socket", self.console_socket)] if console else [])
 
 
@@ -118,23 +123,38 @@ class _Launch:
     warnings: List[str]
 
 
-def systemd_scope_prefix(uuid: str, name: str, systemd_dir: str = "/run/systemd/system",
-                         runner: Optional[str] = None) -> List[str]:
+def systemd_scope_prefix(
+    uuid: str, name: str, systemd_dir: str = "/run/systemd/system", runner: Optional[str] = None
+) -> List[str]:
     """Where systemd is PID 1, run QEMU in its own scope so systemd tracks it and does not
     kill it with the session that started it."""
     runner = runner or shutil.which("systemd-run")
     if not os.path.isdir(systemd_dir) or runner is None:
         return []
-    return [runner, "--scope", "--quiet", "--collect", "--unit=infinivirt-%s" % uuid,
-            "--slice=infinivirt.slice", "--description=Infinivirt VM %s" % name,
-            "--property=KillMode=process"]
+    return [
+        runner,
+        "--scope",
+        "--quiet",
+        "--collect",
+        "--unit=infinivirt-%s" % uuid,
+        "--slice=infinivirt.slice",
+        "--description=Infinivirt VM %s" % name,
+        "--property=KillMode=process",
+    ]
 
 
 class Lifecycle:
-    def __init__(self, store, run_dir: str, qemu_binary: Optional[str] = None,
-                 host_paths: HostPaths = HostPaths(), start_timeout: float = 60.0,
-                 qmp_timeout: float = 10.0, nvram_dir: str = DEFAULT_NVRAM_DIR,
-                 firewall=None):
+    def __init__(
+        self,
+        store,
+        run_dir: str,
+        qemu_binary: Optional[str] = None,
+        host_paths: HostPaths = HostPaths(),
+        start_timeout: float = 60.0,
+        qmp_timeout: float = 10.0,
+        nvram_dir: str = DEFAULT_NVRAM_DIR,
+        firewall=None,
+    ):
         self.store = store
         self.firewall = firewall  # firewall.service.FirewallService, or None
         self.run_dir = run_dir
@@ -164,8 +184,11 @@ class Lifecycle:
         if pid is None:
             return None
         if process_state(pid, self.host_paths.proc) in STOPPED_STATES:
-            raise QemuUnresponsive(rec.name, "query-status", "QEMU (PID %d) is stopped (SIGSTOP or a "
-                                   "debugger) and cannot answer; set force: true to end it" % pid)
+            raise QemuUnresponsive(
+                rec.name,
+                "query-status",
+                "QEMU (PID %d) is stopped (SIGSTOP or a debugger) and cannot answer; set force: true to end it" % pid,
+            )
         try:
             return self.qmp(rec, "query-status", timeout=timeout)["status"]
         except QmpError as exc:
@@ -178,8 +201,7 @@ class Lifecycle:
     def live_state(self, rec: VmRecord) -> str:
         return fold_status(self.query_status(rec))
 
-    def qmp(self, rec: VmRecord, command: str, arguments: Optional[dict] = None,
-            timeout: Optional[float] = None):
+    def qmp(self, rec: VmRecord, command: str, arguments: Optional[dict] = None, timeout: Optional[float] = None):
         timeout = self.qmp_timeout if timeout is None else timeout
         with QmpSession(rec.qmp_socket_path, rec.name, timeout) as qmp:
             return qmp.execute(command, arguments, timeout=timeout)
@@ -243,8 +265,7 @@ class Lifecycle:
         if rec.spec.firmware == "uefi":  # before anything is recorded: OVMF may be missing
             code, template = firmware_files(rec.spec.secure_boot, rec.spec.uefi_firmware)
         rec.status, rec.qemu_pid = STARTING, None
-        rec.pidfile_path, rec.qmp_socket_path, rec.serial_log_path = (
-            paths.pidfile, paths.qmp_socket, paths.serial_log)
+        rec.pidfile_path, rec.qmp_socket_path, rec.serial_log_path = (paths.pidfile, paths.qmp_socket, paths.serial_log)
         rec.running_spec, rec.launch_accel, rec.launch_cpu = rec.spec, accel, cpu
         self.store.update_vm(rec)
         if template is not None:
@@ -257,12 +278,21 @@ class Lifecycle:
         """Run QEMU paused (-S, daemonized, in the VM's netns); its exit code and stderr."""
         paths = launch.paths
         secret_files = self._write_disk_keys(rec, disk_keys)
-        ctx = LaunchContext(binary=launch.binary, uuid=rec.uuid, accel=launch.accel, cpu=launch.cpu,
-                            vhost_available=launch.vhost, firmware_code=launch.code, nvram=launch.nvram,
-                            disk_secret_files=secret_files, disk_active_paths=self.active_paths(rec),
-                            pidfile=paths.pidfile, qmp_socket=paths.qmp_socket,
-                            serial_log=paths.serial_log,
-                            console_socket=paths.console_socket if rec.spec.console_socket else None)
+        ctx = LaunchContext(
+            binary=launch.binary,
+            uuid=rec.uuid,
+            accel=launch.accel,
+            cpu=launch.cpu,
+            vhost_available=launch.vhost,
+            firmware_code=launch.code,
+            nvram=launch.nvram,
+            disk_secret_files=secret_files,
+            disk_active_paths=self.active_paths(rec),
+            pidfile=paths.pidfile,
+            qmp_socket=paths.qmp_socket,
+            serial_log=paths.serial_log,
+            console_socket=paths.console_socket if rec.spec.console_socket else None,
+        )
         argv = systemd_scope_prefix(rec.uuid, rec.name) + build_argv(rec.spec, ctx)
         try:
             return run_daemonized(argv, self.start_timeout, nsutil.preexec(rec.spec.netns))
@@ -274,15 +304,13 @@ class Lifecycle:
         guest run (unless asked paused). Any failure ends the start with nothing left."""
         try:
             if rc != 0:
-                raise QemuError("VM %s: QEMU failed to start (exit %d): %s"
-                                % (rec.name, rc, stderr or "no message"))
+                raise QemuError("VM %s: QEMU failed to start (exit %d): %s" % (rec.name, rc, stderr or "no message"))
             rec.qemu_pid = self.live_pid(rec)
             if rec.qemu_pid is None:
                 raise QemuError("VM %s: QEMU exited right after starting" % rec.name)
             status = self.qmp(rec, "query-status")["status"]
             if status != "prelaunch":
-                raise QemuError("VM %s: expected QEMU in prelaunch state, found %s"
-                                % (rec.name, status))
+                raise QemuError("VM %s: expected QEMU in prelaunch state, found %s" % (rec.name, status))
             self.sync_firewall(rec)  # before the guest sends its first frame
             if rec.spec.graphics_type == "vnc":
                 rec.launch_graphics_port = self._setup_vnc(rec, inputs.graphics_password)
@@ -298,9 +326,15 @@ class Lifecycle:
         """Each NIC's TAP, journaled before it exists, on its bridge."""
         for nic in nics:
             self.store.journal_add(rec.uuid, "tap", nsutil.ns_ref(rec.spec.netns, nic.tap_name))
-            create_tap(TapSpec(name=nic.tap_name, bridge=bridges[nic.mac],
-                               multi_queue=queue_count(nic, rec.spec.vcpus) > 1, mtu=nic.mtu),
-                       rec.spec.netns)
+            create_tap(
+                TapSpec(
+                    name=nic.tap_name,
+                    bridge=bridges[nic.mac],
+                    multi_queue=queue_count(nic, rec.spec.vcpus) > 1,
+                    mtu=nic.mtu,
+                ),
+                rec.spec.netns,
+            )
 
     def drop_tap(self, rec: VmRecord, ref: str) -> None:
         netns, tap = nsutil.parse_ns_ref(ref)
@@ -366,8 +400,7 @@ class Lifecycle:
             self.firewall.sync_vm(rec)
 
     # -- stopping ---------------------------------------------------------------------
-    def stop(self, rec: VmRecord, timeout: float, force: bool,
-             qemu_status: Optional[str] = None) -> None:
+    def stop(self, rec: VmRecord, timeout: float, force: bool, qemu_status: Optional[str] = None) -> None:
         """Power the guest off through ACPI; with force, quit/kill it after the timeout.
         ``qemu_status`` saves a QMP round trip when the caller has just asked QEMU."""
         rec.qemu_pid = self.live_pid(rec)
@@ -392,7 +425,8 @@ class Lifecycle:
                         raise StateError(
                             "VM %s did not power off within stop_timeout=%g s after the ACPI "
                             "power button; raise stop_timeout, or set force: true to end it "
-                            "anyway" % (rec.name, timeout))
+                            "anyway" % (rec.name, timeout)
+                        )
                     self._quit(rec)
         self.release_files(rec, keep_serial_log=True)
         self._mark_stopped(rec)
@@ -408,8 +442,7 @@ class Lifecycle:
                     return True  # it went away between our checks
                 raise
             resend_at = min(deadline, time.monotonic() + POWERDOWN_RESEND)
-            if wait_until_gone(rec.qemu_pid, rec.uuid, resend_at - time.monotonic(),
-                               self.host_paths.proc):
+            if wait_until_gone(rec.qemu_pid, rec.uuid, resend_at - time.monotonic(), self.host_paths.proc):
                 return True
             if time.monotonic() >= deadline:
                 return False

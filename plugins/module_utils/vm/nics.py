@@ -90,8 +90,9 @@ def derived_mac(seed: str, index: int, attempt: int = 0) -> str:
     return LOCAL_OUI + "".join(":%02x" % byte for byte in digest[:3])
 
 
-def merge_nics(items: Sequence[Mapping[str, Any]], stored: Sequence[NicSpec],
-               taken_macs: Sequence[str] = (), seed: str = "") -> Tuple[NicSpec, ...]:
+def merge_nics(
+    items: Sequence[Mapping[str, Any]], stored: Sequence[NicSpec], taken_macs: Sequence[str] = (), seed: str = ""
+) -> Tuple[NicSpec, ...]:
     """NICs from module params. A NIC without a MAC keeps the MAC of the stored NIC at
     the same position (so a rerun of the same task changes nothing), or gets one derived
     from ``seed`` (the VM's name) that no other NIC has."""
@@ -102,8 +103,11 @@ def merge_nics(items: Sequence[Mapping[str, Any]], stored: Sequence[NicSpec],
         nic = NicSpec.from_dict(item)
         if nic.mac is None:
             mac = stored[index].mac if index < len(stored) else None
-            if mac is None or any(n.mac == mac for n in nics) or \
-                    any(str(i.get("mac") or "").lower() == mac for i in items):
+            if (
+                mac is None
+                or any(n.mac == mac for n in nics)
+                or any(str(i.get("mac") or "").lower() == mac for i in items)
+            ):
                 attempt = 0
                 mac = derived_mac(seed, index)
                 while mac in used:
@@ -120,8 +124,7 @@ def validate_mac(field: str, mac: Any) -> str:
         raise SpecError(field, "%r is not a MAC address like 52:54:00:12:34:56" % (mac,))
     first = int(mac[:2], 16)
     if first & 1:
-        raise SpecError(field, "%s is a multicast address; a NIC needs a unicast MAC (even "
-                        "first byte)" % mac)
+        raise SpecError(field, "%s is a multicast address; a NIC needs a unicast MAC (even first byte)" % mac)
     if mac.lower() == "00:00:00:00:00:00":
         raise SpecError(field, "the all-zero MAC is not a valid address")
     return mac
@@ -132,8 +135,9 @@ def validate_nics(nics: Sequence[NicSpec]) -> None:
     for index, nic in enumerate(nics):
         field = "nics[%d]" % index
         if (nic.network is None) == (nic.bridge is None):
-            raise SpecError(field, "needs exactly one of network (an infinivirt_net network) "
-                            "or bridge (a Linux bridge)")
+            raise SpecError(
+                field, "needs exactly one of network (an infinivirt_net network) or bridge (a Linux bridge)"
+            )
         if nic.network is not None:
             validate_ifname(field + ".network", nic.network, reserved_ok=True)
         if nic.bridge is not None:
@@ -160,8 +164,10 @@ def validate_nics(nics: Sequence[NicSpec]) -> None:
             try:
                 ip = ipaddress.ip_address(address)
             except ValueError:
-                raise SpecError("%s.ips[%d]" % (field, ip_index), "%r is not an IP address "
-                                "(give it without a prefix length)" % (address,)) from None
+                raise SpecError(
+                    "%s.ips[%d]" % (field, ip_index),
+                    "%r is not an IP address (give it without a prefix length)" % (address,),
+                ) from None
             if ip.is_multicast or ip.is_unspecified:
                 raise SpecError("%s.ips[%d]" % (field, ip_index), "%s cannot be a NIC's address" % ip)
 
@@ -188,8 +194,13 @@ def pcie_slot(nic: NicSpec, machine_type: str) -> bool:
 
 def netdev(nic: NicSpec, vcpus: int, vhost: bool) -> Dict[str, Any]:
     """The -netdev / netdev_add object: the TAP Infinivirt made, no scripts."""
-    obj: Dict[str, Any] = {"type": "tap", "id": nic.netdev_id, "ifname": nic.tap_name,
-                           "script": "no", "downscript": "no"}
+    obj: Dict[str, Any] = {
+        "type": "tap",
+        "id": nic.netdev_id,
+        "ifname": nic.tap_name,
+        "script": "no",
+        "downscript": "no",
+    }
     queues = queue_count(nic, vcpus)
     if queues > 1:
         obj["queues"] = queues
@@ -199,8 +210,7 @@ def netdev(nic: NicSpec, vcpus: int, vhost: bool) -> Dict[str, Any]:
 
 
 def device(nic: NicSpec, vcpus: int, bus: Optional[str]) -> Dict[str, Any]:
-    dev: Dict[str, Any] = {"driver": nic.model, "id": nic.device_id, "netdev": nic.netdev_id,
-                           "mac": nic.mac}
+    dev: Dict[str, Any] = {"driver": nic.model, "id": nic.device_id, "netdev": nic.netdev_id, "mac": nic.mac}
     if bus:
         dev["bus"] = bus
     queues = queue_count(nic, vcpus)

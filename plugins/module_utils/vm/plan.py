@@ -76,8 +76,7 @@ def target_state(asked: str, before: str) -> str:
     return _TARGETS[asked]
 
 
-def plan_vm(rec: Optional[VmRecord], live: Live, desired: Desired, host_id: str,
-            new_uuid: str = "") -> VmPlan:
+def plan_vm(rec: Optional[VmRecord], live: Live, desired: Desired, host_id: str, new_uuid: str = "") -> VmPlan:
     """The plan that takes ``rec`` (running as ``live`` says) to ``desired``.
 
     ``new_uuid`` names a VM that does not exist yet; ``host_id`` is the host applying it.
@@ -103,12 +102,16 @@ def plan_vm(rec: Optional[VmRecord], live: Live, desired: Desired, host_id: str,
     alive = before in (RUNNING, PAUSED)
     running_spec = target_rec.running_spec
     pending, disk_plug, nic_plug = _live_changes(running_spec if alive else None, spec, live)
-    restart = desired.state == "restarted" or (
-        bool(pending) and target != STOPPED and desired.restart_on_change)
+    restart = desired.state == "restarted" or (bool(pending) and target != STOPPED and desired.restart_on_change)
     if restart:
         disk_plug = nic_plug = None  # the new process gets every disk and NIC anyway
-    if (desired.password_changed and not restart and alive and running_spec is not None
-            and running_spec.graphics_password_set):
+    if (
+        desired.password_changed
+        and not restart
+        and alive
+        and running_spec is not None
+        and running_spec.graphics_password_set
+    ):
         actions.append("set_password")  # a running display takes a new password at once
     if disk_plug is not None:
         actions.append("hotplug_disks")
@@ -116,11 +119,22 @@ def plan_vm(rec: Optional[VmRecord], live: Live, desired: Desired, host_id: str,
         actions.append("hotplug_nics")
     actions.extend(_transition(before, target, restart))
 
-    plan = VmPlan(before_state=before, after_state=target, record=target_rec, actions=actions,
-                  restart=restart, disk_plug=disk_plug, nic_plug=nic_plug)
+    plan = VmPlan(
+        before_state=before,
+        after_state=target,
+        record=target_rec,
+        actions=actions,
+        restart=restart,
+        disk_plug=disk_plug,
+        nic_plug=nic_plug,
+    )
     _check_owner(rec, live, plan, host_id)
-    plan.sync_firewall = ("department" in spec_changes and rec is not None and running_spec is not None
-                          and not {"start", "hotplug_nics"} & set(actions))
+    plan.sync_firewall = (
+        "department" in spec_changes
+        and rec is not None
+        and running_spec is not None
+        and not {"start", "hotplug_nics"} & set(actions)
+    )
     if restart or "start" in actions or target == STOPPED:
         plan.pending = []
     else:
@@ -128,12 +142,14 @@ def plan_vm(rec: Optional[VmRecord], live: Live, desired: Desired, host_id: str,
     if plan.pending:
         plan.warnings.append(
             "VM %s runs with an older configuration; a restart is needed to apply: %s "
-            "(set restart_on_change: true or state: restarted)" % (spec.name, ", ".join(plan.pending)))
+            "(set restart_on_change: true or state: restarted)" % (spec.name, ", ".join(plan.pending))
+        )
     return plan
 
 
-def _live_changes(running: Optional[VmSpec], spec: VmSpec,
-                  live: Live) -> Tuple[List[str], Optional[HotplugPlan], Optional[NicHotplugPlan]]:
+def _live_changes(
+    running: Optional[VmSpec], spec: VmSpec, live: Live
+) -> Tuple[List[str], Optional[HotplugPlan], Optional[NicHotplugPlan]]:
     """Fields of a live VM (``running``: the spec its process got, None when none runs) that
     wait for a restart, and the disk and NIC hot-plugs that can be done instead (only on a
     running VM, and only when every change of that kind can be done live)."""
@@ -186,5 +202,6 @@ def _check_owner(rec: Optional[VmRecord], live: Live, plan: VmPlan, host_id: str
     if rec is not None and rec.host != host_id and live.state != STOPPED and plan.changed:
         raise StateError(
             "VM %s is owned by host %s, where it was last recorded %s (PID %s, at %s); run "
-            "this task on %s, or stop the VM there first" % (
-                rec.name, rec.host, rec.status, rec.qemu_pid, rec.updated_at, rec.host))
+            "this task on %s, or stop the VM there first"
+            % (rec.name, rec.host, rec.status, rec.qemu_pid, rec.updated_at, rec.host)
+        )

@@ -33,8 +33,10 @@ def check_vhost(spec: VmSpec, available: Optional[bool] = None) -> bool:
     available = vhost_available() if available is None else available
     for index, nic in enumerate(spec.nics):
         if nic.vhost and not available:
-            raise SpecError("nics[%d].vhost" % index, "this host has no /dev/vhost-net (load "
-                            "the vhost_net kernel module, or leave vhost unset)")
+            raise SpecError(
+                "nics[%d].vhost" % index,
+                "this host has no /dev/vhost-net (load the vhost_net kernel module, or leave vhost unset)",
+            )
     return available
 
 
@@ -53,8 +55,7 @@ def check_disk_path(field: str, path: str, storage_roots: Optional[Sequence[str]
         raise SpecError(field, "%s does not exist (create it with infinivirt.core.infinivirt_disk)" % path)
 
 
-def preflight(spec: VmSpec, storage_roots: Optional[Sequence[str]] = None,
-              max_vcpus: Optional[int] = None) -> VmSpec:
+def preflight(spec: VmSpec, storage_roots: Optional[Sequence[str]] = None, max_vcpus: Optional[int] = None) -> VmSpec:
     """Raise SpecError naming the first option this host cannot honour."""
     max_vcpus = host_cpu_count() if max_vcpus is None else max_vcpus
     if spec.vcpus > max_vcpus:

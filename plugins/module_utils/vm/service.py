@@ -68,8 +68,9 @@ class Outcome:
         return dict(changed=self.changed, vm=self.vm, warnings=self.warnings, diff=self.diff)
 
 
-def _view(rec: Optional[VmRecord], state: str, password_set: bool = False,
-          password_changed: bool = False) -> Dict[str, Any]:
+def _view(
+    rec: Optional[VmRecord], state: str, password_set: bool = False, password_changed: bool = False
+) -> Dict[str, Any]:
     """What the diff shows: the user-visible spec plus the run state; a password only as
     a mask that tells whether it changed."""
     if rec is None:
@@ -91,38 +92,44 @@ FORCED_STATES = ("stopped", "restarted", "absent")
 def spec_digest(rec: VmRecord, secret_tokens: Tuple[Optional[str], ...] = ()) -> str:
     """A fingerprint of the stored definition, for optimistic concurrency (``digest``).
     Sealed secrets count by their token, so a new password changes it too."""
-    canonical = json.dumps([rec.spec.to_dict(), list(secret_tokens)], sort_keys=True,
-                           separators=(",", ":"))
+    canonical = json.dumps([rec.spec.to_dict(), list(secret_tokens)], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def vm_result(rec: VmRecord, state: str, lifecycle: Lifecycle) -> Dict[str, Any]:
     alive = state != STOPPED
-    pending = [f for f in changed_fields(rec.running_spec, rec.spec) if f not in LIVE_FIELDS] \
-        if alive and rec.running_spec else []
+    pending = (
+        [f for f in changed_fields(rec.running_spec, rec.spec) if f not in LIVE_FIELDS]
+        if alive and rec.running_spec
+        else []
+    )
     result = rec.summary()
     result.update(rec.spec.to_dict())
-    result.update({
-        "status": state,
-        "pid": rec.qemu_pid if alive else None,
-        "qmp_socket": rec.qmp_socket_path if alive else None,
-        "serial_log": rec.serial_log_path or VmPaths.for_vm(lifecycle.run_dir, rec.uuid).serial_log,
-        "accel_in_use": rec.launch_accel if alive else None,
-        "cpu_in_use": rec.launch_cpu if alive else None,
-        "pending_restart": pending,
-        "taps": [nic.tap_name for nic in rec.spec.nics],
-        "nvram": lifecycle.nvram_path(rec) if rec.spec.firmware == "uefi" else None,
-        "console_socket_path": (
-            VmPaths.for_vm(lifecycle.run_dir, rec.uuid).console_socket
-            if alive and rec.spec.console_socket else None),
-        "digest": spec_digest(rec, (lifecycle.store.get_secret(rec.uuid, GRAPHICS_PASSWORD),)),
-        "graphics": {
-            "type": rec.spec.graphics_type,
-            "listen": rec.spec.graphics_listen,
-            "port": rec.launch_graphics_port if alive and rec.launch_graphics_port else rec.spec.graphics_port,
-            "password_set": rec.spec.graphics_password_set,
-        },
-    })
+    result.update(
+        {
+            "status": state,
+            "pid": rec.qemu_pid if alive else None,
+            "qmp_socket": rec.qmp_socket_path if alive else None,
+            "serial_log": rec.serial_log_path or VmPaths.for_vm(lifecycle.run_dir, rec.uuid).serial_log,
+            "accel_in_use": rec.launch_accel if alive else None,
+            "cpu_in_use": rec.launch_cpu if alive else None,
+            "pending_restart": pending,
+            "taps": [nic.tap_name for nic in rec.spec.nics],
+            "nvram": lifecycle.nvram_path(rec) if rec.spec.firmware == "uefi" else None,
+            "console_socket_path": (
+                VmPaths.for_vm(lifecycle.run_dir, rec.uuid).console_socket
+                if alive and rec.spec.console_socket
+                else None
+            ),
+            "digest": spec_digest(rec, (lifecycle.store.get_secret(rec.uuid, GRAPHICS_PASSWORD),)),
+            "graphics": {
+                "type": rec.spec.graphics_type,
+                "listen": rec.spec.graphics_listen,
+                "port": rec.launch_graphics_port if alive and rec.launch_graphics_port else rec.spec.graphics_port,
+                "password_set": rec.spec.graphics_password_set,
+            },
+        }
+    )
     return result
 
 
@@ -147,17 +154,23 @@ class VmService:
         self.hostname = ctx.host_id
         self.storage_roots = ctx.storage_roots
         self.firewall = FirewallService(ctx.store, ctx.host_id, lock_timeout=ctx.lock_timeout)
-        self.lifecycle = Lifecycle(ctx.store, ctx.run_dir, ctx.qemu_binary, host_paths,
-                                   nvram_dir=ctx.nvram_dir, firewall=self.firewall)
+        self.lifecycle = Lifecycle(
+            ctx.store, ctx.run_dir, ctx.qemu_binary, host_paths, nvram_dir=ctx.nvram_dir, firewall=self.firewall
+        )
         self.hotplug = Hotplug(self.lifecycle)
 
     @classmethod
-    def open(cls, db_url: str, run_dir: str, hostname: Optional[str] = None,
-             job_id: Optional[str] = None, host_paths: HostPaths = HostPaths(),
-             **options: Any) -> "VmService":
+    def open(
+        cls,
+        db_url: str,
+        run_dir: str,
+        hostname: Optional[str] = None,
+        job_id: Optional[str] = None,
+        host_paths: HostPaths = HostPaths(),
+        **options: Any,
+    ) -> "VmService":
         """A service on a context of its own (tests, benchmarks); ``close`` closes it."""
-        return cls(HostContext.open(db_url, run_dir, host_id=hostname, job_id=job_id, **options),
-                   host_paths=host_paths)
+        return cls(HostContext.open(db_url, run_dir, host_id=hostname, job_id=job_id, **options), host_paths=host_paths)
 
     def close(self) -> None:
         self.ctx.close()
@@ -184,8 +197,7 @@ class VmService:
             if volume is not None and volume.encrypted:
                 key = read_luks_key(self.store, self.secret_box, volume.path)
                 if key is None:
-                    raise SecretError("volume %s is encrypted but its key is not in the database"
-                                      % volume.path)
+                    raise SecretError("volume %s is encrypted but its key is not in the database" % volume.path)
                 keys[disk.disk_id] = key
         return keys
 
@@ -205,17 +217,22 @@ class VmService:
             row = self.store.get_network(nic.network, self.hostname)
             field = "nics[%d].network" % index
             if row is None:
-                raise SpecError(field, "network %s does not exist on host %s (create it with "
-                                "infinivirt.core.infinivirt_net)" % (nic.network, self.hostname))
+                raise SpecError(
+                    field,
+                    "network %s does not exist on host %s (create it with "
+                    "infinivirt.core.infinivirt_net)" % (nic.network, self.hostname),
+                )
             netns = row["spec"].get("netns")
             if netns != spec.netns:
-                raise SpecError(field, "network %s is in network namespace %s, the VM in %s; set "
-                                "netns to match" % (nic.network, netns or "(host)", spec.netns or "(host)"))
+                raise SpecError(
+                    field,
+                    "network %s is in network namespace %s, the VM in %s; set "
+                    "netns to match" % (nic.network, netns or "(host)", spec.netns or "(host)"),
+                )
             bridges[nic.mac] = row["spec"]["bridge"]
         return bridges
 
-    def start_vm(self, rec: VmRecord, paused: bool = False,
-                 bridges: Optional[Dict[str, str]] = None) -> List[str]:
+    def start_vm(self, rec: VmRecord, paused: bool = False, bridges: Optional[Dict[str, str]] = None) -> List[str]:
         """Start a stopped VM with everything its spec needs (display password, disk keys,
         NIC bridges, firewall); the only caller of Lifecycle.start. The caller holds the
         VM's lock. Returns warnings."""
@@ -223,13 +240,13 @@ class VmService:
         keys = self.disk_keys(rec.spec.disks)
         password = self.graphics_password(rec)
         rec.host = self.hostname  # a stopped VM moves to the host that starts it
-        return self.lifecycle.start(rec, StartInputs(paused=paused, graphics_password=password, disk_keys=keys,
-                                                     nic_bridges=bridges))
+        return self.lifecycle.start(
+            rec, StartInputs(paused=paused, graphics_password=password, disk_keys=keys, nic_bridges=bridges)
+        )
 
     def stop_vm(self, rec: VmRecord, params: Dict[str, Any], qemu_status: Optional[str] = None) -> None:
         """Stop as the task's stop_timeout and force say."""
-        self.lifecycle.stop(rec, float(params.get("stop_timeout") or 60), bool(params.get("force")),
-                            qemu_status)
+        self.lifecycle.stop(rec, float(params.get("stop_timeout") or 60), bool(params.get("force")), qemu_status)
 
     # -- infinivirt_vm ------------------------------------------------------------------------
     def ensure(self, params: Dict[str, Any], check_mode: bool) -> Outcome:
@@ -276,9 +293,10 @@ class VmService:
             raise StateError("VM %s does not exist, so it cannot match digest %s" % (name, digest))
         current = spec_digest(rec, (self.store.get_secret(rec.uuid, GRAPHICS_PASSWORD),))
         if digest != current:
-            raise StateError("VM %s was changed since digest %s was read (it is now %s); read "
-                             "the VM again and retry" % (name, digest, current))
-
+            raise StateError(
+                "VM %s was changed since digest %s was read (it is now %s); read "
+                "the VM again and retry" % (name, digest, current)
+            )
 
     def _request(self, rec: Optional[VmRecord], state: str, params: Dict[str, Any]) -> Request:
         """Validate the task's options into a Desired, check them against this host, and
@@ -289,25 +307,36 @@ class VmService:
         password = (params.get("graphics") or {}).get("password")
         stored_token = self.store.get_secret(rec.uuid, GRAPHICS_PASSWORD) if rec else None
         # Other VMs' NICs matter only when this task sets NICs (stored ones were checked).
-        others = [vm for vm in self.store.list_vms() if rec is None or vm.uuid != rec.uuid] \
-            if params.get("nics") is not None else []
-        desired = merge_params(params, rec.spec if rec else None,
-                               taken_macs=[n.mac for vm in others for n in vm.spec.nics])
-        desired = dataclasses.replace(desired, graphics_password_set=(
-            desired.graphics_type == "vnc" and (password is not None or stored_token is not None)))
+        others = (
+            [vm for vm in self.store.list_vms() if rec is None or vm.uuid != rec.uuid]
+            if params.get("nics") is not None
+            else []
+        )
+        desired = merge_params(
+            params, rec.spec if rec else None, taken_macs=[n.mac for vm in others for n in vm.spec.nics]
+        )
+        desired = dataclasses.replace(
+            desired,
+            graphics_password_set=(
+                desired.graphics_type == "vnc" and (password is not None or stored_token is not None)
+            ),
+        )
         validate(desired)
         preflight(desired, storage_roots=self.storage_roots)
         _check_nics_against(desired, others)
         validate_graphics_password(desired, password, stored=stored_token is not None)
-        changed = password is not None and (
-            stored_token is None or self._decrypt(rec, stored_token) != password)
+        changed = password is not None and (stored_token is None or self._decrypt(rec, stored_token) != password)
         bridges = self.nic_bridges(desired)  # also checks each network exists, before any write
-        return Request(Desired(state, desired, changed, restart_on_change),
-                       password=password if changed else None, had_password=stored_token is not None,
-                       bridges=bridges)
+        return Request(
+            Desired(state, desired, changed, restart_on_change),
+            password=password if changed else None,
+            had_password=stored_token is not None,
+            bridges=bridges,
+        )
 
-    def _apply(self, before: Optional[VmRecord], plan: VmPlan, request: Request,
-               params: Dict[str, Any], live: Live) -> List[str]:
+    def _apply(
+        self, before: Optional[VmRecord], plan: VmPlan, request: Request, params: Dict[str, Any], live: Live
+    ) -> List[str]:
         """Carry out ``plan``; on failure a VM this task created is not kept."""
         if plan.after_state == ABSENT:
             if plan.changed:
@@ -321,8 +350,11 @@ class VmService:
         elif "update" in plan.actions:
             self.store.update_vm(rec)
         if request.password is not None:
-            self.store.set_secret(rec.uuid, GRAPHICS_PASSWORD, self.secret_box().encrypt(
-                request.password, secret_context(rec.uuid, GRAPHICS_PASSWORD)))
+            self.store.set_secret(
+                rec.uuid,
+                GRAPHICS_PASSWORD,
+                self.secret_box().encrypt(request.password, secret_context(rec.uuid, GRAPHICS_PASSWORD)),
+            )
         lc = self.lifecycle
         try:
             for action in plan.actions:
@@ -335,8 +367,7 @@ class VmService:
                 elif action == "stop":
                     self.stop_vm(rec, params, live.qemu_status)
                 elif action == "start":
-                    warnings.extend(self.start_vm(rec, paused=plan.after_state == PAUSED,
-                                                  bridges=request.bridges))
+                    warnings.extend(self.start_vm(rec, paused=plan.after_state == PAUSED, bridges=request.bridges))
                 elif action == "pause":
                     lc.pause(rec)
                 elif action == "resume":
@@ -361,19 +392,30 @@ class VmService:
         self.firewall.forget_vm(rec)
         self.store.delete_vm(rec.uuid)
 
-    def _outcome(self, before: Optional[VmRecord], plan: VmPlan, request: Request,
-                 warnings: List[str], check_mode: bool, params: Dict[str, Any]) -> Outcome:
+    def _outcome(
+        self,
+        before: Optional[VmRecord],
+        plan: VmPlan,
+        request: Request,
+        warnings: List[str],
+        check_mode: bool,
+        params: Dict[str, Any],
+    ) -> Outcome:
         out = Outcome(changed=plan.changed, actions=list(plan.actions), warnings=warnings)
         before_view = _view(before, plan.before_state, request.had_password)
         if plan.after_state == ABSENT:
             out.diff = {"before": before_view, "after": {"state": "absent"}}
-            out.vm = ({"name": before.name, "uuid": before.uuid, "status": "absent"} if before
-                      else {"name": params["name"], "status": "absent"})
+            out.vm = (
+                {"name": before.name, "uuid": before.uuid, "status": "absent"}
+                if before
+                else {"name": params["name"], "status": "absent"}
+            )
             return out
         rec = plan.record
-        out.diff = {"before": before_view,
-                    "after": _view(rec, plan.after_state, rec.spec.graphics_password_set,
-                                   request.desired.password_changed)}
+        out.diff = {
+            "before": before_view,
+            "after": _view(rec, plan.after_state, rec.spec.graphics_password_set, request.desired.password_changed),
+        }
         out.vm = vm_result(rec, plan.after_state, self.lifecycle)
         if check_mode:  # nothing ran: say what the plan leaves pending
             out.vm["pending_restart"] = list(plan.pending)
@@ -429,8 +471,6 @@ def _check_nics_against(spec: VmSpec, others: Sequence[VmRecord]) -> None:
         for vm in others:
             for other in vm.spec.nics:
                 if other.mac == nic.mac:
-                    raise SpecError("nics[%d].mac" % index, "%s is the MAC of a NIC of VM %s"
-                                    % (nic.mac, vm.name))
+                    raise SpecError("nics[%d].mac" % index, "%s is the MAC of a NIC of VM %s" % (nic.mac, vm.name))
                 if other.tap_name == nic.tap_name and vm.spec.netns == spec.netns:
-                    raise SpecError("nics[%d].tap" % index, "TAP %s belongs to VM %s"
-                                    % (nic.tap_name, vm.name))
+                    raise SpecError("nics[%d].tap" % index, "TAP %s belongs to VM %s" % (nic.tap_name, vm.name))

@@ -39,8 +39,9 @@ JOB_TIMEOUT = 600.0
 
 def validate_snapshot_name(name: Any) -> str:
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise SpecError("name", "%r must be 1 to 64 letters, digits, '.', '_' or '-', starting "
-                        "with a letter or digit" % (name,))
+        raise SpecError(
+            "name", "%r must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit" % (name,)
+        )
     return name
 
 
@@ -67,11 +68,13 @@ class SnapshotService:
         writable = self._writable(rec)
         raw = [d.path for d in writable if d.format != "qcow2"]
         if raw:
-            raise SpecError("vm", "VM %s has raw disks (%s); internal snapshots need every "
-                            "writable disk in qcow2 (external snapshots do not)" % (rec.name, ", ".join(raw)))
+            raise SpecError(
+                "vm",
+                "VM %s has raw disks (%s); internal snapshots need every "
+                "writable disk in qcow2 (external snapshots do not)" % (rec.name, ", ".join(raw)),
+            )
         if self.store.list_layers(rec.uuid):
-            raise SpecError("type", "VM %s has external snapshots; internal ones cannot be "
-                            "mixed with them" % rec.name)
+            raise SpecError("type", "VM %s has external snapshots; internal ones cannot be mixed with them" % rec.name)
         return writable
 
     def list(self, rec) -> Dict[str, Dict[str, Any]]:
@@ -86,24 +89,32 @@ class SnapshotService:
     def _internal_list(self, rec) -> Dict[str, Dict[str, Any]]:
         disks = self._qcow2_disks(rec)
         if self.lifecycle.is_alive(rec):
-            nodes = {n["node-name"]: n for n in
-                     self.lifecycle.qmp(rec, "query-named-block-nodes", {"flat": True})}
+            nodes = {n["node-name"]: n for n in self.lifecycle.qmp(rec, "query-named-block-nodes", {"flat": True})}
             per_disk = [nodes[node_names(d)[1]]["image"].get("snapshots", []) for d in disks]
         else:
             per_disk = [offline_snapshots(d) for d in disks]
         names = set.intersection(*({s["name"] for s in snaps} for snaps in per_disk))
         first = {s["name"]: s for s in per_disk[0]}
-        return {name: {"name": name, "type": "internal",
-                       "vm_state_size": first[name].get("vm-state-size", 0),
-                       "date_sec": first[name].get("date-sec")} for name in sorted(names)}
+        return {
+            name: {
+                "name": name,
+                "type": "internal",
+                "vm_state_size": first[name].get("vm-state-size", 0),
+                "date_sec": first[name].get("date-sec"),
+            }
+            for name in sorted(names)
+        }
 
     def _external_list(self, rec) -> Dict[str, Dict[str, Any]]:
         disks = {d.path for d in rec.spec.disks if not d.readonly and d.media == "disk"}
         per_name: Dict[str, set] = {}
         for layer in self.store.list_layers(rec.uuid):
             per_name.setdefault(layer["snapshot"], set()).add(layer["base_path"])
-        return {name: {"name": name, "type": "external", "vm_state_size": 0, "date_sec": None}
-                for name, paths in per_name.items() if disks and paths >= disks}
+        return {
+            name: {"name": name, "type": "external", "vm_state_size": 0, "date_sec": None}
+            for name, paths in per_name.items()
+            if disks and paths >= disks
+        }
 
     def ensure(self, params: Dict[str, Any], check_mode: bool) -> Dict[str, Any]:
         vm_name = validate_name(params.get("vm"))
@@ -116,8 +127,7 @@ class SnapshotService:
             if rec is None:
                 raise SpecError("vm", "VM %s does not exist" % vm_name)
             if rec.host != self.vms.hostname:
-                raise StateError("VM %s is owned by host %s; manage its snapshots there"
-                                 % (vm_name, rec.host))
+                raise StateError("VM %s is owned by host %s; manage its snapshots there" % (vm_name, rec.host))
             existing = self.list(rec)
             live = self.lifecycle.live_state(rec)
             action = self._plan(state, name, existing, live, params)
@@ -130,14 +140,18 @@ class SnapshotService:
                 prefix = "_" if kind == "internal" else "_external_"
                 getattr(self, prefix + action)(rec, name, live, params)
             after = self.list(rec) if action and not check_mode else existing
-        return {"changed": bool(action), "action": action, "snapshots": list(after.values()),
-                "diff": {"before": {"snapshots": sorted(existing)},
-                         "after": {"snapshots": sorted(after if not check_mode else
-                                                       _predicted(existing, name, action))}}}
+        return {
+            "changed": bool(action),
+            "action": action,
+            "snapshots": list(after.values()),
+            "diff": {
+                "before": {"snapshots": sorted(existing)},
+                "after": {"snapshots": sorted(after if not check_mode else _predicted(existing, name, action))},
+            },
+        }
 
     @staticmethod
-    def _plan(state: str, name: str, existing: Dict[str, Any], live: str,
-              params: Dict[str, Any]) -> Optional[str]:
+    def _plan(state: str, name: str, existing: Dict[str, Any], live: str, params: Dict[str, Any]) -> Optional[str]:
         if state == "present":
             if name in existing:
                 return None
@@ -186,8 +200,10 @@ class SnapshotService:
             nodes = [node_names(d)[1] for d in disks]
             self._job(rec, "snapshot-save", {"tag": name, "vmstate": nodes[0], "devices": nodes})
         else:
-            actions = [{"type": "blockdev-snapshot-internal-sync",
-                        "data": {"device": node_names(d)[1], "name": name}} for d in disks]
+            actions = [
+                {"type": "blockdev-snapshot-internal-sync", "data": {"device": node_names(d)[1], "name": name}}
+                for d in disks
+            ]
             self.lifecycle.qmp(rec, "transaction", {"actions": actions})
 
     def _delete(self, rec, name: str, live: str, params: Dict[str, Any]) -> None:
@@ -199,8 +215,9 @@ class SnapshotService:
                 QemuImg().snapshot("delete", name, disk.path, keys.get(disk.disk_id))
         else:
             for disk in disks:
-                self.lifecycle.qmp(rec, "blockdev-snapshot-delete-internal-sync",
-                                    {"device": node_names(disk)[1], "name": name})
+                self.lifecycle.qmp(
+                    rec, "blockdev-snapshot-delete-internal-sync", {"device": node_names(disk)[1], "name": name}
+                )
 
     def _revert(self, rec, name: str, live: str, params: Dict[str, Any]) -> None:
         disks = self._qcow2_disks(rec)
@@ -210,33 +227,40 @@ class SnapshotService:
             self._job(rec, "snapshot-load", {"tag": name, "vmstate": nodes[0], "devices": nodes})
             self._restore_nvram(rec, name)  # the loaded RAM holds the flash as it was then
             return
+
         def apply() -> None:  # disks only: they cannot change under a running guest
             keys = self.vms.disk_keys(disks)
             for disk in disks:
                 QemuImg().snapshot("apply", name, disk.path, keys.get(disk.disk_id))
             self._restore_nvram(rec, name)
+
         self._offline(rec, live, params, apply)
 
     # -- external snapshots: overlay files ---------------------------------------------------
     def _external_create(self, rec, name: str, live: str, params: Dict[str, Any]) -> None:
         disks = self._writable(rec)
         if self.vms.disk_keys(disks):
-            raise SpecError("type", "external snapshots of encrypted volumes are not supported; "
-                            "use an internal snapshot")
+            raise SpecError(
+                "type", "external snapshots of encrypted volumes are not supported; use an internal snapshot"
+            )
         try:
             internal = self._internal_list(rec) if not self.store.list_layers(rec.uuid) else {}
         except SpecError:
             internal = {}
         if internal:
-            raise SpecError("type", "VM %s has internal snapshots (%s); external ones cannot be "
-                            "mixed with them" % (rec.name, ", ".join(internal)))
+            raise SpecError(
+                "type",
+                "VM %s has internal snapshots (%s); external ones cannot be "
+                "mixed with them" % (rec.name, ", ".join(internal)),
+            )
         layers = self.store.list_layers(rec.uuid)
         seq = max([layer["seq"] for layer in layers] or [0]) + 1
         active = self.lifecycle.active_paths(rec)
         rows = []
         for disk in disks:
-            overlay = os.path.join(os.path.dirname(disk.path),
-                                   "%s.%s.overlay.qcow2" % (os.path.basename(disk.path), name))
+            overlay = os.path.join(
+                os.path.dirname(disk.path), "%s.%s.overlay.qcow2" % (os.path.basename(disk.path), name)
+            )
             if os.path.lexists(overlay):
                 raise SpecError("name", "%s exists already; pick another snapshot name" % overlay)
             rows.append((disk.path, seq, name, overlay))
@@ -247,15 +271,33 @@ class SnapshotService:
             if live == STOPPED:
                 for disk, (_base, _seq, _name, overlay) in zip(disks, rows):
                     top = active.get(disk.disk_id, disk.path)
-                    QemuImg().create(overlay, "qcow2", None, backing=top,
-                                     backing_fmt="qcow2" if disk.disk_id in active else disk.format)
+                    QemuImg().create(
+                        overlay,
+                        "qcow2",
+                        None,
+                        backing=top,
+                        backing_fmt="qcow2" if disk.disk_id in active else disk.format,
+                    )
             else:  # one transaction: every disk switches to its overlay at the same instant
                 tops = self._top_nodes(rec)
-                self.lifecycle.qmp(rec, "transaction", {"actions": [
-                    {"type": "blockdev-snapshot-sync",
-                     "data": {"node-name": tops[device_id(disk)], "snapshot-file": row[3],
-                              "snapshot-node-name": "x%d-%s" % (seq, disk.disk_id), "format": "qcow2"}}
-                    for disk, row in zip(disks, rows)]})
+                self.lifecycle.qmp(
+                    rec,
+                    "transaction",
+                    {
+                        "actions": [
+                            {
+                                "type": "blockdev-snapshot-sync",
+                                "data": {
+                                    "node-name": tops[device_id(disk)],
+                                    "snapshot-file": row[3],
+                                    "snapshot-node-name": "x%d-%s" % (seq, disk.disk_id),
+                                    "format": "qcow2",
+                                },
+                            }
+                            for disk, row in zip(disks, rows)
+                        ]
+                    },
+                )
         except BaseException:
             for base, layer_seq, _name, overlay in rows:
                 self.store.delete_layer(rec.uuid, base, layer_seq)
@@ -284,6 +326,7 @@ class SnapshotService:
     def _external_revert(self, rec, name: str, live: str, params: Dict[str, Any]) -> None:
         """Back to the disks as they were: a fresh overlay on the frozen image. Snapshots
         taken after this one are discarded with their overlays."""
+
         def revert() -> None:
             for disk in self._writable(rec):
                 chain = self._chain(rec, disk)
@@ -296,10 +339,12 @@ class SnapshotService:
                 self.store.add_layers(rec.uuid, [(disk.path, chain[index]["seq"], name, chain[index]["overlay"])])
                 QemuImg().create(chain[index]["overlay"], "qcow2", None, backing=below, backing_fmt=fmt)
             self._restore_nvram(rec, name)
+
         self._offline(rec, live, params, revert)
 
     def _external_delete(self, rec, name: str, live: str, params: Dict[str, Any]) -> None:
         """Merge the snapshot's overlay into the image below it, keeping today's data."""
+
         def merge() -> None:
             for disk in self._writable(rec):
                 chain = self._chain(rec, disk)
@@ -311,6 +356,7 @@ class SnapshotService:
                 os.unlink(chain[index]["overlay"])
                 self.store.delete_layer(rec.uuid, disk.path, chain[index]["seq"])
             self._drop_nvram(rec, name)
+
         self._offline(rec, live, params, merge)
 
     def _offline(self, rec, live: str, params: Dict[str, Any], work) -> None:
@@ -328,8 +374,13 @@ class SnapshotService:
         """Run a QMP job to its end and report its error, if any."""
         job_id = "infinivirt-%s" % command
         with QmpSession(rec.qmp_socket_path, rec.name, self.lifecycle.qmp_timeout) as qmp:
-            qmp.execute_and_wait(command, dict(arguments, **{"job-id": job_id}), "JOB_STATUS_CHANGE",
-                                 {"id": job_id, "status": "concluded"}, timeout=JOB_TIMEOUT)
+            qmp.execute_and_wait(
+                command,
+                dict(arguments, **{"job-id": job_id}),
+                "JOB_STATUS_CHANGE",
+                {"id": job_id, "status": "concluded"},
+                timeout=JOB_TIMEOUT,
+            )
             job = next((j for j in qmp.execute("query-jobs") if j["id"] == job_id), {})
             qmp.execute("job-dismiss", {"id": job_id})
         if job.get("error"):

@@ -84,10 +84,10 @@ class VmSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values["cpu_flags"] = tuple(values.get("cpu_flags") or ())
-        values["disks"] = tuple(d if isinstance(d, DiskSpec) else DiskSpec.from_dict(d)
-                                for d in values.get("disks") or ())
-        values["nics"] = tuple(n if isinstance(n, NicSpec) else NicSpec.from_dict(n)
-                               for n in values.get("nics") or ())
+        values["disks"] = tuple(
+            d if isinstance(d, DiskSpec) else DiskSpec.from_dict(d) for d in values.get("disks") or ()
+        )
+        values["nics"] = tuple(n if isinstance(n, NicSpec) else NicSpec.from_dict(n) for n in values.get("nics") or ())
         for f in dataclasses.fields(cls):  # databases hand booleans back as 0/1
             if isinstance(f.default, bool) and f.name in values:
                 values[f.name] = bool(values[f.name])
@@ -166,16 +166,18 @@ def validate_graphics_password(spec: VmSpec, password: Optional[str], stored: bo
         if spec.graphics_type == "none":
             raise SpecError("graphics.password", "needs graphics.type vnc")
         if not password:
-            raise SpecError("graphics.password", "must not be empty (an empty VNC password "
-                            "lets anyone in)")
+            raise SpecError("graphics.password", "must not be empty (an empty VNC password lets anyone in)")
         if len(password.encode()) > VNC_PASSWORD_MAX:
-            raise SpecError("graphics.password", "VNC checks only the first %d bytes of a "
-                            "password; use at most %d" % (VNC_PASSWORD_MAX, VNC_PASSWORD_MAX))
+            raise SpecError(
+                "graphics.password",
+                "VNC checks only the first %d bytes of a "
+                "password; use at most %d" % (VNC_PASSWORD_MAX, VNC_PASSWORD_MAX),
+            )
     has_password = password is not None or stored
-    if spec.graphics_type == "vnc" and not has_password \
-            and not ipaddress.ip_address(spec.graphics_listen).is_loopback:
-        raise SpecError("graphics.password", "is required when the display listens on %s, "
-                        "beyond this host" % spec.graphics_listen)
+    if spec.graphics_type == "vnc" and not has_password and not ipaddress.ip_address(spec.graphics_listen).is_loopback:
+        raise SpecError(
+            "graphics.password", "is required when the display listens on %s, beyond this host" % spec.graphics_listen
+        )
 
 
 # The graphics option's suboptions and the spec fields they set: graphics.<x> -> graphics_<x>
@@ -183,8 +185,7 @@ def validate_graphics_password(spec: VmSpec, password: Optional[str], stored: bo
 GRAPHICS_FIELDS = {"type": "graphics_type", "listen": "graphics_listen", "port": "graphics_port"}
 
 
-def merge_params(params: Mapping[str, Any], stored: Optional[VmSpec],
-                 taken_macs: Sequence[str] = ()) -> VmSpec:
+def merge_params(params: Mapping[str, Any], stored: Optional[VmSpec], taken_macs: Sequence[str] = ()) -> VmSpec:
     """Build the desired spec from module params.
 
     An option left unset (None) keeps the stored value of an existing VM, and takes the
@@ -202,8 +203,7 @@ def merge_params(params: Mapping[str, Any], stored: Optional[VmSpec],
         if params.get(field) == "":
             base[field] = None
     if params.get("nics") is not None:
-        base["nics"] = merge_nics(params["nics"], stored.nics if stored else (), taken_macs,
-                                  seed=params["name"])
+        base["nics"] = merge_nics(params["nics"], stored.nics if stored else (), taken_macs, seed=params["name"])
     for option, field in GRAPHICS_FIELDS.items():
         value = (params.get("graphics") or {}).get(option)
         if value is not None:

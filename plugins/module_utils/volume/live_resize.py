@@ -44,11 +44,11 @@ def resize_attached_disk(ctx: HostContext, path: str, size: int, proc: str = "/p
             rec = ctx.store.get_vm(rec.name)
             disk = _attached(rec, real)
             if disk is not None and any(layer["base_path"] == disk.path for layer in ctx.store.list_layers(rec.uuid)):
-                raise StateError("volume %s has external snapshots in VM %s; delete them "
-                                 "before growing it" % (path, rec.name))
+                raise StateError(
+                    "volume %s has external snapshots in VM %s; delete them before growing it" % (path, rec.name)
+                )
             if disk is not None and _alive(rec, proc):
                 with QmpSession(rec.qmp_socket_path, rec.name, QMP_TIMEOUT) as qmp:
-                    qmp.execute("block_resize", {"node-name": node_names(disk)[1], "size": size},
-                                timeout=QMP_TIMEOUT)
+                    qmp.execute("block_resize", {"node-name": node_names(disk)[1], "size": size}, timeout=QMP_TIMEOUT)
                 return rec.name
     return None

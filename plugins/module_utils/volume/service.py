@@ -95,8 +95,11 @@ def public_info(value: Any) -> Any:
     """qemu-img info without anything secret: keys naming a secret and ``json:`` names (which
     carry secret ids) are dropped. qemu-img info never prints a passphrase; this is a guard."""
     if isinstance(value, dict):
-        return {k: public_info(v) for k, v in value.items()
-                if "secret" not in str(k).lower() and not (isinstance(v, str) and v.startswith("json:"))}
+        return {
+            k: public_info(v)
+            for k, v in value.items()
+            if "secret" not in str(k).lower() and not (isinstance(v, str) and v.startswith("json:"))
+        }
     if isinstance(value, list):
         return [public_info(v) for v in value]
     return value
@@ -134,10 +137,16 @@ class DiskService:
     volume open. Lock order: the volume's lock is taken before any VM lock.
     """
 
-    def __init__(self, store: Any, secret_box: Callable[[], SecretBox], hostname: str,
-                 storage_roots: Sequence[str],
-                 live_resize: Optional[Callable[[str, int], Optional[str]]] = None,
-                 lock_timeout: float = 60.0, qemu_img: Optional[str] = None):
+    def __init__(
+        self,
+        store: Any,
+        secret_box: Callable[[], SecretBox],
+        hostname: str,
+        storage_roots: Sequence[str],
+        live_resize: Optional[Callable[[str, int], Optional[str]]] = None,
+        lock_timeout: float = 60.0,
+        qemu_img: Optional[str] = None,
+    ):
         self.store = store
         self.secret_box = secret_box
         self.hostname = hostname
@@ -196,9 +205,16 @@ class DiskService:
             if value is not None and not isinstance(value, bool):
                 raise SpecError(name, "must be true or false, got %r" % (value,))
             flags[name] = value
-        return Wanted(format=fmt, size=size, backing_file=backing, backing_format=backing_format,
-                      preallocation=preallocation, encrypt=flags["encrypt"],
-                      convert=bool(flags["convert"]), force=bool(flags["force"]))
+        return Wanted(
+            format=fmt,
+            size=size,
+            backing_file=backing,
+            backing_format=backing_format,
+            preallocation=preallocation,
+            encrypt=flags["encrypt"],
+            convert=bool(flags["convert"]),
+            force=bool(flags["force"]),
+        )
 
     # -- reading the host -----------------------------------------------------------------
     def _inspect(self, path: str, row: Optional[VolumeRecord]) -> Optional[VolumeState]:
@@ -218,8 +234,10 @@ class DiskService:
         if row is not None and state.encrypted != row.encrypted:
             recorded = "encrypted" if row.encrypted else "not encrypted"
             found = "encrypted" if state.encrypted else "not encrypted"
-            raise StateError("volume %s is recorded as %s but the file is %s; it was replaced outside "
-                             "Infinivirt" % (path, recorded, found))
+            raise StateError(
+                "volume %s is recorded as %s but the file is %s; it was replaced outside "
+                "Infinivirt" % (path, recorded, found)
+            )
         return state
 
     def _vms_using(self, path: str) -> List[str]:
@@ -250,8 +268,7 @@ class DiskService:
     def _luks_key(self, path: str) -> str:
         key = read_luks_key(self.store, self.secret_box, path)
         if key is None:
-            raise StateError("volume %s is recorded as encrypted but its LUKS key is missing from the "
-                             "database" % path)
+            raise StateError("volume %s is recorded as encrypted but its LUKS key is missing from the database" % path)
         return key
 
     # -- present --------------------------------------------------------------------------
@@ -263,8 +280,10 @@ class DiskService:
         else:
             plan = self._plan_update(path, wanted, row, current)
         if row is not None and row.host != self.hostname and plan.actions:
-            raise StateError("volume %s is recorded for host %s; change it from that host (or remove "
-                             "it there first)" % (path, row.host))
+            raise StateError(
+                "volume %s is recorded for host %s; change it from that host (or remove "
+                "it there first)" % (path, row.host)
+            )
         before = _view(path, current, row is not None)
         attached_to = None
         if not check_mode and plan.actions:
@@ -276,8 +295,12 @@ class DiskService:
             current = self._inspect(path, self.store.get_volume(path))
             after = _view(path, current, True)
             volume = self._result(path, current, plan, attached_to, predicted=False)
-        return {"changed": bool(plan.actions), "volume": volume, "diff": {"before": before, "after": after},
-                "warnings": plan.warnings}
+        return {
+            "changed": bool(plan.actions),
+            "volume": volume,
+            "diff": {"before": before, "after": after},
+            "warnings": plan.warnings,
+        }
 
     def _plan_create(self, path: str, wanted: Wanted, row: Optional[VolumeRecord]) -> Plan:
         plan = Plan(actions=["create"])
@@ -290,11 +313,14 @@ class DiskService:
             if plan.format != "qcow2":
                 raise SpecError("backing_file", "needs format qcow2 (a raw volume has no backing file)")
             if plan.encrypted:
-                raise SpecError("encrypt", "cannot be combined with backing_file: the data of the base "
-                                "image would stay unencrypted")
+                raise SpecError(
+                    "encrypt", "cannot be combined with backing_file: the data of the base image would stay unencrypted"
+                )
             if wanted.preallocation not in (None, "off"):
-                raise SpecError("preallocation", "must be off (or unset) with backing_file: qemu-img "
-                                "cannot preallocate a linked clone")
+                raise SpecError(
+                    "preallocation",
+                    "must be off (or unset) with backing_file: qemu-img cannot preallocate a linked clone",
+                )
             if _same_file(wanted.backing_file, path):
                 raise SpecError("backing_file", "must be another file than path")
             base = self._backing_state(wanted.backing_file, wanted.backing_format)
@@ -317,78 +343,118 @@ class DiskService:
         except QemuImgError as exc:
             raise SpecError("backing_file", "%s cannot be read as an image: %s" % (backing, exc)) from None
         if base.encrypted:
-            raise SpecError("backing_file", "%s is encrypted; linked clones of encrypted volumes are not "
-                            "supported" % backing)
+            raise SpecError(
+                "backing_file", "%s is encrypted; linked clones of encrypted volumes are not supported" % backing
+            )
         if base.driver not in FORMATS:
-            raise SpecError("backing_file", "%s is a %s image; set backing_format (qcow2 or raw) or convert "
-                            "it first" % (backing, base.driver))
+            raise SpecError(
+                "backing_file",
+                "%s is a %s image; set backing_format (qcow2 or raw) or convert it first" % (backing, base.driver),
+            )
         return base
 
-    def _plan_update(self, path: str, wanted: Wanted, row: Optional[VolumeRecord],
-                     current: VolumeState) -> Plan:
-        plan = Plan(format=current.format, encrypted=current.encrypted, size=current.virtual_size,
-                    backing_file=current.backing_file, backing_format=current.backing_format)
+    def _plan_update(self, path: str, wanted: Wanted, row: Optional[VolumeRecord], current: VolumeState) -> Plan:
+        plan = Plan(
+            format=current.format,
+            encrypted=current.encrypted,
+            size=current.virtual_size,
+            backing_file=current.backing_file,
+            backing_format=current.backing_format,
+        )
         if row is None:
             if current.encrypted:
-                raise SpecError("path", "%s is an encrypted image that Infinivirt did not create: its key "
-                                "is unknown; remove it or use another path" % path)
+                raise SpecError(
+                    "path",
+                    "%s is an encrypted image that Infinivirt did not create: its key "
+                    "is unknown; remove it or use another path" % path,
+                )
             plan.actions.append("adopt")
         if wanted.encrypt is not None and wanted.encrypt != current.encrypted:
-            raise SpecError("encrypt", "cannot be changed on an existing volume: %s is %sencrypted; create a "
-                            "new volume and copy the data" % (path, "" if current.encrypted else "not "))
+            raise SpecError(
+                "encrypt",
+                "cannot be changed on an existing volume: %s is %sencrypted; create a "
+                "new volume and copy the data" % (path, "" if current.encrypted else "not "),
+            )
         if wanted.backing_file is not None and not _same_file(current.backing_file, wanted.backing_file):
-            raise SpecError("backing_file", "cannot be changed on an existing volume: %s has %s" % (
-                path, "backing file %s" % current.backing_file if current.backing_file else "no backing file"))
-        if (wanted.backing_format is not None and current.backing_format is not None
-                and wanted.backing_format != current.backing_format):
-            raise SpecError("backing_format", "cannot be changed on an existing volume: the backing file of "
-                            "%s is %s" % (path, current.backing_format))
+            raise SpecError(
+                "backing_file",
+                "cannot be changed on an existing volume: %s has %s"
+                % (path, "backing file %s" % current.backing_file if current.backing_file else "no backing file"),
+            )
+        if (
+            wanted.backing_format is not None
+            and current.backing_format is not None
+            and wanted.backing_format != current.backing_format
+        ):
+            raise SpecError(
+                "backing_format",
+                "cannot be changed on an existing volume: the backing file of "
+                "%s is %s" % (path, current.backing_format),
+            )
         target = wanted.format or current.format
         if target not in FORMATS:
-            raise SpecError("format", "%s is a %s image; set format (qcow2 or raw) with convert: true to "
-                            "convert it" % (path, current.format))
+            raise SpecError(
+                "format",
+                "%s is a %s image; set format (qcow2 or raw) with convert: true to convert it" % (path, current.format),
+            )
         _check_metadata(wanted.preallocation, target, current.encrypted)
         if target != current.format:
             if not wanted.convert:
-                raise SpecError("format", "%s is a %s volume; changing it to %s needs convert: true (it is "
-                                "converted in place)" % (path, current.format, target))
+                raise SpecError(
+                    "format",
+                    "%s is a %s volume; changing it to %s needs convert: true (it is "
+                    "converted in place)" % (path, current.format, target),
+                )
             if target == "raw" and wanted.backing_file is not None:
-                raise SpecError("backing_file", "a raw volume has no backing file; converting %s to raw "
-                                "copies the backing file's data into it" % path)
+                raise SpecError(
+                    "backing_file",
+                    "a raw volume has no backing file; converting %s to raw "
+                    "copies the backing file's data into it" % path,
+                )
             users = self._vms_using(path)
             if users:
-                raise StateError("volume %s cannot be converted: VM %s lists it among its disks; remove it "
-                                 "from the VM first" % (path, ", ".join(users)))
+                raise StateError(
+                    "volume %s cannot be converted: VM %s lists it among its disks; remove it "
+                    "from the VM first" % (path, ", ".join(users))
+                )
             plan.actions.append("convert")
             plan.format = target
             if current.backing_file:
-                plan.warnings.append("converting %s to %s copies the data of its backing file %s into it"
-                                     % (path, target, current.backing_file))
+                plan.warnings.append(
+                    "converting %s to %s copies the data of its backing file %s into it"
+                    % (path, target, current.backing_file)
+                )
                 plan.backing_file = plan.backing_format = None
         if wanted.size is not None and wanted.size != current.virtual_size:
             if wanted.size < current.virtual_size:
                 if not wanted.force:
-                    raise SpecError("size", "%s is smaller than the current size %s of %s; shrinking discards "
-                                    "the data beyond the new end; set force: true to shrink" % (
-                                        format_size(wanted.size), format_size(current.virtual_size), path))
+                    raise SpecError(
+                        "size",
+                        "%s is smaller than the current size %s of %s; shrinking discards "
+                        "the data beyond the new end; set force: true to shrink"
+                        % (format_size(wanted.size), format_size(current.virtual_size), path),
+                    )
                 plan.actions.append("shrink")
-                plan.warnings.append("%s shrunk from %s to %s: data beyond the new end is lost" % (
-                    path, format_size(current.virtual_size), format_size(wanted.size)))
+                plan.warnings.append(
+                    "%s shrunk from %s to %s: data beyond the new end is lost"
+                    % (path, format_size(current.virtual_size), format_size(wanted.size))
+                )
             else:
                 plan.actions.append("grow")
             plan.size = wanted.size
         return plan
 
     # -- applying -------------------------------------------------------------------------
-    def _apply(self, path: str, wanted: Wanted, row: Optional[VolumeRecord],
-               current: Optional[VolumeState], plan: Plan) -> Optional[str]:
+    def _apply(
+        self, path: str, wanted: Wanted, row: Optional[VolumeRecord], current: Optional[VolumeState], plan: Plan
+    ) -> Optional[str]:
         """Carry out the plan; returns the VM that took a live resize, if any."""
         if "create" in plan.actions:
             self._create(path, wanted, plan)
             return None
-        record = row or VolumeRecord(path=path, host=self.hostname,
-                                     format=current.format if current else plan.format,
-                                     encrypted=plan.encrypted)
+        record = row or VolumeRecord(
+            path=path, host=self.hostname, format=current.format if current else plan.format, encrypted=plan.encrypted
+        )
         key = self._luks_key(path) if plan.encrypted else None
         if "convert" in plan.actions:
             self._convert(path, current, plan.format, key, wanted.preallocation)
@@ -400,8 +466,7 @@ class DiskService:
             if self.live_resize is not None:
                 attached_to = self.live_resize(path, plan.size)
             if attached_to is None:
-                self.qemu_img.resize(path, plan.format, plan.size, preallocation=wanted.preallocation,
-                                     luks_key=key)
+                self.qemu_img.resize(path, plan.format, plan.size, preallocation=wanted.preallocation, luks_key=key)
         elif "shrink" in plan.actions:
             self.qemu_img.resize(path, plan.format, plan.size, shrink=True, luks_key=key)
         if "adopt" not in plan.actions:
@@ -415,12 +480,19 @@ class DiskService:
         if plan.encrypted:
             key = new_luks_key()
             token = self.secret_box().encrypt(key, secret_context(path, LUKS_KEY))
-        self.store.put_volume(VolumeRecord(path=path, host=self.hostname, format=plan.format,
-                                           encrypted=plan.encrypted), token)
+        self.store.put_volume(
+            VolumeRecord(path=path, host=self.hostname, format=plan.format, encrypted=plan.encrypted), token
+        )
         try:
-            self.qemu_img.create(path, plan.format, wanted.size, backing=plan.backing_file,
-                                 backing_fmt=plan.backing_format, preallocation=wanted.preallocation,
-                                 luks_key=key)
+            self.qemu_img.create(
+                path,
+                plan.format,
+                wanted.size,
+                backing=plan.backing_file,
+                backing_fmt=plan.backing_format,
+                preallocation=wanted.preallocation,
+                luks_key=key,
+            )
             os.chmod(path, 0o600)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -428,8 +500,9 @@ class DiskService:
             self.store.delete_volume(path)
             raise
 
-    def _convert(self, path: str, current: VolumeState, target: str, key: Optional[str],
-                 preallocation: Optional[str]) -> None:
+    def _convert(
+        self, path: str, current: VolumeState, target: str, key: Optional[str], preallocation: Optional[str]
+    ) -> None:
         """Convert into a hidden file next to the volume, then rename it over the volume.
         qemu-img takes the image lock on the source, so an image in use is refused."""
         directory = os.path.dirname(path)
@@ -458,14 +531,15 @@ class DiskService:
         after = {"path": path, "state": "absent"}
         volume = {"path": path, "state": "absent"}
         if current is None and row is None:
-            return {"changed": False, "volume": volume, "diff": {"before": before, "after": after},
-                    "warnings": []}
+            return {"changed": False, "volume": volume, "diff": {"before": before, "after": after}, "warnings": []}
         if row is not None and row.host != self.hostname:
             raise StateError("volume %s is recorded for host %s; remove it from that host" % (path, row.host))
         users = self._vms_using(path)
         if users:
-            raise StateError("volume %s cannot be removed: VM %s lists it among its disks; remove it from the "
-                             "VM first" % (path, ", ".join(users)))
+            raise StateError(
+                "volume %s cannot be removed: VM %s lists it among its disks; remove it from the "
+                "VM first" % (path, ", ".join(users))
+            )
         clones = self._clones_of(path)
         if clones:
             raise StateError("volume %s cannot be removed: it is the backing file of %s" % (path, ", ".join(clones)))
@@ -474,8 +548,9 @@ class DiskService:
                 self.qemu_img.info(path, fmt=current.driver, force_share=False)
             except QemuImgError as exc:
                 if exc.in_use:
-                    raise StateError("volume %s cannot be removed: it is in use by another process (a "
-                                     "running VM?)" % path) from None
+                    raise StateError(
+                        "volume %s cannot be removed: it is in use by another process (a running VM?)" % path
+                    ) from None
         if not check_mode:
             if current is not None:
                 os.unlink(path)
@@ -488,38 +563,71 @@ class DiskService:
     def _predicted_view(self, path: str, current: Optional[VolumeState], plan: Plan) -> Dict[str, Any]:
         if not plan.actions:
             return _view(path, current, True)
-        return {"path": path, "state": "present", "format": plan.format, "size": plan.size,
-                "encrypted": plan.encrypted, "backing_file": plan.backing_file,
-                "backing_format": plan.backing_format, "managed": True}
+        return {
+            "path": path,
+            "state": "present",
+            "format": plan.format,
+            "size": plan.size,
+            "encrypted": plan.encrypted,
+            "backing_file": plan.backing_file,
+            "backing_format": plan.backing_format,
+            "managed": True,
+        }
 
-    def _result(self, path: str, current: Optional[VolumeState], plan: Plan, attached_to: Optional[str],
-                predicted: bool) -> Dict[str, Any]:
+    def _result(
+        self, path: str, current: Optional[VolumeState], plan: Plan, attached_to: Optional[str], predicted: bool
+    ) -> Dict[str, Any]:
         """The ``volume`` return value. When ``predicted`` (check mode with changes), the
         fields the plan sets are predicted; actual_size and info describe the file as it is
         now (None and {} for a volume not created yet)."""
         info = public_info(current.info) if current is not None else {}
-        result = {"path": path, "state": "present", "attached_to": attached_to,
-                  "used_by": self._vms_using(path), "host": self.hostname,
-                  "actual_size": current.actual_size if current is not None else None, "info": info}
+        result = {
+            "path": path,
+            "state": "present",
+            "attached_to": attached_to,
+            "used_by": self._vms_using(path),
+            "host": self.hostname,
+            "actual_size": current.actual_size if current is not None else None,
+            "info": info,
+        }
         if predicted or current is None:
-            result.update(format=plan.format, virtual_size=plan.size, encrypted=plan.encrypted,
-                          backing_file=plan.backing_file, backing_format=plan.backing_format)
+            result.update(
+                format=plan.format,
+                virtual_size=plan.size,
+                encrypted=plan.encrypted,
+                backing_file=plan.backing_file,
+                backing_format=plan.backing_format,
+            )
         else:
-            result.update(format=current.format, virtual_size=current.virtual_size, encrypted=current.encrypted,
-                          backing_file=current.backing_file, backing_format=current.backing_format)
+            result.update(
+                format=current.format,
+                virtual_size=current.virtual_size,
+                encrypted=current.encrypted,
+                backing_file=current.backing_file,
+                backing_format=current.backing_format,
+            )
         return result
 
 
 def _check_metadata(preallocation: Optional[str], fmt: str, encrypted: bool) -> None:
     if preallocation == "metadata" and fmt == "raw" and not encrypted:
-        raise SpecError("preallocation", "metadata needs format qcow2 (or an encrypted raw volume); use off, "
-                        "falloc or full for a raw volume")
+        raise SpecError(
+            "preallocation",
+            "metadata needs format qcow2 (or an encrypted raw volume); use off, falloc or full for a raw volume",
+        )
 
 
 def _view(path: str, state: Optional[VolumeState], managed: bool) -> Dict[str, Any]:
     """What the diff shows of a volume."""
     if state is None:
         return {"path": path, "state": "absent"}
-    return {"path": path, "state": "present", "format": state.format, "size": state.virtual_size,
-            "encrypted": state.encrypted, "backing_file": state.backing_file,
-            "backing_format": state.backing_format, "managed": managed}
+    return {
+        "path": path,
+        "state": "present",
+        "format": state.format,
+        "size": state.virtual_size,
+        "encrypted": state.encrypted,
+        "backing_file": state.backing_file,
+        "backing_format": state.backing_format,
+        "managed": managed,
+    }

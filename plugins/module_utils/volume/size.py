@@ -37,13 +37,15 @@ def parse_size(value: Any, field: str = "size") -> int:
     elif isinstance(value, str):
         match = _SIZE_RE.match(value)
         if not match:
-            raise SpecError(field, "must be a size such as 10G, 512M, 1.5G or a number of bytes "
-                                   "(units K, M, G, T, binary), got %r" % value)
+            raise SpecError(
+                field,
+                "must be a size such as 10G, 512M, 1.5G or a number of bytes "
+                "(units K, M, G, T, binary), got %r" % value,
+            )
         number, unit = match.group(1), (match.group(2) or "").lower()
         amount = decimal.Decimal(number) * _UNITS[unit]
     else:
-        raise SpecError(field, "must be a size such as 10G or a number of bytes, got %s"
-                        % type(value).__name__)
+        raise SpecError(field, "must be a size such as 10G or a number of bytes, got %s" % type(value).__name__)
     if amount <= 0:
         raise SpecError(field, "must be greater than zero, got %r" % (value,))
     if amount != amount.to_integral_value():
@@ -51,8 +53,11 @@ def parse_size(value: Any, field: str = "size") -> int:
     size = int(amount)
     if size % SECTOR:
         low = size - size % SECTOR
-        raise SpecError(field, "%r is %d bytes, not a multiple of %d; use %s%d" % (
-            value, size, SECTOR, "%d or " % low if low else "", low + SECTOR))
+        raise SpecError(
+            field,
+            "%r is %d bytes, not a multiple of %d; use %s%d"
+            % (value, size, SECTOR, "%d or " % low if low else "", low + SECTOR),
+        )
     return size
 
 

@@ -14,17 +14,37 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import Por
 
 UUID = "0d6f1b7e-3f0c-4c1e-9a57-2f1b1a000001"
 PORT = Port(tap="iv525400aabbcc", mac="52:54:00:aa:bb:cc", ips=("192.0.2.10", "2001:db8::10"))
-VM_RULES = parse_ruleset({"scope": "vm", "name": "web01", "policy_in": "drop", "rules": [
-    {"name": "ssh", "direction": "in", "protocol": "tcp", "ports": ["22"], "cidr": "198.51.100.0/24",
-     "comment": "admins"},
-    {"direction": "out", "protocol": "udp", "ports": ["53", "5353"], "action": "drop"},
-    {"direction": "in", "protocol": "icmp"},
-    {"direction": "out", "protocol": "tcp", "ports": ["25"], "action": "reject"},
-]})
-DEPT_RULES = parse_ruleset({"scope": "department", "name": "web", "policy_out": "drop", "rules": [
-    {"direction": "out", "protocol": "tcp", "ports": ["443"]},
-    {"direction": "in", "cidr": "203.0.113.0/24", "action": "drop"},
-]})
+VM_RULES = parse_ruleset(
+    {
+        "scope": "vm",
+        "name": "web01",
+        "policy_in": "drop",
+        "rules": [
+            {
+                "name": "ssh",
+                "direction": "in",
+                "protocol": "tcp",
+                "ports": ["22"],
+                "cidr": "198.51.100.0/24",
+                "comment": "admins",
+            },
+            {"direction": "out", "protocol": "udp", "ports": ["53", "5353"], "action": "drop"},
+            {"direction": "in", "protocol": "icmp"},
+            {"direction": "out", "protocol": "tcp", "ports": ["25"], "action": "reject"},
+        ],
+    }
+)
+DEPT_RULES = parse_ruleset(
+    {
+        "scope": "department",
+        "name": "web",
+        "policy_out": "drop",
+        "rules": [
+            {"direction": "out", "protocol": "tcp", "ports": ["443"]},
+            {"direction": "in", "cidr": "203.0.113.0/24", "action": "drop"},
+        ],
+    }
+)
 
 
 def exprs_of(rules, label):
@@ -53,38 +73,67 @@ def test_vm_chains_in_order():
     assert sorted(chains) == ["vm-%s-in" % UUID, "vm-%s-out" % UUID]
     out, into = chains["vm-%s-out" % UUID], chains["vm-%s-in" % UUID]
     assert labels(out) == [
-        "anti-spoofing iv525400aabbcc mac", "anti-spoofing iv525400aabbcc arp mac",
-        "anti-spoofing iv525400aabbcc ethertype", "anti-spoofing iv525400aabbcc arp ip",
-        "anti-spoofing iv525400aabbcc dhcp", "anti-spoofing iv525400aabbcc ipv4", "anti-spoofing iv525400aabbcc ipv6",
-        "infrastructure arp", "infrastructure neighbour discovery", "infrastructure dhcp", "infrastructure dhcpv6",
-        "infrastructure icmp errors", "infrastructure icmpv6 errors",
+        "anti-spoofing iv525400aabbcc mac",
+        "anti-spoofing iv525400aabbcc arp mac",
+        "anti-spoofing iv525400aabbcc ethertype",
+        "anti-spoofing iv525400aabbcc arp ip",
+        "anti-spoofing iv525400aabbcc dhcp",
+        "anti-spoofing iv525400aabbcc ipv4",
+        "anti-spoofing iv525400aabbcc ipv6",
+        "infrastructure arp",
+        "infrastructure neighbour discovery",
+        "infrastructure dhcp",
+        "infrastructure dhcpv6",
+        "infrastructure icmp errors",
+        "infrastructure icmpv6 errors",
         "department web",
-        "vm reply to ssh", "vm reply to rule 2",
-        "vm rule 1", "vm rule 3",
+        "vm reply to ssh",
+        "vm reply to rule 2",
+        "vm rule 1",
+        "vm rule 3",
     ]
     assert labels(into)[6:] == ["department web", "vm ssh: admins", "vm rule 2", "vm policy drop"]
     assert "anti-spoofing" not in " ".join(labels(into))
 
     iif = match({"meta": {"key": "iifname"}}, PORT.tap)
     assert exprs_of(out, "anti-spoofing iv525400aabbcc mac") == [
-        iif, match(payload("ether", "saddr"), PORT.mac, "!="), {"drop": None}]
+        iif,
+        match(payload("ether", "saddr"), PORT.mac, "!="),
+        {"drop": None},
+    ]
     assert exprs_of(out, "anti-spoofing iv525400aabbcc ipv4") == [
-        iif, match(payload("ip", "saddr"), "192.0.2.10", "!="), {"drop": None}]
+        iif,
+        match(payload("ip", "saddr"), "192.0.2.10", "!="),
+        {"drop": None},
+    ]
     assert exprs_of(out, "anti-spoofing iv525400aabbcc arp ip") == [
-        iif, match(payload("arp", "saddr ip"), {"set": ["192.0.2.10", "0.0.0.0"]}, "!="), {"drop": None}]
+        iif,
+        match(payload("arp", "saddr ip"), {"set": ["192.0.2.10", "0.0.0.0"]}, "!="),
+        {"drop": None},
+    ]
     assert exprs_of(out, "anti-spoofing iv525400aabbcc ipv6")[1] == match(
-        payload("ip6", "saddr"), {"set": ["2001:db8::10", "::", {"prefix": {"addr": "fe80::", "len": 10}}]}, "!=")
+        payload("ip6", "saddr"), {"set": ["2001:db8::10", "::", {"prefix": {"addr": "fe80::", "len": 10}}]}, "!="
+    )
     assert exprs_of(out, "department web") == [{"jump": {"target": "dept-web-out"}}]
 
     assert exprs_of(into, "vm ssh: admins") == [
         match(payload("ip", "saddr"), {"prefix": {"addr": "198.51.100.0", "len": 24}}),
-        match(L4, "tcp"), match(payload("th", "dport"), 22), {"return": None}]
+        match(L4, "tcp"),
+        match(payload("th", "dport"), 22),
+        {"return": None},
+    ]
     assert exprs_of(out, "vm reply to ssh") == [
         match(payload("ip", "daddr"), {"prefix": {"addr": "198.51.100.0", "len": 24}}),
-        match(L4, "tcp"), match(payload("th", "sport"), 22), match(payload("tcp", "flags"), "ack", "in"),
-        {"return": None}]
+        match(L4, "tcp"),
+        match(payload("th", "sport"), 22),
+        match(payload("tcp", "flags"), "ack", "in"),
+        {"return": None},
+    ]
     assert exprs_of(out, "vm rule 1") == [
-        match(L4, "udp"), match(payload("th", "dport"), {"set": [53, 5353]}), {"drop": None}]
+        match(L4, "udp"),
+        match(payload("th", "dport"), {"set": [53, 5353]}),
+        {"drop": None},
+    ]
     assert exprs_of(out, "vm rule 3")[-1] == {"reject": {"type": "tcp reset"}}
     assert exprs_of(into, "vm rule 2") == [match(L4, "icmp"), {"return": None}]
     assert exprs_of(out, "vm reply to rule 2") == [match(payload("icmp", "type"), "echo-reply"), {"return": None}]
@@ -97,13 +146,18 @@ def test_department_chains_and_replies():
     assert labels(out) == ["department web rule 0", "department web policy drop"]
     assert labels(into) == ["department web reply to rule 0", "department web rule 1"]
     assert exprs_of(into, "department web rule 1") == [
-        match(payload("ip", "saddr"), {"prefix": {"addr": "203.0.113.0", "len": 24}}), {"drop": None}]
+        match(payload("ip", "saddr"), {"prefix": {"addr": "203.0.113.0", "len": 24}}),
+        {"drop": None},
+    ]
     # Replies for protocol any: TCP with ACK, UDP, and echo replies of both ICMPs.
     anyrule = parse_ruleset({"scope": "department", "name": "d", "rules": [{"direction": "out"}]})
     replies = nft.dept_chains("d", anyrule)["dept-d-in"]
     assert [exprs[-2] for _c, exprs in replies] == [
-        match(payload("tcp", "flags"), "ack", "in"), match(L4, "udp"),
-        match(payload("icmp", "type"), "echo-reply"), match(payload("icmpv6", "type"), "echo-reply")]
+        match(payload("tcp", "flags"), "ack", "in"),
+        match(L4, "udp"),
+        match(payload("icmp", "type"), "echo-reply"),
+        match(payload("icmpv6", "type"), "echo-reply"),
+    ]
     assert nft.dept_chains("d", None) == {"dept-d-in": [], "dept-d-out": []}
 
 
@@ -117,8 +171,13 @@ def test_no_rules_no_department_no_chains():
 def test_user_text_only_in_json_values():
     """Comments and names travel as JSON strings, never as nft syntax: the document is
     JSON and every user string sits in a "comment" or a match's "right"."""
-    ruleset = parse_ruleset({"scope": "vm", "name": "web01", "rules": [
-        {"name": "x.y_z-1", "direction": "in", "comment": "ok: (tag) [1] <2> & 100%"}]})
+    ruleset = parse_ruleset(
+        {
+            "scope": "vm",
+            "name": "web01",
+            "rules": [{"name": "x.y_z-1", "direction": "in", "comment": "ok: (tag) [1] <2> & 100%"}],
+        }
+    )
     chains = nft.vm_chains(UUID, [PORT], ruleset, None)
     ops = nft.plan(nft.KernelView(), set(), chains, nft.vm_elements(UUID, [PORT]))
     text = json.dumps(nft.document(ops))
@@ -138,6 +197,7 @@ def test_tags_are_stable_and_content_bound():
 
 
 # -- plan ----------------------------------------------------------------------------------
+
 
 def kernel(*chain_sets, elements=None, skeleton=True):
     """A KernelView as nft would list the given chains."""
@@ -177,8 +237,9 @@ def test_plan_from_nothing_and_in_sync():
     ops = nft.plan(nft.KernelView(), owned(), chains, elements)
     assert ops[0] == {"add": {"table": {"family": "bridge", "name": "infinivirt"}}}
     assert kinds(ops).count(("add", "element")) == 2
-    dept_first = [op["add"]["chain"]["name"] for op in ops if "chain" in op.get("add", {})
-                  and "hook" not in op["add"]["chain"]]
+    dept_first = [
+        op["add"]["chain"]["name"] for op in ops if "chain" in op.get("add", {}) and "hook" not in op["add"]["chain"]
+    ]
     assert dept_first == ["dept-web-in", "dept-web-out", "vm-%s-in" % UUID, "vm-%s-out" % UUID]
     assert nft.count_rules(ops) == 4 + sum(len(r) for r in chains.values())
     view = kernel(chains, elements=elements)
@@ -191,8 +252,9 @@ def test_plan_repairs_only_what_drifted():
     view.chains["vm-%s-in" % UUID].pop()  # a rule deleted by hand
     view.maps[nft.FROM_VM].pop(PORT.tap)
     ops = nft.plan(view, owned(), chains, elements)
-    assert kinds(ops) == [("add", "chain"), ("flush", "chain")] + [("add", "rule")] * len(
-        chains["vm-%s-in" % UUID]) + [("add", "element")]
+    assert kinds(ops) == [("add", "chain"), ("flush", "chain")] + [("add", "rule")] * len(chains["vm-%s-in" % UUID]) + [
+        ("add", "element")
+    ]
     view = kernel(chains, elements=elements, skeleton=False)
     assert kinds(nft.plan(view, owned(), chains, elements))[:2] == [("add", "table"), ("add", "map")]
 
@@ -208,13 +270,17 @@ def test_plan_removal_keeps_what_others_use():
     deleted = {op["delete"]["chain"]["name"] for op in ops if "chain" in op.get("delete", {})}
     assert deleted == owned(), "the department chains stay: the other VM jumps to them"
     assert [op["delete"]["element"]["elem"] for op in ops if "element" in op.get("delete", {})] == [
-        [PORT.tap], [PORT.tap]]
+        [PORT.tap],
+        [PORT.tap],
+    ]
     # The other VM leaves the department: its chains change and the department goes.
     theirs_alone, _e = wanted(other, other_port, department=None)
     view = kernel(theirs, elements=their_elements)
     ops = nft.plan(view, owned(other), theirs_alone, their_elements)
     assert {op["delete"]["chain"]["name"] for op in ops if "chain" in op.get("delete", {})} == {
-        "dept-web-in", "dept-web-out"}
+        "dept-web-in",
+        "dept-web-out",
+    }
     # The last VM takes the table with it.
     assert nft.plan(view, owned(other), {}, {}) == [{"delete": {"table": {"family": "bridge", "name": "infinivirt"}}}]
     assert nft.plan(nft.KernelView(), owned(), {}, {}) == []
@@ -229,19 +295,55 @@ def test_plan_takes_over_a_stale_element():
 
 
 def test_kernel_view_parses_nft_listing():
-    listing = {"nftables": [
-        {"metainfo": {"version": "1.0.6", "json_schema_version": 1}},
-        {"table": {"family": "bridge", "name": "infinivirt", "handle": 3}},
-        {"map": {"family": "bridge", "name": "from_vm", "table": "infinivirt", "type": "ifname", "handle": 2,
-                 "map": "verdict", "elem": [["iv1", {"jump": {"target": "vm-1-out"}}]]}},
-        {"chain": {"family": "bridge", "table": "infinivirt", "name": "forward", "handle": 1, "type": "filter",
-                   "hook": "forward", "prio": 0, "policy": "accept"}},
-        {"chain": {"family": "bridge", "table": "infinivirt", "name": "vm-1-out", "handle": 4}},
-        {"rule": {"family": "bridge", "table": "infinivirt", "chain": "vm-1-out", "handle": 5, "comment": "iv-1 x",
-                  "expr": [{"jump": {"target": "dept-d-out"}}]}},
-        {"rule": {"family": "bridge", "table": "infinivirt", "chain": "vm-1-out", "handle": 6,
-                  "expr": [{"drop": None}]}},
-    ]}
+    listing = {
+        "nftables": [
+            {"metainfo": {"version": "1.0.6", "json_schema_version": 1}},
+            {"table": {"family": "bridge", "name": "infinivirt", "handle": 3}},
+            {
+                "map": {
+                    "family": "bridge",
+                    "name": "from_vm",
+                    "table": "infinivirt",
+                    "type": "ifname",
+                    "handle": 2,
+                    "map": "verdict",
+                    "elem": [["iv1", {"jump": {"target": "vm-1-out"}}]],
+                }
+            },
+            {
+                "chain": {
+                    "family": "bridge",
+                    "table": "infinivirt",
+                    "name": "forward",
+                    "handle": 1,
+                    "type": "filter",
+                    "hook": "forward",
+                    "prio": 0,
+                    "policy": "accept",
+                }
+            },
+            {"chain": {"family": "bridge", "table": "infinivirt", "name": "vm-1-out", "handle": 4}},
+            {
+                "rule": {
+                    "family": "bridge",
+                    "table": "infinivirt",
+                    "chain": "vm-1-out",
+                    "handle": 5,
+                    "comment": "iv-1 x",
+                    "expr": [{"jump": {"target": "dept-d-out"}}],
+                }
+            },
+            {
+                "rule": {
+                    "family": "bridge",
+                    "table": "infinivirt",
+                    "chain": "vm-1-out",
+                    "handle": 6,
+                    "expr": [{"drop": None}],
+                }
+            },
+        ]
+    }
     view = nft.KernelView.parse(listing)
     assert view.exists and view.maps == {"from_vm": {"iv1": "vm-1-out"}}
     assert view.chains == {"forward": [], "vm-1-out": ["iv-1 x", None]}

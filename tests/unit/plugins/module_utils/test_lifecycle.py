@@ -38,9 +38,15 @@ def test_systemd_scope_only_where_systemd_runs(tmp_path):
     assert "--unit=infinivirt-%s" % UUID in prefix and "--slice=infinivirt.slice" in prefix
 
 
-@pytest.mark.parametrize("qemu,state", [
-    (None, "stopped"), ("running", "running"), ("paused", "paused"), ("prelaunch", "paused"),
-    ("suspended", "paused"),
-])
+@pytest.mark.parametrize(
+    "qemu,state",
+    [
+        (None, "stopped"),
+        ("running", "running"),
+        ("paused", "paused"),
+        ("prelaunch", "paused"),
+        ("suspended", "paused"),
+    ],
+)
 def test_qemu_states_fold_into_user_states(qemu, state):
     assert fold_status(qemu) == state

@@ -51,14 +51,17 @@ def test_generated_macs_avoid_taken_ones():
     assert mac == derived_mac("vm", 0, 5)
 
 
-@pytest.mark.parametrize("mac, reason", [
-    ("01:00:5e:00:00:01", "multicast"),
-    ("ff:ff:ff:ff:ff:ff", "multicast"),
-    ("00:00:00:00:00:00", "all-zero"),
-    ("52:54:00:00:00", "not a MAC"),
-    ("52-54-00-00-00-01", "not a MAC"),
-    (42, "not a MAC"),
-])
+@pytest.mark.parametrize(
+    "mac, reason",
+    [
+        ("01:00:5e:00:00:01", "multicast"),
+        ("ff:ff:ff:ff:ff:ff", "multicast"),
+        ("00:00:00:00:00:00", "all-zero"),
+        ("52:54:00:00:00", "not a MAC"),
+        ("52-54-00-00-00-01", "not a MAC"),
+        (42, "not a MAC"),
+    ],
+)
 def test_bad_macs(mac, reason):
     with pytest.raises(SpecError, match=reason) as err:
         validate_mac("nics[0].mac", mac)

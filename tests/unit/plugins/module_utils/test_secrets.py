@@ -42,14 +42,18 @@ def box():
 def flip(token: str, index: int) -> str:
     """The token with one character changed into another legal character of its field."""
     char = token[index]
-    alphabet = "0123456789abcdef" if char in "0123456789abcdef" and token.count(":", 0, index) == 1 \
+    alphabet = (
+        "0123456789abcdef"
+        if char in "0123456789abcdef" and token.count(":", 0, index) == 1
         else "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    )
     if char not in alphabet:  # ':', '=' or the version: any other character
-        return token[:index] + ("x" if char != "x" else "y") + token[index + 1:]
-    return token[:index] + alphabet[(alphabet.index(char) + 1) % len(alphabet)] + token[index + 1:]
+        return token[:index] + ("x" if char != "x" else "y") + token[index + 1 :]
+    return token[:index] + alphabet[(alphabet.index(char) + 1) % len(alphabet)] + token[index + 1 :]
 
 
 # ------------------------------------------------------------------------------ tokens
+
 
 def test_round_trip(box):
     token = box.encrypt(PLAINTEXT, CONTEXT)
@@ -83,12 +87,17 @@ def test_two_encryptions_of_the_same_plaintext_differ(box):
 def test_the_token_does_not_contain_the_plaintext(box):
     secret = "hunter2hunter2hunter2"
     token = box.encrypt(secret, CONTEXT)
-    encodings = [secret, secret.lower(), secret.encode().hex(), base64.b64encode(secret.encode()).decode(),
-                 base64.urlsafe_b64encode(secret.encode()).decode()]
+    encodings = [
+        secret,
+        secret.lower(),
+        secret.encode().hex(),
+        base64.b64encode(secret.encode()).decode(),
+        base64.urlsafe_b64encode(secret.encode()).decode(),
+    ]
     for needle in encodings:
         assert needle not in token
     # Nor any 4-character piece of it (what a grep for part of the password would try).
-    pieces = {secret[i:i + 4] for i in range(len(secret) - 3)}
+    pieces = {secret[i : i + 4] for i in range(len(secret) - 3)}
     assert not [p for p in pieces if p in token]
     # And not in the decoded ciphertext bytes either.
     raw = base64.b64decode(token.split(":")[3])
@@ -111,8 +120,12 @@ def test_wrong_key_names_both_key_ids_and_not_the_plaintext(box):
 
 def test_wrong_context_fails_authentication(box):
     token = box.encrypt(PLAINTEXT, CONTEXT)
-    for other in ("0b7c1f0e-3c1d-4a53-9a7e-6b0f8d1f2a12/graphic_password",
-                  CONTEXT.replace("graphic_password", "spice_password"), "", CONTEXT + " "):
+    for other in (
+        "0b7c1f0e-3c1d-4a53-9a7e-6b0f8d1f2a12/graphic_password",
+        CONTEXT.replace("graphic_password", "spice_password"),
+        "",
+        CONTEXT + " ",
+    ):
         with pytest.raises(SecretError, match="failed authentication") as err:
             box.decrypt(token, other)
         assert PLAINTEXT not in str(err.value)
@@ -165,17 +178,26 @@ def test_non_canonical_base64_is_refused(box):
         box.decrypt(head + ":" + twin, CONTEXT)
 
 
-@pytest.mark.parametrize("token", [
-    "", "iv1", "plain-password", "iv1:::", "iv2:0123456789abcdef:AAAAAAAAAAAAAAAA:AAAAAAAAAAAAAAAAAAAAAA==",
-    "iv1:0123456789ABCDEF:AAAAAAAAAAAAAAAA:AAAAAAAAAAAAAAAAAAAAAA==",
-    "iv1:0123456789abcde:AAAAAAAAAAAAAAAA:AAAAAAAAAAAAAAAAAAAAAA==",
-    "iv1:0123456789abcdef:AAAA:AAAAAAAAAAAAAAAAAAAAAA==",
-    "iv1:0123456789abcdef:AAAAAAAAAAAAAAAA:AAAA",
-    "iv1:0123456789abcdef:AAAAAAAAAAAAAAA*:AAAAAAAAAAAAAAAAAAAAAA==",
-    "iv1:0123456789abcdef:AAAAAAAAAAAAAAAA:AAAAAAAAAAAAAAAAAAAAAA==:extra",
-    "iv1:0123456789abcdef:AAAAAAAAAAAAAAAA:ÄAAAAAAAAAAAAAAAAAAAAA==",
-    None, 42, b"iv1:0123456789abcdef:AAAAAAAAAAAAAAAA:AAAAAAAAAAAAAAAAAAAAAA==",
-])
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "iv1",
+        "plain-password",
+        "iv1:::",
+        "iv2:0123456789abcdef:AAAAAAAAAAAAAAAA:AAAAAAAAAAAAAAAAAAAAAA==",
+        "iv1:0123456789ABCDEF:AAAAAAAAAAAAAAAA:AAAAAAAAAAAAAAAAAAAAAA==",
+        "iv1:0123456789abcde:AAAAAAAAAAAAAAAA:AAAAAAAAAAAAAAAAAAAAAA==",
+        "iv1:0123456789abcdef:AAAA:AAAAAAAAAAAAAAAAAAAAAA==",
+        "iv1:0123456789abcdef:AAAAAAAAAAAAAAAA:AAAA",
+        "iv1:0123456789abcdef:AAAAAAAAAAAAAAA*:AAAAAAAAAAAAAAAAAAAAAA==",
+        "iv1:0123456789abcdef:AAAAAAAAAAAAAAAA:AAAAAAAAAAAAAAAAAAAAAA==:extra",
+        "iv1:0123456789abcdef:AAAAAAAAAAAAAAAA:ÄAAAAAAAAAAAAAAAAAAAAA==",
+        None,
+        42,
+        b"iv1:0123456789abcdef:AAAAAAAAAAAAAAAA:AAAAAAAAAAAAAAAAAAAAAA==",
+    ],
+)
 def test_malformed_tokens_are_refused(box, token):
     with pytest.raises(SecretError) as err:
         box.decrypt(token, CONTEXT)
@@ -208,10 +230,10 @@ def test_mask():
 
 # ------------------------------------------------------------------------------ rotation
 
+
 def test_rotate_re_encrypts_for_the_new_key():
     old, new = SecretBox(KEY_A), SecretBox(KEY_B)
-    pairs = [(old.encrypt("pw-%d" % i, "vm%d/graphic_password" % i), "vm%d/graphic_password" % i)
-             for i in range(5)]
+    pairs = [(old.encrypt("pw-%d" % i, "vm%d/graphic_password" % i), "vm%d/graphic_password" % i) for i in range(5)]
     rotated = rotate(pairs, old, new)
     assert len(rotated) == 5
     for i, token in enumerate(rotated):
@@ -259,6 +281,7 @@ def test_rotate_can_be_repeated_after_a_crash_before_the_key_swap():
 
 
 # ------------------------------------------------------------------------------ keys
+
 
 def test_default_key_file():
     assert DEFAULT_KEY_FILE == "/var/lib/infinivirt/secret.key"
@@ -347,10 +370,16 @@ def test_a_key_file_that_is_not_a_regular_file_is_refused(tmp_path):
         load_or_create_key(str(directory), env={})
 
 
-@pytest.mark.parametrize("text, reason", [
-    ("", "empty"), ("\n", "empty"), ("not base64 at all!", "not valid base64"),
-    (base64.b64encode(b"x" * 16).decode(), "16 bytes"), (base64.b64encode(b"x" * 64).decode(), "64 bytes"),
-])
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("", "empty"),
+        ("\n", "empty"),
+        ("not base64 at all!", "not valid base64"),
+        (base64.b64encode(b"x" * 16).decode(), "16 bytes"),
+        (base64.b64encode(b"x" * 64).decode(), "64 bytes"),
+    ],
+)
 def test_a_key_file_with_a_bad_key_is_refused(tmp_path, text, reason):
     path = write_key_file(tmp_path / "k", text=text)
     with pytest.raises(SecretError, match=reason) as err:
@@ -370,10 +399,16 @@ def test_the_environment_key_wins(tmp_path):
     assert load_or_create_key(write_key_file(path), env=env) == KEY_B
 
 
-@pytest.mark.parametrize("value, reason", [
-    ("", "empty"), ("%%%not-base64%%%", "not valid base64"), ("AAAA", "3 bytes"),
-    (base64.b64encode(b"k" * 31).decode(), "31 bytes"), ("ÄÖÜ", "not valid base64"),
-])
+@pytest.mark.parametrize(
+    "value, reason",
+    [
+        ("", "empty"),
+        ("%%%not-base64%%%", "not valid base64"),
+        ("AAAA", "3 bytes"),
+        (base64.b64encode(b"k" * 31).decode(), "31 bytes"),
+        ("ÄÖÜ", "not valid base64"),
+    ],
+)
 def test_a_bad_environment_key_is_refused(tmp_path, value, reason):
     with pytest.raises(SecretError, match=reason) as err:
         load_or_create_key(str(tmp_path / "k"), env={KEY_ENV: value})

@@ -22,10 +22,23 @@ def kernel(tmp_path):
     return str(path)
 
 
-@pytest.mark.parametrize("name", [
-    "a/b", "..", "a..b", "has space", "tab\there", "nl\nx", "x" * 65, "", "-lead", ".hidden",
-    "comma,name", "eq=name",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "a/b",
+        "..",
+        "a..b",
+        "has space",
+        "tab\there",
+        "nl\nx",
+        "x" * 65,
+        "",
+        "-lead",
+        ".hidden",
+        "comma,name",
+        "eq=name",
+    ],
+)
 def test_bad_names_are_refused_naming_the_field(name):
     with pytest.raises(SpecError) as err:
         validate(VmSpec(name=name))
@@ -38,17 +51,20 @@ def test_good_names_pass(name):
     assert validate(VmSpec(name=name)).name == name
 
 
-@pytest.mark.parametrize("field,value,phrase", [
-    ("vcpus", 0, "at least 1"),
-    ("vcpus", True, "integer"),
-    ("memory_mb", 15, "at least 16"),
-    ("machine_type", "virt", "must be one of q35, pc"),
-    ("accel", "hvf", "must be one of auto, kvm, tcg"),
-    ("cpu_model", "host,+vmx", "not a CPU model name"),
-    ("cpu_model", "max,kernel=/etc/shadow", "not a CPU model name"),
-    ("cpu_flags", ("+vmx,kernel=x",), "+feature"),
-    ("cpu_flags", ("vmx",), "+feature"),
-])
+@pytest.mark.parametrize(
+    "field,value,phrase",
+    [
+        ("vcpus", 0, "at least 1"),
+        ("vcpus", True, "integer"),
+        ("memory_mb", 15, "at least 16"),
+        ("machine_type", "virt", "must be one of q35, pc"),
+        ("accel", "hvf", "must be one of auto, kvm, tcg"),
+        ("cpu_model", "host,+vmx", "not a CPU model name"),
+        ("cpu_model", "max,kernel=/etc/shadow", "not a CPU model name"),
+        ("cpu_flags", ("+vmx,kernel=x",), "+feature"),
+        ("cpu_flags", ("vmx",), "+feature"),
+    ],
+)
 def test_bad_values_name_their_field(field, value, phrase):
     with pytest.raises(SpecError) as err:
         validate(VmSpec(name="vm", **{field: value}))

@@ -27,23 +27,54 @@ M = 1 << 20
 
 # -- parse_size ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text,expected", [
-    ("10G", 10 * G), ("10g", 10 * G), ("10GiB", 10 * G), ("10gib", 10 * G), ("10GB", 10 * G),
-    ("512M", 512 * M), ("1.5G", 3 * G // 2), (" 2 T ", 2 << 40), ("4096", 4096), ("4096B", 4096),
-    ("1K", 1024), ("0.5K", 512), (".5M", M // 2), (512, 512), (10 * G, 10 * G),
-])
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("10G", 10 * G),
+        ("10g", 10 * G),
+        ("10GiB", 10 * G),
+        ("10gib", 10 * G),
+        ("10GB", 10 * G),
+        ("512M", 512 * M),
+        ("1.5G", 3 * G // 2),
+        (" 2 T ", 2 << 40),
+        ("4096", 4096),
+        ("4096B", 4096),
+        ("1K", 1024),
+        ("0.5K", 512),
+        (".5M", M // 2),
+        (512, 512),
+        (10 * G, 10 * G),
+    ],
+)
 def test_sizes(text, expected):
     assert parse_size(text) == expected
 
 
-@pytest.mark.parametrize("value,phrase", [
-    ("0", "greater than zero"), (0, "greater than zero"), (-512, "greater than zero"),
-    ("1000", "not a multiple of 512; use 512 or 1024"), ("100", "use 512"),
-    ("1.3K", "not a whole number"), ("0.1G", "not a whole number"),
-    ("10X", "must be a size"), ("G", "must be a size"), ("", "must be a size"), ("1e9", "must be a size"),
-    ("-1G", "must be a size"), ("10 G B", "must be a size"), ("10iB", "must be a size"),
-    ("1,5G", "must be a size"), (True, "must be a size"), (None, "must be a size"), (1.5, "got float"),
-])
+@pytest.mark.parametrize(
+    "value,phrase",
+    [
+        ("0", "greater than zero"),
+        (0, "greater than zero"),
+        (-512, "greater than zero"),
+        ("1000", "not a multiple of 512; use 512 or 1024"),
+        ("100", "use 512"),
+        ("1.3K", "not a whole number"),
+        ("0.1G", "not a whole number"),
+        ("10X", "must be a size"),
+        ("G", "must be a size"),
+        ("", "must be a size"),
+        ("1e9", "must be a size"),
+        ("-1G", "must be a size"),
+        ("10 G B", "must be a size"),
+        ("10iB", "must be a size"),
+        ("1,5G", "must be a size"),
+        (True, "must be a size"),
+        (None, "must be a size"),
+        (1.5, "got float"),
+    ],
+)
 def test_bad_sizes_name_the_option(value, phrase):
     with pytest.raises(SpecError) as err:
         parse_size(value)
@@ -60,6 +91,7 @@ def test_format_size():
 
 
 # -- resolve_in_roots ---------------------------------------------------------------------
+
 
 @pytest.fixture
 def tree(tmp_path):
@@ -91,14 +123,17 @@ def test_inside_paths_resolve(tree):
     assert resolve_in_roots(odd, [root]) == os.path.join(real_root, "a,b'c\"d=e f.qcow2")
 
 
-@pytest.mark.parametrize("relative,phrase", [
-    ("/../../outside/x.img", "outside the storage roots"),
-    ("/sub/../../../outside/x.img", "outside the storage roots"),
-    ("/escape.img", "resolves to"),
-    ("/dangling-out.img", "resolves to"),
-    ("/outdir/new.img", "resolves to"),
-    ("/../images-evil/x.img", "outside the storage roots"),
-])
+@pytest.mark.parametrize(
+    "relative,phrase",
+    [
+        ("/../../outside/x.img", "outside the storage roots"),
+        ("/sub/../../../outside/x.img", "outside the storage roots"),
+        ("/escape.img", "resolves to"),
+        ("/dangling-out.img", "resolves to"),
+        ("/outdir/new.img", "resolves to"),
+        ("/../images-evil/x.img", "outside the storage roots"),
+    ],
+)
 def test_escapes_are_refused(tree, relative, phrase):
     _base, root, _outside = tree
     with pytest.raises(SpecError) as err:
@@ -113,10 +148,17 @@ def test_string_prefix_sibling_is_outside(tree):
         resolve_in_roots(str(base / "roots" / "images-evil" / "x.img"), [root])
 
 
-@pytest.mark.parametrize("path,phrase", [
-    ("images/x.img", "absolute path"), ("x.img", "absolute path"), ("", "non-empty"),
-    (None, "non-empty"), ("/a/b\nc.img", "control characters"), ("/a/b\x00c", "control characters"),
-])
+@pytest.mark.parametrize(
+    "path,phrase",
+    [
+        ("images/x.img", "absolute path"),
+        ("x.img", "absolute path"),
+        ("", "non-empty"),
+        (None, "non-empty"),
+        ("/a/b\nc.img", "control characters"),
+        ("/a/b\x00c", "control characters"),
+    ],
+)
 def test_malformed_paths(tree, path, phrase):
     _base, root, _outside = tree
     with pytest.raises(SpecError) as err:
@@ -151,11 +193,18 @@ def test_a_symlinked_root_is_resolved(tree):
     assert resolve_in_roots(root + "/x.img", [link]) == os.path.realpath(root) + "/x.img"
 
 
-@pytest.mark.parametrize("roots,phrase", [
-    ([], "non-empty list"), ("/var/lib", "non-empty list"), (None, "non-empty list"),
-    (["relative/dir"], "not an absolute path"), (["/nonexistent/infinivirt-root"], "does not exist"),
-    ([""], "non-empty path"), (["/tmp/\x01"], "control characters"),
-])
+@pytest.mark.parametrize(
+    "roots,phrase",
+    [
+        ([], "non-empty list"),
+        ("/var/lib", "non-empty list"),
+        (None, "non-empty list"),
+        (["relative/dir"], "not an absolute path"),
+        (["/nonexistent/infinivirt-root"], "does not exist"),
+        ([""], "non-empty path"),
+        (["/tmp/\x01"], "control characters"),
+    ],
+)
 def test_bad_roots(roots, phrase):
     with pytest.raises(SpecError) as err:
         resolve_roots(roots)
@@ -169,6 +218,7 @@ def test_a_file_is_not_a_root(tree):
 
 
 # -- secrets and qemu-img argument forms --------------------------------------------------
+
 
 def test_secret_file_is_private_and_removed():
     with secret_file("passphrase-x") as path:
@@ -191,13 +241,19 @@ def test_user_paths_are_json_strings():
     path = "/img/a,b'c\"d=e,driver=raw.qcow2"
     name = _json_filename("qcow2", path)
     assert name.startswith("json:")
-    assert json.loads(name[5:]) == {"driver": "qcow2", "file": {"driver": "file", "filename": path},
-                                    "encrypt": {"key-secret": "infinivirt-sec0"}}
+    assert json.loads(name[5:]) == {
+        "driver": "qcow2",
+        "file": {"driver": "file", "filename": path},
+        "encrypt": {"key-secret": "infinivirt-sec0"},
+    }
     assert json.loads(_json_filename("luks", path)[5:])["key-secret"] == "infinivirt-sec0"
     assert json.loads(_secret_object("/dev/shm/k,x/key"))["file"] == "/dev/shm/k,x/key"
 
 
 def test_public_info_drops_secrets():
-    info = {"filename": "json:{\"key-secret\": \"s\"}", "format": "qcow2",
-            "format-specific": {"data": {"encrypt": {"key-secret": "s", "format": "luks"}}}}
+    info = {
+        "filename": 'json:{"key-secret": "s"}',
+        "format": "qcow2",
+        "format-specific": {"data": {"encrypt": {"key-secret": "s", "format": "luks"}}},
+    }
     assert public_info(info) == {"format": "qcow2", "format-specific": {"data": {"encrypt": {"format": "luks"}}}}

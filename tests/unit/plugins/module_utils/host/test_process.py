@@ -40,9 +40,26 @@ def spawn(marker):
     qemu = shutil.which("qemu-system-x86_64")
     if qemu is None:
         pytest.skip("qemu-system-x86_64 is not installed")
-    proc = subprocess.Popen([qemu, "-machine", "none", "-nodefaults", "-display", "none", "-S",
-                             "-uuid", marker, "-monitor", "none", "-serial", "none"],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            qemu,
+            "-machine",
+            "none",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-S",
+            "-uuid",
+            marker,
+            "-monitor",
+            "none",
+            "-serial",
+            "none",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return _started(proc, marker)
 
 
@@ -121,8 +138,9 @@ def test_only_a_qemu_started_with_the_uuid_is_the_vm():
     marker = str(uuidlib.uuid4())
     mentions, flag, named = bystander(marker), bystander("-uuid", marker), None
     # argv[0] "qemu-system-x86_64", executable python: /proc/PID/exe tells the truth.
-    named = subprocess.Popen(["qemu-system-x86_64", "-c", "import time; time.sleep(60)", "-uuid", marker],
-                             executable=sys.executable)
+    named = subprocess.Popen(
+        ["qemu-system-x86_64", "-c", "import time; time.sleep(60)", "-uuid", marker], executable=sys.executable
+    )
     _started(named, marker)
     try:
         for proc in (mentions, flag, named):

@@ -60,9 +60,15 @@ def test_control_characters_are_refused():
 
 
 def test_a_comma_in_run_dir_cannot_add_an_option():
-    ctx = LaunchContext(binary="qemu", uuid="u", accel="tcg", cpu="max",
-                        pidfile="/r,x/u.pid", qmp_socket="/r,server=off,x/u.qmp",
-                        serial_log="/r,x/u.log")
+    ctx = LaunchContext(
+        binary="qemu",
+        uuid="u",
+        accel="tcg",
+        cpu="max",
+        pidfile="/r,x/u.pid",
+        qmp_socket="/r,server=off,x/u.qmp",
+        serial_log="/r,x/u.log",
+    )
     argv = build_argv(VmSpec(name="vm"), ctx)
     chardev = argv[argv.index("-chardev") + 1]
     assert chardev == "socket,id=qmp,path=/r,,server=off,,x/u.qmp,server=on,wait=off"

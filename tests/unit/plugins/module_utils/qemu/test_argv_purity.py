@@ -32,6 +32,7 @@ def load_case(case):
     data = yaml.safe_load((GOLDEN / ("%s.yml" % case)).read_text())
     return VmSpec.from_dict(data["spec"]), LaunchContext(**data["context"])
 
+
 # (object, attribute) pairs that touch the host or are not deterministic.
 HOST_ENTRY_POINTS = [
     (builtins, "open"),
@@ -66,6 +67,7 @@ class HostAccess(AssertionError):
 def _forbid(name):
     def refuse(*args, **kwargs):
         raise HostAccess("build_argv called %s%r" % (name, args))
+
     return refuse
 
 
@@ -92,14 +94,17 @@ def test_build_argv_touches_no_host(monkeypatch, case):
     assert (spec, ctx) == before  # the inputs are not changed
 
 
-@pytest.mark.parametrize("probe", [
-    lambda: os.path.exists("/dev/vhost-net"),
-    lambda: open("/proc/cpuinfo").close(),
-    lambda: os.cpu_count(),
-    lambda: subprocess.run(["true"], check=False),
-    lambda: socket.socket(),
-    lambda: os.stat("/"),
-])
+@pytest.mark.parametrize(
+    "probe",
+    [
+        lambda: os.path.exists("/dev/vhost-net"),
+        lambda: open("/proc/cpuinfo").close(),
+        lambda: os.cpu_count(),
+        lambda: subprocess.run(["true"], check=False),
+        lambda: socket.socket(),
+        lambda: os.stat("/"),
+    ],
+)
 def test_the_guard_catches_host_access(monkeypatch, probe):
     """The guard is not a no-op: a builder that looked at the host would fail above."""
     with pytest.raises(HostAccess):

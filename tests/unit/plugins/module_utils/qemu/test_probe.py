@@ -88,10 +88,8 @@ def test_auto_cpu_per_accelerator():
 
 
 def test_host_cpu_on_nested_kvm_masks_arch_capabilities(tmp_path):
-    assert resolve_cpu("host", ("+vmx",), "kvm", caps(True, nested=True)) == (
-        "host,-arch-capabilities,+vmx", [])
-    assert resolve_cpu("host", ("+arch-capabilities",), "kvm", caps(True, nested=True))[0] == \
-        "host,+arch-capabilities"
+    assert resolve_cpu("host", ("+vmx",), "kvm", caps(True, nested=True)) == ("host,-arch-capabilities,+vmx", [])
+    assert resolve_cpu("host", ("+arch-capabilities",), "kvm", caps(True, nested=True))[0] == "host,+arch-capabilities"
 
 
 def test_nested_detection_reads_cpuinfo(tmp_path):

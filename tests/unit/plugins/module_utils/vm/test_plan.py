@@ -24,8 +24,15 @@ BIGGER = dataclasses.replace(SPEC, memory_mb=512)  # needs a restart to take eff
 
 
 def record(status, running_spec=None, host=HOST, spec=SPEC):
-    return VmRecord(uuid="u-1", name="vm", host=host, status=status, spec=spec, running_spec=running_spec,
-                    qemu_pid=42 if running_spec else None)
+    return VmRecord(
+        uuid="u-1",
+        name="vm",
+        host=host,
+        status=status,
+        spec=spec,
+        running_spec=running_spec,
+        qemu_pid=42 if running_spec else None,
+    )
 
 
 # (record, live state) for each kind of VM the planner meets.
@@ -40,25 +47,62 @@ KINDS = {
 
 # Expected actions for an unchanged spec: KIND -> {asked state: actions}.
 EXPECTED = {
-    "absent": {"present": ["create"], "running": ["create", "start"], "stopped": ["create"],
-               "paused": ["create", "start"], "restarted": ["create", "start"], "absent": []},
-    "stopped": {"present": [], "running": ["start"], "stopped": [], "paused": ["start"],
-                "restarted": ["start"], "absent": ["delete"]},
-    "running": {"present": [], "running": [], "stopped": ["stop"], "paused": ["pause"],
-                "restarted": ["stop", "start"], "absent": ["delete"]},
-    "paused": {"present": [], "running": ["resume"], "stopped": ["stop"], "paused": [],
-               "restarted": ["stop", "start"], "absent": ["delete"]},
-    "crashed": {"present": [], "running": ["start"], "stopped": [], "paused": ["start"],
-                "restarted": ["start"], "absent": ["delete"]},
+    "absent": {
+        "present": ["create"],
+        "running": ["create", "start"],
+        "stopped": ["create"],
+        "paused": ["create", "start"],
+        "restarted": ["create", "start"],
+        "absent": [],
+    },
+    "stopped": {
+        "present": [],
+        "running": ["start"],
+        "stopped": [],
+        "paused": ["start"],
+        "restarted": ["start"],
+        "absent": ["delete"],
+    },
+    "running": {
+        "present": [],
+        "running": [],
+        "stopped": ["stop"],
+        "paused": ["pause"],
+        "restarted": ["stop", "start"],
+        "absent": ["delete"],
+    },
+    "paused": {
+        "present": [],
+        "running": ["resume"],
+        "stopped": ["stop"],
+        "paused": [],
+        "restarted": ["stop", "start"],
+        "absent": ["delete"],
+    },
+    "crashed": {
+        "present": [],
+        "running": ["start"],
+        "stopped": [],
+        "paused": ["start"],
+        "restarted": ["start"],
+        "absent": ["delete"],
+    },
 }
-AFTER = {"present": None, "running": "running", "stopped": "stopped", "paused": "paused",
-         "restarted": "running", "absent": "absent"}
+AFTER = {
+    "present": None,
+    "running": "running",
+    "stopped": "stopped",
+    "paused": "paused",
+    "restarted": "running",
+    "absent": "absent",
+}
 
 
 def plan(kind, state, spec=SPEC, **desired):
     rec, live = KINDS[kind]
-    return plan_vm(rec, Live(live), Desired(state, None if state == "absent" else spec, **desired),
-                   HOST, new_uuid="u-new")
+    return plan_vm(
+        rec, Live(live), Desired(state, None if state == "absent" else spec, **desired), HOST, new_uuid="u-new"
+    )
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
@@ -79,22 +123,25 @@ def test_every_state_from_every_kind_of_vm(kind, state):
         assert result.record.uuid == ("u-new" if kind == "absent" else "u-1")
 
 
-@pytest.mark.parametrize("kind,state,restart_on_change,actions,pending", [
-    ("running", "running", False, ["update"], ["memory_mb"]),
-    ("running", "present", False, ["update"], ["memory_mb"]),
-    ("running", "running", True, ["update", "stop", "start"], []),
-    ("running", "restarted", False, ["update", "stop", "start"], []),
-    ("running", "stopped", False, ["update", "stop"], []),
-    ("running", "stopped", True, ["update", "stop"], []),
-    ("running", "absent", False, ["delete"], []),
-    ("paused", "paused", False, ["update"], ["memory_mb"]),
-    ("paused", "paused", True, ["update", "stop", "start"], []),
-    ("paused", "running", False, ["update", "resume"], ["memory_mb"]),
-    ("stopped", "running", False, ["update", "start"], []),
-    ("stopped", "present", True, ["update"], []),
-    ("crashed", "running", False, ["update", "start"], []),
-    ("absent", "running", True, ["create", "start"], []),
-])
+@pytest.mark.parametrize(
+    "kind,state,restart_on_change,actions,pending",
+    [
+        ("running", "running", False, ["update"], ["memory_mb"]),
+        ("running", "present", False, ["update"], ["memory_mb"]),
+        ("running", "running", True, ["update", "stop", "start"], []),
+        ("running", "restarted", False, ["update", "stop", "start"], []),
+        ("running", "stopped", False, ["update", "stop"], []),
+        ("running", "stopped", True, ["update", "stop"], []),
+        ("running", "absent", False, ["delete"], []),
+        ("paused", "paused", False, ["update"], ["memory_mb"]),
+        ("paused", "paused", True, ["update", "stop", "start"], []),
+        ("paused", "running", False, ["update", "resume"], ["memory_mb"]),
+        ("stopped", "running", False, ["update", "start"], []),
+        ("stopped", "present", True, ["update"], []),
+        ("crashed", "running", False, ["update", "start"], []),
+        ("absent", "running", True, ["create", "start"], []),
+    ],
+)
 def test_pending_changes(kind, state, restart_on_change, actions, pending):
     result = plan(kind, state, spec=BIGGER, restart_on_change=restart_on_change)
     assert result.actions == actions
@@ -151,8 +198,7 @@ def test_a_new_display_password_reaches_a_running_display_at_once():
     assert result.actions == ["update", "set_password"]
     result = plan_vm(rec, Live("running"), Desired("restarted", vnc, password_changed=True), HOST)
     assert result.actions == ["update", "stop", "start"]  # the new process gets it at start
-    result = plan_vm(record("stopped", spec=vnc), Live("stopped"), Desired("present", vnc, password_changed=True),
-                     HOST)
+    result = plan_vm(record("stopped", spec=vnc), Live("stopped"), Desired("present", vnc, password_changed=True), HOST)
     assert result.actions == ["update"]
 
 
