@@ -59,7 +59,40 @@ def test_database_down_before_a_task(pg_url, run_dir):
 
 
 def test_database_lost_between_spawn_and_record(pg_url, run_dir, monkeypatch):
-    # The last step before the final write: QEMU runs and its firewall is in place.
+    # The last step before the final write: the guest runs (cont), firewall and display set.
+    real_qmp = lifecycle.Lifecycle.qmp
+
+    def cont_then_lose_database(self, rec, command, *args, **kwargs):
+        result = real_qmp(self, rec, command, *args, **kwargs)
+        if command == "cont":
+            pg_server("stop")
+        return result
+
+    monkeypatch.setattr(lifecycle.Lifecycle, "qmp", cont_then_lose_database)
+    service = VmService.open(pg_url, run_dir)
+    service.ensure(dict(VM, state="stopped"), False)
+    uuid = service.store.get_vm("faulty").uuid
+    try:
+        with pytest.raises(StoreError):
+            service.ensure(dict(VM, state="running"), False)
+        started = qemu_processes(uuid)
+        assert len(started) == 1, "QEMU was spawned before the database went away"
+        monkeypatch.setattr(lifecycle.Lifecycle, "qmp", real_qmp)
+        pg_server("start")
+        again = VmService.open(pg_url, run_dir)
+        rerun = again.ensure(dict(VM, state="running"), False)
+        assert not rerun.changed, "the VM was already running: nothing to do"
+        assert qemu_processes(uuid) == started, "no second QEMU was started"
+        assert assert_db_agrees(again, "faulty") == "running"
+        assert len(again.store.list_vms()) == 1
+        again.close()
+    finally:
+        cleanup(pg_url, run_dir)
+
+
+def test_database_lost_before_the_guest_runs(pg_url, run_dir, monkeypatch):
+    # The database goes away after the firewall, before cont: the start is all or nothing,
+    # so its QEMU is ended, and the next run starts exactly one.
     real_sync = lifecycle.Lifecycle.sync_firewall
 
     def sync_then_lose_database(self, rec):
@@ -74,16 +107,13 @@ def test_database_lost_between_spawn_and_record(pg_url, run_dir, monkeypatch):
     try:
         with pytest.raises(StoreError):
             service.ensure(dict(VM, state="running"), False)
-        started = qemu_processes(uuid)
-        assert len(started) == 1, "QEMU was spawned before the database went away"
+        assert qemu_processes(uuid) == [], "a start cut off before the guest ran leaves no QEMU"
         monkeypatch.setattr(lifecycle.Lifecycle, "sync_firewall", real_sync)
         pg_server("start")
         again = VmService.open(pg_url, run_dir)
-        rerun = again.ensure(dict(VM, state="running"), False)
-        assert not rerun.changed, "the VM was already running: nothing to do"
-        assert qemu_processes(uuid) == started, "no second QEMU was started"
+        assert again.ensure(dict(VM, state="running"), False).actions == ["start"]
+        assert len(qemu_processes(uuid)) == 1
         assert assert_db_agrees(again, "faulty") == "running"
-        assert len(again.store.list_vms()) == 1
         again.close()
     finally:
         cleanup(pg_url, run_dir)

@@ -242,7 +242,7 @@ class Lifecycle:
         try:
             self.make_taps(rec, rec.spec.nics, inputs.nic_bridges)
         except InfinivirtError:
-            self._abort_start(rec)
+            self.abort_start(rec)
             raise
         rc, stderr = self._spawn(rec, launch, inputs.disk_keys)
         self._bring_up(rec, rc, stderr, inputs)
@@ -314,10 +314,11 @@ class Lifecycle:
             self.sync_firewall(rec)  # before the guest sends its first frame
             if rec.spec.graphics_type == "vnc":
                 rec.launch_graphics_port = self._setup_vnc(rec, inputs.graphics_password)
+            self.store.update_vm(rec)  # PID and display port known even if we die after cont
             if not inputs.paused:
                 self.qmp(rec, "cont")
         except (InfinivirtError, KeyError, TypeError, ValueError) as exc:
-            self._abort_start(rec)
+            self.abort_start(rec)
             if isinstance(exc, InfinivirtError):
                 raise
             raise QemuError("VM %s: unexpected QMP reply while starting: %r" % (rec.name, exc)) from exc
@@ -381,7 +382,8 @@ class Lifecycle:
         """Also works live; open sessions keep going (QEMU cannot drop VNC clients)."""
         self.qmp(rec, "set_password", {"protocol": "vnc", "password": password})
 
-    def _abort_start(self, rec: VmRecord) -> None:
+    def abort_start(self, rec: VmRecord) -> None:
+        """End a start that did not finish: its QEMU (ours only), files, TAPs, row, rules."""
         # By pidfile, and by UUID too: a QEMU that timed out may not have written it yet.
         pids = set(vm_processes(rec.uuid, self.host_paths.proc))
         pid = read_pidfile(self.pidfile(rec))

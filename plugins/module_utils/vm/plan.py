@@ -33,11 +33,16 @@ _TARGETS = {"running": RUNNING, "restarted": RUNNING, "stopped": STOPPED, "pause
 @dataclasses.dataclass(frozen=True)
 class Live:
     """What runs now: the folded state (absent, stopped, running, paused), QEMU's own status
-    (None: no process), and the base paths of disks that have external snapshots."""
+    (None: no process), and the base paths of disks that have external snapshots.
+
+    ``half_started``: a start was cut off before the guest ran (row ``starting``, QEMU in
+    prelaunch): that QEMU is ended first (``abort_start``) and the VM counts as stopped, so a
+    running VM only ever comes from a whole start (firewall, display password, keys)."""
 
     state: str
     qemu_status: Optional[str] = None
     layered: Tuple[str, ...] = ()
+    half_started: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +91,7 @@ def plan_vm(rec: Optional[VmRecord], live: Live, desired: Desired, host_id: str,
     if desired.state == ABSENT:
         return _plan_absent(rec, live, host_id)
     spec = desired.spec
-    actions: List[str] = []
+    actions: List[str] = ["abort_start"] if live.half_started else []
     if rec is None:
         actions.append("create")
         target_rec = VmRecord(uuid=new_uuid, name=spec.name, host=host_id, status=STOPPED, spec=spec)
@@ -191,7 +196,12 @@ def _transition(current: str, target: str, restart: bool) -> List[str]:
 def _plan_absent(rec: Optional[VmRecord], live: Live, host_id: str) -> VmPlan:
     if rec is None:
         return VmPlan(before_state=ABSENT, after_state=ABSENT, record=None)
-    plan = VmPlan(before_state=live.state, after_state=ABSENT, record=None, actions=["delete"])
+    plan = VmPlan(
+        before_state=live.state,
+        after_state=ABSENT,
+        record=None,
+        actions=(["abort_start"] if live.half_started else []) + ["delete"],
+    )
     _check_owner(rec, live, plan, host_id)
     return plan
 

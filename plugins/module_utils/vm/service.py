@@ -47,6 +47,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import (
     ABSENT,
     PAUSED,
     RUNNING,
+    STARTING,
     STATES,
     STOPPED,
     fold_status,
@@ -259,7 +260,7 @@ class VmService:
             self._check_digest(rec, name, params.get("digest"))
             foreign = rec is not None and rec.host != self.hostname
             live = self._live(rec, foreign, forced_stop=bool(params.get("force")) and state in FORCED_STATES)
-            if rec is not None and not foreign and not check_mode:
+            if rec is not None and not foreign and not check_mode and not live.half_started:
                 self.lifecycle.reconcile(rec, live.state)
             request = self._request(rec, state, params)
             plan = plan_vm(rec, live, request.desired, self.hostname, new_uuid=str(uuidlib.uuid4()))
@@ -284,6 +285,8 @@ class VmService:
             if not forced_stop:
                 raise
             qemu_status = UNRESPONSIVE
+        if rec.status == STARTING and qemu_status == "prelaunch":  # a start cut off half-way
+            return Live(STOPPED, qemu_status, tuple(self.layered(rec)), half_started=True)
         return Live(fold_status(qemu_status), qemu_status, tuple(self.layered(rec)))
 
     def _check_digest(self, rec: Optional[VmRecord], name: str, digest: Optional[str]) -> None:
@@ -339,6 +342,8 @@ class VmService:
     ) -> List[str]:
         """Carry out ``plan``; on failure a VM this task created is not kept."""
         if plan.after_state == ABSENT:
+            if "abort_start" in plan.actions:
+                self.lifecycle.abort_start(before)
             if plan.changed:
                 self._remove(before, plan, params, live)
             return []
@@ -358,7 +363,9 @@ class VmService:
         lc = self.lifecycle
         try:
             for action in plan.actions:
-                if action == "set_password":
+                if action == "abort_start":
+                    lc.abort_start(rec)
+                elif action == "set_password":
                     lc.set_graphics_password(rec, request.password)
                 elif action == "hotplug_disks":
                     self.hotplug.disks(rec, plan.disk_plug, self.disk_keys(plan.disk_plug.add))
@@ -455,6 +462,8 @@ class VmService:
             try:
                 qemu_status = self.lifecycle.query_status(rec, timeout=INFO_QMP_TIMEOUT)
                 state = fold_status(qemu_status)
+                if rec.status == STARTING and qemu_status == "prelaunch":
+                    state = STARTING  # a start cut off half-way; the next task redoes it
             except QemuUnresponsive as exc:
                 qemu_status, state, error = UNRESPONSIVE, RUNNING, str(exc)
         vm = vm_result(rec, state, self.lifecycle)

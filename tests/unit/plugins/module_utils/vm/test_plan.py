@@ -225,3 +225,23 @@ def test_the_planner_does_not_touch_the_record_it_was_given():
     before = dataclasses.asdict(rec)
     plan_vm(rec, Live("running"), Desired("restarted", BIGGER), HOST)
     assert dataclasses.asdict(rec) == before
+
+
+@pytest.mark.parametrize(
+    "state,actions",
+    [
+        ("present", ["abort_start"]),
+        ("running", ["abort_start", "start"]),
+        ("paused", ["abort_start", "start"]),
+        ("restarted", ["abort_start", "start"]),
+        ("stopped", ["abort_start"]),
+        ("absent", ["abort_start", "delete"]),
+    ],
+)
+def test_a_start_cut_off_half_way_is_never_resumed(state, actions):
+    """Row 'starting', QEMU in prelaunch: no bare 'cont' ever; the half-made start goes."""
+    rec = record("starting", SPEC)
+    live = Live("stopped", "prelaunch", half_started=True)
+    result = plan_vm(rec, live, Desired(state, None if state == "absent" else SPEC), HOST)
+    assert result.actions == actions and "resume" not in result.actions
+    assert result.changed
