@@ -13,6 +13,7 @@ from conftest import guest_disks, make_image, serial_report, wait_for, wait_read
 from qemu_procs import qemu_processes
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.keys import read_luks_key
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
 
@@ -186,3 +187,24 @@ def test_encrypted_volumes_in_the_guest(disk_service, guest_params, images, work
     assert (rc, out.strip().splitlines()[-1]) == (0, "SEALED"), out
     with open(hot, "rb") as fh:
         assert b"SEALED" not in fh.read(), "the data on the host is encrypted"
+
+
+def test_stop_and_absent_act_on_what_runs_whatever_the_host_says_now(disk_service, images, workdir):
+    """A running VM whose disk no longer passes today's storage-root check (the roots
+    changed) can still be stopped, and removed."""
+    svc = disk_service
+    disk = make_image(os.path.join(images, "held.qcow2"), "qcow2", 16)
+    svc.ensure({"name": "held", "state": "paused", "accel": "tcg", "memory_mb": 64, "disks": [{"path": disk}]}, False)
+    other_root = os.path.join(workdir, "elsewhere")
+    os.makedirs(other_root)
+    moved = VmService.open("sqlite:///%s/disks.db" % workdir, os.path.join(workdir, "run"), storage_roots=[other_root])
+    try:
+        with pytest.raises(SpecError) as err:  # a change is still checked against today's host
+            moved.ensure({"name": "held", "memory_mb": 96}, False)
+        assert err.value.field == "disks[0].path"
+        out = moved.ensure({"name": "held", "state": "stopped", "stop_timeout": 5}, False)
+        assert out.changed and out.vm["status"] == "stopped"
+        assert moved.ensure({"name": "held", "state": "absent"}, False).changed
+        assert moved.info() == []
+    finally:
+        moved.close()

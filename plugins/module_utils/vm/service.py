@@ -86,6 +86,8 @@ def _view(
 GRAPHICS_PASSWORD = "graphics_password"  # the secret column of graphics.password
 # infinivirt_vm_info waits this long for one VM's QEMU, so one hung VM does not hold the list.
 INFO_QMP_TIMEOUT = 2.0
+# Plans with these actions store the desired spec or hand it to QEMU: the host must take it.
+HOST_CHECKED_ACTIONS = {"create", "update", "start", "hotplug_disks", "hotplug_nics"}
 # The states that may end a QEMU that does not answer, with force: true (it is killed).
 FORCED_STATES = ("stopped", "restarted", "absent")
 
@@ -264,6 +266,7 @@ class VmService:
                 self.lifecycle.reconcile(rec, live.state)
             request = self._request(rec, state, params)
             plan = plan_vm(rec, live, request.desired, self.hostname, new_uuid=str(uuidlib.uuid4()))
+            self._check_host(request, plan)
             warnings = list(plan.warnings)
             if check_mode:
                 if "start" in plan.actions:
@@ -325,17 +328,23 @@ class VmService:
             ),
         )
         validate(desired)
-        preflight(desired, storage_roots=self.storage_roots)
         _check_nics_against(desired, others)
         validate_graphics_password(desired, password, stored=stored_token is not None)
         changed = password is not None and (stored_token is None or self._decrypt(rec, stored_token) != password)
-        bridges = self.nic_bridges(desired)  # also checks each network exists, before any write
         return Request(
             Desired(state, desired, changed, restart_on_change),
             password=password if changed else None,
             had_password=stored_token is not None,
-            bridges=bridges,
         )
+
+    def _check_host(self, request: Request, plan: VmPlan) -> None:
+        """Check the desired spec against this host (files, storage roots, netns, CPUs,
+        vhost-net, networks) when the plan stores it or gives it to QEMU. Stopping, pausing
+        and removing act on what runs, whatever today's host says of the stored spec."""
+        if not HOST_CHECKED_ACTIONS & set(plan.actions):
+            return
+        preflight(request.desired.spec, storage_roots=self.storage_roots)
+        request.bridges = self.nic_bridges(request.desired.spec)  # each network must exist
 
     def _apply(
         self, before: Optional[VmRecord], plan: VmPlan, request: Request, params: Dict[str, Any], live: Live
