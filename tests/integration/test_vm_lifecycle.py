@@ -102,7 +102,8 @@ def test_full_lifecycle(service, guest_params, workdir):
     assert not process_runs_vm(restarted.vm["pid"], vm["uuid"])
     with open(restarted.vm["serial_log"]) as fh:
         assert "INFINIVIRT poweroff reason=acpi" in fh.read()
-    assert run_dir_files(workdir) == [os.path.basename(restarted.vm["serial_log"])]
+    log = os.path.basename(restarted.vm["serial_log"])
+    assert run_dir_files(workdir) == [log, log + ".1"]  # this run's log and the one before
     assert not ensure(service, state="stopped", name="life").changed
 
     # Absent: no process, socket, pidfile, log or row.
@@ -289,3 +290,19 @@ def test_one_hung_qemu_does_not_hold_the_others(service, workdir):
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(hung["pid"], signal.SIGCONT)
+
+
+def test_a_crashed_runs_serial_log_is_kept_one_back(service, workdir):
+    ensure(service, name="crashy", state="running", accel="tcg", memory_mb=64)
+    vm = service.info("crashy")[0]
+    os.kill(vm["pid"], signal.SIGKILL)
+    assert wait_for(lambda: service.info("crashy")[0]["status"] == "stopped")
+    with open(vm["serial_log"], "a") as fh:  # what the guest said before it died
+        fh.write("Kernel panic - not syncing: the clue\n")
+    ensure(service, name="crashy", state="running")
+    with open(vm["serial_log"] + ".1") as fh:
+        assert "the clue" in fh.read(), "the crashed run's log was truncated"
+    with open(vm["serial_log"]) as fh:
+        assert "the clue" not in fh.read()
+    assert ensure(service, name="crashy", state="absent", force=True, stop_timeout=1).changed
+    assert run_dir_files(workdir) == [], "the logs go with the VM"

@@ -258,7 +258,8 @@ class Lifecycle:
         vhost = check_vhost(rec.spec)
         os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
         accel, cpu, binary, warnings = self.plan_launch(rec)
-        self.release_files(rec, keep_serial_log=False)  # leftovers of a crashed run
+        self.release_files(rec, keep_serial_log=True)  # leftovers of a crashed run
+        self._rotate_serial_log(rec, paths)
         for kind, ref in paths.journal(rec.spec.console_socket):
             self.store.journal_add(rec.uuid, kind, ref)
         code = template = nvram = None
@@ -482,6 +483,14 @@ class Lifecycle:
     # -- host resources ---------------------------------------------------------------
     def nvram_path(self, rec: VmRecord) -> str:
         return os.path.join(self.nvram_dir, rec.uuid + ".fd")
+
+    def _rotate_serial_log(self, rec: VmRecord, paths: VmPaths) -> None:
+        """QEMU truncates the serial log it opens: the last run's (which may tell why it
+        crashed) is kept as ``.1``, one back, and removed with the VM."""
+        if os.path.lexists(paths.serial_log):
+            older = paths.serial_log + ".1"
+            self.store.journal_add(rec.uuid, "serial_log", older)
+            os.replace(paths.serial_log, older)
 
     def release_files(self, rec: VmRecord, keep_serial_log: bool, keep_nvram: bool = True) -> None:
         """Remove the journaled files and TAPs of a VM whose process is gone. The NVRAM
