@@ -189,15 +189,23 @@ def test_a_reused_pid_is_not_taken_for_the_vm(service, workdir):
     assert ensure(service, name="ghost", state="stopped").changed is False
 
 
+def junk_disk(workdir):
+    """A file that exists but is no qcow2 image: QEMU refuses it only when it starts."""
+    path = os.path.join(workdir, "junk.qcow2")
+    with open(path, "wb") as fh:
+        fh.write(b"\0" * 4096)
+    return [{"path": path, "format": "qcow2"}]
+
+
 def test_failed_start_leaves_nothing(service, workdir):
     with pytest.raises(QemuError) as err:
-        ensure(service, name="broken", state="running", accel="tcg", cpu_model="no-such-cpu")
-    assert "failed to start" in str(err.value) and "no-such-cpu" in str(err.value)
+        ensure(service, name="broken", state="running", accel="tcg", disks=junk_disk(workdir))
+    assert "failed to start" in str(err.value)
     assert service.info() == [] and run_dir_files(workdir) == []
 
 
 def test_a_bystander_with_the_uuid_survives_a_failed_start(service, workdir):
-    ensure(service, name="broken", state="present", accel="tcg", cpu_model="no-such-cpu", memory_mb=64)
+    ensure(service, name="broken", state="present", accel="tcg", disks=junk_disk(workdir), memory_mb=64)
     uuid = service.store.get_vm("broken").uuid
     # Another program that carries the UUID, even as QEMU's own "-uuid UUID" pair.
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "-uuid", uuid])
@@ -243,6 +251,10 @@ def test_a_foreign_process_in_the_pidfile_means_not_running(service, workdir):
         ({"name": "ok", "machine_type": "virt"}, "machine_type"),
         ({"name": "ok", "kernel": "/nonexistent/vmlinuz"}, "kernel"),
         ({"name": "ok", "cpu_model": "max,kernel=/etc/passwd"}, "cpu_model"),
+        # Values only QEMU or the host would refuse, caught before anything is stored.
+        ({"name": "ok", "cpu_model": "no-such-cpu"}, "cpu_model"),
+        ({"name": "ok", "cpu_flags": ["+no-such-flag"]}, "cpu_flags"),
+        ({"name": "ok", "memory_mb": 1000000000}, "memory_mb"),
     ],
 )
 def test_bad_input_creates_nothing(service, workdir, params, field):
@@ -306,3 +318,19 @@ def test_a_crashed_runs_serial_log_is_kept_one_back(service, workdir):
         assert "the clue" not in fh.read()
     assert ensure(service, name="crashy", state="absent", force=True, stop_timeout=1).changed
     assert run_dir_files(workdir) == [], "the logs go with the VM"
+
+
+def test_a_value_only_qemu_refuses_is_never_stored(service, workdir):
+    """memory_mb beyond the host, or a CPU model or flag QEMU does not know, on an existing VM:
+    refused naming the option, nothing stored, and the VM starts as it was defined."""
+    ensure(service, name="kept", state="present", accel="tcg", memory_mb=64)
+    for params, field in (
+        ({"memory_mb": 1000000000}, "memory_mb"),
+        ({"cpu_model": "no-such-cpu"}, "cpu_model"),
+        ({"cpu_flags": ["+no-such-flag"]}, "cpu_flags"),
+    ):
+        with pytest.raises(SpecError) as err:
+            ensure(service, name="kept", state="present", **params)
+        assert err.value.field == field
+    assert service.store.get_vm("kept").spec.memory_mb == 64
+    assert ensure(service, name="kept", state="paused", cpu_flags=["+sse4_2"]).vm["status"] == "paused"

@@ -10,13 +10,14 @@ but crashes a Linux guest, so ``accel: auto`` falls back to TCG there.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import re
 import shutil
 import subprocess
-from typing import List, Optional, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import QemuError, SpecError
 
@@ -42,6 +43,9 @@ class Capabilities:
     kvm_reason: str  # why KVM is (not) usable, for warnings
     kvm_device_ok: bool
     nested: bool  # this host is itself a guest (cpuid hypervisor flag)
+    # What -cpu help lists (empty: unknown, nothing is checked against it).
+    cpu_models: FrozenSet[str] = frozenset()
+    cpu_flags: FrozenSet[str] = frozenset()
 
 
 def find_binary(binary: Optional[str] = None) -> str:
@@ -54,35 +58,65 @@ def find_binary(binary: Optional[str] = None) -> str:
     return os.path.realpath(path)
 
 
-def _read_version(binary: str, cache_file: Optional[str]) -> Tuple[int, int, int]:
-    """Run `qemu --version`, cached per binary (path, size, mtime)."""
+def _run(binary: str, args: List[str]) -> str:
+    try:
+        return subprocess.run([binary] + args, capture_output=True, text=True, timeout=30, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise QemuError("could not run %s %s: %s" % (binary, " ".join(args), exc)) from exc
+
+
+def parse_cpu_help(text: str) -> Tuple[FrozenSet[str], FrozenSet[str]]:
+    """CPU model names and CPUID flag names from ``qemu-system-x86_64 -cpu help``."""
+    models, flags, in_flags = set(), set(), False
+    for line in text.splitlines():
+        if line.startswith("Recognized CPUID flags"):
+            in_flags = True
+        elif in_flags and line.startswith((" ", "\t")):
+            flags.update(line.split())
+        elif line.startswith("x86 "):
+            models.add(line.split()[1])
+        else:
+            in_flags = False
+    return frozenset(models), frozenset(flags)
+
+
+def _read_binary_facts(binary: str, cache_file: Optional[str]) -> Dict[str, Any]:
+    """Version and CPU catalogue of a QEMU binary, cached per binary (path, size, mtime)."""
     st = os.stat(binary)
     key = "%s:%d:%d" % (binary, st.st_size, int(st.st_mtime))
     if cache_file:
         try:
             with open(cache_file) as fh:
                 cached = json.load(fh)
-            if cached.get("key") == key:
-                return tuple(cached["version"])  # type: ignore[return-value]
+            if cached.get("key") == key and "cpu_models" in cached:
+                return cached
         except (OSError, ValueError, KeyError, TypeError):
             pass
-    try:
-        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30, check=False).stdout
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise QemuError("could not run %s --version: %s" % (binary, exc)) from exc
+    out = _run(binary, ["--version"])
     match = _VERSION_RE.search(out)
     if not match:
         raise QemuError("%s --version printed no QEMU version: %r" % (binary, out[:200]))
-    version = (int(match.group(1)), int(match.group(2)), int(match.group(3)))
+    models, flags = parse_cpu_help(_run(binary, ["-cpu", "help"]))
+    facts = {
+        "key": key,
+        "version": [int(match.group(1)), int(match.group(2)), int(match.group(3))],
+        "cpu_models": sorted(models),
+        "cpu_flags": sorted(flags),
+    }
     if cache_file:
         tmp = "%s.%d.tmp" % (cache_file, os.getpid())
         try:
             with open(tmp, "w") as fh:
-                json.dump({"key": key, "version": list(version)}, fh)
+                json.dump(facts, fh)
             os.replace(tmp, cache_file)
         except OSError:
-            pass  # a cache we cannot write is only slower
-    return version
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)  # a cache we cannot write is only slower; leave no temp file
+    return facts
+
+
+def _read_version(binary: str, cache_file: Optional[str]) -> Tuple[int, int, int]:
+    return tuple(_read_binary_facts(binary, cache_file)["version"])  # type: ignore[return-value]
 
 
 def kvm_state(paths: HostPaths) -> Tuple[bool, bool, str]:
@@ -121,13 +155,16 @@ def probe(
 ) -> Capabilities:
     path = find_binary(binary)
     usable, device_ok, reason = kvm_state(paths)
+    facts = _read_binary_facts(path, cache_file)
     return Capabilities(
         binary=path,
-        version=_read_version(path, cache_file),
+        version=tuple(facts["version"]),
         kvm_usable=usable,
         kvm_reason=reason,
         kvm_device_ok=device_ok,
         nested=is_nested(paths),
+        cpu_models=frozenset(facts["cpu_models"]),
+        cpu_flags=frozenset(facts["cpu_flags"]),
     )
 
 

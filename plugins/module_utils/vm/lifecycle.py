@@ -222,11 +222,15 @@ class Lifecycle:
         return True
 
     # -- starting ---------------------------------------------------------------------
+    def capabilities(self):
+        """What this host's QEMU offers (cached in run_dir once it exists)."""
+        cache = os.path.join(self.run_dir, "probe-cache.json") if os.path.isdir(self.run_dir) else None
+        return probe(self.qemu_binary, cache, self.host_paths)
+
     def plan_launch(self, rec: VmRecord) -> tuple:
         """Resolve accelerator and CPU for this host: (accel, cpu, binary, warnings).
         Writes nothing but the probe cache, and that only once run_dir exists."""
-        cache = os.path.join(self.run_dir, "probe-cache.json") if os.path.isdir(self.run_dir) else None
-        caps = probe(self.qemu_binary, cache, self.host_paths)
+        caps = self.capabilities()
         accel, warnings = resolve_accel(rec.spec.accel, caps)
         cpu, cpu_warnings = resolve_cpu(rec.spec.cpu_model, rec.spec.cpu_flags, accel, caps)
         return accel, cpu, caps.binary, warnings + cpu_warnings

@@ -17,7 +17,13 @@ import uuid as uuidlib
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.context import HostContext
-from ansible_collections.infinivirt.core.plugins.module_utils.errors import QemuUnresponsive, SpecError, StateError
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
+    InfinivirtError,
+    QemuError,
+    QemuUnresponsive,
+    SpecError,
+    StateError,
+)
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import HostPaths
 from ansible_collections.infinivirt.core.plugins.module_utils.secrets.box import MASK, SecretError
@@ -32,7 +38,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.lifecycle impor
     VmPaths,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.plan import Desired, Live, VmPlan, plan_vm
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight import preflight
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight import host_memory_mb, preflight
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import (
@@ -343,7 +349,16 @@ class VmService:
         and removing act on what runs, whatever today's host says of the stored spec."""
         if not HOST_CHECKED_ACTIONS & set(plan.actions):
             return
-        preflight(request.desired.spec, storage_roots=self.storage_roots)
+        try:
+            caps = self.lifecycle.capabilities()
+        except QemuError:
+            caps = None  # no usable QEMU here: a start says so; a definition may still be stored
+        preflight(
+            request.desired.spec,
+            storage_roots=self.storage_roots,
+            caps=caps,
+            available_memory_mb=host_memory_mb(self.lifecycle.host_paths.proc),
+        )
         request.bridges = self.nic_bridges(request.desired.spec)  # each network must exist
 
     def _apply(
@@ -478,7 +493,12 @@ class VmService:
         vm = vm_result(rec, state, self.lifecycle)
         vm["qemu_status"] = qemu_status
         vm["error"] = error
-        vm["snapshots"] = self._snapshots(rec) if rec.host == self.hostname and error is None else []
+        vm["snapshots"] = []
+        if rec.host == self.hostname and error is None:
+            try:
+                vm["snapshots"] = self._snapshots(rec)
+            except InfinivirtError as exc:  # a damaged image must not hide the other VMs
+                vm["error"] = "cannot list the snapshots: %s" % exc
         return vm
 
 

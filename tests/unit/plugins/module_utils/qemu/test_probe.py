@@ -111,4 +111,20 @@ def test_version_is_read_once_and_cached(tmp_path):
     cache = str(tmp_path / "cache.json")
     assert probe_mod._read_version(str(fake), cache) == (8, 1, 3)
     assert probe_mod._read_version(str(fake), cache) == (8, 1, 3)
-    assert counter.read_text().count("x") == 1
+    assert counter.read_text().count("x") == 2  # --version and -cpu help, once
+
+
+def test_cpu_help_is_parsed_into_models_and_flags():
+    text = (
+        "Available CPUs:\n"
+        "x86 486                   (alias configured by machine type)\n"
+        "x86 Broadwell-v1          Intel Core Processor (Broadwell)\n"
+        "x86 max                   Enables all features supported by the accelerator\n"
+        "\n"
+        "Recognized CPUID flags:\n"
+        "  3dnow 3dnowext abm\n"
+        "  sse4.2 vmx x2apic\n"
+    )
+    models, flags = probe_mod.parse_cpu_help(text)
+    assert models == {"486", "Broadwell-v1", "max"}
+    assert flags == {"3dnow", "3dnowext", "abm", "sse4.2", "vmx", "x2apic"}
