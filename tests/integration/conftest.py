@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 
 import pytest
 
@@ -115,3 +116,35 @@ def disk_service(workdir, images):
     for vm in svc.info():
         svc.ensure({"name": vm["name"], "state": "absent", "force": True, "stop_timeout": 5}, False)
     svc.close()
+
+
+# -- a bridge in a namespace of the test's own ----------------------------------------------
+
+
+@pytest.fixture
+def bridge_ns():
+    name = "ivs-%s" % uuid.uuid4().hex[:8]
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    subprocess.run(["ip", "-n", name, "link", "add", "vmbr0", "type", "bridge"], check=True)
+    subprocess.run(["ip", "-n", name, "link", "set", "vmbr0", "up"], check=True)
+    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)  # the VNC display's
+    yield name
+    subprocess.run(["ip", "netns", "del", name], check=True)
+
+
+def vnc_auth_in(netns, port, password):
+    """vnc_auth from inside the VM's namespace, where its display listens on 127.0.0.1."""
+    code = (
+        "import sys; sys.path.insert(0, %r); from vnc_client import vnc_auth; "
+        "print(vnc_auth('127.0.0.1', %d, sys.stdin.read()))" % (os.path.dirname(os.path.abspath(__file__)), port)
+    )
+    done = subprocess.run(
+        ["ip", "netns", "exec", netns, sys.executable, "-c", code],
+        input=password,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()

@@ -19,7 +19,7 @@ from test_playbook import run_playbook
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.host.net import NetError
-from ansible_collections.infinivirt.core.plugins.module_utils.host.process import process_runs_vm, read_pidfile
+from ansible_collections.infinivirt.core.plugins.module_utils.host.process import process_carries, read_pidfile
 from ansible_collections.infinivirt.core.plugins.module_utils.network.service import NetworkService
 from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import open_store
 
@@ -238,7 +238,7 @@ def dnsmasq_of(run_dir, name):
     """The live dnsmasq of network ``name`` (by its pidfile and command line), or None."""
     path = pidfile_of(run_dir, name)
     pid = read_pidfile(path)
-    return pid if pid and process_runs_vm(pid, "--pid-file=" + path) else None
+    return pid if pid and process_carries(pid, "--pid-file=" + path) else None
 
 
 def same_netns(pid, netns):
@@ -340,7 +340,7 @@ def test_nat_gives_dhcp_leases_and_masquerades(nets, netns, run_dir, more_netns,
     # (4) absent removes dnsmasq, its files, the table and the bridge; forwarding stays on
     gone = nets.ensure({"name": "ivnat0", "state": "absent"}, False)
     assert gone["changed"] and gone["actions"] == ["dnsmasq-stop", "nftables-remove", "remove"]
-    assert not process_runs_vm(pid, "--pid-file=" + pidfile_of(run_dir, "ivnat0"))
+    assert not process_carries(pid, "--pid-file=" + pidfile_of(run_dir, "ivnat0"))
     assert dnsmasq_pids(run_dir) == [] and os.listdir(run_dir) == []
     assert nft_tables(netns) == set()
     assert bridge_facts(netns, "ivnat0") is None

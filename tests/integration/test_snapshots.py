@@ -7,12 +7,9 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import uuid
 
 import pytest
-from conftest import guest_disks, make_image, serial_report, wait_ready
+from conftest import guest_disks, make_image, serial_report, vnc_auth_in, wait_ready
 from test_vm_nics import guest_nics, links, nft_mentions
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
@@ -192,35 +189,6 @@ def test_external_snapshots_revert_and_merge(disk_service, guest_params, images)
 
 
 # -- a start after a revert is a full start -------------------------------------------------
-
-
-@pytest.fixture
-def bridge_ns():
-    name = "ivs-%s" % uuid.uuid4().hex[:8]
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    subprocess.run(["ip", "-n", name, "link", "add", "vmbr0", "type", "bridge"], check=True)
-    subprocess.run(["ip", "-n", name, "link", "set", "vmbr0", "up"], check=True)
-    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)  # the VNC display's
-    yield name
-    subprocess.run(["ip", "netns", "del", name], check=True)
-
-
-def vnc_auth_in(netns, port, password):
-    """vnc_auth from inside the VM's namespace, where its display listens on 127.0.0.1."""
-    code = (
-        "import sys; sys.path.insert(0, %r); from vnc_client import vnc_auth; "
-        "print(vnc_auth('127.0.0.1', %d, sys.stdin.read()))" % (os.path.dirname(os.path.abspath(__file__)), port)
-    )
-    done = subprocess.run(
-        ["ip", "netns", "exec", netns, sys.executable, "-c", code],
-        input=password,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
 
 
 def assert_fully_started(vms, name, netns, password, mac, serial):

@@ -12,7 +12,7 @@ import os
 import signal
 
 import pytest
-from test_snapshots import bridge_ns, vnc_auth_in  # noqa: F401  (bridge_ns is a fixture)
+from conftest import vnc_auth_in
 from test_vm_nics import links, nft_mentions
 
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
@@ -99,7 +99,7 @@ def key_material(run_dir):
 
 
 @pytest.mark.parametrize("step", sorted(STEPS))
-def test_a_start_killed_at_any_step_is_completed_by_the_next_run(workdir, images, bridge_ns, step):  # noqa: F811
+def test_a_start_killed_at_any_step_is_completed_by_the_next_run(workdir, images, bridge_ns, step):
     db_url, run_dir = "sqlite:///%s/faults.db" % workdir, os.path.join(workdir, "run")
     key_file = os.path.join(workdir, "secret.key")
     service = VmService.open(db_url, run_dir, storage_roots=[images], secret_key_file=key_file)

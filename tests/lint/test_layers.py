@@ -159,7 +159,7 @@ def closure(module: Path, plugins: Path) -> Set[str]:
     todo = [module]
     while todo:
         current = todo.pop()
-        for _, rel in mu_imports(current, plugins):
+        for _imp, rel in mu_imports(current, plugins):
             if rel not in seen:
                 seen.add(rel)
                 todo.append(plugins / "module_utils" / rel)
@@ -290,7 +290,7 @@ def test_known_exceptions_still_needed():
         (model, rel)
         for model in PURE_MODELS
         if (PLUGINS / "module_utils" / model).is_file()
-        for _, rel in mu_imports(PLUGINS / "module_utils" / model, PLUGINS, with_inits=False)
+        for _imp, rel in mu_imports(PLUGINS / "module_utils" / model, PLUGINS, with_inits=False)
     }
     assert sorted(KNOWN_IMPURE - used) == []
 

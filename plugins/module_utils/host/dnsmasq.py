@@ -24,7 +24,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.host.net import Ne
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import (
     process_carries,
     read_pidfile,
-    vm_processes,
+    processes_carrying,
     wait_until_gone,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.host.programs import find_program
@@ -107,7 +107,7 @@ def processes(files: DnsmasqFiles) -> List[int]:
     pid = read_pidfile(files.pidfile)
     if pid and process_carries(pid, files.token):
         return [pid]
-    return vm_processes(files.token)  # pidfile lost or stale: look for a stray one
+    return processes_carrying(files.token)  # pidfile lost or stale: look for a stray one
 
 
 def status(wanted: List[str], files: DnsmasqFiles, netns: Optional[str]) -> Tuple[str, Optional[int]]:

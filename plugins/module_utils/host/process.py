@@ -15,7 +15,7 @@ import os
 import signal
 import subprocess
 import time
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import QemuError
 
@@ -94,11 +94,12 @@ def process_runs_vm(pid: Optional[int], uuid: str, proc_root: str = "/proc") -> 
 
 def vm_processes(uuid: str, proc_root: str = "/proc") -> List[int]:
     """Every live QEMU started for this VM."""
-    found = []
-    for entry in os.listdir(proc_root):
-        if entry.isdigit() and process_runs_vm(int(entry), uuid, proc_root):
-            found.append(int(entry))
-    return found
+    return [int(e) for e in os.listdir(proc_root) if e.isdigit() and process_runs_vm(int(e), uuid, proc_root)]
+
+
+def processes_carrying(marker: str, proc_root: str = "/proc") -> List[int]:
+    """Every live process that carries ``marker`` as an argument (a network's dnsmasq)."""
+    return [int(e) for e in os.listdir(proc_root) if e.isdigit() and process_carries(int(e), marker, proc_root)]
 
 
 def _cmdline(pid: int, proc_root: str) -> List[bytes]:
@@ -149,19 +150,23 @@ def kill_vm_process(pid: int, uuid: str, proc_root: str = "/proc", timeout: floa
             raise QemuError("QEMU process %d did not exit after SIGKILL" % pid)
 
 
-def run_daemonized(argv: List[str], timeout: float, preexec: Optional[Callable[[], None]] = None) -> Tuple[int, str]:
+def run_daemonized(
+    argv: List[str], timeout: float, preexec: Optional[Callable[[], None]] = None, pass_fds: Sequence[int] = ()
+) -> Tuple[int, str]:
     """Run a command that daemonizes itself (QEMU -daemonize): it returns once the VM is
     set up, with stderr holding QEMU's own error message when it failed. ``preexec`` runs
-    in the child before exec (e.g. to enter a network namespace)."""
+    in the child before exec (e.g. to enter a network namespace); ``pass_fds`` stay open in
+    it (secrets it reads as /proc/self/fd/N)."""
     try:
-        done = subprocess.run(
+        done = subprocess.run(  # noqa: PLW1509
             argv,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,  # noqa: PLW1509
+            stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             timeout=timeout,
             check=False,
             preexec_fn=preexec,
+            pass_fds=tuple(pass_fds),
         )
     except subprocess.TimeoutExpired:
         return -1, "QEMU did not finish starting within %g s" % timeout

@@ -5,9 +5,9 @@
 
 User paths are always whole argv elements or JSON strings (``json:{...}`` file names,
 ``--object {...}``), so a comma, quote or ``=`` in a path never reaches QemuOpts parsing. The
-LUKS passphrase is handed over as ``--object secret,file=`` pointing at a 0600 file in a private
-0700 directory (on tmpfs when ``/dev/shm`` is usable) that is deleted afterwards: it is never in
-argv (``/proc/PID/cmdline`` is world-readable) nor in any message.
+LUKS passphrase is handed over as ``--object secret,file=/proc/self/fd/N``, a memory-only
+descriptor qemu-img inherits (host.secret_fd): it is never in argv (``/proc/PID/cmdline`` is
+world-readable), in a file, or in any message.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import QemuError, SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.host.secret_fd import secret_fd
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.size import FORMATS, PREALLOCATIONS
 
 # PBKDF2 time for a LUKS key slot. The passphrase is 32 random bytes (256 bits), which no
@@ -53,38 +53,16 @@ def qemu_driver(fmt: str, encrypted: bool) -> str:
     return "luks" if encrypted and fmt == "raw" else fmt
 
 
-def _secret_parent() -> Optional[str]:
-    """tmpfs when available, so the passphrase never reaches a disk."""
-    shm = "/dev/shm"
-    if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK):
-        return shm
-    return None
-
-
-@contextlib.contextmanager
-def secret_file(passphrase: str) -> Iterator[str]:
-    """A 0600 file holding ``passphrase`` in a fresh 0700 directory, removed on exit."""
-    directory = tempfile.mkdtemp(prefix="infinivirt-key-", dir=_secret_parent())  # mode 0700
-    path = os.path.join(directory, "key")
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            view = memoryview(passphrase.encode("utf-8"))
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
-        yield path
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        with contextlib.suppress(OSError):
-            os.rmdir(directory)
+def _key_path(stack: contextlib.ExitStack, luks_key: str, fds: List[int]) -> str:
+    """The key in a descriptor the qemu-img child inherits (closed when ``stack`` ends)."""
+    key = stack.enter_context(secret_fd(luks_key))
+    fds.append(key.fd)
+    return key.path
 
 
 def _secret_object(key_path: str) -> str:
-    """``--object`` in JSON form (QEMU >= 6.0): the file name is a JSON string."""
+    """``--object`` in JSON form (QEMU >= 6.0): the file name is a JSON string (the
+    ``/proc/self/fd/N`` of a host.secret_fd descriptor)."""
     return json.dumps({"qom-type": "secret", "id": _SECRET_ID, "file": key_path, "format": "raw"})
 
 
@@ -133,7 +111,7 @@ class QemuImg:
             self._binary = found
         return self._binary
 
-    def _run(self, args: List[str], doing: str, timeout: Optional[float] = None) -> str:
+    def _run(self, args: List[str], doing: str, timeout: Optional[float] = None, pass_fds: Sequence[int] = ()) -> str:
         argv = [self.binary] + args
         env = dict(os.environ, LC_ALL="C")
         try:
@@ -146,6 +124,7 @@ class QemuImg:
                 env=env,
                 timeout=timeout,
                 check=False,
+                pass_fds=tuple(pass_fds),
             )
         except subprocess.TimeoutExpired:
             raise QemuImgError("qemu-img gave up %s after %g s" % (doing, timeout)) from None
@@ -163,11 +142,11 @@ class QemuImg:
             raise error
         return proc.stdout
 
-    def _run_pbkdf(self, args: List[str], doing: str, output: str) -> None:
+    def _run_pbkdf(self, args: List[str], doing: str, output: str, pass_fds: Sequence[int] = ()) -> None:
         """Run a command that formats a LUKS header, again while QEMU trips over its clock."""
         for attempt in range(_PBKDF_ATTEMPTS):
             try:
-                self._run(args, doing)
+                self._run(args, doing, pass_fds=pass_fds)
                 return
             except QemuImgError as exc:
                 if _PBKDF_FLAKE not in exc.stderr or attempt == _PBKDF_ATTEMPTS - 1:
@@ -201,16 +180,17 @@ class QemuImg:
         qcow2 image is opened with its key (qemu-img refuses it otherwise)."""
         flag = {"create": "-c", "apply": "-a", "delete": "-d"}[operation]
         args = ["snapshot", flag, name]
+        fds: List[int] = []
         with contextlib.ExitStack() as stack:
             if luks_key is not None:
                 args += [
                     "--object",
-                    _secret_object(stack.enter_context(secret_file(luks_key))),
+                    _secret_object(_key_path(stack, luks_key, fds)),
                     _json_filename("qcow2", path),
                 ]
             else:
                 args.append(path)
-            self._run(args, "to %s snapshot %s of %s" % (operation, name, path))
+            self._run(args, "to %s snapshot %s of %s" % (operation, name, path), pass_fds=fds)
 
     def commit(self, path: str) -> None:
         """Write an overlay's data into its backing image (the overlay stays as it was)."""
@@ -243,18 +223,19 @@ class QemuImg:
         args = ["create", "-q", "-f", driver]
         if backing is not None:
             args += ["-b", backing, "-F", _check_driver(backing_fmt or "")]
+        fds: List[int] = []
         with contextlib.ExitStack() as stack:
             if luks_key is not None:
-                args += ["--object", _secret_object(stack.enter_context(secret_file(luks_key)))]
+                args += ["--object", _secret_object(_key_path(stack, luks_key, fds))]
             if options:
                 args += ["-o", ",".join(options)]
             args.append(path)
             if size is not None:
                 args.append(str(int(size)))
             if luks_key is not None:
-                self._run_pbkdf(args, "creating %s" % path, path)
+                self._run_pbkdf(args, "creating %s" % path, path, fds)
             else:
-                self._run(args, "creating %s" % path)
+                self._run(args, "creating %s" % path, pass_fds=fds)
 
     def resize(
         self,
@@ -272,17 +253,18 @@ class QemuImg:
             args.append("--preallocation=%s" % preallocation)
         if shrink:
             args.append("--shrink")
+        fds: List[int] = []
         with contextlib.ExitStack() as stack:
             if luks_key is not None:
                 args += [
                     "--object",
-                    _secret_object(stack.enter_context(secret_file(luks_key))),
+                    _secret_object(_key_path(stack, luks_key, fds)),
                     _json_filename(driver, path),
                 ]
             else:
                 args += ["-f", _check_driver(driver), path]
             args.append(str(int(size)))
-            self._run(args, "resizing %s" % path)
+            self._run(args, "resizing %s" % path, pass_fds=fds)
 
     def convert(
         self,
@@ -303,9 +285,10 @@ class QemuImg:
         if check_preallocation(preallocation):
             options.append("preallocation=%s" % preallocation)
         args = ["convert", "-q"]
+        fds: List[int] = []
         with contextlib.ExitStack() as stack:
             if luks_key is not None:
-                args += ["--object", _secret_object(stack.enter_context(secret_file(luks_key)))]
+                args += ["--object", _secret_object(_key_path(stack, luks_key, fds))]
                 source = _json_filename(_check_driver(src_driver), src)
             else:
                 args += ["-f", _check_driver(src_driver)]
@@ -315,6 +298,6 @@ class QemuImg:
                 args += ["-o", ",".join(options)]
             args += [source, dst]
             if luks_key is not None:
-                self._run_pbkdf(args, "converting %s to %s" % (src, out_fmt), dst)
+                self._run_pbkdf(args, "converting %s to %s" % (src, out_fmt), dst, fds)
             else:
-                self._run(args, "converting %s to %s" % (src, out_fmt))
+                self._run(args, "converting %s to %s" % (src, out_fmt), pass_fds=fds)

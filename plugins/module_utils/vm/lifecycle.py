@@ -38,6 +38,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.host.process impor
     vm_processes,
     wait_until_gone,
 )
+from ansible_collections.infinivirt.core.plugins.module_utils.host.secret_fd import secret_fd
 from ansible_collections.infinivirt.core.plugins.module_utils.host.tap import TapSpec, create_tap, remove_tap
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.argv import LaunchContext, build_argv
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import (
@@ -187,7 +188,7 @@ class Lifecycle:
             raise QemuUnresponsive(
                 rec.name,
                 "query-status",
-                "QEMU (PID %d) is stopped (SIGSTOP or a debugger) and cannot answer; set force: true to end it" % pid,
+                "QEMU (PID %s) is stopped (SIGSTOP or a debugger) and cannot answer; set force: true to end it" % pid,
             )
         try:
             return self.qmp(rec, "query-status", timeout=timeout)["status"]
@@ -280,29 +281,31 @@ class Lifecycle:
         return _Launch(paths, binary, accel, cpu, vhost, code, nvram, warnings)
 
     def _spawn(self, rec: VmRecord, launch: "_Launch", disk_keys: Dict[str, str]) -> Tuple[int, str]:
-        """Run QEMU paused (-S, daemonized, in the VM's netns); its exit code and stderr."""
+        """Run QEMU paused (-S, daemonized, in the VM's netns); its exit code and stderr.
+        Each LUKS key reaches QEMU's secret object as a memory-only descriptor it inherits
+        (host.secret_fd): no key file exists, even if this process is killed."""
         paths = launch.paths
-        secret_files = self._write_disk_keys(rec, disk_keys)
-        ctx = LaunchContext(
-            binary=launch.binary,
-            uuid=rec.uuid,
-            accel=launch.accel,
-            cpu=launch.cpu,
-            vhost_available=launch.vhost,
-            firmware_code=launch.code,
-            nvram=launch.nvram,
-            disk_secret_files=secret_files,
-            disk_active_paths=self.active_paths(rec),
-            pidfile=paths.pidfile,
-            qmp_socket=paths.qmp_socket,
-            serial_log=paths.serial_log,
-            console_socket=paths.console_socket if rec.spec.console_socket else None,
-        )
-        argv = systemd_scope_prefix(rec.uuid, rec.name) + build_argv(rec.spec, ctx)
-        try:
-            return run_daemonized(argv, self.start_timeout, nsutil.preexec(rec.spec.netns))
-        finally:  # QEMU has read them (or failed): keys do not stay on disk
-            self._drop_disk_keys(rec, secret_files)
+        with contextlib.ExitStack() as stack:
+            keys = {disk_id: stack.enter_context(secret_fd(key)) for disk_id, key in disk_keys.items()}
+            ctx = LaunchContext(
+                binary=launch.binary,
+                uuid=rec.uuid,
+                accel=launch.accel,
+                cpu=launch.cpu,
+                vhost_available=launch.vhost,
+                firmware_code=launch.code,
+                nvram=launch.nvram,
+                disk_secret_files={disk_id: key.path for disk_id, key in keys.items()},
+                disk_active_paths=self.active_paths(rec),
+                pidfile=paths.pidfile,
+                qmp_socket=paths.qmp_socket,
+                serial_log=paths.serial_log,
+                console_socket=paths.console_socket if rec.spec.console_socket else None,
+            )
+            argv = systemd_scope_prefix(rec.uuid, rec.name) + build_argv(rec.spec, ctx)
+            return run_daemonized(
+                argv, self.start_timeout, nsutil.preexec(rec.spec.netns), pass_fds=[k.fd for k in keys.values()]
+            )
 
     def _bring_up(self, rec: VmRecord, rc: int, stderr: str, inputs: StartInputs) -> None:
         """Check the paused QEMU, apply the firewall and the display password, then let the
@@ -358,24 +361,6 @@ class Lifecycle:
             if layer["base_path"] in by_path:
                 top[by_path[layer["base_path"]].disk_id] = layer["overlay"]
         return top
-
-    def _write_disk_keys(self, rec: VmRecord, disk_keys: Dict[str, str]) -> Dict[str, str]:
-        """One 0600 file per encrypted disk for QEMU's secret objects, journaled first."""
-        files = {}
-        for disk_id, key in disk_keys.items():
-            path = os.path.join(self.run_dir, "%s.%s.key" % (rec.uuid, disk_id))
-            self.store.journal_add(rec.uuid, "disk_key", path)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(key)
-            files[disk_id] = path
-        return files
-
-    def _drop_disk_keys(self, rec: VmRecord, files: Dict[str, str]) -> None:
-        for path in files.values():
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            self.store.journal_remove(rec.uuid, "disk_key", path)
 
     def _setup_vnc(self, rec: VmRecord, password: Optional[str]) -> int:
         """Set the password (if any) and return the port QEMU listens on."""

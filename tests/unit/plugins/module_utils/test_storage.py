@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import json
 import os
-import stat
+import subprocess
 
 import pytest
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.host.paths import resolve_in_roots, resolve_roots
+from ansible_collections.infinivirt.core.plugins.module_utils.host.secret_fd import secret_fd
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.img import (
     _json_filename,
     _secret_object,
-    secret_file,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import public_info
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.size import format_size, parse_size
@@ -220,21 +220,25 @@ def test_a_file_is_not_a_root(tree):
 # -- secrets and qemu-img argument forms --------------------------------------------------
 
 
-def test_secret_file_is_private_and_removed():
-    with secret_file("passphrase-x") as path:
-        directory = os.path.dirname(path)
-        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-        assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
-        with open(path, "rb") as fh:
+def test_a_secret_fd_has_no_name_and_is_closed_after():
+    with secret_fd("passphrase-x") as key:
+        target = os.readlink(key.path)
+        assert target.startswith(("/memfd:", "pipe:")), target  # nothing on any filesystem
+        with open(key.path, "rb") as fh:
             assert fh.read() == b"passphrase-x"  # no newline: QEMU reads the file whole
-    assert not os.path.exists(path) and not os.path.exists(directory)
+        # A child process reads it through its own copy of the descriptor.
+        done = subprocess.run(["cat", key.path], pass_fds=(key.fd,), capture_output=True, check=True)
+        assert done.stdout == b"passphrase-x"
+    with pytest.raises(OSError):
+        os.fstat(key.fd)
 
 
-def test_secret_file_is_removed_on_error():
+def test_a_secret_fd_is_closed_on_error():
     with pytest.raises(RuntimeError):
-        with secret_file("k") as path:
+        with secret_fd("k") as key:
             raise RuntimeError("boom")
-    assert not os.path.exists(path)
+    with pytest.raises(OSError):
+        os.fstat(key.fd)
 
 
 def test_user_paths_are_json_strings():
