@@ -23,8 +23,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.host import netns 
 from ansible_collections.infinivirt.core.plugins.module_utils.host.net import NetError
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import (
     process_carries,
-    read_pidfile,
     processes_carrying,
+    read_pidfile,
     wait_until_gone,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.host.programs import find_program
