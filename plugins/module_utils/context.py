@@ -13,6 +13,7 @@ import dataclasses
 import socket
 from typing import Any, Optional, Sequence
 
+from ansible_collections.infinivirt.core.plugins.module_utils.host.private_dir import check_private_dir
 from ansible_collections.infinivirt.core.plugins.module_utils.secrets.box import SecretBox, load_or_create_key
 from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import open_store
 
@@ -43,7 +44,9 @@ class HostContext:
         job_id: Optional[str] = None,
         **options: Any,
     ) -> "HostContext":
-        """Open the store ``db_url`` names; ``host_id`` defaults to the host name."""
+        """Open the store ``db_url`` names; ``host_id`` defaults to the host name. A run_dir
+        other users could change is refused before anything is opened."""
+        check_private_dir(run_dir, "run_dir")
         return cls(
             store=open_store(db_url, job_id=job_id), host_id=host_id or socket.gethostname(), run_dir=run_dir, **options
         )

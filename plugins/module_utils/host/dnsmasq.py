@@ -21,6 +21,7 @@ from typing import List, Optional, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.host import netns as nsutil
 from ansible_collections.infinivirt.core.plugins.module_utils.host.net import NetError
+from ansible_collections.infinivirt.core.plugins.module_utils.host.private_dir import ensure_private_dir
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import (
     process_carries,
     processes_carrying,
@@ -125,7 +126,7 @@ def status(wanted: List[str], files: DnsmasqFiles, netns: Optional[str]) -> Tupl
 def start(wanted: List[str], files: DnsmasqFiles, netns: Optional[str]) -> int:
     """Start dnsmasq (it daemonizes once it listens) and return its PID."""
     try:
-        os.makedirs(os.path.dirname(files.pidfile), mode=0o700, exist_ok=True)
+        ensure_private_dir(os.path.dirname(files.pidfile), "run_dir")
     except OSError as exc:
         raise NetError("cannot create the run directory %s: %s" % (os.path.dirname(files.pidfile), exc)) from exc
     _unlink(files.pidfile)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
@@ -20,6 +21,14 @@ def open_store(db_url: str, job_id: Optional[str] = None) -> SqlStore:
         path = db_url[len("sqlite:///") :]
         if not path.startswith("/") or path.endswith("/"):
             raise SpecError("db_url", "an SQLite URL must name an absolute file: sqlite:////path/to.db")
+        directory = os.path.dirname(path)
+        if not os.path.isdir(directory) and db_url != DEFAULT_DB_URL:
+            # A typo would silently start an empty inventory; only the default is made.
+            raise SpecError(
+                "db_url",
+                "the directory %s of the database does not exist; create it (mode 0700) or use the "
+                "default %s" % (directory, DEFAULT_DB_URL),
+            )
         return SqliteStore(path, job_id=job_id)
     if db_url.startswith(("postgresql://", "postgres://")):
         return PostgresStore(db_url, job_id=job_id)

@@ -33,9 +33,14 @@ class SqliteStore(SqlStore):
         try:
             for directory in (os.path.dirname(path) or ".", self.lock_dir):
                 os.makedirs(directory, mode=0o700, exist_ok=True)
-            if not os.path.exists(path):
-                # The file holds encrypted secrets and host paths: never world-readable.
-                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            # The file holds encrypted secrets and host paths: never readable by others, not
+            # even when it was made by hand or by an older version with a looser mode.
+            if not os.path.lexists(path):
+                with contextlib.suppress(FileExistsError):  # another process made it first
+                    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
+            for existing in (path, path + "-wal", path + "-shm"):
+                if os.path.exists(existing) and os.stat(existing).st_mode & 0o077:
+                    os.chmod(existing, 0o600)
             self._db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
             self._db.execute("PRAGMA foreign_keys=ON")
             # Switching to WAL does not wait on SQLite's busy handler, so processes opening

@@ -29,6 +29,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.host import netns as nsutil
 from ansible_collections.infinivirt.core.plugins.module_utils.host.net import NetError
+from ansible_collections.infinivirt.core.plugins.module_utils.host.private_dir import ensure_private_dir
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import (
     kill_vm_process,
     process_runs_vm,
@@ -261,7 +262,7 @@ class Lifecycle:
         through the recorded pidfile instead of starting a second one."""
         paths = VmPaths.for_vm(self.run_dir, rec.uuid)
         vhost = check_vhost(rec.spec)
-        os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
+        ensure_private_dir(self.run_dir, "run_dir")
         accel, cpu, binary, warnings = self.plan_launch(rec)
         self.release_files(rec, keep_serial_log=True)  # leftovers of a crashed run
         self._rotate_serial_log(rec, paths)
