@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import uuid
 
 import pytest
 import serial_report
@@ -25,13 +24,9 @@ VENDOR_IDS = {"e1000": ("0x8086", "0x100e"), "rtl8139": ("0x10ec", "0x8139")}
 
 
 @pytest.fixture
-def netns():
-    name = "ivn-%s" % uuid.uuid4().hex[:8]
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    subprocess.run(["ip", "-n", name, "link", "add", "vmbr0", "type", "bridge"], check=True)
-    subprocess.run(["ip", "-n", name, "link", "set", "vmbr0", "up"], check=True)
-    yield name
-    subprocess.run(["ip", "netns", "del", name], check=True)
+def netns(bridge_ns):
+    """A namespace of the test's own with a bridge vmbr0 (the integration conftest's)."""
+    return bridge_ns
 
 
 def links(netns=None):

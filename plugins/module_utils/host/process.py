@@ -52,18 +52,23 @@ def _threads_left(pid: int, proc_root: str) -> bool:
     return any(task != str(pid) for task in tasks)
 
 
-def process_carries(pid: Optional[int], marker: str, proc_root: str = "/proc") -> bool:
-    """Whether a live process carries ``marker`` as one of its arguments (how dnsmasq of a
-    network is known)."""
+def _holds(pid: Optional[int], proc_root: str, match: Callable[[int, List[bytes]], bool]) -> bool:
+    """Whether ``pid`` is a live process whose arguments ``match``. A zombie's cmdline reads
+    empty; while its threads live it still holds its resources, so it counts."""
     if not pid:
         return False
     state = process_state(pid, proc_root)
     if state is None:
         return False
     if state in DEAD_STATES:
-        # A zombie's cmdline reads empty; while its threads live, it still holds its resources.
         return _threads_left(pid, proc_root)
-    return marker.encode() in _cmdline(pid, proc_root)
+    return match(pid, _cmdline(pid, proc_root))
+
+
+def process_carries(pid: Optional[int], marker: str, proc_root: str = "/proc") -> bool:
+    """Whether a live process carries ``marker`` as one of its arguments (how dnsmasq of a
+    network is known)."""
+    return _holds(pid, proc_root, lambda _pid, args: marker.encode() in args)
 
 
 def _is_qemu(pid: int, args: List[bytes], proc_root: str) -> bool:
@@ -79,17 +84,13 @@ def _is_qemu(pid: int, args: List[bytes], proc_root: str) -> bool:
 def process_runs_vm(pid: Optional[int], uuid: str, proc_root: str = "/proc") -> bool:
     """Whether ``pid`` is this VM's QEMU: a qemu-system executable started with ``-uuid
     UUID``. Anything else (another program, or one that merely mentions the UUID) is not."""
-    if not pid:
-        return False
-    state = process_state(pid, proc_root)
-    if state is None:
-        return False
-    if state in DEAD_STATES:
-        return _threads_left(pid, proc_root)
-    args = _cmdline(pid, proc_root)
     wanted = uuid.encode()
-    has_uuid = any(a == b"-uuid" and b == wanted for a, b in zip(args, args[1:]))
-    return has_uuid and _is_qemu(pid, args, proc_root)
+
+    def match(live_pid: int, args: List[bytes]) -> bool:
+        has_uuid = any(a == b"-uuid" and b == wanted for a, b in zip(args, args[1:]))
+        return has_uuid and _is_qemu(live_pid, args, proc_root)
+
+    return _holds(pid, proc_root, match)
 
 
 def vm_processes(uuid: str, proc_root: str = "/proc") -> List[int]:
