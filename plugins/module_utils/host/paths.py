@@ -56,9 +56,14 @@ def resolve_in_roots(path: Any, roots: Sequence[str], field: str = "path") -> st
     parent, name = os.path.split(path)
     if name in ("", ".", ".."):
         raise SpecError(field, "must name a file, not a directory, got %r" % path)
-    candidate = os.path.join(os.path.realpath(parent), name)
-    if os.path.lexists(candidate):
-        candidate = os.path.realpath(candidate)
+    try:  # realpath raises when a link on the way is swapped while it reads it
+        candidate = os.path.join(os.path.realpath(parent), name)
+        if os.path.lexists(candidate):
+            candidate = os.path.realpath(candidate)
+    except OSError as exc:
+        raise SpecError(
+            field, "%s changed while in use, it cannot be resolved: %s" % (path, exc.strerror or exc)
+        ) from None
     if not any(_inside(candidate, root) for root in real_roots):
         shown = path if candidate == path else "%s (which resolves to %s)" % (path, candidate)
         raise SpecError(
