@@ -8,18 +8,23 @@ User paths are always whole argv elements or JSON strings (``json:{...}`` file n
 LUKS passphrase is handed over as ``--object secret,file=/proc/self/fd/N``, a memory-only
 descriptor qemu-img inherits (host.secret_fd): it is never in argv (``/proc/PID/cmdline`` is
 world-readable), in a file, or in any message.
+
+Volumes are handed over the same way (FdImage): the caller opens the file without following a
+link (host.paths.open_confined) and qemu-img opens ``/proc/self/fd/N``, which is that very
+file whatever happens to its name meanwhile. Messages and ``info`` name the volume's path.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
 import shutil
 import subprocess
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import QemuError, SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.host.secret_fd import secret_fd
@@ -37,6 +42,50 @@ _SECRET_ID = "infinivirt-sec0"
 # qemu format names we may pass on to qemu-img as an argv element (detected formats).
 _DRIVER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 _LOCK_FAILURE_RE = re.compile(r"Failed to get (?:shared )?\"[a-z ]+\" lock")
+
+
+@dataclasses.dataclass(frozen=True)
+class FdImage:
+    """An image qemu-img reaches through the open descriptor ``fd`` (inherited, same number)
+    instead of by name; ``name`` is what messages and ``info`` show (the volume's path)."""
+
+    fd: int
+    name: str
+
+    @property
+    def path(self) -> str:
+        return "/proc/self/fd/%d" % self.fd
+
+
+Image = Union[str, FdImage]
+
+
+def _image(image: Image, fds: List[int], names: Dict[str, str]) -> Tuple[str, str]:
+    """(what qemu-img is given, what messages show); an FdImage's descriptor joins ``fds``."""
+    if isinstance(image, FdImage):
+        fds.append(image.fd)
+        names[image.path] = image.name
+        return image.path, image.name
+    return image, image
+
+
+def _fd_path_re(names: Dict[str, str]) -> "re.Pattern[str]":
+    return re.compile("|".join(re.escape(p) + r"(?![0-9])" for p in sorted(names, key=len, reverse=True)))
+
+
+def _shown(text: str, names: Dict[str, str]) -> str:
+    """``text`` with each /proc/self/fd/N replaced by the name of the image it is."""
+    if not names or not isinstance(text, str):
+        return text
+    return _fd_path_re(names).sub(lambda m: names[m.group(0)], text)
+
+
+def _shown_info(value: Any, names: Dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _shown_info(v, names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shown_info(v, names) for v in value]
+    return _shown(value, names)
 
 
 class QemuImgError(QemuError):
@@ -111,7 +160,14 @@ class QemuImg:
             self._binary = found
         return self._binary
 
-    def _run(self, args: List[str], doing: str, timeout: Optional[float] = None, pass_fds: Sequence[int] = ()) -> str:
+    def _run(
+        self,
+        args: List[str],
+        doing: str,
+        timeout: Optional[float] = None,
+        pass_fds: Sequence[int] = (),
+        names: Optional[Dict[str, str]] = None,
+    ) -> str:
         argv = [self.binary] + args
         env = dict(os.environ, LC_ALL="C")
         try:
@@ -131,7 +187,7 @@ class QemuImg:
         except OSError as exc:
             raise QemuImgError("cannot run %s: %s" % (self.binary, exc.strerror or exc)) from None
         if proc.returncode != 0:
-            stderr = " ".join(proc.stderr.split())
+            stderr = _shown(" ".join(proc.stderr.split()), names or {})
             error = QemuImgError(
                 "qemu-img failed %s: %s" % (doing, stderr or "exit status %d" % proc.returncode), stderr
             )
@@ -142,37 +198,59 @@ class QemuImg:
             raise error
         return proc.stdout
 
-    def _run_pbkdf(self, args: List[str], doing: str, output: str, pass_fds: Sequence[int] = ()) -> None:
+    def _run_pbkdf(
+        self,
+        args: List[str],
+        doing: str,
+        output: Image,
+        pass_fds: Sequence[int] = (),
+        names: Optional[Dict[str, str]] = None,
+    ) -> None:
         """Run a command that formats a LUKS header, again while QEMU trips over its clock."""
         for attempt in range(_PBKDF_ATTEMPTS):
             try:
-                self._run(args, doing, pass_fds=pass_fds)
+                self._run(args, doing, pass_fds=pass_fds, names=names)
                 return
             except QemuImgError as exc:
                 if _PBKDF_FLAKE not in exc.stderr or attempt == _PBKDF_ATTEMPTS - 1:
                     raise
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(output)
+                if isinstance(output, FdImage):  # the caller's file: emptied, never unlinked by name
+                    os.ftruncate(output.fd, 0)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(output)
                 time.sleep(0.02 * (attempt + 1))
 
     def info(
-        self, path: str, fmt: Optional[str] = None, force_share: bool = True, timeout: float = 120.0
+        self, image: Image, fmt: Optional[str] = None, force_share: bool = True, timeout: float = 120.0
     ) -> Dict[str, Any]:
         """``qemu-img info --output=json``. ``force_share`` (``-U``) reads the header of an
         image a running QEMU holds locked; without it, a writer elsewhere makes it fail with
-        ``in_use``. Without ``fmt`` the format is probed. Encrypted images need no key."""
+        ``in_use``. Without ``fmt`` the format is probed. Encrypted images need no key.
+
+        For an FdImage, the file names in the answer are its ``name``, not /proc/self/fd/N; a
+        relative backing file name is joined to the directory of ``name`` (qemu-img joins it to
+        /proc/self/fd/, where it names nothing)."""
         args = ["info", "--output=json"]
         if force_share:
             args.append("-U")
         if fmt is not None:
             args += ["-f", _check_driver(fmt)]
-        out = self._run(args + [path], "reading %s" % path, timeout)
+        fds: List[int] = []
+        names: Dict[str, str] = {}
+        target, shown = _image(image, fds, names)
+        out = self._run(args + [target], "reading %s" % shown, timeout, pass_fds=fds, names=names)
         try:
             data = json.loads(out)
         except ValueError:
-            raise QemuImgError("qemu-img info printed no JSON for %s" % path) from None
+            raise QemuImgError("qemu-img info printed no JSON for %s" % shown) from None
         if not isinstance(data, dict):
-            raise QemuImgError("qemu-img info printed unexpected JSON for %s" % path)
+            raise QemuImgError("qemu-img info printed unexpected JSON for %s" % shown)
+        if isinstance(image, FdImage):
+            backing = data.get("backing-filename")
+            if isinstance(backing, str) and not backing.startswith(("/", "json:")) and ":" not in backing:
+                data["full-backing-filename"] = os.path.join(os.path.dirname(image.name), backing)
+            data = _shown_info(data, names)
         return data
 
     def snapshot(self, operation: str, name: str, path: str, luks_key: Optional[str] = None) -> None:
@@ -204,7 +282,7 @@ class QemuImg:
 
     def create(
         self,
-        path: str,
+        image: Image,
         fmt: str,
         size: Optional[int],
         backing: Optional[str] = None,
@@ -212,8 +290,14 @@ class QemuImg:
         preallocation: Optional[str] = None,
         luks_key: Optional[str] = None,
     ) -> None:
-        """Create ``path`` (qcow2 or raw; with ``luks_key``, qcow2 with LUKS encryption or a
-        raw LUKS file). ``size`` may be None only with a backing file (its size is used)."""
+        """Create ``image`` (qcow2 or raw; with ``luks_key``, qcow2 with LUKS encryption or a
+        raw LUKS file). ``size`` may be None only with a backing file (its size is used). An
+        FdImage is a file the caller created (``O_EXCL``); qemu-img writes the image into it.
+
+        ``backing`` is stored in the new image's header as a string and opened by that name
+        whenever the image is used: pass the real path checked against the storage roots,
+        never a /proc/self/fd name (which would mean nothing later). The backing chain is thus
+        still opened by name (by qemu-img and QEMU), outside this module's descriptors."""
         if fmt not in FORMATS:
             raise SpecError("format", "must be one of %s, got %r" % (", ".join(FORMATS), fmt))
         driver = qemu_driver(fmt, luks_key is not None)
@@ -224,29 +308,31 @@ class QemuImg:
         if backing is not None:
             args += ["-b", backing, "-F", _check_driver(backing_fmt or "")]
         fds: List[int] = []
+        names: Dict[str, str] = {}
+        target, shown = _image(image, fds, names)
         with contextlib.ExitStack() as stack:
             if luks_key is not None:
                 args += ["--object", _secret_object(_key_path(stack, luks_key, fds))]
             if options:
                 args += ["-o", ",".join(options)]
-            args.append(path)
+            args.append(target)
             if size is not None:
                 args.append(str(int(size)))
             if luks_key is not None:
-                self._run_pbkdf(args, "creating %s" % path, path, fds)
+                self._run_pbkdf(args, "creating %s" % shown, image, fds, names)
             else:
-                self._run(args, "creating %s" % path, pass_fds=fds)
+                self._run(args, "creating %s" % shown, pass_fds=fds, names=names)
 
     def resize(
         self,
-        path: str,
+        image: Image,
         fmt: str,
         size: int,
         shrink: bool = False,
         preallocation: Optional[str] = None,
         luks_key: Optional[str] = None,
     ) -> None:
-        """Set the virtual size of ``path``; ``shrink`` allows making it smaller."""
+        """Set the virtual size of ``image``; ``shrink`` allows making it smaller."""
         driver = qemu_driver(fmt, luks_key is not None)
         args = ["resize", "-q"]
         if check_preallocation(preallocation):
@@ -254,30 +340,33 @@ class QemuImg:
         if shrink:
             args.append("--shrink")
         fds: List[int] = []
+        names: Dict[str, str] = {}
+        target, shown = _image(image, fds, names)
         with contextlib.ExitStack() as stack:
             if luks_key is not None:
                 args += [
                     "--object",
                     _secret_object(_key_path(stack, luks_key, fds)),
-                    _json_filename(driver, path),
+                    _json_filename(driver, target),
                 ]
             else:
-                args += ["-f", _check_driver(driver), path]
+                args += ["-f", _check_driver(driver), target]
             args.append(str(int(size)))
-            self._run(args, "resizing %s" % path, pass_fds=fds)
+            self._run(args, "resizing %s" % shown, pass_fds=fds, names=names)
 
     def convert(
         self,
-        src: str,
+        src: Image,
         src_driver: str,
-        dst: str,
+        dst: Image,
         out_fmt: str,
         luks_key: Optional[str] = None,
         preallocation: Optional[str] = None,
     ) -> None:
         """Copy ``src`` (qemu format ``src_driver``; ``luks`` or an encrypted qcow2 when
         ``luks_key`` is given) into a new ``dst`` of ``out_fmt``, encrypted with the same key.
-        A qcow2 source with a backing file is flattened."""
+        A qcow2 source with a backing file is flattened (the backing chain is opened by name).
+        An FdImage ``dst`` is a file the caller created (``O_EXCL``); qemu-img writes into it."""
         if out_fmt not in FORMATS:
             raise SpecError("format", "must be one of %s, got %r" % (", ".join(FORMATS), out_fmt))
         out_driver = qemu_driver(out_fmt, luks_key is not None)
@@ -286,18 +375,22 @@ class QemuImg:
             options.append("preallocation=%s" % preallocation)
         args = ["convert", "-q"]
         fds: List[int] = []
+        names: Dict[str, str] = {}
+        src_target, src_shown = _image(src, fds, names)
+        dst_target, _dst_shown = _image(dst, fds, names)
+        doing = "converting %s to %s" % (src_shown, out_fmt)
         with contextlib.ExitStack() as stack:
             if luks_key is not None:
                 args += ["--object", _secret_object(_key_path(stack, luks_key, fds))]
-                source = _json_filename(_check_driver(src_driver), src)
+                source = _json_filename(_check_driver(src_driver), src_target)
             else:
                 args += ["-f", _check_driver(src_driver)]
-                source = src
+                source = src_target
             args += ["-O", out_driver]
             if options:
                 args += ["-o", ",".join(options)]
-            args += [source, dst]
+            args += [source, dst_target]
             if luks_key is not None:
-                self._run_pbkdf(args, "converting %s to %s" % (src, out_fmt), dst, fds)
+                self._run_pbkdf(args, doing, dst, fds, names)
             else:
-                self._run(args, "converting %s to %s" % (src, out_fmt), pass_fds=fds)
+                self._run(args, doing, pass_fds=fds, names=names)

@@ -3,7 +3,14 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """What infinivirt_disk does: plan, then apply under a per-volume lock; check mode runs the same
 plan. Paths are confined to the storage roots (``host.paths``), images are handled by
-``qemu.img``, LUKS keys by ``volume.keys``."""
+``qemu.img``, LUKS keys by ``volume.keys``.
+
+A path is checked once (resolve_in_roots gives its real path) and then used only through
+descriptors opened from "/" without following links (host.paths.open_confined): qemu-img gets
+the descriptor (/proc/self/fd/N), files are created with O_EXCL, renamed and unlinked relative
+to the directory's descriptor. A symlink swapped in after the check makes the operation fail;
+it never makes root write outside the storage roots. Backing files are still opened by name
+(by qemu-img and, at VM start, by QEMU) as their header records them."""
 
 from __future__ import annotations
 
@@ -19,8 +26,13 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
     SpecError,
     StateError,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.host.paths import resolve_in_roots, resolve_roots
+from ansible_collections.infinivirt.core.plugins.module_utils.host.paths import (
+    open_confined,
+    resolve_in_roots,
+    resolve_roots,
+)
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.img import (
+    FdImage,
     QemuImg,
     QemuImgError,
     check_preallocation,
@@ -117,13 +129,14 @@ def _lock_name(path: str) -> str:
     return "@volume-" + hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
-def _fsync_dir(directory: str) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+# How an existing image is opened to be read or handed to qemu-img (which opens
+# /proc/self/fd/N again with the access it needs): never blocks on a FIFO planted there.
+_READ = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY
+_CREATE = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOCTTY
+
+
+def _changed(path: str, what: str) -> StateError:
+    return StateError("volume %s changed while in use: %s; nothing was done to the new file" % (path, what))
 
 
 class DiskService:
@@ -221,16 +234,17 @@ class DiskService:
         """The image at ``path`` (None if there is no file), read with ``-U`` so an image a
         running VM holds can be read. A managed volume is read in its recorded format, an
         unmanaged file's format is probed."""
-        if not os.path.lexists(path):
-            return None
+        driver = qemu_driver(row.format, row.encrypted) if row else None
         try:
-            st = os.stat(path)
+            with open_confined(path, _READ) as vol:
+                if not stat.S_ISREG(os.fstat(vol.fd).st_mode):
+                    raise SpecError("path", "%s exists and is not a regular file" % path)
+                info = self.qemu_img.info(FdImage(vol.fd, path), fmt=driver)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
         except OSError as exc:
             raise SpecError("path", "%s cannot be read: %s" % (path, exc.strerror or exc)) from None
-        if not stat.S_ISREG(st.st_mode):
-            raise SpecError("path", "%s exists and is not a regular file" % path)
-        driver = qemu_driver(row.format, row.encrypted) if row else None
-        state = VolumeState.from_info(self.qemu_img.info(path, fmt=driver))
+        state = VolumeState.from_info(info)
         if row is not None and state.encrypted != row.encrypted:
             recorded = "encrypted" if row.encrypted else "not encrypted"
             found = "encrypted" if state.encrypted else "not encrypted"
@@ -255,11 +269,14 @@ class DiskService:
         """Managed volumes on this host that use ``path`` as their backing file."""
         clones = []
         for vol in self.store.list_volumes(self.hostname):
-            if vol.path == path or vol.format != "qcow2" or not os.path.isfile(vol.path):
+            if vol.path == path or vol.format != "qcow2":
                 continue
             try:
-                info = self.qemu_img.info(vol.path, fmt=qemu_driver(vol.format, vol.encrypted))
-            except QemuImgError:
+                with open_confined(vol.path, _READ) as clone:
+                    if not stat.S_ISREG(os.fstat(clone.fd).st_mode):
+                        continue
+                    info = self.qemu_img.info(FdImage(clone.fd, vol.path), fmt=qemu_driver(vol.format, vol.encrypted))
+            except (OSError, SpecError, QemuImgError):
                 continue
             if _same_file(info.get("full-backing-filename") or info.get("backing-filename"), path):
                 clones.append(vol.path)
@@ -339,7 +356,12 @@ class DiskService:
         if fmt is None and row is not None:
             fmt = qemu_driver(row.format, row.encrypted)
         try:
-            base = VolumeState.from_info(self.qemu_img.info(backing, fmt=fmt))
+            with open_confined(backing, _READ, field="backing_file") as base_file:
+                if not stat.S_ISREG(os.fstat(base_file.fd).st_mode):
+                    raise SpecError("backing_file", "%s is not a regular file" % backing)
+                base = VolumeState.from_info(self.qemu_img.info(FdImage(base_file.fd, backing), fmt=fmt))
+        except OSError as exc:
+            raise SpecError("backing_file", "%s cannot be read: %s" % (backing, exc.strerror or exc)) from None
         except QemuImgError as exc:
             raise SpecError("backing_file", "%s cannot be read as an image: %s" % (backing, exc)) from None
         if base.encrypted:
@@ -466,16 +488,33 @@ class DiskService:
             if self.live_resize is not None:
                 attached_to = self.live_resize(path, plan.size)
             if attached_to is None:
-                self.qemu_img.resize(path, plan.format, plan.size, preallocation=wanted.preallocation, luks_key=key)
+                self._resize(path, plan.format, plan.size, preallocation=wanted.preallocation, luks_key=key)
         elif "shrink" in plan.actions:
-            self.qemu_img.resize(path, plan.format, plan.size, shrink=True, luks_key=key)
+            self._resize(path, plan.format, plan.size, shrink=True, luks_key=key)
         if "adopt" not in plan.actions:
             self.store.update_volume(record)
         return attached_to
 
+    def _resize(self, path: str, fmt: str, size: int, **kwargs: Any) -> None:
+        with self._open_existing(path) as vol:
+            self.qemu_img.resize(FdImage(vol.fd, path), fmt, size, **kwargs)
+
+    @contextlib.contextmanager
+    def _open_existing(self, path: str) -> Iterator[Any]:
+        """The volume ``_inspect`` found, opened again without following links."""
+        try:
+            with open_confined(path, _READ) as vol:
+                if not stat.S_ISREG(os.fstat(vol.fd).st_mode):
+                    raise _changed(path, "it is no longer a regular file")
+                yield vol
+        except (FileNotFoundError, NotADirectoryError):
+            raise _changed(path, "it is gone") from None
+
     def _create(self, path: str, wanted: Wanted, plan: Plan) -> None:
         """The row (with the sealed key) is written before the file exists, and removed again
-        if qemu-img fails, so a key is never lost and a failed create leaves nothing."""
+        if qemu-img fails, so a key is never lost and a failed create leaves nothing. The file
+        is created with O_EXCL in the directory reached without links; qemu-img writes the
+        image into that file (/proc/self/fd/N), never into whatever the name points at."""
         key = token = None
         if plan.encrypted:
             key = new_luks_key()
@@ -484,19 +523,32 @@ class DiskService:
             VolumeRecord(path=path, host=self.hostname, format=plan.format, encrypted=plan.encrypted), token
         )
         try:
-            self.qemu_img.create(
-                path,
-                plan.format,
-                wanted.size,
-                backing=plan.backing_file,
-                backing_fmt=plan.backing_format,
-                preallocation=wanted.preallocation,
-                luks_key=key,
-            )
-            os.chmod(path, 0o600)
+            with contextlib.ExitStack() as stack:
+                try:
+                    vol = stack.enter_context(open_confined(path, _CREATE, 0o600))
+                except FileExistsError:
+                    raise _changed(path, "a file of that name appeared before it could be created") from None
+                except (FileNotFoundError, NotADirectoryError):
+                    raise SpecError("path", "the directory %s does not exist" % os.path.dirname(path)) from None
+                try:
+                    self.qemu_img.create(
+                        FdImage(vol.fd, path),
+                        plan.format,
+                        wanted.size,
+                        # The header stores the backing file by name: the real path checked
+                        # against the roots (a backing chain is opened by name later).
+                        backing=plan.backing_file,
+                        backing_fmt=plan.backing_format,
+                        preallocation=wanted.preallocation,
+                        luks_key=key,
+                    )
+                    os.fchmod(vol.fd, 0o600)
+                    vol.dir.fsync()
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        vol.unlink()  # only if the name is still the file created here
+                    raise
         except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
             self.store.delete_volume(path)
             raise
 
@@ -505,19 +557,28 @@ class DiskService:
     ) -> None:
         """Convert into a hidden file next to the volume, then rename it over the volume.
         qemu-img takes the image lock on the source, so an image in use is refused."""
-        directory = os.path.dirname(path)
-        tmp = os.path.join(directory, ".infinivirt-convert-%s.tmp" % os.urandom(8).hex())
-        try:
-            self.qemu_img.convert(path, current.driver, tmp, target, luks_key=key, preallocation=preallocation)
-            st = os.stat(path)
-            os.chmod(tmp, stat.S_IMODE(st.st_mode))
-            with contextlib.suppress(OSError):
-                os.chown(tmp, st.st_uid, st.st_gid)
-            os.replace(tmp, path)
-            _fsync_dir(directory)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        tmp_name = ".infinivirt-convert-%s.tmp" % os.urandom(8).hex()
+        with self._open_existing(path) as vol, vol.dir.open_file(tmp_name, _CREATE, 0o600) as tmp:
+            try:
+                self.qemu_img.convert(
+                    FdImage(vol.fd, path),
+                    current.driver,
+                    FdImage(tmp.fd, tmp.path),
+                    target,
+                    luks_key=key,
+                    preallocation=preallocation,
+                )
+                st = os.fstat(vol.fd)
+                os.fchmod(tmp.fd, stat.S_IMODE(st.st_mode))
+                with contextlib.suppress(OSError):
+                    os.fchown(tmp.fd, st.st_uid, st.st_gid)
+                if not vol.is_entry():
+                    raise _changed(path, "the file was replaced during the conversion")
+                vol.dir.rename(tmp_name, vol.name)
+                vol.dir.fsync()
+            finally:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()  # still there only if the rename did not happen
 
     # -- absent ---------------------------------------------------------------------------
     def _absent(self, path: str, check_mode: bool) -> Dict[str, Any]:
@@ -544,17 +605,19 @@ class DiskService:
         if clones:
             raise StateError("volume %s cannot be removed: it is the backing file of %s" % (path, ", ".join(clones)))
         if current is not None:
-            try:  # without -U: fails if another process (a VM) has the image open for writing
-                self.qemu_img.info(path, fmt=current.driver, force_share=False)
-            except QemuImgError as exc:
-                if exc.in_use:
-                    raise StateError(
-                        "volume %s cannot be removed: it is in use by another process (a running VM?)" % path
-                    ) from None
+            with self._open_existing(path) as vol:
+                try:  # without -U: fails if another process (a VM) has the image open for writing
+                    self.qemu_img.info(FdImage(vol.fd, path), fmt=current.driver, force_share=False)
+                except QemuImgError as exc:
+                    if exc.in_use:
+                        raise StateError(
+                            "volume %s cannot be removed: it is in use by another process (a running VM?)" % path
+                        ) from None
+                if not check_mode:
+                    if not vol.unlink():  # the name is unlinked only while it is still this file
+                        raise _changed(path, "the file was replaced before it could be removed")
+                    vol.dir.fsync()
         if not check_mode:
-            if current is not None:
-                os.unlink(path)
-                _fsync_dir(os.path.dirname(path))
             if row is not None:
                 self.store.delete_volume(path)
         return {"changed": True, "volume": volume, "diff": {"before": before, "after": after}, "warnings": []}
