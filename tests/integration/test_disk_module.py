@@ -953,3 +953,22 @@ def test_module_four_step_pattern(tmp_path):
         assert os.listdir(root) == [] and not os.path.exists(os.path.join(work, "escape.qcow2"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_an_adopted_overlay_with_a_relative_backing_name_grows_and_flattens(env):
+    """Volumes are reached by descriptor (/proc/self/fd/N), next to which a relative backing
+    name in the header would not be found: the chain is given explicitly or not needed."""
+    base, overlay = env.path("rel-base.qcow2"), env.path("rel-over.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", base, "8M"], check=True)
+    write_pattern(base, "qcow2")
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", os.path.basename(base), "-F", "qcow2", overlay],
+        check=True,
+        cwd=os.path.dirname(overlay),
+    )
+    grown = ensure(env, path=overlay, size="16M")
+    assert grown["changed"] and qemu_info(overlay)["virtual-size"] == 16 * MIB
+    assert qemu_info(overlay)["backing-filename"] == os.path.basename(base), "the header keeps its name"
+    flat = ensure(env, path=overlay, format="raw", convert=True)
+    assert flat["changed"] and flat["volume"]["backing_file"] is None
+    assert has_pattern(overlay, "raw"), "the backing image's data came along"

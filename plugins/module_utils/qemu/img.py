@@ -51,6 +51,9 @@ class FdImage:
 
     fd: int
     name: str
+    # Its backing image (absolute path, format), opened explicitly: a relative backing name
+    # in the header would be looked up next to /proc/self/fd/N. None: as the header says.
+    backing: Optional[Tuple[str, str]] = None
 
     @property
     def path(self) -> str:
@@ -115,13 +118,27 @@ def _secret_object(key_path: str) -> str:
     return json.dumps({"qom-type": "secret", "id": _SECRET_ID, "file": key_path, "format": "raw"})
 
 
-def _json_filename(driver: str, path: str) -> str:
-    """An encrypted image opened with its key secret, the path as a JSON string."""
+_AS_IN_HEADER = object()
+
+
+def _backing_node(path: str, fmt: Optional[str]) -> Dict[str, Any]:
+    node: Dict[str, Any] = {"file": {"driver": "file", "filename": path}}
+    if fmt:
+        node["driver"] = fmt  # else QEMU probes it, as it would from the header
+    return node
+
+
+def _json_filename(driver: str, path: str, encrypted: bool = True, backing: Any = _AS_IN_HEADER) -> str:
+    """An image (encrypted: opened with its key secret), the path as a JSON string. For a
+    qcow2, ``backing`` None opens it without its backing chain (resize needs none), a
+    (path, format) pair opens that chain explicitly."""
     node: Dict[str, Any] = {"driver": driver, "file": {"driver": "file", "filename": path}}
-    if driver == "luks":
+    if encrypted and driver == "luks":
         node["key-secret"] = _SECRET_ID
-    else:
+    elif encrypted:
         node["encrypt"] = {"key-secret": _SECRET_ID}
+    if driver == "qcow2" and backing is not _AS_IN_HEADER:
+        node["backing"] = None if backing is None else _backing_node(*backing)
     return "json:" + json.dumps(node)
 
 
@@ -344,11 +361,10 @@ class QemuImg:
         target, shown = _image(image, fds, names)
         with contextlib.ExitStack() as stack:
             if luks_key is not None:
-                args += [
-                    "--object",
-                    _secret_object(_key_path(stack, luks_key, fds)),
-                    _json_filename(driver, target),
-                ]
+                args += ["--object", _secret_object(_key_path(stack, luks_key, fds))]
+            if luks_key is not None or isinstance(image, FdImage):
+                # Growing needs no backing chain; by descriptor, a relative one could not be found.
+                args.append(_json_filename(_check_driver(driver), target, luks_key is not None, backing=None))
             else:
                 args += ["-f", _check_driver(driver), target]
             args.append(str(int(size)))
@@ -380,9 +396,12 @@ class QemuImg:
         dst_target, _dst_shown = _image(dst, fds, names)
         doing = "converting %s to %s" % (src_shown, out_fmt)
         with contextlib.ExitStack() as stack:
+            backing = src.backing if isinstance(src, FdImage) and src.backing else _AS_IN_HEADER
             if luks_key is not None:
                 args += ["--object", _secret_object(_key_path(stack, luks_key, fds))]
-                source = _json_filename(_check_driver(src_driver), src_target)
+                source = _json_filename(_check_driver(src_driver), src_target, backing=backing)
+            elif backing is not _AS_IN_HEADER:
+                source = _json_filename(_check_driver(src_driver), src_target, encrypted=False, backing=backing)
             else:
                 args += ["-f", _check_driver(src_driver)]
                 source = src_target

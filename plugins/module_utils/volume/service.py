@@ -560,8 +560,9 @@ class DiskService:
         tmp_name = ".infinivirt-convert-%s.tmp" % os.urandom(8).hex()
         with self._open_existing(path) as vol, vol.dir.open_file(tmp_name, _CREATE, 0o600) as tmp:
             try:
+                backing = (current.backing_file, current.backing_format) if current.backing_file else None
                 self.qemu_img.convert(
-                    FdImage(vol.fd, path),
+                    FdImage(vol.fd, path, backing=backing),
                     current.driver,
                     FdImage(tmp.fd, tmp.path),
                     target,
