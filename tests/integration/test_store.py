@@ -72,6 +72,7 @@ def test_machine_configuration_columns_are_the_spec_fields(store):
 
 
 def test_sqlite_file_is_private(tmp_path):
+    (tmp_path / "db").mkdir()  # a db_url's directory must exist (only the default one is made)
     store = open_store("sqlite:///%s/db/state.db" % tmp_path)
     assert stat.S_IMODE(os.stat(store.path).st_mode) == 0o600
     store.close()

@@ -7,12 +7,15 @@ survives a restart. One guest boots twice."""
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 import pytest
 from conftest import guest_disks, make_image, serial_report, wait_for, wait_ready
 from qemu_procs import qemu_processes
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import DiskSpec
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.keys import read_luks_key
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
@@ -118,7 +121,11 @@ def test_every_bus_is_accepted_by_qemu(disk_service, images):
     rec = svc.store.get_vm("buses")
     blocks = {b["qdev"]: b for b in svc.lifecycle.qmp(rec, "query-block")}
     assert len(blocks) == 4, blocks.keys()
-    by_file = {b["inserted"]["file"]: b for b in blocks.values()}
+    # QEMU opened each image through a descriptor set (the file checked inside the roots),
+    # never by name: /dev/fdset/N, whose opaque names the disk.
+    fdsets = {"/dev/fdset/%d" % s["fdset-id"]: s["fds"][0]["opaque"] for s in svc.lifecycle.qmp(rec, "query-fdsets")}
+    paths = {DiskSpec(path=d["path"]).disk_id: d["path"] for d in disks}
+    by_file = {paths[fdsets[b["inserted"]["file"]]]: b for b in blocks.values()}
     assert by_file[disks[3]["path"]]["inserted"]["ro"] is True
     assert by_file[disks[2]["path"]]["inserted"]["cache"] == {"direct": False, "no-flush": True, "writeback": True}
     assert by_file[disks[1]["path"]]["inserted"]["cache"]["direct"] is True
@@ -211,3 +218,67 @@ def test_stop_and_absent_act_on_what_runs_whatever_the_host_says_now(disk_servic
         assert moved.info() == []
     finally:
         moved.close()
+
+
+def _fd_inodes(pid):
+    """(device, inode) of every file the process has open."""
+    found = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            st = os.stat("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        found.add((st.st_dev, st.st_ino))
+    return found
+
+
+def test_a_symlink_swap_race_never_gives_qemu_a_file_outside_the_roots(disk_service, images, workdir):
+    """A directory inside the storage root is swapped, again and again, for a symlink to a
+    directory outside it while the VM is started 50 times: QEMU gets the image that was
+    checked (by descriptor), or the start is refused; never the decoy outside."""
+    svc = disk_service
+    sub, outside = os.path.join(images, "sub"), os.path.join(workdir, "outside")
+    os.makedirs(sub)
+    os.makedirs(outside)
+    make_image(os.path.join(sub, "disk.qcow2"), "qcow2", 8)
+    decoy = make_image(os.path.join(outside, "disk.qcow2"), "qcow2", 8)
+    before = os.stat(decoy)
+    decoy_id = (before.st_dev, before.st_ino)
+    params = {"name": "racy", "accel": "tcg", "memory_mb": 64, "disks": [{"path": os.path.join(sub, "disk.qcow2")}]}
+    svc.ensure(dict(params, state="present"), False)
+
+    stop, swaps = threading.Event(), [0]
+
+    def swap():
+        parked = sub + ".real"
+        deadline = time.monotonic() + 120
+        while not stop.is_set() and time.monotonic() < deadline and swaps[0] < 200000:
+            os.rename(sub, parked)
+            os.symlink(outside, sub)
+            time.sleep(0.0005)
+            os.unlink(sub)
+            os.rename(parked, sub)
+            swaps[0] += 1
+            time.sleep(0.0005)
+
+    swapper = threading.Thread(target=swap, daemon=True)
+    swapper.start()
+    started = refused = 0
+    try:
+        for _attempt in range(50):
+            try:
+                vm = svc.ensure(dict(params, state="paused"), False).vm
+            except SpecError as err:
+                assert err.field == "disks[0].path", str(err)
+                refused += 1
+                continue
+            started += 1
+            assert decoy_id not in _fd_inodes(vm["pid"]), "QEMU opened the decoy outside the roots"
+            svc.ensure({"name": "racy", "state": "stopped", "force": True, "stop_timeout": 1}, False)
+    finally:
+        stop.set()
+        swapper.join(timeout=30)
+    assert started + refused == 50 and started > 0 and swaps[0] > 0, (started, refused, swaps[0])
+    after = os.stat(decoy)
+    assert (after.st_mtime_ns, after.st_size) == (before.st_mtime_ns, before.st_size), "the decoy was written"
+    assert sorted(os.listdir(outside)) == ["disk.qcow2"]

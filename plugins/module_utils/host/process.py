@@ -130,7 +130,9 @@ def wait_until_gone(
     """Wait for a process known to be this VM's (``owned`` says how it is known) to end.
     Not by its command line: an exiting process reads an empty one before it becomes a
     zombie."""
-    if _cmdline(pid, proc_root) and not owned(pid, uuid, proc_root):
+    # Another program only if its command line reads the same after the check: an exiting
+    # QEMU's reads empty mid-check, and it must still be waited for.
+    if _cmdline(pid, proc_root) and not owned(pid, uuid, proc_root) and _cmdline(pid, proc_root):
         return True  # the PID already belongs to another program
     deadline = time.monotonic() + timeout
     while _exists(pid, proc_root):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import CONTROL_RE
@@ -40,6 +40,9 @@ class LaunchContext:
     nvram: Optional[str] = None
     disk_secret_files: Optional[Dict[str, str]] = None  # disk_id -> LUKS passphrase file
     disk_active_paths: Optional[Dict[str, str]] = None  # disk_id -> top external-snapshot overlay
+    # disk_id -> descriptors of its (top) image, opened without following links; QEMU gets
+    # them as a descriptor set (-add-fd) and opens /dev/fdset/N, never the name.
+    disk_fds: Optional[Dict[str, Tuple[int, ...]]] = None
     vhost_available: bool = False  # /dev/vhost-net exists on this host
 
 
@@ -90,8 +93,19 @@ def as_json(obj: Dict[str, Any]) -> str:
 def device_args(spec: VmSpec, ctx: LaunchContext) -> List[str]:
     """Disks and NICs; on q35 each PCI disk and virtio NIC has a root port of its own."""
     pcie_nics = [nic for nic in spec.nics if pcie_slot(nic, spec.machine_type)]
-    plan = layout(spec.disks, spec.machine_type, ctx.disk_secret_files, ctx.disk_active_paths, pcie_nics=len(pcie_nics))
+    fdsets = {disk_id: index for index, disk_id in enumerate(sorted(ctx.disk_fds or {}), 1)}
+    plan = layout(
+        spec.disks,
+        spec.machine_type,
+        ctx.disk_secret_files,
+        ctx.disk_active_paths,
+        pcie_nics=len(pcie_nics),
+        opened_as={disk_id: "/dev/fdset/%d" % fdset for disk_id, fdset in fdsets.items()},
+    )
     argv: List[str] = []
+    for disk_id, fdset in fdsets.items():
+        for fd in ctx.disk_fds[disk_id]:
+            argv += ["-add-fd", "fd=%d,set=%d,opaque=%s" % (fd, fdset, opt_value("disks", disk_id))]
     for obj in plan.objects:
         argv += ["-object", as_json(obj)]
     for dev in plan.root_ports + plan.controllers:

@@ -138,10 +138,13 @@ def secret_id(disk: DiskSpec) -> str:
     return "sec-" + disk.disk_id
 
 
-def blockdevs(disk: DiskSpec, encrypted: bool = False, active_path: Optional[str] = None) -> List[Dict[str, Any]]:
+def blockdevs(
+    disk: DiskSpec, encrypted: bool = False, active_path: Optional[str] = None, opened_as: Optional[str] = None
+) -> List[Dict[str, Any]]:
     """The two -blockdev / blockdev-add objects of a disk, file node first. An encrypted
     volume opens with the key in secret object ``secret_id(disk)``: LUKS inside qcow2, or
-    a raw LUKS file."""
+    a raw LUKS file. ``opened_as``: the name QEMU opens instead of the path (a descriptor
+    set, /dev/fdset/N, of the image opened without following links)."""
     direct, no_flush, _wc = _CACHE[disk.cache]
     file_node, fmt_node = node_names(disk)
     readonly = disk.readonly or disk.media == "cdrom"
@@ -165,7 +168,7 @@ def blockdevs(disk: DiskSpec, encrypted: bool = False, active_path: Optional[str
     return [
         {
             "driver": "file",
-            "filename": active_path or disk.path,
+            "filename": opened_as or active_path or disk.path,
             "node-name": file_node,
             "aio": disk.aio,
             "cache": cache,
@@ -239,6 +242,7 @@ def layout(
     secret_files: Optional[Mapping[str, str]] = None,
     active_paths: Optional[Mapping[str, str]] = None,
     pcie_nics: int = 0,
+    opened_as: Optional[Mapping[str, str]] = None,
 ) -> DiskLayout:
     """``secret_files``: disk_id -> 0600 file with the LUKS passphrase of an encrypted
     volume (QEMU reads it once at start; the key never enters argv). ``pcie_nics``: how
@@ -267,7 +271,12 @@ def layout(
                 {"qom-type": "secret", "id": secret_id(disk), "format": "raw", "file": secret_files[disk.disk_id]}
             )
         nodes.extend(
-            blockdevs(disk, encrypted=disk.disk_id in secret_files, active_path=(active_paths or {}).get(disk.disk_id))
+            blockdevs(
+                disk,
+                encrypted=disk.disk_id in secret_files,
+                active_path=(active_paths or {}).get(disk.disk_id),
+                opened_as=(opened_as or {}).get(disk.disk_id),
+            )
         )
         if disk.iothread:
             objects.append(iothread_object(disk))

@@ -16,7 +16,7 @@ import dataclasses
 import os
 import shutil
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.context import DEFAULT_NVRAM_DIR
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
@@ -29,6 +29,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.host import netns as nsutil
 from ansible_collections.infinivirt.core.plugins.module_utils.host.net import NetError
+from ansible_collections.infinivirt.core.plugins.module_utils.host.paths import open_confined, resolve_in_roots
 from ansible_collections.infinivirt.core.plugins.module_utils.host.private_dir import ensure_private_dir
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import (
     kill_vm_process,
@@ -156,8 +157,10 @@ class Lifecycle:
         qmp_timeout: float = 10.0,
         nvram_dir: str = DEFAULT_NVRAM_DIR,
         firewall=None,
+        storage_roots: Optional[Sequence[str]] = None,
     ):
         self.store = store
+        self.storage_roots = storage_roots  # disk images are opened confined to these
         self.firewall = firewall  # firewall.service.FirewallService, or None
         self.run_dir = run_dir
         self.nvram_dir = nvram_dir
@@ -247,10 +250,10 @@ class Lifecycle:
         launch = self._prepare(rec)
         try:
             self.make_taps(rec, rec.spec.nics, inputs.nic_bridges)
+            rc, stderr = self._spawn(rec, launch, inputs.disk_keys)  # may refuse a swapped image
         except InfinivirtError:
             self.abort_start(rec)
             raise
-        rc, stderr = self._spawn(rec, launch, inputs.disk_keys)
         self._bring_up(rec, rc, stderr, inputs)
         rec.status = PAUSED if inputs.paused else RUNNING
         self.store.update_vm(rec)
@@ -288,6 +291,7 @@ class Lifecycle:
         paths = launch.paths
         with contextlib.ExitStack() as stack:
             keys = {disk_id: stack.enter_context(secret_fd(key)) for disk_id, key in disk_keys.items()}
+            images = self._open_images(stack, rec)
             ctx = LaunchContext(
                 binary=launch.binary,
                 uuid=rec.uuid,
@@ -298,6 +302,7 @@ class Lifecycle:
                 nvram=launch.nvram,
                 disk_secret_files={disk_id: key.path for disk_id, key in keys.items()},
                 disk_active_paths=self.active_paths(rec),
+                disk_fds=images,
                 pidfile=paths.pidfile,
                 qmp_socket=paths.qmp_socket,
                 serial_log=paths.serial_log,
@@ -305,8 +310,32 @@ class Lifecycle:
             )
             argv = systemd_scope_prefix(rec.uuid, rec.name) + build_argv(rec.spec, ctx)
             return run_daemonized(
-                argv, self.start_timeout, nsutil.preexec(rec.spec.netns), pass_fds=[k.fd for k in keys.values()]
+                argv,
+                self.start_timeout,
+                nsutil.preexec(rec.spec.netns),
+                pass_fds=[k.fd for k in keys.values()] + [fd for fds in images.values() for fd in fds],
             )
+
+    def _open_images(self, stack: contextlib.ExitStack, rec: VmRecord) -> Dict[str, Tuple[int, ...]]:
+        """disk_id -> descriptors of each disk's (top) image, resolved inside the storage roots
+        now and opened without following any link, so QEMU gets the file that was checked
+        (a symlink swapped in since fails the start). Read-write and read-only, as QEMU
+        picks from a descriptor set by access mode. Nothing when no roots are set."""
+        if not self.storage_roots:
+            return {}
+        active = self.active_paths(rec)
+        images: Dict[str, Tuple[int, ...]] = {}
+        for index, disk in enumerate(rec.spec.disks):
+            field = "disks[%d].path" % index
+            real = resolve_in_roots(active.get(disk.disk_id, disk.path), self.storage_roots, field)
+            modes = (os.O_RDONLY,) if disk.readonly or disk.media == "cdrom" else (os.O_RDWR, os.O_RDONLY)
+            try:
+                images[disk.disk_id] = tuple(
+                    stack.enter_context(open_confined(real, mode, field=field)).fd for mode in modes
+                )
+            except FileNotFoundError:
+                raise SpecError(field, "%s does not exist" % real) from None
+        return images
 
     def _bring_up(self, rec: VmRecord, rc: int, stderr: str, inputs: StartInputs) -> None:
         """Check the paused QEMU, apply the firewall and the display password, then let the

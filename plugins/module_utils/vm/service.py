@@ -164,7 +164,13 @@ class VmService:
         self.storage_roots = ctx.storage_roots
         self.firewall = FirewallService(ctx.store, ctx.host_id, lock_timeout=ctx.lock_timeout)
         self.lifecycle = Lifecycle(
-            ctx.store, ctx.run_dir, ctx.qemu_binary, host_paths, nvram_dir=ctx.nvram_dir, firewall=self.firewall
+            ctx.store,
+            ctx.run_dir,
+            ctx.qemu_binary,
+            host_paths,
+            nvram_dir=ctx.nvram_dir,
+            firewall=self.firewall,
+            storage_roots=ctx.storage_roots,
         )
         self.hotplug = Hotplug(self.lifecycle)
 
