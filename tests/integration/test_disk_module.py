@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import random
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -866,7 +867,9 @@ def test_a_volume_attached_to_a_running_vm(env):
     assert grown["volume"]["used_by"] == ["holder"]
     rec = env.service.store.get_vm("holder")
     blocks = env.service.lifecycle.qmp(rec, "query-block")
-    sizes = [b["inserted"]["image"]["virtual-size"] for b in blocks if b.get("inserted", {}).get("file") == path]
+    # QEMU opened the image through a descriptor set (/dev/fdset/N), not by its name.
+    opened = {"/dev/fdset/%d" % s["fdset-id"] for s in env.service.lifecycle.qmp(rec, "query-fdsets")}
+    sizes = [b["inserted"]["image"]["virtual-size"] for b in blocks if b.get("inserted", {}).get("file") in opened]
     assert sizes == [32 * MIB]
     assert qemu_info(path)["virtual-size"] == 32 * MIB
     assert not ensure(env, path=path, size="32M")["changed"]
@@ -972,3 +975,55 @@ def test_an_adopted_overlay_with_a_relative_backing_name_grows_and_flattens(env)
     flat = ensure(env, path=overlay, format="raw", convert=True)
     assert flat["changed"] and flat["volume"]["backing_file"] is None
     assert has_pattern(overlay, "raw"), "the backing image's data came along"
+
+
+def _killed_at(env, method, params):
+    """Run DiskService.ensure in a child that SIGKILLs itself when QemuImg.``method`` runs
+    (after the sealed key is stored, before or while qemu-img writes the image)."""
+    from ansible_collections.infinivirt.core.plugins.module_utils.qemu import img as img_mod
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            mp = pytest.MonkeyPatch()
+            mp.setattr(img_mod.QemuImg, method, lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL))
+            service = VmService.open(
+                env.db_url,
+                os.path.join(env.work, "run"),
+                hostname=HOST,
+                secret_key_file=env.key_file,
+                storage_roots=[env.root],
+            )
+            make_disks(service, env.root).ensure(params, False)
+        finally:
+            os._exit(3)
+    _pid, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, "the kill point was not reached"
+
+
+@pytest.mark.parametrize(
+    "method,params",
+    [
+        ("create", {"size": "8M", "encrypt": True}),
+        ("resize", {"size": "16M"}),
+        ("convert", {"format": "raw", "convert": True}),
+    ],
+)
+def test_an_encrypted_volume_task_killed_midway_is_finished_by_the_next_run(env, method, params):
+    path = env.path("killed.qcow2")
+    if method != "create":
+        ensure(env, path=path, size="8M", encrypt=True)
+        write_pattern(path, "qcow2", read_luks_key(env.service.store, env.service.secret_box, path))
+    _killed_at(env, method, dict(params, path=path))
+    done = ensure(env, path=path, **params)
+    assert done["changed"] or method == "create" and os.path.exists(path)
+    key = read_luks_key(env.service.store, env.service.secret_box, path)
+    assert key, "the key of the volume is kept"
+    driver = "luks" if params.get("format") == "raw" else "qcow2"
+    assert qemu_info(path)["encrypted"] is True
+    if method != "create":
+        assert has_pattern(path, driver, key), "the data survived"
+    assert not ensure(env, path=path, **params)["changed"]
+    leftovers = [f for f in os.listdir(env.root) if f != "killed.qcow2"]
+    assert leftovers == [], leftovers
+    assert glob.glob("/dev/shm/infinivirt-key-*") == [] and not glob.glob(os.path.join(env.work, "run", "*.key"))

@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 
 import pytest
 from conftest import guest_disks, make_image, serial_report, vnc_auth_in, wait_ready
@@ -279,3 +281,25 @@ def test_external_revert_of_a_running_vm_with_a_nic(disk_service, guest_params, 
     assert links(bridge_ns)[vm["taps"][0]]["master"] == "vmbr0"
     wait_ready(vm["serial_log"])
     assert [n["mac"] for n in guest_nics(vm["console_socket_path"])[0]] == [mac]
+
+
+def test_live_external_snapshots_of_a_vm_started_by_descriptor_restart(disk_service, images):
+    """QEMU opens the images as /dev/fdset/N; an overlay taken live must still name its
+    backing image by path, or the VM cannot start again."""
+    vms, snaps = disk_service, SnapshotService(disk_service)
+    disk = make_image(os.path.join(images, "fd.qcow2"), "qcow2", 8)
+    vms.ensure(
+        {"name": "fdsnap", "state": "running", "accel": "tcg", "memory_mb": 64, "disks": [{"path": disk}]}, False
+    )
+    for name in ("e1", "e2"):
+        assert snaps.ensure({"vm": "fdsnap", "name": name, "type": "external"}, False)["changed"]
+    first, second = disk + ".e1.overlay.qcow2", disk + ".e2.overlay.qcow2"
+    backing = {
+        path: json.loads(
+            subprocess.run(["qemu-img", "info", "-U", "--output=json", path], capture_output=True, check=True).stdout
+        ).get("backing-filename")
+        for path in (first, second)
+    }
+    assert backing == {first: disk, second: first}
+    restarted = vms.ensure({"name": "fdsnap", "state": "restarted", "force": True, "stop_timeout": 1}, False)
+    assert restarted.vm["status"] == "running"

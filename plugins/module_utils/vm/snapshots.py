@@ -298,6 +298,16 @@ class SnapshotService:
                         ]
                     },
                 )
+                # The overlay's header names its backing image after the name QEMU opened it
+                # by, which is /dev/fdset/N for an image handed over as a descriptor: write the
+                # image's path instead, so the chain opens again after a restart.
+                for disk in disks:
+                    node = "x%d-%s" % (seq, disk.disk_id)
+                    self.lifecycle.qmp(
+                        rec,
+                        "change-backing-file",
+                        {"device": node, "image-node-name": node, "backing-file": active.get(disk.disk_id, disk.path)},
+                    )
         except BaseException:
             for base, layer_seq, _name, overlay in rows:
                 self.store.delete_layer(rec.uuid, base, layer_seq)

@@ -27,6 +27,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
     StateError,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.host.paths import (
+    ConfinedFile,
     open_confined,
     resolve_in_roots,
     resolve_roots,
@@ -237,8 +238,14 @@ class DiskService:
         driver = qemu_driver(row.format, row.encrypted) if row else None
         try:
             with open_confined(path, _READ) as vol:
-                if not stat.S_ISREG(os.fstat(vol.fd).st_mode):
+                st = os.fstat(vol.fd)
+                if not stat.S_ISREG(st.st_mode):
                     raise SpecError("path", "%s exists and is not a regular file" % path)
+                if row is not None and st.st_size == 0 and vol.is_entry():
+                    # A create cut off before qemu-img wrote a byte (the file is made first,
+                    # O_EXCL): nothing to keep, so it is made again.
+                    vol.unlink()
+                    return None
                 info = self.qemu_img.info(FdImage(vol.fd, path), fmt=driver)
         except (FileNotFoundError, NotADirectoryError):
             return None
@@ -557,29 +564,47 @@ class DiskService:
     ) -> None:
         """Convert into a hidden file next to the volume, then rename it over the volume.
         qemu-img takes the image lock on the source, so an image in use is refused."""
-        tmp_name = ".infinivirt-convert-%s.tmp" % os.urandom(8).hex()
-        with self._open_existing(path) as vol, vol.dir.open_file(tmp_name, _CREATE, 0o600) as tmp:
-            try:
-                backing = (current.backing_file, current.backing_format) if current.backing_file else None
-                self.qemu_img.convert(
-                    FdImage(vol.fd, path, backing=backing),
-                    current.driver,
-                    FdImage(tmp.fd, tmp.path),
-                    target,
-                    luks_key=key,
-                    preallocation=preallocation,
-                )
-                st = os.fstat(vol.fd)
-                os.fchmod(tmp.fd, stat.S_IMODE(st.st_mode))
-                with contextlib.suppress(OSError):
-                    os.fchown(tmp.fd, st.st_uid, st.st_gid)
-                if not vol.is_entry():
-                    raise _changed(path, "the file was replaced during the conversion")
-                vol.dir.rename(tmp_name, vol.name)
-                vol.dir.fsync()
-            finally:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()  # still there only if the rename did not happen
+        # One name per volume (the volume's lock is held): a convert cut off half-way leaves
+        # it behind, and the next one removes it first.
+        tmp_name = ".%s.infinivirt-convert.tmp" % os.path.basename(path)
+        with self._open_existing(path) as vol:
+            with contextlib.suppress(FileNotFoundError):
+                vol.dir.unlink(tmp_name)  # a leftover of a convert that was killed
+            with vol.dir.open_file(tmp_name, _CREATE, 0o600) as tmp:
+                self._convert_into(path, vol, tmp, current, target, key, preallocation)
+
+    def _convert_into(
+        self,
+        path: str,
+        vol: ConfinedFile,
+        tmp: ConfinedFile,
+        current: VolumeState,
+        target: str,
+        key: Optional[str],
+        preallocation: Optional[str],
+    ) -> None:
+        """qemu-img writes the converted image into ``tmp``, which then replaces ``vol``."""
+        try:
+            backing = (current.backing_file, current.backing_format) if current.backing_file else None
+            self.qemu_img.convert(
+                FdImage(vol.fd, path, backing=backing),
+                current.driver,
+                FdImage(tmp.fd, tmp.path),
+                target,
+                luks_key=key,
+                preallocation=preallocation,
+            )
+            st = os.fstat(vol.fd)
+            os.fchmod(tmp.fd, stat.S_IMODE(st.st_mode))
+            with contextlib.suppress(OSError):
+                os.fchown(tmp.fd, st.st_uid, st.st_gid)
+            if not vol.is_entry():
+                raise _changed(path, "the file was replaced during the conversion")
+            vol.dir.rename(tmp.name, vol.name)
+            vol.dir.fsync()
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()  # still there only if the rename did not happen
 
     # -- absent ---------------------------------------------------------------------------
     def _absent(self, path: str, check_mode: bool) -> Dict[str, Any]:
