@@ -152,3 +152,52 @@ def test_a_start_killed_at_any_step_is_completed_by_the_next_run(workdir, images
     finally:
         service.ensure({"name": "faulty", "state": "absent", "force": True, "stop_timeout": 5}, False)
         service.close()
+
+
+STOP_STEPS = {  # where a forced stop is killed: after QEMU ended, before ...
+    "before files are released": "release_files",
+    "before the row says stopped": "_mark_stopped",
+    "before the firewall is removed": "sync_firewall",
+}
+
+
+def killed_stop(db_url, run_dir, params, method):
+    """Stop (forced) in a child that SIGKILLs itself when Lifecycle.``method`` is called."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            mp = pytest.MonkeyPatch()
+            mp.setattr(lifecycle.Lifecycle, method, die)
+            VmService.open(db_url, run_dir).ensure(params, False)
+        finally:
+            os._exit(3)
+    _pid, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, "%s not reached" % method
+
+
+@pytest.mark.parametrize("step", sorted(STOP_STEPS))
+def test_a_stop_killed_at_any_step_is_completed_by_the_next_run(workdir, bridge_ns, step):
+    db_url, run_dir = "sqlite:///%s/stops.db" % workdir, os.path.join(workdir, "run")
+    service = VmService.open(db_url, run_dir)
+    params = {"name": "halting", "accel": "tcg", "memory_mb": 64, "netns": bridge_ns, "nics": [{"bridge": "vmbr0"}]}
+    try:
+        service.ensure(dict(params, state="present"), False)
+        FirewallService(service.store, service.hostname).ensure(
+            {"scope": "vm", "name": "halting", "policy_in": "drop"}, False
+        )
+        vm = service.ensure(dict(params, state="running"), False).vm
+        tap = vm["taps"][0]
+        assert nft_mentions(bridge_ns, vm["uuid"]) and tap in links(bridge_ns)
+        # No guest OS answers the power button here: force ends it (quit, then SIGKILL).
+        stop = dict(params, state="stopped", force=True, stop_timeout=1)
+        killed_stop(db_url, run_dir, stop, STOP_STEPS[step])
+        service.ensure(stop, False)
+        assert service.info("halting")[0]["status"] == "stopped"
+        assert vm_processes(vm["uuid"]) == []
+        assert tap not in links(bridge_ns), "the TAP went with the VM"
+        assert not nft_mentions(bridge_ns, vm["uuid"]) and not nft_mentions(bridge_ns, tap), "its rules went too"
+        assert not service.ensure(stop, False).changed
+        assert service.ensure(dict(params, state="running"), False).vm["status"] == "running"
+    finally:
+        service.ensure({"name": "halting", "state": "absent", "force": True, "stop_timeout": 1}, False)
+        service.close()

@@ -219,11 +219,10 @@ class Lifecycle:
             return False
         if state == STOPPED:
             self.release_files(rec, keep_serial_log=True)
-            self._clear_launch(rec)
+            self._mark_stopped(rec)  # a crashed VM's rules go with its TAPs
+            return True
         rec.status, rec.qemu_pid = state, pid
         self.store.update_vm(rec)
-        if state == STOPPED:
-            self.sync_firewall(rec)  # a crashed VM's rules go with its TAPs
         return True
 
     # -- starting ---------------------------------------------------------------------
@@ -412,9 +411,8 @@ class Lifecycle:
         for pid in pids:
             kill_vm_process(pid, rec.uuid, self.host_paths.proc)
         self.release_files(rec, keep_serial_log=False)
-        self._mark_stopped(rec)
         with contextlib.suppress(InfinivirtError):  # the start's own error is the one to report
-            self.sync_firewall(rec)
+            self._mark_stopped(rec)
 
     def sync_firewall(self, rec: VmRecord) -> None:
         """The VM's nftables state follows its TAPs: there while it runs, gone when not."""
@@ -452,7 +450,6 @@ class Lifecycle:
                     self._quit(rec)
         self.release_files(rec, keep_serial_log=True)
         self._mark_stopped(rec)
-        self.sync_firewall(rec)
 
     def _powerdown(self, rec: VmRecord, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -478,9 +475,12 @@ class Lifecycle:
             kill_vm_process(rec.qemu_pid, rec.uuid, self.host_paths.proc)
 
     def _mark_stopped(self, rec: VmRecord) -> None:
+        """The row says stopped last: a task killed before that leaves a row that still says
+        running, so the next one finishes the job (files, TAPs, then the firewall)."""
         rec.status = STOPPED
         rec.qemu_pid = None
         self._clear_launch(rec)
+        self.sync_firewall(rec)  # the VM's rules go with its TAPs
         self.store.update_vm(rec)
 
     @staticmethod
