@@ -17,6 +17,7 @@ COLLECTIONS_ROOT = install_on_sys_path()
 
 # -- PostgreSQL ---------------------------------------------------------------------------
 # Started on demand; each test that needs PostgreSQL gets a database of its own.
+import time  # noqa: E402
 import uuid  # noqa: E402
 
 import pytest  # noqa: E402
@@ -31,6 +32,7 @@ def pg_admin_url():
 @pytest.fixture
 def pg_url(pg_admin_url):
     import psycopg2
+    import psycopg2.errors
 
     name = "iv_%s" % uuid.uuid4().hex[:12]
     admin = psycopg2.connect(pg_admin_url)
@@ -41,7 +43,16 @@ def pg_url(pg_admin_url):
     pg_server("start")  # a fault test may have stopped the server
     admin = psycopg2.connect(pg_admin_url)
     admin.autocommit = True
-    admin.cursor().execute("DROP DATABASE IF EXISTS %s WITH (FORCE)" % name)
+    # FORCE ends the test's own leftover sessions; an autovacuum worker (a superuser's
+    # process) it may not end, so wait for that one to finish instead.
+    for attempt in range(40):
+        try:
+            admin.cursor().execute("DROP DATABASE IF EXISTS %s WITH (FORCE)" % name)
+            break
+        except (psycopg2.errors.InsufficientPrivilege, psycopg2.errors.ObjectInUse):
+            if attempt == 39:
+                raise
+            time.sleep(0.25)
     admin.close()
 
 

@@ -34,7 +34,7 @@ def tree(tmp_path):
 
 
 def test_a_normal_file_opens_and_everything_is_closed(tree):
-    root, _ = tree
+    root, _outside = tree
     path = os.path.join(root, "sub", "vol.img")
     before = open_fds()
     with open_confined(path) as vol:
@@ -47,7 +47,7 @@ def test_a_normal_file_opens_and_everything_is_closed(tree):
 
 
 def test_create_is_exclusive(tree):
-    root, _ = tree
+    root, _outside = tree
     path = os.path.join(root, "sub", "new.img")
     with open_confined(path, CREATE, 0o600) as vol:
         os.write(vol.fd, b"x")
@@ -102,7 +102,7 @@ def test_a_symlinked_final_name_is_refused(tree, flags):
 
 
 def test_missing_directories_and_files(tree):
-    root, _ = tree
+    root, _outside = tree
     with pytest.raises(FileNotFoundError):
         with open_confined(os.path.join(root, "sub", "nothing.img")):
             pass
@@ -121,7 +121,7 @@ def test_only_resolved_absolute_paths(path):
 
 
 def test_rename_and_unlink_by_directory(tree):
-    root, _ = tree
+    root, _outside = tree
     path = os.path.join(root, "sub", "vol.img")
     with open_confined(path, os.O_RDWR) as vol:
         with vol.dir.open_file("tmp", CREATE) as tmp:
