@@ -142,6 +142,14 @@ def _json_filename(driver: str, path: str, encrypted: bool = True, backing: Any 
     return "json:" + json.dumps(node)
 
 
+def _new_image_options(driver: str, encrypted: bool, preallocation: Optional[str]) -> List[str]:
+    """The -o options of an image qemu-img makes (create, convert)."""
+    options = _encryption_options(driver) if encrypted else []
+    if check_preallocation(preallocation):
+        options.append("preallocation=%s" % preallocation)
+    return options
+
+
 def _encryption_options(driver: str) -> List[str]:
     if driver == "luks":
         return ["key-secret=%s" % _SECRET_ID, "iter-time=%d" % LUKS_ITER_TIME_MS]
@@ -318,9 +326,7 @@ class QemuImg:
         if fmt not in FORMATS:
             raise SpecError("format", "must be one of %s, got %r" % (", ".join(FORMATS), fmt))
         driver = qemu_driver(fmt, luks_key is not None)
-        options = _encryption_options(driver) if luks_key is not None else []
-        if check_preallocation(preallocation):
-            options.append("preallocation=%s" % preallocation)
+        options = _new_image_options(driver, luks_key is not None, preallocation)
         args = ["create", "-q", "-f", driver]
         if backing is not None:
             args += ["-b", backing, "-F", _check_driver(backing_fmt or "")]
@@ -386,9 +392,7 @@ class QemuImg:
         if out_fmt not in FORMATS:
             raise SpecError("format", "must be one of %s, got %r" % (", ".join(FORMATS), out_fmt))
         out_driver = qemu_driver(out_fmt, luks_key is not None)
-        options = _encryption_options(out_driver) if luks_key is not None else []
-        if check_preallocation(preallocation):
-            options.append("preallocation=%s" % preallocation)
+        options = _new_image_options(out_driver, luks_key is not None, preallocation)
         args = ["convert", "-q"]
         fds: List[int] = []
         names: Dict[str, str] = {}

@@ -161,6 +161,7 @@ class Lifecycle:
     ):
         self.store = store
         self.storage_roots = storage_roots  # disk images are opened confined to these
+        self._caps = None
         self.firewall = firewall  # firewall.service.FirewallService, or None
         self.run_dir = run_dir
         self.nvram_dir = nvram_dir
@@ -227,9 +228,12 @@ class Lifecycle:
 
     # -- starting ---------------------------------------------------------------------
     def capabilities(self):
-        """What this host's QEMU offers (cached in run_dir once it exists)."""
-        cache = os.path.join(self.run_dir, "probe-cache.json") if os.path.isdir(self.run_dir) else None
-        return probe(self.qemu_binary, cache, self.host_paths)
+        """What this host's QEMU offers (cached in run_dir once it exists), probed once per
+        task: the host check and the start both need it."""
+        if self._caps is None:
+            cache = os.path.join(self.run_dir, "probe-cache.json") if os.path.isdir(self.run_dir) else None
+            self._caps = probe(self.qemu_binary, cache, self.host_paths)
+        return self._caps
 
     def plan_launch(self, rec: VmRecord) -> tuple:
         """Resolve accelerator and CPU for this host: (accel, cpu, binary, warnings).

@@ -17,7 +17,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import Stat
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import HotplugPlan, plan_hotplug
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import NicHotplugPlan, plan_nic_hotplug
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import LIVE_FIELDS, VmSpec, changed_fields
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VmSpec, changed_fields, pending_restart
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import (
     ABSENT,
     PAUSED,
@@ -160,7 +160,7 @@ def _live_changes(
     running VM, and only when every change of that kind can be done live)."""
     if running is None:
         return [], None, None
-    pending = changed_fields(running, spec)
+    pending = pending_restart(running, spec)
     disk_plug = nic_plug = None
     if "disks" in pending and live.state == RUNNING:
         disk_plug = plan_hotplug(running.disks, spec.disks, live.layered)
@@ -168,8 +168,8 @@ def _live_changes(
     if "nics" in pending and live.state == RUNNING:
         nic_plug = plan_nic_hotplug(running.nics, spec.nics)
         nic_plug = nic_plug if nic_plug.live else None
-    done_live = set(LIVE_FIELDS) | ({"disks"} if disk_plug else set()) | ({"nics"} if nic_plug else set())
-    return [f for f in pending if f not in done_live], disk_plug, nic_plug
+    plugged = ({"disks"} if disk_plug else set()) | ({"nics"} if nic_plug else set())
+    return [f for f in pending if f not in plugged], disk_plug, nic_plug
 
 
 def _transition(current: str, target: str, restart: bool) -> List[str]:

@@ -42,10 +42,9 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight impor
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import (
-    LIVE_FIELDS,
     VmSpec,
-    changed_fields,
     merge_params,
+    pending_restart,
     validate,
     validate_graphics_password,
 )
@@ -107,11 +106,7 @@ def spec_digest(rec: VmRecord, secret_tokens: Tuple[Optional[str], ...] = ()) ->
 
 def vm_result(rec: VmRecord, state: str, lifecycle: Lifecycle) -> Dict[str, Any]:
     alive = state != STOPPED
-    pending = (
-        [f for f in changed_fields(rec.running_spec, rec.spec) if f not in LIVE_FIELDS]
-        if alive and rec.running_spec
-        else []
-    )
+    pending = pending_restart(rec.running_spec, rec.spec) if alive and rec.running_spec else []
     result = rec.summary()
     result.update(rec.spec.to_dict())
     result.update(
@@ -301,8 +296,11 @@ class VmService:
                 raise
             qemu_status = UNRESPONSIVE
         if rec.status == STARTING and qemu_status == "prelaunch":  # a start cut off half-way
-            return Live(STOPPED, qemu_status, tuple(self.layered(rec)), half_started=True)
-        return Live(fold_status(qemu_status), qemu_status, tuple(self.layered(rec)))
+            return Live(STOPPED, qemu_status, half_started=True)
+        state = fold_status(qemu_status)
+        # Disk hot-plug is planned only for a running VM with disks: read its layers only then.
+        plugging = state == RUNNING and rec.running_spec is not None and (rec.running_spec.disks or rec.spec.disks)
+        return Live(state, qemu_status, tuple(self.layered(rec)) if plugging else ())
 
     def _check_digest(self, rec: Optional[VmRecord], name: str, digest: Optional[str]) -> None:
         if digest is None:

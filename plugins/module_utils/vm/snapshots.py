@@ -189,13 +189,17 @@ class SnapshotService:
             self.store.journal_remove(rec.uuid, "nvram", copy)
 
     # -- actions --------------------------------------------------------------------------
+    def _offline_snapshots(self, operation: str, name: str, disks: List[DiskSpec]) -> None:
+        """qemu-img snapshot on each disk of a stopped VM; an encrypted one opens with its key."""
+        keys = self.vms.disk_keys(disks)
+        for disk in disks:
+            QemuImg().snapshot(operation, name, disk.path, keys.get(disk.disk_id))
+
     def _create(self, rec, name: str, live: str, params: Dict[str, Any]) -> None:
         self._save_nvram(rec, name)
         disks = self._qcow2_disks(rec)
         if live == STOPPED:
-            keys = self.vms.disk_keys(disks)
-            for disk in disks:
-                QemuImg().snapshot("create", name, disk.path, keys.get(disk.disk_id))
+            self._offline_snapshots("create", name, disks)
         elif params.get("memory"):
             nodes = [node_names(d)[1] for d in disks]
             self._job(rec, "snapshot-save", {"tag": name, "vmstate": nodes[0], "devices": nodes})
@@ -210,9 +214,7 @@ class SnapshotService:
         self._drop_nvram(rec, name)
         disks = self._qcow2_disks(rec)
         if live == STOPPED:
-            keys = self.vms.disk_keys(disks)
-            for disk in disks:
-                QemuImg().snapshot("delete", name, disk.path, keys.get(disk.disk_id))
+            self._offline_snapshots("delete", name, disks)
         else:
             for disk in disks:
                 self.lifecycle.qmp(
@@ -229,9 +231,7 @@ class SnapshotService:
             return
 
         def apply() -> None:  # disks only: they cannot change under a running guest
-            keys = self.vms.disk_keys(disks)
-            for disk in disks:
-                QemuImg().snapshot("apply", name, disk.path, keys.get(disk.disk_id))
+            self._offline_snapshots("apply", name, disks)
             self._restore_nvram(rec, name)
 
         self._offline(rec, live, params, apply)

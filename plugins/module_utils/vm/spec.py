@@ -217,6 +217,12 @@ def to_diffable(spec: Optional[VmSpec]) -> Dict[str, Any]:
     return spec.to_dict() if spec is not None else {}
 
 
+def pending_restart(running: VmSpec, spec: VmSpec) -> List[str]:
+    """Fields the process (started with ``running``) has not taken and will take only when
+    restarted; those it follows live (LIVE_FIELDS) are not among them."""
+    return [f for f in changed_fields(running, spec) if f not in LIVE_FIELDS]
+
+
 def changed_fields(before: Optional[VmSpec], after: VmSpec) -> List[str]:
     if before is None:
         return list(SPEC_FIELDS)
