@@ -108,8 +108,8 @@ def plan_vm(rec: Optional[VmRecord], live: Live, desired: Desired, host_id: str,
     running_spec = target_rec.running_spec
     pending, disk_plug, nic_plug = _live_changes(running_spec if alive else None, spec, live)
     restart = desired.state == "restarted" or (bool(pending) and target != STOPPED and desired.restart_on_change)
-    if restart:
-        disk_plug = nic_plug = None  # the new process gets every disk and NIC anyway
+    if restart or target == STOPPED:
+        disk_plug = nic_plug = None  # the next process gets every disk and NIC anyway
     if (
         desired.password_changed
         and not restart

@@ -181,6 +181,9 @@ def test_disks_and_nics_are_plugged_live_when_they_can_be():
     # A restart plugs nothing live: the new process gets them all.
     result = plan("running", "restarted", spec=wanted)
     assert result.actions == ["update", "stop", "start"] and result.disk_plug is None
+    # Nor does a stop: the next start gets them.
+    result = plan("running", "stopped", spec=wanted)
+    assert result.actions == ["update", "stop"] and result.disk_plug is None and result.nic_plug is None
 
 
 def test_a_department_follows_a_running_vm_live():
