@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import QmpError
 
@@ -130,6 +130,23 @@ class QmpSession:
             if command in _CLOSES_CONNECTION:
                 return {}  # QEMU quit before or while answering: that is success
             raise
+
+    def add_fd_set(self, fds: Sequence[int], opaque: str, timeout: float = 10.0) -> int:
+        """Hand QEMU ``fds`` (SCM_RIGHTS, then add-fd) as one descriptor set; return its id,
+        for /dev/fdset/N. ``opaque`` tells the set apart in query-fdsets."""
+        fdset: Optional[int] = None
+        for fd in fds:
+            try:
+                self._client.send_fd_scm(fd)
+            except (QMPError, OSError) as exc:
+                raise QmpError(self.vm_name, "add-fd", "cannot pass a descriptor: %s" % exc) from exc
+            arguments: Dict[str, Any] = {"opaque": opaque}
+            if fdset is not None:
+                arguments["fdset-id"] = fdset
+            fdset = int(self.execute("add-fd", arguments, timeout=timeout)["fdset-id"])
+        if fdset is None:
+            raise ValueError("add_fd_set needs at least one descriptor")
+        return fdset
 
     def execute_and_wait(
         self, command: str, arguments: Optional[Dict[str, Any]], event: str, match: Dict[str, Any], timeout: float

@@ -179,8 +179,12 @@ def blockdevs(
     ]
 
 
+def iothread_id(disk: DiskSpec) -> str:
+    return "io-" + disk.disk_id
+
+
 def iothread_object(disk: DiskSpec) -> Dict[str, Any]:
-    return {"qom-type": "iothread", "id": "io-" + disk.disk_id}
+    return {"qom-type": "iothread", "id": iothread_id(disk)}
 
 
 def device(disk: DiskSpec, bus: Optional[str], ide_slot: Optional[Tuple[str, Optional[int]]] = None) -> Dict[str, Any]:
@@ -193,7 +197,7 @@ def device(disk: DiskSpec, bus: Optional[str], ide_slot: Optional[Tuple[str, Opt
         if bus:
             dev["bus"] = bus
         if disk.iothread:
-            dev["iothread"] = "io-" + disk.disk_id
+            dev["iothread"] = iothread_id(disk)
     elif disk.bus == "scsi":
         dev["driver"] = "scsi-cd" if disk.media == "cdrom" else "scsi-hd"
         dev["bus"] = SCSI_CONTROLLER + ".0"

@@ -3,14 +3,16 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Devices of a running VM: disks and NICs plugged and unplugged, disks grown, over QMP.
 
-Each step is recorded in the row's running spec as soon as it is done, so a failure half-way
-leaves the row telling what the VM really has.
+What QEMU has is looked at before each step, so a task killed half-way is finished by the
+next run (see Hotplug).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import Dict, List, Optional
+import time
+from typing import Dict, List, Optional, Set
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError, QmpError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.host import netns as nsutil
@@ -22,6 +24,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import (
     blockdevs,
     device,
     device_id,
+    iothread_id,
+    iothread_object,
     node_names,
     secret_id,
 )
@@ -37,57 +41,118 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight impor
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
 
 UNPLUG_TIMEOUT = 30.0  # the guest's PCIe hot-plug driver takes ~5 s (attention button delay)
+UNPLUG_POLL = 0.1
 
 
 class Hotplug:
-    """Hot-plug for the VMs a Lifecycle runs (its QMP, store, TAPs and firewall hook)."""
+    """Hot-plug for the VMs a Lifecycle runs (its QMP, store, TAPs and firewall hook).
+
+    Every step first looks at what QEMU has (devices, block nodes, objects, descriptor
+    sets), so a task killed half-way is finished by the next one: a device already there
+    is only recorded, a leftover node or object of a plug that did not finish is removed
+    before plugging again, and an unplug already asked for is waited for, not asked twice.
+    The row is written once QEMU and the firewall agree with it."""
 
     def __init__(self, lifecycle):
         self.lifecycle = lifecycle
 
+    @property
+    def timeout(self) -> float:
+        return self.lifecycle.qmp_timeout
+
+    def _session(self, rec: VmRecord) -> QmpSession:
+        return QmpSession(rec.qmp_socket_path, rec.name, self.timeout)
+
+    # -- what QEMU has --------------------------------------------------------------------
+    def _devices(self, qmp: QmpSession) -> Set[str]:
+        return {p["name"] for p in qmp.execute("qom-list", {"path": "/machine/peripheral"}, timeout=self.timeout)}
+
+    def _objects(self, qmp: QmpSession) -> Set[str]:
+        return {o["name"] for o in qmp.execute("qom-list", {"path": "/objects"}, timeout=self.timeout)}
+
+    def _nodes(self, qmp: QmpSession) -> Set[str]:
+        nodes = qmp.execute("query-named-block-nodes", {"flat": True}, timeout=self.timeout)
+        return {n["node-name"] for n in nodes}
+
+    def _fd_sets(self, qmp: QmpSession, opaque: str) -> List[int]:
+        return [
+            s["fdset-id"]
+            for s in qmp.execute("query-fdsets", timeout=self.timeout)
+            if any(fd.get("opaque") == opaque for fd in s.get("fds", []))
+        ]
+
+    def _unplug(self, qmp: QmpSession, dev_id: str) -> None:
+        """Ask the guest to let go of ``dev_id`` and wait until QEMU says it is gone. An
+        unplug asked for by a run that was cut off is waited for, not asked again."""
+        if dev_id not in self._devices(qmp):
+            return
+        try:
+            qmp.execute_and_wait("device_del", {"id": dev_id}, "DEVICE_DELETED", {"device": dev_id}, UNPLUG_TIMEOUT)
+            return
+        except QmpError as exc:
+            if "process of unplug" not in exc.reason:
+                raise
+        deadline = time.monotonic() + UNPLUG_TIMEOUT
+        while dev_id in self._devices(qmp):
+            if time.monotonic() > deadline:
+                raise QmpError(qmp.vm_name, "device_del", "%s was not released within %g s" % (dev_id, UNPLUG_TIMEOUT))
+            time.sleep(UNPLUG_POLL)
+
+    def _drop_disk_leftovers(self, qmp: QmpSession, disk: DiskSpec) -> None:
+        """Block nodes, objects and descriptor sets of ``disk`` that no device uses."""
+        nodes = self._nodes(qmp)
+        for node in reversed(node_names(disk)):
+            if node in nodes:
+                qmp.execute("blockdev-del", {"node-name": node}, timeout=self.timeout)
+        objects = self._objects(qmp)
+        for obj in (secret_id(disk), iothread_id(disk)):
+            if obj in objects:
+                qmp.execute("object-del", {"id": obj}, timeout=self.timeout)
+        for fdset in self._fd_sets(qmp, disk.disk_id):
+            qmp.execute("remove-fd", {"fdset-id": fdset}, timeout=self.timeout)
+
+    # -- disks ----------------------------------------------------------------------------
     def disks(self, rec: VmRecord, plan: HotplugPlan, disk_keys: Optional[Dict[str, str]] = None) -> None:
-        """Unplug, then plug, as the plan says; the running spec follows each step, so a
-        failure half-way leaves the row telling what the VM really has. An encrypted disk's
-        key goes to QEMU inside QMP (object-add), never through argv or a file."""
+        """Unplug, then plug, as the plan says. An encrypted disk's key goes to QEMU inside
+        QMP (object-add), never through argv or a file; the image itself as descriptors
+        opened confined to the storage roots (add-fd), never by name."""
         disk_keys = disk_keys or {}
         running = list(rec.running_spec.disks)
-        for disk in plan.remove:
-            with QmpSession(rec.qmp_socket_path, rec.name, self.lifecycle.qmp_timeout) as qmp:
-                # The guest must let go of the device: wait for QEMU to say it is gone.
-                qmp.execute_and_wait(
-                    "device_del",
-                    {"id": device_id(disk)},
-                    "DEVICE_DELETED",
-                    {"device": device_id(disk)},
-                    timeout=UNPLUG_TIMEOUT,
-                )
-                for node in reversed(node_names(disk)):
-                    qmp.execute("blockdev-del", {"node-name": node}, timeout=self.lifecycle.qmp_timeout)
-                if any(
-                    o.get("name") == secret_id(disk)
-                    for o in qmp.execute("qom-list", {"path": "/objects"}, timeout=self.lifecycle.qmp_timeout)
-                ):
-                    qmp.execute("object-del", {"id": secret_id(disk)}, timeout=self.lifecycle.qmp_timeout)
-            running = [d for d in running if d.path != disk.path]
-            self._record_running_disks(rec, running)
-        for disk in plan.add:
-            with QmpSession(rec.qmp_socket_path, rec.name, self.lifecycle.qmp_timeout) as qmp:
-                bus = self._free_root_port(qmp) if rec.spec.machine_type == "q35" and disk.bus == "virtio" else None
-                key = disk_keys.get(disk.disk_id)
-                if key is not None:
-                    qmp.execute(
-                        "object-add",
-                        {"qom-type": "secret", "id": secret_id(disk), "format": "raw", "data": key},
-                        timeout=self.lifecycle.qmp_timeout,
-                    )
-                for node in blockdevs(disk, encrypted=key is not None):
-                    qmp.execute("blockdev-add", node, timeout=self.lifecycle.qmp_timeout)
-                qmp.execute("device_add", device(disk, bus), timeout=self.lifecycle.qmp_timeout)
-            running.append(disk)
-            self._record_running_disks(rec, running)
+        try:
+            with self._session(rec) as qmp:
+                for disk in plan.remove:
+                    self._unplug(qmp, device_id(disk))
+                    self._drop_disk_leftovers(qmp, disk)
+                    running = [d for d in running if d.path != disk.path]
+                for disk in plan.add:
+                    if device_id(disk) not in self._devices(qmp):
+                        self._drop_disk_leftovers(qmp, disk)  # of a plug that was cut off
+                        self._plug_disk(rec, qmp, disk, disk_keys.get(disk.disk_id))
+                    running.append(disk)
+        finally:  # what QEMU has now, also after a failure half-way
+            rec.running_spec = dataclasses.replace(rec.running_spec, disks=tuple(running))
+            self.lifecycle.store.update_vm(rec)
+
+    def _plug_disk(self, rec: VmRecord, qmp: QmpSession, disk: DiskSpec, key: Optional[str]) -> None:
+        q35_pci = rec.spec.machine_type == "q35" and disk.bus == "virtio"
+        bus = self._free_root_port(qmp) if q35_pci else None
+        opened_as = None
+        with contextlib.ExitStack() as stack:
+            if self.lifecycle.storage_roots:
+                field = "disks[%d].path" % [d.path for d in rec.spec.disks].index(disk.path)
+                fds = self.lifecycle.open_image(stack, disk, disk.path, field)
+                opened_as = "/dev/fdset/%d" % qmp.add_fd_set(fds, disk.disk_id, timeout=self.timeout)
+            if key is not None:
+                secret = {"qom-type": "secret", "id": secret_id(disk), "format": "raw", "data": key}
+                qmp.execute("object-add", secret, timeout=self.timeout)
+            if disk.iothread:
+                qmp.execute("object-add", iothread_object(disk), timeout=self.timeout)
+            for node in blockdevs(disk, encrypted=key is not None, opened_as=opened_as):
+                qmp.execute("blockdev-add", node, timeout=self.timeout)
+        qmp.execute("device_add", device(disk, bus), timeout=self.timeout)
 
     def _free_root_port(self, qmp: QmpSession) -> str:
-        for bus in qmp.execute("query-pci", timeout=self.lifecycle.qmp_timeout):
+        for bus in qmp.execute("query-pci", timeout=self.timeout):
             for dev in bus.get("devices", []):
                 bridge = dev.get("pci_bridge")
                 if dev.get("qdev_id", "").startswith("rp") and bridge is not None and not bridge.get("devices"):
@@ -96,51 +161,55 @@ class Hotplug:
             "no free PCIe slot is left for another disk or NIC; restart the VM to get %d new ones" % SPARE_ROOT_PORTS
         )
 
-    def _record_running_disks(self, rec: VmRecord, disks: List[DiskSpec]) -> None:
-        rec.running_spec = dataclasses.replace(rec.running_spec, disks=tuple(disks))
-        self.lifecycle.store.update_vm(rec)
-
-    # -- NICs while running ---------------------------------------------------------------
+    # -- NICs -----------------------------------------------------------------------------
     def nics(self, rec: VmRecord, plan: NicHotplugPlan, bridges: Dict[str, str]) -> None:
-        """Unplug, then plug (netdev_add + device_add on a free root port); the running
-        spec follows each step, like hotplug_disks."""
+        """Unplug, then plug (netdev_add + device_add on a free root port). A new NIC's TAP
+        gets its firewall rules before the guest sees the NIC."""
         vhost = check_vhost(rec.spec)
-        running = list(rec.running_spec.nics)
         netns = rec.running_spec.netns
-        for nic in plan.remove:
-            with QmpSession(rec.qmp_socket_path, rec.name, self.lifecycle.qmp_timeout) as qmp:
-                qmp.execute_and_wait(
-                    "device_del",
-                    {"id": nic.device_id},
-                    "DEVICE_DELETED",
-                    {"device": nic.device_id},
-                    timeout=UNPLUG_TIMEOUT,
-                )
-                qmp.execute("netdev_del", {"id": nic.netdev_id}, timeout=self.lifecycle.qmp_timeout)
-            self.lifecycle.drop_tap(rec, nsutil.ns_ref(netns, nic.tap_name))
-            running = [n for n in running if n.mac != nic.mac]
-            self._record_running_nics(rec, running)
-        vcpus = rec.running_spec.vcpus
-        for nic in plan.add:
-            self.lifecycle.make_taps(rec, [nic], bridges)
-            try:  # a NIC that did not make it leaves no TAP behind
-                with QmpSession(rec.qmp_socket_path, rec.name, self.lifecycle.qmp_timeout) as qmp:
-                    bus = self._free_root_port(qmp) if pcie_slot(nic, rec.running_spec.machine_type) else None
-                    qmp.execute(
-                        "netdev_add", nic_netdev(nic, vcpus, use_vhost(nic, vhost)), timeout=self.lifecycle.qmp_timeout
-                    )
+        try:
+            with self._session(rec) as qmp:
+                for nic in plan.remove:
+                    self._unplug(qmp, nic.device_id)
+                    self._netdev_del(qmp, nic.netdev_id)
+                    self.lifecycle.drop_tap(rec, nsutil.ns_ref(netns, nic.tap_name))
+                    self._set_running_nics(rec, [n for n in rec.running_spec.nics if n.mac != nic.mac])
+                for nic in plan.add:
+                    if nic.device_id in self._devices(qmp):  # plugged by a run that was cut off
+                        self._set_running_nics(rec, list(rec.running_spec.nics) + [nic])
+                        continue
+                    self._netdev_del(qmp, nic.netdev_id)  # a leftover of a plug that was cut off
+                    self.lifecycle.make_taps(rec, [nic], bridges)
+                    self._set_running_nics(rec, list(rec.running_spec.nics) + [nic])
                     try:
-                        qmp.execute("device_add", nic_device(nic, vcpus, bus), timeout=self.lifecycle.qmp_timeout)
-                    except QmpError:
-                        qmp.execute("netdev_del", {"id": nic.netdev_id}, timeout=self.lifecycle.qmp_timeout)
+                        self.lifecycle.sync_firewall(rec)
+                        self._plug_nic(rec, qmp, nic, vhost)
+                    except InfinivirtError:  # a NIC that did not make it leaves no TAP behind
+                        self._set_running_nics(rec, [n for n in rec.running_spec.nics if n.mac != nic.mac])
+                        self.lifecycle.drop_tap(rec, nsutil.ns_ref(netns, nic.tap_name))
                         raise
-            except InfinivirtError:
-                self.lifecycle.drop_tap(rec, nsutil.ns_ref(netns, nic.tap_name))
-                raise
-            running.append(nic)
-            self._record_running_nics(rec, running)
-        self.lifecycle.sync_firewall(rec)
+        finally:  # the rules and the row follow what QEMU has now, also after a failure
+            self.lifecycle.sync_firewall(rec)
+            self.lifecycle.store.update_vm(rec)
 
-    def _record_running_nics(self, rec: VmRecord, nics: List[NicSpec]) -> None:
+    def _plug_nic(self, rec: VmRecord, qmp: QmpSession, nic: NicSpec, vhost: bool) -> None:
+        vcpus = rec.running_spec.vcpus
+        bus = self._free_root_port(qmp) if pcie_slot(nic, rec.running_spec.machine_type) else None
+        qmp.execute("netdev_add", nic_netdev(nic, vcpus, use_vhost(nic, vhost)), timeout=self.timeout)
+        try:
+            qmp.execute("device_add", nic_device(nic, vcpus, bus), timeout=self.timeout)
+        except QmpError:
+            qmp.execute("netdev_del", {"id": nic.netdev_id}, timeout=self.timeout)
+            raise
+
+    def _netdev_del(self, qmp: QmpSession, netdev_id: str) -> None:
+        """Remove a netdev if QEMU has it (QMP cannot list netdevs in every QEMU version)."""
+        try:
+            qmp.execute("netdev_del", {"id": netdev_id}, timeout=self.timeout)
+        except QmpError as exc:
+            if "DeviceNotFound" not in exc.reason and "not found" not in exc.reason:
+                raise
+
+    @staticmethod
+    def _set_running_nics(rec: VmRecord, nics: List[NicSpec]) -> None:
         rec.running_spec = dataclasses.replace(rec.running_spec, nics=tuple(nics))
-        self.lifecycle.store.update_vm(rec)

@@ -320,25 +320,27 @@ class Lifecycle:
             )
 
     def _open_images(self, stack: contextlib.ExitStack, rec: VmRecord) -> Dict[str, Tuple[int, ...]]:
-        """disk_id -> descriptors of each disk's (top) image, resolved inside the storage roots
-        now and opened without following any link, so QEMU gets the file that was checked
-        (a symlink swapped in since fails the start). Read-write and read-only, as QEMU
-        picks from a descriptor set by access mode. Nothing when no roots are set."""
+        """disk_id -> descriptors of each disk's (top) image (see open_image). Nothing when no
+        roots are set."""
         if not self.storage_roots:
             return {}
         active = self.active_paths(rec)
-        images: Dict[str, Tuple[int, ...]] = {}
-        for index, disk in enumerate(rec.spec.disks):
-            field = "disks[%d].path" % index
-            real = resolve_in_roots(active.get(disk.disk_id, disk.path), self.storage_roots, field)
-            modes = (os.O_RDONLY,) if disk.readonly or disk.media == "cdrom" else (os.O_RDWR, os.O_RDONLY)
-            try:
-                images[disk.disk_id] = tuple(
-                    stack.enter_context(open_confined(real, mode, field=field)).fd for mode in modes
-                )
-            except FileNotFoundError:
-                raise SpecError(field, "%s does not exist" % real) from None
-        return images
+        return {
+            disk.disk_id: self.open_image(stack, disk, active.get(disk.disk_id, disk.path), "disks[%d].path" % index)
+            for index, disk in enumerate(rec.spec.disks)
+        }
+
+    def open_image(self, stack: contextlib.ExitStack, disk, path: str, field: str) -> Tuple[int, ...]:
+        """Descriptors of ``path``, resolved inside the storage roots now and opened without
+        following any link, so QEMU gets the file that was checked (a symlink swapped in
+        since fails the task). Read-write and read-only, as QEMU picks from a descriptor set
+        by access mode. They stay open until ``stack`` closes."""
+        real = resolve_in_roots(path, self.storage_roots, field)
+        modes = (os.O_RDONLY,) if disk.readonly or disk.media == "cdrom" else (os.O_RDWR, os.O_RDONLY)
+        try:
+            return tuple(stack.enter_context(open_confined(real, mode, field=field)).fd for mode in modes)
+        except FileNotFoundError:
+            raise SpecError(field, "%s does not exist" % real) from None
 
     def _bring_up(self, rec: VmRecord, rc: int, stderr: str, inputs: StartInputs) -> None:
         """Check the paused QEMU, apply the firewall and the display password, then let the
