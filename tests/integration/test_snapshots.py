@@ -303,3 +303,18 @@ def test_live_external_snapshots_of_a_vm_started_by_descriptor_restart(disk_serv
     assert backing == {first: disk, second: first}
     restarted = vms.ensure({"name": "fdsnap", "state": "restarted", "force": True, "stop_timeout": 1}, False)
     assert restarted.vm["status"] == "running"
+    # The whole chain reaches QEMU as descriptors: no image is opened by the name in a header.
+    rec = vms.store.get_vm("fdsnap")
+    nodes = vms.lifecycle.qmp(rec, "query-named-block-nodes", {"flat": True})
+    files = {n["node-name"]: n["file"] for n in nodes if n["drv"] == "file" and not n["node-name"].startswith("fw-")}
+    assert len(files) == 3 and all(f.startswith("/dev/fdset/") for f in files.values()), files
+
+    # A base image swapped for a symlink out of the roots is refused at start, naming the disk.
+    vms.ensure({"name": "fdsnap", "state": "stopped", "force": True, "stop_timeout": 1}, False)
+    outside = make_image(os.path.join(os.path.dirname(images), "outside.qcow2"), "qcow2", 8)
+    os.rename(disk, disk + ".moved")
+    os.symlink(outside, disk)
+    with pytest.raises(SpecError) as err:
+        vms.ensure({"name": "fdsnap", "state": "running"}, False)
+    assert err.value.field == "disks[0].path"
+    assert vms.info("fdsnap")[0]["status"] == "stopped"

@@ -43,6 +43,8 @@ class LaunchContext:
     # disk_id -> descriptors of its (top) image, opened without following links; QEMU gets
     # them as a descriptor set (-add-fd) and opens /dev/fdset/N, never the name.
     disk_fds: Optional[Dict[str, Tuple[int, ...]]] = None
+    # disk_id -> descriptors of each image below the top overlay, base first (the same way)
+    disk_backing_fds: Optional[Dict[str, Tuple[Tuple[int, ...], ...]]] = None
     vhost_available: bool = False  # /dev/vhost-net exists on this host
 
 
@@ -93,19 +95,27 @@ def as_json(obj: Dict[str, Any]) -> str:
 def device_args(spec: VmSpec, ctx: LaunchContext) -> List[str]:
     """Disks and NICs; on q35 each PCI disk and virtio NIC has a root port of its own."""
     pcie_nics = [nic for nic in spec.nics if pcie_slot(nic, spec.machine_type)]
-    fdsets = {disk_id: index for index, disk_id in enumerate(sorted(ctx.disk_fds or {}), 1)}
+    # One descriptor set per image: the top one of each disk, then those below it.
+    fd_sets: List[Tuple[str, Tuple[int, ...]]] = sorted((ctx.disk_fds or {}).items())
+    for disk_id, chain in sorted((ctx.disk_backing_fds or {}).items()):
+        fd_sets += [("%s.%d" % (disk_id, depth), fds) for depth, fds in enumerate(chain)]
+    set_of = {opaque: index for index, (opaque, _fds) in enumerate(fd_sets, 1)}
     plan = layout(
         spec.disks,
         spec.machine_type,
         ctx.disk_secret_files,
         ctx.disk_active_paths,
         pcie_nics=len(pcie_nics),
-        opened_as={disk_id: "/dev/fdset/%d" % fdset for disk_id, fdset in fdsets.items()},
+        opened_as={disk_id: "/dev/fdset/%d" % set_of[disk_id] for disk_id in ctx.disk_fds or {}},
+        backing_opened_as={
+            disk_id: ["/dev/fdset/%d" % set_of["%s.%d" % (disk_id, depth)] for depth in range(len(chain))]
+            for disk_id, chain in (ctx.disk_backing_fds or {}).items()
+        },
     )
     argv: List[str] = []
-    for disk_id, fdset in fdsets.items():
-        for fd in ctx.disk_fds[disk_id]:
-            argv += ["-add-fd", "fd=%d,set=%d,opaque=%s" % (fd, fdset, opt_value("disks", disk_id))]
+    for opaque, fds in fd_sets:
+        for fd in fds:
+            argv += ["-add-fd", "fd=%d,set=%d,opaque=%s" % (fd, set_of[opaque], opt_value("disks", opaque))]
     for obj in plan.objects:
         argv += ["-object", as_json(obj)]
     for dev in plan.root_ports + plan.controllers:

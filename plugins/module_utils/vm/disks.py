@@ -139,20 +139,52 @@ def secret_id(disk: DiskSpec) -> str:
 
 
 def blockdevs(
-    disk: DiskSpec, encrypted: bool = False, active_path: Optional[str] = None, opened_as: Optional[str] = None
+    disk: DiskSpec,
+    encrypted: bool = False,
+    active_path: Optional[str] = None,
+    opened_as: Optional[str] = None,
+    backing_opened_as: Sequence[str] = (),
 ) -> List[Dict[str, Any]]:
-    """The two -blockdev / blockdev-add objects of a disk, file node first. An encrypted
+    """The -blockdev / blockdev-add objects of a disk, file node first. An encrypted
     volume opens with the key in secret object ``secret_id(disk)``: LUKS inside qcow2, or
     a raw LUKS file. ``opened_as``: the name QEMU opens instead of the path (a descriptor
-    set, /dev/fdset/N, of the image opened without following links)."""
+    set, /dev/fdset/N, of the image opened without following links).
+
+    A disk with external snapshots runs on its top overlay (``active_path``). Its images
+    below, base first, are given as ``backing_opened_as`` (descriptor sets): each becomes
+    a read-only node and the one above names it as its backing, so QEMU opens no image of
+    the chain by the name in an overlay's header. Without them the header is followed."""
     direct, no_flush, _wc = _CACHE[disk.cache]
     file_node, fmt_node = node_names(disk)
     readonly = disk.readonly or disk.media == "cdrom"
     discard = "unmap" if disk.discard else "ignore"
     cache = {"direct": direct, "no-flush": no_flush}
-    # An external snapshot's overlay (qcow2) is the active image; QEMU opens its backing
-    # chain from the overlay's header.
     layered = active_path is not None and active_path != disk.path
+    nodes: List[Dict[str, Any]] = []
+    below: Optional[str] = None
+    for depth, name in enumerate(backing_opened_as if layered else ()):
+        lower_file, lower_fmt = "f%d-%s" % (depth, disk.disk_id), "n%d-%s" % (depth, disk.disk_id)
+        nodes.append(
+            {
+                "driver": "file",
+                "filename": name,
+                "node-name": lower_file,
+                "aio": disk.aio,
+                "cache": cache,
+                "read-only": True,
+            }
+        )
+        lower = {
+            "driver": disk.format if depth == 0 else "qcow2",
+            "file": lower_file,
+            "node-name": lower_fmt,
+            "cache": cache,
+            "read-only": True,
+        }
+        if below is not None:
+            lower["backing"] = below
+        nodes.append(lower)
+        below = lower_fmt
     fmt: Dict[str, Any] = {
         "driver": "qcow2" if layered else disk.format,
         "file": file_node,
@@ -161,11 +193,13 @@ def blockdevs(
         "discard": discard,
         "read-only": readonly,
     }
+    if below is not None:
+        fmt["backing"] = below
     if encrypted and disk.format == "qcow2":
         fmt["encrypt"] = {"format": "luks", "key-secret": secret_id(disk)}
     elif encrypted:
         fmt.update({"driver": "luks", "key-secret": secret_id(disk)})
-    return [
+    return nodes + [
         {
             "driver": "file",
             "filename": opened_as or active_path or disk.path,
@@ -247,6 +281,7 @@ def layout(
     active_paths: Optional[Mapping[str, str]] = None,
     pcie_nics: int = 0,
     opened_as: Optional[Mapping[str, str]] = None,
+    backing_opened_as: Optional[Mapping[str, Sequence[str]]] = None,
 ) -> DiskLayout:
     """``secret_files``: disk_id -> 0600 file with the LUKS passphrase of an encrypted
     volume (QEMU reads it once at start; the key never enters argv). ``pcie_nics``: how
@@ -280,6 +315,7 @@ def layout(
                 encrypted=disk.disk_id in secret_files,
                 active_path=(active_paths or {}).get(disk.disk_id),
                 opened_as=(opened_as or {}).get(disk.disk_id),
+                backing_opened_as=(backing_opened_as or {}).get(disk.disk_id, ()),
             )
         )
         if disk.iothread:

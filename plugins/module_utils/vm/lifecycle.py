@@ -294,7 +294,7 @@ class Lifecycle:
         paths = launch.paths
         with contextlib.ExitStack() as stack:
             keys = {disk_id: stack.enter_context(secret_fd(key)) for disk_id, key in disk_keys.items()}
-            images = self._open_images(stack, rec)
+            images, backing_images = self._open_images(stack, rec)
             ctx = LaunchContext(
                 binary=launch.binary,
                 uuid=rec.uuid,
@@ -306,6 +306,7 @@ class Lifecycle:
                 disk_secret_files={disk_id: key.path for disk_id, key in keys.items()},
                 disk_active_paths=self.active_paths(rec),
                 disk_fds=images,
+                disk_backing_fds=backing_images,
                 pidfile=paths.pidfile,
                 qmp_socket=paths.qmp_socket,
                 serial_log=paths.serial_log,
@@ -316,19 +317,27 @@ class Lifecycle:
                 argv,
                 self.start_timeout,
                 nsutil.preexec(rec.spec.netns),
-                pass_fds=[k.fd for k in keys.values()] + [fd for fds in images.values() for fd in fds],
+                pass_fds=[k.fd for k in keys.values()]
+                + [fd for fds in images.values() for fd in fds]
+                + [fd for chain in backing_images.values() for fds in chain for fd in fds],
             )
 
-    def _open_images(self, stack: contextlib.ExitStack, rec: VmRecord) -> Dict[str, Tuple[int, ...]]:
-        """disk_id -> descriptors of each disk's (top) image (see open_image). Nothing when no
-        roots are set."""
+    def _open_images(
+        self, stack: contextlib.ExitStack, rec: VmRecord
+    ) -> Tuple[Dict[str, Tuple[int, ...]], Dict[str, Tuple[Tuple[int, ...], ...]]]:
+        """Descriptors of each disk's top image, and of the images below it (base first) for
+        a disk with external snapshots (see open_image). Nothing when no roots are set."""
         if not self.storage_roots:
-            return {}
-        active = self.active_paths(rec)
-        return {
-            disk.disk_id: self.open_image(stack, disk, active.get(disk.disk_id, disk.path), "disks[%d].path" % index)
-            for index, disk in enumerate(rec.spec.disks)
-        }
+            return {}, {}
+        chains = self.image_chains(rec)
+        tops, below = {}, {}
+        for index, disk in enumerate(rec.spec.disks):
+            field = "disks[%d].path" % index
+            chain = chains.get(disk.disk_id, [disk.path])
+            tops[disk.disk_id] = self.open_image(stack, disk, chain[-1], field)
+            if len(chain) > 1:
+                below[disk.disk_id] = tuple(self.open_image(stack, disk, path, field) for path in chain[:-1])
+        return tops, below
 
     def open_image(self, stack: contextlib.ExitStack, disk, path: str, field: str) -> Tuple[int, ...]:
         """Descriptors of ``path``, resolved inside the storage roots now and opened without
@@ -388,14 +397,19 @@ class Lifecycle:
             pass  # its namespace is gone, and the TAP with it
         self.store.journal_remove(rec.uuid, "tap", ref)
 
-    def active_paths(self, rec: VmRecord) -> Dict[str, str]:
-        """disk_id -> the top overlay of each disk that has external snapshots."""
-        top: Dict[str, str] = {}
+    def image_chains(self, rec: VmRecord) -> Dict[str, List[str]]:
+        """disk_id -> its images, base first, of each disk that has external snapshots."""
+        chains: Dict[str, List[str]] = {}
         by_path = {d.path: d for d in rec.spec.disks}
         for layer in self.store.list_layers(rec.uuid):  # ordered by seq
-            if layer["base_path"] in by_path:
-                top[by_path[layer["base_path"]].disk_id] = layer["overlay"]
-        return top
+            disk = by_path.get(layer["base_path"])
+            if disk is not None:
+                chains.setdefault(disk.disk_id, [disk.path]).append(layer["overlay"])
+        return chains
+
+    def active_paths(self, rec: VmRecord) -> Dict[str, str]:
+        """disk_id -> the top overlay of each disk that has external snapshots."""
+        return {disk_id: chain[-1] for disk_id, chain in self.image_chains(rec).items()}
 
     def _setup_vnc(self, rec: VmRecord, password: Optional[str]) -> int:
         """Set the password (if any) and return the port QEMU listens on."""
