@@ -318,3 +318,22 @@ def test_live_external_snapshots_of_a_vm_started_by_descriptor_restart(disk_serv
         vms.ensure({"name": "fdsnap", "state": "running"}, False)
     assert err.value.field == "disks[0].path"
     assert vms.info("fdsnap")[0]["status"] == "stopped"
+
+
+@pytest.mark.parametrize("kind", ["internal", "external"])
+def test_offline_snapshot_work_never_follows_a_swapped_symlink(disk_service, images, kind):
+    """qemu-img gets the images of a stopped VM as descriptors opened inside the roots: a
+    disk swapped for a symlink out of them is refused, and the outside file is untouched."""
+    vms, snaps = disk_service, SnapshotService(disk_service)
+    disk = make_image(os.path.join(images, "cold.qcow2"), "qcow2", 8)
+    vms.ensure({"name": "coldswap", "state": "stopped", "accel": "tcg", "disks": [{"path": disk}]}, False)
+    assert snaps.ensure({"vm": "coldswap", "name": "s1", "type": kind}, False)["changed"]
+    outside = make_image(os.path.join(os.path.dirname(images), "outside-%s.qcow2" % kind), "qcow2", 8)
+    before = open(outside, "rb").read()
+    target = disk if kind == "internal" else disk + ".s1.overlay.qcow2"
+    os.rename(target, target + ".moved")
+    os.symlink(outside, target)
+    with pytest.raises(SpecError) as err:
+        snaps.ensure({"vm": "coldswap", "name": "s2", "type": kind}, False)
+    assert err.value.field == "disks[0].path"
+    assert open(outside, "rb").read() == before, "the file outside the roots was not written"

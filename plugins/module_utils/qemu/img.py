@@ -278,31 +278,50 @@ class QemuImg:
             data = _shown_info(data, names)
         return data
 
-    def snapshot(self, operation: str, name: str, path: str, luks_key: Optional[str] = None) -> None:
+    def snapshot(self, operation: str, name: str, image: Image, luks_key: Optional[str] = None) -> None:
         """Internal qcow2 snapshot: operation create, apply (revert) or delete. An encrypted
-        qcow2 image is opened with its key (qemu-img refuses it otherwise)."""
+        qcow2 image is opened with its key (qemu-img refuses it otherwise). qemu-img opens no
+        backing image for this."""
         flag = {"create": "-c", "apply": "-a", "delete": "-d"}[operation]
         args = ["snapshot", flag, name]
         fds: List[int] = []
+        names: Dict[str, str] = {}
+        target, shown = _image(image, fds, names)
         with contextlib.ExitStack() as stack:
             if luks_key is not None:
-                args += [
-                    "--object",
-                    _secret_object(_key_path(stack, luks_key, fds)),
-                    _json_filename("qcow2", path),
-                ]
-            else:
-                args.append(path)
-            self._run(args, "to %s snapshot %s of %s" % (operation, name, path), pass_fds=fds)
+                args += ["--object", _secret_object(_key_path(stack, luks_key, fds)), _json_filename("qcow2", target)]
+            else:  # qemu-img snapshot has no -f: the driver is named in the JSON
+                args.append(_json_filename("qcow2", target, encrypted=False))
+            self._run(args, "to %s snapshot %s of %s" % (operation, name, shown), pass_fds=fds, names=names)
 
-    def commit(self, path: str) -> None:
-        """Write an overlay's data into its backing image (the overlay stays as it was)."""
-        self._run(["commit", "-q", "-f", "qcow2", path], "committing %s" % path)
+    def commit(self, overlay: Image, chain: Sequence[Tuple[Image, str]]) -> None:
+        """Write an overlay's data into its backing image (the overlay stays as it was).
+        ``chain``: the images below it, nearest first, with their formats; each is opened
+        as given (a descriptor), never by the name in a header."""
+        fds: List[int] = []
+        names: Dict[str, str] = {}
+        target, shown = _image(overlay, fds, names)
+        node: Dict[str, Any] = {"driver": "qcow2", "file": {"driver": "file", "filename": target}}
+        parent = node
+        for image, fmt in chain:
+            below, _shown_below = _image(image, fds, names)
+            parent["backing"] = {"driver": _check_driver(fmt), "file": {"driver": "file", "filename": below}}
+            parent = parent["backing"]
+        if parent.get("driver") == "qcow2" and parent is not node:
+            parent["backing"] = None  # the base of our chain: no image below it
+        self._run(["commit", "-q", "json:" + json.dumps(node)], "committing %s" % shown, pass_fds=fds, names=names)
 
-    def rebase_unsafe(self, path: str, backing: str, backing_fmt: str) -> None:
-        """Point an overlay at another backing image with the same data (no copying)."""
+    def rebase_unsafe(self, image: Image, backing: str, backing_fmt: str) -> None:
+        """Point an overlay at another backing image with the same data (no copying; the
+        backing image is not opened, only its name written)."""
+        fds: List[int] = []
+        names: Dict[str, str] = {}
+        target, shown = _image(image, fds, names)
         self._run(
-            ["rebase", "-u", "-f", "qcow2", "-b", backing, "-F", _check_driver(backing_fmt), path], "rebasing %s" % path
+            ["rebase", "-u", "-f", "qcow2", "-b", backing, "-F", _check_driver(backing_fmt), target],
+            "rebasing %s" % shown,
+            pass_fds=fds,
+            names=names,
         )
 
     def create(
@@ -319,10 +338,10 @@ class QemuImg:
         raw LUKS file). ``size`` may be None only with a backing file (its size is used). An
         FdImage is a file the caller created (``O_EXCL``); qemu-img writes the image into it.
 
-        ``backing`` is stored in the new image's header as a string and opened by that name
-        whenever the image is used: pass the real path checked against the storage roots,
-        never a /proc/self/fd name (which would mean nothing later). The backing chain is thus
-        still opened by name (by qemu-img and QEMU), outside this module's descriptors."""
+        ``backing`` is stored in the new image's header as a string: pass the real path
+        checked against the storage roots, never a /proc/self/fd name (which would mean
+        nothing later). With ``size`` given too, qemu-img does not open the backing image;
+        without it, it opens it by that name to read its size."""
         if fmt not in FORMATS:
             raise SpecError("format", "must be one of %s, got %r" % (", ".join(FORMATS), fmt))
         driver = qemu_driver(fmt, luks_key is not None)
@@ -330,6 +349,8 @@ class QemuImg:
         args = ["create", "-q", "-f", driver]
         if backing is not None:
             args += ["-b", backing, "-F", _check_driver(backing_fmt or "")]
+            if size is not None:
+                args.append("-u")  # the size is known: the backing image is not opened by name
         fds: List[int] = []
         names: Dict[str, str] = {}
         target, shown = _image(image, fds, names)

@@ -19,13 +19,15 @@ snapshot and copied back on revert.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import QemuError, SpecError, StateError
-from ansible_collections.infinivirt.core.plugins.module_utils.qemu.img import QemuImg
+from ansible_collections.infinivirt.core.plugins.module_utils.host.paths import ConfinedDir, resolve_in_roots
+from ansible_collections.infinivirt.core.plugins.module_utils.qemu.img import FdImage, Image, QemuImg
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import validate_name
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import DiskSpec, device_id, node_names
@@ -35,6 +37,7 @@ STATES = ("present", "absent", "reverted")
 TYPES = ("internal", "external")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 JOB_TIMEOUT = 600.0
+_NEW_FILE = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOCTTY
 
 
 def validate_snapshot_name(name: Any) -> str:
@@ -76,6 +79,48 @@ class SnapshotService:
         if self.store.list_layers(rec.uuid):
             raise SpecError("type", "VM %s has external snapshots; internal ones cannot be mixed with them" % rec.name)
         return writable
+
+    # -- images reached by descriptor -------------------------------------------------
+    # With storage roots set, qemu-img gets each image as a descriptor opened inside them
+    # without following links (as QEMU does at start), never by a name that could be
+    # swapped for a symlink between the check and the use.
+    def _field(self, rec, disk: DiskSpec) -> str:
+        return "disks[%d].path" % [d.path for d in rec.spec.disks].index(disk.path)
+
+    def _opened(self, stack: contextlib.ExitStack, rec, disk: DiskSpec, path: str) -> Image:
+        if not self.lifecycle.storage_roots:
+            return path
+        return FdImage(self.lifecycle.open_image(stack, disk, path, self._field(rec, disk))[0], path)
+
+    def _created(self, stack: contextlib.ExitStack, rec, disk: DiskSpec, path: str) -> Image:
+        """A new empty file (O_EXCL) for an overlay, in its directory reached without links."""
+        if not self.lifecycle.storage_roots:
+            return path
+        field = self._field(rec, disk)
+        real = resolve_in_roots(path, self.lifecycle.storage_roots, field)
+        directory, name = os.path.split(real)
+        folder = stack.enter_context(ConfinedDir(directory, field))
+        try:
+            created = stack.enter_context(folder.open_file(name, _NEW_FILE, 0o600))
+        except FileExistsError:
+            raise SpecError("name", "%s exists already; pick another snapshot name" % path) from None
+        return FdImage(created.fd, path)
+
+    def _new_overlay(self, rec, disk: DiskSpec, overlay: str, below: str, below_fmt: str) -> None:
+        """An empty qcow2 overlay on ``below``; its size is read through a descriptor, so
+        qemu-img never opens ``below`` by name."""
+        with contextlib.ExitStack() as stack:
+            size = QemuImg().info(self._opened(stack, rec, disk, below), fmt=below_fmt)["virtual-size"]
+            QemuImg().create(
+                self._created(stack, rec, disk, overlay), "qcow2", size, backing=below, backing_fmt=below_fmt
+            )
+
+    def _below_chain(
+        self, stack: contextlib.ExitStack, rec, disk: DiskSpec, chain: List[Dict[str, Any]], index: int
+    ) -> Sequence[Tuple[Image, str]]:
+        """The images under layer ``index``, nearest first, opened, with their formats."""
+        paths = [(disk.path, disk.format)] + [(layer["overlay"], "qcow2") for layer in chain[:index]]
+        return [(self._opened(stack, rec, disk, path), fmt) for path, fmt in reversed(paths)]
 
     def list(self, rec) -> Dict[str, Dict[str, Any]]:
         """Snapshots present on every writable disk, by name (a partial set is not one)."""
@@ -189,17 +234,18 @@ class SnapshotService:
             self.store.journal_remove(rec.uuid, "nvram", copy)
 
     # -- actions --------------------------------------------------------------------------
-    def _offline_snapshots(self, operation: str, name: str, disks: List[DiskSpec]) -> None:
+    def _offline_snapshots(self, rec, operation: str, name: str, disks: List[DiskSpec]) -> None:
         """qemu-img snapshot on each disk of a stopped VM; an encrypted one opens with its key."""
         keys = self.vms.disk_keys(disks)
         for disk in disks:
-            QemuImg().snapshot(operation, name, disk.path, keys.get(disk.disk_id))
+            with contextlib.ExitStack() as stack:
+                QemuImg().snapshot(operation, name, self._opened(stack, rec, disk, disk.path), keys.get(disk.disk_id))
 
     def _create(self, rec, name: str, live: str, params: Dict[str, Any]) -> None:
         self._save_nvram(rec, name)
         disks = self._qcow2_disks(rec)
         if live == STOPPED:
-            self._offline_snapshots("create", name, disks)
+            self._offline_snapshots(rec, "create", name, disks)
         elif params.get("memory"):
             nodes = [node_names(d)[1] for d in disks]
             self._job(rec, "snapshot-save", {"tag": name, "vmstate": nodes[0], "devices": nodes})
@@ -214,7 +260,7 @@ class SnapshotService:
         self._drop_nvram(rec, name)
         disks = self._qcow2_disks(rec)
         if live == STOPPED:
-            self._offline_snapshots("delete", name, disks)
+            self._offline_snapshots(rec, "delete", name, disks)
         else:
             for disk in disks:
                 self.lifecycle.qmp(
@@ -231,7 +277,7 @@ class SnapshotService:
             return
 
         def apply() -> None:  # disks only: they cannot change under a running guest
-            self._offline_snapshots("apply", name, disks)
+            self._offline_snapshots(rec, "apply", name, disks)
             self._restore_nvram(rec, name)
 
         self._offline(rec, live, params, apply)
@@ -270,14 +316,8 @@ class SnapshotService:
         try:
             if live == STOPPED:
                 for disk, (_base, _seq, _name, overlay) in zip(disks, rows):
-                    top = active.get(disk.disk_id, disk.path)
-                    QemuImg().create(
-                        overlay,
-                        "qcow2",
-                        None,
-                        backing=top,
-                        backing_fmt="qcow2" if disk.disk_id in active else disk.format,
-                    )
+                    top_fmt = "qcow2" if disk.disk_id in active else disk.format
+                    self._new_overlay(rec, disk, overlay, active.get(disk.disk_id, disk.path), top_fmt)
             else:  # one transaction: every disk switches to its overlay at the same instant
                 tops = self._top_nodes(rec)
                 self.lifecycle.qmp(
@@ -347,7 +387,7 @@ class SnapshotService:
                     self.store.delete_layer(rec.uuid, disk.path, layer["seq"])
                 below, fmt = self._below(disk, chain, index)
                 self.store.add_layers(rec.uuid, [(disk.path, chain[index]["seq"], name, chain[index]["overlay"])])
-                QemuImg().create(chain[index]["overlay"], "qcow2", None, backing=below, backing_fmt=fmt)
+                self._new_overlay(rec, disk, chain[index]["overlay"], below, fmt)
             self._restore_nvram(rec, name)
 
         self._offline(rec, live, params, revert)
@@ -360,9 +400,12 @@ class SnapshotService:
                 chain = self._chain(rec, disk)
                 index = next(i for i, layer in enumerate(chain) if layer["snapshot"] == name)
                 below, fmt = self._below(disk, chain, index)
-                QemuImg().commit(chain[index]["overlay"])
-                if index + 1 < len(chain):
-                    QemuImg().rebase_unsafe(chain[index + 1]["overlay"], below, fmt)
+                with contextlib.ExitStack() as stack:
+                    overlay = self._opened(stack, rec, disk, chain[index]["overlay"])
+                    QemuImg().commit(overlay, self._below_chain(stack, rec, disk, chain, index))
+                    if index + 1 < len(chain):
+                        above = self._opened(stack, rec, disk, chain[index + 1]["overlay"])
+                        QemuImg().rebase_unsafe(above, below, fmt)
                 os.unlink(chain[index]["overlay"])
                 self.store.delete_layer(rec.uuid, disk.path, chain[index]["seq"])
             self._drop_nvram(rec, name)
