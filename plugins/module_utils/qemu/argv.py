@@ -36,6 +36,7 @@ class LaunchContext:
     qmp_socket: str
     serial_log: str
     console_socket: Optional[str] = None  # ttyS1 on a UNIX socket, when the spec asks for it
+    events_socket: Optional[str] = None  # a second QMP monitor, the host monitor's own
     firmware_code: Optional[str] = None  # UEFI: OVMF code image and this VM's NVRAM
     nvram: Optional[str] = None
     disk_secret_files: Optional[Dict[str, str]] = None  # disk_id -> LUKS passphrase file
@@ -165,7 +166,18 @@ def build_argv(spec: VmSpec, ctx: LaunchContext) -> List[str]:
         "file,id=serial0,path=%s" % opt_value("run_dir", ctx.serial_log),
         "-serial",
         "chardev:serial0",
+        # A guest kernel panic becomes QEMU's GUEST_PANICKED event (and pauses the guest),
+        # so the host monitor can apply on_crash instead of a hung VM looking alive.
+        "-device",
+        "pvpanic",
     ]
+    if ctx.events_socket:  # QMP allows one client per monitor: the task's own stays free
+        argv += [
+            "-chardev",
+            "socket,id=events,path=%s,server=on,wait=off" % opt_value("run_dir", ctx.events_socket),
+            "-mon",
+            "chardev=events,mode=control",
+        ]
     if spec.firmware == "uefi":
         for node in pflash_blockdevs(ctx.firmware_code, ctx.nvram):
             argv += ["-blockdev", as_json(node)]

@@ -17,6 +17,7 @@ from typing import Any, ContextManager, Dict, Iterator, List, Optional, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.clock import utc_now
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import StoreError
+from ansible_collections.infinivirt.core.plugins.module_utils.store.events import EventStore
 from ansible_collections.infinivirt.core.plugins.module_utils.store.firewall import FirewallStore
 from ansible_collections.infinivirt.core.plugins.module_utils.store.migrations import MIGRATIONS
 from ansible_collections.infinivirt.core.plugins.module_utils.store.volumes import VolumeStore
@@ -130,7 +131,7 @@ def _vm_values(record: VmRecord) -> Tuple[Any, ...]:
     )
 
 
-class SqlStore(VolumeStore, FirewallStore):
+class SqlStore(VolumeStore, FirewallStore, EventStore):
     """Shared logic. SQL is written with '?' placeholders; ``_sql`` adapts them."""
 
     placeholder = "?"
@@ -223,6 +224,10 @@ class SqlStore(VolumeStore, FirewallStore):
         found = self._select("WHERE v.name = ?", (name,))
         return found[0] if found else None
 
+    def get_vm_by_uuid(self, uuid: str) -> Optional[VmRecord]:
+        found = self._select("WHERE v.uuid = ?", (uuid,))
+        return found[0] if found else None
+
     def list_vms(self, host: Optional[str] = None) -> List[VmRecord]:
         if host is None:
             return self._select("", ())
@@ -265,6 +270,7 @@ class SqlStore(VolumeStore, FirewallStore):
             cur.execute("DELETE FROM machine_configuration WHERE vm_uuid = ?", (uuid,))
             cur.execute("DELETE FROM resources WHERE vm_uuid = ?", (uuid,))
             cur.execute("DELETE FROM disk_layers WHERE vm_uuid = ?", (uuid,))
+            cur.execute("DELETE FROM vm_events WHERE vm_uuid = ?", (uuid,))
             cur.execute("DELETE FROM vms WHERE uuid = ?", (uuid,))
 
     # -- secrets ------------------------------------------------------------------------

@@ -315,6 +315,28 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
             "ALTER TABLE machine_configuration_12 RENAME TO machine_configuration",
         ],
     ),
+    (
+        13,
+        [
+            # Host monitor: what to do on a crash or a guest power-off, and autostart.
+            "ALTER TABLE machine_configuration ADD COLUMN on_crash TEXT NOT NULL DEFAULT 'destroy'",
+            "ALTER TABLE machine_configuration ADD COLUMN on_poweroff TEXT NOT NULL DEFAULT 'stop'",
+            "ALTER TABLE machine_configuration ADD COLUMN autostart BOOLEAN NOT NULL DEFAULT FALSE",
+            "ALTER TABLE machine_configuration ADD COLUMN autostart_order INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE machine_configuration ADD COLUMN autostart_delay INTEGER NOT NULL DEFAULT 0",
+            # The event log: what QEMU reported and what the monitor did; removed with the VM.
+            """CREATE TABLE vm_events (
+            id TEXT PRIMARY KEY,
+            vm_uuid TEXT NOT NULL,
+            vm_name TEXT NOT NULL,
+            host TEXT NOT NULL,
+            at TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT '{}'
+        )""",
+            "CREATE INDEX vm_events_by_vm ON vm_events (vm_uuid, at)",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -57,6 +57,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import (
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight import check_vhost
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import (
+    CRASHED,
     PAUSED,
     RUNNING,
     STARTING,
@@ -78,6 +79,7 @@ class VmPaths:
     qmp_socket: str
     serial_log: str
     console_socket: str
+    events_socket: str  # the host monitor's own QMP monitor
 
     @classmethod
     def for_vm(cls, run_dir: str, uuid: str) -> "VmPaths":
@@ -87,18 +89,25 @@ class VmPaths:
             qmp_socket=base + ".qmp",
             serial_log=base + ".serial.log",
             console_socket=base + ".console",
+            events_socket=base + ".events",
         )
-        if len(paths.qmp_socket.encode()) > SOCKET_PATH_MAX:
-            reason = "%s is too long: the QMP socket path %s exceeds the %d-byte limit of a UNIX socket" % (
+        longest = max((paths.qmp_socket, paths.events_socket, paths.console_socket), key=len)
+        if len(longest.encode()) > SOCKET_PATH_MAX:
+            reason = "%s is too long: the socket path %s exceeds the %d-byte limit of a UNIX socket" % (
                 run_dir,
-                paths.qmp_socket,
+                longest,
                 SOCKET_PATH_MAX,
             )
             raise SpecError("run_dir", reason)
         return paths
 
     def journal(self, console: bool = False) -> List[tuple]:
-        files = [("pidfile", self.pidfile), ("qmp_socket", self.qmp_socket), ("serial_log", self.serial_log)]
+        files = [
+            ("pidfile", self.pidfile),
+            ("qmp_socket", self.qmp_socket),
+            ("events_socket", self.events_socket),
+            ("serial_log", self.serial_log),
+        ]
         return files + ([("console_socket", self.console_socket)] if console else [])
 
 
@@ -218,6 +227,8 @@ class Lifecycle:
         pid = self.live_pid(rec) if state != STOPPED else None
         if rec.status == state and rec.qemu_pid == pid:
             return False
+        if state == STOPPED and rec.status == CRASHED and rec.running_spec is None:
+            return False  # the monitor cleaned it up and said why
         if state == STOPPED:
             self.release_files(rec, keep_serial_log=True)
             self._mark_stopped(rec)  # a crashed VM's rules go with its TAPs
@@ -311,6 +322,7 @@ class Lifecycle:
                 qmp_socket=paths.qmp_socket,
                 serial_log=paths.serial_log,
                 console_socket=paths.console_socket if rec.spec.console_socket else None,
+                events_socket=paths.events_socket,
             )
             argv = systemd_scope_prefix(rec.uuid, rec.name) + build_argv(rec.spec, ctx)
             return run_daemonized(
@@ -494,10 +506,17 @@ class Lifecycle:
         if not wait_until_gone(rec.qemu_pid, rec.uuid, QUIT_GRACE, self.host_paths.proc):
             kill_vm_process(rec.qemu_pid, rec.uuid, self.host_paths.proc)
 
-    def _mark_stopped(self, rec: VmRecord) -> None:
-        """The row says stopped last: a task killed before that leaves a row that still says
-        running, so the next one finishes the job (files, TAPs, then the firewall)."""
-        rec.status = STOPPED
+    def clean_up_dead(self, rec: VmRecord, status: str) -> None:
+        """After QEMU died (``status`` crashed) or its guest powered off (stopped): its files,
+        TAPs and rules go, the serial log stays (it tells why), the row says ``status``."""
+        self.release_files(rec, keep_serial_log=True)
+        self._mark_stopped(rec, status)
+
+    def _mark_stopped(self, rec: VmRecord, status: str = STOPPED) -> None:
+        """The row says stopped (or crashed) last: a task killed before that leaves a row
+        that still says running, so the next one finishes the job (files, TAPs, then the
+        firewall)."""
+        rec.status = status
         rec.qemu_pid = None
         self._clear_launch(rec)
         self.sync_firewall(rec)  # the VM's rules go with its TAPs

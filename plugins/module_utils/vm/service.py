@@ -56,6 +56,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import (
     STATES,
     STOPPED,
     fold_status,
+    recorded_state,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.keys import read_luks_key
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.live_resize import resize_attached_disk
@@ -288,7 +289,7 @@ class VmService:
         if rec is None:
             return Live(ABSENT)
         if foreign:  # its process cannot be seen from here: the row stands for it
-            return Live(fold_status(rec.status if rec.status != STOPPED else None))
+            return Live(recorded_state(rec.status))
         try:
             qemu_status = self.lifecycle.query_status(rec)
         except QemuUnresponsive:
@@ -485,7 +486,7 @@ class VmService:
         error = None
         if rec.host != self.hostname:  # another host's VM: only its row can be read from here
             qemu_status = None
-            state = fold_status(rec.status if rec.status != STOPPED else None)
+            state = recorded_state(rec.status)
         else:
             try:
                 qemu_status = self.lifecycle.query_status(rec, timeout=INFO_QMP_TIMEOUT)

@@ -37,6 +37,11 @@ MACHINE_TYPES = ("q35", "pc")
 GRAPHICS_TYPES = ("none", "vnc")
 FIRMWARES = ("bios", "uefi")
 VNC_BASE_PORT = 5900
+# What the host monitor does when a VM's QEMU dies without a shutdown (or the guest panics),
+# and when its guest powers itself off.
+ON_CRASH = ("destroy", "restart", "preserve")
+ON_POWEROFF = ("stop", "restart")
+AUTOSTART_DELAY_MAX = 3600
 VNC_PASSWORD_MAX = 8  # VNC authentication compares only the first 8 bytes
 ACCELS = ("auto", "kvm", "tcg")
 # Model names as QEMU prints them in -cpu help: letters, digits, '-', '_', '.'.
@@ -72,6 +77,12 @@ class VmSpec:
     nics: Tuple[NicSpec, ...] = ()
     netns: Optional[str] = None  # network namespace of QEMU and its TAPs; None: the host's
     department: Optional[str] = None  # firewall department (infinivirt_firewall)
+    # Host monitor policies (monitor/); a running VM follows them without a restart.
+    on_crash: str = "destroy"
+    on_poweroff: str = "stop"
+    autostart: bool = False  # started by the monitor once per host boot
+    autostart_order: int = 0  # lower first; equal orders by name
+    autostart_delay: int = 0  # seconds to wait after starting this VM before the next
 
     def to_dict(self) -> Dict[str, Any]:
         data = dataclasses.asdict(self)  # disks become a list of dicts
@@ -94,8 +105,9 @@ class VmSpec:
         return cls(**values)
 
 
-# Fields a running VM follows without a restart (the firewall applies a department live).
-LIVE_FIELDS = ("department",)
+# Fields a running VM follows without a restart (the firewall applies a department live;
+# the monitor reads its policies from the row).
+LIVE_FIELDS = ("department", "on_crash", "on_poweroff", "autostart", "autostart_order", "autostart_delay")
 
 # Fields stored as JSON text in the database.
 JSON_FIELDS = ("cpu_flags", "disks", "nics")
@@ -147,6 +159,10 @@ def validate(spec: VmSpec) -> VmSpec:
     validate_netns_name("netns", spec.netns)
     if spec.department is not None:
         validate_label("department", spec.department)
+    check_choice("on_crash", spec.on_crash, ON_CRASH)
+    check_choice("on_poweroff", spec.on_poweroff, ON_POWEROFF)
+    check_int("autostart_order", spec.autostart_order, -1000000, 1000000)
+    check_int("autostart_delay", spec.autostart_delay, 0, AUTOSTART_DELAY_MAX)
     return spec
 
 

@@ -16,6 +16,7 @@ RUNNING = "running"
 PAUSED = "paused"
 STOPPED = "stopped"
 STARTING = "starting"  # recorded only between spawning QEMU and seeing it run
+CRASHED = "crashed"  # recorded by the host monitor: QEMU died without a shutdown
 
 
 def fold_status(qemu_status: Optional[str]) -> str:
@@ -23,3 +24,8 @@ def fold_status(qemu_status: Optional[str]) -> str:
     if qemu_status is None:
         return STOPPED
     return RUNNING if qemu_status == "running" else PAUSED
+
+
+def recorded_state(status: str) -> str:
+    """The state a row's status stands for, when no process can be asked (another host's)."""
+    return fold_status(None if status in (STOPPED, CRASHED) else status)

@@ -22,7 +22,8 @@ def test_files_are_named_after_the_uuid():
     assert paths.pidfile == "/run/infinivirt/%s.pid" % UUID
     assert paths.qmp_socket == "/run/infinivirt/%s.qmp" % UUID
     assert paths.serial_log == "/run/infinivirt/%s.serial.log" % UUID
-    assert [kind for kind, _path in paths.journal()] == ["pidfile", "qmp_socket", "serial_log"]
+    assert paths.events_socket == "/run/infinivirt/%s.events" % UUID
+    assert [kind for kind, _path in paths.journal()] == ["pidfile", "qmp_socket", "events_socket", "serial_log"]
 
 
 def test_a_run_dir_too_long_for_a_unix_socket_is_refused():

@@ -1,0 +1,372 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The host monitor: one process per host that follows every running VM on it.
+
+It reads each VM's event monitor (a second QMP socket added at start, so a task's own QMP
+session stays free), records events in the store's event log, and when a QEMU ends it
+does what the modules would do on their next task, at once: under the VM's lock, the
+journaled files, TAPs and firewall rules go, the row says ``stopped`` or ``crashed``, and
+``on_crash``/``on_poweroff`` may start the VM again. A stop made by a task is told apart
+by the row (the task marks it stopped before it lets go of the lock).
+
+One thread, a selector over the event sockets; the store is reopened after an outage and
+what happened meanwhile is handled then (events wait in memory, bounded).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import selectors
+import signal
+import time
+from typing import Any, Callable, Deque, Dict, List, Optional
+
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError, LockTimeout, StoreError
+from ansible_collections.infinivirt.core.plugins.module_utils.host.process import kill_vm_process
+from ansible_collections.infinivirt.core.plugins.module_utils.monitor.policy import (
+    CRASH,
+    autostart_order,
+    ending,
+    log_entry,
+    respond,
+)
+from ansible_collections.infinivirt.core.plugins.module_utils.monitor.qmp_events import (
+    EventConnection,
+    EventsUnavailable,
+)
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.lifecycle import VmPaths
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import (
+    CRASHED,
+    PAUSED,
+    RUNNING,
+    STARTING,
+    STOPPED,
+)
+
+LIVE_STATUSES = (RUNNING, PAUSED, STARTING)
+OUTBOX_MAX = 10000  # events kept in memory while the store is away
+RESTART_BURST = 3  # restarts of one VM allowed within RESTART_WINDOW seconds
+RESTART_WINDOW = 60.0
+CLEANUP_ATTEMPTS = 5
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+AUTOSTART_MARKER = "autostart.boot"
+
+
+class Monitor:
+    """``open_context`` makes a HostContext (called again after a store outage)."""
+
+    def __init__(
+        self,
+        open_context: Callable[[], Any],
+        poll: float = 0.5,
+        log: Optional[logging.Logger] = None,
+        boot_id_file: str = BOOT_ID,
+    ):
+        self.open_context = open_context
+        self.poll = poll
+        self.log = log or logging.getLogger("infinivirt.monitor")
+        self.boot_id_file = boot_id_file
+        self.vms: Optional[VmService] = None
+        self.selector = selectors.DefaultSelector()
+        self.watching: Dict[str, EventConnection] = {}  # VM uuid -> its event stream
+        self.names: Dict[str, str] = {}  # VM uuid -> name, for the event log
+        self.gone: Dict[str, List[Dict[str, Any]]] = {}  # QEMU ended: uuid -> its last events
+        self.panicked: Dict[str, int] = {}  # uuid -> PID of a QEMU whose guest panicked
+        self.attempts: Dict[str, int] = {}
+        self.restarts: Dict[str, Deque[float]] = {}
+        self.outbox: Deque[Dict[str, Any]] = collections.deque(maxlen=OUTBOX_MAX)
+        self.stopping = False
+        self._store_down_since: Optional[float] = None
+
+    # -- the store, reopened after an outage ----------------------------------------------
+    def _service(self) -> Optional[VmService]:
+        if self.vms is None:
+            try:
+                self.vms = VmService(self.open_context())
+            except InfinivirtError as exc:
+                if self._store_down_since is None:
+                    self._store_down_since = time.monotonic()
+                    self.log.error("state store unavailable, will retry: %s", exc)
+                return None
+            if self._store_down_since is not None:
+                self.log.info("state store back after %.1f s", time.monotonic() - self._store_down_since)
+                self._store_down_since = None
+        return self.vms
+
+    def _store_failed(self, exc: Exception) -> None:
+        self.log.error("state store failed, will retry: %s", exc)
+        self._store_down_since = time.monotonic()
+        if self.vms is not None:
+            try:
+                self.vms.close()
+            except Exception:  # noqa: BLE001 -- a broken connection may fail to close
+                pass
+        self.vms = None
+
+    def record(self, uuid: str, kind: str, detail: Optional[Dict[str, Any]] = None, at: Optional[str] = None) -> None:
+        host = self.vms.hostname if self.vms is not None else ""
+        self.outbox.append(
+            {"vm_uuid": uuid, "vm_name": self.names.get(uuid, ""), "host": host, "kind": kind, "detail": detail or {}}
+        )
+        if at:
+            self.outbox[-1]["at"] = at
+
+    def flush(self) -> None:
+        svc = self._service()
+        if svc is None or not self.outbox:
+            return
+        batch = list(self.outbox)
+        for event in batch:
+            event["host"] = event["host"] or svc.hostname
+        try:
+            svc.store.add_events(batch)
+        except StoreError as exc:
+            self._store_failed(exc)
+            return
+        for _sent in batch:
+            self.outbox.popleft()
+
+    # -- the two ways to run ----------------------------------------------------------------
+    def once(self) -> int:
+        """Reconcile every VM of this host (and autostart after a boot), then return."""
+        self.refresh()
+        self.settle()
+        self.autostart()
+        self.flush()
+        self.close()
+        return 0 if self.vms is not None or not self.gone else 1
+
+    def run(self) -> int:
+        """Follow the VMs until SIGTERM or SIGINT."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._stop)
+        self.log.info("monitor started (PID %d)", os.getpid())
+        self.refresh()
+        self.settle()
+        self.autostart()
+        last_refresh = time.monotonic()
+        while not self.stopping:
+            for key, _mask in self.selector.select(timeout=self.poll):
+                self._read(key.fileobj)
+            if time.monotonic() - last_refresh >= self.poll:
+                self.refresh()
+                last_refresh = time.monotonic()
+            self.settle()
+            self.flush()
+        self.flush()
+        self.close()
+        self.log.info("monitor stopped")
+        return 0
+
+    def _stop(self, *_args: Any) -> None:
+        self.stopping = True
+
+    def close(self) -> None:
+        for conn in list(self.watching.values()):
+            self._unwatch(conn)
+        if self.vms is not None:
+            self.vms.close()
+            self.vms = None
+
+    # -- following the VMs -------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Attach to VMs that run and are not followed yet; a VM whose row says it runs but
+        whose QEMU is gone (or never answered on its event socket) is handled as ended."""
+        svc = self._service()
+        if svc is None:
+            return
+        try:
+            records = svc.store.list_vms(host=svc.hostname)
+        except StoreError as exc:
+            self._store_failed(exc)
+            return
+        self.names = {rec.uuid: rec.name for rec in records}
+        for rec in records:
+            if rec.status not in LIVE_STATUSES or rec.uuid in self.gone:
+                continue
+            pid = svc.lifecycle.live_pid(rec)
+            conn = self.watching.get(rec.uuid)
+            if conn is not None and conn.pid == pid:
+                continue
+            if conn is not None:  # restarted by a task: the old stream ends on its own
+                self._unwatch(conn)
+            if pid is None:
+                self.gone[rec.uuid] = conn.events if conn is not None else []
+                continue
+            try:
+                conn = EventConnection(VmPaths.for_vm(svc.lifecycle.run_dir, rec.uuid).events_socket, rec.uuid, pid)
+            except EventsUnavailable as exc:  # started before the monitor existed: polled instead
+                self.log.debug("VM %s: no event stream (%s); checking its process instead", rec.name, exc)
+                continue
+            self.watching[rec.uuid] = conn
+            self.selector.register(conn, selectors.EVENT_READ)
+            self.log.info("following VM %s (PID %s)", rec.name, pid)
+
+    def _unwatch(self, conn: EventConnection) -> None:
+        self.selector.unregister(conn)
+        conn.close()
+        self.watching.pop(conn.uuid, None)
+
+    def _read(self, conn: EventConnection) -> None:
+        try:
+            fresh = conn.read()
+        except EOFError:
+            self._unwatch(conn)
+            self.gone[conn.uuid] = list(conn.events)
+            return
+        for message in fresh:
+            entry = log_entry(message)
+            if entry is not None:
+                stamp = message.get("timestamp") or {}
+                at = None
+                if "seconds" in stamp:
+                    at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(stamp["seconds"])) + ".%06dZ" % stamp.get(
+                        "microseconds", 0
+                    )
+                self.record(conn.uuid, entry["kind"], entry["detail"], at)
+            if message.get("event") == "GUEST_PANICKED" and conn.pid is not None:
+                self.panicked[conn.uuid] = conn.pid
+
+    # -- when a QEMU ends -----------------------------------------------------------------
+    def settle(self) -> None:
+        """Handle every VM whose QEMU ended (or whose guest panicked)."""
+        for uuid, pid in list(self.panicked.items()):
+            self._on_panic(uuid, pid)
+        for uuid in list(self.gone):
+            svc = self._service()
+            if svc is None:
+                return
+            try:
+                self._settle(svc, uuid, self.gone[uuid])
+            except StoreError as exc:
+                self._store_failed(exc)
+                return
+            except LockTimeout:
+                continue  # a task holds the VM: try again on the next round
+            except InfinivirtError as exc:
+                self.attempts[uuid] = self.attempts.get(uuid, 0) + 1
+                self.log.error("VM %s: cleanup failed (attempt %d): %s", self.names.get(uuid), self.attempts[uuid], exc)
+                if self.attempts[uuid] < CLEANUP_ATTEMPTS:
+                    continue
+                self.record(uuid, "cleanup_failed", {"error": str(exc), "attempts": self.attempts[uuid]})
+            self.gone.pop(uuid, None)
+            self.attempts.pop(uuid, None)
+
+    def _fresh(self, svc: VmService, uuid: str) -> Optional[VmRecord]:
+        rec = svc.store.get_vm_by_uuid(uuid)
+        return rec if rec is not None and rec.host == svc.hostname else None
+
+    def _settle(self, svc: VmService, uuid: str, events: List[Dict[str, Any]]) -> None:
+        rec = self._fresh(svc, uuid)
+        if rec is None:
+            return
+        with svc.store.vm_lock(rec.name, svc.lock_timeout):
+            rec = self._fresh(svc, uuid)  # a task may have changed it while we waited
+            if rec is None or svc.lifecycle.is_alive(rec) or rec.status not in LIVE_STATUSES:
+                return  # removed, started again, or stopped by the task itself
+            started = time.monotonic()
+            if rec.status == STARTING:  # a start cut off before QEMU ran: not a crash
+                svc.lifecycle.clean_up_dead(rec, STOPPED)
+                self.record(uuid, "start_abandoned", {"cleaned_in_ms": _ms(started)})
+                return
+            how = ending(events)
+            response = respond(how, rec.spec.on_crash, rec.spec.on_poweroff)
+            svc.lifecycle.clean_up_dead(rec, response.status)
+            self.log.info("VM %s: %s; cleaned up, now %s", rec.name, response.reason, response.status)
+            self.record(
+                uuid,
+                CRASHED if response.status == CRASHED else "stopped",
+                {"how": how, "reason": response.reason, "cleaned_in_ms": _ms(started)},
+            )
+            if response.restart and self._may_restart(uuid):
+                svc.start_vm(rec)
+                self.log.info("VM %s: started again (%s)", rec.name, "on_crash" if how == CRASH else "on_poweroff")
+                self.record(uuid, "restarted", {"policy": "on_crash" if how == CRASH else "on_poweroff"})
+            elif response.restart:
+                self.record(uuid, "restart_limit", {"restarts": RESTART_BURST, "within_s": RESTART_WINDOW})
+
+    def _may_restart(self, uuid: str) -> bool:
+        """At most RESTART_BURST restarts per RESTART_WINDOW: a VM that dies at once stays down."""
+        now = time.monotonic()
+        recent = self.restarts.setdefault(uuid, collections.deque(maxlen=RESTART_BURST))
+        if len(recent) == RESTART_BURST and now - recent[0] < RESTART_WINDOW:
+            return False
+        recent.append(now)
+        return True
+
+    def _on_panic(self, uuid: str, pid: int) -> None:
+        """A guest panicked (QEMU paused it): preserve leaves it for inspection; otherwise
+        QEMU is ended and the VM handled as crashed when its stream closes."""
+        svc = self._service()
+        if svc is None:
+            return
+        try:
+            rec = self._fresh(svc, uuid)
+        except StoreError as exc:
+            self._store_failed(exc)
+            return
+        del self.panicked[uuid]
+        if rec is None or rec.spec.on_crash == "preserve":
+            return
+        kill_vm_process(pid, uuid, svc.lifecycle.host_paths.proc)
+
+    # -- autostart --------------------------------------------------------------------------
+    def autostart(self) -> None:
+        """Once per host boot: start the autostart VMs in order, waiting each one's delay."""
+        svc = self._service()
+        if svc is None:
+            return
+        boot = _read(self.boot_id_file)
+        marker = os.path.join(svc.lifecycle.run_dir, AUTOSTART_MARKER)
+        if boot is None or _read(marker) == boot:
+            return
+        try:
+            records = svc.store.list_vms(host=svc.hostname)
+        except StoreError as exc:
+            self._store_failed(exc)
+            return
+        for rec in autostart_order(records):
+            try:
+                with svc.store.vm_lock(rec.name, svc.lock_timeout):
+                    rec = self._fresh(svc, rec.uuid)
+                    if rec is None or not rec.spec.autostart or svc.lifecycle.is_alive(rec):
+                        continue
+                    self.names[rec.uuid] = rec.name
+                    svc.start_vm(rec)
+                self.log.info("VM %s: autostarted", rec.name)
+                self.record(rec.uuid, "autostarted", {"order": rec.spec.autostart_order})
+            except StoreError as exc:
+                self._store_failed(exc)
+                return  # the marker is not written: the next round tries again
+            except InfinivirtError as exc:
+                self.log.error("VM %s: autostart failed: %s", rec.name, exc)
+                self.record(rec.uuid, "autostart_failed", {"error": str(exc)})
+            if rec.spec.autostart_delay:
+                time.sleep(rec.spec.autostart_delay)
+        _write_private(marker, boot)
+
+
+def _ms(since: float) -> int:
+    return int((time.monotonic() - since) * 1000)
+
+
+def _read(path: str) -> Optional[str]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
+def _write_private(path: str, text: str) -> None:
+    """Replace ``path`` (in the private run_dir) without following a planted link."""
+    tmp = "%s.%d" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text + "\n")
+    os.replace(tmp, path)
