@@ -18,8 +18,8 @@ description:
     reported; the task then fails with a message that names each failed entry.
   - An entry is known by its O(vms[].name). A missing, invalid or repeated name, or bad
     O(defaults), fail the task before any VM is touched. Any other error fails only its
-    entry, with a message that names it, for example
-    C(vms[3].disks[0].path: ... is outside the storage roots).
+    entry, with a message that starts with the entry and the option at fault, for example
+    C(vms[3].disks[0].path).
 author:
   - Infinivirt developers (@infinivirt)
 extends_documentation_fragment:
@@ -156,7 +156,7 @@ vms:
       description: Whether this entry failed.
       type: bool
     msg:
-      description: Why the entry failed, naming it (C(vms[3].memory_mb: must be at least 16, got 8)).
+      description: Why the entry failed, naming it, for example C(vms[3].memory_mb) followed by the reason.
       type: str
       returned: when failed
     actions:
