@@ -16,7 +16,7 @@ description:
     M(infinivirt.core.infinivirt_vm) tasks on other VMs run beside this one.
   - A VM that fails does not stop the others. Every other entry is still converged and
     reported; the task then fails with a message that names each failed entry.
-  - An entry is known by its O(vms[].name). A missing, invalid or repeated name, or bad
+  - An entry is known by its C(name). A missing, invalid or repeated name, or bad
     O(defaults), fail the task before any VM is touched. Any other error fails only its
     entry, with a message that starts with the entry and the option at fault, for example
     C(vms[3].disks[0].path).
@@ -37,12 +37,12 @@ attributes:
     details: Each changed VM's diff is shown under its name, and returned in RV(vms[].diff).
   idempotent:
     support: partial
-    details: An entry with O(vms[].state=restarted) always restarts its VM and reports a change.
+    details: An entry whose C(state) is V(restarted) always restarts its VM and reports a change.
 options:
   vms:
     description:
       - The VMs, each a dictionary with the options of M(infinivirt.core.infinivirt_vm)
-        (O(vms[].name) required; C(state), C(vcpus), C(memory_mb), C(disks), C(nics),
+        (C(name) required; C(state), C(vcpus), C(memory_mb), C(disks), C(nics),
         C(graphics), C(stop_timeout), C(force), and so on). They are checked exactly as that
         module checks them and have the same defaults. The options shared by all modules
         (O(db_url), O(run_dir), ...) are options of this task, not of an entry.

@@ -158,8 +158,13 @@ class VmBatch:
         queue = iter(todo)
         lock = threading.Lock()
         threads = [
-            threading.Thread(target=self._worker, args=(queue, lock, results, check_mode, diff), daemon=True)
-            for _ in range(workers)
+            threading.Thread(
+                target=self._worker,
+                args=(queue, lock, results, check_mode, diff),
+                name="infinivirt-vms-%d" % number,
+                daemon=True,
+            )
+            for number in range(workers)
         ]
         for thread in threads:
             thread.start()
