@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import traceback
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
@@ -105,4 +105,42 @@ class InfinivirtModule:
             result.pop("diff", None)
         for warning in result.pop("warnings", []):
             self.module.warn(warning)
+        if result.get("failed"):  # a partial failure that still reports its results
+            self.module.fail_json(**result)
         self.module.exit_json(**result)
+
+
+def validate_options(
+    argument_spec: Dict[str, Any], params: Dict[str, Any], path: str
+) -> Tuple[Dict[str, Any], List[str], Set[str]]:
+    """Check ``params`` as AnsibleModule checks its own (types, choices, required, suboptions)
+    and return (validated params, errors, no_log values). Each error names ``path`` and the
+    list position of a suboption (``vms[3].disks[0]: ...``), which Ansible's do not."""
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+    from ansible.module_utils.errors import UnsupportedError
+
+    shallow = {key: {k: v for k, v in option.items() if k != "options"} for key, option in argument_spec.items()}
+    checked = ArgumentSpecValidator(shallow).validate(params)
+    values = dict(checked.validated_parameters)
+    errors = [
+        "%s: %s%s" % (path, "unsupported parameters: " if isinstance(err, UnsupportedError) else "", err.msg)
+        for err in checked.errors.errors
+    ]
+    hidden = set(checked._no_log_values)
+    for key, option in argument_spec.items():
+        value = values.get(key)
+        if "options" not in option or not value or not isinstance(value, (dict, list)):
+            continue
+        items = value if isinstance(value, list) else [value]
+        done = []
+        for index, item in enumerate(items):
+            if not isinstance(item, dict):  # reported above (elements: dict)
+                done.append(item)
+                continue
+            where = "%s.%s[%d]" % (path, key, index) if isinstance(value, list) else "%s.%s" % (path, key)
+            sub_values, sub_errors, sub_hidden = validate_options(option["options"], item, where)
+            done.append(sub_values)
+            errors += sub_errors
+            hidden |= sub_hidden
+        values[key] = done if isinstance(value, list) else done[0]
+    return values, errors, hidden

@@ -516,90 +516,13 @@ vm:
 
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import InfinivirtModule
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import (
-    AIO_MODES,
-    BUSES,
-    CACHE_MODES,
-    FORMATS,
-    MEDIA,
-)
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import MODELS
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.options import vm_argument_spec
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import (
-    ACCELS,
-    FIRMWARES,
-    GRAPHICS_TYPES,
-    MACHINE_TYPES,
-)
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import STATES
 
 
 def main() -> None:
     module = InfinivirtModule(
-        argument_spec=dict(
-            name=dict(type="str", required=True),
-            state=dict(type="str", default="present", choices=list(STATES)),
-            vcpus=dict(type="int"),
-            memory_mb=dict(type="int"),
-            machine_type=dict(type="str", choices=list(MACHINE_TYPES)),
-            cpu_model=dict(type="str"),
-            cpu_flags=dict(type="list", elements="str"),
-            accel=dict(type="str", choices=list(ACCELS)),
-            kernel=dict(type="path"),
-            initrd=dict(type="path"),
-            kernel_cmdline=dict(type="str"),
-            stop_timeout=dict(type="float", default=60.0),
-            force=dict(type="bool", default=False),
-            restart_on_change=dict(type="bool", default=False),
-            digest=dict(type="str"),
-            firmware=dict(type="str", choices=list(FIRMWARES)),
-            secure_boot=dict(type="bool"),
-            uefi_firmware=dict(type="path"),
-            disks=dict(
-                type="list",
-                elements="dict",
-                options=dict(
-                    path=dict(type="path", required=True),
-                    format=dict(type="str", choices=list(FORMATS)),
-                    bus=dict(type="str", choices=list(BUSES)),
-                    cache=dict(type="str", choices=list(CACHE_MODES)),
-                    aio=dict(type="str", choices=list(AIO_MODES)),
-                    iothread=dict(type="bool"),
-                    discard=dict(type="bool"),
-                    serial=dict(type="str"),
-                    readonly=dict(type="bool"),
-                    boot_order=dict(type="int"),
-                    media=dict(type="str", choices=list(MEDIA)),
-                ),
-            ),
-            nics=dict(
-                type="list",
-                elements="dict",
-                options=dict(
-                    network=dict(type="str"),
-                    bridge=dict(type="str"),
-                    model=dict(type="str", choices=list(MODELS)),
-                    mac=dict(type="str"),
-                    queues=dict(type="int"),
-                    vhost=dict(type="bool"),
-                    mtu=dict(type="int"),
-                    tap=dict(type="str"),
-                    ips=dict(type="list", elements="str"),
-                ),
-            ),
-            netns=dict(type="str"),
-            department=dict(type="str"),
-            console_socket=dict(type="bool"),
-            graphics=dict(
-                type="dict",
-                options=dict(
-                    type=dict(type="str", choices=list(GRAPHICS_TYPES)),
-                    listen=dict(type="str"),
-                    port=dict(type="int"),
-                    password=dict(type="str", no_log=True),
-                ),
-            ),
-        ),
+        argument_spec=vm_argument_spec(),
         supports_check_mode=True,
         requirements=[("qemu.qmp", HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR)],
     )

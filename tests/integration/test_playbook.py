@@ -54,3 +54,19 @@ def test_lifecycle_playbook(guest_params, workdir):
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
     assert "failed=0" in done.stdout
     assert run_dir_files(workdir) == []
+
+
+def test_vms_batch_playbook(workdir):
+    """infinivirt_vms: check mode, start, no-op, a failing entry, a single-VM task beside a
+    running batch, exclusive removal; the display password never shows in the output."""
+    password = "pbSecr3t"
+    done = run_playbook(
+        "vms_batch.yml",
+        {"db_url": "sqlite:///%s/pb.db" % workdir, "run_dir": os.path.join(workdir, "run"), "password": password},
+        verbosity=3,  # prints each task's invocation, where the entries' passwords are
+    )
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    assert "failed=0" in done.stdout
+    assert password not in done.stdout + done.stderr
+    assert '"password": "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"' in done.stdout
+    assert run_dir_files(workdir) == []

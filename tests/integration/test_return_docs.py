@@ -20,10 +20,13 @@ from typing import Any, Dict, Iterable, Set
 import pytest
 import yaml
 
+from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import validate_options
 from ansible_collections.infinivirt.core.plugins.module_utils.context import HostContext
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
 from ansible_collections.infinivirt.core.plugins.module_utils.network.service import NetworkService
 from ansible_collections.infinivirt.core.plugins.module_utils.secrets.rotation import rotate_key
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.batch import VmBatch, prepare
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.options import vm_argument_spec
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
@@ -36,6 +39,7 @@ MODULES = (
     "infinivirt_net",
     "infinivirt_firewall",
     "infinivirt_secret_key",
+    "infinivirt_vms",
 )
 
 # Keys every Ansible module may return, which RETURN does not document.
@@ -49,9 +53,16 @@ AS_OPTIONS = {
     "infinivirt_firewall": {"firewall.rules[]": "rules"},
 }
 # Entries documented as "the fields of" another module's return value, plus their own.
-AS_RETURN = {"infinivirt_vm_info": {"vms[]": ("infinivirt_vm", "vm")}}
+AS_RETURN = {
+    "infinivirt_vm_info": {"vms[]": ("infinivirt_vm", "vm")},
+    "infinivirt_vms": {"vms[].vm": ("infinivirt_vm", "vm")},
+}
+# Entries documented as "as RV(other) describes" within the same module.
+AS_SIBLING = {"infinivirt_vms": {"unlisted[]": "vms[]"}}
 # Values whose keys are another program's: infinivirt_disk's volume.info is qemu-img info.
-OPAQUE = {"volume.info"}
+# infinivirt_vms: a VM's diff (infinivirt_vm's, not documented there either) and counts keyed
+# by action and status names.
+OPAQUE = {"volume.info", "vms[].diff", "unlisted[].diff", "summary.actions", "summary.status"}
 
 
 def _load(module: str) -> Any:
@@ -67,6 +78,8 @@ def documented(module: str) -> Set[str]:
     for path, option in AS_OPTIONS.get(module, {}).items():
         assert path.rstrip("[]") in paths, path
         paths |= {"%s.%s" % (path, sub) for sub in options[option]["suboptions"]}
+    for path, sibling in AS_SIBLING.get(module, {}).items():
+        paths |= {path + p[len(sibling) :] for p in list(paths) if p.startswith(sibling + ".")}
     return paths
 
 
@@ -186,6 +199,36 @@ def check_the_rest(ctx, netns, tmp_path, results):
         results["infinivirt_vm"].append(vms.ensure(params, check).result())
     vms.ensure(vm_params(name="ret3"), False)
     results["infinivirt_vm"].append(vms.ensure(vm_params(name="ret3", state="absent"), False).result())
+
+    # infinivirt_vms: predicted with diffs, done with a failing entry, then exclusive while
+    # one unlisted VM is locked (its entry fails) and one is not.
+    def open_ctx(lock_timeout=ctx.lock_timeout):
+        return HostContext.open(
+            "sqlite:///%s/state.db" % tmp_path,
+            ctx.run_dir,
+            host_id=ctx.host_id,
+            lock_timeout=lock_timeout,
+            storage_roots=ctx.storage_roots,
+            nvram_dir=ctx.nvram_dir,
+            secret_key_file=ctx.secret_key_file,
+        )
+
+    spec = vm_argument_spec()
+    listed = [
+        {"name": "many1", "disks": [{"path": image}], "netns": netns, "nics": [{"network": "ivret0"}]},
+        {"name": "many2", "memory_mb": 8},
+        {"name": "many3"},
+    ]
+    for entries, check, diff, exclusive in ((listed, True, True, None), (listed, False, False, None)):
+        prepared = prepare(entries, {"memory_mb": 64}, lambda entry, path: validate_options(spec, entry, path))
+        batch = VmBatch(ctx, open_ctx, 2)
+        results["infinivirt_vms"].append(batch.converge(prepared.entries, check, diff, exclusive, prepared.stop_params))
+    with ctx.store.vm_lock("many3", 5):
+        prepared = prepare([{"name": "ret1"}], {}, lambda entry, path: validate_options(spec, entry, path))
+        batch = VmBatch(ctx, lambda: open_ctx(0.2), 2)
+        done = batch.converge(prepared.entries, False, True, "stopped", prepared.stop_params)
+    assert [(r["name"], r["failed"]) for r in done["unlisted"]] == [("many1", False), ("many3", True)], done
+    results["infinivirt_vms"].append(done)
 
     # infinivirt_snapshot on the stopped VM's qcow2 disk.
     snaps = SnapshotService(VmService(ctx))

@@ -34,6 +34,7 @@ PURE_MODELS = (
     "vm/record.py",
     "vm/plan.py",
     "vm/states.py",
+    "vm/options.py",  # infinivirt_vm's argument_spec, shared with infinivirt_vms
     "volume/size.py",
     "firewall/rules.py",
     "validation.py",
