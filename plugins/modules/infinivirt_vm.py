@@ -251,6 +251,40 @@ options:
         traffic passes the department's rules and its own. A change applies at once, also
         to a running VM. V("") takes the VM out of its department.
     type: str
+  on_crash:
+    description:
+      - What the host monitor (C(infinivirt-monitor), see the C(infinivirt.core.host) role)
+        does when the VM's QEMU ends without a shutdown (killed, crashed) or its guest
+        kernel panics.
+      - V(destroy) cleans up (TAPs, firewall rules, sockets) and leaves the VM C(crashed);
+        V(restart) does that and starts it again (at most 3 times a minute);
+        V(preserve) leaves a panicked guest paused for inspection (a dead QEMU is cleaned
+        up as with V(destroy)).
+      - Default for a new VM is V(destroy). Applies at once, also to a running VM.
+    type: str
+    choices: [destroy, restart, preserve]
+  on_poweroff:
+    description:
+      - What the host monitor does when the guest powers itself off. V(stop) leaves it
+        stopped; V(restart) starts it again. A stop asked for by a task is never undone.
+      - Default for a new VM is V(stop). Applies at once, also to a running VM.
+    type: str
+    choices: [stop, restart]
+  autostart:
+    description:
+      - Start the VM when the host monitor first runs after the host booted (once per boot).
+      - Default for a new VM is V(false).
+    type: bool
+  autostart_order:
+    description:
+      - Autostart VMs start by this number, lowest first; equal numbers by name.
+      - Default for a new VM is V(0).
+    type: int
+  autostart_delay:
+    description:
+      - Seconds the monitor waits after autostarting this VM before the next one (0 to 3600).
+      - Default for a new VM is V(0).
+    type: int
   console_socket:
     description:
       - Give the VM a second serial port (the guest's C(ttyS1)) on a UNIX socket in
@@ -459,6 +493,21 @@ vm:
     department:
       description: Firewall department, or null.
       type: str
+    on_crash:
+      description: What the host monitor does when the VM crashes (see O(on_crash)).
+      type: str
+    on_poweroff:
+      description: What the host monitor does when the guest powers off (see O(on_poweroff)).
+      type: str
+    autostart:
+      description: Whether the host monitor starts the VM after a host boot (see O(autostart)).
+      type: bool
+    autostart_order:
+      description: Position among the autostart VMs (see O(autostart_order)).
+      type: int
+    autostart_delay:
+      description: Seconds waited after autostarting it (see O(autostart_delay)).
+      type: int
     secure_boot:
       description: Whether UEFI Secure Boot is on (see O(secure_boot)).
       type: bool

@@ -51,7 +51,7 @@ vms:
   description:
     - The VMs found, sorted by name; empty when O(name) names no VM.
     - Each entry has the fields of RV(infinivirt.core.infinivirt_vm#module:vm) plus RV(vms[].qemu_status),
-      RV(vms[].error) and RV(vms[].snapshots).
+      RV(vms[].error), RV(vms[].crashed), RV(vms[].leftovers), RV(vms[].events) and RV(vms[].snapshots).
   returned: always
   type: list
   elements: dict
@@ -99,6 +99,48 @@ vms:
     digest:
       description: SHA-256 of the stored definition (see M(infinivirt.core.infinivirt_vm)).
       type: str
+    crashed:
+      description:
+        - Whether the VM's QEMU ended without a shutdown. True when the host monitor recorded
+          a crash (the row says C(crashed) until the VM starts again), or when the row still
+          says the VM runs but no QEMU is left (nothing cleaned it up yet; see
+          RV(vms[].leftovers)).
+      type: bool
+    leftovers:
+      description:
+        - What a QEMU that is gone left on this host (journaled files and TAPs, as
+          C(kind)/C(ref)); empty while it runs or once cleaned up. The host monitor, or the
+          next M(infinivirt.core.infinivirt_vm) task on the VM, removes them.
+      type: list
+      elements: dict
+      contains:
+        kind:
+          description: V(pidfile), V(qmp_socket), V(events_socket), V(console_socket) or V(tap).
+          type: str
+        ref:
+          description: The file path, or C(netns/tap) for a TAP.
+          type: str
+    events:
+      description:
+        - The VM's newest events (at most 10, newest first) from the host monitor's event
+          log - QEMU's (C(shutdown), C(reset), C(stop), C(resume), C(guest_panicked),
+          C(block_io_error), C(device_deleted), C(balloon_change), ...) and the monitor's own
+          (C(crashed), C(stopped), C(restarted), C(autostarted), C(cleanup_failed), ...).
+      type: list
+      elements: dict
+      contains:
+        at:
+          description: When (UTC, ISO 8601).
+          type: str
+        kind:
+          description: What happened.
+          type: str
+        detail:
+          description: The event's data (for a shutdown, C(guest) and C(reason)).
+          type: dict
+        host:
+          description: The host the monitor ran on.
+          type: str
     snapshots:
       description: The VM's snapshots, internal ones present on every writable disk and external
         ones (see M(infinivirt.core.infinivirt_snapshot)); empty for another host's VM.

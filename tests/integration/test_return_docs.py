@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import subprocess
 import uuid
 from typing import Any, Dict, Iterable, Set
@@ -23,6 +24,8 @@ import yaml
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import validate_options
 from ansible_collections.infinivirt.core.plugins.module_utils.context import HostContext
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
+from ansible_collections.infinivirt.core.plugins.module_utils.host.process import wait_until_gone
+from ansible_collections.infinivirt.core.plugins.module_utils.monitor.service import Monitor
 from ansible_collections.infinivirt.core.plugins.module_utils.network.service import NetworkService
 from ansible_collections.infinivirt.core.plugins.module_utils.secrets.rotation import rotate_key
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.batch import VmBatch, prepare
@@ -62,7 +65,8 @@ AS_SIBLING = {"infinivirt_vms": {"unlisted[]": "vms[]"}}
 # Values whose keys are another program's: infinivirt_disk's volume.info is qemu-img info.
 # infinivirt_vms: a VM's diff (infinivirt_vm's, not documented there either) and counts keyed
 # by action and status names.
-OPAQUE = {"volume.info", "vms[].diff", "unlisted[].diff", "summary.actions", "summary.status"}
+# An event's detail is QEMU's own event data (or the monitor's), as it came.
+OPAQUE = {"volume.info", "vms[].diff", "unlisted[].diff", "summary.actions", "summary.status", "vms[].events[].detail"}
 
 
 def _load(module: str) -> Any:
@@ -237,12 +241,18 @@ def check_the_rest(ctx, netns, tmp_path, results):
         results["infinivirt_snapshot"].append(snaps.ensure(dict(snap, state=state), False))
     snaps.ensure(dict(snap, name="s2", state="present"), False)
 
-    # infinivirt_vm_info: all VMs and one by name (one has a snapshot).
+    # infinivirt_vm_info: all VMs and one by name (one has a snapshot), and a VM whose QEMU
+    # was killed: with its leftovers, then cleaned up by the host monitor (events).
     vms.ensure(vm_params(name="ret4"), False)
+    killed = vms.ensure(vm_params(name="ret5", state="running", memory_mb=64, accel="tcg"), False).vm
+    os.kill(killed["pid"], signal.SIGKILL)
+    assert wait_until_gone(killed["pid"], killed["uuid"], 10)
     results["infinivirt_vm_info"] += [
         dict(changed=False, vms=VmService(ctx).info(None)),
         dict(changed=False, vms=VmService(ctx).info("ret1")),
     ]
+    Monitor(open_ctx).once()
+    results["infinivirt_vm_info"].append(dict(changed=False, vms=VmService(ctx).info("ret5")))
 
     # infinivirt_firewall: a department's rules and a VM's, then removed.
     firewall = FirewallService(ctx.store, ctx.host_id, ctx.lock_timeout)

@@ -22,6 +22,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import (
     FIRMWARES,
     GRAPHICS_TYPES,
     MACHINE_TYPES,
+    ON_CRASH,
+    ON_POWEROFF,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import STATES
 
@@ -78,6 +80,11 @@ _VM_OPTIONS: Dict[str, Any] = dict(
     ),
     netns=dict(type="str"),
     department=dict(type="str"),
+    on_crash=dict(type="str", choices=list(ON_CRASH)),
+    on_poweroff=dict(type="str", choices=list(ON_POWEROFF)),
+    autostart=dict(type="bool"),
+    autostart_order=dict(type="int"),
+    autostart_delay=dict(type="int"),
     console_socket=dict(type="bool"),
     graphics=dict(
         type="dict",

@@ -50,6 +50,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import (
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import (
     ABSENT,
+    CRASHED,
     PAUSED,
     RUNNING,
     STARTING,
@@ -92,6 +93,7 @@ def _view(
 GRAPHICS_PASSWORD = "graphics_password"  # the secret column of graphics.password
 # infinivirt_vm_info waits this long for one VM's QEMU, so one hung VM does not hold the list.
 INFO_QMP_TIMEOUT = 2.0
+INFO_EVENTS = 10  # the newest events of each VM that infinivirt_vm_info lists
 # Plans with these actions store the desired spec or hand it to QEMU: the host must take it.
 HOST_CHECKED_ACTIONS = {"create", "update", "start", "hotplug_disks", "hotplug_nics"}
 # The states that may end a QEMU that does not answer, with force: true (it is killed).
@@ -480,6 +482,25 @@ class VmService:
             records = self.store.list_vms()
         return [self._info_of(rec) for rec in records]
 
+    def _aftermath(self, rec: VmRecord, state: str) -> Dict[str, Any]:
+        """Whether the VM crashed (recorded by the host monitor, or a row that says it runs
+        with no QEMU left), what a dead QEMU left behind on this host, and its last events.
+        Reading only: the next infinivirt_vm task or the monitor cleans up."""
+        here = rec.host == self.hostname
+        dead = here and state == STOPPED
+        leftovers = []
+        if dead:
+            leftovers = [
+                {"kind": kind, "ref": ref}
+                for kind, ref in self.store.journal_list(rec.uuid)
+                if not _kept_after_stop(kind)
+            ]
+        return {
+            "crashed": rec.status == CRASHED or (dead and rec.status in (RUNNING, PAUSED)),
+            "leftovers": leftovers,
+            "events": self.store.list_events(rec.uuid, limit=INFO_EVENTS),
+        }
+
     def _info_of(self, rec: VmRecord) -> Dict[str, Any]:
         """One VM's entry. A VM whose QEMU does not answer (within INFO_QMP_TIMEOUT) is listed
         with ``error`` rather than failing the whole listing."""
@@ -498,6 +519,7 @@ class VmService:
         vm = vm_result(rec, state, self.lifecycle)
         vm["qemu_status"] = qemu_status
         vm["error"] = error
+        vm.update(self._aftermath(rec, state))
         vm["snapshots"] = []
         if rec.host == self.hostname and error is None:
             try:
@@ -505,6 +527,10 @@ class VmService:
             except InfinivirtError as exc:  # a damaged image must not hide the other VMs
                 vm["error"] = "cannot list the snapshots: %s" % exc
         return vm
+
+
+def _kept_after_stop(kind: str) -> bool:
+    return kind in ("serial_log", "nvram")  # they outlive the process on purpose
 
 
 def _check_nics_against(spec: VmSpec, others: Sequence[VmRecord]) -> None:

@@ -22,7 +22,7 @@ def test_files_are_named_after_the_uuid():
     assert paths.pidfile == "/run/infinivirt/%s.pid" % UUID
     assert paths.qmp_socket == "/run/infinivirt/%s.qmp" % UUID
     assert paths.serial_log == "/run/infinivirt/%s.serial.log" % UUID
-    assert paths.events_socket == "/run/infinivirt/%s.events" % UUID
+    assert paths.events_socket == "/run/infinivirt/%s.evt" % UUID
     assert [kind for kind, _path in paths.journal()] == ["pidfile", "qmp_socket", "events_socket", "serial_log"]
 
 
