@@ -24,7 +24,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.context import (
     HostContext,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError
-from ansible_collections.infinivirt.core.plugins.module_utils.monitor.service import Monitor
+from ansible_collections.infinivirt.core.plugins.module_utils.monitor.service import BOOT_ID, Monitor
 from ansible_collections.infinivirt.core.plugins.module_utils.secrets.box import DEFAULT_KEY_FILE
 from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import DEFAULT_DB_URL
 
@@ -40,6 +40,7 @@ def parse(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--nvram-dir", default=DEFAULT_NVRAM_DIR)
     parser.add_argument("--lock-timeout", type=float, default=60.0)
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between store scans")
+    parser.add_argument("--boot-id-file", default=BOOT_ID, help="what tells one host boot from the next")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     args = parser.parse_args(argv)
     if args.poll <= 0:
@@ -73,5 +74,5 @@ def main(argv: Optional[List[str]] = None) -> int:
     except InfinivirtError as exc:
         logging.getLogger("infinivirt.monitor").error("%s", exc)
         return 2
-    monitor = Monitor(open_context, poll=args.poll)
+    monitor = Monitor(open_context, poll=args.poll, boot_id_file=args.boot_id_file)
     return monitor.once() if args.once else monitor.run()

@@ -24,7 +24,9 @@ import signal
 import time
 from typing import Any, Callable, Deque, Dict, List, Optional
 
+from ansible_collections.infinivirt.core.plugins.module_utils.clock import event_time
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError, LockTimeout, StoreError
+from ansible_collections.infinivirt.core.plugins.module_utils.host.private_dir import ensure_private_dir
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import kill_vm_process
 from ansible_collections.infinivirt.core.plugins.module_utils.monitor.policy import (
     CRASH,
@@ -109,12 +111,18 @@ class Monitor:
         self.vms = None
 
     def record(self, uuid: str, kind: str, detail: Optional[Dict[str, Any]] = None, at: Optional[str] = None) -> None:
+        """Queue an event; stamped now (not when stored: the store may be away)."""
         host = self.vms.hostname if self.vms is not None else ""
         self.outbox.append(
-            {"vm_uuid": uuid, "vm_name": self.names.get(uuid, ""), "host": host, "kind": kind, "detail": detail or {}}
+            {
+                "vm_uuid": uuid,
+                "vm_name": self.names.get(uuid, ""),
+                "host": host,
+                "kind": kind,
+                "detail": detail or {},
+                "at": at or event_time(),
+            }
         )
-        if at:
-            self.outbox[-1]["at"] = at
 
     def flush(self) -> None:
         svc = self._service()
@@ -151,13 +159,17 @@ class Monitor:
         self.autostart()
         last_refresh = time.monotonic()
         while not self.stopping:
-            for key, _mask in self.selector.select(timeout=self.poll):
-                self._read(key.fileobj)
-            if time.monotonic() - last_refresh >= self.poll:
-                self.refresh()
-                last_refresh = time.monotonic()
-            self.settle()
-            self.flush()
+            try:
+                for key, _mask in self.selector.select(timeout=self.poll):
+                    self._read(key.fileobj)
+                if time.monotonic() - last_refresh >= self.poll:
+                    self.refresh()
+                    last_refresh = time.monotonic()
+                self.settle()
+                self.flush()
+            except Exception:  # noqa: BLE001 -- one bad round must not end the host's monitor
+                self.log.exception("unexpected error; going on")
+                time.sleep(self.poll)
         self.flush()
         self.close()
         self.log.info("monitor stopped")
@@ -193,7 +205,8 @@ class Monitor:
             conn = self.watching.get(rec.uuid)
             if conn is not None and conn.pid == pid:
                 continue
-            if conn is not None:  # restarted by a task: the old stream ends on its own
+            if conn is not None:  # its QEMU ended (or a task restarted it): take what it said last
+                self._drain(conn)
                 self._unwatch(conn)
             if pid is None:
                 self.gone[rec.uuid] = conn.events if conn is not None else []
@@ -207,6 +220,17 @@ class Monitor:
             self.selector.register(conn, selectors.EVENT_READ)
             self.log.info("following VM %s (PID %s)", rec.name, pid)
 
+    def _drain(self, conn: EventConnection) -> None:
+        """Read what is still waiting on a stream whose QEMU is gone (its SHUTDOWN, say)."""
+        try:
+            while True:
+                fresh = conn.read()
+                if not fresh:
+                    return
+                self._note(conn, fresh)
+        except EOFError:
+            pass
+
     def _unwatch(self, conn: EventConnection) -> None:
         self.selector.unregister(conn)
         conn.close()
@@ -219,15 +243,15 @@ class Monitor:
             self._unwatch(conn)
             self.gone[conn.uuid] = list(conn.events)
             return
+        self._note(conn, fresh)
+
+    def _note(self, conn: EventConnection, fresh: List[Dict[str, Any]]) -> None:
+        """Log QEMU's events; a guest panic is acted on in settle."""
         for message in fresh:
             entry = log_entry(message)
             if entry is not None:
                 stamp = message.get("timestamp") or {}
-                at = None
-                if "seconds" in stamp:
-                    at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(stamp["seconds"])) + ".%06dZ" % stamp.get(
-                        "microseconds", 0
-                    )
+                at = event_time(stamp["seconds"] + stamp.get("microseconds", 0) / 1e6) if "seconds" in stamp else None
                 self.record(conn.uuid, entry["kind"], entry["detail"], at)
             if message.get("event") == "GUEST_PANICKED" and conn.pid is not None:
                 self.panicked[conn.uuid] = conn.pid
@@ -348,7 +372,11 @@ class Monitor:
                 self.record(rec.uuid, "autostart_failed", {"error": str(exc)})
             if rec.spec.autostart_delay:
                 time.sleep(rec.spec.autostart_delay)
-        _write_private(marker, boot)
+        try:
+            ensure_private_dir(svc.lifecycle.run_dir, "run_dir")
+            _write_private(marker, boot)
+        except (OSError, InfinivirtError) as exc:
+            self.log.error("cannot record that autostart ran for this boot: %s", exc)
 
 
 def _ms(since: float) -> int:

@@ -11,7 +11,7 @@ import json
 import uuid as uuidlib
 from typing import Any, Dict, List, Optional
 
-from ansible_collections.infinivirt.core.plugins.module_utils.clock import utc_now
+from ansible_collections.infinivirt.core.plugins.module_utils.clock import event_time
 
 EVENTS_KEPT = 200  # per VM; older ones are pruned as new ones come
 
@@ -33,7 +33,7 @@ class EventStore:
                         event["vm_uuid"],
                         event["vm_name"],
                         event["host"],
-                        event.get("at") or utc_now(),
+                        event.get("at") or event_time(),
                         event["kind"],
                         json.dumps(event.get("detail") or {}, sort_keys=True),
                     ),

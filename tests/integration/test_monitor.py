@@ -1,0 +1,217 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The host monitor (roles/host/files/infinivirt-monitor) against real QEMUs: a killed QEMU
+is cleaned up within a second and restarted if asked; a guest that powers off is stopped,
+not crashed; a task's stop is never undone; autostart after a "reboot"; the monitor's own
+restart misses nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import time
+
+import pytest
+import serial_report
+from conftest import wait_for, wait_ready
+from monitor_proc import MonitorProcess
+from test_vm_nics import links, nft_mentions
+
+from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
+from ansible_collections.infinivirt.core.plugins.module_utils.host.process import vm_processes, wait_until_gone
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
+
+FIRMWARE_ONLY = {"accel": "tcg", "memory_mb": 64, "vcpus": 1}
+
+
+@pytest.fixture
+def host(workdir, bridge_ns):
+    """A VmService and a running monitor over the same store and run_dir."""
+    db_url, run_dir = "sqlite:///%s/mon.db" % workdir, os.path.join(workdir, "run")
+    service = VmService.open(db_url, run_dir, lock_timeout=30)
+    monitor = MonitorProcess(db_url, run_dir, service.hostname, os.path.join(workdir, "monitor.log"))
+    monitor.start()
+    assert monitor.wait_log("monitor started"), monitor.log()
+    yield service, monitor, bridge_ns
+    assert monitor.stop() == 0, monitor.log()
+    for vm in service.info():
+        service.ensure({"name": vm["name"], "state": "absent", "force": True, "stop_timeout": 5}, False)
+    service.close()
+
+
+def row(service, name):
+    return service.store.get_vm(name)
+
+
+def kill(pid, uuid):
+    os.kill(pid, signal.SIGKILL)
+    assert wait_until_gone(pid, uuid, 10)
+
+
+def power_off(sock):
+    """The guest powers itself off; its channel closes under the command."""
+    try:
+        serial_report.channel_command(sock, "poweroff -f", timeout=5)
+    except (ConnectionError, TimeoutError, OSError):
+        pass
+
+
+def events(service, name):
+    return [e["kind"] for e in service.store.list_events(row(service, name).uuid)]
+
+
+def test_a_killed_qemu_is_cleaned_up_within_a_second(host):
+    service, monitor, netns = host
+    params = dict(FIRMWARE_ONLY, name="victim", state="running", netns=netns, nics=[{"bridge": "vmbr0"}])
+    service.ensure(dict(params, state="present"), False)
+    FirewallService(service.store, service.hostname).ensure(
+        {"scope": "vm", "name": "victim", "policy_in": "drop"}, False
+    )
+    timings, cleanups = [], []
+    for _round in range(20):
+        vm = service.ensure(params, False).vm
+        tap = vm["taps"][0]
+        assert monitor.wait_log("following VM victim (PID %d)" % vm["pid"]), monitor.log()
+        assert tap in links(netns) and nft_mentions(netns, vm["uuid"])
+        killed_at = time.monotonic()
+        os.kill(vm["pid"], signal.SIGKILL)
+        while row(service, "victim").status != "crashed":
+            assert time.monotonic() - killed_at < 5, monitor.log()
+            time.sleep(0.01)
+        timings.append(time.monotonic() - killed_at)
+        assert {kind for kind, _ref in service.store.journal_list(vm["uuid"])} == {"serial_log"}, "only logs stay"
+        assert tap not in links(netns), "its TAP went"
+        assert not nft_mentions(netns, vm["uuid"]) and not nft_mentions(netns, tap), "and its rules"
+        assert not os.path.exists(vm["qmp_socket"]) and not os.path.exists(vm["qmp_socket"][:-3] + "pid")
+        info = service.info("victim")[0]
+        assert info["status"] == "stopped" and info["crashed"] and info["leftovers"] == []
+        assert info["events"][0]["kind"] == "crashed" and info["events"][0]["detail"]["how"] == "crash"
+        cleanups.append(info["events"][0]["detail"]["cleaned_in_ms"])
+    print(
+        "\nkill -9 -> row crashed and cleaned, 20 kills: median %.0f ms, "
+        "max %.0f ms; the monitor's cleanup itself: median %d ms, max %d ms"
+        % (statistics.median(timings) * 1000, max(timings) * 1000, statistics.median(cleanups), max(cleanups))
+    )
+    assert max(timings) < 1.0, timings
+    # A crashed VM starts again like a stopped one.
+    assert service.ensure(params, False).vm["status"] == "running"
+
+
+def test_on_crash_restart_boots_the_guest_again(host, guest_params):
+    service, monitor, _netns = host
+    params = dict(guest_params, name="phoenix", state="running", memory_mb=256, on_crash="restart")
+    vm = service.ensure(params, False).vm
+    wait_ready(vm["serial_log"])
+    assert monitor.wait_log("following VM phoenix (PID %d)" % vm["pid"])
+    kill(vm["pid"], vm["uuid"])
+    assert wait_for(lambda: "restarted" in events(service, "phoenix"), timeout=10), monitor.log()
+    again = service.info("phoenix")[0]
+    assert again["status"] == "running" and again["pid"] != vm["pid"]
+    wait_ready(again["serial_log"])  # a second boot, in the new serial log
+    assert os.path.exists(again["serial_log"] + ".1"), "the crashed run's log is kept"
+    assert vm_processes(vm["uuid"]) == [again["pid"]]
+
+
+def test_a_guest_that_powers_off_is_stopped_not_crashed(host, guest_params):
+    service, monitor, _netns = host
+    params = dict(guest_params, name="sleeper", state="running", memory_mb=256, console_socket=True)
+    vm = service.ensure(params, False).vm
+    wait_ready(vm["serial_log"])
+    assert monitor.wait_log("following VM sleeper (PID %d)" % vm["pid"])
+    power_off(vm["console_socket_path"])
+    assert wait_for(lambda: row(service, "sleeper").status == "stopped", timeout=15), monitor.log()
+    info = service.info("sleeper")[0]
+    assert not info["crashed"] and info["events"][0]["detail"]["how"] == "poweroff"
+    assert "shutdown" in events(service, "sleeper"), "QEMU's own SHUTDOWN event is in the log"
+
+    # on_poweroff: restart brings it back; a stop asked for by a task is never undone.
+    vm = service.ensure(dict(params, on_poweroff="restart"), False).vm
+    wait_ready(vm["serial_log"])
+    assert monitor.wait_log("following VM sleeper (PID %d)" % vm["pid"])
+    power_off(vm["console_socket_path"])
+    assert wait_for(lambda: "restarted" in events(service, "sleeper"), timeout=15), monitor.log()
+    back = service.info("sleeper")[0]
+    assert back["status"] == "running" and back["pid"] != vm["pid"]
+    wait_ready(back["serial_log"])
+    stopped = service.ensure({"name": "sleeper", "state": "stopped", "stop_timeout": 30}, False)
+    assert stopped.changed
+    time.sleep(1.0)  # several monitor rounds
+    assert row(service, "sleeper").status == "stopped" and vm_processes(back["uuid"]) == []
+
+
+def test_autostart_after_a_reboot_in_order_with_delays(workdir):
+    db_url, run_dir = "sqlite:///%s/boot.db" % workdir, os.path.join(workdir, "run")
+    service = VmService.open(db_url, run_dir)
+    boot_id = os.path.join(workdir, "boot_id")
+    with open(boot_id, "w", encoding="utf-8") as handle:
+        handle.write("boot-1\n")
+    names = {"third": (20, 0), "first": (1, 1), "second": (5, 0), "manual": (0, 0)}
+    try:
+        for name, (order, delay) in names.items():
+            service.ensure(
+                dict(
+                    FIRMWARE_ONLY,
+                    name=name,
+                    state="running",
+                    autostart=name != "manual",
+                    autostart_order=order,
+                    autostart_delay=delay,
+                ),
+                False,
+            )
+        # As after a reboot: every QEMU gone, run_dir emptied.
+        for vm in service.info():
+            kill(vm["pid"], vm["uuid"])
+        for entry in os.listdir(run_dir):
+            os.unlink(os.path.join(run_dir, entry))
+        monitor = MonitorProcess(
+            db_url, run_dir, service.hostname, os.path.join(workdir, "m.log"), extra=["--boot-id-file", boot_id]
+        )
+        done = monitor.once()
+        assert done.returncode == 0, done.stderr
+        started = {vm["name"]: vm for vm in service.info()}
+        assert [n for n in ("first", "second", "third") if started[n]["status"] == "running"] == [
+            "first",
+            "second",
+            "third",
+        ]
+        assert started["manual"]["status"] == "stopped" and started["manual"]["crashed"]
+        stamps = {
+            n: next(e["at"] for e in started[n]["events"] if e["kind"] == "autostarted") for n in names if n != "manual"
+        }
+        assert stamps["first"] < stamps["second"] < stamps["third"]
+        gap = _seconds(stamps["second"]) - _seconds(stamps["first"])
+        assert gap >= 1.0, "first's autostart_delay of 1 s was waited (%.2f s)" % gap
+        # Once per boot: a second run after that changes nothing.
+        service.ensure({"name": "first", "state": "stopped", "force": True, "stop_timeout": 1}, False)
+        assert monitor.once().returncode == 0
+        assert service.info("first")[0]["status"] == "stopped"
+    finally:
+        for vm in service.info():
+            service.ensure({"name": vm["name"], "state": "absent", "force": True, "stop_timeout": 1}, False)
+        service.close()
+
+
+def _seconds(stamp):
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def test_a_restarted_monitor_misses_no_crash(host):
+    service, monitor, _netns = host
+    a = service.ensure(dict(FIRMWARE_ONLY, name="alpha", state="running"), False).vm
+    b = service.ensure(dict(FIRMWARE_ONLY, name="beta", state="running"), False).vm
+    assert monitor.wait_log("following VM beta (PID %d)" % b["pid"])
+    monitor.stop(signal.SIGKILL)
+    kill(a["pid"], a["uuid"])  # while no monitor runs
+    monitor.start()
+    assert wait_for(lambda: row(service, "alpha").status == "crashed", timeout=10), monitor.log()
+    assert monitor.wait_log("following VM beta (PID %d)" % b["pid"])
+    kill(b["pid"], b["uuid"])  # after it re-attached
+    assert wait_for(lambda: row(service, "beta").status == "crashed", timeout=5), monitor.log()
+    # A VM started by a task while the monitor runs is followed too.
+    c = service.ensure(dict(FIRMWARE_ONLY, name="gamma", state="running"), False).vm
+    assert monitor.wait_log("following VM gamma (PID %d)" % c["pid"])
