@@ -215,3 +215,27 @@ def test_a_restarted_monitor_misses_no_crash(host):
     # A VM started by a task while the monitor runs is followed too.
     c = service.ensure(dict(FIRMWARE_ONLY, name="gamma", state="running"), False).vm
     assert monitor.wait_log("following VM gamma (PID %d)" % c["pid"])
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid, encoding="ascii") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith("VmRSS:"))
+
+
+def test_the_monitor_memory_stays_flat_over_start_stop_cycles(host):
+    """bench/monitor_memory.py runs 1,000 cycles; here 60, after 20 to warm up."""
+    service, monitor, _netns = host
+    params = dict(FIRMWARE_ONLY, name="cycler")
+    stop = {"name": "cycler", "state": "stopped", "force": True, "stop_timeout": 0.1}
+    samples = []
+    for cycle in range(80):
+        vm = service.ensure(dict(params, state="running"), False).vm
+        assert monitor.wait_log("following VM cycler (PID %d)" % vm["pid"]), monitor.log()
+        if cycle % 2:
+            service.ensure(stop, False)  # a task's stop
+        else:
+            kill(vm["pid"], vm["uuid"])  # a crash the monitor cleans up
+            assert wait_for(lambda: row(service, "cycler").status == "crashed", timeout=5), monitor.log()
+        if cycle in (19, 79):
+            samples.append(rss_kib(monitor.proc.pid))
+    assert samples[1] - samples[0] < 1024, "RSS grew from %d to %d KiB over 60 cycles" % tuple(samples)

@@ -5,15 +5,20 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import tempfile
+import time
 
 import pytest
+from monitor_proc import MonitorProcess
 from pgtest import pg_server
 from qemu_procs import qemu_processes
 from test_races import assert_db_agrees
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import StoreError
+from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import qmp_execute
 from ansible_collections.infinivirt.core.plugins.module_utils.vm import lifecycle
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
@@ -117,3 +122,43 @@ def test_database_lost_before_the_guest_runs(pg_url, run_dir, monkeypatch):
         again.close()
     finally:
         cleanup(pg_url, run_dir)
+
+
+def test_the_monitor_rides_out_a_database_outage(pg_url, run_dir, tmp_path):
+    """The host monitor on PostgreSQL: while the server is down it keeps reading QEMU's events
+    (held in memory); once it is back, a VM that crashed meanwhile is cleaned up and every
+    event is in the log."""
+    service = VmService.open(pg_url, run_dir)
+    monitor = MonitorProcess(pg_url, run_dir, service.hostname, str(tmp_path / "monitor.log"))
+    try:
+        crasher = service.ensure(dict(VM, name="crasher", state="running"), False).vm
+        pauser = service.ensure(dict(VM, name="pauser", state="running"), False).vm
+        service.close()
+        monitor.start()
+        assert monitor.wait_log("following VM pauser"), monitor.log()
+        assert monitor.wait_log("following VM crasher"), monitor.log()
+        pg_server("stop")
+        qmp_execute(pauser["qmp_socket"], "pauser", "stop")  # QEMU's STOP event: held in memory
+        os.kill(crasher["pid"], signal.SIGKILL)
+        assert monitor.wait_log("state store failed"), monitor.log()
+        time.sleep(1.0)
+        assert monitor.proc.poll() is None, "the monitor outlived the outage"
+        pg_server("start")
+        service = VmService.open(pg_url, run_dir)
+        deadline = time.monotonic() + 30
+        while service.store.get_vm("crasher").status != "crashed":
+            assert time.monotonic() < deadline, monitor.log()
+            time.sleep(0.1)
+        assert "state store back" in monitor.log()
+        assert qemu_processes(crasher["uuid"]) == []
+        deadline = time.monotonic() + 10
+        while "stop" not in [e["kind"] for e in service.store.list_events(pauser["uuid"])]:
+            assert time.monotonic() < deadline, monitor.log()
+            time.sleep(0.1)
+    finally:
+        monitor.stop()
+        pg_server("start")
+        service = VmService.open(pg_url, run_dir)
+        for name in ("crasher", "pauser"):
+            service.ensure(dict(VM, name=name, state="absent"), False)
+        service.close()

@@ -63,6 +63,12 @@ def test_good_names_pass(name):
         ("cpu_model", "max,kernel=/etc/shadow", "not a CPU model name"),
         ("cpu_flags", ("+vmx,kernel=x",), "+feature"),
         ("cpu_flags", ("vmx",), "+feature"),
+        ("on_crash", "reboot", "must be one of destroy, restart, preserve"),
+        ("on_poweroff", "destroy", "must be one of stop, restart"),
+        ("autostart_delay", -1, "at least 0"),
+        ("autostart_delay", 3601, "at most 3600"),
+        ("autostart_order", 10**9, "at most"),
+        ("autostart_order", "1", "integer"),
     ],
 )
 def test_bad_values_name_their_field(field, value, phrase):
@@ -161,3 +167,9 @@ def test_changed_fields_lists_only_differences():
 def test_round_trip_through_dict():
     spec = VmSpec(name="vm", cpu_flags=("+a", "-b"))
     assert VmSpec.from_dict(spec.to_dict()) == spec
+
+
+@pytest.mark.parametrize("delay", [0, 3600])
+def test_monitor_policies_take_their_edge_values(delay):
+    spec = validate(VmSpec(name="vm", autostart=True, autostart_delay=delay, autostart_order=-1000000))
+    assert spec.autostart_delay == delay
