@@ -21,6 +21,7 @@ from test_vm_nics import links, nft_mentions
 
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import vm_processes, wait_until_gone
+from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import qmp_execute
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
 FIRMWARE_ONLY = {"accel": "tcg", "memory_mb": 64, "vcpus": 1}
@@ -212,9 +213,15 @@ def test_a_restarted_monitor_misses_no_crash(host):
     assert monitor.wait_log("following VM beta (PID %d)" % b["pid"])
     kill(b["pid"], b["uuid"])  # after it re-attached
     assert wait_for(lambda: row(service, "beta").status == "crashed", timeout=5), monitor.log()
-    # A VM started by a task while the monitor runs is followed too.
+    # A VM started by a task while the monitor runs is followed too, and its row follows a
+    # pause made outside any task.
     c = service.ensure(dict(FIRMWARE_ONLY, name="gamma", state="running"), False).vm
     assert monitor.wait_log("following VM gamma (PID %d)" % c["pid"])
+    qmp_execute(c["qmp_socket"], "gamma", "stop")
+    assert wait_for(lambda: row(service, "gamma").status == "paused", timeout=5), monitor.log()
+    qmp_execute(c["qmp_socket"], "gamma", "cont")
+    assert wait_for(lambda: row(service, "gamma").status == "running", timeout=5), monitor.log()
+    assert [e for e in events(service, "gamma") if e in ("stop", "resume")][:2] == ["resume", "stop"]
 
 
 def rss_kib(pid):

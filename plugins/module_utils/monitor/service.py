@@ -55,6 +55,7 @@ OUTBOX_MAX = 10000  # events kept in memory while the store is away
 RESTART_BURST = 3  # restarts of one VM allowed within RESTART_WINDOW seconds
 RESTART_WINDOW = 60.0
 CLEANUP_ATTEMPTS = 5
+PAUSE_LOCK_WAIT = 0.2  # a task holding the VM sets its status itself
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 AUTOSTART_MARKER = "autostart.boot"
 
@@ -79,6 +80,7 @@ class Monitor:
         self.names: Dict[str, str] = {}  # VM uuid -> name, for the event log
         self.gone: Dict[str, List[Dict[str, Any]]] = {}  # QEMU ended: uuid -> its last events
         self.panicked: Dict[str, int] = {}  # uuid -> PID of a QEMU whose guest panicked
+        self.paused: Dict[str, bool] = {}  # uuid -> paused (STOP) or running (RESUME) since
         self.attempts: Dict[str, int] = {}
         self.restarts: Dict[str, Deque[float]] = {}
         self.outbox: Deque[Dict[str, Any]] = collections.deque(maxlen=OUTBOX_MAX)
@@ -255,12 +257,16 @@ class Monitor:
                 self.record(conn.uuid, entry["kind"], entry["detail"], at)
             if message.get("event") == "GUEST_PANICKED" and conn.pid is not None:
                 self.panicked[conn.uuid] = conn.pid
+            if message.get("event") in ("STOP", "RESUME"):
+                self.paused[conn.uuid] = message["event"] == "STOP"
 
     # -- when a QEMU ends -----------------------------------------------------------------
     def settle(self) -> None:
         """Handle every VM whose QEMU ended (or whose guest panicked)."""
         for uuid, pid in list(self.panicked.items()):
             self._on_panic(uuid, pid)
+        for uuid, paused in list(self.paused.items()):
+            self._follow_pause(uuid, paused)
         for uuid in list(self.gone):
             svc = self._service()
             if svc is None:
@@ -322,6 +328,28 @@ class Monitor:
             return False
         recent.append(now)
         return True
+
+    def _follow_pause(self, uuid: str, paused: bool) -> None:
+        """The row follows a pause or resume made outside a task (a guest panic, an I/O
+        error, a QMP client). A task at work on the VM sets the row itself: then skip."""
+        del self.paused[uuid]
+        svc = self._service()
+        if svc is None:
+            return
+        try:
+            rec = self._fresh(svc, uuid)
+            if rec is None or rec.status not in (RUNNING, PAUSED):
+                return
+            with svc.store.vm_lock(rec.name, PAUSE_LOCK_WAIT):
+                rec = self._fresh(svc, uuid)
+                status = PAUSED if paused else RUNNING
+                if rec is not None and rec.status in (RUNNING, PAUSED) and rec.status != status:
+                    rec.status = status  # the latest event wins; the task's QMP session stays free
+                    svc.store.update_vm(rec)
+        except StoreError as exc:
+            self._store_failed(exc)
+        except InfinivirtError:  # LockTimeout: a task is at work; or QEMU is ending
+            return
 
     def _on_panic(self, uuid: str, pid: int) -> None:
         """A guest panicked (QEMU paused it): preserve leaves it for inspection; otherwise
