@@ -7,6 +7,9 @@ Start: QEMU is spawned paused (-S) and daemonized, checked over QMP, then let ru
 `cont`. Stop: ACPI power button (`system_powerdown`), then, only with force, `quit` and
 SIGKILL. Every file QEMU makes for a VM is journaled in the store before it exists and
 dropped from the journal after it is gone. A transition has finished when a method returns.
+
+What only a start needs (argv, TAPs and pyroute2, firmware, key descriptors, the firewall) is
+imported where it is used: a task that only reads or stops a VM does not load it.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import dataclasses
 import os
 import shutil
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.context import DEFAULT_NVRAM_DIR
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
@@ -27,9 +30,6 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
     SpecError,
     StateError,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.host import netns as nsutil
-from ansible_collections.infinivirt.core.plugins.module_utils.host.net import NetError
-from ansible_collections.infinivirt.core.plugins.module_utils.host.paths import open_confined, resolve_in_roots
 from ansible_collections.infinivirt.core.plugins.module_utils.host.private_dir import ensure_private_dir
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import (
     kill_vm_process,
@@ -40,9 +40,6 @@ from ansible_collections.infinivirt.core.plugins.module_utils.host.process impor
     vm_processes,
     wait_until_gone,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.host.secret_fd import secret_fd
-from ansible_collections.infinivirt.core.plugins.module_utils.host.tap import TapSpec, create_tap, remove_tap
-from ansible_collections.infinivirt.core.plugins.module_utils.qemu.argv import LaunchContext, build_argv
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import (
     HostPaths,
     probe,
@@ -50,11 +47,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import 
     resolve_cpu,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.firmware import ensure_nvram, firmware_files
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import (
-    queue_count,
-)
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight import check_vhost
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import queue_count
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import (
     PAUSED,
@@ -156,13 +149,14 @@ class Lifecycle:
         start_timeout: float = 60.0,
         qmp_timeout: float = 10.0,
         nvram_dir: str = DEFAULT_NVRAM_DIR,
-        firewall=None,
+        firewall: Optional[Callable[[], Any]] = None,
         storage_roots: Optional[Sequence[str]] = None,
     ):
         self.store = store
         self.storage_roots = storage_roots  # disk images are opened confined to these
         self._caps = None
-        self.firewall = firewall  # firewall.service.FirewallService, or None
+        # Returns the firewall.service.FirewallService (built on first use), or None: no firewall.
+        self.firewall = firewall
         self.run_dir = run_dir
         self.nvram_dir = nvram_dir
         self.qemu_binary = qemu_binary
@@ -266,6 +260,9 @@ class Lifecycle:
         """Resolve how QEMU runs here, journal its files and record the start, all before
         QEMU exists: if the database is lost mid-start, the next run finds the process
         through the recorded pidfile instead of starting a second one."""
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.firmware import ensure_nvram, firmware_files
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight import check_vhost
+
         paths = VmPaths.for_vm(self.run_dir, rec.uuid)
         vhost = check_vhost(rec.spec)
         ensure_private_dir(self.run_dir, "run_dir")
@@ -291,6 +288,10 @@ class Lifecycle:
         """Run QEMU paused (-S, daemonized, in the VM's netns); its exit code and stderr.
         Each LUKS key reaches QEMU's secret object as a memory-only descriptor it inherits
         (host.secret_fd): no key file exists, even if this process is killed."""
+        from ansible_collections.infinivirt.core.plugins.module_utils.host import netns as nsutil
+        from ansible_collections.infinivirt.core.plugins.module_utils.host.secret_fd import secret_fd
+        from ansible_collections.infinivirt.core.plugins.module_utils.qemu.argv import LaunchContext, build_argv
+
         paths = launch.paths
         with contextlib.ExitStack() as stack:
             keys = {disk_id: stack.enter_context(secret_fd(key)) for disk_id, key in disk_keys.items()}
@@ -326,6 +327,8 @@ class Lifecycle:
         picks from a descriptor set by access mode. Nothing when no roots are set."""
         if not self.storage_roots:
             return {}
+        from ansible_collections.infinivirt.core.plugins.module_utils.host.paths import open_confined, resolve_in_roots
+
         active = self.active_paths(rec)
         images: Dict[str, Tuple[int, ...]] = {}
         for index, disk in enumerate(rec.spec.disks):
@@ -366,6 +369,9 @@ class Lifecycle:
 
     def make_taps(self, rec: VmRecord, nics, bridges: Dict[str, str]) -> None:
         """Each NIC's TAP, journaled before it exists, on its bridge."""
+        from ansible_collections.infinivirt.core.plugins.module_utils.host import netns as nsutil
+        from ansible_collections.infinivirt.core.plugins.module_utils.host.tap import TapSpec, create_tap
+
         for nic in nics:
             self.store.journal_add(rec.uuid, "tap", nsutil.ns_ref(rec.spec.netns, nic.tap_name))
             create_tap(
@@ -379,6 +385,10 @@ class Lifecycle:
             )
 
     def drop_tap(self, rec: VmRecord, ref: str) -> None:
+        from ansible_collections.infinivirt.core.plugins.module_utils.host import netns as nsutil
+        from ansible_collections.infinivirt.core.plugins.module_utils.host.net import NetError
+        from ansible_collections.infinivirt.core.plugins.module_utils.host.tap import remove_tap
+
         netns, tap = nsutil.parse_ns_ref(ref)
         try:
             remove_tap(tap, netns)
@@ -421,7 +431,7 @@ class Lifecycle:
     def sync_firewall(self, rec: VmRecord) -> None:
         """The VM's nftables state follows its TAPs: there while it runs, gone when not."""
         if self.firewall is not None:
-            self.firewall.sync_vm(rec)
+            self.firewall().sync_vm(rec)
 
     # -- stopping ---------------------------------------------------------------------
     def stop(self, rec: VmRecord, timeout: float, force: bool, qemu_status: Optional[str] = None) -> None:
