@@ -436,6 +436,8 @@ class Lifecycle:
     # -- stopping ---------------------------------------------------------------------
     def stop(self, rec: VmRecord, timeout: float, force: bool, qemu_status: Optional[str] = None) -> None:
         """Power the guest off through ACPI; with force, quit/kill it after the timeout.
+        A timeout of 0 waits for nothing: forced, QEMU is ended at once (no power button);
+        not forced, a guest that is not off fails at once, untouched.
         ``qemu_status`` saves a QMP round trip when the caller has just asked QEMU."""
         rec.qemu_pid = self.live_pid(rec)
         if rec.qemu_pid is not None:
@@ -451,6 +453,14 @@ class Lifecycle:
                 pass  # it ended between our checks
             elif status == "prelaunch":  # the guest never ran: nothing to shut down
                 self._quit(rec)
+            elif timeout <= 0 and force:
+                self._quit(rec)
+            elif timeout <= 0:
+                raise StateError(
+                    "VM %s is not off (QEMU status %s) and stop_timeout is 0, so the guest gets no "
+                    "time to power off; give stop_timeout the seconds it needs, or set force: true "
+                    "to end it at once" % (rec.name, status)
+                )
             else:
                 if status != "running":
                     self.qmp(rec, "cont")  # a paused guest cannot see the power button

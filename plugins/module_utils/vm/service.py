@@ -43,6 +43,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import V
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import (
     VmSpec,
     merge_params,
+    stop_timeout,
     validate,
     validate_graphics_password,
 )
@@ -221,8 +222,8 @@ class VmService:
         )
 
     def stop_vm(self, rec: VmRecord, params: Dict[str, Any], qemu_status: Optional[str] = None) -> None:
-        """Stop as the task's stop_timeout and force say."""
-        self.lifecycle.stop(rec, float(params.get("stop_timeout") or 60), bool(params.get("force")), qemu_status)
+        """Stop as the task's stop_timeout (0: no wait) and force say."""
+        self.lifecycle.stop(rec, stop_timeout(params), bool(params.get("force")), qemu_status)
 
     # -- infinivirt_vm ------------------------------------------------------------------------
     def ensure(self, params: Dict[str, Any], check_mode: bool) -> Outcome:
@@ -230,6 +231,7 @@ class VmService:
         state = params.get("state") or "present"
         if state not in STATES:
             raise SpecError("state", "must be one of %s, got %r" % (", ".join(STATES), state))
+        stop_timeout(params)  # a bad value fails before anything is done
         with self.store.vm_lock(name, self.lock_timeout):
             rec = self.store.get_vm(name)
             self._check_digest(rec, name, params.get("digest"))

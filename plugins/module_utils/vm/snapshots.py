@@ -29,6 +29,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.qemu.img import Qe
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import validate_name
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import DiskSpec, device_id, node_names
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import stop_timeout
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import RUNNING, STOPPED
 
 STATES = ("present", "absent", "reverted")
@@ -122,6 +123,7 @@ class SnapshotService:
         state = params.get("state") or "present"
         if state not in STATES:
             raise SpecError("state", "must be one of %s, got %r" % (", ".join(STATES), state))
+        stop_timeout(params)  # a bad value fails before anything is done
         with self.store.vm_lock(vm_name, self.vms.lock_timeout):
             rec = self.store.get_vm(vm_name)
             if rec is None:
