@@ -52,7 +52,7 @@ class Hotplug:
         disk_keys = disk_keys or {}
         running = list(rec.running_spec.disks)
         for disk in plan.remove:
-            with QmpSession(rec.qmp_socket_path, rec.name, self.lifecycle.qmp_timeout) as qmp:
+            with self.lifecycle.session(rec) as qmp:
                 # The guest must let go of the device: wait for QEMU to say it is gone.
                 qmp.execute_and_wait(
                     "device_del",
@@ -71,7 +71,7 @@ class Hotplug:
             running = [d for d in running if d.path != disk.path]
             self._record_running_disks(rec, running)
         for disk in plan.add:
-            with QmpSession(rec.qmp_socket_path, rec.name, self.lifecycle.qmp_timeout) as qmp:
+            with self.lifecycle.session(rec) as qmp:
                 bus = self._free_root_port(qmp) if rec.spec.machine_type == "q35" and disk.bus == "virtio" else None
                 key = disk_keys.get(disk.disk_id)
                 if key is not None:
@@ -108,7 +108,7 @@ class Hotplug:
         running = list(rec.running_spec.nics)
         netns = rec.running_spec.netns
         for nic in plan.remove:
-            with QmpSession(rec.qmp_socket_path, rec.name, self.lifecycle.qmp_timeout) as qmp:
+            with self.lifecycle.session(rec) as qmp:
                 qmp.execute_and_wait(
                     "device_del",
                     {"id": nic.device_id},
@@ -124,7 +124,7 @@ class Hotplug:
         for nic in plan.add:
             self.lifecycle.make_taps(rec, [nic], bridges)
             try:  # a NIC that did not make it leaves no TAP behind
-                with QmpSession(rec.qmp_socket_path, rec.name, self.lifecycle.qmp_timeout) as qmp:
+                with self.lifecycle.session(rec) as qmp:
                     bus = self._free_root_port(qmp) if pcie_slot(nic, rec.running_spec.machine_type) else None
                     qmp.execute(
                         "netdev_add", nic_netdev(nic, vcpus, use_vhost(nic, vhost)), timeout=self.lifecycle.qmp_timeout

@@ -103,26 +103,27 @@ class VmInfo:
         """One VM's entry. A VM whose QEMU does not answer (within INFO_QMP_TIMEOUT) is listed
         with ``error`` rather than failing the whole listing."""
         error = None
-        if rec.host != self.hostname:  # another host's VM: only its row can be read from here
-            qemu_status = None
-            state = fold_status(rec.status if rec.status != STOPPED else None)
-        else:
-            try:
-                qemu_status = self.lifecycle.query_status(rec, timeout=INFO_QMP_TIMEOUT)
-                state = fold_status(qemu_status)
-                if rec.status == STARTING and qemu_status == "prelaunch":
-                    state = STARTING  # a start cut off half-way; the next task redoes it
-            except QemuUnresponsive as exc:
-                qemu_status, state, error = UNRESPONSIVE, RUNNING, str(exc)
-        vm = vm_result(rec, state, self.lifecycle)
-        vm["qemu_status"] = qemu_status
-        vm["error"] = error
-        vm["snapshots"] = []
-        if rec.host == self.hostname and error is None:
-            try:
-                vm["snapshots"] = self._snapshots(rec)
-            except InfinivirtError as exc:  # a damaged image must not hide the other VMs
-                vm["error"] = "cannot list the snapshots: %s" % exc
+        with self.lifecycle.one_session():  # status and snapshots over one QMP connection
+            if rec.host != self.hostname:  # another host's VM: only its row can be read from here
+                qemu_status = None
+                state = fold_status(rec.status if rec.status != STOPPED else None)
+            else:
+                try:
+                    qemu_status = self.lifecycle.query_status(rec, timeout=INFO_QMP_TIMEOUT)
+                    state = fold_status(qemu_status)
+                    if rec.status == STARTING and qemu_status == "prelaunch":
+                        state = STARTING  # a start cut off half-way; the next task redoes it
+                except QemuUnresponsive as exc:
+                    qemu_status, state, error = UNRESPONSIVE, RUNNING, str(exc)
+            vm = vm_result(rec, state, self.lifecycle)
+            vm["qemu_status"] = qemu_status
+            vm["error"] = error
+            vm["snapshots"] = []
+            if rec.host == self.hostname and error is None:
+                try:
+                    vm["snapshots"] = self._snapshots(rec)
+                except InfinivirtError as exc:  # a damaged image must not hide the other VMs
+                    vm["error"] = "cannot list the snapshots: %s" % exc
         return vm
 
     def _snapshots(self, rec: VmRecord) -> List[Dict[str, Any]]:

@@ -19,7 +19,7 @@ import dataclasses
 import os
 import shutil
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.context import DEFAULT_NVRAM_DIR
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
@@ -45,6 +45,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import 
     probe,
     resolve_accel,
     resolve_cpu,
+    save_probe,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import queue_count
@@ -155,8 +156,11 @@ class Lifecycle:
         self.store = store
         self.storage_roots = storage_roots  # disk images are opened confined to these
         self._caps = None
+        self._caps_cached = False  # whether probe-cache.json holds self._caps
         # Returns the firewall.service.FirewallService (built on first use), or None: no firewall.
         self.firewall = firewall
+        self._holding = 0  # depth of one_session() blocks
+        self._held: Optional[Tuple[str, QmpSession]] = None  # (socket path, open session)
         self.run_dir = run_dir
         self.nvram_dir = nvram_dir
         self.qemu_binary = qemu_binary
@@ -203,8 +207,47 @@ class Lifecycle:
 
     def qmp(self, rec: VmRecord, command: str, arguments: Optional[dict] = None, timeout: Optional[float] = None):
         timeout = self.qmp_timeout if timeout is None else timeout
-        with QmpSession(rec.qmp_socket_path, rec.name, timeout) as qmp:
-            return qmp.execute(command, arguments, timeout=timeout)
+        with self.session(rec, timeout) as qmp:
+            result = qmp.execute(command, arguments, timeout=timeout)
+        if command == "quit":  # QEMU closes the connection
+            self.close_session()
+        return result
+
+    @contextlib.contextmanager
+    def one_session(self) -> Iterator[None]:
+        """Within this block QMP commands to a VM share one connection, so a task pays for
+        one handshake. It is closed at the end, when the QEMU ends, and before any wait for
+        the guest: QEMU serves one client at a time, and others may want to ask it."""
+        self._holding += 1
+        try:
+            yield
+        finally:
+            self._holding -= 1
+            if not self._holding:
+                self.close_session()
+
+    def close_session(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held[1].__exit__(None, None, None)
+
+    @contextlib.contextmanager
+    def session(self, rec: VmRecord, timeout: Optional[float] = None) -> Iterator[QmpSession]:
+        """A QMP session with the VM's QEMU: inside one_session() the shared one, else its own."""
+        timeout = self.qmp_timeout if timeout is None else timeout
+        if not self._holding:
+            with QmpSession(rec.qmp_socket_path, rec.name, timeout) as qmp:
+                yield qmp
+            return
+        if self._held is not None and self._held[0] != rec.qmp_socket_path:
+            self.close_session()
+        if self._held is None:
+            self._held = (rec.qmp_socket_path, QmpSession(rec.qmp_socket_path, rec.name, timeout).__enter__())
+        try:
+            yield self._held[1]
+        except BaseException:
+            self.close_session()  # one that failed (a timeout mid-reply, say) is not reused
+            raise
 
     def reconcile(self, rec: VmRecord, state: str) -> bool:
         """Bring the row in line with what runs (a guest that powered itself off, a run
@@ -225,9 +268,13 @@ class Lifecycle:
         """What this host's QEMU offers (cached in run_dir once it exists), probed once per
         task: the host check and the start both need it."""
         if self._caps is None:
-            cache = os.path.join(self.run_dir, "probe-cache.json") if os.path.isdir(self.run_dir) else None
+            cache = self._probe_cache() if os.path.isdir(self.run_dir) else None
             self._caps = probe(self.qemu_binary, cache, self.host_paths)
+            self._caps_cached = cache is not None
         return self._caps
+
+    def _probe_cache(self) -> str:
+        return os.path.join(self.run_dir, "probe-cache.json")
 
     def plan_launch(self, rec: VmRecord) -> tuple:
         """Resolve accelerator and CPU for this host: (accel, cpu, binary, warnings).
@@ -244,6 +291,7 @@ class Lifecycle:
             raise StateError("VM %s: its display password could not be read" % rec.name)
         if self.is_alive(rec):
             raise StateError("VM %s is already running as PID %s" % (rec.name, self.live_pid(rec)))
+        self.close_session()  # one held with a QEMU of this VM that is gone
         launch = self._prepare(rec)
         try:
             self.make_taps(rec, rec.spec.nics, inputs.nic_bridges)
@@ -267,6 +315,9 @@ class Lifecycle:
         vhost = check_vhost(rec.spec)
         ensure_private_dir(self.run_dir, "run_dir")
         accel, cpu, binary, warnings = self.plan_launch(rec)
+        if not self._caps_cached:  # probed before run_dir existed: keep it for the next task
+            save_probe(self._caps, self._probe_cache())
+            self._caps_cached = True
         self.release_files(rec, keep_serial_log=True)  # leftovers of a crashed run
         self._rotate_serial_log(rec, paths)
         for kind, ref in paths.journal(rec.spec.console_socket):
@@ -417,6 +468,7 @@ class Lifecycle:
 
     def abort_start(self, rec: VmRecord) -> None:
         """End a start that did not finish: its QEMU (ours only), files, TAPs, row, rules."""
+        self.close_session()
         # By pidfile, and by UUID too: a QEMU that timed out may not have written it yet.
         pids = set(vm_processes(rec.uuid, self.host_paths.proc))
         pid = read_pidfile(self.pidfile(rec))
@@ -484,6 +536,7 @@ class Lifecycle:
                 if not self.is_alive(rec):
                     return True  # it went away between our checks
                 raise
+            self.close_session()  # not held while the guest takes its time
             resend_at = min(deadline, time.monotonic() + POWERDOWN_RESEND)
             if wait_until_gone(rec.qemu_pid, rec.uuid, resend_at - time.monotonic(), self.host_paths.proc):
                 return True
@@ -501,6 +554,7 @@ class Lifecycle:
     def _mark_stopped(self, rec: VmRecord) -> None:
         """The row says stopped last: a task killed before that leaves a row that still says
         running, so the next one finishes the job (files, TAPs, then the firewall)."""
+        self.close_session()  # its QEMU is gone
         rec.status = STOPPED
         rec.qemu_pid = None
         self._clear_launch(rec)

@@ -232,7 +232,8 @@ class VmService:
         if state not in STATES:
             raise SpecError("state", "must be one of %s, got %r" % (", ".join(STATES), state))
         stop_timeout(params)  # a bad value fails before anything is done
-        with self.store.vm_lock(name, self.lock_timeout):
+        # One QMP connection serves the whole task (lifecycle.one_session says when it closes).
+        with self.store.vm_lock(name, self.lock_timeout), self.lifecycle.one_session():
             rec = self.store.get_vm(name)
             self._check_digest(rec, name, params.get("digest"))
             foreign = rec is not None and rec.host != self.hostname
