@@ -20,10 +20,6 @@ from ansible_collections.infinivirt.core.plugins.module_utils.context import (
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError
 from ansible_collections.infinivirt.core.plugins.module_utils.secrets.box import DEFAULT_KEY_FILE
 from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import DEFAULT_DB_URL
-from ansible_collections.infinivirt.core.plugins.module_utils.store.postgres import (
-    HAS_PSYCOPG2,
-    PSYCOPG2_IMPORT_ERROR,
-)
 
 # Documented once in plugins/doc_fragments/common.py.
 COMMON_ARGUMENT_SPEC: Dict[str, Any] = dict(
@@ -57,7 +53,9 @@ class InfinivirtModule:
             self.module.no_log_values.add(password)
         needed = list(requirements)
         if self.module.params["db_url"].startswith(("postgresql:", "postgres:")):
-            needed.append(("psycopg2", HAS_PSYCOPG2, PSYCOPG2_IMPORT_ERROR))
+            from ansible_collections.infinivirt.core.plugins.module_utils.store import postgres
+
+            needed.append(("psycopg2", postgres.HAS_PSYCOPG2, postgres.PSYCOPG2_IMPORT_ERROR))
         for name, present, import_error in needed:
             if not present:
                 self.module.fail_json(msg=missing_required_lib(name), exception=import_error)

@@ -80,6 +80,8 @@ options:
     description:
       - Seconds to wait for the guest to power off when reverting a disk-only snapshot of a
         running VM.
+      - V(0) waits for nothing. With O(force=true) QEMU is ended at once; without it the task
+        fails at once if the VM is not off. A negative value is an error.
     type: float
     default: 60.0
   force:

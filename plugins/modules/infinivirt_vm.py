@@ -325,6 +325,10 @@ options:
   stop_timeout:
     description:
       - Seconds to wait for the guest to power off after the ACPI power button.
+      - V(0) waits for nothing. With O(force=true) QEMU is ended at once (QMP C(quit), then
+        C(SIGKILL)) without pressing the power button; without it, a VM that is not off fails
+        the task at once and is left as it was (a paused VM stays paused).
+      - A negative value is an error.
     type: float
     default: 60.0
   force:

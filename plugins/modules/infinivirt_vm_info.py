@@ -167,7 +167,7 @@ vms:
 
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import InfinivirtModule
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.info import VmInfo
 
 
 def main() -> None:
@@ -176,7 +176,7 @@ def main() -> None:
         supports_check_mode=True,
         requirements=[("qemu.qmp", HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR)],
     )
-    module.run(lambda ctx: dict(changed=False, vms=VmService(ctx).info(module.params["name"])))
+    module.run(lambda ctx: dict(changed=False, vms=VmInfo.of(ctx).list(module.params["name"])))
 
 
 if __name__ == "__main__":

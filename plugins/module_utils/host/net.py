@@ -12,22 +12,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import ipaddress
-import traceback
 from typing import Any, Iterator, List, Optional, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError
 from ansible_collections.infinivirt.core.plugins.module_utils.host.netns import check_netns, entered
 from ansible_collections.infinivirt.core.plugins.module_utils.network.spec import BridgeSpec
-
-try:
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    HAS_PYROUTE2 = True
-    PYROUTE2_IMPORT_ERROR = None
-except ImportError:
-    HAS_PYROUTE2 = False
-    PYROUTE2_IMPORT_ERROR = traceback.format_exc()
 
 
 class NetError(InfinivirtError):
@@ -51,8 +40,13 @@ def _netlink(netns: Optional[str]) -> Iterator[Any]:
     """A netlink socket of namespace ``netns``, which must exist: it is opened from inside
     the namespace (pyroute2's own ``IPRoute(netns=...)`` would create a missing one), and
     the block runs back in this thread's own namespace."""
-    if not HAS_PYROUTE2:
-        raise NetError("the Python library pyroute2 is not installed on this host")
+    # Imported here: only a task that touches a bridge or a TAP pays for pyroute2. Through
+    # pyroute2.iproute it would cost the same: importing it runs pyroute2/__init__.py first.
+    try:
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError
+    except ImportError as exc:
+        raise NetError("the Python library pyroute2 cannot be imported on this host: %s" % exc) from None
     with entered(check_netns("netns", netns)):
         ipr = IPRoute()
     try:

@@ -12,6 +12,7 @@ such a process is ever signalled.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import time
@@ -20,6 +21,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import QemuError
 
 DEAD_STATES = ("Z", "X", "x")
+PIDFD_RECHECK = 0.25  # wait_until_gone looks at /proc at least this often
 
 
 def read_pidfile(path: str) -> Optional[int]:
@@ -129,17 +131,45 @@ def wait_until_gone(
 ) -> bool:
     """Wait for a process known to be this VM's (``owned`` says how it is known) to end.
     Not by its command line: an exiting process reads an empty one before it becomes a
-    zombie."""
+    zombie. On this host's /proc the kernel wakes the wait when the process ends (pidfd);
+    elsewhere it polls every ``interval`` s."""
     # Another program only if its command line reads the same after the check: an exiting
     # QEMU's reads empty mid-check, and it must still be waited for.
     if _cmdline(pid, proc_root) and not owned(pid, uuid, proc_root) and _cmdline(pid, proc_root):
         return True  # the PID already belongs to another program
     deadline = time.monotonic() + timeout
-    while _exists(pid, proc_root):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-    return True
+    pidfd = _pidfd(pid) if proc_root == "/proc" else None
+    try:
+        while _exists(pid, proc_root):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if pidfd is None:
+                time.sleep(min(interval, left))
+            # Readable once every thread has exited, which is when _exists turns false. Each
+            # wait is bounded so a state the two see differently is looked at again.
+            elif _readable(pidfd, min(left, PIDFD_RECHECK)) and _exists(pid, proc_root):
+                os.close(pidfd)  # it stays readable: poll from here on
+                pidfd = None
+        return True
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def _readable(fd: int, timeout: float) -> bool:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(max(1, int(timeout * 1000))))
+
+
+def _pidfd(pid: int) -> Optional[int]:
+    """A descriptor that becomes readable when ``pid`` ends; None where the kernel (before
+    5.3) or Python has none, or the process is gone already."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
 
 
 def kill_vm_process(pid: int, uuid: str, proc_root: str = "/proc", timeout: float = 10.0) -> None:

@@ -46,6 +46,7 @@ class Capabilities:
     # What -cpu help lists (empty: unknown, nothing is checked against it).
     cpu_models: FrozenSet[str] = frozenset()
     cpu_flags: FrozenSet[str] = frozenset()
+    cache_key: str = ""  # the binary's path, size and mtime when version and CPUs were read
 
 
 def find_binary(binary: Optional[str] = None) -> str:
@@ -104,15 +105,33 @@ def _read_binary_facts(binary: str, cache_file: Optional[str]) -> Dict[str, Any]
         "cpu_flags": sorted(flags),
     }
     if cache_file:
-        tmp = "%s.%d.tmp" % (cache_file, os.getpid())
-        try:
-            with open(tmp, "w") as fh:
-                json.dump(facts, fh)
-            os.replace(tmp, cache_file)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)  # a cache we cannot write is only slower; leave no temp file
+        _write_facts(facts, cache_file)
     return facts
+
+
+def _write_facts(facts: Dict[str, Any], cache_file: str) -> None:
+    tmp = "%s.%d.tmp" % (cache_file, os.getpid())
+    try:
+        with open(tmp, "w") as fh:
+            json.dump(facts, fh)
+        os.replace(tmp, cache_file)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # a cache we cannot write is only slower; leave no temp file
+
+
+def save_probe(caps: Capabilities, cache_file: str) -> None:
+    """Cache what a probe without a cache file found (run_dir did not exist yet), so the
+    next task does not run the binary again."""
+    _write_facts(
+        {
+            "key": caps.cache_key,
+            "version": list(caps.version),
+            "cpu_models": sorted(caps.cpu_models),
+            "cpu_flags": sorted(caps.cpu_flags),
+        },
+        cache_file,
+    )
 
 
 def _read_version(binary: str, cache_file: Optional[str]) -> Tuple[int, int, int]:
@@ -165,6 +184,7 @@ def probe(
         nested=is_nested(paths),
         cpu_models=frozenset(facts["cpu_models"]),
         cpu_flags=frozenset(facts["cpu_flags"]),
+        cache_key=facts["key"],
     )
 
 

@@ -9,23 +9,22 @@ calls.
 
 from __future__ import annotations
 
-import asyncio
+import functools
+import importlib.util
 import logging
-import traceback
 from typing import Any, Dict, List, Optional, Sequence
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import QmpError
 
+# Found, not imported: asyncio and qemu.qmp load with the first QMP session, so a task that
+# speaks no QMP (a stopped VM) does not pay for them. The modules that need QMP still fail
+# up front with Ansible's missing-library message (ansible_binding.py requirements).
 try:
-    from qemu.qmp import ConnectError, EventListener, ExecuteError, QMPClient, QMPError
-    from qemu.qmp.models import Greeting
-    from qemu.qmp.qmp_client import GreetingError, NegotiationError
-
-    HAS_QEMU_QMP = True
-    QEMU_QMP_IMPORT_ERROR = None
-except ImportError:
+    HAS_QEMU_QMP = importlib.util.find_spec("qemu.qmp") is not None
+    QEMU_QMP_IMPORT_ERROR = None if HAS_QEMU_QMP else "ModuleNotFoundError: No module named 'qemu.qmp'"
+except ImportError as _exc:  # no qemu package at all
     HAS_QEMU_QMP = False
-    QEMU_QMP_IMPORT_ERROR = traceback.format_exc()
+    QEMU_QMP_IMPORT_ERROR = "%s: %s" % (type(_exc).__name__, _exc)
 
 # Commands after which QEMU closes the connection by design.
 _CLOSES_CONNECTION = ("quit",)
@@ -37,9 +36,17 @@ def _no_wire_messages(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith(("-->", "<--"))
 
 
-if HAS_QEMU_QMP:
+@functools.lru_cache(maxsize=None)
+def _lib() -> Any:
+    """asyncio and qemu.qmp, imported once, at the first session; ImportError if missing."""
+    import asyncio
+    import types
 
-    class _Client(QMPClient):
+    from qemu.qmp import ConnectError, EventListener, ExecuteError, QMPClient, QMPError
+    from qemu.qmp.models import Greeting
+    from qemu.qmp.qmp_client import GreetingError, NegotiationError
+
+    class Client(QMPClient):
         """QMPClient whose greeting and capabilities negotiation let events pass.
 
         QEMU may send an event (VNC_CONNECTED, say) between leaving capabilities mode and
@@ -75,22 +82,33 @@ if HAS_QEMU_QMP:
                 break
             raise NegotiationError("Negotiation failed", ValueError("unexpected reply"))
 
+    return types.SimpleNamespace(
+        asyncio=asyncio,
+        Client=Client,
+        ConnectError=ConnectError,
+        EventListener=EventListener,
+        ExecuteError=ExecuteError,
+        QMPError=QMPError,
+    )
+
 
 class QmpSession:
     """``with QmpSession(sock, vm) as qmp: qmp.execute("query-status")``."""
 
     def __init__(self, socket_path: str, vm_name: str, connect_timeout: float = 5.0):
-        if not HAS_QEMU_QMP:
-            raise QmpError(vm_name, "connect", "the Python library qemu.qmp is not installed")
+        try:
+            self._lib = _lib()
+        except ImportError as exc:
+            raise QmpError(vm_name, "connect", "the Python library qemu.qmp cannot be imported: %s" % exc) from None
         self.socket_path = socket_path
         self.vm_name = vm_name
         self.connect_timeout = connect_timeout
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._loop: Any = None  # an asyncio event loop while connected
         self._client: Any = None
 
     def __enter__(self) -> "QmpSession":
-        self._loop = asyncio.new_event_loop()
-        self._client = _Client(self.vm_name)
+        self._loop = self._lib.asyncio.new_event_loop()
+        self._client = self._lib.Client(self.vm_name)
         try:
             self._run(self._client.connect(self.socket_path), self.connect_timeout, "connect")
         except BaseException:
@@ -101,7 +119,7 @@ class QmpSession:
     def __exit__(self, *exc_info: Any) -> None:
         try:
             self._loop.run_until_complete(self._client.disconnect())
-        except (QMPError, OSError, EOFError):
+        except (self._lib.QMPError, OSError, EOFError):
             pass  # the peer may already be gone (after quit); nothing to release
         finally:
             self._close_loop()
@@ -112,15 +130,16 @@ class QmpSession:
             self._loop = None
 
     def _run(self, coro: Any, timeout: float, command: str) -> Any:
+        lib = self._lib
         try:
-            return self._loop.run_until_complete(asyncio.wait_for(coro, timeout))
-        except asyncio.TimeoutError:
+            return self._loop.run_until_complete(lib.asyncio.wait_for(coro, timeout))
+        except lib.asyncio.TimeoutError:
             raise QmpError(self.vm_name, command, "no answer within %g s" % timeout) from None
-        except ExecuteError as exc:
+        except lib.ExecuteError as exc:
             raise QmpError(self.vm_name, command, "%s: %s" % (exc.error_class, exc)) from exc
-        except ConnectError as exc:
+        except lib.ConnectError as exc:
             raise QmpError(self.vm_name, command, "cannot connect to %s: %s" % (self.socket_path, exc.exc)) from exc
-        except (QMPError, OSError, EOFError) as exc:
+        except (lib.QMPError, OSError, EOFError) as exc:
             raise QmpError(self.vm_name, command, str(exc) or type(exc).__name__) from exc
 
     def execute(self, command: str, arguments: Optional[Dict[str, Any]] = None, timeout: float = 10.0) -> Any:
@@ -138,7 +157,7 @@ class QmpSession:
         for fd in fds:
             try:
                 self._client.send_fd_scm(fd)
-            except (QMPError, OSError) as exc:
+            except (self._lib.QMPError, OSError) as exc:
                 raise QmpError(self.vm_name, "add-fd", "cannot pass a descriptor: %s" % exc) from exc
             arguments: Dict[str, Any] = {"opaque": opaque}
             if fdset is not None:
@@ -153,7 +172,7 @@ class QmpSession:
     ) -> Dict[str, Any]:
         """Run a command, then wait for an event whose data matches ``match`` (listening
         starts before the command, so a quick event is not missed)."""
-        listener = EventListener(names=(event,))
+        listener = self._lib.EventListener(names=(event,))
 
         async def run() -> Dict[str, Any]:
             with self._client.listen(listener):

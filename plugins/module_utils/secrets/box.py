@@ -29,14 +29,6 @@ from typing import Iterable, List, Mapping, Optional, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError
 
-try:
-    from cryptography.exceptions import InvalidTag
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-    HAS_CRYPTOGRAPHY = True
-except ImportError:  # the Ansible binding reports missing_required_lib
-    HAS_CRYPTOGRAPHY = False
-
 DEFAULT_KEY_FILE = "/var/lib/infinivirt/secret.key"
 KEY_ENV = "INFINIVIRT_SECRET_KEY"
 KEY_BYTES = 32
@@ -173,8 +165,11 @@ class SecretBox:
     """
 
     def __init__(self, key: bytes):
-        if not HAS_CRYPTOGRAPHY:
-            raise SecretError("the Python library cryptography is required to encrypt secrets")
+        # Imported here: only a task that seals or opens a secret pays for cryptography.
+        try:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        except ImportError:
+            raise SecretError("the Python library cryptography is required to encrypt secrets") from None
         _check_key(key)
         self._aead = AESGCM(bytes(key))
         self.key_id = key_id(bytes(key))
@@ -202,6 +197,8 @@ class SecretBox:
                 "load the key that sealed it (%s or the key file), or rotate the secrets "
                 "to the current key" % (context, kid, self.key_id, KEY_ENV)
             )
+        from cryptography.exceptions import InvalidTag  # loaded with AESGCM in __init__
+
         try:
             plain = self._aead.decrypt(nonce, sealed, _aad(kid, context))
         except InvalidTag:

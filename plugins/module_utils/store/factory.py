@@ -10,7 +10,6 @@ from typing import Optional
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.store.base import SqlStore
-from ansible_collections.infinivirt.core.plugins.module_utils.store.postgres import PostgresStore
 from ansible_collections.infinivirt.core.plugins.module_utils.store.sqlite import SqliteStore
 
 DEFAULT_DB_URL = "sqlite:////var/lib/infinivirt/infinivirt.db"
@@ -31,5 +30,8 @@ def open_store(db_url: str, job_id: Optional[str] = None) -> SqlStore:
             )
         return SqliteStore(path, job_id=job_id)
     if db_url.startswith(("postgresql://", "postgres://")):
+        # Imported only for a PostgreSQL URL (psycopg2 comes with it).
+        from ansible_collections.infinivirt.core.plugins.module_utils.store.postgres import PostgresStore
+
         return PostgresStore(db_url, job_id=job_id)
     raise SpecError("db_url", "must start with sqlite:/// or postgresql:// (for example %s)" % DEFAULT_DB_URL)

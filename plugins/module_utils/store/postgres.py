@@ -10,7 +10,7 @@ vanish with a crashed holder's connection; the vm_locks table says who holds one
 from __future__ import annotations
 
 import contextlib
-import traceback
+import importlib.util
 import zlib
 from typing import Any, Iterator, Optional
 from urllib.parse import urlsplit, urlunsplit
@@ -22,15 +22,10 @@ from ansible_collections.infinivirt.core.plugins.module_utils.store.base import 
     lock_holder_info,
 )
 
-try:
-    import psycopg2
-    import psycopg2.errors
-
-    HAS_PSYCOPG2 = True
-    PSYCOPG2_IMPORT_ERROR = None
-except ImportError:
-    HAS_PSYCOPG2 = False
-    PSYCOPG2_IMPORT_ERROR = traceback.format_exc()
+# Found, not imported: psycopg2 is loaded by the first PostgresStore (a task on SQLite never
+# pays for it); a psycopg2 that is present but does not import fails there as StoreError.
+HAS_PSYCOPG2 = importlib.util.find_spec("psycopg2") is not None
+PSYCOPG2_IMPORT_ERROR = None if HAS_PSYCOPG2 else "ModuleNotFoundError: No module named 'psycopg2'"
 
 # Advisory lock keys are two int4s: a namespace for Infinivirt, then a hash of the name.
 LOCK_NAMESPACE_VM = 0x1F1F0001
@@ -55,8 +50,14 @@ class PostgresStore(SqlStore):
     placeholder = "%s"
 
     def __init__(self, url: str, connect_timeout: int = 10, job_id: Optional[str] = None):
-        if not HAS_PSYCOPG2:
-            raise StoreError("db_url names PostgreSQL but the Python library psycopg2 is not installed on this host")
+        try:
+            import psycopg2
+            import psycopg2.errors
+        except ImportError as exc:
+            raise StoreError(
+                "db_url names PostgreSQL but the Python library psycopg2 cannot be imported on this host: %s" % exc
+            ) from None
+        self._pg = psycopg2
         self.db_errors = (psycopg2.Error,)
         self.url = url
         self.job_id = job_id
@@ -73,7 +74,7 @@ class PostgresStore(SqlStore):
         return redact(self.url)
 
     def close(self) -> None:
-        with contextlib.suppress(psycopg2.Error):
+        with contextlib.suppress(self._pg.Error):
             self._db.close()
 
     def _cursor(self) -> Any:
@@ -96,7 +97,7 @@ class PostgresStore(SqlStore):
             cur.execute("SET lock_timeout = %s", ("%dms" % max(1, int(timeout * 1000)),))
             try:
                 cur.execute("SELECT pg_advisory_lock(%s, %s)", key)
-            except psycopg2.errors.LockNotAvailable:
+            except self._pg.errors.LockNotAvailable:
                 raise LockTimeout(
                     "VM %s is locked by another operation (%s); gave up after "
                     "%g s" % (name, self._holder(name), timeout)
@@ -114,7 +115,7 @@ class PostgresStore(SqlStore):
             yield
         finally:
             # A lost connection has released the lock already.
-            with contextlib.suppress(psycopg2.Error):
+            with contextlib.suppress(self._pg.Error):
                 self._db.cursor().execute("SELECT pg_advisory_unlock(%s, %s)", key)
 
     def _holder(self, name: str) -> str:

@@ -60,8 +60,9 @@ class Hotplug:
     def timeout(self) -> float:
         return self.lifecycle.qmp_timeout
 
-    def _session(self, rec: VmRecord) -> QmpSession:
-        return QmpSession(rec.qmp_socket_path, rec.name, self.timeout)
+    def _session(self, rec: VmRecord):
+        """The task's QMP session (one per task, see Lifecycle.session)."""
+        return self.lifecycle.session(rec)
 
     # -- what QEMU has --------------------------------------------------------------------
     def _devices(self, qmp: QmpSession) -> Set[str]:

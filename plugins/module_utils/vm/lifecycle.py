@@ -7,6 +7,9 @@ Start: QEMU is spawned paused (-S) and daemonized, checked over QMP, then let ru
 `cont`. Stop: ACPI power button (`system_powerdown`), then, only with force, `quit` and
 SIGKILL. Every file QEMU makes for a VM is journaled in the store before it exists and
 dropped from the journal after it is gone. A transition has finished when a method returns.
+
+What only a start needs (argv, TAPs and pyroute2, firmware, key descriptors, the firewall) is
+imported where it is used: a task that only reads or stops a VM does not load it.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import dataclasses
 import os
 import shutil
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.context import DEFAULT_NVRAM_DIR
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
@@ -27,9 +30,6 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
     SpecError,
     StateError,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.host import netns as nsutil
-from ansible_collections.infinivirt.core.plugins.module_utils.host.net import NetError
-from ansible_collections.infinivirt.core.plugins.module_utils.host.paths import open_confined, resolve_in_roots
 from ansible_collections.infinivirt.core.plugins.module_utils.host.private_dir import ensure_private_dir
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import (
     kill_vm_process,
@@ -40,21 +40,15 @@ from ansible_collections.infinivirt.core.plugins.module_utils.host.process impor
     vm_processes,
     wait_until_gone,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.host.secret_fd import secret_fd
-from ansible_collections.infinivirt.core.plugins.module_utils.host.tap import TapSpec, create_tap, remove_tap
-from ansible_collections.infinivirt.core.plugins.module_utils.qemu.argv import LaunchContext, build_argv
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import (
     HostPaths,
     probe,
     resolve_accel,
     resolve_cpu,
+    save_probe,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.firmware import ensure_nvram, firmware_files
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import (
-    queue_count,
-)
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight import check_vhost
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import queue_count
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import (
     CRASHED,
@@ -165,13 +159,17 @@ class Lifecycle:
         start_timeout: float = 60.0,
         qmp_timeout: float = 10.0,
         nvram_dir: str = DEFAULT_NVRAM_DIR,
-        firewall=None,
+        firewall: Optional[Callable[[], Any]] = None,
         storage_roots: Optional[Sequence[str]] = None,
     ):
         self.store = store
         self.storage_roots = storage_roots  # disk images are opened confined to these
         self._caps = None
-        self.firewall = firewall  # firewall.service.FirewallService, or None
+        self._caps_cached = False  # whether probe-cache.json holds self._caps
+        # Returns the firewall.service.FirewallService (built on first use), or None: no firewall.
+        self.firewall = firewall
+        self._holding = 0  # depth of one_session() blocks
+        self._held: Optional[Tuple[str, QmpSession]] = None  # (socket path, open session)
         self.run_dir = run_dir
         self.nvram_dir = nvram_dir
         self.qemu_binary = qemu_binary
@@ -218,8 +216,47 @@ class Lifecycle:
 
     def qmp(self, rec: VmRecord, command: str, arguments: Optional[dict] = None, timeout: Optional[float] = None):
         timeout = self.qmp_timeout if timeout is None else timeout
-        with QmpSession(rec.qmp_socket_path, rec.name, timeout) as qmp:
-            return qmp.execute(command, arguments, timeout=timeout)
+        with self.session(rec, timeout) as qmp:
+            result = qmp.execute(command, arguments, timeout=timeout)
+        if command == "quit":  # QEMU closes the connection
+            self.close_session()
+        return result
+
+    @contextlib.contextmanager
+    def one_session(self) -> Iterator[None]:
+        """Within this block QMP commands to a VM share one connection, so a task pays for
+        one handshake. It is closed at the end, when the QEMU ends, and before any wait for
+        the guest: QEMU serves one client at a time, and others may want to ask it."""
+        self._holding += 1
+        try:
+            yield
+        finally:
+            self._holding -= 1
+            if not self._holding:
+                self.close_session()
+
+    def close_session(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held[1].__exit__(None, None, None)
+
+    @contextlib.contextmanager
+    def session(self, rec: VmRecord, timeout: Optional[float] = None) -> Iterator[QmpSession]:
+        """A QMP session with the VM's QEMU: inside one_session() the shared one, else its own."""
+        timeout = self.qmp_timeout if timeout is None else timeout
+        if not self._holding:
+            with QmpSession(rec.qmp_socket_path, rec.name, timeout) as qmp:
+                yield qmp
+            return
+        if self._held is not None and self._held[0] != rec.qmp_socket_path:
+            self.close_session()
+        if self._held is None:
+            self._held = (rec.qmp_socket_path, QmpSession(rec.qmp_socket_path, rec.name, timeout).__enter__())
+        try:
+            yield self._held[1]
+        except BaseException:
+            self.close_session()  # one that failed (a timeout mid-reply, say) is not reused
+            raise
 
     def reconcile(self, rec: VmRecord, state: str) -> bool:
         """Bring the row in line with what runs (a guest that powered itself off, a run
@@ -242,9 +279,13 @@ class Lifecycle:
         """What this host's QEMU offers (cached in run_dir once it exists), probed once per
         task: the host check and the start both need it."""
         if self._caps is None:
-            cache = os.path.join(self.run_dir, "probe-cache.json") if os.path.isdir(self.run_dir) else None
+            cache = self._probe_cache() if os.path.isdir(self.run_dir) else None
             self._caps = probe(self.qemu_binary, cache, self.host_paths)
+            self._caps_cached = cache is not None
         return self._caps
+
+    def _probe_cache(self) -> str:
+        return os.path.join(self.run_dir, "probe-cache.json")
 
     def plan_launch(self, rec: VmRecord) -> tuple:
         """Resolve accelerator and CPU for this host: (accel, cpu, binary, warnings).
@@ -261,6 +302,7 @@ class Lifecycle:
             raise StateError("VM %s: its display password could not be read" % rec.name)
         if self.is_alive(rec):
             raise StateError("VM %s is already running as PID %s" % (rec.name, self.live_pid(rec)))
+        self.close_session()  # one held with a QEMU of this VM that is gone
         launch = self._prepare(rec)
         try:
             self.make_taps(rec, rec.spec.nics, inputs.nic_bridges)
@@ -277,10 +319,16 @@ class Lifecycle:
         """Resolve how QEMU runs here, journal its files and record the start, all before
         QEMU exists: if the database is lost mid-start, the next run finds the process
         through the recorded pidfile instead of starting a second one."""
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.firmware import ensure_nvram, firmware_files
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight import check_vhost
+
         paths = VmPaths.for_vm(self.run_dir, rec.uuid)
         vhost = check_vhost(rec.spec)
         ensure_private_dir(self.run_dir, "run_dir")
         accel, cpu, binary, warnings = self.plan_launch(rec)
+        if not self._caps_cached:  # probed before run_dir existed: keep it for the next task
+            save_probe(self._caps, self._probe_cache())
+            self._caps_cached = True
         self.release_files(rec, keep_serial_log=True)  # leftovers of a crashed run
         self._rotate_serial_log(rec, paths)
         for kind, ref in paths.journal(rec.spec.console_socket):
@@ -302,6 +350,10 @@ class Lifecycle:
         """Run QEMU paused (-S, daemonized, in the VM's netns); its exit code and stderr.
         Each LUKS key reaches QEMU's secret object as a memory-only descriptor it inherits
         (host.secret_fd): no key file exists, even if this process is killed."""
+        from ansible_collections.infinivirt.core.plugins.module_utils.host import netns as nsutil
+        from ansible_collections.infinivirt.core.plugins.module_utils.host.secret_fd import secret_fd
+        from ansible_collections.infinivirt.core.plugins.module_utils.qemu.argv import LaunchContext, build_argv
+
         paths = launch.paths
         with contextlib.ExitStack() as stack:
             keys = {disk_id: stack.enter_context(secret_fd(key)) for disk_id, key in disk_keys.items()}
@@ -356,6 +408,8 @@ class Lifecycle:
         following any link, so QEMU gets the file that was checked (a symlink swapped in
         since fails the task). Read-write and read-only, as QEMU picks from a descriptor set
         by access mode. They stay open until ``stack`` closes."""
+        from ansible_collections.infinivirt.core.plugins.module_utils.host.paths import open_confined, resolve_in_roots
+
         real = resolve_in_roots(path, self.storage_roots, field)
         modes = (os.O_RDONLY,) if disk.readonly or disk.media == "cdrom" else (os.O_RDWR, os.O_RDONLY)
         try:
@@ -389,6 +443,9 @@ class Lifecycle:
 
     def make_taps(self, rec: VmRecord, nics, bridges: Dict[str, str]) -> None:
         """Each NIC's TAP, journaled before it exists, on its bridge."""
+        from ansible_collections.infinivirt.core.plugins.module_utils.host import netns as nsutil
+        from ansible_collections.infinivirt.core.plugins.module_utils.host.tap import TapSpec, create_tap
+
         for nic in nics:
             self.store.journal_add(rec.uuid, "tap", nsutil.ns_ref(rec.spec.netns, nic.tap_name))
             create_tap(
@@ -402,6 +459,10 @@ class Lifecycle:
             )
 
     def drop_tap(self, rec: VmRecord, ref: str) -> None:
+        from ansible_collections.infinivirt.core.plugins.module_utils.host import netns as nsutil
+        from ansible_collections.infinivirt.core.plugins.module_utils.host.net import NetError
+        from ansible_collections.infinivirt.core.plugins.module_utils.host.tap import remove_tap
+
         netns, tap = nsutil.parse_ns_ref(ref)
         try:
             remove_tap(tap, netns)
@@ -435,6 +496,7 @@ class Lifecycle:
 
     def abort_start(self, rec: VmRecord) -> None:
         """End a start that did not finish: its QEMU (ours only), files, TAPs, row, rules."""
+        self.close_session()
         # By pidfile, and by UUID too: a QEMU that timed out may not have written it yet.
         pids = set(vm_processes(rec.uuid, self.host_paths.proc))
         pid = read_pidfile(self.pidfile(rec))
@@ -449,11 +511,13 @@ class Lifecycle:
     def sync_firewall(self, rec: VmRecord) -> None:
         """The VM's nftables state follows its TAPs: there while it runs, gone when not."""
         if self.firewall is not None:
-            self.firewall.sync_vm(rec)
+            self.firewall().sync_vm(rec)
 
     # -- stopping ---------------------------------------------------------------------
     def stop(self, rec: VmRecord, timeout: float, force: bool, qemu_status: Optional[str] = None) -> None:
         """Power the guest off through ACPI; with force, quit/kill it after the timeout.
+        A timeout of 0 waits for nothing: forced, QEMU is ended at once (no power button);
+        not forced, a guest that is not off fails at once, untouched.
         ``qemu_status`` saves a QMP round trip when the caller has just asked QEMU."""
         rec.qemu_pid = self.live_pid(rec)
         if rec.qemu_pid is not None:
@@ -469,6 +533,14 @@ class Lifecycle:
                 pass  # it ended between our checks
             elif status == "prelaunch":  # the guest never ran: nothing to shut down
                 self._quit(rec)
+            elif timeout <= 0 and force:
+                self._quit(rec)
+            elif timeout <= 0:
+                raise StateError(
+                    "VM %s is not off (QEMU status %s) and stop_timeout is 0, so the guest gets no "
+                    "time to power off; give stop_timeout the seconds it needs, or set force: true "
+                    "to end it at once" % (rec.name, status)
+                )
             else:
                 if status != "running":
                     self.qmp(rec, "cont")  # a paused guest cannot see the power button
@@ -492,6 +564,7 @@ class Lifecycle:
                 if not self.is_alive(rec):
                     return True  # it went away between our checks
                 raise
+            self.close_session()  # not held while the guest takes its time
             resend_at = min(deadline, time.monotonic() + POWERDOWN_RESEND)
             if wait_until_gone(rec.qemu_pid, rec.uuid, resend_at - time.monotonic(), self.host_paths.proc):
                 return True
@@ -516,6 +589,7 @@ class Lifecycle:
         """The row says stopped (or crashed) last: a task killed before that leaves a row
         that still says running, so the next one finishes the job (files, TAPs, then the
         firewall)."""
+        self.close_session()  # its QEMU is gone
         rec.status = status
         rec.qemu_pid = None
         self._clear_launch(rec)

@@ -1,56 +1,54 @@
 # Copyright (c) 2026, Infinivirt developers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""What the infinivirt_vm and infinivirt_vm_info modules do, without Ansible.
+"""What the infinivirt_vm module does, without Ansible (infinivirt_vm_info: vm/info.py).
 
 ``ensure_vm`` plans first (so check mode predicts exactly what a real run does), then
-applies the plan under the VM's lock.
+applies the plan under the VM's lock. What only some tasks do (host checks, hot-plug, the
+firewall, disk keys) is imported where it is used, so a no-op loads none of it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 import uuid as uuidlib
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 from ansible_collections.infinivirt.core.plugins.module_utils.context import HostContext
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
-    InfinivirtError,
     QemuError,
     QemuUnresponsive,
     SpecError,
     StateError,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import HostPaths
 from ansible_collections.infinivirt.core.plugins.module_utils.secrets.box import MASK, SecretError
 from ansible_collections.infinivirt.core.plugins.module_utils.store.base import secret_context
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import validate_name
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import DiskSpec
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.hotplug import Hotplug
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.info import (
+    GRAPHICS_PASSWORD,
+    VmInfo,
+    spec_digest,
+    vm_result,
+)
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.lifecycle import (
     UNRESPONSIVE,
     Lifecycle,
     StartInputs,
-    VmPaths,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.plan import Desired, Live, VmPlan, plan_vm
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight import host_memory_mb, preflight
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import (
     VmSpec,
     merge_params,
-    pending_restart,
+    stop_timeout,
     validate,
     validate_graphics_password,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import (
     ABSENT,
-    CRASHED,
     PAUSED,
     RUNNING,
     STARTING,
@@ -59,8 +57,6 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import (
     fold_status,
     recorded_state,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.volume.keys import read_luks_key
-from ansible_collections.infinivirt.core.plugins.module_utils.volume.live_resize import resize_attached_disk
 
 
 @dataclasses.dataclass
@@ -90,54 +86,10 @@ def _view(
     return view
 
 
-GRAPHICS_PASSWORD = "graphics_password"  # the secret column of graphics.password
-# infinivirt_vm_info waits this long for one VM's QEMU, so one hung VM does not hold the list.
-INFO_QMP_TIMEOUT = 2.0
-INFO_EVENTS = 10  # the newest events of each VM that infinivirt_vm_info lists
 # Plans with these actions store the desired spec or hand it to QEMU: the host must take it.
 HOST_CHECKED_ACTIONS = {"create", "update", "start", "hotplug_disks", "hotplug_nics"}
 # The states that may end a QEMU that does not answer, with force: true (it is killed).
 FORCED_STATES = ("stopped", "restarted", "absent")
-
-
-def spec_digest(rec: VmRecord, secret_tokens: Tuple[Optional[str], ...] = ()) -> str:
-    """A fingerprint of the stored definition, for optimistic concurrency (``digest``).
-    Sealed secrets count by their token, so a new password changes it too."""
-    canonical = json.dumps([rec.spec.to_dict(), list(secret_tokens)], sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def vm_result(rec: VmRecord, state: str, lifecycle: Lifecycle) -> Dict[str, Any]:
-    alive = state != STOPPED
-    pending = pending_restart(rec.running_spec, rec.spec) if alive and rec.running_spec else []
-    result = rec.summary()
-    result.update(rec.spec.to_dict())
-    result.update(
-        {
-            "status": state,
-            "pid": rec.qemu_pid if alive else None,
-            "qmp_socket": rec.qmp_socket_path if alive else None,
-            "serial_log": rec.serial_log_path or VmPaths.for_vm(lifecycle.run_dir, rec.uuid).serial_log,
-            "accel_in_use": rec.launch_accel if alive else None,
-            "cpu_in_use": rec.launch_cpu if alive else None,
-            "pending_restart": pending,
-            "taps": [nic.tap_name for nic in rec.spec.nics],
-            "nvram": lifecycle.nvram_path(rec) if rec.spec.firmware == "uefi" else None,
-            "console_socket_path": (
-                VmPaths.for_vm(lifecycle.run_dir, rec.uuid).console_socket
-                if alive and rec.spec.console_socket
-                else None
-            ),
-            "digest": spec_digest(rec, (lifecycle.store.get_secret(rec.uuid, GRAPHICS_PASSWORD),)),
-            "graphics": {
-                "type": rec.spec.graphics_type,
-                "listen": rec.spec.graphics_listen,
-                "port": rec.launch_graphics_port if alive and rec.launch_graphics_port else rec.spec.graphics_port,
-                "password_set": rec.spec.graphics_password_set,
-            },
-        }
-    )
-    return result
 
 
 @dataclasses.dataclass
@@ -151,8 +103,8 @@ class Request:
 
 
 class VmService:
-    """What infinivirt_vm and infinivirt_vm_info do: validate, check the host, plan (pure),
-    then apply the plan under the VM's lock. ``start_vm`` is the one way to start a VM."""
+    """What infinivirt_vm does: validate, check the host, plan (pure), then apply the plan
+    under the VM's lock. ``start_vm`` is the one way to start a VM."""
 
     def __init__(self, ctx: HostContext, host_paths: HostPaths = HostPaths()):
         self.ctx = ctx
@@ -160,17 +112,28 @@ class VmService:
         self.lock_timeout = ctx.lock_timeout
         self.hostname = ctx.host_id
         self.storage_roots = ctx.storage_roots
-        self.firewall = FirewallService(ctx.store, ctx.host_id, lock_timeout=ctx.lock_timeout)
+        self._firewall = None
         self.lifecycle = Lifecycle(
             ctx.store,
             ctx.run_dir,
             ctx.qemu_binary,
             host_paths,
             nvram_dir=ctx.nvram_dir,
-            firewall=self.firewall,
+            firewall=self.firewall_service,
             storage_roots=ctx.storage_roots,
         )
-        self.hotplug = Hotplug(self.lifecycle)
+
+    def firewall_service(self):
+        """The FirewallService, made (and imported) when a VM's rules are first touched."""
+        if self._firewall is None:
+            from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
+
+            self._firewall = FirewallService(self.store, self.hostname, lock_timeout=self.lock_timeout)
+        return self._firewall
+
+    @property
+    def firewall(self):
+        return self.firewall_service()
 
     @classmethod
     def open(
@@ -208,6 +171,8 @@ class VmService:
         for disk in disks:
             volume = self.store.get_volume(os.path.realpath(disk.path))
             if volume is not None and volume.encrypted:
+                from ansible_collections.infinivirt.core.plugins.module_utils.volume.keys import read_luks_key
+
                 key = read_luks_key(self.store, self.secret_box, volume.path)
                 if key is None:
                     raise SecretError("volume %s is encrypted but its key is not in the database" % volume.path)
@@ -258,8 +223,8 @@ class VmService:
         )
 
     def stop_vm(self, rec: VmRecord, params: Dict[str, Any], qemu_status: Optional[str] = None) -> None:
-        """Stop as the task's stop_timeout and force say."""
-        self.lifecycle.stop(rec, float(params.get("stop_timeout") or 60), bool(params.get("force")), qemu_status)
+        """Stop as the task's stop_timeout (0: no wait) and force say."""
+        self.lifecycle.stop(rec, stop_timeout(params), bool(params.get("force")), qemu_status)
 
     # -- infinivirt_vm ------------------------------------------------------------------------
     def ensure(self, params: Dict[str, Any], check_mode: bool) -> Outcome:
@@ -267,7 +232,9 @@ class VmService:
         state = params.get("state") or "present"
         if state not in STATES:
             raise SpecError("state", "must be one of %s, got %r" % (", ".join(STATES), state))
-        with self.store.vm_lock(name, self.lock_timeout):
+        stop_timeout(params)  # a bad value fails before anything is done
+        # One QMP connection serves the whole task (lifecycle.one_session says when it closes).
+        with self.store.vm_lock(name, self.lock_timeout), self.lifecycle.one_session():
             rec = self.store.get_vm(name)
             self._check_digest(rec, name, params.get("digest"))
             foreign = rec is not None and rec.host != self.hostname
@@ -356,6 +323,8 @@ class VmService:
         and removing act on what runs, whatever today's host says of the stored spec."""
         if not HOST_CHECKED_ACTIONS & set(plan.actions):
             return
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight import host_memory_mb, preflight
+
         try:
             caps = self.lifecycle.capabilities()
         except QemuError:
@@ -399,9 +368,9 @@ class VmService:
                 elif action == "set_password":
                     lc.set_graphics_password(rec, request.password)
                 elif action == "hotplug_disks":
-                    self.hotplug.disks(rec, plan.disk_plug, self.disk_keys(plan.disk_plug.add))
+                    self._hotplug().disks(rec, plan.disk_plug, self.disk_keys(plan.disk_plug.add))
                 elif action == "hotplug_nics":
-                    self.hotplug.nics(rec, plan.nic_plug, request.bridges)
+                    self._hotplug().nics(rec, plan.nic_plug, request.bridges)
                 elif action == "stop":
                     self.stop_vm(rec, params, live.qemu_status)
                 elif action == "start":
@@ -419,6 +388,11 @@ class VmService:
                 self.store.delete_vm(rec.uuid)
             raise
         return warnings
+
+    def _hotplug(self):
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.hotplug import Hotplug
+
+        return Hotplug(self.lifecycle)
 
     def _remove(self, rec: VmRecord, plan: VmPlan, params: Dict[str, Any], live: Live) -> None:
         if plan.before_state != STOPPED:
@@ -459,78 +433,17 @@ class VmService:
             out.vm["pending_restart"] = list(plan.pending)
         return out
 
-    def _snapshots(self, rec: VmRecord) -> List[Dict[str, Any]]:
-        if not rec.spec.disks:
-            return []
-        try:
-            return list(SnapshotService(self).list(rec).values())
-        except SpecError:  # no writable disk
-            return []
-
     # -- volumes (for infinivirt_disk) ------------------------------------------------------
     def resize_attached_disk(self, path: str, size: int) -> Optional[str]:
         """See volume.live_resize.resize_attached_disk."""
+        from ansible_collections.infinivirt.core.plugins.module_utils.volume.live_resize import resize_attached_disk
+
         return resize_attached_disk(self.ctx, path, size, self.lifecycle.host_paths.proc)
 
     # -- infinivirt_vm_info ---------------------------------------------------------------
     def info(self, name: Optional[str] = None) -> List[Dict[str, Any]]:
-        if name is not None:
-            validate_name(name)
-            rec = self.store.get_vm(name)
-            records = [rec] if rec else []
-        else:
-            records = self.store.list_vms()
-        return [self._info_of(rec) for rec in records]
-
-    def _aftermath(self, rec: VmRecord, state: str) -> Dict[str, Any]:
-        """Whether the VM crashed (recorded by the host monitor, or a row that says it runs
-        with no QEMU left), what a dead QEMU left behind on this host, and its last events.
-        Reading only: the next infinivirt_vm task or the monitor cleans up."""
-        here = rec.host == self.hostname
-        dead = here and state == STOPPED
-        leftovers = []
-        if dead:
-            leftovers = [
-                {"kind": kind, "ref": ref}
-                for kind, ref in self.store.journal_list(rec.uuid)
-                if not _kept_after_stop(kind)
-            ]
-        return {
-            "crashed": rec.status == CRASHED or (dead and rec.status in (RUNNING, PAUSED)),
-            "leftovers": leftovers,
-            "events": self.store.list_events(rec.uuid, limit=INFO_EVENTS),
-        }
-
-    def _info_of(self, rec: VmRecord) -> Dict[str, Any]:
-        """One VM's entry. A VM whose QEMU does not answer (within INFO_QMP_TIMEOUT) is listed
-        with ``error`` rather than failing the whole listing."""
-        error = None
-        if rec.host != self.hostname:  # another host's VM: only its row can be read from here
-            qemu_status = None
-            state = recorded_state(rec.status)
-        else:
-            try:
-                qemu_status = self.lifecycle.query_status(rec, timeout=INFO_QMP_TIMEOUT)
-                state = fold_status(qemu_status)
-                if rec.status == STARTING and qemu_status == "prelaunch":
-                    state = STARTING  # a start cut off half-way; the next task redoes it
-            except QemuUnresponsive as exc:
-                qemu_status, state, error = UNRESPONSIVE, RUNNING, str(exc)
-        vm = vm_result(rec, state, self.lifecycle)
-        vm["qemu_status"] = qemu_status
-        vm["error"] = error
-        vm.update(self._aftermath(rec, state))
-        vm["snapshots"] = []
-        if rec.host == self.hostname and error is None:
-            try:
-                vm["snapshots"] = self._snapshots(rec)
-            except InfinivirtError as exc:  # a damaged image must not hide the other VMs
-                vm["error"] = "cannot list the snapshots: %s" % exc
-        return vm
-
-
-def _kept_after_stop(kind: str) -> bool:
-    return kind in ("serial_log", "nvram")  # they outlive the process on purpose
+        """See vm.info.VmInfo.list (what infinivirt_vm_info runs, without this class)."""
+        return VmInfo(self.store, self.hostname, self.lifecycle).list(name)
 
 
 def _check_nics_against(spec: VmSpec, others: Sequence[VmRecord]) -> None:

@@ -28,9 +28,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import QemuError, SpecError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.host.paths import ConfinedDir, resolve_in_roots
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.img import FdImage, Image, QemuImg
-from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import validate_name
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import DiskSpec, device_id, node_names
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import stop_timeout
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import RUNNING, STOPPED
 
 STATES = ("present", "absent", "reverted")
@@ -167,7 +167,8 @@ class SnapshotService:
         state = params.get("state") or "present"
         if state not in STATES:
             raise SpecError("state", "must be one of %s, got %r" % (", ".join(STATES), state))
-        with self.store.vm_lock(vm_name, self.vms.lock_timeout):
+        stop_timeout(params)  # a bad value fails before anything is done
+        with self.store.vm_lock(vm_name, self.vms.lock_timeout), self.lifecycle.one_session():
             rec = self.store.get_vm(vm_name)
             if rec is None:
                 raise SpecError("vm", "VM %s does not exist" % vm_name)
@@ -426,7 +427,7 @@ class SnapshotService:
     def _job(self, rec, command: str, arguments: Dict[str, Any]) -> None:
         """Run a QMP job to its end and report its error, if any."""
         job_id = "infinivirt-%s" % command
-        with QmpSession(rec.qmp_socket_path, rec.name, self.lifecycle.qmp_timeout) as qmp:
+        with self.lifecycle.session(rec) as qmp:
             qmp.execute_and_wait(
                 command,
                 dict(arguments, **{"job-id": job_id}),

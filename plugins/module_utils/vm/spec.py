@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -44,6 +45,7 @@ ON_POWEROFF = ("stop", "restart")
 AUTOSTART_DELAY_MAX = 3600
 VNC_PASSWORD_MAX = 8  # VNC authentication compares only the first 8 bytes
 ACCELS = ("auto", "kvm", "tcg")
+DEFAULT_STOP_TIMEOUT = 60.0
 # Model names as QEMU prints them in -cpu help: letters, digits, '-', '_', '.'.
 _CPU_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _CPU_FLAG_RE = re.compile(r"^[+-][a-z0-9][a-z0-9_.-]{0,63}$")
@@ -244,3 +246,18 @@ def changed_fields(before: Optional[VmSpec], after: VmSpec) -> List[str]:
         return list(SPEC_FIELDS)
     b, a = before.to_dict(), after.to_dict()
     return [f for f in SPEC_FIELDS if b[f] != a[f]]
+
+
+def stop_timeout(params: Mapping[str, Any]) -> float:
+    """A task's stop_timeout in seconds: unset is the default, 0 means no wait at all
+    (vm.lifecycle.Lifecycle.stop says what that does); negative or endless is an error."""
+    value = params.get("stop_timeout")
+    if value is None:
+        return DEFAULT_STOP_TIMEOUT
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise SpecError("stop_timeout", "must be a number of seconds, got %r" % (value,)) from None
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise SpecError("stop_timeout", "must be 0 (no wait) or more seconds, got %r" % (value,))
+    return seconds

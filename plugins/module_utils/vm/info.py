@@ -1,0 +1,163 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""What infinivirt_vm_info lists, and the VM entry every infinivirt_vm task returns.
+
+Reads the store and asks each VM's QEMU for its status; changes nothing. Apart from
+vm/service.py so that the info module loads no planner, host checks or start code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Dict, List, Optional, Tuple
+
+from ansible_collections.infinivirt.core.plugins.module_utils.context import HostContext
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
+    InfinivirtError,
+    QemuUnresponsive,
+    SpecError,
+)
+from ansible_collections.infinivirt.core.plugins.module_utils.validation import validate_name
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.lifecycle import UNRESPONSIVE, Lifecycle, VmPaths
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import pending_restart
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import (
+    CRASHED,
+    PAUSED,
+    RUNNING,
+    STARTING,
+    STOPPED,
+    fold_status,
+    recorded_state,
+)
+
+GRAPHICS_PASSWORD = "graphics_password"  # the secret column of graphics.password
+# infinivirt_vm_info waits this long for one VM's QEMU, so one hung VM does not hold the list.
+INFO_QMP_TIMEOUT = 2.0
+INFO_EVENTS = 10  # the newest events of each VM that infinivirt_vm_info lists
+# Journaled files that outlive the process on purpose: not leftovers.
+KEPT_AFTER_STOP = ("serial_log", "nvram")
+
+
+def spec_digest(rec: VmRecord, secret_tokens: Tuple[Optional[str], ...] = ()) -> str:
+    """A fingerprint of the stored definition, for optimistic concurrency (``digest``).
+    Sealed secrets count by their token, so a new password changes it too."""
+    canonical = json.dumps([rec.spec.to_dict(), list(secret_tokens)], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def vm_result(rec: VmRecord, state: str, lifecycle: Lifecycle) -> Dict[str, Any]:
+    alive = state != STOPPED
+    pending = pending_restart(rec.running_spec, rec.spec) if alive and rec.running_spec else []
+    result = rec.summary()
+    result.update(rec.spec.to_dict())
+    result.update(
+        {
+            "status": state,
+            "pid": rec.qemu_pid if alive else None,
+            "qmp_socket": rec.qmp_socket_path if alive else None,
+            "serial_log": rec.serial_log_path or VmPaths.for_vm(lifecycle.run_dir, rec.uuid).serial_log,
+            "accel_in_use": rec.launch_accel if alive else None,
+            "cpu_in_use": rec.launch_cpu if alive else None,
+            "pending_restart": pending,
+            "taps": [nic.tap_name for nic in rec.spec.nics],
+            "nvram": lifecycle.nvram_path(rec) if rec.spec.firmware == "uefi" else None,
+            "console_socket_path": (
+                VmPaths.for_vm(lifecycle.run_dir, rec.uuid).console_socket
+                if alive and rec.spec.console_socket
+                else None
+            ),
+            "digest": spec_digest(rec, (lifecycle.store.get_secret(rec.uuid, GRAPHICS_PASSWORD),)),
+            "graphics": {
+                "type": rec.spec.graphics_type,
+                "listen": rec.spec.graphics_listen,
+                "port": rec.launch_graphics_port if alive and rec.launch_graphics_port else rec.spec.graphics_port,
+                "password_set": rec.spec.graphics_password_set,
+            },
+        }
+    )
+    return result
+
+
+class VmInfo:
+    """infinivirt_vm_info: each VM's row, what runs, and its snapshots."""
+
+    def __init__(self, store, hostname: str, lifecycle: Lifecycle):
+        self.store = store
+        self.hostname = hostname
+        self.lifecycle = lifecycle  # also what vm.snapshots.SnapshotService reads through
+
+    @classmethod
+    def of(cls, ctx: HostContext) -> "VmInfo":
+        lifecycle = Lifecycle(
+            ctx.store, ctx.run_dir, ctx.qemu_binary, nvram_dir=ctx.nvram_dir, storage_roots=ctx.storage_roots
+        )
+        return cls(ctx.store, ctx.host_id, lifecycle)
+
+    def list(self, name: Optional[str] = None) -> List[Dict[str, Any]]:
+        if name is not None:
+            validate_name(name)
+            rec = self.store.get_vm(name)
+            records = [rec] if rec else []
+        else:
+            records = self.store.list_vms()
+        return [self.entry(rec) for rec in records]
+
+    def entry(self, rec: VmRecord) -> Dict[str, Any]:
+        """One VM's entry. A VM whose QEMU does not answer (within INFO_QMP_TIMEOUT) is listed
+        with ``error`` rather than failing the whole listing."""
+        error = None
+        with self.lifecycle.one_session():  # status and snapshots over one QMP connection
+            if rec.host != self.hostname:  # another host's VM: only its row can be read from here
+                qemu_status = None
+                state = recorded_state(rec.status)
+            else:
+                try:
+                    qemu_status = self.lifecycle.query_status(rec, timeout=INFO_QMP_TIMEOUT)
+                    state = fold_status(qemu_status)
+                    if rec.status == STARTING and qemu_status == "prelaunch":
+                        state = STARTING  # a start cut off half-way; the next task redoes it
+                except QemuUnresponsive as exc:
+                    qemu_status, state, error = UNRESPONSIVE, RUNNING, str(exc)
+            vm = vm_result(rec, state, self.lifecycle)
+            vm["qemu_status"] = qemu_status
+            vm["error"] = error
+            vm.update(self._aftermath(rec, state))
+            vm["snapshots"] = []
+            if rec.host == self.hostname and error is None:
+                try:
+                    vm["snapshots"] = self._snapshots(rec)
+                except InfinivirtError as exc:  # a damaged image must not hide the other VMs
+                    vm["error"] = "cannot list the snapshots: %s" % exc
+        return vm
+
+    def _aftermath(self, rec: VmRecord, state: str) -> Dict[str, Any]:
+        """Whether the VM crashed (recorded by the host monitor, or a row that says it runs
+        with no QEMU left), what a dead QEMU left behind on this host, and its last events.
+        Reading only: the next infinivirt_vm task or the monitor cleans up."""
+        dead = rec.host == self.hostname and state == STOPPED
+        leftovers = []
+        if dead:
+            leftovers = [
+                {"kind": kind, "ref": ref}
+                for kind, ref in self.store.journal_list(rec.uuid)
+                if kind not in KEPT_AFTER_STOP
+            ]
+        return {
+            "crashed": rec.status == CRASHED or (dead and rec.status in (RUNNING, PAUSED)),
+            "leftovers": leftovers,
+            "events": self.store.list_events(rec.uuid, limit=INFO_EVENTS),
+        }
+
+    def _snapshots(self, rec: VmRecord) -> List[Dict[str, Any]]:
+        if not rec.spec.disks:
+            return []
+        # Only a VM with disks has snapshots: only then is their code (and qemu-img) loaded.
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
+
+        try:
+            return list(SnapshotService(self).list(rec).values())
+        except SpecError:  # no writable disk
+            return []
