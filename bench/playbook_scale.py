@@ -16,7 +16,7 @@ TCG; state lives in a temp dir and every VM is removed (absent, force) at the en
 Printed: medians per count, way and phase, each one's ratio to its floor (loop: the ping
 loop; one task: the single ping) and the per-VM slope between consecutive counts.
 
-    .venv/bin/python bench/playbook_scale.py [--counts 1,10,50] [--rounds 3] [--stop-timeout 0.1]
+    .venv/bin/python bench/playbook_scale.py [--counts 1,10,50] [--rounds 3] [--stop-timeout 0]
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ def main() -> int:
     parser.add_argument("--counts", default="1,10,50", help="VM counts, comma separated (default 1,10,50)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
-        "--stop-timeout", type=float, default=0.1, help="stop_timeout of the forced stop (firmware never powers off)"
+        "--stop-timeout", type=float, default=0.0, help="stop_timeout of the forced stop (0: power off at once)"
     )
     args = parser.parse_args()
     counts = sorted({int(c) for c in args.counts.split(",")})
