@@ -38,7 +38,9 @@ class MonitorProcess:
         return self
 
     def once(self, timeout=120):
-        return subprocess.run(self.argv + ["--once"], env=self.env(), capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            self.argv + ["--once"], env=self.env(), capture_output=True, text=True, timeout=timeout, check=False
+        )
 
     def stop(self, sig=signal.SIGTERM, timeout=30):
         if self.proc is None or self.proc.poll() is not None:

@@ -30,7 +30,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.store.factory impo
 
 
 def parse(argv: Optional[List[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="infinivirt-monitor", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="infinivirt-monitor", description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--db-url", default=os.environ.get("INFINIVIRT_DB_URL", DEFAULT_DB_URL))
     parser.add_argument("--run-dir", default=os.environ.get("INFINIVIRT_RUN_DIR", DEFAULT_RUN_DIR))
     parser.add_argument("--host-id", default=None, help="default: this host's name")
