@@ -25,6 +25,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
     StateError,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
+from ansible_collections.infinivirt.core.plugins.module_utils.host.pci import SysfsRoot
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import HostPaths
 from ansible_collections.infinivirt.core.plugins.module_utils.secrets.box import MASK, SecretError
 from ansible_collections.infinivirt.core.plugins.module_utils.store.base import secret_context
@@ -37,6 +38,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.lifecycle impor
     StartInputs,
     VmPaths,
 )
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.passthrough import PciService
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.plan import Desired, Live, VmPlan, plan_vm
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight import host_memory_mb, preflight
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
@@ -95,7 +97,7 @@ GRAPHICS_PASSWORD = "graphics_password"  # the secret column of graphics.passwor
 INFO_QMP_TIMEOUT = 2.0
 INFO_EVENTS = 10  # the newest events of each VM that infinivirt_vm_info lists
 # Plans with these actions store the desired spec or hand it to QEMU: the host must take it.
-HOST_CHECKED_ACTIONS = {"create", "update", "start", "hotplug_disks", "hotplug_nics"}
+HOST_CHECKED_ACTIONS = {"create", "update", "start", "hotplug_disks", "hotplug_nics", "hotplug_usb"}
 # The states that may end a QEMU that does not answer, with force: true (it is killed).
 FORCED_STATES = ("stopped", "restarted", "absent")
 
@@ -171,6 +173,7 @@ class VmService:
             storage_roots=ctx.storage_roots,
         )
         self.hotplug = Hotplug(self.lifecycle)
+        self.pci = PciService(self, SysfsRoot(ctx.sysfs_root))
 
     @classmethod
     def open(
@@ -252,9 +255,17 @@ class VmService:
         bridges = self.nic_bridges(rec.spec) if bridges is None else bridges
         keys = self.disk_keys(rec.spec.disks)
         password = self.graphics_password(rec)
+        host_devices = self.pci.devices_for_start(rec)  # before the row moves to this host
         rec.host = self.hostname  # a stopped VM moves to the host that starts it
         return self.lifecycle.start(
-            rec, StartInputs(paused=paused, graphics_password=password, disk_keys=keys, nic_bridges=bridges)
+            rec,
+            StartInputs(
+                paused=paused,
+                graphics_password=password,
+                disk_keys=keys,
+                nic_bridges=bridges,
+                host_devices=host_devices,
+            ),
         )
 
     def stop_vm(self, rec: VmRecord, params: Dict[str, Any], qemu_status: Optional[str] = None) -> None:
@@ -402,6 +413,8 @@ class VmService:
                     self.hotplug.disks(rec, plan.disk_plug, self.disk_keys(plan.disk_plug.add))
                 elif action == "hotplug_nics":
                     self.hotplug.nics(rec, plan.nic_plug, request.bridges)
+                elif action == "hotplug_usb":
+                    self.hotplug.usb(rec, plan.usb_plug)
                 elif action == "stop":
                     self.stop_vm(rec, params, live.qemu_status)
                 elif action == "start":
@@ -424,6 +437,7 @@ class VmService:
         if plan.before_state != STOPPED:
             self.stop_vm(rec, params, live.qemu_status)
         self.lifecycle.release_files(rec, keep_serial_log=False, keep_nvram=False)
+        self.pci.release_all(rec)  # host drivers back to the devices of managed assignments
         for layer in self.store.list_layers(rec.uuid):  # external snapshot overlays
             if os.path.exists(layer["overlay"]):
                 os.unlink(layer["overlay"])
@@ -473,6 +487,13 @@ class VmService:
         return resize_attached_disk(self.ctx, path, size, self.lifecycle.host_paths.proc)
 
     # -- infinivirt_vm_info ---------------------------------------------------------------
+    def info_result(self, name: Optional[str] = None, host_devices: bool = False) -> Dict[str, Any]:
+        """infinivirt_vm_info's result: the VMs, and this host's PCI devices when asked."""
+        result: Dict[str, Any] = {"changed": False, "vms": self.info(name)}
+        if host_devices:
+            result["host_devices"] = self.pci.inventory()
+        return result
+
     def info(self, name: Optional[str] = None) -> List[Dict[str, Any]]:
         if name is not None:
             validate_name(name)
@@ -520,6 +541,7 @@ class VmService:
         vm["qemu_status"] = qemu_status
         vm["error"] = error
         vm.update(self._aftermath(rec, state))
+        vm["host_devices"] = self.pci.vm_devices(rec)
         vm["snapshots"] = []
         if rec.host == self.hostname and error is None:
             try:
