@@ -125,7 +125,9 @@ class FakeKernel(SysfsRoot):
         for n in range(count):
             vf = "%s:%02x.%d" % (domain_bus, slot, n)
             if not self.exists(vf):
-                self.tree.device(vf, vendor="0x8086", device="0x154c", cls="0x020000", group="vf%d" % n, default_driver="iavf")
+                self.tree.device(
+                    vf, vendor="0x8086", device="0x154c", cls="0x020000", group="vf%d" % n, default_driver="iavf"
+                )
                 self.tree.link_driver(vf, "iavf")
                 os.symlink("../%s" % pf, os.path.join(self.device_dir(vf), "physfn"))
                 os.symlink("../%s" % vf, os.path.join(base, "virtfn%d" % n))
@@ -150,8 +152,23 @@ def gpu_host(root: str, audio_driver: str = "snd_hda_intel", gpu_driver: str = "
     tree.device("0000:00:01.0", vendor="0x8086", device="0x1901", cls="0x060400", group="1", driver="pcieport")
     tree.device("0000:01:00.0", cls="0x030000", group="1", driver=gpu_driver)
     tree.device("0000:01:00.1", device="0x10f0", cls="0x040300", group="1", driver=audio_driver)
-    tree.device("0000:02:00.0", vendor="0x144d", device="0xa808", cls="0x010802", group="2", driver="vfio-pci", default_driver="nvme")
     tree.device(
-        "0000:03:00.0", vendor="0x8086", device="0x1572", cls="0x020000", group="3", driver="i40e", sriov_totalvfs=8, netdev="eth-pf"
+        "0000:02:00.0",
+        vendor="0x144d",
+        device="0xa808",
+        cls="0x010802",
+        group="2",
+        driver="vfio-pci",
+        default_driver="nvme",
+    )
+    tree.device(
+        "0000:03:00.0",
+        vendor="0x8086",
+        device="0x1572",
+        cls="0x020000",
+        group="3",
+        driver="i40e",
+        sriov_totalvfs=8,
+        netdev="eth-pf",
     )
     return tree

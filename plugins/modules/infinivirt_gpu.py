@@ -45,7 +45,9 @@ attributes:
     support: full
 options:
   vm:
-    description: Name of the VM (made with M(infinivirt.core.infinivirt_vm); its O(infinivirt.core.infinivirt_vm#module:machine_type) must be V(q35)).
+    description:
+      - Name of the VM (made with M(infinivirt.core.infinivirt_vm)).
+      - Its O(infinivirt.core.infinivirt_vm#module:machine_type) must be V(q35).
     type: str
     required: true
   address:
@@ -56,7 +58,7 @@ options:
   functions:
     description:
       - Which functions of the device's slot the VM gets, for multi-function devices such as a
-        GPU with its HDMI audio: V(all) (every function sysfs lists on the slot), or a list of
+        GPU with its HDMI audio - V(all) (every function sysfs lists on the slot), or a list of
         function numbers (V([0, 1])), which must include the function of O(address) and
         function 0.
       - The functions reach the guest as one multi-function device on one PCIe root port.
@@ -162,7 +164,9 @@ assignment:
       description: The VM's name.
       type: str
     address:
-      description: The device's PCI address (a VF's, with O(sriov)); null when nothing was found to release, or in check mode when the VF does not exist yet.
+      description:
+        - The device's PCI address (a VF's, with O(sriov)).
+        - Null when nothing was found to release, or in check mode when the VF does not exist yet.
       type: str
     functions:
       description: The host functions the VM gets, function 0 first.

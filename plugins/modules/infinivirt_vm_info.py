@@ -208,6 +208,22 @@ vms:
         sriov:
           description: The O(infinivirt.core.infinivirt_gpu#module:sriov) request that named the VF, or null.
           type: dict
+          contains:
+            pf:
+              description: The physical function's address.
+              type: str
+            vf:
+              description: The VF's number.
+              type: int
+            num_vfs:
+              description: How many VFs were asked for, or null.
+              type: int
+            mac:
+              description: The VF's MAC address, or null.
+              type: str
+            vlan:
+              description: The VF's VLAN, or null.
+              type: int
 host_devices:
   description: This host's PCI devices, read from sysfs.
   returned: when O(host_devices=true)

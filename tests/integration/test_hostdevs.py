@@ -348,3 +348,64 @@ def test_the_fake_tree_without_iommu_has_no_groups(workdir):
     tree.device(GPU, group="1", driver="nouveau")
     kernel = FakeKernel(tree)
     assert kernel.iommu_group(GPU) is None and not kernel.iommu_enabled()
+
+
+# -- USB ----------------------------------------------------------------------------------------
+TOKEN = {"vendor_id": "0x046d", "product_id": "0xC52B"}  # not plugged in here: QEMU waits for it
+PORT = {"bus": 1, "port": "1.4"}
+
+
+def test_usb_devices_are_hot_plugged_and_unplugged_on_a_running_vm(service):
+    usb = dict(name="usbvm", state="running", memory_mb=64, accel="tcg", stop_timeout=5.0)
+    started = service.ensure(dict(usb, usb=[]), check_mode=False)
+    assert started.vm["usb"] == []
+    rec = service.store.get_vm("usbvm")
+    pci = service.lifecycle.qmp(rec, "query-pci")
+    assert any(d.get("qdev_id") == "xhci" and d["class_info"]["class"] == 0x0C03 for d in pci[0]["devices"])
+
+    plugged = service.ensure(dict(usb, usb=[TOKEN, PORT]), check_mode=False)
+    assert plugged.actions == ["update", "hotplug_usb"] and plugged.vm["pending_restart"] == []
+    assert plugged.vm["usb"] == [
+        {"vendor_id": "0x046d", "product_id": "0xc52b", "bus": None, "port": None},
+        {"vendor_id": None, "product_id": None, "bus": 1, "port": "1.4"},
+    ]
+    rec = service.store.get_vm("usbvm")
+    token_id, port_id = (u.device_id for u in rec.spec.usb)
+    assert {token_id, port_id, "xhci"} <= service.hotplug.device_ids(rec)
+    assert service.ensure(dict(usb, usb=[TOKEN, PORT]), check_mode=False).changed is False
+
+    unplugged = service.ensure(dict(usb, usb=[PORT]), check_mode=False)  # waits for DEVICE_DELETED
+    assert unplugged.actions == ["update", "hotplug_usb"]
+    rec = service.store.get_vm("usbvm")
+    assert token_id not in service.hotplug.device_ids(rec) and port_id in service.hotplug.device_ids(rec)
+    assert [u.key for u in rec.running_spec.usb] == ["1-1.4"]
+
+
+def test_the_first_usb_device_of_a_vm_without_a_controller_waits_for_a_restart(service):
+    usb = dict(name="usbvm2", state="running", memory_mb=64, accel="tcg", stop_timeout=5.0)
+    service.ensure(usb, check_mode=False)
+    changed = service.ensure(dict(usb, usb=[TOKEN]), check_mode=False)
+    assert "hotplug_usb" not in changed.actions and changed.vm["pending_restart"] == ["usb"]
+    restarted = service.ensure(dict(usb, state="restarted", force=True, stop_timeout=1.0), check_mode=False)
+    assert restarted.vm["pending_restart"] == []
+    rec = service.store.get_vm("usbvm2")
+    assert rec.spec.usb[0].device_id in service.hotplug.device_ids(rec)
+
+
+@pytest.mark.parametrize(
+    "entry, field",
+    [
+        ({"vendor_id": "0x046d"}, "usb[0].product_id"),
+        ({"vendor_id": "0x46d", "product_id": "0xc52b"}, "usb[0].vendor_id"),
+        ({"vendor_id": "0x046d", "product_id": "0xc52b", "bus": 1}, "usb[0]"),
+        ({"bus": 1}, "usb[0].port"),
+        ({"bus": 1, "port": "1,4"}, "usb[0].port"),
+        ({"bus": 0, "port": "1"}, "usb[0].bus"),
+        ({}, "usb[0]"),
+    ],
+)
+def test_usb_entries_are_checked_naming_the_option(service, entry, field):
+    with pytest.raises(SpecError) as err:
+        service.ensure(dict(name="usbbad", memory_mb=64, usb=[entry]), check_mode=False)
+    assert err.value.field == field
+    assert service.info("usbbad") == []

@@ -27,7 +27,11 @@ from ansible_collections.infinivirt.core.plugins.module_utils.host.pci import (
     check_vfio_ready,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.store.hostdevs import ROLE_DEVICE, ROLE_GROUP, PciClaim
-from ansible_collections.infinivirt.core.plugins.module_utils.validation import PRESENT_ABSENT, check_choice, validate_name
+from ansible_collections.infinivirt.core.plugins.module_utils.validation import (
+    PRESENT_ABSENT,
+    check_choice,
+    validate_name,
+)
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.hostdevs import (
     BRIDGE_CLASS_PREFIX,
     HARMLESS_DRIVERS,
@@ -116,7 +120,8 @@ class PciService:
         if req.vf >= current:
             if req.num_vfs is None:
                 raise SpecError(
-                    "sriov.vf", "%s has %d VFs, so VF %d does not exist; set sriov.num_vfs to make them" % (pf, current, req.vf)
+                    "sriov.vf",
+                    "%s has %d VFs, so VF %d does not exist; set sriov.num_vfs to make them" % (pf, current, req.vf),
                 )
             if req.num_vfs > total:
                 raise SpecError("sriov.num_vfs", "%s supports at most %d VFs" % (pf, total))
@@ -160,10 +165,13 @@ class PciService:
     ) -> Dict[str, Any]:
         if rec.host != self.host and status != STOPPED:
             raise StateError(
-                "VM %s runs on host %s; assign host devices on the host that runs it, or stop it first" % (rec.name, rec.host)
+                "VM %s runs on host %s; assign host devices on the host that runs it, or stop it first"
+                % (rec.name, rec.host)
             )
         if rec.spec.machine_type != "q35":
-            raise SpecError("vm", "VM %s has machine_type %s; PCI passthrough needs q35" % (rec.name, rec.spec.machine_type))
+            raise SpecError(
+                "vm", "VM %s has machine_type %s; PCI passthrough needs q35" % (rec.name, rec.spec.machine_type)
+            )
         managed = bool(params.get("managed"))
         x_vga = bool(params.get("x_vga"))
         rom_dir = params.get("rom_dir") or DEFAULT_ROM_DIR
@@ -181,7 +189,11 @@ class PciService:
             if claim is not None and claim.vm_uuid != rec.uuid:
                 raise StateError(
                     "PCI device %s is assigned to VM %s%s; release it there first (infinivirt_gpu state=absent)"
-                    % (member, claim.vm_name or claim.vm_uuid, "" if member in chosen else " (it shares an IOMMU group)")
+                    % (
+                        member,
+                        claim.vm_name or claim.vm_uuid,
+                        "" if member in chosen else " (it shares an IOMMU group)",
+                    )
                 )
         mine = [c for c in held.values() if c.vm_uuid == rec.uuid and c.primary_address == address]
         if mine:
@@ -195,7 +207,10 @@ class PciService:
         for function in chosen:
             claim = held.get(function)
             if claim is not None and claim.vm_uuid == rec.uuid and claim.primary_address != address:
-                raise SpecError("address", "%s is already part of assignment %s of VM %s" % (function, claim.primary_address, rec.name))
+                raise SpecError(
+                    "address",
+                    "%s is already part of assignment %s of VM %s" % (function, claim.primary_address, rec.name),
+                )
 
         claims = [
             PciClaim(
@@ -314,7 +329,11 @@ class PciService:
             if status == PAUSED:
                 raise StateError("VM %s is paused; resume it so its guest can let go of %s" % (rec.name, address))
             actions.append("unplug")
-        restore = [c for c in mine if c.managed and self.sysfs.exists(c.address) and self.sysfs.driver(c.address) != c.original_driver]
+        restore = [
+            c
+            for c in mine
+            if c.managed and self.sysfs.exists(c.address) and self.sysfs.driver(c.address) != c.original_driver
+        ]
         if restore:
             actions.append("restore_drivers")
         actions.append("release")
@@ -332,7 +351,11 @@ class PciService:
         drivers given back."""
         claims = self.store.list_pci(host=self.host, vm_uuid=rec.uuid)
         for claim in claims:
-            if claim.managed and self.sysfs.exists(claim.address) and self.sysfs.driver(claim.address) != claim.original_driver:
+            if (
+                claim.managed
+                and self.sysfs.exists(claim.address)
+                and self.sysfs.driver(claim.address) != claim.original_driver
+            ):
                 self.sysfs.restore_driver(claim.address, claim.original_driver)
         self.store.release_pci(self.host, rec.uuid, [c.address for c in claims])
 

@@ -18,7 +18,6 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import Ho
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import NicHotplugPlan, plan_nic_hotplug
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VmSpec, changed_fields, pending_restart
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.usb import UsbHotplugPlan, plan_usb_hotplug
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import (
     ABSENT,
     PAUSED,
@@ -26,6 +25,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import (
     STATES,
     STOPPED,
 )
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.usb import UsbHotplugPlan, plan_usb_hotplug
 
 # What each asked-for state means for the process (present keeps whatever runs).
 _TARGETS = {"running": RUNNING, "restarted": RUNNING, "stopped": STOPPED, "paused": PAUSED}
@@ -177,9 +177,7 @@ def _live_changes(
     if "usb" in pending and live.state == RUNNING:
         usb_plug = plan_usb_hotplug(running.usb, spec.usb)
         usb_plug = usb_plug if usb_plug.live else None
-    plugged = (
-        ({"disks"} if disk_plug else set()) | ({"nics"} if nic_plug else set()) | ({"usb"} if usb_plug else set())
-    )
+    plugged = ({"disks"} if disk_plug else set()) | ({"nics"} if nic_plug else set()) | ({"usb"} if usb_plug else set())
     return [f for f in pending if f not in plugged], disk_plug, nic_plug, usb_plug
 
 
