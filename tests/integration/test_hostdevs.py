@@ -409,3 +409,28 @@ def test_usb_entries_are_checked_naming_the_option(service, entry, field):
         service.ensure(dict(name="usbbad", memory_mb=64, usb=[entry]), check_mode=False)
     assert err.value.field == field
     assert service.info("usbbad") == []
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
+def test_a_pci_function_is_one_vms_on_every_store(db_url):
+    """The claim is one transaction on SQLite and PostgreSQL; usb NULL and [] both survive."""
+    from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import open_store
+    from ansible_collections.infinivirt.core.plugins.module_utils.store.hostdevs import PciClaim
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VmSpec
+
+    store = open_store(db_url)
+    try:
+        for name, usb in (("a", None), ("b", ())):
+            spec = VmSpec(name=name, usb=usb)
+            store.insert_vm(VmRecord(uuid="u-" + name, name=name, host="h1", status="stopped", spec=spec))
+        assert store.get_vm("a").spec.usb is None and store.get_vm("b").spec.usb == ()
+        store.claim_pci([PciClaim("h1", GPU, "u-a", GPU), PciClaim("h1", AUDIO, "u-a", GPU, role="group")])
+        with pytest.raises(StateError, match="PCI device 0000:01:00.1 on host h1 is assigned to VM a"):
+            store.claim_pci([PciClaim("h1", NVME, "u-b", NVME), PciClaim("h1", AUDIO, "u-b", NVME)])
+        assert [(c.address, c.vm_name) for c in store.list_pci()] == [(GPU, "a"), (AUDIO, "a")]
+        store.claim_pci([PciClaim("h2", GPU, "u-b", GPU)])  # another host's device of that address
+        store.delete_vm("u-a")
+        assert [(c.host, c.address) for c in store.list_pci()] == [("h2", GPU)]
+    finally:
+        store.close()
