@@ -75,6 +75,15 @@ options:
       - Path of the QEMU system emulator.
       - By default C(qemu-system-x86_64) is looked up on E(PATH).
     type: path
+  sysfs_root:
+    description:
+      - The directory under which C(sys/) and C(dev/) are read and written for host devices
+        (M(infinivirt.core.infinivirt_gpu), a VM start with assigned PCI devices, the device
+        list of M(infinivirt.core.infinivirt_vm_info)).
+      - V(/) on a host; tests point it at a fake sysfs tree.
+      - If not set, the environment variable E(INFINIVIRT_SYSFS_ROOT) is used.
+    type: path
+    default: /
 requirements:
   - python >= 3.9
   - qemu.qmp >= 0.0.3 (on the managed host)

@@ -32,6 +32,7 @@ COMMON_ARGUMENT_SPEC: Dict[str, Any] = dict(
     nvram_dir=dict(type="path", default=DEFAULT_NVRAM_DIR),
     host_id=dict(type="str", fallback=(env_fallback, ["INFINIVIRT_HOST_ID"])),
     job_id=dict(type="str", fallback=(env_fallback, ["INFINIVIRT_JOB_ID", "JOB_ID"])),
+    sysfs_root=dict(type="path", default="/", fallback=(env_fallback, ["INFINIVIRT_SYSFS_ROOT"])),
 )
 
 # A Python library a module needs on the managed host: (name, imported?, import traceback).
@@ -84,6 +85,7 @@ class InfinivirtModule:
             storage_roots=params["storage_roots"],
             secret_key_file=params["secret_key_file"],
             qemu_binary=params["qemu_binary"],
+            sysfs_root=params["sysfs_root"],
         )
 
     def run(self, action: Callable[[HostContext], Dict[str, Any]]) -> None:

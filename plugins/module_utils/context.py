@@ -33,6 +33,8 @@ class HostContext:
     storage_roots: Optional[Sequence[str]] = None
     secret_key_file: Optional[str] = None  # None: secrets.box's default
     qemu_binary: Optional[str] = None
+    # Where sysfs and devfs are (host/pci.py): "/" on a host, a fake tree in tests.
+    sysfs_root: str = "/"
     _secret_box: Optional[SecretBox] = dataclasses.field(default=None, repr=False)
 
     @classmethod

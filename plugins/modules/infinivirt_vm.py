@@ -285,6 +285,32 @@ options:
       - Seconds the monitor waits after autostarting this VM before the next one (0 to 3600).
       - Default for a new VM is V(0).
     type: int
+  usb:
+    description:
+      - Host USB devices passed through to the VM, on an xHCI controller (C(qemu-xhci)).
+      - Each entry names a device by O(usb[].vendor_id) and O(usb[].product_id), or by
+        O(usb[].bus) and O(usb[].port) (where it is plugged in). A device that is not plugged
+        in yet is accepted; QEMU attaches it when it appears.
+      - Setting O(usb) at all, also to V([]), gives the VM the controller. On a running VM
+        with the controller, devices are hot-plugged and unplugged (unplug waits for QEMU's
+        C(DEVICE_DELETED)); a running VM started without it needs a restart for its first
+        USB device (see RV(vm.pending_restart)).
+      - Unset keeps the stored list; a new VM has no USB controller.
+    type: list
+    elements: dict
+    suboptions:
+      vendor_id:
+        description: USB vendor id, four hex digits (V(0x046d)), as C(lsusb) prints it.
+        type: str
+      product_id:
+        description: USB product id, four hex digits (V(0xc52b)).
+        type: str
+      bus:
+        description: Host USB bus number (1 to 255).
+        type: int
+      port:
+        description: Host port path on that bus, through hubs (V(1), V(1.4)).
+        type: str
   console_socket:
     description:
       - Give the VM a second serial port (the guest's C(ttyS1)) on a UNIX socket in
@@ -521,6 +547,10 @@ vm:
     console_socket:
       description: Whether the VM has a second serial port on a UNIX socket (see O(console_socket)).
       type: bool
+    usb:
+      description: The VM's USB devices as stored (see O(usb)); null when the VM has no USB controller.
+      type: list
+      elements: dict
     console_socket_path:
       description: UNIX socket of the guest's second serial port while it runs, or null.
       type: str

@@ -27,7 +27,15 @@ options:
     description:
       - Name of one VM. When omitted, all VMs are listed.
     type: str
+  host_devices:
+    description:
+      - Also list this host's PCI devices that a VM could take with
+        M(infinivirt.core.infinivirt_gpu), with their IOMMU groups and drivers, in
+        RV(host_devices), read from sysfs (under O(sysfs_root)).
+    type: bool
+    default: false
 seealso:
+  - module: infinivirt.core.infinivirt_gpu
   - module: infinivirt.core.infinivirt_vm
 """
 
@@ -44,6 +52,11 @@ EXAMPLES = r"""
 - name: List every VM
   infinivirt.core.infinivirt_vm_info:
   register: all_vms
+
+- name: List the PCI devices a VM could take, with IOMMU groups and drivers
+  infinivirt.core.infinivirt_vm_info:
+    host_devices: true
+  register: host
 """
 
 RETURN = r"""
@@ -51,7 +64,8 @@ vms:
   description:
     - The VMs found, sorted by name; empty when O(name) names no VM.
     - Each entry has the fields of RV(infinivirt.core.infinivirt_vm#module:vm) plus RV(vms[].qemu_status),
-      RV(vms[].error), RV(vms[].crashed), RV(vms[].leftovers), RV(vms[].events) and RV(vms[].snapshots).
+      RV(vms[].error), RV(vms[].crashed), RV(vms[].leftovers), RV(vms[].events), RV(vms[].snapshots)
+      and RV(vms[].host_devices).
   returned: always
   type: list
   elements: dict
@@ -163,20 +177,117 @@ vms:
       description: Options changed since the running VM was started.
       type: list
       elements: str
+    host_devices:
+      description: The host PCI devices assigned to the VM (M(infinivirt.core.infinivirt_gpu)).
+      type: list
+      elements: dict
+      contains:
+        address:
+          description: The assignment's PCI address.
+          type: str
+        host:
+          description: The host the device is on (the VM starts only there).
+          type: str
+        functions:
+          description: The functions QEMU gets.
+          type: list
+          elements: str
+        group_devices:
+          description: The other devices of their IOMMU groups, held for the VM.
+          type: list
+          elements: str
+        managed:
+          description: Whether the devices were rebound to vfio-pci by Infinivirt (their drivers come back on release).
+          type: bool
+        rom_file:
+          description: The ROM file, or null.
+          type: str
+        x_vga:
+          description: Whether the device is the guest's primary VGA.
+          type: bool
+        sriov:
+          description: The O(infinivirt.core.infinivirt_gpu#module:sriov) request that named the VF, or null.
+          type: dict
+          contains:
+            pf:
+              description: The physical function's address.
+              type: str
+            vf:
+              description: The VF's number.
+              type: int
+            num_vfs:
+              description: How many VFs were asked for, or null.
+              type: int
+            mac:
+              description: The VF's MAC address, or null.
+              type: str
+            vlan:
+              description: The VF's VLAN, or null.
+              type: int
+host_devices:
+  description: This host's PCI devices, read from sysfs.
+  returned: when O(host_devices=true)
+  type: dict
+  contains:
+    iommu_enabled:
+      description: Whether the kernel made IOMMU groups (an IOMMU is on).
+      type: bool
+    vfio_loaded:
+      description: Whether the C(vfio-pci) driver is loaded.
+      type: bool
+    devices:
+      description: Every PCI device but bridges, sorted by address.
+      type: list
+      elements: dict
+      contains:
+        address:
+          description: PCI address C(DDDD:BB:SS.F).
+          type: str
+        vendor_id:
+          description: Vendor id, for example V(0x10de).
+          type: str
+        device_id:
+          description: Device id.
+          type: str
+        class:
+          description: PCI class code, for example V(0x030000) (VGA).
+          type: str
+        driver:
+          description: The driver bound to it, or null.
+          type: str
+        iommu_group:
+          description: Its IOMMU group, or null when the IOMMU is off.
+          type: str
+        iommu_group_devices:
+          description: Every device of its IOMMU group (all go to one VM together).
+          type: list
+          elements: str
+        sriov_totalvfs:
+          description: How many VFs an SR-IOV physical function supports; null for other devices.
+          type: int
+        sriov_numvfs:
+          description: How many VFs it has now; null for other devices.
+          type: int
+        physfn:
+          description: For a VF, its physical function's address; else null.
+          type: str
+        assigned_to:
+          description: The VM holding it, or null.
+          type: str
 """
 
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import InfinivirtModule
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.info import VmInfo
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.info import info_result
 
 
 def main() -> None:
     module = InfinivirtModule(
-        argument_spec=dict(name=dict(type="str")),
+        argument_spec=dict(name=dict(type="str"), host_devices=dict(type="bool", default=False)),
         supports_check_mode=True,
         requirements=[("qemu.qmp", HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR)],
     )
-    module.run(lambda ctx: dict(changed=False, vms=VmInfo.of(ctx).list(module.params["name"])))
+    module.run(lambda ctx: info_result(ctx, module.params["name"], module.params["host_devices"]))
 
 
 if __name__ == "__main__":

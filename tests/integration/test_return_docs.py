@@ -20,6 +20,7 @@ from typing import Any, Dict, Iterable, Set
 
 import pytest
 import yaml
+from fake_sysfs import FakeKernel, gpu_host
 
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import validate_options
 from ansible_collections.infinivirt.core.plugins.module_utils.context import HostContext
@@ -43,6 +44,7 @@ MODULES = (
     "infinivirt_firewall",
     "infinivirt_secret_key",
     "infinivirt_vms",
+    "infinivirt_gpu",
 )
 
 # Keys every Ansible module may return, which RETURN does not document.
@@ -51,7 +53,7 @@ COMMON = {"changed", "diff", "warnings", "msg", "failed", "invocation", "depreca
 
 # Values documented as echoing an option of the module: their keys are its suboptions.
 AS_OPTIONS = {
-    "infinivirt_vm": {"vm.disks[]": "disks", "vm.nics[]": "nics"},
+    "infinivirt_vm": {"vm.disks[]": "disks", "vm.nics[]": "nics", "vm.usb[]": "usb"},
     "infinivirt_net": {"network.nat.dhcp": "dhcp"},
     "infinivirt_firewall": {"firewall.rules[]": "rules"},
 }
@@ -66,7 +68,16 @@ AS_SIBLING = {"infinivirt_vms": {"unlisted[]": "vms[]"}}
 # infinivirt_vms: a VM's diff (infinivirt_vm's, not documented there either) and counts keyed
 # by action and status names.
 # An event's detail is QEMU's own event data (or the monitor's), as it came.
-OPAQUE = {"volume.info", "vms[].diff", "unlisted[].diff", "summary.actions", "summary.status", "vms[].events[].detail"}
+# infinivirt_gpu's drivers are keyed by PCI address.
+OPAQUE = {
+    "assignment.drivers",
+    "volume.info",
+    "vms[].diff",
+    "unlisted[].diff",
+    "summary.actions",
+    "summary.status",
+    "vms[].events[].detail",
+}
 
 
 def _load(module: str) -> Any:
@@ -187,6 +198,7 @@ def check_the_rest(ctx, netns, tmp_path, results):
         firmware="uefi",
         secure_boot=False,
         console_socket=True,
+        usb=[{"vendor_id": "0x046d", "product_id": "0xc52b"}, {"bus": 1, "port": "1.4"}],
         department="dept1",
         disks=[{"path": image}],
         netns=netns,
@@ -219,7 +231,13 @@ def check_the_rest(ctx, netns, tmp_path, results):
 
     spec = vm_argument_spec()
     listed = [
-        {"name": "many1", "disks": [{"path": image}], "netns": netns, "nics": [{"network": "ivret0"}]},
+        {
+            "name": "many1",
+            "disks": [{"path": image}],
+            "netns": netns,
+            "nics": [{"network": "ivret0"}],
+            "usb": [{"vendor_id": "0x1234", "product_id": "0x5678"}, {"bus": 2, "port": "3"}],
+        },
         {"name": "many2", "memory_mb": 8},
         {"name": "many3"},
     ]
@@ -247,8 +265,21 @@ def check_the_rest(ctx, netns, tmp_path, results):
     killed = vms.ensure(vm_params(name="ret5", state="running", memory_mb=64, accel="tcg"), False).vm
     os.kill(killed["pid"], signal.SIGKILL)
     assert wait_until_gone(killed["pid"], killed["uuid"], 10)
+    # infinivirt_gpu on a fake sysfs tree (tests/fake_sysfs.py): an SR-IOV VF made and
+    # assigned (managed), predicted, done, again, then the GPU assigned and released.
+    pci = VmService(ctx).pci
+    pci.sysfs = FakeKernel(gpu_host(str(tmp_path / "sysroot")))
+    gpu = dict(vm="ret4", address=None, functions=None, rom_file=None, rom_dir=str(tmp_path), x_vga=False)
+    vf = dict(gpu, managed=True, state="present", sriov={"pf": "0000:03:00.0", "vf": 0, "num_vfs": 1, "vlan": 5})
+    for check in (True, False, False):
+        results["infinivirt_gpu"].append(pci.ensure(vf, check))
+    whole = dict(gpu, address="0000:01:00.0", functions="all", managed=True, sriov=None)
+    for state in ("present", "absent", "absent"):
+        results["infinivirt_gpu"].append(pci.ensure(dict(whole, state=state), False))
+    info = VmService(ctx)
+    info.pci.sysfs = pci.sysfs
     results["infinivirt_vm_info"] += [
-        dict(changed=False, vms=VmService(ctx).info(None)),
+        info.info_result(None, host_devices=True),
         dict(changed=False, vms=VmService(ctx).info("ret1")),
     ]
     Monitor(open_ctx).once()

@@ -31,6 +31,8 @@ PURE_MODELS = (
     "vm/spec.py",
     "vm/disks.py",
     "vm/nics.py",
+    "vm/usb.py",
+    "vm/hostdevs.py",
     "vm/record.py",
     "vm/plan.py",
     "vm/states.py",

@@ -17,11 +17,14 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import CONTROL_RE
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import layout
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import layout, root_port
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.hostdevs import PciPassthrough, vfio_devices
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import device as nic_device
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import netdev as nic_netdev
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import pcie_slot, use_vhost
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VNC_BASE_PORT, VmSpec
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.usb import controller as usb_controller
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.usb import device as usb_device
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +50,8 @@ class LaunchContext:
     # disk_id -> descriptors of each image below the top overlay, base first (the same way)
     disk_backing_fds: Optional[Dict[str, Tuple[Tuple[int, ...], ...]]] = None
     vhost_available: bool = False  # /dev/vhost-net exists on this host
+    # Host PCI devices (infinivirt_gpu), checked against sysfs by the start.
+    host_devices: Tuple[PciPassthrough, ...] = ()
 
 
 def pflash_blockdevs(code: str, nvram: str) -> List[Dict[str, Any]]:
@@ -133,6 +138,17 @@ def device_args(spec: VmSpec, ctx: LaunchContext) -> List[str]:
             "-device",
             as_json(nic_device(nic, spec.vcpus, ports.get(nic.mac))),
         ]
+    # Host PCI devices after everything else (the slots of the devices above stay where they
+    # were), each on a root port of its own with its functions on one slot.
+    for index, dev in enumerate(ctx.host_devices, len(plan.root_ports) + 1):
+        port = root_port(index)
+        argv += ["-device", as_json(port)]
+        for obj in vfio_devices(dev, port["id"]):
+            argv += ["-device", as_json(obj)]
+    if spec.usb is not None:  # the controller even when no device is listed yet
+        argv += ["-device", as_json(usb_controller())]
+        for dev in spec.usb:
+            argv += ["-device", as_json(usb_device(dev))]
     return argv
 
 

@@ -19,10 +19,16 @@ from ansible_collections.infinivirt.core.plugins.module_utils.clock import utc_n
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import StoreError
 from ansible_collections.infinivirt.core.plugins.module_utils.store.events import EventStore
 from ansible_collections.infinivirt.core.plugins.module_utils.store.firewall import FirewallStore
+from ansible_collections.infinivirt.core.plugins.module_utils.store.hostdevs import PciStore
 from ansible_collections.infinivirt.core.plugins.module_utils.store.migrations import MIGRATIONS
 from ansible_collections.infinivirt.core.plugins.module_utils.store.volumes import VolumeStore
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import JSON_FIELDS, SPEC_FIELDS, VmSpec
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import (
+    JSON_FIELDS,
+    NULLABLE_JSON_FIELDS,
+    SPEC_FIELDS,
+    VmSpec,
+)
 
 VM_COLUMNS = (
     "uuid",
@@ -62,6 +68,8 @@ def _spec_to_columns(spec: VmSpec) -> Dict[str, Any]:
     data.pop("name")
     for field in JSON_FIELDS:
         data[field] = json.dumps(data[field], sort_keys=True)
+    for field in NULLABLE_JSON_FIELDS:
+        data[field] = None if data[field] is None else json.dumps(data[field], sort_keys=True)
     return data
 
 
@@ -88,6 +96,8 @@ def _record(row: Dict[str, Any]) -> VmRecord:
     spec = {f: row[f] for f in SPEC_FIELDS if f != "name" and row[f] is not None}
     for field in JSON_FIELDS:
         spec[field] = json.loads(spec.get(field) or "[]")
+    for field in NULLABLE_JSON_FIELDS:
+        spec[field] = json.loads(spec[field]) if spec.get(field) is not None else None
     spec["name"] = row["name"]
     running = row["running_spec"]
     return VmRecord(
@@ -131,7 +141,7 @@ def _vm_values(record: VmRecord) -> Tuple[Any, ...]:
     )
 
 
-class SqlStore(VolumeStore, FirewallStore, EventStore):
+class SqlStore(VolumeStore, FirewallStore, EventStore, PciStore):
     """Shared logic. SQL is written with '?' placeholders; ``_sql`` adapts them."""
 
     placeholder = "?"
@@ -271,6 +281,7 @@ class SqlStore(VolumeStore, FirewallStore, EventStore):
             cur.execute("DELETE FROM resources WHERE vm_uuid = ?", (uuid,))
             cur.execute("DELETE FROM disk_layers WHERE vm_uuid = ?", (uuid,))
             cur.execute("DELETE FROM vm_events WHERE vm_uuid = ?", (uuid,))
+            cur.execute("DELETE FROM pci_assignments WHERE vm_uuid = ?", (uuid,))
             cur.execute("DELETE FROM vms WHERE uuid = ?", (uuid,))
 
     # -- secrets ------------------------------------------------------------------------

@@ -337,6 +337,35 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
             "CREATE INDEX vm_events_by_vm ON vm_events (vm_uuid, at)",
         ],
     ),
+    (
+        14,
+        [
+            # USB passthrough: JSON list of devices; NULL means the VM has no USB controller.
+            "ALTER TABLE machine_configuration ADD COLUMN usb TEXT",
+            # Host PCI devices (infinivirt_gpu): one row per PCI function a VM holds on a host,
+            # those QEMU gets (role 'device') and the other members of their IOMMU groups
+            # (role 'group', held so no other VM takes them). The key makes a function one
+            # VM's only. primary_address groups the rows of one assignment; its own row
+            # carries the settings. original_driver: the host driver a managed rebind took
+            # the function from, given back on release.
+            """CREATE TABLE pci_assignments (
+            host TEXT NOT NULL,
+            address TEXT NOT NULL,
+            vm_uuid TEXT NOT NULL,
+            primary_address TEXT NOT NULL,
+            role TEXT NOT NULL,
+            managed BOOLEAN NOT NULL DEFAULT FALSE,
+            original_driver TEXT,
+            rom_file TEXT,
+            rom_dir TEXT,
+            x_vga BOOLEAN NOT NULL DEFAULT FALSE,
+            sriov TEXT,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (host, address)
+        )""",
+            "CREATE INDEX pci_assignments_by_vm ON pci_assignments (vm_uuid)",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

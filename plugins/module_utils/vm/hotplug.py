@@ -1,7 +1,8 @@
 # Copyright (c) 2026, Infinivirt developers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Devices of a running VM: disks and NICs plugged and unplugged, disks grown, over QMP.
+"""Devices of a running VM: disks, NICs, USB and host PCI devices plugged and unplugged,
+disks grown, over QMP.
 
 What QEMU has is looked at before each step, so a task killed half-way is finished by the
 next run (see Hotplug).
@@ -29,6 +30,12 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import (
     node_names,
     secret_id,
 )
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.hostdevs import (
+    PciPassthrough,
+    function_of,
+    hostdev_id,
+    vfio_devices,
+)
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import (
     NicHotplugPlan,
     NicSpec,
@@ -39,6 +46,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import dev
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import netdev as nic_netdev
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight import check_vhost
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.usb import UsbHotplugPlan
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.usb import device as usb_device
 
 UNPLUG_TIMEOUT = 30.0  # the guest's PCIe hot-plug driver takes ~5 s (attention button delay)
 UNPLUG_POLL = 0.1
@@ -214,3 +223,72 @@ class Hotplug:
     @staticmethod
     def _set_running_nics(rec: VmRecord, nics: List[NicSpec]) -> None:
         rec.running_spec = dataclasses.replace(rec.running_spec, nics=tuple(nics))
+
+    # -- USB ------------------------------------------------------------------------------
+    def usb(self, rec: VmRecord, plan: UsbHotplugPlan) -> None:
+        """Unplug, then plug usb-host devices on the VM's xHCI controller. QEMU takes a
+        device that is not plugged into the host yet and attaches it when it appears."""
+        desired = list(rec.spec.usb or ())
+        plugged = {d.key: d for d in rec.running_spec.usb or ()}
+        try:
+            with self._session(rec) as qmp:
+                for dev in plan.remove:
+                    self._unplug(qmp, dev.device_id)
+                    plugged.pop(dev.key, None)
+                for dev in plan.add:
+                    if dev.device_id not in self._devices(qmp):  # else plugged by a run cut off
+                        qmp.execute("device_add", usb_device(dev), timeout=self.timeout)
+                    plugged[dev.key] = dev
+        finally:  # what QEMU has now, in the order asked for, also after a failure half-way
+            order = [d for d in desired if d.key in plugged] + [d for k, d in plugged.items() if d not in desired]
+            rec.running_spec = dataclasses.replace(rec.running_spec, usb=tuple(order))
+            self.lifecycle.store.update_vm(rec)
+
+    # -- host PCI devices -----------------------------------------------------------------
+    def device_ids(self, rec: VmRecord) -> Set[str]:
+        """The ids of the devices QEMU has (qom-list /machine/peripheral)."""
+        with self._session(rec) as qmp:
+            return self._devices(qmp)
+
+    def pci_present(self, rec: VmRecord, dev: PciPassthrough) -> bool:
+        with self._session(rec) as qmp:
+            have = self._devices(qmp)
+        return all(hostdev_id(a) in have for a in dev.functions)
+
+    def pci_add(self, rec: VmRecord, dev: PciPassthrough) -> bool:
+        """Plug an assignment on a free root port: the other functions first, function 0 last
+        (the guest is told of the slot when function 0 arrives). Returns whether it plugged
+        anything; a plug cut off half-way is removed and done again."""
+        ids = [hostdev_id(a) for a in dev.functions]
+        with self._session(rec) as qmp:
+            have = self._devices(qmp)
+            if all(i in have for i in ids):
+                return False
+            self._pci_del(qmp, dev, have)
+            objs = vfio_devices(dev, self._free_root_port(qmp))
+            added = []
+            try:
+                for obj in objs[1:] + objs[:1]:
+                    qmp.execute("device_add", obj, timeout=self.timeout)
+                    added.append(obj["id"])
+            except InfinivirtError:
+                if added:
+                    self._pci_del(qmp, dev, self._devices(qmp))
+                raise
+        return True
+
+    def pci_remove(self, rec: VmRecord, dev: PciPassthrough) -> bool:
+        """Unplug an assignment (function 0 takes its slot's functions along) and wait for
+        DEVICE_DELETED. Returns whether QEMU had any of it."""
+        with self._session(rec) as qmp:
+            have = self._devices(qmp)
+            if not any(hostdev_id(a) in have for a in dev.functions):
+                return False
+            self._pci_del(qmp, dev, have)
+        return True
+
+    def _pci_del(self, qmp: QmpSession, dev: PciPassthrough, have: Set[str]) -> None:
+        ordered = sorted(dev.functions, key=function_of)  # function 0 first: it holds the slot
+        for address in ordered:
+            if hostdev_id(address) in have:
+                self._unplug(qmp, hostdev_id(address))

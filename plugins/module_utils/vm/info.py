@@ -19,6 +19,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
     QemuUnresponsive,
     SpecError,
 )
+from ansible_collections.infinivirt.core.plugins.module_utils.store.hostdevs import ROLE_DEVICE, ROLE_GROUP
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import validate_name
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.lifecycle import UNRESPONSIVE, Lifecycle, VmPaths
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
@@ -81,6 +82,39 @@ def vm_result(rec: VmRecord, state: str, lifecycle: Lifecycle) -> Dict[str, Any]
     return result
 
 
+def assigned_devices(store, rec: VmRecord) -> List[Dict[str, Any]]:
+    """A VM's host PCI devices (infinivirt_gpu) as the store records them."""
+    claims = store.list_pci(vm_uuid=rec.uuid)
+    found = []
+    for address in sorted({c.primary_address for c in claims}):
+        rows = [c for c in claims if c.primary_address == address]
+        primary = next((c for c in rows if c.address == address), rows[0])
+        found.append(
+            {
+                "address": address,
+                "host": primary.host,
+                "functions": sorted(c.address for c in rows if c.role == ROLE_DEVICE),
+                "group_devices": sorted(c.address for c in rows if c.role == ROLE_GROUP),
+                "managed": primary.managed,
+                "rom_file": primary.rom_file,
+                "x_vga": primary.x_vga,
+                "sriov": primary.sriov,
+            }
+        )
+    return found
+
+
+def info_result(ctx: HostContext, name: Optional[str] = None, host_devices: bool = False) -> Dict[str, Any]:
+    """infinivirt_vm_info's result: the VMs, and this host's PCI devices when asked (only
+    then is the sysfs code loaded)."""
+    result: Dict[str, Any] = {"changed": False, "vms": VmInfo.of(ctx).list(name)}
+    if host_devices:
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.passthrough import host_inventory
+
+        result["host_devices"] = host_inventory(ctx)
+    return result
+
+
 class VmInfo:
     """infinivirt_vm_info: each VM's row, what runs, and its snapshots."""
 
@@ -125,6 +159,7 @@ class VmInfo:
             vm["qemu_status"] = qemu_status
             vm["error"] = error
             vm.update(self._aftermath(rec, state))
+            vm["host_devices"] = assigned_devices(self.store, rec)
             vm["snapshots"] = []
             if rec.host == self.hostname and error is None:
                 try:

@@ -48,6 +48,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import 
     save_probe,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.hostdevs import PciPassthrough
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import queue_count
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import (
@@ -113,6 +114,7 @@ class StartInputs:
     graphics_password: Optional[str] = None
     disk_keys: Dict[str, str] = dataclasses.field(default_factory=dict)  # disk_id -> LUKS passphrase
     nic_bridges: Dict[str, str] = dataclasses.field(default_factory=dict)  # MAC -> bridge of its TAP
+    host_devices: Tuple[PciPassthrough, ...] = ()  # host PCI devices, checked against sysfs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +149,17 @@ def systemd_scope_prefix(
         "--description=Infinivirt VM %s" % name,
         "--property=KillMode=process",
     ]
+
+
+def vfio_hint(stderr: str, host_devices: Sequence[PciPassthrough]) -> str:
+    """What to check when QEMU could not open an assigned PCI device."""
+    if not host_devices or "vfio" not in (stderr or ""):
+        return ""
+    return (
+        " (QEMU could not take a host PCI device through VFIO: the device must exist, be bound "
+        "to vfio-pci with its whole IOMMU group, and /dev/vfio/<group> must be there; see "
+        "infinivirt_gpu, and the host role for the IOMMU kernel arguments and vfio modules)"
+    )
 
 
 class Lifecycle:
@@ -306,7 +319,7 @@ class Lifecycle:
         launch = self._prepare(rec)
         try:
             self.make_taps(rec, rec.spec.nics, inputs.nic_bridges)
-            rc, stderr = self._spawn(rec, launch, inputs.disk_keys)  # may refuse a swapped image
+            rc, stderr = self._spawn(rec, launch, inputs)  # may refuse a swapped image
         except InfinivirtError:
             self.abort_start(rec)
             raise
@@ -346,7 +359,7 @@ class Lifecycle:
             ensure_nvram(nvram, template)
         return _Launch(paths, binary, accel, cpu, vhost, code, nvram, warnings)
 
-    def _spawn(self, rec: VmRecord, launch: "_Launch", disk_keys: Dict[str, str]) -> Tuple[int, str]:
+    def _spawn(self, rec: VmRecord, launch: "_Launch", inputs: StartInputs) -> Tuple[int, str]:
         """Run QEMU paused (-S, daemonized, in the VM's netns); its exit code and stderr.
         Each LUKS key reaches QEMU's secret object as a memory-only descriptor it inherits
         (host.secret_fd): no key file exists, even if this process is killed."""
@@ -356,7 +369,7 @@ class Lifecycle:
 
         paths = launch.paths
         with contextlib.ExitStack() as stack:
-            keys = {disk_id: stack.enter_context(secret_fd(key)) for disk_id, key in disk_keys.items()}
+            keys = {disk_id: stack.enter_context(secret_fd(key)) for disk_id, key in inputs.disk_keys.items()}
             images, backing_images = self._open_images(stack, rec)
             ctx = LaunchContext(
                 binary=launch.binary,
@@ -375,6 +388,7 @@ class Lifecycle:
                 serial_log=paths.serial_log,
                 console_socket=paths.console_socket if rec.spec.console_socket else None,
                 events_socket=paths.events_socket,
+                host_devices=inputs.host_devices,
             )
             argv = systemd_scope_prefix(rec.uuid, rec.name) + build_argv(rec.spec, ctx)
             return run_daemonized(
@@ -422,7 +436,10 @@ class Lifecycle:
         guest run (unless asked paused). Any failure ends the start with nothing left."""
         try:
             if rc != 0:
-                raise QemuError("VM %s: QEMU failed to start (exit %d): %s" % (rec.name, rc, stderr or "no message"))
+                raise QemuError(
+                    "VM %s: QEMU failed to start (exit %d): %s%s"
+                    % (rec.name, rc, stderr or "no message", vfio_hint(stderr, inputs.host_devices))
+                )
             rec.qemu_pid = self.live_pid(rec)
             if rec.qemu_pid is None:
                 raise QemuError("VM %s: QEMU exited right after starting" % rec.name)

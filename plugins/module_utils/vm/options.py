@@ -86,6 +86,16 @@ _VM_OPTIONS: Dict[str, Any] = dict(
     autostart_order=dict(type="int"),
     autostart_delay=dict(type="int"),
     console_socket=dict(type="bool"),
+    usb=dict(
+        type="list",
+        elements="dict",
+        options=dict(
+            vendor_id=dict(type="str"),
+            product_id=dict(type="str"),
+            bus=dict(type="int"),
+            port=dict(type="str"),
+        ),
+    ),
     graphics=dict(
         type="dict",
         options=dict(

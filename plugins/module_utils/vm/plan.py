@@ -25,6 +25,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import (
     STATES,
     STOPPED,
 )
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.usb import UsbHotplugPlan, plan_usb_hotplug
 
 # What each asked-for state means for the process (present keeps whatever runs).
 _TARGETS = {"running": RUNNING, "restarted": RUNNING, "stopped": STOPPED, "paused": PAUSED}
@@ -65,6 +66,7 @@ class VmPlan:
     pending: List[str] = dataclasses.field(default_factory=list)  # fields awaiting a restart
     disk_plug: Optional[HotplugPlan] = None
     nic_plug: Optional[NicHotplugPlan] = None
+    usb_plug: Optional[UsbHotplugPlan] = None
     # The department changed while the VM runs, and neither a start nor a NIC hot-plug
     # (which both apply the firewall) is planned.
     sync_firewall: bool = False
@@ -106,10 +108,10 @@ def plan_vm(rec: Optional[VmRecord], live: Live, desired: Desired, host_id: str,
     target = target_state(desired.state, before)
     alive = before in (RUNNING, PAUSED)
     running_spec = target_rec.running_spec
-    pending, disk_plug, nic_plug = _live_changes(running_spec if alive else None, spec, live)
+    pending, disk_plug, nic_plug, usb_plug = _live_changes(running_spec if alive else None, spec, live)
     restart = desired.state == "restarted" or (bool(pending) and target != STOPPED and desired.restart_on_change)
     if restart or target == STOPPED:
-        disk_plug = nic_plug = None  # the next process gets every disk and NIC anyway
+        disk_plug = nic_plug = usb_plug = None  # the next process gets every device anyway
     if (
         desired.password_changed
         and not restart
@@ -122,6 +124,8 @@ def plan_vm(rec: Optional[VmRecord], live: Live, desired: Desired, host_id: str,
         actions.append("hotplug_disks")
     if nic_plug is not None:
         actions.append("hotplug_nics")
+    if usb_plug is not None:
+        actions.append("hotplug_usb")
     actions.extend(_transition(before, target, restart))
 
     plan = VmPlan(
@@ -132,6 +136,7 @@ def plan_vm(rec: Optional[VmRecord], live: Live, desired: Desired, host_id: str,
         restart=restart,
         disk_plug=disk_plug,
         nic_plug=nic_plug,
+        usb_plug=usb_plug,
     )
     _check_owner(rec, live, plan, host_id)
     plan.sync_firewall = (
@@ -154,12 +159,12 @@ def plan_vm(rec: Optional[VmRecord], live: Live, desired: Desired, host_id: str,
 
 def _live_changes(
     running: Optional[VmSpec], spec: VmSpec, live: Live
-) -> Tuple[List[str], Optional[HotplugPlan], Optional[NicHotplugPlan]]:
+) -> Tuple[List[str], Optional[HotplugPlan], Optional[NicHotplugPlan], Optional[UsbHotplugPlan]]:
     """Fields of a live VM (``running``: the spec its process got, None when none runs) that
-    wait for a restart, and the disk and NIC hot-plugs that can be done instead (only on a
-    running VM, and only when every change of that kind can be done live)."""
+    wait for a restart, and the disk, NIC and USB hot-plugs that can be done instead (only on
+    a running VM, and only when every change of that kind can be done live)."""
     if running is None:
-        return [], None, None
+        return [], None, None, None
     pending = pending_restart(running, spec)
     disk_plug = nic_plug = None
     if "disks" in pending and live.state == RUNNING:
@@ -168,8 +173,12 @@ def _live_changes(
     if "nics" in pending and live.state == RUNNING:
         nic_plug = plan_nic_hotplug(running.nics, spec.nics)
         nic_plug = nic_plug if nic_plug.live else None
-    plugged = ({"disks"} if disk_plug else set()) | ({"nics"} if nic_plug else set())
-    return [f for f in pending if f not in plugged], disk_plug, nic_plug
+    usb_plug = None
+    if "usb" in pending and live.state == RUNNING:
+        usb_plug = plan_usb_hotplug(running.usb, spec.usb)
+        usb_plug = usb_plug if usb_plug.live else None
+    plugged = ({"disks"} if disk_plug else set()) | ({"nics"} if nic_plug else set()) | ({"usb"} if usb_plug else set())
+    return [f for f in pending if f not in plugged], disk_plug, nic_plug, usb_plug
 
 
 def _transition(current: str, target: str, restart: bool) -> List[str]:

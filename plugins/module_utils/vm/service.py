@@ -30,6 +30,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import Di
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.info import (
     GRAPHICS_PASSWORD,
     VmInfo,
+    info_result,
     spec_digest,
     vm_result,
 )
@@ -87,7 +88,7 @@ def _view(
 
 
 # Plans with these actions store the desired spec or hand it to QEMU: the host must take it.
-HOST_CHECKED_ACTIONS = {"create", "update", "start", "hotplug_disks", "hotplug_nics"}
+HOST_CHECKED_ACTIONS = {"create", "update", "start", "hotplug_disks", "hotplug_nics", "hotplug_usb"}
 # The states that may end a QEMU that does not answer, with force: true (it is killed).
 FORCED_STATES = ("stopped", "restarted", "absent")
 
@@ -122,6 +123,7 @@ class VmService:
             firewall=self.firewall_service,
             storage_roots=ctx.storage_roots,
         )
+        self._pci = None
 
     def firewall_service(self):
         """The FirewallService, made (and imported) when a VM's rules are first touched."""
@@ -134,6 +136,20 @@ class VmService:
     @property
     def firewall(self):
         return self.firewall_service()
+
+    @property
+    def pci(self):
+        """Host PCI devices (infinivirt_gpu), made (and imported) when first needed."""
+        if self._pci is None:
+            from ansible_collections.infinivirt.core.plugins.module_utils.host.pci import SysfsRoot
+            from ansible_collections.infinivirt.core.plugins.module_utils.vm.passthrough import PciService
+
+            self._pci = PciService(self, SysfsRoot(self.ctx.sysfs_root))
+        return self._pci
+
+    @property
+    def hotplug(self):
+        return self._hotplug()
 
     @classmethod
     def open(
@@ -217,9 +233,17 @@ class VmService:
         bridges = self.nic_bridges(rec.spec) if bridges is None else bridges
         keys = self.disk_keys(rec.spec.disks)
         password = self.graphics_password(rec)
+        host_devices = self.pci.devices_for_start(rec)  # before the row moves to this host
         rec.host = self.hostname  # a stopped VM moves to the host that starts it
         return self.lifecycle.start(
-            rec, StartInputs(paused=paused, graphics_password=password, disk_keys=keys, nic_bridges=bridges)
+            rec,
+            StartInputs(
+                paused=paused,
+                graphics_password=password,
+                disk_keys=keys,
+                nic_bridges=bridges,
+                host_devices=host_devices,
+            ),
         )
 
     def stop_vm(self, rec: VmRecord, params: Dict[str, Any], qemu_status: Optional[str] = None) -> None:
@@ -371,6 +395,8 @@ class VmService:
                     self._hotplug().disks(rec, plan.disk_plug, self.disk_keys(plan.disk_plug.add))
                 elif action == "hotplug_nics":
                     self._hotplug().nics(rec, plan.nic_plug, request.bridges)
+                elif action == "hotplug_usb":
+                    self._hotplug().usb(rec, plan.usb_plug)
                 elif action == "stop":
                     self.stop_vm(rec, params, live.qemu_status)
                 elif action == "start":
@@ -398,6 +424,7 @@ class VmService:
         if plan.before_state != STOPPED:
             self.stop_vm(rec, params, live.qemu_status)
         self.lifecycle.release_files(rec, keep_serial_log=False, keep_nvram=False)
+        self.pci.release_all(rec)  # host drivers back to the devices of managed assignments
         for layer in self.store.list_layers(rec.uuid):  # external snapshot overlays
             if os.path.exists(layer["overlay"]):
                 os.unlink(layer["overlay"])
@@ -441,6 +468,10 @@ class VmService:
         return resize_attached_disk(self.ctx, path, size, self.lifecycle.host_paths.proc)
 
     # -- infinivirt_vm_info ---------------------------------------------------------------
+    def info_result(self, name: Optional[str] = None, host_devices: bool = False) -> Dict[str, Any]:
+        """infinivirt_vm_info's result: the VMs, and this host's PCI devices when asked."""
+        return info_result(self.ctx, name, host_devices)
+
     def info(self, name: Optional[str] = None) -> List[Dict[str, Any]]:
         """See vm.info.VmInfo.list (what infinivirt_vm_info runs, without this class)."""
         return VmInfo(self.store, self.hostname, self.lifecycle).list(name)

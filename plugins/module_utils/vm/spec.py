@@ -30,6 +30,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import (
     validate_disks,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import NicSpec, merge_nics, validate_nics
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.usb import UsbSpec, usb_from_params, validate_usb
 
 MEMORY_MIN_MB = 16
 KERNEL_CMDLINE_MAX = 2048  # x86 COMMAND_LINE_SIZE
@@ -85,11 +86,14 @@ class VmSpec:
     autostart: bool = False  # started by the monitor once per host boot
     autostart_order: int = 0  # lower first; equal orders by name
     autostart_delay: int = 0  # seconds to wait after starting this VM before the next
+    # Host USB devices on an xHCI controller; None: no controller (an empty list has one).
+    usb: Optional[Tuple[UsbSpec, ...]] = None
 
     def to_dict(self) -> Dict[str, Any]:
         data = dataclasses.asdict(self)  # disks become a list of dicts
         data["cpu_flags"] = list(self.cpu_flags)
         data["nics"] = [n.to_dict() for n in self.nics]
+        data["usb"] = None if self.usb is None else [u.to_dict() for u in self.usb]
         return data
 
     @classmethod
@@ -101,6 +105,7 @@ class VmSpec:
             d if isinstance(d, DiskSpec) else DiskSpec.from_dict(d) for d in values.get("disks") or ()
         )
         values["nics"] = tuple(n if isinstance(n, NicSpec) else NicSpec.from_dict(n) for n in values.get("nics") or ())
+        values["usb"] = usb_from_params(values.get("usb"))
         for f in dataclasses.fields(cls):  # databases hand booleans back as 0/1
             if isinstance(f.default, bool) and f.name in values:
                 values[f.name] = bool(values[f.name])
@@ -113,6 +118,8 @@ LIVE_FIELDS = ("department", "on_crash", "on_poweroff", "autostart", "autostart_
 
 # Fields stored as JSON text in the database.
 JSON_FIELDS = ("cpu_flags", "disks", "nics")
+# Stored as JSON text, or NULL for None (usb: NULL means no USB controller, '[]' one).
+NULLABLE_JSON_FIELDS = ("usb",)
 
 
 SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(VmSpec))
@@ -158,6 +165,7 @@ def validate(spec: VmSpec) -> VmSpec:
     _validate_graphics(spec)
     validate_disks(spec.disks, spec.machine_type)
     validate_nics(spec.nics)
+    validate_usb(spec.usb)
     validate_netns_name("netns", spec.netns)
     if spec.department is not None:
         validate_label("department", spec.department)
@@ -220,6 +228,8 @@ def merge_params(params: Mapping[str, Any], stored: Optional[VmSpec], taken_macs
     for field in ("netns", "department"):  # "" goes back to none
         if params.get(field) == "":
             base[field] = None
+    if params.get("usb") is not None:
+        base["usb"] = usb_from_params(params["usb"])
     if params.get("nics") is not None:
         base["nics"] = merge_nics(params["nics"], stored.nics if stored else (), taken_macs, seed=params["name"])
     for option, field in GRAPHICS_FIELDS.items():

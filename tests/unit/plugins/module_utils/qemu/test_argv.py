@@ -16,6 +16,7 @@ import yaml
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.argv import LaunchContext, build_argv, opt_value
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.hostdevs import PciPassthrough
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VmSpec
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -25,7 +26,11 @@ CASES = sorted(p.stem for p in GOLDEN.glob("*.yml"))
 def load_case(case):
     data = yaml.safe_load((GOLDEN / ("%s.yml" % case)).read_text())
     spec = VmSpec.from_dict(data["spec"])
-    ctx = LaunchContext(**data["context"])
+    context = dict(data["context"])
+    context["host_devices"] = tuple(
+        PciPassthrough(**dict(d, functions=tuple(d["functions"]))) for d in context.get("host_devices", ())
+    )
+    ctx = LaunchContext(**context)
     return spec, ctx
 
 

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.argv import LaunchContext, build_argv
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.hostdevs import PciPassthrough
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VmSpec
 
 # The golden cases of test_argv.py (loaded the same way, before the host is rigged).
@@ -30,7 +31,11 @@ CASES = sorted(p.stem for p in GOLDEN.glob("*.yml"))
 
 def load_case(case):
     data = yaml.safe_load((GOLDEN / ("%s.yml" % case)).read_text())
-    return VmSpec.from_dict(data["spec"]), LaunchContext(**data["context"])
+    context = dict(data["context"])
+    context["host_devices"] = tuple(
+        PciPassthrough(**dict(d, functions=tuple(d["functions"]))) for d in context.get("host_devices", ())
+    )
+    return VmSpec.from_dict(data["spec"]), LaunchContext(**context)
 
 
 # (object, attribute) pairs that touch the host or are not deterministic.
