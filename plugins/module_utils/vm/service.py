@@ -30,7 +30,6 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import Di
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.info import (
     GRAPHICS_PASSWORD,
     VmInfo,
-    info_result,
     spec_digest,
     vm_result,
 )
@@ -469,8 +468,12 @@ class VmService:
 
     # -- infinivirt_vm_info ---------------------------------------------------------------
     def info_result(self, name: Optional[str] = None, host_devices: bool = False) -> Dict[str, Any]:
-        """infinivirt_vm_info's result: the VMs, and this host's PCI devices when asked."""
-        return info_result(self.ctx, name, host_devices)
+        """infinivirt_vm_info's result (see vm.info.info_result), through this service's PCI
+        view (its sysfs may be another root)."""
+        result: Dict[str, Any] = {"changed": False, "vms": self.info(name)}
+        if host_devices:
+            result["host_devices"] = self.pci.inventory()
+        return result
 
     def info(self, name: Optional[str] = None) -> List[Dict[str, Any]]:
         """See vm.info.VmInfo.list (what infinivirt_vm_info runs, without this class)."""
