@@ -194,10 +194,8 @@ class Monitor:
         svc = self._service()
         if svc is None:
             return
-        try:
-            records = svc.store.list_vms(host=svc.hostname)
-        except StoreError as exc:
-            self._store_failed(exc)
+        records = self._host_vms(svc)
+        if records is None:
             return
         self.names = {rec.uuid: rec.name for rec in records}
         for rec in records:
@@ -232,6 +230,14 @@ class Monitor:
                 self._note(conn, fresh)
         except EOFError:
             pass
+
+    def _host_vms(self, svc: VmService) -> Optional[List[VmRecord]]:
+        """This host's VMs, or None while the store is away."""
+        try:
+            return svc.store.list_vms(host=svc.hostname)
+        except StoreError as exc:
+            self._store_failed(exc)
+            return None
 
     def _unwatch(self, conn: EventConnection) -> None:
         self.selector.unregister(conn)
@@ -377,10 +383,8 @@ class Monitor:
         marker = os.path.join(svc.lifecycle.run_dir, AUTOSTART_MARKER)
         if boot is None or _read(marker) == boot:
             return
-        try:
-            records = svc.store.list_vms(host=svc.hostname)
-        except StoreError as exc:
-            self._store_failed(exc)
+        records = self._host_vms(svc)
+        if records is None:
             return
         for rec in autostart_order(records):
             try:
