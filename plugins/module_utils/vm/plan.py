@@ -18,17 +18,17 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import Ho
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import NicHotplugPlan, plan_nic_hotplug
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VmSpec, changed_fields, pending_restart
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.tuning import (
-    PINNING_FIELDS,
-    cpu_hotplug_live,
-    memory_hotplug_live,
-)
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import (
     ABSENT,
     PAUSED,
     RUNNING,
     STATES,
     STOPPED,
+)
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.tuning import (
+    PINNING_FIELDS,
+    cpu_hotplug_live,
+    memory_hotplug_live,
 )
 
 # What each asked-for state means for the process (present keeps whatever runs).

@@ -189,13 +189,18 @@ def hugepage_path(spec: VmSpec, proc: str = "/proc") -> Optional[str]:
         raise SpecError(
             "hugepages",
             "no hugetlbfs mount with %s pages on this host (/proc/mounts); mount one, e.g. "
-            "mount -t hugetlbfs -o pagesize=%s none /dev/hugepages%s" % (spec.hugepages, spec.hugepages, spec.hugepages),
+            "mount -t hugetlbfs -o pagesize=%s none /dev/hugepages%s"
+            % (spec.hugepages, spec.hugepages, spec.hugepages),
         )
     return path
 
 
 def _free_pages(sys_root: str, size: str, node: Optional[int] = None) -> Optional[int]:
-    base = os.path.join(sys_root, "kernel/mm") if node is None else os.path.join(sys_root, "devices/system/node/node%d" % node)
+    base = (
+        os.path.join(sys_root, "kernel/mm")
+        if node is None
+        else os.path.join(sys_root, "devices/system/node/node%d" % node)
+    )
     try:
         with open(os.path.join(base, "hugepages/hugepages-%dkB/free_hugepages" % HUGEPAGE_KB[size])) as fh:
             return int(fh.read().strip())
@@ -213,7 +218,11 @@ def check_hugepages(spec: VmSpec, sys_root: str = "/sys", extra_mb: Optional[int
     need = -(-wanted_mb // page_mb)
     free = _free_pages(sys_root, spec.hugepages)
     if free is None:
-        raise SpecError("hugepages", "this host has no %s hugepages (no hugepages-%dkB in sysfs)" % (spec.hugepages, HUGEPAGE_KB[spec.hugepages]))
+        raise SpecError(
+            "hugepages",
+            "this host has no %s hugepages (no hugepages-%dkB in sysfs)"
+            % (spec.hugepages, HUGEPAGE_KB[spec.hugepages]),
+        )
     if free < need:
         raise SpecError(
             "hugepages",
@@ -278,5 +287,6 @@ def check_host_numa(spec: VmSpec, sys_root: str = "/sys") -> None:
         if missing:
             raise SpecError(
                 "numa[%d].host_nodes" % index,
-                "host NUMA node(s) %s do not exist here (online: %s)" % (format_cpu_list(missing), format_cpu_list(nodes)),
+                "host NUMA node(s) %s do not exist here (online: %s)"
+                % (format_cpu_list(missing), format_cpu_list(nodes)),
             )

@@ -496,7 +496,9 @@ def _check_pins_against(spec: VmSpec, others: Sequence[VmRecord], host: str) -> 
             continue
         shared = mine & set(pinned_host_cpus(vm.spec))
         if shared:
-            whose = "VM %s pins them" % vm.name if spec.cpu_pinning_exclusive else "VM %s holds them exclusively" % vm.name
+            whose = (
+                "VM %s pins them" % vm.name if spec.cpu_pinning_exclusive else "VM %s holds them exclusively" % vm.name
+            )
             raise SpecError(
                 "cpu_pinning",
                 "host CPU(s) %s cannot be pinned by VM %s: %s (cpu_pinning_exclusive)"

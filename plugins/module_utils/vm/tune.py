@@ -57,7 +57,9 @@ class Tuner:
         try:
             tids = sorted(int(t) for t in os.listdir(task_dir))
         except OSError as exc:
-            raise QemuError("VM %s: cannot list the threads of QEMU (PID %s): %s" % (rec.name, rec.qemu_pid, exc)) from exc
+            raise QemuError(
+                "VM %s: cannot list the threads of QEMU (PID %s): %s" % (rec.name, rec.qemu_pid, exc)
+            ) from exc
         taken = set(vcpus.values()) | set(iothreads)
         return Threads(vcpus, iothreads, [t for t in tids if t not in taken])
 
@@ -98,9 +100,7 @@ class Tuner:
         except ProcessLookupError:
             pass  # a worker thread that ended meanwhile
         except OSError as exc:
-            raise QemuError(
-                "VM %s: cannot pin thread %d to CPUs %s: %s" % (rec.name, tid, sorted(cpus), exc)
-            ) from exc
+            raise QemuError("VM %s: cannot pin thread %d to CPUs %s: %s" % (rec.name, tid, sorted(cpus), exc)) from exc
 
     # -- balloon ----------------------------------------------------------------------
     def set_balloon(self, rec: VmRecord) -> None:
