@@ -300,8 +300,8 @@ options:
     type: bool
   memory_target_mb:
     description:
-      - Balloon target in MiB, applied live with QMP C(balloon) (no restart): the guest gives
-        back the difference to its memory. V(0) clears it (the guest gets all its memory
+      - Balloon target in MiB, applied live with QMP C(balloon) (no restart), and the guest gives
+        back the difference. V(0) clears it (the guest gets all its memory
         back). Needs O(memory_balloon); between 16 and O(memory_mb) plus O(memory_hotplug).
     type: int
   hugepages:
@@ -317,7 +317,7 @@ options:
     choices: [2M, 1G, none]
   memory_shared:
     description:
-      - Map the guest's RAM shared (C(share=on)): C(memory-backend-memfd) without hugepages,
+      - Map the guest's RAM shared (C(share=on)), with C(memory-backend-memfd) without hugepages,
         C(share=on) on hugetlbfs with them; needed by vhost-user devices. Default V(false).
     type: bool
   memory_max_mb:
@@ -391,7 +391,8 @@ options:
         type: dict
   cpu_pinning:
     description:
-      - Host CPUs for each vCPU, by vCPU index, e.g. V({0: "2", 1: "3-4"}). Applied with
+      - Host CPUs for each vCPU, a dict from vCPU index (V(0), V(1), ...) to a host CPU list
+        such as V(2) or V(3-4). Applied with
         C(sched_setaffinity) to the vCPU threads QEMU reports (C(query-cpus-fast)) while a
         start is still paused, and live (no restart) when changed; a vCPU without a pin may
         run on every host CPU. An empty dict removes the pins.
@@ -732,7 +733,7 @@ vm:
       type: dict
     numa:
       description: Guest NUMA nodes, each with C(cpus), C(memory_mb), C(host_nodes), C(policy)
-        and C(distances) (keys: node indexes as text), lists in canonical form (V(0-1,4)).
+        and C(distances) (keyed by node index as text), lists in canonical form (V(0-1,4)).
       type: list
       elements: dict
     cpu_pinning:

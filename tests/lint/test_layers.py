@@ -31,6 +31,7 @@ PURE_MODELS = (
     "vm/spec.py",
     "vm/disks.py",
     "vm/nics.py",
+    "vm/tuning.py",  # memory and CPU tuning: validation and QEMU JSON (vm/tune.py applies it)
     "vm/record.py",
     "vm/plan.py",
     "vm/states.py",
