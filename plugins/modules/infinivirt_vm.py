@@ -82,7 +82,8 @@ options:
     type: str
   cpu_flags:
     description:
-      - CPU feature flags added to the model, each V(+feature) or V(-feature).
+      - CPU feature flags added to the model, each V(+feature), V(-feature), or a property
+        with a plain value (letters, digits, V(.), V(_), V(-)) such as V(hv-spinlocks=0x1fff).
     type: list
     elements: str
   accel:
@@ -317,6 +318,128 @@ options:
         O(run_dir), returned as RV(vm.console_socket_path), for an interactive console
         (C(socat - UNIX-CONNECT:<path>)). Default for a new VM is V(false).
     type: bool
+  memory_balloon:
+    description:
+      - Give the VM a C(virtio-balloon-pci) device with free page reporting, and have QEMU
+        poll the guest's memory statistics every 2 seconds (RV(vm.balloon)). Needs a restart
+        to add or remove. Default for a new VM is V(false).
+    type: bool
+  memory_target_mb:
+    description:
+      - Balloon target in MiB, applied live with QMP C(balloon) (no restart), and the guest gives
+        back the difference. V(0) clears it (the guest gets all its memory
+        back). Needs O(memory_balloon); between 16 and O(memory_mb) plus O(memory_hotplug).
+    type: int
+  hugepages:
+    description:
+      - Back the guest's RAM with hugepages of this size (C(memory-backend-file) on the
+        host's hugetlbfs mount of that page size, found in C(/proc/mounts), preallocated).
+        Before a start the host must have enough free pages of the size
+        (C(/sys/kernel/mm/hugepages/hugepages-<N>kB/free_hugepages); per host node for
+        O(numa) nodes bound with O(numa[].policy=bind)); else the task fails, saying how
+        many are missing, before anything starts. O(memory_mb), each O(numa[].memory_mb) and
+        O(memory_hotplug) size must be whole pages. V(none) goes back to ordinary memory.
+    type: str
+    choices: [2M, 1G, none]
+  memory_shared:
+    description:
+      - Map the guest's RAM shared (C(share=on)), with C(memory-backend-memfd) without hugepages,
+        C(share=on) on hugetlbfs with them; needed by vhost-user devices. Default V(false).
+    type: bool
+  memory_max_mb:
+    description:
+      - Most memory (MiB) the VM may reach with hot-plugged DIMMs (C(-m maxmem)); enables
+        memory hot-plug with O(memory_slots) DIMM slots. V(0) turns hot-plug off.
+    type: int
+  memory_slots:
+    description:
+      - DIMM slots for memory hot-plug (1 to 256, default 8). Needs O(memory_max_mb).
+    type: int
+  memory_hotplug:
+    description:
+      - Sizes in MiB (multiples of 128) of DIMMs beyond O(memory_mb), in order. Appending one
+        to a running VM adds it live (C(object-add) + C(device_add pc-dimm)); removing one
+        waits for a restart. Boot memory plus DIMMs must fit in O(memory_max_mb).
+    type: list
+    elements: int
+  vcpus_max:
+    description:
+      - Most vCPUs the VM may have (C(-smp maxcpus)); raising O(vcpus) up to it on a running
+        VM plugs vCPUs live (C(device_add) of the type C(query-hotpluggable-cpus) lists; the
+        guest brings them online). Fewer vCPUs wait for a restart. V(0) clears it.
+    type: int
+  cpu_topology:
+    description:
+      - Guest CPU topology. The product of its counts must equal O(vcpus_max), or O(vcpus)
+        without it. An empty dict clears it.
+    type: dict
+    suboptions:
+      sockets:
+        description: Sockets (required when the topology is set).
+        type: int
+      dies:
+        description: Dies per socket (default 1).
+        type: int
+      cores:
+        description: Cores per die (required when the topology is set).
+        type: int
+      threads:
+        description: Threads per core (required when the topology is set).
+        type: int
+  numa:
+    description:
+      - Guest NUMA nodes, node N being the N-th entry. Every vCPU (up to O(vcpus_max)) is in
+        exactly one node and the nodes' memory adds up to O(memory_mb). Each node's memory is
+        a backend of its own, optionally bound to host NUMA nodes. An empty list removes
+        them (at the next start).
+    type: list
+    elements: dict
+    suboptions:
+      cpus:
+        description: The node's vCPUs, a list like V(0-1,4).
+        type: str
+      memory_mb:
+        description: The node's memory in MiB.
+        type: int
+        required: true
+      host_nodes:
+        description: Host NUMA nodes for its memory, a list like V(0) or V(0-1).
+        type: str
+      policy:
+        description: How the memory follows O(numa[].host_nodes) (default V(bind)).
+        type: str
+        choices: [bind, preferred, interleave]
+      distances:
+        description:
+          - Distance to other nodes, by node index (V(11) to V(255); to itself V(10)).
+            When any node has distances, each pair of nodes needs one in at least one
+            direction.
+        type: dict
+  cpu_pinning:
+    description:
+      - Host CPUs for each vCPU, a dict from vCPU index (V(0), V(1), ...) to a host CPU list
+        such as V(2) or V(3-4). Applied with
+        C(sched_setaffinity) to the vCPU threads QEMU reports (C(query-cpus-fast)) while a
+        start is still paused, and live (no restart) when changed; a vCPU without a pin may
+        run on every host CPU. An empty dict removes the pins.
+    type: dict
+  emulator_cpus:
+    description:
+      - Host CPUs for QEMU's other threads (main loop, workers), a list like V(0-1). Live.
+        An empty string removes the pin.
+    type: str
+  iothread_cpus:
+    description:
+      - Host CPUs for the disks' I/O threads (C(query-iothreads)), a list like V(2). Live.
+        An empty string removes the pin.
+    type: str
+  cpu_pinning_exclusive:
+    description:
+      - Keep the host CPUs this VM pins to (O(cpu_pinning), O(emulator_cpus),
+        O(iothread_cpus)) for it alone among the VMs of its host. A task that would make the
+        pins of two VMs overlap where either is exclusive fails naming O(cpu_pinning). VMs
+        without pins are not restricted. Needs O(cpu_pinning).
+    type: bool
   graphics:
     description:
       - Remote display of the VM's screen.
@@ -420,6 +543,31 @@ EXAMPLES = r"""
         mac: "52:54:00:aa:bb:01"
         queues: 4
         mtu: 9000
+
+- name: A tuned VM - NUMA, hugepages, pinned vCPUs, balloon and hot-plug room
+  infinivirt.core.infinivirt_vm:
+    name: db01
+    state: running
+    vcpus: 2
+    vcpus_max: 4
+    cpu_topology: {sockets: 2, cores: 2, threads: 1}
+    memory_mb: 4096
+    memory_max_mb: 8192
+    hugepages: 2M
+    memory_balloon: true
+    numa:
+      - {cpus: "0-1", memory_mb: 2048, host_nodes: "0", policy: bind, distances: {"1": 20}}
+      - {cpus: "2-3", memory_mb: 2048, host_nodes: "1", policy: bind}
+    cpu_pinning: {0: "2", 1: "3"}
+    emulator_cpus: "0-1"
+    cpu_pinning_exclusive: true
+
+- name: Give back 1 GiB through the balloon, add a DIMM and two vCPUs, live
+  infinivirt.core.infinivirt_vm:
+    name: db01
+    memory_target_mb: 3072
+    memory_hotplug: [1024]
+    vcpus: 4
 
 - name: Remove it
   infinivirt.core.infinivirt_vm:
@@ -585,6 +733,62 @@ vm:
         password_set:
           description: Whether a display password is stored.
           type: bool
+    memory_balloon:
+      description: Whether the VM has a balloon device (O(memory_balloon)).
+      type: bool
+    memory_target_mb:
+      description: The balloon target in MiB (O(memory_target_mb)), or null for all of the memory.
+      type: int
+    hugepages:
+      description: Hugepage size backing the guest's RAM (V(2M), V(1G)), or null.
+      type: str
+    memory_shared:
+      description: Whether the guest's RAM is shared (O(memory_shared)).
+      type: bool
+    memory_max_mb:
+      description: Memory hot-plug ceiling in MiB (O(memory_max_mb)), or null.
+      type: int
+    memory_slots:
+      description: DIMM slots asked for (O(memory_slots)), or null (8 with O(memory_max_mb)).
+      type: int
+    memory_hotplug:
+      description: Sizes in MiB of the DIMMs beyond O(memory_mb).
+      type: list
+      elements: int
+    vcpus_max:
+      description: vCPU hot-plug ceiling (O(vcpus_max)), or null.
+      type: int
+    cpu_topology:
+      description: Keys C(sockets), C(dies), C(cores), C(threads); empty when not set.
+      type: dict
+    numa:
+      description: Guest NUMA nodes, each with C(cpus), C(memory_mb), C(host_nodes), C(policy)
+        and C(distances) (keyed by node index as text), lists in canonical form (V(0-1,4)).
+      type: list
+      elements: dict
+    cpu_pinning:
+      description: vCPU index (as text) to host CPU list in canonical form.
+      type: dict
+      sample: {"0": "2", "1": "3-4"}
+    emulator_cpus:
+      description: Host CPUs of QEMU's other threads, or null.
+      type: str
+    iothread_cpus:
+      description: Host CPUs of the disks' I/O threads, or null.
+      type: str
+    cpu_pinning_exclusive:
+      description: Whether this VM's pinned host CPUs are its own (O(cpu_pinning_exclusive)).
+      type: bool
+    balloon:
+      description:
+        - The balloon of a running VM that has one, else null. C(actual_mb) is the guest's
+          memory as C(query-balloon) reports it; C(stats) the guest's memory statistics
+          (C(qom-get guest-stats), keys such as C(stat_free_memory), C(stat_total_memory),
+          C(stat_available_memory) in bytes; statistics the guest has not sent are left
+          out); C(last_update) when the guest last sent them (seconds since the epoch, 0
+          before the first).
+      type: dict
+      sample: {"actual_mb": 3072, "stats": {"stat_free_memory": 2845736960}, "last_update": 1700000000}
     digest:
       description: SHA-256 of the stored definition; pass it back as O(digest) to refuse
         changes made by someone else in between.

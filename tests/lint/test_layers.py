@@ -33,6 +33,7 @@ PURE_MODELS = (
     "vm/nics.py",
     "vm/usb.py",
     "vm/hostdevs.py",
+    "vm/tuning.py",  # memory and CPU tuning: validation and QEMU JSON (vm/tune.py applies it)
     "vm/record.py",
     "vm/plan.py",
     "vm/states.py",

@@ -23,6 +23,17 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import dev
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import netdev as nic_netdev
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import pcie_slot, use_vhost
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VNC_BASE_PORT, VmSpec
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.tuning import (
+    RAM_BACKEND_ID,
+    balloon_device,
+    dimm_device,
+    dimm_ids,
+    memory_backend,
+    memory_option,
+    needs_ram_backend,
+    numa_args,
+    smp_option,
+)
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.usb import controller as usb_controller
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.usb import device as usb_device
 
@@ -52,6 +63,7 @@ class LaunchContext:
     vhost_available: bool = False  # /dev/vhost-net exists on this host
     # Host PCI devices (infinivirt_gpu), checked against sysfs by the start.
     host_devices: Tuple[PciPassthrough, ...] = ()
+    hugepage_path: Optional[str] = None  # the hugetlbfs mount of the spec's page size
 
 
 def pflash_blockdevs(code: str, nvram: str) -> List[Dict[str, Any]]:
@@ -90,7 +102,32 @@ def machine_option(spec: VmSpec) -> str:
         value += ",pflash0=fw-code,pflash1=fw-vars"
     if spec.secure_boot:
         value += ",smm=on"
+    if needs_ram_backend(spec):
+        value += ",memory-backend=%s" % RAM_BACKEND_ID
     return value
+
+
+def memory_args(spec: VmSpec, ctx: LaunchContext) -> List[str]:
+    """Memory backends (boot RAM, each NUMA node's, each DIMM's), the NUMA nodes, the DIMMs
+    and the balloon."""
+    if spec.hugepages is not None and not ctx.hugepage_path:
+        raise SpecError("hugepages", "no hugetlbfs mount for %s pages was found" % spec.hugepages)
+    path = ctx.hugepage_path  # a JSON value: no escaping, but no control characters either
+    if path is not None and CONTROL_RE.search(path):
+        raise SpecError("hugepages", "the hugetlbfs mount path holds control characters")
+    argv: List[str] = []
+    if needs_ram_backend(spec):
+        argv += ["-object", as_json(memory_backend(spec, RAM_BACKEND_ID, spec.memory_mb, path))]
+    for index, node in enumerate(spec.numa):
+        backend = memory_backend(spec, "mem-node%d" % index, node["memory_mb"], path, node)
+        argv += ["-object", as_json(backend)]
+    argv += numa_args(spec)
+    for index, size in enumerate(spec.memory_hotplug):
+        argv += ["-object", as_json(memory_backend(spec, dimm_ids(index)[0], size, path))]
+        argv += ["-device", as_json(dimm_device(index))]
+    if spec.memory_balloon:
+        argv += ["-device", as_json(balloon_device())]
+    return argv
 
 
 def as_json(obj: Dict[str, Any]) -> str:
@@ -169,9 +206,9 @@ def build_argv(spec: VmSpec, ctx: LaunchContext) -> List[str]:
         "-cpu",
         ctx.cpu,
         "-smp",
-        "cpus=%d" % spec.vcpus,
+        smp_option(spec),
         "-m",
-        "size=%dM" % spec.memory_mb,
+        memory_option(spec),
         "-display",
         "none",
         "-chardev",
@@ -206,6 +243,7 @@ def build_argv(spec: VmSpec, ctx: LaunchContext) -> List[str]:
             "-serial",
             "chardev:console0",
         ]
+    argv += memory_args(spec, ctx)
     argv += device_args(spec, ctx)
     if spec.graphics_type == "vnc":
         # -nodefaults leaves no video card: without one a VNC client sees no screen.

@@ -366,6 +366,27 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
             "CREATE INDEX pci_assignments_by_vm ON pci_assignments (vm_uuid)",
         ],
     ),
+    (
+        15,
+        [
+            # Memory and CPU tuning (issue 14): balloon, memory backing and hot-plug, CPU
+            # topology and hot-plug, guest NUMA nodes, CPU pinning. JSON columns as text.
+            "ALTER TABLE machine_configuration ADD COLUMN memory_balloon BOOLEAN NOT NULL DEFAULT FALSE",
+            "ALTER TABLE machine_configuration ADD COLUMN memory_target_mb INTEGER",
+            "ALTER TABLE machine_configuration ADD COLUMN hugepages TEXT",
+            "ALTER TABLE machine_configuration ADD COLUMN memory_shared BOOLEAN NOT NULL DEFAULT FALSE",
+            "ALTER TABLE machine_configuration ADD COLUMN memory_max_mb INTEGER",
+            "ALTER TABLE machine_configuration ADD COLUMN memory_slots INTEGER",
+            "ALTER TABLE machine_configuration ADD COLUMN memory_hotplug TEXT NOT NULL DEFAULT '[]'",
+            "ALTER TABLE machine_configuration ADD COLUMN vcpus_max INTEGER",
+            "ALTER TABLE machine_configuration ADD COLUMN cpu_topology TEXT NOT NULL DEFAULT '{}'",
+            "ALTER TABLE machine_configuration ADD COLUMN numa TEXT NOT NULL DEFAULT '[]'",
+            "ALTER TABLE machine_configuration ADD COLUMN cpu_pinning TEXT NOT NULL DEFAULT '{}'",
+            "ALTER TABLE machine_configuration ADD COLUMN emulator_cpus TEXT",
+            "ALTER TABLE machine_configuration ADD COLUMN iothread_cpus TEXT",
+            "ALTER TABLE machine_configuration ADD COLUMN cpu_pinning_exclusive BOOLEAN NOT NULL DEFAULT FALSE",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -70,6 +70,7 @@ def vm_result(rec: VmRecord, state: str, lifecycle: Lifecycle) -> Dict[str, Any]
                 if alive and rec.spec.console_socket
                 else None
             ),
+            "balloon": _balloon(rec, state, lifecycle),
             "digest": spec_digest(rec, (lifecycle.store.get_secret(rec.uuid, GRAPHICS_PASSWORD),)),
             "graphics": {
                 "type": rec.spec.graphics_type,
@@ -113,6 +114,15 @@ def info_result(ctx: HostContext, name: Optional[str] = None, host_devices: bool
 
         result["host_devices"] = host_inventory(ctx)
     return result
+
+
+def _balloon(rec: VmRecord, state: str, lifecycle: Lifecycle) -> Optional[Dict[str, Any]]:
+    """The balloon's actual size and the guest's memory statistics, of a VM that runs
+    with one (None otherwise, or when its QEMU cannot say)."""
+    running = rec.running_spec
+    if state not in (RUNNING, PAUSED) or running is None or not running.memory_balloon or rec.qemu_pid is None:
+        return None
+    return lifecycle.tuner().balloon_info(rec)
 
 
 class VmInfo:

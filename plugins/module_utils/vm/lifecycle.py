@@ -129,6 +129,7 @@ class _Launch:
     code: Optional[str]  # OVMF code image (UEFI)
     nvram: Optional[str]  # the VM's NVRAM copy (UEFI)
     warnings: List[str]
+    hugepage_path: Optional[str] = None  # the hugetlbfs mount for the guest's RAM
 
 
 def systemd_scope_prefix(
@@ -316,7 +317,8 @@ class Lifecycle:
         if self.is_alive(rec):
             raise StateError("VM %s is already running as PID %s" % (rec.name, self.live_pid(rec)))
         self.close_session()  # one held with a QEMU of this VM that is gone
-        launch = self._prepare(rec)
+        hugepages = self.admit_memory(rec)  # before anything is recorded or made
+        launch = dataclasses.replace(self._prepare(rec), hugepage_path=hugepages)
         try:
             self.make_taps(rec, rec.spec.nics, inputs.nic_bridges)
             rc, stderr = self._spawn(rec, launch, inputs)  # may refuse a swapped image
@@ -327,6 +329,23 @@ class Lifecycle:
         rec.status = PAUSED if inputs.paused else RUNNING
         self.store.update_vm(rec)
         return launch.warnings
+
+    def admit_memory(self, rec: VmRecord) -> Optional[str]:
+        """A VM on hugepages starts only with its hugetlbfs mount and enough free pages
+        (SpecError naming hugepages, with the count missing). Returns the mount."""
+        if rec.spec.hugepages is None:
+            return None
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight import check_hugepages, hugepage_path
+
+        path = hugepage_path(rec.spec, self.host_paths.proc)
+        check_hugepages(rec.spec, self.host_paths.sys)
+        return path
+
+    def tuner(self):
+        """vm.tune.Tuner (pins, balloon, vCPU and DIMM hot-plug), imported when first used."""
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.tune import Tuner
+
+        return Tuner(self)
 
     def _prepare(self, rec: VmRecord) -> "_Launch":
         """Resolve how QEMU runs here, journal its files and record the start, all before
@@ -377,6 +396,7 @@ class Lifecycle:
                 accel=launch.accel,
                 cpu=launch.cpu,
                 vhost_available=launch.vhost,
+                hugepage_path=launch.hugepage_path,
                 firmware_code=launch.code,
                 nvram=launch.nvram,
                 disk_secret_files={disk_id: key.path for disk_id, key in keys.items()},
@@ -449,6 +469,9 @@ class Lifecycle:
             self.sync_firewall(rec)  # before the guest sends its first frame
             if rec.spec.graphics_type == "vnc":
                 rec.launch_graphics_port = self._setup_vnc(rec, inputs.graphics_password)
+            spec = rec.spec
+            if spec.memory_balloon or spec.cpu_pinning or spec.emulator_cpus or spec.iothread_cpus:
+                self.tuner().at_start(rec)  # pins and balloon before the guest runs
             self.store.update_vm(rec)  # PID and display port known even if we die after cont
             if not inputs.paused:
                 self.qmp(rec, "cont")

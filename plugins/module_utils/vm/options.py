@@ -26,6 +26,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import (
     ON_POWEROFF,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import STATES
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.tuning import HUGEPAGE_SIZES, NUMA_POLICIES
 
 _VM_OPTIONS: Dict[str, Any] = dict(
     name=dict(type="str", required=True),
@@ -96,6 +97,33 @@ _VM_OPTIONS: Dict[str, Any] = dict(
             port=dict(type="str"),
         ),
     ),
+    memory_balloon=dict(type="bool"),
+    memory_target_mb=dict(type="int"),
+    hugepages=dict(type="str", choices=list(HUGEPAGE_SIZES) + ["none"]),
+    memory_shared=dict(type="bool"),
+    memory_max_mb=dict(type="int"),
+    memory_slots=dict(type="int"),
+    memory_hotplug=dict(type="list", elements="int"),
+    vcpus_max=dict(type="int"),
+    cpu_topology=dict(
+        type="dict",
+        options=dict(sockets=dict(type="int"), dies=dict(type="int"), cores=dict(type="int"), threads=dict(type="int")),
+    ),
+    numa=dict(
+        type="list",
+        elements="dict",
+        options=dict(
+            cpus=dict(type="str"),
+            memory_mb=dict(type="int", required=True),
+            host_nodes=dict(type="str"),
+            policy=dict(type="str", choices=list(NUMA_POLICIES)),
+            distances=dict(type="dict"),
+        ),
+    ),
+    cpu_pinning=dict(type="dict"),
+    emulator_cpus=dict(type="str"),
+    iothread_cpus=dict(type="str"),
+    cpu_pinning_exclusive=dict(type="bool"),
     graphics=dict(
         type="dict",
         options=dict(

@@ -11,7 +11,7 @@ a check run and a real run can never disagree about ``changed``, the diff or the
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import HotplugPlan, plan_hotplug
@@ -24,6 +24,11 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import (
     RUNNING,
     STATES,
     STOPPED,
+)
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.tuning import (
+    PINNING_FIELDS,
+    cpu_hotplug_live,
+    memory_hotplug_live,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.usb import UsbHotplugPlan, plan_usb_hotplug
 
@@ -109,6 +114,8 @@ def plan_vm(rec: Optional[VmRecord], live: Live, desired: Desired, host_id: str,
     alive = before in (RUNNING, PAUSED)
     running_spec = target_rec.running_spec
     pending, disk_plug, nic_plug, usb_plug = _live_changes(running_spec if alive else None, spec, live)
+    plugs = _tuning_plugs(running_spec if alive else None, spec, live)
+    pending = [f for f in pending if f not in plugs]
     restart = desired.state == "restarted" or (bool(pending) and target != STOPPED and desired.restart_on_change)
     if restart or target == STOPPED:
         disk_plug = nic_plug = usb_plug = None  # the next process gets every device anyway
@@ -126,6 +133,9 @@ def plan_vm(rec: Optional[VmRecord], live: Live, desired: Desired, host_id: str,
         actions.append("hotplug_nics")
     if usb_plug is not None:
         actions.append("hotplug_usb")
+    if alive and not restart and target != STOPPED:
+        actions.extend(plugs.values())
+        actions.extend(_live_tuning(rec, running_spec, spec, spec_changes))
     actions.extend(_transition(before, target, restart))
 
     plan = VmPlan(
@@ -179,6 +189,31 @@ def _live_changes(
         usb_plug = usb_plug if usb_plug.live else None
     plugged = ({"disks"} if disk_plug else set()) | ({"nics"} if nic_plug else set()) | ({"usb"} if usb_plug else set())
     return [f for f in pending if f not in plugged], disk_plug, nic_plug, usb_plug
+
+
+def _tuning_plugs(running: Optional[VmSpec], spec: VmSpec, live: Live) -> Dict[str, str]:
+    """Pending field -> the action that applies it live: vCPUs and DIMMs added."""
+    if running is None or live.state != RUNNING:
+        return {}
+    plugs = {}
+    if running.vcpus != spec.vcpus and cpu_hotplug_live(running, spec):
+        plugs["vcpus"] = "hotplug_cpus"
+    if running.memory_hotplug != spec.memory_hotplug and memory_hotplug_live(running, spec):
+        plugs["memory_hotplug"] = "hotplug_memory"
+    return plugs
+
+
+def _live_tuning(rec: Optional[VmRecord], running: Optional[VmSpec], spec: VmSpec, changes: List[str]) -> List[str]:
+    """Live fields a running VM takes over QMP or by affinity: the balloon target (when it
+    has a balloon), the CPU pins."""
+    if rec is None or running is None:
+        return []
+    actions = []
+    if "memory_target_mb" in changes and running.memory_balloon and spec.memory_balloon:
+        actions.append("set_balloon")
+    if set(PINNING_FIELDS) & set(changes):
+        actions.append("pin_cpus")
+    return actions
 
 
 def _transition(current: str, target: str, restart: bool) -> List[str]:

@@ -87,7 +87,17 @@ def _view(
 
 
 # Plans with these actions store the desired spec or hand it to QEMU: the host must take it.
-HOST_CHECKED_ACTIONS = {"create", "update", "start", "hotplug_disks", "hotplug_nics", "hotplug_usb"}
+HOST_CHECKED_ACTIONS = {
+    "create",
+    "update",
+    "start",
+    "hotplug_disks",
+    "hotplug_nics",
+    "hotplug_usb",
+    "hotplug_cpus",
+    "hotplug_memory",
+    "pin_cpus",
+}
 # The states that may end a QEMU that does not answer, with force: true (it is killed).
 FORCED_STATES = ("stopped", "restarted", "absent")
 
@@ -331,6 +341,8 @@ class VmService:
             ),
         )
         validate(desired)
+        if desired.cpu_pinning or desired.emulator_cpus or desired.iothread_cpus:
+            _check_pins_against(desired, [vm for vm in self.store.list_vms() if vm.name != desired.name], self.hostname)
         _check_nics_against(desired, others)
         validate_graphics_password(desired, password, stored=stored_token is not None)
         changed = password is not None and (stored_token is None or self._decrypt(rec, stored_token) != password)
@@ -357,7 +369,12 @@ class VmService:
             storage_roots=self.storage_roots,
             caps=caps,
             available_memory_mb=host_memory_mb(self.lifecycle.host_paths.proc),
+            sys_root=self.lifecycle.host_paths.sys,
         )
+        # Hugepages of a start from stopped: the mount and enough free pages (check mode too;
+        # a restart is checked by the start itself, once the old process has given its pages).
+        if "start" in plan.actions and "stop" not in plan.actions:
+            self.lifecycle.admit_memory(plan.record)
         request.bridges = self.nic_bridges(request.desired.spec)  # each network must exist
 
     def _apply(
@@ -396,6 +413,16 @@ class VmService:
                     self._hotplug().nics(rec, plan.nic_plug, request.bridges)
                 elif action == "hotplug_usb":
                     self._hotplug().usb(rec, plan.usb_plug)
+                elif action == "hotplug_cpus":
+                    lc.tuner().plug_cpus(rec)
+                elif action == "hotplug_memory":
+                    from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight import hugepage_path
+
+                    lc.tuner().plug_memory(rec, hugepage_path(rec.spec, lc.host_paths.proc))
+                elif action == "set_balloon":
+                    lc.tuner().set_balloon(rec)
+                elif action == "pin_cpus":
+                    lc.tuner().pin(rec)
                 elif action == "stop":
                     self.stop_vm(rec, params, live.qemu_status)
                 elif action == "start":
@@ -490,3 +517,25 @@ def _check_nics_against(spec: VmSpec, others: Sequence[VmRecord]) -> None:
                     raise SpecError("nics[%d].mac" % index, "%s is the MAC of a NIC of VM %s" % (nic.mac, vm.name))
                 if other.tap_name == nic.tap_name and vm.spec.netns == spec.netns:
                     raise SpecError("nics[%d].tap" % index, "TAP %s belongs to VM %s" % (nic.tap_name, vm.name))
+
+
+def _check_pins_against(spec: VmSpec, others: Sequence[VmRecord], host: str) -> None:
+    """Host CPUs pinned exclusively (cpu_pinning_exclusive) belong to one VM of a host: no
+    other VM there may pin to them, and an exclusive VM may not take CPUs another VM pins.
+    VMs without pins float over all CPUs and are not counted."""
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.tuning import format_cpu_list, pinned_host_cpus
+
+    mine = set(pinned_host_cpus(spec))
+    for vm in others:
+        if vm.host != host or not (spec.cpu_pinning_exclusive or vm.spec.cpu_pinning_exclusive):
+            continue
+        shared = mine & set(pinned_host_cpus(vm.spec))
+        if shared:
+            whose = (
+                "VM %s pins them" % vm.name if spec.cpu_pinning_exclusive else "VM %s holds them exclusively" % vm.name
+            )
+            raise SpecError(
+                "cpu_pinning",
+                "host CPU(s) %s cannot be pinned by VM %s: %s (cpu_pinning_exclusive)"
+                % (format_cpu_list(shared), spec.name, whose),
+            )

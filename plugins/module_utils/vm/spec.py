@@ -30,6 +30,13 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import (
     validate_disks,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import NicSpec, merge_nics, validate_nics
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.tuning import (
+    normalize_cpu_set,
+    normalize_numa,
+    normalize_pinning,
+    normalize_topology,
+    validate_tuning,
+)
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.usb import UsbSpec, usb_from_params, validate_usb
 
 MEMORY_MIN_MB = 16
@@ -49,7 +56,11 @@ ACCELS = ("auto", "kvm", "tcg")
 DEFAULT_STOP_TIMEOUT = 60.0
 # Model names as QEMU prints them in -cpu help: letters, digits, '-', '_', '.'.
 _CPU_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_CPU_FLAG_RE = re.compile(r"^[+-][a-z0-9][a-z0-9_.-]{0,63}$")
+# '+feature', '-feature', or a property with a plain value ('hv-spinlocks=0x1fff'): no ',' or
+# second '=' can reach the -cpu option string.
+_CPU_FLAG_RE = re.compile(
+    r"^(?:[+-][a-z0-9][a-z0-9_.-]{0,63}|[a-z0-9][a-z0-9_.-]{0,63}=[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,12 +99,29 @@ class VmSpec:
     autostart_delay: int = 0  # seconds to wait after starting this VM before the next
     # Host USB devices on an xHCI controller; None: no controller (an empty list has one).
     usb: Optional[Tuple[UsbSpec, ...]] = None
+    # Memory and CPU tuning (vm/tuning.py): the balloon, memory backing and hot-plug.
+    memory_balloon: bool = False  # virtio-balloon-pci, free page reporting, guest statistics
+    memory_target_mb: Optional[int] = None  # balloon target; None: all of the memory
+    hugepages: Optional[str] = None  # 2M or 1G: guest RAM on hugetlbfs, preallocated
+    memory_shared: bool = False  # guest RAM shared (memfd, or share=on on hugetlbfs)
+    memory_max_mb: Optional[int] = None  # hot-plug ceiling (-m maxmem); None: no hot-plug
+    memory_slots: Optional[int] = None  # DIMM slots (default 8 with memory_max_mb)
+    memory_hotplug: Tuple[int, ...] = ()  # sizes (MiB) of DIMMs beyond memory_mb
+    vcpus_max: Optional[int] = None  # hot-plug ceiling (-smp maxcpus)
+    cpu_topology: Dict[str, int] = dataclasses.field(default_factory=dict)  # sockets/dies/cores/threads
+    numa: Tuple[Dict[str, Any], ...] = ()  # guest NUMA nodes (tuning.normalize_numa's form)
+    cpu_pinning: Dict[str, str] = dataclasses.field(default_factory=dict)  # vCPU index -> host CPUs
+    emulator_cpus: Optional[str] = None  # host CPUs of QEMU's other threads
+    iothread_cpus: Optional[str] = None  # host CPUs of the disks' I/O threads
+    cpu_pinning_exclusive: bool = False  # no other VM on the host may pin to these host CPUs
 
     def to_dict(self) -> Dict[str, Any]:
         data = dataclasses.asdict(self)  # disks become a list of dicts
         data["cpu_flags"] = list(self.cpu_flags)
         data["nics"] = [n.to_dict() for n in self.nics]
         data["usb"] = None if self.usb is None else [u.to_dict() for u in self.usb]
+        data["memory_hotplug"] = list(self.memory_hotplug)
+        data["numa"] = [dict(node) for node in self.numa]
         return data
 
     @classmethod
@@ -106,6 +134,10 @@ class VmSpec:
         )
         values["nics"] = tuple(n if isinstance(n, NicSpec) else NicSpec.from_dict(n) for n in values.get("nics") or ())
         values["usb"] = usb_from_params(values.get("usb"))
+        values["memory_hotplug"] = tuple(values.get("memory_hotplug") or ())
+        values["numa"] = tuple(dict(node) for node in values.get("numa") or ())
+        values["cpu_topology"] = dict(values.get("cpu_topology") or {})
+        values["cpu_pinning"] = dict(values.get("cpu_pinning") or {})
         for f in dataclasses.fields(cls):  # databases hand booleans back as 0/1
             if isinstance(f.default, bool) and f.name in values:
                 values[f.name] = bool(values[f.name])
@@ -114,10 +146,23 @@ class VmSpec:
 
 # Fields a running VM follows without a restart (the firewall applies a department live;
 # the monitor reads its policies from the row).
-LIVE_FIELDS = ("department", "on_crash", "on_poweroff", "autostart", "autostart_order", "autostart_delay")
+# The balloon target and the CPU pins are applied over QMP and with sched_setaffinity.
+LIVE_FIELDS = (
+    "department",
+    "on_crash",
+    "on_poweroff",
+    "autostart",
+    "autostart_order",
+    "autostart_delay",
+    "memory_target_mb",
+    "cpu_pinning",
+    "emulator_cpus",
+    "iothread_cpus",
+    "cpu_pinning_exclusive",
+)
 
 # Fields stored as JSON text in the database.
-JSON_FIELDS = ("cpu_flags", "disks", "nics")
+JSON_FIELDS = ("cpu_flags", "disks", "nics", "memory_hotplug", "cpu_topology", "numa", "cpu_pinning")
 # Stored as JSON text, or NULL for None (usb: NULL means no USB controller, '[]' one).
 NULLABLE_JSON_FIELDS = ("usb",)
 
@@ -141,7 +186,11 @@ def validate(spec: VmSpec) -> VmSpec:
         )
     for flag in spec.cpu_flags:
         if not isinstance(flag, str) or not _CPU_FLAG_RE.match(flag):
-            raise SpecError("cpu_flags", "%r must look like '+feature' or '-feature'" % (flag,))
+            raise SpecError(
+                "cpu_flags",
+                "%r must look like '+feature', '-feature' or 'property=value' (value: letters, "
+                "digits, '.', '_', '-')" % (flag,),
+            )
     if spec.kernel is not None:
         validate_abs_path("kernel", spec.kernel)
     if spec.initrd is not None:
@@ -173,6 +222,7 @@ def validate(spec: VmSpec) -> VmSpec:
     check_choice("on_poweroff", spec.on_poweroff, ON_POWEROFF)
     check_int("autostart_order", spec.autostart_order, -1000000, 1000000)
     check_int("autostart_delay", spec.autostart_delay, 0, AUTOSTART_DELAY_MAX)
+    validate_tuning(spec, MEMORY_MIN_MB)
     return spec
 
 
@@ -230,6 +280,7 @@ def merge_params(params: Mapping[str, Any], stored: Optional[VmSpec], taken_macs
             base[field] = None
     if params.get("usb") is not None:
         base["usb"] = usb_from_params(params["usb"])
+    _merge_tuning(params, base)
     if params.get("nics") is not None:
         base["nics"] = merge_nics(params["nics"], stored.nics if stored else (), taken_macs, seed=params["name"])
     for option, field in GRAPHICS_FIELDS.items():
@@ -239,6 +290,29 @@ def merge_params(params: Mapping[str, Any], stored: Optional[VmSpec], taken_macs
     base["name"] = params["name"]
     spec = VmSpec.from_dict(base)
     return spec
+
+
+# Options whose "off" value clears the stored setting: 0 for sizes and counts, "none" or "".
+_CLEARED_BY = {"memory_target_mb": 0, "memory_max_mb": 0, "memory_slots": 0, "vcpus_max": 0, "hugepages": "none"}
+
+
+def _merge_tuning(params: Mapping[str, Any], base: Dict[str, Any]) -> None:
+    """The tuning options in their stored form (lists and dicts canonical, so an equal
+    request is no change)."""
+    for field, off in _CLEARED_BY.items():
+        if params.get(field) is not None and params.get(field) == off:
+            base[field] = None
+    if params.get("hugepages") == "":
+        base["hugepages"] = None
+    if params.get("cpu_topology") is not None:
+        base["cpu_topology"] = normalize_topology(params["cpu_topology"])
+    if params.get("numa") is not None:
+        base["numa"] = normalize_numa(params["numa"])
+    if params.get("cpu_pinning") is not None:
+        base["cpu_pinning"] = normalize_pinning(params["cpu_pinning"])
+    for field in ("emulator_cpus", "iothread_cpus"):
+        if params.get(field) is not None:
+            base[field] = normalize_cpu_set(field, params[field])
 
 
 def to_diffable(spec: Optional[VmSpec]) -> Dict[str, Any]:
