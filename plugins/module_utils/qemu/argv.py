@@ -21,7 +21,11 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import la
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import device as nic_device
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import netdev as nic_netdev
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import pcie_slot, use_vhost
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.presets import hyperv_flags
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VNC_BASE_PORT, VmSpec
+
+# video_model -> the -device driver of the display's card
+VIDEO_DEVICES = {"vga": "VGA", "virtio": "virtio-vga", "cirrus": "cirrus-vga", "bochs": "bochs-display"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +89,18 @@ def machine_option(spec: VmSpec) -> str:
         value += ",pflash0=fw-code,pflash1=fw-vars"
     if spec.secure_boot:
         value += ",smm=on"
+    if not spec.hpet:
+        value += ",hpet=off"
     return value
+
+
+def cpu_option(spec: VmSpec, ctx: LaunchContext) -> str:
+    """The resolved CPU plus the Hyper-V enlightenments (those the accelerator can give;
+    vm.lifecycle warns about the ones left out). They are not user cpu_flags: QEMU takes
+    them as key=value properties."""
+    if not spec.hyperv:
+        return ctx.cpu
+    return ",".join([ctx.cpu] + hyperv_flags(ctx.accel)[0])
 
 
 def as_json(obj: Dict[str, Any]) -> str:
@@ -112,6 +127,7 @@ def device_args(spec: VmSpec, ctx: LaunchContext) -> List[str]:
             disk_id: ["/dev/fdset/%d" % set_of["%s.%d" % (disk_id, depth)] for depth in range(len(chain))]
             for disk_id, chain in (ctx.disk_backing_fds or {}).items()
         },
+        iothreads=spec.iothreads,
     )
     argv: List[str] = []
     for opaque, fds in fd_sets:
@@ -151,7 +167,7 @@ def build_argv(spec: VmSpec, ctx: LaunchContext) -> List[str]:
         "-accel",
         ctx.accel,
         "-cpu",
-        ctx.cpu,
+        cpu_option(spec, ctx),
         "-smp",
         "cpus=%d" % spec.vcpus,
         "-m",
@@ -193,7 +209,10 @@ def build_argv(spec: VmSpec, ctx: LaunchContext) -> List[str]:
     argv += device_args(spec, ctx)
     if spec.graphics_type == "vnc":
         # -nodefaults leaves no video card: without one a VNC client sees no screen.
-        argv += ["-device", as_json({"driver": "VGA", "id": "video0"}), "-vnc", vnc_option(spec)]
+        video = {"driver": VIDEO_DEVICES[spec.video_model], "id": "video0"}
+        argv += ["-device", as_json(video), "-vnc", vnc_option(spec)]
+    if spec.rtc_base != "utc":
+        argv += ["-rtc", "base=%s" % spec.rtc_base]
     if spec.kernel is not None:
         argv += ["-kernel", spec.kernel]
     if spec.initrd is not None:
