@@ -235,7 +235,8 @@ class NicHotplugPlan:
 
 def plan_nic_hotplug(running: Sequence[NicSpec], desired: Sequence[NicSpec]) -> NicHotplugPlan:
     """NICs added or removed, and rate limits changed (tc on the TAP), while running (known
-    by MAC), if all of it can be done live: a NIC whose other settings changed, or an emulated (non-virtio) card, needs a restart."""
+    by MAC), if all of it can be done live: a NIC whose other settings changed, or an
+    emulated (non-virtio) card, needs a restart."""
     before = {n.mac: n for n in running}
     after = {n.mac: n for n in desired}
     add = tuple(n for n in desired if n.mac not in before)

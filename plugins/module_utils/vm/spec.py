@@ -270,6 +270,8 @@ def merge_params(params: Mapping[str, Any], stored: Optional[VmSpec], taken_macs
     for field in ("netns", "department", "preset"):  # "" goes back to none
         if params.get(field) == "":
             base[field] = None
+    if base.get("preset") is not None:  # before it fills anything
+        check_choice("preset", base["preset"], presets.PRESETS)
     defaulted = presets.fill_vm(base, base.get("preset"))
     if params.get("nics") is not None:
         items, unset = presets.fill_nic_items(params["nics"], base.get("preset"))

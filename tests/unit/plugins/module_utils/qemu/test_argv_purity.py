@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.argv import LaunchContext, build_argv
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VmSpec
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VmSpec, merge_params, validate
 
 # The golden cases of test_argv.py (loaded the same way, before the host is rigged).
 GOLDEN = Path(__file__).parent / "golden"
@@ -30,7 +30,8 @@ CASES = sorted(p.stem for p in GOLDEN.glob("*.yml"))
 
 def load_case(case):
     data = yaml.safe_load((GOLDEN / ("%s.yml" % case)).read_text())
-    return VmSpec.from_dict(data["spec"]), LaunchContext(**data["context"])
+    spec = VmSpec.from_dict(data["spec"]) if "spec" in data else validate(merge_params(data["params"], None))
+    return spec, LaunchContext(**data["context"])
 
 
 # (object, attribute) pairs that touch the host or are not deterministic.
