@@ -49,6 +49,7 @@ def create_tap(spec: TapSpec, netns: Optional[str] = None) -> None:
 
 RATE_LATENCY = "50ms"  # how long a frame may wait in the shaper before it is dropped
 RATE_HANDLE = 0x10000  # 1: the root qdisc
+TC_ROOT = 0xFFFFFFFF
 
 
 def rate_burst(rate_mbit: int) -> int:
@@ -66,7 +67,7 @@ def set_rate_limit(name: str, rate_mbit: Optional[int], netns: Optional[str] = N
             raise NetError("TAP %s does not exist%s" % (name, _where(netns)))
         if rate_mbit is None:
             if rate_limit_of(name, netns) is not None:
-                ipr.tc("del", "tbf", found[0], RATE_HANDLE)
+                ipr.tc("del", index=found[0], handle=RATE_HANDLE, parent=TC_ROOT)
             return
         ipr.tc(
             "replace",
