@@ -61,7 +61,7 @@ def main():
     service = VmService.open("sqlite:///%s/state.db" % work, os.path.join(work, "run"))
     try:
         disks = []
-        for name, options in CONFIGS.items():
+        for options in CONFIGS.values():
             path = os.path.join(work, "%s.raw" % options["serial"])
             subprocess.run(["qemu-img", "create", "-q", "-f", "raw", path, "%dM" % args.size_mb], check=True)
             # Allocate the file: a first write in the guest does not measure the file system.
