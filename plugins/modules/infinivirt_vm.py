@@ -275,8 +275,8 @@ options:
         elements: str
       rate_limit_mbit:
         description:
-          - Limit, in Mbit/s (1 to 32000), of the traffic the guest receives on this NIC:
-            a C(tbf) queueing discipline on the TAP's egress (burst 10 ms of traffic, at
+          - Limit, in Mbit/s (1 to 32000), of the traffic the guest receives on this NIC,
+            shaped by a C(tbf) queueing discipline on the TAP's egress (burst 10 ms of traffic, at
             least 64 KiB; 50 ms latency). Traffic the guest sends is not limited.
           - Changes apply live; the discipline goes with the TAP. Left out, no limit.
         type: int
@@ -357,7 +357,7 @@ options:
       - The preset's name is stored, and what a task leaves unset is resolved again on
         every run, so changing the preset changes exactly the options it fills (a spec
         change; a running VM reports them in RV(vm.pending_restart)). V("") removes the
-        preset: those options go back to the defaults.
+        preset, and those options go back to the defaults.
       - In diff mode, the after state shows the effective values, and C(preset_filled)
         maps each option the preset filled in (as written in a task, like
         C(disks[0].cache)) to its value.
