@@ -132,7 +132,12 @@ options:
         name works.
       - On a running VM, adding or removing a V(virtio) disk (or a V(scsi) one, if the VM
         started with a SCSI disk) is done live by hot-plug; the task waits until the guest
-        has released an unplugged disk. Any other disk change needs a restart.
+        has released an unplugged disk. New limits (O(disks[].iops), O(disks[].bps) and
+        their read/write variants) of a disk that started with a limit apply live too (QMP
+        C(qom-set) on its throttle group). Any other disk change needs a restart, as does
+        the first limit of a disk that started without one.
+      - O(disks[].bus), O(disks[].cache), O(disks[].aio) and O(disks[].iothread) left
+        unset come from O(preset) (or the defaults given below).
       - On V(q35), every PCI disk gets its own PCIe root port, plus 4 spare ports for
         hot-plug.
       - Left unset, the stored list is kept; V([]) removes every disk.
@@ -149,8 +154,8 @@ options:
         choices: [qcow2, raw]
       bus:
         description:
-          - V(virtio) (virtio-blk, the default), V(scsi) (virtio-scsi), V(sata) (AHCI, q35
-            only) or V(ide).
+          - V(virtio) (virtio-blk, the default without a preset), V(scsi) (virtio-scsi),
+            V(sata) (AHCI, q35 only) or V(ide).
         type: str
         choices: [virtio, scsi, sata, ide]
       cache:
@@ -164,8 +169,11 @@ options:
         type: str
         choices: [threads, native, io_uring]
       iothread:
-        description: Give the disk its own I/O thread (V(virtio) only). Default V(false).
-        type: bool
+        description:
+          - V(virtio) disks only. V(true) gives the disk an I/O thread of its own; the name
+            of one of O(iothreads) puts the disk on that shared thread; V(false) (the default
+            without a preset) runs its I/O in QEMU's main loop.
+        type: raw
       discard:
         description: Pass the guest's TRIM/discard requests to the image. Default V(false).
         type: bool
@@ -182,6 +190,30 @@ options:
         description: V(disk) (default) or V(cdrom) (bus V(scsi), V(sata) or V(ide); read-only).
         type: str
         choices: [disk, cdrom]
+      iops:
+        description:
+          - Limit of I/O operations per second, reads and writes together (1 to 10^15).
+            Left out, no limit. Not with O(disks[].iops_read) or O(disks[].iops_write).
+          - A throttled disk gets a throttle group (C(-object throttle-group)) and a
+            C(throttle) filter node above its format node. See O(disks) for live changes.
+        type: int
+      iops_read:
+        description: Limit of read operations per second (see O(disks[].iops)).
+        type: int
+      iops_write:
+        description: Limit of write operations per second (see O(disks[].iops)).
+        type: int
+      bps:
+        description:
+          - Limit of bytes per second, reads and writes together (1 to 10^15). Left out,
+            no limit. Not with O(disks[].bps_read) or O(disks[].bps_write).
+        type: int
+      bps_read:
+        description: Limit of bytes read per second (see O(disks[].bps)).
+        type: int
+      bps_write:
+        description: Limit of bytes written per second (see O(disks[].bps)).
+        type: int
   nics:
     description:
       - The VM's network cards, in order. Each is a TAP device that Infinivirt makes on the
@@ -189,8 +221,9 @@ options:
         to a bridge and removes when the VM stops, plus a QEMU C(-netdev tap) and C(-device).
       - On a running VM, adding or removing a V(virtio-net-pci) NIC is done live by
         hot-plug (C(netdev_add) and C(device_add) on a spare PCIe root port on V(q35)); the
-        task waits until the guest has released an unplugged NIC. Any other NIC change needs
-        a restart.
+        task waits until the guest has released an unplugged NIC. A new
+        O(nics[].rate_limit_mbit) applies live. Any other NIC change needs a restart.
+      - O(nics[].model) left unset comes from O(preset).
       - A NIC is known by its MAC. Left out, a MAC is derived from the VM's name and the NIC's
         position (in V(52:54:00), unique among the VMs in the database; check mode shows the
         one a real run gives) and kept by the NIC at the same position in the list.
@@ -208,10 +241,11 @@ options:
         type: str
       model:
         description:
-          - V(virtio-net-pci) (the default; paravirtual, multi-queue, hot-pluggable),
-            V(e1000) or V(rtl8139) (emulated cards for guests without virtio drivers).
+          - V(virtio-net-pci) (the default without a preset; paravirtual, multi-queue,
+            hot-pluggable), V(e1000), V(e1000e) or V(rtl8139) (emulated cards for guests
+            without virtio drivers).
         type: str
-        choices: [virtio-net-pci, e1000, rtl8139]
+        choices: [virtio-net-pci, e1000, e1000e, rtl8139]
       mac:
         description: Unicast MAC address, like V(52:54:00:12:34:56); generated when left out.
         type: str
@@ -240,6 +274,13 @@ options:
             not configure the guest.
         type: list
         elements: str
+      rate_limit_mbit:
+        description:
+          - Limit, in Mbit/s (1 to 32000), of the traffic the guest receives on this NIC,
+            shaped by a C(tbf) queueing discipline on the TAP's egress (burst 10 ms of traffic, at
+            least 64 KiB; 50 ms latency). Traffic the guest sends is not limited.
+          - Changes apply live; the discipline goes with the TAP. Left out, no limit.
+        type: int
   netns:
     description:
       - Network namespace (from C(ip netns)) that QEMU and the VM's TAPs live in, and where
@@ -439,6 +480,66 @@ options:
         O(iothread_cpus)) for it alone among the VMs of its host. A task that would make the
         pins of two VMs overlap where either is exclusive fails naming O(cpu_pinning). VMs
         without pins are not restricted. Needs O(cpu_pinning).
+  iothreads:
+    description:
+      - Names of I/O threads (C(-object iothread)) that V(virtio) disks share by naming
+        one in O(disks[].iothread). A letter, then up to 31 letters, digits, V(_) or V(-);
+        at most 64. Every listed thread is made at start, used or not.
+      - A change needs a restart (a disk hot-plugged onto a thread the running VM lacks
+        gets it made live). Left unset, the stored list is kept; V([]) removes them.
+    type: list
+    elements: str
+  preset:
+    description:
+      - Defaults for a kind of guest, filled into the options the task leaves unset.
+        Options the task sets always win.
+      - V(linux) - disks V(virtio), cache V(none), aio V(native), an I/O thread each;
+        NICs V(virtio-net-pci) (vhost-net and one queue pair per vCPU stay automatic);
+        video V(virtio); RTC in UTC; HPET on.
+      - V(windows) - disks V(sata), cache V(none), aio V(native); NICs V(e1000e);
+        video V(vga); RTC in local time; HPET off; O(hyperv) on.
+      - V(legacy) - disks V(ide), cache V(writeback), aio V(threads); NICs V(rtl8139);
+        video V(cirrus); RTC in local time; HPET off.
+      - Disks on V(cache=none) need a file system with O_DIRECT (not tmpfs); set
+        O(disks[].cache) where that is not so.
+      - The preset's name is stored, and what a task leaves unset is resolved again on
+        every run, so changing the preset changes exactly the options it fills (a spec
+        change; a running VM reports them in RV(vm.pending_restart)). V("") removes the
+        preset, and those options go back to the defaults.
+      - In diff mode, the after state shows the effective values, and C(preset_filled)
+        maps each option the preset filled in (as written in a task, like
+        C(disks[0].cache)) to its value.
+    type: str
+    choices: [linux, windows, legacy, ""]
+  video_model:
+    description:
+      - The video card of a VNC display (O(graphics.type=vnc)) - V(vga) (std VGA,
+        C(-device VGA)), V(virtio) (C(virtio-vga)), V(cirrus) (C(cirrus-vga)) or V(bochs)
+        (C(bochs-display)).
+      - Left unset, from O(preset); else V(vga).
+    type: str
+    choices: [vga, virtio, cirrus, bochs]
+  rtc_base:
+    description:
+      - Whether the guest's real-time clock runs in V(utc) or V(localtime)
+        (C(-rtc base=localtime), what Windows expects).
+      - Left unset, from O(preset); else V(utc).
+    type: str
+    choices: [utc, localtime]
+  hpet:
+    description:
+      - Whether the machine has an HPET timer (V(false) adds C(hpet=off) to C(-machine)).
+      - Left unset, from O(preset); else V(true).
+    type: bool
+  hyperv:
+    description:
+      - Give the guest the Hyper-V enlightenments Windows uses (C(hv-relaxed),
+        C(hv-vapic), C(hv-spinlocks=0x1fff), C(hv-vpindex), C(hv-runtime), C(hv-time),
+        C(hv-synic), C(hv-stimer), C(hv-frequencies)), added to C(-cpu) by Infinivirt
+        (not through O(cpu_flags)).
+      - Under TCG, C(hv-vpindex) (QEMU refuses it without KVM) and C(hv-synic) and
+        C(hv-stimer) (which build on it) are left out, with a warning.
+      - Left unset, from O(preset) (V(windows) turns it on); else V(false).
     type: bool
   graphics:
     description:
@@ -568,6 +669,33 @@ EXAMPLES = r"""
     memory_target_mb: 3072
     memory_hotplug: [1024]
     vcpus: 4
+- name: A Linux guest from the linux preset, two disks on one shared I/O thread, limits
+  infinivirt.core.infinivirt_vm:
+    name: db01
+    preset: linux
+    iothreads: [io0]
+    disks:
+      - path: /var/lib/infinivirt/images/db01.qcow2
+        iothread: io0
+      - path: /var/lib/infinivirt/images/db01-data.qcow2
+        iothread: io0
+        iops: 2000
+        bps: 104857600  # 100 MiB/s; a new value applies to the running VM
+    nics:
+      - network: default
+        rate_limit_mbit: 200  # traffic to the guest; applies live
+
+- name: A Windows guest (SATA, e1000e, local-time RTC, no HPET, Hyper-V enlightenments)
+  infinivirt.core.infinivirt_vm:
+    name: win01
+    preset: windows
+    memory_mb: 4096
+    vcpus: 2
+    disks:
+      - path: /var/lib/infinivirt/images/win01.qcow2
+        bus: virtio  # explicit options win over the preset (needs the virtio-win drivers)
+    graphics:
+      type: vnc
 
 - name: Remove it
   infinivirt.core.infinivirt_vm:
@@ -715,6 +843,25 @@ vm:
       type: int
     graphics_password_set:
       description: Whether a display password is stored (the password itself is never returned).
+      type: bool
+    iothreads:
+      description: Named I/O threads (see O(iothreads)).
+      type: list
+      elements: str
+    preset:
+      description: The preset (see O(preset)), or null.
+      type: str
+    video_model:
+      description: Video card of the display, effective value (see O(video_model)).
+      type: str
+    rtc_base:
+      description: V(utc) or V(localtime), effective value (see O(rtc_base)).
+      type: str
+    hpet:
+      description: Whether the machine has an HPET, effective value (see O(hpet)).
+      type: bool
+    hyperv:
+      description: Whether the Hyper-V enlightenments are on, effective value (see O(hyperv)).
       type: bool
     graphics:
       description: The display; never the password.

@@ -29,6 +29,7 @@ MU_PREFIX = PREFIX + "plugins.module_utils"
 # argv builder is held to the same rule, except that it lives in qemu/.
 PURE_MODELS = (
     "vm/spec.py",
+    "vm/presets.py",
     "vm/disks.py",
     "vm/nics.py",
     "vm/usb.py",

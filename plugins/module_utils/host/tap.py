@@ -47,6 +47,51 @@ def create_tap(spec: TapSpec, netns: Optional[str] = None) -> None:
         ipr.link("set", index=index, mtu=spec.mtu or bridge_mtu, master=bridge[0], state="up")
 
 
+RATE_LATENCY = "50ms"  # how long a frame may wait in the shaper before it is dropped
+RATE_HANDLE = 0x10000  # 1: the root qdisc
+TC_ROOT = 0xFFFFFFFF
+
+
+def rate_burst(rate_mbit: int) -> int:
+    """tbf's bucket: 10 ms of traffic at the rate, at least 64 KiB (a TSO frame)."""
+    return max(65536, rate_mbit * 1000000 // 8 // 100)
+
+
+def set_rate_limit(name: str, rate_mbit: Optional[int], netns: Optional[str] = None) -> None:
+    """Shape what the TAP sends (the guest receives) to ``rate_mbit`` with a tbf root
+    qdisc, replaced in place on a change; None removes it (back to the default qdisc). The
+    qdisc goes with the TAP."""
+    with _netlink(netns) as ipr:
+        found = ipr.link_lookup(ifname=name)
+        if not found:
+            raise NetError("TAP %s does not exist%s" % (name, _where(netns)))
+        if rate_mbit is None:
+            if rate_limit_of(name, netns) is not None:
+                ipr.tc("del", index=found[0], handle=RATE_HANDLE, parent=TC_ROOT)
+            return
+        ipr.tc(
+            "replace",
+            "tbf",
+            found[0],
+            RATE_HANDLE,
+            rate="%dmbit" % rate_mbit,
+            burst=rate_burst(rate_mbit),
+            latency=RATE_LATENCY,
+        )
+
+
+def rate_limit_of(name: str, netns: Optional[str] = None) -> Optional[int]:
+    """The rate (bytes per second) of the TAP's tbf root qdisc, or None."""
+    with _netlink(netns) as ipr:
+        found = ipr.link_lookup(ifname=name)
+        if not found:
+            return None
+        for qdisc in ipr.get_qdiscs(found[0]):
+            if qdisc.get_attr("TCA_KIND") == "tbf" and qdisc["handle"] == RATE_HANDLE:
+                return qdisc.get_nested("TCA_OPTIONS", "TCA_TBF_PARMS")["rate"]
+        return None
+
+
 def remove_tap(name: str, netns: Optional[str] = None) -> bool:
     """Delete the TAP if it exists; return whether it did."""
     with _netlink(netns) as ipr:

@@ -22,6 +22,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.hostdevs import
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import device as nic_device
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import netdev as nic_netdev
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import pcie_slot, use_vhost
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.presets import hyperv_flags
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VNC_BASE_PORT, VmSpec
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.tuning import (
     RAM_BACKEND_ID,
@@ -36,6 +37,9 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.tuning import (
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.usb import controller as usb_controller
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.usb import device as usb_device
+
+# video_model -> the -device driver of the display's card
+VIDEO_DEVICES = {"vga": "VGA", "virtio": "virtio-vga", "cirrus": "cirrus-vga", "bochs": "bochs-display"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +108,8 @@ def machine_option(spec: VmSpec) -> str:
         value += ",smm=on"
     if needs_ram_backend(spec):
         value += ",memory-backend=%s" % RAM_BACKEND_ID
+    if not spec.hpet:
+        value += ",hpet=off"
     return value
 
 
@@ -130,6 +136,15 @@ def memory_args(spec: VmSpec, ctx: LaunchContext) -> List[str]:
     return argv
 
 
+def cpu_option(spec: VmSpec, ctx: LaunchContext) -> str:
+    """The resolved CPU plus the Hyper-V enlightenments (those the accelerator can give;
+    vm.lifecycle warns about the ones left out). They are not user cpu_flags: QEMU takes
+    them as key=value properties."""
+    if not spec.hyperv:
+        return ctx.cpu
+    return ",".join([ctx.cpu] + hyperv_flags(ctx.accel)[0])
+
+
 def as_json(obj: Dict[str, Any]) -> str:
     """-device/-blockdev/-object accept JSON: values need no escaping."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
@@ -154,6 +169,7 @@ def device_args(spec: VmSpec, ctx: LaunchContext) -> List[str]:
             disk_id: ["/dev/fdset/%d" % set_of["%s.%d" % (disk_id, depth)] for depth in range(len(chain))]
             for disk_id, chain in (ctx.disk_backing_fds or {}).items()
         },
+        iothreads=spec.iothreads,
     )
     argv: List[str] = []
     for opaque, fds in fd_sets:
@@ -204,7 +220,7 @@ def build_argv(spec: VmSpec, ctx: LaunchContext) -> List[str]:
         "-accel",
         ctx.accel,
         "-cpu",
-        ctx.cpu,
+        cpu_option(spec, ctx),
         "-smp",
         smp_option(spec),
         "-m",
@@ -247,7 +263,10 @@ def build_argv(spec: VmSpec, ctx: LaunchContext) -> List[str]:
     argv += device_args(spec, ctx)
     if spec.graphics_type == "vnc":
         # -nodefaults leaves no video card: without one a VNC client sees no screen.
-        argv += ["-device", as_json({"driver": "VGA", "id": "video0"}), "-vnc", vnc_option(spec)]
+        video = {"driver": VIDEO_DEVICES[spec.video_model], "id": "video0"}
+        argv += ["-device", as_json(video), "-vnc", vnc_option(spec)]
+    if spec.rtc_base != "utc":
+        argv += ["-rtc", "base=%s" % spec.rtc_base]
     if spec.kernel is not None:
         argv += ["-kernel", spec.kernel]
     if spec.initrd is not None:

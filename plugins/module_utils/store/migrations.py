@@ -387,6 +387,21 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
             "ALTER TABLE machine_configuration ADD COLUMN cpu_pinning_exclusive BOOLEAN NOT NULL DEFAULT FALSE",
         ],
     ),
+    (
+        16,
+        [
+            # Issue 14 (I/O and presets): shared I/O threads, the preset's name, the VM-level
+            # options it governs (effective values), and which options a task left unset.
+            # Disk limits and NIC rate limits live in the disks/nics JSON.
+            "ALTER TABLE machine_configuration ADD COLUMN iothreads TEXT NOT NULL DEFAULT '[]'",
+            "ALTER TABLE machine_configuration ADD COLUMN preset TEXT",
+            "ALTER TABLE machine_configuration ADD COLUMN video_model TEXT NOT NULL DEFAULT 'vga'",
+            "ALTER TABLE machine_configuration ADD COLUMN rtc_base TEXT NOT NULL DEFAULT 'utc'",
+            "ALTER TABLE machine_configuration ADD COLUMN hpet BOOLEAN NOT NULL DEFAULT TRUE",
+            "ALTER TABLE machine_configuration ADD COLUMN hyperv BOOLEAN NOT NULL DEFAULT FALSE",
+            "ALTER TABLE machine_configuration ADD COLUMN defaulted TEXT NOT NULL DEFAULT '[]'",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -14,10 +14,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
-from ansible_collections.infinivirt.core.plugins.module_utils.validation import check_choice, validate_abs_path
+from ansible_collections.infinivirt.core.plugins.module_utils.validation import (
+    check_choice,
+    check_int,
+    validate_abs_path,
+)
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.size import FORMATS  # image formats
 
 BUSES = ("virtio", "scsi", "sata", "ide")
@@ -27,6 +31,19 @@ MEDIA = ("disk", "cdrom")
 SPARE_ROOT_PORTS = 4  # q35: free slots for disks and NICs plugged in while running
 SATA_PORTS = 6  # q35's built-in AHCI controller
 _SERIAL_RE = re.compile(r"^[A-Za-z0-9._-]{1,20}$")
+_IOTHREAD_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+IOTHREADS_MAX = 64
+# Throttle limits: option -> QEMU's ThrottleLimits member. A total and its read/write pair
+# exclude each other (QEMU refuses both).
+LIMITS = {
+    "iops": "iops-total",
+    "iops_read": "iops-read",
+    "iops_write": "iops-write",
+    "bps": "bps-total",
+    "bps_read": "bps-read",
+    "bps_write": "bps-write",
+}
+LIMIT_MAX = 10**15  # QEMU's THROTTLE_VALUE_MAX
 
 # cache mode -> (O_DIRECT, ignore flushes, guest-visible write cache)
 _CACHE = {
@@ -45,12 +62,30 @@ class DiskSpec:
     bus: str = "virtio"
     cache: str = "writeback"
     aio: str = "threads"
-    iothread: bool = False
+    iothread: Union[bool, str] = False  # true: a thread of its own; a name: one of iothreads
     discard: bool = False
     serial: Optional[str] = None
     readonly: bool = False
     boot_order: Optional[int] = None
     media: str = "disk"
+    iops: Optional[int] = None  # throttling (see LIMITS); None: no limit
+    iops_read: Optional[int] = None
+    iops_write: Optional[int] = None
+    bps: Optional[int] = None
+    bps_read: Optional[int] = None
+    bps_write: Optional[int] = None
+
+    @property
+    def throttled(self) -> bool:
+        return any(getattr(self, option) is not None for option in LIMITS)
+
+    def limits(self) -> Dict[str, int]:
+        """QEMU's ThrottleLimits of this disk: every member, 0 where there is no limit (a
+        live change must clear a limit, not leave it)."""
+        return {member: getattr(self, option) or 0 for option, member in LIMITS.items()}
+
+    def without_limits(self) -> "DiskSpec":
+        return dataclasses.replace(self, **{option: None for option in LIMITS})
 
     @property
     def disk_id(self) -> str:
@@ -71,7 +106,50 @@ def disks_from_params(items: Optional[Sequence[Mapping[str, Any]]]) -> Tuple[Dis
     return tuple(DiskSpec.from_dict(item) for item in items or ())
 
 
-def validate_disks(disks: Sequence[DiskSpec], machine_type: str) -> None:
+def validate_iothread_names(names: Sequence[str]) -> None:
+    if len(names) > IOTHREADS_MAX:
+        raise SpecError("iothreads", "at most %d I/O threads" % IOTHREADS_MAX)
+    seen = set()
+    for index, name in enumerate(names):
+        if not isinstance(name, str) or not _IOTHREAD_RE.match(name):
+            raise SpecError(
+                "iothreads[%d]" % index,
+                "%r must be a letter, then up to 31 letters, digits, '_' or '-'" % (name,),
+            )
+        if name in seen:
+            raise SpecError("iothreads[%d]" % index, "%s is listed twice" % name)
+        seen.add(name)
+
+
+def _validate_iothread(field: str, disk: DiskSpec, iothreads: Sequence[str]) -> None:
+    if isinstance(disk.iothread, bool):
+        if disk.iothread and disk.bus != "virtio":
+            raise SpecError(field, "is available for bus virtio only")
+        return
+    if not isinstance(disk.iothread, str) or disk.iothread not in iothreads:
+        raise SpecError(
+            field,
+            "%r is not one of iothreads (%s); name one, or give true for a thread of the disk's own"
+            % (disk.iothread, ", ".join(iothreads) or "none are defined"),
+        )
+    if disk.bus != "virtio":
+        raise SpecError(field, "is available for bus virtio only")
+
+
+def _validate_limits(field: str, disk: DiskSpec) -> None:
+    for option in LIMITS:
+        value = getattr(disk, option)
+        if value is not None:
+            check_int("%s.%s" % (field, option), value, 1, LIMIT_MAX)
+    for kind in ("iops", "bps"):
+        both = [o for o in (kind + "_read", kind + "_write") if getattr(disk, o) is not None]
+        if getattr(disk, kind) is not None and both:
+            raise SpecError(
+                "%s.%s" % (field, both[0]), "cannot be combined with %s (the total); give one or the other" % kind
+            )
+
+
+def validate_disks(disks: Sequence[DiskSpec], machine_type: str, iothreads: Sequence[str] = ()) -> None:
     seen_paths, seen_boot, sata = set(), set(), 0
     for index, disk in enumerate(disks):
         field = "disks[%d]" % index
@@ -88,8 +166,8 @@ def validate_disks(disks: Sequence[DiskSpec], machine_type: str) -> None:
             raise SpecError(field + ".aio", "native needs O_DIRECT: use cache none or directsync")
         if disk.serial is not None and not _SERIAL_RE.match(disk.serial):
             raise SpecError(field + ".serial", "%r must be 1 to 20 letters, digits, '.', '_' or '-'" % (disk.serial,))
-        if disk.iothread and disk.bus != "virtio":
-            raise SpecError(field + ".iothread", "is available for bus virtio only")
+        _validate_iothread(field + ".iothread", disk, iothreads)
+        _validate_limits(field, disk)
         if disk.media == "cdrom" and disk.bus == "virtio":
             raise SpecError(field + ".media", "a cdrom needs bus scsi, sata or ide")
         if disk.readonly and disk.media == "disk" and disk.bus in ("sata", "ide"):
@@ -127,6 +205,25 @@ def _validate_path(field: str, path: Any) -> None:
 def node_names(disk: DiskSpec) -> Tuple[str, str]:
     """(file node, format node)."""
     return "f-" + disk.disk_id, "n-" + disk.disk_id
+
+
+def throttle_node(disk: DiskSpec) -> str:
+    return "t-" + disk.disk_id
+
+
+def throttle_group_id(disk: DiskSpec) -> str:
+    return "tg-" + disk.disk_id
+
+
+def throttle_group(disk: DiskSpec) -> Dict[str, Any]:
+    """The throttle-group object of a throttled disk (its limits can change live)."""
+    limits = {member: value for member, value in disk.limits().items() if value}
+    return {"qom-type": "throttle-group", "id": throttle_group_id(disk), "limits": limits}
+
+
+def top_node(disk: DiskSpec) -> str:
+    """The node the device reads: the throttle filter of a throttled disk, else its format node."""
+    return throttle_node(disk) if disk.throttled else node_names(disk)[1]
 
 
 def device_id(disk: DiskSpec) -> str:
@@ -199,7 +296,7 @@ def blockdevs(
         fmt["encrypt"] = {"format": "luks", "key-secret": secret_id(disk)}
     elif encrypted:
         fmt.update({"driver": "luks", "key-secret": secret_id(disk)})
-    return nodes + [
+    nodes += [
         {
             "driver": "file",
             "filename": opened_as or active_path or disk.path,
@@ -211,21 +308,44 @@ def blockdevs(
         },
         fmt,
     ]
+    if disk.throttled:  # a filter above the format node, in the disk's throttle group
+        nodes.append(
+            {
+                "driver": "throttle",
+                "node-name": throttle_node(disk),
+                "file": fmt_node,
+                "throttle-group": throttle_group_id(disk),
+                "read-only": readonly,
+            }
+        )
+    return nodes
 
 
 def iothread_id(disk: DiskSpec) -> str:
+    """The disk's I/O thread: its own (iothread: true) or a shared, named one."""
+    if isinstance(disk.iothread, str):
+        return named_iothread_id(disk.iothread)
     return "io-" + disk.disk_id
+
+
+def named_iothread_id(name: str) -> str:
+    return "iot-" + name
 
 
 def iothread_object(disk: DiskSpec) -> Dict[str, Any]:
     return {"qom-type": "iothread", "id": iothread_id(disk)}
 
 
+def own_iothread(disk: DiskSpec) -> bool:
+    """Whether the disk has an I/O thread of its own (made and removed with it)."""
+    return disk.iothread is True
+
+
 def device(disk: DiskSpec, bus: Optional[str], ide_slot: Optional[Tuple[str, Optional[int]]] = None) -> Dict[str, Any]:
     """The -device / device_add object. ``bus``: the root port (q35 PCI disks) or None
     (pc: QEMU picks a slot on pci.0); ``ide_slot``: (bus, unit) for sata/ide."""
     _direct, _nf, write_cache = _CACHE[disk.cache]
-    dev: Dict[str, Any] = {"id": device_id(disk), "drive": node_names(disk)[1]}
+    dev: Dict[str, Any] = {"id": device_id(disk), "drive": top_node(disk)}
     if disk.bus == "virtio":
         dev["driver"] = "virtio-blk-pci"
         if bus:
@@ -282,6 +402,7 @@ def layout(
     pcie_nics: int = 0,
     opened_as: Optional[Mapping[str, str]] = None,
     backing_opened_as: Optional[Mapping[str, Sequence[str]]] = None,
+    iothreads: Sequence[str] = (),
 ) -> DiskLayout:
     """``secret_files``: disk_id -> 0600 file with the LUKS passphrase of an encrypted
     volume (QEMU reads it once at start; the key never enters argv). ``pcie_nics``: how
@@ -304,7 +425,11 @@ def layout(
         controllers.append(ctrl)
     slots = iter(ide_slots(machine_type))
     secret_files = secret_files or {}
+    for name in iothreads:  # shared threads, whether or not a disk uses one yet
+        objects.append({"qom-type": "iothread", "id": named_iothread_id(name)})
     for disk in disks:
+        if disk.throttled:
+            objects.append(throttle_group(disk))
         if disk.disk_id in secret_files:
             objects.append(
                 {"qom-type": "secret", "id": secret_id(disk), "format": "raw", "file": secret_files[disk.disk_id]}
@@ -318,7 +443,7 @@ def layout(
                 backing_opened_as=(backing_opened_as or {}).get(disk.disk_id, ()),
             )
         )
-        if disk.iothread:
+        if own_iothread(disk):
             objects.append(iothread_object(disk))
         if disk.bus == "virtio":
             devices.append(device(disk, next_port()))
@@ -338,18 +463,24 @@ class HotplugPlan:
     add: Tuple[DiskSpec, ...]
     remove: Tuple[DiskSpec, ...]
     live: bool  # False: some change needs a restart, so nothing is done live
+    throttle: Tuple[DiskSpec, ...] = ()  # disks whose limits change live (desired specs)
 
 
 def plan_hotplug(running: Sequence[DiskSpec], desired: Sequence[DiskSpec], layered: Sequence[str] = ()) -> HotplugPlan:
-    """Disks added or removed while running, if all of it can be done live: a disk whose
-    settings changed, or one on sata/ide, needs a restart; so does the first SCSI disk (the
+    """Disks added or removed, and limits changed, while running, if all of it can be done
+    live: a disk whose other settings changed, one that gets its first limit (it has no
+    throttle group yet), or one on sata/ide, needs a restart; so does the first SCSI disk (the
     controller exists only if the VM started with one), and removing a disk that has
     external snapshots (``layered``: their base paths)."""
     before = {d.path: d for d in running}
     after = {d.path: d for d in desired}
     add = tuple(d for d in desired if d.path not in before)
     remove = tuple(d for d in running if d.path not in after)
-    changed = any(before[p] != after[p] for p in before.keys() & after.keys())
+    kept = [p for p in before if p in after]
+    # Limits change live on a disk that runs with a throttle group (it started with one).
+    changed = any(before[p].without_limits() != after[p].without_limits() for p in kept)
+    throttle = tuple(after[p] for p in kept if before[p] != after[p])
+    changed = changed or any(not before[d.path].throttled for d in throttle)
     has_scsi = any(d.bus == "scsi" for d in running)
     live = (
         not changed
@@ -357,4 +488,4 @@ def plan_hotplug(running: Sequence[DiskSpec], desired: Sequence[DiskSpec], layer
         and all(has_scsi for d in add if d.bus == "scsi")
         and not any(d.path in layered for d in remove)
     )  # an overlay chain is unplugged by a restart
-    return HotplugPlan(add, remove, live)
+    return HotplugPlan(add, remove, live, throttle)

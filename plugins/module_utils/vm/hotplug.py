@@ -28,7 +28,11 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import (
     iothread_id,
     iothread_object,
     node_names,
+    own_iothread,
     secret_id,
+    throttle_group,
+    throttle_group_id,
+    throttle_node,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.hostdevs import (
     PciPassthrough,
@@ -111,11 +115,12 @@ class Hotplug:
     def _drop_disk_leftovers(self, qmp: QmpSession, disk: DiskSpec) -> None:
         """Block nodes, objects and descriptor sets of ``disk`` that no device uses."""
         nodes = self._nodes(qmp)
-        for node in reversed(node_names(disk)):
+        for node in (throttle_node(disk),) + tuple(reversed(node_names(disk))):
             if node in nodes:
                 qmp.execute("blockdev-del", {"node-name": node}, timeout=self.timeout)
         objects = self._objects(qmp)
-        for obj in (secret_id(disk), iothread_id(disk)):
+        own = (iothread_id(disk),) if own_iothread(disk) else ()  # a shared one stays
+        for obj in (secret_id(disk), throttle_group_id(disk)) + own:
             if obj in objects:
                 qmp.execute("object-del", {"id": obj}, timeout=self.timeout)
         for fdset in self._fd_sets(qmp, disk.disk_id):
@@ -139,6 +144,9 @@ class Hotplug:
                         self._drop_disk_leftovers(qmp, disk)  # of a plug that was cut off
                         self._plug_disk(rec, qmp, disk, disk_keys.get(disk.disk_id))
                     running.append(disk)
+                for disk in plan.throttle:
+                    self._set_limits(qmp, disk)
+                    running = [disk if d.path == disk.path else d for d in running]
         finally:  # what QEMU has now, also after a failure half-way
             rec.running_spec = dataclasses.replace(rec.running_spec, disks=tuple(running))
             self.lifecycle.store.update_vm(rec)
@@ -155,11 +163,23 @@ class Hotplug:
             if key is not None:
                 secret = {"qom-type": "secret", "id": secret_id(disk), "format": "raw", "data": key}
                 qmp.execute("object-add", secret, timeout=self.timeout)
-            if disk.iothread:
+            objects = self._objects(qmp)
+            if disk.iothread and iothread_id(disk) not in objects:  # a shared one may exist
                 qmp.execute("object-add", iothread_object(disk), timeout=self.timeout)
+            if disk.throttled:
+                qmp.execute("object-add", throttle_group(disk), timeout=self.timeout)
             for node in blockdevs(disk, encrypted=key is not None, opened_as=opened_as):
                 qmp.execute("blockdev-add", node, timeout=self.timeout)
         qmp.execute("device_add", device(disk, bus), timeout=self.timeout)
+
+    def _set_limits(self, qmp: QmpSession, disk: DiskSpec) -> None:
+        """New limits for a disk that runs in its throttle group (every member: one that is
+        left out would keep its old value)."""
+        qmp.execute(
+            "qom-set",
+            {"path": "/objects/" + throttle_group_id(disk), "property": "limits", "value": disk.limits()},
+            timeout=self.timeout,
+        )
 
     def _free_root_port(self, qmp: QmpSession) -> str:
         for bus in qmp.execute("query-pci", timeout=self.timeout):
@@ -198,9 +218,17 @@ class Hotplug:
                         self._set_running_nics(rec, [n for n in rec.running_spec.nics if n.mac != nic.mac])
                         self.lifecycle.drop_tap(rec, nsutil.ns_ref(netns, nic.tap_name))
                         raise
+            for nic in plan.rate:
+                self._set_rate(rec, nic, netns)
         finally:  # the rules and the row follow what QEMU has now, also after a failure
             self.lifecycle.sync_firewall(rec)
             self.lifecycle.store.update_vm(rec)
+
+    def _set_rate(self, rec: VmRecord, nic: NicSpec, netns) -> None:
+        from ansible_collections.infinivirt.core.plugins.module_utils.host.tap import set_rate_limit
+
+        set_rate_limit(nic.tap_name, nic.rate_limit_mbit, netns)
+        self._set_running_nics(rec, [nic if n.mac == nic.mac else n for n in rec.running_spec.nics])
 
     def _plug_nic(self, rec: VmRecord, qmp: QmpSession, nic: NicSpec, vhost: bool) -> None:
         vcpus = rec.running_spec.vcpus

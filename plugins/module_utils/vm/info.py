@@ -53,7 +53,9 @@ def vm_result(rec: VmRecord, state: str, lifecycle: Lifecycle) -> Dict[str, Any]
     alive = state != STOPPED
     pending = pending_restart(rec.running_spec, rec.spec) if alive and rec.running_spec else []
     result = rec.summary()
-    result.update(rec.spec.to_dict())
+    spec = rec.spec.to_dict()
+    del spec["defaulted"]  # bookkeeping (the diff shows what a preset filled in)
+    result.update(spec)
     result.update(
         {
             "status": state,

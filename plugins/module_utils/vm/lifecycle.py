@@ -307,6 +307,15 @@ class Lifecycle:
         caps = self.capabilities()
         accel, warnings = resolve_accel(rec.spec.accel, caps)
         cpu, cpu_warnings = resolve_cpu(rec.spec.cpu_model, rec.spec.cpu_flags, accel, caps)
+        if rec.spec.hyperv:
+            from ansible_collections.infinivirt.core.plugins.module_utils.vm.presets import hyperv_flags
+
+            dropped = hyperv_flags(accel)[1]
+            if dropped:
+                cpu_warnings.append(
+                    "VM %s runs under %s: the Hyper-V enlightenments %s need KVM and are left out"
+                    % (rec.name, accel.upper(), ", ".join(dropped))
+                )
         return accel, cpu, caps.binary, warnings + cpu_warnings
 
     def start(self, rec: VmRecord, inputs: StartInputs) -> List[str]:
@@ -484,7 +493,11 @@ class Lifecycle:
     def make_taps(self, rec: VmRecord, nics, bridges: Dict[str, str]) -> None:
         """Each NIC's TAP, journaled before it exists, on its bridge."""
         from ansible_collections.infinivirt.core.plugins.module_utils.host import netns as nsutil
-        from ansible_collections.infinivirt.core.plugins.module_utils.host.tap import TapSpec, create_tap
+        from ansible_collections.infinivirt.core.plugins.module_utils.host.tap import (
+            TapSpec,
+            create_tap,
+            set_rate_limit,
+        )
 
         for nic in nics:
             self.store.journal_add(rec.uuid, "tap", nsutil.ns_ref(rec.spec.netns, nic.tap_name))
@@ -497,6 +510,8 @@ class Lifecycle:
                 ),
                 rec.spec.netns,
             )
+            if nic.rate_limit_mbit is not None:
+                set_rate_limit(nic.tap_name, nic.rate_limit_mbit, rec.spec.netns)
 
     def drop_tap(self, rec: VmRecord, ref: str) -> None:
         from ansible_collections.infinivirt.core.plugins.module_utils.host import netns as nsutil

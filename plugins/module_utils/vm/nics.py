@@ -20,9 +20,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import check_choice, check_int, validate_ifname
 
-MODELS = ("virtio-net-pci", "e1000", "rtl8139")
+MODELS = ("virtio-net-pci", "e1000", "e1000e", "rtl8139")
 VIRTIO = "virtio-net-pci"
 MAX_QUEUES = 8  # a queue pair per vCPU, up to this many
+RATE_LIMIT_MAX_MBIT = 32000  # tbf's 32-bit rate in bytes per second (pyroute2 has no 64-bit rate)
 LOCAL_OUI = "52:54:00"  # QEMU/KVM's locally administered prefix
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
@@ -38,6 +39,7 @@ class NicSpec:
     mtu: Optional[int] = None  # None: the bridge's
     tap: Optional[str] = None  # None: derived from the MAC
     ips: Tuple[str, ...] = ()  # addresses the guest is given (for anti-spoofing rules)
+    rate_limit_mbit: Optional[int] = None  # traffic to the guest, shaped on the TAP (tbf)
 
     @property
     def nic_id(self) -> str:
@@ -160,6 +162,8 @@ def validate_nics(nics: Sequence[NicSpec]) -> None:
             raise SpecError(field + ".vhost", "vhost-net needs model %s" % VIRTIO)
         if nic.mtu is not None:
             check_int(field + ".mtu", nic.mtu, 68, 65535)
+        if nic.rate_limit_mbit is not None:
+            check_int(field + ".rate_limit_mbit", nic.rate_limit_mbit, 1, RATE_LIMIT_MAX_MBIT)
         for ip_index, address in enumerate(nic.ips):
             try:
                 ip = ipaddress.ip_address(address)
@@ -226,18 +230,25 @@ class NicHotplugPlan:
     add: Tuple[NicSpec, ...]
     remove: Tuple[NicSpec, ...]
     live: bool  # False: some change needs a restart, so nothing is done live
+    rate: Tuple[NicSpec, ...] = ()  # NICs whose rate limit changes live (desired specs)
 
 
 def plan_nic_hotplug(running: Sequence[NicSpec], desired: Sequence[NicSpec]) -> NicHotplugPlan:
-    """NICs added or removed while running (known by MAC), if all of it can be done live:
-    a NIC whose settings changed, or an emulated (non-virtio) card, needs a restart."""
+    """NICs added or removed, and rate limits changed (tc on the TAP), while running (known
+    by MAC), if all of it can be done live: a NIC whose other settings changed, or an
+    emulated (non-virtio) card, needs a restart."""
     before = {n.mac: n for n in running}
     after = {n.mac: n for n in desired}
     add = tuple(n for n in desired if n.mac not in before)
     remove = tuple(n for n in running if n.mac not in after)
-    changed = any(before[m] != after[m] for m in before.keys() & after.keys())
+    kept = [m for m in before if m in after]
+    changed = any(
+        dataclasses.replace(before[m], rate_limit_mbit=None) != dataclasses.replace(after[m], rate_limit_mbit=None)
+        for m in kept
+    )
+    rate = tuple(after[m] for m in kept if before[m].rate_limit_mbit != after[m].rate_limit_mbit)
     live = not changed and all(n.hotpluggable for n in add + remove)
-    return NicHotplugPlan(add, remove, live)
+    return NicHotplugPlan(add, remove, live, rate)
 
 
 def ports(nics: Sequence[NicSpec]) -> List[Port]:

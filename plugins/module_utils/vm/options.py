@@ -17,6 +17,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import (
     MEDIA,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import MODELS
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.presets import PRESETS
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import (
     ACCELS,
     FIRMWARES,
@@ -24,6 +25,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import (
     MACHINE_TYPES,
     ON_CRASH,
     ON_POWEROFF,
+    RTC_BASES,
+    VIDEO_MODELS,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import STATES
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.tuning import HUGEPAGE_SIZES, NUMA_POLICIES
@@ -56,12 +59,18 @@ _VM_OPTIONS: Dict[str, Any] = dict(
             bus=dict(type="str", choices=list(BUSES)),
             cache=dict(type="str", choices=list(CACHE_MODES)),
             aio=dict(type="str", choices=list(AIO_MODES)),
-            iothread=dict(type="bool"),
+            iothread=dict(type="raw"),
             discard=dict(type="bool"),
             serial=dict(type="str"),
             readonly=dict(type="bool"),
             boot_order=dict(type="int"),
             media=dict(type="str", choices=list(MEDIA)),
+            iops=dict(type="int"),
+            iops_read=dict(type="int"),
+            iops_write=dict(type="int"),
+            bps=dict(type="int"),
+            bps_read=dict(type="int"),
+            bps_write=dict(type="int"),
         ),
     ),
     nics=dict(
@@ -77,6 +86,7 @@ _VM_OPTIONS: Dict[str, Any] = dict(
             mtu=dict(type="int"),
             tap=dict(type="str"),
             ips=dict(type="list", elements="str"),
+            rate_limit_mbit=dict(type="int"),
         ),
     ),
     netns=dict(type="str"),
@@ -124,6 +134,12 @@ _VM_OPTIONS: Dict[str, Any] = dict(
     emulator_cpus=dict(type="str"),
     iothread_cpus=dict(type="str"),
     cpu_pinning_exclusive=dict(type="bool"),
+    iothreads=dict(type="list", elements="str"),
+    preset=dict(type="str", choices=list(PRESETS) + [""]),
+    video_model=dict(type="str", choices=list(VIDEO_MODELS)),
+    rtc_base=dict(type="str", choices=list(RTC_BASES)),
+    hpet=dict(type="bool"),
+    hyperv=dict(type="bool"),
     graphics=dict(
         type="dict",
         options=dict(

@@ -42,6 +42,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.plan import Des
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import (
     VmSpec,
+    diff_view,
     merge_params,
     stop_timeout,
     validate,
@@ -79,7 +80,7 @@ def _view(
     a mask that tells whether it changed."""
     if rec is None:
         return {"state": "absent"}
-    view = rec.spec.to_dict()
+    view = diff_view(rec.spec)
     view["state"] = state
     if password_set:
         view["graphics_password"] = MASK + (" (new)" if password_changed else "")

@@ -24,10 +24,11 @@ from ansible_collections.infinivirt.core.plugins.module_utils.validation import 
     validate_name,
     validate_netns_name,
 )
+from ansible_collections.infinivirt.core.plugins.module_utils.vm import presets
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import (
     DiskSpec,
-    disks_from_params,
     validate_disks,
+    validate_iothread_names,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import NicSpec, merge_nics, validate_nics
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.tuning import (
@@ -53,6 +54,8 @@ ON_POWEROFF = ("stop", "restart")
 AUTOSTART_DELAY_MAX = 3600
 VNC_PASSWORD_MAX = 8  # VNC authentication compares only the first 8 bytes
 ACCELS = ("auto", "kvm", "tcg")
+VIDEO_MODELS = ("vga", "virtio", "cirrus", "bochs")
+RTC_BASES = ("utc", "localtime")
 DEFAULT_STOP_TIMEOUT = 60.0
 # Model names as QEMU prints them in -cpu help: letters, digits, '-', '_', '.'.
 _CPU_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -114,10 +117,24 @@ class VmSpec:
     emulator_cpus: Optional[str] = None  # host CPUs of QEMU's other threads
     iothread_cpus: Optional[str] = None  # host CPUs of the disks' I/O threads
     cpu_pinning_exclusive: bool = False  # no other VM on the host may pin to these host CPUs
+    # I/O threads shared by disks (disks[].iothread names one; true: a thread of its own).
+    iothreads: Tuple[str, ...] = ()
+    # A preset (vm/presets.py) fills what the task leaves unset; these four are its VM-level
+    # options, always stored with their effective value.
+    preset: Optional[str] = None
+    video_model: str = "vga"  # the card a VNC display shows
+    rtc_base: str = "utc"
+    hpet: bool = True
+    hyperv: bool = False  # the Hyper-V enlightenments (presets.HYPERV_FLAGS) as CPU flags
+    # Bookkeeping, not an option: which options the task left unset (filled from the preset
+    # or the built-in default), so the next task resolves them again (presets.fill).
+    defaulted: Tuple[str, ...] = ()
 
     def to_dict(self) -> Dict[str, Any]:
         data = dataclasses.asdict(self)  # disks become a list of dicts
         data["cpu_flags"] = list(self.cpu_flags)
+        data["iothreads"] = list(self.iothreads)
+        data["defaulted"] = list(self.defaulted)
         data["nics"] = [n.to_dict() for n in self.nics]
         data["usb"] = None if self.usb is None else [u.to_dict() for u in self.usb]
         data["memory_hotplug"] = list(self.memory_hotplug)
@@ -129,6 +146,11 @@ class VmSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values["cpu_flags"] = tuple(values.get("cpu_flags") or ())
+        values["iothreads"] = tuple(values.get("iothreads") or ())
+        values["defaulted"] = tuple(values.get("defaulted") or ())
+        for field in presets.VM_DEFAULTS:  # unset (not yet resolved): the built-in default
+            if values.get(field, 0) is None:
+                del values[field]
         values["disks"] = tuple(
             d if isinstance(d, DiskSpec) else DiskSpec.from_dict(d) for d in values.get("disks") or ()
         )
@@ -147,6 +169,7 @@ class VmSpec:
 # Fields a running VM follows without a restart (the firewall applies a department live;
 # the monitor reads its policies from the row).
 # The balloon target and the CPU pins are applied over QMP and with sched_setaffinity.
+# A preset's name is live too: what it fills in is in the other fields.
 LIVE_FIELDS = (
     "department",
     "on_crash",
@@ -159,12 +182,26 @@ LIVE_FIELDS = (
     "emulator_cpus",
     "iothread_cpus",
     "cpu_pinning_exclusive",
+    "preset",
 )
 
 # Fields stored as JSON text in the database.
-JSON_FIELDS = ("cpu_flags", "disks", "nics", "memory_hotplug", "cpu_topology", "numa", "cpu_pinning")
+JSON_FIELDS = (
+    "cpu_flags",
+    "disks",
+    "nics",
+    "memory_hotplug",
+    "cpu_topology",
+    "numa",
+    "cpu_pinning",
+    "iothreads",
+    "defaulted",
+)
 # Stored as JSON text, or NULL for None (usb: NULL means no USB controller, '[]' one).
 NULLABLE_JSON_FIELDS = ("usb",)
+
+# Bookkeeping fields: stored, never a change of their own (see VmSpec.defaulted).
+BOOKKEEPING_FIELDS = ("defaulted",)
 
 
 SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(VmSpec))
@@ -212,7 +249,8 @@ def validate(spec: VmSpec) -> VmSpec:
             raise SpecError("uefi_firmware", "needs firmware uefi")
         validate_abs_path("uefi_firmware", spec.uefi_firmware)
     _validate_graphics(spec)
-    validate_disks(spec.disks, spec.machine_type)
+    validate_iothread_names(spec.iothreads)
+    validate_disks(spec.disks, spec.machine_type, spec.iothreads)
     validate_nics(spec.nics)
     validate_usb(spec.usb)
     validate_netns_name("netns", spec.netns)
@@ -223,6 +261,13 @@ def validate(spec: VmSpec) -> VmSpec:
     check_int("autostart_order", spec.autostart_order, -1000000, 1000000)
     check_int("autostart_delay", spec.autostart_delay, 0, AUTOSTART_DELAY_MAX)
     validate_tuning(spec, MEMORY_MIN_MB)
+    if spec.preset is not None:
+        check_choice("preset", spec.preset, presets.PRESETS)
+    check_choice("video_model", spec.video_model, VIDEO_MODELS)
+    check_choice("rtc_base", spec.rtc_base, RTC_BASES)
+    for field in ("hpet", "hyperv"):
+        if not isinstance(getattr(spec, field), bool):
+            raise SpecError(field, "must be true or false")
     return spec
 
 
@@ -266,28 +311,46 @@ def merge_params(params: Mapping[str, Any], stored: Optional[VmSpec], taken_macs
 
     An option left unset (None) keeps the stored value of an existing VM, and takes the
     default for a new one, so `state: stopped` with only a name does not reset the VM.
-    ``taken_macs``: MACs of other VMs, which a generated MAC must not repeat.
+    Options a preset governs (vm/presets.py) that the task leaves unset, and that were
+    unset when stored, come from the preset (or the built-in default) again, so a preset
+    change shows as a spec change. ``taken_macs``: MACs of other VMs, which a generated MAC
+    must not repeat.
     """
     base = stored.to_dict() if stored is not None else VmSpec(name=params["name"]).to_dict()
+    if stored is not None:
+        presets.forget_defaulted(base, stored.defaulted)
+    else:
+        for field in presets.VM_DEFAULTS:
+            base[field] = None
     for field in SPEC_FIELDS:
         value = params.get(field)
-        if value is not None:
+        if value is not None and field not in ("disks", "nics", "defaulted"):
             base[field] = value
     if params.get("disks") is not None:
-        base["disks"] = disks_from_params(params["disks"])
-    for field in ("netns", "department"):  # "" goes back to none
+        base["disks"] = [_disk_item(item) for item in params["disks"]]
+    for field in ("netns", "department", "preset"):  # "" goes back to none
         if params.get(field) == "":
             base[field] = None
     if params.get("usb") is not None:
         base["usb"] = usb_from_params(params["usb"])
     _merge_tuning(params, base)
+    if base.get("preset") is not None:  # before it fills anything
+        check_choice("preset", base["preset"], presets.PRESETS)
+    defaulted = presets.fill_vm(base, base.get("preset"))
     if params.get("nics") is not None:
-        base["nics"] = merge_nics(params["nics"], stored.nics if stored else (), taken_macs, seed=params["name"])
+        items, unset = presets.fill_nic_items(params["nics"], base.get("preset"))
+        nics = merge_nics(items, stored.nics if stored else (), taken_macs, seed=params["name"])
+        defaulted += [presets.nic_key(nics[index].mac, "model") for index in unset]
+        base["nics"] = [n.to_dict() for n in nics]
+    else:
+        for nic in base.get("nics") or ():
+            defaulted += presets.fill("nic", nic, base.get("preset"), _nic_key_of(nic.get("mac")))
     for option, field in GRAPHICS_FIELDS.items():
         value = (params.get("graphics") or {}).get(option)
         if value is not None:
             base[field] = value
     base["name"] = params["name"]
+    base["defaulted"] = sorted(defaulted)
     spec = VmSpec.from_dict(base)
     return spec
 
@@ -315,8 +378,39 @@ def _merge_tuning(params: Mapping[str, Any], base: Dict[str, Any]) -> None:
             base[field] = normalize_cpu_set(field, params[field])
 
 
+_TRUE, _FALSE = ("true", "yes", "on"), ("false", "no", "off")
+
+
+def _disk_item(item: Mapping[str, Any]) -> Dict[str, Any]:
+    """A disk's params without unset options; iothread 'yes'/'no' as a boolean (type raw:
+    a name or a boolean)."""
+    disk = {k: v for k, v in dict(item).items() if v is not None}
+    iothread = disk.get("iothread")
+    if isinstance(iothread, str) and iothread.lower() in _TRUE + _FALSE:
+        disk["iothread"] = iothread.lower() in _TRUE
+    return disk
+
+
+def _nic_key_of(mac: Optional[str]):
+    def key(option: str) -> str:
+        return presets.nic_key(mac or "", option)
+
+    return key
+
+
 def to_diffable(spec: Optional[VmSpec]) -> Dict[str, Any]:
     return spec.to_dict() if spec is not None else {}
+
+
+def diff_view(spec: VmSpec) -> Dict[str, Any]:
+    """The spec as the diff shows it: effective values, plus ``preset_filled`` (option ->
+    value, what the preset filled in) instead of the bookkeeping."""
+    view = spec.to_dict()
+    del view["defaulted"]
+    filled = presets.preset_filled(spec.preset, spec.defaulted, view)
+    if filled:
+        view["preset_filled"] = filled
+    return view
 
 
 def pending_restart(running: VmSpec, spec: VmSpec) -> List[str]:
@@ -329,7 +423,7 @@ def changed_fields(before: Optional[VmSpec], after: VmSpec) -> List[str]:
     if before is None:
         return list(SPEC_FIELDS)
     b, a = before.to_dict(), after.to_dict()
-    return [f for f in SPEC_FIELDS if b[f] != a[f]]
+    return [f for f in SPEC_FIELDS if b[f] != a[f] and f not in BOOKKEEPING_FIELDS]
 
 
 def stop_timeout(params: Mapping[str, Any]) -> float:

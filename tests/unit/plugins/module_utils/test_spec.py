@@ -3,6 +3,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
@@ -153,7 +155,8 @@ def test_unset_options_keep_stored_values():
 
 def test_unset_options_take_defaults_for_a_new_vm():
     merged = merge_params({"name": "vm", "vcpus": None}, None)
-    assert merged == VmSpec(name="vm")
+    assert dataclasses.replace(merged, defaulted=()) == VmSpec(name="vm")
+    assert merged.defaulted == ("hpet", "hyperv", "rtc_base", "video_model")  # unset: resolved again
     assert (merged.vcpus, merged.memory_mb, merged.machine_type, merged.cpu_model) == (1, 512, "q35", "auto")
 
 

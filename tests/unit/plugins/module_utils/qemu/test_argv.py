@@ -17,7 +17,7 @@ import yaml
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.argv import LaunchContext, build_argv, opt_value
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.hostdevs import PciPassthrough
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VmSpec
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VmSpec, merge_params, validate
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = sorted(p.stem for p in GOLDEN.glob("*.yml"))
@@ -25,7 +25,8 @@ CASES = sorted(p.stem for p in GOLDEN.glob("*.yml"))
 
 def load_case(case):
     data = yaml.safe_load((GOLDEN / ("%s.yml" % case)).read_text())
-    spec = VmSpec.from_dict(data["spec"])
+    # A case gives a spec as stored, or a task's params (presets are resolved by merge_params).
+    spec = VmSpec.from_dict(data["spec"]) if "spec" in data else validate(merge_params(data["params"], None))
     context = dict(data["context"])
     context["host_devices"] = tuple(
         PciPassthrough(**dict(d, functions=tuple(d["functions"]))) for d in context.get("host_devices", ())

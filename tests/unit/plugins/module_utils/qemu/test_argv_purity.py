@@ -22,7 +22,7 @@ import yaml
 
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.argv import LaunchContext, build_argv
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.hostdevs import PciPassthrough
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VmSpec
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VmSpec, merge_params, validate
 
 # The golden cases of test_argv.py (loaded the same way, before the host is rigged).
 GOLDEN = Path(__file__).parent / "golden"
@@ -31,11 +31,12 @@ CASES = sorted(p.stem for p in GOLDEN.glob("*.yml"))
 
 def load_case(case):
     data = yaml.safe_load((GOLDEN / ("%s.yml" % case)).read_text())
+    spec = VmSpec.from_dict(data["spec"]) if "spec" in data else validate(merge_params(data["params"], None))
     context = dict(data["context"])
     context["host_devices"] = tuple(
         PciPassthrough(**dict(d, functions=tuple(d["functions"]))) for d in context.get("host_devices", ())
     )
-    return VmSpec.from_dict(data["spec"]), LaunchContext(**context)
+    return spec, LaunchContext(**context)
 
 
 # (object, attribute) pairs that touch the host or are not deterministic.

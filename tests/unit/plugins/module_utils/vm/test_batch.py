@@ -60,7 +60,7 @@ def test_entries_are_checked_like_infinivirt_vm():
     assert b.error.startswith("vms[1]: argument 'vcpus' is of type str") and "to int" in b.error
     assert c.error == "vms[2].disks[1]: value of format must be one of: qcow2, raw, got: vmdk"
     assert d.error.startswith("vms[3]: unsupported parameters: colour.")
-    assert "vms[3].nics[0]: value of model must be one of: virtio-net-pci, e1000, rtl8139, got: ne2k" in d.error
+    assert "vms[3].nics[0]: value of model must be one of: virtio-net-pci, e1000, e1000e, rtl8139, got: ne2k" in d.error
     assert e.error == "vms[4].graphics: value of type must be one of: none, vnc, got: spice"
     assert f.error == "vms[5].disks[0]: missing required arguments: path"
     assert [x.where for x in prepared.entries] == ["vms[%d]" % i for i in range(6)]
