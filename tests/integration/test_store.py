@@ -34,11 +34,10 @@ DROPPED_COLUMNS = {
     "assigned_gpu_bus",
     "gpu_rom_file",
     "gpu_audio_bus",
-    "memory_balloon",
-    "hugepages",
     "numa_config",
-    "cpu_pinning",
 }
+# Migration 12 also dropped memory_balloon, hugepages and cpu_pinning, which nothing used;
+# migration 15 brought them back as the spec fields of the same names (memory tuning).
 
 
 def columns(store, table):
