@@ -480,6 +480,7 @@ options:
         O(iothread_cpus)) for it alone among the VMs of its host. A task that would make the
         pins of two VMs overlap where either is exclusive fails naming O(cpu_pinning). VMs
         without pins are not restricted. Needs O(cpu_pinning).
+    type: bool
   iothreads:
     description:
       - Names of I/O threads (C(-object iothread)) that V(virtio) disks share by naming
