@@ -30,6 +30,7 @@ GET_PIP_VERSIONS=(24_2 25_2)   # ansible-core 2.19 bootstraps pip 24.2, 2.21 pip
 
 APT_PACKAGES=(
   qemu-system-x86 qemu-utils ovmf   # QEMU + UEFI firmware
+  swtpm                             # software TPM (role infinivirt.core.host installs it)
   busybox-static cpio               # test guest userland and initramfs
   nftables iproute2                 # host networking
   dnsmasq-base                      # DHCP/DNS of mode: nat networks (not "dnsmasq": no system service)
@@ -121,7 +122,7 @@ setup_venv() {
   step_begin "python packages (requirements.txt, requirements-test.txt)"
   local stamp="$VENV/.infinivirt-requirements.sha256" want tool missing_tools=0
   want="$(requirements_hash)"
-  for tool in ansible-galaxy ansible-test ansible-lint antsibull-changelog antsibull-docs pytest ruff; do
+  for tool in ansible-galaxy ansible-test ansible-lint antsibull-changelog antsibull-docs ansible-builder molecule pytest ruff; do
     [[ -x "$VENV/bin/$tool" ]] || missing_tools=1
   done
   if [[ "$REFRESH" != 1 && $missing_tools == 0 && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
