@@ -10,7 +10,9 @@
 #      requirements-test.txt,
 #   3. the offline get-pip stand-in that ansible-test needs (~/.ansible/test/cache),
 #   4. the collection, built into dist/ and installed into /usr/share/ansible/collections
-#      so that a plain ansible-playbook finds infinivirt.core.
+#      so that a plain ansible-playbook finds infinivirt.core,
+#   5. one venv per supported ansible-core (scripts/core-venvs.sh, cached under
+#      /var/cache/infinivirt/cores) for tests/integration/test_cores.py.
 # Every step checks first and does nothing when its result is already there.
 #
 # Environment:
@@ -171,6 +173,14 @@ install_collection() {
   step_end
 }
 
+# --- 5. a venv per ansible-core --------------------------------------------------------------
+
+install_core_venvs() {
+  step_begin "ansible-core venvs (2.15 to 2.19)"
+  bash "$REPO/scripts/core-venvs.sh" >/dev/null
+  step_end
+}
+
 main() {
   local t0
   t0=$(date +%s%N)
@@ -178,6 +188,7 @@ main() {
   setup_venv
   install_get_pip_shim
   install_collection
+  install_core_venvs
   log "finished in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
 }
 
