@@ -74,7 +74,7 @@ def test_lock_timeout_names_the_awx_job(workdir):
             if name.endswith(".pid"):
                 with open(os.path.join(common["run_dir"], name)) as f:
                     os.kill(int(f.read().split()[0]), signal.SIGKILL)
-        out, _ = holder.communicate(timeout=300)
+        out = holder.communicate(timeout=300)[0]
         assert holder.returncode == 0, out
     finally:
         if holder is not None and holder.poll() is None:

@@ -19,7 +19,6 @@ import uuid
 
 import pytest
 import yaml
-
 from collection_path import REPO, collections_root
 
 CORES = ["2.15", "2.16", "2.17", "2.18", "2.19"]
@@ -68,7 +67,10 @@ def test_unit_tests(core_venv):
         timeout=600,
         check=False,
     )
-    assert done.returncode == 0, "unit tests under ansible-core %s:\n%s" % (core, done.stdout[-6000:] + done.stderr[-2000:])
+    assert done.returncode == 0, "unit tests under ansible-core %s:\n%s" % (
+        core,
+        done.stdout[-6000:] + done.stderr[-2000:],
+    )
     assert " passed" in done.stdout.splitlines()[-1]
 
 

@@ -21,7 +21,6 @@ import time
 import uuid
 
 import pytest
-
 from collection_path import REPO, collections_root
 
 ROLE = os.path.join(REPO, "roles", "host")
@@ -343,7 +342,12 @@ def test_supervised_monitor_starts_restarts_and_stops(scratch):
     state = supervisor_state(scratch)
     assert state["running"] and facts["monitor"]["pid"] == state["pid"]
     assert state["argv"][:2] == [sys.executable, variables["infinivirt_host_monitor_path"]]
-    assert state["argv"][2:] == ["--db-url", variables["infinivirt_host_db_url"], "--run-dir", os.path.join(scratch, "run")]
+    assert state["argv"][2:] == [
+        "--db-url",
+        variables["infinivirt_host_db_url"],
+        "--run-dir",
+        os.path.join(scratch, "run"),
+    ]
     child = state["child"]
     assert child and os.path.exists("/proc/%d" % child)
 
@@ -400,12 +404,19 @@ def test_monitor_gets_the_database_password_from_its_environment(scratch):
 def test_systemd_unit_quotes_arguments_and_specifiers(scratch):
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.join(ROLE, "templates")), keep_trailing_newline=True)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(os.path.join(ROLE, "templates")), keep_trailing_newline=True
+    )
     unit = env.get_template("infinivirt-monitor.service.j2").render(
         ansible_managed="managed",
         infinivirt_host__db_password="x",
         infinivirt_host__monitor_env_file="/var/lib/infinivirt/monitor.env",
-        infinivirt_host__monitor_argv=["/opt/iv/bin/python", "/usr/local/libexec/m", "--db-url", 'sqlite:////a b/50%"x'],
+        infinivirt_host__monitor_argv=[
+            "/opt/iv/bin/python",
+            "/usr/local/libexec/m",
+            "--db-url",
+            'sqlite:////a b/50%"x',
+        ],
     )
     lines = unit.splitlines()
     assert "Type=simple" in lines and "Restart=always" in lines and "After=network-online.target" in lines

@@ -23,8 +23,10 @@ def main():
     args = parser.parse_args()
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
-    sys.stderr.write("fake monitor %d: db %s, run dir %s, PGPASSWORD %s\n"
-                     % (os.getpid(), args.db_url, args.run_dir, "set" if os.environ.get("PGPASSWORD") else "unset"))
+    sys.stderr.write(
+        "fake monitor %d: db %s, run dir %s, PGPASSWORD %s\n"
+        % (os.getpid(), args.db_url, args.run_dir, "set" if os.environ.get("PGPASSWORD") else "unset")
+    )
     sys.stderr.flush()
     while not stop and not args.once:
         time.sleep(0.1)
