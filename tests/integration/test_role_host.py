@@ -423,3 +423,37 @@ def test_systemd_unit_quotes_arguments_and_specifiers(scratch):
     assert "EnvironmentFile=/var/lib/infinivirt/monitor.env" in lines
     assert 'ExecStart="/opt/iv/bin/python" "/usr/local/libexec/m" "--db-url" "sqlite:////a b/50%%\\"x"' in lines
     assert "WantedBy=multi-user.target" in lines
+
+
+def test_secret_key_and_store(scratch):
+    import base64
+    import sqlite3
+
+    from ansible_collections.infinivirt.core.plugins.module_utils.store.migrations import LATEST
+
+    key_file = os.path.join(scratch, "lib", "secret.key")
+    db = os.path.join(scratch, "lib", "infinivirt.db")
+    variables = role_vars(scratch, role_tasks=["python.yml", "state.yml"])
+
+    rc, changed, _facts, out = run_role(scratch, variables, check=True)
+    assert rc == 0 and changed > 0, out[-6000:]
+    assert not os.path.exists(os.path.join(scratch, "lib"))
+
+    rc, _changed, facts, out = run_role(scratch, variables)
+    assert rc == 0, out[-6000:]
+    assert facts["python"] == os.path.join(sys.prefix, "bin", "python")
+    for sub in ("lib", "run", "images", "lib/nvram"):
+        assert oct(os.stat(os.path.join(scratch, sub)).st_mode & 0o777) == "0o700", sub
+    made = read(key_file)
+    assert len(base64.b64decode(made)) == 32 and oct(os.stat(key_file).st_mode & 0o777) == "0o600"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] == LATEST
+    rc, changed, _facts, out = run_role(scratch, variables)
+    assert (rc, changed) == (0, 0), out[-6000:]
+    assert read(key_file) == made, "an existing key was replaced"
+
+    # A key handed in (from a vault) replaces it, and never shows in the output.
+    vault_key = base64.b64encode(b"k" * 32).decode()
+    rc, changed, _facts, out = run_role(scratch, dict(variables, infinivirt_host_secret_key=vault_key))
+    assert rc == 0 and changed == 1, out[-6000:]
+    assert read(key_file) == vault_key + "\n" and vault_key not in out
