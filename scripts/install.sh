@@ -10,7 +10,9 @@
 #      requirements-test.txt,
 #   3. the offline get-pip stand-in that ansible-test needs (~/.ansible/test/cache),
 #   4. the collection, built into dist/ and installed into /usr/share/ansible/collections
-#      so that a plain ansible-playbook finds infinivirt.core.
+#      so that a plain ansible-playbook finds infinivirt.core,
+#   5. one venv per supported ansible-core (scripts/core-venvs.sh, cached under
+#      /var/cache/infinivirt/cores) for tests/integration/test_cores.py.
 # Every step checks first and does nothing when its result is already there.
 #
 # Environment:
@@ -30,6 +32,7 @@ GET_PIP_VERSIONS=(24_2 25_2)   # ansible-core 2.19 bootstraps pip 24.2, 2.21 pip
 
 APT_PACKAGES=(
   qemu-system-x86 qemu-utils ovmf   # QEMU + UEFI firmware
+  swtpm                             # software TPM (role infinivirt.core.host installs it)
   busybox-static cpio               # test guest userland and initramfs
   nftables iproute2                 # host networking
   dnsmasq-base                      # DHCP/DNS of mode: nat networks (not "dnsmasq": no system service)
@@ -121,7 +124,7 @@ setup_venv() {
   step_begin "python packages (requirements.txt, requirements-test.txt)"
   local stamp="$VENV/.infinivirt-requirements.sha256" want tool missing_tools=0
   want="$(requirements_hash)"
-  for tool in ansible-galaxy ansible-test ansible-lint antsibull-changelog antsibull-docs pytest ruff; do
+  for tool in ansible-galaxy ansible-test ansible-lint antsibull-changelog antsibull-docs ansible-builder molecule pytest ruff; do
     [[ -x "$VENV/bin/$tool" ]] || missing_tools=1
   done
   if [[ "$REFRESH" != 1 && $missing_tools == 0 && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
@@ -170,6 +173,14 @@ install_collection() {
   step_end
 }
 
+# --- 5. a venv per ansible-core --------------------------------------------------------------
+
+install_core_venvs() {
+  step_begin "ansible-core venvs (2.15 to 2.19)"
+  bash "$REPO/scripts/core-venvs.sh" >/dev/null
+  step_end
+}
+
 main() {
   local t0
   t0=$(date +%s%N)
@@ -177,6 +188,7 @@ main() {
   setup_venv
   install_get_pip_shim
   install_collection
+  install_core_venvs
   log "finished in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
 }
 

@@ -68,7 +68,11 @@ options:
       - An identifier of the job running this task, for example the AWX/Tower job id
         (C({{ awx_job_id }})). It is recorded with the VM lock, so whoever waits for the lock in
         vain is told which job holds it.
-      - If not set, the environment variables E(INFINIVIRT_JOB_ID) and E(JOB_ID) are used.
+      - If not set, it is taken on the controller from the variables C(awx_job_id) or
+        C(tower_job_id) (AWX and Automation Controller set them for every job), or else from the
+        controller's environment variables E(INFINIVIRT_JOB_ID), E(AWX_JOB_ID), E(TOWER_JOB_ID) or
+        E(JOB_ID) (the job's execution environment has E(JOB_ID)); a module run without the
+        collection's action plugins reads the same variables on the managed host.
     type: str
   qemu_binary:
     description:

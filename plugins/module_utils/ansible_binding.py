@@ -31,7 +31,9 @@ COMMON_ARGUMENT_SPEC: Dict[str, Any] = dict(
     storage_roots=dict(type="list", elements="path", default=[DEFAULT_STORAGE_ROOT]),
     nvram_dir=dict(type="path", default=DEFAULT_NVRAM_DIR),
     host_id=dict(type="str", fallback=(env_fallback, ["INFINIVIRT_HOST_ID"])),
-    job_id=dict(type="str", fallback=(env_fallback, ["INFINIVIRT_JOB_ID", "JOB_ID"])),
+    # The action plugins fill job_id in on the controller (plugins/plugin_utils/job.py); these
+    # cover a module run without them (the same names, as the managed host sees them).
+    job_id=dict(type="str", fallback=(env_fallback, ["INFINIVIRT_JOB_ID", "AWX_JOB_ID", "TOWER_JOB_ID", "JOB_ID"])),
     sysfs_root=dict(type="path", default="/", fallback=(env_fallback, ["INFINIVIRT_SYSFS_ROOT"])),
 )
 
