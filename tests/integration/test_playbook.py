@@ -70,3 +70,36 @@ def test_vms_batch_playbook(workdir):
     assert password not in done.stdout + done.stderr
     assert '"password": "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"' in done.stdout
     assert run_dir_files(workdir) == []
+
+
+def test_gpu_assign_playbook(workdir):
+    """infinivirt_gpu from a playbook, against a fake sysfs tree (the one thing faked)."""
+    from fake_sysfs import gpu_host
+
+    root = os.path.join(workdir, "sys-root")
+    gpu_host(root, audio_driver="vfio-pci", gpu_driver="vfio-pci")
+    roms = os.path.join(workdir, "roms")
+    os.makedirs(roms)
+    with open(os.path.join(workdir, "outside.rom"), "wb") as handle:
+        handle.write(b"\x55\xaa")
+    done = run_playbook(
+        "gpu_assign.yml",
+        {
+            "db_url": "sqlite:///%s/pb.db" % workdir,
+            "run_dir": os.path.join(workdir, "run"),
+            "sysfs_root": root,
+            "rom_dir": roms,
+        },
+    )
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    assert "failed=0" in done.stdout
+
+
+def test_tuning_playbook(workdir):
+    """Balloon, topology, NUMA, pinning, I/O threads and a preset from a playbook, live
+    changes included."""
+    done = run_playbook(
+        "tuning.yml", {"db_url": "sqlite:///%s/pb.db" % workdir, "run_dir": os.path.join(workdir, "run")}
+    )
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    assert "failed=0" in done.stdout
