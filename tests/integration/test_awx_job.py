@@ -17,6 +17,7 @@ import sys
 import time
 
 from collection_path import collections_root
+from qemu_procs import kill_leftovers
 from test_playbook import HERE, run_playbook
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import LockTimeout
@@ -80,3 +81,4 @@ def test_lock_timeout_names_the_awx_job(workdir):
         if holder is not None and holder.poll() is None:
             holder.kill()
         run_playbook("awx_job.yml", dict(common, step="remove"))
+        assert kill_leftovers(workdir) == [], "a QEMU outlived the test"

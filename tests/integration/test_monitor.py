@@ -17,6 +17,7 @@ import pytest
 import serial_report
 from conftest import wait_for, wait_ready
 from monitor_proc import MonitorProcess
+from qemu_procs import kill_leftovers
 from test_vm_nics import links, nft_mentions
 
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
@@ -36,10 +37,12 @@ def host(workdir, bridge_ns):
     monitor.start()
     assert monitor.wait_log("monitor started"), monitor.log()
     yield service, monitor, bridge_ns
-    assert monitor.stop() == 0, monitor.log()
-    for vm in service.info():
-        service.ensure({"name": vm["name"], "state": "absent", "force": True, "stop_timeout": 5}, False)
+    stopped = monitor.stop()
+    for vm in service.info():  # before any assertion: a failed test leaves no VM running
+        service.ensure({"name": vm["name"], "state": "absent", "force": True, "stop_timeout": 0}, False)
     service.close()
+    assert kill_leftovers(workdir) == [], "QEMU processes outlived their VM rows"
+    assert stopped == 0, monitor.log()
 
 
 def row(service, name):

@@ -12,6 +12,7 @@ import sys
 
 from collection_path import collections_root
 from conftest import run_dir_files
+from qemu_procs import kill_leftovers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -98,8 +99,11 @@ def test_gpu_assign_playbook(workdir):
 def test_tuning_playbook(workdir):
     """Balloon, topology, NUMA, pinning, I/O threads and a preset from a playbook, live
     changes included."""
-    done = run_playbook(
-        "tuning.yml", {"db_url": "sqlite:///%s/pb.db" % workdir, "run_dir": os.path.join(workdir, "run")}
-    )
+    try:
+        done = run_playbook(
+            "tuning.yml", {"db_url": "sqlite:///%s/pb.db" % workdir, "run_dir": os.path.join(workdir, "run")}
+        )
+    finally:
+        assert kill_leftovers(workdir) == [], "the playbook left a QEMU running"
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
     assert "failed=0" in done.stdout
