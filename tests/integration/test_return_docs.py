@@ -343,6 +343,9 @@ def test_every_returned_key_is_documented(ctx, netns, tmp_path):
             results["infinivirt_net"].append(nets.ensure(params, check))
         check_the_rest(ctx, netns, tmp_path, results)
     finally:
+        vms = VmService(ctx)
+        for vm in vms.info():  # a failure half-way may leave VMs on the networks
+            vms.ensure(vm_params(name=vm["name"], state="absent", force=True, stop_timeout=0), False)
         for params in (bridge, nat):  # stops the NAT network's dnsmasq
             results["infinivirt_net"].append(nets.ensure(dict(params, state="absent"), False))
 
