@@ -124,6 +124,9 @@ def role_vars(root: str, **overrides) -> dict:
     """The role on a scratch root, with the test's own venv (left alone: no packages)."""
     values = dict(
         infinivirt_host_install_packages=False,
+        # The collection is installed here (scripts/install.sh); the molecule scenario copies
+        # the library, which costs a module run per file, once per role run.
+        infinivirt_host_monitor_library=False,
         infinivirt_host_venv=sys.prefix,
         infinivirt_host_python_packages=[],
         infinivirt_host_state_dir=os.path.join(root, "lib"),
