@@ -23,7 +23,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.context import (
     DEFAULT_STORAGE_ROOT,
     HostContext,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError, StoreError
 from ansible_collections.infinivirt.core.plugins.module_utils.monitor.service import BOOT_ID, Monitor
 from ansible_collections.infinivirt.core.plugins.module_utils.secrets.box import DEFAULT_KEY_FILE
 from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import DEFAULT_DB_URL
@@ -69,10 +69,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             secret_key_file=args.secret_key_file,
         )
 
+    log = logging.getLogger("infinivirt.monitor")
     try:
         open_context().close()  # a bad URL or run_dir is an error now, not a retry loop
+    except StoreError as exc:  # a server not up yet (boot order): the monitor keeps trying
+        log.error("%s; will retry", exc)
     except InfinivirtError as exc:
-        logging.getLogger("infinivirt.monitor").error("%s", exc)
+        log.error("%s", exc)
         return 2
     monitor = Monitor(open_context, poll=args.poll, boot_id_file=args.boot_id_file)
     return monitor.once() if args.once else monitor.run()
