@@ -481,7 +481,7 @@ options:
         pins of two VMs overlap where either is exclusive fails naming O(cpu_pinning). VMs
         without pins are not restricted. Needs O(cpu_pinning).
       - This holds when tasks (or the entries of one M(infinivirt.core.infinivirt_vms) task)
-        change two VMs at the same moment: the host CPUs a VM pins are claimed for it in
+        change two VMs at the same moment. The host CPUs a VM pins are claimed for it in
         the database in one transaction, and only one of two overlapping claims succeeds.
     type: bool
   iothreads:
