@@ -445,7 +445,8 @@ class VmService:
         """Claim the host CPUs the spec pins, then write the row; a new VM whose row
         could not be written leaves no claim behind."""
         if HOST_CHECKED_ACTIONS & set(plan.actions):
-            self._claim_cpus(rec)
+            # A start moves a stopped VM to this host (start_vm); otherwise it stays where it is.
+            self._claim_cpus(rec, self.hostname if "start" in plan.actions else rec.host)
         try:
             if "create" in plan.actions:
                 self.store.insert_vm(rec)
@@ -456,8 +457,8 @@ class VmService:
                 self.store.release_host_claims(rec.uuid)
             raise
 
-    def _claim_cpus(self, rec: VmRecord) -> None:
-        """The pinned host CPUs become this VM's claim on this host (exclusive with
+    def _claim_cpus(self, rec: VmRecord, host: str) -> None:
+        """The pinned host CPUs become this VM's claim on ``host`` (exclusive with
         cpu_pinning_exclusive), checked against every other VM's in one serialized store
         transaction: _check_pins_against reads stored specs, which another VM's task may
         be about to change (issue 18). No pins: the VM's claim is dropped."""
@@ -466,7 +467,7 @@ class VmService:
         exclusive = bool(rec.spec.cpu_pinning_exclusive)
         values = {str(cpu): exclusive for cpu in pinned_host_cpus(rec.spec)}
         try:
-            self.store.claim_host(self.hostname, CLAIM_CPU, rec.uuid, rec.name, values)
+            self.store.claim_host(host, CLAIM_CPU, rec.uuid, rec.name, values)
         except ClaimConflict as exc:
             raise _pin_conflict(rec.spec, [int(v) for v in exc.values], exc.holder, exc.holder_exclusive) from None
 
