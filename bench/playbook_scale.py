@@ -117,7 +117,11 @@ def cleanup_task(stop_timeout):
     return {
         "name": "cleanup",
         "infinivirt.core.infinivirt_vms": dict(
-            vms=[], exclusive=True, exclusive_state="absent", defaults=dict(force=True, stop_timeout=stop_timeout)
+            vms=[],
+            exclusive=True,
+            exclusive_state="absent",
+            allow_empty=True,
+            defaults=dict(force=True, stop_timeout=stop_timeout),
         ),
     }
 

@@ -47,3 +47,26 @@ class LockTimeout(InfinivirtError):
 
 class StateError(InfinivirtError):
     """A requested transition is not possible from the VM's current state."""
+
+
+class ClaimConflict(StateError):
+    """A host-scoped claim (store.claims) collides with another owner's: ``values`` of
+    ``kind`` on ``host`` are held by ``holder`` (a name), exclusively or not."""
+
+    def __init__(self, kind: str, host: str, values: list, holder: str, holder_exclusive: bool):
+        super().__init__(
+            "%s %s on host %s %s held by %s%s"
+            % (
+                kind,
+                ", ".join(values),
+                host,
+                "is" if len(values) == 1 else "are",
+                holder,
+                " exclusively" if holder_exclusive else "",
+            )
+        )
+        self.kind = kind
+        self.host = host
+        self.values = values
+        self.holder = holder
+        self.holder_exclusive = holder_exclusive

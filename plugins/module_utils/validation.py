@@ -30,12 +30,12 @@ def check_choice(field: str, value: Any, choices: Tuple[str, ...]) -> str:
     return value
 
 
-_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+_LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 
 
 def validate_label(field: str, value: Any) -> str:
     """A department or rule name: 1 to 32 letters, digits, '.', '_' or '-'."""
-    if not isinstance(value, str) or not _LABEL_RE.match(value):
+    if not isinstance(value, str) or not _LABEL_RE.fullmatch(value):
         raise SpecError(
             field, "%r must be 1 to 32 letters, digits, '.', '_' or '-', starting with a letter or digit" % (value,)
         )
@@ -43,7 +43,7 @@ def validate_label(field: str, value: Any) -> str:
 
 
 NAME_MAX = 64
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")  # refused in names, paths and QEMU option values
 
 
@@ -55,7 +55,7 @@ def validate_name(name: Any) -> str:
         raise SpecError("name", "must be at most %d characters, got %d" % (NAME_MAX, len(name)))
     if CONTROL_RE.search(name):
         raise SpecError("name", "must not contain control characters")
-    if ".." in name or not _NAME_RE.match(name):
+    if ".." in name or not _NAME_RE.fullmatch(name):
         raise SpecError(
             "name",
             "%r may only contain letters, digits, '.', '_' and '-', must start with a letter "
@@ -66,7 +66,7 @@ def validate_name(name: Any) -> str:
 
 IFNAME_MAX = 15  # IFNAMSIZ - 1
 RESERVED_IFNAMES = ("default", "all")  # sysctl directories under net.ipv4.conf
-_IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_IFNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def validate_ifname(field: str, name: Any, reserved_ok: bool = False) -> str:
@@ -84,21 +84,21 @@ def validate_ifname(field: str, name: Any, reserved_ok: bool = False) -> str:
         raise SpecError(
             field, "%r is longer than the kernel's %d characters for an interface name" % (name, IFNAME_MAX)
         )
-    if not _IFNAME_RE.match(name):
+    if not _IFNAME_RE.fullmatch(name):
         raise SpecError(
             field, "%r may only contain letters, digits, '.', '_' and '-', starting with a letter or digit" % (name,)
         )
     return name
 
 
-_NETNS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NETNS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 def validate_netns_name(field: str, name: Any) -> Optional[str]:
     """None (the host's namespace) or a namespace name; whether it exists is a host check."""
     if name is None:
         return None
-    if not isinstance(name, str) or not _NETNS_RE.match(name):
+    if not isinstance(name, str) or not _NETNS_RE.fullmatch(name):
         raise SpecError(field, "%r is not a network namespace name (letters, digits, '.', '_', '-')" % (name,))
     return name
 

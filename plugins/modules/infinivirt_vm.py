@@ -480,6 +480,9 @@ options:
         O(iothread_cpus)) for it alone among the VMs of its host. A task that would make the
         pins of two VMs overlap where either is exclusive fails naming O(cpu_pinning). VMs
         without pins are not restricted. Needs O(cpu_pinning).
+      - This holds when tasks (or the entries of one M(infinivirt.core.infinivirt_vms) task)
+        change two VMs at the same moment. The host CPUs a VM pins are claimed for it in
+        the database in one transaction, and only one of two overlapping claims succeeds.
     type: bool
   iothreads:
     description:

@@ -79,6 +79,15 @@ options:
     type: str
     choices: [stopped, absent]
     default: stopped
+  allow_empty:
+    description:
+      - With O(exclusive), an empty O(vms) is refused (the task fails and nothing is done,
+        also in check mode) unless this is V(true), because it stops or removes every VM of
+        the host. A variable that is undefined and defaults to an empty list would otherwise
+        wipe a hypervisor.
+      - Set it only in a task that means to empty the host.
+    type: bool
+    default: false
 notes:
   - Each worker opens a database connection of its own, so with PostgreSQL the task holds
     up to O(parallel) + 1 connections.
@@ -125,11 +134,12 @@ EXAMPLES = r"""
       - name: web02
         state: running
 
-- name: Remove every VM of this host
+- name: Remove every VM of this host (an empty vms needs allow_empty)
   infinivirt.core.infinivirt_vms:
     vms: []
     exclusive: true
     exclusive_state: absent
+    allow_empty: true
     defaults:
       force: true
 """
@@ -236,6 +246,7 @@ def main() -> None:
             parallel=dict(type="int"),
             exclusive=dict(type="bool", default=False),
             exclusive_state=dict(type="str", default="stopped", choices=list(EXCLUSIVE_STATES)),
+            allow_empty=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
         requirements=[("qemu.qmp", HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR)],
@@ -255,6 +266,7 @@ def main() -> None:
             diff=module.diff_mode,
             exclusive_state=params["exclusive_state"] if params["exclusive"] else None,
             stop_params=prepared.stop_params,
+            allow_empty=params["allow_empty"],
         )
 
     module.run(converge)

@@ -250,3 +250,19 @@ def test_zero_parallel_is_refused(env):
     finally:
         ctx.close()
     assert str(err.value).startswith("parallel: must be a whole number of at least 1")
+
+
+def test_exclusive_with_an_empty_list_needs_allow_empty_playbook(workdir):
+    """An undefined variable that defaults to [] with exclusive: true wipes nothing unless
+    the task says allow_empty: true (issue 18 item 14), from a playbook, check mode too."""
+    from test_playbook import run_playbook
+
+    try:
+        done = run_playbook(
+            "vms_exclusive_empty.yml",
+            {"db_url": "sqlite:///%s/pb.db" % workdir, "run_dir": os.path.join(workdir, "run")},
+        )
+    finally:
+        assert kill_leftovers(workdir) == [], "the playbook left a QEMU running"
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    assert "failed=0" in done.stdout

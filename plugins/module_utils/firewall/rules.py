@@ -35,7 +35,7 @@ COMMENT_MAX_BYTES = 64
 # Characters nft's text syntax gives meaning to; refused even though comments only travel
 # inside JSON, so that ``nft list ruleset`` output stays unambiguous.
 _COMMENT_FORBIDDEN = set("\"'`;{}#\\")
-_PORT_RE = re.compile(r"^([0-9]{1,5})(?:-([0-9]{1,5}))?$")
+_PORT_RE = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,8 +137,8 @@ def parse_ports(field: str, value: Any) -> Tuple[Tuple[int, int], ...]:
         where = "%s[%d]" % (field, index)
         if isinstance(item, int) and not isinstance(item, bool):
             low = high = item
-        elif isinstance(item, str) and _PORT_RE.match(item.strip()):
-            match = _PORT_RE.match(item.strip())
+        elif isinstance(item, str) and _PORT_RE.fullmatch(item.strip()):
+            match = _PORT_RE.fullmatch(item.strip())
             low = int(match.group(1))
             high = int(match.group(2)) if match.group(2) is not None else low
         else:

@@ -16,21 +16,22 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import Spec
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import CONTROL_RE
 
 
-def resolve_roots(roots: Any) -> List[str]:
-    """The storage roots, each resolved through symlinks; SpecError("storage_roots")."""
+def resolve_roots(roots: Any, option: str = "storage_roots") -> List[str]:
+    """The roots, each resolved through symlinks; errors name ``option`` (the one that
+    gave the roots: storage_roots, or rom_dir for a ROM file)."""
     if isinstance(roots, str) or not isinstance(roots, (list, tuple)) or not roots:
-        raise SpecError("storage_roots", "must be a non-empty list of absolute directory paths, got %r" % (roots,))
+        raise SpecError(option, "must be a non-empty list of absolute directory paths, got %r" % (roots,))
     resolved = []
     for root in roots:
         if not isinstance(root, str) or not root:
-            raise SpecError("storage_roots", "every entry must be a non-empty path, got %r" % (root,))
+            raise SpecError(option, "every entry must be a non-empty path, got %r" % (root,))
         if CONTROL_RE.search(root):
-            raise SpecError("storage_roots", "%r contains control characters" % root)
+            raise SpecError(option, "%r contains control characters" % root)
         if not os.path.isabs(root):
-            raise SpecError("storage_roots", "%r is not an absolute path" % root)
+            raise SpecError(option, "%r is not an absolute path" % root)
         real = os.path.realpath(root)
         if not os.path.isdir(real):
-            raise SpecError("storage_roots", "%s does not exist or is not a directory (create it first)" % root)
+            raise SpecError(option, "%s does not exist or is not a directory (create it first)" % root)
         resolved.append(real)
     return resolved
 
@@ -39,14 +40,15 @@ def _inside(candidate: str, root: str) -> bool:
     return candidate != root and os.path.commonpath([root, candidate]) == root
 
 
-def resolve_in_roots(path: Any, roots: Sequence[str], field: str = "path") -> str:
-    """The real path of ``path``, which must name a file inside one of ``roots``.
+def resolve_in_roots(path: Any, roots: Sequence[str], field: str = "path", roots_option: str = "storage_roots") -> str:
+    """The real path of ``path``, which must name a file inside one of ``roots`` (given by
+    the option ``roots_option``, which errors name).
 
     The file itself may not exist yet: its parent directory is resolved and the name joined
     to it; if the name exists (a file, or a symlink even dangling) it is resolved too, so a
     symlink pointing outside the roots is refused like a ``..`` that climbs out of them.
     """
-    real_roots = resolve_roots(roots)
+    real_roots = resolve_roots(roots, roots_option)
     if not isinstance(path, str) or not path:
         raise SpecError(field, "must be a non-empty absolute path")
     if CONTROL_RE.search(path):
@@ -66,11 +68,11 @@ def resolve_in_roots(path: Any, roots: Sequence[str], field: str = "path") -> st
         ) from None
     if not any(_inside(candidate, root) for root in real_roots):
         shown = path if candidate == path else "%s (which resolves to %s)" % (path, candidate)
-        raise SpecError(
-            field,
-            "%s is outside the storage roots %s; use a path inside them or add "
-            "its directory to storage_roots" % (shown, ", ".join(real_roots)),
-        )
+        if roots_option == "storage_roots":
+            reason = "%s is outside the storage roots %s; use a path inside them or add its directory to storage_roots"
+        else:
+            reason = "%s is outside {0} %s; use a file inside it or set {0} to its directory".format(roots_option)
+        raise SpecError(field, reason % (shown, ", ".join(real_roots)))
     return candidate
 
 

@@ -226,7 +226,7 @@ def check_rom_file(path: Optional[str], rom_dir: str) -> Optional[str]:
         return None
     if not isinstance(rom_dir, str) or not os.path.isabs(rom_dir) or not os.path.isdir(rom_dir):
         raise SpecError("rom_dir", "%r is not an existing directory" % (rom_dir,))
-    real = resolve_in_roots(path, [rom_dir], "rom_file")
+    real = resolve_in_roots(path, [rom_dir], "rom_file", roots_option="rom_dir")
     try:
         info = os.stat(real)
     except FileNotFoundError:

@@ -21,7 +21,7 @@ DEFAULT_LEASE_TIME = "1h"
 MIN_LEASE_SECONDS = 120  # dnsmasq's own minimum
 MAX_LEASE_SECONDS = 2**31 - 1
 NAT_PREFIX_RANGE = (8, 30)
-_LEASE_RE = re.compile(r"^([0-9]+)([smhdw]?)$")
+_LEASE_RE = re.compile(r"([0-9]+)([smhdw]?)")
 _LEASE_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -83,7 +83,7 @@ def parse_lease_time(field: str, value: Any) -> Tuple[str, Optional[int]]:
     text = str(value).strip().lower()
     if text == "infinite":
         return text, None
-    found = _LEASE_RE.match(text)
+    found = _LEASE_RE.fullmatch(text)
     if not found:
         raise SpecError(field, "%r is not a duration like 1h, 30m, 2d or 3600 (seconds), or infinite" % (value,))
     seconds = int(found.group(1)) * _LEASE_UNITS[found.group(2)]

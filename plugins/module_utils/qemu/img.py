@@ -40,7 +40,7 @@ _PBKDF_FLAKE = "Unable to get accurate CPU usage"
 _PBKDF_ATTEMPTS = 30  # a loaded host trips it more often; a short pause between tries helps
 _SECRET_ID = "infinivirt-sec0"
 # qemu format names we may pass on to qemu-img as an argv element (detected formats).
-_DRIVER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+_DRIVER_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _LOCK_FAILURE_RE = re.compile(r"Failed to get (?:shared )?\"[a-z ]+\" lock")
 
 
@@ -157,7 +157,7 @@ def _encryption_options(driver: str) -> List[str]:
 
 
 def _check_driver(driver: str) -> str:
-    if not isinstance(driver, str) or not _DRIVER_RE.match(driver):
+    if not isinstance(driver, str) or not _DRIVER_RE.fullmatch(driver):
         raise QemuError("not a qemu image format name: %r" % (driver,))
     return driver
 

@@ -17,6 +17,7 @@ from typing import Any, ContextManager, Dict, Iterator, List, Optional, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.clock import utc_now
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import StoreError
+from ansible_collections.infinivirt.core.plugins.module_utils.store.claims import ClaimStore
 from ansible_collections.infinivirt.core.plugins.module_utils.store.events import EventStore
 from ansible_collections.infinivirt.core.plugins.module_utils.store.firewall import FirewallStore
 from ansible_collections.infinivirt.core.plugins.module_utils.store.hostdevs import PciStore
@@ -141,7 +142,7 @@ def _vm_values(record: VmRecord) -> Tuple[Any, ...]:
     )
 
 
-class SqlStore(VolumeStore, FirewallStore, EventStore, PciStore):
+class SqlStore(VolumeStore, FirewallStore, EventStore, PciStore, ClaimStore):
     """Shared logic. SQL is written with '?' placeholders; ``_sql`` adapts them."""
 
     placeholder = "?"
@@ -282,6 +283,7 @@ class SqlStore(VolumeStore, FirewallStore, EventStore, PciStore):
             cur.execute("DELETE FROM disk_layers WHERE vm_uuid = ?", (uuid,))
             cur.execute("DELETE FROM vm_events WHERE vm_uuid = ?", (uuid,))
             cur.execute("DELETE FROM pci_assignments WHERE vm_uuid = ?", (uuid,))
+            cur.execute("DELETE FROM host_claims WHERE owner = ?", (uuid,))
             cur.execute("DELETE FROM vms WHERE uuid = ?", (uuid,))
 
     # -- secrets ------------------------------------------------------------------------

@@ -402,6 +402,26 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
             "ALTER TABLE machine_configuration ADD COLUMN defaulted TEXT NOT NULL DEFAULT '[]'",
         ],
     ),
+    (
+        17,
+        [
+            # Host-scoped claims (issue 18): values of a kind (host CPUs pinned; vsock CIDs and
+            # display ports later) held by an owner (a VM's UUID) on a host, shared or
+            # exclusive, checked and taken in one serialized transaction (store/claims.py).
+            # owner_name: the holder named in a refusal, also before its VM row is written.
+            """CREATE TABLE host_claims (
+            host TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            value TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            owner_name TEXT NOT NULL,
+            exclusive BOOLEAN NOT NULL DEFAULT FALSE,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (host, kind, value, owner)
+        )""",
+            "CREATE INDEX host_claims_by_owner ON host_claims (owner, kind)",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

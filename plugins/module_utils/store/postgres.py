@@ -30,6 +30,7 @@ PSYCOPG2_IMPORT_ERROR = None if HAS_PSYCOPG2 else "ModuleNotFoundError: No modul
 # Advisory lock keys are two int4s: a namespace for Infinivirt, then a hash of the name.
 LOCK_NAMESPACE_VM = 0x1F1F0001
 LOCK_NAMESPACE_SCHEMA = 0x1F1F0002
+LOCK_NAMESPACE_CLAIMS = 0x1F1F0003
 
 
 def redact(url: str) -> str:
@@ -86,6 +87,11 @@ class PostgresStore(SqlStore):
     def _schema_lock(self, cur: Any) -> None:
         # Two hosts starting at once must not both create the tables.
         cur.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_NAMESPACE_SCHEMA,))
+
+    def _claim_lock(self, cur: Any, host: str, kind: str) -> None:
+        # READ COMMITTED lets two claims read before either inserts: take turns per host
+        # and kind until the transaction ends.
+        cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_NAMESPACE_CLAIMS, _name_key(host + "/" + kind)))
 
     @contextlib.contextmanager
     def vm_lock(self, name: str, timeout: float) -> Iterator[None]:

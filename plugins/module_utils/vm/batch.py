@@ -105,6 +105,19 @@ def check_parallel(parallel: Optional[int]) -> int:
     return parallel
 
 
+def check_exclusive(entries: Sequence[Entry], exclusive_state: Optional[str], allow_empty: bool, host: str) -> None:
+    """``exclusive`` with no entry would stop or remove every VM of the host: often an
+    undefined variable that defaulted to []. It takes ``allow_empty: true`` (check mode too)."""
+    if exclusive_state is None or entries or allow_empty:
+        return
+    doing = "remove" if exclusive_state == ABSENT else "stop"
+    raise SpecError(
+        "vms",
+        "is empty and exclusive is true: this would %s every VM of host %s (exclusive_state: %s); "
+        "nothing was done. Set allow_empty: true if that is what the task means" % (doing, host, exclusive_state),
+    )
+
+
 class VmBatch:
     """``ctx`` is the task's own context (it lists the host's VMs); ``open_context`` makes
     one more for each worker thread."""
@@ -134,9 +147,11 @@ class VmBatch:
         diff: bool = False,
         exclusive_state: Optional[str] = None,
         stop_params: Optional[Dict[str, Any]] = None,
+        allow_empty: bool = False,
     ) -> Dict[str, Any]:
         """Converge every entry (and, with ``exclusive_state``, this host's other VMs) and
         return the module result. A failed entry does not stop the others."""
+        check_exclusive(entries, exclusive_state, allow_empty, self.ctx.host_id)
         others = self.unlisted(entries, exclusive_state, stop_params or {}) if exclusive_state else []
         # Unlisted VMs go first: stopping them frees memory for the listed ones.
         jobs = list(others) + list(entries)

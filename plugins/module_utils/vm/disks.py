@@ -30,8 +30,8 @@ AIO_MODES = ("threads", "native", "io_uring")
 MEDIA = ("disk", "cdrom")
 SPARE_ROOT_PORTS = 4  # q35: free slots for disks and NICs plugged in while running
 SATA_PORTS = 6  # q35's built-in AHCI controller
-_SERIAL_RE = re.compile(r"^[A-Za-z0-9._-]{1,20}$")
-_IOTHREAD_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+_SERIAL_RE = re.compile(r"[A-Za-z0-9._-]{1,20}")
+_IOTHREAD_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
 IOTHREADS_MAX = 64
 # Throttle limits: option -> QEMU's ThrottleLimits member. A total and its read/write pair
 # exclude each other (QEMU refuses both).
@@ -111,7 +111,7 @@ def validate_iothread_names(names: Sequence[str]) -> None:
         raise SpecError("iothreads", "at most %d I/O threads" % IOTHREADS_MAX)
     seen = set()
     for index, name in enumerate(names):
-        if not isinstance(name, str) or not _IOTHREAD_RE.match(name):
+        if not isinstance(name, str) or not _IOTHREAD_RE.fullmatch(name):
             raise SpecError(
                 "iothreads[%d]" % index,
                 "%r must be a letter, then up to 31 letters, digits, '_' or '-'" % (name,),
@@ -164,7 +164,7 @@ def validate_disks(disks: Sequence[DiskSpec], machine_type: str, iothreads: Sequ
         check_choice(field + ".media", disk.media, MEDIA)
         if disk.aio == "native" and not _CACHE[disk.cache][0]:
             raise SpecError(field + ".aio", "native needs O_DIRECT: use cache none or directsync")
-        if disk.serial is not None and not _SERIAL_RE.match(disk.serial):
+        if disk.serial is not None and not _SERIAL_RE.fullmatch(disk.serial):
             raise SpecError(field + ".serial", "%r must be 1 to 20 letters, digits, '.', '_' or '-'" % (disk.serial,))
         _validate_iothread(field + ".iothread", disk, iothreads)
         _validate_limits(field, disk)

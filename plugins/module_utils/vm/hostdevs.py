@@ -22,8 +22,8 @@ VFIO_DRIVER = "vfio-pci"
 # to a VM: the kernel (VFIO's viability check) accepts these and none.
 HARMLESS_DRIVERS = (VFIO_DRIVER, "pci-stub")
 BRIDGE_CLASS_PREFIX = "0x0604"  # PCI-to-PCI bridges stay with the host (pcieport)
-_ADDRESS_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]$")
-_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_ADDRESS_RE = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]")
+_MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 FUNCTIONS_ALL = "all"
 VLAN_MAX = 4094
 NUM_VFS_MAX = 256
@@ -32,7 +32,7 @@ NUM_VFS_MAX = 256
 def parse_address(field: str, value: Any) -> str:
     """A PCI address as sysfs writes it: DDDD:BB:SS.F (domain, bus, slot, function), in
     lower case."""
-    if not isinstance(value, str) or not _ADDRESS_RE.match(value.lower()):
+    if not isinstance(value, str) or not _ADDRESS_RE.fullmatch(value.lower()):
         raise SpecError(field, "%r is not a PCI address DDDD:BB:SS.F (for example 0000:01:00.0)" % (value,))
     return value.lower()
 
@@ -67,7 +67,7 @@ def parse_functions(value: Any) -> Union[None, str, Tuple[int, ...]]:
 
 
 def parse_mac(field: str, value: Any) -> str:
-    if not isinstance(value, str) or not _MAC_RE.match(value.lower()):
+    if not isinstance(value, str) or not _MAC_RE.fullmatch(value.lower()):
         raise SpecError(field, "%r is not a MAC address like 52:54:00:12:34:56" % (value,))
     mac = value.lower()
     if int(mac[:2], 16) & 1:

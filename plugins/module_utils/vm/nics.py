@@ -25,7 +25,7 @@ VIRTIO = "virtio-net-pci"
 MAX_QUEUES = 8  # a queue pair per vCPU, up to this many
 RATE_LIMIT_MAX_MBIT = 32000  # tbf's 32-bit rate in bytes per second (pyroute2 has no 64-bit rate)
 LOCAL_OUI = "52:54:00"  # QEMU/KVM's locally administered prefix
-_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +122,7 @@ def merge_nics(
 
 
 def validate_mac(field: str, mac: Any) -> str:
-    if not isinstance(mac, str) or not _MAC_RE.match(mac.lower()):
+    if not isinstance(mac, str) or not _MAC_RE.fullmatch(mac.lower()):
         raise SpecError(field, "%r is not a MAC address like 52:54:00:12:34:56" % (mac,))
     first = int(mac[:2], 16)
     if first & 1:

@@ -13,10 +13,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import uuid as uuidlib
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from ansible_collections.infinivirt.core.plugins.module_utils.context import HostContext
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
+    ClaimConflict,
     QemuError,
     QemuUnresponsive,
     SpecError,
@@ -25,6 +26,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import HostPaths
 from ansible_collections.infinivirt.core.plugins.module_utils.secrets.box import MASK, SecretError
 from ansible_collections.infinivirt.core.plugins.module_utils.store.base import secret_context
+from ansible_collections.infinivirt.core.plugins.module_utils.store.claims import CLAIM_CPU
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import validate_name
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import DiskSpec
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.info import (
@@ -391,10 +393,7 @@ class VmService:
         rec = plan.record
         warnings: List[str] = []
         created = "create" in plan.actions
-        if created:
-            self.store.insert_vm(rec)
-        elif "update" in plan.actions:
-            self.store.update_vm(rec)
+        self._store_record(rec, plan)
         if request.password is not None:
             self.store.set_secret(
                 rec.uuid,
@@ -441,6 +440,36 @@ class VmService:
                 self.store.delete_vm(rec.uuid)
             raise
         return warnings
+
+    def _store_record(self, rec: VmRecord, plan: VmPlan) -> None:
+        """Claim the host CPUs the spec pins, then write the row; a new VM whose row
+        could not be written leaves no claim behind."""
+        if HOST_CHECKED_ACTIONS & set(plan.actions):
+            # A start moves a stopped VM to this host (start_vm); otherwise it stays where it is.
+            self._claim_cpus(rec, self.hostname if "start" in plan.actions else rec.host)
+        try:
+            if "create" in plan.actions:
+                self.store.insert_vm(rec)
+            elif "update" in plan.actions:
+                self.store.update_vm(rec)
+        except Exception:
+            if "create" in plan.actions:
+                self.store.release_host_claims(rec.uuid)
+            raise
+
+    def _claim_cpus(self, rec: VmRecord, host: str) -> None:
+        """The pinned host CPUs become this VM's claim on ``host`` (exclusive with
+        cpu_pinning_exclusive), checked against every other VM's in one serialized store
+        transaction: _check_pins_against reads stored specs, which another VM's task may
+        be about to change (issue 18). No pins: the VM's claim is dropped."""
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.tuning import pinned_host_cpus
+
+        exclusive = bool(rec.spec.cpu_pinning_exclusive)
+        values = {str(cpu): exclusive for cpu in pinned_host_cpus(rec.spec)}
+        try:
+            self.store.claim_host(host, CLAIM_CPU, rec.uuid, rec.name, values)
+        except ClaimConflict as exc:
+            raise _pin_conflict(rec.spec, [int(v) for v in exc.values], exc.holder, exc.holder_exclusive) from None
 
     def _hotplug(self):
         from ansible_collections.infinivirt.core.plugins.module_utils.vm.hotplug import Hotplug
@@ -524,7 +553,7 @@ def _check_pins_against(spec: VmSpec, others: Sequence[VmRecord], host: str) -> 
     """Host CPUs pinned exclusively (cpu_pinning_exclusive) belong to one VM of a host: no
     other VM there may pin to them, and an exclusive VM may not take CPUs another VM pins.
     VMs without pins float over all CPUs and are not counted."""
-    from ansible_collections.infinivirt.core.plugins.module_utils.vm.tuning import format_cpu_list, pinned_host_cpus
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.tuning import pinned_host_cpus
 
     mine = set(pinned_host_cpus(spec))
     for vm in others:
@@ -532,11 +561,15 @@ def _check_pins_against(spec: VmSpec, others: Sequence[VmRecord], host: str) -> 
             continue
         shared = mine & set(pinned_host_cpus(vm.spec))
         if shared:
-            whose = (
-                "VM %s pins them" % vm.name if spec.cpu_pinning_exclusive else "VM %s holds them exclusively" % vm.name
-            )
-            raise SpecError(
-                "cpu_pinning",
-                "host CPU(s) %s cannot be pinned by VM %s: %s (cpu_pinning_exclusive)"
-                % (format_cpu_list(shared), spec.name, whose),
-            )
+            raise _pin_conflict(spec, shared, vm.name, bool(vm.spec.cpu_pinning_exclusive))
+
+
+def _pin_conflict(spec: VmSpec, cpus: Iterable[int], holder: str, holder_exclusive: bool) -> SpecError:
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.tuning import format_cpu_list
+
+    whose = "VM %s holds them exclusively" % holder if holder_exclusive else "VM %s pins them" % holder
+    return SpecError(
+        "cpu_pinning",
+        "host CPU(s) %s cannot be pinned by VM %s: %s (cpu_pinning_exclusive)"
+        % (format_cpu_list(cpus), spec.name, whose),
+    )

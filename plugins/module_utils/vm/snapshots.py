@@ -35,13 +35,13 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import R
 
 STATES = ("present", "absent", "reverted")
 TYPES = ("internal", "external")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 JOB_TIMEOUT = 600.0
 _NEW_FILE = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOCTTY
 
 
 def validate_snapshot_name(name: Any) -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise SpecError(
             "name", "%r must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit" % (name,)
         )

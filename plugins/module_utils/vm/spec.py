@@ -58,11 +58,11 @@ VIDEO_MODELS = ("vga", "virtio", "cirrus", "bochs")
 RTC_BASES = ("utc", "localtime")
 DEFAULT_STOP_TIMEOUT = 60.0
 # Model names as QEMU prints them in -cpu help: letters, digits, '-', '_', '.'.
-_CPU_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_CPU_MODEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # '+feature', '-feature', or a property with a plain value ('hv-spinlocks=0x1fff'): no ',' or
 # second '=' can reach the -cpu option string.
 _CPU_FLAG_RE = re.compile(
-    r"^(?:[+-][a-z0-9][a-z0-9_.-]{0,63}|[a-z0-9][a-z0-9_.-]{0,63}=[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$"
+    r"(?:[+-][a-z0-9][a-z0-9_.-]{0,63}|[a-z0-9][a-z0-9_.-]{0,63}=[A-Za-z0-9][A-Za-z0-9_.-]{0,63})"
 )
 
 
@@ -215,14 +215,14 @@ def validate(spec: VmSpec) -> VmSpec:
     check_int("memory_mb", spec.memory_mb, MEMORY_MIN_MB)
     check_choice("machine_type", spec.machine_type, MACHINE_TYPES)
     check_choice("accel", spec.accel, ACCELS)
-    if not isinstance(spec.cpu_model, str) or not _CPU_MODEL_RE.match(spec.cpu_model):
+    if not isinstance(spec.cpu_model, str) or not _CPU_MODEL_RE.fullmatch(spec.cpu_model):
         raise SpecError(
             "cpu_model",
             "%r is not a CPU model name (letters, digits, '.', '_', '-'); put feature flags "
             "in cpu_flags" % (spec.cpu_model,),
         )
     for flag in spec.cpu_flags:
-        if not isinstance(flag, str) or not _CPU_FLAG_RE.match(flag):
+        if not isinstance(flag, str) or not _CPU_FLAG_RE.fullmatch(flag):
             raise SpecError(
                 "cpu_flags",
                 "%r must look like '+feature', '-feature' or 'property=value' (value: letters, "

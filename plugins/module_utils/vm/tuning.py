@@ -33,7 +33,7 @@ BALLOON_ID = "balloon0"
 BALLOON_STATS_INTERVAL = 2  # seconds between guest statistics updates
 RAM_BACKEND_ID = "mem-ram"
 
-_CPU_LIST_RE = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
+_CPU_LIST_RE = re.compile(r"\d+(-\d+)?(,\d+(-\d+)?)*")
 
 
 # -- CPU lists ("0-3,6") ------------------------------------------------------------------
@@ -43,7 +43,7 @@ def parse_cpu_list(field: str, value: Any, limit: int = CPU_INDEX_MAX) -> List[i
     if isinstance(value, bool) or value is None:
         raise SpecError(field, "must be a list of numbers like '0-3,6', got %r" % (value,))
     text = str(value).replace(" ", "")
-    if not _CPU_LIST_RE.match(text):
+    if not _CPU_LIST_RE.fullmatch(text):
         raise SpecError(field, "must be a list of numbers like '0-3,6', got %r" % (value,))
     numbers = set()
     for part in text.split(","):
@@ -98,7 +98,7 @@ def normalize_pinning(value: Optional[Mapping[Any, Any]]) -> Dict[str, str]:
     out = {}
     for key, cpus in value.items():
         field = "cpu_pinning[%s]" % key
-        if isinstance(key, bool) or not re.match(r"^\d{1,4}$", str(key).strip()):
+        if isinstance(key, bool) or not re.fullmatch(r"\d{1,4}", str(key).strip()):
             raise SpecError(field, "key %r is not a vCPU index" % (key,))
         out[str(int(str(key).strip()))] = format_cpu_list(parse_cpu_list(field, cpus))
     return out
@@ -128,7 +128,7 @@ def normalize_numa(nodes: Optional[Sequence[Mapping[str, Any]]]) -> Tuple[Dict[s
             raise SpecError(field + ".distances", "must map node indexes to distances")
         dist = {}
         for other, value in distances.items():
-            if isinstance(other, bool) or not re.match(r"^\d{1,3}$", str(other).strip()):
+            if isinstance(other, bool) or not re.fullmatch(r"\d{1,3}", str(other).strip()):
                 raise SpecError(field + ".distances", "key %r is not a node index" % (other,))
             dist[str(int(str(other).strip()))] = value
         out.append(
@@ -291,7 +291,7 @@ def _validate_pinning(spec) -> None:
     vcpus = max_vcpus(spec)
     for key, cpus in spec.cpu_pinning.items():
         field = "cpu_pinning[%s]" % key
-        if not re.match(r"^\d+$", key) or int(key) >= vcpus:
+        if not re.fullmatch(r"\d+", key) or int(key) >= vcpus:
             raise SpecError(field, "vCPU %s does not exist (the VM has %d at most)" % (key, vcpus))
         if not parse_cpu_list(field, cpus):
             raise SpecError(field, "must name at least one host CPU")

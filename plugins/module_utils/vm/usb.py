@@ -25,8 +25,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.validation import 
 
 XHCI_ID = "xhci"
 XHCI_BUS = XHCI_ID + ".0"
-_USB_ID_RE = re.compile(r"^(0x)?[0-9a-fA-F]{4}$")
-_PORT_RE = re.compile(r"^[1-9][0-9]{0,2}(\.[1-9][0-9]{0,2}){0,6}$")  # 1, 1.2, 1.2.3 (hubs)
+_USB_ID_RE = re.compile(r"(0x)?[0-9a-fA-F]{4}")
+_PORT_RE = re.compile(r"[1-9][0-9]{0,2}(\.[1-9][0-9]{0,2}){0,6}")  # 1, 1.2, 1.2.3 (hubs)
 BUS_MAX = 255
 
 
@@ -55,7 +55,7 @@ class UsbSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known and v is not None}
         for name in ("vendor_id", "product_id"):
-            if isinstance(values.get(name), str) and _USB_ID_RE.match(values[name]):
+            if isinstance(values.get(name), str) and _USB_ID_RE.fullmatch(values[name]):
                 values[name] = normalize_id(values[name])
         return cls(**values)
 
@@ -87,7 +87,7 @@ def validate_usb(devices: Optional[Sequence[UsbSpec]]) -> None:
                 value = getattr(dev, name)
                 if value is None:
                     raise SpecError("%s.%s" % (field, name), "is required with %s" % _other(name))
-                if not isinstance(value, str) or not _USB_ID_RE.match(value):
+                if not isinstance(value, str) or not _USB_ID_RE.fullmatch(value):
                     raise SpecError("%s.%s" % (field, name), "%r must be four hex digits, like 0x046d" % (value,))
         else:
             if dev.bus is None:
@@ -95,7 +95,7 @@ def validate_usb(devices: Optional[Sequence[UsbSpec]]) -> None:
             if dev.port is None:
                 raise SpecError(field + ".port", "is required with bus")
             check_int(field + ".bus", dev.bus, 1, BUS_MAX)
-            if not isinstance(dev.port, str) or not _PORT_RE.match(dev.port):
+            if not isinstance(dev.port, str) or not _PORT_RE.fullmatch(dev.port):
                 raise SpecError(field + ".port", "%r must be a port path like 1 or 1.4" % (dev.port,))
         if dev.key in seen:
             raise SpecError(field, "names the same device as usb[%d]" % seen[dev.key])

@@ -18,7 +18,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import Spec
 FORMATS = ("qcow2", "raw")
 PREALLOCATIONS = ("off", "metadata", "falloc", "full")
 SECTOR = 512
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(?:([kmgt])(?:i?b)?|(b))?\s*$", re.IGNORECASE)
+_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*(?:([kmgt])(?:i?b)?|(b))?\s*", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -35,7 +35,7 @@ def parse_size(value: Any, field: str = "size") -> int:
     if isinstance(value, int):
         amount = decimal.Decimal(value)
     elif isinstance(value, str):
-        match = _SIZE_RE.match(value)
+        match = _SIZE_RE.fullmatch(value)
         if not match:
             raise SpecError(
                 field,

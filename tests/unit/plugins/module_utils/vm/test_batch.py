@@ -10,7 +10,13 @@ import pytest
 
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import validate_options
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.batch import check_parallel, merge_defaults, prepare
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.batch import (
+    Entry,
+    check_exclusive,
+    check_parallel,
+    merge_defaults,
+    prepare,
+)
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.options import vm_argument_spec
 
 SPEC = vm_argument_spec()
@@ -109,3 +115,19 @@ def test_parallel_defaults_to_the_cpu_count():
 
     assert check_parallel(None) == (os.cpu_count() or 1)
     assert check_parallel(1) == 1
+
+
+@pytest.mark.parametrize("state, verb", [("absent", "remove"), ("stopped", "stop")])
+def test_exclusive_with_no_entry_is_refused_unless_allowed(state, verb):
+    """vms: "{{ undefined | default([]) }}" with exclusive must not wipe the host (issue 18)."""
+    with pytest.raises(SpecError) as err:
+        check_exclusive([], state, False, "hv-a")
+    assert err.value.field == "vms"
+    assert "would %s every VM of host hv-a" % verb in err.value.reason
+    assert "allow_empty: true" in err.value.reason and "nothing was done" in err.value.reason
+    check_exclusive([], state, True, "hv-a")  # said explicitly
+    check_exclusive([Entry("vms[0]", "keep", {"name": "keep"})], state, False, "hv-a")  # VMs listed
+
+
+def test_an_empty_list_without_exclusive_is_fine():
+    check_exclusive([], None, False, "hv-a")
