@@ -360,9 +360,12 @@ def test_a_monitor_killed_mid_handling_is_finished_once_by_the_next(host, workdi
         os.path.join(workdir, "doomed.log"),
         kill_at=step,
     ).start()
-    assert doomed.wait_log("following VM lazarus (PID %d)" % vm["pid"]), doomed.log()
-    kill(vm["pid"], vm["uuid"])
-    assert doomed.proc.wait(30) == -signal.SIGKILL, doomed.log()
+    try:
+        assert doomed.wait_log("following VM lazarus (PID %d)" % vm["pid"]), doomed.log()
+        kill(vm["pid"], vm["uuid"])
+        assert doomed.proc.wait(30) == -signal.SIGKILL, doomed.log()
+    finally:
+        doomed.stop(signal.SIGKILL)  # a monitor that did not die at its step goes anyway
     expected = {
         "before_cleanup": ("running", 0, 0),
         "before_restart": ("crashed", 1, 0),
@@ -384,3 +387,36 @@ def test_a_monitor_killed_mid_handling_is_finished_once_by_the_next(host, workdi
     assert service.info("lazarus")[0]["pid"] == again["pid"] and vm_processes(vm["uuid"]) == [again["pid"]]
     kinds = sorted(kind for kind, _ref in service.store.journal_list(vm["uuid"]))
     assert kinds == ["event_log", "event_log", "events_socket", "pidfile", "qmp_socket", "serial_log", "serial_log"]
+
+
+def test_a_monitor_killed_before_a_power_off_restart_is_finished_by_the_next(host, workdir, guest_params):
+    """Fault injection on a power-off: the decision (stopped, restart due) is in the store;
+    the next monitor restarts it once, by on_poweroff, and never calls it a crash."""
+    service, monitor, _netns = host
+    assert monitor.stop() == 0
+    params = dict(guest_params, name="dozer", state="running", memory_mb=256, console_socket=True)
+    vm = service.ensure(dict(params, on_poweroff="restart", on_crash="destroy"), False).vm
+    doomed = MonitorProcess(
+        "sqlite:///%s/mon.db" % workdir,
+        os.path.join(workdir, "run"),
+        service.hostname,
+        os.path.join(workdir, "doomed.log"),
+        kill_at="before_restart",
+    ).start()
+    try:
+        wait_ready(vm["serial_log"])
+        assert doomed.wait_log("following VM dozer (PID %d)" % vm["pid"]), doomed.log()
+        power_off(vm["console_socket_path"])
+        assert doomed.proc.wait(60) == -signal.SIGKILL, doomed.log()
+    finally:
+        doomed.stop(signal.SIGKILL)
+    assert row(service, "dozer").status == "stopped" and count(service, "dozer", "restarted") == 0
+    monitor.start()
+    assert wait_for(lambda: count(service, "dozer", "restarted") == 1, timeout=15), monitor.log()
+    again = service.info("dozer")[0]
+    assert again["status"] == "running" and again["pid"] != vm["pid"] and not again["crashed"]
+    restarted = next(e for e in again["events"] if e["kind"] == "restarted")
+    assert restarted["detail"]["policy"] == "on_poweroff"
+    assert count(service, "dozer", "stopped") == 1 and count(service, "dozer", "crashed") == 0
+    time.sleep(1.0)
+    assert count(service, "dozer", "restarted") == 1 and vm_processes(vm["uuid"]) == [again["pid"]]
