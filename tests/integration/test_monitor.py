@@ -318,10 +318,12 @@ def test_the_restart_budget_holds_across_monitors_and_their_restarts(workdir, re
         vm = service.info("flaky")[0]
         assert monitor.wait_log("following VM flaky (PID %d)" % vm["pid"]), monitor.log()
         kill(vm["pid"], vm["uuid"])
-        if restarts is None:  # over budget: the crash is recorded with restart_limit
-            done = lambda: "restart_limit" in events(service, "flaky")  # noqa: E731
-        else:
-            done = lambda: count(service, "flaky", "restarted") == restarts  # noqa: E731
+
+        def done():  # over budget (restarts None), the crash is recorded with restart_limit
+            if restarts is None:
+                return "restart_limit" in events(service, "flaky")
+            return count(service, "flaky", "restarted") == restarts
+
         assert wait_for(done, timeout=15), a.log() + b.log()
 
     try:

@@ -380,7 +380,6 @@ class Lifecycle:
         self._rotate_serial_log(rec, paths)
         for kind, ref in paths.journal(rec.spec.console_socket):
             self.store.journal_add(rec.uuid, kind, ref)
-        _make_event_log(paths.event_log)
         code = template = nvram = None
         if rec.spec.firmware == "uefi":  # before anything is recorded: OVMF may be missing
             code, template = firmware_files(rec.spec.secure_boot, rec.spec.uefi_firmware)
@@ -403,6 +402,7 @@ class Lifecycle:
         from ansible_collections.infinivirt.core.plugins.module_utils.qemu.argv import LaunchContext, build_argv
 
         paths = launch.paths
+        _make_event_log(rec, paths.event_log)  # journaled by _prepare; removed by an abort
         with contextlib.ExitStack() as stack:
             keys = {disk_id: stack.enter_context(secret_fd(key)) for disk_id, key in inputs.disk_keys.items()}
             images, backing_images = self._open_images(stack, rec)
@@ -722,12 +722,15 @@ class Lifecycle:
 EVENT_LOG_INPUT = b'{"execute": "qmp_capabilities"}\n'
 
 
-def _make_event_log(base: str) -> None:
+def _make_event_log(rec: VmRecord, base: str) -> None:
     """The event log's two files, made fresh (0600, no link followed) before QEMU opens them."""
     for suffix, text in ((".in", EVENT_LOG_INPUT), (".out", b"")):
         path = base + suffix
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(text)
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(text)
+        except OSError as exc:
+            raise QemuError("VM %s: cannot create its event log %s: %s" % (rec.name, path, exc)) from exc
