@@ -129,7 +129,7 @@ vms:
       elements: dict
       contains:
         kind:
-          description: V(pidfile), V(qmp_socket), V(events_socket), V(console_socket) or V(tap).
+          description: V(pidfile), V(qmp_socket), V(events_socket), V(event_log), V(console_socket) or V(tap).
           type: str
         ref:
           description: The file path, or C(netns/tap) for a TAP.
@@ -139,7 +139,8 @@ vms:
         - The VM's newest events (at most 10, newest first) from the host monitor's event
           log - QEMU's (C(shutdown), C(reset), C(stop), C(resume), C(guest_panicked),
           C(block_io_error), C(device_deleted), C(balloon_change), ...) and the monitor's own
-          (C(crashed), C(stopped), C(restarted), C(autostarted), C(cleanup_failed), ...).
+          (C(crashed), C(stopped), C(restarted), C(restart_failed) with the error,
+          C(restart_limit), C(autostarted), C(cleanup_failed), ...).
       type: list
       elements: dict
       contains:

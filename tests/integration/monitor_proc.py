@@ -14,11 +14,14 @@ import time
 from collection_path import REPO, collections_root
 
 SCRIPT = os.path.join(REPO, "roles", "host", "files", "infinivirt-monitor")
+KILLED_AT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "monitor_killed_at.py")
 
 
 class MonitorProcess:
-    def __init__(self, db_url, run_dir, host_id, log_path, key_file=None, roots=(), extra=()):
-        self.argv = [sys.executable, SCRIPT, "--db-url", db_url, "--run-dir", run_dir, "--host-id", host_id]
+    def __init__(self, db_url, run_dir, host_id, log_path, key_file=None, roots=(), extra=(), kill_at=None):
+        """``kill_at``: a step of monitor_killed_at.STEPS where the monitor kills itself."""
+        script = [KILLED_AT, kill_at] if kill_at else [SCRIPT]
+        self.argv = [sys.executable] + script + ["--db-url", db_url, "--run-dir", run_dir, "--host-id", host_id]
         self.argv += ["--poll", "0.2", "--lock-timeout", "30"]
         if key_file:
             self.argv += ["--secret-key-file", key_file]

@@ -4,18 +4,22 @@
 """The host monitor (roles/host/files/infinivirt-monitor) against real QEMUs: a killed QEMU
 is cleaned up within a second and restarted if asked; a guest that powers off is stopped,
 not crashed; a task's stop is never undone; autostart after a "reboot"; the monitor's own
-restart misses nothing."""
+restart misses nothing; a guest power-off while no monitor runs is not a crash; a failed
+restart keeps the crash evidence; the restart budget is the store's; a monitor killed at any
+step of handling a VM is finished, once, by the next one."""
 
 from __future__ import annotations
 
 import os
 import signal
 import statistics
+import subprocess
 import time
 
 import pytest
 import serial_report
 from conftest import wait_for, wait_ready
+from monitor_killed_at import STEPS
 from monitor_proc import MonitorProcess
 from qemu_procs import kill_leftovers
 from test_vm_nics import links, nft_mentions
@@ -251,3 +255,170 @@ def test_the_monitor_memory_stays_flat_over_start_stop_cycles(host):
         if cycle in (19, 79):
             samples.append(rss_kib(monitor.proc.pid))
     assert samples[1] - samples[0] < 1024, "RSS grew from %d to %d KiB over 60 cycles" % tuple(samples)
+
+
+def count(service, name, kind):
+    return events(service, name).count(kind)
+
+
+def test_a_failed_restart_keeps_the_crash_evidence(host):
+    """Issue 18 item 2: the restart fails after the start rotated the serial log."""
+    service, monitor, _netns = host
+    ns = "ivmon-%d" % os.getpid()
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        params = dict(FIRMWARE_ONLY, name="fragile", state="running", netns=ns, on_crash="restart")
+        vm = service.ensure(params, False).vm
+        assert monitor.wait_log("following VM fragile (PID %d)" % vm["pid"]), monitor.log()
+        with open(vm["serial_log"], "a", encoding="utf-8") as log:
+            log.write("EVIDENCE: the crashed run's last words\n")
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=True)  # so the restart cannot enter it
+    kill(vm["pid"], vm["uuid"])
+    assert wait_for(lambda: "restart_failed" in events(service, "fragile"), timeout=15), monitor.log()
+    failed = next(e for e in service.info("fragile")[0]["events"] if e["kind"] == "restart_failed")
+    assert ns in failed["detail"]["error"] and failed["detail"]["policy"] == "on_crash"
+    assert row(service, "fragile").status == "crashed" and service.info("fragile")[0]["crashed"]
+    with open(vm["serial_log"] + ".1", encoding="utf-8") as log:
+        assert "EVIDENCE" in log.read(), "the crashed run's serial log, rotated as the start does"
+    assert not os.path.exists(vm["serial_log"]), "the failed start's own log went (or the next would rotate it over)"
+    assert service.store.journal_list(vm["uuid"]) == [("serial_log", vm["serial_log"] + ".1")]
+    assert vm_processes(vm["uuid"]) == [] and count(service, "fragile", "crashed") == 1
+
+
+def test_a_guest_power_off_while_no_monitor_runs_is_no_crash(host, guest_params):
+    """Issue 18 item 5: QEMU's SHUTDOWN is in its own event log file, read by the next monitor."""
+    service, monitor, _netns = host
+    params = dict(guest_params, name="napper", state="running", memory_mb=256, console_socket=True)
+    vm = service.ensure(dict(params, on_crash="restart", on_poweroff="stop"), False).vm
+    wait_ready(vm["serial_log"])
+    assert monitor.wait_log("following VM napper (PID %d)" % vm["pid"]), monitor.log()
+    monitor.stop(signal.SIGKILL)
+    power_off(vm["console_socket_path"])
+    assert wait_until_gone(vm["pid"], vm["uuid"], 30)
+    monitor.start()
+    assert wait_for(lambda: row(service, "napper").status != "running", timeout=15), monitor.log()
+    time.sleep(1.0)  # monitor rounds in which a wrong restart would show
+    info = service.info("napper")[0]
+    assert row(service, "napper").status == "stopped" and not info["crashed"], monitor.log()
+    assert info["events"][0]["kind"] == "stopped" and info["events"][0]["detail"]["how"] == "poweroff"
+    assert count(service, "napper", "restarted") == 0 and count(service, "napper", "crashed") == 0
+    assert vm_processes(vm["uuid"]) == [] and info["leftovers"] == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_restart_budget_holds_across_monitors_and_their_restarts(workdir, request, backend):
+    """Issue 18 item 10: 3 restarts a minute per VM, whichever monitor restarts it."""
+    db_url = "sqlite:///%s/budget.db" % workdir if backend == "sqlite" else request.getfixturevalue("pg_url")
+    run_dir = os.path.join(workdir, "run")
+    service = VmService.open(db_url, run_dir, lock_timeout=30)
+    a, b = (MonitorProcess(db_url, run_dir, service.hostname, os.path.join(workdir, n)) for n in ("a.log", "b.log"))
+
+    def crash(monitor, restarts):
+        vm = service.info("flaky")[0]
+        assert monitor.wait_log("following VM flaky (PID %d)" % vm["pid"]), monitor.log()
+        kill(vm["pid"], vm["uuid"])
+
+        def done():  # over budget (restarts None), the crash is recorded with restart_limit
+            if restarts is None:
+                return "restart_limit" in events(service, "flaky")
+            return count(service, "flaky", "restarted") == restarts
+
+        assert wait_for(done, timeout=15), a.log() + b.log()
+
+    try:
+        service.ensure(dict(FIRMWARE_ONLY, name="flaky", state="running", on_crash="restart"), False)
+        a.start()
+        crash(a, 1)
+        crash(a, 2)
+        assert a.stop() == 0
+        b.start()  # another monitor, then the first one restarted beside it
+        crash(b, 3)
+        a.start()
+        crash(b, None)  # b follows it (QMP takes one client a monitor); a checks its process
+        time.sleep(1.5)  # rounds of both monitors
+        assert row(service, "flaky").status == "crashed", a.log() + b.log()
+        assert count(service, "flaky", "restarted") == 3 and count(service, "flaky", "restart_limit") == 1
+        assert count(service, "flaky", "crashed") == 4, "each crash handled once, by one monitor"
+    finally:
+        stopped = [m.stop() for m in (a, b)]
+        for vm in service.info():
+            service.ensure({"name": vm["name"], "state": "absent", "force": True, "stop_timeout": 0}, False)
+        service.close()
+        assert kill_leftovers(workdir) == []
+    assert stopped == [0, 0]
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_monitor_killed_mid_handling_is_finished_once_by_the_next(host, workdir, step):
+    """Fault injection: the monitor dies (SIGKILL) at each step after a QEMU ended."""
+    service, monitor, _netns = host
+    assert monitor.stop() == 0
+    vm = service.ensure(dict(FIRMWARE_ONLY, name="lazarus", state="running", on_crash="restart"), False).vm
+    doomed = MonitorProcess(
+        "sqlite:///%s/mon.db" % workdir,
+        os.path.join(workdir, "run"),
+        service.hostname,
+        os.path.join(workdir, "doomed.log"),
+        kill_at=step,
+    ).start()
+    try:
+        assert doomed.wait_log("following VM lazarus (PID %d)" % vm["pid"]), doomed.log()
+        kill(vm["pid"], vm["uuid"])
+        assert doomed.proc.wait(30) == -signal.SIGKILL, doomed.log()
+    finally:
+        doomed.stop(signal.SIGKILL)  # a monitor that did not die at its step goes anyway
+    expected = {
+        "before_cleanup": ("running", 0, 0),
+        "before_restart": ("crashed", 1, 0),
+        "after_restart": ("running", 1, 1),
+    }
+    assert (
+        row(service, "lazarus").status,
+        count(service, "lazarus", "crashed"),
+        count(service, "lazarus", "restarted"),
+    ) == expected[step]
+
+    monitor.start()  # the next monitor finishes the job
+    assert wait_for(lambda: count(service, "lazarus", "restarted") >= 1, timeout=15), monitor.log()
+    again = service.info("lazarus")[0]
+    assert again["status"] == "running" and again["pid"] != vm["pid"]
+    assert monitor.wait_log("following VM lazarus (PID %d)" % again["pid"]), monitor.log()
+    time.sleep(1.0)  # monitor rounds in which a second cleanup or restart would show
+    assert count(service, "lazarus", "crashed") == 1 and count(service, "lazarus", "restarted") == 1
+    assert service.info("lazarus")[0]["pid"] == again["pid"] and vm_processes(vm["uuid"]) == [again["pid"]]
+    kinds = sorted(kind for kind, _ref in service.store.journal_list(vm["uuid"]))
+    assert kinds == ["event_log", "event_log", "events_socket", "pidfile", "qmp_socket", "serial_log", "serial_log"]
+
+
+def test_a_monitor_killed_before_a_power_off_restart_is_finished_by_the_next(host, workdir, guest_params):
+    """Fault injection on a power-off: the decision (stopped, restart due) is in the store;
+    the next monitor restarts it once, by on_poweroff, and never calls it a crash."""
+    service, monitor, _netns = host
+    assert monitor.stop() == 0
+    params = dict(guest_params, name="dozer", state="running", memory_mb=256, console_socket=True)
+    vm = service.ensure(dict(params, on_poweroff="restart", on_crash="destroy"), False).vm
+    doomed = MonitorProcess(
+        "sqlite:///%s/mon.db" % workdir,
+        os.path.join(workdir, "run"),
+        service.hostname,
+        os.path.join(workdir, "doomed.log"),
+        kill_at="before_restart",
+    ).start()
+    try:
+        wait_ready(vm["serial_log"])
+        assert doomed.wait_log("following VM dozer (PID %d)" % vm["pid"]), doomed.log()
+        power_off(vm["console_socket_path"])
+        assert doomed.proc.wait(60) == -signal.SIGKILL, doomed.log()
+    finally:
+        doomed.stop(signal.SIGKILL)
+    assert row(service, "dozer").status == "stopped" and count(service, "dozer", "restarted") == 0
+    monitor.start()
+    assert wait_for(lambda: count(service, "dozer", "restarted") == 1, timeout=15), monitor.log()
+    again = service.info("dozer")[0]
+    assert again["status"] == "running" and again["pid"] != vm["pid"] and not again["crashed"]
+    restarted = next(e for e in again["events"] if e["kind"] == "restarted")
+    assert restarted["detail"]["policy"] == "on_poweroff"
+    assert count(service, "dozer", "stopped") == 1 and count(service, "dozer", "crashed") == 0
+    time.sleep(1.0)
+    assert count(service, "dozer", "restarted") == 1 and vm_processes(vm["uuid"]) == [again["pid"]]

@@ -120,6 +120,22 @@ def test_insert_get_update_delete(store):
     assert store._read("SELECT COUNT(*) AS n FROM machine_configuration")[0]["n"] == 0
 
 
+def test_events_go_with_the_row_and_are_counted_by_kind_and_time(store):
+    """The host monitor writes its decision with the row, and counts restarts in the store."""
+    rec = record()
+    store.insert_vm(rec)
+    event = {"vm_uuid": rec.uuid, "vm_name": "vm1", "host": "h"}
+    stamps = ["2026-01-01T00:00:%02d.000000+00:00" % s for s in (1, 30, 59)]
+    store.update_vm(rec, [dict(event, kind="restarted", at=at) for at in stamps] + [dict(event, kind="crashed")])
+    assert store.get_vm("vm1").version == rec.version == 2
+    assert store.count_events(rec.uuid, "restarted", "2026-01-01T00:00:30.000000+00:00") == 2
+    assert store.count_events(rec.uuid, "restarted", "2026-01-01T00:00:00.000000+00:00") == 3
+    assert store.count_events(rec.uuid, "crashed", "2026-01-01T00:00:00.000000+00:00") == 1
+    with pytest.raises(StoreError):  # one transaction: a bad event takes the row change back
+        store.update_vm(rec, [dict(event, kind=None)])
+    assert store.get_vm("vm1").version == 2 and len(store.list_events(rec.uuid)) == 4
+
+
 def test_names_are_unique(store):
     store.insert_vm(record())
     with pytest.raises(StoreError) as err:

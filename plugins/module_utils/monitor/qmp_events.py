@@ -92,3 +92,27 @@ class EventConnection:
         self.events.extend(fresh)
         del self.events[:-50]  # how it ended is in the last few; keep memory flat
         return fresh
+
+
+EVENT_LOG_TAIL = 256 * 1024  # how a QEMU ended is in its last events
+
+
+def read_event_log(path: str) -> Optional[List[Dict[str, Any]]]:
+    """The events QEMU wrote to its event log file (oldest first, the file's last
+    EVENT_LOG_TAIL bytes), or None when there is no such file (a VM started without one)."""
+    try:
+        with open(path, "rb") as handle:
+            size = handle.seek(0, 2)
+            handle.seek(max(0, size - EVENT_LOG_TAIL))
+            data = handle.read()
+    except OSError:  # not there (a VM started without one), or unreadable: memory only
+        return None
+    events = []
+    for line in data.split(b"\n"):
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue  # the cut first line, or a last one QEMU did not finish
+        if isinstance(message, dict) and "event" in message:
+            events.append(message)
+    return events

@@ -38,6 +38,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.monitor.policy imp
 from ansible_collections.infinivirt.core.plugins.module_utils.monitor.qmp_events import (
     EventConnection,
     EventsUnavailable,
+    read_event_log,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.lifecycle import VmPaths
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
@@ -82,7 +83,6 @@ class Monitor:
         self.panicked: Dict[str, int] = {}  # uuid -> PID of a QEMU whose guest panicked
         self.paused: Dict[str, bool] = {}  # uuid -> paused (STOP) or running (RESUME) since
         self.attempts: Dict[str, int] = {}
-        self.restarts: Dict[str, Deque[float]] = {}
         self.outbox: Deque[Dict[str, Any]] = collections.deque(maxlen=OUTBOX_MAX)
         self.stopping = False
         self._store_down_since: Optional[float] = None
@@ -146,6 +146,7 @@ class Monitor:
         """Reconcile every VM of this host (and autostart after a boot), then return."""
         self.refresh()
         self.settle()
+        self.resume_restarts()
         self.autostart()
         self.flush()
         self.close()
@@ -158,6 +159,7 @@ class Monitor:
         self.log.info("monitor started (PID %d)", os.getpid())
         self.refresh()
         self.settle()
+        self.resume_restarts()
         self.autostart()
         last_refresh = time.monotonic()
         while not self.stopping:
@@ -304,36 +306,103 @@ class Monitor:
         with svc.store.vm_lock(rec.name, svc.lock_timeout):
             rec = self._fresh(svc, uuid)  # a task may have changed it while we waited
             if rec is None or svc.lifecycle.is_alive(rec) or rec.status not in LIVE_STATUSES:
-                return  # removed, started again, or stopped by the task itself
+                return  # removed, started again, or stopped by the task itself (or another monitor)
             started = time.monotonic()
             if rec.status == STARTING:  # a start cut off before QEMU ran: not a crash
-                svc.lifecycle.clean_up_dead(rec, STOPPED)
-                self.record(uuid, "start_abandoned", {"cleaned_in_ms": _ms(started)})
+                svc.lifecycle.clean_up_dead(
+                    rec, STOPPED, lambda: [self._event(svc, rec, "start_abandoned", {"cleaned_in_ms": _ms(started)})]
+                )
                 return
-            how = ending(events)
+            how = ending(self._last_words(svc, rec, events))
             response = respond(how, rec.spec.on_crash, rec.spec.on_poweroff)
-            svc.lifecycle.clean_up_dead(rec, response.status)
-            self.log.info("VM %s: %s; cleaned up, now %s", rec.name, response.reason, response.status)
-            self.record(
-                uuid,
-                CRASHED if response.status == CRASHED else "stopped",
-                {"how": how, "reason": response.reason, "cleaned_in_ms": _ms(started)},
-            )
-            if response.restart and self._may_restart(uuid):
-                svc.start_vm(rec)
-                self.log.info("VM %s: started again (%s)", rec.name, "on_crash" if how == CRASH else "on_poweroff")
-                self.record(uuid, "restarted", {"policy": "on_crash" if how == CRASH else "on_poweroff"})
-            elif response.restart:
-                self.record(uuid, "restart_limit", {"restarts": RESTART_BURST, "within_s": RESTART_WINDOW})
+            policy = "on_crash" if how == CRASH else "on_poweroff"
+            restart = response.restart and self._budget_left(svc, rec)
+            kind = CRASHED if response.status == CRASHED else "stopped"
+            version = rec.version + 1  # the row's, once this cleanup wrote it
 
-    def _may_restart(self, uuid: str) -> bool:
-        """At most RESTART_BURST restarts per RESTART_WINDOW: a VM that dies at once stays down."""
-        now = time.monotonic()
-        recent = self.restarts.setdefault(uuid, collections.deque(maxlen=RESTART_BURST))
-        if len(recent) == RESTART_BURST and now - recent[0] < RESTART_WINDOW:
-            return False
-        recent.append(now)
-        return True
+            def decided() -> List[Dict[str, Any]]:
+                # Written with the row: a monitor killed after it does not do it twice, and
+                # one killed before it leaves the row live for the next monitor to handle.
+                detail = {"how": how, "reason": response.reason, "cleaned_in_ms": _ms(started)}
+                if restart:
+                    detail.update(restart_pending=True, version=version)
+                decision = [self._event(svc, rec, kind, detail)]
+                if response.restart and not restart:
+                    limit = {"restarts": RESTART_BURST, "within_s": RESTART_WINDOW}
+                    decision.append(self._event(svc, rec, "restart_limit", limit))
+                return decision
+
+            svc.lifecycle.clean_up_dead(rec, response.status, decided)
+            self.log.info("VM %s: %s; cleaned up, now %s", rec.name, response.reason, response.status)
+            if restart:
+                self._restart(svc, rec, policy)
+
+    def _last_words(self, svc: VmService, rec: VmRecord, events: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        """QEMU's events of the run that ended: from the file QEMU wrote them to (complete even
+        if no monitor was following it), else those this monitor read on the socket."""
+        logged = read_event_log(VmPaths.for_vm(svc.lifecycle.run_dir, rec.uuid).event_log + ".out")
+        return events if logged is None else logged
+
+    def _budget_left(self, svc: VmService, rec: VmRecord) -> bool:
+        """At most RESTART_BURST restarts per RESTART_WINDOW, counted in the store's event
+        log under the VM's lock: every monitor, and a restarted one, sees the same count."""
+        since = event_time(time.time() - RESTART_WINDOW)
+        return svc.store.count_events(rec.uuid, "restarted", since) < RESTART_BURST
+
+    def _restart(self, svc: VmService, rec: VmRecord, policy: str) -> None:
+        """Start the VM again (the caller holds its lock). A failure is recorded; the row
+        stays crashed and the crashed run's serial log stays (as .1)."""
+        try:  # "restarted" is written with the row that says it runs: never one without the other
+            svc.start_vm(rec, events=[self._event(svc, rec, "restarted", {"policy": policy})])
+        except StoreError:
+            raise
+        except InfinivirtError as exc:
+            self.log.error("VM %s: restart (%s) failed: %s", rec.name, policy, exc)
+            svc.store.add_events([self._event(svc, rec, "restart_failed", {"policy": policy, "error": str(exc)})])
+            return
+        self.log.info("VM %s: started again (%s)", rec.name, policy)
+
+    def _event(self, svc: VmService, rec: VmRecord, kind: str, detail: Dict[str, Any]) -> Dict[str, Any]:
+        """An event of the monitor's own, written at once (not through the outbox)."""
+        return {
+            "vm_uuid": rec.uuid,
+            "vm_name": rec.name,
+            "host": svc.hostname,
+            "kind": kind,
+            "detail": detail,
+            "at": event_time(),
+        }
+
+    def resume_restarts(self) -> None:
+        """A monitor killed between a VM's cleanup and its restart left the decision in the
+        store (restart_pending, with the row's version): the next monitor carries it out,
+        once, unless anything changed the row since."""
+        svc = self._service()
+        records = self._host_vms(svc) if svc is not None else None
+        for rec in records or []:
+            if rec.status not in (CRASHED, STOPPED) or self._pending(svc, rec) is None:
+                continue
+            try:
+                with svc.store.vm_lock(rec.name, svc.lock_timeout):
+                    fresh = self._fresh(svc, rec.uuid)
+                    how = self._pending(svc, fresh) if fresh is not None else None
+                    if how is not None and fresh.status in (CRASHED, STOPPED) and not svc.lifecycle.is_alive(fresh):
+                        self._restart(svc, fresh, "on_crash" if how == CRASH else "on_poweroff")
+            except StoreError as exc:
+                self._store_failed(exc)
+                return
+            except InfinivirtError as exc:  # LockTimeout: a task is at work on it, and decides
+                self.log.error("VM %s: pending restart not done: %s", rec.name, exc)
+
+    @staticmethod
+    def _pending(svc: VmService, rec: VmRecord) -> Optional[str]:
+        """How the VM ended, if its last cleanup left a restart to do and the row is as it left it."""
+        for event in svc.store.list_events(rec.uuid, limit=10):
+            if event["kind"] in (CRASHED, "stopped", "start_abandoned", "restarted", "restart_failed"):
+                detail = event["detail"]
+                pending = detail.get("restart_pending") and detail.get("version") == rec.version
+                return detail.get("how") if pending else None
+        return None
 
     def _follow_pause(self, uuid: str, paused: bool) -> None:
         """The row follows a pause or resume made outside a task (a guest panic, an I/O

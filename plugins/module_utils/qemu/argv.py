@@ -55,6 +55,7 @@ class LaunchContext:
     serial_log: str
     console_socket: Optional[str] = None  # ttyS1 on a UNIX socket, when the spec asks for it
     events_socket: Optional[str] = None  # a second QMP monitor, the host monitor's own
+    event_log: Optional[str] = None  # a third, on files <event_log>.in/.out: QEMU's own record
     firmware_code: Optional[str] = None  # UEFI: OVMF code image and this VM's NVRAM
     nvram: Optional[str] = None
     disk_secret_files: Optional[Dict[str, str]] = None  # disk_id -> LUKS passphrase file
@@ -246,6 +247,13 @@ def build_argv(spec: VmSpec, ctx: LaunchContext) -> List[str]:
             "socket,id=events,path=%s,server=on,wait=off" % opt_value("run_dir", ctx.events_socket),
             "-mon",
             "chardev=events,mode=control",
+        ]
+    if ctx.event_log:  # how QEMU ended, written by QEMU itself: it outlives the host monitor
+        argv += [
+            "-chardev",
+            "pipe,id=evlog,path=%s" % opt_value("run_dir", ctx.event_log),
+            "-mon",
+            "chardev=evlog,mode=control",
         ]
     if spec.firmware == "uefi":
         for node in pflash_blockdevs(ctx.firmware_code, ctx.nvram):

@@ -258,8 +258,9 @@ class SqlStore(VolumeStore, FirewallStore, EventStore, PciStore, ClaimStore):
                 (record.uuid,) + tuple(columns.values()),
             )
 
-    def update_vm(self, record: VmRecord) -> None:
-        """Write the record back, bumping its version."""
+    def update_vm(self, record: VmRecord, events: Optional[List[Dict[str, Any]]] = None) -> None:
+        """Write the record back, bumping its version; ``events`` (see add_events) are
+        written in the same transaction, so a row never says one thing and its log another."""
         updated_at, version = utc_now(), record.version + 1
         columns = _spec_to_columns(record.spec)
         with self.transaction("updating VM %s" % record.name) as cur:
@@ -274,6 +275,8 @@ class SqlStore(VolumeStore, FirewallStore, EventStore, PciStore, ClaimStore):
                 "UPDATE machine_configuration SET %s WHERE vm_uuid = ?" % ", ".join("%s = ?" % c for c in columns),
                 tuple(columns.values()) + (record.uuid,),
             )
+            if events:
+                self._insert_events(cur, events)
         record.updated_at, record.version = updated_at, version
 
     def delete_vm(self, uuid: str) -> None:

@@ -25,25 +25,38 @@ class EventStore:
         if not events:
             return
         with self.transaction("recording VM events") as cur:
-            for event in events:
-                cur.execute(
-                    "INSERT INTO vm_events (id, vm_uuid, vm_name, host, at, kind, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        uuidlib.uuid4().hex,
-                        event["vm_uuid"],
-                        event["vm_name"],
-                        event["host"],
-                        event.get("at") or event_time(),
-                        event["kind"],
-                        json.dumps(event.get("detail") or {}, sort_keys=True),
-                    ),
-                )
-            for vm_uuid in sorted({e["vm_uuid"] for e in events}):
-                cur.execute(
-                    "DELETE FROM vm_events WHERE vm_uuid = ? AND id NOT IN (SELECT id FROM vm_events "
-                    "WHERE vm_uuid = ? ORDER BY at DESC, id DESC LIMIT %d)" % EVENTS_KEPT,
-                    (vm_uuid, vm_uuid),
-                )
+            self._insert_events(cur, events)
+
+    def _insert_events(self, cur: Any, events: List[Dict[str, Any]]) -> None:
+        """Inside a transaction of the caller's (update_vm writes a row and its events at once)."""
+        for event in events:
+            cur.execute(
+                "INSERT INTO vm_events (id, vm_uuid, vm_name, host, at, kind, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    uuidlib.uuid4().hex,
+                    event["vm_uuid"],
+                    event["vm_name"],
+                    event["host"],
+                    event.get("at") or event_time(),
+                    event["kind"],
+                    json.dumps(event.get("detail") or {}, sort_keys=True),
+                ),
+            )
+        for vm_uuid in sorted({e["vm_uuid"] for e in events}):
+            cur.execute(
+                "DELETE FROM vm_events WHERE vm_uuid = ? AND id NOT IN (SELECT id FROM vm_events "
+                "WHERE vm_uuid = ? ORDER BY at DESC, id DESC LIMIT %d)" % EVENTS_KEPT,
+                (vm_uuid, vm_uuid),
+            )
+
+    def count_events(self, vm_uuid: str, kind: str, since: str) -> int:
+        """How many events of ``kind`` the VM has at or after ``since`` (an event_time)."""
+        rows = self._read(
+            "SELECT COUNT(*) AS n FROM vm_events WHERE vm_uuid = ? AND kind = ? AND at >= ?",
+            (vm_uuid, kind, since),
+            "counting VM events",
+        )
+        return int(rows[0]["n"])
 
     def list_events(self, vm_uuid: str, limit: Optional[int] = None) -> List[Dict[str, Any]]:
         """The VM's events, newest first."""

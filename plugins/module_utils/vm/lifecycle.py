@@ -75,6 +75,7 @@ class VmPaths:
     serial_log: str
     console_socket: str
     events_socket: str  # the host monitor's own QMP monitor
+    event_log: str  # QEMU's events in a file (<event_log>.out), see EVENT_LOG_INPUT
 
     @classmethod
     def for_vm(cls, run_dir: str, uuid: str) -> "VmPaths":
@@ -85,6 +86,7 @@ class VmPaths:
             serial_log=base + ".serial.log",
             console_socket=base + ".console",
             events_socket=base + ".evt",  # as short as .qmp: no run_dir that worked stops working
+            event_log=base + ".evlog",
         )
         longest = max((paths.qmp_socket, paths.events_socket), key=len)
         if len(longest.encode()) > SOCKET_PATH_MAX:
@@ -102,6 +104,8 @@ class VmPaths:
             ("qmp_socket", self.qmp_socket),
             ("events_socket", self.events_socket),
             ("serial_log", self.serial_log),
+            ("event_log", self.event_log + ".in"),
+            ("event_log", self.event_log + ".out"),
         ]
         return files + ([("console_socket", self.console_socket)] if console else [])
 
@@ -115,6 +119,7 @@ class StartInputs:
     disk_keys: Dict[str, str] = dataclasses.field(default_factory=dict)  # disk_id -> LUKS passphrase
     nic_bridges: Dict[str, str] = dataclasses.field(default_factory=dict)  # MAC -> bridge of its TAP
     host_devices: Tuple[PciPassthrough, ...] = ()  # host PCI devices, checked against sysfs
+    events: Tuple[Dict[str, Any], ...] = ()  # the caller's (see add_events), written with the row that says it runs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -326,17 +331,18 @@ class Lifecycle:
         if self.is_alive(rec):
             raise StateError("VM %s is already running as PID %s" % (rec.name, self.live_pid(rec)))
         self.close_session()  # one held with a QEMU of this VM that is gone
+        after_abort = CRASHED if rec.status == CRASHED else STOPPED  # a failed start keeps the crash mark
         hugepages = self.admit_memory(rec)  # before anything is recorded or made
         launch = dataclasses.replace(self._prepare(rec), hugepage_path=hugepages)
         try:
             self.make_taps(rec, rec.spec.nics, inputs.nic_bridges)
             rc, stderr = self._spawn(rec, launch, inputs)  # may refuse a swapped image
         except InfinivirtError:
-            self.abort_start(rec)
+            self.abort_start(rec, after_abort)
             raise
-        self._bring_up(rec, rc, stderr, inputs)
+        self._bring_up(rec, rc, stderr, inputs, after_abort)
         rec.status = PAUSED if inputs.paused else RUNNING
-        self.store.update_vm(rec)
+        self.store.update_vm(rec, list(inputs.events))
         return launch.warnings
 
     def admit_memory(self, rec: VmRecord) -> Optional[str]:
@@ -396,6 +402,7 @@ class Lifecycle:
         from ansible_collections.infinivirt.core.plugins.module_utils.qemu.argv import LaunchContext, build_argv
 
         paths = launch.paths
+        _make_event_log(rec, paths.event_log)  # journaled by _prepare; removed by an abort
         with contextlib.ExitStack() as stack:
             keys = {disk_id: stack.enter_context(secret_fd(key)) for disk_id, key in inputs.disk_keys.items()}
             images, backing_images = self._open_images(stack, rec)
@@ -417,6 +424,7 @@ class Lifecycle:
                 serial_log=paths.serial_log,
                 console_socket=paths.console_socket if rec.spec.console_socket else None,
                 events_socket=paths.events_socket,
+                event_log=paths.event_log,
                 host_devices=inputs.host_devices,
             )
             argv = systemd_scope_prefix(rec.uuid, rec.name) + build_argv(rec.spec, ctx)
@@ -460,7 +468,7 @@ class Lifecycle:
         except FileNotFoundError:
             raise SpecError(field, "%s does not exist" % real) from None
 
-    def _bring_up(self, rec: VmRecord, rc: int, stderr: str, inputs: StartInputs) -> None:
+    def _bring_up(self, rec: VmRecord, rc: int, stderr: str, inputs: StartInputs, after_abort: str) -> None:
         """Check the paused QEMU, apply the firewall and the display password, then let the
         guest run (unless asked paused). Any failure ends the start with nothing left."""
         try:
@@ -485,7 +493,7 @@ class Lifecycle:
             if not inputs.paused:
                 self.qmp(rec, "cont")
         except (InfinivirtError, KeyError, TypeError, ValueError) as exc:
-            self.abort_start(rec)
+            self.abort_start(rec, after_abort)
             if isinstance(exc, InfinivirtError):
                 raise
             raise QemuError("VM %s: unexpected QMP reply while starting: %r" % (rec.name, exc)) from exc
@@ -549,8 +557,10 @@ class Lifecycle:
         """Also works live; open sessions keep going (QEMU cannot drop VNC clients)."""
         self.qmp(rec, "set_password", {"protocol": "vnc", "password": password})
 
-    def abort_start(self, rec: VmRecord) -> None:
-        """End a start that did not finish: its QEMU (ours only), files, TAPs, row, rules."""
+    def abort_start(self, rec: VmRecord, status: str = STOPPED) -> None:
+        """End a start that did not finish: its QEMU (ours only), files, TAPs, row, rules.
+        The last run's serial log (``.1``) stays: after a crash it is the evidence. The row
+        says ``status`` (a crashed VM whose restart failed is still crashed)."""
         self.close_session()
         # By pidfile, and by UUID too: a QEMU that timed out may not have written it yet.
         pids = set(vm_processes(rec.uuid, self.host_paths.proc))
@@ -559,9 +569,12 @@ class Lifecycle:
             pids.add(pid)
         for pid in pids:
             kill_vm_process(pid, rec.uuid, self.host_paths.proc)
-        self.release_files(rec, keep_serial_log=False)
+        self.release_files(rec, keep_serial_log=True)
+        current = rec.serial_log_path
+        if current and ("serial_log", current) in self.store.journal_list(rec.uuid):
+            self._remove_file(rec, "serial_log", current)  # or the next start rotates it over the .1
         with contextlib.suppress(InfinivirtError):  # the start's own error is the one to report
-            self._mark_stopped(rec)
+            self._mark_stopped(rec, status)
 
     def sync_firewall(self, rec: VmRecord) -> None:
         """The VM's nftables state follows its TAPs: there while it runs, gone when not."""
@@ -634,13 +647,16 @@ class Lifecycle:
         if not wait_until_gone(rec.qemu_pid, rec.uuid, QUIT_GRACE, self.host_paths.proc):
             kill_vm_process(rec.qemu_pid, rec.uuid, self.host_paths.proc)
 
-    def clean_up_dead(self, rec: VmRecord, status: str) -> None:
+    def clean_up_dead(self, rec: VmRecord, status: str, events: Optional[Callable[[], List[dict]]] = None) -> None:
         """After QEMU died (``status`` crashed) or its guest powered off (stopped): its files,
-        TAPs and rules go, the serial log stays (it tells why), the row says ``status``."""
+        TAPs and rules go, the serial log stays (it tells why), the row says ``status``.
+        ``events()`` (the host monitor's) are written with the row, in one transaction."""
         self.release_files(rec, keep_serial_log=True)
-        self._mark_stopped(rec, status)
+        self._mark_stopped(rec, status, events)
 
-    def _mark_stopped(self, rec: VmRecord, status: str = STOPPED) -> None:
+    def _mark_stopped(
+        self, rec: VmRecord, status: str = STOPPED, events: Optional[Callable[[], List[dict]]] = None
+    ) -> None:
         """The row says stopped (or crashed) last: a task killed before that leaves a row
         that still says running, so the next one finishes the job (files, TAPs, then the
         firewall)."""
@@ -649,7 +665,7 @@ class Lifecycle:
         rec.qemu_pid = None
         self._clear_launch(rec)
         self.sync_firewall(rec)  # the VM's rules go with its TAPs
-        self.store.update_vm(rec)
+        self.store.update_vm(rec, events() if events is not None else None)
 
     @staticmethod
     def _clear_launch(rec: VmRecord) -> None:
@@ -687,11 +703,34 @@ class Lifecycle:
                 continue
             if kind == "tap":
                 self.drop_tap(rec, ref)
-                continue
-            try:
-                os.unlink(ref)
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                raise QemuError("VM %s: cannot remove %s %s: %s" % (rec.name, kind, ref, exc)) from exc
-            self.store.journal_remove(rec.uuid, kind, ref)
+            else:
+                self._remove_file(rec, kind, ref)
+
+    def _remove_file(self, rec: VmRecord, kind: str, ref: str) -> None:
+        """One journaled file, then its journal entry."""
+        try:
+            os.unlink(ref)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise QemuError("VM %s: cannot remove %s %s: %s" % (rec.name, kind, ref, exc)) from exc
+        self.store.journal_remove(rec.uuid, kind, ref)
+
+
+# QEMU's "pipe" chardev opens <path>.in and <path>.out: given regular files, the monitor on
+# it reads this one command (then end of file) and writes every event to .out from then on.
+EVENT_LOG_INPUT = b'{"execute": "qmp_capabilities"}\n'
+
+
+def _make_event_log(rec: VmRecord, base: str) -> None:
+    """The event log's two files, made fresh (0600, no link followed) before QEMU opens them."""
+    for suffix, text in ((".in", EVENT_LOG_INPUT), (".out", b"")):
+        path = base + suffix
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(text)
+        except OSError as exc:
+            raise QemuError("VM %s: cannot create its event log %s: %s" % (rec.name, path, exc)) from exc

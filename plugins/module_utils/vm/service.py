@@ -238,10 +238,16 @@ class VmService:
             bridges[nic.mac] = row["spec"]["bridge"]
         return bridges
 
-    def start_vm(self, rec: VmRecord, paused: bool = False, bridges: Optional[Dict[str, str]] = None) -> List[str]:
+    def start_vm(
+        self,
+        rec: VmRecord,
+        paused: bool = False,
+        bridges: Optional[Dict[str, str]] = None,
+        events: Sequence[Dict[str, Any]] = (),
+    ) -> List[str]:
         """Start a stopped VM with everything its spec needs (display password, disk keys,
         NIC bridges, firewall); the only caller of Lifecycle.start. The caller holds the
-        VM's lock. Returns warnings."""
+        VM's lock. ``events`` are written with the row once it runs. Returns warnings."""
         bridges = self.nic_bridges(rec.spec) if bridges is None else bridges
         keys = self.disk_keys(rec.spec.disks)
         password = self.graphics_password(rec)
@@ -255,6 +261,7 @@ class VmService:
                 disk_keys=keys,
                 nic_bridges=bridges,
                 host_devices=host_devices,
+                events=tuple(events),
             ),
         )
 

@@ -23,7 +23,8 @@ def test_files_are_named_after_the_uuid():
     assert paths.qmp_socket == "/run/infinivirt/%s.qmp" % UUID
     assert paths.serial_log == "/run/infinivirt/%s.serial.log" % UUID
     assert paths.events_socket == "/run/infinivirt/%s.evt" % UUID
-    assert [kind for kind, _path in paths.journal()] == ["pidfile", "qmp_socket", "events_socket", "serial_log"]
+    kinds = [kind for kind, _path in paths.journal()]
+    assert kinds == ["pidfile", "qmp_socket", "events_socket", "serial_log", "event_log", "event_log"]
 
 
 def test_a_run_dir_too_long_for_a_unix_socket_is_refused():

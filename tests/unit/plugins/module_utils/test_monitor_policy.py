@@ -18,6 +18,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.monitor.policy imp
     log_entry,
     respond,
 )
+from ansible_collections.infinivirt.core.plugins.module_utils.monitor.qmp_events import read_event_log
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VmSpec
 
 
@@ -75,3 +76,19 @@ def test_autostart_order_then_name_and_only_autostart_vms():
         Vm("m", VmSpec(name="m")),
     ]
     assert [vm.name for vm in autostart_order(vms)] == ["z", "a", "b"]
+
+
+def test_the_event_log_qemu_wrote_tells_how_it_ended(tmp_path):
+    """As QEMU 7.2 writes it (greeting, the capabilities reply, one event a line); a line
+    cut by a QEMU that died mid-write is skipped; no file is None (memory is used)."""
+    path = tmp_path / "vm.evlog.out"
+    path.write_text(
+        '{"QMP": {"version": {}, "capabilities": ["oob"]}}\n{"return": {}}\n'
+        '{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "RESUME"}\n'
+        '{"timestamp": {"seconds": 3, "microseconds": 4}, "event": "SHUTDOWN", '
+        '"data": {"guest": true, "reason": "guest-shutdown"}}\n{"timestamp": {"sec'
+    )
+    events = read_event_log(str(path))
+    assert [e["event"] for e in events] == ["RESUME", "SHUTDOWN"]
+    assert ending(events) == POWEROFF
+    assert read_event_log(str(tmp_path / "absent.out")) is None
