@@ -117,7 +117,15 @@ def scratch():
     pidfile = os.path.join(root, "run", "monitor.supervise.pid")
     if os.path.exists(pidfile):
         subprocess.run([sys.executable, SUPERVISOR, "stop", "--pidfile", pidfile, "--timeout", "5"], check=False)
+    for mount in hugetlbfs_under(root):
+        subprocess.run(["umount", mount], check=False)
     shutil.rmtree(root, ignore_errors=True)
+
+
+def hugetlbfs_under(root: str) -> list:
+    with open("/proc/mounts") as f:
+        lines = [line.split() for line in f]
+    return [parts[1] for parts in lines if parts[2] == "hugetlbfs" and parts[1].startswith(root + "/")]
 
 
 def role_vars(root: str, **overrides) -> dict:
@@ -302,6 +310,69 @@ def test_hugepages_per_numa_node_on_the_real_sysfs(scratch):
     finally:
         write(NODE0_2M, before + "\n")
     assert read(NODE0_2M).strip() == before
+
+
+GLOBAL_2M = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
+
+
+def test_hugetlbfs_is_mounted_and_a_hugepages_vm_starts(scratch):
+    """Item 11 of issue 18: the role mounts a hugetlbfs per pool size (now and in fstab)."""
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
+
+    before = read(GLOBAL_2M).strip()
+    mount = os.path.join(scratch, "huge", "hugepages-2048kB")
+    fstab = os.path.join(scratch, "etc", "fstab")
+    write(fstab, "# <file system> <mount point> <type> <options> <dump> <pass>\nproc /proc proc defaults 0 0\n")
+    variables = role_vars(
+        scratch,
+        infinivirt_host_sysfs_root="/sys",
+        infinivirt_host_hugepages=[{"size_kb": 2048, "count": int(before) + 40}],
+        infinivirt_host_hugetlbfs_dir=os.path.join(scratch, "huge"),
+        infinivirt_host_fstab_file=fstab,
+        role_tasks=["hugepages.yml"],
+    )
+    service = None
+    try:
+        rc, changed, _facts, out = run_role(scratch, variables, check=True)
+        assert rc == 0 and changed == 4, out[-6000:]  # pool, mount point, fstab, mount
+        assert hugetlbfs_under(scratch) == [] and "proc /proc" in read(fstab) and "hugetlbfs" not in read(fstab)
+        rc, changed, _facts, out = run_role(scratch, variables)
+        assert rc == 0 and changed == 4, out[-6000:]
+        assert hugetlbfs_under(scratch) == [mount]
+        assert read(fstab).endswith("proc /proc proc defaults 0 0\nhugetlbfs %s hugetlbfs pagesize=2048K 0 0\n" % mount)
+        rc, changed, _facts, out = run_role(scratch, variables)
+        assert (rc, changed) == (0, 0), out[-6000:]
+        rc, changed, _facts, out = run_role(scratch, variables, check=True)
+        assert (rc, changed) == (0, 0), out[-6000:]
+
+        os.makedirs(os.path.join(scratch, "run"), mode=0o700, exist_ok=True)
+        service = VmService.open("sqlite:///%s/huge.db" % scratch, os.path.join(scratch, "run"), lock_timeout=30)
+        vm = service.ensure(
+            {"name": "huge", "state": "running", "accel": "tcg", "memory_mb": 64, "vcpus": 1, "hugepages": "2M"}, False
+        ).vm
+        assert vm["status"] == "running"
+        with open("/proc/%d/cmdline" % vm["pid"], "rb") as f:
+            assert mount.encode() in f.read(), "the guest's RAM is not on the role's hugetlbfs"
+    finally:
+        if service is not None:
+            for entry in service.info():
+                service.ensure({"name": entry["name"], "state": "absent", "force": True, "stop_timeout": 0}, False)
+            service.close()
+        for path in hugetlbfs_under(scratch):
+            subprocess.run(["umount", path], check=False)
+        write(GLOBAL_2M, before + "\n")
+    assert read(GLOBAL_2M).strip() == before
+
+    # Something else mounted there is an error, not a second mount on top.
+    os.makedirs(mount, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", mount], check=True)
+    try:
+        rc, _changed, _facts, out = run_role(
+            scratch, dict(variables, infinivirt_host_hugepages=[{"size_kb": 2048, "count": int(before)}])
+        )
+        assert rc != 0 and 'holds "tmpfs' in out and "not a hugetlbfs of 2048 kB pages" in out, out[-4000:]
+    finally:
+        subprocess.run(["umount", mount], check=False)
 
 
 def supervisor_state(root: str) -> dict:
