@@ -460,6 +460,67 @@ def test_supervised_monitor_starts_restarts_and_stops(scratch):
     assert (rc, changed) == (0, 0), out[-6000:]
 
 
+def monitors(path: str) -> list:
+    """PIDs of the live monitors started from ``path`` (not their supervisors)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/cmdline" % entry, "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if len(args) > 1 and args[1] == path.encode():
+            found.append(int(entry))
+    return sorted(found)
+
+
+def test_a_killed_supervisor_leaves_one_monitor_or_none(scratch):
+    """Item 9 of issue 18: the monitor holds run_dir/monitor.pid locked, so a rerun after its
+    supervisor was killed ends the orphan instead of starting a second monitor, a second one
+    refuses to run, and monitor_state: stopped ends an orphan too."""
+    variables = monitor_vars(scratch)
+    path = variables["infinivirt_host_monitor_path"]
+    rc, _changed, _facts, out = run_role(scratch, variables)
+    assert rc == 0, out[-6000:]
+    first = supervisor_state(scratch)
+    assert wait_for(lambda: monitors(path) == [first["child"]]), monitors(path)
+    pidfile = os.path.join(scratch, "run", "monitor.pid")
+    assert wait_for(lambda: os.path.exists(pidfile) and json.loads(read(pidfile) or "{}").get("pid") == first["child"])
+
+    # A second monitor on the same run_dir refuses to run beside the first.
+    second = subprocess.run(
+        [sys.executable, path, "--config", variables["infinivirt_host_config_file"]],
+        env=ansible_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert second.returncode == 3, second.stderr
+    assert "another monitor (PID %d) runs for run_dir" % first["child"] in second.stderr
+
+    os.kill(first["pid"], signal.SIGKILL)  # the supervisor only: its monitor lives on
+    assert wait_for(lambda: not supervisor_state(scratch)["running"])
+    assert monitors(path) == [first["child"]]
+    rc, changed, _facts, out = run_role(scratch, variables, check=True)
+    assert rc == 0 and changed == 1 and monitors(path) == [first["child"]], out[-6000:]
+    rc, changed, _facts, out = run_role(scratch, variables)
+    assert rc == 0 and changed == 1, out[-6000:]
+    now = supervisor_state(scratch)
+    assert now["running"] and now["child"] != first["child"]
+    assert wait_for(lambda: monitors(path) == [now["child"]]), monitors(path)
+
+    # Killed again, then stopped: the orphan goes too.
+    os.kill(now["pid"], signal.SIGKILL)
+    assert wait_for(lambda: not supervisor_state(scratch)["running"])
+    stopped = dict(variables, infinivirt_host_monitor_state="stopped")
+    rc, changed, _facts, out = run_role(scratch, stopped)
+    assert rc == 0 and changed == 1, out[-6000:]
+    assert wait_for(lambda: monitors(path) == [], 10), monitors(path)
+    rc, changed, _facts, out = run_role(scratch, stopped)
+    assert (rc, changed) == (0, 0), out[-6000:]
+
+
 def test_monitor_gets_the_database_password_from_its_environment(scratch):
     """A PostgreSQL password goes to a 0600 file and PGPASSWORD, never onto the command line."""
     url = "postgresql://infinivirt:s3cr%2Bt@127.0.0.1:5/infinivirt"

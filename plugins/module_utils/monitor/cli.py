@@ -22,7 +22,13 @@ from typing import List, Optional
 from ansible_collections.infinivirt.core.plugins.module_utils import host_config
 from ansible_collections.infinivirt.core.plugins.module_utils.context import HostContext
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError, StoreError
+from ansible_collections.infinivirt.core.plugins.module_utils.host.private_dir import ensure_private_dir
+from ansible_collections.infinivirt.core.plugins.module_utils.host.process import lock_pidfile
 from ansible_collections.infinivirt.core.plugins.module_utils.monitor.service import BOOT_ID, Monitor
+
+# In run_dir: held (flock) by the running monitor, so a second one on the host refuses to run
+# and the role's supervisor finds a monitor it lost (roles/host/files/infinivirt-supervise).
+PIDFILE = "monitor.pid"
 
 
 def parse(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -82,4 +88,34 @@ def main(argv: Optional[List[str]] = None) -> int:
         log.error("%s", exc)
         return 2
     monitor = Monitor(open_context, poll=args.poll, boot_id_file=args.boot_id_file)
-    return monitor.once() if args.once else monitor.run()
+    if args.once:
+        return monitor.once()
+    lock_fd = hold_lock(args.run_dir, log)
+    if lock_fd is None:
+        return 3
+    try:
+        return monitor.run()
+    finally:
+        os.close(lock_fd)
+
+
+def hold_lock(run_dir: str, log: logging.Logger) -> Optional[int]:
+    """The fd holding run_dir's monitor lock, or None (logged) when another monitor has it."""
+    pidfile = os.path.join(run_dir, PIDFILE)
+    try:
+        ensure_private_dir(run_dir, "run_dir")  # as a VM start makes it
+        lock_fd, holder = lock_pidfile(pidfile)
+    except InfinivirtError as exc:
+        log.error("%s", exc)
+        return None
+    except OSError as exc:
+        log.error("cannot lock %s: %s", pidfile, exc.strerror or exc)
+        return None
+    if lock_fd is None:
+        log.error(
+            "another monitor (PID %s) runs for run_dir %s (it holds %s): not starting a second",
+            holder,
+            run_dir,
+            pidfile,
+        )
+    return lock_fd
