@@ -10,6 +10,19 @@ class ModuleDocFragment:
     # plugins/module_utils/ansible_binding.py).
     DOCUMENTATION = r"""
 options:
+  host_config:
+    description:
+      - The host configuration file, a JSON object the C(infinivirt.core.host) role writes
+        (key by key optional) with the host's O(db_url), O(run_dir), O(storage_roots),
+        O(secret_key_file), O(nvram_dir) and O(host_id), which the modules and the monitor read.
+      - Each of those options that is not set in the task (nor by its environment variable) is
+        taken from this file, and else has the built-in default its description names.
+      - A missing file is fine (the built-in defaults); one that cannot be read, is not JSON,
+        has a value of the wrong type or a key not listed above is an error naming the file
+        and the key.
+      - If not set, the environment variable E(INFINIVIRT_HOST_CONFIG) is used.
+    type: path
+    default: /etc/infinivirt/host.json
   db_url:
     description:
       - Where Infinivirt keeps VM state.
@@ -19,15 +32,16 @@ options:
         created and migrated on first use.
       - If not set, the environment variable E(INFINIVIRT_DB_URL) is used.
       - A password in the URL is kept out of task output.
+      - If not set, the host configuration file's (O(host_config)), else
+        V(sqlite:////var/lib/infinivirt/infinivirt.db).
     type: str
-    default: sqlite:////var/lib/infinivirt/infinivirt.db
   run_dir:
     description:
       - Directory for each VM's pidfile, QMP socket and serial console log.
       - If not set, the environment variable E(INFINIVIRT_RUN_DIR) is used.
       - The QMP socket path (this directory plus 40 characters) must fit in 107 bytes.
+      - If not set, the host configuration file's (O(host_config)), else V(/run/infinivirt).
     type: path
-    default: /run/infinivirt
   lock_timeout:
     description:
       - Seconds to wait for another operation on the same VM to finish before failing.
@@ -42,26 +56,29 @@ options:
       - The environment variable E(INFINIVIRT_SECRET_KEY) (the key in base64), when set,
         is used instead of the file.
       - Every host sharing a database needs the same key.
+      - If not set, the host configuration file's (O(host_config)), else
+        V(/var/lib/infinivirt/secret.key).
     type: path
-    default: /var/lib/infinivirt/secret.key
   storage_roots:
     description:
       - Directories that disk images must live in. A path outside them, also through a
         symlink or C(..), is refused.
+      - If not set, the host configuration file's (O(host_config)), else
+        V([/var/lib/infinivirt/images]).
     type: list
     elements: path
-    default: [/var/lib/infinivirt/images]
   nvram_dir:
     description:
       - Directory of the NVRAM files of UEFI VMs (one per VM, mode 0600, kept across stops).
+      - If not set, the host configuration file's (O(host_config)), else
+        V(/var/lib/infinivirt/nvram).
     type: path
-    default: /var/lib/infinivirt/nvram
   host_id:
     description:
       - Name of this hypervisor in the database. VMs record the host that runs them; a VM
         running on another host cannot be changed from this one.
-      - If not set, the environment variable E(INFINIVIRT_HOST_ID) is used, and then the
-        host name.
+      - If not set, the environment variable E(INFINIVIRT_HOST_ID) is used, then the host
+        configuration file's (O(host_config)), and then the host name.
     type: str
   job_id:
     description:

@@ -11,25 +11,26 @@ from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
 
-from ansible_collections.infinivirt.core.plugins.module_utils.context import (
-    DEFAULT_NVRAM_DIR,
-    DEFAULT_RUN_DIR,
-    DEFAULT_STORAGE_ROOT,
-    HostContext,
-)
+from ansible_collections.infinivirt.core.plugins.module_utils import host_config
+from ansible_collections.infinivirt.core.plugins.module_utils.context import HostContext
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError
-from ansible_collections.infinivirt.core.plugins.module_utils.secrets.box import DEFAULT_KEY_FILE
-from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import DEFAULT_DB_URL
 
-# Documented once in plugins/doc_fragments/common.py.
+# Documented once in plugins/doc_fragments/common.py. The options of the host configuration
+# file (module_utils/host_config.py) have no default here: an unset one is taken from the
+# file, else from host_config.DEFAULTS.
 COMMON_ARGUMENT_SPEC: Dict[str, Any] = dict(
-    db_url=dict(type="str", default=DEFAULT_DB_URL, no_log=False, fallback=(env_fallback, ["INFINIVIRT_DB_URL"])),
-    run_dir=dict(type="path", default=DEFAULT_RUN_DIR, fallback=(env_fallback, ["INFINIVIRT_RUN_DIR"])),
+    host_config=dict(
+        type="path",
+        default=host_config.DEFAULT_HOST_CONFIG,
+        fallback=(env_fallback, ["INFINIVIRT_HOST_CONFIG"]),
+    ),
+    db_url=dict(type="str", no_log=False, fallback=(env_fallback, ["INFINIVIRT_DB_URL"])),
+    run_dir=dict(type="path", fallback=(env_fallback, ["INFINIVIRT_RUN_DIR"])),
     lock_timeout=dict(type="float", default=60.0),
     qemu_binary=dict(type="path"),
-    secret_key_file=dict(type="path", default=DEFAULT_KEY_FILE, no_log=False),
-    storage_roots=dict(type="list", elements="path", default=[DEFAULT_STORAGE_ROOT]),
-    nvram_dir=dict(type="path", default=DEFAULT_NVRAM_DIR),
+    secret_key_file=dict(type="path", no_log=False),
+    storage_roots=dict(type="list", elements="path"),
+    nvram_dir=dict(type="path"),
     host_id=dict(type="str", fallback=(env_fallback, ["INFINIVIRT_HOST_ID"])),
     # The action plugins fill job_id in on the controller (plugins/plugin_utils/job.py); these
     # cover a module run without them (the same names, as the managed host sees them).
@@ -51,6 +52,7 @@ class InfinivirtModule:
         spec = dict(COMMON_ARGUMENT_SPEC)
         spec.update(argument_spec)
         self.module = AnsibleModule(argument_spec=spec, **kwargs)
+        self._resolve_host_config()
         password = urlsplit(self.module.params["db_url"]).password
         if password:
             self.module.no_log_values.add(password)
@@ -62,6 +64,16 @@ class InfinivirtModule:
         for name, present, import_error in needed:
             if not present:
                 self.module.fail_json(msg=missing_required_lib(name), exception=import_error)
+
+    def _resolve_host_config(self) -> None:
+        """Fill the unset shared options in from the host configuration file, else the
+        built-in defaults, so the rest of the module sees every one set."""
+        params = self.module.params
+        given = {key: params.get(key) for key in host_config.DEFAULTS}
+        try:
+            params.update(host_config.resolve(given, params["host_config"]))
+        except InfinivirtError as exc:
+            self.module.fail_json(msg=str(exc))
 
     @property
     def params(self) -> Dict[str, Any]:

@@ -117,7 +117,15 @@ def scratch():
     pidfile = os.path.join(root, "run", "monitor.supervise.pid")
     if os.path.exists(pidfile):
         subprocess.run([sys.executable, SUPERVISOR, "stop", "--pidfile", pidfile, "--timeout", "5"], check=False)
+    for mount in hugetlbfs_under(root):
+        subprocess.run(["umount", mount], check=False)
     shutil.rmtree(root, ignore_errors=True)
+
+
+def hugetlbfs_under(root: str) -> list:
+    with open("/proc/mounts") as f:
+        lines = [line.split() for line in f]
+    return [parts[1] for parts in lines if parts[2] == "hugetlbfs" and parts[1].startswith(root + "/")]
 
 
 def role_vars(root: str, **overrides) -> dict:
@@ -135,6 +143,9 @@ def role_vars(root: str, **overrides) -> dict:
         infinivirt_host_storage_roots=[os.path.join(root, "images")],
         infinivirt_host_db_url="sqlite:///%s/lib/infinivirt.db" % root,
         infinivirt_host_secret_key_file=os.path.join(root, "lib", "secret.key"),
+        infinivirt_host_config_file=os.path.join(root, "etc", "infinivirt", "host.json"),
+        infinivirt_host_hugetlbfs_dir=os.path.join(root, "huge"),
+        infinivirt_host_fstab_file=os.path.join(root, "etc", "fstab"),
         infinivirt_host_sysfs_root=os.path.join(root, "sys"),
         infinivirt_host_proc_root=os.path.join(root, "proc"),
         infinivirt_host_grub_defaults_file=os.path.join(root, "etc", "default", "grub"),
@@ -286,11 +297,12 @@ def test_hugepages_per_numa_node_on_the_real_sysfs(scratch):
         role_tasks=["hugepages.yml"],
     )
     try:
+        # The pool, and its hugetlbfs: mount point, fstab line, mount.
         rc, changed, _facts, out = run_role(scratch, variables, check=True)
-        assert rc == 0 and changed == 1, out[-6000:]
+        assert rc == 0 and changed == 4, out[-6000:]
         assert read(NODE0_2M).strip() == before
         rc, changed, _facts, out = run_role(scratch, variables)
-        assert rc == 0 and changed == 1, out[-6000:]
+        assert rc == 0 and changed == 4, out[-6000:]
         assert int(read(NODE0_2M)) == int(before) + 3
         rc, changed, _facts, out = run_role(scratch, variables)
         assert (rc, changed) == (0, 0), out[-6000:]
@@ -301,6 +313,69 @@ def test_hugepages_per_numa_node_on_the_real_sysfs(scratch):
     finally:
         write(NODE0_2M, before + "\n")
     assert read(NODE0_2M).strip() == before
+
+
+GLOBAL_2M = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
+
+
+def test_hugetlbfs_is_mounted_and_a_hugepages_vm_starts(scratch):
+    """Item 11 of issue 18: the role mounts a hugetlbfs per pool size (now and in fstab)."""
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
+
+    before = read(GLOBAL_2M).strip()
+    mount = os.path.join(scratch, "huge", "hugepages-2048kB")
+    fstab = os.path.join(scratch, "etc", "fstab")
+    write(fstab, "# <file system> <mount point> <type> <options> <dump> <pass>\nproc /proc proc defaults 0 0\n")
+    variables = role_vars(
+        scratch,
+        infinivirt_host_sysfs_root="/sys",
+        infinivirt_host_hugepages=[{"size_kb": 2048, "count": int(before) + 40}],
+        infinivirt_host_hugetlbfs_dir=os.path.join(scratch, "huge"),
+        infinivirt_host_fstab_file=fstab,
+        role_tasks=["hugepages.yml"],
+    )
+    service = None
+    try:
+        rc, changed, _facts, out = run_role(scratch, variables, check=True)
+        assert rc == 0 and changed == 4, out[-6000:]  # pool, mount point, fstab, mount
+        assert hugetlbfs_under(scratch) == [] and "proc /proc" in read(fstab) and "hugetlbfs" not in read(fstab)
+        rc, changed, _facts, out = run_role(scratch, variables)
+        assert rc == 0 and changed == 4, out[-6000:]
+        assert hugetlbfs_under(scratch) == [mount]
+        assert read(fstab).endswith("proc /proc proc defaults 0 0\nhugetlbfs %s hugetlbfs pagesize=2048K 0 0\n" % mount)
+        rc, changed, _facts, out = run_role(scratch, variables)
+        assert (rc, changed) == (0, 0), out[-6000:]
+        rc, changed, _facts, out = run_role(scratch, variables, check=True)
+        assert (rc, changed) == (0, 0), out[-6000:]
+
+        os.makedirs(os.path.join(scratch, "run"), mode=0o700, exist_ok=True)
+        service = VmService.open("sqlite:///%s/huge.db" % scratch, os.path.join(scratch, "run"), lock_timeout=30)
+        vm = service.ensure(
+            {"name": "huge", "state": "running", "accel": "tcg", "memory_mb": 64, "vcpus": 1, "hugepages": "2M"}, False
+        ).vm
+        assert vm["status"] == "running"
+        with open("/proc/%d/cmdline" % vm["pid"], "rb") as f:
+            assert mount.encode() in f.read(), "the guest's RAM is not on the role's hugetlbfs"
+    finally:
+        if service is not None:
+            for entry in service.info():
+                service.ensure({"name": entry["name"], "state": "absent", "force": True, "stop_timeout": 0}, False)
+            service.close()
+        for path in hugetlbfs_under(scratch):
+            subprocess.run(["umount", path], check=False)
+        write(GLOBAL_2M, before + "\n")
+    assert read(GLOBAL_2M).strip() == before
+
+    # Something else mounted there is an error, not a second mount on top.
+    os.makedirs(mount, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", mount], check=True)
+    try:
+        rc, _changed, _facts, out = run_role(
+            scratch, dict(variables, infinivirt_host_hugepages=[{"size_kb": 2048, "count": int(before)}])
+        )
+        assert rc != 0 and 'holds "tmpfs' in out and "not a hugetlbfs of 2048 kB pages" in out, out[-4000:]
+    finally:
+        subprocess.run(["umount", mount], check=False)
 
 
 def supervisor_state(root: str) -> dict:
@@ -330,7 +405,8 @@ def monitor_vars(root: str, **overrides) -> dict:
         infinivirt_host_monitor_enabled=True,
         infinivirt_host_python_interpreter=sys.executable,
         infinivirt_host__python_ready=True,
-        role_tasks=["monitor.yml"],
+        # The monitor reads the host configuration: without it, it would use the real host's.
+        role_tasks=["host_config.yml", "monitor.yml"],
     )
     values.update(overrides)
     return role_vars(root, **values)
@@ -348,12 +424,7 @@ def test_supervised_monitor_starts_restarts_and_stops(scratch):
     state = supervisor_state(scratch)
     assert state["running"] and facts["monitor"]["pid"] == state["pid"]
     assert state["argv"][:2] == [sys.executable, variables["infinivirt_host_monitor_path"]]
-    assert state["argv"][2:] == [
-        "--db-url",
-        variables["infinivirt_host_db_url"],
-        "--run-dir",
-        os.path.join(scratch, "run"),
-    ]
+    assert state["argv"][2:] == ["--config", variables["infinivirt_host_config_file"]]
     child = state["child"]
     assert child and os.path.exists("/proc/%d" % child)
 
@@ -363,18 +434,20 @@ def test_supervised_monitor_starts_restarts_and_stops(scratch):
 
     # The monitor dies: its supervisor starts it again.
     os.kill(child, signal.SIGKILL)
-    restarted = wait_for(lambda: supervisor_state(scratch)["child"] not in (None, child))
-    assert restarted, "the supervisor did not restart the monitor"
+    assert wait_for(lambda: supervisor_state(scratch)["child"] not in (None, child)), "no restart"
+    restarted = supervisor_state(scratch)["child"]
     assert "PID %d exited" % child in read(os.path.join(scratch, "monitor.log"))
 
-    # Another argument: the monitor is restarted with it (check mode says so first).
+    # Another host configuration: the monitor is restarted to read it (check mode says so first).
     other = dict(variables, infinivirt_host_id="hv-test-1")
+    config = variables["infinivirt_host_config_file"]
     rc, changed, _facts, out = run_role(scratch, other, check=True)
-    assert rc == 0 and changed == 1, out[-6000:]
-    assert "--host-id" not in supervisor_state(scratch)["argv"]
+    assert rc == 0 and changed == 2, out[-6000:]  # the file, the monitor
+    assert "hv-test-1" not in read(config) and supervisor_state(scratch)["child"] == restarted
     rc, changed, _facts, out = run_role(scratch, other)
-    assert rc == 0 and changed == 1, out[-6000:]
-    assert supervisor_state(scratch)["argv"][-2:] == ["--host-id", "hv-test-1"]
+    assert rc == 0 and changed == 2, out[-6000:]
+    assert json.loads(read(config))["host_id"] == "hv-test-1"
+    assert supervisor_state(scratch)["child"] not in (None, restarted)
     supervisor = supervisor_state(scratch)["pid"]
 
     stopped = dict(other, infinivirt_host_monitor_state="stopped")
@@ -390,6 +463,67 @@ def test_supervised_monitor_starts_restarts_and_stops(scratch):
     assert (rc, changed) == (0, 0), out[-6000:]
 
 
+def monitors(path: str) -> list:
+    """PIDs of the live monitors started from ``path`` (not their supervisors)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/cmdline" % entry, "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if len(args) > 1 and args[1] == path.encode():
+            found.append(int(entry))
+    return sorted(found)
+
+
+def test_a_killed_supervisor_leaves_one_monitor_or_none(scratch):
+    """Item 9 of issue 18: the monitor holds run_dir/monitor.pid locked, so a rerun after its
+    supervisor was killed ends the orphan instead of starting a second monitor, a second one
+    refuses to run, and monitor_state: stopped ends an orphan too."""
+    variables = monitor_vars(scratch)
+    path = variables["infinivirt_host_monitor_path"]
+    rc, _changed, _facts, out = run_role(scratch, variables)
+    assert rc == 0, out[-6000:]
+    first = supervisor_state(scratch)
+    assert wait_for(lambda: monitors(path) == [first["child"]]), monitors(path)
+    pidfile = os.path.join(scratch, "run", "monitor.pid")
+    assert wait_for(lambda: os.path.exists(pidfile) and json.loads(read(pidfile) or "{}").get("pid") == first["child"])
+
+    # A second monitor on the same run_dir refuses to run beside the first.
+    second = subprocess.run(
+        [sys.executable, path, "--config", variables["infinivirt_host_config_file"]],
+        env=ansible_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert second.returncode == 3, second.stderr
+    assert "another monitor (PID %d) runs for run_dir" % first["child"] in second.stderr
+
+    os.kill(first["pid"], signal.SIGKILL)  # the supervisor only: its monitor lives on
+    assert wait_for(lambda: not supervisor_state(scratch)["running"])
+    assert monitors(path) == [first["child"]]
+    rc, changed, _facts, out = run_role(scratch, variables, check=True)
+    assert rc == 0 and changed == 1 and monitors(path) == [first["child"]], out[-6000:]
+    rc, changed, _facts, out = run_role(scratch, variables)
+    assert rc == 0 and changed == 1, out[-6000:]
+    now = supervisor_state(scratch)
+    assert now["running"] and now["child"] != first["child"]
+    assert wait_for(lambda: monitors(path) == [now["child"]]), monitors(path)
+
+    # Killed again, then stopped: the orphan goes too.
+    os.kill(now["pid"], signal.SIGKILL)
+    assert wait_for(lambda: not supervisor_state(scratch)["running"])
+    stopped = dict(variables, infinivirt_host_monitor_state="stopped")
+    rc, changed, _facts, out = run_role(scratch, stopped)
+    assert rc == 0 and changed == 1, out[-6000:]
+    assert wait_for(lambda: monitors(path) == [], 10), monitors(path)
+    rc, changed, _facts, out = run_role(scratch, stopped)
+    assert (rc, changed) == (0, 0), out[-6000:]
+
+
 def test_monitor_gets_the_database_password_from_its_environment(scratch):
     """A PostgreSQL password goes to a 0600 file and PGPASSWORD, never onto the command line."""
     url = "postgresql://infinivirt:s3cr%2Bt@127.0.0.1:5/infinivirt"
@@ -398,8 +532,10 @@ def test_monitor_gets_the_database_password_from_its_environment(scratch):
     assert rc == 0, out[-6000:]
     assert "s3cr" not in out
     state = supervisor_state(scratch)
-    assert "postgresql://infinivirt@127.0.0.1:5/infinivirt" in state["argv"]
     assert not any("s3cr" in arg for arg in state["argv"])
+    config = variables["infinivirt_host_config_file"]
+    assert json.loads(read(config))["db_url"] == "postgresql://infinivirt@127.0.0.1:5/infinivirt"
+    assert oct(os.stat(config).st_mode & 0o777) == "0o644"
     env_file = os.path.join(scratch, "lib", "monitor.env")
     assert oct(os.stat(env_file).st_mode & 0o777) == "0o600"
     assert read(env_file) == "PGPASSWORD=s3cr+t\n"
@@ -463,3 +599,92 @@ def test_secret_key_and_store(scratch):
     rc, changed, _facts, out = run_role(scratch, dict(variables, infinivirt_host_secret_key=vault_key))
     assert rc == 0 and changed == 1, out[-6000:]
     assert read(key_file) == vault_key + "\n" and vault_key not in out
+
+
+CRASH_VM_PLAY = """
+- name: A VM on the host's own paths, no shared option in the task
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: The VM
+      infinivirt.core.infinivirt_vm:
+        name: hostcfg
+        state: running
+        accel: tcg
+        memory_mb: 64
+        vcpus: 1
+        on_crash: restart
+        graphics: {type: vnc, password: "pw4cfg"}
+        disks: [{path: "{{ disk }}"}]
+      register: vm
+    - name: Report it
+      ansible.builtin.copy:
+        content: "{{ vm.vm | to_json }}"
+        dest: "{{ report_file }}"
+        mode: "0600"
+"""
+
+
+def test_the_monitor_and_the_modules_read_the_hosts_configuration(scratch):
+    """Item 6 of issue 18: a host with its own storage root, key file and NVRAM directory.
+    A task with no shared option finds the store through the role's host configuration, and
+    the role's monitor restarts a crashed VM with a display password and a disk under that
+    root (the key and the root come from the file too)."""
+    from ansible_collections.infinivirt.core.plugins.module_utils.host.process import wait_until_gone
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
+
+    variables = monitor_vars(
+        scratch,
+        infinivirt_host_storage_roots=[os.path.join(scratch, "pool")],
+        infinivirt_host_secret_key_file=os.path.join(scratch, "keys", "display.key"),
+        infinivirt_host_nvram_dir=os.path.join(scratch, "firmware-vars"),
+        infinivirt_host_id="hv-cfg",
+        role_tasks=["state.yml", "host_config.yml", "monitor.yml"],
+    )
+    rc, _changed, _facts, out = run_role(scratch, variables)
+    assert rc == 0, out[-6000:]
+    config = variables["infinivirt_host_config_file"]
+    assert json.loads(read(config)) == {
+        "db_url": variables["infinivirt_host_db_url"],
+        "run_dir": os.path.join(scratch, "run"),
+        "storage_roots": [os.path.join(scratch, "pool")],
+        "secret_key_file": os.path.join(scratch, "keys", "display.key"),
+        "nvram_dir": os.path.join(scratch, "firmware-vars"),
+        "host_id": "hv-cfg",
+    }
+    disk = os.path.join(scratch, "pool", "disk.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", disk, "16M"], check=True)
+
+    playbook, report = os.path.join(scratch, "vm.yml"), os.path.join(scratch, "vm.json")
+    write(playbook, CRASH_VM_PLAY)
+    extra = {"disk": disk, "report_file": report, "ansible_python_interpreter": sys.executable}
+    done = subprocess.run(
+        [tool("ansible-playbook"), "-i", "localhost,", "-c", "local", "-e", json.dumps(extra), playbook],
+        env=ansible_env(INFINIVIRT_HOST_CONFIG=config),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+    vm = json.loads(read(report))
+    assert vm["status"] == "running" and vm["graphics"]["password_set"] is True
+    assert vm["qmp_socket"].startswith(os.path.join(scratch, "run") + "/")
+    assert os.path.getsize(os.path.join(scratch, "keys", "display.key")) > 0
+
+    service = VmService.open(variables["infinivirt_host_db_url"], os.path.join(scratch, "run"), hostname="hv-cfg")
+    try:
+        assert service.store.get_vm("hostcfg") is not None, "the task did not use the configured store"
+        os.kill(vm["pid"], signal.SIGKILL)
+        assert wait_until_gone(vm["pid"], vm["uuid"], 10)
+
+        def kinds():
+            return [e["kind"] for e in service.store.list_events(vm["uuid"])]
+
+        assert wait_for(lambda: "restarted" in kinds(), 60), (kinds(), read(variables["infinivirt_host_monitor_log"]))
+        again = service.info("hostcfg")[0]
+        assert again["status"] == "running" and again["pid"] != vm["pid"]
+    finally:
+        for entry in service.info():
+            service.ensure({"name": entry["name"], "state": "absent", "force": True, "stop_timeout": 0}, False)
+        service.close()

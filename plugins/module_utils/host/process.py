@@ -11,6 +11,9 @@ such a process is ever signalled.
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import json
 import os
 import select
 import signal
@@ -31,6 +34,30 @@ def read_pidfile(path: str) -> Optional[int]:
     except OSError:
         return None
     return int(text) if text.isdigit() else None
+
+
+def lock_pidfile(path: str) -> Tuple[Optional[int], Optional[int]]:
+    """Make this process the one holder of ``path`` (a long-lived service such as the host
+    monitor): (fd, None) with an exclusive flock held on the fd for as long as it stays open
+    and the file saying {"pid", "cmdline"}, or (None, holder's PID) when a live process holds
+    it. The lock, not the PID, says who runs; the command line lets another program (the
+    role's supervisor) check a PID before it signals it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        try:
+            holder = json.loads(os.read(fd, 65536).decode("utf-8", "replace")).get("pid")
+        except (ValueError, AttributeError):
+            holder = None  # still being written
+        os.close(fd)
+        if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+            return None, holder
+        raise
+    cmdline = [arg.decode("utf-8", "surrogateescape") for arg in _cmdline(os.getpid(), "/proc")]
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({"pid": os.getpid(), "cmdline": cmdline}).encode("utf-8", "surrogateescape"), 0)
+    return fd, None
 
 
 def process_state(pid: int, proc_root: str = "/proc") -> Optional[str]:
