@@ -25,11 +25,26 @@ import re
 import shutil
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ansible_collections.infinivirt.core.plugins.module_utils.errors import QemuError, SpecError, StateError
-from ansible_collections.infinivirt.core.plugins.module_utils.host.paths import ConfinedDir, resolve_in_roots
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
+    InfinivirtError,
+    QemuError,
+    SpecError,
+    StateError,
+)
+from ansible_collections.infinivirt.core.plugins.module_utils.host.paths import (
+    ConfinedDir,
+    ConfinedFile,
+    resolve_in_roots,
+)
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.img import FdImage, Image, QemuImg
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import validate_name
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import DiskSpec, device_id, node_names
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import (
+    DiskSpec,
+    node_names,
+    overlay_blockdevs,
+    overlay_nodes,
+    top_node,
+)
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import stop_timeout
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import RUNNING, STOPPED
 
@@ -38,6 +53,7 @@ TYPES = ("internal", "external")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 JOB_TIMEOUT = 600.0
 _NEW_FILE = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOCTTY
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 def validate_snapshot_name(name: Any) -> str:
@@ -92,28 +108,51 @@ class SnapshotService:
             return path
         return FdImage(self.lifecycle.open_image(stack, disk, path, self._field(rec, disk))[0], path)
 
-    def _created(self, stack: contextlib.ExitStack, rec, disk: DiskSpec, path: str) -> Image:
-        """A new empty file (O_EXCL) for an overlay, in its directory reached without links."""
-        if not self.lifecycle.storage_roots:
-            return path
+    def _created(self, stack: contextlib.ExitStack, rec, disk: DiskSpec, path: str) -> ConfinedFile:
+        """A new empty file (O_EXCL, 0600) for an overlay, in its directory reached without
+        links: made by us, never by qemu-img or QEMU following a name."""
         field = self._field(rec, disk)
-        real = resolve_in_roots(path, self.lifecycle.storage_roots, field)
+        if self.lifecycle.storage_roots:
+            real = resolve_in_roots(path, self.lifecycle.storage_roots, field)
+        else:
+            real = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
         directory, name = os.path.split(real)
         folder = stack.enter_context(ConfinedDir(directory, field))
         try:
             created = stack.enter_context(folder.open_file(name, _NEW_FILE, 0o600))
         except FileExistsError:
             raise SpecError("name", "%s exists already; pick another snapshot name" % path) from None
-        return FdImage(created.fd, path)
+        return created
 
     def _new_overlay(self, rec, disk: DiskSpec, overlay: str, below: str, below_fmt: str) -> None:
-        """An empty qcow2 overlay on ``below``; its size is read through a descriptor, so
-        qemu-img never opens ``below`` by name."""
         with contextlib.ExitStack() as stack:
-            size = QemuImg().info(self._opened(stack, rec, disk, below), fmt=below_fmt)["virtual-size"]
-            QemuImg().create(
-                self._created(stack, rec, disk, overlay), "qcow2", size, backing=below, backing_fmt=below_fmt
-            )
+            made: List[ConfinedFile] = []
+            try:
+                self._make_overlay(stack, rec, disk, overlay, below, below_fmt, made)
+            except BaseException:
+                for created in made:
+                    created.unlink()
+                raise
+
+    def _make_overlay(
+        self,
+        stack: contextlib.ExitStack,
+        rec,
+        disk: DiskSpec,
+        overlay: str,
+        below: str,
+        below_fmt: str,
+        made: List[ConfinedFile],
+    ) -> ConfinedFile:
+        """An empty qcow2 overlay on ``below``, made by us (appended to ``made`` as soon as
+        it exists) and formatted through its descriptor, open until ``stack`` closes; the
+        size of ``below`` is read through a descriptor too, so qemu-img never opens it by
+        name. The header names ``below`` by path, so the chain opens again after a restart."""
+        size = QemuImg().info(self._opened(stack, rec, disk, below), fmt=below_fmt)["virtual-size"]
+        created = self._created(stack, rec, disk, overlay)
+        made.append(created)
+        QemuImg().create(FdImage(created.fd, overlay), "qcow2", size, backing=below, backing_fmt=below_fmt)
+        return created
 
     def _below_chain(
         self, stack: contextlib.ExitStack, rec, disk: DiskSpec, chain: List[Dict[str, Any]], index: int
@@ -220,13 +259,12 @@ class SnapshotService:
         copy = self._nvram_copy(rec, name)
         if copy and os.path.exists(self.lifecycle.nvram_path(rec)):
             self.store.journal_add(rec.uuid, "nvram", copy)  # removed with the VM
-            shutil.copyfile(self.lifecycle.nvram_path(rec), copy)
-            os.chmod(copy, 0o600)
+            _copy_file(self.lifecycle.nvram_path(rec), copy)
 
     def _restore_nvram(self, rec, name: str) -> None:
         copy = self._nvram_copy(rec, name)
         if copy and os.path.exists(copy):
-            shutil.copyfile(copy, self.lifecycle.nvram_path(rec))
+            _copy_file(copy, self.lifecycle.nvram_path(rec))
 
     def _drop_nvram(self, rec, name: str) -> None:
         copy = self._nvram_copy(rec, name)
@@ -252,10 +290,25 @@ class SnapshotService:
             self._job(rec, "snapshot-save", {"tag": name, "vmstate": nodes[0], "devices": nodes})
         else:
             actions = [
-                {"type": "blockdev-snapshot-internal-sync", "data": {"device": node_names(d)[1], "name": name}}
+                {"type": "blockdev-snapshot-internal-sync", "data": {"device": self._root(rec, d), "name": name}}
                 for d in disks
             ]
             self.lifecycle.qmp(rec, "transaction", {"actions": actions})
+
+    @staticmethod
+    def _root(rec, disk: DiskSpec) -> str:
+        """The root node of a running disk, which QEMU's internal snapshot commands want
+        (they pass through a limited disk's throttle filter to the image); the disk as it
+        runs, since limits added to the spec may wait for a restart."""
+        running = {d.path: d for d in (rec.running_spec or rec.spec).disks}
+        return top_node(running.get(disk.path, disk))
+
+    def _reapply_live(self, rec) -> None:
+        """What the spec sets live and a loaded snapshot brings back as it was: the balloon
+        target (device state). CPU pins (host thread affinity) and I/O limits (throttle
+        group objects) are not in the snapshot and stay as they are."""
+        if (rec.running_spec or rec.spec).memory_balloon and rec.spec.memory_balloon:
+            self.lifecycle.tuner().set_balloon(rec)
 
     def _delete(self, rec, name: str, live: str, params: Dict[str, Any]) -> None:
         self._drop_nvram(rec, name)
@@ -265,7 +318,7 @@ class SnapshotService:
         else:
             for disk in disks:
                 self.lifecycle.qmp(
-                    rec, "blockdev-snapshot-delete-internal-sync", {"device": node_names(disk)[1], "name": name}
+                    rec, "blockdev-snapshot-delete-internal-sync", {"device": self._root(rec, disk), "name": name}
                 )
 
     def _revert(self, rec, name: str, live: str, params: Dict[str, Any]) -> None:
@@ -275,6 +328,7 @@ class SnapshotService:
             nodes = [node_names(d)[1] for d in disks]
             self._job(rec, "snapshot-load", {"tag": name, "vmstate": nodes[0], "devices": nodes})
             self._restore_nvram(rec, name)  # the loaded RAM holds the flash as it was then
+            self._reapply_live(rec)
             return
 
         def apply() -> None:  # disks only: they cannot change under a running guest
@@ -300,70 +354,102 @@ class SnapshotService:
                 "VM %s has internal snapshots (%s); external ones cannot be "
                 "mixed with them" % (rec.name, ", ".join(internal)),
             )
-        layers = self.store.list_layers(rec.uuid)
-        seq = max([layer["seq"] for layer in layers] or [0]) + 1
+        rows = self._new_rows(rec, name, disks)
         active = self.lifecycle.active_paths(rec)
+        # Recorded first: a VM that switched to its overlays must never restart on the bases.
+        self.store.add_layers(rec.uuid, rows)
+        self._save_nvram(rec, name)
+        made: List[ConfinedFile] = []
+        try:
+            with contextlib.ExitStack() as stack:
+                if live == STOPPED:
+                    for disk, row in zip(disks, rows):
+                        top_fmt = "qcow2" if disk.disk_id in active else disk.format
+                        self._make_overlay(stack, rec, disk, row[3], active.get(disk.disk_id, disk.path), top_fmt, made)
+                else:
+                    self._live_overlays(stack, rec, disks, rows, active, made)
+        except BaseException:
+            for created in made:  # ours only: a name someone else made is not touched
+                with contextlib.suppress(OSError):
+                    created.unlink()
+            for base, layer_seq, _name, _overlay in rows:
+                self.store.delete_layer(rec.uuid, base, layer_seq)
+            self._drop_nvram(rec, name)
+            raise
+
+    def _new_rows(self, rec, name: str, disks: List[DiskSpec]) -> List[tuple]:
+        """The disk_layers rows of a new external snapshot: one overlay per disk, next to it."""
+        seq = max([layer["seq"] for layer in self.store.list_layers(rec.uuid)] or [0]) + 1
         rows = []
         for disk in disks:
             overlay = os.path.join(
                 os.path.dirname(disk.path), "%s.%s.overlay.qcow2" % (os.path.basename(disk.path), name)
             )
-            if os.path.lexists(overlay):
+            if os.path.lexists(overlay):  # an early, friendly word; O_EXCL is what holds
                 raise SpecError("name", "%s exists already; pick another snapshot name" % overlay)
             rows.append((disk.path, seq, name, overlay))
-        # Recorded first: a VM that switched to its overlays must never restart on the bases.
-        self.store.add_layers(rec.uuid, rows)
-        self._save_nvram(rec, name)
-        try:
-            if live == STOPPED:
-                for disk, (_base, _seq, _name, overlay) in zip(disks, rows):
-                    top_fmt = "qcow2" if disk.disk_id in active else disk.format
-                    self._new_overlay(rec, disk, overlay, active.get(disk.disk_id, disk.path), top_fmt)
-            else:  # one transaction: every disk switches to its overlay at the same instant
-                tops = self._top_nodes(rec)
-                self.lifecycle.qmp(
-                    rec,
-                    "transaction",
-                    {
-                        "actions": [
-                            {
-                                "type": "blockdev-snapshot-sync",
-                                "data": {
-                                    "node-name": tops[device_id(disk)],
-                                    "snapshot-file": row[3],
-                                    "snapshot-node-name": "x%d-%s" % (seq, disk.disk_id),
-                                    "format": "qcow2",
-                                },
-                            }
-                            for disk, row in zip(disks, rows)
-                        ]
-                    },
-                )
-                # The overlay's header names its backing image after the name QEMU opened it
-                # by, which is /dev/fdset/N for an image handed over as a descriptor: write the
-                # image's path instead, so the chain opens again after a restart.
-                for disk in disks:
-                    node = "x%d-%s" % (seq, disk.disk_id)
-                    self.lifecycle.qmp(
-                        rec,
-                        "change-backing-file",
-                        {"device": node, "image-node-name": node, "backing-file": active.get(disk.disk_id, disk.path)},
-                    )
-        except BaseException:
-            for base, layer_seq, _name, overlay in rows:
-                self.store.delete_layer(rec.uuid, base, layer_seq)
-                if live == STOPPED and os.path.exists(overlay):
-                    os.unlink(overlay)
-            raise
+        return rows
 
-    def _top_nodes(self, rec) -> Dict[str, str]:
-        """device id -> the block node the device reads from now."""
+    def _live_overlays(
+        self,
+        stack: contextlib.ExitStack,
+        rec,
+        disks: List[DiskSpec],
+        rows: List[tuple],
+        active: Dict[str, str],
+        made: List[ConfinedFile],
+    ) -> None:
+        """Each disk's overlay made by us (O_EXCL, 0600, confined), handed to QEMU as a
+        descriptor set and added as a node; then one transaction of blockdev-snapshot puts
+        every overlay on its image at the same instant. The overlay goes right on the image
+        node, under a limited disk's throttle filter, so the limits keep applying. Nodes and
+        descriptor sets are removed again if the switch did not happen."""
+        seq = rows[0][1]
+        timeout = self.lifecycle.qmp_timeout
+        with self.lifecycle.session(rec) as qmp:
+            try:
+                tops = self._image_tops(rec, qmp, disks)
+                actions = []
+                for disk, row in zip(disks, rows):
+                    below = active.get(disk.disk_id, disk.path)
+                    fmt = "qcow2" if disk.disk_id in active else disk.format
+                    created = self._make_overlay(stack, rec, disk, row[3], below, fmt, made)
+                    readonly = os.open("/proc/self/fd/%d" % created.fd, os.O_RDONLY | _CLOEXEC)  # the same file
+                    stack.callback(os.close, readonly)
+                    node = overlay_nodes(disk, seq)[1]
+                    fdset = qmp.add_fd_set((created.fd, readonly), node, timeout=timeout)
+                    for blockdev in overlay_blockdevs(disk, seq, "/dev/fdset/%d" % fdset):
+                        qmp.execute("blockdev-add", blockdev, timeout=timeout)
+                    actions.append({"type": "blockdev-snapshot", "data": {"node": tops[disk.disk_id], "overlay": node}})
+                qmp.execute("transaction", {"actions": actions}, timeout=timeout)
+            except BaseException:
+                self._drop_overlays(qmp, [overlay_nodes(disk, seq) for disk in disks])
+                raise
+
+    @staticmethod
+    def _drop_overlays(qmp, nodes: List[Tuple[str, str]]) -> None:
+        """The nodes and descriptor sets of overlays that QEMU did not switch to."""
+        with contextlib.suppress(InfinivirtError):  # the first error is the one to report
+            have = {n["node-name"] for n in qmp.execute("query-named-block-nodes", {"flat": True})}
+            for pair in nodes:
+                for node in reversed(pair):
+                    if node in have:
+                        qmp.execute("blockdev-del", {"node-name": node})
+            owners = {fmt_node for _file_node, fmt_node in nodes}
+            for fdset in qmp.execute("query-fdsets"):
+                if any(fd.get("opaque") in owners for fd in fdset.get("fds", [])):
+                    qmp.execute("remove-fd", {"fdset-id": fdset["fdset-id"]})
+
+    def _image_tops(self, rec, qmp, disks: List[DiskSpec]) -> Dict[str, str]:
+        """disk_id -> the image node a running disk reads through (under its throttle
+        filter, if any): the overlay of its newest live snapshot since the start, else the
+        node the start made."""
+        nodes = {n["node-name"] for n in qmp.execute("query-named-block-nodes", {"flat": True})}
         tops = {}
-        for block in self.lifecycle.qmp(rec, "query-block"):
-            qdev = block.get("qdev", "").split("/")
-            for part in qdev:
-                if part.startswith("disk-") and "inserted" in block:
-                    tops[part] = block["inserted"]["node-name"]
+        for disk in disks:
+            seqs = sorted((layer["seq"] for layer in self._chain(rec, disk)), reverse=True)
+            live = [overlay_nodes(disk, seq)[1] for seq in seqs if overlay_nodes(disk, seq)[1] in nodes]
+            tops[disk.disk_id] = live[0] if live else node_names(disk)[1]
         return tops
 
     def _chain(self, rec, disk: DiskSpec) -> List[Dict[str, Any]]:
@@ -439,6 +525,22 @@ class SnapshotService:
             qmp.execute("job-dismiss", {"id": job_id})
         if job.get("error"):
             raise QemuError("VM %s: %s failed: %s" % (rec.name, command, job["error"]))
+
+
+def _copy_file(source: str, target: str) -> None:
+    """Copy an NVRAM file into ``target``, 0600, never through a symlink at either end."""
+    flags = os.O_NOFOLLOW | _CLOEXEC
+    src = os.open(source, os.O_RDONLY | flags)
+    try:
+        dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | flags, 0o600)
+        try:
+            os.fchmod(dst, 0o600)
+            with os.fdopen(src, "rb", closefd=False) as reader, os.fdopen(dst, "wb", closefd=False) as writer:
+                shutil.copyfileobj(reader, writer)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
 
 
 def _predicted(existing: Dict[str, Any], name: str, action: Optional[str]) -> List[str]:
