@@ -23,6 +23,7 @@ import contextlib
 import os
 import re
 import shutil
+import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
@@ -45,13 +46,16 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import (
     overlay_nodes,
     top_node,
 )
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.lifecycle import RESUME
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import stop_timeout
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import RUNNING, STOPPED
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import RUNNING, STARTING, STOPPED
 
 STATES = ("present", "absent", "reverted")
 TYPES = ("internal", "external")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 JOB_TIMEOUT = 600.0
+JOB_PREFIX = "infinivirt-"
+JOB_POLL = 0.2
 _NEW_FILE = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOCTTY
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
@@ -113,26 +117,14 @@ class SnapshotService:
         links: made by us, never by qemu-img or QEMU following a name."""
         field = self._field(rec, disk)
         if self.lifecycle.storage_roots:
-            real = resolve_in_roots(path, self.lifecycle.storage_roots, field)
-        else:
-            real = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
-        directory, name = os.path.split(real)
+            resolve_in_roots(path, self.lifecycle.storage_roots, field)  # a link out of the roots: named
+        directory, name = self._confined_parent(rec, disk, path)
         folder = stack.enter_context(ConfinedDir(directory, field))
         try:
             created = stack.enter_context(folder.open_file(name, _NEW_FILE, 0o600))
         except FileExistsError:
             raise SpecError("name", "%s exists already; pick another snapshot name" % path) from None
         return created
-
-    def _new_overlay(self, rec, disk: DiskSpec, overlay: str, below: str, below_fmt: str) -> None:
-        with contextlib.ExitStack() as stack:
-            made: List[ConfinedFile] = []
-            try:
-                self._make_overlay(stack, rec, disk, overlay, below, below_fmt, made)
-            except BaseException:
-                for created in made:
-                    created.unlink()
-                raise
 
     def _make_overlay(
         self,
@@ -154,6 +146,39 @@ class SnapshotService:
         QemuImg().create(FdImage(created.fd, overlay), "qcow2", size, backing=below, backing_fmt=below_fmt)
         return created
 
+    def _replace_overlay(self, rec, disk: DiskSpec, overlay: str, below: str, below_fmt: str) -> None:
+        """A fresh overlay put in place of ``overlay`` by a rename, so the name always holds
+        a whole image (a revert cut off never leaves a row without its file)."""
+        new = overlay + ".new"
+        self._unlink_overlay(rec, disk, new)  # of a revert cut off
+        with contextlib.ExitStack() as stack:
+            made: List[ConfinedFile] = []
+            try:
+                created = self._make_overlay(stack, rec, disk, new, below, below_fmt, made)
+                created.dir.rename(created.name, os.path.basename(overlay))
+            except BaseException:
+                for leftover in made:
+                    leftover.unlink()  # only while it still is the file made here
+                raise
+
+    def _confined_parent(self, rec, disk: DiskSpec, path: str) -> Tuple[str, str]:
+        """(real directory, name) of ``path``: the directory resolved (inside the roots, if
+        set), the name itself not (a symlink there is the entry, not what it points to)."""
+        field = self._field(rec, disk)
+        directory, name = os.path.split(path)
+        if self.lifecycle.storage_roots:
+            probe = resolve_in_roots(os.path.join(directory, ".infinivirt-probe"), self.lifecycle.storage_roots, field)
+            return os.path.dirname(probe), name
+        return os.path.realpath(directory), name
+
+    def _unlink_overlay(self, rec, disk: DiskSpec, path: str) -> None:
+        """Remove an overlay of ours (or the link someone put in its place), by directory
+        descriptor; gone already is fine."""
+        directory, name = self._confined_parent(rec, disk, path)
+        with ConfinedDir(directory, self._field(rec, disk)) as folder:
+            with contextlib.suppress(FileNotFoundError):
+                folder.unlink(name)
+
     def _below_chain(
         self, stack: contextlib.ExitStack, rec, disk: DiskSpec, chain: List[Dict[str, Any]], index: int
     ) -> Sequence[Tuple[Image, str]]:
@@ -170,24 +195,54 @@ class SnapshotService:
             pass
         return dict(sorted(found.items()))
 
-    def _internal_list(self, rec) -> Dict[str, Dict[str, Any]]:
-        disks = self._qcow2_disks(rec)
+    def _per_disk(self, rec, disks: List[DiskSpec]) -> List[Dict[str, Dict[str, Any]]]:
+        """Each disk's internal snapshots, by name."""
         if self.lifecycle.is_alive(rec):
             nodes = {n["node-name"]: n for n in self.lifecycle.qmp(rec, "query-named-block-nodes", {"flat": True})}
             per_disk = [nodes[node_names(d)[1]]["image"].get("snapshots", []) for d in disks]
         else:
             per_disk = [offline_snapshots(d) for d in disks]
-        names = set.intersection(*({s["name"] for s in snaps} for snaps in per_disk))
-        first = {s["name"]: s for s in per_disk[0]}
+        return [{s["name"]: s for s in snaps} for snaps in per_disk]
+
+    def _internal_list(self, rec) -> Dict[str, Dict[str, Any]]:
+        per_disk = self._per_disk(rec, self._qcow2_disks(rec))
+        names = set.intersection(*(set(snaps) for snaps in per_disk))
         return {
             name: {
                 "name": name,
                 "type": "internal",
-                "vm_state_size": first[name].get("vm-state-size", 0),
-                "date_sec": first[name].get("date-sec"),
+                # The memory state is in one disk, not always the first (see _vmstate).
+                "vm_state_size": max(snaps[name].get("vm-state-size", 0) for snaps in per_disk),
+                "date_sec": per_disk[0][name].get("date-sec"),
             }
             for name in sorted(names)
         }
+
+    def _internal_partial(self, rec, name: str) -> bool:
+        """Whether some disks, not all, have internal snapshot ``name`` (a delete or an
+        offline create cut off between disks)."""
+        try:
+            return any(name in snaps for snaps in self._per_disk(rec, self._qcow2_disks(rec)))
+        except SpecError:
+            return False
+
+    def _vmstate(self, rec, disks: List[DiskSpec], name: Optional[str] = None) -> str:
+        """The node that holds the memory state: for snapshot ``name``, the one that has it;
+        for a new one, the first unencrypted disk (QEMU 7.2 aborts on an assertion when it
+        writes memory state into a LUKS-encrypted qcow2 image)."""
+        if name is not None:
+            per_disk = self._per_disk(rec, disks)
+            held = [d for d, snaps in zip(disks, per_disk) if snaps.get(name, {}).get("vm-state-size", 0)]
+            return node_names((held or disks)[0])[1]
+        keys = self.vms.disk_keys(disks)
+        plain = [d for d in disks if d.disk_id not in keys]
+        if not plain:
+            raise SpecError(
+                "memory",
+                "every disk of VM %s is encrypted, and QEMU cannot save memory state into an "
+                "encrypted image; add an unencrypted qcow2 disk or take a disk-only snapshot" % rec.name,
+            )
+        return node_names(plain[0])[1]
 
     def _external_list(self, rec) -> Dict[str, Dict[str, Any]]:
         disks = {d.path for d in rec.spec.disks if not d.readonly and d.media == "disk"}
@@ -213,10 +268,17 @@ class SnapshotService:
                 raise SpecError("vm", "VM %s does not exist" % vm_name)
             if rec.host != self.vms.hostname:
                 raise StateError("VM %s is owned by host %s; manage its snapshots there" % (vm_name, rec.host))
+            resume = None if check_mode else self._finish_cut_off(rec)
             existing = self.list(rec)
             live = self.lifecycle.live_state(rec)
             action = self._plan(state, name, existing, live, params)
             kind = existing[name]["type"] if name in existing else (params.get("type") or "internal")
+            if state == "absent" and action is None and self._has_layers(rec, name):
+                action, kind = "delete", "external"  # a merge cut off half-way: some disks left
+            elif state == "absent" and action is None and self._internal_partial(rec, name):
+                action, kind = "delete", "internal"
+            if action == "create" and kind == "internal" and params.get("memory"):
+                self._vmstate(rec, self._qcow2_disks(rec))  # a place for the memory state
             if kind not in TYPES:
                 raise SpecError("type", "must be one of %s, got %r" % (", ".join(TYPES), kind))
             if action == "create" and kind == "external" and params.get("memory"):
@@ -224,9 +286,11 @@ class SnapshotService:
             if action and not check_mode:
                 prefix = "_" if kind == "internal" else "_external_"
                 getattr(self, prefix + action)(rec, name, live, params)
+            if resume is not None:  # stopped by a task that was cut off: started again
+                self._resume(rec, resume)
             after = self.list(rec) if action and not check_mode else existing
         return {
-            "changed": bool(action),
+            "changed": bool(action) or resume is not None,
             "action": action,
             "snapshots": list(after.values()),
             "diff": {
@@ -234,6 +298,93 @@ class SnapshotService:
                 "after": {"snapshots": sorted(after if not check_mode else _predicted(existing, name, action))},
             },
         }
+
+    # -- what a task that was cut off (SIGKILL) left ------------------------------------------
+    def _finish_cut_off(self, rec) -> Optional[str]:
+        """Settle what a cut-off task left before looking at the snapshots: QEMU jobs it
+        started are waited for and dismissed, an external snapshot that never switched is
+        undone. Returns the state to start the VM in again if such a task stopped it (see
+        _offline), else None."""
+        notes = [ref for kind, ref in self.store.journal_list(rec.uuid) if kind == RESUME]
+        alive = self.lifecycle.is_alive(rec)
+        if alive and notes and rec.status == STARTING and self.lifecycle.query_status(rec) == "prelaunch":
+            self.lifecycle.abort_start(rec)  # our start, cut off half-way: it is done again below
+            alive = False
+        if alive:
+            self._settle_jobs(rec)
+        self._undo_unswitched(rec, alive)
+        if alive:  # started again since: nothing to do
+            for ref in notes:
+                self.store.journal_remove(rec.uuid, RESUME, ref)
+            return None
+        return notes[0] if notes else None
+
+    def _undo_unswitched(self, rec, alive: bool) -> None:
+        """The newest external snapshot, if its rows were written (that comes first) but the
+        VM never switched to its overlays nor started on them (a running VM), or its overlay
+        files were never all made (a stopped one): its nodes, descriptor sets, overlays,
+        rows and NVRAM copy go. Only the newest can be such: each task settles it first."""
+        layers = self.store.list_layers(rec.uuid)
+        if not layers:
+            return
+        seq = max(layer["seq"] for layer in layers)
+        newest = [layer for layer in layers if layer["seq"] == seq]
+        by_path = {d.path: d for d in rec.spec.disks}
+        disks = [(by_path[layer["base_path"]], layer) for layer in newest if layer["base_path"] in by_path]
+        if alive:
+            with self.lifecycle.session(rec) as qmp:
+                nodes = {n["node-name"]: n for n in qmp.execute("query-named-block-nodes", {"flat": True})}
+                if any(self._switched(rec, nodes, disk) for disk, _layer in disks):
+                    return
+                # Strict: a node QEMU still uses refuses blockdev-del, and then no file is touched.
+                self._drop_overlays(qmp, [overlay_nodes(disk, seq) for disk, _layer in disks], strict=True)
+        elif all(os.path.lexists(layer["overlay"]) for layer in newest):
+            return
+        for disk, layer in disks:
+            self._unlink_overlay(rec, disk, layer["overlay"])
+        for layer in newest:
+            self.store.delete_layer(rec.uuid, layer["base_path"], seq)
+        self._drop_nvram(rec, newest[0]["snapshot"])
+
+    def _switched(self, rec, nodes: Dict[str, Any], disk: DiskSpec) -> bool:
+        """Whether the running disk is on its newest overlay: switched to live (the overlay
+        node has its backing attached), or started on it (the start made a node for each
+        image below the top; without storage roots, the top is opened by its path)."""
+        chain = self._chain(rec, disk)
+        live = nodes.get(overlay_nodes(disk, chain[-1]["seq"])[1])
+        if live is not None:
+            return bool(live.get("backing_file"))  # QEMU 7.2 shows it once a backing is attached
+        if "n%d-%s" % (len(chain) - 1, disk.disk_id) in nodes:
+            return True
+        top_file = nodes.get(node_names(disk)[0], {})
+        return top_file.get("file") == chain[-1]["overlay"]
+
+    def _resume(self, rec, state: str) -> None:
+        """Start the VM again as the task that stopped it would have (start_vm), and drop
+        the note, also when the start fails (its error tells why)."""
+        try:
+            if not self.lifecycle.is_alive(rec):
+                self.vms.start_vm(rec, paused=state != RUNNING)
+        finally:
+            self.store.journal_remove(rec.uuid, RESUME, state)
+
+    def _settle_jobs(self, rec) -> None:
+        """Our snapshot-save/-load jobs left by a cut-off task: QEMU runs them to the end
+        without us, so wait for that and dismiss them (a job id stays taken until then)."""
+        deadline = time.monotonic() + JOB_TIMEOUT
+        with self.lifecycle.session(rec) as qmp:
+            while True:
+                ours = [job for job in qmp.execute("query-jobs") if job["id"].startswith(JOB_PREFIX)]
+                for job in ours:
+                    if job["status"] == "concluded":
+                        qmp.execute("job-dismiss", {"id": job["id"]})
+                if all(job["status"] == "concluded" for job in ours):
+                    return
+                if time.monotonic() > deadline:
+                    raise QemuError(
+                        "VM %s: QEMU job %s did not end within %g s" % (rec.name, ours[0]["id"], JOB_TIMEOUT)
+                    )
+                time.sleep(JOB_POLL)
 
     @staticmethod
     def _plan(state: str, name: str, existing: Dict[str, Any], live: str, params: Dict[str, Any]) -> Optional[str]:
@@ -281,13 +432,15 @@ class SnapshotService:
                 QemuImg().snapshot(operation, name, self._opened(stack, rec, disk, disk.path), keys.get(disk.disk_id))
 
     def _create(self, rec, name: str, live: str, params: Dict[str, Any]) -> None:
+        if self._internal_partial(rec, name):  # left on some disks by a run cut off
+            self._delete(rec, name, live, params)
         self._save_nvram(rec, name)
         disks = self._qcow2_disks(rec)
         if live == STOPPED:
             self._offline_snapshots(rec, "create", name, disks)
         elif params.get("memory"):
             nodes = [node_names(d)[1] for d in disks]
-            self._job(rec, "snapshot-save", {"tag": name, "vmstate": nodes[0], "devices": nodes})
+            self._job(rec, "snapshot-save", {"tag": name, "vmstate": self._vmstate(rec, disks), "devices": nodes})
         else:
             actions = [
                 {"type": "blockdev-snapshot-internal-sync", "data": {"device": self._root(rec, d), "name": name}}
@@ -313,6 +466,8 @@ class SnapshotService:
     def _delete(self, rec, name: str, live: str, params: Dict[str, Any]) -> None:
         self._drop_nvram(rec, name)
         disks = self._qcow2_disks(rec)
+        # Only where it is: a delete cut off between disks is finished, not failed.
+        disks = [d for d, snaps in zip(disks, self._per_disk(rec, disks)) if name in snaps]
         if live == STOPPED:
             self._offline_snapshots(rec, "delete", name, disks)
         else:
@@ -326,7 +481,7 @@ class SnapshotService:
         snapshot = self.list(rec)[name]
         if live != STOPPED and snapshot["vm_state_size"]:
             nodes = [node_names(d)[1] for d in disks]
-            self._job(rec, "snapshot-load", {"tag": name, "vmstate": nodes[0], "devices": nodes})
+            self._job(rec, "snapshot-load", {"tag": name, "vmstate": self._vmstate(rec, disks, name), "devices": nodes})
             self._restore_nvram(rec, name)  # the loaded RAM holds the flash as it was then
             self._reapply_live(rec)
             return
@@ -427,9 +582,10 @@ class SnapshotService:
                 raise
 
     @staticmethod
-    def _drop_overlays(qmp, nodes: List[Tuple[str, str]]) -> None:
-        """The nodes and descriptor sets of overlays that QEMU did not switch to."""
-        with contextlib.suppress(InfinivirtError):  # the first error is the one to report
+    def _drop_overlays(qmp, nodes: List[Tuple[str, str]], strict: bool = False) -> None:
+        """The nodes and descriptor sets of overlays that QEMU did not switch to. Errors are
+        raised only if ``strict`` (else the first error, being handled, is the one to report)."""
+        with contextlib.suppress(*(() if strict else (InfinivirtError,))):
             have = {n["node-name"] for n in qmp.execute("query-named-block-nodes", {"flat": True})}
             for pair in nodes:
                 for node in reversed(pair):
@@ -452,6 +608,9 @@ class SnapshotService:
             tops[disk.disk_id] = live[0] if live else node_names(disk)[1]
         return tops
 
+    def _has_layers(self, rec, name: str) -> bool:
+        return any(layer["snapshot"] == name for layer in self.store.list_layers(rec.uuid))
+
     def _chain(self, rec, disk: DiskSpec) -> List[Dict[str, Any]]:
         return [layer for layer in self.store.list_layers(rec.uuid) if layer["base_path"] == disk.path]
 
@@ -465,16 +624,17 @@ class SnapshotService:
         taken after this one are discarded with their overlays."""
 
         def revert() -> None:
+            # Each step leaves rows that name existing files, newest first, and the row of
+            # this snapshot stays: a run cut off anywhere is finished by the next one.
             for disk in self._writable(rec):
                 chain = self._chain(rec, disk)
                 index = next(i for i, layer in enumerate(chain) if layer["snapshot"] == name)
-                for layer in chain[index:]:
-                    if os.path.exists(layer["overlay"]):
-                        os.unlink(layer["overlay"])
+                for layer in reversed(chain[index + 1 :]):
+                    self._unlink_overlay(rec, disk, layer["overlay"])
                     self.store.delete_layer(rec.uuid, disk.path, layer["seq"])
+                    self._drop_nvram(rec, layer["snapshot"])
                 below, fmt = self._below(disk, chain, index)
-                self.store.add_layers(rec.uuid, [(disk.path, chain[index]["seq"], name, chain[index]["overlay"])])
-                self._new_overlay(rec, disk, chain[index]["overlay"], below, fmt)
+                self._replace_overlay(rec, disk, chain[index]["overlay"], below, fmt)
             self._restore_nvram(rec, name)
 
         self._offline(rec, live, params, revert)
@@ -485,7 +645,12 @@ class SnapshotService:
         def merge() -> None:
             for disk in self._writable(rec):
                 chain = self._chain(rec, disk)
-                index = next(i for i, layer in enumerate(chain) if layer["snapshot"] == name)
+                index = next((i for i, layer in enumerate(chain) if layer["snapshot"] == name), None)
+                if index is None:  # merged by a run that was cut off
+                    continue
+                if not os.path.lexists(chain[index]["overlay"]):  # merged and removed, row left
+                    self.store.delete_layer(rec.uuid, disk.path, chain[index]["seq"])
+                    continue
                 below, fmt = self._below(disk, chain, index)
                 with contextlib.ExitStack() as stack:
                     overlay = self._opened(stack, rec, disk, chain[index]["overlay"])
@@ -493,7 +658,7 @@ class SnapshotService:
                     if index + 1 < len(chain):
                         above = self._opened(stack, rec, disk, chain[index + 1]["overlay"])
                         QemuImg().rebase_unsafe(above, below, fmt)
-                os.unlink(chain[index]["overlay"])
+                self._unlink_overlay(rec, disk, chain[index]["overlay"])
                 self.store.delete_layer(rec.uuid, disk.path, chain[index]["seq"])
             self._drop_nvram(rec, name)
 
@@ -503,16 +668,18 @@ class SnapshotService:
         """Run ``work`` on the images with no QEMU holding them: a running VM is stopped
         (as state stopped would) and started again afterwards."""
         if live != STOPPED:
+            # Noted first: if this task is cut off, the next snapshot task starts the VM again.
+            self.store.journal_add(rec.uuid, RESUME, live)
             self.vms.stop_vm(rec, params)
         try:
             work()
         finally:  # also when the work failed: the VM goes back to running on what its disks hold
             if live != STOPPED:
-                self.vms.start_vm(rec, paused=live != RUNNING)
+                self._resume(rec, live)
 
     def _job(self, rec, command: str, arguments: Dict[str, Any]) -> None:
         """Run a QMP job to its end and report its error, if any."""
-        job_id = "infinivirt-%s" % command
+        job_id = JOB_PREFIX + command
         with self.lifecycle.session(rec) as qmp:
             qmp.execute_and_wait(
                 command,
