@@ -37,6 +37,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.host.paths import 
     ConfinedFile,
     resolve_in_roots,
 )
+from ansible_collections.infinivirt.core.plugins.module_utils.host.process import holds_file
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.img import FdImage, Image, QemuImg
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import validate_name
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import (
@@ -338,6 +339,7 @@ class SnapshotService:
                     return
                 # Strict: a node QEMU still uses refuses blockdev-del, and then no file is touched.
                 self._drop_overlays(qmp, [overlay_nodes(disk, seq) for disk, _layer in disks], strict=True)
+            self._check_unused(rec, [layer["overlay"] for layer in newest])
         elif all(os.path.lexists(layer["overlay"]) for layer in newest):
             return
         for disk, layer in disks:
@@ -345,6 +347,16 @@ class SnapshotService:
         for layer in newest:
             self.store.delete_layer(rec.uuid, layer["base_path"], seq)
         self._drop_nvram(rec, newest[0]["snapshot"])
+
+    def _check_unused(self, rec, overlays: List[str]) -> None:
+        """Before an overlay is removed as never used: QEMU must not hold it open."""
+        pid = self.lifecycle.live_pid(rec)
+        for overlay in overlays:
+            if holds_file(pid, overlay, self.lifecycle.host_paths.proc):
+                raise StateError(
+                    "VM %s: QEMU still has %s open though the VM does not use it as a snapshot overlay; "
+                    "nothing was removed (restart the VM, then run the task again)" % (rec.name, overlay)
+                )
 
     def _switched(self, rec, nodes: Dict[str, Any], disk: DiskSpec) -> bool:
         """Whether the running disk is on its newest overlay: switched to live (the overlay
