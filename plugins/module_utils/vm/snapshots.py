@@ -20,6 +20,7 @@ snapshot and copied back on revert.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -422,12 +423,12 @@ class SnapshotService:
         copy = self._nvram_copy(rec, name)
         if copy and os.path.exists(self.lifecycle.nvram_path(rec)):
             self.store.journal_add(rec.uuid, "nvram", copy)  # removed with the VM
-            _copy_file(self.lifecycle.nvram_path(rec), copy)
+            _copy_file(rec, self.lifecycle.nvram_path(rec), copy)
 
     def _restore_nvram(self, rec, name: str) -> None:
         copy = self._nvram_copy(rec, name)
         if copy and os.path.exists(copy):
-            _copy_file(copy, self.lifecycle.nvram_path(rec))
+            _copy_file(rec, copy, self.lifecycle.nvram_path(rec))
 
     def _drop_nvram(self, rec, name: str) -> None:
         copy = self._nvram_copy(rec, name)
@@ -706,8 +707,18 @@ class SnapshotService:
             raise QemuError("VM %s: %s failed: %s" % (rec.name, command, job["error"]))
 
 
-def _copy_file(source: str, target: str) -> None:
+def _copy_file(rec, source: str, target: str) -> None:
     """Copy an NVRAM file into ``target``, 0600, never through a symlink at either end."""
+    try:
+        _copy_nofollow(source, target)
+    except OSError as exc:
+        why = "one of them is a symbolic link" if exc.errno == errno.ELOOP else (exc.strerror or str(exc))
+        raise StateError(
+            "VM %s: cannot copy its NVRAM from %s to %s: %s; nothing was written" % (rec.name, source, target, why)
+        ) from None
+
+
+def _copy_nofollow(source: str, target: str) -> None:
     flags = os.O_NOFOLLOW | _CLOEXEC
     src = os.open(source, os.O_RDONLY | flags)
     try:
