@@ -333,6 +333,8 @@ class SnapshotService:
         newest = [layer for layer in layers if layer["seq"] == seq]
         by_path = {d.path: d for d in rec.spec.disks}
         disks = [(by_path[layer["base_path"]], layer) for layer in newest if layer["base_path"] in by_path]
+        if len(disks) != len(newest):  # a disk no longer in the spec: not ours to judge here
+            return
         if alive:
             with self.lifecycle.session(rec) as qmp:
                 nodes = {n["node-name"]: n for n in qmp.execute("query-named-block-nodes", {"flat": True})}
