@@ -19,16 +19,21 @@ description:
     M(infinivirt.core.infinivirt_vm) O(infinivirt.core.infinivirt_vm#module:state=stopped)
     does), reverts the disks and starts it again. With O(memory=true) the RAM and device
     state are saved too (QMP C(snapshot-save)), and reverting (C(snapshot-load)) restores
-    the running guest without a restart.
+    the running guest without a restart, then sets the balloon to the VM's
+    O(infinivirt.core.infinivirt_vm#module:memory_target_mb) again.
   - An external snapshot (O(type=external)) freezes each disk's current image and puts a new
-    qcow2 overlay (C(<image>.<name>.overlay.qcow2), beside the image) on top; a running VM
-    switches to the overlays in one QMP transaction. Reverting discards the changes made
+    qcow2 overlay (C(<image>.<name>.overlay.qcow2), beside the image, mode 0600) on top; a
+    running VM switches to the overlays in one QMP transaction. The module creates each
+    overlay itself (never through a symbolic link) and hands it to QEMU as a descriptor;
+    the overlay goes under a disk's I/O limits, which keep applying. Reverting discards the changes made
     since (and any external snapshot taken after it) and starts over on a fresh overlay;
     deleting merges the overlay into the image below, keeping today's data. Both work on
     closed images, so a running VM is stopped and started again for them. A disk with
     external snapshots cannot be hot-unplugged or grown until they are deleted, and
     encrypted volumes take internal snapshots only.
   - A UEFI VM's NVRAM is copied with each snapshot and restored on revert.
+  - A task cut off half-way (a cancelled job, a lost connection) is finished or undone by the
+    next run of the same task; a VM it had stopped to revert or delete is started again.
   - M(infinivirt.core.infinivirt_vm_info) lists a VM's snapshots.
 author:
   - Infinivirt developers (@infinivirt)
@@ -74,6 +79,8 @@ options:
     description:
       - Also save the running VM's RAM and device state, so that a revert resumes the guest
         where it was. Needs a running VM.
+      - The state is saved into the first writable disk that is not encrypted (QEMU cannot
+        write it into an encrypted image); a VM whose disks are all encrypted is refused.
     type: bool
     default: false
   stop_timeout:

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import traceback
 import uuid
 
 import pytest
@@ -51,6 +52,22 @@ def after_qmp(command):
     return patch
 
 
+def at_qmp(command):
+    """Kill right before ``command`` is sent."""
+
+    def patch(mp):
+        real = qmp_module.QmpSession.execute
+
+        def execute(self, cmd, *args, **kwargs):
+            if cmd == command:
+                die()
+            return real(self, cmd, *args, **kwargs)
+
+        mp.setattr(qmp_module.QmpSession, "execute", execute)
+
+    return patch
+
+
 def after_unplug_request(mp):
     """Kill once device_del was sent, before QEMU says the guest let go of the device."""
 
@@ -71,21 +88,32 @@ def after_unplugged(mp):
     mp.setattr(qmp_module.QmpSession, "execute_and_wait", execute_and_wait)
 
 
-def after_lifecycle(method):
+def after_method(cls, method):
+    """Kill right after ``cls.method`` returned."""
+
     def patch(mp):
-        real = getattr(lifecycle.Lifecycle, method)
+        real = getattr(cls, method)
 
         def call_then_die(self, *args, **kwargs):
             real(self, *args, **kwargs)
             die()
 
-        mp.setattr(lifecycle.Lifecycle, method, call_then_die)
+        mp.setattr(cls, method, call_then_die)
 
     return patch
 
 
+def at_method(cls, method):
+    """Kill when ``cls.method`` is called, before it does anything."""
+    return lambda mp: mp.setattr(cls, method, die)
+
+
+def after_lifecycle(method):
+    return after_method(lifecycle.Lifecycle, method)
+
+
 def at_lifecycle(method):
-    return lambda mp: mp.setattr(lifecycle.Lifecycle, method, die)
+    return at_method(lifecycle.Lifecycle, method)
 
 
 PLUG_DISK = {
@@ -113,19 +141,55 @@ UNPLUG_NIC = {
 }
 
 
+def bridge_netns(prefix):
+    """A network namespace of the test's own, with bridge vmbr0 up in it."""
+    netns = "%s-%s" % (prefix, uuid.uuid4().hex[:8])
+    for argv in (
+        ["ip", "netns", "add", netns],
+        ["ip", "-n", netns, "link", "add", "vmbr0", "type", "bridge"],
+        ["ip", "-n", netns, "link", "set", "vmbr0", "up"],
+    ):
+        subprocess.run(argv, check=True)
+    return netns
+
+
+def run_killed(task, step):
+    """Run ``task()`` in a child that SIGKILLs itself at ``step`` (an error before the step
+    is printed, and fails the test as the step not reached)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            mp = pytest.MonkeyPatch()
+            step(mp)
+            task()
+        except BaseException:  # noqa: BLE001 -- shown in the test's output
+            traceback.print_exc()
+        finally:
+            os._exit(3)
+    _pid, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, "the step was not reached"
+
+
+def rig_in_tmp(cls, guest, prefix):
+    """A module-scoped rig: ``cls(guest, tmp)`` in a scratch directory; at the end its VMs
+    (``vm_names``) are removed, its service closed and its namespace deleted."""
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    made = cls(guest, tmp)
+    yield made
+    for name in made.vm_names:
+        made.service.ensure({"name": name, "state": "absent", "force": True, "stop_timeout": 5}, False)
+    made.service.close()
+    subprocess.run(["ip", "netns", "del", made.netns], check=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 class Rig:
     """One running guest with a NIC in a namespace of its own, a LUKS disk to plug and a
     second NIC to plug, and a policy_in: drop firewall."""
 
     def __init__(self, guest, tmp):
         self.tmp = tmp
-        self.netns = "ivh-%s" % uuid.uuid4().hex[:8]
-        for argv in (
-            ["ip", "netns", "add", self.netns],
-            ["ip", "-n", self.netns, "link", "add", "vmbr0", "type", "bridge"],
-            ["ip", "-n", self.netns, "link", "set", "vmbr0", "up"],
-        ):
-            subprocess.run(argv, check=True)
+        self.netns = bridge_netns("ivh")
         self.images = os.path.join(tmp, "images")
         os.makedirs(self.images)
         self.db_url, self.run_dir = "sqlite:///%s/hot.db" % tmp, os.path.join(tmp, "run")
@@ -170,16 +234,7 @@ class Rig:
 
     def killed(self, params, step):
         """Run ``params`` in a child that SIGKILLs itself at ``step``."""
-        pid = os.fork()
-        if pid == 0:
-            try:
-                mp = pytest.MonkeyPatch()
-                step(mp)
-                self.open().ensure(params, False)
-            finally:
-                os._exit(3)
-        _pid, status = os.waitpid(pid, 0)
-        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, "the step was not reached"
+        run_killed(lambda: self.open().ensure(params, False), step)
 
     def finish(self, params):
         """The next run completes the change; a rerun then changes nothing."""
@@ -220,19 +275,12 @@ class Rig:
             wait_ready(self.vm["serial_log"])
             self.sock = self.vm["console_socket_path"]
 
-    def close(self):
-        self.service.ensure({"name": "plugged", "state": "absent", "force": True, "stop_timeout": 5}, False)
-        self.service.close()
-        subprocess.run(["ip", "netns", "del", self.netns], check=True)
+    vm_names = ("plugged",)
 
 
 @pytest.fixture(scope="module")
 def shared_rig(guest):
-    tmp = tempfile.mkdtemp(prefix="iv,h=")
-    made = Rig(guest, tmp)
-    yield made
-    made.close()
-    shutil.rmtree(tmp, ignore_errors=True)
+    yield from rig_in_tmp(Rig, guest, "iv,h=")
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ import os
 import subprocess
 
 import pytest
-from conftest import guest_disks, make_image, serial_report, vnc_auth_in, wait_ready
+from conftest import guest_disks, make_image, serial_report, vnc_auth_in, wait_for, wait_ready
+from test_vm_io import dd_seconds
 from test_vm_nics import guest_nics, links, nft_mentions
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
@@ -245,6 +246,13 @@ def test_revert_brings_back_a_vm_with_nic_luks_disk_and_display_password(
     first = assert_fully_started(vms, "revert-nic", bridge_ns, password, mac, "SEAL01")
     dev = guest_disks(first["console_socket_path"])["SEAL01"]["name"]
 
+    # Issue 18: QEMU 7.2 aborts (an assertion) when it saves memory state into a LUKS
+    # qcow2 image; with no other disk for it, the task refuses, and the VM keeps running.
+    with pytest.raises(SpecError) as err:
+        snaps.ensure({"vm": "revert-nic", "name": "with-ram", "memory": True}, False)
+    assert err.value.field == "memory" and "encrypted" in str(err.value)
+    assert vms.info("revert-nic")[0]["pid"] == first["pid"] and vms.lifecycle.is_alive(vms.store.get_vm("revert-nic"))
+
     # Disks only, taken live and reverted by a restart: the new process is a full start.
     write_marker(first["console_socket_path"], dev, "MARK-A")
     snap = {"vm": "revert-nic", "name": "disk-only"}
@@ -337,3 +345,124 @@ def test_offline_snapshot_work_never_follows_a_swapped_symlink(disk_service, ima
         snaps.ensure({"vm": "coldswap", "name": "s2", "type": kind}, False)
     assert err.value.field == "disks[0].path"
     assert open(outside, "rb").read() == before, "the file outside the roots was not written"
+
+
+# -- a running VM with a limited disk: internal, memory and external snapshots live --------
+
+MIB = 1024 * 1024
+
+
+def write_seconds(sock, device, mib):
+    """Seconds the guest takes to write ``mib`` MiB to ``device`` with O_DIRECT (64 KiB blocks)."""
+    return dd_seconds(sock, "if=/dev/zero of=/dev/%s bs=64k count=%d seek=64 oflag=direct" % (device, mib * 16))
+
+
+def block_graph(vms, name):
+    """parent node -> {child role: child node}, and each device's root, from QEMU itself."""
+    graph = vms.lifecycle.qmp(vms.store.get_vm(name), "x-debug-query-block-graph")
+    names = {n["id"]: n["name"] for n in graph["nodes"]}
+    edges = {}
+    for edge in graph["edges"]:
+        edges.setdefault(names[edge["parent"]], {})[edge["name"]] = names[edge["child"]]
+    return edges
+
+
+def throttled_write(sock, dev, bps):
+    """Writing 4 MiB at ``bps`` takes about 4 MiB / bps (the bucket lets 1/10 s through at once)."""
+    seconds = write_seconds(sock, dev, 4)
+    assert seconds >= 0.75 * 4 * MIB / bps, "wrote at %.2f MiB/s: the limit does not hold" % (4 / seconds)
+
+
+def test_live_snapshots_of_a_vm_with_a_limited_disk_and_a_balloon(disk_service, guest_params, images, monkeypatch):
+    vms, snaps = disk_service, SnapshotService(disk_service)
+    disk = make_image(os.path.join(images, "limited.qcow2"), "qcow2", 32)
+    bps = MIB
+    params = dict(
+        guest_params,
+        name="limited",
+        memory_mb=256,
+        memory_balloon=True,
+        memory_target_mb=224,
+        console_socket=True,
+        state="running",
+        disks=[{"path": disk, "serial": "LIM01", "bps": bps}],
+    )
+    vm = vms.ensure(params, False).vm
+    wait_ready(vm["serial_log"])
+    sock = vm["console_socket_path"]
+    dev = guest_disks(sock)["LIM01"]["name"]
+    device_id = "disk-" + vms.store.get_vm("limited").spec.disks[0].disk_id
+    throttle = "t-" + device_id[len("disk-") :]
+
+    # Issue 18 item 7: a disk-only internal snapshot names the disk's root node (its
+    # throttle filter), taken and deleted live.
+    disk_only = {"vm": "limited", "name": "disk-only"}
+    assert snaps.ensure(dict(disk_only, state="present"), False)["changed"]
+    assert [s["name"] for s in vms.info("limited")[0]["snapshots"]] == ["disk-only"]
+    assert snaps.ensure(dict(disk_only, state="absent"), False)["changed"]
+    assert vms.info("limited")[0]["snapshots"] == []
+
+    # Item 8: a memory snapshot taken at 224 MiB, the target then set to 192, reverted: the
+    # balloon keeps the spec's 192, and a rerun of the spec changes nothing.
+    assert wait_for(lambda: vms.info("limited")[0]["balloon"]["actual_mb"] == 224, timeout=60)
+    with_ram = {"vm": "limited", "name": "with-ram", "memory": True}
+    assert snaps.ensure(dict(with_ram, state="present"), False)["changed"]
+    params["memory_target_mb"] = 192
+    assert vms.ensure(params, False).actions == ["update", "set_balloon"]
+    assert wait_for(lambda: vms.info("limited")[0]["balloon"]["actual_mb"] == 192, timeout=60)
+    assert snaps.ensure(dict(with_ram, state="reverted"), False)["changed"]
+    rec = vms.store.get_vm("limited")
+    assert wait_for(lambda: vms.info("limited")[0]["balloon"]["actual_mb"] == 192, timeout=60)
+    assert not vms.ensure(params, False).changed
+    assert snaps.ensure(dict(with_ram, state="absent"), False)["changed"]
+
+    # Item 1: a symlink planted at the overlay's name once the checks are done (the race
+    # window) is not followed: the file it points to is untouched, nothing is left over.
+    outside = make_image(os.path.join(os.path.dirname(images), "victim.qcow2"), "qcow2", 8)
+    before = open(outside, "rb").read()
+    raced = disk + ".raced.overlay.qcow2"
+    real_add = vms.store.add_layers
+
+    def add_then_plant(*args, **kwargs):
+        real_add(*args, **kwargs)
+        os.symlink(outside, raced)
+
+    monkeypatch.setattr(vms.store, "add_layers", add_then_plant)
+    failed = None
+    try:
+        snaps.ensure({"vm": "limited", "name": "raced", "type": "external"}, False)
+    except SpecError as exc:
+        failed = exc
+    monkeypatch.undo()
+    assert open(outside, "rb").read() == before, "the file outside the roots was not written"
+    assert failed is not None and failed.field == "disks[0].path", failed
+    assert "outside the storage roots" in str(failed)
+    assert os.path.islink(raced) and vms.store.list_layers(rec.uuid) == []
+    opaque = [fd.get("opaque", "") for s in vms.lifecycle.qmp(rec, "query-fdsets") for fd in s["fds"]]
+    nodes = [n["node-name"] for n in vms.lifecycle.qmp(rec, "query-named-block-nodes", {"flat": True})]
+    assert not [o for o in opaque if o.startswith("x")] and not [n for n in nodes if n.startswith(("x", "fx"))]
+    os.unlink(raced)
+
+    # Items 1 and 3: a live external snapshot: the overlay is ours (0600), QEMU got it as a
+    # descriptor, and it sits under the throttle filter, so the limit still holds.
+    assert snaps.ensure({"vm": "limited", "name": "ext1", "type": "external"}, False)["changed"]
+    overlay = disk + ".ext1.overlay.qcow2"
+    assert oct(os.stat(overlay).st_mode & 0o777) == oct(0o600)
+    graph = block_graph(vms, "limited")
+    below_throttle = graph[throttle]["file"]
+    assert below_throttle.startswith("x"), graph
+    assert graph[below_throttle]["backing"] == "n-" + throttle[2:]
+    nodes = {n["node-name"]: n for n in vms.lifecycle.qmp(rec, "query-named-block-nodes", {"flat": True})}
+    assert nodes[graph[below_throttle]["file"]]["file"].startswith("/dev/fdset/")
+    throttled_write(sock, dev, bps)
+    backing = json.loads(
+        subprocess.run(["qemu-img", "info", "-U", "--output=json", overlay], capture_output=True, check=True).stdout
+    )
+    assert backing.get("backing-filename") == disk
+
+    # A restart keeps the shape: the throttle filter on top of the overlay.
+    restarted = vms.ensure(dict(params, state="restarted", force=True, stop_timeout=1), False).vm
+    wait_ready(restarted["serial_log"])
+    graph = block_graph(vms, "limited")
+    assert graph[throttle]["file"] == "n-" + throttle[2:], graph
+    throttled_write(restarted["console_socket_path"], dev, bps)

@@ -12,7 +12,7 @@ import stat
 import pytest
 from conftest import make_image, wait_ready
 
-from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
 
@@ -97,3 +97,24 @@ def test_bad_firmware_input(uefi_service, params, field):
         uefi_service.ensure(dict({"name": "bad", "state": "running", "accel": "tcg"}, **params), False)
     assert err.value.field == field
     assert uefi_service.info() == []
+
+
+def test_nvram_snapshot_copies_never_follow_a_symlink(uefi_service, images, workdir):
+    """Issue 18: a symlink planted at the name of an NVRAM snapshot copy is not followed
+    (the file it points to stays as it was) and the task fails with a sentence."""
+    svc = uefi_service
+    disk = make_image(os.path.join(images, "cold-efi.qcow2"), "qcow2", 8)
+    svc.ensure({"name": "coldefi", "firmware": "uefi", "state": "stopped", "disks": [{"path": disk}]}, False)
+    nvram = svc.lifecycle.nvram_path(svc.store.get_vm("coldefi"))
+    os.makedirs(os.path.dirname(nvram), exist_ok=True)
+    with open(nvram, "wb") as fh:
+        fh.write(b"\x01" * 4096)
+    victim = os.path.join(workdir, "victim.fd")
+    with open(victim, "wb") as fh:
+        fh.write(b"keep me")
+    os.symlink(victim, nvram + ".snapshot-s1")
+    with pytest.raises(StateError) as err:
+        SnapshotService(svc).ensure({"vm": "coldefi", "name": "s1"}, False)
+    assert "symbolic link" in str(err.value) and "nothing was written" in str(err.value)
+    assert open(victim, "rb").read() == b"keep me"
+    assert SnapshotService(svc).list(svc.store.get_vm("coldefi")) == {}

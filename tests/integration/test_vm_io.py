@@ -18,17 +18,19 @@ from ansible_collections.infinivirt.core.plugins.module_utils.volume.service imp
 MIB = 1024 * 1024
 
 
-def read_seconds(sock, dev, mib):
-    """Seconds the guest takes to read ``mib`` MiB of ``dev`` with O_DIRECT (64 KiB blocks)."""
+def dd_seconds(sock, dd):
+    """Seconds the guest takes to run the ``dd`` arguments ``dd`` (by its own clock)."""
     rc, out = serial_report.channel_command(
-        sock,
-        "cat /proc/uptime; dd if=/dev/%s of=/dev/null bs=64k count=%d iflag=direct 2>/dev/null; "
-        "cat /proc/uptime" % (dev, mib * 16),
-        timeout=120,
+        sock, "cat /proc/uptime; dd %s 2>/dev/null; cat /proc/uptime" % dd, timeout=120
     )
     assert rc == 0, out
     start, end = (float(line.split()[0]) for line in out.strip().splitlines()[-2:])
     return end - start
+
+
+def read_seconds(sock, dev, mib):
+    """Seconds the guest takes to read ``mib`` MiB of ``dev`` with O_DIRECT (64 KiB blocks)."""
+    return dd_seconds(sock, "if=/dev/%s of=/dev/null bs=64k count=%d iflag=direct" % (dev, mib * 16))
 
 
 def tc_rate(netns, tap):

@@ -148,6 +148,28 @@ def _exists(pid: int, proc_root: str) -> bool:
     return _threads_left(pid, proc_root) if state in DEAD_STATES else True
 
 
+def holds_file(pid: Optional[int], path: str, proc_root: str = "/proc") -> bool:
+    """Whether process ``pid`` has the file at ``path`` (the entry itself, not followed)
+    open, by any of its descriptors."""
+    try:
+        wanted = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    fd_dir = os.path.join(proc_root, str(pid), "fd")
+    try:
+        names = os.listdir(fd_dir) if pid else []
+    except OSError:
+        return False
+    for name in names:
+        try:
+            held = os.stat(os.path.join(fd_dir, name))
+        except OSError:
+            continue  # closed meanwhile
+        if (held.st_dev, held.st_ino) == (wanted.st_dev, wanted.st_ino):
+            return True
+    return False
+
+
 def wait_until_gone(
     pid: int,
     uuid: str,

@@ -321,6 +321,39 @@ def blockdevs(
     return nodes
 
 
+def overlay_nodes(disk: DiskSpec, seq: int) -> Tuple[str, str]:
+    """(file node, format node) of the overlay a live external snapshot ``seq`` adds."""
+    return "fx%d-%s" % (seq, disk.disk_id), "x%d-%s" % (seq, disk.disk_id)
+
+
+def overlay_blockdevs(disk: DiskSpec, seq: int, opened_as: str) -> List[Dict[str, Any]]:
+    """The blockdev-add objects of a live snapshot's new overlay, file node first, with the
+    disk's cache settings. It has no backing yet (blockdev-snapshot attaches the image it
+    goes on), so QEMU opens no image by the name in its header."""
+    direct, no_flush, _wc = _CACHE[disk.cache]
+    cache = {"direct": direct, "no-flush": no_flush}
+    discard = "unmap" if disk.discard else "ignore"
+    file_node, fmt_node = overlay_nodes(disk, seq)
+    return [
+        {
+            "driver": "file",
+            "filename": opened_as,
+            "node-name": file_node,
+            "aio": disk.aio,
+            "cache": cache,
+            "discard": discard,
+        },
+        {
+            "driver": "qcow2",
+            "file": file_node,
+            "node-name": fmt_node,
+            "cache": cache,
+            "discard": discard,
+            "backing": None,
+        },
+    ]
+
+
 def iothread_id(disk: DiskSpec) -> str:
     """The disk's I/O thread: its own (iothread: true) or a shared, named one."""
     if isinstance(disk.iothread, str):

@@ -60,6 +60,9 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import (
     fold_status,
 )
 
+# A journal note, not a file: the VM was stopped by a task that must start it again as
+# the note says (running or paused); the next such task does it if this one was cut off.
+RESUME = "resume"
 SOCKET_PATH_MAX = 107  # sun_path is 108 bytes with the trailing NUL
 POWERDOWN_RESEND = 5.0  # a guest still booting has not opened its power button yet
 QUIT_GRACE = 5.0
@@ -699,7 +702,10 @@ class Lifecycle:
         """Remove the journaled files and TAPs of a VM whose process is gone. The NVRAM
         outlives the process (it is the VM's firmware settings) until the VM is removed."""
         for kind, ref in self.store.journal_list(rec.uuid):
-            if (keep_serial_log and kind == "serial_log") or (keep_nvram and kind == "nvram"):
+            if (keep_serial_log and kind == "serial_log") or (keep_nvram and kind in ("nvram", RESUME)):
+                continue
+            if kind == RESUME:  # a note, not a file
+                self.store.journal_remove(rec.uuid, kind, ref)
                 continue
             if kind == "tap":
                 self.drop_tap(rec, ref)

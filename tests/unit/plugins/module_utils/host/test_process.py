@@ -15,6 +15,7 @@ import uuid as uuidlib
 import pytest
 
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import (
+    holds_file,
     kill_vm_process,
     process_carries,
     process_runs_vm,
@@ -161,3 +162,18 @@ def test_a_dnsmasq_style_marker_is_found_in_any_program():
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_holds_file_sees_an_open_descriptor_of_the_entry_itself(tmp_path):
+    path, link = tmp_path / "overlay.qcow2", tmp_path / "link"
+    path.write_bytes(b"x")
+    link.symlink_to(path)
+    assert not holds_file(os.getpid(), str(path))
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        assert holds_file(os.getpid(), str(path))
+        assert not holds_file(os.getpid(), str(link)), "the link itself is not what is open"
+    finally:
+        os.close(fd)
+    assert not holds_file(os.getpid(), str(path))
+    assert not holds_file(os.getpid(), str(tmp_path / "missing")) and not holds_file(None, str(path))
