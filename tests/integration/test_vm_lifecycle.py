@@ -334,3 +334,19 @@ def test_a_value_only_qemu_refuses_is_never_stored(service, workdir):
         assert err.value.field == field
     assert service.store.get_vm("kept").spec.memory_mb == 64
     assert ensure(service, name="kept", state="paused", cpu_flags=["+sse4_2"]).vm["status"] == "paused"
+
+
+def test_an_unplug_that_ends_between_the_look_and_the_ask_is_done(service, workdir, monkeypatch):
+    """A cut-off run asked the guest to let a device go; the guest finished just after this
+    run saw the device and before its own device_del: QEMU answers DeviceNotFound, which
+    means done (it failed the rerun of a NIC unplug before)."""
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.hotplug import Hotplug
+
+    service.ensure({"name": "late", "state": "running", "accel": "tcg", "memory_mb": 64}, check_mode=False)
+    rec = service.store.get_vm("late")
+    seen = Hotplug._devices
+    monkeypatch.setattr(Hotplug, "_devices", lambda self, qmp: seen(self, qmp) | {"nic-gone"})
+    hotplug = service._hotplug()
+    with hotplug._session(rec) as qmp:
+        hotplug._unplug(qmp, "nic-gone")  # the stale look says it is there; QEMU has none
+        assert "nic-gone" not in seen(hotplug, qmp)
