@@ -94,6 +94,11 @@ stop() {
   fi
 }
 
+# One caller at a time: test workers (pytest-xdist) may all start the server at once.
+mkdir -p "$(dirname "$PG_DIR")"
+exec 9>"$PG_DIR.lock"
+flock 9
+
 case "${1:-}" in
   start) start ;;
   stop) stop ;;

@@ -56,9 +56,61 @@ def pg_url(pg_admin_url):
     admin.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture
 def db_url(request, tmp_path):
-    """Each store test runs on both backends."""
-    if request.param == "sqlite":
+    """A store URL: SQLite, and PostgreSQL too where the store is the test's subject
+    (marker ``both_backends``; see pytest_generate_tests)."""
+    if getattr(request, "param", "sqlite") == "sqlite":
         return "sqlite:///%s/state.db" % tmp_path
     return request.getfixturevalue("pg_url")
+
+
+def _parametrizes(metafunc, name: str) -> bool:
+    return any(name in _argnames(m) for m in metafunc.definition.iter_markers("parametrize"))
+
+
+def _argnames(marker) -> list:
+    names = marker.args[0]
+    return [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
+
+
+def pytest_generate_tests(metafunc):
+    """Module behaviour goes through the same SQL on both backends (store/base.py), so
+    tests run on SQLite only unless the store itself is their subject (locks, races,
+    transactions, several hosts, what a database dump holds): those say ``both_backends``."""
+    if "db_url" not in metafunc.fixturenames or _parametrizes(metafunc, "db_url"):
+        return
+    both = metafunc.definition.get_closest_marker("both_backends") is not None
+    metafunc.parametrize("db_url", BACKENDS if both else BACKENDS[:1], indirect=True)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
+def pytest_collection_modifyitems(config, items):
+    """Markers a test earns from its fixtures (the rest each file declares in pytestmark).
+
+    Under pytest-xdist (scripts/test.sh runs ``--dist loadgroup``) a file's tests stay on one
+    worker, so module-scoped guests boot once; a test that shares host state with other files
+    (the hugepage pools) names that group itself with ``xdist_group``."""
+    undeclared = sorted(
+        {item.nodeid.split("::", 1)[0] for item in items if "/integration/" in item.nodeid and not _declares(item)}
+    )
+    if undeclared:  # else the quick tier would pull in whatever such a file starts
+        raise pytest.UsageError("declare pytestmark (what the file needs, pytest.ini) in: %s" % ", ".join(undeclared))
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+        names = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params.values() if callspec is not None else ()
+        if names & {"pg_url", "pg_admin_url"} or "postgresql" in params:
+            item.add_marker(pytest.mark.postgres)
+        if "guest" in names:
+            item.add_marker(pytest.mark.guest)
+            item.add_marker(pytest.mark.qemu)
+
+
+def _declares(item) -> bool:
+    return hasattr(getattr(item, "module", None), "pytestmark")

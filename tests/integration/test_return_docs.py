@@ -35,6 +35,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import 
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
 
+pytestmark = [pytest.mark.qemu, pytest.mark.netns]
+
 MODULES = (
     "infinivirt_vm",
     "infinivirt_vm_info",
