@@ -4,7 +4,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 #
 # README command 2: run the whole test suite (unit, integration, guest, lint/packaging).
-#   scripts/test.sh            the whole suite (what CI runs), on two pytest-xdist workers
+#   scripts/test.sh            the whole suite (what CI runs), on pytest-xdist workers
 #   scripts/test.sh --quick    the inner loop: what needs no QEMU, no PostgreSQL, no Molecule,
 #                              no other ansible-core and no whole-collection tool (pytest.ini)
 # Extra arguments go to pytest, e.g. scripts/test.sh -k sanity -x, or
@@ -60,7 +60,7 @@ if [[ $quick -eq 1 ]]; then
   workers=0
 fi
 if [[ "$workers" -gt 1 ]]; then
-  opts+=(-n "$workers" --dist loadgroup)
+  opts+=(-n "$workers")  # one file per worker at a time: tests/conftest.py
 fi
 
 rc=0

@@ -87,21 +87,49 @@ def pytest_generate_tests(metafunc):
     metafunc.parametrize("db_url", BACKENDS if both else BACKENDS[:1], indirect=True)
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
-def pytest_collection_modifyitems(config, items):
-    """Markers a test earns from its fixtures (the rest each file declares in pytestmark).
+# Files whose tests change the same host state run on one pytest-xdist worker, one after the
+# other: the role's runs and the hugepages test set the host's real 2M hugepage pool.
+SHARED_HOST_STATE = {
+    "tests/integration/test_role_host.py": "hugepage pools",
+    "tests/integration/test_vm_tuning.py": "hugepage pools",
+}
+# The longest files start first, so that no worker is left with one of them at the end.
+LONGEST_FIRST = (
+    "tests/integration/test_role_host.py",
+    "tests/lint/test_sanity.py",
+    "tests/integration/test_snapshot_faults.py",
+    "tests/integration/test_monitor.py",
+    "tests/integration/test_disk_module.py",
+)
 
-    Under pytest-xdist (scripts/test.sh runs ``--dist loadgroup``) a file's tests stay on one
-    worker, so module-scoped guests boot once; a test that shares host state with other files
-    (the hugepage pools) names that group itself with ``xdist_group``."""
-    undeclared = sorted(
-        {item.nodeid.split("::", 1)[0] for item in items if "/integration/" in item.nodeid and not _declares(item)}
-    )
+
+def _file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook; the per-core venvs have no xdist
+def pytest_xdist_make_scheduler(config, log):
+    """scripts/test.sh runs two workers: a file's tests stay on one worker (module-scoped
+    guests boot once), and the files of SHARED_HOST_STATE share one worker."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return SHARED_HOST_STATE.get(_file_of(nodeid), _file_of(nodeid))
+
+    return FileScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Markers a test earns from its fixtures (the rest each file declares in pytestmark),
+    and the longest files first."""
+    integration = [item for item in items if "/integration/" in item.nodeid]
+    undeclared = sorted({_file_of(item.nodeid) for item in integration if not _declares(item)})
     if undeclared:  # else the quick tier would pull in whatever such a file starts
         raise pytest.UsageError("declare pytestmark (what the file needs, pytest.ini) in: %s" % ", ".join(undeclared))
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(_file_of(item.nodeid), len(rank)))  # stable: same order otherwise
     for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
         names = set(getattr(item, "fixturenames", ()))
         callspec = getattr(item, "callspec", None)
         params = callspec.params.values() if callspec is not None else ()

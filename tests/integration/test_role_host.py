@@ -23,8 +23,7 @@ import uuid
 import pytest
 from collection_path import REPO, collections_root
 
-# The role's runs set the host's real hugepage pools: one worker runs every test that does.
-pytestmark = [pytest.mark.role, pytest.mark.playbook, pytest.mark.xdist_group("hugepages")]
+pytestmark = [pytest.mark.role, pytest.mark.playbook]
 
 ROLE = os.path.join(REPO, "roles", "host")
 FAKE_MONITOR = os.path.join(REPO, "tests", "integration", "role", "fake_monitor.py")

@@ -167,7 +167,6 @@ def hugetlbfs():
         _write(os.path.join(HUGE_2M, "nr_hugepages"), original)
 
 
-@pytest.mark.xdist_group("hugepages")  # sets the host's real 2M pool, as role tests do
 def test_hugepages_are_admitted_taken_and_given_back(service, guest_params, hugetlbfs):
     nr = os.path.join(HUGE_2M, "nr_hugepages")
     free = os.path.join(HUGE_2M, "free_hugepages")
