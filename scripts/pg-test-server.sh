@@ -74,7 +74,7 @@ start() {
     clear_stale_pidfile
     as_postgres "$bin/pg_ctl" -D "$DATA" -l "$PG_DIR/server.log" -w -t 60 \
       -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" \
-      start >/dev/null || { tail -20 "$PG_DIR/server.log" >&2; exit 1; }
+      start >/dev/null 9>&- || { tail -20 "$PG_DIR/server.log" >&2; exit 1; }
   fi
   as_postgres "$bin/psql" -h "$PG_DIR" -p "$PG_PORT" -U postgres -d postgres -qAt -v ON_ERROR_STOP=1 <<SQL >/dev/null
 DO \$\$ BEGIN
@@ -93,6 +93,12 @@ stop() {
     as_postgres "$bin/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null
   fi
 }
+
+# One caller at a time: test workers (pytest-xdist) may all start the server at once. The
+# server must not inherit the lock's descriptor (9>&- below), or it would hold the lock.
+mkdir -p "$(dirname "$PG_DIR")"
+exec 9>"$PG_DIR.lock"
+flock 9
 
 case "${1:-}" in
   start) start ;;

@@ -4,8 +4,12 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 #
 # README command 2: run the whole test suite (unit, integration, guest, lint/packaging).
+#   scripts/test.sh            the whole suite (what CI runs), on pytest-xdist workers
+#   scripts/test.sh --quick    the inner loop: what needs no QEMU, no PostgreSQL, no Molecule,
+#                              no other ansible-core and no whole-collection tool (pytest.ini)
 # Extra arguments go to pytest, e.g. scripts/test.sh -k sanity -x, or
 # scripts/test.sh tests/lint (named paths replace the default tests/).
+# INFINIVIRT_TEST_WORKERS sets the number of workers (0 or 1: no xdist, one process).
 # Exit code: pytest's; "no tests collected" (pytest exit 5) counts as a failure.
 
 set -euo pipefail
@@ -22,17 +26,45 @@ fi
 source "$VENV/bin/activate"
 cd "$REPO"
 
+quick=0
+args=()
+for arg in "$@"; do
+  if [[ "$arg" == --quick ]]; then
+    quick=1
+  else
+    args+=("$arg")
+  fi
+done
+
 # Run tests/ unless the caller names test paths of their own.
 targets=(tests/)
-for arg in "$@"; do
+for arg in "${args[@]}"; do
   if [[ "$arg" != -* && -e "${arg%%::*}" ]]; then
     targets=()
     break
   fi
 done
 
+workers="${INFINIVIRT_TEST_WORKERS:-2}"
+opts=(-ra --durations=25)
+if [[ $quick -eq 1 ]]; then
+  # The quick tier must not start QEMU: a stand-in first on PATH fails any test that tries,
+  # so a test missing its qemu marker shows up here instead of slowing the loop down.
+  stub="$(mktemp -d)"
+  trap 'rm -rf "$stub"' EXIT
+  printf '#!/bin/sh\necho "scripts/test.sh --quick: this test starts QEMU; mark it qemu (pytest.ini)" >&2\nexit 97\n' \
+    >"$stub/qemu-system-x86_64"
+  chmod 755 "$stub/qemu-system-x86_64"
+  export PATH="$stub:$PATH"
+  opts+=(-m "not (qemu or guest or postgres or cores or role or slow)")
+  workers=0
+fi
+if [[ "$workers" -gt 1 ]]; then
+  opts+=(-n "$workers")  # one file per worker at a time: tests/conftest.py
+fi
+
 rc=0
-python -m pytest "${targets[@]}" -ra --durations=15 "$@" || rc=$?
+python -m pytest "${targets[@]}" "${opts[@]}" "${args[@]}" || rc=$?
 
 if [[ $rc -eq 5 ]]; then
   echo "[test] ERROR: pytest collected no tests (exit code 5); treating that as a failure" >&2

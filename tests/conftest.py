@@ -56,9 +56,89 @@ def pg_url(pg_admin_url):
     admin.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture
 def db_url(request, tmp_path):
-    """Each store test runs on both backends."""
-    if request.param == "sqlite":
+    """A store URL: SQLite, and PostgreSQL too where the store is the test's subject
+    (marker ``both_backends``; see pytest_generate_tests)."""
+    if getattr(request, "param", "sqlite") == "sqlite":
         return "sqlite:///%s/state.db" % tmp_path
     return request.getfixturevalue("pg_url")
+
+
+def _parametrizes(metafunc, name: str) -> bool:
+    return any(name in _argnames(m) for m in metafunc.definition.iter_markers("parametrize"))
+
+
+def _argnames(marker) -> list:
+    names = marker.args[0]
+    return [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
+
+
+def pytest_generate_tests(metafunc):
+    """Module behaviour goes through the same SQL on both backends (store/base.py), so
+    tests run on SQLite only unless the store itself is their subject (locks, races,
+    transactions, several hosts, what a database dump holds): those say ``both_backends``."""
+    if "db_url" not in metafunc.fixturenames or _parametrizes(metafunc, "db_url"):
+        return
+    both = metafunc.definition.get_closest_marker("both_backends") is not None
+    metafunc.parametrize("db_url", BACKENDS if both else BACKENDS[:1], indirect=True)
+
+
+# Files whose tests change the same host state run on one pytest-xdist worker, one after the
+# other: the role's runs and the hugepages test set the host's real 2M hugepage pool.
+SHARED_HOST_STATE = {
+    "tests/integration/test_role_host.py": "hugepage pools",
+    "tests/integration/test_vm_tuning.py": "hugepage pools",
+}
+# The longest files start first, so that no worker is left with one of them at the end.
+LONGEST_FIRST = (
+    "tests/integration/test_role_host.py",
+    "tests/lint/test_sanity.py",
+    "tests/integration/test_snapshot_faults.py",
+    "tests/integration/test_monitor.py",
+    "tests/integration/test_disk_module.py",
+)
+
+
+def _file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook; the per-core venvs have no xdist
+def pytest_xdist_make_scheduler(config, log):
+    """scripts/test.sh runs two workers: a file's tests stay on one worker (module-scoped
+    guests boot once), and the files of SHARED_HOST_STATE share one worker."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return SHARED_HOST_STATE.get(_file_of(nodeid), _file_of(nodeid))
+
+    return FileScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Markers a test earns from its fixtures (the rest each file declares in pytestmark),
+    and the longest files first."""
+    integration = [item for item in items if "/integration/" in item.nodeid]
+    undeclared = sorted({_file_of(item.nodeid) for item in integration if not _declares(item)})
+    if undeclared:  # else the quick tier would pull in whatever such a file starts
+        raise pytest.UsageError("declare pytestmark (what the file needs, pytest.ini) in: %s" % ", ".join(undeclared))
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(_file_of(item.nodeid), len(rank)))  # stable: same order otherwise
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params.values() if callspec is not None else ()
+        if names & {"pg_url", "pg_admin_url"} or "postgresql" in params:
+            item.add_marker(pytest.mark.postgres)
+        if "guest" in names:
+            item.add_marker(pytest.mark.guest)
+            item.add_marker(pytest.mark.qemu)
+
+
+def _declares(item) -> bool:
+    return hasattr(getattr(item, "module", None), "pytestmark")

@@ -16,12 +16,15 @@ import subprocess
 import sys
 import time
 
+import pytest
 from collection_path import collections_root
 from qemu_procs import kill_leftovers
 from test_playbook import HERE, run_playbook
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import LockTimeout
 from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import open_store
+
+pytestmark = [pytest.mark.qemu, pytest.mark.playbook]
 
 
 def wait_until_locked(db_url: str, name: str, timeout: float = 120.0) -> str:

@@ -1,7 +1,9 @@
 # Copyright (c) 2026, Infinivirt developers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Every ansible-core meta/runtime.yml accepts: the unit tests and one short playbook each.
+"""Every ansible-core meta/runtime.yml accepts: the tests that import Ansible and one short
+playbook each. Only ansible_binding.py and plugin_utils/ import Ansible (tests/lint/test_layers.py),
+so only the unit tests marked ``ansible_core`` (which import those) can differ between cores.
 
 Each core has a venv of its own (scripts/core-venvs.sh: made once and cached, under
 INFINIVIRT_CORES_DIR, default /var/cache/infinivirt/cores). ansible-test sanity runs under
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -20,6 +23,8 @@ import uuid
 import pytest
 import yaml
 from collection_path import REPO, collections_root
+
+pytestmark = [pytest.mark.cores, pytest.mark.playbook]
 
 CORES = ["2.15", "2.16", "2.17", "2.18", "2.19"]
 
@@ -56,10 +61,41 @@ def core_venv(request):
     return core, venv
 
 
+ANSIBLE_IMPORTS = re.compile(
+    r"^\s*(from|import) (ansible\.|ansible_collections\.infinivirt\.core\.plugins\."
+    r"(module_utils\.ansible_binding|plugin_utils|action|modules))",
+    re.M,
+)
+
+
+def test_every_unit_test_that_imports_ansible_runs_under_each_core():
+    """A unit test that imports Ansible must say so (pytestmark ansible_core), or the
+    per-core runs below would skip it."""
+    unmarked = []
+    for folder, _dirs, files in os.walk(os.path.join(REPO, "tests", "unit")):
+        for name in files:
+            if name.startswith("test_") and name.endswith(".py"):
+                with open(os.path.join(folder, name)) as f:
+                    text = f.read()
+                if ANSIBLE_IMPORTS.search(text) and "pytest.mark.ansible_core" not in text:
+                    unmarked.append(os.path.relpath(os.path.join(folder, name), REPO))
+    assert unmarked == []
+
+
 def test_unit_tests(core_venv):
     core, venv = core_venv
     done = subprocess.run(
-        [os.path.join(venv, "bin", "python"), "-m", "pytest", "tests/unit", "-q", "-p", "no:cacheprovider"],
+        [
+            os.path.join(venv, "bin", "python"),
+            "-m",
+            "pytest",
+            "tests/unit",
+            "-m",
+            "ansible_core",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+        ],
         cwd=REPO,
         stdin=subprocess.DEVNULL,
         capture_output=True,

@@ -35,6 +35,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import 
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.keys import read_luks_key
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
 
+pytestmark = [pytest.mark.qemu, pytest.mark.playbook]
+
 MIB = 1 << 20
 HOST = "hv-disk-test"
 # A file name that QemuOpts would split (',' and '=') and a shell would choke on (quotes).
@@ -414,6 +416,7 @@ class CmdlineWatch:
 
 
 @pytest.mark.parametrize("fmt,driver", [("qcow2", "qcow2"), ("raw", "luks")])
+@pytest.mark.both_backends  # the store is the subject
 def test_luks_volume(env, fmt, driver):
     wrapper, log = logging_qemu_img(env)
     env.disks = make_disks(env.service, env.root, qemu_img=wrapper)
@@ -697,6 +700,7 @@ def _create_in_child(db_url, root, key_file, path, queue):
         service.close()
 
 
+@pytest.mark.both_backends  # the store is the subject
 def test_concurrent_creates_make_one_volume_with_one_key(env):
     path = env.path("race.img")
     env.service.secret_box()  # make the key file once, as a first run would

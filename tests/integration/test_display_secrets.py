@@ -27,6 +27,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.secrets.box import
 from ansible_collections.infinivirt.core.plugins.module_utils.secrets.rotation import rotate_key
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
+pytestmark = [pytest.mark.qemu, pytest.mark.playbook]
+
 PASSWORD = "Pw-8x!Qz"  # eight bytes, as VNC allows
 NEW_PASSWORD = "n3wPw-42"
 VM = {"name": "screen", "accel": "tcg", "memory_mb": 32, "stop_timeout": 0.5, "force": True}
@@ -71,6 +73,7 @@ def database_bytes(db_url, work):
     return subprocess.run([pg_dump, db_url], capture_output=True, check=True).stdout
 
 
+@pytest.mark.both_backends  # the store is the subject
 def test_password_protected_display(env):
     service, db_url, work, key_file = env
     graphics = {"type": "vnc", "password": PASSWORD}
@@ -125,6 +128,7 @@ def test_wrong_key_is_a_clear_error_not_garbage(env, monkeypatch):
     other.close()
 
 
+@pytest.mark.both_backends  # the store is the subject
 def test_key_rotation_re_encrypts_everything_at_once(env):
     service, db_url, work, key_file = env
     ensure(service, state="stopped", graphics={"type": "vnc", "password": PASSWORD})

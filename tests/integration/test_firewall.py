@@ -19,6 +19,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.firewall import nf
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
 from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import open_store
 
+pytestmark = [pytest.mark.qemu, pytest.mark.netns, pytest.mark.playbook]
+
 HOST = "hv-test"
 PING_IN = {"direction": "in", "protocol": "icmp", "action": "drop", "name": "no-ping"}
 
@@ -300,6 +302,7 @@ def test_bad_scope_input(fw, lan, params, field):
     assert lan.ruleset_json() == []
 
 
+@pytest.mark.both_backends  # the store is the subject
 def test_rules_record_their_source(fw, store, lan, db_url):
     g1 = lan.guests[0]
     a = start(fw, lan, g1, "a", running=False)
@@ -349,6 +352,7 @@ def _toggle(db_url, netns, mac, name, rounds, queue):
         queue.put(repr(exc))
 
 
+@pytest.mark.both_backends  # the store is the subject
 def test_concurrent_vms_keep_the_shared_table_consistent(fw, lan, db_url):
     for index in range(4, 9):
         lan.add_guest(index)

@@ -21,6 +21,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.batch import Vm
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.options import vm_argument_spec
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
+pytestmark = [pytest.mark.both_backends, pytest.mark.playbook]
+
 ROUNDS = 5
 PINNED = {"state": "present", "accel": "tcg", "memory_mb": 64, "vcpus": 1, "cpu_pinning": {0: "1"}}
 EXCLUSIVE = dict(PINNED, cpu_pinning_exclusive=True)

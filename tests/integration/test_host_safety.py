@@ -14,6 +14,8 @@ import pytest
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
+pytestmark = [pytest.mark.playbook]
+
 NOBODY = 65534
 
 

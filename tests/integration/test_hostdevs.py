@@ -17,6 +17,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import Qemu
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.argv import LaunchContext, build_argv
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
+pytestmark = [pytest.mark.qemu]
+
 GPU, AUDIO, NVME, BRIDGE, PF = "0000:01:00.0", "0000:01:00.1", "0000:02:00.0", "0000:00:01.0", "0000:03:00.0"
 
 

@@ -27,6 +27,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm import lifecycl
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
 
+pytestmark = [pytest.mark.qemu, pytest.mark.netns]
+
 BASE_MAC, HOT_MAC = "52:54:00:fb:00:01", "52:54:00:fb:00:02"
 HOT_TAP = "iv525400fb0002"
 

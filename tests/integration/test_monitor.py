@@ -29,6 +29,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.host.process impor
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import qmp_execute
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
+pytestmark = [pytest.mark.qemu]
+
 FIRMWARE_ONLY = {"accel": "tcg", "memory_mb": 64, "vcpus": 1}
 
 

@@ -14,6 +14,8 @@ from qemu_procs import qemu_processes
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
+pytestmark = [pytest.mark.qemu]
+
 VM = {"name": "shared", "accel": "tcg", "memory_mb": 32, "stop_timeout": 0.5, "force": True}
 
 

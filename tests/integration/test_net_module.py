@@ -23,6 +23,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.host.process impor
 from ansible_collections.infinivirt.core.plugins.module_utils.network.service import NetworkService
 from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import open_store
 
+pytestmark = [pytest.mark.netns, pytest.mark.playbook]
+
 
 @pytest.fixture
 def netns():
@@ -513,6 +515,7 @@ def test_absent_cleans_up_what_a_crashed_run_left(nets, netns, run_dir):
     assert not nets.ensure({"name": "ivnat3", "state": "absent"}, False)["changed"]
 
 
+@pytest.mark.both_backends  # the store is the subject
 def test_each_host_has_its_own_network_of_a_name(db_url, netns, more_netns, run_dir):
     """Hypervisors sharing one database each have their own "default"."""
     store = open_store(db_url)

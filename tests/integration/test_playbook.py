@@ -10,9 +10,12 @@ import os
 import subprocess
 import sys
 
+import pytest
 from collection_path import collections_root
 from conftest import run_dir_files
 from qemu_procs import kill_leftovers
+
+pytestmark = [pytest.mark.qemu, pytest.mark.playbook]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

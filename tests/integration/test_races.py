@@ -21,6 +21,8 @@ from test_playbook import run_playbook
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import LockTimeout
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
+pytestmark = [pytest.mark.qemu, pytest.mark.both_backends, pytest.mark.playbook]
+
 CALLERS = 20
 # A VM without a kernel: SeaBIOS finds nothing to boot, so it starts in milliseconds and
 # only a forced stop ends it.

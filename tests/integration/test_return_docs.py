@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import pathlib
 import signal
 import subprocess
 import uuid
@@ -34,6 +35,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.options import 
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
+
+pytestmark = [pytest.mark.qemu, pytest.mark.netns]
 
 MODULES = (
     "infinivirt_vm",
@@ -149,7 +152,8 @@ def netns():
 
 
 @pytest.fixture
-def ctx(tmp_path):
+def ctx(workdir):
+    tmp_path = pathlib.Path(workdir)  # short: UNIX socket paths in its run dir stay under 108 bytes
     images = tmp_path / "images"
     images.mkdir()
     context = HostContext.open(
@@ -324,7 +328,8 @@ def check_the_rest(ctx, netns, tmp_path, results):
         vms.ensure(vm_params(name=vm["name"], state="absent", force=True), False)
 
 
-def test_every_returned_key_is_documented(ctx, netns, tmp_path):
+def test_every_returned_key_is_documented(ctx, netns, workdir):
+    tmp_path = pathlib.Path(workdir)  # where ctx lives (its store, run dir and images)
     results: Dict[str, list] = {m: [] for m in MODULES}
 
     # infinivirt_net: a bridge and a NAT network in the test's namespace (removed at the end).

@@ -23,6 +23,8 @@ import uuid
 import pytest
 from collection_path import REPO, collections_root
 
+pytestmark = [pytest.mark.role, pytest.mark.playbook]
+
 ROLE = os.path.join(REPO, "roles", "host")
 FAKE_MONITOR = os.path.join(REPO, "tests", "integration", "role", "fake_monitor.py")
 SUPERVISOR = os.path.join(ROLE, "files", "infinivirt-supervise")

@@ -37,6 +37,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import 
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
 
+pytestmark = [pytest.mark.qemu, pytest.mark.netns]
+
 after_job_sent = after_unplug_request  # sends the command, then dies before any event
 MACS = {"sealed": "52:54:00:fc:00:01", "layered": "52:54:00:fc:00:02"}
 LIMITS = {"sealed": ("iops", "iops-total", 500), "layered": ("bps", "bps-total", 4 * 1024 * 1024)}

@@ -20,6 +20,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service i
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
 
+pytestmark = [pytest.mark.qemu]
+
 
 def write_marker(sock, device, text):
     rc, out = serial_report.channel_command(

@@ -21,6 +21,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm import lifecycl
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
 
+pytestmark = [pytest.mark.qemu, pytest.mark.netns]
+
 PASSWORD = "s3cret"
 MAC = "52:54:00:fa:00:01"
 

@@ -20,6 +20,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import Infi
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import process_runs_vm
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
 
+pytestmark = [pytest.mark.qemu]
+
 # Far below the 60 s a stop_timeout of 0 used to mean, far above what ending QEMU takes.
 PROMPT = 10.0
 

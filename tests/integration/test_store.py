@@ -18,6 +18,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.store.migrations i
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import SPEC_FIELDS, VmSpec
 
+pytestmark = [pytest.mark.both_backends]
+
 # machine_configuration holds exactly the spec's fields (name is the vms row's) and the sealed
 # display password: every column is read and written, none is left over.
 SPEC_COLUMNS = (set(SPEC_FIELDS) - {"name"}) | {"vm_uuid", "graphics_password"}

@@ -22,7 +22,26 @@ from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import qm
 from ansible_collections.infinivirt.core.plugins.module_utils.vm import lifecycle
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
+pytestmark = [pytest.mark.qemu, pytest.mark.postgres]
+
 VM = {"name": "faulty", "accel": "tcg", "memory_mb": 32, "stop_timeout": 0.5, "force": True}
+
+
+@pytest.fixture(scope="module")
+def pg_admin_url():
+    """A PostgreSQL cluster of this file's own (port 55433): these tests stop their server,
+    which must not pull the shared one from under tests running beside them (xdist)."""
+    saved = {k: os.environ.get(k) for k in ("INFINIVIRT_PG_PORT", "INFINIVIRT_PG_DIR")}
+    os.environ.update(INFINIVIRT_PG_PORT="55433", INFINIVIRT_PG_DIR="/var/tmp/infinivirt-pg-faults")
+    try:
+        yield pg_server("start")
+        pg_server("stop")
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @pytest.fixture

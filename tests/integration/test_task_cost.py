@@ -23,6 +23,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.qemu import probe 
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
+pytestmark = [pytest.mark.qemu]
+
 MU = "ansible_collections.infinivirt.core.plugins.module_utils."
 # Loaded only by a task that uses them: NICs and networks, a PostgreSQL URL, a secret.
 HEAVY = ("pyroute2", "psycopg2", "cryptography")

@@ -20,6 +20,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.network.service im
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
 
+pytestmark = []  # needs neither QEMU nor PostgreSQL: part of scripts/test.sh --quick
+
 BASE = {"name": "nl", "state": "present", "accel": "tcg", "memory_mb": 64}
 USB = {"vendor_id": "1d6b", "product_id": "0002"}
 

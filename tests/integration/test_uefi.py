@@ -16,6 +16,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import Spec
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
 
+pytestmark = [pytest.mark.qemu]
+
 
 @pytest.fixture
 def uefi_service(workdir, images):

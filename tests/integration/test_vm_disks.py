@@ -20,6 +20,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import 
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.keys import read_luks_key
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
 
+pytestmark = [pytest.mark.qemu]
+
 MIB = 1024 * 1024
 
 

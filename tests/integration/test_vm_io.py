@@ -11,9 +11,12 @@ from __future__ import annotations
 import os
 import subprocess
 
+import pytest
 from conftest import guest_disks, make_image, serial_report, wait_ready
 
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
+
+pytestmark = [pytest.mark.qemu, pytest.mark.netns]
 
 MIB = 1024 * 1024
 

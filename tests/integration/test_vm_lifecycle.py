@@ -19,6 +19,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import Qemu
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import process_runs_vm
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession, qmp_execute
 
+pytestmark = [pytest.mark.qemu]
+
 # The guest's "System RAM" is -m minus what firmware keeps: about 0.5 MiB under SeaBIOS,
 # more with some devices attached. Within 2 MiB tells 384 from 448 MiB.
 FIRMWARE_SLACK_KIB = 2048

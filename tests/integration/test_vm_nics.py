@@ -20,6 +20,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import Spec
 from ansible_collections.infinivirt.core.plugins.module_utils.network.service import NetworkService
 from ansible_collections.infinivirt.core.plugins.module_utils.vm import preflight
 
+pytestmark = [pytest.mark.qemu, pytest.mark.netns, pytest.mark.playbook]
+
 VENDOR_IDS = {"e1000": ("0x8086", "0x100e"), "rtl8139": ("0x10ec", "0x8139")}
 
 

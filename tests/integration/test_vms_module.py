@@ -22,6 +22,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.batch import Vm
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.options import vm_argument_spec
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
+pytestmark = [pytest.mark.qemu, pytest.mark.playbook]
+
 SPEC = vm_argument_spec()
 # Small, quick, and stopped by force soon after the ACPI button (firmware does not power off).
 FW = {"accel": "tcg", "memory_mb": 64, "vcpus": 1, "force": True, "stop_timeout": 0.5}

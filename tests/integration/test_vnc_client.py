@@ -28,6 +28,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.host.process impor
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession
 
+pytestmark = [pytest.mark.qemu]
+
 if shutil.which("qemu-system-x86_64") is None:  # the only allowed reason to skip
     pytest.skip("qemu-system-x86_64 is not installed", allow_module_level=True)
 

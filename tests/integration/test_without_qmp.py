@@ -19,6 +19,8 @@ import uuid
 import pytest
 from test_playbook import run_playbook
 
+pytestmark = [pytest.mark.netns, pytest.mark.playbook]
+
 
 def site_packages(prefix: str) -> str:
     return os.path.join(prefix, "lib", "python%d.%d" % sys.version_info[:2], "site-packages")

@@ -5,7 +5,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from .helpers import run, tool
+
+pytestmark = pytest.mark.slow
 
 
 def test_ansible_lint(collection, repo_root):

@@ -28,6 +28,8 @@ import pytest
 
 from .helpers import run, tool
 
+pytestmark = pytest.mark.slow  # ansible-test sanity: minutes cold
+
 # pip version ansible-test 2.19 bootstraps into its venvs (ansible_test/_internal/python_requirements.py)
 GET_PIP_CACHE = Path.home() / ".ansible" / "test" / "cache" / "get_pip_24_2.py"
 

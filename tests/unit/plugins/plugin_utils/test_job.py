@@ -5,7 +5,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ansible_collections.infinivirt.core.plugins.plugin_utils.job import job_id_of
+
+# Imports Ansible: tests/integration/test_cores.py runs it under every supported core.
+pytestmark = pytest.mark.ansible_core
 
 
 def test_awx_variables_come_first():

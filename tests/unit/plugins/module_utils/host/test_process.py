@@ -70,6 +70,7 @@ def bystander(*args):
     return _started(proc, args[-1])
 
 
+@pytest.mark.qemu  # a real qemu-system-x86_64 (-machine none)
 def test_live_process_with_uuid_counts_as_running():
     marker = str(uuidlib.uuid4())
     proc = spawn(marker)
@@ -81,6 +82,7 @@ def test_live_process_with_uuid_counts_as_running():
         proc.wait()
 
 
+@pytest.mark.qemu  # a real qemu-system-x86_64 (-machine none)
 def test_a_zombie_counts_as_dead():
     marker = str(uuidlib.uuid4())
     proc = spawn(marker)
@@ -94,6 +96,7 @@ def test_a_zombie_counts_as_dead():
     assert process_state(proc.pid) is None
 
 
+@pytest.mark.qemu  # a real qemu-system-x86_64 (-machine none)
 def test_kill_only_kills_the_vm_it_names():
     marker = str(uuidlib.uuid4())
     proc = spawn(marker)
@@ -122,6 +125,7 @@ def test_run_daemonized_reports_stderr():
     assert rc == 1 and err == "boom"
 
 
+@pytest.mark.qemu  # a real qemu-system-x86_64 (-machine none)
 def test_vm_processes_finds_them_by_uuid():
     marker = str(uuidlib.uuid4())
     proc = spawn(marker)

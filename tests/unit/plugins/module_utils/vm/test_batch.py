@@ -19,6 +19,9 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.batch import (
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.options import vm_argument_spec
 
+# Imports Ansible (validate_options): tests/integration/test_cores.py runs it under every core.
+pytestmark = pytest.mark.ansible_core
+
 SPEC = vm_argument_spec()
 
 
