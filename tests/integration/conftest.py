@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 
 import pytest
@@ -21,13 +20,10 @@ TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(TESTS, "guest"))
 
 import build_guest  # noqa: E402
-import serial_report  # noqa: E402
 from qemu_procs import kill_leftovers  # noqa: E402
 
 if shutil.which("qemu-system-x86_64") is None:  # the only allowed reason to skip
     pytest.skip("qemu-system-x86_64 is not installed", allow_module_level=True)
-
-GUEST_TIMEOUT = float(os.environ.get("INFINIVIRT_GUEST_TIMEOUT", "120"))
 
 
 @pytest.fixture(scope="session")
@@ -67,39 +63,7 @@ def guest_params(guest, workdir):
     return {"kernel": kernel, "initrd": initrd, "kernel_cmdline": guest.kernel_cmdline, "accel": "tcg"}
 
 
-def wait_ready(serial_log: str):
-    return serial_report.wait_for_ready(serial_log, timeout=GUEST_TIMEOUT)
-
-
-def run_dir_files(workdir: str):
-    run = os.path.join(workdir, "run")
-    if not os.path.isdir(run):
-        return []
-    return sorted(f for f in os.listdir(run) if f != "probe-cache.json")
-
-
 # -- disks ----------------------------------------------------------------------------------
-
-
-def make_image(path, fmt, size_mb):
-    subprocess.run(["qemu-img", "create", "-q", "-f", fmt, path, "%dM" % size_mb], check=True)
-    return path
-
-
-def guest_disks(sock):
-    """Ask the guest, over its ttyS1 channel, which disks it sees now."""
-    rc, out = serial_report.channel_command(sock, "report disks")
-    assert rc == 0, out
-    return {d["serial"]: d for d in serial_report.parse_report(out).disks}
-
-
-def wait_for(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.2)
 
 
 @pytest.fixture
@@ -130,21 +94,3 @@ def bridge_ns():
     subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)  # the VNC display's
     yield name
     subprocess.run(["ip", "netns", "del", name], check=True)
-
-
-def vnc_auth_in(netns, port, password):
-    """vnc_auth from inside the VM's namespace, where its display listens on 127.0.0.1."""
-    code = (
-        "import sys; sys.path.insert(0, %r); from vnc_client import vnc_auth; "
-        "print(vnc_auth('127.0.0.1', %d, sys.stdin.read()))" % (os.path.dirname(os.path.abspath(__file__)), port)
-    )
-    done = subprocess.run(
-        ["ip", "netns", "exec", netns, sys.executable, "-c", code],
-        input=password,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()

@@ -18,8 +18,8 @@ import time
 
 import pytest
 from collection_path import collections_root
+from helpers import HERE, run_playbook
 from qemu_procs import kill_leftovers
-from test_playbook import HERE, run_playbook
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import LockTimeout
 from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import open_store

@@ -26,8 +26,8 @@ import time
 from queue import Empty
 
 import pytest
+from helpers import run_playbook
 from qemu_procs import kill_leftovers
-from test_playbook import run_playbook
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.img import QemuImgError

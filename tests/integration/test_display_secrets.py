@@ -17,8 +17,8 @@ import tempfile
 import threading
 
 import pytest
+from helpers import run_playbook
 from qemu_procs import kill_leftovers
-from test_playbook import run_playbook
 from vnc_client import vnc_auth
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError

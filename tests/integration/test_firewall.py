@@ -12,7 +12,7 @@ import multiprocessing
 
 import pytest
 from fwlan import HOST_IP, Lan, sh, vm_record
-from test_playbook import run_playbook
+from helpers import run_playbook
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall import nftables as nft

@@ -84,7 +84,7 @@ def test_a_database_in_a_missing_directory_is_an_error(tmp_path):
 
 def test_the_module_reports_a_bad_run_dir_without_a_traceback(tmp_path):
     """The same check through ansible-playbook: a clear message naming run_dir."""
-    from test_playbook import run_playbook
+    from helpers import run_playbook
 
     (tmp_path / "run").write_text("a file")
     done = run_playbook("host_safety.yml", {"db_url": "sqlite:///%s/s.db" % tmp_path, "run_dir": str(tmp_path / "run")})

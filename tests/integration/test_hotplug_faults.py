@@ -9,20 +9,22 @@ material is left. One guest boots for all the steps."""
 from __future__ import annotations
 
 import os
-import shutil
-import signal
 import subprocess
-import tempfile
-import traceback
-import uuid
 
 import pytest
-from conftest import guest_disks, wait_for, wait_ready
-from test_start_faults import key_material
-from test_vm_nics import guest_nics, links, nft_mentions
+from faults import (
+    after_method,
+    after_qmp,
+    after_unplug_request,
+    after_unplugged,
+    at_method,
+    bridge_netns,
+    rig_in_tmp,
+    run_killed,
+)
+from helpers import guest_disks, guest_nics, key_material, links, nft_mentions, wait_for, wait_ready
 
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
-from ansible_collections.infinivirt.core.plugins.module_utils.qemu import qmp as qmp_module
 from ansible_collections.infinivirt.core.plugins.module_utils.vm import lifecycle
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
@@ -31,83 +33,6 @@ pytestmark = [pytest.mark.qemu, pytest.mark.netns]
 
 BASE_MAC, HOT_MAC = "52:54:00:fb:00:01", "52:54:00:fb:00:02"
 HOT_TAP = "iv525400fb0002"
-
-
-def die(*_args, **_kwargs):
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-def after_qmp(command):
-    """Kill right after QEMU answered ``command`` (before anything else is recorded)."""
-
-    def patch(mp):
-        real = qmp_module.QmpSession.execute
-
-        def execute(self, cmd, *args, **kwargs):
-            result = real(self, cmd, *args, **kwargs)
-            if cmd == command:
-                die()
-            return result
-
-        mp.setattr(qmp_module.QmpSession, "execute", execute)
-
-    return patch
-
-
-def at_qmp(command):
-    """Kill right before ``command`` is sent."""
-
-    def patch(mp):
-        real = qmp_module.QmpSession.execute
-
-        def execute(self, cmd, *args, **kwargs):
-            if cmd == command:
-                die()
-            return real(self, cmd, *args, **kwargs)
-
-        mp.setattr(qmp_module.QmpSession, "execute", execute)
-
-    return patch
-
-
-def after_unplug_request(mp):
-    """Kill once device_del was sent, before QEMU says the guest let go of the device."""
-
-    def execute_and_wait(self, command, arguments, *_rest, **_kwargs):
-        self.execute(command, arguments)
-        die()
-
-    mp.setattr(qmp_module.QmpSession, "execute_and_wait", execute_and_wait)
-
-
-def after_unplugged(mp):
-    real = qmp_module.QmpSession.execute_and_wait
-
-    def execute_and_wait(self, *args, **kwargs):
-        real(self, *args, **kwargs)
-        die()
-
-    mp.setattr(qmp_module.QmpSession, "execute_and_wait", execute_and_wait)
-
-
-def after_method(cls, method):
-    """Kill right after ``cls.method`` returned."""
-
-    def patch(mp):
-        real = getattr(cls, method)
-
-        def call_then_die(self, *args, **kwargs):
-            real(self, *args, **kwargs)
-            die()
-
-        mp.setattr(cls, method, call_then_die)
-
-    return patch
-
-
-def at_method(cls, method):
-    """Kill when ``cls.method`` is called, before it does anything."""
-    return lambda mp: mp.setattr(cls, method, die)
 
 
 def after_lifecycle(method):
@@ -141,48 +66,6 @@ UNPLUG_NIC = {
     "after netdev_del": after_qmp("netdev_del"),
     "before the TAP went": at_lifecycle("drop_tap"),
 }
-
-
-def bridge_netns(prefix):
-    """A network namespace of the test's own, with bridge vmbr0 up in it."""
-    netns = "%s-%s" % (prefix, uuid.uuid4().hex[:8])
-    for argv in (
-        ["ip", "netns", "add", netns],
-        ["ip", "-n", netns, "link", "add", "vmbr0", "type", "bridge"],
-        ["ip", "-n", netns, "link", "set", "vmbr0", "up"],
-    ):
-        subprocess.run(argv, check=True)
-    return netns
-
-
-def run_killed(task, step):
-    """Run ``task()`` in a child that SIGKILLs itself at ``step`` (an error before the step
-    is printed, and fails the test as the step not reached)."""
-    pid = os.fork()
-    if pid == 0:
-        try:
-            mp = pytest.MonkeyPatch()
-            step(mp)
-            task()
-        except BaseException:  # noqa: BLE001 -- shown in the test's output
-            traceback.print_exc()
-        finally:
-            os._exit(3)
-    _pid, status = os.waitpid(pid, 0)
-    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, "the step was not reached"
-
-
-def rig_in_tmp(cls, guest, prefix):
-    """A module-scoped rig: ``cls(guest, tmp)`` in a scratch directory; at the end its VMs
-    (``vm_names``) are removed, its service closed and its namespace deleted."""
-    tmp = tempfile.mkdtemp(prefix=prefix)
-    made = cls(guest, tmp)
-    yield made
-    for name in made.vm_names:
-        made.service.ensure({"name": name, "state": "absent", "force": True, "stop_timeout": 5}, False)
-    made.service.close()
-    subprocess.run(["ip", "netns", "del", made.netns], check=True)
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 class Rig:

@@ -18,11 +18,10 @@ import time
 
 import pytest
 import serial_report
-from conftest import wait_for, wait_ready
+from helpers import links, nft_mentions, wait_for, wait_ready
 from monitor_killed_at import STEPS
 from monitor_proc import MonitorProcess
 from qemu_procs import kill_leftovers
-from test_vm_nics import links, nft_mentions
 
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import vm_processes, wait_until_gone

@@ -14,8 +14,8 @@ import time
 import uuid
 
 import pytest
+from helpers import run_playbook
 from qemu_procs import qemu_processes
-from test_playbook import run_playbook
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.host.net import NetError

@@ -5,43 +5,13 @@
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 
 import pytest
-from collection_path import collections_root
-from conftest import run_dir_files
+from helpers import run_dir_files, run_playbook
 from qemu_procs import kill_leftovers
 
 pytestmark = [pytest.mark.qemu, pytest.mark.playbook]
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def run_playbook(playbook, extra_vars, timeout=900, inventory="localhost,", forks=5, verbosity=0):
-    env = dict(
-        os.environ,
-        ANSIBLE_COLLECTIONS_PATH=collections_root(),
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_FORCE_COLOR="0",
-        ANSIBLE_DEPRECATION_WARNINGS="0",
-    )
-    args = [
-        os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
-        "-i",
-        inventory,
-        "-c",
-        "local",
-        "-f",
-        str(forks),
-        "-e",
-        "ansible_python_interpreter=%s" % sys.executable,
-    ]
-    args += ["-e", json.dumps(extra_vars)] + (["-" + "v" * verbosity] if verbosity else [])
-    args.append(os.path.join(HERE, "playbooks", playbook))
-    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def test_lifecycle_playbook(guest_params, workdir):

@@ -15,8 +15,8 @@ import time
 import traceback
 
 import pytest
+from helpers import assert_db_agrees, run_playbook
 from qemu_procs import kill_leftovers, qemu_processes
-from test_playbook import run_playbook
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import LockTimeout
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
@@ -69,23 +69,6 @@ def race_env(db_url):
     leaked = kill_leftovers(run_dir)
     shutil.rmtree(run_dir, ignore_errors=True)
     assert leaked == [], "QEMU processes outlived their VM rows"
-
-
-def assert_db_agrees(service, name):
-    """The row and the processes tell the same story; returns the state."""
-    rec = service.store.get_vm(name)
-    everything = qemu_processes(service.lifecycle.run_dir)
-    if rec is None:
-        assert everything == [], "a QEMU runs for a VM that has no row"
-        return "absent"
-    pids = qemu_processes(rec.uuid)
-    assert everything == pids, "a QEMU of this test runs outside the VM's row"
-    assert len(pids) <= 1, "more than one QEMU for one VM: %s" % pids
-    if pids:
-        assert rec.status in ("running", "paused") and rec.qemu_pid == pids[0]
-        return "running"
-    assert rec.status == "stopped" and rec.qemu_pid is None
-    return "stopped"
 
 
 def test_twenty_starts_make_one_qemu(race_env):

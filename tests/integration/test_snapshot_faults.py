@@ -15,8 +15,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import guest_disks, wait_ready
-from test_hotplug_faults import (
+from faults import (
     after_method,
     after_qmp,
     after_unplug_request,
@@ -26,9 +25,7 @@ from test_hotplug_faults import (
     rig_in_tmp,
     run_killed,
 )
-from test_snapshots import block_graph
-from test_start_faults import key_material
-from test_vm_nics import links, nft_mentions
+from helpers import block_graph, guest_disks, key_material, links, nft_mentions, wait_ready
 
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.img import QemuImg

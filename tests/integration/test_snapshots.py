@@ -11,9 +11,19 @@ import os
 import subprocess
 
 import pytest
-from conftest import guest_disks, make_image, serial_report, vnc_auth_in, wait_for, wait_ready
-from test_vm_io import dd_seconds
-from test_vm_nics import guest_nics, links, nft_mentions
+import serial_report
+from helpers import (
+    block_graph,
+    dd_seconds,
+    guest_disks,
+    guest_nics,
+    links,
+    make_image,
+    nft_mentions,
+    vnc_auth_in,
+    wait_for,
+    wait_ready,
+)
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
@@ -357,16 +367,6 @@ MIB = 1024 * 1024
 def write_seconds(sock, device, mib):
     """Seconds the guest takes to write ``mib`` MiB to ``device`` with O_DIRECT (64 KiB blocks)."""
     return dd_seconds(sock, "if=/dev/zero of=/dev/%s bs=64k count=%d seek=64 oflag=direct" % (device, mib * 16))
-
-
-def block_graph(vms, name):
-    """parent node -> {child role: child node}, and each device's root, from QEMU itself."""
-    graph = vms.lifecycle.qmp(vms.store.get_vm(name), "x-debug-query-block-graph")
-    names = {n["id"]: n["name"] for n in graph["nodes"]}
-    edges = {}
-    for edge in graph["edges"]:
-        edges.setdefault(names[edge["parent"]], {})[edge["name"]] = names[edge["child"]]
-    return edges
 
 
 def throttled_write(sock, dev, bps):

@@ -7,13 +7,11 @@ its firewall rules and a display password that works, and leaves no key file beh
 
 from __future__ import annotations
 
-import glob
 import os
 import signal
 
 import pytest
-from conftest import vnc_auth_in
-from test_vm_nics import links, nft_mentions
+from helpers import key_material, links, nft_mentions, vnc_auth_in
 
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import vm_processes
@@ -94,10 +92,6 @@ def killed_start(db_url, run_dir, roots, key_file, params, step):
             os._exit(3)  # the step was not reached
     _pid, status = os.waitpid(pid, 0)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, "step %r not reached" % step
-
-
-def key_material(run_dir):
-    return glob.glob(os.path.join(run_dir, "*.key")) + glob.glob("/dev/shm/infinivirt-key-*")
 
 
 @pytest.mark.parametrize("step", sorted(STEPS))

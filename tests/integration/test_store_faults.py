@@ -12,10 +12,10 @@ import tempfile
 import time
 
 import pytest
+from helpers import assert_db_agrees
 from monitor_proc import MonitorProcess
 from pgtest import pg_server
 from qemu_procs import qemu_processes
-from test_races import assert_db_agrees
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import StoreError
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import qmp_execute

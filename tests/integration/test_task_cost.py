@@ -17,7 +17,7 @@ import sys
 
 import pytest
 from collection_path import collections_root
-from conftest import wait_ready
+from helpers import wait_ready
 
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu import probe as probe_mod
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession

@@ -10,7 +10,7 @@ import os
 import stat
 
 import pytest
-from conftest import make_image, wait_ready
+from helpers import make_image, wait_ready
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService

@@ -11,7 +11,8 @@ import threading
 import time
 
 import pytest
-from conftest import guest_disks, make_image, serial_report, wait_for, wait_ready
+import serial_report
+from helpers import guest_disks, make_image, wait_for, wait_ready
 from qemu_procs import qemu_processes
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError

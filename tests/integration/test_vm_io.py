@@ -12,23 +12,13 @@ import os
 import subprocess
 
 import pytest
-from conftest import guest_disks, make_image, serial_report, wait_ready
+from helpers import dd_seconds, guest_disks, make_image, wait_ready
 
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
 
 pytestmark = [pytest.mark.qemu, pytest.mark.netns]
 
 MIB = 1024 * 1024
-
-
-def dd_seconds(sock, dd):
-    """Seconds the guest takes to run the ``dd`` arguments ``dd`` (by its own clock)."""
-    rc, out = serial_report.channel_command(
-        sock, "cat /proc/uptime; dd %s 2>/dev/null; cat /proc/uptime" % dd, timeout=120
-    )
-    assert rc == 0, out
-    start, end = (float(line.split()[0]) for line in out.strip().splitlines()[-2:])
-    return end - start
 
 
 def read_seconds(sock, dev, mib):

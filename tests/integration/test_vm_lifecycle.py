@@ -13,7 +13,7 @@ import sys
 import time
 
 import pytest
-from conftest import run_dir_files, wait_for, wait_ready
+from helpers import run_dir_files, wait_for, wait_ready
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import QemuError, QmpError, SpecError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import process_runs_vm

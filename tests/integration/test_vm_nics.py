@@ -6,15 +6,12 @@ TAPs, MACs, models, queues, guest-to-guest traffic, hot-plug, and no leftovers."
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
 
 import pytest
 import serial_report
-from conftest import wait_for, wait_ready
-from test_playbook import run_playbook
+from helpers import guest_nics, links, nft_mentions, nft_ruleset, run_playbook, wait_for, wait_ready
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.network.service import NetworkService
@@ -31,21 +28,6 @@ def netns(bridge_ns):
     return bridge_ns
 
 
-def links(netns=None):
-    argv = ["ip", "-j", "-d"] + (["-n", netns] if netns else []) + ["link", "show"]
-    return {
-        link["ifname"]: link
-        for link in json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
-    }
-
-
-def guest_nics(sock):
-    rc, out = serial_report.channel_command(sock, "report nics pcinics")
-    assert rc == 0, out
-    report = serial_report.parse_report(out)
-    return report.nics, report.pcinics
-
-
 def shell(sock, command, timeout=30):
     rc, out = serial_report.channel_command(sock, command, timeout=timeout)
     return rc, out
@@ -54,18 +36,6 @@ def shell(sock, command, timeout=30):
 def pings(sock, address):
     rc, out = shell(sock, "ping -c 2 -W 2 %s" % address, timeout=30)
     return rc == 0 and "2 packets received" in out
-
-
-def nft_ruleset(netns):
-    out = subprocess.run(
-        ["ip", "netns", "exec", netns, "nft", "-j", "list", "ruleset"], capture_output=True, text=True, check=True
-    ).stdout
-    return [item for item in json.loads(out)["nftables"] if "metainfo" not in item]
-
-
-def nft_mentions(netns, text):
-    """Whether anything in the namespace's ruleset names ``text`` (a VM's UUID or TAP)."""
-    return text.replace("-", "") in json.dumps(nft_ruleset(netns)).replace("-", "")
 
 
 def configure_ip(sock, mac, cidr):

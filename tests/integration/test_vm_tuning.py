@@ -16,7 +16,7 @@ import tempfile
 
 import pytest
 import serial_report
-from conftest import wait_for, wait_ready
+from helpers import wait_for, wait_ready
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 

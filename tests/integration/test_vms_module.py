@@ -11,7 +11,7 @@ import os
 import threading
 
 import pytest
-from conftest import make_image, wait_for
+from helpers import make_image, wait_for
 from qemu_procs import kill_leftovers
 
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import validate_options
@@ -257,7 +257,7 @@ def test_zero_parallel_is_refused(env):
 def test_exclusive_with_an_empty_list_needs_allow_empty_playbook(workdir):
     """An undefined variable that defaults to [] with exclusive: true wipes nothing unless
     the task says allow_empty: true (issue 18 item 14), from a playbook, check mode too."""
-    from test_playbook import run_playbook
+    from helpers import run_playbook
 
     try:
         done = run_playbook(

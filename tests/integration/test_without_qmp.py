@@ -17,7 +17,7 @@ import sys
 import uuid
 
 import pytest
-from test_playbook import run_playbook
+from helpers import run_playbook
 
 pytestmark = [pytest.mark.netns, pytest.mark.playbook]
 

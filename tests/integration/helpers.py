@@ -1,0 +1,187 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Plain helpers shared by the integration tests (no fixtures: those stay in conftest):
+waiting for the guest and asking it things over its ttyS1 channel, scratch images, polling,
+running a playbook, looking at links, nftables rulesets, key material, QEMU's block graph
+and whether the store agrees with the processes. Test files import them from here, never
+from conftest or from one another."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+
+from collection_path import collections_root
+from qemu_procs import qemu_processes
+
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if os.path.join(TESTS, "guest") not in sys.path:  # conftest put it there already, normally
+    sys.path.insert(0, os.path.join(TESTS, "guest"))
+
+import serial_report  # noqa: E402
+
+GUEST_TIMEOUT = float(os.environ.get("INFINIVIRT_GUEST_TIMEOUT", "120"))
+
+
+# -- the guest ------------------------------------------------------------------------------
+
+
+def wait_ready(serial_log: str):
+    return serial_report.wait_for_ready(serial_log, timeout=GUEST_TIMEOUT)
+
+
+def wait_for(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)
+
+
+def dd_seconds(sock, dd):
+    """Seconds the guest takes to run the ``dd`` arguments ``dd`` (by its own clock)."""
+    rc, out = serial_report.channel_command(
+        sock, "cat /proc/uptime; dd %s 2>/dev/null; cat /proc/uptime" % dd, timeout=120
+    )
+    assert rc == 0, out
+    start, end = (float(line.split()[0]) for line in out.strip().splitlines()[-2:])
+    return end - start
+
+
+# -- disks ----------------------------------------------------------------------------------
+
+
+def make_image(path, fmt, size_mb):
+    subprocess.run(["qemu-img", "create", "-q", "-f", fmt, path, "%dM" % size_mb], check=True)
+    return path
+
+
+def guest_disks(sock):
+    """Ask the guest, over its ttyS1 channel, which disks it sees now."""
+    rc, out = serial_report.channel_command(sock, "report disks")
+    assert rc == 0, out
+    return {d["serial"]: d for d in serial_report.parse_report(out).disks}
+
+
+def block_graph(vms, name):
+    """parent node -> {child role: child node}, and each device's root, from QEMU itself."""
+    graph = vms.lifecycle.qmp(vms.store.get_vm(name), "x-debug-query-block-graph")
+    names = {n["id"]: n["name"] for n in graph["nodes"]}
+    edges = {}
+    for edge in graph["edges"]:
+        edges.setdefault(names[edge["parent"]], {})[edge["name"]] = names[edge["child"]]
+    return edges
+
+
+# -- networks, firewall, the display --------------------------------------------------------
+
+
+def links(netns=None):
+    argv = ["ip", "-j", "-d"] + (["-n", netns] if netns else []) + ["link", "show"]
+    return {
+        link["ifname"]: link
+        for link in json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
+    }
+
+
+def guest_nics(sock):
+    rc, out = serial_report.channel_command(sock, "report nics pcinics")
+    assert rc == 0, out
+    report = serial_report.parse_report(out)
+    return report.nics, report.pcinics
+
+
+def nft_ruleset(netns):
+    out = subprocess.run(
+        ["ip", "netns", "exec", netns, "nft", "-j", "list", "ruleset"], capture_output=True, text=True, check=True
+    ).stdout
+    return [item for item in json.loads(out)["nftables"] if "metainfo" not in item]
+
+
+def nft_mentions(netns, text):
+    """Whether anything in the namespace's ruleset names ``text`` (a VM's UUID or TAP)."""
+    return text.replace("-", "") in json.dumps(nft_ruleset(netns)).replace("-", "")
+
+
+def vnc_auth_in(netns, port, password):
+    """vnc_auth from inside the VM's namespace, where its display listens on 127.0.0.1."""
+    code = (
+        "import sys; sys.path.insert(0, %r); from vnc_client import vnc_auth; "
+        "print(vnc_auth('127.0.0.1', %d, sys.stdin.read()))" % (os.path.dirname(os.path.abspath(__file__)), port)
+    )
+    done = subprocess.run(
+        ["ip", "netns", "exec", netns, sys.executable, "-c", code],
+        input=password,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+# -- what a run leaves behind ---------------------------------------------------------------
+
+
+def run_dir_files(workdir: str):
+    run = os.path.join(workdir, "run")
+    if not os.path.isdir(run):
+        return []
+    return sorted(f for f in os.listdir(run) if f != "probe-cache.json")
+
+
+def key_material(run_dir):
+    return glob.glob(os.path.join(run_dir, "*.key")) + glob.glob("/dev/shm/infinivirt-key-*")
+
+
+def assert_db_agrees(service, name):
+    """The row and the processes tell the same story; returns the state."""
+    rec = service.store.get_vm(name)
+    everything = qemu_processes(service.lifecycle.run_dir)
+    if rec is None:
+        assert everything == [], "a QEMU runs for a VM that has no row"
+        return "absent"
+    pids = qemu_processes(rec.uuid)
+    assert everything == pids, "a QEMU of this test runs outside the VM's row"
+    assert len(pids) <= 1, "more than one QEMU for one VM: %s" % pids
+    if pids:
+        assert rec.status in ("running", "paused") and rec.qemu_pid == pids[0]
+        return "running"
+    assert rec.status == "stopped" and rec.qemu_pid is None
+    return "stopped"
+
+
+# -- playbooks ------------------------------------------------------------------------------
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def run_playbook(playbook, extra_vars, timeout=900, inventory="localhost,", forks=5, verbosity=0):
+    env = dict(
+        os.environ,
+        ANSIBLE_COLLECTIONS_PATH=collections_root(),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_FORCE_COLOR="0",
+        ANSIBLE_DEPRECATION_WARNINGS="0",
+    )
+    args = [
+        os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
+        "-i",
+        inventory,
+        "-c",
+        "local",
+        "-f",
+        str(forks),
+        "-e",
+        "ansible_python_interpreter=%s" % sys.executable,
+    ]
+    args += ["-e", json.dumps(extra_vars)] + (["-" + "v" * verbosity] if verbosity else [])
+    args.append(os.path.join(HERE, "playbooks", playbook))
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout, check=False)
