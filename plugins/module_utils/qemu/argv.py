@@ -208,7 +208,22 @@ def device_args(spec: VmSpec, ctx: LaunchContext) -> List[str]:
 
 def build_argv(spec: VmSpec, ctx: LaunchContext) -> List[str]:
     """Return the full argv that starts this VM paused (-S) and daemonized."""
-    argv = [
+    return (
+        _process_args(spec, ctx)
+        + _monitor_args(ctx)
+        + _firmware_args(spec, ctx)
+        + _console_args(spec, ctx)
+        + memory_args(spec, ctx)
+        + device_args(spec, ctx)
+        + _display_args(spec)
+        + _boot_args(spec)
+        + ["-msg", "timestamp=on", "-S", "-pidfile", ctx.pidfile, "-daemonize"]
+    )
+
+
+def _process_args(spec: VmSpec, ctx: LaunchContext) -> List[str]:
+    """The machine, CPUs, memory size, the task's QMP socket and the serial log."""
+    return [
         ctx.binary,
         "-name",
         "guest=%s,debug-threads=on" % opt_value("name", spec.name),
@@ -241,6 +256,10 @@ def build_argv(spec: VmSpec, ctx: LaunchContext) -> List[str]:
         "-device",
         "pvpanic",
     ]
+
+
+def _monitor_args(ctx: LaunchContext) -> List[str]:
+    argv: List[str] = []
     if ctx.events_socket:  # QMP allows one client per monitor: the task's own stays free
         argv += [
             "-chardev",
@@ -255,38 +274,48 @@ def build_argv(spec: VmSpec, ctx: LaunchContext) -> List[str]:
             "-mon",
             "chardev=evlog,mode=control",
         ]
+    return argv
+
+
+def _firmware_args(spec: VmSpec, ctx: LaunchContext) -> List[str]:
+    argv: List[str] = []
     if spec.firmware == "uefi":
         for node in pflash_blockdevs(ctx.firmware_code, ctx.nvram):
             argv += ["-blockdev", as_json(node)]
         if spec.secure_boot:  # only SMM code may write the variable store
             argv += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
-    if spec.console_socket and ctx.console_socket:
-        argv += [
-            "-chardev",
-            "socket,id=console0,path=%s,server=on,wait=off" % opt_value("run_dir", ctx.console_socket),
-            "-serial",
-            "chardev:console0",
-        ]
-    argv += memory_args(spec, ctx)
-    argv += device_args(spec, ctx)
+    return argv
+
+
+def _console_args(spec: VmSpec, ctx: LaunchContext) -> List[str]:
+    if not (spec.console_socket and ctx.console_socket):
+        return []
+    return [
+        "-chardev",
+        "socket,id=console0,path=%s,server=on,wait=off" % opt_value("run_dir", ctx.console_socket),
+        "-serial",
+        "chardev:console0",
+    ]
+
+
+def _display_args(spec: VmSpec) -> List[str]:
+    argv: List[str] = []
     if spec.graphics_type == "vnc":
         # -nodefaults leaves no video card: without one a VNC client sees no screen.
         video = {"driver": VIDEO_DEVICES[spec.video_model], "id": "video0"}
         argv += ["-device", as_json(video), "-vnc", vnc_option(spec)]
     if spec.rtc_base != "utc":
         argv += ["-rtc", "base=%s" % spec.rtc_base]
+    return argv
+
+
+def _boot_args(spec: VmSpec) -> List[str]:
+    """Direct kernel boot: each value is an argv element of its own, never escaped."""
+    argv: List[str] = []
     if spec.kernel is not None:
         argv += ["-kernel", spec.kernel]
     if spec.initrd is not None:
         argv += ["-initrd", spec.initrd]
     if spec.kernel_cmdline is not None:
         argv += ["-append", spec.kernel_cmdline]
-    argv += [
-        "-msg",
-        "timestamp=on",
-        "-S",
-        "-pidfile",
-        ctx.pidfile,
-        "-daemonize",
-    ]
     return argv

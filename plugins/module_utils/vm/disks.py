@@ -257,31 +257,7 @@ def blockdevs(
     discard = "unmap" if disk.discard else "ignore"
     cache = {"direct": direct, "no-flush": no_flush}
     layered = active_path is not None and active_path != disk.path
-    nodes: List[Dict[str, Any]] = []
-    below: Optional[str] = None
-    for depth, name in enumerate(backing_opened_as if layered else ()):
-        lower_file, lower_fmt = "f%d-%s" % (depth, disk.disk_id), "n%d-%s" % (depth, disk.disk_id)
-        nodes.append(
-            {
-                "driver": "file",
-                "filename": name,
-                "node-name": lower_file,
-                "aio": disk.aio,
-                "cache": cache,
-                "read-only": True,
-            }
-        )
-        lower = {
-            "driver": disk.format if depth == 0 else "qcow2",
-            "file": lower_file,
-            "node-name": lower_fmt,
-            "cache": cache,
-            "read-only": True,
-        }
-        if below is not None:
-            lower["backing"] = below
-        nodes.append(lower)
-        below = lower_fmt
+    nodes = _backing_nodes(disk, backing_opened_as if layered else (), cache)
     fmt: Dict[str, Any] = {
         "driver": "qcow2" if layered else disk.format,
         "file": file_node,
@@ -290,8 +266,8 @@ def blockdevs(
         "discard": discard,
         "read-only": readonly,
     }
-    if below is not None:
-        fmt["backing"] = below
+    if nodes:
+        fmt["backing"] = nodes[-1]["node-name"]
     if encrypted and disk.format == "qcow2":
         fmt["encrypt"] = {"format": "luks", "key-secret": secret_id(disk)}
     elif encrypted:
@@ -318,6 +294,37 @@ def blockdevs(
                 "read-only": readonly,
             }
         )
+    return nodes
+
+
+def _backing_nodes(disk: DiskSpec, opened_as: Sequence[str], cache: Dict[str, bool]) -> List[Dict[str, Any]]:
+    """Read-only file and format nodes of the images below a disk's top overlay, base first:
+    each format node names the one below it as its backing (the last one is the top's)."""
+    nodes: List[Dict[str, Any]] = []
+    below: Optional[str] = None
+    for depth, name in enumerate(opened_as):
+        lower_file, lower_fmt = "f%d-%s" % (depth, disk.disk_id), "n%d-%s" % (depth, disk.disk_id)
+        nodes.append(
+            {
+                "driver": "file",
+                "filename": name,
+                "node-name": lower_file,
+                "aio": disk.aio,
+                "cache": cache,
+                "read-only": True,
+            }
+        )
+        lower = {
+            "driver": disk.format if depth == 0 else "qcow2",
+            "file": lower_file,
+            "node-name": lower_fmt,
+            "cache": cache,
+            "read-only": True,
+        }
+        if below is not None:
+            lower["backing"] = below
+        nodes.append(lower)
+        below = lower_fmt
     return nodes
 
 
@@ -461,12 +468,7 @@ def layout(
     for name in iothreads:  # shared threads, whether or not a disk uses one yet
         objects.append({"qom-type": "iothread", "id": named_iothread_id(name)})
     for disk in disks:
-        if disk.throttled:
-            objects.append(throttle_group(disk))
-        if disk.disk_id in secret_files:
-            objects.append(
-                {"qom-type": "secret", "id": secret_id(disk), "format": "raw", "file": secret_files[disk.disk_id]}
-            )
+        objects.extend(_disk_objects(disk, secret_files.get(disk.disk_id)))
         nodes.extend(
             blockdevs(
                 disk,
@@ -476,8 +478,6 @@ def layout(
                 backing_opened_as=(backing_opened_as or {}).get(disk.disk_id, ()),
             )
         )
-        if own_iothread(disk):
-            objects.append(iothread_object(disk))
         if disk.bus == "virtio":
             devices.append(device(disk, next_port()))
         elif disk.bus == "scsi":
@@ -489,6 +489,18 @@ def layout(
         for _spare in range(SPARE_ROOT_PORTS):
             next_port()
     return DiskLayout(ports, controllers, objects, nodes, devices, nic_ports)
+
+
+def _disk_objects(disk: DiskSpec, secret_file: Optional[str]) -> List[Dict[str, Any]]:
+    """The -object entries a disk needs: its throttle group, LUKS key secret, own I/O thread."""
+    objects: List[Dict[str, Any]] = []
+    if disk.throttled:
+        objects.append(throttle_group(disk))
+    if secret_file is not None:
+        objects.append({"qom-type": "secret", "id": secret_id(disk), "format": "raw", "file": secret_file})
+    if own_iothread(disk):
+        objects.append(iothread_object(disk))
+    return objects
 
 
 @dataclasses.dataclass(frozen=True)

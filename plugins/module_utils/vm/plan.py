@@ -98,17 +98,7 @@ def plan_vm(rec: Optional[VmRecord], live: Live, desired: Desired, host_id: str,
     if desired.state == ABSENT:
         return _plan_absent(rec, live, host_id)
     spec = desired.spec
-    actions: List[str] = ["abort_start"] if live.half_started else []
-    if rec is None:
-        actions.append("create")
-        target_rec = VmRecord(uuid=new_uuid, name=spec.name, host=host_id, status=STOPPED, spec=spec)
-        spec_changes = list(spec.to_dict())
-    else:
-        target_rec = dataclasses.replace(rec, spec=spec)
-        spec_changes = changed_fields(rec.spec, spec)
-        if spec_changes or desired.password_changed:
-            actions.append("update")
-
+    target_rec, spec_changes, actions = _record_actions(rec, live, desired, host_id, new_uuid)
     before = live.state
     target = target_state(desired.state, before)
     alive = before in (RUNNING, PAUSED)
@@ -127,12 +117,9 @@ def plan_vm(rec: Optional[VmRecord], live: Live, desired: Desired, host_id: str,
         and running_spec.graphics_password_set
     ):
         actions.append("set_password")  # a running display takes a new password at once
-    if disk_plug is not None:
-        actions.append("hotplug_disks")
-    if nic_plug is not None:
-        actions.append("hotplug_nics")
-    if usb_plug is not None:
-        actions.append("hotplug_usb")
+    for action, plug in (("hotplug_disks", disk_plug), ("hotplug_nics", nic_plug), ("hotplug_usb", usb_plug)):
+        if plug is not None:
+            actions.append(action)
     if alive and not restart and target != STOPPED:
         actions.extend(plugs.values())
         actions.extend(_live_tuning(rec, running_spec, spec, spec_changes))
@@ -149,22 +136,48 @@ def plan_vm(rec: Optional[VmRecord], live: Live, desired: Desired, host_id: str,
         usb_plug=usb_plug,
     )
     _check_owner(rec, live, plan, host_id)
+    _settle(plan, rec, spec_changes, pending)
+    return plan
+
+
+def _record_actions(
+    rec: Optional[VmRecord], live: Live, desired: Desired, host_id: str, new_uuid: str
+) -> Tuple[VmRecord, List[str], List[str]]:
+    """The record as it will be stored, the spec fields that change, and the first actions
+    (finish a half-done start, create or update the row)."""
+    spec = desired.spec
+    actions: List[str] = ["abort_start"] if live.half_started else []
+    if rec is None:
+        actions.append("create")
+        return (
+            VmRecord(uuid=new_uuid, name=spec.name, host=host_id, status=STOPPED, spec=spec),
+            list(spec.to_dict()),
+            actions,
+        )
+    spec_changes = changed_fields(rec.spec, spec)
+    if spec_changes or desired.password_changed:
+        actions.append("update")
+    return dataclasses.replace(rec, spec=spec), spec_changes, actions
+
+
+def _settle(plan: VmPlan, rec: Optional[VmRecord], spec_changes: List[str], pending: List[str]) -> None:
+    """Whether the firewall follows a department move, and what stays pending a restart."""
+    running_spec = plan.record.running_spec
     plan.sync_firewall = (
         "department" in spec_changes
         and rec is not None
         and running_spec is not None
-        and not {"start", "hotplug_nics"} & set(actions)
+        and not {"start", "hotplug_nics"} & set(plan.actions)
     )
-    if restart or "start" in actions or target == STOPPED:
+    if plan.restart or "start" in plan.actions or plan.after_state == STOPPED:
         plan.pending = []
     else:
         plan.pending = pending
     if plan.pending:
         plan.warnings.append(
             "VM %s runs with an older configuration; a restart is needed to apply: %s "
-            "(set restart_on_change: true or state: restarted)" % (spec.name, ", ".join(plan.pending))
+            "(set restart_on_change: true or state: restarted)" % (plan.record.spec.name, ", ".join(plan.pending))
         )
-    return plan
 
 
 def _live_changes(

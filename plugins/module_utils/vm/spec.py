@@ -215,39 +215,8 @@ def validate(spec: VmSpec) -> VmSpec:
     check_int("memory_mb", spec.memory_mb, MEMORY_MIN_MB)
     check_choice("machine_type", spec.machine_type, MACHINE_TYPES)
     check_choice("accel", spec.accel, ACCELS)
-    if not isinstance(spec.cpu_model, str) or not _CPU_MODEL_RE.fullmatch(spec.cpu_model):
-        raise SpecError(
-            "cpu_model",
-            "%r is not a CPU model name (letters, digits, '.', '_', '-'); put feature flags "
-            "in cpu_flags" % (spec.cpu_model,),
-        )
-    for flag in spec.cpu_flags:
-        if not isinstance(flag, str) or not _CPU_FLAG_RE.fullmatch(flag):
-            raise SpecError(
-                "cpu_flags",
-                "%r must look like '+feature', '-feature' or 'property=value' (value: letters, "
-                "digits, '.', '_', '-')" % (flag,),
-            )
-    if spec.kernel is not None:
-        validate_abs_path("kernel", spec.kernel)
-    if spec.initrd is not None:
-        validate_abs_path("initrd", spec.initrd)
-        if spec.kernel is None:
-            raise SpecError("initrd", "needs kernel to be set as well")
-    if spec.kernel_cmdline is not None:
-        if spec.kernel is None:
-            raise SpecError("kernel_cmdline", "needs kernel to be set as well")
-        if CONTROL_RE.search(spec.kernel_cmdline):
-            raise SpecError("kernel_cmdline", "must not contain control characters (newlines)")
-        if len(spec.kernel_cmdline) > KERNEL_CMDLINE_MAX:
-            raise SpecError("kernel_cmdline", "must be at most %d characters" % KERNEL_CMDLINE_MAX)
-    check_choice("firmware", spec.firmware, FIRMWARES)
-    if spec.secure_boot and (spec.firmware != "uefi" or spec.machine_type != "q35"):
-        raise SpecError("secure_boot", "needs firmware uefi and machine_type q35")
-    if spec.uefi_firmware is not None:
-        if spec.firmware != "uefi":
-            raise SpecError("uefi_firmware", "needs firmware uefi")
-        validate_abs_path("uefi_firmware", spec.uefi_firmware)
+    _validate_cpu(spec)
+    _validate_boot(spec)
     _validate_graphics(spec)
     validate_iothread_names(spec.iothreads)
     validate_disks(spec.disks, spec.machine_type, spec.iothreads)
@@ -269,6 +238,46 @@ def validate(spec: VmSpec) -> VmSpec:
         if not isinstance(getattr(spec, field), bool):
             raise SpecError(field, "must be true or false")
     return spec
+
+
+def _validate_cpu(spec: VmSpec) -> None:
+    if not isinstance(spec.cpu_model, str) or not _CPU_MODEL_RE.fullmatch(spec.cpu_model):
+        raise SpecError(
+            "cpu_model",
+            "%r is not a CPU model name (letters, digits, '.', '_', '-'); put feature flags "
+            "in cpu_flags" % (spec.cpu_model,),
+        )
+    for flag in spec.cpu_flags:
+        if not isinstance(flag, str) or not _CPU_FLAG_RE.fullmatch(flag):
+            raise SpecError(
+                "cpu_flags",
+                "%r must look like '+feature', '-feature' or 'property=value' (value: letters, "
+                "digits, '.', '_', '-')" % (flag,),
+            )
+
+
+def _validate_boot(spec: VmSpec) -> None:
+    """Direct kernel boot and firmware."""
+    if spec.kernel is not None:
+        validate_abs_path("kernel", spec.kernel)
+    if spec.initrd is not None:
+        validate_abs_path("initrd", spec.initrd)
+        if spec.kernel is None:
+            raise SpecError("initrd", "needs kernel to be set as well")
+    if spec.kernel_cmdline is not None:
+        if spec.kernel is None:
+            raise SpecError("kernel_cmdline", "needs kernel to be set as well")
+        if CONTROL_RE.search(spec.kernel_cmdline):
+            raise SpecError("kernel_cmdline", "must not contain control characters (newlines)")
+        if len(spec.kernel_cmdline) > KERNEL_CMDLINE_MAX:
+            raise SpecError("kernel_cmdline", "must be at most %d characters" % KERNEL_CMDLINE_MAX)
+    check_choice("firmware", spec.firmware, FIRMWARES)
+    if spec.secure_boot and (spec.firmware != "uefi" or spec.machine_type != "q35"):
+        raise SpecError("secure_boot", "needs firmware uefi and machine_type q35")
+    if spec.uefi_firmware is not None:
+        if spec.firmware != "uefi":
+            raise SpecError("uefi_firmware", "needs firmware uefi")
+        validate_abs_path("uefi_firmware", spec.uefi_firmware)
 
 
 def _validate_graphics(spec: VmSpec) -> None:
