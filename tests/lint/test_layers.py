@@ -45,6 +45,7 @@ PURE_MODELS = (
     "errors.py",
     "network/nat_settings.py",
     "network/spec.py",
+    "network/plan.py",  # infinivirt_net's planner: (row, host now, desired) -> steps
     "qemu/argv.py",  # the argv builder: a pure function of spec and launch context
 )
 HOST_STDLIB = ("os", "os.path", "subprocess", "socket", "sqlite3", "time", "shutil", "ctypes", "fcntl", "signal")

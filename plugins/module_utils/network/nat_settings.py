@@ -120,6 +120,22 @@ def _host_address(field: str, value: Any, net: ipaddress.IPv4Network) -> ipaddre
 
 def validate_nat(params: Dict[str, Any], bridge: BridgeSpec) -> NatSettings:
     """The NAT settings of a validated bridge; SpecError naming the field otherwise."""
+    iface = _gateway(bridge)
+    enabled, first, last, lease_time, lease_seconds = _dhcp(params.get("dhcp"), iface)
+    return NatSettings(
+        gateway=str(iface),
+        dhcp=enabled,
+        range_start=str(first),
+        range_end=str(last),
+        lease_time=lease_time,
+        lease_seconds=lease_seconds,
+        dns=_dns(params.get("dns")),
+        outbound_interface=_outbound(params.get("outbound_interface"), bridge),
+    )
+
+
+def _gateway(bridge: BridgeSpec) -> ipaddress.IPv4Interface:
+    """The bridge's one address, a host address of an IPv4 subnet with room for hosts."""
     if len(bridge.addresses) != 1:
         raise SpecError(
             "addresses",
@@ -148,8 +164,11 @@ def validate_nat(params: Dict[str, Any], bridge: BridgeSpec) -> NatSettings:
         )
     if iface.ip.is_loopback:
         raise SpecError(field, "%s is a loopback address" % iface.ip)
+    return iface
 
-    dhcp = params.get("dhcp")
+
+def _dhcp(dhcp: Any, iface: ipaddress.IPv4Interface):
+    """(enabled, range start, range end, lease time, lease seconds) of the dhcp option."""
     if dhcp is None:
         dhcp = {}
     if not isinstance(dhcp, dict):
@@ -162,34 +181,46 @@ def validate_nat(params: Dict[str, Any], bridge: BridgeSpec) -> NatSettings:
         enabled = True
     if not isinstance(enabled, bool):
         raise SpecError("dhcp.enabled", "must be true or false, got %r" % (enabled,))
-    start, end = dhcp.get("range_start"), dhcp.get("range_end")
+    first, last = _dhcp_range(dhcp.get("range_start"), dhcp.get("range_end"), iface)
+    lease_time, lease_seconds = parse_lease_time("dhcp.lease_time", dhcp.get("lease_time"))
+    return enabled, first, last, lease_time, lease_seconds
+
+
+def _dhcp_range(
+    start: Any, end: Any, iface: ipaddress.IPv4Interface
+) -> Tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:
+    """Both ends given, or neither (the default range); never around the gateway."""
     if start is None and end is None:
-        first, last = default_range(iface)
-    elif start is None or end is None:
+        return default_range(iface)
+    if start is None or end is None:
         missing = "dhcp.range_start" if start is None else "dhcp.range_end"
         other = "dhcp.range_end" if start is None else "dhcp.range_start"
         raise SpecError(
             missing, "is required with %s (give both ends of the range, or neither for the default)" % other
         )
-    else:
-        first = _host_address("dhcp.range_start", start, net)
-        last = _host_address("dhcp.range_end", end, net)
-        if first > last:
-            raise SpecError("dhcp.range_end", "%s comes before dhcp.range_start %s" % (last, first))
-        if first <= iface.ip <= last:
-            raise SpecError(
-                "dhcp.range_start",
-                "the range %s to %s contains the gateway %s; start it "
-                "after the gateway or end it before" % (first, last, iface.ip),
-            )
-    lease_time, lease_seconds = parse_lease_time("dhcp.lease_time", dhcp.get("lease_time"))
+    net = iface.network
+    first = _host_address("dhcp.range_start", start, net)
+    last = _host_address("dhcp.range_end", end, net)
+    if first > last:
+        raise SpecError("dhcp.range_end", "%s comes before dhcp.range_start %s" % (last, first))
+    if first <= iface.ip <= last:
+        raise SpecError(
+            "dhcp.range_start",
+            "the range %s to %s contains the gateway %s; start it "
+            "after the gateway or end it before" % (first, last, iface.ip),
+        )
+    return first, last
 
-    dns = params.get("dns")
+
+def _dns(dns: Any) -> bool:
     if dns is None:
-        dns = True
+        return True
     if not isinstance(dns, bool):
         raise SpecError("dns", "must be true or false, got %r" % (dns,))
-    outbound = params.get("outbound_interface")
+    return dns
+
+
+def _outbound(outbound: Any, bridge: BridgeSpec) -> Optional[str]:
     if outbound is not None:
         validate_ifname("outbound_interface", outbound)
         if outbound == bridge.name:
@@ -198,13 +229,4 @@ def validate_nat(params: Dict[str, Any], bridge: BridgeSpec) -> NatSettings:
                 "%s is the network's own bridge; name the interface "
                 "that leads out (or leave it unset for any other)" % outbound,
             )
-    return NatSettings(
-        gateway=str(iface),
-        dhcp=enabled,
-        range_start=str(first),
-        range_end=str(last),
-        lease_time=lease_time,
-        lease_seconds=lease_seconds,
-        dns=dns,
-        outbound_interface=outbound,
-    )
+    return outbound

@@ -15,16 +15,13 @@ they are gone, so whatever a crashed run left is found and removed by ``state: a
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.context import DEFAULT_RUN_DIR
-from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
-    InfinivirtError,
-    SpecError,
-    StateError,
-)
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError, SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.host import dnsmasq, nat
 from ansible_collections.infinivirt.core.plugins.module_utils.host.net import (
     NetError,
@@ -45,6 +42,19 @@ from ansible_collections.infinivirt.core.plugins.module_utils.network.nat_settin
     NatSettings,
     validate_nat,
 )
+from ansible_collections.infinivirt.core.plugins.module_utils.network.plan import (
+    J_BRIDGE,
+    J_DNSMASQ,
+    J_TABLE,
+    Desired,
+    HostNow,
+    NatLive,
+    Plan,
+    Step,
+    check_unused,
+    plan_absent,
+    plan_present,
+)
 from ansible_collections.infinivirt.core.plugins.module_utils.network.spec import (
     BridgeSpec,
     nat_table_name,
@@ -54,12 +64,19 @@ from ansible_collections.infinivirt.core.plugins.module_utils.validation import 
 
 MODES = ("bridge", "nat")
 
-# journal kinds (owner "network:<host>:<name>", ref "<netns>/<thing>")
-J_BRIDGE, J_TABLE, J_DNSMASQ = "bridge", "nft_table", "dnsmasq"
-
 
 def _ns_exists(netns: Optional[str]) -> bool:
     return netns is None or os.path.exists(netns_path(netns))
+
+
+@dataclasses.dataclass(frozen=True)
+class _NatRun:
+    """A NAT network's state now and what its steps need."""
+
+    live: NatLive
+    rules: nat.NatRules
+    files: dnsmasq.DnsmasqFiles
+    argv: List[str]
 
 
 def _files_of(pidfile: str) -> dnsmasq.DnsmasqFiles:
@@ -143,74 +160,27 @@ class NetworkService:
         programs: Optional[Tuple[str, str]],
         check_mode: bool,
     ) -> Dict[str, Any]:
-        journal = self.store.journal_list(self._journal_owner(name))
+        journal = tuple(self.store.journal_list(self._journal_owner(name)))
         current = read_bridge(spec.name, self.netns)
-        todo = changes(spec, current)
-        if row is not None:
-            managed = row["managed"]
-        else:
-            managed = current is None or (J_BRIDGE, ns_ref(self.netns, spec.name)) in journal
-        wanted = dict(spec.to_dict(), netns=self.netns, mode=mode)
-        runtime_before: Dict[str, Any] = {}
-        runtime_after: Dict[str, Any] = {}
-        steps: List[Tuple[str, str, Callable[[], None], Optional[Callable[[], None]]]] = []
-        # (action, what the step does, do it, undo it if this run created it)
+        host = HostNow(
+            journal=journal,
+            bridge=current,
+            todo=tuple(changes(spec, current)),
+            bridge_ref=ns_ref(self.netns, spec.name),
+        )
+        nat_run = None
         if settings is not None:
-            wanted["nat"] = settings.to_dict(name)
-            steps, runtime_before = self._nat_steps(name, spec, settings, programs, journal, todo)
-            runtime_after = {
-                "ip_forward": True,
-                "nftables": nat.PRESENT,
-                "dnsmasq": dnsmasq.RUNNING if settings.serves() else dnsmasq.STOPPED,
-            }
+            nat_run = self._nat_run(name, spec, settings, programs)
+            host = dataclasses.replace(host, nat=nat_run.live)
         else:
-            steps = self._teardown_steps(name, row, journal)
-        recorded = row is not None and row["spec"] == wanted and row["mode"] == mode
-        actions = list(todo) + [step[0] for step in steps]
+            host = dataclasses.replace(host, pieces=self._probe_pieces(name, row, journal))
+        plan = plan_present(row, host, Desired(name, mode, spec, settings, self.netns))
         if not check_mode:
-            if not recorded:
-                steps = steps + [
-                    (
-                        "",
-                        "recording the network in the database",
-                        lambda: self.store.put_network(name, self.hostname, mode, wanted, managed),
-                        None,
-                    )
-                ]
-            self._apply(name, spec, todo, steps)
+            self._apply(name, spec, plan, nat_run)
+        return plan.result
 
-        if (
-            row is None
-            and current is None
-            and runtime_before.get("nftables", nat.MISSING) == nat.MISSING
-            and runtime_before.get("dnsmasq", dnsmasq.STOPPED) == dnsmasq.STOPPED
-        ):
-            before: Dict[str, Any] = {"state": "absent"}
-        else:
-            before = _view(current, spec, self.netns, row)
-            if runtime_before:
-                before["runtime"] = runtime_before
-        after = dict(wanted, state="present")
-        if runtime_after:
-            after["runtime"] = runtime_after
-        network = dict(wanted, name=name, managed=managed, state="present")
-        return {
-            "changed": bool(actions) or not recorded,
-            "actions": actions,
-            "network": network,
-            "diff": {"before": before, "after": after},
-        }
-
-    def _nat_steps(
-        self,
-        name: str,
-        spec: BridgeSpec,
-        settings: NatSettings,
-        programs: Tuple[str, str],
-        journal: List[Tuple[str, str]],
-        todo: List[str],
-    ):
-        """The NAT steps still to do, and what the namespace has now."""
+    def _nat_run(self, name: str, spec: BridgeSpec, settings: NatSettings, programs: Tuple[str, str]) -> "_NatRun":
+        """What the namespace has of NAT now, and what starting it takes."""
         netns = self.netns
         rules = nat.NatRules(
             network=name, bridge=spec.name, subnet=settings.subnet, outbound_interface=settings.outbound_interface
@@ -220,88 +190,23 @@ class NetworkService:
         forwarding = nat.ip_forward(netns)
         table = nat.table_state(rules, netns)
         daemon, _pid = dnsmasq.status(wanted_argv, files, netns)
-        if daemon == dnsmasq.RUNNING and {"create", "addresses"} & set(todo):
-            daemon = dnsmasq.OUTDATED  # its sockets belong to the old bridge or address
-        steps = []
-        if not forwarding:  # never undone: other things may rely on it
-            steps.append(("ip_forward", "enabling IPv4 forwarding", lambda: nat.enable_ip_forward(netns), None))
-        if table != nat.PRESENT:
-            table_ref = ns_ref(netns, rules.table)
+        live = NatLive(forwarding, table, daemon, ns_ref(netns, rules.table), ns_ref(netns, files.pidfile))
+        return _NatRun(live, rules, files, wanted_argv)
 
-            def write_table() -> None:
-                self.store.journal_add(self._journal_owner(name), J_TABLE, table_ref)
-                nat.apply_table(rules, netns)
-
-            def unmake_table() -> None:
-                nat.remove_table(rules.table, netns)
-                self.store.journal_remove(self._journal_owner(name), J_TABLE, table_ref)
-
-            steps.append(
-                (
-                    "nftables",
-                    "writing nftables table %s" % rules.table,
-                    write_table,
-                    unmake_table if table == nat.MISSING else None,
-                )
-            )
-        # dnsmasq of this network started with another run_dir: end it first.
-        for kind, ref in journal:
-            if kind == J_DNSMASQ and parse_ns_ref(ref)[1] != files.pidfile:
-                steps.append(
-                    (
-                        "dnsmasq-stop",
-                        "stopping dnsmasq (%s)" % parse_ns_ref(ref)[1],
-                        self._dnsmasq_remover(name, ref),
-                        None,
-                    )
-                )
-        if settings.serves() and daemon != dnsmasq.RUNNING:
-            dns_ref = ns_ref(netns, files.pidfile)
-
-            def start_daemon() -> None:
-                if daemon == dnsmasq.OUTDATED:
-                    dnsmasq.stop(files)
-                self.store.journal_add(self._journal_owner(name), J_DNSMASQ, dns_ref)
-                dnsmasq.start(wanted_argv, files, netns)
-
-            steps.append(
-                (
-                    "dnsmasq",
-                    "%s dnsmasq" % ("restarting" if daemon == dnsmasq.OUTDATED else "starting"),
-                    start_daemon,
-                    self._dnsmasq_remover(name, dns_ref) if daemon == dnsmasq.STOPPED else None,
-                )
-            )
-        elif not settings.serves():
-            dns_ref = ns_ref(netns, files.pidfile)
-            if daemon != dnsmasq.STOPPED or (J_DNSMASQ, dns_ref) in journal:
-                steps.append(("dnsmasq-stop", "stopping dnsmasq", self._dnsmasq_remover(name, dns_ref), None))
-        runtime = {"ip_forward": forwarding, "nftables": table, "dnsmasq": daemon}
-        return steps, runtime
-
-    def _teardown_steps(self, name: str, row: Optional[Dict[str, Any]], journal: List[Tuple[str, str]]):
-        """Steps that end NAT pieces a network no longer in mode nat still has."""
-        steps = []
-        for kind, ref in self._nat_pieces(name, row, journal):
+    def _probe_pieces(
+        self, name: str, row: Optional[Dict[str, Any]], journal: Tuple[Tuple[str, str], ...]
+    ) -> Tuple[Tuple[str, str, bool], ...]:
+        """(kind, ref, found on the host) of the NAT pieces the network may still have."""
+        found = []
+        for kind, ref in self._nat_pieces(name, row, list(journal)):
             ref_netns, thing = parse_ns_ref(ref)
             if kind == J_DNSMASQ:
                 files = _files_of(thing)
-                if (
-                    dnsmasq.processes(files)
-                    or os.path.exists(files.pidfile)
-                    or os.path.exists(files.leasefile)
-                    or (kind, ref) in journal
-                ):
-                    steps.append(("dnsmasq-stop", "stopping dnsmasq", self._dnsmasq_remover(name, ref), None))
-            elif kind == J_TABLE:
-                if (_ns_exists(ref_netns) and find_program("nft") and nat.table_exists(thing, ref_netns)) or (
-                    kind,
-                    ref,
-                ) in journal:
-                    steps.append(
-                        ("nftables-remove", "removing nftables table %s" % thing, self._table_remover(name, ref), None)
-                    )
-        return steps
+                here = dnsmasq.processes(files) or os.path.exists(files.pidfile) or os.path.exists(files.leasefile)
+            else:
+                here = _ns_exists(ref_netns) and find_program("nft") and nat.table_exists(thing, ref_netns)
+            found.append((kind, ref, bool(here)))
+        return tuple(found)
 
     def _nat_pieces(
         self, name: str, row: Optional[Dict[str, Any]], journal: List[Tuple[str, str]]
@@ -346,27 +251,74 @@ class NetworkService:
 
         return remove
 
-    def _apply(self, name: str, spec: BridgeSpec, todo: List[str], steps) -> None:
+    def _apply(self, name: str, spec: BridgeSpec, plan: Plan, nat_run: Optional["_NatRun"]) -> None:
         """Run the steps in order; if one fails, undo what this run created, newest first,
         and say which step failed and what was undone."""
-        if todo:
-            ref = ns_ref(self.netns, spec.name)
-
-            def make_bridge() -> None:
-                if "create" in todo:
-                    self.store.journal_add(self._journal_owner(name), J_BRIDGE, ref)
-                apply_bridge(spec, self.netns)
-
-            what = "%s bridge %s" % ("creating" if "create" in todo else "updating", spec.name)
-            steps = [("", what, make_bridge, self._bridge_remover(name, ref) if "create" in todo else None)] + steps
         undo: List[Tuple[str, Callable[[], None]]] = []
-        for _action, what, do, undo_it in steps:
+        for step in plan.steps:
+            undo_it = self._undoer(name, step, nat_run) if step.undo else None
             try:
-                do()
+                self._doer(name, spec, plan, step, nat_run)()
             except Exception as exc:
-                self._undo_and_raise(name, what, exc, undo, undo_it)
+                self._undo_and_raise(name, step.what, exc, undo, undo_it)
             if undo_it is not None:
-                undo.append((what, undo_it))
+                undo.append((step.what, undo_it))
+
+    def _doer(
+        self, name: str, spec: Optional[BridgeSpec], plan: Plan, step: Step, nat_run: Optional["_NatRun"]
+    ) -> Callable[[], None]:
+        """What a step of a plan does, by its kind."""
+        owner, netns = self._journal_owner(name), self.netns
+
+        def make_bridge() -> None:
+            if step.kind == "bridge_create":
+                self.store.journal_add(owner, J_BRIDGE, step.ref)
+            apply_bridge(spec, netns)
+
+        def write_table() -> None:
+            self.store.journal_add(owner, J_TABLE, step.ref)
+            nat.apply_table(nat_run.rules, netns)
+
+        def start_daemon() -> None:
+            if step.kind == "dnsmasq_restart":
+                dnsmasq.stop(nat_run.files)
+            self.store.journal_add(owner, J_DNSMASQ, step.ref)
+            dnsmasq.start(nat_run.argv, nat_run.files, netns)
+
+        def record() -> None:
+            self.store.put_network(name, self.hostname, plan.wanted["mode"], plan.wanted, plan.managed)
+
+        doers: Dict[str, Callable[[], None]] = {
+            "bridge_create": make_bridge,
+            "bridge_update": make_bridge,
+            "ip_forward": lambda: nat.enable_ip_forward(netns),
+            "table": write_table,
+            "dnsmasq_start": start_daemon,
+            "dnsmasq_restart": start_daemon,
+            "record": record,
+            "delete": lambda: self.store.delete_network(name, self.hostname),
+        }
+        if step.kind in doers:
+            return doers[step.kind]
+        removers = {
+            "dnsmasq_stop": self._dnsmasq_remover,
+            "table_remove": self._table_remover,
+            "bridge_remove": self._bridge_remover,
+        }
+        return removers[step.kind](name, step.ref)
+
+    def _undoer(self, name: str, step: Step, nat_run: Optional["_NatRun"]) -> Callable[[], None]:
+        """How to undo a step this run made: bridge_create, table or dnsmasq_start."""
+        if step.kind == "bridge_create":
+            return self._bridge_remover(name, step.ref)
+        if step.kind == "dnsmasq_start":
+            return self._dnsmasq_remover(name, step.ref)
+
+        def unmake_table() -> None:
+            nat.remove_table(nat_run.rules.table, self.netns)
+            self.store.journal_remove(self._journal_owner(name), J_TABLE, step.ref)
+
+        return unmake_table
 
     @staticmethod
     def _undo_and_raise(
@@ -400,65 +352,30 @@ class NetworkService:
     # -- absent -----------------------------------------------------------------------------
     def _absent(self, name: str, check_mode: bool) -> Dict[str, Any]:
         row = self.store.get_network(name, self.hostname)
-        journal = self.store.journal_list(self._journal_owner(name))
-        if row is None and not journal:
-            return {
-                "changed": False,
-                "actions": [],
-                "network": {"name": name, "state": "absent"},
-                "diff": {"before": {"state": "absent"}, "after": {"state": "absent"}},
-            }
-        users = sorted(
-            vm.name
-            for vm in self.store.list_vms(host=self.hostname)
-            if any(nic.network == name for nic in vm.spec.nics)
-        )
-        if users:
-            raise StateError(
-                "network %s is used by the NICs of VM %s; remove those NICs (or the "
-                "VMs) first" % (name, ", ".join(users))
-            )
-        steps = self._teardown_steps(name, row, journal)
-        bridges = [ref for kind, ref in journal if kind == J_BRIDGE]
-        if row is not None:
-            netns = row["spec"].get("netns", self.netns)
-            ref = ns_ref(netns, row["spec"]["bridge"])
-            if row["managed"] and ref not in bridges:
-                bridges.append(ref)
-            if not row["managed"]:
-                bridges = [b for b in bridges if b != ref]
-        for ref in bridges:
-            steps.append(("remove", "removing bridge %s" % parse_ns_ref(ref)[1], self._bridge_remover(name, ref), None))
-        if row is not None:
-            steps.append(
-                (
-                    "remove" if row["managed"] else "forget",
-                    "removing the network from the database",
-                    lambda: self.store.delete_network(name, self.hostname),
-                    None,
+        journal = tuple(self.store.journal_list(self._journal_owner(name)))
+        host = HostNow(journal=journal)
+        if row is not None or journal:  # else there is nothing to ask the store or the host
+            users = tuple(
+                sorted(
+                    vm.name
+                    for vm in self.store.list_vms(host=self.hostname)
+                    if any(nic.network == name for nic in vm.spec.nics)
                 )
             )
-        actions = []
-        for step in steps:
-            if step[0] not in actions:
-                actions.append(step[0])
+            check_unused(name, users)  # before the host is read
+            bridge_ref = None
+            if row is not None:
+                bridge_ref = ns_ref(row["spec"].get("netns", self.netns), row["spec"]["bridge"])
+            pieces = self._probe_pieces(name, row, journal)
+            host = HostNow(journal=journal, bridge_ref=bridge_ref, pieces=pieces, users=users)
+        plan = plan_absent(name, row, host)
         if not check_mode:
-            for _action, what, do, _undo in steps:
+            for step in plan.steps:
                 try:
-                    do()
+                    self._doer(name, None, plan, step, None)()
                 except InfinivirtError as exc:
-                    raise NetError("network %s: %s failed: %s" % (name, what, exc)) from exc
-        before = (
-            dict(row["spec"], state="present")
-            if row is not None
-            else {"state": "present", "leftovers": ["%s %s" % (kind, ref) for kind, ref in journal]}
-        )
-        return {
-            "changed": True,
-            "actions": actions,
-            "network": {"name": name, "state": "absent"},
-            "diff": {"before": before, "after": {"state": "absent"}},
-        }
+                    raise NetError("network %s: %s failed: %s" % (name, step.what, exc)) from exc
+        return plan.result
 
 
 def _dnsmasq_config(spec: BridgeSpec, settings: NatSettings) -> dnsmasq.DnsmasqConfig:
@@ -486,24 +403,3 @@ def _undo_label(what: str) -> str:
         if what.startswith(doing + " "):
             return done + what[len(doing) :]
     return "undid " + what
-
-
-def _view(state, bridge: BridgeSpec, netns: Optional[str], row: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    if state is None:
-        view: Dict[str, Any] = {"state": "absent"}
-    else:
-        view = {
-            "bridge": bridge.name,
-            "mtu": state.mtu if bridge.mtu is not None else None,  # None: not managed
-            "stp": state.stp,
-            "addresses": list(state.addresses),
-            "state": "present",
-        }
-    if row is not None:
-        view["netns"] = row["spec"].get("netns", netns)
-        view["mode"] = row["mode"]
-        if "nat" in row["spec"]:
-            view["nat"] = row["spec"]["nat"]
-    elif state is not None:
-        view["netns"] = netns
-    return view
