@@ -40,6 +40,7 @@ PURE_MODELS = (
     "vm/states.py",
     "vm/options.py",  # infinivirt_vm's argument_spec, shared with infinivirt_vms
     "volume/size.py",
+    "volume/plan.py",  # infinivirt_disk's decision on an existing volume
     "firewall/rules.py",
     "validation.py",
     "errors.py",

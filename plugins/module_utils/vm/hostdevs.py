@@ -7,6 +7,11 @@
 A multi-function device (a GPU and its HDMI audio) keeps its functions together: each goes
 to the same slot of one PCIe root port, function 0 with ``multifunction=on``, so the guest
 sees one device, as on the host.
+
+``plan_assign`` decides an assignment (infinivirt_gpu state=present) from what the store and
+sysfs say, as plain data: the functions and IOMMU group members, their drivers, the rows held
+on this host (``HeldPci``) and the VM's status; vm/passthrough.py gathers those and applies
+the ``AssignPlan`` (claim, update, rebind, hot-plug).
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import dataclasses
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import PAUSED, RUNNING
 
 VFIO_DRIVER = "vfio-pci"
 # Drivers a device of an IOMMU group may have while another device of the group is handed
@@ -177,3 +183,110 @@ def vfio_devices(dev: PciPassthrough, bus: Optional[str]) -> List[Dict[str, Any]
                 obj["x-vga"] = True
         devices.append(obj)
     return devices
+
+
+def needs_vfio(driver: Optional[str], passed: bool) -> bool:
+    """A function QEMU gets must be bound to vfio-pci; another device of its group may
+    also be unbound (or pci-stub)."""
+    return driver != VFIO_DRIVER if passed else driver not in HARMLESS_DRIVERS + (None,)
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldPci:
+    """A device this host has assigned (a pci_assignments row), as the plan needs it."""
+
+    address: str
+    vm_uuid: str
+    vm_name: Optional[str]
+    primary_address: str
+    passed: bool  # QEMU gets it; else another device of an IOMMU group
+    rom_file: Optional[str] = None
+    x_vga: bool = False
+    managed: bool = False
+
+
+@dataclasses.dataclass
+class AssignPlan:
+    """What assigning ``dev`` to a VM takes, in order: claim rows for ``claim`` (members
+    nobody holds yet), ``update`` the primary row's rom_file/x_vga/managed, rebind ``rebind``
+    to vfio-pci, and, when ``plug`` (the VM runs here), hot-plug ``dev`` unless QEMU has it."""
+
+    dev: PciPassthrough
+    managed: bool
+    members: List[str]
+    claim: List[str]
+    update: bool
+    rebind: List[str]
+    plug: bool
+    actions: List[str]
+    warnings: List[str]
+
+
+def plan_assign(
+    vm: Tuple[str, str],
+    address: str,
+    chosen: Sequence[str],
+    members: Sequence[str],
+    drivers: Dict[str, Optional[str]],
+    held: Sequence[HeldPci],
+    settings: Tuple[Optional[str], bool, bool],
+    status: str,
+    here: bool,
+) -> AssignPlan:
+    """``vm``: (name, uuid); ``chosen``: the functions QEMU gets; ``members``: every device of
+    their IOMMU groups (bridges left out); ``drivers``: each member's driver now; ``held``: the
+    rows of this host; ``settings``: (rom_file, x_vga, managed) asked; ``status``: the VM's;
+    ``here``: the VM is on this host. Refuses a device another VM holds, or a change of
+    functions or of assignment."""
+    name, uuid = vm
+    rom_file, x_vga, managed = settings
+    by_address = {h.address: h for h in held}
+    mine = _check_claims(name, uuid, address, chosen, members, by_address)
+    primary = next((h for h in mine if h.address == address), None)
+    update = primary is not None and (primary.rom_file, primary.x_vga, primary.managed) != settings
+    claim = [m for m in members if m not in by_address]  # a member this VM holds keeps its row
+    rebind = [m for m in members if needs_vfio(drivers.get(m), m in chosen)] if managed else []
+    actions = [a for a, wanted in (("claim", claim), ("update", update), ("bind_vfio", rebind)) if wanted]
+    plug = status in (RUNNING, PAUSED) and here
+    warnings = []
+    if plug and update and not claim:
+        warnings.append(
+            "VM %s runs with the earlier rom_file/x_vga of %s; they apply at its next start" % (name, address)
+        )
+    dev = PciPassthrough(address, tuple(chosen), rom_file, x_vga)
+    return AssignPlan(dev, managed, list(members), claim, update, rebind, plug, actions, warnings)
+
+
+def _check_claims(
+    name: str,
+    uuid: str,
+    address: str,
+    chosen: Sequence[str],
+    members: Sequence[str],
+    held: Dict[str, HeldPci],
+) -> List[HeldPci]:
+    """The rows of this VM's assignment of ``address``, once no other VM holds a member and the
+    functions are those it has."""
+    for member in members:
+        claim = held.get(member)
+        if claim is not None and claim.vm_uuid != uuid:
+            raise StateError(
+                "PCI device %s is assigned to VM %s%s; release it there first (infinivirt_gpu state=absent)"
+                % (member, claim.vm_name or claim.vm_uuid, "" if member in chosen else " (it shares an IOMMU group)")
+            )
+    mine = [h for h in held.values() if h.vm_uuid == uuid and h.primary_address == address]
+    if mine:
+        old = sorted(h.address for h in mine if h.passed)
+        if old != list(chosen):
+            raise SpecError(
+                "functions",
+                "%s is assigned to VM %s with functions %s; release it (state: absent) before changing "
+                "them" % (address, name, ", ".join(old)),
+            )
+    for function in chosen:
+        claim = held.get(function)
+        if claim is not None and claim.vm_uuid == uuid and claim.primary_address != address:
+            raise SpecError(
+                "address", "%s is already part of assignment %s of VM %s" % (function, claim.primary_address, name)
+            )
+    return mine

@@ -34,14 +34,17 @@ from ansible_collections.infinivirt.core.plugins.module_utils.validation import 
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.hostdevs import (
     BRIDGE_CLASS_PREFIX,
-    HARMLESS_DRIVERS,
+    AssignPlan,
+    HeldPci,
     PciPassthrough,
     SriovRequest,
     host_driver_offenders,
     hostdev_id,
+    needs_vfio,
     parse_address,
     parse_functions,
     parse_sriov,
+    plan_assign,
     select_functions,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
@@ -182,93 +185,79 @@ class PciService:
         rom_file = check_rom_file(params.get("rom_file"), rom_dir)
         members = self._group_members(chosen)
         self._check_drivers(chosen, members, managed)
-
         held = {c.address: c for c in self.store.list_pci(host=self.host)}
-        for member in members:
-            claim = held.get(member)
-            if claim is not None and claim.vm_uuid != rec.uuid:
-                raise StateError(
-                    "PCI device %s is assigned to VM %s%s; release it there first (infinivirt_gpu state=absent)"
-                    % (
-                        member,
-                        claim.vm_name or claim.vm_uuid,
-                        "" if member in chosen else " (it shares an IOMMU group)",
-                    )
-                )
-        mine = [c for c in held.values() if c.vm_uuid == rec.uuid and c.primary_address == address]
-        if mine:
-            old = sorted(c.address for c in mine if c.role == ROLE_DEVICE)
-            if old != chosen:
-                raise SpecError(
-                    "functions",
-                    "%s is assigned to VM %s with functions %s; release it (state: absent) before changing "
-                    "them" % (address, rec.name, ", ".join(old)),
-                )
-        for function in chosen:
-            claim = held.get(function)
-            if claim is not None and claim.vm_uuid == rec.uuid and claim.primary_address != address:
-                raise SpecError(
-                    "address",
-                    "%s is already part of assignment %s of VM %s" % (function, claim.primary_address, rec.name),
-                )
-
-        claims = [
-            PciClaim(
-                host=self.host,
-                address=member,
-                vm_uuid=rec.uuid,
-                primary_address=address,
-                role=ROLE_DEVICE if member in chosen else ROLE_GROUP,
-                managed=managed,
-                original_driver=self.sysfs.driver(member),
-                rom_file=rom_file if member == address else None,
-                rom_dir=rom_dir if member == address and rom_file else None,
-                x_vga=x_vga and member == address,
-                sriov=sriov.to_dict() if sriov is not None and member == address else None,
-            )
-            for member in members
-            if member not in held  # a group member this VM holds already keeps its row
-        ]
-        primary = next((c for c in mine if c.address == address), None)
-        settings_changed = primary is not None and (
-            primary.rom_file != rom_file or primary.x_vga != x_vga or primary.managed != managed
+        drivers = {m: self.sysfs.driver(m) for m in members}
+        plan = plan_assign(
+            (rec.name, rec.uuid),
+            address,
+            chosen,
+            members,
+            drivers,
+            [_held(c) for c in held.values()],
+            (rom_file, x_vga, managed),
+            status,
+            here=rec.host == self.host,
         )
-        if claims:
-            actions.append("claim")
-        if settings_changed:
-            actions.append("update")
-        rebind = [m for m in members if self._needs_vfio(m, m in chosen)] if managed else []
-        if rebind:
-            actions.append("bind_vfio")
-        dev = PciPassthrough(address, tuple(chosen), rom_file, x_vga)
-        warnings = []
-        plug = status in (RUNNING, PAUSED) and rec.host == self.host
-        if plug and (settings_changed and not claims):
-            warnings.append(
-                "VM %s runs with the earlier rom_file/x_vga of %s; they apply at its next start" % (rec.name, address)
-            )
-        if plug and not self.vms.hotplug.pci_present(rec, dev):
+        actions += plan.actions
+        if plan.plug and not self.vms.hotplug.pci_present(rec, plan.dev):
             actions.append("hotplug")
-        if check_mode or not actions:
-            return self._result(rec, dev, members, actions, warnings=warnings)
+        if not check_mode and actions:
+            claims = [self._claim(rec, plan, m, drivers[m], rom_dir, sriov) for m in plan.claim]
+            self._apply_assign(rec, plan, claims, held.get(address), rom_dir, "hotplug" in actions)
+        return self._result(rec, plan.dev, members, actions, warnings=plan.warnings)
 
+    def _claim(
+        self,
+        rec: VmRecord,
+        plan: AssignPlan,
+        member: str,
+        driver: Optional[str],
+        rom_dir: str,
+        sriov: Optional[SriovRequest],
+    ) -> PciClaim:
+        """The row that claims ``member`` for the plan's assignment."""
+        dev = plan.dev
+        primary = member == dev.address
+        return PciClaim(
+            host=self.host,
+            address=member,
+            vm_uuid=rec.uuid,
+            primary_address=dev.address,
+            role=ROLE_DEVICE if member in dev.functions else ROLE_GROUP,
+            managed=plan.managed,
+            original_driver=driver,
+            rom_file=dev.rom_file if primary else None,
+            rom_dir=rom_dir if primary and dev.rom_file else None,
+            x_vga=dev.x_vga and primary,
+            sriov=sriov.to_dict() if sriov is not None and primary else None,
+        )
+
+    def _apply_assign(
+        self,
+        rec: VmRecord,
+        plan: AssignPlan,
+        claims: List[PciClaim],
+        primary: Optional[PciClaim],
+        rom_dir: str,
+        hotplug: bool,
+    ) -> None:
+        """Claim, update, rebind, plug; a failure takes back the claims and drivers."""
         rebound: List[Tuple[str, Optional[str]]] = []
         try:
             self.store.claim_pci(claims)
-            if primary is not None and settings_changed:
-                primary.rom_file, primary.x_vga, primary.managed = rom_file, x_vga, managed
-                primary.rom_dir = rom_dir if rom_file else None
+            if primary is not None and plan.update:
+                primary.rom_file, primary.x_vga, primary.managed = plan.dev.rom_file, plan.dev.x_vga, plan.managed
+                primary.rom_dir = rom_dir if plan.dev.rom_file else None
                 self.store.update_pci(primary)
-            for member in rebind:
+            for member in plan.rebind:
                 before = self.sysfs.driver(member)
                 self.sysfs.bind_to(member, VFIO_DRIVER)
                 rebound.append((member, before))
-            if "hotplug" in actions:
-                self.vms.hotplug.pci_add(rec, dev)
+            if hotplug:
+                self.vms.hotplug.pci_add(rec, plan.dev)
         except InfinivirtError:
             self._undo(rec, claims, rebound)
             raise
-        return self._result(rec, dev, members, actions, warnings=warnings)
 
     def _undo(self, rec: VmRecord, claims: Sequence[PciClaim], rebound: Sequence[Tuple[str, Optional[str]]]) -> None:
         """Take back what a failed assign did: drivers first, then the rows it made."""
@@ -287,10 +276,7 @@ class PciService:
         return (self.sysfs.attr(address, "class") or "").startswith(BRIDGE_CLASS_PREFIX)
 
     def _needs_vfio(self, address: str, passed: bool) -> bool:
-        """A function QEMU gets must be bound to vfio-pci; another device of its group may
-        also be unbound (or pci-stub)."""
-        driver = self.sysfs.driver(address)
-        return driver != VFIO_DRIVER if passed else driver not in HARMLESS_DRIVERS + (None,)
+        return needs_vfio(self.sysfs.driver(address), passed)
 
     def _check_drivers(self, functions: Sequence[str], members: Sequence[str], managed: bool) -> None:
         if managed:
@@ -444,6 +430,19 @@ class PciService:
             "actions": actions,
             "warnings": warnings or [],
         }
+
+
+def _held(row: PciClaim) -> HeldPci:
+    return HeldPci(
+        row.address,
+        row.vm_uuid,
+        row.vm_name,
+        row.primary_address,
+        row.role == ROLE_DEVICE,
+        row.rom_file,
+        row.x_vga,
+        row.managed,
+    )
 
 
 def _passthrough(rows: Sequence[PciClaim]) -> PciPassthrough:

@@ -15,7 +15,6 @@ it never makes root write outside the storage roots. Backing files are still ope
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import os
 import stat
@@ -44,64 +43,14 @@ from ansible_collections.infinivirt.core.plugins.module_utils.store.base import 
 from ansible_collections.infinivirt.core.plugins.module_utils.store.volumes import VolumeRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import PRESENT_ABSENT, check_choice
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.keys import LUKS_KEY, new_luks_key, read_luks_key
-from ansible_collections.infinivirt.core.plugins.module_utils.volume.size import (
-    FORMATS,
-    format_size,
-    parse_size,
+from ansible_collections.infinivirt.core.plugins.module_utils.volume.plan import (
+    Plan,
+    VolumeState,
+    Wanted,
+    check_metadata,
+    plan_update,
 )
-
-
-@dataclasses.dataclass
-class VolumeState:
-    """An existing image as qemu-img describes it."""
-
-    format: str  # qcow2 | raw | another qemu format (an unmanaged file)
-    driver: str  # the qemu driver (luks for an encrypted raw volume)
-    virtual_size: int
-    actual_size: Optional[int]
-    encrypted: bool
-    backing_file: Optional[str]
-    backing_format: Optional[str]
-    info: Dict[str, Any]
-
-    @classmethod
-    def from_info(cls, info: Dict[str, Any]) -> "VolumeState":
-        driver = str(info.get("format") or "raw")
-        return cls(
-            format="raw" if driver in ("raw", "luks") else driver,
-            driver=driver,
-            virtual_size=int(info.get("virtual-size") or 0),
-            actual_size=info.get("actual-size"),
-            encrypted=bool(info.get("encrypted")) or driver == "luks",
-            backing_file=info.get("full-backing-filename") or info.get("backing-filename"),
-            backing_format=info.get("backing-filename-format"),
-            info=info,
-        )
-
-
-@dataclasses.dataclass
-class Wanted:
-    """The validated parameters of a present volume."""
-
-    format: Optional[str]
-    size: Optional[int]
-    backing_file: Optional[str]
-    backing_format: Optional[str]
-    preallocation: Optional[str]
-    encrypt: Optional[bool]
-    convert: bool
-    force: bool
-
-
-@dataclasses.dataclass
-class Plan:
-    actions: List[str] = dataclasses.field(default_factory=list)
-    format: str = "qcow2"
-    encrypted: bool = False
-    size: Optional[int] = None
-    backing_file: Optional[str] = None
-    backing_format: Optional[str] = None
-    warnings: List[str] = dataclasses.field(default_factory=list)
+from ansible_collections.infinivirt.core.plugins.module_utils.volume.size import FORMATS, parse_size
 
 
 def public_info(value: Any) -> Any:
@@ -351,7 +300,7 @@ class DiskService:
             plan.backing_file = wanted.backing_file
             plan.backing_format = wanted.backing_format or base.driver
             backing_size = base.virtual_size
-        _check_metadata(wanted.preallocation, plan.format, plan.encrypted)
+        check_metadata(wanted.preallocation, plan.format, plan.encrypted)
         plan.size = wanted.size if wanted.size is not None else backing_size
         if plan.size is None:
             raise SpecError("size", "is required to create %s (or give backing_file, whose size is used)" % path)
@@ -383,95 +332,15 @@ class DiskService:
         return base
 
     def _plan_update(self, path: str, wanted: Wanted, row: Optional[VolumeRecord], current: VolumeState) -> Plan:
-        plan = Plan(
-            format=current.format,
-            encrypted=current.encrypted,
-            size=current.virtual_size,
-            backing_file=current.backing_file,
-            backing_format=current.backing_format,
+        converting = wanted.format not in (None, current.format)
+        return plan_update(
+            path,
+            wanted,
+            current,
+            managed=row is not None,
+            same_backing=_same_file(current.backing_file, wanted.backing_file),
+            users=self._vms_using(path) if converting else (),
         )
-        if row is None:
-            if current.encrypted:
-                raise SpecError(
-                    "path",
-                    "%s is an encrypted image that Infinivirt did not create: its key "
-                    "is unknown; remove it or use another path" % path,
-                )
-            plan.actions.append("adopt")
-        if wanted.encrypt is not None and wanted.encrypt != current.encrypted:
-            raise SpecError(
-                "encrypt",
-                "cannot be changed on an existing volume: %s is %sencrypted; create a "
-                "new volume and copy the data" % (path, "" if current.encrypted else "not "),
-            )
-        if wanted.backing_file is not None and not _same_file(current.backing_file, wanted.backing_file):
-            raise SpecError(
-                "backing_file",
-                "cannot be changed on an existing volume: %s has %s"
-                % (path, "backing file %s" % current.backing_file if current.backing_file else "no backing file"),
-            )
-        if (
-            wanted.backing_format is not None
-            and current.backing_format is not None
-            and wanted.backing_format != current.backing_format
-        ):
-            raise SpecError(
-                "backing_format",
-                "cannot be changed on an existing volume: the backing file of "
-                "%s is %s" % (path, current.backing_format),
-            )
-        target = wanted.format or current.format
-        if target not in FORMATS:
-            raise SpecError(
-                "format",
-                "%s is a %s image; set format (qcow2 or raw) with convert: true to convert it" % (path, current.format),
-            )
-        _check_metadata(wanted.preallocation, target, current.encrypted)
-        if target != current.format:
-            if not wanted.convert:
-                raise SpecError(
-                    "format",
-                    "%s is a %s volume; changing it to %s needs convert: true (it is "
-                    "converted in place)" % (path, current.format, target),
-                )
-            if target == "raw" and wanted.backing_file is not None:
-                raise SpecError(
-                    "backing_file",
-                    "a raw volume has no backing file; converting %s to raw "
-                    "copies the backing file's data into it" % path,
-                )
-            users = self._vms_using(path)
-            if users:
-                raise StateError(
-                    "volume %s cannot be converted: VM %s lists it among its disks; remove it "
-                    "from the VM first" % (path, ", ".join(users))
-                )
-            plan.actions.append("convert")
-            plan.format = target
-            if current.backing_file:
-                plan.warnings.append(
-                    "converting %s to %s copies the data of its backing file %s into it"
-                    % (path, target, current.backing_file)
-                )
-                plan.backing_file = plan.backing_format = None
-        if wanted.size is not None and wanted.size != current.virtual_size:
-            if wanted.size < current.virtual_size:
-                if not wanted.force:
-                    raise SpecError(
-                        "size",
-                        "%s is smaller than the current size %s of %s; shrinking discards "
-                        "the data beyond the new end; set force: true to shrink"
-                        % (format_size(wanted.size), format_size(current.virtual_size), path),
-                    )
-                plan.actions.append("shrink")
-                plan.warnings.append(
-                    "%s shrunk from %s to %s: data beyond the new end is lost"
-                    % (path, format_size(current.virtual_size), format_size(wanted.size))
-                )
-            else:
-                plan.actions.append("grow")
-            plan.size = wanted.size
-        return plan
 
     # -- applying -------------------------------------------------------------------------
     def _apply(
@@ -696,14 +565,6 @@ class DiskService:
                 backing_format=current.backing_format,
             )
         return result
-
-
-def _check_metadata(preallocation: Optional[str], fmt: str, encrypted: bool) -> None:
-    if preallocation == "metadata" and fmt == "raw" and not encrypted:
-        raise SpecError(
-            "preallocation",
-            "metadata needs format qcow2 (or an encrypted raw volume); use off, falloc or full for a raw volume",
-        )
 
 
 def _view(path: str, state: Optional[VolumeState], managed: bool) -> Dict[str, Any]:
