@@ -950,6 +950,39 @@ vm:
       type: list
       elements: str
       sample: [memory_mb]
+plan:
+  description:
+    - What the task does and how each change applies, decided before anything is touched (the
+      same in check mode as in the real run of the same task).
+  returned: always
+  type: dict
+  contains:
+    actions:
+      description:
+        - What is done to the VM, in order, from V(abort_start), V(create), V(update),
+          V(set_password), V(hotplug_disks), V(hotplug_nics), V(hotplug_usb),
+          V(hotplug_cpus), V(hotplug_memory), V(set_balloon), V(pin_cpus), V(stop),
+          V(start), V(pause), V(resume), V(delete). Empty when nothing.
+      type: list
+      elements: str
+      sample: [update, hotplug_disks]
+    changes:
+      description:
+        - One entry per option the task changes (graphics and disks as their whole option),
+          saying how this task applies it.
+        - V(live) applies it to the running VM now (hot-plug, balloon, CPU pins, display
+          password, firewall department, monitor policies).
+        - V(restart) stores it for a running VM that takes it only when restarted, by this task
+          (O(restart_on_change), O(state=restarted)) or, see RV(plan.restart_needed), a later one.
+        - V(next_start) means the VM does not run after the task (it is stopped, created by
+          this task, or stopped by it) and takes the change when it starts, also when this task
+          starts it.
+      type: dict
+      sample: {memory_mb: restart, disks: live}
+    restart_needed:
+      description: Whether changes stay pending a restart after the task (RV(vm.pending_restart) lists them).
+      type: bool
+      sample: false
 """
 
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import InfinivirtModule

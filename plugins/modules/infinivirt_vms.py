@@ -149,8 +149,8 @@ vms:
   description:
     - One result per entry of O(vms), in the same order.
     - Each holds what M(infinivirt.core.infinivirt_vm) returns for that VM (RV(vms[].vm),
-      RV(vms[].changed)), plus RV(vms[].name), RV(vms[].failed), RV(vms[].actions) and, for
-      a failed entry, RV(vms[].msg) instead of RV(vms[].vm).
+      RV(vms[].changed), RV(vms[].plan)), plus RV(vms[].name), RV(vms[].failed),
+      RV(vms[].actions) and, for a failed entry, RV(vms[].msg) instead of RV(vms[].vm).
   returned: always
   type: list
   elements: dict
@@ -182,6 +182,25 @@ vms:
       description: The VM after the task, as RV(infinivirt.core.infinivirt_vm#module:vm) describes it.
       type: dict
       returned: unless failed
+    plan:
+      description:
+        - The plan for this VM, as RV(infinivirt.core.infinivirt_vm#module:plan) describes it (the
+          same in check mode).
+      type: dict
+      returned: unless failed
+      contains:
+        actions:
+          description: What is done to the VM, in order (RV(vms[].actions)).
+          type: list
+          elements: str
+          sample: [update, stop, start]
+        changes:
+          description: Changed option -> V(live), V(restart) or V(next_start).
+          type: dict
+          sample: {memory_mb: restart}
+        restart_needed:
+          description: Whether changes stay pending a restart after the task.
+          type: bool
     warnings:
       description: Warnings about this VM (also given as the task's warnings).
       type: list

@@ -71,9 +71,12 @@ AS_SIBLING = {"infinivirt_vms": {"unlisted[]": "vms[]"}}
 # infinivirt_vms: a VM's diff (infinivirt_vm's, not documented there either) and counts keyed
 # by action and status names.
 # An event's detail is QEMU's own event data (or the monitor's), as it came.
-# infinivirt_gpu's drivers are keyed by PCI address.
+# infinivirt_gpu's drivers are keyed by PCI address. A plan's changes are keyed by option name.
 OPAQUE = {
     "assignment.drivers",
+    "plan.changes",
+    "vms[].plan.changes",
+    "unlisted[].plan.changes",
     "volume.info",
     "vms[].diff",
     "unlisted[].diff",

@@ -195,6 +195,8 @@ def test_check_mode_changes_nothing_and_predicts_the_actions(env):
     assert env.rows() == {} and kill_leftovers(env.workdir) == []
     done = env.converge(vms, {"state": "running"})
     assert [r["actions"] for r in done["vms"]] == [r["actions"] for r in predicted["vms"]]
+    assert [r["plan"] for r in done["vms"]] == [r["plan"] for r in predicted["vms"]]
+    assert done["vms"][0]["plan"]["changes"]["memory_mb"] == "next_start"
     stop = env.converge(vms, {"state": "stopped"}, check=True)
     assert [r["actions"] for r in stop["vms"]] == [["stop"], []]
     assert env.status("c1") == "running"

@@ -220,6 +220,7 @@ class VmBatch:
         except Exception as exc:
             return self._error(job, exc)
         result = dict(name=job.name, changed=out.changed, failed=False, actions=out.actions, vm=out.vm)
+        result["plan"] = out.plan
         result["warnings"] = out.warnings
         if diff:
             result["diff"] = out.diff

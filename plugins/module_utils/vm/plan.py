@@ -11,13 +11,18 @@ a check run and a real run can never disagree about ``changed``, the diff or the
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import HotplugPlan, plan_hotplug
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import NicHotplugPlan, plan_nic_hotplug
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VmSpec, changed_fields, pending_restart
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import (
+    BOOKKEEPING_FIELDS,
+    VmSpec,
+    changed_fields,
+    pending_restart,
+)
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import (
     ABSENT,
     PAUSED,
@@ -76,6 +81,8 @@ class VmPlan:
     # (which both apply the firewall) is planned.
     sync_firewall: bool = False
     warnings: List[str] = dataclasses.field(default_factory=list)
+    spec_changes: List[str] = dataclasses.field(default_factory=list)  # stored fields that change
+    password_changed: bool = False  # a new display password is stored
 
     @property
     def changed(self) -> bool:
@@ -134,10 +141,50 @@ def plan_vm(rec: Optional[VmRecord], live: Live, desired: Desired, host_id: str,
         disk_plug=disk_plug,
         nic_plug=nic_plug,
         usb_plug=usb_plug,
+        spec_changes=list(spec_changes),
+        password_changed=desired.password_changed,
     )
     _check_owner(rec, live, plan, host_id)
     _settle(plan, rec, spec_changes, pending)
     return plan
+
+
+# How a task applies a changed option (plan_summary).
+LIVE, RESTART, NEXT_START = "live", "restart", "next_start"
+
+
+def option_name(field: str) -> str:
+    """The option a user writes for a spec field: graphics_<x> (and the stored password's
+    flag) belong to ``graphics``; every other field is its option's own name."""
+    return "graphics" if field.startswith("graphics_") else field
+
+
+def plan_summary(plan: VmPlan) -> Dict[str, Any]:
+    """The ``plan`` of a module result: the ordered actions; per changed option, how this task
+    applies it (LIVE: to the running VM now; RESTART: stored, and taken at a restart, the one
+    this task makes or a later one; NEXT_START: the VM does not run, or this task starts or stops it);
+    and whether fields stay pending a restart after the task."""
+    fields = [f for f in plan.spec_changes if f not in BOOKKEEPING_FIELDS]
+    if plan.password_changed and "graphics_password_set" not in fields:
+        fields.append("graphics_password_set")
+    changes: Dict[str, str] = {}
+    for field in fields:
+        mode = _apply_mode(plan, field)
+        name = option_name(field)
+        if changes.get(name) not in (RESTART, NEXT_START):  # graphics: the most deferred of its fields
+            changes[name] = mode
+    return {"actions": list(plan.actions), "changes": changes, "restart_needed": bool(plan.pending)}
+
+
+def _apply_mode(plan: VmPlan, field: str) -> str:
+    if plan.before_state not in (RUNNING, PAUSED) or plan.after_state == STOPPED:
+        return NEXT_START
+    if plan.restart:
+        return RESTART
+    if field == "graphics_password_set" and plan.password_changed:
+        # the running display takes a new password at once, unless it had none
+        return LIVE if "set_password" in plan.actions else RESTART
+    return RESTART if field in plan.pending else LIVE
 
 
 def _record_actions(

@@ -40,7 +40,13 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.lifecycle impor
     Lifecycle,
     StartInputs,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.plan import Desired, Live, VmPlan, plan_vm
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.plan import (
+    Desired,
+    Live,
+    VmPlan,
+    plan_summary,
+    plan_vm,
+)
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import (
     VmSpec,
@@ -69,10 +75,11 @@ class Outcome:
     diff: Dict[str, Any] = dataclasses.field(default_factory=dict)
     warnings: List[str] = dataclasses.field(default_factory=list)
     actions: List[str] = dataclasses.field(default_factory=list)
+    plan: Dict[str, Any] = dataclasses.field(default_factory=dict)  # vm.plan.plan_summary
 
     def result(self) -> Dict[str, Any]:
         """The module result (the binding drops ``diff`` outside diff mode)."""
-        return dict(changed=self.changed, vm=self.vm, warnings=self.warnings, diff=self.diff)
+        return dict(changed=self.changed, vm=self.vm, plan=self.plan, warnings=self.warnings, diff=self.diff)
 
 
 def _view(
@@ -503,7 +510,7 @@ class VmService:
         check_mode: bool,
         params: Dict[str, Any],
     ) -> Outcome:
-        out = Outcome(changed=plan.changed, actions=list(plan.actions), warnings=warnings)
+        out = Outcome(changed=plan.changed, actions=list(plan.actions), plan=plan_summary(plan), warnings=warnings)
         before_view = _view(before, plan.before_state, request.had_password)
         if plan.after_state == ABSENT:
             out.diff = {"before": before_view, "after": {"state": "absent"}}

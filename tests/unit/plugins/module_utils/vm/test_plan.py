@@ -13,7 +13,7 @@ import pytest
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import DiskSpec
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import NicSpec
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.plan import Desired, Live, plan_vm
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.plan import Desired, Live, plan_summary, plan_vm
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VmSpec
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import STATES
@@ -248,3 +248,94 @@ def test_a_start_cut_off_half_way_is_never_resumed(state, actions):
     result = plan_vm(rec, live, Desired(state, None if state == "absent" else SPEC), HOST)
     assert result.actions == actions and "resume" not in result.actions
     assert result.changed
+
+
+BALLOON = dataclasses.replace(SPEC, memory_balloon=True)
+VNC = dataclasses.replace(SPEC, graphics_type="vnc", graphics_password_set=True)
+DATA_DISK = DiskSpec(path="/images/data.qcow2")
+
+
+@pytest.mark.parametrize(
+    "rec,live,desired,actions,changes,restart_needed",
+    [
+        # no-op: nothing to do, nothing changes
+        (record("running", SPEC), "running", Desired("running", SPEC), [], {}, False),
+        # a running VM's balloon target is set over QMP
+        (
+            record("running", BALLOON, spec=BALLOON),
+            "running",
+            Desired("running", dataclasses.replace(BALLOON, memory_target_mb=128)),
+            ["update", "set_balloon"],
+            {"memory_target_mb": "live"},
+            False,
+        ),
+        # more memory for a running VM: stored, pending the next restart
+        (
+            record("running", SPEC),
+            "running",
+            Desired("running", BIGGER),
+            ["update"],
+            {"memory_mb": "restart"},
+            True,
+        ),
+        # ... unless the task restarts it
+        (
+            record("running", SPEC),
+            "running",
+            Desired("running", BIGGER, restart_on_change=True),
+            ["update", "stop", "start"],
+            {"memory_mb": "restart"},
+            False,
+        ),
+        # a stopped VM takes the change when it starts, whether this task starts it or not
+        (record("stopped"), "stopped", Desired("present", BIGGER), ["update"], {"memory_mb": "next_start"}, False),
+        (
+            record("stopped"),
+            "stopped",
+            Desired("running", BIGGER),
+            ["update", "start"],
+            {"memory_mb": "next_start"},
+            False,
+        ),
+        # a running VM this task stops takes it at its next start
+        (
+            record("running", SPEC),
+            "running",
+            Desired("stopped", BIGGER),
+            ["update", "stop"],
+            {"memory_mb": "next_start"},
+            False,
+        ),
+        # a virtio disk is plugged into the running VM
+        (
+            record("running", SPEC),
+            "running",
+            Desired("running", dataclasses.replace(SPEC, disks=(DATA_DISK,))),
+            ["update", "hotplug_disks"],
+            {"disks": "live"},
+            False,
+        ),
+        # a new display password reaches the running display at once
+        (
+            record("running", VNC, spec=VNC),
+            "running",
+            Desired("running", VNC, password_changed=True),
+            ["update", "set_password"],
+            {"graphics": "live"},
+            False,
+        ),
+    ],
+)
+def test_plan_summary(rec, live, desired, actions, changes, restart_needed):
+    summary = plan_summary(plan_vm(rec, Live(live), desired, HOST))
+    assert summary == {"actions": actions, "changes": changes, "restart_needed": restart_needed}
+
+
+def test_plan_summary_of_a_new_vm_and_a_removed_one():
+    summary = plan_summary(plan("absent", "running"))
+    assert summary["actions"] == ["create", "start"] and not summary["restart_needed"]
+    # every option is new, by the name the user writes, and applies as the VM starts
+    assert {"name", "memory_mb", "disks", "graphics"} <= set(summary["changes"])
+    assert not {"graphics_type", "graphics_password_set", "defaulted"} & set(summary["changes"])
+    assert set(summary["changes"].values()) == {"next_start"}
+    assert plan_summary(plan("running", "absent")) == {"actions": ["delete"], "changes": {}, "restart_needed": False}
