@@ -17,11 +17,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 
 import pytest
 from collection_path import REPO, collections_root
+from helpers import wait_for
 
 pytestmark = [pytest.mark.role, pytest.mark.playbook]
 
@@ -388,15 +388,6 @@ def supervisor_state(root: str) -> dict:
         check=True,
     )
     return json.loads(done.stdout)
-
-
-def wait_for(predicate, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
 
 
 def monitor_vars(root: str, **overrides) -> dict:

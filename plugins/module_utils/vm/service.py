@@ -407,7 +407,7 @@ class VmService:
         rec = plan.record
         warnings: List[str] = []
         created = "create" in plan.actions
-        self._store_record(rec, plan)
+        self._store_record(before, rec, plan)
         if request.password is not None:
             self.store.set_secret(
                 rec.uuid,
@@ -455,10 +455,11 @@ class VmService:
             raise
         return warnings
 
-    def _store_record(self, rec: VmRecord, plan: VmPlan) -> None:
+    def _store_record(self, before: Optional[VmRecord], rec: VmRecord, plan: VmPlan) -> None:
         """Claim the host CPUs the spec pins, then write the row; a new VM whose row
-        could not be written leaves no claim behind."""
-        if HOST_CHECKED_ACTIONS & set(plan.actions):
+        could not be written leaves no claim behind. A VM that pins nothing, now or before,
+        has no claim to take or drop: no store transaction for it."""
+        if HOST_CHECKED_ACTIONS & set(plan.actions) and _pins_cpus(before, rec):
             # A start moves a stopped VM to this host (start_vm); otherwise it stays where it is.
             self._claim_cpus(rec, self.hostname if "start" in plan.actions else rec.host)
         try:
@@ -561,6 +562,12 @@ def _check_nics_against(spec: VmSpec, others: Sequence[VmRecord]) -> None:
                     raise SpecError("nics[%d].mac" % index, "%s is the MAC of a NIC of VM %s" % (nic.mac, vm.name))
                 if other.tap_name == nic.tap_name and vm.spec.netns == spec.netns:
                     raise SpecError("nics[%d].tap" % index, "TAP %s belongs to VM %s" % (nic.tap_name, vm.name))
+
+
+def _pins_cpus(before: Optional[VmRecord], rec: VmRecord) -> bool:
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.tuning import pinned_host_cpus
+
+    return any(pinned_host_cpus(r.spec) for r in (before, rec) if r is not None)
 
 
 def _check_pins_against(spec: VmSpec, others: Sequence[VmRecord], host: str) -> None:
