@@ -36,9 +36,9 @@ install_on_sys_path()
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall import nftables as nft  # noqa: E402
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService  # noqa: E402
 from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import open_store  # noqa: E402
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import NicSpec  # noqa: E402
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord  # noqa: E402
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VmSpec  # noqa: E402
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.nics import NicSpec  # noqa: E402
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord  # noqa: E402
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import VmSpec  # noqa: E402
 
 
 class RecordingNft(nft.Nft):

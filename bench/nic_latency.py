@@ -36,7 +36,7 @@ install_on_sys_path()
 import build_guest  # noqa: E402
 import serial_report  # noqa: E402
 
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight import vhost_available  # noqa: E402
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.preflight import vhost_available  # noqa: E402
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService  # noqa: E402
 
 _TIME_RE = re.compile(r"time=([0-9.]+) ms")

@@ -37,11 +37,11 @@ import build_guest  # noqa: E402
 import serial_report  # noqa: E402
 
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import read_pidfile, wait_until_gone  # noqa: E402
-from ansible_collections.infinivirt.core.plugins.module_utils.qemu.argv import LaunchContext, build_argv  # noqa: E402
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import find_binary  # noqa: E402
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession  # noqa: E402
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.argv import LaunchContext, build_argv  # noqa: E402
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import VmSpec  # noqa: E402
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService  # noqa: E402
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VmSpec  # noqa: E402
 
 
 def library_round(service, params):

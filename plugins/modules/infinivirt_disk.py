@@ -235,7 +235,7 @@ volume:
 
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import InfinivirtModule
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import PRESENT_ABSENT
-from ansible_collections.infinivirt.core.plugins.module_utils.volume.live_resize import resize_attached_disk
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.live_resize import resize_attached_disk
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.size import FORMATS, PREALLOCATIONS
 

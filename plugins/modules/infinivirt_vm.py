@@ -987,7 +987,7 @@ plan:
 
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import InfinivirtModule
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.options import vm_argument_spec
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.options import vm_argument_spec
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
 

@@ -254,7 +254,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding im
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.batch import EXCLUSIVE_STATES, VmBatch, prepare
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.options import vm_argument_spec
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.options import vm_argument_spec
 
 
 def main() -> None:

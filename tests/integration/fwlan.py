@@ -15,9 +15,9 @@ import time
 import uuid
 from typing import List, Optional, Sequence, Tuple
 
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import NicSpec
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VmSpec
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.nics import NicSpec
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import VmSpec
 
 HOST_IP = "10.77.0.1"
 # A TCP client that can pick its source port (busybox nc cannot): prints what it reads.

@@ -26,7 +26,7 @@ def die(*_args, **_kwargs):
 def main(step, argv):
     install_on_sys_path()
     from ansible_collections.infinivirt.core.plugins.module_utils.monitor import cli, service
-    from ansible_collections.infinivirt.core.plugins.module_utils.vm import lifecycle
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import lifecycle
     from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
     if step == "before_cleanup":  # QEMU ended; nothing cleaned up, decided or recorded

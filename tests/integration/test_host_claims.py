@@ -18,7 +18,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.context import Hos
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.store.claims import CLAIM_CPU
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.batch import VmBatch, prepare
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.options import vm_argument_spec
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.options import vm_argument_spec
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
 pytestmark = [pytest.mark.both_backends, pytest.mark.playbook]

@@ -14,7 +14,7 @@ import pytest
 from fake_sysfs import FakeKernel, FakeTree, gpu_host
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import QemuError, SpecError, StateError
-from ansible_collections.infinivirt.core.plugins.module_utils.qemu.argv import LaunchContext, build_argv
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.argv import LaunchContext, build_argv
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
 pytestmark = [pytest.mark.qemu]
@@ -421,8 +421,8 @@ def test_a_pci_function_is_one_vms_on_every_store(db_url):
     """The claim is one transaction on SQLite and PostgreSQL; usb NULL and [] both survive."""
     from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import open_store
     from ansible_collections.infinivirt.core.plugins.module_utils.store.hostdevs import PciClaim
-    from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
-    from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VmSpec
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import VmSpec
 
     store = open_store(db_url)
     try:

@@ -25,7 +25,7 @@ from faults import (
 from helpers import guest_disks, guest_nics, key_material, links, nft_mentions, wait_for, wait_ready
 
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
-from ansible_collections.infinivirt.core.plugins.module_utils.vm import lifecycle
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import lifecycle
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
 

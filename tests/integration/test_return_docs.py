@@ -31,7 +31,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.monitor.service im
 from ansible_collections.infinivirt.core.plugins.module_utils.network.service import NetworkService
 from ansible_collections.infinivirt.core.plugins.module_utils.secrets.rotation import rotate_key
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.batch import VmBatch, prepare
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.options import vm_argument_spec
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.options import vm_argument_spec
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService

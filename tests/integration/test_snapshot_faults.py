@@ -29,7 +29,7 @@ from helpers import block_graph, guest_disks, key_material, links, nft_mentions,
 
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.img import QemuImg
-from ansible_collections.infinivirt.core.plugins.module_utils.vm import lifecycle
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import lifecycle
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService

@@ -19,7 +19,7 @@ from qemu_procs import qemu_processes
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import StoreError
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import qmp_execute
-from ansible_collections.infinivirt.core.plugins.module_utils.vm import lifecycle
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import lifecycle
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
 pytestmark = [pytest.mark.qemu, pytest.mark.postgres]

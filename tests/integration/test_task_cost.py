@@ -108,7 +108,7 @@ def test_a_task_loads_only_what_it_uses(bridge_ns, service, workdir, tmp_path):
     assert not result["changed"] and result["vm"]["status"] == "stopped"
     for lib in HEAVY + QMP_LIBS:
         assert loaded(names, lib) == [], lib
-    for engine in ("vm.hotplug", "vm.snapshots", "firewall.service", "host.net", "qemu.argv", "qemu.img"):
+    for engine in ("vm.engine.hotplug", "vm.snapshots", "firewall.service", "host.net", "vm.model.argv", "qemu.img"):
         assert MU + engine not in names, engine
 
     # A running VM without NICs: QMP is spoken (so the dump sees what a task loads), no more.
@@ -123,7 +123,14 @@ def test_a_task_loads_only_what_it_uses(bridge_ns, service, workdir, tmp_path):
     assert sorted(v["name"] for v in result["vms"]) == ["cold", "warm", "wired"]
     for lib in HEAVY:
         assert loaded(names, lib) == [], lib
-    for engine in ("vm.service", "vm.plan", "vm.hotplug", "vm.preflight", "firewall.service", "host.tap"):
+    for engine in (
+        "vm.service",
+        "vm.model.plan",
+        "vm.engine.hotplug",
+        "vm.engine.preflight",
+        "firewall.service",
+        "host.tap",
+    ):
         assert MU + engine not in names, engine
 
     # A VM with a NIC is started: its TAP is made through pyroute2, which is then loaded.

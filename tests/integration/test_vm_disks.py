@@ -16,7 +16,7 @@ from helpers import guest_disks, make_image, wait_for, wait_ready
 from qemu_procs import qemu_processes
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import DiskSpec
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks import DiskSpec
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.keys import read_luks_key
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService

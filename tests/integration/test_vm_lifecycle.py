@@ -342,7 +342,7 @@ def test_an_unplug_that_ends_between_the_look_and_the_ask_is_done(service, workd
     """A cut-off run asked the guest to let a device go; the guest finished just after this
     run saw the device and before its own device_del: QEMU answers DeviceNotFound, which
     means done (it failed the rerun of a NIC unplug before)."""
-    from ansible_collections.infinivirt.core.plugins.module_utils.vm.hotplug import Hotplug
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.hotplug import Hotplug
 
     service.ensure({"name": "late", "state": "running", "accel": "tcg", "memory_mb": 64}, check_mode=False)
     rec = service.store.get_vm("late")

@@ -15,7 +15,7 @@ from helpers import guest_nics, links, nft_mentions, nft_ruleset, run_playbook, 
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.network.service import NetworkService
-from ansible_collections.infinivirt.core.plugins.module_utils.vm import preflight
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import preflight
 
 pytestmark = [pytest.mark.qemu, pytest.mark.netns, pytest.mark.playbook]
 

@@ -38,7 +38,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import Infi
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.rules import RuleSet, RuleSpec
 from ansible_collections.infinivirt.core.plugins.module_utils.host.nft_expr import match, meta, payload
 from ansible_collections.infinivirt.core.plugins.module_utils.host.programs import run_nft
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import Port
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.nics import Port
 
 FAMILY = "bridge"
 TABLE = "infinivirt"

@@ -44,8 +44,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.validation import 
     validate_label,
     validate_name,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import ports
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.nics import ports
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
 
 MODULE = "infinivirt.core.infinivirt_firewall"
 

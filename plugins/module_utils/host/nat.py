@@ -22,7 +22,6 @@ from ansible_collections.infinivirt.core.plugins.module_utils.host import netns 
 from ansible_collections.infinivirt.core.plugins.module_utils.host.net import NetError
 from ansible_collections.infinivirt.core.plugins.module_utils.host.nft_expr import match, meta, payload
 from ansible_collections.infinivirt.core.plugins.module_utils.host.programs import run_nft
-from ansible_collections.infinivirt.core.plugins.module_utils.network.spec import nat_table_name
 
 FAMILY = "ip"
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
@@ -33,14 +32,10 @@ PRESENT, MISSING, DRIFTED = "present", "missing", "drifted"
 
 @dataclasses.dataclass(frozen=True)
 class NatRules:
-    network: str  # validated like an interface name: letters, digits, '.', '_', '-'
+    table: str  # the nftables table (family ip): network.spec.nat_table_name
     bridge: str
     subnet: str  # e.g. 10.77.0.0/24
     outbound_interface: Optional[str] = None  # None: any interface except the bridge
-
-    @property
-    def table(self) -> str:
-        return nat_table_name(self.network)
 
 
 def wanted_chains(rules: NatRules) -> List[Dict[str, Any]]:

@@ -12,11 +12,25 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import ipaddress
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError
 from ansible_collections.infinivirt.core.plugins.module_utils.host.netns import check_netns, entered
-from ansible_collections.infinivirt.core.plugins.module_utils.network.spec import BridgeSpec
+
+try:
+    from typing import Protocol
+except ImportError:  # Python < 3.8: annotations only
+    Protocol = object
+
+
+class BridgeSpec(Protocol):
+    """What a bridge should be (network.spec.BridgeSpec is one): the adapter takes any object
+    of this shape, so host/ does not import the network package."""
+
+    name: str
+    stp: bool
+    mtu: Optional[int]
+    addresses: Sequence[str]
 
 
 class NetError(InfinivirtError):

@@ -40,16 +40,16 @@ from ansible_collections.infinivirt.core.plugins.module_utils.monitor.qmp_events
     EventsUnavailable,
     read_event_log,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.lifecycle import VmPaths
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import (
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.lifecycle import VmPaths
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.states import (
     CRASHED,
     PAUSED,
     RUNNING,
     STARTING,
     STOPPED,
 )
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
 LIVE_STATUSES = (RUNNING, PAUSED, STARTING)
 OUTBOX_MAX = 10000  # events kept in memory while the store is away

@@ -183,7 +183,10 @@ class NetworkService:
         """What the namespace has of NAT now, and what starting it takes."""
         netns = self.netns
         rules = nat.NatRules(
-            network=name, bridge=spec.name, subnet=settings.subnet, outbound_interface=settings.outbound_interface
+            table=nat_table_name(name),
+            bridge=spec.name,
+            subnet=settings.subnet,
+            outbound_interface=settings.outbound_interface,
         )
         files = dnsmasq.DnsmasqFiles.for_network(self.run_dir, name)
         wanted_argv = dnsmasq.argv(programs[1], _dnsmasq_config(spec, settings), files)

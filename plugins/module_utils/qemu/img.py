@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import QemuError, SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.host.secret_fd import secret_fd
-from ansible_collections.infinivirt.core.plugins.module_utils.volume.size import FORMATS, PREALLOCATIONS
+from ansible_collections.infinivirt.core.plugins.module_utils.qemu.formats import FORMATS, PREALLOCATIONS
 
 # PBKDF2 time for a LUKS key slot. The passphrase is 32 random bytes (256 bits), which no
 # amount of stretching makes harder to guess, so QEMU's 2 s default would only slow down

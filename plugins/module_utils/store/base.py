@@ -23,8 +23,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.store.firewall imp
 from ansible_collections.infinivirt.core.plugins.module_utils.store.hostdevs import PciStore
 from ansible_collections.infinivirt.core.plugins.module_utils.store.migrations import MIGRATIONS
 from ansible_collections.infinivirt.core.plugins.module_utils.store.volumes import VolumeStore
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import (
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import (
     JSON_FIELDS,
     NULLABLE_JSON_FIELDS,
     SPEC_FIELDS,

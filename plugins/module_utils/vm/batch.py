@@ -24,9 +24,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set,
 from ansible_collections.infinivirt.core.plugins.module_utils.context import HostContext
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError, SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import validate_name
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight import host_cpu_count
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.preflight import host_cpu_count
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.states import ABSENT, STOPPED
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import ABSENT, STOPPED
 
 EXCLUSIVE_STATES = (STOPPED, ABSENT)
 # (params, path) -> (validated params, error messages, values to hide): Ansible's

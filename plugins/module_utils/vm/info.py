@@ -21,10 +21,14 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.store.hostdevs import ROLE_DEVICE, ROLE_GROUP
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import validate_name
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.lifecycle import UNRESPONSIVE, Lifecycle, VmPaths
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import pending_restart
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import (
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.lifecycle import (
+    UNRESPONSIVE,
+    Lifecycle,
+    VmPaths,
+)
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import pending_restart
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.states import (
     CRASHED,
     PAUSED,
     RUNNING,

@@ -32,7 +32,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.validation import 
     check_choice,
     validate_name,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.hostdevs import (
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.hostdevs import (
     BRIDGE_CLASS_PREFIX,
     AssignPlan,
     HeldPci,
@@ -47,8 +47,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.hostdevs import
     plan_assign,
     select_functions,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import (
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.states import (
     PAUSED,
     RUNNING,
     STOPPED,

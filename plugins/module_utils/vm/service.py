@@ -28,27 +28,27 @@ from ansible_collections.infinivirt.core.plugins.module_utils.secrets.box import
 from ansible_collections.infinivirt.core.plugins.module_utils.store.base import secret_context
 from ansible_collections.infinivirt.core.plugins.module_utils.store.claims import CLAIM_CPU
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import validate_name
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import DiskSpec
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.lifecycle import (
+    UNRESPONSIVE,
+    Lifecycle,
+    StartInputs,
+)
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.info import (
     GRAPHICS_PASSWORD,
     VmInfo,
     spec_digest,
     vm_result,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.lifecycle import (
-    UNRESPONSIVE,
-    Lifecycle,
-    StartInputs,
-)
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.plan import (
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks import DiskSpec
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.plan import (
     Desired,
     Live,
     VmPlan,
     plan_summary,
     plan_vm,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import (
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import (
     VmSpec,
     diff_view,
     merge_params,
@@ -56,7 +56,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import (
     validate,
     validate_graphics_password,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import (
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.states import (
     ABSENT,
     PAUSED,
     RUNNING,
@@ -75,7 +75,7 @@ class Outcome:
     diff: Dict[str, Any] = dataclasses.field(default_factory=dict)
     warnings: List[str] = dataclasses.field(default_factory=list)
     actions: List[str] = dataclasses.field(default_factory=list)
-    plan: Dict[str, Any] = dataclasses.field(default_factory=dict)  # vm.plan.plan_summary
+    plan: Dict[str, Any] = dataclasses.field(default_factory=dict)  # vm.model.plan.plan_summary
 
     def result(self) -> Dict[str, Any]:
         """The module result (the binding drops ``diff`` outside diff mode)."""
@@ -375,7 +375,10 @@ class VmService:
         and removing act on what runs, whatever today's host says of the stored spec."""
         if not HOST_CHECKED_ACTIONS & set(plan.actions):
             return
-        from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight import host_memory_mb, preflight
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.preflight import (
+            host_memory_mb,
+            preflight,
+        )
 
         try:
             caps = self.lifecycle.capabilities()
@@ -417,34 +420,7 @@ class VmService:
         lc = self.lifecycle
         try:
             for action in plan.actions:
-                if action == "abort_start":
-                    lc.abort_start(rec)
-                elif action == "set_password":
-                    lc.set_graphics_password(rec, request.password)
-                elif action == "hotplug_disks":
-                    self._hotplug().disks(rec, plan.disk_plug, self.disk_keys(plan.disk_plug.add))
-                elif action == "hotplug_nics":
-                    self._hotplug().nics(rec, plan.nic_plug, request.bridges)
-                elif action == "hotplug_usb":
-                    self._hotplug().usb(rec, plan.usb_plug)
-                elif action == "hotplug_cpus":
-                    lc.tuner().plug_cpus(rec)
-                elif action == "hotplug_memory":
-                    from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight import hugepage_path
-
-                    lc.tuner().plug_memory(rec, hugepage_path(rec.spec, lc.host_paths.proc))
-                elif action == "set_balloon":
-                    lc.tuner().set_balloon(rec)
-                elif action == "pin_cpus":
-                    lc.tuner().pin(rec)
-                elif action == "stop":
-                    self.stop_vm(rec, params, live.qemu_status)
-                elif action == "start":
-                    warnings.extend(self.start_vm(rec, paused=plan.after_state == PAUSED, bridges=request.bridges))
-                elif action == "pause":
-                    lc.pause(rec)
-                elif action == "resume":
-                    lc.resume(rec)
+                warnings.extend(self._do(action, rec, plan, request, params, live))
             if plan.sync_firewall:
                 lc.sync_firewall(rec)
         except Exception:
@@ -454,6 +430,41 @@ class VmService:
                 self.store.delete_vm(rec.uuid)
             raise
         return warnings
+
+    def _do(
+        self, action: str, rec: VmRecord, plan: VmPlan, request: Request, params: Dict[str, Any], live: Live
+    ) -> List[str]:
+        """One action of a plan; returns its warnings."""
+        lc = self.lifecycle
+        if action == "abort_start":
+            lc.abort_start(rec)
+        elif action == "set_password":
+            lc.set_graphics_password(rec, request.password)
+        elif action == "hotplug_disks":
+            self._hotplug().disks(rec, plan.disk_plug, self.disk_keys(plan.disk_plug.add))
+        elif action == "hotplug_nics":
+            self._hotplug().nics(rec, plan.nic_plug, request.bridges)
+        elif action == "hotplug_usb":
+            self._hotplug().usb(rec, plan.usb_plug)
+        elif action == "hotplug_cpus":
+            lc.tuner().plug_cpus(rec)
+        elif action == "hotplug_memory":
+            from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.preflight import hugepage_path
+
+            lc.tuner().plug_memory(rec, hugepage_path(rec.spec, lc.host_paths.proc))
+        elif action == "set_balloon":
+            lc.tuner().set_balloon(rec)
+        elif action == "pin_cpus":
+            lc.tuner().pin(rec)
+        elif action == "stop":
+            self.stop_vm(rec, params, live.qemu_status)
+        elif action == "start":
+            return self.start_vm(rec, paused=plan.after_state == PAUSED, bridges=request.bridges)
+        elif action == "pause":
+            lc.pause(rec)
+        elif action == "resume":
+            lc.resume(rec)
+        return []
 
     def _store_record(self, before: Optional[VmRecord], rec: VmRecord, plan: VmPlan) -> None:
         """Claim the host CPUs the spec pins, then write the row; a new VM whose row
@@ -477,7 +488,7 @@ class VmService:
         cpu_pinning_exclusive), checked against every other VM's in one serialized store
         transaction: _check_pins_against reads stored specs, which another VM's task may
         be about to change (issue 18). No pins: the VM's claim is dropped."""
-        from ansible_collections.infinivirt.core.plugins.module_utils.vm.tuning import pinned_host_cpus
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.tuning import pinned_host_cpus
 
         exclusive = bool(rec.spec.cpu_pinning_exclusive)
         values = {str(cpu): exclusive for cpu in pinned_host_cpus(rec.spec)}
@@ -487,7 +498,7 @@ class VmService:
             raise _pin_conflict(rec.spec, [int(v) for v in exc.values], exc.holder, exc.holder_exclusive) from None
 
     def _hotplug(self):
-        from ansible_collections.infinivirt.core.plugins.module_utils.vm.hotplug import Hotplug
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.hotplug import Hotplug
 
         return Hotplug(self.lifecycle)
 
@@ -534,7 +545,7 @@ class VmService:
     # -- volumes (for infinivirt_disk) ------------------------------------------------------
     def resize_attached_disk(self, path: str, size: int) -> Optional[str]:
         """See volume.live_resize.resize_attached_disk."""
-        from ansible_collections.infinivirt.core.plugins.module_utils.volume.live_resize import resize_attached_disk
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.live_resize import resize_attached_disk
 
         return resize_attached_disk(self.ctx, path, size, self.lifecycle.host_paths.proc)
 
@@ -565,7 +576,7 @@ def _check_nics_against(spec: VmSpec, others: Sequence[VmRecord]) -> None:
 
 
 def _pins_cpus(before: Optional[VmRecord], rec: VmRecord) -> bool:
-    from ansible_collections.infinivirt.core.plugins.module_utils.vm.tuning import pinned_host_cpus
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.tuning import pinned_host_cpus
 
     return any(pinned_host_cpus(r.spec) for r in (before, rec) if r is not None)
 
@@ -574,7 +585,7 @@ def _check_pins_against(spec: VmSpec, others: Sequence[VmRecord], host: str) -> 
     """Host CPUs pinned exclusively (cpu_pinning_exclusive) belong to one VM of a host: no
     other VM there may pin to them, and an exclusive VM may not take CPUs another VM pins.
     VMs without pins float over all CPUs and are not counted."""
-    from ansible_collections.infinivirt.core.plugins.module_utils.vm.tuning import pinned_host_cpus
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.tuning import pinned_host_cpus
 
     mine = set(pinned_host_cpus(spec))
     for vm in others:
@@ -586,7 +597,7 @@ def _check_pins_against(spec: VmSpec, others: Sequence[VmRecord], host: str) -> 
 
 
 def _pin_conflict(spec: VmSpec, cpus: Iterable[int], holder: str, holder_exclusive: bool) -> SpecError:
-    from ansible_collections.infinivirt.core.plugins.module_utils.vm.tuning import format_cpu_list
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.tuning import format_cpu_list
 
     whose = "VM %s holds them exclusively" % holder if holder_exclusive else "VM %s pins them" % holder
     return SpecError(

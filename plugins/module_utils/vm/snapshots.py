@@ -41,16 +41,16 @@ from ansible_collections.infinivirt.core.plugins.module_utils.host.paths import 
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import holds_file
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.img import FdImage, Image, QemuImg
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import validate_name
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import (
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.lifecycle import RESUME
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks import (
     DiskSpec,
     node_names,
     overlay_blockdevs,
     overlay_nodes,
     top_node,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.lifecycle import RESUME
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import stop_timeout
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import RUNNING, STARTING, STOPPED
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import stop_timeout
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.states import RUNNING, STARTING, STOPPED
 
 STATES = ("present", "absent", "reverted")
 TYPES = ("internal", "external")

@@ -14,9 +14,11 @@ import re
 from typing import Any, Optional
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.qemu.formats import (  # noqa: F401 (re-exported)
+    FORMATS,
+    PREALLOCATIONS,
+)
 
-FORMATS = ("qcow2", "raw")
-PREALLOCATIONS = ("off", "metadata", "falloc", "full")
 SECTOR = 512
 _SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*(?:([kmgt])(?:i?b)?|(b))?\s*", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}

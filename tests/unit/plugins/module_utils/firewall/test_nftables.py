@@ -10,7 +10,7 @@ import json
 
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall import nftables as nft
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.rules import parse_ruleset
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import Port
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.nics import Port
 
 UUID = "0d6f1b7e-3f0c-4c1e-9a57-2f1b1a000001"
 PORT = Port(tap="iv525400aabbcc", mac="52:54:00:aa:bb:cc", ips=("192.0.2.10", "2001:db8::10"))

@@ -19,7 +19,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.monitor.policy imp
     respond,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.monitor.qmp_events import read_event_log
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VmSpec
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import VmSpec
 
 
 def shutdown(guest, reason):

@@ -121,7 +121,7 @@ def test_bad_nat_settings_name_the_field(kwargs, field, words):
 
 
 def rules(**kwargs):
-    base = dict(network="natbr0", bridge="natbr0", subnet="10.77.0.0/24")
+    base = dict(table="infinivirt_nat_natbr0", bridge="natbr0", subnet="10.77.0.0/24")
     base.update(kwargs)
     return nat.NatRules(**base)
 

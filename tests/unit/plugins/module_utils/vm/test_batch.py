@@ -17,7 +17,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.batch import (
     merge_defaults,
     prepare,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.options import vm_argument_spec
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.options import vm_argument_spec
 
 # Imports Ansible (validate_options): tests/integration/test_cores.py runs it under every core.
 pytestmark = pytest.mark.ansible_core

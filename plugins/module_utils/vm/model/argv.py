@@ -17,14 +17,14 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import CONTROL_RE
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import layout, root_port
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.hostdevs import PciPassthrough, vfio_devices
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import device as nic_device
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import netdev as nic_netdev
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import pcie_slot, use_vhost
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.presets import hyperv_flags
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VNC_BASE_PORT, VmSpec
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.tuning import (
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks import layout, root_port
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.hostdevs import PciPassthrough, vfio_devices
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.nics import device as nic_device
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.nics import netdev as nic_netdev
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.nics import pcie_slot, use_vhost
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.presets import hyperv_flags
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import VNC_BASE_PORT, VmSpec
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.tuning import (
     RAM_BACKEND_ID,
     balloon_device,
     dimm_device,
@@ -35,8 +35,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.tuning import (
     numa_args,
     smp_option,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.usb import controller as usb_controller
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.usb import device as usb_device
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.usb import controller as usb_controller
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.usb import device as usb_device
 
 # video_model -> the -device driver of the display's card
 VIDEO_DEVICES = {"vga": "VGA", "virtio": "virtio-vga", "cirrus": "cirrus-vga", "bochs": "bochs-display"}
@@ -139,7 +139,7 @@ def memory_args(spec: VmSpec, ctx: LaunchContext) -> List[str]:
 
 def cpu_option(spec: VmSpec, ctx: LaunchContext) -> str:
     """The resolved CPU plus the Hyper-V enlightenments (those the accelerator can give;
-    vm.lifecycle warns about the ones left out). They are not user cpu_flags: QEMU takes
+    vm.engine.lifecycle warns about the ones left out). They are not user cpu_flags: QEMU takes
     them as key=value properties."""
     if not spec.hyperv:
         return ctx.cpu

@@ -10,12 +10,12 @@ import dataclasses
 import pytest
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import LIMIT_MAX, DiskSpec, plan_hotplug
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import NicSpec, plan_nic_hotplug
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.plan import Desired, Live, plan_vm
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.presets import hyperv_flags
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import (
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks import LIMIT_MAX, DiskSpec, plan_hotplug
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.nics import NicSpec, plan_nic_hotplug
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.plan import Desired, Live, plan_vm
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.presets import hyperv_flags
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import (
     changed_fields,
     diff_view,
     merge_params,

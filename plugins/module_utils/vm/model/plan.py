@@ -14,28 +14,28 @@ import dataclasses
 from typing import Any, Dict, List, Optional, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import StateError
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import HotplugPlan, plan_hotplug
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import NicHotplugPlan, plan_nic_hotplug
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import (
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks import HotplugPlan, plan_hotplug
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.nics import NicHotplugPlan, plan_nic_hotplug
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import (
     BOOKKEEPING_FIELDS,
     VmSpec,
     changed_fields,
     pending_restart,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import (
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.states import (
     ABSENT,
     PAUSED,
     RUNNING,
     STATES,
     STOPPED,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.tuning import (
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.tuning import (
     PINNING_FIELDS,
     cpu_hotplug_live,
     memory_hotplug_live,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.usb import UsbHotplugPlan, plan_usb_hotplug
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.usb import UsbHotplugPlan, plan_usb_hotplug
 
 # What each asked-for state means for the process (present keeps whatever runs).
 _TARGETS = {"running": RUNNING, "restarted": RUNNING, "stopped": STOPPED, "paused": PAUSED}

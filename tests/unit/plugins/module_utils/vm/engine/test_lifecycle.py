@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.lifecycle import (
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.lifecycle import (
     VmPaths,
     fold_status,
     systemd_scope_prefix,

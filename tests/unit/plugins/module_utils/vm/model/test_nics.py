@@ -9,7 +9,7 @@ import pytest
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.host.netns import ns_ref, parse_ns_ref
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import (
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.nics import (
     NicSpec,
     derived_mac,
     device,

@@ -16,8 +16,8 @@ import os
 from typing import Any, Dict, List, Optional, Set
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError, QemuError
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.tuning import (
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.tuning import (
     BALLOON_ID,
     BALLOON_STATS_INTERVAL,
     MIB,
@@ -64,7 +64,7 @@ class Tuner:
         return Threads(vcpus, iothreads, [t for t in tids if t not in taken])
 
     def _all_cpus(self) -> Set[int]:
-        from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight import host_cpus_online
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.preflight import host_cpus_online
 
         return set(host_cpus_online(self.lifecycle.host_paths.sys) or os.sched_getaffinity(0))
 
@@ -152,7 +152,7 @@ class Tuner:
     def plug_memory(self, rec: VmRecord, hugepage_path: Optional[str]) -> None:
         """Append the DIMMs of spec.memory_hotplug that the running VM lacks (a backend with
         object-add, a pc-dimm with device_add); a leftover backend is removed first."""
-        from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight import check_hugepages
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.preflight import check_hugepages
 
         running = list(rec.running_spec.memory_hotplug)
         devices = {p["name"] for p in self._qmp(rec, "qom-list", {"path": "/machine/peripheral"})}

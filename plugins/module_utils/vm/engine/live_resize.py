@@ -14,8 +14,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.context import Hos
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import process_runs_vm, read_pidfile
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import DiskSpec, node_names
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks import DiskSpec, node_names
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
 
 QMP_TIMEOUT = 10.0
 

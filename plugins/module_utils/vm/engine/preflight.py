@@ -16,8 +16,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import Spec
 from ansible_collections.infinivirt.core.plugins.module_utils.host.netns import check_netns
 from ansible_collections.infinivirt.core.plugins.module_utils.host.paths import resolve_in_roots
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import Capabilities
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VmSpec
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.tuning import (
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import VmSpec
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.tuning import (
     HUGEPAGE_KB,
     HUGEPAGE_SIZES,
     format_cpu_list,

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ansible_collections.infinivirt.core.plugins.module_utils.qemu.argv import LaunchContext, build_argv
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.hostdevs import PciPassthrough
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VmSpec, merge_params, validate
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.argv import LaunchContext, build_argv
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.hostdevs import PciPassthrough
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import VmSpec, merge_params, validate
 
 # The golden cases of test_argv.py (loaded the same way, before the host is rigged).
 GOLDEN = Path(__file__).parent / "golden"

@@ -24,21 +24,21 @@ from ansible_collections.infinivirt.core.plugins.module_utils.validation import 
     validate_name,
     validate_netns_name,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.vm import presets
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import (
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model import presets
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks import (
     DiskSpec,
     validate_disks,
     validate_iothread_names,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import NicSpec, merge_nics, validate_nics
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.tuning import (
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.nics import NicSpec, merge_nics, validate_nics
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.tuning import (
     normalize_cpu_set,
     normalize_numa,
     normalize_pinning,
     normalize_topology,
     validate_tuning,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.usb import UsbSpec, usb_from_params, validate_usb
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.usb import UsbSpec, usb_from_params, validate_usb
 
 MEMORY_MIN_MB = 16
 KERNEL_CMDLINE_MAX = 2048  # x86 COMMAND_LINE_SIZE
@@ -102,7 +102,7 @@ class VmSpec:
     autostart_delay: int = 0  # seconds to wait after starting this VM before the next
     # Host USB devices on an xHCI controller; None: no controller (an empty list has one).
     usb: Optional[Tuple[UsbSpec, ...]] = None
-    # Memory and CPU tuning (vm/tuning.py): the balloon, memory backing and hot-plug.
+    # Memory and CPU tuning (vm/model/tuning.py): the balloon, memory backing and hot-plug.
     memory_balloon: bool = False  # virtio-balloon-pci, free page reporting, guest statistics
     memory_target_mb: Optional[int] = None  # balloon target; None: all of the memory
     hugepages: Optional[str] = None  # 2M or 1G: guest RAM on hugetlbfs, preallocated
@@ -119,7 +119,7 @@ class VmSpec:
     cpu_pinning_exclusive: bool = False  # no other VM on the host may pin to these host CPUs
     # I/O threads shared by disks (disks[].iothread names one; true: a thread of its own).
     iothreads: Tuple[str, ...] = ()
-    # A preset (vm/presets.py) fills what the task leaves unset; these four are its VM-level
+    # A preset (vm/model/presets.py) fills what the task leaves unset; these four are its VM-level
     # options, always stored with their effective value.
     preset: Optional[str] = None
     video_model: str = "vga"  # the card a VNC display shows
@@ -209,7 +209,7 @@ SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(VmSpec))
 
 def validate(spec: VmSpec) -> VmSpec:
     """Check every field on its own; raise SpecError naming the first bad one. What needs the
-    host (files, namespaces, CPU count, storage roots) is vm.preflight's."""
+    host (files, namespaces, CPU count, storage roots) is vm.engine.preflight's."""
     validate_name(spec.name)
     check_int("vcpus", spec.vcpus, 1)
     check_int("memory_mb", spec.memory_mb, MEMORY_MIN_MB)
@@ -320,7 +320,7 @@ def merge_params(params: Mapping[str, Any], stored: Optional[VmSpec], taken_macs
 
     An option left unset (None) keeps the stored value of an existing VM, and takes the
     default for a new one, so `state: stopped` with only a name does not reset the VM.
-    Options a preset governs (vm/presets.py) that the task leaves unset, and that were
+    Options a preset governs (vm/model/presets.py) that the task leaves unset, and that were
     unset when stored, come from the preset (or the built-in default) again, so a preset
     change shows as a spec change. ``taken_macs``: MACs of other VMs, which a generated MAC
     must not repeat.
@@ -437,7 +437,7 @@ def changed_fields(before: Optional[VmSpec], after: VmSpec) -> List[str]:
 
 def stop_timeout(params: Mapping[str, Any]) -> float:
     """A task's stop_timeout in seconds: unset is the default, 0 means no wait at all
-    (vm.lifecycle.Lifecycle.stop says what that does); negative or endless is an error."""
+    (vm.engine.lifecycle.Lifecycle.stop says what that does); negative or endless is an error."""
     value = params.get("stop_timeout")
     if value is None:
         return DEFAULT_STOP_TIMEOUT

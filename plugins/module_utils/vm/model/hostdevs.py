@@ -21,7 +21,7 @@ import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import PAUSED, RUNNING
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.states import PAUSED, RUNNING
 
 VFIO_DRIVER = "vfio-pci"
 # Drivers a device of an IOMMU group may have while another device of the group is handed

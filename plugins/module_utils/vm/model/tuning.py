@@ -6,7 +6,7 @@ memory, DIMM hot-plug), CPU topology and hot-plug, guest NUMA nodes and CPU pinn
 
 Normalisation (``normalize_*``) turns module params into the stored form, validation
 (``validate_tuning``) checks a spec, and the builders return the JSON QEMU takes for
-``-object``/``-device``. Nothing here looks at the host (vm/preflight.py does).
+``-object``/``-device``. Nothing here looks at the host (vm/engine/preflight.py does).
 """
 
 from __future__ import annotations

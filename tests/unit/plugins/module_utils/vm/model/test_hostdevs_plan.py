@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.hostdevs import HeldPci, needs_vfio, plan_assign
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.hostdevs import HeldPci, needs_vfio, plan_assign
 
 VM = ("gpu-vm", "u-1")
 GPU, AUDIO, NIC, OTHER = "0000:01:00.0", "0000:01:00.1", "0000:02:00.0", "0000:03:00.0"

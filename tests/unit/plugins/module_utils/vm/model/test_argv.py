@@ -15,9 +15,9 @@ import pytest
 import yaml
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
-from ansible_collections.infinivirt.core.plugins.module_utils.qemu.argv import LaunchContext, build_argv, opt_value
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.hostdevs import PciPassthrough
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VmSpec, merge_params, validate
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.argv import LaunchContext, build_argv, opt_value
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.hostdevs import PciPassthrough
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import VmSpec, merge_params, validate
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = sorted(p.stem for p in GOLDEN.glob("*.yml"))

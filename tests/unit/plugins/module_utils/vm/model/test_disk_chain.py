@@ -6,7 +6,7 @@ by descriptor set, each overlay naming the node below as its backing."""
 
 from __future__ import annotations
 
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import DiskSpec, blockdevs, node_names
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks import DiskSpec, blockdevs, node_names
 
 
 def test_the_chain_is_wired_base_first_and_only_the_top_is_writable():

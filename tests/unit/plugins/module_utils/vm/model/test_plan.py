@@ -11,12 +11,12 @@ import dataclasses
 import pytest
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import StateError
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import DiskSpec
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import NicSpec
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.plan import Desired, Live, plan_summary, plan_vm
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VmSpec
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import STATES
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks import DiskSpec
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.nics import NicSpec
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.plan import Desired, Live, plan_summary, plan_vm
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import VmSpec
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.states import STATES
 
 HOST = "hv-a"
 SPEC = VmSpec(name="vm", vcpus=1, memory_mb=256)

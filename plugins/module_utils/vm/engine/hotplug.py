@@ -18,7 +18,8 @@ from typing import Dict, List, Optional, Set
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError, QmpError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.host import netns as nsutil
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import (
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.preflight import check_vhost
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks import (
     SPARE_ROOT_PORTS,
     DiskSpec,
     HotplugPlan,
@@ -34,24 +35,23 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import (
     throttle_group_id,
     throttle_node,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.hostdevs import (
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.hostdevs import (
     PciPassthrough,
     function_of,
     hostdev_id,
     vfio_devices,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import (
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.nics import (
     NicHotplugPlan,
     NicSpec,
     pcie_slot,
     use_vhost,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import device as nic_device
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import netdev as nic_netdev
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight import check_vhost
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.usb import UsbHotplugPlan
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.usb import device as usb_device
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.nics import device as nic_device
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.nics import netdev as nic_netdev
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.usb import UsbHotplugPlan
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.usb import device as usb_device
 
 UNPLUG_TIMEOUT = 30.0  # the guest's PCIe hot-plug driver takes ~5 s (attention button delay)
 UNPLUG_POLL = 0.1

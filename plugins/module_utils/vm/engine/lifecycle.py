@@ -48,10 +48,10 @@ from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import 
     save_probe,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.hostdevs import PciPassthrough
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import queue_count
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import (
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.hostdevs import PciPassthrough
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.nics import queue_count
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.states import (
     CRASHED,
     PAUSED,
     RUNNING,
@@ -316,7 +316,7 @@ class Lifecycle:
         accel, warnings = resolve_accel(rec.spec.accel, caps)
         cpu, cpu_warnings = resolve_cpu(rec.spec.cpu_model, rec.spec.cpu_flags, accel, caps)
         if rec.spec.hyperv:
-            from ansible_collections.infinivirt.core.plugins.module_utils.vm.presets import hyperv_flags
+            from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.presets import hyperv_flags
 
             dropped = hyperv_flags(accel)[1]
             if dropped:
@@ -353,15 +353,18 @@ class Lifecycle:
         (SpecError naming hugepages, with the count missing). Returns the mount."""
         if rec.spec.hugepages is None:
             return None
-        from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight import check_hugepages, hugepage_path
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.preflight import (
+            check_hugepages,
+            hugepage_path,
+        )
 
         path = hugepage_path(rec.spec, self.host_paths.proc)
         check_hugepages(rec.spec, self.host_paths.sys)
         return path
 
     def tuner(self):
-        """vm.tune.Tuner (pins, balloon, vCPU and DIMM hot-plug), imported when first used."""
-        from ansible_collections.infinivirt.core.plugins.module_utils.vm.tune import Tuner
+        """vm.engine.tune.Tuner (pins, balloon, vCPU and DIMM hot-plug), imported when first used."""
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.tune import Tuner
 
         return Tuner(self)
 
@@ -369,8 +372,11 @@ class Lifecycle:
         """Resolve how QEMU runs here, journal its files and record the start, all before
         QEMU exists: if the database is lost mid-start, the next run finds the process
         through the recorded pidfile instead of starting a second one."""
-        from ansible_collections.infinivirt.core.plugins.module_utils.vm.firmware import ensure_nvram, firmware_files
-        from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight import check_vhost
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.firmware import (
+            ensure_nvram,
+            firmware_files,
+        )
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.preflight import check_vhost
 
         paths = VmPaths.for_vm(self.run_dir, rec.uuid)
         vhost = check_vhost(rec.spec)
@@ -402,7 +408,7 @@ class Lifecycle:
         (host.secret_fd): no key file exists, even if this process is killed."""
         from ansible_collections.infinivirt.core.plugins.module_utils.host import netns as nsutil
         from ansible_collections.infinivirt.core.plugins.module_utils.host.secret_fd import secret_fd
-        from ansible_collections.infinivirt.core.plugins.module_utils.qemu.argv import LaunchContext, build_argv
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.argv import LaunchContext, build_argv
 
         paths = launch.paths
         _make_event_log(rec, paths.event_log)  # journaled by _prepare; removed by an abort

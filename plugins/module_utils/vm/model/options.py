@@ -9,16 +9,16 @@ from __future__ import annotations
 import copy
 from typing import Any, Dict
 
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import (
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks import (
     AIO_MODES,
     BUSES,
     CACHE_MODES,
     FORMATS,
     MEDIA,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import MODELS
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.presets import PRESETS
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import (
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.nics import MODELS
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.presets import PRESETS
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import (
     ACCELS,
     FIRMWARES,
     GRAPHICS_TYPES,
@@ -28,8 +28,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import (
     RTC_BASES,
     VIDEO_MODELS,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.states import STATES
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.tuning import HUGEPAGE_SIZES, NUMA_POLICIES
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.states import STATES
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.tuning import HUGEPAGE_SIZES, NUMA_POLICIES
 
 _VM_OPTIONS: Dict[str, Any] = dict(
     name=dict(type="str", required=True),

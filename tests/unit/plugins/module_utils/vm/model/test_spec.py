@@ -8,8 +8,8 @@ import dataclasses
 import pytest
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight import preflight
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import (
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.preflight import preflight
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import (
     VmSpec,
     changed_fields,
     merge_params,
@@ -96,8 +96,8 @@ def test_vcpus_beyond_the_host_are_refused_by_the_preflight():
 
 
 def test_preflight_checks_disks_netns_and_vhost(tmp_path):
-    from ansible_collections.infinivirt.core.plugins.module_utils.vm.disks import DiskSpec
-    from ansible_collections.infinivirt.core.plugins.module_utils.vm.nics import NicSpec
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks import DiskSpec
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.nics import NicSpec
 
     with pytest.raises(SpecError) as err:
         preflight(VmSpec(name="vm", disks=(DiskSpec(path=str(tmp_path / "none.qcow2")),)))
@@ -111,7 +111,7 @@ def test_preflight_checks_disks_netns_and_vhost(tmp_path):
     with pytest.raises(SpecError) as err:
         preflight(VmSpec(name="vm", netns="infinivirt-no-such-ns"))
     assert err.value.field == "netns" and "does not exist" in str(err.value)
-    from ansible_collections.infinivirt.core.plugins.module_utils.vm.preflight import check_vhost
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.preflight import check_vhost
 
     spec = VmSpec(name="vm", nics=(NicSpec(bridge="br0", mac="52:54:00:00:00:01", vhost=True),))
     with pytest.raises(SpecError) as err:

@@ -9,7 +9,7 @@ wins. The store keeps the preset's name, the effective values and which options 
 unset (``VmSpec.defaulted``), so the next task resolves them again: a preset change (or
 a preset removed) is a spec change of exactly the options it governs.
 
-Pure: works on the dicts ``vm.spec.merge_params`` builds.
+Pure: works on the dicts ``vm.model.spec.merge_params`` builds.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, Optional
 
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VmSpec
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import VmSpec
 
 
 @dataclasses.dataclass

@@ -12,13 +12,13 @@ import os
 import pytest
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
-from ansible_collections.infinivirt.core.plugins.module_utils.qemu.argv import LaunchContext, build_argv
-from ansible_collections.infinivirt.core.plugins.module_utils.vm import preflight
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.plan import Desired, Live, plan_vm
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.record import VmRecord
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import preflight
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.argv import LaunchContext, build_argv
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.plan import Desired, Live, plan_vm
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import VmSpec, merge_params, validate
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.tuning import format_cpu_list, parse_cpu_list
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import _check_pins_against
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.spec import VmSpec, merge_params, validate
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.tuning import format_cpu_list, parse_cpu_list
 
 
 def spec(**params):
