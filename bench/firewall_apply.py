@@ -36,8 +36,9 @@ install_on_sys_path()
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall import nftables as nft  # noqa: E402
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService  # noqa: E402
 from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import open_store  # noqa: E402
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records  # noqa: E402
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.nics import NicSpec  # noqa: E402
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord  # noqa: E402
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord, firewall_vm  # noqa: E402
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import VmSpec  # noqa: E402
 
 
@@ -126,11 +127,11 @@ def main() -> int:
         rec = VmRecord(
             uuid=str(uuid.uuid4()), name="bench", host="bench-host", status="running", spec=spec, running_spec=spec
         )
-        store.insert_vm(rec)
-        fw = FirewallService(store, "bench-host", runner=RecordingNft())
+        records.insert(store, rec)
+        fw = FirewallService(store, "bench-host", records.firewall_directory(store), runner=RecordingNft())
         for count in (int(n) for n in args.sizes.split(",")):
             results.append(measure(fw, netns, count, args.rounds))
-        fw.forget_vm(store.get_vm("bench"))
+        fw.forget_vm(firewall_vm(records.load(store, "bench")))
         store.delete_vm(rec.uuid)
     finally:
         store.close()

@@ -33,6 +33,7 @@ install_on_sys_path()
 from monitor_proc import MonitorProcess  # noqa: E402
 
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import wait_until_gone  # noqa: E402
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records  # noqa: E402
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService  # noqa: E402
 
 VM = {"name": "bench-cycler", "accel": "tcg", "memory_mb": 64}
@@ -66,7 +67,7 @@ def main() -> int:
                 killed = time.monotonic()
                 os.kill(vm["pid"], signal.SIGKILL)
                 wait_until_gone(vm["pid"], vm["uuid"], 10)
-                while service.store.get_vm("bench-cycler").status != "crashed":
+                while records.load(service.store, "bench-cycler").status != "crashed":
                     if time.monotonic() - killed > 10:
                         raise RuntimeError("not cleaned up:\n" + monitor.log()[-2000:])
                     time.sleep(0.005)

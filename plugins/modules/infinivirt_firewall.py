@@ -246,6 +246,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.firewall.rules imp
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import PRESENT_ABSENT
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.records import firewall_directory
 
 
 def main() -> None:
@@ -276,7 +277,9 @@ def main() -> None:
     )
 
     module.run(
-        lambda ctx: FirewallService(ctx.store, ctx.host_id, ctx.lock_timeout).ensure(module.params, module.check_mode)
+        lambda ctx: FirewallService(ctx.store, ctx.host_id, firewall_directory(ctx.store), ctx.lock_timeout).ensure(
+            module.params, module.check_mode
+        )
     )
 
 

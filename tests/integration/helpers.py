@@ -25,6 +25,8 @@ if os.path.join(TESTS, "guest") not in sys.path:  # conftest put it there alread
 
 import serial_report  # noqa: E402
 
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records  # noqa: E402
+
 GUEST_TIMEOUT = float(os.environ.get("INFINIVIRT_GUEST_TIMEOUT", "120"))
 
 
@@ -71,7 +73,7 @@ def guest_disks(sock):
 
 def block_graph(vms, name):
     """parent node -> {child role: child node}, and each device's root, from QEMU itself."""
-    graph = vms.lifecycle.qmp(vms.store.get_vm(name), "x-debug-query-block-graph")
+    graph = vms.lifecycle.qmp(records.load(vms.store, name), "x-debug-query-block-graph")
     names = {n["id"]: n["name"] for n in graph["nodes"]}
     edges = {}
     for edge in graph["edges"]:
@@ -143,7 +145,7 @@ def key_material(run_dir):
 
 def assert_db_agrees(service, name):
     """The row and the processes tell the same story; returns the state."""
-    rec = service.store.get_vm(name)
+    rec = records.load(service.store, name)
     everything = qemu_processes(service.lifecycle.run_dir)
     if rec is None:
         assert everything == [], "a QEMU runs for a VM that has no row"

@@ -31,6 +31,7 @@ from qemu_procs import kill_leftovers
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.img import QemuImgError
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.keys import read_luks_key
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
@@ -869,7 +870,7 @@ def test_a_volume_attached_to_a_running_vm(env):
     grown = ensure(env, path=path, size="32M")
     assert grown["changed"] and grown["volume"]["attached_to"] == "holder"
     assert grown["volume"]["used_by"] == ["holder"]
-    rec = env.service.store.get_vm("holder")
+    rec = records.load(env.service.store, "holder")
     blocks = env.service.lifecycle.qmp(rec, "query-block")
     # QEMU opened the image through a descriptor set (/dev/fdset/N), not by its name.
     opened = {"/dev/fdset/%d" % s["fdset-id"] for s in env.service.lifecycle.qmp(rec, "query-fdsets")}

@@ -25,6 +25,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import Spec
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import qmp_execute
 from ansible_collections.infinivirt.core.plugins.module_utils.secrets.box import SecretError, token_key_id
 from ansible_collections.infinivirt.core.plugins.module_utils.secrets.rotation import rotate_key
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
 pytestmark = [pytest.mark.qemu, pytest.mark.playbook]
@@ -83,7 +84,7 @@ def test_password_protected_display(env):
     assert started.diff["after"]["graphics_password"] == "******** (new)"
     port = started.vm["graphics"]["port"]
     assert 5900 <= port < 6000 and started.vm["graphics"]["password_set"] is True
-    rec = service.store.get_vm("screen")
+    rec = records.load(service.store, "screen")
     peripherals = {p["name"] for p in service.lifecycle.qmp(rec, "qom-list", {"path": "/machine/peripheral"})}
     assert "video0" in peripherals, "a VNC display needs a video card to show"
     assert vnc_auth("127.0.0.1", port, None) == "password-required"

@@ -18,6 +18,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import Spec
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall import nftables as nft
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
 from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import open_store
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import firewall_vm
 
 pytestmark = [pytest.mark.qemu, pytest.mark.netns, pytest.mark.playbook]
 
@@ -41,22 +43,22 @@ def store(db_url):
 
 @pytest.fixture
 def fw(store):
-    return FirewallService(store, HOST, lock_timeout=20)
+    return FirewallService(store, HOST, records.firewall_directory(store), lock_timeout=20)
 
 
 def start(fw, lan, guest, name, **kwargs):
     """What the lifecycle does when a VM starts: the row, then the hook."""
     rec = vm_record(lan, guest, name, **kwargs)
-    fw.store.insert_vm(rec)
-    fw.sync_vm(rec)
+    records.insert(fw.store, rec)
+    fw.sync_vm(firewall_vm(rec))
     return rec
 
 
 def stop(fw, rec):
-    rec = fw.store.get_vm(rec.name)
+    rec = records.load(fw.store, rec.name)
     rec.running_spec, rec.status = None, "stopped"
-    fw.store.update_vm(rec)
-    return fw.sync_vm(rec)
+    records.save(fw.store, rec)
+    return fw.sync_vm(firewall_vm(rec))
 
 
 def vm_rules(fw, name, rules=(), check=False, **settings):
@@ -83,7 +85,7 @@ def test_vm_rules_block_and_unblock(fw, lan):
     writes = fw.nft.writes
     again = vm_rules(fw, "a", [PING_IN])
     assert not again["changed"] and again["kernel_changes"] == [] and fw.nft.writes == writes
-    assert fw.sync_vm(fw.store.get_vm("a")) is False and fw.nft.writes == writes
+    assert fw.sync_vm(firewall_vm(records.load(fw.store, "a"))) is False and fw.nft.writes == writes
 
     assert vm_rules(fw, "a", [])["changed"]
     assert lan.reach([(g2, g1.ip), (None, g1.ip)]) == [True, True]
@@ -170,7 +172,7 @@ def test_rerun_changes_nothing_and_drift_is_repaired(fw, lan):
     ]
     assert fw.nft.writes == writes and lan.ruleset() == wanted
 
-    a = fw.store.get_vm("a")
+    a = records.load(fw.store, "a")
     chain = nft.vm_chain(a.uuid, "in")
     handles = [
         item["rule"]["handle"] for item in lan.ruleset_json() if "rule" in item and item["rule"]["chain"] == chain
@@ -211,10 +213,10 @@ def test_stop_and_forget_leave_no_trace(fw, lan):
     assert stop(fw, b) is False
 
     # A start applies the stored rules again; removing the VM forgets them.
-    rec = fw.store.get_vm("b")
+    rec = records.load(fw.store, "b")
     rec.running_spec = rec.spec
-    assert fw.sync_vm(rec) and b.uuid in lan.ruleset()
-    assert fw.forget_vm(rec)
+    assert fw.sync_vm(firewall_vm(rec)) and b.uuid in lan.ruleset()
+    assert fw.forget_vm(firewall_vm(rec))
     assert lan.ruleset_json() == [] and fw.store.get_ruleset("vm", b.uuid) is None
     assert fw.store.get_ruleset("department", "dev") is not None, "departments stay"
 
@@ -225,17 +227,17 @@ def test_a_vm_that_moved_namespace_is_cleaned_everywhere(fw, lan):
     vm_rules(fw, "a", [PING_IN])
     other = Lan(guests=0)
     try:
-        rec = fw.store.get_vm("a")
+        rec = records.load(fw.store, "a")
         spec = dataclasses.replace(rec.spec, netns=other.netns)
         rec.spec = rec.running_spec = spec
-        fw.store.update_vm(rec)
-        assert fw.sync_vm(rec)
+        records.save(fw.store, rec)
+        assert fw.sync_vm(firewall_vm(rec))
         assert lan.ruleset_json() == [] and a.uuid in other.ruleset()
         assert [r["netns"] for r in fw.store.firewall_applied(HOST)] == [other.netns]
     finally:
         other.close()
     rec.running_spec = None
-    assert fw.sync_vm(rec) is False, "its namespace is gone, and the rules with it"
+    assert fw.sync_vm(firewall_vm(rec)) is False, "its namespace is gone, and the rules with it"
     assert fw.store.firewall_applied(HOST) == []
 
 
@@ -313,7 +315,7 @@ def test_rules_record_their_source(fw, store, lan, db_url):
 
     other = open_store(db_url, job_id="job-18")
     try:
-        second = FirewallService(other, "hv-other")
+        second = FirewallService(other, "hv-other", records.firewall_directory(other))
         done = vm_rules(
             second,
             "a",
@@ -324,9 +326,9 @@ def test_rules_record_their_source(fw, store, lan, db_url):
         assert row["source"]["job_id"] == "job-18" and row["rules"][1]["comment"] == "no mail"
         assert [r["direction"] for r in row["rules"]] == ["in", "out"]
         # It runs on hv-test: hv-other may not change it.
-        rec = store.get_vm("a")
+        rec = records.load(store, "a")
         rec.running_spec, rec.host = rec.spec, HOST
-        store.update_vm(rec)
+        records.save(store, rec)
         with pytest.raises(StateError):
             vm_rules(second, "a", [])
     finally:
@@ -337,15 +339,15 @@ def test_rules_record_their_source(fw, store, lan, db_url):
 def _toggle(db_url, netns, mac, name, rounds, queue):
     try:
         store = open_store(db_url)
-        fw = FirewallService(store, HOST, lock_timeout=60)
+        fw = FirewallService(store, HOST, records.firewall_directory(store), lock_timeout=60)
         for _round in range(rounds):
-            rec = store.get_vm(name)
+            rec = records.load(store, name)
             with store.vm_lock(name, 60):
-                fw.sync_vm(rec)  # on
+                fw.sync_vm(firewall_vm(rec))  # on
                 off = dataclasses.replace(rec, running_spec=None)
-                fw.sync_vm(off)
+                fw.sync_vm(firewall_vm(off))
             with store.vm_lock(name, 60):
-                fw.sync_vm(rec)
+                fw.sync_vm(firewall_vm(rec))
         store.close()
         queue.put(None)
     except BaseException as exc:  # reported to the parent
@@ -360,12 +362,12 @@ def test_concurrent_vms_keep_the_shared_table_consistent(fw, lan, db_url):
     recs = []
     for index, guest in enumerate(guests):
         rec = vm_record(lan, guest, "vm%d" % index, department="dev" if index % 2 else None, ips=[guest.ip])
-        fw.store.insert_vm(rec)
+        records.insert(fw.store, rec)
         recs.append(rec)
         vm_rules(fw, rec.name, [PING_IN])  # stored only: no sync yet
     for rec in recs:
         stop_rec = dataclasses.replace(rec, running_spec=None)
-        fw.sync_vm(stop_rec)
+        fw.sync_vm(firewall_vm(stop_rec))
     assert lan.ruleset_json() == []
     dept_rules(fw, "dev", [{"direction": "out", "protocol": "tcp", "ports": ["25"], "action": "drop"}])
     ctx = multiprocessing.get_context("fork")
@@ -385,7 +387,7 @@ def test_concurrent_vms_keep_the_shared_table_consistent(fw, lan, db_url):
     assert "dept-dev-out" in text
     assert not any(vm_rules(fw, rec.name, [PING_IN])["changed"] for rec in recs)
     for rec in recs:
-        fw.sync_vm(dataclasses.replace(rec, running_spec=None))
+        fw.sync_vm(firewall_vm(dataclasses.replace(rec, running_spec=None)))
     assert lan.ruleset_json() == []
 
 
@@ -393,14 +395,14 @@ def test_firewall_playbook(lan, tmp_path):
     db_url = "sqlite:///%s/fw.db" % tmp_path
     store = open_store(db_url)
     g1 = lan.guests[0]
-    store.insert_vm(vm_record(lan, g1, "pbvm", department="pbdept"))
+    records.insert(store, vm_record(lan, g1, "pbvm", department="pbdept"))
     store.close()
     done = run_playbook("firewall.yml", {"db_url": db_url, "vm": "pbvm", "host_id": HOST})
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
     assert "failed=0" in done.stdout
     store = open_store(db_url)
-    rec = store.get_vm("pbvm")
+    rec = records.load(store, "pbvm")
     assert nft.vm_chain(rec.uuid, "in") in lan.ruleset(), "still in its department"
-    assert FirewallService(store, HOST).forget_vm(rec)
+    assert FirewallService(store, HOST, records.firewall_directory(store)).forget_vm(firewall_vm(rec))
     store.close()
     assert lan.ruleset_json() == []

@@ -18,6 +18,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.context import Hos
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.store.claims import CLAIM_CPU
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.batch import VmBatch, prepare
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.options import vm_argument_spec
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
@@ -74,7 +75,7 @@ def _one_accepted(svc, outcome, round_no):
     err = outcome[loser]
     assert isinstance(err, SpecError) and err.field == "cpu_pinning", repr(err)
     assert "cpu_pinning_exclusive" in err.reason and "VM %s" % winners[0] in err.reason, err.reason
-    assert [vm.name for vm in svc.store.list_vms()] == winners  # the refused VM was not created
+    assert [vm.name for vm in records.load_all(svc.store)] == winners  # the refused VM was not created
     claims = svc.store.list_host_claims("hv-a", CLAIM_CPU)
     assert [(c["value"], c["owner_name"]) for c in claims] == [("1", winners[0])]
     return winners[0]

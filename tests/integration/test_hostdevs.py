@@ -14,6 +14,7 @@ import pytest
 from fake_sysfs import FakeKernel, FakeTree, gpu_host
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import QemuError, SpecError, StateError
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.argv import LaunchContext, build_argv
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
@@ -75,7 +76,7 @@ def test_gpu_and_audio_in_one_group_become_one_multifunction_device(host):
     assert kernel.driver(BRIDGE) == "pcieport"
     assert svc.pci.ensure(gpu(functions="all", x_vga=True), False)["changed"] is False
     # The start path hands both functions to the argv builder as one device on one slot.
-    rec = svc.store.get_vm("gpuvm")
+    rec = records.load(svc.store, "gpuvm")
     devices = svc.pci.devices_for_start(rec)
     argv = build_argv(rec.spec, LaunchContext("qemu", rec.uuid, "tcg", "max", "/p", "/q", "/s", host_devices=devices))
     vfio = [a for a in argv if '"vfio-pci"' in a]
@@ -331,7 +332,7 @@ def test_hotplug_onto_a_running_vm_that_qemu_refuses_leaves_nothing(host):
     assert "no such host device" in str(err.value)
     assert (kernel.driver(GPU), kernel.driver(AUDIO)) == ("nouveau", "snd_hda_intel")
     assert svc.store.list_pci() == []
-    rec = svc.store.get_vm("gpuvm")
+    rec = records.load(svc.store, "gpuvm")
     assert not any(d.startswith("hostdev-") for d in svc.hotplug.device_ids(rec))
 
 
@@ -364,7 +365,7 @@ def test_usb_devices_are_hot_plugged_and_unplugged_on_a_running_vm(service):
     usb = dict(name="usbvm", state="running", memory_mb=64, accel="tcg", stop_timeout=5.0)
     started = service.ensure(dict(usb, usb=[]), check_mode=False)
     assert started.vm["usb"] == []
-    rec = service.store.get_vm("usbvm")
+    rec = records.load(service.store, "usbvm")
     pci = service.lifecycle.qmp(rec, "query-pci")
     assert any(d.get("qdev_id") == "xhci" and d["class_info"]["class"] == 0x0C03 for d in pci[0]["devices"])
 
@@ -374,14 +375,14 @@ def test_usb_devices_are_hot_plugged_and_unplugged_on_a_running_vm(service):
         {"vendor_id": "0x046d", "product_id": "0xc52b", "bus": None, "port": None},
         {"vendor_id": None, "product_id": None, "bus": 1, "port": "1.4"},
     ]
-    rec = service.store.get_vm("usbvm")
+    rec = records.load(service.store, "usbvm")
     token_id, port_id = (u.device_id for u in rec.spec.usb)
     assert {token_id, port_id, "xhci"} <= service.hotplug.device_ids(rec)
     assert service.ensure(dict(usb, usb=[TOKEN, PORT]), check_mode=False).changed is False
 
     unplugged = service.ensure(dict(usb, usb=[PORT]), check_mode=False)  # waits for DEVICE_DELETED
     assert unplugged.actions == ["update", "hotplug_usb"]
-    rec = service.store.get_vm("usbvm")
+    rec = records.load(service.store, "usbvm")
     assert token_id not in service.hotplug.device_ids(rec) and port_id in service.hotplug.device_ids(rec)
     assert [u.key for u in rec.running_spec.usb] == ["1-1.4"]
 
@@ -393,7 +394,7 @@ def test_the_first_usb_device_of_a_vm_without_a_controller_waits_for_a_restart(s
     assert "hotplug_usb" not in changed.actions and changed.vm["pending_restart"] == ["usb"]
     restarted = service.ensure(dict(usb, state="restarted", force=True, stop_timeout=1.0), check_mode=False)
     assert restarted.vm["pending_restart"] == []
-    rec = service.store.get_vm("usbvm2")
+    rec = records.load(service.store, "usbvm2")
     assert rec.spec.usb[0].device_id in service.hotplug.device_ids(rec)
 
 
@@ -428,8 +429,8 @@ def test_a_pci_function_is_one_vms_on_every_store(db_url):
     try:
         for name, usb in (("a", None), ("b", ())):
             spec = VmSpec(name=name, usb=usb)
-            store.insert_vm(VmRecord(uuid="u-" + name, name=name, host="h1", status="stopped", spec=spec))
-        assert store.get_vm("a").spec.usb is None and store.get_vm("b").spec.usb == ()
+            records.insert(store, VmRecord(uuid="u-" + name, name=name, host="h1", status="stopped", spec=spec))
+        assert records.load(store, "a").spec.usb is None and records.load(store, "b").spec.usb == ()
         store.claim_pci([PciClaim("h1", GPU, "u-a", GPU), PciClaim("h1", AUDIO, "u-a", GPU, role="group")])
         with pytest.raises(StateError, match="PCI device 0000:01:00.1 on host h1 is assigned to VM a"):
             store.claim_pci([PciClaim("h1", NVME, "u-b", NVME), PciClaim("h1", AUDIO, "u-b", NVME)])

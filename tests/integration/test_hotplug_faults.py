@@ -24,8 +24,7 @@ from faults import (
 )
 from helpers import guest_disks, guest_nics, key_material, links, nft_mentions, wait_for, wait_ready
 
-from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import lifecycle
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import lifecycle, records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
 
@@ -99,9 +98,7 @@ class Rig:
             "disks": [],  # left out, the stored disks would be kept
         }
         self.service.ensure(dict(self.base, state="present"), False)
-        FirewallService(self.service.store, self.service.hostname).ensure(
-            {"scope": "vm", "name": "plugged", "policy_in": "drop"}, False
-        )
+        self.service.firewall.ensure({"scope": "vm", "name": "plugged", "policy_in": "drop"}, False)
         self.vm = self.service.ensure(self.base, False).vm
         wait_ready(self.vm["serial_log"])
         self.sock = self.vm["console_socket_path"]
@@ -144,7 +141,7 @@ class Rig:
         return self.service.lifecycle.qmp(self.record(), "query-fdsets")
 
     def record(self):
-        return self.service.store.get_vm("plugged")
+        return records.load(self.service.store, "plugged")
 
     def reset(self):
         """Back to the base VM whatever a failed step left; a fresh boot if need be, so one

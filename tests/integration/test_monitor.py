@@ -23,9 +23,9 @@ from monitor_killed_at import STEPS
 from monitor_proc import MonitorProcess
 from qemu_procs import kill_leftovers
 
-from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import vm_processes, wait_until_gone
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import qmp_execute
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
 pytestmark = [pytest.mark.qemu]
@@ -51,7 +51,7 @@ def host(workdir, bridge_ns):
 
 
 def row(service, name):
-    return service.store.get_vm(name)
+    return records.load(service.store, name)
 
 
 def kill(pid, uuid):
@@ -75,9 +75,7 @@ def test_a_killed_qemu_is_cleaned_up_within_a_second(host):
     service, monitor, netns = host
     params = dict(FIRMWARE_ONLY, name="victim", state="running", netns=netns, nics=[{"bridge": "vmbr0"}])
     service.ensure(dict(params, state="present"), False)
-    FirewallService(service.store, service.hostname).ensure(
-        {"scope": "vm", "name": "victim", "policy_in": "drop"}, False
-    )
+    service.firewall.ensure({"scope": "vm", "name": "victim", "policy_in": "drop"}, False)
     timings, cleanups = [], []
     for _round in range(20):
         vm = service.ensure(params, False).vm

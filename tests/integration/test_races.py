@@ -19,6 +19,7 @@ from helpers import assert_db_agrees, run_playbook
 from qemu_procs import kill_leftovers, qemu_processes
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import LockTimeout
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
 pytestmark = [pytest.mark.qemu, pytest.mark.both_backends, pytest.mark.playbook]
@@ -76,7 +77,7 @@ def test_twenty_starts_make_one_qemu(race_env):
     service.ensure(dict(VM, state="stopped"), False)
     outcomes = race(db_url, run_dir, ["running"] * CALLERS)
     assert sorted(o[2] for o in outcomes) == [False] * (CALLERS - 1) + [True]
-    uuid = service.store.get_vm("racer").uuid
+    uuid = records.load(service.store, "racer").uuid
     assert len(qemu_processes(uuid)) == 1
     assert assert_db_agrees(service, "racer") == "running"
 

@@ -31,6 +31,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.monitor.service im
 from ansible_collections.infinivirt.core.plugins.module_utils.network.service import NetworkService
 from ansible_collections.infinivirt.core.plugins.module_utils.secrets.rotation import rotate_key
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.batch import VmBatch, prepare
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.records import firewall_directory
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.options import vm_argument_spec
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
@@ -293,7 +294,7 @@ def check_the_rest(ctx, netns, tmp_path, results):
     results["infinivirt_vm_info"].append(dict(changed=False, vms=VmService(ctx).info("ret5")))
 
     # infinivirt_firewall: a department's rules and a VM's, then removed.
-    firewall = FirewallService(ctx.store, ctx.host_id, ctx.lock_timeout)
+    firewall = FirewallService(ctx.store, ctx.host_id, firewall_directory(ctx.store), ctx.lock_timeout)
     rules = [
         {
             "name": "ssh",

@@ -23,6 +23,8 @@ import pytest
 from collection_path import REPO, collections_root
 from helpers import wait_for
 
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
+
 pytestmark = [pytest.mark.role, pytest.mark.playbook]
 
 ROLE = os.path.join(REPO, "roles", "host")
@@ -667,7 +669,7 @@ def test_the_monitor_and_the_modules_read_the_hosts_configuration(scratch):
 
     service = VmService.open(variables["infinivirt_host_db_url"], os.path.join(scratch, "run"), hostname="hv-cfg")
     try:
-        assert service.store.get_vm("hostcfg") is not None, "the task did not use the configured store"
+        assert records.load(service.store, "hostcfg") is not None, "the task did not use the configured store"
         os.kill(vm["pid"], signal.SIGKILL)
         assert wait_until_gone(vm["pid"], vm["uuid"], 10)
 

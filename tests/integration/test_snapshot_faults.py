@@ -27,9 +27,8 @@ from faults import (
 )
 from helpers import block_graph, guest_disks, key_material, links, nft_mentions, wait_ready
 
-from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.img import QemuImg
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import lifecycle
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import lifecycle, records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
@@ -82,9 +81,7 @@ class SnapRig:
             if name == "sealed":
                 self.params[name]["disks"].append({"path": spare, "serial": "SPARE"})
             self.service.ensure(dict(self.params[name], state="present"), False)
-            FirewallService(self.service.store, self.service.hostname).ensure(
-                {"scope": "vm", "name": name, "policy_in": "drop"}, False
-            )
+            self.service.firewall.ensure({"scope": "vm", "name": name, "policy_in": "drop"}, False)
             wait_ready(self.service.ensure(self.params[name], False).vm["serial_log"])
 
     def open(self):
@@ -98,7 +95,7 @@ class SnapRig:
         run_killed(lambda: SnapshotService(self.open()).ensure(params, False), step)
 
     def record(self, name):
-        return self.service.store.get_vm(name)
+        return records.load(self.service.store, name)
 
     def qmp(self, name, command, arguments=None):
         return self.service.lifecycle.qmp(self.record(name), command, arguments)

@@ -26,7 +26,7 @@ from helpers import (
 )
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
-from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
 
@@ -104,9 +104,9 @@ def test_offline_snapshots_of_a_stopped_vm(disk_service, images):
     snap = {"vm": "cold", "name": "s1"}
     predicted = snaps.ensure(dict(snap, state="present"), True)
     assert predicted["changed"] and predicted["diff"]["after"]["snapshots"] == ["s1"]
-    assert snaps.list(vms.store.get_vm("cold")) == {}, "check mode took no snapshot"
+    assert snaps.list(records.load(vms.store, "cold")) == {}, "check mode took no snapshot"
     assert snaps.ensure(dict(snap, state="present"), False)["changed"]
-    assert list(snaps.list(vms.store.get_vm("cold"))) == ["s1"]
+    assert list(snaps.list(records.load(vms.store, "cold"))) == ["s1"]
     with pytest.raises(SpecError) as err:
         snaps.ensure(dict(snap, state="present", memory=True, name="s2"), False)
     assert err.value.field == "memory"
@@ -145,7 +145,7 @@ def test_bad_snapshot_input(disk_service, images, params, field, phrase):
     with pytest.raises(SpecError) as err:
         SnapshotService(vms).ensure(dict(params, state=params.get("state", "present")), False)
     assert err.value.field == field and phrase in str(err.value)
-    assert SnapshotService(vms).list(vms.store.get_vm("cold2")) == {}
+    assert SnapshotService(vms).list(records.load(vms.store, "cold2")) == {}
 
 
 def test_external_snapshots_revert_and_merge(disk_service, guest_params, images):
@@ -246,7 +246,7 @@ def test_revert_brings_back_a_vm_with_nic_luks_disk_and_display_password(
         disks=[{"path": sealed, "serial": "SEAL01"}],
     )
     vms.ensure(params, False)
-    FirewallService(vms.store, vms.hostname).ensure(
+    vms.firewall.ensure(
         {
             "scope": "vm",
             "name": "revert-nic",
@@ -263,7 +263,9 @@ def test_revert_brings_back_a_vm_with_nic_luks_disk_and_display_password(
     with pytest.raises(SpecError) as err:
         snaps.ensure({"vm": "revert-nic", "name": "with-ram", "memory": True}, False)
     assert err.value.field == "memory" and "encrypted" in str(err.value)
-    assert vms.info("revert-nic")[0]["pid"] == first["pid"] and vms.lifecycle.is_alive(vms.store.get_vm("revert-nic"))
+    assert vms.info("revert-nic")[0]["pid"] == first["pid"] and vms.lifecycle.is_alive(
+        records.load(vms.store, "revert-nic")
+    )
 
     # Disks only, taken live and reverted by a restart: the new process is a full start.
     write_marker(first["console_socket_path"], dev, "MARK-A")
@@ -324,7 +326,7 @@ def test_live_external_snapshots_of_a_vm_started_by_descriptor_restart(disk_serv
     restarted = vms.ensure({"name": "fdsnap", "state": "restarted", "force": True, "stop_timeout": 1}, False)
     assert restarted.vm["status"] == "running"
     # The whole chain reaches QEMU as descriptors: no image is opened by the name in a header.
-    rec = vms.store.get_vm("fdsnap")
+    rec = records.load(vms.store, "fdsnap")
     nodes = vms.lifecycle.qmp(rec, "query-named-block-nodes", {"flat": True})
     files = {n["node-name"]: n["file"] for n in nodes if n["drv"] == "file" and not n["node-name"].startswith("fw-")}
     assert len(files) == 3 and all(f.startswith("/dev/fdset/") for f in files.values()), files
@@ -393,7 +395,7 @@ def test_live_snapshots_of_a_vm_with_a_limited_disk_and_a_balloon(disk_service, 
     wait_ready(vm["serial_log"])
     sock = vm["console_socket_path"]
     dev = guest_disks(sock)["LIM01"]["name"]
-    device_id = "disk-" + vms.store.get_vm("limited").spec.disks[0].disk_id
+    device_id = "disk-" + records.load(vms.store, "limited").spec.disks[0].disk_id
     throttle = "t-" + device_id[len("disk-") :]
 
     # Issue 18 item 7: a disk-only internal snapshot names the disk's root node (its
@@ -413,7 +415,7 @@ def test_live_snapshots_of_a_vm_with_a_limited_disk_and_a_balloon(disk_service, 
     assert vms.ensure(params, False).actions == ["update", "set_balloon"]
     assert wait_for(lambda: vms.info("limited")[0]["balloon"]["actual_mb"] == 192, timeout=60)
     assert snaps.ensure(dict(with_ram, state="reverted"), False)["changed"]
-    rec = vms.store.get_vm("limited")
+    rec = records.load(vms.store, "limited")
     assert wait_for(lambda: vms.info("limited")[0]["balloon"]["actual_mb"] == 192, timeout=60)
     assert not vms.ensure(params, False).changed
     assert snaps.ensure(dict(with_ram, state="absent"), False)["changed"]

@@ -13,7 +13,6 @@ import signal
 import pytest
 from helpers import key_material, links, nft_mentions, vnc_auth_in
 
-from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import vm_processes
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import lifecycle
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
@@ -115,7 +114,7 @@ def test_a_start_killed_at_any_step_is_completed_by_the_next_run(workdir, images
             "disks": [{"path": sealed}],
         }
         service.ensure(dict(params, state="present"), False)
-        FirewallService(service.store, service.hostname).ensure(
+        service.firewall.ensure(
             {
                 "scope": "vm",
                 "name": "faulty",
@@ -178,9 +177,7 @@ def test_a_stop_killed_at_any_step_is_completed_by_the_next_run(workdir, bridge_
     params = {"name": "halting", "accel": "tcg", "memory_mb": 64, "netns": bridge_ns, "nics": [{"bridge": "vmbr0"}]}
     try:
         service.ensure(dict(params, state="present"), False)
-        FirewallService(service.store, service.hostname).ensure(
-            {"scope": "vm", "name": "halting", "policy_in": "drop"}, False
-        )
+        service.firewall.ensure({"scope": "vm", "name": "halting", "policy_in": "drop"}, False)
         vm = service.ensure(dict(params, state="running"), False).vm
         tap = vm["taps"][0]
         assert nft_mentions(bridge_ns, vm["uuid"]) and tap in links(bridge_ns)

@@ -19,7 +19,7 @@ from qemu_procs import qemu_processes
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import StoreError
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import qmp_execute
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import lifecycle
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import lifecycle, records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
 pytestmark = [pytest.mark.qemu, pytest.mark.postgres]
@@ -71,12 +71,12 @@ def test_database_down_before_a_task(pg_url, run_dir):
         assert "infinivirt-test-pw" not in message and "********" in message
         pg_server("start")
         service = VmService.open(pg_url, run_dir)
-        uuid = service.store.get_vm("faulty").uuid
+        uuid = records.load(service.store, "faulty").uuid
         assert qemu_processes(uuid) == [pid], "the failed task must not have touched the VM"
         stopped = service.ensure(dict(VM, state="stopped"), False)
         assert stopped.changed and qemu_processes(uuid) == []
         assert assert_db_agrees(service, "faulty") == "stopped"
-        assert len(service.store.list_vms()) == 1
+        assert len(records.load_all(service.store)) == 1
         service.close()
     finally:
         cleanup(pg_url, run_dir)
@@ -95,7 +95,7 @@ def test_database_lost_between_spawn_and_record(pg_url, run_dir, monkeypatch):
     monkeypatch.setattr(lifecycle.Lifecycle, "qmp", cont_then_lose_database)
     service = VmService.open(pg_url, run_dir)
     service.ensure(dict(VM, state="stopped"), False)
-    uuid = service.store.get_vm("faulty").uuid
+    uuid = records.load(service.store, "faulty").uuid
     try:
         with pytest.raises(StoreError):
             service.ensure(dict(VM, state="running"), False)
@@ -108,7 +108,7 @@ def test_database_lost_between_spawn_and_record(pg_url, run_dir, monkeypatch):
         assert not rerun.changed, "the VM was already running: nothing to do"
         assert qemu_processes(uuid) == started, "no second QEMU was started"
         assert assert_db_agrees(again, "faulty") == "running"
-        assert len(again.store.list_vms()) == 1
+        assert len(records.load_all(again.store)) == 1
         again.close()
     finally:
         cleanup(pg_url, run_dir)
@@ -127,7 +127,7 @@ def test_database_lost_before_the_guest_runs(pg_url, run_dir, monkeypatch):
     monkeypatch.setattr(lifecycle.Lifecycle, "sync_firewall", sync_then_lose_database)
     service = VmService.open(pg_url, run_dir)
     service.ensure(dict(VM, state="stopped"), False)
-    uuid = service.store.get_vm("faulty").uuid
+    uuid = records.load(service.store, "faulty").uuid
     try:
         with pytest.raises(StoreError):
             service.ensure(dict(VM, state="running"), False)
@@ -165,7 +165,7 @@ def test_the_monitor_rides_out_a_database_outage(pg_url, run_dir, tmp_path):
         pg_server("start")
         service = VmService.open(pg_url, run_dir)
         deadline = time.monotonic() + 30
-        while service.store.get_vm("crasher").status != "crashed":
+        while records.load(service.store, "crasher").status != "crashed":
             assert time.monotonic() < deadline, monitor.log()
             time.sleep(0.1)
         assert "state store back" in monitor.log()

@@ -15,8 +15,8 @@ import pytest
 from fake_sysfs import FakeKernel, gpu_host
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
-from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
 from ansible_collections.infinivirt.core.plugins.module_utils.network.service import NetworkService
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
 
@@ -59,7 +59,7 @@ def test_infinivirt_vm_refuses_a_trailing_newline(svc, extra, field):
     with pytest.raises(SpecError) as err:
         svc.ensure(dict(BASE, **extra), check_mode=False)
     assert err.value.field.startswith(field), err.value
-    assert svc.store.list_vms() == []
+    assert records.load_all(svc.store) == []
 
 
 def test_a_usb_device_named_twice_with_a_newline_is_refused(svc):
@@ -67,7 +67,7 @@ def test_a_usb_device_named_twice_with_a_newline_is_refused(svc):
     with pytest.raises(SpecError) as err:
         svc.ensure(dict(BASE, usb=[USB, dict(USB, vendor_id="1d6b\n")]), check_mode=False)
     assert err.value.field == "usb[1].vendor_id"
-    assert svc.store.list_vms() == []
+    assert records.load_all(svc.store) == []
 
 
 def test_infinivirt_snapshot_refuses_a_trailing_newline(svc):
@@ -79,7 +79,7 @@ def test_infinivirt_snapshot_refuses_a_trailing_newline(svc):
 
 def test_infinivirt_firewall_and_net_refuse_a_trailing_newline(svc):
     with pytest.raises(SpecError) as err:
-        FirewallService(svc.store, svc.hostname).ensure({"scope": "department", "name": "web\n"}, False)
+        svc.firewall.ensure({"scope": "department", "name": "web\n"}, False)
     assert err.value.field == "name"
     with pytest.raises(SpecError) as err:
         NetworkService(svc.store, svc.hostname).ensure({"name": "lan\n", "bridge": "br-lan"}, True)

@@ -13,6 +13,7 @@ import pytest
 from helpers import make_image, wait_ready
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
 
@@ -80,7 +81,7 @@ def test_secure_boot_firmware_runs_with_smm(uefi_service):
         {"name": "sb", "state": "running", "accel": "tcg", "memory_mb": 128, "firmware": "uefi", "secure_boot": True},
         False,
     )
-    rec = svc.store.get_vm("sb")
+    rec = records.load(svc.store, "sb")
     assert out.vm["status"] == "running"
     assert svc.lifecycle.qmp(rec, "qom-get", {"path": "/machine", "property": "smm"}) == "on"
 
@@ -107,7 +108,7 @@ def test_nvram_snapshot_copies_never_follow_a_symlink(uefi_service, images, work
     svc = uefi_service
     disk = make_image(os.path.join(images, "cold-efi.qcow2"), "qcow2", 8)
     svc.ensure({"name": "coldefi", "firmware": "uefi", "state": "stopped", "disks": [{"path": disk}]}, False)
-    nvram = svc.lifecycle.nvram_path(svc.store.get_vm("coldefi"))
+    nvram = svc.lifecycle.nvram_path(records.load(svc.store, "coldefi"))
     os.makedirs(os.path.dirname(nvram), exist_ok=True)
     with open(nvram, "wb") as fh:
         fh.write(b"\x01" * 4096)
@@ -119,4 +120,4 @@ def test_nvram_snapshot_copies_never_follow_a_symlink(uefi_service, images, work
         SnapshotService(svc).ensure({"vm": "coldefi", "name": "s1"}, False)
     assert "symbolic link" in str(err.value) and "nothing was written" in str(err.value)
     assert open(victim, "rb").read() == b"keep me"
-    assert SnapshotService(svc).list(svc.store.get_vm("coldefi")) == {}
+    assert SnapshotService(svc).list(records.load(svc.store, "coldefi")) == {}

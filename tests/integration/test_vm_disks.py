@@ -16,6 +16,7 @@ from helpers import guest_disks, make_image, wait_for, wait_ready
 from qemu_procs import qemu_processes
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks import DiskSpec
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.keys import read_luks_key
@@ -121,7 +122,7 @@ def test_every_bus_is_accepted_by_qemu(disk_service, images):
         },
     ]
     out = svc.ensure({"name": "buses", "state": "paused", "accel": "tcg", "memory_mb": 64, "disks": disks}, False)
-    rec = svc.store.get_vm("buses")
+    rec = records.load(svc.store, "buses")
     blocks = {b["qdev"]: b for b in svc.lifecycle.qmp(rec, "query-block")}
     assert len(blocks) == 4, blocks.keys()
     # QEMU opened each image through a descriptor set (the file checked inside the roots),

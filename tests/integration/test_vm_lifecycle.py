@@ -18,6 +18,7 @@ from helpers import run_dir_files, wait_for, wait_ready
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import QemuError, QmpError, SpecError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import process_runs_vm
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession, qmp_execute
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 
 pytestmark = [pytest.mark.qemu]
 
@@ -146,7 +147,7 @@ def test_accelerator_and_cpu_fallbacks_are_reported(service):
 
 def test_qmp_errors_name_the_vm_and_the_command(service):
     ensure(service, name="talk", state="paused", accel="tcg", memory_mb=64)
-    rec = service.store.get_vm("talk")
+    rec = records.load(service.store, "talk")
     with pytest.raises(QmpError) as err:
         service.lifecycle.qmp(rec, "no-such-command")
     assert str(err.value).startswith("VM talk: QMP command 'no-such-command' failed: CommandNotFound")
@@ -165,7 +166,7 @@ def test_forced_kvm_starts_under_kvm_or_fails_cleanly(service, workdir):
     if os.access("/dev/kvm", os.R_OK | os.W_OK):
         out = ensure(service, name="kvm", state="paused", accel="kvm", memory_mb=64)
         assert out.vm["accel_in_use"] == "kvm"
-        kvm = service.lifecycle.qmp(service.store.get_vm("kvm"), "query-kvm")
+        kvm = service.lifecycle.qmp(records.load(service.store, "kvm"), "query-kvm")
         assert kvm == {"enabled": True, "present": True}
     else:
         with pytest.raises(SpecError) as err:
@@ -184,9 +185,9 @@ def test_paused_from_stopped_and_quit_from_prelaunch(service, workdir):
 
 def test_a_reused_pid_is_not_taken_for_the_vm(service, workdir):
     ensure(service, name="ghost", state="present", accel="tcg", memory_mb=64)
-    rec = service.store.get_vm("ghost")
+    rec = records.load(service.store, "ghost")
     rec.status, rec.qemu_pid = "running", os.getpid()  # a live process without its UUID
-    service.store.update_vm(rec)
+    records.save(service.store, rec)
     assert service.info("ghost")[0]["status"] == "stopped"
     assert ensure(service, name="ghost", state="stopped").changed is False
 
@@ -208,7 +209,7 @@ def test_failed_start_leaves_nothing(service, workdir):
 
 def test_a_bystander_with_the_uuid_survives_a_failed_start(service, workdir):
     ensure(service, name="broken", state="present", accel="tcg", disks=junk_disk(workdir), memory_mb=64)
-    uuid = service.store.get_vm("broken").uuid
+    uuid = records.load(service.store, "broken").uuid
     # Another program that carries the UUID, even as QEMU's own "-uuid UUID" pair.
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "-uuid", uuid])
     try:
@@ -227,11 +228,11 @@ def test_a_foreign_process_in_the_pidfile_means_not_running(service, workdir):
     # The pidfile names another program that even carries the VM's UUID as QEMU would.
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "-uuid", info["uuid"]])
     try:
-        rec = service.store.get_vm("impostor")
+        rec = records.load(service.store, "impostor")
         rec.status, rec.qemu_pid, rec.pidfile_path = "running", other.pid, os.path.join(workdir, "impostor.pid")
         with open(rec.pidfile_path, "w") as fh:
             fh.write("%d\n" % other.pid)
-        service.store.update_vm(rec)
+        records.save(service.store, rec)
         assert service.info("impostor")[0]["status"] == "stopped"
         assert not ensure(service, name="impostor", state="stopped").changed
         assert not ensure(service, name="impostor", state="stopped", force=True).changed
@@ -334,7 +335,7 @@ def test_a_value_only_qemu_refuses_is_never_stored(service, workdir):
         with pytest.raises(SpecError) as err:
             ensure(service, name="kept", state="present", **params)
         assert err.value.field == field
-    assert service.store.get_vm("kept").spec.memory_mb == 64
+    assert records.load(service.store, "kept").spec.memory_mb == 64
     assert ensure(service, name="kept", state="paused", cpu_flags=["+sse4_2"]).vm["status"] == "paused"
 
 
@@ -345,7 +346,7 @@ def test_an_unplug_that_ends_between_the_look_and_the_ask_is_done(service, workd
     from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.hotplug import Hotplug
 
     service.ensure({"name": "late", "state": "running", "accel": "tcg", "memory_mb": 64}, check_mode=False)
-    rec = service.store.get_vm("late")
+    rec = records.load(service.store, "late")
     seen = Hotplug._devices
     monkeypatch.setattr(Hotplug, "_devices", lambda self, qmp: seen(self, qmp) | {"nic-gone"})
     hotplug = service._hotplug()

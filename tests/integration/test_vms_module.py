@@ -19,6 +19,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.context import Hos
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import process_runs_vm
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.batch import VmBatch, prepare
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.options import vm_argument_spec
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
@@ -58,7 +59,7 @@ class Env:
     def rows(self):
         ctx = self.context()
         try:
-            return {rec.name: rec for rec in ctx.store.list_vms()}
+            return {rec.name: rec for rec in records.load_all(ctx.store)}
         finally:
             ctx.close()
 

@@ -48,6 +48,7 @@ PURE_MODELS = (
     "network/spec.py",
     "network/plan.py",  # infinivirt_net's planner: (row, host now, desired) -> steps
     "qemu/formats.py",  # qemu-img's formats, offered as choices by the volume and VM models
+    "firewall/ports.py",  # what the firewall is told of a VM (the VM side builds it)
 )
 HOST_STDLIB = ("os", "os.path", "subprocess", "socket", "sqlite3", "time", "shutil", "ctypes", "fcntl", "signal")
 IMPURE_PACKAGES = ("host", "qemu", "store")
@@ -286,6 +287,109 @@ def print_payload_sizes(plugins: Path = PLUGINS) -> Dict[str, int]:
     return sizes
 
 
+# -- the package graph (issue 20) ----------------------------------------------------------------
+
+# Layers, lowest first: a package imports packages of its own layer or below, never above.
+# Adapters talk to the host, QEMU and the database and know no domain; domain packages use
+# adapters; vm/ builds on volume/, network/ and firewall/ (never the reverse); the monitor on vm/.
+LAYERS = (
+    ("base", ("errors", "clock", "validation")),
+    ("adapter", ("store", "host", "qemu", "secrets")),
+    ("composition", ("context", "host_config", "ansible_binding")),
+    ("domain", ("network", "volume", "firewall")),
+    ("vm", ("vm",)),
+    ("application", ("monitor",)),
+)
+VM_SERVICES = ("vm/service.py", "vm/batch.py", "vm/info.py", "vm/snapshots.py", "vm/passthrough.py")
+
+
+def package_of(rel: str) -> str:
+    """The top-level package of a module_utils file ('vm/engine/x.py' -> 'vm'; 'errors.py' -> 'errors')."""
+    return rel.split("/")[0][: -len(".py")] if "/" not in rel else rel.split("/")[0]
+
+
+def layer_of(package: str) -> Optional[int]:
+    return next((rank for rank, (_name, members) in enumerate(LAYERS) if package in members), None)
+
+
+def package_graph(plugins: Path) -> Dict[str, Dict[str, List[str]]]:
+    """package -> imported package -> ['file: import', ...] (the imports that make the edge)."""
+    graph: Dict[str, Dict[str, List[str]]] = {}
+    for path in sorted((plugins / "module_utils").rglob("*.py")):
+        rel = mu_rel(path, plugins)
+        if rel == "__init__.py":
+            continue
+        src = package_of(rel)
+        graph.setdefault(src, {})
+        for imp, target in mu_imports(path, plugins, with_inits=False):
+            dst = package_of(target)
+            if dst != src and target != "__init__.py":
+                graph[src].setdefault(dst, []).append("%s: %s" % (rel, imp))
+    return graph
+
+
+def layer_violations(plugins: Path) -> List[str]:
+    bad = []
+    for src, edges in sorted(package_graph(plugins).items()):
+        if layer_of(src) is None:
+            bad.append("%s: a package in no layer (add it to LAYERS)" % src)
+            continue
+        for dst, why in sorted(edges.items()):
+            if layer_of(dst) is not None and layer_of(dst) > layer_of(src):
+                bad.append(
+                    "%s (%s) imports %s (%s): %s"
+                    % (src, LAYERS[layer_of(src)][0], dst, LAYERS[layer_of(dst)][0], why[0])
+                )
+    return bad
+
+
+def package_cycles(plugins: Path) -> List[List[str]]:
+    """The strongly connected groups of two or more packages (Tarjan), each sorted."""
+    graph = {src: set(edges) for src, edges in package_graph(plugins).items()}
+    index: Dict[str, int] = {}
+    low: Dict[str, int] = {}
+    stack: List[str] = []
+    groups: List[List[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                top = stack.pop()
+                group.append(top)
+                if top == node:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(groups)
+
+
+def vm_layer_violations(plugins: Path) -> List[str]:
+    """vm/model/ holds pure files only; vm/engine/ imports no VM service (vm/*.py)."""
+    bad = []
+    model = sorted(mu_rel(p, plugins) for p in (plugins / "module_utils/vm/model").glob("*.py"))
+    for rel in model:
+        if rel != "vm/model/__init__.py" and rel not in PURE_MODELS:
+            bad.append("%s: a file in vm/model/ that is not a pure model (add it to PURE_MODELS)" % rel)
+    for path in sorted((plugins / "module_utils/vm/engine").glob("*.py")):
+        for imp, target in mu_imports(path, plugins, with_inits=False):
+            if target in VM_SERVICES:
+                bad.append("%s: %s: the engine imports the service %s" % (mu_rel(path, plugins), imp, target))
+    return bad
+
+
 # -- the tests on the work tree --------------------------------------------------------------
 
 
@@ -343,6 +447,25 @@ def test_infinivirt_disk_ships_no_vm_engine():
     assert "vm/engine/live_resize.py" in disk and "qemu/qmp.py" in disk
     assert not {"vm/service.py", "vm/engine/lifecycle.py", "vm/model/argv.py", "firewall/service.py"} & set(disk)
     assert "vm/__init__.py" in disk and "__init__.py" in disk
+
+
+def test_packages_follow_the_layers():
+    assert layer_violations(PLUGINS) == []
+
+
+def test_the_package_graph_has_no_cycle():
+    assert package_cycles(PLUGINS) == []
+
+
+def test_vm_model_and_engine_layers():
+    assert vm_layer_violations(PLUGINS) == []
+
+
+def test_store_records_need_no_vm_model():
+    """A module that reads no VM ships no VM model: the store keeps plain rows."""
+    for path in sorted((PLUGINS / "module_utils/store").glob("*.py")):
+        assert [t for _i, t in mu_imports(path, PLUGINS) if t.startswith("vm/")] == [], path.name
+    assert not {f for f in payloads(PLUGINS)["infinivirt_net"] if f.startswith("vm/")}
 
 
 # -- the rules catch what they should (planted in a copy of plugins/) --------------------------
@@ -474,3 +597,47 @@ def test_plant_network_in_secret_key(plugins_copy):
         " -> secrets/rotation.py:%d -> firewall/" % lines(plugins_copy, "module_utils/secrets/rotation.py") in b
         for b in bad
     ), bad
+
+
+def test_plant_a_domain_import_in_an_adapter(plugins_copy):
+    plant(
+        plugins_copy,
+        "module_utils/store/events.py",
+        "from ansible_collections.infinivirt.core.plugins.module_utils.vm.model import spec",
+    )
+    bad = layer_violations(plugins_copy)
+    assert len(bad) == 1 and bad[0].startswith("store (adapter) imports vm (vm): store/events.py: from "), bad
+
+
+def test_plant_a_reverse_domain_import(plugins_copy):
+    plant(
+        plugins_copy,
+        "module_utils/volume/plan.py",
+        "from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks import DiskSpec",
+    )
+    bad = layer_violations(plugins_copy)
+    assert len(bad) == 1 and bad[0].startswith("volume (domain) imports vm (vm): volume/plan.py"), bad
+    assert package_cycles(plugins_copy) == [["vm", "volume"]]
+
+
+def test_plant_a_cycle_between_adapters(plugins_copy):
+    plant(
+        plugins_copy,
+        "module_utils/host/tap.py",
+        "from ansible_collections.infinivirt.core.plugins.module_utils.qemu import img",
+    )
+    assert layer_violations(plugins_copy) == []  # the same layer: only the cycle rule sees it
+    assert package_cycles(plugins_copy) == [["host", "qemu"]]
+
+
+def test_plant_the_service_in_the_engine(plugins_copy):
+    plant(
+        plugins_copy,
+        "module_utils/vm/engine/hotplug.py",
+        "from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService",
+    )
+    bad = vm_layer_violations(plugins_copy)
+    assert len(bad) == 1 and bad[0].startswith("vm/engine/hotplug.py: from "), bad
+    assert bad[0].endswith("the engine imports the service vm/service.py"), bad
+    (plugins_copy / "module_utils/vm/model/extra.py").write_text("X = 1\n")
+    assert "vm/model/extra.py: a file in vm/model/ that is not a pure model" in vm_layer_violations(plugins_copy)[0]

@@ -35,10 +35,10 @@ import subprocess
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError, SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.firewall.ports import Port
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.rules import RuleSet, RuleSpec
 from ansible_collections.infinivirt.core.plugins.module_utils.host.nft_expr import match, meta, payload
 from ansible_collections.infinivirt.core.plugins.module_utils.host.programs import run_nft
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.nics import Port
 
 FAMILY = "bridge"
 TABLE = "infinivirt"

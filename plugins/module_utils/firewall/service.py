@@ -31,6 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from ansible_collections.infinivirt.core.plugins.module_utils.clock import utc_now
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall import nftables as nft
+from ansible_collections.infinivirt.core.plugins.module_utils.firewall.ports import FirewallVm, VmDirectory
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.rules import (
     SCOPES,
     RuleSet,
@@ -44,8 +45,6 @@ from ansible_collections.infinivirt.core.plugins.module_utils.validation import 
     validate_label,
     validate_name,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.nics import ports
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
 
 MODULE = "infinivirt.core.infinivirt_firewall"
 
@@ -74,27 +73,34 @@ def _user() -> Optional[str]:
 
 
 class FirewallService:
-    def __init__(self, store, hostname: str, lock_timeout: float = 60.0, runner: Optional[nft.Nft] = None):
+    def __init__(
+        self,
+        store,
+        hostname: str,
+        vms: VmDirectory,
+        lock_timeout: float = 60.0,
+        runner: Optional[nft.Nft] = None,
+    ):
         self.store = store
+        self.vms = vms  # the VMs as the firewall sees them (see firewall/ports.py)
         self.hostname = hostname
         self.lock_timeout = lock_timeout
         self.nft = runner or nft.Nft()
 
     # -- hooks for the VM lifecycle (the caller holds the VM's lock) --------------------------
-    def sync_vm(self, rec: VmRecord) -> bool:
+    def sync_vm(self, rec: FirewallVm) -> bool:
         """Make the kernel match the store for this VM: its chains and map elements for the
-        TAPs of ``rec.running_spec.nics`` in ``rec.running_spec.netns`` when it runs on this
-        host, with its department (``rec.spec.department``); none of its state anywhere
-        when it does not (``running_spec`` None). True if nftables changed."""
-        running = rec.running_spec is not None and rec.host == self.hostname
+        TAPs of its ports in its namespace when it runs on this host, with its department;
+        none of its state anywhere when it does not. True if nftables changed."""
+        running = rec.running and rec.host == self.hostname
         # Rules matter only for a VM with NICs here; otherwise only leftovers are removed.
-        ruleset = self._load("vm", rec.uuid, rec.name) if running and rec.running_spec.nics else None
+        ruleset = self._load("vm", rec.uuid, rec.name) if running and rec.ports else None
         with contextlib.ExitStack() as stack:
             steps = self._plan_vm(stack, rec, ruleset)
             self._run(steps)
         return bool(steps)
 
-    def forget_vm(self, rec: VmRecord) -> bool:
+    def forget_vm(self, rec: FirewallVm) -> bool:
         """The VM is being deleted: remove its kernel state and its stored VM rules."""
         with contextlib.ExitStack() as stack:
             steps = self._plan_vm(stack, rec, None, remove=True)
@@ -118,16 +124,16 @@ class FirewallService:
         return self._ensure_department(name, wanted, check_mode)
 
     def _ensure_vm(self, name: str, wanted: Optional[RuleSet], check_mode: bool) -> Dict[str, Any]:
-        if self.store.get_vm(name) is None:
+        if self.vms.by_name(name) is None:
             if wanted is None:  # its rules went with it
                 return _result(False, "vm", name, None, None, [], [])
             raise SpecError("name", "VM %s does not exist" % name)
         with contextlib.ExitStack() as stack:
             stack.enter_context(self.store.vm_lock(name, self.lock_timeout))
-            rec = self.store.get_vm(name)
+            rec = self.vms.by_name(name)
             if rec is None:
                 raise SpecError("name", "VM %s does not exist" % name)
-            if rec.running_spec is not None and rec.host != self.hostname:
+            if rec.running and rec.host != self.hostname:
                 raise StateError(
                     "VM %s runs on host %s: change its firewall rules there (they are "
                     "applied on the host that runs it)" % (name, rec.host)
@@ -135,8 +141,7 @@ class FirewallService:
             stored = self._stored("vm", rec.uuid)
             before = self._ruleset_of(stored, "vm", name)
             if wanted is not None:
-                netns = rec.running_spec.netns if rec.running_spec is not None else rec.spec.netns
-                nft.check_reject([wanted], self.nft, netns if _exists(netns) else None)
+                nft.check_reject([wanted], self.nft, rec.netns if _exists(rec.netns) else None)
             steps = self._plan_vm(stack, rec, wanted, check_mode=check_mode)
             store_changed = before != wanted
             if not check_mode:
@@ -151,12 +156,8 @@ class FirewallService:
             stack.enter_context(self.store.vm_lock("@department-" + name, self.lock_timeout))
             stored = self._stored("department", name)
             before = self._ruleset_of(stored, "department", name)
-            members = [
-                vm
-                for vm in self.store.list_vms(host=self.hostname)
-                if vm.spec.department == name and vm.running_spec is not None
-            ]
-            namespaces = {vm.running_spec.netns for vm in members}
+            members = [vm for vm in self.vms.on_host(self.hostname) if vm.department == name and vm.running]
+            namespaces = {vm.netns for vm in members}
             namespaces |= {row["netns"] for row in self.store.firewall_applied(self.hostname, department=name)}
             namespaces = {ns for ns in namespaces if _exists(ns)}
             if wanted is not None:
@@ -173,11 +174,7 @@ class FirewallService:
                 if ops:
                     steps.append(Step(netns, ops, what="department %s in %s" % (name, nft.where(netns))))
                 for vm in members:
-                    if (
-                        vm.running_spec.netns == netns
-                        and ports(vm.running_spec.nics)
-                        and nft.vm_chain(vm.uuid, "in") not in view.chains
-                    ):
+                    if vm.netns == netns and vm.ports and nft.vm_chain(vm.uuid, "in") not in view.chains:
                         warnings.append(
                             "VM %s has no firewall rules in %s; its next start, or "
                             "infinivirt_firewall with scope vm, applies them" % (vm.name, nft.where(netns))
@@ -202,18 +199,18 @@ class FirewallService:
     def _plan_vm(
         self,
         stack: contextlib.ExitStack,
-        rec: VmRecord,
+        rec: FirewallVm,
         ruleset: Optional[RuleSet],
         remove: bool = False,
         check_mode: bool = False,
     ) -> List[Step]:
         """Take the locks (into ``stack``) and plan the VM's steps: its chains in the
         namespace it runs in, and removal from every other one its rules may be in."""
-        running = rec.running_spec if not remove and rec.host == self.hostname else None
-        department = rec.spec.department or None
-        vm_ports = ports(running.nics) if running is not None else []
+        running = rec.running and not remove and rec.host == self.hostname
+        department = rec.department or None
+        vm_ports = list(rec.ports) if running else []
         chains = nft.vm_chains(rec.uuid, vm_ports, ruleset, department)
-        target = running.netns if running is not None else None
+        target = rec.netns if running else None
         # Its rules are wherever the journal says (it is written before nft creates them).
         rows = self.store.firewall_applied(self.hostname, vm_uuid=rec.uuid)
         others = {row["netns"] for row in rows}

@@ -40,6 +40,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.monitor.qmp_events
     EventsUnavailable,
     read_event_log,
 )
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.lifecycle import VmPaths
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.states import (
@@ -196,11 +197,11 @@ class Monitor:
         svc = self._service()
         if svc is None:
             return
-        records = self._host_vms(svc)
-        if records is None:
+        host_vms = self._host_vms(svc)
+        if host_vms is None:
             return
-        self.names = {rec.uuid: rec.name for rec in records}
-        for rec in records:
+        self.names = {rec.uuid: rec.name for rec in host_vms}
+        for rec in host_vms:
             if rec.status not in LIVE_STATUSES or rec.uuid in self.gone:
                 continue
             pid = svc.lifecycle.live_pid(rec)
@@ -236,7 +237,7 @@ class Monitor:
     def _host_vms(self, svc: VmService) -> Optional[List[VmRecord]]:
         """This host's VMs, or None while the store is away."""
         try:
-            return svc.store.list_vms(host=svc.hostname)
+            return records.load_all(svc.store, host=svc.hostname)
         except StoreError as exc:
             self._store_failed(exc)
             return None
@@ -296,7 +297,7 @@ class Monitor:
             self.attempts.pop(uuid, None)
 
     def _fresh(self, svc: VmService, uuid: str) -> Optional[VmRecord]:
-        rec = svc.store.get_vm_by_uuid(uuid)
+        rec = records.load_by_uuid(svc.store, uuid)
         return rec if rec is not None and rec.host == svc.hostname else None
 
     def _settle(self, svc: VmService, uuid: str, events: List[Dict[str, Any]]) -> None:
@@ -378,8 +379,8 @@ class Monitor:
         store (restart_pending, with the row's version): the next monitor carries it out,
         once, unless anything changed the row since."""
         svc = self._service()
-        records = self._host_vms(svc) if svc is not None else None
-        for rec in records or []:
+        host_vms = self._host_vms(svc) if svc is not None else None
+        for rec in host_vms or []:
             if rec.status not in (CRASHED, STOPPED) or self._pending(svc, rec) is None:
                 continue
             try:
@@ -420,7 +421,7 @@ class Monitor:
                 status = PAUSED if paused else RUNNING
                 if rec is not None and rec.status in (RUNNING, PAUSED) and rec.status != status:
                     rec.status = status  # the latest event wins; the task's QMP session stays free
-                    svc.store.update_vm(rec)
+                    records.save(svc.store, rec)
         except StoreError as exc:
             self._store_failed(exc)
         except InfinivirtError:  # LockTimeout: a task is at work; or QEMU is ending
@@ -452,10 +453,10 @@ class Monitor:
         marker = os.path.join(svc.lifecycle.run_dir, AUTOSTART_MARKER)
         if boot is None or _read(marker) == boot:
             return
-        records = self._host_vms(svc)
-        if records is None:
+        host_vms = self._host_vms(svc)
+        if host_vms is None:
             return
-        for rec in autostart_order(records):
+        for rec in autostart_order(host_vms):
             try:
                 with svc.store.vm_lock(rec.name, svc.lock_timeout):
                     rec = self._fresh(svc, rec.uuid)

@@ -362,7 +362,7 @@ class NetworkService:
                 sorted(
                     vm.name
                     for vm in self.store.list_vms(host=self.hostname)
-                    if any(nic.network == name for nic in vm.spec.nics)
+                    if any(nic.get("network") == name for nic in vm.spec.get("nics") or ())
                 )
             )
             check_unused(name, users)  # before the host is read

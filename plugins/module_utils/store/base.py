@@ -22,32 +22,14 @@ from ansible_collections.infinivirt.core.plugins.module_utils.store.events impor
 from ansible_collections.infinivirt.core.plugins.module_utils.store.firewall import FirewallStore
 from ansible_collections.infinivirt.core.plugins.module_utils.store.hostdevs import PciStore
 from ansible_collections.infinivirt.core.plugins.module_utils.store.migrations import MIGRATIONS
+from ansible_collections.infinivirt.core.plugins.module_utils.store.vms import (
+    VM_COLUMNS,
+    VmRow,
+    row_from_select,
+    spec_columns,
+    vm_values,
+)
 from ansible_collections.infinivirt.core.plugins.module_utils.store.volumes import VolumeStore
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import (
-    JSON_FIELDS,
-    NULLABLE_JSON_FIELDS,
-    SPEC_FIELDS,
-    VmSpec,
-)
-
-VM_COLUMNS = (
-    "uuid",
-    "name",
-    "host",
-    "status",
-    "version",
-    "qemu_pid",
-    "qmp_socket_path",
-    "serial_log_path",
-    "running_spec",
-    "launch_accel",
-    "launch_cpu",
-    "created_at",
-    "updated_at",
-    "pidfile_path",
-    "launch_graphics_port",
-)
 
 
 def lock_holder_info(job_id: Optional[str]) -> Dict[str, Any]:
@@ -62,16 +44,6 @@ def describe_holder(info: Optional[Dict[str, Any]]) -> str:
     if info.get("job_id"):
         text += " (job %s)" % info["job_id"]
     return text
-
-
-def _spec_to_columns(spec: VmSpec) -> Dict[str, Any]:
-    data = spec.to_dict()
-    data.pop("name")
-    for field in JSON_FIELDS:
-        data[field] = json.dumps(data[field], sort_keys=True)
-    for field in NULLABLE_JSON_FIELDS:
-        data[field] = None if data[field] is None else json.dumps(data[field], sort_keys=True)
-    return data
 
 
 # Columns holding secrets sealed by secrets.SecretBox: column -> (table, key column). A
@@ -89,57 +61,6 @@ _SECRET_CONTEXT_NAMES = {"graphics_password": "graphic_password"}
 def secret_context(owner: str, column: str) -> str:
     """Binds a sealed secret to its row and column: a token copied elsewhere fails."""
     return "%s/%s" % (owner, _SECRET_CONTEXT_NAMES.get(column, column))
-
-
-def _record(row: Dict[str, Any]) -> VmRecord:
-    # NULL in a column the spec does not allow to be None (rows older than the column)
-    # takes the spec's default.
-    spec = {f: row[f] for f in SPEC_FIELDS if f != "name" and row[f] is not None}
-    for field in JSON_FIELDS:
-        spec[field] = json.loads(spec.get(field) or "[]")
-    for field in NULLABLE_JSON_FIELDS:
-        spec[field] = json.loads(spec[field]) if spec.get(field) is not None else None
-    spec["name"] = row["name"]
-    running = row["running_spec"]
-    return VmRecord(
-        uuid=row["uuid"],
-        name=row["name"],
-        host=row["host"],
-        status=row["status"],
-        version=row["version"],
-        qemu_pid=row["qemu_pid"],
-        qmp_socket_path=row["qmp_socket_path"],
-        serial_log_path=row["serial_log_path"],
-        running_spec=VmSpec.from_dict(json.loads(running)) if running else None,
-        launch_accel=row["launch_accel"],
-        launch_cpu=row["launch_cpu"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        pidfile_path=row["pidfile_path"],
-        launch_graphics_port=row["launch_graphics_port"],
-        spec=VmSpec.from_dict(spec),
-    )
-
-
-def _vm_values(record: VmRecord) -> Tuple[Any, ...]:
-    running = json.dumps(record.running_spec.to_dict()) if record.running_spec else None
-    return (
-        record.uuid,
-        record.name,
-        record.host,
-        record.status,
-        record.version,
-        record.qemu_pid,
-        record.qmp_socket_path,
-        record.serial_log_path,
-        running,
-        record.launch_accel,
-        record.launch_cpu,
-        record.created_at,
-        record.updated_at,
-        record.pidfile_path,
-        record.launch_graphics_port,
-    )
 
 
 class SqlStore(VolumeStore, FirewallStore, EventStore, PciStore, ClaimStore):
@@ -221,7 +142,7 @@ class SqlStore(VolumeStore, FirewallStore, EventStore, PciStore, ClaimStore):
                 cur.execute("INSERT INTO schema_migrations VALUES (?, ?)", (number, utc_now()))
 
     # -- VMs ------------------------------------------------------------------------------
-    def _select(self, where: str, args: Tuple[Any, ...]) -> List[VmRecord]:
+    def _select(self, where: str, args: Tuple[Any, ...]) -> List[VmRow]:
         rows = self._read(
             "SELECT v.*, c.* FROM vms v JOIN machine_configuration c ON c.vm_uuid = v.uuid "
             + where
@@ -229,28 +150,28 @@ class SqlStore(VolumeStore, FirewallStore, EventStore, PciStore, ClaimStore):
             args,
             "reading VMs",
         )
-        return [_record(row) for row in rows]
+        return [row_from_select(row) for row in rows]
 
-    def get_vm(self, name: str) -> Optional[VmRecord]:
+    def get_vm(self, name: str) -> Optional[VmRow]:
         found = self._select("WHERE v.name = ?", (name,))
         return found[0] if found else None
 
-    def get_vm_by_uuid(self, uuid: str) -> Optional[VmRecord]:
+    def get_vm_by_uuid(self, uuid: str) -> Optional[VmRow]:
         found = self._select("WHERE v.uuid = ?", (uuid,))
         return found[0] if found else None
 
-    def list_vms(self, host: Optional[str] = None) -> List[VmRecord]:
+    def list_vms(self, host: Optional[str] = None) -> List[VmRow]:
         if host is None:
             return self._select("", ())
         return self._select("WHERE v.host = ?", (host,))
 
-    def insert_vm(self, record: VmRecord) -> None:
+    def insert_vm(self, record: VmRow) -> None:
         record.created_at = record.updated_at = utc_now()
-        columns = _spec_to_columns(record.spec)
+        columns = spec_columns(record)
         with self.transaction("creating VM %s" % record.name) as cur:
             cur.execute(
                 "INSERT INTO vms (%s) VALUES (%s)" % (", ".join(VM_COLUMNS), ", ".join("?" * len(VM_COLUMNS))),
-                _vm_values(record),
+                vm_values(record),
             )
             cur.execute(
                 "INSERT INTO machine_configuration (vm_uuid, %s) VALUES (?, %s)"
@@ -258,13 +179,13 @@ class SqlStore(VolumeStore, FirewallStore, EventStore, PciStore, ClaimStore):
                 (record.uuid,) + tuple(columns.values()),
             )
 
-    def update_vm(self, record: VmRecord, events: Optional[List[Dict[str, Any]]] = None) -> None:
+    def update_vm(self, record: VmRow, events: Optional[List[Dict[str, Any]]] = None) -> None:
         """Write the record back, bumping its version; ``events`` (see add_events) are
         written in the same transaction, so a row never says one thing and its log another."""
         updated_at, version = utc_now(), record.version + 1
-        columns = _spec_to_columns(record.spec)
+        columns = spec_columns(record)
         with self.transaction("updating VM %s" % record.name) as cur:
-            values = list(_vm_values(record))
+            values = list(vm_values(record))
             values[VM_COLUMNS.index("version")] = version
             values[VM_COLUMNS.index("updated_at")] = updated_at
             cur.execute(

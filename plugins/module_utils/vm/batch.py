@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set,
 from ansible_collections.infinivirt.core.plugins.module_utils.context import HostContext
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError, SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import validate_name
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.preflight import host_cpu_count
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.states import ABSENT, STOPPED
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
@@ -134,7 +135,9 @@ class VmBatch:
             raise SpecError("exclusive_state", "must be one of %s, got %r" % (", ".join(EXCLUSIVE_STATES), state))
         named = {e.name for e in entries}
         others = sorted(
-            rec.name for rec in self.ctx.store.list_vms() if rec.host == self.ctx.host_id and rec.name not in named
+            rec.name
+            for rec in records.load_all(self.ctx.store)
+            if rec.host == self.ctx.host_id and rec.name not in named
         )
         return [
             Entry("unlisted[%d]" % i, name, dict(stop_params, name=name, state=state)) for i, name in enumerate(others)

@@ -21,6 +21,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.store.hostdevs import ROLE_DEVICE, ROLE_GROUP
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import validate_name
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.lifecycle import (
     UNRESPONSIVE,
     Lifecycle,
@@ -149,11 +150,11 @@ class VmInfo:
     def list(self, name: Optional[str] = None) -> List[Dict[str, Any]]:
         if name is not None:
             validate_name(name)
-            rec = self.store.get_vm(name)
-            records = [rec] if rec else []
+            rec = records.load(self.store, name)
+            found = [rec] if rec else []
         else:
-            records = self.store.list_vms()
-        return [self.entry(rec) for rec in records]
+            found = records.load_all(self.store)
+        return [self.entry(rec) for rec in found]
 
     def entry(self, rec: VmRecord) -> Dict[str, Any]:
         """One VM's entry. A VM whose QEMU does not answer (within INFO_QMP_TIMEOUT) is listed

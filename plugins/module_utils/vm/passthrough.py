@@ -32,6 +32,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.validation import 
     check_choice,
     validate_name,
 )
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.hostdevs import (
     BRIDGE_CLASS_PREFIX,
     AssignPlan,
@@ -91,7 +92,7 @@ class PciService:
         if sriov is not None and functions is not None:
             raise SpecError("functions", "does not go with sriov (a VF is one function)")
         with self.store.vm_lock(vm_name, self.vms.lock_timeout):
-            rec = self.store.get_vm(vm_name)
+            rec = records.load(self.store, vm_name)
             if rec is None:
                 raise SpecError("vm", "there is no VM %s; create it with infinivirt_vm first" % vm_name)
             status = self._status(rec)

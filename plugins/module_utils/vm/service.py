@@ -28,6 +28,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.secrets.box import
 from ansible_collections.infinivirt.core.plugins.module_utils.store.base import secret_context
 from ansible_collections.infinivirt.core.plugins.module_utils.store.claims import CLAIM_CPU
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import validate_name
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.lifecycle import (
     UNRESPONSIVE,
     Lifecycle,
@@ -47,7 +48,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.plan impo
     plan_summary,
     plan_vm,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord, firewall_vm
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import (
     VmSpec,
     diff_view,
@@ -149,7 +150,9 @@ class VmService:
         if self._firewall is None:
             from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
 
-            self._firewall = FirewallService(self.store, self.hostname, lock_timeout=self.lock_timeout)
+            self._firewall = FirewallService(
+                self.store, self.hostname, records.firewall_directory(self.store), lock_timeout=self.lock_timeout
+            )
         return self._firewall
 
     @property
@@ -285,7 +288,7 @@ class VmService:
         stop_timeout(params)  # a bad value fails before anything is done
         # One QMP connection serves the whole task (lifecycle.one_session says when it closes).
         with self.store.vm_lock(name, self.lock_timeout), self.lifecycle.one_session():
-            rec = self.store.get_vm(name)
+            rec = records.load(self.store, name)
             self._check_digest(rec, name, params.get("digest"))
             foreign = rec is not None and rec.host != self.hostname
             live = self._live(rec, foreign, forced_stop=bool(params.get("force")) and state in FORCED_STATES)
@@ -344,7 +347,7 @@ class VmService:
         stored_token = self.store.get_secret(rec.uuid, GRAPHICS_PASSWORD) if rec else None
         # Other VMs' NICs matter only when this task sets NICs (stored ones were checked).
         others = (
-            [vm for vm in self.store.list_vms() if rec is None or vm.uuid != rec.uuid]
+            [vm for vm in records.load_all(self.store) if rec is None or vm.uuid != rec.uuid]
             if params.get("nics") is not None
             else []
         )
@@ -359,7 +362,9 @@ class VmService:
         )
         validate(desired)
         if desired.cpu_pinning or desired.emulator_cpus or desired.iothread_cpus:
-            _check_pins_against(desired, [vm for vm in self.store.list_vms() if vm.name != desired.name], self.hostname)
+            _check_pins_against(
+                desired, [vm for vm in records.load_all(self.store) if vm.name != desired.name], self.hostname
+            )
         _check_nics_against(desired, others)
         validate_graphics_password(desired, password, stored=stored_token is not None)
         changed = password is not None and (stored_token is None or self._decrypt(rec, stored_token) != password)
@@ -426,7 +431,7 @@ class VmService:
         except Exception:
             if created:  # a VM that never ran is not kept
                 lc.release_files(rec, keep_serial_log=False, keep_nvram=False)
-                self.firewall.forget_vm(rec)
+                self.firewall.forget_vm(firewall_vm(rec))
                 self.store.delete_vm(rec.uuid)
             raise
         return warnings
@@ -475,9 +480,9 @@ class VmService:
             self._claim_cpus(rec, self.hostname if "start" in plan.actions else rec.host)
         try:
             if "create" in plan.actions:
-                self.store.insert_vm(rec)
+                records.insert(self.store, rec)
             elif "update" in plan.actions:
-                self.store.update_vm(rec)
+                records.save(self.store, rec)
         except Exception:
             if "create" in plan.actions:
                 self.store.release_host_claims(rec.uuid)
@@ -510,7 +515,7 @@ class VmService:
         for layer in self.store.list_layers(rec.uuid):  # external snapshot overlays
             if os.path.exists(layer["overlay"]):
                 os.unlink(layer["overlay"])
-        self.firewall.forget_vm(rec)
+        self.firewall.forget_vm(firewall_vm(rec))
         self.store.delete_vm(rec.uuid)
 
     def _outcome(

@@ -41,6 +41,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.host.paths import 
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import holds_file
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.img import FdImage, Image, QemuImg
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import validate_name
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.lifecycle import RESUME
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks import (
     DiskSpec,
@@ -265,7 +266,7 @@ class SnapshotService:
             raise SpecError("state", "must be one of %s, got %r" % (", ".join(STATES), state))
         stop_timeout(params)  # a bad value fails before anything is done
         with self.store.vm_lock(vm_name, self.vms.lock_timeout), self.lifecycle.one_session():
-            rec = self.store.get_vm(vm_name)
+            rec = records.load(self.store, vm_name)
             if rec is None:
                 raise SpecError("vm", "VM %s does not exist" % vm_name)
             if rec.host != self.vms.hostname:

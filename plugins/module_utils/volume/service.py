@@ -214,9 +214,8 @@ class DiskService:
         """Names of the VMs (of any host) whose definition lists the volume."""
         names = []
         for vm in self.store.list_vms():
-            for disk in getattr(vm.spec, "disks", None) or ():
-                disk_path = disk.get("path") if isinstance(disk, dict) else getattr(disk, "path", None)
-                if _same_file(disk_path, path):
+            for disk in vm.spec.get("disks") or ():  # a store row (store/vms.py): plain values
+                if _same_file(disk.get("path"), path):
                     names.append(vm.name)
                     break
         return names

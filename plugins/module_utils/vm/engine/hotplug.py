@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Set
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError, QmpError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.host import netns as nsutil
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.preflight import check_vhost
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks import (
     SPARE_ROOT_PORTS,
@@ -151,7 +152,7 @@ class Hotplug:
                     running = [disk if d.path == disk.path else d for d in running]
         finally:  # what QEMU has now, also after a failure half-way
             rec.running_spec = dataclasses.replace(rec.running_spec, disks=tuple(running))
-            self.lifecycle.store.update_vm(rec)
+            records.save(self.lifecycle.store, rec)
 
     def _plug_disk(self, rec: VmRecord, qmp: QmpSession, disk: DiskSpec, key: Optional[str]) -> None:
         q35_pci = rec.spec.machine_type == "q35" and disk.bus == "virtio"
@@ -224,7 +225,7 @@ class Hotplug:
                 self._set_rate(rec, nic, netns)
         finally:  # the rules and the row follow what QEMU has now, also after a failure
             self.lifecycle.sync_firewall(rec)
-            self.lifecycle.store.update_vm(rec)
+            records.save(self.lifecycle.store, rec)
 
     def _set_rate(self, rec: VmRecord, nic: NicSpec, netns) -> None:
         from ansible_collections.infinivirt.core.plugins.module_utils.host.tap import set_rate_limit
@@ -272,7 +273,7 @@ class Hotplug:
         finally:  # what QEMU has now, in the order asked for, also after a failure half-way
             order = [d for d in desired if d.key in plugged] + [d for k, d in plugged.items() if d not in desired]
             rec.running_spec = dataclasses.replace(rec.running_spec, usb=tuple(order))
-            self.lifecycle.store.update_vm(rec)
+            records.save(self.lifecycle.store, rec)
 
     # -- host PCI devices -----------------------------------------------------------------
     def device_ids(self, rec: VmRecord) -> Set[str]:

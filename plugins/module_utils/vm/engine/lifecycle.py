@@ -48,9 +48,10 @@ from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import 
     save_probe,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.hostdevs import PciPassthrough
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.nics import queue_count
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord, firewall_vm
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.states import (
     CRASHED,
     PAUSED,
@@ -293,7 +294,7 @@ class Lifecycle:
             self._mark_stopped(rec)  # a crashed VM's rules go with its TAPs
             return True
         rec.status, rec.qemu_pid = state, pid
-        self.store.update_vm(rec)
+        records.save(self.store, rec)
         return True
 
     # -- starting ---------------------------------------------------------------------
@@ -345,7 +346,7 @@ class Lifecycle:
             raise
         self._bring_up(rec, rc, stderr, inputs, after_abort)
         rec.status = PAUSED if inputs.paused else RUNNING
-        self.store.update_vm(rec, list(inputs.events))
+        records.save(self.store, rec, list(inputs.events))
         return launch.warnings
 
     def admit_memory(self, rec: VmRecord) -> Optional[str]:
@@ -395,7 +396,7 @@ class Lifecycle:
         rec.status, rec.qemu_pid = STARTING, None
         rec.pidfile_path, rec.qmp_socket_path, rec.serial_log_path = (paths.pidfile, paths.qmp_socket, paths.serial_log)
         rec.running_spec, rec.launch_accel, rec.launch_cpu = rec.spec, accel, cpu
-        self.store.update_vm(rec)
+        records.save(self.store, rec)
         if template is not None:
             nvram = self.nvram_path(rec)
             self.store.journal_add(rec.uuid, "nvram", nvram)  # kept until the VM is removed
@@ -498,7 +499,7 @@ class Lifecycle:
             spec = rec.spec
             if spec.memory_balloon or spec.cpu_pinning or spec.emulator_cpus or spec.iothread_cpus:
                 self.tuner().at_start(rec)  # pins and balloon before the guest runs
-            self.store.update_vm(rec)  # PID and display port known even if we die after cont
+            records.save(self.store, rec)  # PID and display port known even if we die after cont
             if not inputs.paused:
                 self.qmp(rec, "cont")
         except (InfinivirtError, KeyError, TypeError, ValueError) as exc:
@@ -588,7 +589,7 @@ class Lifecycle:
     def sync_firewall(self, rec: VmRecord) -> None:
         """The VM's nftables state follows its TAPs: there while it runs, gone when not."""
         if self.firewall is not None:
-            self.firewall().sync_vm(rec)
+            self.firewall().sync_vm(firewall_vm(rec))
 
     # -- stopping ---------------------------------------------------------------------
     def stop(self, rec: VmRecord, timeout: float, force: bool, qemu_status: Optional[str] = None) -> None:
@@ -674,7 +675,7 @@ class Lifecycle:
         rec.qemu_pid = None
         self._clear_launch(rec)
         self.sync_firewall(rec)  # the VM's rules go with its TAPs
-        self.store.update_vm(rec, events() if events is not None else None)
+        records.save(self.store, rec, events() if events is not None else None)
 
     @staticmethod
     def _clear_launch(rec: VmRecord) -> None:
@@ -685,12 +686,12 @@ class Lifecycle:
     def pause(self, rec: VmRecord) -> None:
         self.qmp(rec, "stop")
         rec.status = PAUSED
-        self.store.update_vm(rec)
+        records.save(self.store, rec)
 
     def resume(self, rec: VmRecord) -> None:
         self.qmp(rec, "cont")
         rec.status = RUNNING
-        self.store.update_vm(rec)
+        records.save(self.store, rec)
 
     # -- host resources ---------------------------------------------------------------
     def nvram_path(self, rec: VmRecord) -> str:

@@ -14,6 +14,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.context import Hos
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import process_runs_vm, read_pidfile
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks import DiskSpec, node_names
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
 
@@ -37,11 +38,11 @@ def resize_attached_disk(ctx: HostContext, path: str, size: int, proc: str = "/p
     that VM's name, or None when no running VM here has it (grow it offline then). Takes the
     VM's lock (after the caller's volume lock)."""
     real = os.path.realpath(path)
-    for rec in ctx.store.list_vms(host=ctx.host_id):
+    for rec in records.load_all(ctx.store, host=ctx.host_id):
         if _attached(rec, real) is None:
             continue
         with ctx.store.vm_lock(rec.name, ctx.lock_timeout):
-            rec = ctx.store.get_vm(rec.name)
+            rec = records.load(ctx.store, rec.name)
             disk = _attached(rec, real)
             if disk is not None and any(layer["base_path"] == disk.path for layer in ctx.store.list_layers(rec.uuid)):
                 raise StateError(

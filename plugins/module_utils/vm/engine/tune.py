@@ -16,6 +16,7 @@ import os
 from typing import Any, Dict, List, Optional, Set
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError, QemuError
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.tuning import (
     BALLOON_ID,
@@ -146,7 +147,7 @@ class Tuner:
                 present += 1
         finally:
             rec.running_spec = dataclasses.replace(rec.running_spec, vcpus=present)
-            self.lifecycle.store.update_vm(rec)
+            records.save(self.lifecycle.store, rec)
         self.pin(rec, at_start=True)
 
     def plug_memory(self, rec: VmRecord, hugepage_path: Optional[str]) -> None:
@@ -170,4 +171,4 @@ class Tuner:
                 running.append(size)
         finally:
             rec.running_spec = dataclasses.replace(rec.running_spec, memory_hotplug=tuple(running))
-            self.lifecycle.store.update_vm(rec)
+            records.save(self.lifecycle.store, rec)

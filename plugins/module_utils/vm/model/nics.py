@@ -18,6 +18,7 @@ import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.firewall.ports import Port
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import check_choice, check_int, validate_ifname
 
 MODELS = ("virtio-net-pci", "e1000", "e1000e", "rtl8139")
@@ -74,15 +75,6 @@ class NicSpec:
             values["mac"] = values["mac"].lower()
         values["ips"] = tuple(values.get("ips") or ())
         return cls(**values)
-
-
-@dataclasses.dataclass(frozen=True)
-class Port:
-    """One NIC as the host sees it: what the firewall filters on."""
-
-    tap: str
-    mac: str
-    ips: Tuple[str, ...] = ()
 
 
 def derived_mac(seed: str, index: int, attempt: int = 0) -> str:

@@ -1,15 +1,38 @@
 # Copyright (c) 2026, Infinivirt developers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""A VM as the store keeps it: its spec and what its running process was started with (the
-store reads and writes these rows; the backend does not show through)."""
+"""A VM as the engine sees it: its spec and what its running process was started with.
+
+The store keeps it as a plain row (store/vms.py ``VmRow``); ``record_from_row`` and
+``row_values`` convert (vm/engine/records.py reads and writes through them).
+``firewall_vm`` is what the firewall is told of the VM (firewall/ports.py)."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Dict, Optional
 
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import VmSpec
+from ansible_collections.infinivirt.core.plugins.module_utils.firewall.ports import FirewallVm
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.nics import ports
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import SPEC_FIELDS, VmSpec
+
+# The VmRecord fields a store row carries as they are (spec and running_spec are converted).
+ROW_FIELDS = (
+    "uuid",
+    "name",
+    "host",
+    "status",
+    "version",
+    "qemu_pid",
+    "qmp_socket_path",
+    "serial_log_path",
+    "launch_accel",
+    "launch_cpu",
+    "pidfile_path",
+    "launch_graphics_port",
+    "created_at",
+    "updated_at",
+)
 
 
 @dataclasses.dataclass
@@ -39,3 +62,34 @@ class VmRecord:
             "status": self.status,
             "version": self.version,
         }
+
+
+def record_from_row(row: Any) -> VmRecord:
+    """A VmRecord from a store row (store/vms.py VmRow). A NULL column (a row older than the
+    column) takes the spec's default."""
+    spec = {f: v for f, v in row.spec.items() if f in SPEC_FIELDS and v is not None}
+    spec["name"] = row.name
+    running = VmSpec.from_dict(row.running_spec) if row.running_spec else None
+    return VmRecord(spec=VmSpec.from_dict(spec), running_spec=running, **{f: getattr(row, f) for f in ROW_FIELDS})
+
+
+def row_values(rec: VmRecord) -> Dict[str, Any]:
+    """The keyword arguments of a store row (store/vms.py VmRow) for ``rec``."""
+    values = {f: getattr(rec, f) for f in ROW_FIELDS}
+    values["spec"] = rec.spec.to_dict()
+    values["running_spec"] = rec.running_spec.to_dict() if rec.running_spec else None
+    return values
+
+
+def firewall_vm(rec: VmRecord) -> FirewallVm:
+    """What the firewall needs of the VM: its NICs' ports while it runs, in their namespace."""
+    running = rec.running_spec
+    return FirewallVm(
+        uuid=rec.uuid,
+        name=rec.name,
+        host=rec.host,
+        department=rec.spec.department,
+        running=running is not None,
+        netns=running.netns if running is not None else rec.spec.netns,
+        ports=tuple(ports(running.nics)) if running is not None else (),
+    )

@@ -15,6 +15,7 @@ import pytest
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import LockTimeout, SpecError, StoreError
 from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import open_store
 from ansible_collections.infinivirt.core.plugins.module_utils.store.migrations import LATEST, MIGRATIONS
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import SPEC_FIELDS, VmSpec
 
@@ -106,48 +107,48 @@ def test_concurrent_first_opens_migrate_once(db_url):
 
 def test_insert_get_update_delete(store):
     rec = record(vcpus=2, cpu_flags=("+a",))
-    store.insert_vm(rec)
-    got = store.get_vm("vm1")
+    records.insert(store, rec)
+    got = records.load(store, "vm1")
     assert got.spec == rec.spec and got.version == 1 and got.created_at
     got.spec = VmSpec(name="vm1", vcpus=3)
     got.running_spec = rec.spec
-    store.update_vm(got)
+    records.save(store, got)
     assert got.version == 2
-    again = store.get_vm("vm1")
+    again = records.load(store, "vm1")
     assert again.spec.vcpus == 3 and again.version == 2 and again.running_spec == rec.spec
-    assert [r.name for r in store.list_vms()] == ["vm1"]
-    assert store.list_vms(host="other") == []
+    assert [r.name for r in records.load_all(store)] == ["vm1"]
+    assert records.load_all(store, host="other") == []
     store.delete_vm(rec.uuid)
-    assert store.get_vm("vm1") is None
+    assert records.load(store, "vm1") is None
     assert store._read("SELECT COUNT(*) AS n FROM machine_configuration")[0]["n"] == 0
 
 
 def test_events_go_with_the_row_and_are_counted_by_kind_and_time(store):
     """The host monitor writes its decision with the row, and counts restarts in the store."""
     rec = record()
-    store.insert_vm(rec)
+    records.insert(store, rec)
     event = {"vm_uuid": rec.uuid, "vm_name": "vm1", "host": "h"}
     stamps = ["2026-01-01T00:00:%02d.000000+00:00" % s for s in (1, 30, 59)]
-    store.update_vm(rec, [dict(event, kind="restarted", at=at) for at in stamps] + [dict(event, kind="crashed")])
-    assert store.get_vm("vm1").version == rec.version == 2
+    records.save(store, rec, [dict(event, kind="restarted", at=at) for at in stamps] + [dict(event, kind="crashed")])
+    assert records.load(store, "vm1").version == rec.version == 2
     assert store.count_events(rec.uuid, "restarted", "2026-01-01T00:00:30.000000+00:00") == 2
     assert store.count_events(rec.uuid, "restarted", "2026-01-01T00:00:00.000000+00:00") == 3
     assert store.count_events(rec.uuid, "crashed", "2026-01-01T00:00:00.000000+00:00") == 1
     with pytest.raises(StoreError):  # one transaction: a bad event takes the row change back
-        store.update_vm(rec, [dict(event, kind=None)])
-    assert store.get_vm("vm1").version == 2 and len(store.list_events(rec.uuid)) == 4
+        records.save(store, rec, [dict(event, kind=None)])
+    assert records.load(store, "vm1").version == 2 and len(store.list_events(rec.uuid)) == 4
 
 
 def test_names_are_unique(store):
-    store.insert_vm(record())
+    records.insert(store, record())
     with pytest.raises(StoreError) as err:
-        store.insert_vm(VmRecord(uuid="other", name="vm1", host="h", status="stopped", spec=VmSpec(name="vm1")))
+        records.insert(store, VmRecord(uuid="other", name="vm1", host="h", status="stopped", spec=VmSpec(name="vm1")))
     assert "creating VM vm1 failed" in str(err.value)
-    assert [r.uuid for r in store.list_vms()] == ["u-vm1"], "the failed insert left nothing"
+    assert [r.uuid for r in records.load_all(store)] == ["u-vm1"], "the failed insert left nothing"
 
 
 def test_journal(store):
-    store.insert_vm(record())
+    records.insert(store, record())
     store.journal_add("u-vm1", "pidfile", "/run/x.pid")
     store.journal_add("u-vm1", "pidfile", "/run/x.pid")  # idempotent
     store.journal_add("u-vm1", "qmp_socket", "/run/x.qmp")
@@ -296,7 +297,7 @@ def test_migrations_11_and_12_keep_an_old_vm_intact(db_url):
     try:
         assert store.schema_version() == LATEST > PREVIOUS
         assert columns(store, "machine_configuration") == SPEC_COLUMNS
-        old1 = store.get_vm("old1")
+        old1 = records.load(store, "old1")
         assert old1.spec == VmSpec.from_dict(
             {
                 "name": "old1",
@@ -335,12 +336,12 @@ def test_migrations_11_and_12_keep_an_old_vm_intact(db_url):
             {"base_path": "/images/old1.qcow2", "seq": 1, "snapshot": "s1", "overlay": "/images/o1"}
         ]
         # NULLs in an old row still take the spec's defaults.
-        assert store.get_vm("old2").spec == VmSpec(name="old2")
+        assert records.load(store, "old2").spec == VmSpec(name="old2")
         # The rebuilt table still cascades and takes new rows.
-        store.insert_vm(record("new1", graphics_type="vnc", secure_boot=False))
-        assert store.get_vm("new1").spec.graphics_type == "vnc"
+        records.insert(store, record("new1", graphics_type="vnc", secure_boot=False))
+        assert records.load(store, "new1").spec.graphics_type == "vnc"
         store.delete_vm("u-old1")
-        assert store.get_vm("old1") is None
-        assert [vm.name for vm in store.list_vms()] == ["new1", "old2"]
+        assert records.load(store, "old1") is None
+        assert [vm.name for vm in records.load_all(store)] == ["new1", "old2"]
     finally:
         store.close()
