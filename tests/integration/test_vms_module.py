@@ -240,7 +240,14 @@ def test_defaults_merge_into_entries(env):
     )
     assert "failed" not in done, done["msg"]
     m1, m2, m3 = (r["vm"] for r in done["vms"])
-    assert m1["graphics"] == {"type": "vnc", "listen": "127.0.0.1", "port": None, "password_set": True}
+    assert m1["graphics"] == {
+        "type": "vnc",
+        "listen": "127.0.0.1",
+        "port": None,
+        "port_requested": None,
+        "password_set": True,
+    }
+    assert [k for k in m1 if k.startswith("graphics_")] == []  # the graphics dict says it once
     assert [d["path"] for d in m1["disks"]] == [base] and m1["memory_mb"] == 96
     assert m2["graphics"]["type"] == "none" and list(m2["disks"]) == [] and m2["memory_mb"] == 128
     assert m3["memory_mb"] == 96 and m3["graphics"]["type"] == "vnc" and not m3["graphics"]["password_set"]
