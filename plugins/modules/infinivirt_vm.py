@@ -834,20 +834,6 @@ vm:
     console_socket_path:
       description: UNIX socket of the guest's second serial port while it runs, or null.
       type: str
-    graphics_type:
-      description: The display as requested, O(graphics.type) (V(none) or V(vnc)).
-      type: str
-    graphics_listen:
-      description: Address the display is asked to listen on, O(graphics.listen).
-      type: str
-      sample: 127.0.0.1
-    graphics_port:
-      description: Display port asked for, O(graphics.port), or null for the first free one
-        from 5900 (RV(vm.graphics.port) has the port in use).
-      type: int
-    graphics_password_set:
-      description: Whether a display password is stored (the password itself is never returned).
-      type: bool
     iothreads:
       description: Named I/O threads (see O(iothreads)).
       type: list
@@ -868,21 +854,26 @@ vm:
       description: Whether the Hyper-V enlightenments are on, effective value (see O(hyperv)).
       type: bool
     graphics:
-      description: The display; never the password.
+      description: The display (O(graphics)); never the password.
       type: dict
       contains:
         type:
-          description: V(none) or V(vnc).
+          description: V(none) or V(vnc), O(graphics.type).
           type: str
         listen:
-          description: Address the display listens on.
+          description: Address the display listens on, O(graphics.listen).
           type: str
+          sample: 127.0.0.1
         port:
-          description: Port the running display listens on (or the one asked for).
+          description: Port the display listens on while the VM runs; when it does not run,
+            RV(vm.graphics.port_requested).
           type: int
           sample: 5900
+        port_requested:
+          description: The port asked for, O(graphics.port); null for the first free one from 5900.
+          type: int
         password_set:
-          description: Whether a display password is stored.
+          description: Whether a display password is stored (the password itself is never returned).
           type: bool
     memory_balloon:
       description: Whether the VM has a balloon device (O(memory_balloon)).
@@ -946,7 +937,8 @@ vm:
       type: str
       sample: 5e3c0c3b7f1d2f4b9d5a0e8c6b1a2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c
     pending_restart:
-      description: Options changed since the running VM was started, which need a restart.
+      description: Options changed since the running VM was started, which need a restart, by
+        their option names (V(graphics) for any of its suboptions, as in RV(plan.changes)).
       type: list
       elements: str
       sample: [memory_mb]

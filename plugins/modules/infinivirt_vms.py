@@ -30,7 +30,7 @@ attributes:
   check_mode:
     support: full
     details:
-      - Each VM is planned as M(infinivirt.core.infinivirt_vm) plans it; RV(vms[].actions) lists what a
+      - Each VM is planned as M(infinivirt.core.infinivirt_vm) plans it; RV(vms[].plan.actions) lists what a
         real run does.
   diff_mode:
     support: full
@@ -149,8 +149,8 @@ vms:
   description:
     - One result per entry of O(vms), in the same order.
     - Each holds what M(infinivirt.core.infinivirt_vm) returns for that VM (RV(vms[].vm),
-      RV(vms[].changed), RV(vms[].plan)), plus RV(vms[].name), RV(vms[].failed),
-      RV(vms[].actions) and, for a failed entry, RV(vms[].msg) instead of RV(vms[].vm).
+      RV(vms[].changed), RV(vms[].plan)), plus RV(vms[].name), RV(vms[].failed) and, for a
+      failed entry, RV(vms[].msg) instead of RV(vms[].vm) and RV(vms[].plan).
   returned: always
   type: list
   elements: dict
@@ -169,15 +169,6 @@ vms:
       description: Why the entry failed, naming it, for example C(vms[3].memory_mb) followed by the reason.
       type: str
       returned: when failed
-    actions:
-      description:
-        - What was done to the VM in order (in check mode, what a real run does), from
-          V(create), V(update), V(set_password), V(hotplug_disks), V(hotplug_nics),
-          V(abort_start), V(stop), V(start), V(pause), V(resume), V(delete). Empty when nothing.
-      type: list
-      elements: str
-      returned: unless failed
-      sample: [create, start]
     vm:
       description: The VM after the task, as RV(infinivirt.core.infinivirt_vm#module:vm) describes it.
       type: dict
@@ -190,7 +181,12 @@ vms:
       returned: unless failed
       contains:
         actions:
-          description: What is done to the VM, in order (RV(vms[].actions)).
+          description:
+            - What is done to the VM in order (in check mode, what a real run does), from
+              V(abort_start), V(create), V(update), V(set_password), V(hotplug_disks),
+              V(hotplug_nics), V(hotplug_usb), V(hotplug_cpus), V(hotplug_memory),
+              V(set_balloon), V(pin_cpus), V(stop), V(start), V(pause), V(resume), V(delete).
+              Empty when nothing.
           type: list
           elements: str
           sample: [update, stop, start]

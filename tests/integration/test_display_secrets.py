@@ -12,6 +12,7 @@ import glob
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -53,6 +54,15 @@ def ensure(service, check_mode=False, **params):
     return service.ensure(dict(VM, **params), check_mode)
 
 
+def free_vnc_port():
+    """A display port nothing listens on now, from the top of QEMU's automatic range."""
+    for port in range(5999, 5950, -1):
+        with contextlib.closing(socket.socket()) as probe:
+            if probe.connect_ex(("127.0.0.1", port)) != 0:
+                return port
+    raise AssertionError("no free VNC port")
+
+
 def cmdlines_containing(text):
     hits = []
     for path in glob.glob("/proc/[0-9]*/cmdline"):
@@ -81,9 +91,15 @@ def test_password_protected_display(env):
     predicted = ensure(service, check_mode=True, state="running", graphics=graphics)
     started = ensure(service, state="running", graphics=graphics)
     assert predicted.changed and started.changed and predicted.diff == started.diff
-    assert started.diff["after"]["graphics_password"] == "******** (new)"
+    assert started.diff["after"]["graphics"]["password"] == "******** (new)"
     port = started.vm["graphics"]["port"]
     assert 5900 <= port < 6000 and started.vm["graphics"]["password_set"] is True
+    # One name per fact: graphics.port is the port in use, port_requested the option (unset:
+    # automatic); no flat graphics_* key beside them, in the entry, the listing or the diff.
+    assert started.vm["graphics"]["port_requested"] is None
+    assert [k for k in started.vm if k.startswith("graphics_")] == []
+    assert [k for k in started.diff["after"] if k.startswith("graphics_")] == []
+    assert service.info("screen")[0]["graphics"] == started.vm["graphics"]
     rec = records.load(service.store, "screen")
     peripherals = {p["name"] for p in service.lifecycle.qmp(rec, "qom-list", {"path": "/machine/peripheral"})}
     assert "video0" in peripherals, "a VNC display needs a video card to show"
@@ -110,10 +126,15 @@ def test_password_protected_display(env):
     assert vnc_auth("127.0.0.1", port, PASSWORD) == "failed"
     assert vnc_auth("127.0.0.1", port, NEW_PASSWORD) == "ok"
 
-    # A restart reads the password back from the database.
+    # A fixed port: asked for while the VM runs on the automatic one (pending, by the option's
+    # name), then in use after the restart, which reads the password back from the database.
+    fixed = free_vnc_port()
+    asked = ensure(service, state="running", graphics={"port": fixed})
+    assert asked.vm["graphics"]["port"] == port and asked.vm["graphics"]["port_requested"] == fixed
+    assert asked.vm["pending_restart"] == ["graphics"] and asked.plan["changes"] == {"graphics": "restart"}
     restarted = ensure(service, state="restarted")
-    port = restarted.vm["graphics"]["port"]
-    assert vnc_auth("127.0.0.1", port, NEW_PASSWORD) == "ok"
+    assert restarted.vm["graphics"]["port"] == fixed and restarted.vm["graphics"]["port_requested"] == fixed
+    assert vnc_auth("127.0.0.1", fixed, NEW_PASSWORD) == "ok"
 
 
 def test_wrong_key_is_a_clear_error_not_garbage(env, monkeypatch):

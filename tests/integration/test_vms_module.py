@@ -93,7 +93,7 @@ def test_parallel_start_then_nothing_to_do_then_stop(env):
     assert "failed" not in done, done["msg"]
     assert done["changed"] is True
     assert [r["name"] for r in done["vms"]] == names  # input order
-    assert all(r["actions"] == ["create", "start"] and r["vm"]["status"] == "running" for r in done["vms"])
+    assert all(r["plan"]["actions"] == ["create", "start"] and r["vm"]["status"] == "running" for r in done["vms"])
     assert done["summary"] == {
         "total": 4,
         "changed": 4,
@@ -113,7 +113,7 @@ def test_parallel_start_then_nothing_to_do_then_stop(env):
 
     again = env.converge([{"name": n} for n in names], {"state": "running"}, parallel=4)
     assert again["changed"] is False and "failed" not in again
-    assert all(r["actions"] == [] and not r["changed"] for r in again["vms"])
+    assert all(r["plan"]["actions"] == [] and not r["changed"] for r in again["vms"])
     assert {r["name"]: r["vm"]["pid"] for r in again["vms"]} == pids
     assert again["summary"]["unchanged"] == 4 and "diff" not in again
 
@@ -143,7 +143,7 @@ def test_workers_go_on_while_one_vm_is_locked(env):
         if worker is not None:
             worker.join(120)
     assert "failed" not in outcome, outcome.get("msg")
-    assert by_name(outcome)["p-a"]["actions"] == ["create", "start"] and env.status("p-a") == "running"
+    assert by_name(outcome)["p-a"]["plan"]["actions"] == ["create", "start"] and env.status("p-a") == "running"
 
 
 def test_a_locked_vm_fails_alone_and_is_named(env):
@@ -190,16 +190,18 @@ def test_check_mode_changes_nothing_and_predicts_the_actions(env):
     vms = [{"name": "c1"}, {"name": "c2", "state": "present"}]
     predicted = env.converge(vms, {"state": "running"}, check=True, diff=True)
     assert predicted["changed"] is True
-    assert [r["actions"] for r in predicted["vms"]] == [["create", "start"], ["create"]]
+    assert [r["plan"]["actions"] for r in predicted["vms"]] == [["create", "start"], ["create"]]
+    # one name per fact: the actions are the plan's, not repeated beside it
+    assert set(predicted["vms"][0]) == {"name", "changed", "failed", "vm", "plan", "warnings", "diff"}
     assert [r["vm"]["status"] for r in predicted["vms"]] == ["running", "stopped"]
     assert predicted["vms"][0]["diff"]["after"]["memory_mb"] == 64
     assert env.rows() == {} and kill_leftovers(env.workdir) == []
     done = env.converge(vms, {"state": "running"})
-    assert [r["actions"] for r in done["vms"]] == [r["actions"] for r in predicted["vms"]]
+    assert [r["plan"]["actions"] for r in done["vms"]] == [r["plan"]["actions"] for r in predicted["vms"]]
     assert [r["plan"] for r in done["vms"]] == [r["plan"] for r in predicted["vms"]]
     assert done["vms"][0]["plan"]["changes"]["memory_mb"] == "next_start"
     stop = env.converge(vms, {"state": "stopped"}, check=True)
-    assert [r["actions"] for r in stop["vms"]] == [["stop"], []]
+    assert [r["plan"]["actions"] for r in stop["vms"]] == [["stop"], []]
     assert env.status("c1") == "running"
 
 
@@ -210,16 +212,16 @@ def test_exclusive_stops_then_removes_this_hosts_unlisted_vms(env):
 
     predicted = env.converge([{"name": "keep"}], {"state": "running"}, check=True, exclusive_state="stopped")
     assert [r["name"] for r in predicted["unlisted"]] == ["stray-def", "stray-run"]
-    assert [r["actions"] for r in predicted["unlisted"]] == [[], ["stop"]]
+    assert [r["plan"]["actions"] for r in predicted["unlisted"]] == [[], ["stop"]]
     assert env.status("stray-run") == "running"
 
     done = env.converge([{"name": "keep"}], {"state": "running"}, exclusive_state="stopped")
     assert done["changed"] is True and done["summary"]["unlisted"] == 2
-    assert done["vms"][0]["actions"] == [] and done["unlisted"][1]["vm"]["status"] == "stopped"
+    assert done["vms"][0]["plan"]["actions"] == [] and done["unlisted"][1]["vm"]["status"] == "stopped"
     assert env.status("stray-run") == "stopped" and env.status("keep") == "running"
 
     gone = env.converge([{"name": "keep"}], {"state": "running"}, exclusive_state="absent")
-    assert [r["actions"] for r in gone["unlisted"]] == [["delete"], ["delete"]]
+    assert [r["plan"]["actions"] for r in gone["unlisted"]] == [["delete"], ["delete"]]
     assert sorted(env.rows()) == ["foreign", "keep"]  # another host's VM is left alone
     assert env.status("keep") == "running"
 
@@ -241,7 +243,14 @@ def test_defaults_merge_into_entries(env):
     )
     assert "failed" not in done, done["msg"]
     m1, m2, m3 = (r["vm"] for r in done["vms"])
-    assert m1["graphics"] == {"type": "vnc", "listen": "127.0.0.1", "port": None, "password_set": True}
+    assert m1["graphics"] == {
+        "type": "vnc",
+        "listen": "127.0.0.1",
+        "port": None,
+        "port_requested": None,
+        "password_set": True,
+    }
+    assert [k for k in m1 if k.startswith("graphics_")] == []  # the graphics dict says it once
     assert [d["path"] for d in m1["disks"]] == [base] and m1["memory_mb"] == 96
     assert m2["graphics"]["type"] == "none" and list(m2["disks"]) == [] and m2["memory_mb"] == 128
     assert m3["memory_mb"] == 96 and m3["graphics"]["type"] == "vnc" and not m3["graphics"]["password_set"]

@@ -39,6 +39,7 @@ PURE_MODELS = (
     "vm/model/states.py",
     "vm/model/options.py",  # infinivirt_vm's argument_spec, shared with infinivirt_vms
     "vm/model/argv.py",  # the argv builder: a pure function of spec and launch context
+    "vm/model/vocabulary.py",  # the result vocabulary: option names, the VM entry, the diff
     "volume/size.py",
     "volume/plan.py",  # infinivirt_disk's decision on an existing volume
     "firewall/rules.py",

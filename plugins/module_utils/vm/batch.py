@@ -222,8 +222,8 @@ class VmBatch:
             out = service.ensure(job.params, check_mode)
         except Exception as exc:
             return self._error(job, exc)
-        result = dict(name=job.name, changed=out.changed, failed=False, actions=out.actions, vm=out.vm)
-        result["plan"] = out.plan
+        # the actions are the plan's (plan.actions), said once
+        result = dict(name=job.name, changed=out.changed, failed=False, vm=out.vm, plan=out.plan)
         result["warnings"] = out.warnings
         if diff:
             result["diff"] = out.diff
@@ -245,7 +245,7 @@ class VmBatch:
     def _result(self, listed: List[Dict[str, Any]], unlisted: List[Dict[str, Any]], diff: bool) -> Dict[str, Any]:
         every = listed + unlisted
         failed = [r for r in every if r["failed"]]
-        actions: Dict[str, int] = collections.Counter(a for r in every for a in r.get("actions", ()))
+        actions: Dict[str, int] = collections.Counter(a for r in every for a in r.get("plan", {}).get("actions", ()))
         status: Dict[str, int] = collections.Counter(r["vm"]["status"] for r in every if not r["failed"])
         summary = dict(
             total=len(every),

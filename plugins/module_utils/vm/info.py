@@ -38,6 +38,11 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.states im
     fold_status,
     recorded_state,
 )
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.vocabulary import (
+    graphics_entry,
+    option_names,
+    spec_entry,
+)
 
 GRAPHICS_PASSWORD = "graphics_password"  # the secret column of graphics.password
 # infinivirt_vm_info waits this long for one VM's QEMU, so one hung VM does not hold the list.
@@ -58,9 +63,7 @@ def vm_result(rec: VmRecord, state: str, lifecycle: Lifecycle) -> Dict[str, Any]
     alive = state != STOPPED
     pending = pending_restart(rec.running_spec, rec.spec) if alive and rec.running_spec else []
     result = rec.summary()
-    spec = rec.spec.to_dict()
-    del spec["defaulted"]  # bookkeeping (the diff shows what a preset filled in)
-    result.update(spec)
+    result.update(spec_entry(rec.spec))
     result.update(
         {
             "status": state,
@@ -69,7 +72,7 @@ def vm_result(rec: VmRecord, state: str, lifecycle: Lifecycle) -> Dict[str, Any]
             "serial_log": rec.serial_log_path or VmPaths.for_vm(lifecycle.run_dir, rec.uuid).serial_log,
             "accel_in_use": rec.launch_accel if alive else None,
             "cpu_in_use": rec.launch_cpu if alive else None,
-            "pending_restart": pending,
+            "pending_restart": option_names(pending),
             "taps": [nic.tap_name for nic in rec.spec.nics],
             "nvram": lifecycle.nvram_path(rec) if rec.spec.firmware == "uefi" else None,
             "console_socket_path": (
@@ -79,12 +82,7 @@ def vm_result(rec: VmRecord, state: str, lifecycle: Lifecycle) -> Dict[str, Any]
             ),
             "balloon": _balloon(rec, state, lifecycle),
             "digest": spec_digest(rec, (lifecycle.store.get_secret(rec.uuid, GRAPHICS_PASSWORD),)),
-            "graphics": {
-                "type": rec.spec.graphics_type,
-                "listen": rec.spec.graphics_listen,
-                "port": rec.launch_graphics_port if alive and rec.launch_graphics_port else rec.spec.graphics_port,
-                "password_set": rec.spec.graphics_password_set,
-            },
+            "graphics": graphics_entry(rec.spec, rec.launch_graphics_port if alive else None),
         }
     )
     return result

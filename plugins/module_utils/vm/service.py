@@ -67,6 +67,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.states im
     fold_status,
     recorded_state,
 )
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.vocabulary import option_names, option_view
 
 
 @dataclasses.dataclass
@@ -90,10 +91,9 @@ def _view(
     a mask that tells whether it changed."""
     if rec is None:
         return {"state": "absent"}
-    view = diff_view(rec.spec)
+    mask = MASK + (" (new)" if password_changed else "") if password_set else None
+    view = option_view(diff_view(rec.spec), mask)
     view["state"] = state
-    if password_set:
-        view["graphics_password"] = MASK + (" (new)" if password_changed else "")
     return view
 
 
@@ -544,7 +544,7 @@ class VmService:
         }
         out.vm = vm_result(rec, plan.after_state, self.lifecycle)
         if check_mode:  # nothing ran: say what the plan leaves pending
-            out.vm["pending_restart"] = list(plan.pending)
+            out.vm["pending_restart"] = option_names(plan.pending)
         return out
 
     # -- volumes (for infinivirt_disk) ------------------------------------------------------

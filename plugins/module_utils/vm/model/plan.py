@@ -36,6 +36,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.tuning im
     memory_hotplug_live,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.usb import UsbHotplugPlan, plan_usb_hotplug
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.vocabulary import option_name, option_names
 
 # What each asked-for state means for the process (present keeps whatever runs).
 _TARGETS = {"running": RUNNING, "restarted": RUNNING, "stopped": STOPPED, "paused": PAUSED}
@@ -153,12 +154,6 @@ def plan_vm(rec: Optional[VmRecord], live: Live, desired: Desired, host_id: str,
 LIVE, RESTART, NEXT_START = "live", "restart", "next_start"
 
 
-def option_name(field: str) -> str:
-    """The option a user writes for a spec field: graphics_<x> (and the stored password's
-    flag) belong to ``graphics``; every other field is its option's own name."""
-    return "graphics" if field.startswith("graphics_") else field
-
-
 def plan_summary(plan: VmPlan) -> Dict[str, Any]:
     """The ``plan`` of a module result: the ordered actions; per changed option, how this task
     applies it (LIVE: to the running VM now; RESTART: stored, and taken at a restart, the one
@@ -221,9 +216,10 @@ def _settle(plan: VmPlan, rec: Optional[VmRecord], spec_changes: List[str], pend
     else:
         plan.pending = pending
     if plan.pending:
+        options = ", ".join(option_names(plan.pending))
         plan.warnings.append(
             "VM %s runs with an older configuration; a restart is needed to apply: %s "
-            "(set restart_on_change: true or state: restarted)" % (plan.record.spec.name, ", ".join(plan.pending))
+            "(set restart_on_change: true or state: restarted)" % (plan.record.spec.name, options)
         )
 
 

@@ -69,7 +69,7 @@ _CPU_FLAG_RE = re.compile(
 @dataclasses.dataclass(frozen=True)
 class VmSpec:
     """What the user asked for. Field names are the options' names (graphics.<x> becomes
-    graphics_<x>), the store's column names and the keys of the module results."""
+    graphics_<x>) and the store's column names; results say graphics.<x> (vm/model/vocabulary.py)."""
 
     name: str
     vcpus: int = 1

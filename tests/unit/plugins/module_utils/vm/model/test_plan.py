@@ -339,3 +339,13 @@ def test_plan_summary_of_a_new_vm_and_a_removed_one():
     assert not {"graphics_type", "graphics_password_set", "defaulted"} & set(summary["changes"])
     assert set(summary["changes"].values()) == {"next_start"}
     assert plan_summary(plan("running", "absent")) == {"actions": ["delete"], "changes": {}, "restart_needed": False}
+
+
+def test_the_restart_warning_names_options_not_spec_fields():
+    vnc = dataclasses.replace(SPEC, graphics_type="vnc")
+    moved = dataclasses.replace(vnc, graphics_port=5907, graphics_listen="::1", memory_mb=512)
+    result = plan_vm(record("running", vnc, spec=vnc), Live("running"), Desired("running", moved), HOST)
+    assert result.actions == ["update"] and set(result.pending) == {"memory_mb", "graphics_listen", "graphics_port"}
+    (warning,) = result.warnings
+    assert "apply: memory_mb, graphics (" in warning, warning
+    assert "graphics_" not in warning
