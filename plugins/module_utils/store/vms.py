@@ -11,8 +11,8 @@ import dataclasses
 import json
 from typing import Any, Dict, Optional, Tuple
 
-# machine_configuration columns holding JSON text (NULL stays None); vm/model/spec.py's
-# JSON_FIELDS and NULLABLE_JSON_FIELDS name the same columns (a unit test holds them equal).
+# machine_configuration columns holding JSON text (NULL stays None): the VM definition's list and
+# dict fields (store/test_vms.py holds the two together).
 JSON_COLUMNS = (
     "cpu_flags",
     "disks",

@@ -16,24 +16,6 @@ from ansible_collections.infinivirt.core.plugins.module_utils.firewall.ports imp
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.nics import ports
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import SPEC_FIELDS, VmSpec
 
-# The VmRecord fields a store row carries as they are (spec and running_spec are converted).
-ROW_FIELDS = (
-    "uuid",
-    "name",
-    "host",
-    "status",
-    "version",
-    "qemu_pid",
-    "qmp_socket_path",
-    "serial_log_path",
-    "launch_accel",
-    "launch_cpu",
-    "pidfile_path",
-    "launch_graphics_port",
-    "created_at",
-    "updated_at",
-)
-
 
 @dataclasses.dataclass
 class VmRecord:
@@ -62,6 +44,10 @@ class VmRecord:
             "status": self.status,
             "version": self.version,
         }
+
+
+# The VmRecord fields a store row carries as they are (spec and running_spec are converted).
+ROW_FIELDS = tuple(f.name for f in dataclasses.fields(VmRecord) if f.name not in ("spec", "running_spec"))
 
 
 def record_from_row(row: Any) -> VmRecord:

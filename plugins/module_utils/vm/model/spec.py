@@ -185,21 +185,6 @@ LIVE_FIELDS = (
     "preset",
 )
 
-# Fields stored as JSON text in the database.
-JSON_FIELDS = (
-    "cpu_flags",
-    "disks",
-    "nics",
-    "memory_hotplug",
-    "cpu_topology",
-    "numa",
-    "cpu_pinning",
-    "iothreads",
-    "defaulted",
-)
-# Stored as JSON text, or NULL for None (usb: NULL means no USB controller, '[]' one).
-NULLABLE_JSON_FIELDS = ("usb",)
-
 # Bookkeeping fields: stored, never a change of their own (see VmSpec.defaulted).
 BOOKKEEPING_FIELDS = ("defaulted",)
 
