@@ -234,10 +234,10 @@ volume:
 """
 
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import InfinivirtModule
+from ansible_collections.infinivirt.core.plugins.module_utils.qemu.formats import FORMATS, PREALLOCATIONS
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import PRESENT_ABSENT
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.live_resize import resize_attached_disk
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
-from ansible_collections.infinivirt.core.plugins.module_utils.volume.size import FORMATS, PREALLOCATIONS
 
 
 def main() -> None:

@@ -16,7 +16,8 @@ import dataclasses
 from typing import Any, Dict, List, Optional, Sequence
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
-from ansible_collections.infinivirt.core.plugins.module_utils.volume.size import FORMATS, format_size
+from ansible_collections.infinivirt.core.plugins.module_utils.qemu.formats import FORMATS
+from ansible_collections.infinivirt.core.plugins.module_utils.volume.size import format_size
 
 
 @dataclasses.dataclass

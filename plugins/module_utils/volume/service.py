@@ -31,6 +31,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.host.paths import 
     resolve_in_roots,
     resolve_roots,
 )
+from ansible_collections.infinivirt.core.plugins.module_utils.qemu.formats import FORMATS
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.img import (
     FdImage,
     QemuImg,
@@ -50,7 +51,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.volume.plan import
     check_metadata,
     plan_update,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.volume.size import FORMATS, parse_size
+from ansible_collections.infinivirt.core.plugins.module_utils.volume.size import parse_size
 
 
 def public_info(value: Any) -> Any:

@@ -1,7 +1,7 @@
 # Copyright (c) 2026, Infinivirt developers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Volume options as pure values: formats, preallocation modes and sizes.
+"""Volume sizes as pure values (the formats and preallocation modes: qemu/formats.py).
 
 ``parse_size``: ``"10G"``, ``"1.5GiB"``, ``4096`` -> bytes (binary units, exact multiples of 512 only;
 qemu-img would round up silently and break idempotence).
@@ -14,10 +14,6 @@ import re
 from typing import Any, Optional
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
-from ansible_collections.infinivirt.core.plugins.module_utils.qemu.formats import (  # noqa: F401 (re-exported)
-    FORMATS,
-    PREALLOCATIONS,
-)
 
 SECTOR = 512
 _SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*(?:([kmgt])(?:i?b)?|(b))?\s*", re.IGNORECASE)

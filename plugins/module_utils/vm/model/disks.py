@@ -17,12 +17,12 @@ import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.qemu.formats import FORMATS  # image formats
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import (
     check_choice,
     check_int,
     validate_abs_path,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.volume.size import FORMATS  # image formats
 
 BUSES = ("virtio", "scsi", "sata", "ide")
 CACHE_MODES = ("none", "writeback", "writethrough", "directsync", "unsafe")
