@@ -127,7 +127,7 @@ def cache_key() -> str:
 
 def _run(cmd: List[str], **kwargs) -> None:
     LOG.debug("running %s", " ".join(cmd))
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False, **kwargs)
     if proc.returncode != 0:
         tail = proc.stdout.decode(errors="replace").strip().splitlines()[-5:]
         raise CloudGuestBuildError("%s failed (exit %d): %s" % (cmd[0], proc.returncode, " | ".join(tail)))

@@ -44,7 +44,9 @@ def wait_serial(path, pattern, deadline):
 def ssh(netns, key, command, timeout=20):
     argv = ["ip", "netns", "exec", netns, "ssh", "-i", key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"]
     argv += ["-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR"]
-    return subprocess.run(argv + ["debian@" + GUEST_IP, command], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        argv + ["debian@" + GUEST_IP, command], capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def overlay_of(base, path):
