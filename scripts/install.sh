@@ -34,6 +34,7 @@ APT_PACKAGES=(
   qemu-system-x86 qemu-utils ovmf   # QEMU + UEFI firmware
   swtpm                             # software TPM (role infinivirt.core.host installs it)
   busybox-static cpio               # test guest userland and initramfs
+  mmdebstrap                        # cloud test guest root file system (tests/guest/build_cloud_guest.py)
   nftables iproute2                 # host networking
   dnsmasq-base                      # DHCP/DNS of mode: nat networks (not "dnsmasq": no system service)
   shellcheck                        # ansible-test sanity "shellcheck"

@@ -19,6 +19,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import 
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(TESTS, "guest"))
 
+import build_cloud_guest  # noqa: E402
 import build_guest  # noqa: E402
 from qemu_procs import kill_leftovers  # noqa: E402
 
@@ -30,6 +31,14 @@ if shutil.which("qemu-system-x86_64") is None:  # the only allowed reason to ski
 def guest():
     """The tiny Debian-built guest (kernel + busybox initramfs), built once and cached."""
     return build_guest.build_guest()
+
+
+@pytest.fixture(scope="session")
+def cloud_guest():
+    """The bookworm cloud guest (cloud-init, OpenSSH, qemu-guest-agent) as a qcow2 plus its
+    kernel and initrd. Built on first use (about 100 s with mmdebstrap), then cached; tests
+    boot throwaway overlays of it, never the image itself."""
+    return build_cloud_guest.build_cloud_guest()
 
 
 @pytest.fixture

@@ -40,6 +40,7 @@ PURE_MODELS = (
     "vm/model/options.py",  # infinivirt_vm's argument_spec, shared with infinivirt_vms
     "vm/model/argv.py",  # the argv builder: a pure function of spec and launch context
     "vm/model/vocabulary.py",  # the result vocabulary: option names, the VM entry, the diff
+    "vm/model/cloud_init.py",  # the cloud_init option to NoCloud seed files (host/iso.py writes them)
     "volume/size.py",
     "volume/plan.py",  # infinivirt_disk's decision on an existing volume
     "firewall/rules.py",
