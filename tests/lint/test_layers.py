@@ -42,6 +42,7 @@ PURE_MODELS = (
     "vm/model/vocabulary.py",  # the result vocabulary: option names, the VM entry, the diff
     "volume/size.py",
     "volume/plan.py",  # infinivirt_disk's decision on an existing volume
+    "volume/origin.py",  # infinivirt_disk's decision on a volume made from an image or template
     "firewall/rules.py",
     "validation.py",
     "errors.py",
