@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import http.client
 import os
 import re
 import time
-import urllib.error
-import urllib.request
-from typing import Optional
+from typing import Any, Optional
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.host.paths import ConfinedDir
@@ -51,7 +48,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _body_start(resp: http.client.HTTPResponse, offset: int) -> int:
+def _body_start(resp: Any, offset: int) -> int:
     """Where the body goes in the file: ``offset`` for the answer to a Range request, 0 for
     the whole file (a server may ignore Range)."""
     if resp.status == 206:
@@ -65,6 +62,8 @@ def _body_start(resp: http.client.HTTPResponse, offset: int) -> int:
 def _get(url: str, fd: int, timeout: float) -> bool:
     """One attempt: append to the file what the server sends; True when it is complete (as
     long as Content-Length said, or the server ended the body properly)."""
+    import urllib.request  # with the first download: a task that fetches nothing pays nothing
+
     offset = os.fstat(fd).st_size
     headers = {"User-Agent": "infinivirt", "Accept-Encoding": "identity"}
     if offset:
@@ -84,6 +83,9 @@ def _get(url: str, fd: int, timeout: float) -> bool:
 
 
 def _fetch_into(url: str, shown: str, fd: int, attempts: int, timeout: float) -> None:
+    import http.client
+    import urllib.error
+
     last = "no attempt was made"
     for attempt in range(attempts):
         try:
@@ -96,7 +98,7 @@ def _fetch_into(url: str, shown: str, fd: int, attempts: int, timeout: float) ->
         except urllib.error.HTTPError as exc:
             if exc.code == 416:  # what we have does not fit the file any more: start afresh
                 os.ftruncate(fd, 0)
-            elif exc.code < 500:
+            elif exc.code < 500 and exc.code not in (408, 429):  # those two are worth another try
                 raise SpecError(
                     "source", "%s cannot be downloaded: HTTP %d %s" % (shown, exc.code, exc.reason)
                 ) from None
