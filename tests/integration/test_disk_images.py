@@ -257,6 +257,45 @@ def _outside_chain(env):
     return make_image(os.path.join(env.work, "top.qcow2"), backing=base, pattern=0x11)
 
 
+def _outside_extent(env):
+    """A VMDK descriptor (itself anywhere) whose extent is a file outside the roots."""
+    secret = os.path.join(env.outside, "secret.raw")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "raw", secret, "1M"], check=True)
+    descriptor = os.path.join(env.work, "d.vmdk")
+    with open(descriptor, "w") as fh:
+        fh.write(
+            '# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="monolithicFlat"\n'
+            'RW 2048 FLAT "%s" 0\nddb.adapterType = "ide"\n' % secret
+        )
+    return descriptor
+
+
+def _outside_data_file(env):
+    """A qcow2 whose external data file lies outside the roots."""
+    path = os.path.join(env.work, "dq.qcow2")
+    data = os.path.join(env.outside, "data.raw")
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file=" + data.replace(",", ",,"), path, "1M"],
+        check=True,
+    )
+    return path
+
+
+def _json_backing(env):
+    """A qcow2 whose backing file is a json: name (any driver, any file) instead of a path."""
+    path = os.path.join(env.work, "j.qcow2")
+    backing = "json:" + json.dumps({"driver": "raw", "file": {"driver": "file", "filename": "/etc/hostname"}})
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", backing, "-F", "raw", path, "1M"], check=True
+    )
+    return path
+
+
+def _always_dropped(srv):
+    srv.drop["img"] = 99
+    return srv.url("img")
+
+
 BAD = [
     # (what, params builder, field, phrase)
     (
@@ -284,6 +323,25 @@ BAD = [
         lambda env, srv, img: {"source": img[0], "checksum": "sha256:" + "1" * 64},
         "checksum",
         "not the sha256:1111",
+    ),
+    (
+        "a VMDK extent outside the roots",
+        lambda env, srv, img: {"source": _outside_extent(env)},
+        "source",
+        "secret.raw (through",
+    ),
+    (
+        "a data file outside the roots",
+        lambda env, srv, img: {"source": _outside_data_file(env)},
+        "source",
+        "data.raw (through",
+    ),
+    ("a json: backing file", lambda env, srv, img: {"source": _json_backing(env)}, "source", "not a file path"),
+    (
+        "a connection that always drops",
+        lambda env, srv, img: {"source": _always_dropped(srv), "checksum": img[1]},
+        "source",
+        "(5 attempts): the connection closed after",
     ),
     (
         "backing file outside the roots",
@@ -342,7 +400,7 @@ def test_bad_input_leaves_nothing(env, server, image, what, build, field, phrase
         server.files["img"] = fh.read()
     params = build(env, server, image)
     # Check mode downloads nothing, so what only a download shows, it cannot know (below).
-    downloaded = what in ("checksum mismatch", "unreachable URL", "HTTP 404")
+    downloaded = what in ("checksum mismatch", "unreachable URL", "HTTP 404", "a connection that always drops")
     for check_mode in (False,) if downloaded else (True, False):
         with pytest.raises(SpecError) as caught:
             env.ensure(check_mode, path=env.path("bad.qcow2"), **params)
