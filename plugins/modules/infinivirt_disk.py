@@ -129,8 +129,9 @@ options:
       - Every file the image reads (backing files, a qcow2 data file, VMDK extents) must lie
         inside O(storage_roots); an image reading any other file is refused, naming it. The
         source file itself may lie anywhere (it is only read).
-      - A user name or password in the URL is refused. Results and messages show the URL
-        without its query string.
+      - A user name or password in the URL is refused. This module's results and messages
+        show the URL without its query string, but Ansible echoes the option as given in the
+        task's C(invocation) (with C(-v)), so keep tokens that must stay secret out of it.
       - Only used to create the volume; an existing volume is left as it is (a rerun is not a
         change), and the volume keeps no record of its source.
       - Cannot be combined with O(clone_from), O(backing_file) or O(encrypt).

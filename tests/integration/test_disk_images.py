@@ -238,6 +238,27 @@ def test_a_dropped_connection_is_resumed(env, server, image):
     assert gets[2][1] is not None and int(gets[2][1][6:-1]) > len(body) // 2
 
 
+def test_a_changed_cache_entry_is_not_used(env, server, image):
+    """The bytes copied are the bytes checked: a cache entry that no longer matches its
+    digest fails the task (naming checksum), is removed, and the next run downloads again."""
+    src, digest = image
+    with open(src, "rb") as fh:
+        server.files["img"] = fh.read()
+    assert env.ensure(path=env.path("a.qcow2"), source=server.url("img"), checksum=digest)["changed"]
+    entry = env.path(".infinivirt-images/sha256-" + digest[7:])
+    with open(entry, "r+b") as fh:
+        fh.seek(1 << 20)
+        fh.write(b"\xff" * 512)
+    with pytest.raises(SpecError) as caught:
+        env.ensure(path=env.path("b.qcow2"), source=server.url("img"), checksum=digest)
+    assert caught.value.field == "checksum" and "no longer has" in str(caught.value)
+    assert not os.path.exists(entry) and not os.path.exists(env.path("b.qcow2"))
+    assert env.rows() == [os.path.realpath(env.path("a.qcow2"))]
+    again = env.ensure(path=env.path("b.qcow2"), source=server.url("img"), checksum=digest)
+    assert again["changed"] and again["volume"]["cached"] is False and same_content(src, env.path("b.qcow2"))
+    assert len(server.gets("img")) == 2
+
+
 def test_an_image_cache_directory_of_ones_own(env, server, image):
     src, digest = image
     with open(src, "rb") as fh:

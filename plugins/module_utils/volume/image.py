@@ -224,8 +224,16 @@ class ImageMaker:
 
 def _verify(origin: Origin, src: ConfinedFile) -> None:
     digest = sha256_of_fd(src.fd)
-    if digest != origin.sha256:
-        raise SpecError("checksum", "%s has sha256:%s, not the sha256:%s given" % (origin.shown, digest, origin.sha256))
+    if digest == origin.sha256:
+        return
+    if origin.kind == "url":  # a cache entry changed since it was checked: useless now
+        src.unlink()
+        raise SpecError(
+            "checksum",
+            "the cached image of %s (%s) no longer has sha256:%s; it was removed, run the task "
+            "again to download it" % (origin.shown, src.path, origin.sha256),
+        )
+    raise SpecError("checksum", "%s has sha256:%s, not the sha256:%s given" % (origin.shown, digest, origin.sha256))
 
 
 def _backing_pair(state: VolumeState) -> Optional[Tuple[str, str]]:

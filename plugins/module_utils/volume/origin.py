@@ -27,7 +27,7 @@ _SHA256_RE = re.compile(r"sha256:([0-9a-fA-F]{64})")
 
 # Steps of a plan (Plan.steps), in the order volume/image.py runs them.
 DOWNLOAD = "download"  # fetch the URL into the image cache (resumed, checked, renamed)
-VERIFY = "verify"  # hash a local source file against checksum
+VERIFY = "verify"  # hash the file that is copied (a local source, a cached download) against checksum
 CHECK_CHAIN = "check_chain"  # every file the image reads must lie inside the storage roots
 CONVERT = "convert"  # qemu-img convert into a temporary name, linked to the volume's name
 OVERLAY = "overlay"  # a qcow2 overlay whose backing file is the template
@@ -174,8 +174,9 @@ def plan_make(
 
 
 def _fetch_steps(origin: Origin, image: Optional[VolumeState]) -> list:
-    if origin.kind == "url":
-        return [DOWNLOAD] if image is None else []
+    if origin.kind == "url" and image is None:
+        return [DOWNLOAD]
+    # A cache entry is checked again too: the bytes copied are the bytes checked.
     return [VERIFY] if origin.sha256 else []
 
 

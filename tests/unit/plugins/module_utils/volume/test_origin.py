@@ -91,9 +91,12 @@ PLANS = [
     # (origin, format, size, preallocation, image, writers) -> (steps, format, size, backing)
     ((URL, None, None, None, None, ()), (["download", "check_chain", "convert"], "qcow2", None, None)),
     ((URL, "raw", 16 * M, None, None, ()), (["download", "check_chain", "convert", "grow"], "raw", 16 * M, None)),
-    ((URL, "raw", None, None, image(), ()), (["check_chain", "convert"], "raw", 8 * M, None)),
-    ((URL, None, 8 * M, None, image(), ()), (["check_chain", "convert"], "qcow2", 8 * M, None)),
-    ((URL, None, 9 * M, "metadata", image("vmdk"), ()), (["check_chain", "convert", "grow"], "qcow2", 9 * M, None)),
+    ((URL, "raw", None, None, image(), ()), (["verify", "check_chain", "convert"], "raw", 8 * M, None)),
+    ((URL, None, 8 * M, None, image(), ()), (["verify", "check_chain", "convert"], "qcow2", 8 * M, None)),
+    (
+        (URL, None, 9 * M, "metadata", image("vmdk"), ()),
+        (["verify", "check_chain", "convert", "grow"], "qcow2", 9 * M, None),
+    ),
     ((FILE, None, None, None, image("raw"), ()), (["check_chain", "convert"], "qcow2", 8 * M, None)),
     ((FILE_SUM, "raw", None, "falloc", image(), ()), (["verify", "check_chain", "convert"], "raw", 8 * M, None)),
     ((LINKED, None, None, None, image(), ()), (["check_chain", "overlay"], "qcow2", 8 * M, TEMPLATE)),
