@@ -14,6 +14,7 @@ import http.server
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -434,6 +435,70 @@ def test_check_mode_cannot_see_a_bad_download(env, server, image):
     done = env.ensure(True, path=env.path("v.qcow2"), source=server.url("img"), checksum="sha256:" + "0" * 64)
     assert done["changed"] and done["warnings"] and "check mode does not download" in done["warnings"][0]
     assert server.requests == []
+
+
+# -- a task killed half-way -------------------------------------------------------------------
+
+
+def _killed_at(env, target, name, params):
+    """Run DiskService.ensure in a child that SIGKILLs itself in ``target``.``name`` (after the
+    real one ran, when ``name`` is convert: the copy is complete but not under its name yet;
+    before the second chunk is written, when it is the download's _write_all)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            real = getattr(target, name)
+            calls = []
+
+            def killing(*args, **kwargs):
+                calls.append(1)
+                if name == "convert" or len(calls) > 1:
+                    if name == "convert":
+                        real(*args, **kwargs)
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return real(*args, **kwargs)
+
+            mp = pytest.MonkeyPatch()
+            mp.setattr(target, name, killing)
+            service = VmService.open(  # a store of the child's own (no connection shared over fork)
+                "sqlite:///%s/state.db" % env.work,
+                os.path.join(env.work, "run"),
+                hostname=HOST,
+                secret_key_file=os.path.join(env.work, "keys", "secret.key"),
+                storage_roots=[env.root],
+            )
+            DiskService(service.store, service.secret_box, HOST, [env.root], lock_timeout=30).ensure(params, False)
+        finally:
+            os._exit(3)
+    _pid, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, "the kill point was not reached"
+
+
+def test_a_task_killed_half_way_leaves_no_partial_file_under_its_name(env, server, image):
+    from ansible_collections.infinivirt.core.plugins.module_utils.host import download as download_mod
+    from ansible_collections.infinivirt.core.plugins.module_utils.qemu.img import QemuImg
+
+    src, digest = image
+    with open(src, "rb") as fh:
+        server.files["img"] = fh.read() + b"\0" * (4 << 20)  # more than one chunk
+    digest = "sha256:" + hashlib.sha256(server.files["img"]).hexdigest()
+    path = env.path("k.qcow2")
+    params = {"path": path, "source": server.url("img"), "checksum": digest}
+
+    _killed_at(env, download_mod, "_write_all", params)  # mid-download
+    cache = env.path(".infinivirt-images")
+    assert os.listdir(cache) == [".sha256-%s.part" % digest[7:]]  # never under its own name
+    assert not os.path.exists(path)
+
+    _killed_at(env, QemuImg, "convert", params)  # downloaded (cached), copied, not yet linked
+    assert os.listdir(cache) == ["sha256-" + digest[7:]]
+    assert not os.path.exists(path) and os.path.exists(env.path(".k.qcow2.infinivirt-make.tmp"))
+
+    done = env.ensure(**params)  # the next run finishes the job and clears the leftovers
+    assert done["changed"] and done["volume"]["cached"] is True and same_content(src, path)
+    assert env.files() == [".infinivirt-images/sha256-" + digest[7:], "k.qcow2"]
+    assert env.rows() == [os.path.realpath(path)]
+    assert not env.ensure(**params)["changed"]
 
 
 # -- templates -----------------------------------------------------------------------------------

@@ -261,15 +261,16 @@ def _new_file(path: str) -> Iterator[Tuple[ConfinedDir, ConfinedFile]]:
     directory, name = os.path.split(path)
     tmp_name = ".%s.infinivirt-make.tmp" % name
     try:
-        with ConfinedDir(directory) as parent:
-            with contextlib.suppress(FileNotFoundError):
-                parent.unlink(tmp_name)
-            with parent.open_file(tmp_name, _CREATE, 0o600) as tmp:
-                try:
-                    yield parent, tmp
-                    parent.fsync()
-                finally:
-                    with contextlib.suppress(OSError):
-                        tmp.unlink()
+        parent = ConfinedDir(directory)
     except (FileNotFoundError, NotADirectoryError):
         raise SpecError("path", "the directory %s does not exist" % directory) from None
+    with parent:
+        with contextlib.suppress(FileNotFoundError):
+            parent.unlink(tmp_name)
+        with parent.open_file(tmp_name, _CREATE, 0o600) as tmp:
+            try:
+                yield parent, tmp
+                parent.fsync()
+            finally:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()

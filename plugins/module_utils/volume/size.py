@@ -14,7 +14,7 @@ import re
 from typing import Any, Optional
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
-from ansible_collections.infinivirt.core.plugins.module_utils.qemu.formats import (  # noqa: F401 (re-exported)
+from ansible_collections.infinivirt.core.plugins.module_utils.qemu.formats import (  # noqa: F401  # pylint: disable=unused-import
     FORMATS,
     PREALLOCATIONS,
 )
