@@ -372,6 +372,18 @@ BAD = [
         "outside the storage roots",
     ),
     (
+        "an image_cache_dir outside the roots",
+        lambda env, srv, img: {"source": srv.url("img"), "checksum": img[1], "image_cache_dir": env.outside},
+        "image_cache_dir",
+        "outside the storage roots",
+    ),
+    (
+        "an image_cache_dir in a missing directory",
+        lambda env, srv, img: {"source": srv.url("img"), "checksum": img[1], "image_cache_dir": env.path("no/cache")},
+        "image_cache_dir",
+        "is not a directory, nor can it be made",
+    ),
+    (
         "a missing local file",
         lambda env, srv, img: {"source": os.path.join(env.work, "nope.qcow2")},
         "source",
@@ -422,7 +434,13 @@ def test_bad_input_leaves_nothing(env, server, image, what, build, field, phrase
         server.files["img"] = fh.read()
     params = build(env, server, image)
     # Check mode downloads nothing, so what only a download shows, it cannot know (below).
-    downloaded = what in ("checksum mismatch", "unreachable URL", "HTTP 404", "a connection that always drops")
+    downloaded = what in (
+        "checksum mismatch",
+        "unreachable URL",
+        "HTTP 404",
+        "a connection that always drops",
+        "an image_cache_dir in a missing directory",  # found when the cache is first used
+    )
     for check_mode in (False,) if downloaded else (True, False):
         with pytest.raises(SpecError) as caught:
             env.ensure(check_mode, path=env.path("bad.qcow2"), **params)

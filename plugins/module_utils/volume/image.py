@@ -161,12 +161,7 @@ class ImageMaker:
         if os.path.exists(location):
             return True
         parent, name = os.path.split(location)
-        try:
-            with ConfinedDir(os.path.dirname(parent), "image_cache_dir") as above:
-                above.mkdir(os.path.basename(parent))
-        except (FileNotFoundError, NotADirectoryError):
-            raise SpecError("image_cache_dir", "the directory above %s does not exist" % parent) from None
-        with self.lock("@image-" + (origin.sha256 or "")[:32]), ConfinedDir(parent, "image_cache_dir") as cache:
+        with self.lock("@image-" + (origin.sha256 or "")[:32]), _cache_dir(parent) as cache:
             if os.path.exists(location):  # another task downloaded it meanwhile
                 return True
             download(origin.location, origin.shown, cache, name, origin.sha256)
@@ -252,6 +247,16 @@ def _files_read(info: Dict[str, Any], location: str) -> List[str]:
         if isinstance(name, str) and name != location:
             files.append(name)
     return files
+
+
+def _cache_dir(path: str) -> ConfinedDir:
+    """The image cache, opened without following links; made (0700) when missing."""
+    try:
+        with ConfinedDir(os.path.dirname(path), "image_cache_dir") as above:
+            above.mkdir(os.path.basename(path))
+        return ConfinedDir(path, "image_cache_dir")
+    except (FileNotFoundError, NotADirectoryError):
+        raise SpecError("image_cache_dir", "%s is not a directory, nor can it be made there" % path) from None
 
 
 @contextlib.contextmanager
