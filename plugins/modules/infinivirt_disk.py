@@ -13,7 +13,9 @@ description:
   - Manages one disk image file (a volume) on the host the task runs on, with C(qemu-img).
     Volumes live under the directories listed in O(storage_roots) (a shared option of the
     collection); any other path is refused.
-  - A new volume is created with O(size), or as a linked clone of O(backing_file). An existing
+  - A new volume is created with O(size), as a linked clone of O(backing_file), from an image
+    (O(source), a local file or an C(http://) or C(https://) URL) or from a template volume (O(clone_from)).
+    An existing
     one is grown when O(size) is larger, shrunk only with O(force=true), and converted to
     another O(format) only with O(convert=true). Options left unset keep the volume as it is.
   - Growing a volume that a running VM on this host has attached is done live, over QMP
@@ -38,7 +40,8 @@ attributes:
   diff_mode:
     support: full
     details: The diff shows the path, state, format, size in bytes, encryption, backing file
-      and whether the volume is recorded in the database, before and after.
+      and whether the volume is recorded in the database, before and after. In check mode a
+      volume from a URL not in the image cache yet has no predicted size.
   idempotent:
     support: full
 options:
@@ -113,8 +116,62 @@ options:
         new end is lost.
     type: bool
     default: false
+  source:
+    description:
+      - Make a new volume from this image, a local file (an absolute path) or an C(http://) or
+        C(https://) URL, in any format C(qemu-img) reads (probed), copied into O(format)
+        (default V(qcow2)). With O(size), the volume is then grown to it (never smaller than
+        the image).
+      - A URL needs O(checksum). It is downloaded into the image cache (see O(image_cache_dir))
+        under its digest, so another volume from the same image downloads nothing; a dropped
+        connection is resumed with an HTTP Range request (or started again), up to 5 attempts.
+        A download that does not match O(checksum) is not kept. Check mode downloads nothing.
+      - Every file the image reads (backing files, a qcow2 data file, VMDK extents) must lie
+        inside O(storage_roots); an image reading any other file is refused, naming it. The
+        source file itself may lie anywhere (it is only read).
+      - A user name or password in the URL is refused. This module's results and messages
+        show the URL without its query string, but Ansible echoes the option as given in the
+        task's C(invocation) (with C(-v)), so keep tokens that must stay secret out of it.
+      - Only used to create the volume; an existing volume is left as it is (a rerun is not a
+        change), and the volume keeps no record of its source.
+      - Cannot be combined with O(clone_from), O(backing_file) or O(encrypt).
+    type: str
+  checksum:
+    description:
+      - The SHA-256 digest of O(source), as V(sha256:) followed by 64 hexadecimal digits.
+        Required for a URL, optional for a local file (then the file is hashed before it is
+        copied). A mismatch fails the task and leaves nothing behind.
+    type: str
+  clone_from:
+    description:
+      - Make a new volume from this template volume, which must lie inside O(storage_roots),
+        with its backing files, and must not be encrypted. See O(clone_mode).
+      - A linked clone of a template that a VM definition lists as a writable disk is refused
+        (the VM's writes would corrupt the clone); make the disk read-only in that VM or use
+        V(full). A full clone of a template a running VM has open for writing is refused by
+        C(qemu-img)'s image locking.
+      - Only used to create the volume, like O(source).
+    type: path
+  clone_mode:
+    description:
+      - V(linked) makes a qcow2 overlay whose backing file is O(clone_from) (fast, small; the
+        template must then stay unchanged). V(full) copies the template into an independent
+        volume of O(format).
+      - Default is V(linked) when O(clone_from) is set.
+    type: str
+    choices: [linked, full]
+  image_cache_dir:
+    description:
+      - Directory for the images downloaded by O(source), inside O(storage_roots). It is
+        made (mode 0700) when missing. Default is the directory C(.infinivirt-images) in the
+        first storage root. Nothing in it is ever removed by the collection.
+    type: path
 notes:
   - Volumes are created with mode 0600.
+  - A volume made from O(source) or O(clone_from) is written under a hidden temporary name
+    next to it and appears under its own name only complete.
+  - Disks of M(infinivirt.core.infinivirt_vm) cannot name a template yet; make the volume with
+    this module first.
   - Converting an encrypted volume, or a raw one into qcow2, may allocate the whole virtual
     size (encrypted data has no holes).
 seealso:
@@ -132,6 +189,25 @@ EXAMPLES = r"""
   infinivirt.core.infinivirt_disk:
     path: /var/lib/infinivirt/images/web02.qcow2
     backing_file: /var/lib/infinivirt/images/debian-12-base.qcow2
+
+- name: A volume from a cloud image, downloaded once and cached by its checksum
+  infinivirt.core.infinivirt_disk:
+    path: /var/lib/infinivirt/images/debian-12-base.qcow2
+    source: https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-generic-amd64.qcow2
+    checksum: "sha256:{{ debian_image_sha256 }}"
+
+- name: A linked clone of that template, grown to 20 GiB
+  infinivirt.core.infinivirt_disk:
+    path: /var/lib/infinivirt/images/web03.qcow2
+    clone_from: /var/lib/infinivirt/images/debian-12-base.qcow2
+    size: 20G
+
+- name: An independent raw copy of the template
+  infinivirt.core.infinivirt_disk:
+    path: /var/lib/infinivirt/images/web04.img
+    clone_from: /var/lib/infinivirt/images/debian-12-base.qcow2
+    clone_mode: full
+    format: raw
 
 - name: An encrypted raw volume, fully allocated
   infinivirt.core.infinivirt_disk:
@@ -217,6 +293,19 @@ volume:
       type: list
       elements: str
       sample: []
+    source:
+      description:
+        - What this task made (in check mode, would make) the volume from, O(source) (a URL
+          without its query string) or the resolved path of O(clone_from); null when the task
+          did not make the volume from an image or template (also on a rerun).
+      type: str
+      sample: https://images.example.com/debian-12.qcow2
+    cached:
+      description:
+        - For a volume made from a URL in this task, whether the image was in the image cache
+          already (V(true), nothing was downloaded); null otherwise.
+      type: bool
+      sample: false
     host:
       description: The hypervisor (O(host_id)) the volume is recorded for.
       type: str
@@ -237,6 +326,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding im
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.formats import FORMATS, PREALLOCATIONS
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import PRESENT_ABSENT
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.live_resize import resize_attached_disk
+from ansible_collections.infinivirt.core.plugins.module_utils.volume.origin import CLONE_MODES
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
 
 
@@ -253,6 +343,11 @@ def main() -> None:
             encrypt=dict(type="bool"),
             convert=dict(type="bool", default=False),
             force=dict(type="bool", default=False),
+            source=dict(type="str"),
+            checksum=dict(type="str"),
+            clone_from=dict(type="path"),
+            clone_mode=dict(type="str", choices=list(CLONE_MODES)),
+            image_cache_dir=dict(type="path"),
         ),
         supports_check_mode=True,
     )

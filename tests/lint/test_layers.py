@@ -43,6 +43,7 @@ PURE_MODELS = (
     "vm/model/cloud_init.py",  # the cloud_init option to NoCloud seed files (host/iso.py writes them)
     "volume/size.py",
     "volume/plan.py",  # infinivirt_disk's decision on an existing volume
+    "volume/origin.py",  # infinivirt_disk's decision on a volume made from an image or template
     "firewall/rules.py",
     "validation.py",
     "errors.py",

@@ -156,6 +156,16 @@ class ConfinedDir:
     def unlink(self, name: str) -> None:
         os.unlink(self._name(name), dir_fd=self.fd)
 
+    def link(self, src: str, dst: str) -> None:
+        """A second name ``dst`` for ``src``; unlike a rename it never replaces an existing
+        ``dst`` (FileExistsError), so a finished file appears under its name only if free."""
+        os.link(self._name(src), self._name(dst), src_dir_fd=self.fd, dst_dir_fd=self.fd, follow_symlinks=False)
+
+    def mkdir(self, name: str, mode: int = 0o700) -> None:
+        """Make the directory ``name`` here unless it exists."""
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(self._name(name), mode, dir_fd=self.fd)
+
     def fsync(self) -> None:
         with contextlib.suppress(OSError):
             os.fsync(self.fd)

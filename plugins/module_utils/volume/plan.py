@@ -71,6 +71,8 @@ class Plan:
     backing_file: Optional[str] = None
     backing_format: Optional[str] = None
     warnings: List[str] = dataclasses.field(default_factory=list)
+    # How a new volume is made from a source or template (volume/origin.py), in order.
+    steps: List[str] = dataclasses.field(default_factory=list)
 
 
 def check_metadata(preallocation: Optional[str], fmt: str, encrypted: bool) -> None:

@@ -15,6 +15,7 @@ it never makes root write outside the storage roots. Backing files are still ope
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import stat
@@ -43,7 +44,9 @@ from ansible_collections.infinivirt.core.plugins.module_utils.secrets.box import
 from ansible_collections.infinivirt.core.plugins.module_utils.store.base import secret_context
 from ansible_collections.infinivirt.core.plugins.module_utils.store.volumes import VolumeRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import PRESENT_ABSENT, check_choice
+from ansible_collections.infinivirt.core.plugins.module_utils.volume.image import ImageMaker, cache_dir
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.keys import LUKS_KEY, new_luks_key, read_luks_key
+from ansible_collections.infinivirt.core.plugins.module_utils.volume.origin import Origin, origin_from_params, plan_make
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.plan import (
     Plan,
     VolumeState,
@@ -129,17 +132,29 @@ class DiskService:
         if state == "absent":
             with self._lock(path):
                 return self._absent(path, check_mode)
+        origin = origin_from_params(params)
         wanted = self._validate(params, roots)
+        maker = ImageMaker(
+            self.qemu_img,
+            roots,
+            cache_dir(params.get("image_cache_dir"), roots),
+            lambda name: self._lock(name, "image"),
+            self._recorded_driver,
+        )
         with self._lock(path):
-            return self._present(path, wanted, check_mode)
+            return self._present(path, wanted, check_mode, Made(origin, maker))
 
     @contextlib.contextmanager
-    def _lock(self, path: str) -> Iterator[None]:
+    def _lock(self, path: str, what: str = "volume") -> Iterator[None]:
         try:
             with self.store.vm_lock(_lock_name(path), self.lock_timeout):
                 yield
         except LockTimeout as exc:
-            raise LockTimeout("volume %s is busy: %s" % (path, exc)) from None
+            raise LockTimeout("%s %s is busy: %s" % (what, path, exc)) from None
+
+    def _recorded_driver(self, path: str) -> Optional[str]:
+        row = self.store.get_volume(path)
+        return qemu_driver(row.format, row.encrypted) if row is not None else None
 
     # -- validation -----------------------------------------------------------------------
     def _validate(self, params: Dict[str, Any], roots: List[str]) -> Wanted:
@@ -245,10 +260,12 @@ class DiskService:
         return key
 
     # -- present --------------------------------------------------------------------------
-    def _present(self, path: str, wanted: Wanted, check_mode: bool) -> Dict[str, Any]:
+    def _present(self, path: str, wanted: Wanted, check_mode: bool, made: "Made") -> Dict[str, Any]:
         row = self.store.get_volume(path)
         current = self._inspect(path, row)
-        if current is None:
+        if current is None and made.origin is not None:
+            plan = self._plan_origin(path, wanted, made, check_mode)
+        elif current is None:
             plan = self._plan_create(path, wanted, row)
         else:
             plan = self._plan_update(path, wanted, row, current)
@@ -260,7 +277,7 @@ class DiskService:
         before = _view(path, current, row is not None)
         attached_to = None
         if not check_mode and plan.actions:
-            attached_to = self._apply(path, wanted, row, current, plan)
+            attached_to = self._apply(path, wanted, row, current, plan, made)
         if check_mode or not plan.actions:
             after = self._predicted_view(path, current, plan)
             volume = self._result(path, current, plan, attached_to, predicted=bool(plan.actions))
@@ -268,6 +285,7 @@ class DiskService:
             current = self._inspect(path, self.store.get_volume(path))
             after = _view(path, current, True)
             volume = self._result(path, current, plan, attached_to, predicted=False)
+        volume.update(made.result(plan))
         return {
             "changed": bool(plan.actions),
             "volume": volume,
@@ -305,6 +323,35 @@ class DiskService:
         if plan.size is None:
             raise SpecError("size", "is required to create %s (or give backing_file, whose size is used)" % path)
         return plan
+
+    def _plan_origin(self, path: str, wanted: Wanted, made: "Made", check_mode: bool) -> Plan:
+        """A volume made from an image or template (volume/origin.py decides, volume/image.py
+        does). Outside check mode a URL is fetched into the cache first, so the plan knows the
+        image; check mode downloads nothing."""
+        if not os.path.isdir(os.path.dirname(path)):
+            raise SpecError("path", "the directory %s does not exist" % os.path.dirname(path))
+        origin, maker = made.origin, made.maker
+        made.location = maker.locate(origin)
+        if origin.kind == "url":
+            made.cached = os.path.exists(made.location) if check_mode else maker.fetch(origin, made.location)
+        image = maker.inspect(origin, made.location)
+        if check_mode and origin.kind == "file" and origin.sha256:
+            maker.verify(origin, made.location)
+        writers = self._writers_of(made.location) if origin.kind == "clone" else ()
+        if origin.kind == "clone":
+            made.origin = origin = dataclasses.replace(origin, location=made.location)
+        return plan_make(path, origin, wanted.format, wanted.size, wanted.preallocation, image, writers)
+
+    def _writers_of(self, path: str) -> List[str]:
+        """VMs (of any host) whose definition lists ``path`` as a disk they may write to."""
+        names = []
+        for vm in self.store.list_vms():
+            for disk in vm.spec.get("disks") or ():
+                writable = not disk.get("readonly") and disk.get("media", "disk") != "cdrom"
+                if writable and _same_file(disk.get("path"), path):
+                    names.append(vm.name)
+                    break
+        return names
 
     def _backing_state(self, backing: str, backing_format: Optional[str]) -> VolumeState:
         row = self.store.get_volume(backing)
@@ -344,9 +391,18 @@ class DiskService:
 
     # -- applying -------------------------------------------------------------------------
     def _apply(
-        self, path: str, wanted: Wanted, row: Optional[VolumeRecord], current: Optional[VolumeState], plan: Plan
+        self,
+        path: str,
+        wanted: Wanted,
+        row: Optional[VolumeRecord],
+        current: Optional[VolumeState],
+        plan: Plan,
+        made: "Made",
     ) -> Optional[str]:
         """Carry out the plan; returns the VM that took a live resize, if any."""
+        if "create" in plan.actions and plan.steps:
+            self._make(path, wanted, plan, made)
+            return None
         if "create" in plan.actions:
             self._create(path, wanted, plan)
             return None
@@ -424,6 +480,16 @@ class DiskService:
                     with contextlib.suppress(OSError):
                         vol.unlink()  # only if the name is still the file created here
                     raise
+        except BaseException:
+            self.store.delete_volume(path)
+            raise
+
+    def _make(self, path: str, wanted: Wanted, plan: Plan, made: "Made") -> None:
+        """A volume from an image or template: the row first (as in _create), removed again if
+        making the file fails; the file appears under its name only complete."""
+        self.store.put_volume(VolumeRecord(path=path, host=self.hostname, format=plan.format, encrypted=False))
+        try:
+            made.maker.make(path, made.origin, made.location, plan, wanted.preallocation)
         except BaseException:
             self.store.delete_volume(path)
             raise
@@ -565,6 +631,25 @@ class DiskService:
                 backing_format=current.backing_format,
             )
         return result
+
+
+@dataclasses.dataclass
+class Made:
+    """What a task knows of the image or template it makes a volume from."""
+
+    origin: Optional[Origin]
+    maker: ImageMaker
+    location: Optional[str] = None  # the file read: a cache entry, a local file, a template
+    cached: Optional[bool] = None  # a URL's image: found in the cache (True) or downloaded
+
+    def result(self, plan: Plan) -> Dict[str, Any]:
+        """``source`` and ``cached`` of the result: set when this task makes (or, in check
+        mode, would make) the volume from an image or template."""
+        making = self.origin is not None and bool(plan.steps)
+        return {
+            "source": self.origin.shown if making else None,
+            "cached": self.cached if making else None,
+        }
 
 
 def _view(path: str, state: Optional[VolumeState], managed: bool) -> Dict[str, Any]:
