@@ -17,9 +17,10 @@ from typing import Optional, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.qemu.formats import FORMATS
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import CONTROL_RE
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.plan import Plan, VolumeState, check_metadata
-from ansible_collections.infinivirt.core.plugins.module_utils.volume.size import FORMATS, format_size
+from ansible_collections.infinivirt.core.plugins.module_utils.volume.size import format_size
 
 CLONE_MODES = ("linked", "full")
 URL_SCHEMES = ("http", "https")
