@@ -13,10 +13,11 @@ import contextlib
 import json
 import os
 import socket
-from typing import Any, ContextManager, Dict, Iterator, List, Optional, Tuple
+from typing import Any, ContextManager, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.clock import utc_now
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import StoreError
+from ansible_collections.infinivirt.core.plugins.module_utils.store.batch import in_chunks
 from ansible_collections.infinivirt.core.plugins.module_utils.store.claims import ClaimStore
 from ansible_collections.infinivirt.core.plugins.module_utils.store.events import EventStore
 from ansible_collections.infinivirt.core.plugins.module_utils.store.firewall import FirewallStore
@@ -47,6 +48,7 @@ VM_COLUMNS = (
     "updated_at",
     "pidfile_path",
     "launch_graphics_port",
+    "qemu_started",
 )
 
 
@@ -117,6 +119,7 @@ def _record(row: Dict[str, Any]) -> VmRecord:
         updated_at=row["updated_at"],
         pidfile_path=row["pidfile_path"],
         launch_graphics_port=row["launch_graphics_port"],
+        qemu_started=row["qemu_started"],
         spec=VmSpec.from_dict(spec),
     )
 
@@ -139,6 +142,7 @@ def _vm_values(record: VmRecord) -> Tuple[Any, ...]:
         record.updated_at,
         record.pidfile_path,
         record.launch_graphics_port,
+        record.qemu_started,
     )
 
 
@@ -298,6 +302,19 @@ class SqlStore(VolumeStore, FirewallStore, EventStore, PciStore, ClaimStore):
         )
         return rows[0]["token"] if rows else None
 
+    def get_secrets(self, owners: Sequence[str], column: str) -> Dict[str, Optional[str]]:
+        """get_secret of many rows in one query (per IN_BATCH): owner -> token or None."""
+        table, key = _secret_location(column)
+        found: Dict[str, Optional[str]] = {owner: None for owner in owners}
+        for chunk, marks in in_chunks(owners):
+            for row in self._read(
+                "SELECT %s AS owner, %s AS token FROM %s WHERE %s IN (%s)" % (key, column, table, key, marks),
+                chunk,
+                "reading secrets",
+            ):
+                found[row["owner"]] = row["token"]
+        return found
+
     def set_secret(self, owner: str, column: str, token: Optional[str]) -> None:
         table, key = _secret_location(column)
         with self.transaction("storing a secret") as cur:
@@ -392,6 +409,19 @@ class SqlStore(VolumeStore, FirewallStore, EventStore, PciStore, ClaimStore):
             "reading the journal",
         )
         return [(row["kind"], row["ref"]) for row in rows]
+
+    def journal_lists(self, vm_uuids: Sequence[str]) -> Dict[str, List[Tuple[str, str]]]:
+        """journal_list of many VMs in one query (per IN_BATCH): uuid -> [(kind, ref)]."""
+        found: Dict[str, List[Tuple[str, str]]] = {uuid: [] for uuid in vm_uuids}
+        for chunk, marks in in_chunks(vm_uuids):
+            for row in self._read(
+                "SELECT vm_uuid, kind, ref FROM resources WHERE vm_uuid IN (%s) "
+                "ORDER BY vm_uuid, created_at, kind, ref" % marks,
+                chunk,
+                "reading the journal",
+            ):
+                found[row["vm_uuid"]].append((row["kind"], row["ref"]))
+        return found
 
 
 def _secret_location(column: str) -> Tuple[str, str]:

@@ -30,6 +30,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
     SpecError,
     StateError,
 )
+from ansible_collections.infinivirt.core.plugins.module_utils.host.liveness import start_ticks
 from ansible_collections.infinivirt.core.plugins.module_utils.host.private_dir import ensure_private_dir
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import (
     kill_vm_process,
@@ -284,7 +285,8 @@ class Lifecycle:
         """Bring the row in line with what runs (a guest that powered itself off, a run
         that could not save its result). Returns whether the row was rewritten."""
         pid = self.live_pid(rec) if state != STOPPED else None
-        if rec.status == state and rec.qemu_pid == pid:
+        started = start_ticks(pid, self.host_paths.proc)
+        if rec.status == state and rec.qemu_pid == pid and rec.qemu_started == started:
             return False
         if state == STOPPED and rec.status == CRASHED and rec.running_spec is None:
             return False  # the monitor cleaned it up and said why
@@ -292,7 +294,7 @@ class Lifecycle:
             self.release_files(rec, keep_serial_log=True)
             self._mark_stopped(rec)  # a crashed VM's rules go with its TAPs
             return True
-        rec.status, rec.qemu_pid = state, pid
+        rec.status, rec.qemu_pid, rec.qemu_started = state, pid, started
         self.store.update_vm(rec)
         return True
 
@@ -386,7 +388,7 @@ class Lifecycle:
         code = template = nvram = None
         if rec.spec.firmware == "uefi":  # before anything is recorded: OVMF may be missing
             code, template = firmware_files(rec.spec.secure_boot, rec.spec.uefi_firmware)
-        rec.status, rec.qemu_pid = STARTING, None
+        rec.status, rec.qemu_pid, rec.qemu_started = STARTING, None, None
         rec.pidfile_path, rec.qmp_socket_path, rec.serial_log_path = (paths.pidfile, paths.qmp_socket, paths.serial_log)
         rec.running_spec, rec.launch_accel, rec.launch_cpu = rec.spec, accel, cpu
         self.store.update_vm(rec)
@@ -481,7 +483,8 @@ class Lifecycle:
                     % (rec.name, rc, stderr or "no message", vfio_hint(stderr, inputs.host_devices))
                 )
             rec.qemu_pid = self.live_pid(rec)
-            if rec.qemu_pid is None:
+            rec.qemu_started = start_ticks(rec.qemu_pid, self.host_paths.proc)
+            if rec.qemu_pid is None or rec.qemu_started is None:
                 raise QemuError("VM %s: QEMU exited right after starting" % rec.name)
             status = self.qmp(rec, "query-status")["status"]
             if status != "prelaunch":
@@ -665,7 +668,7 @@ class Lifecycle:
         firewall)."""
         self.close_session()  # its QEMU is gone
         rec.status = status
-        rec.qemu_pid = None
+        rec.qemu_pid = rec.qemu_started = None
         self._clear_launch(rec)
         self.sync_firewall(rec)  # the VM's rules go with its TAPs
         self.store.update_vm(rec, events() if events is not None else None)
