@@ -186,3 +186,20 @@ def test_a_task_with_a_probe_cache_runs_no_probe(workdir, qemu_probes):
         assert qemu_probes == [], "the cached version and CPU list answer it"
     finally:
         task(state="absent", force=True, stop_timeout=0)
+
+
+def test_a_start_and_a_stop_commit_few_store_transactions(service, monkeypatch):
+    """Each commit is a disk sync: a start journals all its files in one (issue 20), a stop
+    drops them in one."""
+    opened = []
+    real = service.store.transaction
+    monkeypatch.setattr(service.store, "transaction", lambda doing="a write": opened.append(doing) or real(doing))
+    vm = {"name": "txn", "accel": "tcg", "memory_mb": 64}
+    assert service.ensure(dict(vm, state="stopped"), False).actions == ["create"]
+    del opened[:]
+    assert service.ensure(dict(vm, state="running"), False).actions == ["start"]
+    # the journal, then the row: starting; PID and display port; running
+    assert opened == ["journaling resources"] + ["updating VM txn"] * 3
+    del opened[:]
+    assert service.ensure(dict(vm, state="stopped", force=True, stop_timeout=0), False).actions == ["stop"]
+    assert opened == ["dropping resources from the journal", "updating VM txn"]

@@ -402,6 +402,26 @@ class SqlStore(VolumeStore, FirewallStore, EventStore, PciStore, ClaimStore):
         with self.transaction("dropping a resource from the journal") as cur:
             cur.execute("DELETE FROM resources WHERE vm_uuid = ? AND kind = ? AND ref = ?", (vm_uuid, kind, ref))
 
+    def journal_add_many(self, vm_uuid: str, entries: Sequence[Tuple[str, str]]) -> None:
+        """journal_add of several (kind, ref) in one transaction: a start journals all its
+        files at once (one commit, not one per file)."""
+        if not entries:
+            return
+        now = utc_now()
+        with self.transaction("journaling resources") as cur:
+            for kind, ref in entries:
+                cur.execute(
+                    "INSERT INTO resources VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING", (vm_uuid, kind, ref, now)
+                )
+
+    def journal_remove_many(self, vm_uuid: str, entries: Sequence[Tuple[str, str]]) -> None:
+        """journal_remove of several (kind, ref) in one transaction."""
+        if not entries:
+            return
+        with self.transaction("dropping resources from the journal") as cur:
+            for kind, ref in entries:
+                cur.execute("DELETE FROM resources WHERE vm_uuid = ? AND kind = ? AND ref = ?", (vm_uuid, kind, ref))
+
     def journal_list(self, vm_uuid: str) -> List[Tuple[str, str]]:
         rows = self._read(
             "SELECT kind, ref FROM resources WHERE vm_uuid = ? ORDER BY created_at, kind, ref",

@@ -383,8 +383,7 @@ class Lifecycle:
             self._caps_cached = True
         self.release_files(rec, keep_serial_log=True)  # leftovers of a crashed run
         self._rotate_serial_log(rec, paths)
-        for kind, ref in paths.journal(rec.spec.console_socket):
-            self.store.journal_add(rec.uuid, kind, ref)
+        self.store.journal_add_many(rec.uuid, paths.journal(rec.spec.console_socket))
         code = template = nvram = None
         if rec.spec.firmware == "uefi":  # before anything is recorded: OVMF may be missing
             code, template = firmware_files(rec.spec.secure_boot, rec.spec.uefi_firmware)
@@ -703,27 +702,35 @@ class Lifecycle:
 
     def release_files(self, rec: VmRecord, keep_serial_log: bool, keep_nvram: bool = True) -> None:
         """Remove the journaled files and TAPs of a VM whose process is gone. The NVRAM
-        outlives the process (it is the VM's firmware settings) until the VM is removed."""
-        for kind, ref in self.store.journal_list(rec.uuid):
-            if (keep_serial_log and kind == "serial_log") or (keep_nvram and kind in ("nvram", RESUME)):
-                continue
-            if kind == RESUME:  # a note, not a file
-                self.store.journal_remove(rec.uuid, kind, ref)
-                continue
-            if kind == "tap":
-                self.drop_tap(rec, ref)
-            else:
-                self._remove_file(rec, kind, ref)
+        outlives the process (it is the VM's firmware settings) until the VM is removed.
+        Entries of the files removed leave the journal in one transaction, after the files."""
+        gone: List[Tuple[str, str]] = []
+        try:
+            for kind, ref in self.store.journal_list(rec.uuid):
+                if (keep_serial_log and kind == "serial_log") or (keep_nvram and kind in ("nvram", RESUME)):
+                    continue
+                if kind == "tap":
+                    self.drop_tap(rec, ref)
+                    continue
+                if kind != RESUME:  # a note, not a file
+                    _unlink(rec, kind, ref)
+                gone.append((kind, ref))
+        finally:
+            self.store.journal_remove_many(rec.uuid, gone)
 
     def _remove_file(self, rec: VmRecord, kind: str, ref: str) -> None:
         """One journaled file, then its journal entry."""
-        try:
-            os.unlink(ref)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise QemuError("VM %s: cannot remove %s %s: %s" % (rec.name, kind, ref, exc)) from exc
+        _unlink(rec, kind, ref)
         self.store.journal_remove(rec.uuid, kind, ref)
+
+
+def _unlink(rec: VmRecord, kind: str, ref: str) -> None:
+    try:
+        os.unlink(ref)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise QemuError("VM %s: cannot remove %s %s: %s" % (rec.name, kind, ref, exc)) from exc
 
 
 # QEMU's "pipe" chardev opens <path>.in and <path>.out: given regular files, the monitor on

@@ -109,3 +109,17 @@ def test_a_long_list_is_read_in_chunks_of_in_batch(store, reads, monkeypatch):
     found = store.journal_lists(uuids + uuids[:1])  # a repeated one is asked once
     assert len(reads) == 3 and found[uuids[4]] == [("pidfile", "/run/e.pid")] and len(found) == 5
     assert store.get_secrets([], "graphics_password") == {} and len(reads) == 3  # nothing to ask
+
+
+def test_journal_entries_are_added_and_removed_in_one_transaction(store, monkeypatch):
+    uuid = _vms(store, 1)[0]
+    opened = []
+    real = store.transaction
+    monkeypatch.setattr(store, "transaction", lambda doing="a write": opened.append(doing) or real(doing))
+    entries = [("pidfile", "/run/x.pid"), ("qmp_socket", "/run/x.qmp"), ("pidfile", "/run/x.pid")]
+    store.journal_add_many(uuid, entries)
+    store.journal_add_many(uuid, [])  # nothing: no transaction
+    assert sorted(store.journal_list(uuid)) == [("pidfile", "/run/x.pid"), ("qmp_socket", "/run/x.qmp")]
+    store.journal_remove_many(uuid, [("pidfile", "/run/x.pid"), ("tap", "never-there")])
+    assert store.journal_list(uuid) == [("qmp_socket", "/run/x.qmp")]
+    assert len(opened) == 2
