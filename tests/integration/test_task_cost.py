@@ -110,9 +110,15 @@ def test_a_task_loads_only_what_it_uses(bridge_ns, service, workdir, tmp_path):
     for engine in ("vm.hotplug", "vm.snapshots", "firewall.service", "host.net", "qemu.argv", "qemu.img"):
         assert MU + engine not in names, engine
 
-    # A running VM without NICs: QMP is spoken (so the dump sees what a task loads), no more.
+    # A running VM that runs as recorded: its pidfile, /proc and event log say so, and no
+    # QMP library is loaded (issue 20). Paused, it is asked over QMP.
     result, names = run_task(tmp_path, "infinivirt_vm", dict(common, name="warm", state="running"))
     assert not result["changed"] and result["vm"]["status"] == "running"
+    for lib in HEAVY + QMP_LIBS:
+        assert loaded(names, lib) == [], lib
+    service.ensure(dict(vm, name="warm", state="paused"), False)
+    result, names = run_task(tmp_path, "infinivirt_vm", dict(common, name="warm", state="paused"))
+    assert not result["changed"] and result["vm"]["status"] == "paused"
     for lib in HEAVY:
         assert loaded(names, lib) == [], lib
     assert "qemu.qmp" in names and "asyncio" in names
