@@ -79,7 +79,7 @@ def test_a_killed_qemu_is_still_noticed(service, qmp_connections):
     vm = service.info("quiet")[0]
     assert (vm["status"], vm["crashed"], vm["qemu_status"]) == ("stopped", True, None)
     assert {entry["kind"] for entry in vm["leftovers"]} >= {"pidfile", "qmp_socket"}
-    actions, _, status = _task(service, qmp_connections, state="running")
+    actions, _connections, status = _task(service, qmp_connections, state="running")
     assert (actions, status) == (["start"], "running")  # the row said running; the task restarted it
     assert service.store.get_vm("quiet").qemu_pid != pid
     service.ensure(STOP, False)
