@@ -4,19 +4,22 @@
 """Playbook cost per VM count: a loop of infinivirt_vm, one infinivirt_vms task, and the
 ansible.builtin.ping floor of the same shape.
 
-For each count (1, 10, 50 by default) and round, one ansible-playbook run against localhost
+For each count (1, 10, 50, 100 by default) and round, one ansible-playbook run against localhost
 times each task (a callback records task start to result): a first converge (create and
 start), a no-op converge, a forced stop, a no-op stop and infinivirt_vm_info of all VMs,
 once as a loop of infinivirt_vm over N names (info: a loop of infinivirt_vm_info by name)
 and once as one infinivirt_vms task (info: one infinivirt_vm_info task); the floor is a
 loop of ping over N items and one ping task. Counts and the order of the two ways are
 interleaved between rounds. VMs are firmware only (no disk, no kernel), 1 vCPU, 64 MiB,
-TCG; state lives in a temp dir and every VM is removed (absent, force) at the end.
+TCG; state lives in a temp dir and every VM is removed (absent, force) at the end. Runs on
+any host with QEMU and Ansible (no bench farm).
 
 Printed: medians per count, way and phase, each one's ratio to its floor (loop: the ping
-loop; one task: the single ping) and the per-VM slope between consecutive counts.
+loop; one task: the single ping), the per-VM slope between consecutive counts, and the
+cost per VM of each way and phase (the median over N) with its slope from 10 (or the
+smallest count) to the largest: flat cost means the two slopes match.
 
-    .venv/bin/python bench/playbook_scale.py [--counts 1,10,50] [--rounds 3] [--stop-timeout 0]
+    .venv/bin/python bench/playbook_scale.py [--counts 1,10,50,100] [--rounds 3] [--stop-timeout 0]
 """
 
 from __future__ import annotations
@@ -182,7 +185,7 @@ def run_round(work, count, order, stop_timeout, env):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--counts", default="1,10,50", help="VM counts, comma separated (default 1,10,50)")
+    parser.add_argument("--counts", default="1,10,50,100", help="VM counts, comma separated (default 1,10,50,100)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--stop-timeout", type=float, default=0.0, help="stop_timeout of the forced stop (0: power off at once)"
@@ -254,7 +257,28 @@ def report(results, counts, rounds):
                 slopes = {p: (med[(b, way, p)] - med[(a, way, p)]) / (b - a) for p in phases}
                 summary["slope/%s/%d-%d" % (way, a, b)] = {p: round(s, 4) for p, s in slopes.items()}
                 print("%3d->%-3d %-6s %s" % (a, b, way, "  ".join("%s %.3f" % item for item in slopes.items())))
+    if len(counts) > 1:
+        per_vm(med, counts, summary)
     print(json.dumps({"rounds": rounds, "counts": counts, "summary": summary}, indent=1))
+
+
+def per_vm(med, counts, summary):
+    """Seconds per VM at each count, and the slope over the whole range (from 10 VMs when
+    measured: one VM is mostly the task's fixed cost)."""
+    low = min((n for n in counts if n >= 10), default=counts[0])
+    high = counts[-1]
+    if low == high:
+        low = counts[0]
+    print("\nseconds per VM (median / N), and the slope %d->%d VMs" % (low, high))
+    for way in WAYS:
+        for phase in PHASES:
+            costs = ["%d: %.4f" % (n, med[(n, way, phase)] / n) for n in counts]
+            slope = (med[(high, way, phase)] - med[(low, way, phase)]) / (high - low)
+            summary["per_vm/%s/%s" % (way, phase)] = {
+                "per_vm_s": {str(n): round(med[(n, way, phase)] / n, 4) for n in counts},
+                "slope_%d_%d" % (low, high): round(slope, 4),
+            }
+            print("%-5s %-16s %s   slope %.4f" % (way, phase, "  ".join(costs), slope))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,10 @@ short_description: Report Infinivirt VMs with their live state
 version_added: 0.1.0
 description:
   - Lists one VM or all VMs in the Infinivirt database, with the run state read from the
-    live QEMU process over QMP (C(query-status)), not only from the database.
+    live QEMU process, not only from the database. A VM the database records as running is
+    known to run from its pidfile, C(/proc) (PID, start time, UUID) and QEMU's own event log;
+    QEMU is asked over QMP (C(query-status)) when these and the database disagree, or when
+    the VM is paused or starting.
   - With a shared PostgreSQL O(db_url) it lists the VMs of every host; for a VM that
     another host owns, RV(vms[].status) is what that host last recorded and
     RV(vms[].qemu_status) is null.
@@ -80,9 +83,10 @@ vms:
       description: V(running), V(paused) or V(stopped), from the live process.
       type: str
     qemu_status:
-      description: QEMU's own run state from QMP C(query-status) (for example V(running),
-        V(paused), V(prelaunch)), null when no QEMU process runs, or V(unresponsive) when a
-        live QEMU does not answer (see RV(vms[].error)).
+      description: QEMU's own run state (for example V(running), V(paused), V(prelaunch)),
+        from QMP C(query-status) or, for a VM that runs as recorded, from its event log; null
+        when no QEMU process runs, or V(unresponsive) when a live QEMU does not answer (see
+        RV(vms[].error)).
       type: str
       sample: running
     error:

@@ -14,6 +14,7 @@ import uuid
 
 import pytest
 
+from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,6 +60,20 @@ def service(workdir):
         svc.ensure({"name": vm["name"], "state": "absent", "force": True, "stop_timeout": 5}, check_mode=False)
     svc.close()
     assert kill_leftovers(workdir) == [], "QEMU processes outlived their VM rows"
+
+
+@pytest.fixture
+def qmp_connections(monkeypatch):
+    """The socket path of each QMP connection opened (the real QmpSession, counted)."""
+    opened = []
+    real = QmpSession.__enter__
+
+    def counted(self):
+        opened.append(self.socket_path)
+        return real(self)
+
+    monkeypatch.setattr(QmpSession, "__enter__", counted)
+    return opened
 
 
 @pytest.fixture

@@ -13,10 +13,11 @@ import contextlib
 import json
 import os
 import socket
-from typing import Any, ContextManager, Dict, Iterator, List, Optional, Tuple
+from typing import Any, ContextManager, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.clock import utc_now
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import StoreError
+from ansible_collections.infinivirt.core.plugins.module_utils.store.batch import in_chunks
 from ansible_collections.infinivirt.core.plugins.module_utils.store.claims import ClaimStore
 from ansible_collections.infinivirt.core.plugins.module_utils.store.events import EventStore
 from ansible_collections.infinivirt.core.plugins.module_utils.store.firewall import FirewallStore
@@ -219,6 +220,19 @@ class SqlStore(VolumeStore, FirewallStore, EventStore, PciStore, ClaimStore):
         )
         return rows[0]["token"] if rows else None
 
+    def get_secrets(self, owners: Sequence[str], column: str) -> Dict[str, Optional[str]]:
+        """get_secret of many rows in one query (per IN_BATCH): owner -> token or None."""
+        table, key = _secret_location(column)
+        found: Dict[str, Optional[str]] = {owner: None for owner in owners}
+        for chunk, marks in in_chunks(owners):
+            for row in self._read(
+                "SELECT %s AS owner, %s AS token FROM %s WHERE %s IN (%s)" % (key, column, table, key, marks),
+                chunk,
+                "reading secrets",
+            ):
+                found[row["owner"]] = row["token"]
+        return found
+
     def set_secret(self, owner: str, column: str, token: Optional[str]) -> None:
         table, key = _secret_location(column)
         with self.transaction("storing a secret") as cur:
@@ -306,6 +320,26 @@ class SqlStore(VolumeStore, FirewallStore, EventStore, PciStore, ClaimStore):
         with self.transaction("dropping a resource from the journal") as cur:
             cur.execute("DELETE FROM resources WHERE vm_uuid = ? AND kind = ? AND ref = ?", (vm_uuid, kind, ref))
 
+    def journal_add_many(self, vm_uuid: str, entries: Sequence[Tuple[str, str]]) -> None:
+        """journal_add of several (kind, ref) in one transaction: a start journals all its
+        files at once (one commit, not one per file)."""
+        if not entries:
+            return
+        now = utc_now()
+        with self.transaction("journaling resources") as cur:
+            for kind, ref in entries:
+                cur.execute(
+                    "INSERT INTO resources VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING", (vm_uuid, kind, ref, now)
+                )
+
+    def journal_remove_many(self, vm_uuid: str, entries: Sequence[Tuple[str, str]]) -> None:
+        """journal_remove of several (kind, ref) in one transaction."""
+        if not entries:
+            return
+        with self.transaction("dropping resources from the journal") as cur:
+            for kind, ref in entries:
+                cur.execute("DELETE FROM resources WHERE vm_uuid = ? AND kind = ? AND ref = ?", (vm_uuid, kind, ref))
+
     def journal_list(self, vm_uuid: str) -> List[Tuple[str, str]]:
         rows = self._read(
             "SELECT kind, ref FROM resources WHERE vm_uuid = ? ORDER BY created_at, kind, ref",
@@ -313,6 +347,19 @@ class SqlStore(VolumeStore, FirewallStore, EventStore, PciStore, ClaimStore):
             "reading the journal",
         )
         return [(row["kind"], row["ref"]) for row in rows]
+
+    def journal_lists(self, vm_uuids: Sequence[str]) -> Dict[str, List[Tuple[str, str]]]:
+        """journal_list of many VMs in one query (per IN_BATCH): uuid -> [(kind, ref)]."""
+        found: Dict[str, List[Tuple[str, str]]] = {uuid: [] for uuid in vm_uuids}
+        for chunk, marks in in_chunks(vm_uuids):
+            for row in self._read(
+                "SELECT vm_uuid, kind, ref FROM resources WHERE vm_uuid IN (%s) "
+                "ORDER BY vm_uuid, created_at, kind, ref" % marks,
+                chunk,
+                "reading the journal",
+            ):
+                found[row["vm_uuid"]].append((row["kind"], row["ref"]))
+        return found
 
 
 def _secret_location(column: str) -> Tuple[str, str]:

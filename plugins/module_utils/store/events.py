@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import uuid as uuidlib
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from ansible_collections.infinivirt.core.plugins.module_utils.clock import event_time
+from ansible_collections.infinivirt.core.plugins.module_utils.store.batch import in_chunks
 
 EVENTS_KEPT = 200  # per VM; older ones are pruned as new ones come
 
@@ -65,3 +66,19 @@ class EventStore:
             sql += " LIMIT %d" % int(limit)
         rows = self._read(sql, (vm_uuid,), "reading VM events")
         return [dict(row, detail=json.loads(row["detail"] or "{}")) for row in rows]
+
+    def list_events_of(self, vm_uuids: Sequence[str], limit: int) -> Dict[str, List[Dict[str, Any]]]:
+        """list_events(uuid, limit) of many VMs in one query (per IN_BATCH): uuid -> events."""
+        found: Dict[str, List[Dict[str, Any]]] = {uuid: [] for uuid in vm_uuids}
+        for chunk, marks in in_chunks(vm_uuids):
+            rows = self._read(
+                "SELECT vm_uuid, at, kind, detail, host FROM (SELECT vm_uuid, at, kind, detail, host, id, "
+                "ROW_NUMBER() OVER (PARTITION BY vm_uuid ORDER BY at DESC, id DESC) AS n FROM vm_events "
+                "WHERE vm_uuid IN (%s)) e WHERE n <= ? ORDER BY vm_uuid, at DESC, id DESC" % marks,
+                tuple(chunk) + (int(limit),),
+                "reading VM events",
+            )
+            for row in rows:
+                uuid = row.pop("vm_uuid")
+                found[uuid].append(dict(row, detail=json.loads(row["detail"] or "{}")))
+        return found

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from ansible_collections.infinivirt.core.plugins.module_utils.clock import utc_now
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import StateError
+from ansible_collections.infinivirt.core.plugins.module_utils.store.batch import in_chunks
 
 ROLE_DEVICE = "device"  # QEMU gets it
 ROLE_GROUP = "group"  # another device of an IOMMU group that a VM's device is in
@@ -96,6 +97,14 @@ class PciStore:
             args.append(vm_uuid)
         rows = self._read(_SELECT % " AND ".join(where), tuple(args), "reading PCI assignments")
         return [_claim(r) for r in rows]
+
+    def list_pci_of(self, vm_uuids: Sequence[str]) -> Dict[str, List[PciClaim]]:
+        """list_pci(vm_uuid=...) of many VMs in one query (per IN_BATCH): uuid -> claims."""
+        found: Dict[str, List[PciClaim]] = {uuid: [] for uuid in vm_uuids}
+        for chunk, marks in in_chunks(vm_uuids):
+            for row in self._read(_SELECT % ("p.vm_uuid IN (%s)" % marks), chunk, "reading PCI assignments"):
+                found[row["vm_uuid"]].append(_claim(row))
+        return found
 
     def claim_pci(self, claims: Sequence[PciClaim]) -> None:
         """Record ``claims`` (one host, one VM) in one transaction; a function another VM

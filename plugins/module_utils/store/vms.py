@@ -44,6 +44,7 @@ VM_COLUMNS = (
     "updated_at",
     "pidfile_path",
     "launch_graphics_port",
+    "qemu_started",
 )
 
 
@@ -68,6 +69,7 @@ class VmRow:
     updated_at: str = ""
     pidfile_path: Optional[str] = None
     launch_graphics_port: Optional[int] = None
+    qemu_started: Optional[int] = None  # the QEMU PID's start time (clock ticks since boot)
 
 
 def row_from_select(row: Dict[str, Any]) -> VmRow:

@@ -9,9 +9,10 @@ vm/service.py so that the info module loads no planner, host checks or start cod
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.context import HostContext
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
@@ -19,6 +20,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
     QemuUnresponsive,
     SpecError,
 )
+from ansible_collections.infinivirt.core.plugins.module_utils.host.liveness import settled_running
 from ansible_collections.infinivirt.core.plugins.module_utils.store.hostdevs import ROLE_DEVICE, ROLE_GROUP
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import validate_name
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
@@ -59,7 +61,22 @@ def spec_digest(rec: VmRecord, secret_tokens: Tuple[Optional[str], ...] = ()) ->
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def vm_result(rec: VmRecord, state: str, lifecycle: Lifecycle) -> Dict[str, Any]:
+def running_as_recorded(rec: VmRecord, lifecycle: Lifecycle) -> bool:
+    """Whether the row says running and its QEMU runs so, told by the pidfile, /proc and
+    QEMU's event log without a QMP connection (host/liveness.py). False: ask QEMU."""
+    return rec.status == RUNNING and settled_running(
+        lifecycle.pidfile(rec), rec.qemu_pid, rec.qemu_started, rec.uuid, lifecycle.host_paths.proc
+    )
+
+
+_READ = object()  # vm_result reads the VM's sealed display password itself
+
+
+def vm_result(rec: VmRecord, state: str, lifecycle: Lifecycle, graphics_token: Any = _READ) -> Dict[str, Any]:
+    """One VM's result entry; ``graphics_token``: the sealed display password (for the
+    digest) when the caller has read it already."""
+    if graphics_token is _READ:
+        graphics_token = lifecycle.store.get_secret(rec.uuid, GRAPHICS_PASSWORD)
     alive = state != STOPPED
     pending = pending_restart(rec.running_spec, rec.spec) if alive and rec.running_spec else []
     result = rec.summary()
@@ -81,16 +98,17 @@ def vm_result(rec: VmRecord, state: str, lifecycle: Lifecycle) -> Dict[str, Any]
                 else None
             ),
             "balloon": _balloon(rec, state, lifecycle),
-            "digest": spec_digest(rec, (lifecycle.store.get_secret(rec.uuid, GRAPHICS_PASSWORD),)),
+            "digest": spec_digest(rec, (graphics_token,)),
             "graphics": graphics_entry(rec.spec, rec.launch_graphics_port if alive else None),
         }
     )
     return result
 
 
-def assigned_devices(store, rec: VmRecord) -> List[Dict[str, Any]]:
-    """A VM's host PCI devices (infinivirt_gpu) as the store records them."""
-    claims = store.list_pci(vm_uuid=rec.uuid)
+def assigned_devices(store, rec: VmRecord, claims: Optional[list] = None) -> List[Dict[str, Any]]:
+    """A VM's host PCI devices (infinivirt_gpu) as the store records them (``claims``: its
+    rows, when already read)."""
+    claims = store.list_pci(vm_uuid=rec.uuid) if claims is None else claims
     found = []
     for address in sorted({c.primary_address for c in claims}):
         rows = [c for c in claims if c.primary_address == address]
@@ -130,6 +148,37 @@ def _balloon(rec: VmRecord, state: str, lifecycle: Lifecycle) -> Optional[Dict[s
     return lifecycle.tuner().balloon_info(rec)
 
 
+@dataclasses.dataclass
+class ListingReads:
+    """What a listing reads of every VM besides its row, one query per table for all of
+    them (issue 20): display password tokens, newest events, PCI claims, journals."""
+
+    tokens: Dict[str, Optional[str]]
+    events: Dict[str, List[Dict[str, Any]]]
+    pci: Dict[str, list]
+    journals: Dict[str, List[Tuple[str, str]]]
+
+    @classmethod
+    def read(cls, store, records: Sequence[VmRecord]) -> "ListingReads":
+        uuids = [rec.uuid for rec in records]
+        return cls(
+            tokens=store.get_secrets(uuids, GRAPHICS_PASSWORD),
+            events=store.list_events_of(uuids, INFO_EVENTS),
+            pci=store.list_pci_of(uuids),
+            journals=store.journal_lists(uuids),
+        )
+
+    @classmethod
+    def one(cls, store, rec: VmRecord) -> "ListingReads":
+        """The same for one VM, read as before (one query each)."""
+        return cls(
+            tokens={rec.uuid: store.get_secret(rec.uuid, GRAPHICS_PASSWORD)},
+            events={rec.uuid: store.list_events(rec.uuid, limit=INFO_EVENTS)},
+            pci={rec.uuid: store.list_pci(vm_uuid=rec.uuid)},
+            journals={rec.uuid: store.journal_list(rec.uuid)},
+        )
+
+
 class VmInfo:
     """infinivirt_vm_info: each VM's row, what runs, and its snapshots."""
 
@@ -152,11 +201,13 @@ class VmInfo:
             found = [rec] if rec else []
         else:
             found = records.load_all(self.store)
-        return [self.entry(rec) for rec in found]
+        reads = ListingReads.read(self.store, found)
+        return [self.entry(rec, reads) for rec in found]
 
-    def entry(self, rec: VmRecord) -> Dict[str, Any]:
+    def entry(self, rec: VmRecord, reads: Optional[ListingReads] = None) -> Dict[str, Any]:
         """One VM's entry. A VM whose QEMU does not answer (within INFO_QMP_TIMEOUT) is listed
-        with ``error`` rather than failing the whole listing."""
+        with ``error`` rather than failing the whole listing. ``reads``: the listing's."""
+        reads = reads or ListingReads.one(self.store, rec)
         error = None
         with self.lifecycle.one_session():  # status and snapshots over one QMP connection
             if rec.host != self.hostname:  # another host's VM: only its row can be read from here
@@ -164,17 +215,21 @@ class VmInfo:
                 state = recorded_state(rec.status)
             else:
                 try:
-                    qemu_status = self.lifecycle.query_status(rec, timeout=INFO_QMP_TIMEOUT)
+                    qemu_status = (
+                        "running"
+                        if running_as_recorded(rec, self.lifecycle)
+                        else self.lifecycle.query_status(rec, timeout=INFO_QMP_TIMEOUT)
+                    )
                     state = fold_status(qemu_status)
                     if rec.status == STARTING and qemu_status == "prelaunch":
                         state = STARTING  # a start cut off half-way; the next task redoes it
                 except QemuUnresponsive as exc:
                     qemu_status, state, error = UNRESPONSIVE, RUNNING, str(exc)
-            vm = vm_result(rec, state, self.lifecycle)
+            vm = vm_result(rec, state, self.lifecycle, reads.tokens[rec.uuid])
             vm["qemu_status"] = qemu_status
             vm["error"] = error
-            vm.update(self._aftermath(rec, state))
-            vm["host_devices"] = assigned_devices(self.store, rec)
+            vm.update(self._aftermath(rec, state, reads))
+            vm["host_devices"] = assigned_devices(self.store, rec, reads.pci[rec.uuid])
             vm["snapshots"] = []
             if rec.host == self.hostname and error is None:
                 try:
@@ -183,7 +238,7 @@ class VmInfo:
                     vm["error"] = "cannot list the snapshots: %s" % exc
         return vm
 
-    def _aftermath(self, rec: VmRecord, state: str) -> Dict[str, Any]:
+    def _aftermath(self, rec: VmRecord, state: str, reads: ListingReads) -> Dict[str, Any]:
         """Whether the VM crashed (recorded by the host monitor, or a row that says it runs
         with no QEMU left), what a dead QEMU left behind on this host, and its last events.
         Reading only: the next infinivirt_vm task or the monitor cleans up."""
@@ -191,14 +246,12 @@ class VmInfo:
         leftovers = []
         if dead:
             leftovers = [
-                {"kind": kind, "ref": ref}
-                for kind, ref in self.store.journal_list(rec.uuid)
-                if kind not in KEPT_AFTER_STOP
+                {"kind": kind, "ref": ref} for kind, ref in reads.journals[rec.uuid] if kind not in KEPT_AFTER_STOP
             ]
         return {
             "crashed": rec.status == CRASHED or (dead and rec.status in (RUNNING, PAUSED)),
             "leftovers": leftovers,
-            "events": self.store.list_events(rec.uuid, limit=INFO_EVENTS),
+            "events": reads.events[rec.uuid],
         }
 
     def _snapshots(self, rec: VmRecord) -> List[Dict[str, Any]]:

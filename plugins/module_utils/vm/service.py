@@ -37,6 +37,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.lifecycl
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.info import (
     GRAPHICS_PASSWORD,
     VmInfo,
+    running_as_recorded,
     spec_digest,
     vm_result,
 )
@@ -120,6 +121,7 @@ class Request:
     desired: Desired
     password: Optional[str] = None  # a new display password (None: keep the stored one)
     had_password: bool = False
+    stored_token: Optional[str] = None  # the sealed display password the task found
     bridges: Dict[str, str] = dataclasses.field(default_factory=dict)  # MAC -> bridge
 
 
@@ -313,7 +315,8 @@ class VmService:
         if foreign:  # its process cannot be seen from here: the row stands for it
             return Live(recorded_state(rec.status))
         try:
-            qemu_status = self.lifecycle.query_status(rec)
+            # QMP only when the row and the process disagree (or cannot be compared).
+            qemu_status = "running" if running_as_recorded(rec, self.lifecycle) else self.lifecycle.query_status(rec)
         except QemuUnresponsive:
             if not forced_stop:
                 raise
@@ -372,6 +375,7 @@ class VmService:
             Desired(state, desired, changed, restart_on_change),
             password=password if changed else None,
             had_password=stored_token is not None,
+            stored_token=stored_token,
         )
 
     def _check_host(self, request: Request, plan: VmPlan) -> None:
@@ -542,7 +546,9 @@ class VmService:
             "before": before_view,
             "after": _view(rec, plan.after_state, rec.spec.graphics_password_set, request.desired.password_changed),
         }
-        out.vm = vm_result(rec, plan.after_state, self.lifecycle)
+        # The token read under the lock still holds unless this task stored a new one.
+        known = {"graphics_token": request.stored_token} if request.password is None else {}
+        out.vm = vm_result(rec, plan.after_state, self.lifecycle, **known)
         if check_mode:  # nothing ran: say what the plan leaves pending
             out.vm["pending_restart"] = option_names(plan.pending)
         return out

@@ -30,6 +30,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
     SpecError,
     StateError,
 )
+from ansible_collections.infinivirt.core.plugins.module_utils.host.liveness import start_ticks
 from ansible_collections.infinivirt.core.plugins.module_utils.host.private_dir import ensure_private_dir
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import (
     kill_vm_process,
@@ -285,7 +286,8 @@ class Lifecycle:
         """Bring the row in line with what runs (a guest that powered itself off, a run
         that could not save its result). Returns whether the row was rewritten."""
         pid = self.live_pid(rec) if state != STOPPED else None
-        if rec.status == state and rec.qemu_pid == pid:
+        started = start_ticks(pid, self.host_paths.proc)
+        if rec.status == state and rec.qemu_pid == pid and rec.qemu_started == started:
             return False
         if state == STOPPED and rec.status == CRASHED and rec.running_spec is None:
             return False  # the monitor cleaned it up and said why
@@ -293,7 +295,7 @@ class Lifecycle:
             self.release_files(rec, keep_serial_log=True)
             self._mark_stopped(rec)  # a crashed VM's rules go with its TAPs
             return True
-        rec.status, rec.qemu_pid = state, pid
+        rec.status, rec.qemu_pid, rec.qemu_started = state, pid, started
         records.save(self.store, rec)
         return True
 
@@ -388,12 +390,11 @@ class Lifecycle:
             self._caps_cached = True
         self.release_files(rec, keep_serial_log=True)  # leftovers of a crashed run
         self._rotate_serial_log(rec, paths)
-        for kind, ref in paths.journal(rec.spec.console_socket):
-            self.store.journal_add(rec.uuid, kind, ref)
+        self.store.journal_add_many(rec.uuid, paths.journal(rec.spec.console_socket))
         code = template = nvram = None
         if rec.spec.firmware == "uefi":  # before anything is recorded: OVMF may be missing
             code, template = firmware_files(rec.spec.secure_boot, rec.spec.uefi_firmware)
-        rec.status, rec.qemu_pid = STARTING, None
+        rec.status, rec.qemu_pid, rec.qemu_started = STARTING, None, None
         rec.pidfile_path, rec.qmp_socket_path, rec.serial_log_path = (paths.pidfile, paths.qmp_socket, paths.serial_log)
         rec.running_spec, rec.launch_accel, rec.launch_cpu = rec.spec, accel, cpu
         records.save(self.store, rec)
@@ -488,7 +489,8 @@ class Lifecycle:
                     % (rec.name, rc, stderr or "no message", vfio_hint(stderr, inputs.host_devices))
                 )
             rec.qemu_pid = self.live_pid(rec)
-            if rec.qemu_pid is None:
+            rec.qemu_started = start_ticks(rec.qemu_pid, self.host_paths.proc)
+            if rec.qemu_pid is None or rec.qemu_started is None:
                 raise QemuError("VM %s: QEMU exited right after starting" % rec.name)
             status = self.qmp(rec, "query-status")["status"]
             if status != "prelaunch":
@@ -672,7 +674,7 @@ class Lifecycle:
         firewall)."""
         self.close_session()  # its QEMU is gone
         rec.status = status
-        rec.qemu_pid = None
+        rec.qemu_pid = rec.qemu_started = None
         self._clear_launch(rec)
         self.sync_firewall(rec)  # the VM's rules go with its TAPs
         records.save(self.store, rec, events() if events is not None else None)
@@ -707,27 +709,35 @@ class Lifecycle:
 
     def release_files(self, rec: VmRecord, keep_serial_log: bool, keep_nvram: bool = True) -> None:
         """Remove the journaled files and TAPs of a VM whose process is gone. The NVRAM
-        outlives the process (it is the VM's firmware settings) until the VM is removed."""
-        for kind, ref in self.store.journal_list(rec.uuid):
-            if (keep_serial_log and kind == "serial_log") or (keep_nvram and kind in ("nvram", RESUME)):
-                continue
-            if kind == RESUME:  # a note, not a file
-                self.store.journal_remove(rec.uuid, kind, ref)
-                continue
-            if kind == "tap":
-                self.drop_tap(rec, ref)
-            else:
-                self._remove_file(rec, kind, ref)
+        outlives the process (it is the VM's firmware settings) until the VM is removed.
+        Entries of the files removed leave the journal in one transaction, after the files."""
+        gone: List[Tuple[str, str]] = []
+        try:
+            for kind, ref in self.store.journal_list(rec.uuid):
+                if (keep_serial_log and kind == "serial_log") or (keep_nvram and kind in ("nvram", RESUME)):
+                    continue
+                if kind == "tap":
+                    self.drop_tap(rec, ref)
+                    continue
+                if kind != RESUME:  # a note, not a file
+                    _unlink(rec, kind, ref)
+                gone.append((kind, ref))
+        finally:
+            self.store.journal_remove_many(rec.uuid, gone)
 
     def _remove_file(self, rec: VmRecord, kind: str, ref: str) -> None:
         """One journaled file, then its journal entry."""
-        try:
-            os.unlink(ref)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise QemuError("VM %s: cannot remove %s %s: %s" % (rec.name, kind, ref, exc)) from exc
+        _unlink(rec, kind, ref)
         self.store.journal_remove(rec.uuid, kind, ref)
+
+
+def _unlink(rec: VmRecord, kind: str, ref: str) -> None:
+    try:
+        os.unlink(ref)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise QemuError("VM %s: cannot remove %s %s: %s" % (rec.name, kind, ref, exc)) from exc
 
 
 # QEMU's "pipe" chardev opens <path>.in and <path>.out: given regular files, the monitor on

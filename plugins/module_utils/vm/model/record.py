@@ -26,6 +26,7 @@ class VmRecord:
     spec: VmSpec
     version: int = 1
     qemu_pid: Optional[int] = None
+    qemu_started: Optional[int] = None  # the PID's start time (host/liveness.py): PIDs are reused
     qmp_socket_path: Optional[str] = None
     serial_log_path: Optional[str] = None
     running_spec: Optional[VmSpec] = None  # the spec the live process was started with

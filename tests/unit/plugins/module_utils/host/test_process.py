@@ -6,13 +6,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
 import uuid as uuidlib
 
 import pytest
+from qemu_child import spawn, wait_exec
 
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import (
     holds_file,
@@ -26,48 +26,10 @@ from ansible_collections.infinivirt.core.plugins.module_utils.host.process impor
 )
 
 
-def _started(proc, marker):
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with open("/proc/%d/cmdline" % proc.pid, "rb") as fh:
-            if marker.encode() in fh.read():
-                return proc
-        time.sleep(0.01)
-    raise AssertionError("child never exec'd")
-
-
-def spawn(marker):
-    """A real QEMU started as Infinivirt starts one (-uuid UUID), with no machine to run."""
-    qemu = shutil.which("qemu-system-x86_64")
-    if qemu is None:
-        pytest.skip("qemu-system-x86_64 is not installed")
-    proc = subprocess.Popen(
-        [
-            qemu,
-            "-machine",
-            "none",
-            "-nodefaults",
-            "-display",
-            "none",
-            "-S",
-            "-uuid",
-            marker,
-            "-monitor",
-            "none",
-            "-serial",
-            "none",
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return _started(proc, marker)
-
-
 def bystander(*args):
     """Another program that mentions the UUID, even as '-uuid UUID', or is even named QEMU."""
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"] + list(args))
-    return _started(proc, args[-1])
+    return wait_exec(proc, args[-1])
 
 
 @pytest.mark.qemu  # a real qemu-system-x86_64 (-machine none)
@@ -146,7 +108,7 @@ def test_only_a_qemu_started_with_the_uuid_is_the_vm():
     named = subprocess.Popen(
         ["qemu-system-x86_64", "-c", "import time; time.sleep(60)", "-uuid", marker], executable=sys.executable
     )
-    _started(named, marker)
+    wait_exec(named, marker)
     try:
         for proc in (mentions, flag, named):
             assert not process_runs_vm(proc.pid, marker), proc.args
