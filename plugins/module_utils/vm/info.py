@@ -21,11 +21,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.store.hostdevs import ROLE_DEVICE, ROLE_GROUP
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import validate_name
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.lifecycle import (
-    UNRESPONSIVE,
-    Lifecycle,
-    VmPaths,
-)
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.engine import Engine
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.process import UNRESPONSIVE, VmPaths
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import pending_restart
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.states import (
@@ -53,7 +50,7 @@ def spec_digest(rec: VmRecord, secret_tokens: Tuple[Optional[str], ...] = ()) ->
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def vm_result(rec: VmRecord, state: str, lifecycle: Lifecycle) -> Dict[str, Any]:
+def vm_result(rec: VmRecord, state: str, engine: Engine) -> Dict[str, Any]:
     alive = state != STOPPED
     pending = pending_restart(rec.running_spec, rec.spec) if alive and rec.running_spec else []
     result = rec.summary()
@@ -65,19 +62,17 @@ def vm_result(rec: VmRecord, state: str, lifecycle: Lifecycle) -> Dict[str, Any]
             "status": state,
             "pid": rec.qemu_pid if alive else None,
             "qmp_socket": rec.qmp_socket_path if alive else None,
-            "serial_log": rec.serial_log_path or VmPaths.for_vm(lifecycle.run_dir, rec.uuid).serial_log,
+            "serial_log": rec.serial_log_path or VmPaths.for_vm(engine.run_dir, rec.uuid).serial_log,
             "accel_in_use": rec.launch_accel if alive else None,
             "cpu_in_use": rec.launch_cpu if alive else None,
             "pending_restart": pending,
             "taps": [nic.tap_name for nic in rec.spec.nics],
-            "nvram": lifecycle.nvram_path(rec) if rec.spec.firmware == "uefi" else None,
+            "nvram": engine.resources.nvram_path(rec) if rec.spec.firmware == "uefi" else None,
             "console_socket_path": (
-                VmPaths.for_vm(lifecycle.run_dir, rec.uuid).console_socket
-                if alive and rec.spec.console_socket
-                else None
+                VmPaths.for_vm(engine.run_dir, rec.uuid).console_socket if alive and rec.spec.console_socket else None
             ),
-            "balloon": _balloon(rec, state, lifecycle),
-            "digest": spec_digest(rec, (lifecycle.store.get_secret(rec.uuid, GRAPHICS_PASSWORD),)),
+            "balloon": _balloon(rec, state, engine),
+            "digest": spec_digest(rec, (engine.store.get_secret(rec.uuid, GRAPHICS_PASSWORD),)),
             "graphics": {
                 "type": rec.spec.graphics_type,
                 "listen": rec.spec.graphics_listen,
@@ -122,29 +117,26 @@ def info_result(ctx: HostContext, name: Optional[str] = None, host_devices: bool
     return result
 
 
-def _balloon(rec: VmRecord, state: str, lifecycle: Lifecycle) -> Optional[Dict[str, Any]]:
+def _balloon(rec: VmRecord, state: str, engine: Engine) -> Optional[Dict[str, Any]]:
     """The balloon's actual size and the guest's memory statistics, of a VM that runs
     with one (None otherwise, or when its QEMU cannot say)."""
     running = rec.running_spec
     if state not in (RUNNING, PAUSED) or running is None or not running.memory_balloon or rec.qemu_pid is None:
         return None
-    return lifecycle.tuner().balloon_info(rec)
+    return engine.tuner().balloon_info(rec)
 
 
 class VmInfo:
     """infinivirt_vm_info: each VM's row, what runs, and its snapshots."""
 
-    def __init__(self, store, hostname: str, lifecycle: Lifecycle):
-        self.store = store
-        self.hostname = hostname
-        self.lifecycle = lifecycle  # also what vm.snapshots.SnapshotService reads through
+    def __init__(self, engine: Engine):
+        self.engine = engine  # also what vm.snapshots.SnapshotService reads through
+        self.store = engine.store
+        self.hostname = engine.host_id
 
     @classmethod
     def of(cls, ctx: HostContext) -> "VmInfo":
-        lifecycle = Lifecycle(
-            ctx.store, ctx.run_dir, ctx.qemu_binary, nvram_dir=ctx.nvram_dir, storage_roots=ctx.storage_roots
-        )
-        return cls(ctx.store, ctx.host_id, lifecycle)
+        return cls(Engine.of(ctx))
 
     def list(self, name: Optional[str] = None) -> List[Dict[str, Any]]:
         if name is not None:
@@ -159,19 +151,19 @@ class VmInfo:
         """One VM's entry. A VM whose QEMU does not answer (within INFO_QMP_TIMEOUT) is listed
         with ``error`` rather than failing the whole listing."""
         error = None
-        with self.lifecycle.one_session():  # status and snapshots over one QMP connection
+        with self.engine.sessions.one_session():  # status and snapshots over one QMP connection
             if rec.host != self.hostname:  # another host's VM: only its row can be read from here
                 qemu_status = None
                 state = recorded_state(rec.status)
             else:
                 try:
-                    qemu_status = self.lifecycle.query_status(rec, timeout=INFO_QMP_TIMEOUT)
+                    qemu_status = self.engine.sessions.query_status(rec, timeout=INFO_QMP_TIMEOUT)
                     state = fold_status(qemu_status)
                     if rec.status == STARTING and qemu_status == "prelaunch":
                         state = STARTING  # a start cut off half-way; the next task redoes it
                 except QemuUnresponsive as exc:
                     qemu_status, state, error = UNRESPONSIVE, RUNNING, str(exc)
-            vm = vm_result(rec, state, self.lifecycle)
+            vm = vm_result(rec, state, self.engine)
             vm["qemu_status"] = qemu_status
             vm["error"] = error
             vm.update(self._aftermath(rec, state))
@@ -209,6 +201,6 @@ class VmInfo:
         from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
 
         try:
-            return list(SnapshotService(self).list(rec).values())
+            return list(SnapshotService(self.engine).list(rec).values())
         except SpecError:  # no writable disk
             return []
