@@ -29,6 +29,7 @@ from helpers import block_graph, guest_disks, key_material, links, nft_mentions,
 
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.img import QemuImg
+from ansible_collections.infinivirt.core.plugins.module_utils.vm import power
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import launch, resources
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
@@ -176,9 +177,9 @@ INTERNAL_CREATE = {
     "with memory, the job sent": ({"memory": True}, after_job_sent),
 }
 INTERNAL_REVERT = {
-    "disk-only, after the stop": ({}, after_method(VmService, "stop_vm")),
+    "disk-only, after the stop": ({}, after_method(power, "stop_vm")),
     "disk-only, after the disks went back": ({}, after_method(SnapshotService, "_offline_snapshots")),
-    "disk-only, at the start": ({}, at_method(VmService, "start_vm")),
+    "disk-only, at the start": ({}, at_method(power, "start_vm")),
     "disk-only, QEMU spawned": ({}, after_method(launch, "spawn")),
     "with memory, the job sent": ({"memory": True}, after_job_sent),
 }
@@ -243,16 +244,16 @@ EXTERNAL_CREATE = {
     "after the transaction": after_qmp("transaction"),
 }
 EXTERNAL_REVERT = {
-    "after the stop": after_method(VmService, "stop_vm"),
+    "after the stop": after_method(power, "stop_vm"),
     "after the fresh overlay": after_method(SnapshotService, "_replace_overlay"),
-    "at the start": at_method(VmService, "start_vm"),
+    "at the start": at_method(power, "start_vm"),
     "QEMU spawned": after_method(launch, "spawn"),
 }
 EXTERNAL_DELETE = {
-    "after the stop": after_method(VmService, "stop_vm"),
+    "after the stop": after_method(power, "stop_vm"),
     "after the commit": after_method(QemuImg, "commit"),
     "after the overlay went": after_method(SnapshotService, "_unlink_overlay"),
-    "at the start": at_method(VmService, "start_vm"),
+    "at the start": at_method(power, "start_vm"),
 }
 EXT = {"vm": "layered", "name": "e1", "type": "external"}
 OVERLAY = "plain.qcow2.e1.overlay.qcow2"

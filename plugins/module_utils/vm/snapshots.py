@@ -41,6 +41,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.host.paths import 
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import holds_file
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.img import FdImage, Image, QemuImg
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import validate_name
+from ansible_collections.infinivirt.core.plugins.module_utils.vm import power
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.engine import Engine
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.resources import RESUME
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks import (
@@ -52,7 +53,6 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks imp
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import stop_timeout
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.states import RUNNING, STARTING, STOPPED
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.power import disk_keys, start_vm, stop_vm
 
 STATES = ("present", "absent", "reverted")
 TYPES = ("internal", "external")
@@ -246,7 +246,7 @@ class SnapshotService:
             per_disk = self._per_disk(rec, disks)
             held = [d for d, snaps in zip(disks, per_disk) if snaps.get(name, {}).get("vm-state-size", 0)]
             return node_names((held or disks)[0])[1]
-        keys = disk_keys(self.engine, disks)
+        keys = power.disk_keys(self.engine, disks)
         plain = [d for d in disks if d.disk_id not in keys]
         if not plain:
             raise SpecError(
@@ -389,7 +389,7 @@ class SnapshotService:
         the note, also when the start fails (its error tells why)."""
         try:
             if not self.engine.process.is_alive(rec):
-                start_vm(self.engine, rec, paused=state != RUNNING)
+                power.start_vm(self.engine, rec, paused=state != RUNNING)
         finally:
             self.store.journal_remove(rec.uuid, RESUME, state)
 
@@ -451,7 +451,7 @@ class SnapshotService:
     # -- actions --------------------------------------------------------------------------
     def _offline_snapshots(self, rec, operation: str, name: str, disks: List[DiskSpec]) -> None:
         """qemu-img snapshot on each disk of a stopped VM; an encrypted one opens with its key."""
-        keys = disk_keys(self.engine, disks)
+        keys = power.disk_keys(self.engine, disks)
         for disk in disks:
             with contextlib.ExitStack() as stack:
                 QemuImg().snapshot(operation, name, self._opened(stack, rec, disk, disk.path), keys.get(disk.disk_id))
@@ -520,7 +520,7 @@ class SnapshotService:
     # -- external snapshots: overlay files ---------------------------------------------------
     def _external_create(self, rec, name: str, live: str, params: Dict[str, Any]) -> None:
         disks = self._writable(rec)
-        if disk_keys(self.engine, disks):
+        if power.disk_keys(self.engine, disks):
             raise SpecError(
                 "type", "external snapshots of encrypted volumes are not supported; use an internal snapshot"
             )
@@ -695,7 +695,7 @@ class SnapshotService:
         if live != STOPPED:
             # Noted first: if this task is cut off, the next snapshot task starts the VM again.
             self.store.journal_add(rec.uuid, RESUME, live)
-            stop_vm(self.engine, rec, params)
+            power.stop_vm(self.engine, rec, params)
         try:
             work()
         finally:  # also when the work failed: the VM goes back to running on what its disks hold
