@@ -33,6 +33,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.monitor.service im
 from ansible_collections.infinivirt.core.plugins.module_utils.network.service import NetworkService
 from ansible_collections.infinivirt.core.plugins.module_utils.secrets.rotation import rotate_key
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.batch import VmBatch, prepare
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.acting import acting_engine
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.info import info_result
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.options import vm_argument_spec
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.passthrough import PciService
@@ -264,7 +265,7 @@ def check_the_rest(ctx, netns, tmp_path, results):
     results["infinivirt_vms"].append(done)
 
     # infinivirt_snapshot on the stopped VM's qcow2 disk.
-    snaps = SnapshotService.of(ctx)
+    snaps = SnapshotService(acting_engine(ctx))
     snap = dict(vm="ret1", name="s1", type="internal", memory=False, stop_timeout=5.0, force=False)
     for state in ("present", "present", "reverted", "absent"):
         results["infinivirt_snapshot"].append(snaps.ensure(dict(snap, state=state), False))
@@ -278,7 +279,7 @@ def check_the_rest(ctx, netns, tmp_path, results):
     assert wait_until_gone(killed["pid"], killed["uuid"], 10)
     # infinivirt_gpu on a fake sysfs tree (tests/fake_sysfs.py): an SR-IOV VF made and
     # assigned (managed), predicted, done, again, then the GPU assigned and released.
-    pci = PciService.of(ctx)
+    pci = PciService.of(acting_engine(ctx))
     pci.sysfs = FakeKernel(gpu_host(str(tmp_path / "sysroot")))
     gpu = dict(vm="ret4", address=None, functions=None, rom_file=None, rom_dir=str(tmp_path), x_vga=False)
     vf = dict(gpu, managed=True, state="present", sriov={"pf": "0000:03:00.0", "vf": 0, "num_vfs": 1, "vlan": 5})

@@ -41,6 +41,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.monitor.qmp_events
     read_event_log,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.vm import power
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.acting import acting_engine
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.engine import Engine
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.process import VmPaths
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
@@ -92,7 +93,7 @@ class Monitor:
     def _service(self) -> Optional[Engine]:
         if self.engine is None:
             try:
-                self.engine = Engine.of(self.open_context())
+                self.engine = acting_engine(self.open_context())
             except InfinivirtError as exc:
                 if self._store_down_since is None:
                     self._store_down_since = time.monotonic()

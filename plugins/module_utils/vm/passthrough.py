@@ -32,7 +32,6 @@ from ansible_collections.infinivirt.core.plugins.module_utils.validation import 
     check_choice,
     validate_name,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.engine import Engine
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.hostdevs import (
     BRIDGE_CLASS_PREFIX,
     AssignPlan,
@@ -68,9 +67,10 @@ class PciService:
         self.sysfs = sysfs
 
     @classmethod
-    def of(cls, ctx) -> "PciService":
-        """infinivirt_gpu's service: on the VM engine of ``ctx``, and its sysfs."""
-        return cls(Engine.of(ctx), SysfsRoot(ctx.sysfs_root))
+    def of(cls, engine) -> "PciService":
+        """infinivirt_gpu's service: on ``engine`` (vm.engine.acting.acting_engine), and the
+        sysfs of its context."""
+        return cls(engine, SysfsRoot(engine.ctx.sysfs_root))
 
     @property
     def store(self):

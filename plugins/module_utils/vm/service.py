@@ -29,7 +29,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.store.base import 
 from ansible_collections.infinivirt.core.plugins.module_utils.store.claims import CLAIM_CPU
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import validate_name
 from ansible_collections.infinivirt.core.plugins.module_utils.vm import power
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.engine import Engine
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.acting import acting_engine
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.process import UNRESPONSIVE
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.info import (
     GRAPHICS_PASSWORD,
@@ -128,12 +128,12 @@ class VmService:
         self.lock_timeout = ctx.lock_timeout
         self.hostname = ctx.host_id
         self.storage_roots = ctx.storage_roots
-        self.engine = Engine.of(ctx, host_paths)
+        self.engine = acting_engine(ctx, host_paths)
         self._pci = None
 
     @property
     def firewall(self):
-        return self.engine.firewall_service()
+        return self.engine.resources.firewall()
 
     @property
     def pci(self):

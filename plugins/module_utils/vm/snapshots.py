@@ -42,7 +42,6 @@ from ansible_collections.infinivirt.core.plugins.module_utils.host.process impor
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.img import FdImage, Image, QemuImg
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import validate_name
 from ansible_collections.infinivirt.core.plugins.module_utils.vm import power
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.engine import Engine
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.resources import RESUME
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks import (
     DiskSpec,
@@ -83,11 +82,6 @@ class SnapshotService:
     def __init__(self, engine):
         self.engine = engine
         self.store = engine.store
-
-    @classmethod
-    def of(cls, ctx) -> "SnapshotService":
-        """infinivirt_snapshot's service, on the VM engine of ``ctx``."""
-        return cls(Engine.of(ctx))
 
     def _writable(self, rec) -> List[DiskSpec]:
         writable = [d for d in rec.spec.disks if not d.readonly and d.media == "disk"]

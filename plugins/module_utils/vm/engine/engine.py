@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Optional
 
 from ansible_collections.infinivirt.core.plugins.module_utils.context import HostContext
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError, QemuError, StateError
@@ -43,12 +43,16 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.states im
 
 
 class Engine:
-    """The VMs of ``ctx``'s store on this host (``ctx.host_id``)."""
+    """The VMs of ``ctx``'s store on this host (``ctx.host_id``). ``firewall`` returns the
+    firewall.service.FirewallService whose hooks follow the VMs' TAPs (acting.py makes it),
+    or is None for an engine that only reads (vm/info.py): infinivirt_vm_info ships no
+    firewall."""
 
     def __init__(
         self,
         ctx: HostContext,
         host_paths: HostPaths = HostPaths(),
+        firewall: Optional[Callable[[], Any]] = None,
         start_timeout: float = 60.0,
         qmp_timeout: float = 10.0,
     ):
@@ -61,25 +65,18 @@ class Engine:
         self.qemu_binary = ctx.qemu_binary
         self._caps = None
         self._caps_cached = False  # whether probe-cache.json holds self._caps
-        self._firewall = None
         self.process = QemuProcess(ctx.run_dir, host_paths, start_timeout)
         self.sessions = QmpSessions(self.process, qmp_timeout)
-        self.resources = HostResources(ctx.store, ctx.nvram_dir, host_paths, ctx.storage_roots, self.firewall_service)
+        self.resources = HostResources(ctx.store, ctx.nvram_dir, host_paths, ctx.storage_roots, firewall)
 
     @classmethod
-    def of(cls, ctx: HostContext, host_paths: HostPaths = HostPaths()) -> "Engine":
-        return cls(ctx, host_paths)
+    def of(
+        cls, ctx: HostContext, host_paths: HostPaths = HostPaths(), firewall: Optional[Callable[[], Any]] = None
+    ) -> "Engine":
+        return cls(ctx, host_paths, firewall)
 
     def close(self) -> None:
         self.ctx.close()
-
-    def firewall_service(self):
-        """The FirewallService, made (and imported) when a VM's rules are first touched."""
-        if self._firewall is None:
-            from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
-
-            self._firewall = FirewallService(self.store, self.host_id, lock_timeout=self.lock_timeout)
-        return self._firewall
 
     def tuner(self):
         """vm.engine.tune.Tuner (pins, balloon, vCPU and DIMM hot-plug), imported when first used."""
