@@ -34,6 +34,7 @@ install_on_sys_path()
 import build_guest  # noqa: E402
 import serial_report  # noqa: E402
 
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.info import VmInfo  # noqa: E402
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService  # noqa: E402
 
 CONFIGS = {
@@ -104,7 +105,7 @@ def main():
                 "%-24s %12.1f %12.1f" % (name, statistics.median(figures["read"]), statistics.median(figures["write"]))
             )
     finally:
-        for entry in service.info():
+        for entry in VmInfo(service.engine).list():
             service.ensure({"name": entry["name"], "state": "absent", "force": True, "stop_timeout": 5}, False)
         service.close()
         shutil.rmtree(work, ignore_errors=True)

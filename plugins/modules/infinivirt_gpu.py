@@ -208,8 +208,8 @@ actions:
 
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import InfinivirtModule
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.passthrough import DEFAULT_ROM_DIR
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.acting import acting_engine
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.passthrough import DEFAULT_ROM_DIR, PciService
 
 
 def main() -> None:
@@ -239,7 +239,7 @@ def main() -> None:
         supports_check_mode=True,
         requirements=[("qemu.qmp", HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR)],
     )
-    module.run(lambda ctx: VmService(ctx).pci.ensure(module.params, module.check_mode))
+    module.run(lambda ctx: PciService.of(acting_engine(ctx)).ensure(module.params, module.check_mode))
 
 
 if __name__ == "__main__":

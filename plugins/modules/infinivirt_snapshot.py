@@ -156,7 +156,7 @@ snapshots:
 
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import InfinivirtModule
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.acting import acting_engine
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import STATES, TYPES, SnapshotService
 
 
@@ -175,7 +175,7 @@ def main() -> None:
         requirements=[("qemu.qmp", HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR)],
     )
 
-    module.run(lambda ctx: SnapshotService(VmService(ctx)).ensure(module.params, module.check_mode))
+    module.run(lambda ctx: SnapshotService(acting_engine(ctx)).ensure(module.params, module.check_mode))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.join(TESTS, "guest"))
 
 import build_cloud_guest  # noqa: E402
 import build_guest  # noqa: E402
+from helpers import vm_list  # noqa: E402
 from qemu_procs import kill_leftovers  # noqa: E402
 
 if shutil.which("qemu-system-x86_64") is None:  # the only allowed reason to skip
@@ -56,7 +57,7 @@ def service(workdir):
     svc = VmService.open("sqlite:///%s/state.db" % workdir, os.path.join(workdir, "run"), lock_timeout=30)
     yield svc
     # Never leave a VM behind, whatever the test did.
-    for vm in svc.info():
+    for vm in vm_list(svc):
         svc.ensure({"name": vm["name"], "state": "absent", "force": True, "stop_timeout": 5}, check_mode=False)
     svc.close()
     assert kill_leftovers(workdir) == [], "QEMU processes outlived their VM rows"
@@ -101,7 +102,7 @@ def images(workdir):
 def disk_service(workdir, images):
     svc = VmService.open("sqlite:///%s/disks.db" % workdir, os.path.join(workdir, "run"), storage_roots=[images])
     yield svc
-    for vm in svc.info():
+    for vm in vm_list(svc):
         svc.ensure({"name": vm["name"], "state": "absent", "force": True, "stop_timeout": 5}, False)
     svc.close()
 

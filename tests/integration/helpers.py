@@ -73,7 +73,7 @@ def guest_disks(sock):
 
 def block_graph(vms, name):
     """parent node -> {child role: child node}, and each device's root, from QEMU itself."""
-    graph = vms.lifecycle.qmp(records.load(vms.store, name), "x-debug-query-block-graph")
+    graph = vms.engine.sessions.qmp(records.load(vms.store, name), "x-debug-query-block-graph")
     names = {n["id"]: n["name"] for n in graph["nodes"]}
     edges = {}
     for edge in graph["edges"]:
@@ -146,7 +146,7 @@ def key_material(run_dir):
 def assert_db_agrees(service, name):
     """The row and the processes tell the same story; returns the state."""
     rec = records.load(service.store, name)
-    everything = qemu_processes(service.lifecycle.run_dir)
+    everything = qemu_processes(service.engine.run_dir)
     if rec is None:
         assert everything == [], "a QEMU runs for a VM that has no row"
         return "absent"
@@ -187,3 +187,10 @@ def run_playbook(playbook, extra_vars, timeout=900, inventory="localhost,", fork
     args += ["-e", json.dumps(extra_vars)] + (["-" + "v" * verbosity] if verbosity else [])
     args.append(os.path.join(HERE, "playbooks", playbook))
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def vm_list(service, name=None):
+    """What infinivirt_vm_info lists (vm/info.py), through ``service``'s VM engine."""
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.info import VmInfo
+
+    return VmInfo(service.engine).list(name)

@@ -26,21 +26,21 @@ def die(*_args, **_kwargs):
 def main(step, argv):
     install_on_sys_path()
     from ansible_collections.infinivirt.core.plugins.module_utils.monitor import cli, service
-    from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import lifecycle
-    from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm import power
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.engine import Engine
 
     if step == "before_cleanup":  # QEMU ended; nothing cleaned up, decided or recorded
-        lifecycle.Lifecycle.clean_up_dead = die
+        Engine.clean_up_dead = die
     elif step == "before_restart":  # cleaned up and decided (row and event written), not restarted
         service.Monitor._restart = die
     elif step == "after_restart":  # the new QEMU runs and its row says so; nothing after that
-        real = VmService.start_vm
+        real = power.start_vm
 
-        def start_then_die(self, *args, **kwargs):
-            real(self, *args, **kwargs)
+        def start_then_die(*args, **kwargs):
+            real(*args, **kwargs)
             die()
 
-        VmService.start_vm = start_then_die
+        power.start_vm = start_then_die
     else:
         sys.exit("unknown step %r" % step)
     return cli.main(argv)

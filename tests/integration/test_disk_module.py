@@ -26,7 +26,7 @@ import time
 from queue import Empty
 
 import pytest
-from helpers import run_playbook
+from helpers import run_playbook, vm_list
 from qemu_procs import kill_leftovers
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
@@ -81,7 +81,7 @@ def env(db_url, monkeypatch):
         lock_timeout=30,
     )
     yield Env(service, make_disks(service, root), db_url, work, root, outside, key_file)
-    for vm in service.info():
+    for vm in vm_list(service):
         service.ensure({"name": vm["name"], "state": "absent", "force": True, "stop_timeout": 5}, False)
     service.close()
     leaked = kill_leftovers(work)
@@ -871,9 +871,9 @@ def test_a_volume_attached_to_a_running_vm(env):
     assert grown["changed"] and grown["volume"]["attached_to"] == "holder"
     assert grown["volume"]["used_by"] == ["holder"]
     rec = records.load(env.service.store, "holder")
-    blocks = env.service.lifecycle.qmp(rec, "query-block")
+    blocks = env.service.engine.sessions.qmp(rec, "query-block")
     # QEMU opened the image through a descriptor set (/dev/fdset/N), not by its name.
-    opened = {"/dev/fdset/%d" % s["fdset-id"] for s in env.service.lifecycle.qmp(rec, "query-fdsets")}
+    opened = {"/dev/fdset/%d" % s["fdset-id"] for s in env.service.engine.sessions.qmp(rec, "query-fdsets")}
     sizes = [b["inserted"]["image"]["virtual-size"] for b in blocks if b.get("inserted", {}).get("file") in opened]
     assert sizes == [32 * MIB]
     assert qemu_info(path)["virtual-size"] == 32 * MIB

@@ -18,7 +18,7 @@ import tempfile
 import threading
 
 import pytest
-from helpers import run_playbook
+from helpers import run_playbook, vm_list
 from qemu_procs import kill_leftovers
 from vnc_client import vnc_auth
 
@@ -99,9 +99,9 @@ def test_password_protected_display(env):
     assert started.vm["graphics"]["port_requested"] is None
     assert [k for k in started.vm if k.startswith("graphics_")] == []
     assert [k for k in started.diff["after"] if k.startswith("graphics_")] == []
-    assert service.info("screen")[0]["graphics"] == started.vm["graphics"]
+    assert vm_list(service, "screen")[0]["graphics"] == started.vm["graphics"]
     rec = records.load(service.store, "screen")
-    peripherals = {p["name"] for p in service.lifecycle.qmp(rec, "qom-list", {"path": "/machine/peripheral"})}
+    peripherals = {p["name"] for p in service.engine.sessions.qmp(rec, "qom-list", {"path": "/machine/peripheral"})}
     assert "video0" in peripherals, "a VNC display needs a video card to show"
     assert vnc_auth("127.0.0.1", port, None) == "password-required"
     assert vnc_auth("127.0.0.1", port, PASSWORD) == "ok"
@@ -146,7 +146,7 @@ def test_wrong_key_is_a_clear_error_not_garbage(env, monkeypatch):
     message = str(err.value)
     assert "cannot read the display password of VM screen" in message and "key id" in message
     assert PASSWORD not in message
-    assert other.info("screen")[0]["status"] == "stopped", "nothing was started"
+    assert vm_list(other, "screen")[0]["status"] == "stopped", "nothing was started"
     other.close()
 
 
@@ -192,7 +192,7 @@ def test_bad_display_input_changes_nothing(env, graphics, field, phrase):
     with pytest.raises(SpecError) as err:
         ensure(service, state="running", graphics=graphics)
     assert err.value.field == field and phrase in str(err.value)
-    assert service.info() == [] and not os.path.exists(key_file)
+    assert vm_list(service) == [] and not os.path.exists(key_file)
 
 
 def test_module_keeps_the_password_out_of_its_output(db_url, tmp_path):

@@ -12,6 +12,7 @@ import os
 import threading
 
 import pytest
+from helpers import vm_list
 
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import validate_options
 from ansible_collections.infinivirt.core.plugins.module_utils.context import HostContext
@@ -38,7 +39,7 @@ def claims_env(db_url, workdir):
 
     svc = VmService(context())
     yield svc, context
-    for vm in svc.info():
+    for vm in vm_list(svc):
         svc.ensure({"name": vm["name"], "state": "absent", "force": True, "stop_timeout": 1}, False)
     assert svc.store.list_host_claims() == []  # removing a VM drops its claims
     svc.close()

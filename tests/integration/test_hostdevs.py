@@ -12,9 +12,11 @@ import stat
 
 import pytest
 from fake_sysfs import FakeKernel, FakeTree, gpu_host
+from helpers import vm_list
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import QemuError, SpecError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.info import info_result
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.argv import LaunchContext, build_argv
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
@@ -29,11 +31,13 @@ def host(workdir):
     tree = gpu_host(os.path.join(workdir, "root"))
     roms = os.path.join(workdir, "roms")
     os.makedirs(roms)
-    svc = VmService.open("sqlite:///%s/state.db" % workdir, os.path.join(workdir, "run"), lock_timeout=30)
+    svc = VmService.open(
+        "sqlite:///%s/state.db" % workdir, os.path.join(workdir, "run"), lock_timeout=30, sysfs_root=tree.root
+    )
     kernel = FakeKernel(tree)
     svc.pci.sysfs = kernel
     yield svc, kernel, tree, roms
-    for vm in svc.info():
+    for vm in vm_list(svc):
         svc.ensure({"name": vm["name"], "state": "absent", "force": True, "stop_timeout": 5}, check_mode=False)
     svc.close()
 
@@ -85,7 +89,7 @@ def test_gpu_and_audio_in_one_group_become_one_multifunction_device(host):
         '"multifunction":true,"x-vga":true}',
         '{"addr":"0.1","bus":"rp5","driver":"vfio-pci","host":"0000:01:00.1","id":"hostdev-0000-01-00-1"}',
     ]
-    assert svc.info("gpuvm")[0]["host_devices"] == [
+    assert vm_list(svc, "gpuvm")[0]["host_devices"] == [
         {
             "address": GPU,
             "host": svc.hostname,
@@ -115,7 +119,7 @@ def test_real_qemu_takes_the_argv_up_to_vfio_and_the_error_is_clear(host, workdi
     message = str(err.value)
     assert "vfio /sys/bus/pci/devices/0000:01:00.0: no such host device" in message
     assert "bound to vfio-pci" in message and "host role" in message
-    assert svc.info("gpuvm")[0]["status"] == "stopped"
+    assert vm_list(svc, "gpuvm")[0]["status"] == "stopped"
     assert [f for f in os.listdir(os.path.join(workdir, "run")) if f != "probe-cache.json"] == []
 
 
@@ -268,7 +272,7 @@ def test_vm_info_lists_devices_groups_and_drivers(host):
     tree.link_driver(AUDIO, "vfio-pci")
     make_vm(svc)
     svc.pci.ensure(gpu(address=NVME), False)
-    listed = svc.info_result(None, host_devices=True)["host_devices"]
+    listed = info_result(svc.ctx, None, host_devices=True)["host_devices"]
     base = dict(sriov_totalvfs=None, sriov_numvfs=None, physfn=None, assigned_to=None)
     assert listed == {
         "iommu_enabled": True,
@@ -319,7 +323,7 @@ def test_vm_info_lists_devices_groups_and_drivers(host):
             ),
         ],
     }
-    assert "host_devices" not in svc.info_result(None)
+    assert "host_devices" not in info_result(svc.ctx, None)
 
 
 def test_hotplug_onto_a_running_vm_that_qemu_refuses_leaves_nothing(host):
@@ -333,7 +337,7 @@ def test_hotplug_onto_a_running_vm_that_qemu_refuses_leaves_nothing(host):
     assert (kernel.driver(GPU), kernel.driver(AUDIO)) == ("nouveau", "snd_hda_intel")
     assert svc.store.list_pci() == []
     rec = records.load(svc.store, "gpuvm")
-    assert not any(d.startswith("hostdev-") for d in svc.hotplug.device_ids(rec))
+    assert not any(d.startswith("hostdev-") for d in svc.engine.hotplug().device_ids(rec))
 
 
 def test_a_vm_with_devices_on_another_host_does_not_start_here(host, workdir):
@@ -366,7 +370,7 @@ def test_usb_devices_are_hot_plugged_and_unplugged_on_a_running_vm(service):
     started = service.ensure(dict(usb, usb=[]), check_mode=False)
     assert started.vm["usb"] == []
     rec = records.load(service.store, "usbvm")
-    pci = service.lifecycle.qmp(rec, "query-pci")
+    pci = service.engine.sessions.qmp(rec, "query-pci")
     assert any(d.get("qdev_id") == "xhci" and d["class_info"]["class"] == 0x0C03 for d in pci[0]["devices"])
 
     plugged = service.ensure(dict(usb, usb=[TOKEN, PORT]), check_mode=False)
@@ -377,13 +381,14 @@ def test_usb_devices_are_hot_plugged_and_unplugged_on_a_running_vm(service):
     ]
     rec = records.load(service.store, "usbvm")
     token_id, port_id = (u.device_id for u in rec.spec.usb)
-    assert {token_id, port_id, "xhci"} <= service.hotplug.device_ids(rec)
+    assert {token_id, port_id, "xhci"} <= service.engine.hotplug().device_ids(rec)
     assert service.ensure(dict(usb, usb=[TOKEN, PORT]), check_mode=False).changed is False
 
     unplugged = service.ensure(dict(usb, usb=[PORT]), check_mode=False)  # waits for DEVICE_DELETED
     assert unplugged.actions == ["update", "hotplug_usb"]
     rec = records.load(service.store, "usbvm")
-    assert token_id not in service.hotplug.device_ids(rec) and port_id in service.hotplug.device_ids(rec)
+    plugged = service.engine.hotplug().device_ids(rec)
+    assert token_id not in plugged and port_id in plugged
     assert [u.key for u in rec.running_spec.usb] == ["1-1.4"]
 
 
@@ -395,7 +400,7 @@ def test_the_first_usb_device_of_a_vm_without_a_controller_waits_for_a_restart(s
     restarted = service.ensure(dict(usb, state="restarted", force=True, stop_timeout=1.0), check_mode=False)
     assert restarted.vm["pending_restart"] == []
     rec = records.load(service.store, "usbvm2")
-    assert rec.spec.usb[0].device_id in service.hotplug.device_ids(rec)
+    assert rec.spec.usb[0].device_id in service.engine.hotplug().device_ids(rec)
 
 
 @pytest.mark.parametrize(
@@ -414,7 +419,7 @@ def test_usb_entries_are_checked_naming_the_option(service, entry, field):
     with pytest.raises(SpecError) as err:
         service.ensure(dict(name="usbbad", memory_mb=64, usb=[entry]), check_mode=False)
     assert err.value.field == field
-    assert service.info("usbbad") == []
+    assert vm_list(service, "usbbad") == []
 
 
 @pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)

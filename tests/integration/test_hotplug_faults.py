@@ -24,7 +24,7 @@ from faults import (
 )
 from helpers import guest_disks, guest_nics, key_material, links, nft_mentions, wait_for, wait_ready
 
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import lifecycle, records
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records, resources
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
 
@@ -34,12 +34,12 @@ BASE_MAC, HOT_MAC = "52:54:00:fb:00:01", "52:54:00:fb:00:02"
 HOT_TAP = "iv525400fb0002"
 
 
-def after_lifecycle(method):
-    return after_method(lifecycle.Lifecycle, method)
+def after_resources(method):
+    return after_method(resources.HostResources, method)
 
 
-def at_lifecycle(method):
-    return at_method(lifecycle.Lifecycle, method)
+def at_resources(method):
+    return at_method(resources.HostResources, method)
 
 
 PLUG_DISK = {
@@ -54,16 +54,16 @@ UNPLUG_DISK = {
     "after the key object went": after_qmp("object-del"),
 }
 PLUG_NIC = {
-    "after the TAP": after_lifecycle("make_taps"),
+    "after the TAP": after_resources("make_taps"),
     "after netdev_add": after_qmp("netdev_add"),
     "after device_add": after_qmp("device_add"),
-    "before the firewall": at_lifecycle("sync_firewall"),
+    "before the firewall": at_resources("sync_firewall"),
 }
 UNPLUG_NIC = {
     "after device_del was sent": after_unplug_request,
     "after DEVICE_DELETED": after_unplugged,
     "after netdev_del": after_qmp("netdev_del"),
-    "before the TAP went": at_lifecycle("drop_tap"),
+    "before the TAP went": at_resources("drop_tap"),
 }
 
 
@@ -127,18 +127,18 @@ class Rig:
         return out
 
     def qemu_devices(self):
-        peripherals = self.service.lifecycle.qmp(self.record(), "qom-list", {"path": "/machine/peripheral"})
+        peripherals = self.service.engine.sessions.qmp(self.record(), "qom-list", {"path": "/machine/peripheral"})
         return {p["name"] for p in peripherals}
 
     def qemu_objects(self):
-        return {o["name"] for o in self.service.lifecycle.qmp(self.record(), "qom-list", {"path": "/objects"})}
+        return {o["name"] for o in self.service.engine.sessions.qmp(self.record(), "qom-list", {"path": "/objects"})}
 
     def qemu_nodes(self):
-        nodes = self.service.lifecycle.qmp(self.record(), "query-named-block-nodes", {"flat": True})
+        nodes = self.service.engine.sessions.qmp(self.record(), "query-named-block-nodes", {"flat": True})
         return {n["node-name"]: n["file"] for n in nodes}
 
     def qemu_fd_sets(self):
-        return self.service.lifecycle.qmp(self.record(), "query-fdsets")
+        return self.service.engine.sessions.qmp(self.record(), "query-fdsets")
 
     def record(self):
         return records.load(self.service.store, "plugged")

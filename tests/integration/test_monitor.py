@@ -18,7 +18,7 @@ import time
 
 import pytest
 import serial_report
-from helpers import links, nft_mentions, wait_for, wait_ready
+from helpers import links, nft_mentions, vm_list, wait_for, wait_ready
 from monitor_killed_at import STEPS
 from monitor_proc import MonitorProcess
 from qemu_procs import kill_leftovers
@@ -43,7 +43,7 @@ def host(workdir, bridge_ns):
     assert monitor.wait_log("monitor started"), monitor.log()
     yield service, monitor, bridge_ns
     stopped = monitor.stop()
-    for vm in service.info():  # before any assertion: a failed test leaves no VM running
+    for vm in vm_list(service):  # before any assertion: a failed test leaves no VM running
         service.ensure({"name": vm["name"], "state": "absent", "force": True, "stop_timeout": 0}, False)
     service.close()
     assert kill_leftovers(workdir) == [], "QEMU processes outlived their VM rows"
@@ -92,7 +92,7 @@ def test_a_killed_qemu_is_cleaned_up_within_a_second(host):
         assert tap not in links(netns), "its TAP went"
         assert not nft_mentions(netns, vm["uuid"]) and not nft_mentions(netns, tap), "and its rules"
         assert not os.path.exists(vm["qmp_socket"]) and not os.path.exists(vm["qmp_socket"][:-3] + "pid")
-        info = service.info("victim")[0]
+        info = vm_list(service, "victim")[0]
         assert info["status"] == "stopped" and info["crashed"] and info["leftovers"] == []
         assert info["events"][0]["kind"] == "crashed" and info["events"][0]["detail"]["how"] == "crash"
         cleanups.append(info["events"][0]["detail"]["cleaned_in_ms"])
@@ -116,7 +116,7 @@ def test_on_crash_restart_boots_the_guest_again(host, guest_params):
     assert monitor.wait_log("following VM phoenix (PID %d)" % vm["pid"])
     kill(vm["pid"], vm["uuid"])
     assert wait_for(lambda: "restarted" in events(service, "phoenix"), timeout=10), monitor.log()
-    again = service.info("phoenix")[0]
+    again = vm_list(service, "phoenix")[0]
     assert again["status"] == "running" and again["pid"] != vm["pid"]
     wait_ready(again["serial_log"])  # a second boot, in the new serial log
     assert os.path.exists(again["serial_log"] + ".1"), "the crashed run's log is kept"
@@ -131,7 +131,7 @@ def test_a_guest_that_powers_off_is_stopped_not_crashed(host, guest_params):
     assert monitor.wait_log("following VM sleeper (PID %d)" % vm["pid"])
     power_off(vm["console_socket_path"])
     assert wait_for(lambda: row(service, "sleeper").status == "stopped", timeout=15), monitor.log()
-    info = service.info("sleeper")[0]
+    info = vm_list(service, "sleeper")[0]
     assert not info["crashed"] and info["events"][0]["detail"]["how"] == "poweroff"
     assert "shutdown" in events(service, "sleeper"), "QEMU's own SHUTDOWN event is in the log"
 
@@ -141,7 +141,7 @@ def test_a_guest_that_powers_off_is_stopped_not_crashed(host, guest_params):
     assert monitor.wait_log("following VM sleeper (PID %d)" % vm["pid"])
     power_off(vm["console_socket_path"])
     assert wait_for(lambda: "restarted" in events(service, "sleeper"), timeout=15), monitor.log()
-    back = service.info("sleeper")[0]
+    back = vm_list(service, "sleeper")[0]
     assert back["status"] == "running" and back["pid"] != vm["pid"]
     wait_ready(back["serial_log"])
     stopped = service.ensure({"name": "sleeper", "state": "stopped", "stop_timeout": 30}, False)
@@ -171,7 +171,7 @@ def test_autostart_after_a_reboot_in_order_with_delays(workdir):
                 False,
             )
         # As after a reboot: every QEMU gone, run_dir emptied.
-        for vm in service.info():
+        for vm in vm_list(service):
             kill(vm["pid"], vm["uuid"])
         for entry in os.listdir(run_dir):
             os.unlink(os.path.join(run_dir, entry))
@@ -180,7 +180,7 @@ def test_autostart_after_a_reboot_in_order_with_delays(workdir):
         )
         done = monitor.once()
         assert done.returncode == 0, done.stderr
-        started = {vm["name"]: vm for vm in service.info()}
+        started = {vm["name"]: vm for vm in vm_list(service)}
         assert [n for n in ("first", "second", "third") if started[n]["status"] == "running"] == [
             "first",
             "second",
@@ -196,9 +196,9 @@ def test_autostart_after_a_reboot_in_order_with_delays(workdir):
         # Once per boot: a second run after that changes nothing.
         service.ensure({"name": "first", "state": "stopped", "force": True, "stop_timeout": 1}, False)
         assert monitor.once().returncode == 0
-        assert service.info("first")[0]["status"] == "stopped"
+        assert vm_list(service, "first")[0]["status"] == "stopped"
     finally:
-        for vm in service.info():
+        for vm in vm_list(service):
             service.ensure({"name": vm["name"], "state": "absent", "force": True, "stop_timeout": 1}, False)
         service.close()
 
@@ -275,9 +275,9 @@ def test_a_failed_restart_keeps_the_crash_evidence(host):
         subprocess.run(["ip", "netns", "del", ns], check=True)  # so the restart cannot enter it
     kill(vm["pid"], vm["uuid"])
     assert wait_for(lambda: "restart_failed" in events(service, "fragile"), timeout=15), monitor.log()
-    failed = next(e for e in service.info("fragile")[0]["events"] if e["kind"] == "restart_failed")
+    failed = next(e for e in vm_list(service, "fragile")[0]["events"] if e["kind"] == "restart_failed")
     assert ns in failed["detail"]["error"] and failed["detail"]["policy"] == "on_crash"
-    assert row(service, "fragile").status == "crashed" and service.info("fragile")[0]["crashed"]
+    assert row(service, "fragile").status == "crashed" and vm_list(service, "fragile")[0]["crashed"]
     with open(vm["serial_log"] + ".1", encoding="utf-8") as log:
         assert "EVIDENCE" in log.read(), "the crashed run's serial log, rotated as the start does"
     assert not os.path.exists(vm["serial_log"]), "the failed start's own log went (or the next would rotate it over)"
@@ -298,7 +298,7 @@ def test_a_guest_power_off_while_no_monitor_runs_is_no_crash(host, guest_params)
     monitor.start()
     assert wait_for(lambda: row(service, "napper").status != "running", timeout=15), monitor.log()
     time.sleep(1.0)  # monitor rounds in which a wrong restart would show
-    info = service.info("napper")[0]
+    info = vm_list(service, "napper")[0]
     assert row(service, "napper").status == "stopped" and not info["crashed"], monitor.log()
     assert info["events"][0]["kind"] == "stopped" and info["events"][0]["detail"]["how"] == "poweroff"
     assert count(service, "napper", "restarted") == 0 and count(service, "napper", "crashed") == 0
@@ -314,7 +314,7 @@ def test_the_restart_budget_holds_across_monitors_and_their_restarts(workdir, re
     a, b = (MonitorProcess(db_url, run_dir, service.hostname, os.path.join(workdir, n)) for n in ("a.log", "b.log"))
 
     def crash(monitor, restarts):
-        vm = service.info("flaky")[0]
+        vm = vm_list(service, "flaky")[0]
         assert monitor.wait_log("following VM flaky (PID %d)" % vm["pid"]), monitor.log()
         kill(vm["pid"], vm["uuid"])
 
@@ -334,7 +334,7 @@ def test_the_restart_budget_holds_across_monitors_and_their_restarts(workdir, re
         b.start()  # a new monitor process: the budget is in the store, not in the monitor
         crash(b, 3)
         assert a.start().proc.wait(30) == 3, a.log()  # one monitor per host (item 9)
-        vm = service.info("flaky")[0]
+        vm = vm_list(service, "flaky")[0]
         assert b.wait_log("following VM flaky (PID %d)" % vm["pid"]), b.log()
         kill(vm["pid"], vm["uuid"])
         once = a.once()  # a one-off reconcile beside the live monitor: both may see the crash
@@ -346,7 +346,7 @@ def test_the_restart_budget_holds_across_monitors_and_their_restarts(workdir, re
         assert count(service, "flaky", "crashed") == 4, "each crash handled once, by one monitor"
     finally:
         stopped = [m.stop() for m in (a, b)]
-        for vm in service.info():
+        for vm in vm_list(service):
             service.ensure({"name": vm["name"], "state": "absent", "force": True, "stop_timeout": 0}, False)
         service.close()
         assert kill_leftovers(workdir) == []
@@ -385,12 +385,12 @@ def test_a_monitor_killed_mid_handling_is_finished_once_by_the_next(host, workdi
 
     monitor.start()  # the next monitor finishes the job
     assert wait_for(lambda: count(service, "lazarus", "restarted") >= 1, timeout=15), monitor.log()
-    again = service.info("lazarus")[0]
+    again = vm_list(service, "lazarus")[0]
     assert again["status"] == "running" and again["pid"] != vm["pid"]
     assert monitor.wait_log("following VM lazarus (PID %d)" % again["pid"]), monitor.log()
     time.sleep(1.0)  # monitor rounds in which a second cleanup or restart would show
     assert count(service, "lazarus", "crashed") == 1 and count(service, "lazarus", "restarted") == 1
-    assert service.info("lazarus")[0]["pid"] == again["pid"] and vm_processes(vm["uuid"]) == [again["pid"]]
+    assert vm_list(service, "lazarus")[0]["pid"] == again["pid"] and vm_processes(vm["uuid"]) == [again["pid"]]
     kinds = sorted(kind for kind, _ref in service.store.journal_list(vm["uuid"]))
     assert kinds == ["event_log", "event_log", "events_socket", "pidfile", "qmp_socket", "serial_log", "serial_log"]
 
@@ -419,7 +419,7 @@ def test_a_monitor_killed_before_a_power_off_restart_is_finished_by_the_next(hos
     assert row(service, "dozer").status == "stopped" and count(service, "dozer", "restarted") == 0
     monitor.start()
     assert wait_for(lambda: count(service, "dozer", "restarted") == 1, timeout=15), monitor.log()
-    again = service.info("dozer")[0]
+    again = vm_list(service, "dozer")[0]
     assert again["status"] == "running" and again["pid"] != vm["pid"] and not again["crashed"]
     restarted = next(e for e in again["events"] if e["kind"] == "restarted")
     assert restarted["detail"]["policy"] == "on_poweroff"

@@ -9,6 +9,7 @@ import shutil
 import tempfile
 
 import pytest
+from helpers import vm_list
 from qemu_procs import qemu_processes
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import StateError
@@ -27,7 +28,7 @@ def hosts(pg_url):
     b = VmService.open(pg_url, dirs[1], hostname="hv-b")
     yield a, b
     for service in (a, b):
-        for vm in service.info():
+        for vm in vm_list(service):
             if vm["host"] == service.hostname:
                 service.ensure(dict(VM, name=vm["name"], state="absent"), False)
         service.close()
@@ -47,7 +48,7 @@ def test_a_vm_running_elsewhere_cannot_be_taken_over(hosts):
     # Asking for what is already true is no error, and B lists A's VM from the shared store.
     assert not b.ensure(dict(VM, state="present"), False).changed
     assert not b.ensure(dict(VM, state="running"), False).changed
-    seen = b.info("shared")[0]
+    seen = vm_list(b, "shared")[0]
     assert (seen["host"], seen["status"], seen["qemu_status"]) == ("hv-a", "running", None)
 
 
@@ -61,7 +62,7 @@ def test_a_stopped_vm_moves_to_the_host_that_starts_it(hosts):
     with pytest.raises(StateError) as err:
         a.ensure(dict(VM, state="stopped"), False)
     assert "owned by host hv-b" in str(err.value)
-    assert [vm["host"] for vm in a.info()] == ["hv-b"]
+    assert [vm["host"] for vm in vm_list(a)] == ["hv-b"]
 
 
 def test_digest_refuses_a_definition_changed_meanwhile(hosts):
@@ -71,10 +72,10 @@ def test_digest_refuses_a_definition_changed_meanwhile(hosts):
     with pytest.raises(StateError) as err:
         a.ensure(dict(VM, state="present", memory_mb=64, digest=read["digest"]), False)
     assert "was changed since digest %s was read" % read["digest"] in str(err.value)
-    assert a.info("shared")[0]["memory_mb"] == 32, "the refused task changed nothing"
-    fresh = a.info("shared")[0]["digest"]
+    assert vm_list(a, "shared")[0]["memory_mb"] == 32, "the refused task changed nothing"
+    fresh = vm_list(a, "shared")[0]["digest"]
     done = a.ensure(dict(VM, state="present", memory_mb=64, digest=fresh), False)
     assert done.changed and done.vm["memory_mb"] == 64 and done.vm["digest"] != fresh
     with pytest.raises(StateError):
         a.ensure(dict(VM, name="nope", state="present", digest=fresh), False)
-    assert a.info("nope") == []
+    assert vm_list(a, "nope") == []

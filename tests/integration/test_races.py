@@ -15,7 +15,7 @@ import time
 import traceback
 
 import pytest
-from helpers import assert_db_agrees, run_playbook
+from helpers import assert_db_agrees, run_playbook, vm_list
 from qemu_procs import kill_leftovers, qemu_processes
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import LockTimeout
@@ -64,7 +64,7 @@ def race_env(db_url):
     run_dir = tempfile.mkdtemp(prefix="iv-race")
     service = VmService.open(db_url, run_dir)
     yield db_url, run_dir, service
-    for vm in service.info():
+    for vm in vm_list(service):
         service.ensure({"name": vm["name"], "state": "absent", "force": True, "stop_timeout": 1}, False)
     service.close()
     leaked = kill_leftovers(run_dir)

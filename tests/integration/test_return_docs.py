@@ -11,6 +11,7 @@ Keys are compared recursively wherever RETURN documents a value's keys (``contai
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import pathlib
@@ -22,6 +23,7 @@ from typing import Any, Dict, Iterable, Set
 import pytest
 import yaml
 from fake_sysfs import FakeKernel, gpu_host
+from helpers import vm_list
 
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import validate_options
 from ansible_collections.infinivirt.core.plugins.module_utils.context import HostContext
@@ -31,8 +33,11 @@ from ansible_collections.infinivirt.core.plugins.module_utils.monitor.service im
 from ansible_collections.infinivirt.core.plugins.module_utils.network.service import NetworkService
 from ansible_collections.infinivirt.core.plugins.module_utils.secrets.rotation import rotate_key
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.batch import VmBatch, prepare
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.acting import acting_engine
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.records import firewall_directory
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.info import info_result
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.options import vm_argument_spec
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.passthrough import PciService
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
@@ -261,7 +266,7 @@ def check_the_rest(ctx, netns, tmp_path, results):
     results["infinivirt_vms"].append(done)
 
     # infinivirt_snapshot on the stopped VM's qcow2 disk.
-    snaps = SnapshotService(VmService(ctx))
+    snaps = SnapshotService(acting_engine(ctx))
     snap = dict(vm="ret1", name="s1", type="internal", memory=False, stop_timeout=5.0, force=False)
     for state in ("present", "present", "reverted", "absent"):
         results["infinivirt_snapshot"].append(snaps.ensure(dict(snap, state=state), False))
@@ -275,7 +280,7 @@ def check_the_rest(ctx, netns, tmp_path, results):
     assert wait_until_gone(killed["pid"], killed["uuid"], 10)
     # infinivirt_gpu on a fake sysfs tree (tests/fake_sysfs.py): an SR-IOV VF made and
     # assigned (managed), predicted, done, again, then the GPU assigned and released.
-    pci = VmService(ctx).pci
+    pci = PciService.of(acting_engine(ctx))
     pci.sysfs = FakeKernel(gpu_host(str(tmp_path / "sysroot")))
     gpu = dict(vm="ret4", address=None, functions=None, rom_file=None, rom_dir=str(tmp_path), x_vga=False)
     vf = dict(gpu, managed=True, state="present", sriov={"pf": "0000:03:00.0", "vf": 0, "num_vfs": 1, "vlan": 5})
@@ -284,14 +289,10 @@ def check_the_rest(ctx, netns, tmp_path, results):
     whole = dict(gpu, address="0000:01:00.0", functions="all", managed=True, sriov=None)
     for state in ("present", "absent", "absent"):
         results["infinivirt_gpu"].append(pci.ensure(dict(whole, state=state), False))
-    info = VmService(ctx)
-    info.pci.sysfs = pci.sysfs
-    results["infinivirt_vm_info"] += [
-        info.info_result(None, host_devices=True),
-        dict(changed=False, vms=VmService(ctx).info("ret1")),
-    ]
+    on_fake_sysfs = dataclasses.replace(ctx, sysfs_root=pci.sysfs.root)
+    results["infinivirt_vm_info"] += [info_result(on_fake_sysfs, None, host_devices=True), info_result(ctx, "ret1")]
     Monitor(open_ctx).once()
-    results["infinivirt_vm_info"].append(dict(changed=False, vms=VmService(ctx).info("ret5")))
+    results["infinivirt_vm_info"].append(info_result(ctx, "ret5"))
 
     # infinivirt_firewall: a department's rules and a VM's, then removed.
     firewall = FirewallService(ctx.store, ctx.host_id, firewall_directory(ctx.store), ctx.lock_timeout)
@@ -328,7 +329,7 @@ def check_the_rest(ctx, netns, tmp_path, results):
     for check in (True, False, False):
         results["infinivirt_secret_key"].append(rotate_key(ctx.store, ctx.secret_key_file, new_key, check))
 
-    for vm in VmService(ctx).info(None):
+    for vm in info_result(ctx)["vms"]:
         vms.ensure(vm_params(name=vm["name"], state="absent", force=True), False)
 
 
@@ -353,7 +354,7 @@ def test_every_returned_key_is_documented(ctx, netns, workdir):
         check_the_rest(ctx, netns, tmp_path, results)
     finally:
         vms = VmService(ctx)
-        for vm in vms.info():  # a failure half-way may leave VMs on the networks
+        for vm in vm_list(vms):  # a failure half-way may leave VMs on the networks
             vms.ensure(vm_params(name=vm["name"], state="absent", force=True, stop_timeout=0), False)
         for params in (bridge, nat):  # stops the NAT network's dnsmasq
             results["infinivirt_net"].append(nets.ensure(dict(params, state="absent"), False))

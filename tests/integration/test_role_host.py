@@ -21,7 +21,7 @@ import uuid
 
 import pytest
 from collection_path import REPO, collections_root
-from helpers import wait_for
+from helpers import vm_list, wait_for
 
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 
@@ -362,7 +362,7 @@ def test_hugetlbfs_is_mounted_and_a_hugepages_vm_starts(scratch):
             assert mount.encode() in f.read(), "the guest's RAM is not on the role's hugetlbfs"
     finally:
         if service is not None:
-            for entry in service.info():
+            for entry in vm_list(service):
                 service.ensure({"name": entry["name"], "state": "absent", "force": True, "stop_timeout": 0}, False)
             service.close()
         for path in hugetlbfs_under(scratch):
@@ -677,9 +677,9 @@ def test_the_monitor_and_the_modules_read_the_hosts_configuration(scratch):
             return [e["kind"] for e in service.store.list_events(vm["uuid"])]
 
         assert wait_for(lambda: "restarted" in kinds(), 60), (kinds(), read(variables["infinivirt_host_monitor_log"]))
-        again = service.info("hostcfg")[0]
+        again = vm_list(service, "hostcfg")[0]
         assert again["status"] == "running" and again["pid"] != vm["pid"]
     finally:
-        for entry in service.info():
+        for entry in vm_list(service):
             service.ensure({"name": entry["name"], "state": "absent", "force": True, "stop_timeout": 0}, False)
         service.close()

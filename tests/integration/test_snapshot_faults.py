@@ -25,10 +25,11 @@ from faults import (
     rig_in_tmp,
     run_killed,
 )
-from helpers import block_graph, guest_disks, key_material, links, nft_mentions, wait_ready
+from helpers import block_graph, guest_disks, key_material, links, nft_mentions, vm_list, wait_ready
 
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.img import QemuImg
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import lifecycle, records
+from ansible_collections.infinivirt.core.plugins.module_utils.vm import power
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import launch, records, resources
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
@@ -88,20 +89,20 @@ class SnapRig:
         return VmService.open(self.db_url, self.run_dir, storage_roots=[self.images], secret_key_file=self.key_file)
 
     def snapshot(self, params):
-        return SnapshotService(self.service).ensure(params, False)
+        return SnapshotService(self.service.engine).ensure(params, False)
 
     def killed(self, params, step):
         """Run the snapshot task ``params`` in a child that SIGKILLs itself at ``step``."""
-        run_killed(lambda: SnapshotService(self.open()).ensure(params, False), step)
+        run_killed(lambda: SnapshotService(self.open().engine).ensure(params, False), step)
 
     def record(self, name):
         return records.load(self.service.store, name)
 
     def qmp(self, name, command, arguments=None):
-        return self.service.lifecycle.qmp(self.record(name), command, arguments)
+        return self.service.engine.sessions.qmp(self.record(name), command, arguments)
 
     def names(self, name):
-        return [s["name"] for s in SnapshotService(self.service).list(self.record(name)).values()]
+        return [s["name"] for s in SnapshotService(self.service.engine).list(self.record(name)).values()]
 
     def on_disks(self, name):
         """Internal snapshot names on each disk of ``name`` (a partial set shows here only)."""
@@ -118,7 +119,7 @@ class SnapRig:
         """Both VMs running again whatever a failed step left, so one failing step does not
         fail the ones after it."""
         for name, params in self.params.items():
-            before = self.service.info(name)[0]["pid"]
+            before = vm_list(self.service, name)[0]["pid"]
             vm = self.service.ensure(params, False).vm
             if vm["pid"] != before:
                 wait_ready(vm["serial_log"])
@@ -140,7 +141,7 @@ def rig(shared_rig):
 def intact(rig, name, pid=None):
     """The VM runs (as ``pid``, if given) with its NIC, firewall and limited disk, and
     nothing a cut-off task made is left over."""
-    vm = rig.service.info(name)[0]
+    vm = vm_list(rig.service, name)[0]
     assert vm["status"] == "running" and vm["pending_restart"] == [], vm["status"]
     if pid is not None:
         assert vm["pid"] == pid, "the same QEMU: nothing was restarted"
@@ -160,7 +161,7 @@ def intact(rig, name, pid=None):
         owners = {fd.get("opaque") for fd in fdset["fds"]}
         assert not [o for o in owners if o.startswith("x") and o not in nodes], "no descriptor set left over"
     assert rig.qmp(name, "query-jobs") == []
-    assert [k for k, _ref in rig.service.store.journal_list(vm["uuid"]) if k == lifecycle.RESUME] == []
+    assert [k for k, _ref in rig.service.store.journal_list(vm["uuid"]) if k == resources.RESUME] == []
     assert key_material(rig.run_dir) == []
     return vm
 
@@ -173,10 +174,10 @@ INTERNAL_CREATE = {
     "with memory, the job sent": ({"memory": True}, after_job_sent),
 }
 INTERNAL_REVERT = {
-    "disk-only, after the stop": ({}, after_method(VmService, "stop_vm")),
+    "disk-only, after the stop": ({}, after_method(power, "stop_vm")),
     "disk-only, after the disks went back": ({}, after_method(SnapshotService, "_offline_snapshots")),
-    "disk-only, at the start": ({}, at_method(VmService, "start_vm")),
-    "disk-only, QEMU spawned": ({}, after_method(lifecycle.Lifecycle, "_spawn")),
+    "disk-only, at the start": ({}, at_method(power, "start_vm")),
+    "disk-only, QEMU spawned": ({}, after_method(launch, "spawn")),
     "with memory, the job sent": ({"memory": True}, after_job_sent),
 }
 INTERNAL_DELETE = {
@@ -187,7 +188,7 @@ INTERNAL_DELETE = {
 @pytest.mark.parametrize("step", sorted(INTERNAL_CREATE))
 def test_an_internal_snapshot_killed_while_taken_is_finished_by_the_next_run(rig, step):
     extra, kill = INTERNAL_CREATE[step]
-    pid = rig.service.info("sealed")[0]["pid"]
+    pid = vm_list(rig.service, "sealed")[0]["pid"]
     task = dict({"vm": "sealed", "name": "s1"}, **extra)
     try:
         rig.killed(task, kill)
@@ -206,7 +207,7 @@ def test_an_internal_revert_killed_at_any_step_is_finished_by_the_next_run(rig, 
     task = dict({"vm": "sealed", "name": "r1"}, **extra)
     rig.snapshot(task)
     try:
-        before = rig.service.info("sealed")[0]["pid"]
+        before = vm_list(rig.service, "sealed")[0]["pid"]
         rig.killed(dict(task, state="reverted"), kill)
         assert rig.snapshot(dict(task, state="reverted"))["changed"]
         vm = intact(rig, "sealed", before if extra else None)
@@ -223,7 +224,7 @@ def test_an_internal_delete_killed_is_finished_by_the_next_run(rig, step):
     extra, kill = INTERNAL_DELETE[step]
     task = dict({"vm": "sealed", "name": "d1"}, **extra)
     rig.snapshot(task)
-    pid = rig.service.info("sealed")[0]["pid"]
+    pid = vm_list(rig.service, "sealed")[0]["pid"]
     rig.killed(dict(task, state="absent"), kill)
     rig.snapshot(dict(task, state="absent"))
     assert rig.on_disks("sealed") == [[], []], "gone from every disk"
@@ -240,16 +241,16 @@ EXTERNAL_CREATE = {
     "after the transaction": after_qmp("transaction"),
 }
 EXTERNAL_REVERT = {
-    "after the stop": after_method(VmService, "stop_vm"),
+    "after the stop": after_method(power, "stop_vm"),
     "after the fresh overlay": after_method(SnapshotService, "_replace_overlay"),
-    "at the start": at_method(VmService, "start_vm"),
-    "QEMU spawned": after_method(lifecycle.Lifecycle, "_spawn"),
+    "at the start": at_method(power, "start_vm"),
+    "QEMU spawned": after_method(launch, "spawn"),
 }
 EXTERNAL_DELETE = {
-    "after the stop": after_method(VmService, "stop_vm"),
+    "after the stop": after_method(power, "stop_vm"),
     "after the commit": after_method(QemuImg, "commit"),
     "after the overlay went": after_method(SnapshotService, "_unlink_overlay"),
-    "at the start": at_method(VmService, "start_vm"),
+    "at the start": at_method(power, "start_vm"),
 }
 EXT = {"vm": "layered", "name": "e1", "type": "external"}
 OVERLAY = "plain.qcow2.e1.overlay.qcow2"
@@ -263,7 +264,7 @@ def drop_external(rig):
 
 @pytest.mark.parametrize("step", sorted(EXTERNAL_CREATE))
 def test_an_external_snapshot_killed_while_taken_is_finished_or_undone_by_the_next_run(rig, step):
-    pid = rig.service.info("layered")[0]["pid"]
+    pid = vm_list(rig.service, "layered")[0]["pid"]
     try:
         rig.killed(EXT, EXTERNAL_CREATE[step])
         rig.snapshot(EXT)

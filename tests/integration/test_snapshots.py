@@ -20,6 +20,7 @@ from helpers import (
     links,
     make_image,
     nft_mentions,
+    vm_list,
     vnc_auth_in,
     wait_for,
     wait_ready,
@@ -49,7 +50,7 @@ def read_marker(sock, device):
 
 
 def test_snapshot_revert_live_and_offline(disk_service, guest_params, images):
-    vms, snaps = disk_service, SnapshotService(disk_service)
+    vms, snaps = disk_service, SnapshotService(disk_service.engine)
     disk = make_image(os.path.join(images, "snap.qcow2"), "qcow2", 32)
     params = dict(
         guest_params,
@@ -77,7 +78,7 @@ def test_snapshot_revert_live_and_offline(disk_service, guest_params, images):
     reverted = snaps.ensure(dict(snap, state="reverted"), False)
     assert reverted["changed"] and reverted["action"] == "revert"
     assert read_marker(sock, dev) == "MARK-A"
-    assert vms.info("snappy")[0]["pid"] == vm["pid"], "a live revert keeps the process"
+    assert vm_list(vms, "snappy")[0]["pid"] == vm["pid"], "a live revert keeps the process"
 
     # Disks only, taken live, reverted offline.
     disk_only = {"vm": "snappy", "name": "disk-only"}
@@ -90,15 +91,15 @@ def test_snapshot_revert_live_and_offline(disk_service, guest_params, images):
     assert read_marker(vm["console_socket_path"], dev) == "MARK-A"
 
     # The listing, delete and its idempotence.
-    listed = vms.info("snappy")[0]["snapshots"]
+    listed = vm_list(vms, "snappy")[0]["snapshots"]
     assert [s["name"] for s in listed] == ["disk-only", "with-ram"]
     assert snaps.ensure(dict(disk_only, state="absent"), False)["changed"]
     assert not snaps.ensure(dict(disk_only, state="absent"), False)["changed"]
-    assert [s["name"] for s in vms.info("snappy")[0]["snapshots"]] == ["with-ram"]
+    assert [s["name"] for s in vm_list(vms, "snappy")[0]["snapshots"]] == ["with-ram"]
 
 
 def test_offline_snapshots_of_a_stopped_vm(disk_service, images):
-    vms, snaps = disk_service, SnapshotService(disk_service)
+    vms, snaps = disk_service, SnapshotService(disk_service.engine)
     disk = make_image(os.path.join(images, "off.qcow2"), "qcow2", 8)
     vms.ensure({"name": "cold", "state": "stopped", "accel": "tcg", "disks": [{"path": disk}]}, False)
     snap = {"vm": "cold", "name": "s1"}
@@ -143,13 +144,13 @@ def test_bad_snapshot_input(disk_service, images, params, field, phrase):
         False,
     )
     with pytest.raises(SpecError) as err:
-        SnapshotService(vms).ensure(dict(params, state=params.get("state", "present")), False)
+        SnapshotService(vms.engine).ensure(dict(params, state=params.get("state", "present")), False)
     assert err.value.field == field and phrase in str(err.value)
-    assert SnapshotService(vms).list(records.load(vms.store, "cold2")) == {}
+    assert SnapshotService(vms.engine).list(records.load(vms.store, "cold2")) == {}
 
 
 def test_external_snapshots_revert_and_merge(disk_service, guest_params, images):
-    vms, snaps = disk_service, SnapshotService(disk_service)
+    vms, snaps = disk_service, SnapshotService(disk_service.engine)
     data = make_image(os.path.join(images, "ext data.raw"), "raw", 16)  # raw works externally
     params = dict(
         guest_params,
@@ -170,7 +171,7 @@ def test_external_snapshots_revert_and_merge(disk_service, guest_params, images)
     taken = snaps.ensure(dict(ext1, state="present"), False)
     assert taken["changed"] and [(s["name"], s["type"]) for s in taken["snapshots"]] == [("ext1", "external")]
     overlay1 = data + ".ext1.overlay.qcow2"
-    assert os.path.exists(overlay1) and vms.info("layers")[0]["pid"] == vm["pid"]
+    assert os.path.exists(overlay1) and vm_list(vms, "layers")[0]["pid"] == vm["pid"]
     assert not snaps.ensure(dict(ext1, state="present"), False)["changed"]
     write_marker(sock, dev, "MARK-B")
     with open(data, "rb") as fh:
@@ -178,7 +179,7 @@ def test_external_snapshots_revert_and_merge(disk_service, guest_params, images)
 
     # Revert: the VM restarts on a fresh overlay over the frozen image.
     assert snaps.ensure(dict(ext1, state="reverted"), False)["changed"]
-    vm = vms.info("layers")[0]
+    vm = vm_list(vms, "layers")[0]
     wait_ready(vm["serial_log"])
     sock = vm["console_socket_path"]
     assert read_marker(sock, dev) == "MARK-A"
@@ -188,8 +189,8 @@ def test_external_snapshots_revert_and_merge(disk_service, guest_params, images)
     assert snaps.ensure({"vm": "layers", "name": "ext2", "type": "external"}, False)["changed"]
     assert snaps.ensure(dict(ext1, state="absent"), False)["changed"]
     assert not os.path.exists(overlay1)
-    assert [s["name"] for s in vms.info("layers")[0]["snapshots"]] == ["ext2"]
-    vm = vms.info("layers")[0]
+    assert [s["name"] for s in vm_list(vms, "layers")[0]["snapshots"]] == ["ext2"]
+    vm = vm_list(vms, "layers")[0]
     wait_ready(vm["serial_log"])
     assert read_marker(vm["console_socket_path"], dev) == "MARK-C"
     with open(data, "rb") as fh:
@@ -209,7 +210,7 @@ def test_external_snapshots_revert_and_merge(disk_service, guest_params, images)
 def assert_fully_started(vms, name, netns, password, mac, serial):
     """What a start gives a VM: its process, its TAP on its bridge, its firewall chains, its
     display password, its (encrypted) disk and its NIC in the guest."""
-    vm = vms.info(name)[0]
+    vm = vm_list(vms, name)[0]
     assert vm["status"] == "running" and vm["pending_restart"] == []
     tap = vm["taps"][0]
     assert links(netns)[tap]["master"] == "vmbr0"
@@ -228,7 +229,7 @@ def test_revert_brings_back_a_vm_with_nic_luks_disk_and_display_password(
 ):
     vms = disk_service
     vms.ctx.secret_key_file = os.path.join(workdir, "secret.key")
-    snaps = SnapshotService(vms)
+    snaps = SnapshotService(vms.engine)
     sealed = os.path.join(images, "sealed.qcow2")
     DiskService(vms.store, vms.secret_box, vms.hostname, [images]).ensure(
         {"path": sealed, "size": "16M", "encrypt": True}, False
@@ -263,9 +264,8 @@ def test_revert_brings_back_a_vm_with_nic_luks_disk_and_display_password(
     with pytest.raises(SpecError) as err:
         snaps.ensure({"vm": "revert-nic", "name": "with-ram", "memory": True}, False)
     assert err.value.field == "memory" and "encrypted" in str(err.value)
-    assert vms.info("revert-nic")[0]["pid"] == first["pid"] and vms.lifecycle.is_alive(
-        records.load(vms.store, "revert-nic")
-    )
+    assert vm_list(vms, "revert-nic")[0]["pid"] == first["pid"]
+    assert vms.engine.process.is_alive(records.load(vms.store, "revert-nic"))
 
     # Disks only, taken live and reverted by a restart: the new process is a full start.
     write_marker(first["console_socket_path"], dev, "MARK-A")
@@ -280,7 +280,7 @@ def test_revert_brings_back_a_vm_with_nic_luks_disk_and_display_password(
 
 
 def test_external_revert_of_a_running_vm_with_a_nic(disk_service, guest_params, images, bridge_ns):
-    vms, snaps = disk_service, SnapshotService(disk_service)
+    vms, snaps = disk_service, SnapshotService(disk_service.engine)
     disk = make_image(os.path.join(images, "ext.qcow2"), "qcow2", 32)
     mac = "52:54:00:5e:00:02"
     params = dict(
@@ -298,7 +298,7 @@ def test_external_revert_of_a_running_vm_with_a_nic(disk_service, guest_params, 
     snap = {"vm": "ext-nic", "name": "ext", "type": "external"}
     assert snaps.ensure(dict(snap, state="present"), False)["changed"]
     assert snaps.ensure(dict(snap, state="reverted"), False)["changed"]
-    vm = vms.info("ext-nic")[0]
+    vm = vm_list(vms, "ext-nic")[0]
     assert vm["status"] == "running" and vm["pid"] != first["pid"]
     assert links(bridge_ns)[vm["taps"][0]]["master"] == "vmbr0"
     wait_ready(vm["serial_log"])
@@ -308,7 +308,7 @@ def test_external_revert_of_a_running_vm_with_a_nic(disk_service, guest_params, 
 def test_live_external_snapshots_of_a_vm_started_by_descriptor_restart(disk_service, images):
     """QEMU opens the images as /dev/fdset/N; an overlay taken live must still name its
     backing image by path, or the VM cannot start again."""
-    vms, snaps = disk_service, SnapshotService(disk_service)
+    vms, snaps = disk_service, SnapshotService(disk_service.engine)
     disk = make_image(os.path.join(images, "fd.qcow2"), "qcow2", 8)
     vms.ensure(
         {"name": "fdsnap", "state": "running", "accel": "tcg", "memory_mb": 64, "disks": [{"path": disk}]}, False
@@ -327,7 +327,7 @@ def test_live_external_snapshots_of_a_vm_started_by_descriptor_restart(disk_serv
     assert restarted.vm["status"] == "running"
     # The whole chain reaches QEMU as descriptors: no image is opened by the name in a header.
     rec = records.load(vms.store, "fdsnap")
-    nodes = vms.lifecycle.qmp(rec, "query-named-block-nodes", {"flat": True})
+    nodes = vms.engine.sessions.qmp(rec, "query-named-block-nodes", {"flat": True})
     files = {n["node-name"]: n["file"] for n in nodes if n["drv"] == "file" and not n["node-name"].startswith("fw-")}
     assert len(files) == 3 and all(f.startswith("/dev/fdset/") for f in files.values()), files
 
@@ -339,14 +339,14 @@ def test_live_external_snapshots_of_a_vm_started_by_descriptor_restart(disk_serv
     with pytest.raises(SpecError) as err:
         vms.ensure({"name": "fdsnap", "state": "running"}, False)
     assert err.value.field == "disks[0].path"
-    assert vms.info("fdsnap")[0]["status"] == "stopped"
+    assert vm_list(vms, "fdsnap")[0]["status"] == "stopped"
 
 
 @pytest.mark.parametrize("kind", ["internal", "external"])
 def test_offline_snapshot_work_never_follows_a_swapped_symlink(disk_service, images, kind):
     """qemu-img gets the images of a stopped VM as descriptors opened inside the roots: a
     disk swapped for a symlink out of them is refused, and the outside file is untouched."""
-    vms, snaps = disk_service, SnapshotService(disk_service)
+    vms, snaps = disk_service, SnapshotService(disk_service.engine)
     disk = make_image(os.path.join(images, "cold.qcow2"), "qcow2", 8)
     vms.ensure({"name": "coldswap", "state": "stopped", "accel": "tcg", "disks": [{"path": disk}]}, False)
     assert snaps.ensure({"vm": "coldswap", "name": "s1", "type": kind}, False)["changed"]
@@ -378,7 +378,7 @@ def throttled_write(sock, dev, bps):
 
 
 def test_live_snapshots_of_a_vm_with_a_limited_disk_and_a_balloon(disk_service, guest_params, images, monkeypatch):
-    vms, snaps = disk_service, SnapshotService(disk_service)
+    vms, snaps = disk_service, SnapshotService(disk_service.engine)
     disk = make_image(os.path.join(images, "limited.qcow2"), "qcow2", 32)
     bps = MIB
     params = dict(
@@ -402,21 +402,21 @@ def test_live_snapshots_of_a_vm_with_a_limited_disk_and_a_balloon(disk_service, 
     # throttle filter), taken and deleted live.
     disk_only = {"vm": "limited", "name": "disk-only"}
     assert snaps.ensure(dict(disk_only, state="present"), False)["changed"]
-    assert [s["name"] for s in vms.info("limited")[0]["snapshots"]] == ["disk-only"]
+    assert [s["name"] for s in vm_list(vms, "limited")[0]["snapshots"]] == ["disk-only"]
     assert snaps.ensure(dict(disk_only, state="absent"), False)["changed"]
-    assert vms.info("limited")[0]["snapshots"] == []
+    assert vm_list(vms, "limited")[0]["snapshots"] == []
 
     # Item 8: a memory snapshot taken at 224 MiB, the target then set to 192, reverted: the
     # balloon keeps the spec's 192, and a rerun of the spec changes nothing.
-    assert wait_for(lambda: vms.info("limited")[0]["balloon"]["actual_mb"] == 224, timeout=60)
+    assert wait_for(lambda: vm_list(vms, "limited")[0]["balloon"]["actual_mb"] == 224, timeout=60)
     with_ram = {"vm": "limited", "name": "with-ram", "memory": True}
     assert snaps.ensure(dict(with_ram, state="present"), False)["changed"]
     params["memory_target_mb"] = 192
     assert vms.ensure(params, False).actions == ["update", "set_balloon"]
-    assert wait_for(lambda: vms.info("limited")[0]["balloon"]["actual_mb"] == 192, timeout=60)
+    assert wait_for(lambda: vm_list(vms, "limited")[0]["balloon"]["actual_mb"] == 192, timeout=60)
     assert snaps.ensure(dict(with_ram, state="reverted"), False)["changed"]
     rec = records.load(vms.store, "limited")
-    assert wait_for(lambda: vms.info("limited")[0]["balloon"]["actual_mb"] == 192, timeout=60)
+    assert wait_for(lambda: vm_list(vms, "limited")[0]["balloon"]["actual_mb"] == 192, timeout=60)
     assert not vms.ensure(params, False).changed
     assert snaps.ensure(dict(with_ram, state="absent"), False)["changed"]
 
@@ -442,8 +442,8 @@ def test_live_snapshots_of_a_vm_with_a_limited_disk_and_a_balloon(disk_service, 
     assert failed is not None and failed.field == "disks[0].path", failed
     assert "outside the storage roots" in str(failed)
     assert os.path.islink(raced) and vms.store.list_layers(rec.uuid) == []
-    opaque = [fd.get("opaque", "") for s in vms.lifecycle.qmp(rec, "query-fdsets") for fd in s["fds"]]
-    nodes = [n["node-name"] for n in vms.lifecycle.qmp(rec, "query-named-block-nodes", {"flat": True})]
+    opaque = [fd.get("opaque", "") for s in vms.engine.sessions.qmp(rec, "query-fdsets") for fd in s["fds"]]
+    nodes = [n["node-name"] for n in vms.engine.sessions.qmp(rec, "query-named-block-nodes", {"flat": True})]
     assert not [o for o in opaque if o.startswith("x")] and not [n for n in nodes if n.startswith(("x", "fx"))]
     os.unlink(raced)
 
@@ -456,7 +456,7 @@ def test_live_snapshots_of_a_vm_with_a_limited_disk_and_a_balloon(disk_service, 
     below_throttle = graph[throttle]["file"]
     assert below_throttle.startswith("x"), graph
     assert graph[below_throttle]["backing"] == "n-" + throttle[2:]
-    nodes = {n["node-name"]: n for n in vms.lifecycle.qmp(rec, "query-named-block-nodes", {"flat": True})}
+    nodes = {n["node-name"]: n for n in vms.engine.sessions.qmp(rec, "query-named-block-nodes", {"flat": True})}
     assert nodes[graph[below_throttle]["file"]]["file"].startswith("/dev/fdset/")
     throttled_write(sock, dev, bps)
     backing = json.loads(

@@ -11,10 +11,16 @@ import os
 import signal
 
 import pytest
-from helpers import key_material, links, nft_mentions, vnc_auth_in
+from helpers import key_material, links, nft_mentions, vm_list, vnc_auth_in
 
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import vm_processes
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import lifecycle
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import (
+    engine,
+    launch,
+    process,
+    resources,
+    session,
+)
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
 
@@ -29,30 +35,30 @@ def die(*_args, **_kwargs):
 
 
 def _kill_at_run_daemonized(monkeypatch):  # key files written, QEMU not yet spawned
-    monkeypatch.setattr(lifecycle, "run_daemonized", die)
+    monkeypatch.setattr(process, "run_daemonized", die)
 
 
 def _kill_after_spawn(monkeypatch):  # QEMU in prelaunch, nothing checked or applied yet
-    real = lifecycle.Lifecycle._spawn
+    real = launch.spawn
 
     def spawn_then_die(self, *args):
         real(self, *args)
         die()
 
-    monkeypatch.setattr(lifecycle.Lifecycle, "_spawn", spawn_then_die)
+    monkeypatch.setattr(launch, "spawn", spawn_then_die)
 
 
 def _kill_at_firewall(monkeypatch):  # QEMU checked, its firewall not applied
-    monkeypatch.setattr(lifecycle.Lifecycle, "sync_firewall", die)
+    monkeypatch.setattr(resources.HostResources, "sync_firewall", die)
 
 
 def _kill_at_display_password(monkeypatch):  # firewall applied, the password not set
-    monkeypatch.setattr(lifecycle.Lifecycle, "_setup_vnc", die)
+    monkeypatch.setattr(session.QmpSessions, "setup_vnc", die)
 
 
 def _kill_at_qmp(command, after):
     def patch(monkeypatch):
-        real = lifecycle.Lifecycle.qmp
+        real = session.QmpSessions.qmp
 
         def qmp(self, rec, cmd, *args, **kwargs):
             if cmd == command and not after:
@@ -62,13 +68,13 @@ def _kill_at_qmp(command, after):
                 die()
             return result
 
-        monkeypatch.setattr(lifecycle.Lifecycle, "qmp", qmp)
+        monkeypatch.setattr(session.QmpSessions, "qmp", qmp)
 
     return patch
 
 
 STEPS = {
-    "before taps": lambda mp: mp.setattr(lifecycle.Lifecycle, "make_taps", die),
+    "before taps": lambda mp: mp.setattr(resources.HostResources, "make_taps", die),
     "before spawn": _kill_at_run_daemonized,
     "after spawn": _kill_after_spawn,
     "at firewall": _kill_at_firewall,
@@ -126,7 +132,7 @@ def test_a_start_killed_at_any_step_is_completed_by_the_next_run(workdir, images
 
         killed_start(db_url, run_dir, [images], key_file, params, step)
         if step != "after cont":  # the guest never ran: a half-made start, not a running VM
-            assert service.info("faulty")[0]["status"] in ("starting", "stopped")
+            assert vm_list(service, "faulty")[0]["status"] in ("starting", "stopped")
 
         predicted = service.ensure(params, True)
         out = service.ensure(params, False)
@@ -135,7 +141,7 @@ def test_a_start_killed_at_any_step_is_completed_by_the_next_run(workdir, images
             assert not out.changed
         else:
             assert out.changed and out.actions[-1] == "start"
-        vm = service.info("faulty")[0]
+        vm = vm_list(service, "faulty")[0]
         assert vm["status"] == "running" and vm["error"] is None
         assert vm_processes(vm["uuid"]) == [vm["pid"]], "exactly one QEMU"
         tap = vm["taps"][0]
@@ -150,19 +156,20 @@ def test_a_start_killed_at_any_step_is_completed_by_the_next_run(workdir, images
 
 
 STOP_STEPS = {  # where a forced stop is killed: after QEMU ended, before ...
-    "before files are released": "release_files",
-    "before the row says stopped": "_mark_stopped",
-    "before the firewall is removed": "sync_firewall",
+    "before files are released": (resources.HostResources, "release_files"),
+    "before the row says stopped": (engine.Engine, "_mark_stopped"),
+    "before the firewall is removed": (resources.HostResources, "sync_firewall"),
 }
 
 
-def killed_stop(db_url, run_dir, params, method):
-    """Stop (forced) in a child that SIGKILLs itself when Lifecycle.``method`` is called."""
+def killed_stop(db_url, run_dir, params, step):
+    """Stop (forced) in a child that SIGKILLs itself when ``step`` (class, method) is called."""
+    cls, method = step
     pid = os.fork()
     if pid == 0:
         try:
             mp = pytest.MonkeyPatch()
-            mp.setattr(lifecycle.Lifecycle, method, die)
+            mp.setattr(cls, method, die)
             VmService.open(db_url, run_dir).ensure(params, False)
         finally:
             os._exit(3)
@@ -185,7 +192,7 @@ def test_a_stop_killed_at_any_step_is_completed_by_the_next_run(workdir, bridge_
         stop = dict(params, state="stopped", force=True, stop_timeout=1)
         killed_stop(db_url, run_dir, stop, STOP_STEPS[step])
         service.ensure(stop, False)
-        assert service.info("halting")[0]["status"] == "stopped"
+        assert vm_list(service, "halting")[0]["status"] == "stopped"
         assert vm_processes(vm["uuid"]) == []
         assert tap not in links(bridge_ns), "the TAP went with the VM"
         assert not nft_mentions(bridge_ns, vm["uuid"]) and not nft_mentions(bridge_ns, tap), "its rules went too"

@@ -15,6 +15,7 @@ import math
 import time
 
 import pytest
+from helpers import vm_list
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError, SpecError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import process_runs_vm
@@ -47,7 +48,7 @@ def deaf(service):
 
 
 def state_of(service, name="deaf"):
-    return service.info(name)[0]["qemu_status"]
+    return vm_list(service, name)[0]["qemu_status"]
 
 
 def test_zero_with_force_ends_qemu_at_once(service, deaf):
@@ -79,7 +80,7 @@ def test_zero_without_force_fails_at_once_and_leaves_the_vm_alone(service, deaf)
     # Removal stops first: nothing is removed.
     err, _took = timed(ensure, service, name="deaf", state="absent", stop_timeout=0)
     assert isinstance(err, StateError), err
-    assert service.info("deaf")[0]["pid"] == deaf["pid"]
+    assert vm_list(service, "deaf")[0]["pid"] == deaf["pid"]
 
 
 def test_half_a_second_is_waited_then_honoured(service, deaf):
@@ -105,5 +106,5 @@ def test_negative_or_endless_is_refused_naming_the_option(service, deaf):
         service.ensure({"name": "deaf", "state": "stopped", "stop_timeout": -1}, True)
     assert err.value.field == "stop_timeout"
     with pytest.raises(SpecError) as err:
-        SnapshotService(service).ensure({"vm": "deaf", "name": "s1", "stop_timeout": -1, "force": True}, False)
+        SnapshotService(service.engine).ensure({"vm": "deaf", "name": "s1", "stop_timeout": -1, "force": True}, False)
     assert err.value.field == "stop_timeout" and "got -1" in str(err.value)

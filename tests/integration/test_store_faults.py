@@ -19,7 +19,7 @@ from qemu_procs import qemu_processes
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import StoreError
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import qmp_execute
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import lifecycle, records
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records, resources, session
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
 pytestmark = [pytest.mark.qemu, pytest.mark.postgres]
@@ -84,7 +84,7 @@ def test_database_down_before_a_task(pg_url, run_dir):
 
 def test_database_lost_between_spawn_and_record(pg_url, run_dir, monkeypatch):
     # The last step before the final write: the guest runs (cont), firewall and display set.
-    real_qmp = lifecycle.Lifecycle.qmp
+    real_qmp = session.QmpSessions.qmp
 
     def cont_then_lose_database(self, rec, command, *args, **kwargs):
         result = real_qmp(self, rec, command, *args, **kwargs)
@@ -92,7 +92,7 @@ def test_database_lost_between_spawn_and_record(pg_url, run_dir, monkeypatch):
             pg_server("stop")
         return result
 
-    monkeypatch.setattr(lifecycle.Lifecycle, "qmp", cont_then_lose_database)
+    monkeypatch.setattr(session.QmpSessions, "qmp", cont_then_lose_database)
     service = VmService.open(pg_url, run_dir)
     service.ensure(dict(VM, state="stopped"), False)
     uuid = records.load(service.store, "faulty").uuid
@@ -101,7 +101,7 @@ def test_database_lost_between_spawn_and_record(pg_url, run_dir, monkeypatch):
             service.ensure(dict(VM, state="running"), False)
         started = qemu_processes(uuid)
         assert len(started) == 1, "QEMU was spawned before the database went away"
-        monkeypatch.setattr(lifecycle.Lifecycle, "qmp", real_qmp)
+        monkeypatch.setattr(session.QmpSessions, "qmp", real_qmp)
         pg_server("start")
         again = VmService.open(pg_url, run_dir)
         rerun = again.ensure(dict(VM, state="running"), False)
@@ -117,14 +117,14 @@ def test_database_lost_between_spawn_and_record(pg_url, run_dir, monkeypatch):
 def test_database_lost_before_the_guest_runs(pg_url, run_dir, monkeypatch):
     # The database goes away after the firewall, before cont: the start is all or nothing,
     # so its QEMU is ended, and the next run starts exactly one.
-    real_sync = lifecycle.Lifecycle.sync_firewall
+    real_sync = resources.HostResources.sync_firewall
 
     def sync_then_lose_database(self, rec):
         real_sync(self, rec)
         if rec.running_spec is not None:
             pg_server("stop")
 
-    monkeypatch.setattr(lifecycle.Lifecycle, "sync_firewall", sync_then_lose_database)
+    monkeypatch.setattr(resources.HostResources, "sync_firewall", sync_then_lose_database)
     service = VmService.open(pg_url, run_dir)
     service.ensure(dict(VM, state="stopped"), False)
     uuid = records.load(service.store, "faulty").uuid
@@ -132,7 +132,7 @@ def test_database_lost_before_the_guest_runs(pg_url, run_dir, monkeypatch):
         with pytest.raises(StoreError):
             service.ensure(dict(VM, state="running"), False)
         assert qemu_processes(uuid) == [], "a start cut off before the guest ran leaves no QEMU"
-        monkeypatch.setattr(lifecycle.Lifecycle, "sync_firewall", real_sync)
+        monkeypatch.setattr(resources.HostResources, "sync_firewall", real_sync)
         pg_server("start")
         again = VmService.open(pg_url, run_dir)
         assert again.ensure(dict(VM, state="running"), False).actions == ["start"]

@@ -17,7 +17,7 @@ import sys
 
 import pytest
 from collection_path import collections_root
-from helpers import wait_ready
+from helpers import vm_list, wait_ready
 
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu import probe as probe_mod
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
@@ -170,7 +170,7 @@ def test_one_qmp_connection_per_task(service, guest_params, qmp_connections):
     assert task(state="paused") == (["pause"], 1)
     assert task(state="running") == (["resume"], 1)
     del qmp_connections[:]
-    vm = service.info("cheap")[0]
+    vm = vm_list(service, "cheap")[0]
     assert vm["qemu_status"] == "running" and len(qmp_connections) == 0
     wait_ready(vm["serial_log"])  # the guest now answers the power button
     assert task(state="stopped", stop_timeout=120) == (["stop"], 1)  # query-status, system_powerdown

@@ -13,6 +13,7 @@ import os
 
 import pytest
 from fake_sysfs import FakeKernel, gpu_host
+from helpers import vm_list
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.network.service import NetworkService
@@ -49,7 +50,7 @@ VM_CASES = [
 def svc(workdir):
     service = VmService.open("sqlite:///%s/state.db" % workdir, os.path.join(workdir, "run"), lock_timeout=30)
     yield service
-    for vm in service.info():
+    for vm in vm_list(service):
         service.ensure({"name": vm["name"], "state": "absent", "force": True, "stop_timeout": 1}, False)
     service.close()
 
@@ -73,7 +74,7 @@ def test_a_usb_device_named_twice_with_a_newline_is_refused(svc):
 def test_infinivirt_snapshot_refuses_a_trailing_newline(svc):
     svc.ensure(BASE, check_mode=False)
     with pytest.raises(SpecError) as err:
-        SnapshotService(svc).ensure({"vm": "nl", "name": "before\n", "state": "present"}, False)
+        SnapshotService(svc.engine).ensure({"vm": "nl", "name": "before\n", "state": "present"}, False)
     assert err.value.field == "name"
 
 

@@ -10,7 +10,7 @@ import os
 import stat
 
 import pytest
-from helpers import make_image, wait_ready
+from helpers import make_image, vm_list, wait_ready
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
@@ -29,7 +29,7 @@ def uefi_service(workdir, images):
         nvram_dir=os.path.join(workdir, "nvram"),
     )
     yield svc
-    for vm in svc.info():
+    for vm in vm_list(svc):
         svc.ensure({"name": vm["name"], "state": "absent", "force": True, "stop_timeout": 5}, False)
     svc.close()
 
@@ -50,7 +50,7 @@ def test_uefi_guest_nvram_and_snapshot(uefi_service, guest_params, images, workd
 
     # The NVRAM is part of a snapshot: what the firmware stored then comes back on revert.
     original = open(nvram, "rb").read()
-    snaps = SnapshotService(svc)
+    snaps = SnapshotService(svc.engine)
     assert snaps.ensure({"vm": "efi", "name": "s1"}, False)["changed"]
     with open(nvram, "r+b") as fh:  # as if the guest had changed a variable since
         fh.seek(len(original) - 4096)
@@ -83,7 +83,7 @@ def test_secure_boot_firmware_runs_with_smm(uefi_service):
     )
     rec = records.load(svc.store, "sb")
     assert out.vm["status"] == "running"
-    assert svc.lifecycle.qmp(rec, "qom-get", {"path": "/machine", "property": "smm"}) == "on"
+    assert svc.engine.sessions.qmp(rec, "qom-get", {"path": "/machine", "property": "smm"}) == "on"
 
 
 @pytest.mark.parametrize(
@@ -99,7 +99,7 @@ def test_bad_firmware_input(uefi_service, params, field):
     with pytest.raises(SpecError) as err:
         uefi_service.ensure(dict({"name": "bad", "state": "running", "accel": "tcg"}, **params), False)
     assert err.value.field == field
-    assert uefi_service.info() == []
+    assert vm_list(uefi_service) == []
 
 
 def test_nvram_snapshot_copies_never_follow_a_symlink(uefi_service, images, workdir):
@@ -108,7 +108,7 @@ def test_nvram_snapshot_copies_never_follow_a_symlink(uefi_service, images, work
     svc = uefi_service
     disk = make_image(os.path.join(images, "cold-efi.qcow2"), "qcow2", 8)
     svc.ensure({"name": "coldefi", "firmware": "uefi", "state": "stopped", "disks": [{"path": disk}]}, False)
-    nvram = svc.lifecycle.nvram_path(records.load(svc.store, "coldefi"))
+    nvram = svc.engine.resources.nvram_path(records.load(svc.store, "coldefi"))
     os.makedirs(os.path.dirname(nvram), exist_ok=True)
     with open(nvram, "wb") as fh:
         fh.write(b"\x01" * 4096)
@@ -117,7 +117,7 @@ def test_nvram_snapshot_copies_never_follow_a_symlink(uefi_service, images, work
         fh.write(b"keep me")
     os.symlink(victim, nvram + ".snapshot-s1")
     with pytest.raises(StateError) as err:
-        SnapshotService(svc).ensure({"vm": "coldefi", "name": "s1"}, False)
+        SnapshotService(svc.engine).ensure({"vm": "coldefi", "name": "s1"}, False)
     assert "symbolic link" in str(err.value) and "nothing was written" in str(err.value)
     assert open(victim, "rb").read() == b"keep me"
-    assert SnapshotService(svc).list(records.load(svc.store, "coldefi")) == {}
+    assert SnapshotService(svc.engine).list(records.load(svc.store, "coldefi")) == {}

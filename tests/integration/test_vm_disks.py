@@ -12,7 +12,7 @@ import time
 
 import pytest
 import serial_report
-from helpers import guest_disks, make_image, wait_for, wait_ready
+from helpers import guest_disks, make_image, vm_list, wait_for, wait_ready
 from qemu_procs import qemu_processes
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
@@ -123,11 +123,13 @@ def test_every_bus_is_accepted_by_qemu(disk_service, images):
     ]
     out = svc.ensure({"name": "buses", "state": "paused", "accel": "tcg", "memory_mb": 64, "disks": disks}, False)
     rec = records.load(svc.store, "buses")
-    blocks = {b["qdev"]: b for b in svc.lifecycle.qmp(rec, "query-block")}
+    blocks = {b["qdev"]: b for b in svc.engine.sessions.qmp(rec, "query-block")}
     assert len(blocks) == 4, blocks.keys()
     # QEMU opened each image through a descriptor set (the file checked inside the roots),
     # never by name: /dev/fdset/N, whose opaque names the disk.
-    fdsets = {"/dev/fdset/%d" % s["fdset-id"]: s["fds"][0]["opaque"] for s in svc.lifecycle.qmp(rec, "query-fdsets")}
+    fdsets = {
+        "/dev/fdset/%d" % s["fdset-id"]: s["fds"][0]["opaque"] for s in svc.engine.sessions.qmp(rec, "query-fdsets")
+    }
     paths = {DiskSpec(path=d["path"]).disk_id: d["path"] for d in disks}
     by_file = {paths[fdsets[b["inserted"]["file"]]]: b for b in blocks.values()}
     assert by_file[disks[3]["path"]]["inserted"]["ro"] is True
@@ -158,7 +160,7 @@ def test_bad_disks_change_nothing(disk_service, images, workdir, disk, field, ph
     with pytest.raises(SpecError) as err:
         disk_service.ensure({"name": "bad", "state": "running", "accel": "tcg", "disks": [disk]}, False)
     assert err.value.field == field and phrase in str(err.value)
-    assert disk_service.info() == []
+    assert vm_list(disk_service) == []
 
 
 def test_encrypted_volumes_in_the_guest(disk_service, guest_params, images, workdir):
@@ -219,7 +221,7 @@ def test_stop_and_absent_act_on_what_runs_whatever_the_host_says_now(disk_servic
         out = moved.ensure({"name": "held", "state": "stopped", "stop_timeout": 5}, False)
         assert out.changed and out.vm["status"] == "stopped"
         assert moved.ensure({"name": "held", "state": "absent"}, False).changed
-        assert moved.info() == []
+        assert vm_list(moved) == []
     finally:
         moved.close()
 

@@ -13,7 +13,7 @@ import sys
 import time
 
 import pytest
-from helpers import run_dir_files, wait_for, wait_ready
+from helpers import run_dir_files, vm_list, wait_for, wait_ready
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import QemuError, QmpError, SpecError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import process_runs_vm
@@ -41,7 +41,7 @@ def test_full_lifecycle(service, guest_params, workdir):
     # Check mode predicts the change and does nothing.
     predicted = ensure(service, check_mode=True, state="running", **params)
     assert predicted.changed and predicted.actions == ["create", "start"]
-    assert service.info() == [] and run_dir_files(workdir) == []
+    assert vm_list(service) == [] and run_dir_files(workdir) == []
 
     # Create and start.
     created = ensure(service, state="running", **params)
@@ -64,10 +64,10 @@ def test_full_lifecycle(service, guest_params, workdir):
 
     # A change a running VM cannot take live: stored, flagged, not applied.
     params["memory_mb"] = 448
-    version = service.info("life")[0]["version"]
+    version = vm_list(service, "life")[0]["version"]
     checked = ensure(service, check_mode=True, state="running", **params)
     assert checked.changed and checked.actions == ["update"]
-    assert service.info("life")[0]["version"] == version, "check mode wrote to the store"
+    assert vm_list(service, "life")[0]["version"] == version, "check mode wrote to the store"
     updated = ensure(service, state="running", **params)
     assert updated.changed and updated.vm["pending_restart"] == ["memory_mb"]
     assert updated.diff["before"]["memory_mb"] == 384 and updated.diff["after"]["memory_mb"] == 448
@@ -78,10 +78,10 @@ def test_full_lifecycle(service, guest_params, workdir):
 
     # Pause and resume, as QEMU itself reports them.
     assert ensure(service, state="paused", name="life").actions == ["pause"]
-    assert service.info("life")[0]["qemu_status"] == "paused"
+    assert vm_list(service, "life")[0]["qemu_status"] == "paused"
     assert not ensure(service, state="paused", name="life").changed
     assert ensure(service, state="running", name="life").actions == ["resume"]
-    assert service.info("life")[0]["qemu_status"] == "running"
+    assert vm_list(service, "life")[0]["qemu_status"] == "running"
 
     # Restart applies the pending change: the guest now sees 448 MiB.
     restarted = ensure(service, state="restarted", name="life")
@@ -112,18 +112,18 @@ def test_full_lifecycle(service, guest_params, workdir):
     # Absent: no process, socket, pidfile, log or row.
     gone = ensure(service, state="absent", name="life")
     assert gone.changed and gone.diff["after"] == {"state": "absent"}
-    assert service.info() == [] and run_dir_files(workdir) == []
+    assert vm_list(service) == [] and run_dir_files(workdir) == []
     assert not ensure(service, state="absent", name="life").changed
 
 
 def test_guest_that_ignores_acpi_needs_force(service, workdir):
     # No kernel: SeaBIOS finds nothing to boot and never reacts to the power button.
     assert ensure(service, name="deaf", state="running", accel="tcg", memory_mb=64).changed
-    pid = service.info("deaf")[0]["pid"]
+    pid = vm_list(service, "deaf")[0]["pid"]
     with pytest.raises(StateError) as err:
         ensure(service, name="deaf", state="stopped", stop_timeout=1)
     assert "force: true" in str(err.value)
-    assert service.info("deaf")[0]["status"] == "running", "a failed stop must not kill it"
+    assert vm_list(service, "deaf")[0]["status"] == "running", "a failed stop must not kill it"
     forced = ensure(service, name="deaf", state="stopped", stop_timeout=1, force=True)
     assert forced.changed and forced.vm["status"] == "stopped"
     uuid = forced.vm["uuid"]
@@ -142,14 +142,14 @@ def test_accelerator_and_cpu_fallbacks_are_reported(service):
         assert out.vm["accel_in_use"] == "tcg" and out.vm["cpu_in_use"] == "max"
         assert any("KVM is not usable" in w for w in out.warnings)
         assert any("cpu_model host is not available under TCG" in w for w in out.warnings)
-    assert service.info("auto")[0]["qemu_status"] == "prelaunch"
+    assert vm_list(service, "auto")[0]["qemu_status"] == "prelaunch"
 
 
 def test_qmp_errors_name_the_vm_and_the_command(service):
     ensure(service, name="talk", state="paused", accel="tcg", memory_mb=64)
     rec = records.load(service.store, "talk")
     with pytest.raises(QmpError) as err:
-        service.lifecycle.qmp(rec, "no-such-command")
+        service.engine.sessions.qmp(rec, "no-such-command")
     assert str(err.value).startswith("VM talk: QMP command 'no-such-command' failed: CommandNotFound")
     with QmpSession(rec.qmp_socket_path, "talk") as qmp:
         with pytest.raises(QmpError) as err:
@@ -166,18 +166,18 @@ def test_forced_kvm_starts_under_kvm_or_fails_cleanly(service, workdir):
     if os.access("/dev/kvm", os.R_OK | os.W_OK):
         out = ensure(service, name="kvm", state="paused", accel="kvm", memory_mb=64)
         assert out.vm["accel_in_use"] == "kvm"
-        kvm = service.lifecycle.qmp(records.load(service.store, "kvm"), "query-kvm")
+        kvm = service.engine.sessions.qmp(records.load(service.store, "kvm"), "query-kvm")
         assert kvm == {"enabled": True, "present": True}
     else:
         with pytest.raises(SpecError) as err:
             ensure(service, name="kvm", state="running", accel="kvm")
         assert err.value.field == "accel"
-        assert service.info() == [] and run_dir_files(workdir) == []
+        assert vm_list(service) == [] and run_dir_files(workdir) == []
 
 
 def test_paused_from_stopped_and_quit_from_prelaunch(service, workdir):
     ensure(service, name="idle", state="paused", accel="tcg", memory_mb=64)
-    info = service.info("idle")[0]
+    info = vm_list(service, "idle")[0]
     assert info["status"] == "paused" and info["qemu_status"] == "prelaunch"
     stopped = ensure(service, name="idle", state="stopped", stop_timeout=5)
     assert stopped.vm["status"] == "stopped" and not process_runs_vm(info["pid"], info["uuid"])
@@ -188,7 +188,7 @@ def test_a_reused_pid_is_not_taken_for_the_vm(service, workdir):
     rec = records.load(service.store, "ghost")
     rec.status, rec.qemu_pid = "running", os.getpid()  # a live process without its UUID
     records.save(service.store, rec)
-    assert service.info("ghost")[0]["status"] == "stopped"
+    assert vm_list(service, "ghost")[0]["status"] == "stopped"
     assert ensure(service, name="ghost", state="stopped").changed is False
 
 
@@ -204,7 +204,7 @@ def test_failed_start_leaves_nothing(service, workdir):
     with pytest.raises(QemuError) as err:
         ensure(service, name="broken", state="running", accel="tcg", disks=junk_disk(workdir))
     assert "failed to start" in str(err.value)
-    assert service.info() == [] and run_dir_files(workdir) == []
+    assert vm_list(service) == [] and run_dir_files(workdir) == []
 
 
 def test_a_bystander_with_the_uuid_survives_a_failed_start(service, workdir):
@@ -223,7 +223,7 @@ def test_a_bystander_with_the_uuid_survives_a_failed_start(service, workdir):
 
 def test_a_foreign_process_in_the_pidfile_means_not_running(service, workdir):
     ensure(service, name="impostor", state="paused", accel="tcg", memory_mb=64)
-    info = service.info("impostor")[0]
+    info = vm_list(service, "impostor")[0]
     ensure(service, name="impostor", state="stopped", stop_timeout=5)
     # The pidfile names another program that even carries the VM's UUID as QEMU would.
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "-uuid", info["uuid"]])
@@ -233,7 +233,7 @@ def test_a_foreign_process_in_the_pidfile_means_not_running(service, workdir):
         with open(rec.pidfile_path, "w") as fh:
             fh.write("%d\n" % other.pid)
         records.save(service.store, rec)
-        assert service.info("impostor")[0]["status"] == "stopped"
+        assert vm_list(service, "impostor")[0]["status"] == "stopped"
         assert not ensure(service, name="impostor", state="stopped").changed
         assert not ensure(service, name="impostor", state="stopped", force=True).changed
         assert ensure(service, name="impostor", state="absent").changed
@@ -264,7 +264,7 @@ def test_bad_input_creates_nothing(service, workdir, params, field):
     with pytest.raises(SpecError) as err:
         ensure(service, state="running", **params)
     assert err.value.field == field
-    assert service.info() == [] and run_dir_files(workdir) == []
+    assert vm_list(service) == [] and run_dir_files(workdir) == []
     assert not os.path.exists(os.path.join(workdir, "run")) or run_dir_files(workdir) == []
 
 
@@ -276,8 +276,8 @@ def test_a_vm_killed_while_it_is_read_reads_as_stopped(service, guest_params):
         vm = service.ensure(params, False).vm
         os.kill(vm["pid"], signal.SIGKILL)
         for _read in range(5):  # no QmpError while it goes
-            assert service.info("dying")[0]["status"] in ("running", "stopped")
-        assert wait_for(lambda: service.info("dying")[0]["status"] == "stopped")
+            assert vm_list(service, "dying")[0]["status"] in ("running", "stopped")
+        assert wait_for(lambda: vm_list(service, "dying")[0]["status"] == "stopped")
 
 
 def test_one_hung_qemu_does_not_hold_the_others(service, workdir):
@@ -286,11 +286,11 @@ def test_one_hung_qemu_does_not_hold_the_others(service, workdir):
     ensure(service, name="hung", state="paused", accel="tcg", memory_mb=64)
     ensure(service, name="fine", state="paused", accel="tcg", memory_mb=64)
     ensure(service, name="idle", state="present", accel="tcg", memory_mb=64)
-    hung = service.info("hung")[0]
+    hung = vm_list(service, "hung")[0]
     os.kill(hung["pid"], signal.SIGSTOP)
     try:
         started = time.monotonic()
-        listed = {vm["name"]: vm for vm in service.info()}
+        listed = {vm["name"]: vm for vm in vm_list(service)}
         elapsed = time.monotonic() - started
         assert sorted(listed) == ["fine", "hung", "idle"] and elapsed < 5, elapsed
         assert "stopped (SIGSTOP" in listed["hung"]["error"] and listed["hung"]["qemu_status"] == "unresponsive"
@@ -301,7 +301,7 @@ def test_one_hung_qemu_does_not_hold_the_others(service, workdir):
         assert "hung" in str(err.value) and "force: true" in str(err.value)
         out = ensure(service, name="hung", state="stopped", stop_timeout=1, force=True)
         assert out.changed and out.vm["status"] == "stopped"
-        assert not process_runs_vm(hung["pid"], hung["uuid"]) and service.info("hung")[0]["error"] is None
+        assert not process_runs_vm(hung["pid"], hung["uuid"]) and vm_list(service, "hung")[0]["error"] is None
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(hung["pid"], signal.SIGCONT)
@@ -309,9 +309,9 @@ def test_one_hung_qemu_does_not_hold_the_others(service, workdir):
 
 def test_a_crashed_runs_serial_log_is_kept_one_back(service, workdir):
     ensure(service, name="crashy", state="running", accel="tcg", memory_mb=64)
-    vm = service.info("crashy")[0]
+    vm = vm_list(service, "crashy")[0]
     os.kill(vm["pid"], signal.SIGKILL)
-    assert wait_for(lambda: service.info("crashy")[0]["status"] == "stopped")
+    assert wait_for(lambda: vm_list(service, "crashy")[0]["status"] == "stopped")
     with open(vm["serial_log"], "a") as fh:  # what the guest said before it died
         fh.write("Kernel panic - not syncing: the clue\n")
     ensure(service, name="crashy", state="running")

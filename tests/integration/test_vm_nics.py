@@ -11,7 +11,7 @@ import signal
 
 import pytest
 import serial_report
-from helpers import guest_nics, links, nft_mentions, nft_ruleset, run_playbook, wait_for, wait_ready
+from helpers import guest_nics, links, nft_mentions, nft_ruleset, run_playbook, vm_list, wait_for, wait_ready
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.network.service import NetworkService
@@ -170,8 +170,8 @@ def test_two_guests_talk_over_a_bridge_and_nics_plug_live(service, guest_params,
     service.ensure({"name": "nic-a", "state": "absent", "force": True, "stop_timeout": 5}, False)
     assert not set(vm_a["taps"]) & set(links(netns))
     assert not nft_mentions(netns, vm_a["uuid"]) and not nft_mentions(netns, tap_a)
-    os.kill(service.info("nic-b")[0]["pid"], signal.SIGKILL)
-    assert wait_for(lambda: service.info("nic-b")[0]["status"] == "stopped")
+    os.kill(vm_list(service, "nic-b")[0]["pid"], signal.SIGKILL)
+    assert wait_for(lambda: vm_list(service, "nic-b")[0]["status"] == "stopped")
     service.ensure({"name": "nic-b", "state": "stopped"}, False)  # reconciles the crash
     assert [name for name in links(netns) if name.startswith("iv")] == []
     assert nft_ruleset(netns) == [], "the last VM took the table with it"
@@ -197,7 +197,7 @@ def test_bad_nics_change_nothing(service, guest_params, netns, nic, field):
     with pytest.raises(SpecError) as err:
         service.ensure(dict(guest_params, name="bad-nic", state="running", netns=netns, nics=[nic]), False)
     assert err.value.field == field
-    assert service.info("bad-nic") == []
+    assert vm_list(service, "bad-nic") == []
     assert [name for name in links(netns) if name.startswith("iv")] == []
 
 
@@ -209,7 +209,7 @@ def test_vhost_asked_for_without_vhost_net_fails_the_start_cleanly(service, gues
             False,
         )
     assert err.value.field == "nics[0].vhost"
-    assert service.info("vhost") == []
+    assert vm_list(service, "vhost") == []
     assert [name for name in links(netns) if name.startswith("iv")] == []
 
 
@@ -221,13 +221,13 @@ def test_a_mac_of_another_vm_is_refused(service, guest_params, netns):
         service.ensure(
             dict(guest_params, name="mac-2", netns=netns, nics=[{"bridge": "vmbr0", "mac": "52:54:00:00:00:AA"}]), False
         )
-    assert service.info("mac-2") == []
+    assert vm_list(service, "mac-2") == []
 
 
 def test_a_missing_bridge_fails_the_start_cleanly(service, guest_params, netns):
     with pytest.raises(Exception, match="bridge nobr does not exist"):
         service.ensure(dict(guest_params, name="nobr", state="running", netns=netns, nics=[{"bridge": "nobr"}]), False)
-    vm = service.info("nobr")
+    vm = vm_list(service, "nobr")
     assert vm == [] or vm[0]["status"] == "stopped"
     assert [name for name in links(netns) if name.startswith("iv")] == []
 

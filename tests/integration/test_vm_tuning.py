@@ -16,7 +16,7 @@ import tempfile
 
 import pytest
 import serial_report
-from helpers import wait_for, wait_ready
+from helpers import vm_list, wait_for, wait_ready
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 
@@ -94,8 +94,8 @@ def test_topology_numa_balloon_pins_and_hotplug_on_one_guest(service, guest_para
     out = service.ensure({"name": "tuned", "memory_target_mb": 192}, check_mode=False)
     assert out.actions == ["update", "set_balloon"] and out.vm["pid"] == pid
     assert wait_for(lambda: guest_report(sock, "memory").memtotal_kib == before - 65536)
-    assert wait_for(lambda: service.info("tuned")[0]["balloon"]["actual_mb"] == 192)
-    stats = service.info("tuned")[0]["balloon"]["stats"]
+    assert wait_for(lambda: vm_list(service, "tuned")[0]["balloon"]["actual_mb"] == 192)
+    stats = vm_list(service, "tuned")[0]["balloon"]["stats"]
     assert stats.get("stat_total_memory", 0) > 0, stats
     out = service.ensure({"name": "tuned", "memory_target_mb": 0}, check_mode=False)
     assert out.vm["memory_target_mb"] is None
@@ -130,7 +130,7 @@ def test_topology_numa_balloon_pins_and_hotplug_on_one_guest(service, guest_para
     with pytest.raises(SpecError) as err:
         service.ensure(dict(guest_params, name="other", state="present", cpu_pinning={0: "1"}), check_mode=False)
     assert err.value.field == "cpu_pinning" and "tuned" in str(err.value)
-    assert [v["name"] for v in service.info()] == ["tuned"]
+    assert [v["name"] for v in vm_list(service)] == ["tuned"]
     final = service.ensure({"name": "tuned"}, check_mode=False)
     assert not final.changed and final.vm["pending_restart"] == [] and final.vm["pid"] == pid
 
@@ -177,7 +177,7 @@ def test_hugepages_are_admitted_taken_and_given_back(service, guest_params, huge
         service.ensure(params, check_mode=False)
     assert err.value.field == "hugepages"
     assert "%d missing" % (128 - have) in str(err.value)
-    assert service.info() == []  # nothing was stored or started
+    assert vm_list(service) == []  # nothing was stored or started
 
     _write(nr, 160)
     assert _read(free) >= 128

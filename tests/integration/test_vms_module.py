@@ -11,7 +11,7 @@ import os
 import threading
 
 import pytest
-from helpers import make_image, wait_for
+from helpers import make_image, vm_list, wait_for
 from qemu_procs import kill_leftovers
 
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import validate_options
@@ -66,7 +66,7 @@ class Env:
     def status(self, name, host_id="hv-a"):
         svc = VmService(self.context(host_id))
         try:
-            found = svc.info(name)
+            found = vm_list(svc, name)
             return found[0]["status"] if found else "absent"
         finally:
             svc.close()

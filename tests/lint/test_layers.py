@@ -60,8 +60,13 @@ IMPURE_PACKAGES = ("host", "qemu", "store")
 KNOWN_IMPURE = set()  # (model, module_utils file) pairs allowed for now; none left
 
 # Files a module that does not run VMs must not ship.
-VM_ENGINE = ("vm/service.py", "vm/engine/lifecycle.py", "qemu/qmp.py", "vm/model/argv.py")
+VM_ENGINE = ("vm/service.py", "vm/engine/engine.py", "qemu/qmp.py", "vm/model/argv.py")
 NO_VM_ENGINE = ("infinivirt_net", "infinivirt_firewall", "infinivirt_secret_key")
+
+# The VM's service files (what modules run). The engine (vm/engine/) is below them all.
+VM_SERVICES = ("vm/service.py", "vm/batch.py", "vm/info.py", "vm/snapshots.py", "vm/passthrough.py")
+# Files that act on VMs through the engine (vm/engine/engine.py), never through VmService.
+ENGINE_USERS = ("vm/passthrough.py", "vm/snapshots.py", "vm/info.py", "vm/power.py")
 
 
 # -- the import graph ----------------------------------------------------------------------
@@ -221,6 +226,24 @@ def store_violations(plugins: Path) -> List[str]:
         for imp, rel in mu_imports(path, plugins, with_inits=False):
             if is_under(rel, ("host", "qemu")):
                 bad.append("%s: %s: store/ imports %s" % (mu_rel(path, plugins), imp, rel))
+    return bad
+
+
+def engine_violations(plugins: Path) -> List[str]:
+    """vm/engine/ imports no VM service file; monitor/ and ENGINE_USERS do not import
+    vm/service.py (they use the engine)."""
+    bad = []
+    for path in sorted((plugins / "module_utils").rglob("*.py")):
+        rel = mu_rel(path, plugins)
+        if is_under(rel, ("vm/engine",)):
+            forbidden, who = VM_SERVICES, "the VM engine"
+        elif is_under(rel, ("monitor",)) or rel in ENGINE_USERS:
+            forbidden, who = ("vm/service.py",), "a user of the VM engine"
+        else:
+            continue
+        for imp, target in mu_imports(path, plugins, with_inits=False):
+            if target in forbidden:
+                bad.append("%s: %s: %s imports %s" % (rel, imp, who, target))
     return bad
 
 
@@ -415,6 +438,10 @@ def test_store_imports_no_host_or_qemu():
     assert store_violations(PLUGINS) == []
 
 
+def test_the_engine_is_below_the_vm_services():
+    assert engine_violations(PLUGINS) == []
+
+
 def test_only_the_binding_imports_ansible():
     assert ansible_import_violations(PLUGINS) == []
     binding = imports_of(PLUGINS / "module_utils" / "ansible_binding.py", PLUGINS)
@@ -448,7 +475,7 @@ def test_infinivirt_disk_ships_no_vm_engine():
     """Growing an attached volume needs QMP only (vm/engine/live_resize.py), not the VM engine."""
     disk = payloads(PLUGINS)["infinivirt_disk"]
     assert "vm/engine/live_resize.py" in disk and "qemu/qmp.py" in disk
-    assert not {"vm/service.py", "vm/engine/lifecycle.py", "vm/model/argv.py", "firewall/service.py"} & set(disk)
+    assert not {"vm/service.py", "vm/engine/engine.py", "vm/model/argv.py", "firewall/service.py"} & set(disk)
     assert "vm/__init__.py" in disk and "__init__.py" in disk
 
 
@@ -525,12 +552,41 @@ def test_plant_service_in_a_pure_model(plugins_copy):
     plant(
         plugins_copy,
         "module_utils/vm/model/plan.py",
-        "from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import lifecycle",
+        "from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import engine",
     )
     bad = pure_model_violations(plugins_copy)
-    assert (
-        len(bad) == 1 and "vm/model/plan.py" in bad[0] and "vm/engine/lifecycle.py, which is not a pure model" in bad[0]
+    assert len(bad) == 1 and "vm/model/plan.py" in bad[0] and "vm/engine/engine.py, which is not a pure model" in bad[0]
+
+
+def test_plant_a_vm_service_in_the_engine(plugins_copy):
+    plant(
+        plugins_copy,
+        "module_utils/vm/engine/tune.py",
+        "from ansible_collections.infinivirt.core.plugins.module_utils.vm import info",
     )
+    plant(
+        plugins_copy,
+        "module_utils/vm/engine/process.py",
+        "from ansible_collections.infinivirt.core.plugins.module_utils.vm.passthrough import PciService",
+        in_function=False,
+    )
+    assert engine_violations(plugins_copy) == [
+        "vm/engine/process.py: from ansible_collections.infinivirt.core.plugins.module_utils.vm.passthrough "
+        "import PciService (line %d): the VM engine imports vm/passthrough.py"
+        % lines(plugins_copy, "module_utils/vm/engine/process.py"),
+        "vm/engine/tune.py: from ansible_collections.infinivirt.core.plugins.module_utils.vm import info "
+        "(line %d): the VM engine imports vm/info.py" % lines(plugins_copy, "module_utils/vm/engine/tune.py"),
+    ]
+
+
+def test_plant_vm_service_in_an_engine_user(plugins_copy):
+    service = "from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService"
+    plant(plugins_copy, "module_utils/monitor/policy.py", service)
+    plant(plugins_copy, "module_utils/vm/snapshots.py", service)
+    plant(plugins_copy, "module_utils/vm/batch.py", service)  # infinivirt_vms runs infinivirt_vm: allowed
+    bad = engine_violations(plugins_copy)
+    assert [b.split(":")[0] for b in bad] == ["monitor/policy.py", "vm/snapshots.py"], bad
+    assert all(b.endswith("a user of the VM engine imports vm/service.py") for b in bad), bad
 
 
 def test_plant_host_in_store(plugins_copy):

@@ -7,7 +7,7 @@ A recorded run is (PID, start time): the start time is field 22 of /proc/PID/sta
 ticks since boot, so a PID the kernel gave to another process later does not match even
 if that process, too, were a QEMU of the same VM. The UUID on the command line and the
 qemu-system executable are checked as host/process.py always did. Whether the guest runs
-or is paused comes from QEMU's own event log (the ``pipe`` chardev monitor, vm/engine/lifecycle.py):
+or is paused comes from QEMU's own event log (the ``pipe`` chardev monitor, vm/engine/launch.py):
 QEMU writes STOP before it reports a pause over QMP, so a log whose last run-state event
 is RESUME belongs to a running guest. Anything else (no log, no event yet, a log cut
 short) is not an answer: the caller asks QEMU over QMP.

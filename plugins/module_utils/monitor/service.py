@@ -40,8 +40,11 @@ from ansible_collections.infinivirt.core.plugins.module_utils.monitor.qmp_events
     EventsUnavailable,
     read_event_log,
 )
+from ansible_collections.infinivirt.core.plugins.module_utils.vm import power
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.lifecycle import VmPaths
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.acting import acting_engine
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.engine import Engine
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.process import VmPaths
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.states import (
     CRASHED,
@@ -50,7 +53,6 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.states im
     STARTING,
     STOPPED,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
 LIVE_STATUSES = (RUNNING, PAUSED, STARTING)
 OUTBOX_MAX = 10000  # events kept in memory while the store is away
@@ -76,7 +78,7 @@ class Monitor:
         self.poll = poll
         self.log = log or logging.getLogger("infinivirt.monitor")
         self.boot_id_file = boot_id_file
-        self.vms: Optional[VmService] = None
+        self.engine: Optional[Engine] = None
         self.selector = selectors.DefaultSelector()
         self.watching: Dict[str, EventConnection] = {}  # VM uuid -> its event stream
         self.names: Dict[str, str] = {}  # VM uuid -> name, for the event log
@@ -89,10 +91,10 @@ class Monitor:
         self._store_down_since: Optional[float] = None
 
     # -- the store, reopened after an outage ----------------------------------------------
-    def _service(self) -> Optional[VmService]:
-        if self.vms is None:
+    def _service(self) -> Optional[Engine]:
+        if self.engine is None:
             try:
-                self.vms = VmService(self.open_context())
+                self.engine = acting_engine(self.open_context())
             except InfinivirtError as exc:
                 if self._store_down_since is None:
                     self._store_down_since = time.monotonic()
@@ -101,21 +103,21 @@ class Monitor:
             if self._store_down_since is not None:
                 self.log.info("state store back after %.1f s", time.monotonic() - self._store_down_since)
                 self._store_down_since = None
-        return self.vms
+        return self.engine
 
     def _store_failed(self, exc: Exception) -> None:
         self.log.error("state store failed, will retry: %s", exc)
         self._store_down_since = time.monotonic()
-        if self.vms is not None:
+        if self.engine is not None:
             try:
-                self.vms.close()
+                self.engine.close()
             except Exception:  # noqa: BLE001 -- a broken connection may fail to close
                 pass
-        self.vms = None
+        self.engine = None
 
     def record(self, uuid: str, kind: str, detail: Optional[Dict[str, Any]] = None, at: Optional[str] = None) -> None:
         """Queue an event; stamped now (not when stored: the store may be away)."""
-        host = self.vms.hostname if self.vms is not None else ""
+        host = self.engine.host_id if self.engine is not None else ""
         self.outbox.append(
             {
                 "vm_uuid": uuid,
@@ -133,7 +135,7 @@ class Monitor:
             return
         batch = list(self.outbox)
         for event in batch:
-            event["host"] = event["host"] or svc.hostname
+            event["host"] = event["host"] or svc.host_id
         try:
             svc.store.add_events(batch)
         except StoreError as exc:
@@ -151,7 +153,7 @@ class Monitor:
         self.autostart()
         self.flush()
         self.close()
-        return 0 if self.vms is not None or not self.gone else 1
+        return 0 if self.engine is not None or not self.gone else 1
 
     def run(self) -> int:
         """Follow the VMs until SIGTERM or SIGINT."""
@@ -186,9 +188,9 @@ class Monitor:
     def close(self) -> None:
         for conn in list(self.watching.values()):
             self._unwatch(conn)
-        if self.vms is not None:
-            self.vms.close()
-            self.vms = None
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
 
     # -- following the VMs -------------------------------------------------------------------
     def refresh(self) -> None:
@@ -204,7 +206,7 @@ class Monitor:
         for rec in host_vms:
             if rec.status not in LIVE_STATUSES or rec.uuid in self.gone:
                 continue
-            pid = svc.lifecycle.live_pid(rec)
+            pid = svc.process.live_pid(rec)
             conn = self.watching.get(rec.uuid)
             if conn is not None and conn.pid == pid:
                 continue
@@ -215,7 +217,7 @@ class Monitor:
                 self.gone[rec.uuid] = conn.events if conn is not None else []
                 continue
             try:
-                conn = EventConnection(VmPaths.for_vm(svc.lifecycle.run_dir, rec.uuid).events_socket, rec.uuid, pid)
+                conn = EventConnection(VmPaths.for_vm(svc.run_dir, rec.uuid).events_socket, rec.uuid, pid)
             except EventsUnavailable as exc:  # started before the monitor existed: polled instead
                 self.log.debug("VM %s: no event stream (%s); checking its process instead", rec.name, exc)
                 continue
@@ -234,10 +236,10 @@ class Monitor:
         except EOFError:
             pass
 
-    def _host_vms(self, svc: VmService) -> Optional[List[VmRecord]]:
+    def _host_vms(self, svc: Engine) -> Optional[List[VmRecord]]:
         """This host's VMs, or None while the store is away."""
         try:
-            return records.load_all(svc.store, host=svc.hostname)
+            return records.load_all(svc.store, host=svc.host_id)
         except StoreError as exc:
             self._store_failed(exc)
             return None
@@ -296,21 +298,21 @@ class Monitor:
             self.gone.pop(uuid, None)
             self.attempts.pop(uuid, None)
 
-    def _fresh(self, svc: VmService, uuid: str) -> Optional[VmRecord]:
+    def _fresh(self, svc: Engine, uuid: str) -> Optional[VmRecord]:
         rec = records.load_by_uuid(svc.store, uuid)
-        return rec if rec is not None and rec.host == svc.hostname else None
+        return rec if rec is not None and rec.host == svc.host_id else None
 
-    def _settle(self, svc: VmService, uuid: str, events: List[Dict[str, Any]]) -> None:
+    def _settle(self, svc: Engine, uuid: str, events: List[Dict[str, Any]]) -> None:
         rec = self._fresh(svc, uuid)
         if rec is None:
             return
         with svc.store.vm_lock(rec.name, svc.lock_timeout):
             rec = self._fresh(svc, uuid)  # a task may have changed it while we waited
-            if rec is None or svc.lifecycle.is_alive(rec) or rec.status not in LIVE_STATUSES:
+            if rec is None or svc.process.is_alive(rec) or rec.status not in LIVE_STATUSES:
                 return  # removed, started again, or stopped by the task itself (or another monitor)
             started = time.monotonic()
             if rec.status == STARTING:  # a start cut off before QEMU ran: not a crash
-                svc.lifecycle.clean_up_dead(
+                svc.clean_up_dead(
                     rec, STOPPED, lambda: [self._event(svc, rec, "start_abandoned", {"cleaned_in_ms": _ms(started)})]
                 )
                 return
@@ -333,28 +335,28 @@ class Monitor:
                     decision.append(self._event(svc, rec, "restart_limit", limit))
                 return decision
 
-            svc.lifecycle.clean_up_dead(rec, response.status, decided)
+            svc.clean_up_dead(rec, response.status, decided)
             self.log.info("VM %s: %s; cleaned up, now %s", rec.name, response.reason, response.status)
             if restart:
                 self._restart(svc, rec, policy)
 
-    def _last_words(self, svc: VmService, rec: VmRecord, events: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    def _last_words(self, svc: Engine, rec: VmRecord, events: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         """QEMU's events of the run that ended: from the file QEMU wrote them to (complete even
         if no monitor was following it), else those this monitor read on the socket."""
-        logged = read_event_log(VmPaths.for_vm(svc.lifecycle.run_dir, rec.uuid).event_log + ".out")
+        logged = read_event_log(VmPaths.for_vm(svc.run_dir, rec.uuid).event_log + ".out")
         return events if logged is None else logged
 
-    def _budget_left(self, svc: VmService, rec: VmRecord) -> bool:
+    def _budget_left(self, svc: Engine, rec: VmRecord) -> bool:
         """At most RESTART_BURST restarts per RESTART_WINDOW, counted in the store's event
         log under the VM's lock: every monitor, and a restarted one, sees the same count."""
         since = event_time(time.time() - RESTART_WINDOW)
         return svc.store.count_events(rec.uuid, "restarted", since) < RESTART_BURST
 
-    def _restart(self, svc: VmService, rec: VmRecord, policy: str) -> None:
+    def _restart(self, svc: Engine, rec: VmRecord, policy: str) -> None:
         """Start the VM again (the caller holds its lock). A failure is recorded; the row
         stays crashed and the crashed run's serial log stays (as .1)."""
         try:  # "restarted" is written with the row that says it runs: never one without the other
-            svc.start_vm(rec, events=[self._event(svc, rec, "restarted", {"policy": policy})])
+            power.start_vm(svc, rec, events=[self._event(svc, rec, "restarted", {"policy": policy})])
         except StoreError:
             raise
         except InfinivirtError as exc:
@@ -363,12 +365,12 @@ class Monitor:
             return
         self.log.info("VM %s: started again (%s)", rec.name, policy)
 
-    def _event(self, svc: VmService, rec: VmRecord, kind: str, detail: Dict[str, Any]) -> Dict[str, Any]:
+    def _event(self, svc: Engine, rec: VmRecord, kind: str, detail: Dict[str, Any]) -> Dict[str, Any]:
         """An event of the monitor's own, written at once (not through the outbox)."""
         return {
             "vm_uuid": rec.uuid,
             "vm_name": rec.name,
-            "host": svc.hostname,
+            "host": svc.host_id,
             "kind": kind,
             "detail": detail,
             "at": event_time(),
@@ -387,7 +389,7 @@ class Monitor:
                 with svc.store.vm_lock(rec.name, svc.lock_timeout):
                     fresh = self._fresh(svc, rec.uuid)
                     how = self._pending(svc, fresh) if fresh is not None else None
-                    if how is not None and fresh.status in (CRASHED, STOPPED) and not svc.lifecycle.is_alive(fresh):
+                    if how is not None and fresh.status in (CRASHED, STOPPED) and not svc.process.is_alive(fresh):
                         self._restart(svc, fresh, "on_crash" if how == CRASH else "on_poweroff")
             except StoreError as exc:
                 self._store_failed(exc)
@@ -396,7 +398,7 @@ class Monitor:
                 self.log.error("VM %s: pending restart not done: %s", rec.name, exc)
 
     @staticmethod
-    def _pending(svc: VmService, rec: VmRecord) -> Optional[str]:
+    def _pending(svc: Engine, rec: VmRecord) -> Optional[str]:
         """How the VM ended, if its last cleanup left a restart to do and the row is as it left it."""
         for event in svc.store.list_events(rec.uuid, limit=10):
             if event["kind"] in (CRASHED, "stopped", "start_abandoned", "restarted", "restart_failed"):
@@ -441,7 +443,7 @@ class Monitor:
         del self.panicked[uuid]
         if rec is None or rec.spec.on_crash == "preserve":
             return
-        kill_vm_process(pid, uuid, svc.lifecycle.host_paths.proc)
+        kill_vm_process(pid, uuid, svc.host_paths.proc)
 
     # -- autostart --------------------------------------------------------------------------
     def autostart(self) -> None:
@@ -450,7 +452,7 @@ class Monitor:
         if svc is None:
             return
         boot = _read(self.boot_id_file)
-        marker = os.path.join(svc.lifecycle.run_dir, AUTOSTART_MARKER)
+        marker = os.path.join(svc.run_dir, AUTOSTART_MARKER)
         if boot is None or _read(marker) == boot:
             return
         host_vms = self._host_vms(svc)
@@ -460,10 +462,10 @@ class Monitor:
             try:
                 with svc.store.vm_lock(rec.name, svc.lock_timeout):
                     rec = self._fresh(svc, rec.uuid)
-                    if rec is None or not rec.spec.autostart or svc.lifecycle.is_alive(rec):
+                    if rec is None or not rec.spec.autostart or svc.process.is_alive(rec):
                         continue
                     self.names[rec.uuid] = rec.name
-                    svc.start_vm(rec)
+                    power.start_vm(svc, rec)
                 self.log.info("VM %s: autostarted", rec.name)
                 self.record(rec.uuid, "autostarted", {"order": rec.spec.autostart_order})
             except StoreError as exc:
@@ -475,7 +477,7 @@ class Monitor:
             if rec.spec.autostart_delay:
                 time.sleep(rec.spec.autostart_delay)
         try:
-            ensure_private_dir(svc.lifecycle.run_dir, "run_dir")
+            ensure_private_dir(svc.run_dir, "run_dir")
             _write_private(marker, boot)
         except (OSError, InfinivirtError) as exc:
             self.log.error("cannot record that autostart ran for this boot: %s", exc)

@@ -24,11 +24,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.host.liveness impo
 from ansible_collections.infinivirt.core.plugins.module_utils.store.hostdevs import ROLE_DEVICE, ROLE_GROUP
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import validate_name
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.lifecycle import (
-    UNRESPONSIVE,
-    Lifecycle,
-    VmPaths,
-)
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.engine import Engine
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.process import UNRESPONSIVE, VmPaths
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import pending_restart
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.states import (
@@ -61,22 +58,22 @@ def spec_digest(rec: VmRecord, secret_tokens: Tuple[Optional[str], ...] = ()) ->
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def running_as_recorded(rec: VmRecord, lifecycle: Lifecycle) -> bool:
+def running_as_recorded(rec: VmRecord, engine: Engine) -> bool:
     """Whether the row says running and its QEMU runs so, told by the pidfile, /proc and
     QEMU's event log without a QMP connection (host/liveness.py). False: ask QEMU."""
     return rec.status == RUNNING and settled_running(
-        lifecycle.pidfile(rec), rec.qemu_pid, rec.qemu_started, rec.uuid, lifecycle.host_paths.proc
+        engine.process.pidfile(rec), rec.qemu_pid, rec.qemu_started, rec.uuid, engine.host_paths.proc
     )
 
 
 _READ = object()  # vm_result reads the VM's sealed display password itself
 
 
-def vm_result(rec: VmRecord, state: str, lifecycle: Lifecycle, graphics_token: Any = _READ) -> Dict[str, Any]:
+def vm_result(rec: VmRecord, state: str, engine: Engine, graphics_token: Any = _READ) -> Dict[str, Any]:
     """One VM's result entry; ``graphics_token``: the sealed display password (for the
     digest) when the caller has read it already."""
     if graphics_token is _READ:
-        graphics_token = lifecycle.store.get_secret(rec.uuid, GRAPHICS_PASSWORD)
+        graphics_token = engine.store.get_secret(rec.uuid, GRAPHICS_PASSWORD)
     alive = state != STOPPED
     pending = pending_restart(rec.running_spec, rec.spec) if alive and rec.running_spec else []
     result = rec.summary()
@@ -86,18 +83,16 @@ def vm_result(rec: VmRecord, state: str, lifecycle: Lifecycle, graphics_token: A
             "status": state,
             "pid": rec.qemu_pid if alive else None,
             "qmp_socket": rec.qmp_socket_path if alive else None,
-            "serial_log": rec.serial_log_path or VmPaths.for_vm(lifecycle.run_dir, rec.uuid).serial_log,
+            "serial_log": rec.serial_log_path or VmPaths.for_vm(engine.run_dir, rec.uuid).serial_log,
             "accel_in_use": rec.launch_accel if alive else None,
             "cpu_in_use": rec.launch_cpu if alive else None,
             "pending_restart": option_names(pending),
             "taps": [nic.tap_name for nic in rec.spec.nics],
-            "nvram": lifecycle.nvram_path(rec) if rec.spec.firmware == "uefi" else None,
+            "nvram": engine.resources.nvram_path(rec) if rec.spec.firmware == "uefi" else None,
             "console_socket_path": (
-                VmPaths.for_vm(lifecycle.run_dir, rec.uuid).console_socket
-                if alive and rec.spec.console_socket
-                else None
+                VmPaths.for_vm(engine.run_dir, rec.uuid).console_socket if alive and rec.spec.console_socket else None
             ),
-            "balloon": _balloon(rec, state, lifecycle),
+            "balloon": _balloon(rec, state, engine),
             "digest": spec_digest(rec, (graphics_token,)),
             "graphics": graphics_entry(rec.spec, rec.launch_graphics_port if alive else None),
         }
@@ -139,13 +134,13 @@ def info_result(ctx: HostContext, name: Optional[str] = None, host_devices: bool
     return result
 
 
-def _balloon(rec: VmRecord, state: str, lifecycle: Lifecycle) -> Optional[Dict[str, Any]]:
+def _balloon(rec: VmRecord, state: str, engine: Engine) -> Optional[Dict[str, Any]]:
     """The balloon's actual size and the guest's memory statistics, of a VM that runs
     with one (None otherwise, or when its QEMU cannot say)."""
     running = rec.running_spec
     if state not in (RUNNING, PAUSED) or running is None or not running.memory_balloon or rec.qemu_pid is None:
         return None
-    return lifecycle.tuner().balloon_info(rec)
+    return engine.tuner().balloon_info(rec)
 
 
 @dataclasses.dataclass
@@ -182,17 +177,14 @@ class ListingReads:
 class VmInfo:
     """infinivirt_vm_info: each VM's row, what runs, and its snapshots."""
 
-    def __init__(self, store, hostname: str, lifecycle: Lifecycle):
-        self.store = store
-        self.hostname = hostname
-        self.lifecycle = lifecycle  # also what vm.snapshots.SnapshotService reads through
+    def __init__(self, engine: Engine):
+        self.engine = engine  # also what vm.snapshots.SnapshotService reads through
+        self.store = engine.store
+        self.hostname = engine.host_id
 
     @classmethod
     def of(cls, ctx: HostContext) -> "VmInfo":
-        lifecycle = Lifecycle(
-            ctx.store, ctx.run_dir, ctx.qemu_binary, nvram_dir=ctx.nvram_dir, storage_roots=ctx.storage_roots
-        )
-        return cls(ctx.store, ctx.host_id, lifecycle)
+        return cls(Engine.of(ctx))
 
     def list(self, name: Optional[str] = None) -> List[Dict[str, Any]]:
         if name is not None:
@@ -209,7 +201,7 @@ class VmInfo:
         with ``error`` rather than failing the whole listing. ``reads``: the listing's."""
         reads = reads or ListingReads.one(self.store, rec)
         error = None
-        with self.lifecycle.one_session():  # status and snapshots over one QMP connection
+        with self.engine.sessions.one_session():  # status and snapshots over one QMP connection
             if rec.host != self.hostname:  # another host's VM: only its row can be read from here
                 qemu_status = None
                 state = recorded_state(rec.status)
@@ -217,15 +209,15 @@ class VmInfo:
                 try:
                     qemu_status = (
                         "running"
-                        if running_as_recorded(rec, self.lifecycle)
-                        else self.lifecycle.query_status(rec, timeout=INFO_QMP_TIMEOUT)
+                        if running_as_recorded(rec, self.engine)
+                        else self.engine.sessions.query_status(rec, timeout=INFO_QMP_TIMEOUT)
                     )
                     state = fold_status(qemu_status)
                     if rec.status == STARTING and qemu_status == "prelaunch":
                         state = STARTING  # a start cut off half-way; the next task redoes it
                 except QemuUnresponsive as exc:
                     qemu_status, state, error = UNRESPONSIVE, RUNNING, str(exc)
-            vm = vm_result(rec, state, self.lifecycle, reads.tokens[rec.uuid])
+            vm = vm_result(rec, state, self.engine, reads.tokens[rec.uuid])
             vm["qemu_status"] = qemu_status
             vm["error"] = error
             vm.update(self._aftermath(rec, state, reads))
@@ -261,6 +253,6 @@ class VmInfo:
         from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
 
         try:
-            return list(SnapshotService(self).list(rec).values())
+            return list(SnapshotService(self.engine).list(rec).values())
         except SpecError:  # no writable disk
             return []

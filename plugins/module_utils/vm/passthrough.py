@@ -6,7 +6,7 @@ given to a VM through vfio-pci, and taken back.
 
 An assignment is rows in ``pci_assignments`` (store/hostdevs.py): the functions QEMU gets
 and the other devices of their IOMMU groups, each held by one VM at most, claimed in one
-transaction. A VM starts with its devices through the one start path (``VmService.start_vm``
+transaction. A VM starts with its devices through the one start path (vm/power.py ``start_vm``
 asks ``devices_for_start``, which checks sysfs again); a running VM gets them hot-plugged.
 All sysfs access goes through host/pci.py's ``SysfsRoot``.
 
@@ -61,19 +61,25 @@ DEFAULT_ROM_DIR = "/var/lib/infinivirt/roms"
 
 
 class PciService:
-    """``vms``: the VmService whose store, lock, lifecycle and hot-plug this uses."""
+    """``engine``: the vm.engine.engine.Engine whose store, lock, QMP and hot-plug this uses."""
 
-    def __init__(self, vms, sysfs: SysfsRoot):
-        self.vms = vms
+    def __init__(self, engine, sysfs: SysfsRoot):
+        self.engine = engine
         self.sysfs = sysfs
+
+    @classmethod
+    def of(cls, engine) -> "PciService":
+        """infinivirt_gpu's service: on ``engine`` (vm.engine.acting.acting_engine), and the
+        sysfs of its context."""
+        return cls(engine, SysfsRoot(engine.ctx.sysfs_root))
 
     @property
     def store(self):
-        return self.vms.store
+        return self.engine.store
 
     @property
     def host(self) -> str:
-        return self.vms.hostname
+        return self.engine.host_id
 
     # -- infinivirt_gpu -------------------------------------------------------------------
     def ensure(self, params: Dict[str, Any], check_mode: bool) -> Dict[str, Any]:
@@ -91,7 +97,7 @@ class PciService:
         functions = parse_functions(params.get("functions"))
         if sriov is not None and functions is not None:
             raise SpecError("functions", "does not go with sriov (a VF is one function)")
-        with self.store.vm_lock(vm_name, self.vms.lock_timeout):
+        with self.store.vm_lock(vm_name, self.engine.lock_timeout):
             rec = records.load(self.store, vm_name)
             if rec is None:
                 raise SpecError("vm", "there is no VM %s; create it with infinivirt_vm first" % vm_name)
@@ -108,7 +114,7 @@ class PciService:
     def _status(self, rec: VmRecord) -> str:
         if rec.host != self.host:  # another host's VM: its row stands for it
             return recorded_state(rec.status)
-        return fold_status(self.vms.lifecycle.query_status(rec))
+        return fold_status(self.engine.sessions.query_status(rec))
 
     # -- SR-IOV ---------------------------------------------------------------------------
     def _vf(self, req: SriovRequest, check_mode: bool, actions: List[str]) -> Optional[str]:
@@ -200,7 +206,7 @@ class PciService:
             here=rec.host == self.host,
         )
         actions += plan.actions
-        if plan.plug and not self.vms.hotplug.pci_present(rec, plan.dev):
+        if plan.plug and not self.engine.hotplug().pci_present(rec, plan.dev):
             actions.append("hotplug")
         if not check_mode and actions:
             claims = [self._claim(rec, plan, m, drivers[m], rom_dir, sriov) for m in plan.claim]
@@ -255,7 +261,7 @@ class PciService:
                 self.sysfs.bind_to(member, VFIO_DRIVER)
                 rebound.append((member, before))
             if hotplug:
-                self.vms.hotplug.pci_add(rec, plan.dev)
+                self.engine.hotplug().pci_add(rec, plan.dev)
         except InfinivirtError:
             self._undo(rec, claims, rebound)
             raise
@@ -312,7 +318,7 @@ class PciService:
             return self._result(rec, None, [], [], address=address)
         dev = _passthrough(mine)
         actions = []
-        if status in (RUNNING, PAUSED) and rec.host == self.host and self.vms.hotplug.pci_present(rec, dev):
+        if status in (RUNNING, PAUSED) and rec.host == self.host and self.engine.hotplug().pci_present(rec, dev):
             if status == PAUSED:
                 raise StateError("VM %s is paused; resume it so its guest can let go of %s" % (rec.name, address))
             actions.append("unplug")
@@ -327,7 +333,7 @@ class PciService:
         if check_mode:
             return self._result(rec, dev, [c.address for c in mine], actions)
         if "unplug" in actions:
-            self.vms.hotplug.pci_remove(rec, dev)
+            self.engine.hotplug().pci_remove(rec, dev)
         for claim in restore:
             self.sysfs.restore_driver(claim.address, claim.original_driver)
         self.store.release_pci(self.host, rec.uuid, [c.address for c in mine])
@@ -456,11 +462,11 @@ def _passthrough(rows: Sequence[PciClaim]) -> PciPassthrough:
 class _Reader:
     """What PciService.inventory reads besides sysfs: the store and this host's id."""
 
-    def __init__(self, store, hostname: str):
+    def __init__(self, store, host_id: str):
         self.store = store
-        self.hostname = hostname
+        self.host_id = host_id
 
 
 def host_inventory(ctx) -> Dict[str, Any]:
-    """infinivirt_vm_info's host_devices, without a VmService."""
+    """infinivirt_vm_info's host_devices, without the VM engine."""
     return PciService(_Reader(ctx.store, ctx.host_id), SysfsRoot(ctx.sysfs_root)).inventory()

@@ -24,24 +24,20 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
     StateError,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import HostPaths
-from ansible_collections.infinivirt.core.plugins.module_utils.secrets.box import MASK, SecretError
+from ansible_collections.infinivirt.core.plugins.module_utils.secrets.box import MASK
 from ansible_collections.infinivirt.core.plugins.module_utils.store.base import secret_context
 from ansible_collections.infinivirt.core.plugins.module_utils.store.claims import CLAIM_CPU
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import validate_name
+from ansible_collections.infinivirt.core.plugins.module_utils.vm import power
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.lifecycle import (
-    UNRESPONSIVE,
-    Lifecycle,
-    StartInputs,
-)
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.acting import acting_engine
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.process import UNRESPONSIVE
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.info import (
     GRAPHICS_PASSWORD,
-    VmInfo,
     running_as_recorded,
     spec_digest,
     vm_result,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks import DiskSpec
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.plan import (
     Desired,
     Live,
@@ -135,31 +131,12 @@ class VmService:
         self.lock_timeout = ctx.lock_timeout
         self.hostname = ctx.host_id
         self.storage_roots = ctx.storage_roots
-        self._firewall = None
-        self.lifecycle = Lifecycle(
-            ctx.store,
-            ctx.run_dir,
-            ctx.qemu_binary,
-            host_paths,
-            nvram_dir=ctx.nvram_dir,
-            firewall=self.firewall_service,
-            storage_roots=ctx.storage_roots,
-        )
+        self.engine = acting_engine(ctx, host_paths)
         self._pci = None
-
-    def firewall_service(self):
-        """The FirewallService, made (and imported) when a VM's rules are first touched."""
-        if self._firewall is None:
-            from ansible_collections.infinivirt.core.plugins.module_utils.firewall.service import FirewallService
-
-            self._firewall = FirewallService(
-                self.store, self.hostname, records.firewall_directory(self.store), lock_timeout=self.lock_timeout
-            )
-        return self._firewall
 
     @property
     def firewall(self):
-        return self.firewall_service()
+        return self.engine.resources.firewall()
 
     @property
     def pci(self):
@@ -168,12 +145,8 @@ class VmService:
             from ansible_collections.infinivirt.core.plugins.module_utils.host.pci import SysfsRoot
             from ansible_collections.infinivirt.core.plugins.module_utils.vm.passthrough import PciService
 
-            self._pci = PciService(self, SysfsRoot(self.ctx.sysfs_root))
+            self._pci = PciService(self.engine, SysfsRoot(self.ctx.sysfs_root))
         return self._pci
-
-    @property
-    def hotplug(self):
-        return self._hotplug()
 
     @classmethod
     def open(
@@ -194,61 +167,13 @@ class VmService:
     def secret_box(self):
         return self.ctx.secret_box()
 
-    # -- what a start needs -------------------------------------------------------------------
+    # -- what a start needs (vm/power.py) ----------------------------------------------------
     def _decrypt(self, rec: VmRecord, token: str) -> str:
-        try:
-            return self.secret_box().decrypt(token, secret_context(rec.uuid, GRAPHICS_PASSWORD))
-        except SecretError as exc:
-            raise SecretError("cannot read the display password of VM %s: %s" % (rec.name, exc)) from None
+        return power.decrypt_password(self.engine, rec, token)
 
     def layered(self, rec: VmRecord) -> List[str]:
         """Base paths of the disks that have external snapshots."""
         return sorted({layer["base_path"] for layer in self.store.list_layers(rec.uuid)})
-
-    def disk_keys(self, disks: Sequence[DiskSpec]) -> Dict[str, str]:
-        """LUKS passphrases of the encrypted volumes (made by infinivirt_disk) among disks."""
-        keys = {}
-        for disk in disks:
-            volume = self.store.get_volume(os.path.realpath(disk.path))
-            if volume is not None and volume.encrypted:
-                from ansible_collections.infinivirt.core.plugins.module_utils.volume.keys import read_luks_key
-
-                key = read_luks_key(self.store, self.secret_box, volume.path)
-                if key is None:
-                    raise SecretError("volume %s is encrypted but its key is not in the database" % volume.path)
-                keys[disk.disk_id] = key
-        return keys
-
-    def graphics_password(self, rec: VmRecord) -> Optional[str]:
-        if not rec.spec.graphics_password_set:
-            return None
-        token = self.store.get_secret(rec.uuid, GRAPHICS_PASSWORD)
-        return self._decrypt(rec, token) if token else None
-
-    def nic_bridges(self, spec: VmSpec) -> Dict[str, str]:
-        """MAC -> bridge of each NIC; a network must exist on this host, in the VM's namespace."""
-        bridges = {}
-        for index, nic in enumerate(spec.nics):
-            if nic.bridge is not None:
-                bridges[nic.mac] = nic.bridge
-                continue
-            row = self.store.get_network(nic.network, self.hostname)
-            field = "nics[%d].network" % index
-            if row is None:
-                raise SpecError(
-                    field,
-                    "network %s does not exist on host %s (create it with "
-                    "infinivirt.core.infinivirt_net)" % (nic.network, self.hostname),
-                )
-            netns = row["spec"].get("netns")
-            if netns != spec.netns:
-                raise SpecError(
-                    field,
-                    "network %s is in network namespace %s, the VM in %s; set "
-                    "netns to match" % (nic.network, netns or "(host)", spec.netns or "(host)"),
-                )
-            bridges[nic.mac] = row["spec"]["bridge"]
-        return bridges
 
     def start_vm(
         self,
@@ -257,29 +182,8 @@ class VmService:
         bridges: Optional[Dict[str, str]] = None,
         events: Sequence[Dict[str, Any]] = (),
     ) -> List[str]:
-        """Start a stopped VM with everything its spec needs (display password, disk keys,
-        NIC bridges, firewall); the only caller of Lifecycle.start. The caller holds the
-        VM's lock. ``events`` are written with the row once it runs. Returns warnings."""
-        bridges = self.nic_bridges(rec.spec) if bridges is None else bridges
-        keys = self.disk_keys(rec.spec.disks)
-        password = self.graphics_password(rec)
-        host_devices = self.pci.devices_for_start(rec)  # before the row moves to this host
-        rec.host = self.hostname  # a stopped VM moves to the host that starts it
-        return self.lifecycle.start(
-            rec,
-            StartInputs(
-                paused=paused,
-                graphics_password=password,
-                disk_keys=keys,
-                nic_bridges=bridges,
-                host_devices=host_devices,
-                events=tuple(events),
-            ),
-        )
-
-    def stop_vm(self, rec: VmRecord, params: Dict[str, Any], qemu_status: Optional[str] = None) -> None:
-        """Stop as the task's stop_timeout (0: no wait) and force say."""
-        self.lifecycle.stop(rec, stop_timeout(params), bool(params.get("force")), qemu_status)
+        """power.start_vm, with this service's PCI view (its sysfs may be another root)."""
+        return power.start_vm(self.engine, rec, paused, bridges, events, pci=self.pci)
 
     # -- infinivirt_vm ------------------------------------------------------------------------
     def ensure(self, params: Dict[str, Any], check_mode: bool) -> Outcome:
@@ -288,21 +192,21 @@ class VmService:
         if state not in STATES:
             raise SpecError("state", "must be one of %s, got %r" % (", ".join(STATES), state))
         stop_timeout(params)  # a bad value fails before anything is done
-        # One QMP connection serves the whole task (lifecycle.one_session says when it closes).
-        with self.store.vm_lock(name, self.lock_timeout), self.lifecycle.one_session():
+        # One QMP connection serves the whole task (session.QmpSessions.one_session says when it closes).
+        with self.store.vm_lock(name, self.lock_timeout), self.engine.sessions.one_session():
             rec = records.load(self.store, name)
             self._check_digest(rec, name, params.get("digest"))
             foreign = rec is not None and rec.host != self.hostname
             live = self._live(rec, foreign, forced_stop=bool(params.get("force")) and state in FORCED_STATES)
             if rec is not None and not foreign and not check_mode and not live.half_started:
-                self.lifecycle.reconcile(rec, live.state)
+                self.engine.reconcile(rec, live.state)
             request = self._request(rec, state, params)
             plan = plan_vm(rec, live, request.desired, self.hostname, new_uuid=str(uuidlib.uuid4()))
             self._check_host(request, plan)
             warnings = list(plan.warnings)
             if check_mode:
                 if "start" in plan.actions:
-                    warnings.extend(self.lifecycle.plan_launch(plan.record)[3])
+                    warnings.extend(self.engine.plan_launch(plan.record)[3])
             else:
                 warnings.extend(self._apply(rec, plan, request, params, live))
             return self._outcome(rec, plan, request, warnings, check_mode, params)
@@ -316,7 +220,7 @@ class VmService:
             return Live(recorded_state(rec.status))
         try:
             # QMP only when the row and the process disagree (or cannot be compared).
-            qemu_status = "running" if running_as_recorded(rec, self.lifecycle) else self.lifecycle.query_status(rec)
+            qemu_status = "running" if running_as_recorded(rec, self.engine) else self.engine.sessions.query_status(rec)
         except QemuUnresponsive:
             if not forced_stop:
                 raise
@@ -390,21 +294,21 @@ class VmService:
         )
 
         try:
-            caps = self.lifecycle.capabilities()
+            caps = self.engine.capabilities()
         except QemuError:
             caps = None  # no usable QEMU here: a start says so; a definition may still be stored
         preflight(
             request.desired.spec,
             storage_roots=self.storage_roots,
             caps=caps,
-            available_memory_mb=host_memory_mb(self.lifecycle.host_paths.proc),
-            sys_root=self.lifecycle.host_paths.sys,
+            available_memory_mb=host_memory_mb(self.engine.host_paths.proc),
+            sys_root=self.engine.host_paths.sys,
         )
         # Hugepages of a start from stopped: the mount and enough free pages (check mode too;
         # a restart is checked by the start itself, once the old process has given its pages).
         if "start" in plan.actions and "stop" not in plan.actions:
-            self.lifecycle.admit_memory(plan.record)
-        request.bridges = self.nic_bridges(request.desired.spec)  # each network must exist
+            self.engine.resources.admit_memory(plan.record)
+        request.bridges = power.nic_bridges(self.engine, request.desired.spec)  # each network must exist
 
     def _apply(
         self, before: Optional[VmRecord], plan: VmPlan, request: Request, params: Dict[str, Any], live: Live
@@ -412,7 +316,7 @@ class VmService:
         """Carry out ``plan``; on failure a VM this task created is not kept."""
         if plan.after_state == ABSENT:
             if "abort_start" in plan.actions:
-                self.lifecycle.abort_start(before)
+                self.engine.abort_start(before)
             if plan.changed:
                 self._remove(before, plan, params, live)
             return []
@@ -426,15 +330,14 @@ class VmService:
                 GRAPHICS_PASSWORD,
                 self.secret_box().encrypt(request.password, secret_context(rec.uuid, GRAPHICS_PASSWORD)),
             )
-        lc = self.lifecycle
         try:
             for action in plan.actions:
                 warnings.extend(self._do(action, rec, plan, request, params, live))
             if plan.sync_firewall:
-                lc.sync_firewall(rec)
+                self.engine.resources.sync_firewall(rec)
         except Exception:
             if created:  # a VM that never ran is not kept
-                lc.release_files(rec, keep_serial_log=False, keep_nvram=False)
+                self.engine.resources.release_files(rec, keep_serial_log=False, keep_nvram=False)
                 self.firewall.forget_vm(firewall_vm(rec))
                 self.store.delete_vm(rec.uuid)
             raise
@@ -444,13 +347,13 @@ class VmService:
         self, action: str, rec: VmRecord, plan: VmPlan, request: Request, params: Dict[str, Any], live: Live
     ) -> List[str]:
         """One action of a plan; returns its warnings."""
-        lc = self.lifecycle
+        lc = self.engine
         if action == "abort_start":
             lc.abort_start(rec)
         elif action == "set_password":
-            lc.set_graphics_password(rec, request.password)
+            lc.sessions.set_graphics_password(rec, request.password)
         elif action == "hotplug_disks":
-            self._hotplug().disks(rec, plan.disk_plug, self.disk_keys(plan.disk_plug.add))
+            self._hotplug().disks(rec, plan.disk_plug, power.disk_keys(lc, plan.disk_plug.add))
         elif action == "hotplug_nics":
             self._hotplug().nics(rec, plan.nic_plug, request.bridges)
         elif action == "hotplug_usb":
@@ -466,7 +369,7 @@ class VmService:
         elif action == "pin_cpus":
             lc.tuner().pin(rec)
         elif action == "stop":
-            self.stop_vm(rec, params, live.qemu_status)
+            power.stop_vm(self.engine, rec, params, live.qemu_status)
         elif action == "start":
             return self.start_vm(rec, paused=plan.after_state == PAUSED, bridges=request.bridges)
         elif action == "pause":
@@ -507,14 +410,12 @@ class VmService:
             raise _pin_conflict(rec.spec, [int(v) for v in exc.values], exc.holder, exc.holder_exclusive) from None
 
     def _hotplug(self):
-        from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.hotplug import Hotplug
-
-        return Hotplug(self.lifecycle)
+        return self.engine.hotplug()
 
     def _remove(self, rec: VmRecord, plan: VmPlan, params: Dict[str, Any], live: Live) -> None:
         if plan.before_state != STOPPED:
-            self.stop_vm(rec, params, live.qemu_status)
-        self.lifecycle.release_files(rec, keep_serial_log=False, keep_nvram=False)
+            power.stop_vm(self.engine, rec, params, live.qemu_status)
+        self.engine.resources.release_files(rec, keep_serial_log=False, keep_nvram=False)
         self.pci.release_all(rec)  # host drivers back to the devices of managed assignments
         for layer in self.store.list_layers(rec.uuid):  # external snapshot overlays
             if os.path.exists(layer["overlay"]):
@@ -548,7 +449,7 @@ class VmService:
         }
         # The token read under the lock still holds unless this task stored a new one.
         known = {"graphics_token": request.stored_token} if request.password is None else {}
-        out.vm = vm_result(rec, plan.after_state, self.lifecycle, **known)
+        out.vm = vm_result(rec, plan.after_state, self.engine, **known)
         if check_mode:  # nothing ran: say what the plan leaves pending
             out.vm["pending_restart"] = option_names(plan.pending)
         return out
@@ -558,20 +459,7 @@ class VmService:
         """See volume.live_resize.resize_attached_disk."""
         from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.live_resize import resize_attached_disk
 
-        return resize_attached_disk(self.ctx, path, size, self.lifecycle.host_paths.proc)
-
-    # -- infinivirt_vm_info ---------------------------------------------------------------
-    def info_result(self, name: Optional[str] = None, host_devices: bool = False) -> Dict[str, Any]:
-        """infinivirt_vm_info's result (see vm.info.info_result), through this service's PCI
-        view (its sysfs may be another root)."""
-        result: Dict[str, Any] = {"changed": False, "vms": self.info(name)}
-        if host_devices:
-            result["host_devices"] = self.pci.inventory()
-        return result
-
-    def info(self, name: Optional[str] = None) -> List[Dict[str, Any]]:
-        """See vm.info.VmInfo.list (what infinivirt_vm_info runs, without this class)."""
-        return VmInfo(self.store, self.hostname, self.lifecycle).list(name)
+        return resize_attached_disk(self.ctx, path, size, self.engine.host_paths.proc)
 
 
 def _check_nics_against(spec: VmSpec, others: Sequence[VmRecord]) -> None:

@@ -41,8 +41,9 @@ from ansible_collections.infinivirt.core.plugins.module_utils.host.paths import 
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import holds_file
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.img import FdImage, Image, QemuImg
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import validate_name
+from ansible_collections.infinivirt.core.plugins.module_utils.vm import power
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.lifecycle import RESUME
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.resources import RESUME
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks import (
     DiskSpec,
     node_names,
@@ -77,12 +78,11 @@ def offline_snapshots(disk: DiskSpec) -> List[Dict[str, Any]]:
 
 
 class SnapshotService:
-    """What infinivirt_snapshot does, on top of a VmService."""
+    """What infinivirt_snapshot does, on top of a vm.engine.engine.Engine."""
 
-    def __init__(self, vm_service):
-        self.vms = vm_service
-        self.lifecycle = vm_service.lifecycle
-        self.store = vm_service.store
+    def __init__(self, engine):
+        self.engine = engine
+        self.store = engine.store
 
     def _writable(self, rec) -> List[DiskSpec]:
         writable = [d for d in rec.spec.disks if not d.readonly and d.media == "disk"]
@@ -111,16 +111,16 @@ class SnapshotService:
         return "disks[%d].path" % [d.path for d in rec.spec.disks].index(disk.path)
 
     def _opened(self, stack: contextlib.ExitStack, rec, disk: DiskSpec, path: str) -> Image:
-        if not self.lifecycle.storage_roots:
+        if not self.engine.resources.storage_roots:
             return path
-        return FdImage(self.lifecycle.open_image(stack, disk, path, self._field(rec, disk))[0], path)
+        return FdImage(self.engine.resources.open_image(stack, disk, path, self._field(rec, disk))[0], path)
 
     def _created(self, stack: contextlib.ExitStack, rec, disk: DiskSpec, path: str) -> ConfinedFile:
         """A new empty file (O_EXCL, 0600) for an overlay, in its directory reached without
         links: made by us, never by qemu-img or QEMU following a name."""
         field = self._field(rec, disk)
-        if self.lifecycle.storage_roots:
-            resolve_in_roots(path, self.lifecycle.storage_roots, field)  # a link out of the roots: named
+        if self.engine.resources.storage_roots:
+            resolve_in_roots(path, self.engine.resources.storage_roots, field)  # a link out of the roots: named
         directory, name = self._confined_parent(rec, disk, path)
         folder = stack.enter_context(ConfinedDir(directory, field))
         try:
@@ -169,8 +169,10 @@ class SnapshotService:
         set), the name itself not (a symlink there is the entry, not what it points to)."""
         field = self._field(rec, disk)
         directory, name = os.path.split(path)
-        if self.lifecycle.storage_roots:
-            probe = resolve_in_roots(os.path.join(directory, ".infinivirt-probe"), self.lifecycle.storage_roots, field)
+        if self.engine.resources.storage_roots:
+            probe = resolve_in_roots(
+                os.path.join(directory, ".infinivirt-probe"), self.engine.resources.storage_roots, field
+            )
             return os.path.dirname(probe), name
         return os.path.realpath(directory), name
 
@@ -200,8 +202,10 @@ class SnapshotService:
 
     def _per_disk(self, rec, disks: List[DiskSpec]) -> List[Dict[str, Dict[str, Any]]]:
         """Each disk's internal snapshots, by name."""
-        if self.lifecycle.is_alive(rec):
-            nodes = {n["node-name"]: n for n in self.lifecycle.qmp(rec, "query-named-block-nodes", {"flat": True})}
+        if self.engine.process.is_alive(rec):
+            nodes = {
+                n["node-name"]: n for n in self.engine.sessions.qmp(rec, "query-named-block-nodes", {"flat": True})
+            }
             per_disk = [nodes[node_names(d)[1]]["image"].get("snapshots", []) for d in disks]
         else:
             per_disk = [offline_snapshots(d) for d in disks]
@@ -237,7 +241,7 @@ class SnapshotService:
             per_disk = self._per_disk(rec, disks)
             held = [d for d, snaps in zip(disks, per_disk) if snaps.get(name, {}).get("vm-state-size", 0)]
             return node_names((held or disks)[0])[1]
-        keys = self.vms.disk_keys(disks)
+        keys = power.disk_keys(self.engine, disks)
         plain = [d for d in disks if d.disk_id not in keys]
         if not plain:
             raise SpecError(
@@ -265,15 +269,15 @@ class SnapshotService:
         if state not in STATES:
             raise SpecError("state", "must be one of %s, got %r" % (", ".join(STATES), state))
         stop_timeout(params)  # a bad value fails before anything is done
-        with self.store.vm_lock(vm_name, self.vms.lock_timeout), self.lifecycle.one_session():
+        with self.store.vm_lock(vm_name, self.engine.lock_timeout), self.engine.sessions.one_session():
             rec = records.load(self.store, vm_name)
             if rec is None:
                 raise SpecError("vm", "VM %s does not exist" % vm_name)
-            if rec.host != self.vms.hostname:
+            if rec.host != self.engine.host_id:
                 raise StateError("VM %s is owned by host %s; manage its snapshots there" % (vm_name, rec.host))
             resume = None if check_mode else self._finish_cut_off(rec)
             existing = self.list(rec)
-            live = self.lifecycle.live_state(rec)
+            live = self.engine.sessions.live_state(rec)
             action = self._plan(state, name, existing, live, params)
             kind = existing[name]["type"] if name in existing else (params.get("type") or "internal")
             if state == "absent" and action is None and self._has_layers(rec, name):
@@ -309,9 +313,9 @@ class SnapshotService:
         undone. Returns the state to start the VM in again if such a task stopped it (see
         _offline), else None."""
         notes = [ref for kind, ref in self.store.journal_list(rec.uuid) if kind == RESUME]
-        alive = self.lifecycle.is_alive(rec)
-        if alive and notes and rec.status == STARTING and self.lifecycle.query_status(rec) == "prelaunch":
-            self.lifecycle.abort_start(rec)  # our start, cut off half-way: it is done again below
+        alive = self.engine.process.is_alive(rec)
+        if alive and notes and rec.status == STARTING and self.engine.sessions.query_status(rec) == "prelaunch":
+            self.engine.abort_start(rec)  # our start, cut off half-way: it is done again below
             alive = False
         if alive:
             self._settle_jobs(rec)
@@ -337,7 +341,7 @@ class SnapshotService:
         if len(disks) != len(newest):  # a disk no longer in the spec: not ours to judge here
             return
         if alive:
-            with self.lifecycle.session(rec) as qmp:
+            with self.engine.sessions.session(rec) as qmp:
                 nodes = {n["node-name"]: n for n in qmp.execute("query-named-block-nodes", {"flat": True})}
                 if any(self._switched(rec, nodes, disk) for disk, _layer in disks):
                     return
@@ -354,9 +358,9 @@ class SnapshotService:
 
     def _check_unused(self, rec, overlays: List[str]) -> None:
         """Before an overlay is removed as never used: QEMU must not hold it open."""
-        pid = self.lifecycle.live_pid(rec)
+        pid = self.engine.process.live_pid(rec)
         for overlay in overlays:
-            if holds_file(pid, overlay, self.lifecycle.host_paths.proc):
+            if holds_file(pid, overlay, self.engine.host_paths.proc):
                 raise StateError(
                     "VM %s: QEMU still has %s open though the VM does not use it as a snapshot overlay; "
                     "nothing was removed (restart the VM, then run the task again)" % (rec.name, overlay)
@@ -379,8 +383,8 @@ class SnapshotService:
         """Start the VM again as the task that stopped it would have (start_vm), and drop
         the note, also when the start fails (its error tells why)."""
         try:
-            if not self.lifecycle.is_alive(rec):
-                self.vms.start_vm(rec, paused=state != RUNNING)
+            if not self.engine.process.is_alive(rec):
+                power.start_vm(self.engine, rec, paused=state != RUNNING)
         finally:
             self.store.journal_remove(rec.uuid, RESUME, state)
 
@@ -388,7 +392,7 @@ class SnapshotService:
         """Our snapshot-save/-load jobs left by a cut-off task: QEMU runs them to the end
         without us, so wait for that and dismiss them (a job id stays taken until then)."""
         deadline = time.monotonic() + JOB_TIMEOUT
-        with self.lifecycle.session(rec) as qmp:
+        with self.engine.sessions.session(rec) as qmp:
             while True:
                 ours = [job for job in qmp.execute("query-jobs") if job["id"].startswith(JOB_PREFIX)]
                 for job in ours:
@@ -420,18 +424,18 @@ class SnapshotService:
     def _nvram_copy(self, rec, name: str) -> Optional[str]:
         if rec.spec.firmware != "uefi":
             return None
-        return "%s.snapshot-%s" % (self.lifecycle.nvram_path(rec), name)
+        return "%s.snapshot-%s" % (self.engine.resources.nvram_path(rec), name)
 
     def _save_nvram(self, rec, name: str) -> None:
         copy = self._nvram_copy(rec, name)
-        if copy and os.path.exists(self.lifecycle.nvram_path(rec)):
+        if copy and os.path.exists(self.engine.resources.nvram_path(rec)):
             self.store.journal_add(rec.uuid, "nvram", copy)  # removed with the VM
-            _copy_file(rec, self.lifecycle.nvram_path(rec), copy)
+            _copy_file(rec, self.engine.resources.nvram_path(rec), copy)
 
     def _restore_nvram(self, rec, name: str) -> None:
         copy = self._nvram_copy(rec, name)
         if copy and os.path.exists(copy):
-            _copy_file(rec, copy, self.lifecycle.nvram_path(rec))
+            _copy_file(rec, copy, self.engine.resources.nvram_path(rec))
 
     def _drop_nvram(self, rec, name: str) -> None:
         copy = self._nvram_copy(rec, name)
@@ -442,7 +446,7 @@ class SnapshotService:
     # -- actions --------------------------------------------------------------------------
     def _offline_snapshots(self, rec, operation: str, name: str, disks: List[DiskSpec]) -> None:
         """qemu-img snapshot on each disk of a stopped VM; an encrypted one opens with its key."""
-        keys = self.vms.disk_keys(disks)
+        keys = power.disk_keys(self.engine, disks)
         for disk in disks:
             with contextlib.ExitStack() as stack:
                 QemuImg().snapshot(operation, name, self._opened(stack, rec, disk, disk.path), keys.get(disk.disk_id))
@@ -462,7 +466,7 @@ class SnapshotService:
                 {"type": "blockdev-snapshot-internal-sync", "data": {"device": self._root(rec, d), "name": name}}
                 for d in disks
             ]
-            self.lifecycle.qmp(rec, "transaction", {"actions": actions})
+            self.engine.sessions.qmp(rec, "transaction", {"actions": actions})
 
     @staticmethod
     def _root(rec, disk: DiskSpec) -> str:
@@ -477,7 +481,7 @@ class SnapshotService:
         target (device state). CPU pins (host thread affinity) and I/O limits (throttle
         group objects) are not in the snapshot and stay as they are."""
         if (rec.running_spec or rec.spec).memory_balloon and rec.spec.memory_balloon:
-            self.lifecycle.tuner().set_balloon(rec)
+            self.engine.tuner().set_balloon(rec)
 
     def _delete(self, rec, name: str, live: str, params: Dict[str, Any]) -> None:
         self._drop_nvram(rec, name)
@@ -488,7 +492,7 @@ class SnapshotService:
             self._offline_snapshots(rec, "delete", name, disks)
         else:
             for disk in disks:
-                self.lifecycle.qmp(
+                self.engine.sessions.qmp(
                     rec, "blockdev-snapshot-delete-internal-sync", {"device": self._root(rec, disk), "name": name}
                 )
 
@@ -511,7 +515,7 @@ class SnapshotService:
     # -- external snapshots: overlay files ---------------------------------------------------
     def _external_create(self, rec, name: str, live: str, params: Dict[str, Any]) -> None:
         disks = self._writable(rec)
-        if self.vms.disk_keys(disks):
+        if power.disk_keys(self.engine, disks):
             raise SpecError(
                 "type", "external snapshots of encrypted volumes are not supported; use an internal snapshot"
             )
@@ -526,7 +530,7 @@ class SnapshotService:
                 "mixed with them" % (rec.name, ", ".join(internal)),
             )
         rows = self._new_rows(rec, name, disks)
-        active = self.lifecycle.active_paths(rec)
+        active = self.engine.resources.active_paths(rec)
         # Recorded first: a VM that switched to its overlays must never restart on the bases.
         self.store.add_layers(rec.uuid, rows)
         self._save_nvram(rec, name)
@@ -576,8 +580,8 @@ class SnapshotService:
         node, under a limited disk's throttle filter, so the limits keep applying. Nodes and
         descriptor sets are removed again if the switch did not happen."""
         seq = rows[0][1]
-        timeout = self.lifecycle.qmp_timeout
-        with self.lifecycle.session(rec) as qmp:
+        timeout = self.engine.sessions.qmp_timeout
+        with self.engine.sessions.session(rec) as qmp:
             try:
                 tops = self._image_tops(rec, qmp, disks)
                 actions = []
@@ -686,7 +690,7 @@ class SnapshotService:
         if live != STOPPED:
             # Noted first: if this task is cut off, the next snapshot task starts the VM again.
             self.store.journal_add(rec.uuid, RESUME, live)
-            self.vms.stop_vm(rec, params)
+            power.stop_vm(self.engine, rec, params)
         try:
             work()
         finally:  # also when the work failed: the VM goes back to running on what its disks hold
@@ -696,7 +700,7 @@ class SnapshotService:
     def _job(self, rec, command: str, arguments: Dict[str, Any]) -> None:
         """Run a QMP job to its end and report its error, if any."""
         job_id = JOB_PREFIX + command
-        with self.lifecycle.session(rec) as qmp:
+        with self.engine.sessions.session(rec) as qmp:
             qmp.execute_and_wait(
                 command,
                 dict(arguments, **{"job-id": job_id}),

@@ -59,7 +59,7 @@ UNPLUG_POLL = 0.1
 
 
 class Hotplug:
-    """Hot-plug for the VMs a Lifecycle runs (its QMP, store, TAPs and firewall hook).
+    """Hot-plug for the VMs an engine.Engine runs (its QMP, store, TAPs and firewall hook).
 
     Every step first looks at what QEMU has (devices, block nodes, objects, descriptor
     sets), so a task killed half-way is finished by the next one: a device already there
@@ -67,16 +67,16 @@ class Hotplug:
     before plugging again, and an unplug already asked for is waited for, not asked twice.
     The row is written once QEMU and the firewall agree with it."""
 
-    def __init__(self, lifecycle):
-        self.lifecycle = lifecycle
+    def __init__(self, engine):
+        self.engine = engine
 
     @property
     def timeout(self) -> float:
-        return self.lifecycle.qmp_timeout
+        return self.engine.sessions.qmp_timeout
 
     def _session(self, rec: VmRecord):
-        """The task's QMP session (one per task, see Lifecycle.session)."""
-        return self.lifecycle.session(rec)
+        """The task's QMP session (one per task, see session.QmpSessions.session)."""
+        return self.engine.sessions.session(rec)
 
     # -- what QEMU has --------------------------------------------------------------------
     def _devices(self, qmp: QmpSession) -> Set[str]:
@@ -152,16 +152,16 @@ class Hotplug:
                     running = [disk if d.path == disk.path else d for d in running]
         finally:  # what QEMU has now, also after a failure half-way
             rec.running_spec = dataclasses.replace(rec.running_spec, disks=tuple(running))
-            records.save(self.lifecycle.store, rec)
+            records.save(self.engine.store, rec)
 
     def _plug_disk(self, rec: VmRecord, qmp: QmpSession, disk: DiskSpec, key: Optional[str]) -> None:
         q35_pci = rec.spec.machine_type == "q35" and disk.bus == "virtio"
         bus = self._free_root_port(qmp) if q35_pci else None
         opened_as = None
         with contextlib.ExitStack() as stack:
-            if self.lifecycle.storage_roots:
+            if self.engine.resources.storage_roots:
                 field = "disks[%d].path" % [d.path for d in rec.spec.disks].index(disk.path)
-                fds = self.lifecycle.open_image(stack, disk, disk.path, field)
+                fds = self.engine.resources.open_image(stack, disk, disk.path, field)
                 opened_as = "/dev/fdset/%d" % qmp.add_fd_set(fds, disk.disk_id, timeout=self.timeout)
             if key is not None:
                 secret = {"qom-type": "secret", "id": secret_id(disk), "format": "raw", "data": key}
@@ -205,27 +205,27 @@ class Hotplug:
                 for nic in plan.remove:
                     self._unplug(qmp, nic.device_id)
                     self._netdev_del(qmp, nic.netdev_id)
-                    self.lifecycle.drop_tap(rec, nsutil.ns_ref(netns, nic.tap_name))
+                    self.engine.resources.drop_tap(rec, nsutil.ns_ref(netns, nic.tap_name))
                     self._set_running_nics(rec, [n for n in rec.running_spec.nics if n.mac != nic.mac])
                 for nic in plan.add:
                     if nic.device_id in self._devices(qmp):  # plugged by a run that was cut off
                         self._set_running_nics(rec, list(rec.running_spec.nics) + [nic])
                         continue
                     self._netdev_del(qmp, nic.netdev_id)  # a leftover of a plug that was cut off
-                    self.lifecycle.make_taps(rec, [nic], bridges)
+                    self.engine.resources.make_taps(rec, [nic], bridges)
                     self._set_running_nics(rec, list(rec.running_spec.nics) + [nic])
                     try:
-                        self.lifecycle.sync_firewall(rec)
+                        self.engine.resources.sync_firewall(rec)
                         self._plug_nic(rec, qmp, nic, vhost)
                     except InfinivirtError:  # a NIC that did not make it leaves no TAP behind
                         self._set_running_nics(rec, [n for n in rec.running_spec.nics if n.mac != nic.mac])
-                        self.lifecycle.drop_tap(rec, nsutil.ns_ref(netns, nic.tap_name))
+                        self.engine.resources.drop_tap(rec, nsutil.ns_ref(netns, nic.tap_name))
                         raise
             for nic in plan.rate:
                 self._set_rate(rec, nic, netns)
         finally:  # the rules and the row follow what QEMU has now, also after a failure
-            self.lifecycle.sync_firewall(rec)
-            records.save(self.lifecycle.store, rec)
+            self.engine.resources.sync_firewall(rec)
+            records.save(self.engine.store, rec)
 
     def _set_rate(self, rec: VmRecord, nic: NicSpec, netns) -> None:
         from ansible_collections.infinivirt.core.plugins.module_utils.host.tap import set_rate_limit
@@ -273,7 +273,7 @@ class Hotplug:
         finally:  # what QEMU has now, in the order asked for, also after a failure half-way
             order = [d for d in desired if d.key in plugged] + [d for k, d in plugged.items() if d not in desired]
             rec.running_spec = dataclasses.replace(rec.running_spec, usb=tuple(order))
-            records.save(self.lifecycle.store, rec)
+            records.save(self.engine.store, rec)
 
     # -- host PCI devices -----------------------------------------------------------------
     def device_ids(self, rec: VmRecord) -> Set[str]:

@@ -42,19 +42,19 @@ class Threads:
 
 
 class Tuner:
-    """Tuning for the VMs a Lifecycle runs (its QMP session, store and host paths)."""
+    """Tuning for the VMs an engine.Engine runs (its QMP session, store and host paths)."""
 
-    def __init__(self, lifecycle):
-        self.lifecycle = lifecycle
+    def __init__(self, engine):
+        self.engine = engine
 
     def _qmp(self, rec: VmRecord, command: str, arguments: Optional[dict] = None):
-        return self.lifecycle.qmp(rec, command, arguments)
+        return self.engine.sessions.qmp(rec, command, arguments)
 
     # -- pinning ----------------------------------------------------------------------
     def threads(self, rec: VmRecord) -> Threads:
         vcpus = {c["cpu-index"]: c["thread-id"] for c in self._qmp(rec, "query-cpus-fast")}
         iothreads = [t["thread-id"] for t in self._qmp(rec, "query-iothreads")]
-        task_dir = os.path.join(self.lifecycle.host_paths.proc, str(rec.qemu_pid), "task")
+        task_dir = os.path.join(self.engine.host_paths.proc, str(rec.qemu_pid), "task")
         try:
             tids = sorted(int(t) for t in os.listdir(task_dir))
         except OSError as exc:
@@ -67,7 +67,7 @@ class Tuner:
     def _all_cpus(self) -> Set[int]:
         from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.preflight import host_cpus_online
 
-        return set(host_cpus_online(self.lifecycle.host_paths.sys) or os.sched_getaffinity(0))
+        return set(host_cpus_online(self.engine.host_paths.sys) or os.sched_getaffinity(0))
 
     def pin(self, rec: VmRecord, at_start: bool = False) -> Dict[str, List[int]]:
         """Set each thread's affinity as the spec says; threads it does not pin may run on
@@ -147,7 +147,7 @@ class Tuner:
                 present += 1
         finally:
             rec.running_spec = dataclasses.replace(rec.running_spec, vcpus=present)
-            records.save(self.lifecycle.store, rec)
+            records.save(self.engine.store, rec)
         self.pin(rec, at_start=True)
 
     def plug_memory(self, rec: VmRecord, hugepage_path: Optional[str]) -> None:
@@ -165,10 +165,10 @@ class Tuner:
                 if dev not in devices:
                     if backend in objects:
                         self._qmp(rec, "object-del", {"id": backend})
-                    check_hugepages(rec.spec, self.lifecycle.host_paths.sys, extra_mb=size)
+                    check_hugepages(rec.spec, self.engine.host_paths.sys, extra_mb=size)
                     self._qmp(rec, "object-add", memory_backend(rec.spec, backend, size, hugepage_path))
                     self._qmp(rec, "device_add", dimm_device(index))
                 running.append(size)
         finally:
             rec.running_spec = dataclasses.replace(rec.running_spec, memory_hotplug=tuple(running))
-            records.save(self.lifecycle.store, rec)
+            records.save(self.engine.store, rec)

@@ -139,8 +139,8 @@ def memory_args(spec: VmSpec, ctx: LaunchContext) -> List[str]:
 
 def cpu_option(spec: VmSpec, ctx: LaunchContext) -> str:
     """The resolved CPU plus the Hyper-V enlightenments (those the accelerator can give;
-    vm.engine.lifecycle warns about the ones left out). They are not user cpu_flags: QEMU takes
-    them as key=value properties."""
+    vm.engine.engine.Engine.plan_launch warns about the ones left out). They are not user
+    cpu_flags: QEMU takes them as key=value properties."""
     if not spec.hyperv:
         return ctx.cpu
     return ",".join([ctx.cpu] + hyperv_flags(ctx.accel)[0])

@@ -422,7 +422,7 @@ def changed_fields(before: Optional[VmSpec], after: VmSpec) -> List[str]:
 
 def stop_timeout(params: Mapping[str, Any]) -> float:
     """A task's stop_timeout in seconds: unset is the default, 0 means no wait at all
-    (vm.engine.lifecycle.Lifecycle.stop says what that does); negative or endless is an error."""
+    (vm.engine.engine.Engine.stop says what that does); negative or endless is an error."""
     value = params.get("stop_timeout")
     if value is None:
         return DEFAULT_STOP_TIMEOUT

@@ -1,18 +1,17 @@
 # Copyright (c) 2026, Infinivirt developers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Pure parts of the lifecycle: file layout and the systemd scope wrapper."""
+"""Pure parts of a start: the files a QEMU gets (process.VmPaths), the systemd scope wrapper
+(launch.py) and how QEMU's run states fold into the user's (vm/model/states.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.lifecycle import (
-    VmPaths,
-    fold_status,
-    systemd_scope_prefix,
-)
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.launch import systemd_scope_prefix
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.process import VmPaths
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.states import fold_status
 
 UUID = "0b7c1f0e-3c1d-4a53-9a7e-6b0f8d1f2a11"
 
