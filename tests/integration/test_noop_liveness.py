@@ -12,7 +12,7 @@ import os
 import signal
 
 import pytest
-from helpers import wait_for
+from helpers import vm_list, wait_for
 
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import process_state
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession
@@ -35,7 +35,7 @@ def test_a_noop_on_a_running_vm_opens_no_qmp_connection(service, qmp_connections
     assert _task(service, qmp_connections, state="running") == ([], 0, "running")
     assert _task(service, qmp_connections, state="present") == ([], 0, "running")
     del qmp_connections[:]
-    vm = service.info("quiet")[0]
+    vm = vm_list(service, "quiet")[0]
     assert (vm["status"], vm["qemu_status"], vm["crashed"], len(qmp_connections)) == ("running", "running", False, 0)
     # A changed spec that needs no live data (a restart later) still asks nothing.
     assert _task(service, qmp_connections, state="running", memory_mb=96)[:2] == (["update"], 0)
@@ -77,7 +77,7 @@ def test_a_killed_qemu_is_still_noticed(service, qmp_connections):
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: process_state(pid) in (None, "Z", "X"))
     del qmp_connections[:]
-    vm = service.info("quiet")[0]
+    vm = vm_list(service, "quiet")[0]
     assert (vm["status"], vm["crashed"], vm["qemu_status"]) == ("stopped", True, None)
     assert {entry["kind"] for entry in vm["leftovers"]} >= {"pidfile", "qmp_socket"}
     actions, _connections, status = _task(service, qmp_connections, state="running")
