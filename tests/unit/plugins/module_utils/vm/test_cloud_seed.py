@@ -9,8 +9,10 @@ content, and a change is a pending restart."""
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
 import stat
+import subprocess
 
 import pytest
 
@@ -36,10 +38,10 @@ SECRETS = (KEY.split()[1], PASSWORD)
 
 
 @pytest.fixture
-def svc(tmp_path):
+def svc(tmp_path, db_url):
     run = tmp_path / "run"
     service = VmService.open(
-        "sqlite:///%s/state.db" % tmp_path,
+        db_url,
         str(run),
         hostname="hv-test",
         nvram_dir=str(tmp_path / "nvram"),
@@ -53,11 +55,17 @@ def ensure(svc, check_mode=False, **params):
     return svc.ensure(dict({"name": "web01", "state": "present", "memory_mb": 128}, **params), check_mode)
 
 
-def db_bytes(tmp_path):
-    return b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file() and p.name.startswith("state.db"))
+def db_bytes(db_url):
+    """The whole database: the SQLite files, or a pg_dump."""
+    if db_url.startswith("sqlite"):
+        path = db_url[len("sqlite:///") :]
+        return b"".join(open(p, "rb").read() for p in glob.glob(path + "*") if os.path.isfile(p))
+    pg_dump = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_dump"))[-1]
+    return subprocess.run([pg_dump, db_url], capture_output=True, check=True).stdout
 
 
-def test_the_spec_keeps_a_digest_and_the_store_the_sealed_option(svc, tmp_path):
+@pytest.mark.both_backends  # what the database holds is the subject
+def test_the_spec_keeps_a_digest_and_the_store_the_sealed_option(svc, db_url):
     predicted = ensure(svc, check_mode=True, cloud_init=OPTION)
     assert predicted.changed and predicted.vm["cloud_init_digest"].startswith("sha256:")
     assert records.load(svc.store, "web01") is None  # check mode wrote nothing
@@ -68,9 +76,11 @@ def test_the_spec_keeps_a_digest_and_the_store_the_sealed_option(svc, tmp_path):
     assert rec.spec.cloud_init_digest == digest
     token = svc.store.get_secret(rec.uuid, cloud_seed.CLOUD_INIT)
     assert token and PASSWORD not in token
-    # Neither the database file nor the result holds the key or the password.
+    # Neither the database nor the result holds the key or the password.
+    dump = db_bytes(db_url)
+    assert token.encode() in dump  # the dump is the database: the sealed option is in it
     for secret in SECRETS:
-        assert secret.encode() not in db_bytes(tmp_path)
+        assert secret.encode() not in dump
         assert secret not in repr(made.result())
     assert "web01" in repr(made.diff["after"])  # the diff still shows the VM
 
