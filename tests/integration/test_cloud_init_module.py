@@ -15,11 +15,10 @@ import re
 import shutil
 import sqlite3
 import subprocess
-import sys
 import tempfile
 
 import pytest
-from helpers import run_playbook
+from helpers import python_without, run_playbook
 
 pytestmark = [pytest.mark.playbook, pytest.mark.qemu]
 
@@ -27,27 +26,10 @@ PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHx0nLyTheCloudInitModuleTest00000
 PASSWORD = "Pl41n-t3xt-module-test"
 
 
-def site_packages(prefix: str) -> str:
-    return os.path.join(prefix, "lib", "python%d.%d" % sys.version_info[:2], "site-packages")
-
-
 @pytest.fixture(scope="module")
 def python_without_pycdlib(tmp_path_factory):
-    """A venv on the test venv's base interpreter holding every test package but pycdlib."""
-    root = tmp_path_factory.mktemp("nocdlib")
-    venv = root / "venv"
-    base = getattr(sys, "_base_executable", None) or os.path.join(sys.base_prefix, "bin", "python3")
-    subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-    links = root / "packages"
-    links.mkdir()
-    source = site_packages(sys.prefix)
-    for entry in sorted(os.listdir(source)):
-        if not entry.lower().startswith("pycdlib"):
-            (links / entry).symlink_to(os.path.join(source, entry))
-    (venv.joinpath(site_packages(str(venv))[len(str(venv)) + 1 :]) / "infinivirt-test.pth").write_text(
-        "import site; site.addsitedir(%r)\n" % str(links)
-    )
-    python = str(venv / "bin" / "python")
+    """A venv that sees every test package but pycdlib."""
+    python = python_without(tmp_path_factory.mktemp("nocdlib"), lambda entry: entry.lower().startswith("pycdlib"))
     lacks = subprocess.run([python, "-c", "import pycdlib"], capture_output=True, text=True, check=False)
     assert lacks.returncode != 0 and "No module named 'pycdlib'" in lacks.stderr, lacks.stderr
     has = subprocess.run([python, "-c", "import ansible, qemu.qmp, yaml"], capture_output=True, text=True, check=False)
