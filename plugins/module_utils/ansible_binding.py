@@ -13,7 +13,7 @@ from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_requ
 
 from ansible_collections.infinivirt.core.plugins.module_utils import host_config
 from ansible_collections.infinivirt.core.plugins.module_utils.context import HostContext
-from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError, MissingLibrary
 
 # Documented once in plugins/doc_fragments/common.py. The options of the host configuration
 # file (module_utils/host_config.py) have no default here: an unset one is taken from the
@@ -111,6 +111,10 @@ class InfinivirtModule:
                 result = action(ctx)
             finally:
                 ctx.close()
+        except MissingLibrary as exc:  # a library only this task's options need
+            self.module.fail_json(
+                msg="%s (needed for %s)" % (missing_required_lib(exc.library), exc.purpose), exception=exc.import_error
+            )
         except InfinivirtError as exc:
             self.module.fail_json(msg=str(exc))
         except Exception as exc:  # a bug: keep the traceback for the report

@@ -49,6 +49,20 @@ class StateError(InfinivirtError):
     """A requested transition is not possible from the VM's current state."""
 
 
+class MissingLibrary(InfinivirtError):
+    """A Python library only some tasks need (pycdlib for cloud_init) is not installed; the
+    binding fails with Ansible's missing_required_lib text naming ``library``."""
+
+    def __init__(self, library: str, purpose: str, import_error: str = ""):
+        super().__init__(
+            "Failed to import the required Python library (%s), needed for %s; install it on the "
+            "managed host" % (library, purpose)
+        )
+        self.library = library
+        self.purpose = purpose
+        self.import_error = import_error
+
+
 class ClaimConflict(StateError):
     """A host-scoped claim (store.claims) collides with another owner's: ``values`` of
     ``kind`` on ``host`` are held by ``holder`` (a name), exclusively or not."""

@@ -576,6 +576,60 @@ options:
             once; clients already connected stay connected.
           - Left unset, the stored password is kept.
         type: str
+  cloud_init:
+    description:
+      - A cloud-init NoCloud seed for the guest, written as an ISO 9660 volume labelled
+        C(CIDATA) and attached read-only as a SCSI CD-ROM (on a virtio-scsi controller of
+        its own), which cloud-init in a cloud image reads at boot.
+      - The ISO is built with the Python library C(pycdlib) when the VM starts, if it is
+        missing or its content changed; it is kept (mode 0600, in the directory of the
+        NVRAM files, O(nvram_dir)) while the VM exists and removed with the VM.
+      - The option is stored encrypted like O(graphics.password); the VM's definition and
+        the results keep only the digest of the seed, RV(vm.cloud_init_digest).
+      - A change on a running VM takes effect at the next start (it is listed in
+        RV(vm.pending_restart)), or at once with O(restart_on_change=true). The same
+        content again is no change.
+      - Left unset, the stored seed is kept; V({}) removes it.
+      - Errors name the suboption at fault (C(cloud_init.user_data), ...) and change nothing.
+    type: dict
+    suboptions:
+      user_data:
+        description:
+          - The user data. A dictionary is written as C(#cloud-config) YAML; a string is
+            written as is and must start with a marker cloud-init knows (C(#cloud-config),
+            C(#!), C(#include), a MIME header, ...). A C(#cloud-config) string must be a
+            valid YAML mapping.
+        type: raw
+      meta_data:
+        description:
+          - The meta data. C(instance-id) defaults to the VM's UUID; C(local-hostname) is
+            the guest's host name (see O(cloud_init.hostname)).
+        type: dict
+      network_config:
+        description:
+          - Network configuration version 2 (C(version) V(2), with or without a top-level
+            C(network) key).
+        type: dict
+      vendor_data:
+        description:
+          - Vendor data, as O(cloud_init.user_data).
+        type: raw
+      hostname:
+        description:
+          - The guest's host name (meta data C(local-hostname)).
+        type: str
+      ssh_authorized_keys:
+        description:
+          - OpenSSH public keys of the default user (cloud-config C(ssh_authorized_keys)),
+            merged into O(cloud_init.user_data), which must then be cloud-config.
+        type: list
+        elements: str
+      users:
+        description:
+          - Cloud-config C(users) (V(default) or dictionaries with a C(name)), merged into
+            O(cloud_init.user_data), which must then be cloud-config and have no C(users).
+        type: list
+        elements: raw
   stop_timeout:
     description:
       - Seconds to wait for the guest to power off after the ACPI power button.
@@ -601,6 +655,8 @@ options:
       - Restart a running or paused VM at once when a changed option needs a restart.
     type: bool
     default: false
+requirements:
+  - pycdlib >= 1.12.0 (on the managed host, only for O(cloud_init))
 notes:
   - A VM counts as running only when its pidfile names a live process whose command line
     carries the VM's UUID.
@@ -609,6 +665,22 @@ seealso:
 """
 
 EXAMPLES = r"""
+- name: A VM from a cloud image, with its host name and an SSH key set by cloud-init
+  infinivirt.core.infinivirt_vm:
+    name: web02
+    memory_mb: 1024
+    disks:
+      - path: /var/lib/infinivirt/images/web02.qcow2
+    nics:
+      - network: default
+    cloud_init:
+      hostname: web02
+      ssh_authorized_keys:
+        - "{{ lookup('ansible.builtin.file', '~/.ssh/id_ed25519.pub') }}"
+      user_data:
+        packages: [nginx]
+    state: running
+
 - name: Boot a small VM from a kernel and an initramfs
   infinivirt.core.infinivirt_vm:
     name: web01
@@ -853,6 +925,13 @@ vm:
     hyperv:
       description: Whether the Hyper-V enlightenments are on, effective value (see O(hyperv)).
       type: bool
+    cloud_init_digest:
+      description:
+        - The sha256 of the cloud-init seed's files (O(cloud_init)), or null when the VM has
+          no seed. It changes when the seed's content changes; the content itself is never
+          returned.
+      type: str
+      sample: sha256:5f0c6a3bd7a1c2e4f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b7a6
     graphics:
       description: The display (O(graphics)); never the password.
       type: dict

@@ -165,6 +165,31 @@ def assert_db_agrees(service, name):
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def python_without(root, left_out):
+    """A venv in ``root`` on the test venv's base interpreter that sees every package of the
+    test venv but the site-packages entries ``left_out(name)`` picks; its python's path."""
+    root = str(root)
+    venv = os.path.join(root, "venv")
+    exe = getattr(sys, "_base_executable", None)
+    if not exe or os.path.realpath(exe) == os.path.realpath(sys.executable):
+        exe = os.path.join(sys.base_prefix, "bin", "python%d.%d" % sys.version_info[:2])
+    subprocess.run([exe, "-m", "venv", "--without-pip", venv], check=True, timeout=120)
+    links = os.path.join(root, "packages")
+    os.mkdir(links)
+    source = _site_packages(sys.prefix)
+    for entry in sorted(os.listdir(source)):
+        if not left_out(entry):
+            os.symlink(os.path.join(source, entry), os.path.join(links, entry))
+    # addsitedir, not a bare path line: the linked packages' own .pth files are honoured too.
+    with open(os.path.join(_site_packages(venv), "infinivirt-test.pth"), "w") as fh:
+        fh.write("import site; site.addsitedir(%r)\n" % links)
+    return os.path.join(venv, "bin", "python")
+
+
+def _site_packages(prefix):
+    return os.path.join(prefix, "lib", "python%d.%d" % sys.version_info[:2], "site-packages")
+
+
 def run_playbook(playbook, extra_vars, timeout=900, inventory="localhost,", forks=5, verbosity=0):
     env = dict(
         os.environ,

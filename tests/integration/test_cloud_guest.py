@@ -1,23 +1,27 @@
 # Copyright (c) 2026, Infinivirt developers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The cloud guest takes a NoCloud seed: vm/model/cloud_init.py makes the files, host/iso.py
-the CIDATA ISO, infinivirt_vm's disk options attach it as a read-only SCSI CD-ROM next to a
-throwaway overlay of the cloud guest. One boot (TCG: minutes) proves that cloud-init read the
-seed from the CD-ROM, set the hostname, ran runcmd, applied the network config, and let user
-``debian`` in over SSH with the injected key."""
+"""The cloud guest made by infinivirt_vm with its ``cloud_init`` option: the module seals the
+option, writes the CIDATA ISO (vm/cloud_seed.py, host/iso.py) at start and attaches it as a
+read-only SCSI CD-ROM next to a throwaway overlay of the cloud guest. One boot (TCG: minutes)
+proves that cloud-init read the seed from the CD-ROM, set the hostname, ran runcmd, applied
+the network config, and let user ``debian`` in over SSH with the injected key; then, without
+booting again, that a changed seed is a pending restart and a new ISO, a rerun no change, no
+secret in the database or the result, and the ISO gone with the VM."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import stat
 import subprocess
 import time
 
 import pytest
 
-from ansible_collections.infinivirt.core.plugins.module_utils.host.iso import write_iso
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.cloud_init import seed_files
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.cloud_seed import seed_path
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
 pytestmark = [pytest.mark.qemu, pytest.mark.guest, pytest.mark.slow, pytest.mark.netns]
 
@@ -54,16 +58,47 @@ def overlay_of(base, path):
     return path
 
 
-def test_cloud_init_takes_the_seed_from_a_cdrom(cloud_guest, disk_service, images, workdir, bridge_ns):
-    svc = disk_service
+def sha256_of(path):
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+
+
+@pytest.fixture
+def cloud_service(workdir, images):
+    """A service whose NVRAM directory (where the seed ISO lives) and secret key are the test's."""
+    svc = VmService.open(
+        "sqlite:///%s/cloud.db" % workdir,
+        os.path.join(workdir, "run"),
+        storage_roots=[images],
+        nvram_dir=os.path.join(workdir, "nvram"),
+        secret_key_file=os.path.join(workdir, "secret.key"),
+    )
+    yield svc
+    svc.ensure({"name": "cloudy", "state": "absent", "force": True, "stop_timeout": 5}, False)
+    svc.close()
+
+
+def test_infinivirt_vm_cloud_init_boots_the_cloud_guest(cloud_guest, cloud_service, images, workdir, bridge_ns):
+    svc = cloud_service
     subprocess.run(["ip", "-n", bridge_ns, "addr", "add", HOST_IP + "/24", "dev", "vmbr0"], check=True)
     key = os.path.join(workdir, "id_ed25519")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "infinivirt-test", "-f", key], check=True)
     with open(key + ".pub") as fh:
         pubkey = fh.read().strip()
+    password = "Pl41n-t3xt-never-stored"
 
     root = overlay_of(str(cloud_guest.disk), os.path.join(images, "root.qcow2"))
-    seed = os.path.join(images, "seed.iso")
+    cloud_init = {
+        "hostname": HOSTNAME,
+        "ssh_authorized_keys": [pubkey],
+        "users": ["default", {"name": "ops", "plain_text_passwd": password, "lock_passwd": False}],
+        # The last stage writes a marker to the console: proof that user-data ran.
+        "user_data": {"runcmd": [["sh", "-c", "echo INFINIVIRT-CLOUD hostname=$(hostname) > /dev/ttyS0"]]},
+        "network_config": {
+            "version": 2,
+            "ethernets": {"nic0": {"match": {"macaddress": MAC}, "addresses": [GUEST_IP + "/24"]}},
+        },
+    }
     params = {
         "name": "cloudy",
         "accel": "tcg",
@@ -72,31 +107,20 @@ def test_cloud_init_takes_the_seed_from_a_cdrom(cloud_guest, disk_service, image
         "kernel": str(cloud_guest.kernel),
         "initrd": str(cloud_guest.initrd),
         "kernel_cmdline": cloud_guest.kernel_cmdline,
-        "disks": [{"path": root}, {"path": seed, "format": "raw", "bus": "scsi", "media": "cdrom"}],
+        "disks": [{"path": root}],
         "netns": bridge_ns,
         "nics": [{"bridge": "vmbr0", "mac": MAC}],
-        "state": "stopped",
+        "cloud_init": cloud_init,
+        "state": "running",
     }
-    # The seed wants the VM's UUID (instance-id), the VM wants an existing disk: a first seed,
-    # replaced in place once the VM exists (what the module will do when cloud_init changes).
-    write_iso(seed, seed_files({}, "iid-placeholder"))
-    made = svc.ensure(params, False)
-    option = {
-        "hostname": HOSTNAME,
-        "ssh_authorized_keys": [pubkey],
-        # The last stage writes a marker to the console: proof that user-data ran.
-        "user_data": {"runcmd": [["sh", "-c", "echo INFINIVIRT-CLOUD hostname=$(hostname) > /dev/ttyS0"]]},
-        "network_config": {
-            "version": 2,
-            "ethernets": {"nic0": {"match": {"macaddress": MAC}, "addresses": [GUEST_IP + "/24"]}},
-        },
-    }
-    files = seed_files(option, made.vm["uuid"])  # instance-id: the VM's UUID
-    write_iso(seed, files)
 
     t0 = time.monotonic()
-    started = svc.ensure(dict(params, state="running"), False)
+    started = svc.ensure(params, False)
     assert started.changed
+    uuid = started.vm["uuid"]
+    iso = seed_path(os.path.join(workdir, "nvram"), uuid)
+    assert stat.S_IMODE(os.stat(iso).st_mode) == 0o600
+    first_iso = sha256_of(iso)
     log = started.vm["serial_log"]
     deadline = t0 + BOOT_TIMEOUT
     marker = wait_serial(log, r"INFINIVIRT-CLOUD hostname=(\S+)", deadline)
@@ -113,11 +137,40 @@ def test_cloud_init_takes_the_seed_from_a_cdrom(cloud_guest, disk_service, image
 
     # SSH as debian with the injected key, over the static address of network-config.
     while True:
-        done = ssh(bridge_ns, key, "hostname; id -un; cat /var/lib/cloud/data/instance-id")
+        done = ssh(bridge_ns, key, "hostname; id -un; cat /var/lib/cloud/data/instance-id; id -un ops")
         if done.returncode == 0 or time.monotonic() > deadline:
             break
         time.sleep(3)
     t_ssh = time.monotonic() - t0
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == [HOSTNAME, "debian", made.vm["uuid"]]
+    assert done.stdout.split() == [HOSTNAME, "debian", uuid, "ops"]  # instance-id: the VM's UUID
     print("cloud guest: runcmd marker %.0f s, ssh %.0f s after start" % (t_marker, t_ssh))
+
+    # The same task again: no change. A new seed: a pending restart, the running VM untouched.
+    again = svc.ensure(params, False)
+    assert not again.changed and again.vm["cloud_init_digest"] == started.vm["cloud_init_digest"]
+    renamed = dict(params, cloud_init=dict(cloud_init, hostname="cloudy-web02"))
+    changed = svc.ensure(renamed, False)
+    assert changed.changed and changed.plan["changes"] == {"cloud_init": "restart"}
+    assert changed.vm["pending_restart"] == ["cloud_init"] and changed.vm["status"] == "running"
+    assert changed.vm["cloud_init_digest"] != started.vm["cloud_init_digest"]
+    assert sha256_of(iso) == first_iso  # the running QEMU keeps the seed it booted with
+    assert not svc.ensure(renamed, False).changed
+
+    # Neither the database nor any result holds the key or the password in plain text.
+    files = [os.path.join(workdir, n) for n in os.listdir(workdir) if n.startswith("cloud.db")]
+    db = b"".join(open(f, "rb").read() for f in files if os.path.isfile(f))  # the db, its WAL
+    for secret in (pubkey.split()[1], password):
+        assert secret.encode() not in db
+        for result in (started, again, changed):
+            assert secret not in repr(result.result())
+
+    # The next start (paused: no second boot) writes the new seed; removing the VM removes it.
+    svc.ensure(dict(renamed, state="stopped", force=True, stop_timeout=0), False)
+    assert os.path.exists(iso)  # it outlives the process, like the NVRAM
+    svc.ensure(dict(renamed, state="paused"), False)
+    assert sha256_of(iso) != first_iso
+    with open(iso, "rb") as fh:
+        assert b"local-hostname: cloudy-web02" in fh.read()
+    gone = svc.ensure({"name": "cloudy", "state": "absent", "force": True, "stop_timeout": 0}, False)
+    assert gone.changed and not os.path.exists(iso)

@@ -13,44 +13,24 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import uuid
 
 import pytest
-from helpers import run_playbook
+from helpers import python_without, run_playbook
 
 pytestmark = [pytest.mark.netns, pytest.mark.playbook]
 
 
-def site_packages(prefix: str) -> str:
-    return os.path.join(prefix, "lib", "python%d.%d" % sys.version_info[:2], "site-packages")
-
-
-def base_python() -> str:
-    exe = getattr(sys, "_base_executable", None)
-    if exe and os.path.realpath(exe) != os.path.realpath(sys.executable):
-        return exe
-    return os.path.join(sys.base_prefix, "bin", "python%d.%d" % sys.version_info[:2])
+def _qemu_package(entry: str) -> bool:
+    return entry == "qemu" or (entry.startswith("qemu") and entry.endswith(".dist-info"))
 
 
 @pytest.fixture(scope="module")
 def python_without_qmp(tmp_path_factory):
     """A venv on the test venv's base interpreter holding every test package but qemu."""
     root = tmp_path_factory.mktemp("noqmp")
-    venv = root / "venv"
-    subprocess.run([base_python(), "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     links = root / "packages"
-    links.mkdir()
-    source = site_packages(sys.prefix)
-    for entry in sorted(os.listdir(source)):
-        if entry == "qemu" or (entry.startswith("qemu") and entry.endswith(".dist-info")):
-            continue
-        (links / entry).symlink_to(os.path.join(source, entry))
-    # addsitedir, not a bare path line: the linked packages' own .pth files are honoured too.
-    (venv.joinpath(site_packages(str(venv))[len(str(venv)) + 1 :]) / "infinivirt-test.pth").write_text(
-        "import site; site.addsitedir(%r)\n" % str(links)
-    )
-    python = str(venv / "bin" / "python")
+    python = python_without(root, _qemu_package)
     lacks = subprocess.run([python, "-c", "import qemu.qmp"], capture_output=True, text=True, check=False)
     assert lacks.returncode != 0 and "No module named 'qemu'" in lacks.stderr, lacks.stderr
     has = subprocess.run(

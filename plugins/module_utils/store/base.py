@@ -52,6 +52,7 @@ def describe_holder(info: Optional[Dict[str, Any]]) -> str:
 SECRET_COLUMNS = {
     "graphics_password": ("machine_configuration", "vm_uuid"),
     "luks_key": ("volumes", "path"),
+    "cloud_init": ("machine_configuration", "vm_uuid"),  # the cloud_init option (JSON)
 }
 
 # A column renamed after secrets were sealed in it keeps its old name in their context:

@@ -431,6 +431,15 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
             "ALTER TABLE vms ADD COLUMN qemu_started BIGINT",
         ],
     ),
+    (
+        19,
+        [
+            # Issue 21 (cloud-init): the seed's digest (a spec field) and the cloud_init
+            # option itself, sealed (store.base.SECRET_COLUMNS).
+            "ALTER TABLE machine_configuration ADD COLUMN cloud_init_digest TEXT",
+            "ALTER TABLE machine_configuration ADD COLUMN cloud_init TEXT",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -38,6 +38,11 @@ def start_vm(
     bridges = nic_bridges(engine, rec.spec) if bridges is None else bridges
     keys = disk_keys(engine, rec.spec.disks)
     password = graphics_password(engine, rec)
+    seed = None
+    if rec.spec.cloud_init_digest:
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.cloud_seed import seed_iso
+
+        seed = seed_iso(engine, rec)
     if pci is None:
         from ansible_collections.infinivirt.core.plugins.module_utils.host.pci import SysfsRoot
         from ansible_collections.infinivirt.core.plugins.module_utils.vm.passthrough import PciService
@@ -54,6 +59,7 @@ def start_vm(
             nic_bridges=bridges,
             host_devices=host_devices,
             events=tuple(events),
+            cloud_init_iso=seed,
         ),
     )
 

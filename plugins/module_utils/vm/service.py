@@ -119,6 +119,7 @@ class Request:
     had_password: bool = False
     stored_token: Optional[str] = None  # the sealed display password the task found
     bridges: Dict[str, str] = dataclasses.field(default_factory=dict)  # MAC -> bridge
+    cloud_init: Optional[Dict[str, Any]] = None  # a new cloud_init to seal ({}: remove; None: keep)
 
 
 class VmService:
@@ -200,8 +201,9 @@ class VmService:
             live = self._live(rec, foreign, forced_stop=bool(params.get("force")) and state in FORCED_STATES)
             if rec is not None and not foreign and not check_mode and not live.half_started:
                 self.engine.reconcile(rec, live.state)
-            request = self._request(rec, state, params)
-            plan = plan_vm(rec, live, request.desired, self.hostname, new_uuid=str(uuidlib.uuid4()))
+            new_uuid = str(uuidlib.uuid4())  # before the request: a new VM's cloud_init seed names it
+            request = self._request(rec, state, params, new_uuid)
+            plan = plan_vm(rec, live, request.desired, self.hostname, new_uuid=new_uuid)
             self._check_host(request, plan)
             warnings = list(plan.warnings)
             if check_mode:
@@ -244,7 +246,7 @@ class VmService:
                 "the VM again and retry" % (name, digest, current)
             )
 
-    def _request(self, rec: Optional[VmRecord], state: str, params: Dict[str, Any]) -> Request:
+    def _request(self, rec: Optional[VmRecord], state: str, params: Dict[str, Any], new_uuid: str = "") -> Request:
         """Validate the task's options into a Desired, check them against this host, and
         gather what applying needs. Reads the store; writes nothing."""
         restart_on_change = bool(params.get("restart_on_change"))
@@ -267,6 +269,12 @@ class VmService:
                 desired.graphics_type == "vnc" and (password is not None or stored_token is not None)
             ),
         )
+        seal = None
+        if params.get("cloud_init") is not None:
+            from ansible_collections.infinivirt.core.plugins.module_utils.vm.cloud_seed import plan_seed
+
+            digest, seal = plan_seed(params["cloud_init"], rec.uuid if rec else new_uuid, desired.cloud_init_digest)
+            desired = dataclasses.replace(desired, cloud_init_digest=digest)
         validate(desired)
         if desired.cpu_pinning or desired.emulator_cpus or desired.iothread_cpus:
             _check_pins_against(
@@ -280,6 +288,7 @@ class VmService:
             password=password if changed else None,
             had_password=stored_token is not None,
             stored_token=stored_token,
+            cloud_init=seal,
         )
 
     def _check_host(self, request: Request, plan: VmPlan) -> None:
@@ -330,6 +339,10 @@ class VmService:
                 GRAPHICS_PASSWORD,
                 self.secret_box().encrypt(request.password, secret_context(rec.uuid, GRAPHICS_PASSWORD)),
             )
+        if request.cloud_init is not None:
+            from ansible_collections.infinivirt.core.plugins.module_utils.vm.cloud_seed import CLOUD_INIT, seal
+
+            self.store.set_secret(rec.uuid, CLOUD_INIT, seal(self.secret_box(), rec.uuid, request.cloud_init))
         try:
             for action in plan.actions:
                 warnings.extend(self._do(action, rec, plan, request, params, live))

@@ -39,6 +39,7 @@ class StartInputs:
     nic_bridges: Dict[str, str] = dataclasses.field(default_factory=dict)  # MAC -> bridge of its TAP
     host_devices: Tuple[PciPassthrough, ...] = ()  # host PCI devices, checked against sysfs
     events: Tuple[Dict[str, Any], ...] = ()  # the caller's (see add_events), written with the row that says it runs
+    cloud_init_iso: Optional[str] = None  # the NoCloud seed (vm/cloud_seed.py), written before the start
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +153,7 @@ def spawn(engine, rec: VmRecord, launch: Launch, inputs: StartInputs) -> Tuple[i
             events_socket=paths.events_socket,
             event_log=paths.event_log,
             host_devices=inputs.host_devices,
+            cloud_init_iso=inputs.cloud_init_iso,
         )
         argv = systemd_scope_prefix(rec.uuid, rec.name) + build_argv(rec.spec, ctx)
         return engine.process.spawn(

@@ -24,6 +24,9 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record im
 # A journal note, not a file: the VM was stopped by a task that must start it again as
 # the note says (running or paused); the next such task does it if this one was cut off.
 RESUME = "resume"
+# The cloud-init seed ISO (vm/cloud_seed.py): like the NVRAM, kept until the VM is removed.
+CLOUD_INIT_SEED = "cloud_init"
+KEPT_WITH_VM = ("nvram", RESUME, CLOUD_INIT_SEED)  # journal kinds that outlive the process
 
 
 class HostResources:
@@ -165,7 +168,7 @@ class HostResources:
         gone: List[Tuple[str, str]] = []
         try:
             for kind, ref in self.store.journal_list(rec.uuid):
-                if (keep_serial_log and kind == "serial_log") or (keep_nvram and kind in ("nvram", RESUME)):
+                if (keep_serial_log and kind == "serial_log") or (keep_nvram and kind in KEPT_WITH_VM):
                     continue
                 if kind == "tap":
                     self.drop_tap(rec, ref)

@@ -69,6 +69,7 @@ class LaunchContext:
     # Host PCI devices (infinivirt_gpu), checked against sysfs by the start.
     host_devices: Tuple[PciPassthrough, ...] = ()
     hugepage_path: Optional[str] = None  # the hugetlbfs mount of the spec's page size
+    cloud_init_iso: Optional[str] = None  # the VM's NoCloud seed (vm/cloud_seed.py), read-only
 
 
 def pflash_blockdevs(code: str, nvram: str) -> List[Dict[str, Any]]:
@@ -215,6 +216,7 @@ def build_argv(spec: VmSpec, ctx: LaunchContext) -> List[str]:
         + _console_args(spec, ctx)
         + memory_args(spec, ctx)
         + device_args(spec, ctx)
+        + cloud_init_args(ctx)
         + _display_args(spec)
         + _boot_args(spec)
         + ["-msg", "timestamp=on", "-S", "-pidfile", ctx.pidfile, "-daemonize"]
@@ -295,6 +297,35 @@ def _console_args(spec: VmSpec, ctx: LaunchContext) -> List[str]:
         "socket,id=console0,path=%s,server=on,wait=off" % opt_value("run_dir", ctx.console_socket),
         "-serial",
         "chardev:console0",
+    ]
+
+
+# IDs of the cloud-init seed's controller, nodes and CD-ROM: apart from the disks' (scsi0),
+# so the seed never moves a disk, and works on cloud kernels without AHCI.
+CIDATA_ID = "cidata"
+
+
+def cloud_init_args(ctx: LaunchContext) -> List[str]:
+    """The seed ISO as a read-only SCSI CD-ROM on a virtio-scsi controller of its own."""
+    if not ctx.cloud_init_iso:
+        return []
+    file_node = {
+        "driver": "file",
+        "filename": ctx.cloud_init_iso,
+        "node-name": CIDATA_ID + "-file",
+        "read-only": True,
+        "auto-read-only": False,
+    }
+    raw_node = {"driver": "raw", "file": CIDATA_ID + "-file", "node-name": CIDATA_ID, "read-only": True}
+    return [
+        "-device",
+        as_json({"driver": "virtio-scsi-pci", "id": CIDATA_ID + "-scsi"}),
+        "-blockdev",
+        as_json(file_node),
+        "-blockdev",
+        as_json(raw_node),
+        "-device",
+        as_json({"driver": "scsi-cd", "bus": CIDATA_ID + "-scsi.0", "drive": CIDATA_ID, "id": CIDATA_ID}),
     ]
 
 

@@ -24,6 +24,8 @@ may hold passwords.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -62,6 +64,26 @@ def seed_files(option: Any, instance_id: str) -> Dict[str, bytes]:
     if option.get("vendor_data") is not None:
         files["vendor-data"] = _text_or_config("vendor_data", option["vendor_data"])[0].encode()
     return files
+
+
+def seed_digest(files: Mapping[str, bytes]) -> str:
+    """sha256 of the seed's files (names and contents): what the spec keeps to see a change.
+    The VM's UUID is the default instance-id, so two VMs with the same option differ."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        for part in (name.encode(), files[name]):
+            digest.update(b"%d:" % len(part) + part)
+    return "sha256:" + digest.hexdigest()
+
+
+def canonical(option: Mapping[str, Any]) -> str:
+    """The option as sealed in the store: JSON of its set keys, sorted."""
+    return json.dumps({k: v for k, v in option.items() if v is not None}, sort_keys=True)
+
+
+def given(option: Any) -> bool:
+    """Whether a cloud_init value asks for a seed: {} (or every key unset) removes it."""
+    return isinstance(option, Mapping) and any(v is not None for v in option.values())
 
 
 def _field(name: str) -> str:

@@ -149,6 +149,20 @@ _VM_OPTIONS: Dict[str, Any] = dict(
             password=dict(type="str", no_log=True),
         ),
     ),
+    # cloud-init NoCloud seed (vm/model/cloud_init.py validates it). no_log on what may hold
+    # passwords or keys; results show only cloud_init_digest.
+    cloud_init=dict(
+        type="dict",
+        options=dict(
+            user_data=dict(type="raw", no_log=True),
+            meta_data=dict(type="dict"),
+            network_config=dict(type="dict"),
+            vendor_data=dict(type="raw", no_log=True),
+            hostname=dict(type="str"),
+            ssh_authorized_keys=dict(type="list", elements="str", no_log=True),
+            users=dict(type="list", elements="raw", no_log=True),
+        ),
+    ),
 )
 
 

@@ -126,6 +126,10 @@ class VmSpec:
     rtc_base: str = "utc"
     hpet: bool = True
     hyperv: bool = False  # the Hyper-V enlightenments (presets.HYPERV_FLAGS) as CPU flags
+    # cloud-init's NoCloud seed (the cloud_init option): only the sha256 of its files is in the
+    # spec (a change is seen, and is a pending restart); the content is sealed in the store's
+    # cloud_init column (vm/cloud_seed.py). None: no seed.
+    cloud_init_digest: Optional[str] = None
     # Bookkeeping, not an option: which options the task left unset (filled from the preset
     # or the built-in default), so the next task resolves them again (presets.fill).
     defaulted: Tuple[str, ...] = ()

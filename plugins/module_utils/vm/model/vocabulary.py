@@ -17,11 +17,14 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec impo
 
 GRAPHICS = "graphics"
 _GRAPHICS_PREFIX = GRAPHICS + "_"
+CLOUD_INIT = "cloud_init"  # the spec keeps only cloud_init_digest of it
 
 
 def option_name(field: str) -> str:
     """The option a user writes for a spec field: graphics_<x> (and the stored password's
     flag) belong to ``graphics``; every other field is its option's own name."""
+    if field.startswith(CLOUD_INIT + "_"):
+        return CLOUD_INIT
     return GRAPHICS if field.startswith(_GRAPHICS_PREFIX) else field
 
 

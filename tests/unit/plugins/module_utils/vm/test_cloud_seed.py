@@ -1,0 +1,190 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The cloud_init option through infinivirt_vm's service, on a real SQLite store and real
+files (no QEMU: the VMs stay stopped; tests/integration/test_cloud_guest.py boots one): the
+spec keeps a digest, the store the sealed option, a start's seed ISO is written once per
+content, and a change is a pending restart."""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import stat
+import subprocess
+
+import pytest
+
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import MissingLibrary, SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.host import iso
+from ansible_collections.infinivirt.core.plugins.module_utils.vm import cloud_seed
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.plan import Desired, Live, plan_summary, plan_vm
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import VmSpec
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.vocabulary import option_names
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ7sEcReTkEyOfTheTestUser0000000000000000000 tester@example"
+PASSWORD = "Sw0rdf1sh-never-in-a-row"
+OPTION = {
+    "hostname": "web01",
+    "ssh_authorized_keys": [KEY],
+    "users": [{"name": "ops", "plain_text_passwd": PASSWORD, "lock_passwd": False}],
+    "user_data": {"runcmd": [["echo", "hello"]]},
+}
+SECRETS = (KEY.split()[1], PASSWORD)
+
+
+@pytest.fixture
+def svc(tmp_path, db_url):
+    run = tmp_path / "run"
+    service = VmService.open(
+        db_url,
+        str(run),
+        hostname="hv-test",
+        nvram_dir=str(tmp_path / "nvram"),
+        secret_key_file=str(tmp_path / "secret.key"),
+    )
+    yield service
+    service.close()
+
+
+def ensure(svc, check_mode=False, **params):
+    return svc.ensure(dict({"name": "web01", "state": "present", "memory_mb": 128}, **params), check_mode)
+
+
+def db_bytes(db_url):
+    """The whole database: the SQLite files, or a pg_dump."""
+    if db_url.startswith("sqlite"):
+        path = db_url[len("sqlite:///") :]
+        return b"".join(open(p, "rb").read() for p in glob.glob(path + "*") if os.path.isfile(p))
+    pg_dump = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_dump"))[-1]
+    return subprocess.run([pg_dump, db_url], capture_output=True, check=True).stdout
+
+
+@pytest.mark.both_backends  # what the database holds is the subject
+def test_the_spec_keeps_a_digest_and_the_store_the_sealed_option(svc, db_url):
+    predicted = ensure(svc, check_mode=True, cloud_init=OPTION)
+    assert predicted.changed and predicted.vm["cloud_init_digest"].startswith("sha256:")
+    assert records.load(svc.store, "web01") is None  # check mode wrote nothing
+    made = ensure(svc, cloud_init=OPTION)
+    digest = made.vm["cloud_init_digest"]
+    assert made.changed and digest.startswith("sha256:") and len(digest) == 71
+    rec = records.load(svc.store, "web01")
+    assert rec.spec.cloud_init_digest == digest
+    token = svc.store.get_secret(rec.uuid, cloud_seed.CLOUD_INIT)
+    assert token and PASSWORD not in token
+    # Neither the database nor the result holds the key or the password.
+    dump = db_bytes(db_url)
+    assert token.encode() in dump  # the dump is the database: the sealed option is in it
+    for secret in SECRETS:
+        assert secret.encode() not in dump
+        assert secret not in repr(made.result())
+    assert "web01" in repr(made.diff["after"])  # the diff still shows the VM
+
+
+def test_the_same_option_is_no_change_and_a_new_one_is(svc):
+    first = ensure(svc, cloud_init=OPTION)
+    again = ensure(svc, cloud_init=dict(reversed(list(OPTION.items()))))  # key order does not matter
+    assert not again.changed and again.plan["actions"] == []
+    unset = ensure(svc)  # left unset: the stored seed stays
+    assert not unset.changed and unset.vm["cloud_init_digest"] == first.vm["cloud_init_digest"]
+    check = ensure(svc, check_mode=True, cloud_init=dict(OPTION, hostname="web02"))
+    assert check.changed and check.plan["changes"] == {"cloud_init": "next_start"}
+    assert records.load(svc.store, "web01").spec.cloud_init_digest == first.vm["cloud_init_digest"]  # check mode
+    changed = ensure(svc, cloud_init=dict(OPTION, hostname="web02"))
+    assert changed.changed and changed.vm["cloud_init_digest"] not in (None, first.vm["cloud_init_digest"])
+    assert changed.vm["cloud_init_digest"] == check.vm["cloud_init_digest"]  # check mode predicted it
+    removed = ensure(svc, cloud_init={})
+    assert removed.changed and removed.vm["cloud_init_digest"] is None
+    rec = records.load(svc.store, "web01")
+    assert svc.store.get_secret(rec.uuid, cloud_seed.CLOUD_INIT) is None
+
+
+def test_two_vms_with_one_option_have_their_own_instance_id(svc):
+    one = ensure(svc, cloud_init={"hostname": "same"})
+    two = ensure(svc, name="web02", cloud_init={"hostname": "same"})
+    assert one.vm["cloud_init_digest"] != two.vm["cloud_init_digest"]
+
+
+@pytest.mark.parametrize(
+    "option, field",
+    [
+        ({"user_data": "#cloud-config\nruncmd: [unclosed\n"}, "cloud_init.user_data"),
+        ({"network_config": {"version": 1, "config": []}}, "cloud_init.network_config.version"),
+        ({"hostname": "bad_host!"}, "cloud_init.hostname"),
+        ({"ssh_authorized_keys": ["not a key"]}, "cloud_init.ssh_authorized_keys[0]"),
+        ({"color": "blue"}, "cloud_init.color"),
+    ],
+)
+def test_bad_input_names_the_field_and_leaves_nothing(svc, tmp_path, option, field):
+    with pytest.raises(SpecError) as err:
+        ensure(svc, cloud_init=option)
+    assert err.value.field == field
+    assert records.load(svc.store, "web01") is None
+    assert not (tmp_path / "nvram").exists()
+
+
+def test_a_start_writes_the_seed_iso_once_per_content_and_removal_deletes_it(svc, tmp_path):
+    made = ensure(svc, cloud_init=OPTION)
+    rec = records.load(svc.store, "web01")
+    path = cloud_seed.seed_iso(svc.engine, rec)
+    assert path == str(tmp_path / "nvram" / (made.vm["uuid"] + ".cidata.iso"))
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert ("cloud_init", path) in svc.store.journal_list(rec.uuid)
+    data = open(path, "rb").read()
+    assert b"CIDATA" in data and b"local-hostname: web01" in data and made.vm["uuid"].encode() in data
+    inode = os.stat(path).st_ino
+    assert cloud_seed.seed_iso(svc.engine, rec) == path and os.stat(path).st_ino == inode  # same content: kept
+    ensure(svc, cloud_init=dict(OPTION, hostname="web02"))
+    cloud_seed.seed_iso(svc.engine, records.load(svc.store, "web01"))
+    assert b"local-hostname: web02" in open(path, "rb").read() and os.stat(path).st_ino != inode
+    # A stop keeps it (like the NVRAM); removing the VM removes it.
+    svc.engine.resources.release_files(rec, keep_serial_log=False)
+    assert os.path.exists(path)
+    ensure(svc, state="absent")
+    assert not os.path.exists(path) and os.listdir(tmp_path / "nvram") == []
+
+
+def test_a_vm_without_cloud_init_gets_no_seed(svc, tmp_path):
+    ensure(svc)
+    assert cloud_seed.seed_iso(svc.engine, records.load(svc.store, "web01")) is None
+    assert not (tmp_path / "nvram").exists()
+
+
+def test_without_pycdlib_a_start_with_cloud_init_fails_naming_it(svc, tmp_path, monkeypatch):
+    ensure(svc, cloud_init=OPTION)  # defining the VM needs no pycdlib
+    monkeypatch.setattr(iso, "HAS_PYCDLIB", False)
+    with pytest.raises(MissingLibrary) as err:
+        cloud_seed.seed_iso(svc.engine, records.load(svc.store, "web01"))
+    assert err.value.library == "pycdlib" and "pycdlib" in str(err.value) and "cloud_init" in str(err.value)
+    assert not (tmp_path / "nvram").exists()
+
+
+SPEC = VmSpec(name="vm", memory_mb=256, cloud_init_digest="sha256:" + "a" * 64)
+
+
+def running(spec=SPEC):
+    return VmRecord(uuid="u-1", name="vm", host="hv", status="running", spec=spec, running_spec=spec, qemu_pid=42)
+
+
+def test_a_changed_seed_is_a_pending_restart_of_a_running_vm():
+    other = dataclasses.replace(SPEC, cloud_init_digest="sha256:" + "b" * 64)
+    plan = plan_vm(running(), Live("running"), Desired("running", other), "hv")
+    assert plan.actions == ["update"] and option_names(plan.pending) == ["cloud_init"]
+    assert plan_summary(plan) == {"actions": ["update"], "changes": {"cloud_init": "restart"}, "restart_needed": True}
+    restarted = plan_vm(running(), Live("running"), Desired("running", other, restart_on_change=True), "hv")
+    assert restarted.actions == ["update", "stop", "start"]
+    same = plan_vm(running(), Live("running"), Desired("running", SPEC), "hv")
+    assert same.actions == [] and not same.changed
+
+
+def test_plan_seed():
+    digest, seal = cloud_seed.plan_seed(dict(OPTION, vendor_data=None), "u-1", None)
+    assert seal == OPTION  # unset suboptions (Ansible passes None) are not kept
+    assert cloud_seed.plan_seed(OPTION, "u-1", digest) == (digest, None)
+    assert cloud_seed.plan_seed(OPTION, "u-2", digest)[0] != digest  # the UUID is the instance-id
+    assert cloud_seed.plan_seed({}, "u-1", digest) == (None, {})
+    assert cloud_seed.plan_seed({"hostname": None}, "u-1", None) == (None, None)
