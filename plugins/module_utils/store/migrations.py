@@ -431,6 +431,13 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
             "ALTER TABLE vms ADD COLUMN qemu_started BIGINT",
         ],
     ),
+    (
+        19,
+        [
+            # Issue 21 item 3: the QEMU guest agent's channel (guest_agent: true).
+            "ALTER TABLE machine_configuration ADD COLUMN guest_agent BOOLEAN NOT NULL DEFAULT FALSE",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]
