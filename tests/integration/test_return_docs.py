@@ -91,7 +91,7 @@ OPAQUE = {
     "vms[].events[].detail",
 }
 # Keys only a guest agent that answers returns (no guest boots here): a guest's interfaces.
-# tests/integration/test_guest_agent.py checks them against RETURN with a real agent.
+# tests/integration/test_guest_agent_live.py checks them against RETURN with a real agent.
 LIVE_AGENT = ".guest.interfaces[]."
 
 

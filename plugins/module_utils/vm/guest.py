@@ -10,8 +10,9 @@ at most that long for each silent one.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional
 
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.guest_agent import GuestAgent, GuestAgentError
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.process import VmPaths
@@ -22,6 +23,7 @@ ANSWERING = "answering"
 NOT_ANSWERING = "not answering"
 DISABLED = "disabled"
 GUEST_TIMEOUT = 2.0  # the most one VM's agent may take to answer all of a listing's questions
+FREEZE_TIMEOUT = 60.0  # a freeze syncs every file system first: slow under TCG or heavy writes
 
 
 def has_agent(rec: VmRecord, state: str) -> bool:
@@ -112,3 +114,42 @@ def shutdown_through_agent(run_dir: str, rec: VmRecord, timeout: float = GUEST_T
     except GuestAgentError as exc:
         return str(exc)
     return None
+
+
+@contextlib.contextmanager
+def frozen_filesystems(run_dir: str, rec: VmRecord) -> Iterator[bool]:
+    """Freeze the guest's file systems through its agent for the block; yields whether they
+    are frozen (False: no agent channel, or no answer within GUEST_TIMEOUT; the block runs
+    anyway, as a crash-consistent snapshot). Thawed on the way out, also on failure, and
+    also when the freeze itself failed half-way."""
+    if rec.running_spec is None or not rec.running_spec.guest_agent:
+        yield False
+        return
+    try:
+        agent = GuestAgent(agent_socket(run_dir, rec), GUEST_TIMEOUT).__enter__()
+    except GuestAgentError:
+        yield False
+        return
+    agent.timeout = FREEZE_TIMEOUT
+    try:
+        try:
+            agent.fsfreeze_freeze()
+            frozen = True
+        except GuestAgentError:
+            frozen = False
+        yield frozen
+    finally:
+        try:
+            agent.fsfreeze_thaw()
+        except GuestAgentError:
+            _thaw_again(run_dir, rec)
+        finally:
+            agent.close()
+
+
+def _thaw_again(run_dir: str, rec: VmRecord) -> None:
+    """A second session for the thaw (the first one broke): a guest must not stay frozen.
+    The agent thaws by itself only after its own (long) timeout."""
+    with contextlib.suppress(GuestAgentError):
+        with GuestAgent(agent_socket(run_dir, rec), FREEZE_TIMEOUT) as agent:
+            agent.fsfreeze_thaw()

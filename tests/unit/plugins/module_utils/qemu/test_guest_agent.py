@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The guest agent client against a scripted agent on a real UNIX socket (a test double of
-the guest side; tests/integration/test_guest_agent.py talks to a real qemu-ga)."""
+the guest side; tests/integration/test_guest_agent_live.py talks to a real qemu-ga)."""
 
 from __future__ import annotations
 
@@ -161,3 +161,59 @@ def test_no_channel_is_not_answering(sock_path):
     with pytest.raises(AgentNotAnswering, match="cannot connect"):
         with GuestAgent(sock_path, timeout=0.5):
             pass
+
+
+# -- vm/guest.py's freeze around a live snapshot, against the same scripted agent -------------
+
+
+def _agent_vm(run_dir):
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import VmSpec
+
+    spec = VmSpec(name="frozen", guest_agent=True)
+    return VmRecord(uuid="u1", name="frozen", host="h", status="running", spec=spec, running_spec=spec)
+
+
+def _commands(agent, count):
+    deadline = time.monotonic() + 2
+    while len(agent.received) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return [m["execute"] for m in agent.received]
+
+
+FREEZE_REPLIES = {"guest-fsfreeze-freeze": {"return": 1}, "guest-fsfreeze-thaw": {"return": 1}}
+
+
+def test_thawed_also_when_the_snapshot_fails(tmp_path):
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.guest import frozen_filesystems
+
+    agent = FakeAgent(str(tmp_path / "u1.qga"), FREEZE_REPLIES)
+    try:
+        with pytest.raises(RuntimeError, match="transaction failed"):
+            with frozen_filesystems(str(tmp_path), _agent_vm(tmp_path)) as frozen:
+                assert frozen is True
+                raise RuntimeError("transaction failed")
+        assert _commands(agent, 3) == ["guest-sync-delimited", "guest-fsfreeze-freeze", "guest-fsfreeze-thaw"]
+    finally:
+        agent.close()
+
+
+def test_a_failed_freeze_is_thawed_and_not_frozen(tmp_path):
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.guest import frozen_filesystems
+
+    replies = dict(FREEZE_REPLIES, **{"guest-fsfreeze-freeze": {"error": {"desc": "fsfreeze hook failed"}}})
+    agent = FakeAgent(str(tmp_path / "u1.qga"), replies)
+    try:
+        with frozen_filesystems(str(tmp_path), _agent_vm(tmp_path)) as frozen:
+            assert frozen is False
+        # a freeze that failed half-way may have frozen some file systems
+        assert _commands(agent, 3)[-1] == "guest-fsfreeze-thaw"
+    finally:
+        agent.close()
+
+
+def test_no_agent_no_freeze(tmp_path):
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.guest import frozen_filesystems
+
+    with frozen_filesystems(str(tmp_path), _agent_vm(tmp_path)) as frozen:  # no socket
+        assert frozen is False
