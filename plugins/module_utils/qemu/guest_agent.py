@@ -116,7 +116,17 @@ class GuestAgent:
         return self.execute("guest-network-get-interfaces")
 
     def shutdown(self, mode: str = "powerdown") -> None:
+        """guest-shutdown, which the agent answers only when it fails. A guest-ping follows:
+        QEMU drops what a client sent if the client hangs up at once, and the ping's answer
+        says the agent has taken the shutdown (an error before it: the shutdown failed). No
+        answer at all is fine: the agent may already be going down with the guest."""
         self.send_only("guest-shutdown", {"mode": mode})
+        try:
+            self.execute("guest-ping")
+        except AgentNotAnswering:
+            pass
+        except GuestAgentError as exc:
+            raise GuestAgentError(str(exc).replace("guest-ping failed", "guest-shutdown failed")) from None
 
     def fsfreeze_status(self) -> str:
         return self.execute("guest-fsfreeze-status")

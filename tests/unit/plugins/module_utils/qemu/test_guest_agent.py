@@ -110,10 +110,11 @@ def test_the_commands(sock_path):
             assert client.fsfreeze_freeze() == 2
             assert client.fsfreeze_thaw() == 2
             client.shutdown()
-        deadline = time.monotonic() + 2
-        while len(agent.received) < 8 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert agent.received[-1] == {"execute": "guest-shutdown", "arguments": {"mode": "powerdown"}}
+        # then a ping: its answer says the agent took the shutdown
+        assert agent.received[-2:] == [
+            {"execute": "guest-shutdown", "arguments": {"mode": "powerdown"}},
+            {"execute": "guest-ping"},
+        ]
     finally:
         agent.close()
 
@@ -124,6 +125,18 @@ def test_an_agent_error_names_the_command(sock_path):
         with GuestAgent(sock_path, timeout=2) as client:
             with pytest.raises(GuestAgentError, match="guest-fsfreeze-freeze failed: busy"):
                 client.fsfreeze_freeze()
+    finally:
+        agent.close()
+
+
+def test_a_failed_shutdown_says_so(sock_path):
+    """The agent answers guest-shutdown only with an error (no /sbin/shutdown, say)."""
+    agent = FakeAgent(sock_path, {"guest-ping": {"return": {}}})
+    agent.replies["guest-shutdown"] = {"error": {"class": "GenericError", "desc": "child process has failed"}}
+    try:
+        with GuestAgent(sock_path, timeout=2) as client:
+            with pytest.raises(GuestAgentError, match="guest-shutdown failed: child process has failed"):
+                client.shutdown()
     finally:
         agent.close()
 
