@@ -14,11 +14,12 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
+from ansible_collections.infinivirt.core.plugins.module_utils.host.process import wait_until_gone
 from ansible_collections.infinivirt.core.plugins.module_utils.secrets.box import SecretError
 from ansible_collections.infinivirt.core.plugins.module_utils.store.base import secret_context
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.engine import Engine
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.launch import StartInputs
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.guest import GUEST_TIMEOUT
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.guest import GUEST_TIMEOUT, shutdown_through_agent
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.info import GRAPHICS_PASSWORD
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks import DiskSpec
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
@@ -77,9 +78,6 @@ def _agent_shutdown(
     """guest-shutdown through the agent, then wait for QEMU to end; what is left of the
     timeout for engine.stop (which finds QEMU gone, or ends it when forced). An agent that
     does not answer: a warning, and the ACPI power button does it."""
-    from ansible_collections.infinivirt.core.plugins.module_utils.host.process import wait_until_gone
-    from ansible_collections.infinivirt.core.plugins.module_utils.vm.guest import shutdown_through_agent
-
     pid = engine.process.live_pid(rec)
     if pid is None or timeout <= 0:  # nothing runs, or no wait at all: engine.stop says what happens
         return timeout, []
