@@ -39,7 +39,7 @@ class FakeAgent:
         self.thread.start()
 
     def _serve(self):
-        conn, _ = self.server.accept()
+        conn, _addr = self.server.accept()
         with conn, contextlib.suppress(OSError):  # the client may hang up before a reply
             buf = b""
             while True:
