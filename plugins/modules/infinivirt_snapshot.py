@@ -31,6 +31,11 @@ description:
     closed images, so a running VM is stopped and started again for them. A disk with
     external snapshots cannot be hot-unplugged or grown until they are deleted, and
     encrypted volumes take internal snapshots only.
+  - When a running VM has the QEMU guest agent
+    (O(infinivirt.core.infinivirt_vm#module:guest_agent)) and it answers, a live snapshot
+    without O(memory) freezes the guest's file systems (C(guest-fsfreeze-freeze)) for the
+    moment of the QMP transaction and thaws them after, also when the snapshot fails;
+    RV(frozen) says whether. Otherwise the snapshot is crash-consistent.
   - A UEFI VM's NVRAM is copied with each snapshot and restored on revert.
   - A task cut off half-way (a cancelled job, a lost connection) is finished or undone by the
     next run of the same task; a VM it had stopped to revert or delete is started again.
@@ -134,6 +139,13 @@ action:
   returned: always
   type: str
   sample: create
+frozen:
+  description:
+    - Whether the guest's file systems were frozen through its guest agent for this task's
+      live snapshot; V(false) when nothing was taken live or the agent did not answer.
+  returned: always
+  type: bool
+  sample: true
 snapshots:
   description: The VM's snapshots after the task.
   returned: always

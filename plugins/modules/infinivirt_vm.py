@@ -545,6 +545,26 @@ options:
         C(hv-stimer) (which build on it) are left out, with a warning.
       - Left unset, from O(preset) (V(windows) turns it on); else V(false).
     type: bool
+  guest_agent:
+    description:
+      - Give the VM the QEMU guest agent's channel, a virtio-serial port named
+        C(org.qemu.guest_agent.0) on a UNIX socket in O(run_dir). A guest with
+        C(qemu-guest-agent) installed starts the agent when the port appears.
+      - Infinivirt then asks the agent for the guest's host name, OS and network interfaces
+        (RV(vm.guest)), and can power the guest off through it (O(shutdown_mode=agent)).
+      - Changing it on a running VM is a pending restart. Default for a new VM is V(false).
+    type: bool
+  shutdown_mode:
+    description:
+      - How V(stopped) (and V(absent) of a running VM) asks the guest to power off.
+      - V(acpi) presses the ACPI power button.
+      - V(agent) asks the guest agent (C(guest-shutdown), see O(guest_agent)); when the
+        agent does not answer within 2 seconds (or the VM runs without its channel, or is
+        paused), the ACPI power button is pressed instead, with a warning.
+      - Either way O(stop_timeout) bounds the whole wait and O(force) ends QEMU after it.
+    type: str
+    choices: [acpi, agent]
+    default: acpi
   graphics:
     description:
       - Remote display of the VM's screen.
@@ -632,7 +652,8 @@ options:
         elements: raw
   stop_timeout:
     description:
-      - Seconds to wait for the guest to power off after the ACPI power button.
+      - Seconds to wait for the guest to power off after the ACPI power button (or the guest
+        agent's shutdown, O(shutdown_mode)).
       - V(0) waits for nothing. With O(force=true) QEMU is ended at once (QMP C(quit), then
         C(SIGKILL)) without pressing the power button; without it, a VM that is not off fails
         the task at once and is left as it was (a paused VM stays paused).
@@ -772,6 +793,13 @@ EXAMPLES = r"""
         bus: virtio  # explicit options win over the preset (needs the virtio-win drivers)
     graphics:
       type: vnc
+
+- name: A VM with the QEMU guest agent, powered off through it
+  infinivirt.core.infinivirt_vm:
+    name: web02
+    guest_agent: true
+    state: stopped
+    shutdown_mode: agent
 
 - name: Remove it
   infinivirt.core.infinivirt_vm:
@@ -932,6 +960,66 @@ vm:
           returned.
       type: str
       sample: sha256:5f0c6a3bd7a1c2e4f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b7a6
+    guest_agent:
+      description: Whether the VM has the guest agent's channel (O(guest_agent)).
+      type: bool
+    guest:
+      description:
+        - What the QEMU guest agent reports, asked when the task ends (see O(guest_agent)).
+        - Asked only for a running VM of this host whose QEMU runs with the agent's channel,
+          and for at most 2 seconds, so a silent agent does not hold the task.
+      type: dict
+      contains:
+        agent:
+          description:
+            - V(answering); V(not answering) (the VM does not run, runs on another host, the
+              guest has no agent, or the agent is busy or not started yet); V(disabled) (the
+              running QEMU, or a stopped VM's definition, has no agent channel).
+          type: str
+          sample: answering
+        hostname:
+          description: The guest's host name, or null when the agent does not answer.
+          type: str
+          sample: web01
+        os:
+          description: The guest's OS (C(guest-get-osinfo)); its values are null when the agent does not answer.
+          type: dict
+          contains:
+            id:
+              description: The OS's ID (C(os-release) C(ID)).
+              type: str
+              sample: debian
+            version:
+              description: Its version (C(os-release) C(VERSION_ID)).
+              type: str
+              sample: "12"
+            pretty_name:
+              description: Its full name (C(os-release) C(PRETTY_NAME)).
+              type: str
+              sample: Debian GNU/Linux 12 (bookworm)
+        interfaces:
+          description: The guest's network interfaces, loopback included; empty when the agent does not answer.
+          type: list
+          elements: dict
+          contains:
+            name:
+              description: The interface's name in the guest.
+              type: str
+              sample: enp1s0
+            mac:
+              description: Its MAC address (lower case), null when it has none.
+              type: str
+              sample: "52:54:00:12:34:56"
+            ips:
+              description: Its IP addresses (without prefix length), link-local and loopback included.
+              type: list
+              elements: str
+              sample: ["10.0.2.15", "fe80::5054:ff:fe12:3456"]
+        ips:
+          description: Every address of every interface but loopback and link-local ones, IPv4 first.
+          type: list
+          elements: str
+          sample: ["10.0.2.15"]
     graphics:
       description: The display (O(graphics)); never the password.
       type: dict

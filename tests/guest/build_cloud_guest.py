@@ -56,6 +56,9 @@ PACKAGES = (
     "cloud-init",
     "openssh-server",
     "qemu-guest-agent",
+    # systemd-logind needs D-Bus (a Recommends, which minbase leaves out): without it the
+    # ACPI power button does nothing and qemu-ga's guest-shutdown (shutdown +0) fails.
+    "dbus",
     "ifupdown",
     "isc-dhcp-client",
     "iproute2",

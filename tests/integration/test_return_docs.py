@@ -90,6 +90,9 @@ OPAQUE = {
     "summary.status",
     "vms[].events[].detail",
 }
+# Keys only a guest agent that answers returns (no guest boots here): a guest's interfaces.
+# tests/integration/test_guest_agent_live.py checks them against RETURN with a real agent.
+LIVE_AGENT = ".guest.interfaces[]."
 
 
 def _load(module: str) -> Any:
@@ -369,6 +372,7 @@ def test_every_returned_key_is_documented(ctx, netns, workdir):
             problems.append(
                 "%s returns keys its RETURN does not document: %s" % (module, ", ".join(sorted(seen - docs)))
             )
-        if docs - seen:
-            problems.append("%s documents keys none of its results had: %s" % (module, ", ".join(sorted(docs - seen))))
+        unseen = {path for path in docs - seen if LIVE_AGENT not in path}
+        if unseen:
+            problems.append("%s documents keys none of its results had: %s" % (module, ", ".join(sorted(unseen))))
     assert not problems, "\n".join(problems)

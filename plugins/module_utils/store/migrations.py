@@ -440,6 +440,13 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
             "ALTER TABLE machine_configuration ADD COLUMN cloud_init TEXT",
         ],
     ),
+    (
+        20,
+        [
+            # Issue 21 item 3: the QEMU guest agent's channel (guest_agent: true).
+            "ALTER TABLE machine_configuration ADD COLUMN guest_agent BOOLEAN NOT NULL DEFAULT FALSE",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

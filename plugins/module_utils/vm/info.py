@@ -26,6 +26,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.validation import 
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.engine import Engine
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.process import UNRESPONSIVE, VmPaths
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.guest import guest_entry
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import pending_restart
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.states import (
@@ -95,6 +96,7 @@ def vm_result(rec: VmRecord, state: str, engine: Engine, graphics_token: Any = _
             "balloon": _balloon(rec, state, engine),
             "digest": spec_digest(rec, (graphics_token,)),
             "graphics": graphics_entry(rec.spec, rec.launch_graphics_port if alive else None),
+            "guest": guest_entry(rec, state, engine.run_dir, local=rec.host == engine.host_id),
         }
     )
     return result

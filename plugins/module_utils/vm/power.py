@@ -10,13 +10,16 @@ autostarts all start through it.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Sequence
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
+from ansible_collections.infinivirt.core.plugins.module_utils.host.process import wait_until_gone
 from ansible_collections.infinivirt.core.plugins.module_utils.secrets.box import SecretError
 from ansible_collections.infinivirt.core.plugins.module_utils.store.base import secret_context
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.engine import Engine
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.launch import StartInputs
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.guest import GUEST_TIMEOUT, shutdown_through_agent
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.info import GRAPHICS_PASSWORD
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks import DiskSpec
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
@@ -64,9 +67,43 @@ def start_vm(
     )
 
 
-def stop_vm(engine: Engine, rec: VmRecord, params: Dict[str, Any], qemu_status: Optional[str] = None) -> None:
-    """Stop as the task's stop_timeout (0: no wait) and force say."""
-    engine.stop(rec, stop_timeout(params), bool(params.get("force")), qemu_status)
+def stop_vm(engine: Engine, rec: VmRecord, params: Dict[str, Any], qemu_status: Optional[str] = None) -> List[str]:
+    """Stop as the task's shutdown_mode, stop_timeout (0: no wait) and force say; returns
+    warnings (an agent that did not answer, so ACPI powered the guest off)."""
+    timeout, force = stop_timeout(params), bool(params.get("force"))
+    warnings: List[str] = []
+    if params.get("shutdown_mode") == "agent":
+        timeout, warnings = _agent_shutdown(engine, rec, timeout, force, qemu_status)
+    engine.stop(rec, timeout, force, qemu_status)
+    return warnings
+
+
+def _agent_shutdown(
+    engine: Engine, rec: VmRecord, timeout: float, force: bool, qemu_status: Optional[str]
+) -> Tuple[float, List[str]]:
+    """guest-shutdown through the agent, then wait for QEMU to end; what is left of the
+    timeout for engine.stop (which finds QEMU gone, or ends it when forced). An agent that
+    does not answer: a warning, and the ACPI power button does it."""
+    pid = engine.process.live_pid(rec)
+    if pid is None or timeout <= 0:  # nothing runs, or no wait at all: engine.stop says what happens
+        return timeout, []
+    began = time.monotonic()
+    if qemu_status not in (None, "running"):
+        reason: Optional[str] = "the guest is not running (QEMU status %s)" % qemu_status
+    else:
+        reason = shutdown_through_agent(engine.run_dir, rec, min(timeout / 2, GUEST_TIMEOUT))  # half left for ACPI
+    left = max(0.0, timeout - (time.monotonic() - began))
+    if reason is not None:
+        warning = "VM %s: shutdown_mode agent: %s; the ACPI power button was used instead" % (rec.name, reason)
+        return left, [warning]
+    if wait_until_gone(pid, rec.uuid, left, engine.host_paths.proc):
+        return left, []
+    if not force:
+        raise StateError(
+            "VM %s did not power off within stop_timeout=%g s after guest-shutdown through its "
+            "guest agent; raise stop_timeout, or set force: true to end it anyway" % (rec.name, timeout)
+        )
+    return 0.0, []  # forced: engine.stop ends QEMU at once
 
 
 def decrypt_password(engine: Engine, rec: VmRecord, token: str) -> str:

@@ -382,7 +382,7 @@ class VmService:
         elif action == "pin_cpus":
             lc.tuner().pin(rec)
         elif action == "stop":
-            power.stop_vm(self.engine, rec, params, live.qemu_status)
+            return power.stop_vm(self.engine, rec, params, live.qemu_status)
         elif action == "start":
             return self.start_vm(rec, paused=plan.after_state == PAUSED, bridges=request.bridges)
         elif action == "pause":

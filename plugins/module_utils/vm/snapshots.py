@@ -83,6 +83,7 @@ class SnapshotService:
     def __init__(self, engine):
         self.engine = engine
         self.store = engine.store
+        self.frozen = False  # whether the last live snapshot froze the guest's file systems
 
     def _writable(self, rec) -> List[DiskSpec]:
         writable = [d for d in rec.spec.disks if not d.readonly and d.media == "disk"]
@@ -290,6 +291,7 @@ class SnapshotService:
                 raise SpecError("type", "must be one of %s, got %r" % (", ".join(TYPES), kind))
             if action == "create" and kind == "external" and params.get("memory"):
                 raise SpecError("memory", "external snapshots save disks only")
+            self.frozen = False
             if action and not check_mode:
                 prefix = "_" if kind == "internal" else "_external_"
                 getattr(self, prefix + action)(rec, name, live, params)
@@ -299,6 +301,7 @@ class SnapshotService:
         return {
             "changed": bool(action) or resume is not None,
             "action": action,
+            "frozen": self.frozen,
             "snapshots": list(after.values()),
             "diff": {
                 "before": {"snapshots": sorted(existing)},
@@ -466,7 +469,21 @@ class SnapshotService:
                 {"type": "blockdev-snapshot-internal-sync", "data": {"device": self._root(rec, d), "name": name}}
                 for d in disks
             ]
-            self.engine.sessions.qmp(rec, "transaction", {"actions": actions})
+            with self._frozen(rec, live):
+                self.engine.sessions.qmp(rec, "transaction", {"actions": actions})
+
+    @contextlib.contextmanager
+    def _frozen(self, rec, live: str):
+        """The guest's file systems frozen through its agent around a disk-only live
+        snapshot, when the agent answers (vm/guest.py); ``self.frozen`` says whether."""
+        if live != RUNNING:  # a paused guest's agent cannot answer
+            yield
+            return
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.guest import frozen_filesystems
+
+        with frozen_filesystems(self.engine.run_dir, rec) as frozen:
+            self.frozen = frozen
+            yield
 
     @staticmethod
     def _root(rec, disk: DiskSpec) -> str:
@@ -542,7 +559,7 @@ class SnapshotService:
                         top_fmt = "qcow2" if disk.disk_id in active else disk.format
                         self._make_overlay(stack, rec, disk, row[3], active.get(disk.disk_id, disk.path), top_fmt, made)
                 else:
-                    self._live_overlays(stack, rec, disks, rows, active, made)
+                    self._live_overlays(stack, rec, disks, rows, active, made, live)
         except BaseException:
             for created in made:  # ours only: a name someone else made is not touched
                 with contextlib.suppress(OSError):
@@ -573,6 +590,7 @@ class SnapshotService:
         rows: List[tuple],
         active: Dict[str, str],
         made: List[ConfinedFile],
+        live: str = RUNNING,
     ) -> None:
         """Each disk's overlay made by us (O_EXCL, 0600, confined), handed to QEMU as a
         descriptor set and added as a node; then one transaction of blockdev-snapshot puts
@@ -596,7 +614,8 @@ class SnapshotService:
                     for blockdev in overlay_blockdevs(disk, seq, "/dev/fdset/%d" % fdset):
                         qmp.execute("blockdev-add", blockdev, timeout=timeout)
                     actions.append({"type": "blockdev-snapshot", "data": {"node": tops[disk.disk_id], "overlay": node}})
-                qmp.execute("transaction", {"actions": actions}, timeout=timeout)
+                with self._frozen(rec, live):
+                    qmp.execute("transaction", {"actions": actions}, timeout=timeout)
             except BaseException:
                 self._drop_overlays(qmp, [overlay_nodes(disk, seq) for disk in disks])
                 raise

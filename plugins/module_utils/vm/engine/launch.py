@@ -105,7 +105,7 @@ def prepare(engine, rec: VmRecord) -> Launch:
     engine.keep_probe()  # probed before run_dir existed: kept for the next task
     engine.resources.release_files(rec, keep_serial_log=True)  # leftovers of a crashed run
     engine.resources.rotate_serial_log(rec, paths)
-    engine.store.journal_add_many(rec.uuid, paths.journal(rec.spec.console_socket))
+    engine.store.journal_add_many(rec.uuid, paths.journal(rec.spec.console_socket, rec.spec.guest_agent))
     code = template = nvram = None
     if rec.spec.firmware == "uefi":  # before anything is recorded: OVMF may be missing
         code, template = firmware_files(rec.spec.secure_boot, rec.spec.uefi_firmware)
@@ -150,6 +150,7 @@ def spawn(engine, rec: VmRecord, launch: Launch, inputs: StartInputs) -> Tuple[i
             qmp_socket=paths.qmp_socket,
             serial_log=paths.serial_log,
             console_socket=paths.console_socket if rec.spec.console_socket else None,
+            guest_agent_socket=paths.guest_agent_socket if rec.spec.guest_agent else None,
             events_socket=paths.events_socket,
             event_log=paths.event_log,
             host_devices=inputs.host_devices,

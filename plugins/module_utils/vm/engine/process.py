@@ -46,6 +46,7 @@ class VmPaths:
     console_socket: str
     events_socket: str  # the host monitor's own QMP monitor
     event_log: str  # QEMU's events in a file (<event_log>.out), see launch.EVENT_LOG_INPUT
+    guest_agent_socket: str  # the guest agent's channel (guest_agent: true)
 
     @classmethod
     def for_vm(cls, run_dir: str, uuid: str) -> "VmPaths":
@@ -57,6 +58,7 @@ class VmPaths:
             console_socket=base + ".console",
             events_socket=base + ".evt",  # as short as .qmp: no run_dir that worked stops working
             event_log=base + ".evlog",
+            guest_agent_socket=base + ".qga",  # as short as .qmp
         )
         longest = max((paths.qmp_socket, paths.events_socket), key=len)
         if len(longest.encode()) > SOCKET_PATH_MAX:
@@ -68,7 +70,7 @@ class VmPaths:
             raise SpecError("run_dir", reason)
         return paths
 
-    def journal(self, console: bool = False) -> List[tuple]:
+    def journal(self, console: bool = False, agent: bool = False) -> List[tuple]:
         files = [
             ("pidfile", self.pidfile),
             ("qmp_socket", self.qmp_socket),
@@ -77,6 +79,7 @@ class VmPaths:
             ("event_log", self.event_log + ".in"),
             ("event_log", self.event_log + ".out"),
         ]
+        files += [("guest_agent_socket", self.guest_agent_socket)] if agent else []
         return files + ([("console_socket", self.console_socket)] if console else [])
 
 

@@ -54,6 +54,7 @@ class LaunchContext:
     qmp_socket: str
     serial_log: str
     console_socket: Optional[str] = None  # ttyS1 on a UNIX socket, when the spec asks for it
+    guest_agent_socket: Optional[str] = None  # the guest agent's channel, when the spec asks for it
     events_socket: Optional[str] = None  # a second QMP monitor, the host monitor's own
     event_log: Optional[str] = None  # a third, on files <event_log>.in/.out: QEMU's own record
     firmware_code: Optional[str] = None  # UEFI: OVMF code image and this VM's NVRAM
@@ -217,6 +218,7 @@ def build_argv(spec: VmSpec, ctx: LaunchContext) -> List[str]:
         + memory_args(spec, ctx)
         + device_args(spec, ctx)
         + cloud_init_args(ctx)
+        + guest_agent_args(spec, ctx)
         + _display_args(spec)
         + _boot_args(spec)
         + ["-msg", "timestamp=on", "-S", "-pidfile", ctx.pidfile, "-daemonize"]
@@ -326,6 +328,25 @@ def cloud_init_args(ctx: LaunchContext) -> List[str]:
         as_json(raw_node),
         "-device",
         as_json({"driver": "scsi-cd", "bus": CIDATA_ID + "-scsi.0", "drive": CIDATA_ID, "id": CIDATA_ID}),
+    ]
+
+
+# The port name the QEMU guest agent opens in the guest (its udev rule starts it on this name).
+GUEST_AGENT_PORT = "org.qemu.guest_agent.0"
+
+
+def guest_agent_args(spec: VmSpec, ctx: LaunchContext) -> List[str]:
+    """A virtio-serial controller with the agent's port on a socket QEMU listens on. After
+    every other PCI device, so adding the agent moves no disk or NIC to another slot."""
+    if not (spec.guest_agent and ctx.guest_agent_socket):
+        return []
+    return [
+        "-chardev",
+        "socket,id=qga0,path=%s,server=on,wait=off" % opt_value("run_dir", ctx.guest_agent_socket),
+        "-device",
+        as_json({"driver": "virtio-serial-pci", "id": "qga-serial"}),
+        "-device",
+        as_json({"driver": "virtserialport", "bus": "qga-serial.0", "chardev": "qga0", "name": GUEST_AGENT_PORT}),
     ]
 
 

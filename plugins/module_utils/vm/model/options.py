@@ -140,6 +140,8 @@ _VM_OPTIONS: Dict[str, Any] = dict(
     rtc_base=dict(type="str", choices=list(RTC_BASES)),
     hpet=dict(type="bool"),
     hyperv=dict(type="bool"),
+    guest_agent=dict(type="bool"),
+    shutdown_mode=dict(type="str", default="acpi", choices=["acpi", "agent"]),
     graphics=dict(
         type="dict",
         options=dict(

@@ -130,6 +130,8 @@ class VmSpec:
     # spec (a change is seen, and is a pending restart); the content is sealed in the store's
     # cloud_init column (vm/cloud_seed.py). None: no seed.
     cloud_init_digest: Optional[str] = None
+    # A virtio-serial port org.qemu.guest_agent.0 on a socket in run_dir (vm/guest.py asks it).
+    guest_agent: bool = False
     # Bookkeeping, not an option: which options the task left unset (filled from the preset
     # or the built-in default), so the next task resolves them again (presets.fill).
     defaulted: Tuple[str, ...] = ()
@@ -223,7 +225,7 @@ def validate(spec: VmSpec) -> VmSpec:
         check_choice("preset", spec.preset, presets.PRESETS)
     check_choice("video_model", spec.video_model, VIDEO_MODELS)
     check_choice("rtc_base", spec.rtc_base, RTC_BASES)
-    for field in ("hpet", "hyperv"):
+    for field in ("hpet", "hyperv", "guest_agent"):
         if not isinstance(getattr(spec, field), bool):
             raise SpecError(field, "must be true or false")
     return spec
