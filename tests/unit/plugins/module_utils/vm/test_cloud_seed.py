@@ -11,8 +11,10 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
+import shutil
 import stat
 import subprocess
+import tempfile
 
 import pytest
 
@@ -39,16 +41,18 @@ SECRETS = (KEY.split()[1], PASSWORD)
 
 @pytest.fixture
 def svc(tmp_path, db_url):
-    run = tmp_path / "run"
+    # run_dir holds UNIX sockets (108 bytes at most): tmp_path under xdist is too long for them.
+    run = tempfile.mkdtemp(prefix="iv-seed-")
     service = VmService.open(
         db_url,
-        str(run),
+        run,
         hostname="hv-test",
         nvram_dir=str(tmp_path / "nvram"),
         secret_key_file=str(tmp_path / "secret.key"),
     )
     yield service
     service.close()
+    shutil.rmtree(run, ignore_errors=True)
 
 
 def ensure(svc, check_mode=False, **params):
