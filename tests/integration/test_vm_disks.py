@@ -257,25 +257,30 @@ def test_a_symlink_swap_race_never_gives_qemu_a_file_outside_the_roots(disk_serv
     params = {"name": "racy", "accel": "tcg", "memory_mb": 64, "disks": [{"path": os.path.join(sub, "disk.qcow2")}]}
     svc.ensure(dict(params, state="present"), False)
 
-    stop, swaps = threading.Event(), [0]
+    stop, swaps, broke = threading.Event(), [0], []
 
     def swap():
         parked = sub + ".real"
         deadline = time.monotonic() + 120
-        while not stop.is_set() and time.monotonic() < deadline and swaps[0] < 200000:
-            os.rename(sub, parked)
-            os.symlink(outside, sub)
-            time.sleep(0.0005)
-            os.unlink(sub)
-            os.rename(parked, sub)
-            swaps[0] += 1
-            time.sleep(0.0005)
+        try:
+            while not stop.is_set() and time.monotonic() < deadline and swaps[0] < 200000:
+                os.rename(sub, parked)
+                os.symlink(outside, sub)
+                time.sleep(0.0005)
+                os.unlink(sub)
+                os.rename(parked, sub)
+                swaps[0] += 1
+                # The real directory stays longer than the link, so some starts get through
+                # on a loaded machine too (the test needs both outcomes).
+                time.sleep(0.0015)
+        except OSError as exc:  # shown by the assertion below, not lost in a thread
+            broke.append(repr(exc))
 
     swapper = threading.Thread(target=swap, daemon=True)
     swapper.start()
     started = refused = 0
     try:
-        for _attempt in range(50):
+        while started + refused < 50 or (started == 0 and refused < 200):
             try:
                 vm = svc.ensure(dict(params, state="paused"), False).vm
             except SpecError as err:
@@ -288,7 +293,8 @@ def test_a_symlink_swap_race_never_gives_qemu_a_file_outside_the_roots(disk_serv
     finally:
         stop.set()
         swapper.join(timeout=30)
-    assert started + refused == 50 and started > 0 and swaps[0] > 0, (started, refused, swaps[0])
+    assert not broke, broke
+    assert started > 0 and swaps[0] > 0, (started, refused, swaps[0])
     after = os.stat(decoy)
     assert (after.st_mtime_ns, after.st_size) == (before.st_mtime_ns, before.st_size), "the decoy was written"
     assert sorted(os.listdir(outside)) == ["disk.qcow2"]
