@@ -107,6 +107,23 @@ def disk_service(workdir, images):
     svc.close()
 
 
+@pytest.fixture
+def cloud_service(workdir, images):
+    """A service whose NVRAM directory (where a cloud-init seed ISO lives) and secret key (which
+    seals the cloud_init option) are the test's own."""
+    svc = VmService.open(
+        "sqlite:///%s/cloud.db" % workdir,
+        os.path.join(workdir, "run"),
+        storage_roots=[images],
+        nvram_dir=os.path.join(workdir, "nvram"),
+        secret_key_file=os.path.join(workdir, "secret.key"),
+    )
+    yield svc
+    for vm in vm_list(svc):
+        svc.ensure({"name": vm["name"], "state": "absent", "force": True, "stop_timeout": 5}, False)
+    svc.close()
+
+
 # -- a bridge in a namespace of the test's own ----------------------------------------------
 
 

@@ -9,9 +9,11 @@ from conftest or from one another."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -219,3 +221,20 @@ def vm_list(service, name=None):
     from ansible_collections.infinivirt.core.plugins.module_utils.vm.info import VmInfo
 
     return VmInfo(service.engine).list(name)
+
+
+def wait_serial(path, pattern, deadline):
+    """The first match of ``pattern`` in the serial log, or None at ``deadline`` (monotonic)."""
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError), open(path, "rb") as fh:
+            found = re.search(pattern, fh.read().decode(errors="replace"))
+            if found:
+                return found
+        time.sleep(1)
+    return None
+
+
+def overlay_of(base, path):
+    """A throwaway qcow2 overlay at ``path`` of the image ``base`` (the cached cloud guest)."""
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base, path], check=True)
+    return path

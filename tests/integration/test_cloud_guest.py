@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import stat
 import subprocess
 import time
 
 import pytest
+from helpers import overlay_of, wait_serial
 
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.cloud_seed import seed_path
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
 pytestmark = [pytest.mark.qemu, pytest.mark.guest, pytest.mark.slow, pytest.mark.netns]
 
@@ -29,20 +28,6 @@ BOOT_TIMEOUT = float(os.environ.get("INFINIVIRT_CLOUD_TIMEOUT", "420"))  # TCG o
 HOSTNAME = "cloudy-web01"
 MAC = "52:54:00:c1:00:02"
 HOST_IP, GUEST_IP = "10.77.0.1", "10.77.0.2"
-
-
-def wait_serial(path, pattern, deadline):
-    """The first match of ``pattern`` in the serial log, or None at ``deadline``."""
-    while time.monotonic() < deadline:
-        try:
-            with open(path, "rb") as fh:
-                found = re.search(pattern, fh.read().decode(errors="replace"))
-        except FileNotFoundError:
-            found = None
-        if found:
-            return found
-        time.sleep(1)
-    return None
 
 
 def ssh(netns, key, command, timeout=20):
@@ -53,29 +38,9 @@ def ssh(netns, key, command, timeout=20):
     )
 
 
-def overlay_of(base, path):
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base, path], check=True)
-    return path
-
-
 def sha256_of(path):
     with open(path, "rb") as fh:
         return hashlib.sha256(fh.read()).hexdigest()
-
-
-@pytest.fixture
-def cloud_service(workdir, images):
-    """A service whose NVRAM directory (where the seed ISO lives) and secret key are the test's."""
-    svc = VmService.open(
-        "sqlite:///%s/cloud.db" % workdir,
-        os.path.join(workdir, "run"),
-        storage_roots=[images],
-        nvram_dir=os.path.join(workdir, "nvram"),
-        secret_key_file=os.path.join(workdir, "secret.key"),
-    )
-    yield svc
-    svc.ensure({"name": "cloudy", "state": "absent", "force": True, "stop_timeout": 5}, False)
-    svc.close()
 
 
 def test_infinivirt_vm_cloud_init_boots_the_cloud_guest(cloud_guest, cloud_service, images, workdir, bridge_ns):

@@ -11,22 +11,18 @@ listed as not answering within the bound, and shutdown_mode: agent falls back to
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import re
-import subprocess
 import time
 
 import pytest
 import yaml
+from helpers import overlay_of, wait_serial
 
-from ansible_collections.infinivirt.core.plugins.module_utils.host.iso import write_iso
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.guest_agent import GuestAgent
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.process import VmPaths
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.guest import GUEST_TIMEOUT
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.info import info_result
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.cloud_init import seed_files
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
 from ansible_collections.infinivirt.core.plugins.modules import infinivirt_vm
 
@@ -36,22 +32,6 @@ BOOT_TIMEOUT = float(os.environ.get("INFINIVIRT_CLOUD_TIMEOUT", "420"))  # TCG o
 HOSTNAME = "agent-web01"
 MAC = "52:54:00:c1:00:21"
 GUEST_IP = "10.77.1.2"
-
-
-def wait_serial(path, pattern, deadline):
-    """The first match of ``pattern`` in the serial log, or None at ``deadline``."""
-    while time.monotonic() < deadline:
-        with contextlib.suppress(FileNotFoundError), open(path, "rb") as fh:
-            found = re.search(pattern, fh.read().decode(errors="replace"))
-            if found:
-                return found
-        time.sleep(1)
-    return None
-
-
-def overlay_of(base, path):
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base, path], check=True)
-    return path
 
 
 def qemu_events(handle):
@@ -89,10 +69,9 @@ def assert_shape(value, doc):
             assert_shape(item, entry["contains"])
 
 
-def test_a_real_agent_reports_and_powers_the_guest_off(cloud_guest, disk_service, images, bridge_ns):
-    svc = disk_service
+def test_a_real_agent_reports_and_powers_the_guest_off(cloud_guest, cloud_service, images, bridge_ns):
+    svc = cloud_service
     root = overlay_of(str(cloud_guest.disk), os.path.join(images, "root.qcow2"))
-    seed = os.path.join(images, "seed.iso")
     params = {
         "name": "agented",
         "accel": "tcg",
@@ -101,23 +80,21 @@ def test_a_real_agent_reports_and_powers_the_guest_off(cloud_guest, disk_service
         "kernel": str(cloud_guest.kernel),
         "initrd": str(cloud_guest.initrd),
         "kernel_cmdline": cloud_guest.kernel_cmdline,
-        "disks": [{"path": root}, {"path": seed, "format": "raw", "bus": "scsi", "media": "cdrom"}],
+        "disks": [{"path": root}],
         "netns": bridge_ns,
         "nics": [{"bridge": "vmbr0", "mac": MAC}],
         "guest_agent": True,
-        "state": "stopped",
-    }
-    write_iso(seed, seed_files({}, "iid-placeholder"))
-    made = svc.ensure(params, False)
-    option = {
-        "hostname": HOSTNAME,
-        "user_data": {"runcmd": [["sh", "-c", "echo INFINIVIRT-AGENT-READY > /dev/ttyS0"]]},
-        "network_config": {
-            "version": 2,
-            "ethernets": {"nic0": {"match": {"macaddress": MAC}, "addresses": [GUEST_IP + "/24"]}},
+        # The seed through the option (vm/cloud_seed.py): cloud-init sets the hostname the agent
+        # reports, and says on the console when it is done.
+        "cloud_init": {
+            "hostname": HOSTNAME,
+            "user_data": {"runcmd": [["sh", "-c", "echo INFINIVIRT-AGENT-READY > /dev/ttyS0"]]},
+            "network_config": {
+                "version": 2,
+                "ethernets": {"nic0": {"match": {"macaddress": MAC}, "addresses": [GUEST_IP + "/24"]}},
+            },
         },
     }
-    write_iso(seed, seed_files(option, made.vm["uuid"]))
 
     t0 = time.monotonic()
     started = svc.ensure(dict(params, state="running"), False)

@@ -28,25 +28,6 @@ JSON_COLUMNS = (
 # machine_configuration columns that are not part of the definition a VmRow carries.
 NOT_SPEC_COLUMNS = ("vm_uuid", "graphics_password", "cloud_init")  # the key; sealed secrets (get_secret)
 
-VM_COLUMNS = (
-    "uuid",
-    "name",
-    "host",
-    "status",
-    "version",
-    "qemu_pid",
-    "qmp_socket_path",
-    "serial_log_path",
-    "running_spec",
-    "launch_accel",
-    "launch_cpu",
-    "created_at",
-    "updated_at",
-    "pidfile_path",
-    "launch_graphics_port",
-    "qemu_started",
-)
-
 
 @dataclasses.dataclass
 class VmRow:
@@ -70,6 +51,10 @@ class VmRow:
     pidfile_path: Optional[str] = None
     launch_graphics_port: Optional[int] = None
     qemu_started: Optional[int] = None  # the QEMU PID's start time (clock ticks since boot)
+
+
+# The vms table's columns: a VmRow's fields but the definition (machine_configuration's).
+VM_COLUMNS = tuple(f.name for f in dataclasses.fields(VmRow) if f.name != "spec")
 
 
 def row_from_select(row: Dict[str, Any]) -> VmRow:
