@@ -126,7 +126,8 @@ def main():
         payloads = keep_payloads(work)
         report(measure(payloads, args.runs, os.path.join(work, "bytecode")))
     finally:
-        ansible(work, playbook(work, [{"infinivirt.core.infinivirt_vm": {"name": VM["name"], "state": "absent", "force": True, "stop_timeout": 0}}]))
+        remove = {"name": VM["name"], "state": "absent", "force": True, "stop_timeout": 0}
+        ansible(work, playbook(work, [{"infinivirt.core.infinivirt_vm": remove}]))
         shutil.rmtree(work, ignore_errors=True)
 
 
