@@ -10,6 +10,7 @@ connection) with an interpreter that writes the names in ``sys.modules`` when it
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -28,6 +29,16 @@ MU = "ansible_collections.infinivirt.core.plugins.module_utils."
 # Loaded only by a task that uses them: NICs and networks, a PostgreSQL URL, a secret.
 HEAVY = ("pyroute2", "psycopg2", "cryptography")
 QMP_LIBS = ("qemu.qmp", "asyncio")
+# The start code, hot-plug, snapshots, the firewall and the host's network: none in a no-op.
+NOT_IN_A_NOOP = (
+    "vm.engine.launch",
+    "vm.engine.hotplug",
+    "vm.snapshots",
+    "firewall.service",
+    "host.net",
+    "vm.model.argv",
+    "qemu.img",
+)
 
 # Runs the AnsiballZ file it is given in this process, as python would, and writes
 # sys.modules at exit (after the module's exit_json).
@@ -50,7 +61,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def run_task(tmp_path, module, args):
+def run_task(tmp_path, module, args, **environ):
     """Run one task of ``module`` through Ansible on localhost; (result, loaded module names)."""
     out = tmp_path / ("%s-%d.modules" % (module, len(list(tmp_path.glob("*.modules")))))
     dumper = tmp_path / "dump_modules.py"
@@ -64,6 +75,7 @@ def run_task(tmp_path, module, args):
         ANSIBLE_PIPELINING="False",  # the interpreter gets the AnsiballZ file as its argument
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_STDOUT_CALLBACK="ansible.builtin.minimal",  # "localhost | SUCCESS => {...}"
+        **environ,
     )
     done = subprocess.run(
         [
@@ -107,7 +119,7 @@ def test_a_task_loads_only_what_it_uses(bridge_ns, service, workdir, tmp_path):
     assert not result["changed"] and result["vm"]["status"] == "stopped"
     for lib in HEAVY + QMP_LIBS:
         assert loaded(names, lib) == [], lib
-    for engine in ("vm.engine.hotplug", "vm.snapshots", "firewall.service", "host.net", "vm.model.argv", "qemu.img"):
+    for engine in NOT_IN_A_NOOP:
         assert MU + engine not in names, engine
 
     # A running VM that runs as recorded: its pidfile, /proc and event log say so, and no
@@ -116,6 +128,8 @@ def test_a_task_loads_only_what_it_uses(bridge_ns, service, workdir, tmp_path):
     assert not result["changed"] and result["vm"]["status"] == "running"
     for lib in HEAVY + QMP_LIBS:
         assert loaded(names, lib) == [], lib
+    for engine in NOT_IN_A_NOOP:
+        assert MU + engine not in names, engine
     service.ensure(dict(vm, name="warm", state="paused"), False)
     result, names = run_task(tmp_path, "infinivirt_vm", dict(common, name="warm", state="paused"))
     assert not result["changed"] and result["vm"]["status"] == "paused"
@@ -143,6 +157,26 @@ def test_a_task_loads_only_what_it_uses(bridge_ns, service, workdir, tmp_path):
     assert result["changed"] and result["vm"]["status"] == "running"
     assert "pyroute2" in names and MU + "host.tap" in names
     service.ensure({"name": "wired", "state": "absent", "force": True, "stop_timeout": 0}, False)
+
+
+def test_a_second_task_runs_the_code_the_first_compiled(service, workdir, tmp_path):
+    """AnsiballZ imports from a zip, where Python keeps no bytecode: the first task compiles
+    the library into the cache (module_utils/bytecode_cache.py), the next runs that code.
+    Its files are not written again (same inode), and hold this interpreter's magic."""
+    service.ensure(dict(name="cached", accel="tcg", memory_mb=64, state="stopped"), False)
+    cache = tmp_path / "bytecode"
+    args = {"db_url": "sqlite:///%s/state.db" % workdir, "run_dir": os.path.join(workdir, "run"), "name": "cached"}
+    result, names = run_task(tmp_path, "infinivirt_vm", args, INFINIVIRT_BYTECODE_CACHE=str(cache))
+    assert not result["changed"] and MU + "bytecode_cache" in names
+    first = {entry.name: entry.stat().st_ino for entry in cache.iterdir()}
+    service_entry = [name for name in first if name.startswith(MU + "vm.service.")]
+    assert len(service_entry) == 1 and len(first) >= 30
+    assert oct(cache.stat().st_mode & 0o777) == oct(0o700)
+    result, _ = run_task(tmp_path, "infinivirt_vm", args, INFINIVIRT_BYTECODE_CACHE=str(cache))
+    assert not result["changed"]
+    assert {entry.name: entry.stat().st_ino for entry in cache.iterdir()} == first
+    with open(cache / service_entry[0], "rb") as fh:
+        assert fh.read(4) == importlib.util.MAGIC_NUMBER
 
 
 @pytest.fixture

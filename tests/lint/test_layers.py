@@ -319,7 +319,7 @@ def print_payload_sizes(plugins: Path = PLUGINS) -> Dict[str, int]:
 # Adapters talk to the host, QEMU and the database and know no domain; domain packages use
 # adapters; vm/ builds on volume/, network/ and firewall/ (never the reverse); the monitor on vm/.
 LAYERS = (
-    ("base", ("errors", "clock", "validation")),
+    ("base", ("errors", "clock", "validation", "bytecode_cache")),
     ("adapter", ("store", "host", "qemu", "secrets")),
     ("composition", ("context", "host_config", "ansible_binding")),
     ("domain", ("network", "volume", "firewall")),

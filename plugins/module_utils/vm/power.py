@@ -18,7 +18,6 @@ from ansible_collections.infinivirt.core.plugins.module_utils.host.process impor
 from ansible_collections.infinivirt.core.plugins.module_utils.secrets.box import SecretError
 from ansible_collections.infinivirt.core.plugins.module_utils.store.base import secret_context
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.engine import Engine
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.launch import StartInputs
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.guest import GUEST_TIMEOUT, shutdown_through_agent
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.info import GRAPHICS_PASSWORD
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks import DiskSpec
@@ -38,6 +37,8 @@ def start_vm(
     The caller holds the VM's lock. ``events`` are written with the row once it runs.
     ``pci``: the vm.passthrough.PciService to ask (default: one on the context's sysfs).
     Returns warnings."""
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.launch import StartInputs  # start-only
+
     bridges = nic_bridges(engine, rec.spec) if bridges is None else bridges
     keys = disk_keys(engine, rec.spec.disks)
     password = graphics_password(engine, rec)

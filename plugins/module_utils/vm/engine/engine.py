@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from typing import Any, Callable, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, List, Optional
 
 from ansible_collections.infinivirt.core.plugins.module_utils.context import HostContext
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError, QemuError, StateError
@@ -29,8 +29,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import 
     resolve_cpu,
     save_probe,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import launch, records
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.launch import StartInputs, vfio_hint
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.process import QemuProcess
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.resources import HostResources
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.session import QmpSessions
@@ -41,6 +40,9 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.states im
     RUNNING,
     STOPPED,
 )
+
+if TYPE_CHECKING:  # launch.py is start-only: a no-op task does not import it
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.launch import StartInputs
 
 
 class Engine:
@@ -136,6 +138,8 @@ class Engine:
         if self.process.is_alive(rec):
             raise StateError("VM %s is already running as PID %s" % (rec.name, self.process.live_pid(rec)))
         self.sessions.close_session()  # one held with a QEMU of this VM that is gone
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import launch
+
         after_abort = CRASHED if rec.status == CRASHED else STOPPED  # a failed start keeps the crash mark
         hugepages = self.resources.admit_memory(rec)  # before anything is recorded or made
         plan = dataclasses.replace(launch.prepare(self, rec), hugepage_path=hugepages)
@@ -156,6 +160,8 @@ class Engine:
         qmp = self.sessions.qmp
         try:
             if rc != 0:
+                from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.launch import vfio_hint
+
                 raise QemuError(
                     "VM %s: QEMU failed to start (exit %d): %s%s"
                     % (rec.name, rc, stderr or "no message", vfio_hint(stderr, inputs.host_devices))
