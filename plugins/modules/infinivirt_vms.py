@@ -205,6 +205,25 @@ vms:
           type: list
           elements: dict
           returned: when the task makes disks from a template
+          contains:
+            disk:
+              description: The disk's place in C(disks), for example V(disks[0]).
+              type: str
+            path:
+              description: The disk made.
+              type: str
+            clone_from:
+              description: The template.
+              type: str
+            clone_mode:
+              description: V(linked) or V(full).
+              type: str
+            size:
+              description: The disk's virtual size in bytes.
+              type: int
+            backing_file:
+              description: The template, for a linked clone; null for a full one.
+              type: str
     warnings:
       description: Warnings about this VM (also given as the task's warnings).
       type: list

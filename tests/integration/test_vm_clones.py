@@ -167,12 +167,22 @@ def test_only_a_disk_first_added_is_cloned(svc, images):
     grown = svc.ensure(dict(base, disks=[{"path": plain}, {"path": added, "clone_from": tmpl}]), False)
     assert grown.actions == ["clone_disks", "update"] and qemu_info(added)["backing-filename"] == tmpl
 
+    # A path that exists is used as it is: the template is not read, nothing is cloned.
+    kept = os.path.join(images, "kept.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", kept, "4M"], check=True)
+    own = svc.ensure(dict(base, name="c2b", disks=[{"path": kept, "clone_from": tmpl, "size": "32M"}]), False)
+    assert own.actions == ["create"] and "disk_clones" not in own.plan
+    assert qemu_info(kept)["virtual-size"] == 4 * MIB and "backing-filename" not in qemu_info(kept)
+    assert not svc.ensure(
+        dict(base, name="c2b", disks=[{"path": kept, "clone_from": tmpl, "size": "32M"}]), False
+    ).changed
+
     os.unlink(added)
     params = dict(base, state="running", disks=[{"path": plain}, {"path": added, "clone_from": tmpl}])
     with pytest.raises(SpecError) as caught:
         svc.ensure(params, False)
     assert caught.value.field == "disks[1].path" and "does not exist" in caught.value.reason
-    assert not os.path.exists(added) and vm_list(svc)[0]["status"] == "stopped"
+    assert not os.path.exists(added) and vm_list(svc, "c2")[0]["status"] == "stopped"
 
 
 def _outside(svc, images, workdir):
