@@ -127,7 +127,8 @@ options:
   disks:
     description:
       - The VM's disks and CD-ROMs, in order. Images must exist (see
-        C(infinivirt.core.infinivirt_disk)) and lie inside O(storage_roots).
+        C(infinivirt.core.infinivirt_disk)) and lie inside O(storage_roots), or be made from
+        a template by this task (O(disks[].clone_from)).
       - Each disk is attached with C(-blockdev) and C(-device) written as JSON, so any file
         name works.
       - On a running VM, adding or removing a V(virtio) disk (or a V(scsi) one, if the VM
@@ -214,6 +215,46 @@ options:
       bps_write:
         description: Limit of bytes written per second (see O(disks[].bps)).
         type: int
+      clone_from:
+        description:
+          - A template volume to make the disk from, on first create, as
+            C(infinivirt.core.infinivirt_disk) makes a volume with its
+            O(infinivirt.core.infinivirt_disk#module:clone_from) (the same code, so the same checks,
+            and the disk registered as a managed volume).
+          - The disk is made when the task first adds it to the VM (it creates the VM, or adds
+            the disk to its list) and O(disks[].path) does not exist; before the VM's row is
+            written, and before a start or a hot-plug of the disk. When the path exists, the
+            template is not read and the disk is used as it is, so a rerun changes nothing.
+          - A disk the VM already has is never made again, also when its file went missing
+            (a start then fails naming O(disks[].path)).
+          - O(disks[].clone_from), O(disks[].clone_mode) and O(disks[].size) are stored with
+            the disk as they were when it was added. A later task that asks for another
+            template, mode or size for an existing disk changes nothing (no change, no
+            restart) and returns a warning; grow a disk with
+            C(infinivirt.core.infinivirt_disk).
+          - The template and every file it reads (its backing chain) must lie inside
+            O(storage_roots), and must not be encrypted. A linked clone of a template that a
+            VM (this one or another) lists as a writable disk is refused.
+          - Errors name the disk's option (C(disks[1].clone_from), C(disks[1].size), ...)
+            and leave nothing behind (no disk, no volume row, no VM, no QEMU). If a task that
+            creates the VM fails later (its start), the disks it cloned are removed with it.
+          - Removing the VM (O(state=absent)) keeps its disks, cloned ones too, as it keeps
+            every disk; remove them with C(infinivirt.core.infinivirt_disk).
+          - Check mode makes nothing and lists the disks in RV(plan.disk_clones).
+        type: path
+      clone_mode:
+        description:
+          - V(linked) (the default) makes a qcow2 overlay whose backing file is the template
+            (needs O(disks[].format=qcow2)); V(full) copies the template into a volume of its
+            own, in O(disks[].format). Needs O(disks[].clone_from).
+        type: str
+        choices: [linked, full]
+      size:
+        description:
+          - Virtual size of the disk made from O(disks[].clone_from) (for example V(20G)), at
+            least the template's; left out, the template's size. Used only when the disk is
+            made. Needs O(disks[].clone_from).
+        type: str
   nics:
     description:
       - The VM's network cards, in order. Each is a TAP device that Infinivirt makes on the
@@ -766,6 +807,20 @@ EXAMPLES = r"""
     memory_target_mb: 3072
     memory_hotplug: [1024]
     vcpus: 4
+- name: A VM whose 20 GiB root disk is a linked clone of a cloud image template (made once)
+  infinivirt.core.infinivirt_vm:
+    name: web03
+    memory_mb: 1024
+    state: running
+    disks:
+      - path: /var/lib/infinivirt/images/web03.qcow2
+        clone_from: /var/lib/infinivirt/templates/debian-12.qcow2
+        size: 20G
+    nics:
+      - network: default
+    cloud_init:
+      hostname: web03
+
 - name: A Linux guest from the linux preset, two disks on one shared I/O thread, limits
   infinivirt.core.infinivirt_vm:
     name: db01
@@ -886,7 +941,9 @@ vm:
       description: Path of a UEFI VM's NVRAM file, or null.
       type: str
     disks:
-      description: The VM's disks as stored (see O(disks)).
+      description:
+        - The VM's disks as stored (see O(disks)). A disk added with O(disks[].clone_from)
+          also has C(clone_from), C(clone_mode) and C(size) as they were when it was added.
       type: list
       elements: dict
     nics:
@@ -1122,9 +1179,39 @@ plan:
           V(set_password), V(hotplug_disks), V(hotplug_nics), V(hotplug_usb),
           V(hotplug_cpus), V(hotplug_memory), V(set_balloon), V(pin_cpus), V(stop),
           V(start), V(pause), V(resume), V(delete). Empty when nothing.
+        - V(clone_disks) (first, when there are disks to make from a template; see
+          RV(plan.disk_clones)) comes before all of them.
       type: list
       elements: str
       sample: [update, hotplug_disks]
+    disk_clones:
+      description:
+        - The disks this task makes from a template (O(disks[].clone_from)), in the order of
+          O(disks) (in check mode, the ones a real run makes).
+      returned: when the task makes disks from a template
+      type: list
+      elements: dict
+      contains:
+        disk:
+          description: The disk's place in O(disks).
+          type: str
+          sample: disks[0]
+        path:
+          description: The disk made.
+          type: str
+        clone_from:
+          description: The template, as O(disks[].clone_from) names it.
+          type: str
+        clone_mode:
+          description: V(linked) or V(full).
+          type: str
+        size:
+          description: The disk's virtual size in bytes (the template's, or O(disks[].size)).
+          type: int
+          sample: 21474836480
+        backing_file:
+          description: The template, for a linked clone; null for a full one.
+          type: str
     changes:
       description:
         - One entry per option the task changes (graphics and disks as their whole option),

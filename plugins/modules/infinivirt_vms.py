@@ -186,7 +186,8 @@ vms:
               V(abort_start), V(create), V(update), V(set_password), V(hotplug_disks),
               V(hotplug_nics), V(hotplug_usb), V(hotplug_cpus), V(hotplug_memory),
               V(set_balloon), V(pin_cpus), V(stop), V(start), V(pause), V(resume), V(delete).
-              Empty when nothing.
+              Empty when nothing. V(clone_disks) comes first when the VM's disks are made from a
+              template (C(disks[].clone_from)); RV(vms[].plan.disk_clones) lists them.
           type: list
           elements: str
           sample: [update, stop, start]
@@ -197,6 +198,32 @@ vms:
         restart_needed:
           description: Whether changes stay pending a restart after the task.
           type: bool
+        disk_clones:
+          description:
+            - The disks made from a template for this VM, as
+              RV(infinivirt.core.infinivirt_vm#module:plan.disk_clones) describes them.
+          type: list
+          elements: dict
+          returned: when the task makes disks from a template
+          contains:
+            disk:
+              description: The disk's place in C(disks), for example V(disks[0]).
+              type: str
+            path:
+              description: The disk made.
+              type: str
+            clone_from:
+              description: The template.
+              type: str
+            clone_mode:
+              description: V(linked) or V(full).
+              type: str
+            size:
+              description: The disk's virtual size in bytes.
+              type: int
+            backing_file:
+              description: The template, for a linked clone; null for a full one.
+              type: str
     warnings:
       description: Warnings about this VM (also given as the task's warnings).
       type: list

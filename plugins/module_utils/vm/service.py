@@ -120,6 +120,8 @@ class Request:
     stored_token: Optional[str] = None  # the sealed display password the task found
     bridges: Dict[str, str] = dataclasses.field(default_factory=dict)  # MAC -> bridge
     cloud_init: Optional[Dict[str, Any]] = None  # a new cloud_init to seal ({}: remove; None: keep)
+    clones: List[Any] = dataclasses.field(default_factory=list)  # vm/disk_clones.py Clone: disks to make
+    warnings: List[str] = dataclasses.field(default_factory=list)
 
 
 class VmService:
@@ -204,8 +206,9 @@ class VmService:
             new_uuid = str(uuidlib.uuid4())  # before the request: a new VM's cloud_init seed names it
             request = self._request(rec, state, params, new_uuid)
             plan = plan_vm(rec, live, request.desired, self.hostname, new_uuid=new_uuid)
+            self._plan_clones(rec, request, plan)
             self._check_host(request, plan)
-            warnings = list(plan.warnings)
+            warnings = list(plan.warnings) + request.warnings
             if check_mode:
                 if "start" in plan.actions:
                     warnings.extend(self.engine.plan_launch(plan.record)[3])
@@ -275,6 +278,12 @@ class VmService:
 
             digest, seal = plan_seed(params["cloud_init"], rec.uuid if rec else new_uuid, desired.cloud_init_digest)
             desired = dataclasses.replace(desired, cloud_init_digest=digest)
+        warnings: List[str] = []
+        if any(d.clone_from is not None for d in desired.disks + (rec.spec.disks if rec else ())):
+            from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.clones import settle_origins
+
+            disks, warnings = settle_origins(rec.spec.disks if rec else None, desired.disks, desired.name)
+            desired = dataclasses.replace(desired, disks=disks)
         validate(desired)
         if desired.cpu_pinning or desired.emulator_cpus or desired.iothread_cpus:
             _check_pins_against(
@@ -289,7 +298,21 @@ class VmService:
             had_password=stored_token is not None,
             stored_token=stored_token,
             cloud_init=seal,
+            warnings=warnings,
         )
+
+    def _plan_clones(self, rec: Optional[VmRecord], request: Request, plan: VmPlan) -> None:
+        """The disks first added by this task that are to be made from a template
+        (infinivirt_disk's checks, nothing written): the plan's first action."""
+        spec = request.desired.spec
+        if spec is None or not any(d.clone_from is not None for d in spec.disks):
+            return
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.disk_clones import CLONE_DISKS, DiskCloner
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.clones import new_clones
+
+        request.clones = DiskCloner(self.ctx).plan(new_clones(rec.spec.disks if rec else None, spec.disks))
+        if request.clones:
+            plan.actions.insert(0, CLONE_DISKS)
 
     def _check_host(self, request: Request, plan: VmPlan) -> None:
         """Check the desired spec against this host (files, storage roots, netns, CPUs,
@@ -312,6 +335,7 @@ class VmService:
             caps=caps,
             available_memory_mb=host_memory_mb(self.engine.host_paths.proc),
             sys_root=self.engine.host_paths.sys,
+            made_here=[clone.disk.path for clone in request.clones],
         )
         # Hugepages of a start from stopped: the mount and enough free pages (check mode too;
         # a restart is checked by the start itself, once the old process has given its pages).
@@ -332,7 +356,12 @@ class VmService:
         rec = plan.record
         warnings: List[str] = []
         created = "create" in plan.actions
-        self._store_record(before, rec, plan)
+        made = self._make_clones(request)  # before the row: it never lists a disk not made
+        try:
+            self._store_record(before, rec, plan)
+        except Exception:
+            self._drop_clones(made)
+            raise
         if request.password is not None:
             self.store.set_secret(
                 rec.uuid,
@@ -353,13 +382,27 @@ class VmService:
                 self.engine.resources.release_files(rec, keep_serial_log=False, keep_nvram=False)
                 self.firewall.forget_vm(firewall_vm(rec))
                 self.store.delete_vm(rec.uuid)
+                self._drop_clones(made)  # a VM that is not kept keeps no disk it cloned
             raise
         return warnings
+
+    def _make_clones(self, request: Request) -> List[str]:
+        if not request.clones:
+            return []
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.disk_clones import DiskCloner
+
+        return DiskCloner(self.ctx).make(request.clones)
+
+    def _drop_clones(self, made: List[str]) -> None:
+        if made:
+            from ansible_collections.infinivirt.core.plugins.module_utils.vm.disk_clones import DiskCloner
+
+            DiskCloner(self.ctx).remove(made)
 
     def _do(
         self, action: str, rec: VmRecord, plan: VmPlan, request: Request, params: Dict[str, Any], live: Live
     ) -> List[str]:
-        """One action of a plan; returns its warnings."""
+        """One action of a plan; returns its warnings (clone_disks ran before the row: _make_clones)."""
         lc = self.engine
         if action == "abort_start":
             lc.abort_start(rec)
@@ -446,6 +489,8 @@ class VmService:
         params: Dict[str, Any],
     ) -> Outcome:
         out = Outcome(changed=plan.changed, actions=list(plan.actions), plan=plan_summary(plan), warnings=warnings)
+        if request.clones:
+            out.plan["disk_clones"] = [clone.summary() for clone in request.clones]
         before_view = _view(before, plan.before_state, request.had_password)
         if plan.after_state == ABSENT:
             out.diff = {"before": before_view, "after": {"state": "absent"}}

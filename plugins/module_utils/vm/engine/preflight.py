@@ -56,10 +56,10 @@ def check_file(field: str, path: str) -> str:
     return path
 
 
-def check_disk_path(field: str, path: str, storage_roots: Optional[Sequence[str]]) -> None:
+def check_disk_path(field: str, path: str, storage_roots: Optional[Sequence[str]], must_exist: bool = True) -> None:
     if storage_roots:
         resolve_in_roots(path, storage_roots, field)  # symlinks and '..' resolved
-    if not os.path.exists(path):
+    if must_exist and not os.path.exists(path):
         raise SpecError(field, "%s does not exist (create it with infinivirt.core.infinivirt_disk)" % path)
 
 
@@ -119,8 +119,10 @@ def preflight(
     caps: Optional[Capabilities] = None,
     available_memory_mb: Optional[int] = None,
     sys_root: str = "/sys",
+    made_here: Sequence[str] = (),
 ) -> VmSpec:
-    """Raise SpecError naming the first option this host cannot honour."""
+    """Raise SpecError naming the first option this host cannot honour. ``made_here``: disk
+    paths this task makes (cloned from a template), which need not exist yet."""
     host_cpus = host_cpu_count() if max_vcpus is None else max_vcpus
     if spec.vcpus > host_cpus:
         raise SpecError("vcpus", "must be at most %d, got %d" % (host_cpus, spec.vcpus))
@@ -130,7 +132,7 @@ def preflight(
         if getattr(spec, field) is not None:
             check_file(field, getattr(spec, field))
     for index, disk in enumerate(spec.disks):
-        check_disk_path("disks[%d].path" % index, disk.path, storage_roots)
+        check_disk_path("disks[%d].path" % index, disk.path, storage_roots, disk.path not in made_here)
     check_memory(spec, available_memory_mb)
     check_cpu(spec, caps)
     check_netns("netns", spec.netns)

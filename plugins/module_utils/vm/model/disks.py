@@ -74,6 +74,18 @@ class DiskSpec:
     bps: Optional[int] = None
     bps_read: Optional[int] = None
     bps_write: Optional[int] = None
+    # How the disk is made when it is first added and its path does not exist (vm/model/clones.py).
+    clone_from: Optional[str] = None
+    clone_mode: Optional[str] = None
+    size: Optional[str] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The stored form: a disk not made from a template stores no clone fields."""
+        data = dataclasses.asdict(self)
+        for option in ("clone_from", "clone_mode", "size"):
+            if data[option] is None:
+                del data[option]
+        return data
 
     @property
     def throttled(self) -> bool:
@@ -168,6 +180,10 @@ def validate_disks(disks: Sequence[DiskSpec], machine_type: str, iothreads: Sequ
             raise SpecError(field + ".serial", "%r must be 1 to 20 letters, digits, '.', '_' or '-'" % (disk.serial,))
         _validate_iothread(field + ".iothread", disk, iothreads)
         _validate_limits(field, disk)
+        if disk.clone_from is not None or disk.clone_mode is not None or disk.size is not None:
+            from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.clones import validate_clone
+
+            validate_clone(field, disk, disks)
         if disk.media == "cdrom" and disk.bus == "virtio":
             raise SpecError(field + ".media", "a cdrom needs bus scsi, sata or ide")
         if disk.readonly and disk.media == "disk" and disk.bus in ("sata", "ide"):

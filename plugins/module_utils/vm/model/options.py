@@ -71,6 +71,12 @@ _VM_OPTIONS: Dict[str, Any] = dict(
             bps=dict(type="int"),
             bps_read=dict(type="int"),
             bps_write=dict(type="int"),
+            # Made from a template when first added (vm/model/clones.py). The choices are
+            # volume/origin.py's CLONE_MODES, written out so a no-op task loads no volume code
+            # (tests/unit/.../vm/model/test_clones.py holds the two equal).
+            clone_from=dict(type="path"),
+            clone_mode=dict(type="str", choices=["linked", "full"]),
+            size=dict(type="str"),
         ),
     ),
     nics=dict(

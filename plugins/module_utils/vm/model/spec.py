@@ -137,7 +137,8 @@ class VmSpec:
     defaulted: Tuple[str, ...] = ()
 
     def to_dict(self) -> Dict[str, Any]:
-        data = dataclasses.asdict(self)  # disks become a list of dicts
+        data = dataclasses.asdict(self)
+        data["disks"] = [d.to_dict() for d in self.disks]
         data["cpu_flags"] = list(self.cpu_flags)
         data["iothreads"] = list(self.iothreads)
         data["defaulted"] = list(self.defaulted)
