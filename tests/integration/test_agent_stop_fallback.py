@@ -84,7 +84,9 @@ def test_snapshot_and_exclusive_stops_fall_back_to_acpi(disk_service, images):
     assert prepared.problems == [] and prepared.stop_params["shutdown_mode"] == "agent"
     batch = VmBatch(svc.ctx, lambda: pytest.fail("one VM needs no worker context"), parallel=1)
     with event_log(svc, again) as events_file:
-        result = batch.converge([], False, exclusive_state="stopped", stop_params=prepared.stop_params, allow_empty=True)
+        result = batch.converge(
+            [], False, exclusive_state="stopped", stop_params=prepared.stop_params, allow_empty=True
+        )
         names = event_names(events_file)
     assert "failed" not in result, result.get("msg")
     (unlisted,) = result["unlisted"]
