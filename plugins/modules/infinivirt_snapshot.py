@@ -35,7 +35,7 @@ description:
     (O(infinivirt.core.infinivirt_vm#module:guest_agent)) and it answers, a live snapshot
     without O(memory) freezes the guest's file systems (C(guest-fsfreeze-freeze)) for the
     moment of the QMP transaction and thaws them after, also when the snapshot fails;
-    RV(frozen) says whether. Otherwise the snapshot is crash-consistent.
+    RV(frozen) says whether and RV(frozen_filesystems) how many. Otherwise the snapshot is crash-consistent.
   - A UEFI VM's NVRAM is copied with each snapshot and restored on revert.
   - A task cut off half-way (a cancelled job, a lost connection) is finished or undone by the
     next run of the same task; a VM it had stopped to revert or delete is started again.
@@ -102,6 +102,21 @@ options:
         within O(stop_timeout), end QEMU instead of failing.
     type: bool
     default: false
+  shutdown_mode:
+    description:
+      - How the task powers a running VM off when it has to stop it (to revert a disk-only
+        snapshot, or to revert or delete an external one), as
+        O(infinivirt.core.infinivirt_vm#module:shutdown_mode) does for
+        M(infinivirt.core.infinivirt_vm).
+      - V(acpi) presses the ACPI power button.
+      - V(agent) asks the guest agent (C(guest-shutdown), see
+        O(infinivirt.core.infinivirt_vm#module:guest_agent)); when the agent does not answer
+        within 2 seconds (or the VM runs without its channel, or is paused), the ACPI power
+        button is pressed instead, with a warning.
+      - Either way O(stop_timeout) bounds the whole wait and O(force) ends QEMU after it.
+    type: str
+    choices: [acpi, agent]
+    default: acpi
 seealso:
   - module: infinivirt.core.infinivirt_vm
   - module: infinivirt.core.infinivirt_vm_info
@@ -119,6 +134,14 @@ EXAMPLES = r"""
     vm: web01
     name: before-upgrade
     state: reverted
+
+- name: Roll back disks only; the guest is shut down through its agent for it
+  infinivirt.core.infinivirt_snapshot:
+    vm: db01
+    name: before-migration
+    state: reverted
+    shutdown_mode: agent
+    stop_timeout: 120
 
 - name: Freeze the disks of db01 under overlay files (works for raw images too)
   infinivirt.core.infinivirt_snapshot:
@@ -146,6 +169,13 @@ frozen:
   returned: always
   type: bool
   sample: true
+frozen_filesystems:
+  description:
+    - How many file systems the guest agent froze for this task's live snapshot (its answer
+      to C(guest-fsfreeze-freeze)); V(0) when RV(frozen) is V(false).
+  returned: always
+  type: int
+  sample: 2
 snapshots:
   description: The VM's snapshots after the task.
   returned: always
@@ -170,6 +200,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils import bytecode_ca
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import InfinivirtModule
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.acting import acting_engine
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import SHUTDOWN_MODES
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import STATES, TYPES, SnapshotService
 
 
@@ -183,6 +214,7 @@ def main() -> None:
             memory=dict(type="bool", default=False),
             stop_timeout=dict(type="float", default=60.0),
             force=dict(type="bool", default=False),
+            shutdown_mode=dict(type="str", default="acpi", choices=list(SHUTDOWN_MODES)),
         ),
         supports_check_mode=True,
         requirements=[("qemu.qmp", HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR)],

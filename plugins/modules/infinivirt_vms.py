@@ -43,7 +43,7 @@ options:
     description:
       - The VMs, each a dictionary with the options of M(infinivirt.core.infinivirt_vm)
         (C(name) required; C(state), C(vcpus), C(memory_mb), C(disks), C(nics),
-        C(graphics), C(stop_timeout), C(force), and so on). They are checked exactly as that
+        C(graphics), C(stop_timeout), C(force), C(shutdown_mode), and so on). They are checked exactly as that
         module checks them and have the same defaults. The options shared by all modules
         (O(db_url), O(run_dir), ...) are options of this task, not of an entry.
       - Results come back in this order.
@@ -56,7 +56,9 @@ options:
         an entry sets wins. A dictionary option (C(graphics)) is merged key by key, so an
         entry may set only C(graphics.password); a list (C(disks), C(nics), C(cpu_flags)) is
         replaced whole by the entry's. An entry's key set to V(null) counts as unset.
-      - C(stop_timeout) and C(force) here also apply to the VMs O(exclusive) stops or removes.
+      - C(stop_timeout), C(force) and C(shutdown_mode) here also apply to the VMs O(exclusive)
+        stops or removes (with C(shutdown_mode=agent), a VM whose agent does not answer is
+        powered off with the ACPI button, with a warning).
       - Cannot hold C(name).
     type: dict
     default: {}
@@ -122,10 +124,11 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     msg: "{{ fleet.summary }}"
 
-- name: Only these VMs may run here; the others of this host are stopped, by force after 30 s
+- name: Only these VMs may run here; the others are shut down through their agent, forced after 30 s
   infinivirt.core.infinivirt_vms:
     exclusive: true
     defaults:
+      shutdown_mode: agent
       stop_timeout: 30
       force: true
     vms:

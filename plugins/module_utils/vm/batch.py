@@ -50,7 +50,7 @@ class Prepared:
     entries: List[Entry]
     secrets: Set[str]  # values Ansible must hide in any output (display passwords)
     problems: List[str]  # errors that stop the task before anything is done
-    stop_params: Dict[str, Any]  # stop_timeout and force for the VMs exclusive acts on
+    stop_params: Dict[str, Any]  # stop_timeout, force and shutdown_mode for the VMs exclusive acts on
 
 
 def merge_defaults(defaults: Dict[str, Any], entry: Dict[str, Any]) -> Dict[str, Any]:
@@ -94,7 +94,7 @@ def prepare(vms: Sequence[Dict[str, Any]], defaults: Dict[str, Any], validate: V
             continue
         seen[name] = where
         entries.append(Entry(where, name, params, "; ".join(errors) or None))
-    stop = {"stop_timeout": checked.get("stop_timeout"), "force": checked.get("force")}
+    stop = {key: checked.get(key) for key in ("stop_timeout", "force", "shutdown_mode")}
     return Prepared(entries, secrets, problems, stop)
 
 

@@ -117,27 +117,26 @@ def shutdown_through_agent(run_dir: str, rec: VmRecord, timeout: float = GUEST_T
 
 
 @contextlib.contextmanager
-def frozen_filesystems(run_dir: str, rec: VmRecord) -> Iterator[bool]:
-    """Freeze the guest's file systems through its agent for the block; yields whether they
-    are frozen (False: no agent channel, or no answer within GUEST_TIMEOUT; the block runs
-    anyway, as a crash-consistent snapshot). Thawed on the way out, also on failure, and
-    also when the freeze itself failed half-way."""
+def frozen_filesystems(run_dir: str, rec: VmRecord) -> Iterator[Optional[int]]:
+    """Freeze the guest's file systems through its agent for the block; yields how many the
+    agent froze, or None when they are not frozen (no agent channel, or no answer within
+    GUEST_TIMEOUT; the block runs anyway, as a crash-consistent snapshot). Thawed on the way
+    out, also on failure, and also when the freeze itself failed half-way."""
     if rec.running_spec is None or not rec.running_spec.guest_agent:
-        yield False
+        yield None
         return
     try:
         agent = GuestAgent(agent_socket(run_dir, rec), GUEST_TIMEOUT).__enter__()
     except GuestAgentError:
-        yield False
+        yield None
         return
     agent.timeout = FREEZE_TIMEOUT
     try:
         try:
-            agent.fsfreeze_freeze()
-            frozen = True
+            count: Optional[int] = freeze_count(agent.fsfreeze_freeze())
         except GuestAgentError:
-            frozen = False
-        yield frozen
+            count = None
+        yield count
     finally:
         try:
             agent.fsfreeze_thaw()
@@ -145,6 +144,11 @@ def frozen_filesystems(run_dir: str, rec: VmRecord) -> Iterator[bool]:
             _thaw_again(run_dir, rec)
         finally:
             agent.close()
+
+
+def freeze_count(reply: Any) -> int:
+    """guest-fsfreeze-freeze's reply, the number of file systems frozen; 0 if it is not one."""
+    return reply if isinstance(reply, int) and not isinstance(reply, bool) and reply >= 0 else 0
 
 
 def _thaw_again(run_dir: str, rec: VmRecord) -> None:

@@ -22,7 +22,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.guest import GU
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.info import GRAPHICS_PASSWORD
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks import DiskSpec
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import VmSpec, stop_timeout
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import VmSpec, shutdown_mode, stop_timeout
 
 
 def start_vm(
@@ -73,7 +73,7 @@ def stop_vm(engine: Engine, rec: VmRecord, params: Dict[str, Any], qemu_status: 
     warnings (an agent that did not answer, so ACPI powered the guest off)."""
     timeout, force = stop_timeout(params), bool(params.get("force"))
     warnings: List[str] = []
-    if params.get("shutdown_mode") == "agent":
+    if shutdown_mode(params) == "agent":
         timeout, warnings = _agent_shutdown(engine, rec, timeout, force, qemu_status)
     engine.stop(rec, timeout, force, qemu_status)
     return warnings

@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
     InfinivirtError,
     QemuError,
+    QemuUnresponsive,
     SpecError,
     StateError,
 )
@@ -51,7 +52,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks imp
     overlay_nodes,
     top_node,
 )
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import stop_timeout
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import shutdown_mode, stop_timeout
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.states import RUNNING, STARTING, STOPPED
 
 STATES = ("present", "absent", "reverted")
@@ -84,6 +85,8 @@ class SnapshotService:
         self.engine = engine
         self.store = engine.store
         self.frozen = False  # whether the last live snapshot froze the guest's file systems
+        self.frozen_filesystems = 0  # how many, as the guest agent counted them
+        self.warnings: List[str] = []  # e.g. an agent that did not answer a stop, so ACPI did
 
     def _writable(self, rec) -> List[DiskSpec]:
         writable = [d for d in rec.spec.disks if not d.readonly and d.media == "disk"]
@@ -270,6 +273,7 @@ class SnapshotService:
         if state not in STATES:
             raise SpecError("state", "must be one of %s, got %r" % (", ".join(STATES), state))
         stop_timeout(params)  # a bad value fails before anything is done
+        shutdown_mode(params)
         with self.store.vm_lock(vm_name, self.engine.lock_timeout), self.engine.sessions.one_session():
             rec = records.load(self.store, vm_name)
             if rec is None:
@@ -291,7 +295,7 @@ class SnapshotService:
                 raise SpecError("type", "must be one of %s, got %r" % (", ".join(TYPES), kind))
             if action == "create" and kind == "external" and params.get("memory"):
                 raise SpecError("memory", "external snapshots save disks only")
-            self.frozen = False
+            self.frozen, self.frozen_filesystems, self.warnings = False, 0, []
             if action and not check_mode:
                 prefix = "_" if kind == "internal" else "_external_"
                 getattr(self, prefix + action)(rec, name, live, params)
@@ -302,6 +306,8 @@ class SnapshotService:
             "changed": bool(action) or resume is not None,
             "action": action,
             "frozen": self.frozen,
+            "frozen_filesystems": self.frozen_filesystems,
+            "warnings": list(self.warnings),
             "snapshots": list(after.values()),
             "diff": {
                 "before": {"snapshots": sorted(existing)},
@@ -475,14 +481,15 @@ class SnapshotService:
     @contextlib.contextmanager
     def _frozen(self, rec, live: str):
         """The guest's file systems frozen through its agent around a disk-only live
-        snapshot, when the agent answers (vm/guest.py); ``self.frozen`` says whether."""
+        snapshot, when the agent answers (vm/guest.py); ``self.frozen`` says whether,
+        ``self.frozen_filesystems`` how many."""
         if live != RUNNING:  # a paused guest's agent cannot answer
             yield
             return
         from ansible_collections.infinivirt.core.plugins.module_utils.vm.guest import frozen_filesystems
 
-        with frozen_filesystems(self.engine.run_dir, rec) as frozen:
-            self.frozen = frozen
+        with frozen_filesystems(self.engine.run_dir, rec) as count:
+            self.frozen, self.frozen_filesystems = count is not None, count or 0
             yield
 
     @staticmethod
@@ -705,16 +712,24 @@ class SnapshotService:
 
     def _offline(self, rec, live: str, params: Dict[str, Any], work) -> None:
         """Run ``work`` on the images with no QEMU holding them: a running VM is stopped
-        (as state stopped would) and started again afterwards."""
+        (as state stopped would, in the task's shutdown_mode) and started again afterwards."""
         if live != STOPPED:
             # Noted first: if this task is cut off, the next snapshot task starts the VM again.
             self.store.journal_add(rec.uuid, RESUME, live)
-            power.stop_vm(self.engine, rec, params)
+            self.warnings.extend(power.stop_vm(self.engine, rec, params, self._qemu_status(rec)))
         try:
             work()
         finally:  # also when the work failed: the VM goes back to running on what its disks hold
             if live != STOPPED:
                 self._resume(rec, live)
+
+    def _qemu_status(self, rec) -> Optional[str]:
+        """QEMU's status for the stop (a paused guest's agent is not asked); None when QEMU
+        cannot answer: the stop asks again and, forced, ends it."""
+        try:
+            return self.engine.sessions.query_status(rec)
+        except QemuUnresponsive:
+            return None
 
     def _job(self, rec, command: str, arguments: Dict[str, Any]) -> None:
         """Run a QMP job to its end and report its error, if any."""

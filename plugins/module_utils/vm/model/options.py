@@ -26,6 +26,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec impo
     ON_CRASH,
     ON_POWEROFF,
     RTC_BASES,
+    SHUTDOWN_MODES,
     VIDEO_MODELS,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.states import STATES
@@ -147,7 +148,7 @@ _VM_OPTIONS: Dict[str, Any] = dict(
     hpet=dict(type="bool"),
     hyperv=dict(type="bool"),
     guest_agent=dict(type="bool"),
-    shutdown_mode=dict(type="str", default="acpi", choices=["acpi", "agent"]),
+    shutdown_mode=dict(type="str", default="acpi", choices=list(SHUTDOWN_MODES)),
     graphics=dict(
         type="dict",
         options=dict(

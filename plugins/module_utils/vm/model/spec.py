@@ -427,6 +427,20 @@ def changed_fields(before: Optional[VmSpec], after: VmSpec) -> List[str]:
     return [f for f in SPEC_FIELDS if b[f] != a[f] and f not in BOOKKEEPING_FIELDS]
 
 
+SHUTDOWN_MODES = ("acpi", "agent")  # how a stop powers the guest off (vm/power.py stop_vm)
+
+
+def shutdown_mode(params: Mapping[str, Any]) -> str:
+    """A task's shutdown_mode: unset is acpi (the power button), agent is guest-shutdown
+    through the guest agent, with the power button when the agent does not answer."""
+    value = params.get("shutdown_mode")
+    if value is None:
+        return SHUTDOWN_MODES[0]
+    if value not in SHUTDOWN_MODES:
+        raise SpecError("shutdown_mode", "must be one of %s, got %r" % (", ".join(SHUTDOWN_MODES), value))
+    return value
+
+
 def stop_timeout(params: Mapping[str, Any]) -> float:
     """A task's stop_timeout in seconds: unset is the default, 0 means no wait at all
     (vm.engine.engine.Engine.stop says what that does); negative or endless is an error."""

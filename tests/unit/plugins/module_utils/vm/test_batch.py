@@ -102,8 +102,12 @@ def test_names_and_defaults_stop_the_task(vms, defaults, problem):
 
 
 def test_stop_params_for_unlisted_vms_come_from_defaults():
-    assert prepare([], {}, check).stop_params == {"stop_timeout": 60.0, "force": False}
-    assert prepare([], {"force": "yes", "stop_timeout": 3}, check).stop_params == {"stop_timeout": 3.0, "force": True}
+    assert prepare([], {}, check).stop_params == {"stop_timeout": 60.0, "force": False, "shutdown_mode": "acpi"}
+    assert prepare([], {"force": "yes", "stop_timeout": 3, "shutdown_mode": "agent"}, check).stop_params == {
+        "stop_timeout": 3.0,
+        "force": True,
+        "shutdown_mode": "agent",
+    }
 
 
 @pytest.mark.parametrize("bad", [0, -1, True, "2"])

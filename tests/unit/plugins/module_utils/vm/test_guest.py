@@ -9,6 +9,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.guest import (
     DISABLED,
     NOT_ANSWERING,
     entry_from,
+    freeze_count,
     guest_entry,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
@@ -80,3 +81,11 @@ def test_the_agent_is_asked_only_when_its_channel_runs(tmp_path):
     assert guest_entry(_rec(without, None, "stopped"), "stopped", run_dir)["agent"] == DISABLED
     assert guest_entry(_rec(with_agent, with_agent), "running", run_dir)["agent"] == NOT_ANSWERING
     assert guest_entry(_rec(with_agent, with_agent), "running", run_dir, local=False)["agent"] == NOT_ANSWERING
+
+
+def test_the_freeze_count_is_the_agents_number():
+    assert freeze_count(2) == 2
+    assert freeze_count(0) == 0
+    # not a count: an agent that said something else froze an unknown number, reported as 0
+    for odd in (True, -1, "2", None, 2.0, {"n": 2}):
+        assert freeze_count(odd) == 0

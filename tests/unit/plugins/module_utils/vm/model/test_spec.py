@@ -10,9 +10,11 @@ import pytest
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.preflight import preflight
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import (
+    SHUTDOWN_MODES,
     VmSpec,
     changed_fields,
     merge_params,
+    shutdown_mode,
     validate,
 )
 
@@ -176,3 +178,18 @@ def test_round_trip_through_dict():
 def test_monitor_policies_take_their_edge_values(delay):
     spec = validate(VmSpec(name="vm", autostart=True, autostart_delay=delay, autostart_order=-1000000))
     assert spec.autostart_delay == delay
+
+
+def test_shutdown_mode_defaults_to_acpi_and_names_a_bad_value():
+    assert shutdown_mode({}) == "acpi" and shutdown_mode({"shutdown_mode": None}) == "acpi"
+    assert shutdown_mode({"shutdown_mode": "agent"}) == "agent"
+    for bad in ("AGENT", "poweroff", 1, True):
+        with pytest.raises(SpecError) as err:
+            shutdown_mode({"shutdown_mode": bad})
+        assert err.value.field == "shutdown_mode" and "acpi, agent" in err.value.reason
+
+
+def test_infinivirt_vm_offers_the_shutdown_modes():
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.options import vm_argument_spec
+
+    assert vm_argument_spec()["shutdown_mode"]["choices"] == list(SHUTDOWN_MODES)
