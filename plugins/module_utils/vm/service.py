@@ -120,6 +120,7 @@ class Request:
     stored_token: Optional[str] = None  # the sealed display password the task found
     bridges: Dict[str, str] = dataclasses.field(default_factory=dict)  # MAC -> bridge
     cloud_init: Optional[Dict[str, Any]] = None  # a new cloud_init to seal ({}: remove; None: keep)
+    unattend: Optional[Dict[str, Any]] = None  # new unattend files to seal, likewise
 
 
 class VmService:
@@ -275,6 +276,14 @@ class VmService:
 
             digest, seal = plan_seed(params["cloud_init"], rec.uuid if rec else new_uuid, desired.cloud_init_digest)
             desired = dataclasses.replace(desired, cloud_init_digest=digest)
+        media = None
+        if params.get("unattend") is not None:
+            from ansible_collections.infinivirt.core.plugins.module_utils.vm.unattend_media import plan_media
+
+            digest, media = plan_media(
+                self.engine, params["unattend"], rec.uuid if rec else new_uuid, desired.unattend_digest
+            )
+            desired = dataclasses.replace(desired, unattend_digest=digest)
         validate(desired)
         if desired.cpu_pinning or desired.emulator_cpus or desired.iothread_cpus:
             _check_pins_against(
@@ -289,6 +298,7 @@ class VmService:
             had_password=stored_token is not None,
             stored_token=stored_token,
             cloud_init=seal,
+            unattend=media,
         )
 
     def _check_host(self, request: Request, plan: VmPlan) -> None:
@@ -343,6 +353,12 @@ class VmService:
             from ansible_collections.infinivirt.core.plugins.module_utils.vm.cloud_seed import CLOUD_INIT, seal
 
             self.store.set_secret(rec.uuid, CLOUD_INIT, seal(self.secret_box(), rec.uuid, request.cloud_init))
+        if request.unattend is not None:
+            from ansible_collections.infinivirt.core.plugins.module_utils.vm import unattend_media
+
+            self.store.set_secret(
+                rec.uuid, unattend_media.UNATTEND, unattend_media.seal(self.secret_box(), rec.uuid, request.unattend)
+            )
         try:
             for action in plan.actions:
                 warnings.extend(self._do(action, rec, plan, request, params, live))
