@@ -104,9 +104,10 @@ def read_source(field: str, path: str) -> bytes:
         raise SpecError(field, "%s does not exist" % path) from None
     except OSError as exc:
         raise SpecError(field, "%s cannot be read: %s" % (path, exc.strerror)) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # checked on what was opened
+        os.close(fd)
+        raise SpecError(field, "%s is not a regular file" % path)
     with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):  # checked on what was opened
-            raise SpecError(field, "%s is not a regular file" % path)
         try:
             data = fh.read(unattend.MAX_FILE + 1)
         except OSError as exc:
