@@ -128,12 +128,11 @@ def tree_iso_bytes(files: Mapping[str, bytes], label: str) -> bytes:
 
 def _unique(taken: Set[str], name: str, directory: bool) -> str:
     """A free ISO 9660 name for ``name`` in a directory whose names are ``taken``."""
-    clean = lambda text: re.sub(r"[^A-Z0-9_]", "_", text.upper())  # noqa: E731
     if directory:
-        stem, ext, room = clean(name), None, _ISO_NAME_MAX + 1
+        stem, ext, room = _d_chars(name), None, _ISO_NAME_MAX + 1
     else:
         stem, dot, ext = name.rpartition(".")
-        stem, ext = (clean(stem), clean(ext)[:8]) if dot and stem else (clean(name), "")
+        stem, ext = (_d_chars(stem), _d_chars(ext)[:8]) if dot and stem else (_d_chars(name), "")
         room = _ISO_NAME_MAX - 1 - len(ext)
     for n in itertools.count():
         suffix = "_%d" % n if n else ""
@@ -143,6 +142,10 @@ def _unique(taken: Set[str], name: str, directory: bool) -> str:
             taken.add(full)
             return full
     raise AssertionError("unreachable: itertools.count() does not end")
+
+
+def _d_chars(text: str) -> str:
+    return re.sub(r"[^A-Z0-9_]", "_", text.upper())
 
 
 def _iso9660_name(name: str) -> str:

@@ -208,7 +208,7 @@ def _environ_link(tmp_path):
     "make_src, phrase",
     [
         (lambda t: str(t / "missing.xml"), "does not exist"),
-        (lambda t: str(t), "not a regular file"),
+        (str, "not a regular file"),  # the directory itself
         (_fifo, "not a regular file"),
         (lambda t: "/dev/zero", "not in /proc, /sys or /dev"),
         (_environ_link, "not in /proc, /sys or /dev"),  # the module's environment stays home
