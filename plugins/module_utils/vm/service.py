@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import uuid as uuidlib
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.context import HostContext
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
@@ -276,14 +276,7 @@ class VmService:
 
             digest, seal = plan_seed(params["cloud_init"], rec.uuid if rec else new_uuid, desired.cloud_init_digest)
             desired = dataclasses.replace(desired, cloud_init_digest=digest)
-        media = None
-        if params.get("unattend") is not None:
-            from ansible_collections.infinivirt.core.plugins.module_utils.vm.unattend_media import plan_media
-
-            digest, media = plan_media(
-                self.engine, params["unattend"], rec.uuid if rec else new_uuid, desired.unattend_digest
-            )
-            desired = dataclasses.replace(desired, unattend_digest=digest)
+        desired, media = self._plan_unattend(params, rec.uuid if rec else new_uuid, desired)
         validate(desired)
         if desired.cpu_pinning or desired.emulator_cpus or desired.iothread_cpus:
             _check_pins_against(
@@ -300,6 +293,15 @@ class VmService:
             cloud_init=seal,
             unattend=media,
         )
+
+    def _plan_unattend(self, params: Dict[str, Any], uuid: str, desired: VmSpec) -> Tuple[VmSpec, Optional[Dict]]:
+        """The spec with the unattend option's digest, and the files to seal (None: keep)."""
+        if params.get("unattend") is None:
+            return desired, None
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.unattend_media import plan_media
+
+        digest, media = plan_media(self.engine, params["unattend"], uuid, desired.unattend_digest)
+        return dataclasses.replace(desired, unattend_digest=digest), media
 
     def _check_host(self, request: Request, plan: VmPlan) -> None:
         """Check the desired spec against this host (files, storage roots, netns, CPUs,
