@@ -694,7 +694,7 @@ options:
             description:
               - The file's path on the ISO, relative to its root, with C(/) between
                 directories (V($OEM$/$$/Setup/Scripts/SetupComplete.cmd)).
-              - No C(..), C(.) or empty parts; at most 64 characters per name, 240 in all
+              - No C(..), C(.) or empty parts; at most 64 bytes per name in UTF-8, 240 characters in all
                 and 8 levels; none of C(*), C(:), C(;), C(?), C(\), C(<), C(>), C("), C(|)
                 or control characters; no name ending in C(.) or a space; not the same path
                 as another (or as C(Autounattend.xml)) when case is ignored, as Windows

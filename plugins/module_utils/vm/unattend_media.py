@@ -32,6 +32,10 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record im
 
 UNATTEND = "unattend"  # the store's secret column, and the option's name
 SALT_BYTES = 32
+# What one sealed token may carry: SecretBox refuses to open a token over 1 MiB of text, and
+# a token is about 4/3 of its plaintext. The size bounds of vm/model/unattend.py keep most
+# options well below; many long non-ASCII paths could still pass them.
+MAX_SEALED_BYTES = 760_000
 # Pseudo file systems: their "files" are the host's state (a process's environment, ...).
 _NOT_SOURCES = ("/proc", "/sys", "/dev")
 
@@ -50,15 +54,25 @@ def plan_media(engine, option: Any, uuid: str, stored_digest: Optional[str]) -> 
     digest = unattend.media_digest(salt, files)
     if digest == stored_digest:
         return digest, None
-    return digest, {
+    payload = {
         "salt": salt.hex(),
         "files": {name: base64.b64encode(data).decode() for name, data in files.items()},
     }
+    if len(_sealed_text(payload).encode("utf-8")) > MAX_SEALED_BYTES:
+        raise SpecError(
+            "%s.files" % UNATTEND,
+            "take more room than one sealed value holds; use fewer, shorter names or smaller files",
+        )
+    return digest, payload
 
 
 def seal(box, uuid: str, payload: Dict[str, Any]) -> Optional[str]:
     """The token the unattend column keeps (None for no CD-ROM)."""
-    return box.encrypt(json.dumps(payload, sort_keys=True), secret_context(uuid, UNATTEND)) if payload else None
+    return box.encrypt(_sealed_text(payload), secret_context(uuid, UNATTEND)) if payload else None
+
+
+def _sealed_text(payload: Dict[str, Any]) -> str:
+    return json.dumps(payload, sort_keys=True, ensure_ascii=False)
 
 
 def media_path(nvram_dir: str, uuid: str) -> str:

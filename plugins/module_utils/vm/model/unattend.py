@@ -12,12 +12,12 @@
   src}`` (a file on the hypervisor, read by vm/unattend_media.py). ``path`` is relative,
   ``/`` between directories (``$OEM$/$1/setup.ps1``).
 
-Names are checked for Joliet (what Windows reads): at most 64 characters per name, a path of
-at most 240 and 8 levels, none of ``* / : ; ? \\ < > " |`` or control characters, no ``.``
-or ``..``, no name ending in a dot or a space (Windows drops those), and no two paths equal
-when case is ignored (Windows ignores it). Sizes are bounded, as the files are sealed in the
-database: MAX_XML for the answer file, MAX_FILE per file, MAX_TOTAL in all (the answer
-file included).
+Names are checked for Joliet (what Windows reads): at most 64 bytes per name in UTF-8 (64
+ASCII characters: pycdlib counts bytes), a path of at most 240 characters and 8 levels, none
+of ``* / : ; ? \\ < > " |`` or control characters, no ``.`` or ``..``, no name ending in a
+dot or a space (Windows drops those), and no two paths equal when case is ignored (Windows
+ignores it). Sizes are bounded, as the files are sealed in the database: MAX_XML for the
+answer file, MAX_FILE per file, MAX_TOTAL in all (the answer file included).
 
 The spec keeps only ``media_digest``: an HMAC-SHA256 of the files under a random salt that is
 sealed with them, so a database reader cannot test guesses of a password in the XML against
@@ -48,7 +48,7 @@ MAX_XML = 256 * KIB
 MAX_FILE = 384 * KIB
 MAX_TOTAL = 384 * KIB
 MAX_FILES = 256
-MAX_NAME = 64  # Joliet
+MAX_NAME = 64  # Joliet's 64 characters; pycdlib counts them as UTF-8 bytes
 MAX_PATH = 240
 MAX_DEPTH = 8  # ISO 9660's directory levels
 _BAD_CHARS = re.compile(r'[*/:;?\\<>"|\x00-\x1f\x7f]')
@@ -157,8 +157,8 @@ def check_path(field: str, path: Any) -> str:
     if len(path) > MAX_PATH or len(parts) > MAX_DEPTH:
         raise SpecError(field, "is too long for the ISO: at most %d characters and %d levels" % (MAX_PATH, MAX_DEPTH))
     for part in parts:
-        if len(part) > MAX_NAME:
-            raise SpecError(field, "has a name longer than %d characters (Joliet's limit)" % MAX_NAME)
+        if len(part.encode("utf-8")) > MAX_NAME:
+            raise SpecError(field, "has a name longer than %d bytes in UTF-8 (Joliet's limit)" % MAX_NAME)
         if _BAD_CHARS.search(part) or any(ord(c) > 0xFFFF for c in part):
             raise SpecError(field, 'must not hold * : ; ? \\ < > " |, control characters or characters beyond UCS-2')
         if part.endswith((".", " ")):

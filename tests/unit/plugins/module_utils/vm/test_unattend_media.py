@@ -243,3 +243,27 @@ def test_bad_input_on_an_existing_vm_changes_nothing(svc, driver, value, field):
     assert records.load(svc.store, "win01").spec.unattend_digest == made.vm["unattend_digest"]
     assert svc.store.get_secret(rec.uuid, unattend_media.UNATTEND) == token
     assert svc.secret_box().decrypt(token, secret_context(rec.uuid, unattend_media.UNATTEND))
+
+
+def test_the_largest_option_the_bounds_allow_seals_and_opens(svc):
+    # 256 files 8 levels deep, every name as long as it may be in 3-byte characters (the most
+    # bytes a path can have), and 384 KiB in all: the sealed token must stay under SecretBox's
+    # 1 MiB, or the VM could never start.
+    size = (unattend.MAX_TOTAL - len(XML.encode())) // unattend.MAX_FILES
+    files = [
+        {"path": "/".join(["\u20ac" * 21] * 7) + "/%03d%s" % (i, "\u20ac" * 20), "content": "y" * size}
+        for i in range(unattend.MAX_FILES)
+    ]
+    assert all(len(unattend.check_path("f", f["path"]).encode()) == 8 * 63 + 7 for f in files)
+    ensure(svc, unattend={"autounattend": XML, "files": files})
+    rec = records.load(svc.store, "win01")
+    assert len(svc.store.get_secret(rec.uuid, unattend_media.UNATTEND)) < 1 << 20
+    got, _label = read_iso(unattend_media.media_iso(svc.engine, rec))
+    assert len(got) == unattend.MAX_FILES + 1 and got[files[-1]["path"]] == b"y" * size
+
+
+def test_a_payload_over_what_one_token_holds_is_refused(svc, monkeypatch):
+    monkeypatch.setattr(unattend_media, "MAX_SEALED_BYTES", 1000)  # a guard the bounds keep unreachable
+    with pytest.raises(SpecError) as err:
+        ensure(svc, unattend={"autounattend": XML, "files": [{"path": "a.txt", "content": "z" * 1000}]})
+    assert err.value.field == "unattend.files" and records.load(svc.store, "win01") is None

@@ -82,7 +82,8 @@ def test_the_answer_file_is_required_and_bounded():
         ({"path": "a/./b.txt", "content": "x"}, "unattend.files[0].path", "'.'"),
         ({"path": "a//b.txt", "content": "x"}, "unattend.files[0].path", "empty"),
         ({"path": "", "content": "x"}, "unattend.files[0].path", "relative path"),
-        ({"path": "a" * 65, "content": "x"}, "unattend.files[0].path", "longer than 64"),
+        ({"path": "a" * 65, "content": "x"}, "unattend.files[0].path", "longer than 64 bytes"),
+        ({"path": "\u20ac" * 22, "content": "x"}, "unattend.files[0].path", "longer than 64 bytes"),  # 66 bytes
         ({"path": "/".join("d" * 9), "content": "x"}, "unattend.files[0].path", "8 levels"),
         ({"path": "/".join(["d" * 60] * 4) + "/f", "content": "x"}, "unattend.files[0].path", "240 characters"),
         ({"path": "what?.txt", "content": "x"}, "unattend.files[0].path", "must not hold"),
