@@ -691,6 +691,66 @@ options:
             O(cloud_init.user_data), which must then be cloud-config and have no C(users).
         type: list
         elements: raw
+  unattend:
+    description:
+      - A Windows answer file for an unattended install, on an ISO 9660 volume (Joliet
+        names) labelled C(UNATTEND) with C(Autounattend.xml) in its root, attached read-only
+        as a CD-ROM on the machine's own SATA controller (AHCI; on O(machine_type=pc), IDE),
+        in its last slot. Windows Setup has drivers for AHCI and IDE built in (not for
+        virtio), and looks for C(Autounattend.xml) in the root of each CD it sees. Boot
+        from the Windows installation ISO given in O(disks) (C(media=cdrom)); this CD-ROM
+        is not bootable.
+      - The ISO is built with the Python library C(pycdlib) when the VM starts, if it is
+        missing or its content changed; it is kept (mode 0600, in O(nvram_dir)) while the
+        VM exists and removed with the VM.
+      - The files are stored encrypted like O(graphics.password) (answer files hold
+        passwords); the VM's definition and the results keep only a keyed digest,
+        RV(vm.unattend_digest).
+      - A change on a running VM takes effect at the next start (it is listed in
+        RV(vm.pending_restart)), or at once with O(restart_on_change=true). The same
+        content again is no change (a O(unattend.files[].src) file is read by every task
+        that sets the option).
+      - The files are bounded (256 KiB for the answer file, 384 KiB for the whole ISO,
+        256 files); put drivers on a CD-ROM disk of their own in O(disks).
+      - Left unset, the stored files are kept; V({}) removes the CD-ROM.
+      - Errors name the suboption at fault (C(unattend.autounattend),
+        C(unattend.files[2].path), ...), never quote the text, and change nothing.
+    type: dict
+    suboptions:
+      autounattend:
+        description:
+          - The text of the C(autounattend.xml), written as is in UTF-8 (not re-serialized).
+          - Required unless O(unattend) is V({}). It must be well-formed XML whose root is
+            C(unattend) in the namespace C(urn:schemas-microsoft-com:unattend), without a
+            DOCTYPE.
+        type: str
+      files:
+        description:
+          - More files for the ISO, each with O(unattend.files[].content) or
+            O(unattend.files[].src).
+        type: list
+        elements: dict
+        suboptions:
+          path:
+            description:
+              - The file's path on the ISO, relative to its root, with C(/) between
+                directories (V($OEM$/$$/Setup/Scripts/SetupComplete.cmd)).
+              - No C(..), C(.) or empty parts; at most 64 bytes per name in UTF-8, 240 characters in all
+                and 8 levels; none of C(*), C(:), C(;), C(?), C(\), C(<), C(>), C("), C(|)
+                or control characters; no name ending in C(.) or a space; not the same path
+                as another (or as C(Autounattend.xml)) when case is ignored, as Windows
+                ignores it.
+            type: str
+            required: true
+          content:
+            description:
+              - The file's text, written in UTF-8.
+            type: str
+          src:
+            description:
+              - An absolute path of a regular file on the hypervisor, read by the task (not
+                in C(/proc), C(/sys) or C(/dev)); its content is stored with the option.
+            type: path
   stop_timeout:
     description:
       - Seconds to wait for the guest to power off after the ACPI power button (or the guest
@@ -718,7 +778,7 @@ options:
     type: bool
     default: false
 requirements:
-  - pycdlib >= 1.12.0 (on the managed host, only for O(cloud_init))
+  - pycdlib >= 1.12.0 (on the managed host, only for O(cloud_init) and O(unattend))
 notes:
   - A VM counts as running only when its pidfile names a live process whose command line
     carries the VM's UUID.
@@ -741,6 +801,28 @@ EXAMPLES = r"""
         - "{{ lookup('ansible.builtin.file', '~/.ssh/id_ed25519.pub') }}"
       user_data:
         packages: [nginx]
+    state: running
+
+- name: Install Windows unattended from its ISO, with an answer file and a first-logon script
+  infinivirt.core.infinivirt_vm:
+    name: win01
+    preset: windows
+    firmware: uefi
+    memory_mb: 4096
+    disks:
+      - path: /var/lib/infinivirt/images/win01.qcow2
+        bus: sata
+      - path: /var/lib/infinivirt/iso/Win11_x64.iso
+        format: raw
+        bus: sata
+        media: cdrom
+        readonly: true
+        boot_order: 1
+    unattend:
+      autounattend: "{{ lookup('ansible.builtin.template', 'autounattend.xml.j2') }}"
+      files:
+        - path: $OEM$/$$/Setup/Scripts/SetupComplete.cmd
+          src: /srv/windows/SetupComplete.cmd
     state: running
 
 - name: Boot a small VM from a kernel and an initramfs
@@ -1017,6 +1099,13 @@ vm:
           returned.
       type: str
       sample: sha256:5f0c6a3bd7a1c2e4f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b7a6
+    unattend_digest:
+      description:
+        - A keyed digest (HMAC-SHA256 under a random salt stored encrypted with the files)
+          of the answer file ISO's files (O(unattend)), or null when the VM has none. It
+          changes when their content changes; the content itself is never returned.
+      type: str
+      sample: hmac-sha256:0e1d2c3b4a5f6e7d8c9b0a1f2e3d4c5b6a7f8e9d0c1b2a3f4e5d6c7b8a9f0e1d
     guest_agent:
       description: Whether the VM has the guest agent's channel (O(guest_agent)).
       type: bool

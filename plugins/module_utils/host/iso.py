@@ -16,13 +16,14 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import io
+import itertools
 import os
 import re
 import tempfile
 import time
 import types
 from contextlib import contextmanager
-from typing import Iterator, Mapping
+from typing import Dict, Iterator, Mapping, Set
 
 HAS_PYCDLIB = importlib.util.find_spec("pycdlib") is not None
 PYCDLIB_IMPORT_ERROR = None if HAS_PYCDLIB else "ModuleNotFoundError: No module named 'pycdlib'"
@@ -59,9 +60,10 @@ def iso_bytes(files: Mapping[str, bytes], label: str = CIDATA) -> bytes:
     return out.getvalue()
 
 
-def write_iso(path: str, files: Mapping[str, bytes], label: str = CIDATA) -> str:
-    """Write the ISO of ``files`` to ``path`` (temp name + rename, mode 0600); its sha256."""
-    data = iso_bytes(files, label)
+def write_iso(path: str, files: Mapping[str, bytes], label: str = CIDATA, tree: bool = False) -> str:
+    """Write the ISO of ``files`` to ``path`` (temp name + rename, mode 0600); its sha256.
+    ``tree``: names are relative paths (``tree_iso_bytes``)."""
+    data = tree_iso_bytes(files, label) if tree else iso_bytes(files, label)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=directory)
     try:
@@ -78,6 +80,72 @@ def write_iso(path: str, files: Mapping[str, bytes], label: str = CIDATA) -> str
             pass
         raise
     return hashlib.sha256(data).hexdigest()
+
+
+def tree_iso_bytes(files: Mapping[str, bytes], label: str) -> bytes:
+    """The ISO image of ``files`` ({relative path with '/': content}) labelled ``label``.
+
+    Joliet and Rock Ridge carry the real names (the caller checks them: Joliet allows 64
+    characters per name). The ISO 9660 names are only a fallback no reader here uses, so
+    they are made up: d-characters, shortened and numbered (``_1``) where two would meet,
+    in sorted order, so the same files give the same bytes."""
+    import pycdlib
+
+    if not _LABEL_RE.fullmatch(label):
+        raise ValueError("ISO volume label %r: 1 to 32 of A-Z, 0-9, _" % (label,))
+    with _fixed_clock(pycdlib):
+        iso = pycdlib.PyCdlib()
+        iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=label)
+        try:
+            dirs: Dict[str, str] = {"": ""}  # real directory path -> ISO 9660 path
+            taken: Dict[str, Set[str]] = {}  # ISO 9660 directory -> names used in it
+            for path in sorted(files):
+                parts = path.split("/")
+                if any(p in ("", ".", "..") for p in parts):
+                    raise ValueError("ISO path %r: empty, '.' or '..' component" % (path,))
+                for depth in range(1, len(parts)):
+                    real = "/".join(parts[:depth])
+                    if real not in dirs:
+                        parent = dirs["/".join(parts[: depth - 1])]
+                        dirs[real] = parent + "/" + _unique(taken.setdefault(parent, set()), parts[depth - 1], True)
+                        iso.add_directory(dirs[real], rr_name=parts[depth - 1], joliet_path="/" + real)
+                parent = dirs["/".join(parts[:-1])]
+                iso_name = _unique(taken.setdefault(parent, set()), parts[-1], False)
+                data = bytes(files[path])
+                iso.add_fp(
+                    io.BytesIO(data),
+                    len(data),
+                    "%s/%s;1" % (parent, iso_name),
+                    rr_name=parts[-1],
+                    joliet_path="/" + path,
+                )
+            out = io.BytesIO()
+            iso.write_fp(out)
+        finally:
+            iso.close()
+    return out.getvalue()
+
+
+def _unique(taken: Set[str], name: str, directory: bool) -> str:
+    """A free ISO 9660 name for ``name`` in a directory whose names are ``taken``."""
+    if directory:
+        stem, ext, room = _d_chars(name), None, _ISO_NAME_MAX + 1
+    else:
+        stem, dot, ext = name.rpartition(".")
+        stem, ext = (_d_chars(stem), _d_chars(ext)[:8]) if dot and stem else (_d_chars(name), "")
+        room = _ISO_NAME_MAX - 1 - len(ext)
+    for n in itertools.count():
+        suffix = "_%d" % n if n else ""
+        candidate = stem[: room - len(suffix)] + suffix
+        full = candidate if ext is None else "%s.%s" % (candidate, ext)
+        if full not in taken:
+            taken.add(full)
+            return full
+    raise AssertionError("unreachable: itertools.count() does not end")
+
+
+def _d_chars(text: str) -> str:
+    return re.sub(r"[^A-Z0-9_]", "_", text.upper())
 
 
 def _iso9660_name(name: str) -> str:

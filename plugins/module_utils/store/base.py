@@ -53,6 +53,7 @@ SECRET_COLUMNS = {
     "graphics_password": ("machine_configuration", "vm_uuid"),
     "luks_key": ("volumes", "path"),
     "cloud_init": ("machine_configuration", "vm_uuid"),  # the cloud_init option (JSON)
+    "unattend": ("machine_configuration", "vm_uuid"),  # the unattend ISO's files and salt (JSON)
 }
 
 # A column renamed after secrets were sealed in it keeps its old name in their context:

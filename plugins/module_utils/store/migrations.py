@@ -447,6 +447,15 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
             "ALTER TABLE machine_configuration ADD COLUMN guest_agent BOOLEAN NOT NULL DEFAULT FALSE",
         ],
     ),
+    (
+        21,
+        [
+            # Issue 21 (Windows unattend): the answer file ISO's keyed digest (a spec field)
+            # and its files with the digest's salt, sealed (store.base.SECRET_COLUMNS).
+            "ALTER TABLE machine_configuration ADD COLUMN unattend_digest TEXT",
+            "ALTER TABLE machine_configuration ADD COLUMN unattend TEXT",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -70,12 +70,13 @@ def seed_iso(engine, rec: VmRecord) -> Optional[str]:
     return path
 
 
-def require_pycdlib() -> None:
-    """pycdlib is needed only by a VM with cloud_init (the binding says so as Ansible does)."""
+def require_pycdlib(purpose: str = CLOUD_INIT) -> None:
+    """pycdlib is needed only by a VM with cloud_init or unattend (the binding says so as
+    Ansible does)."""
     from ansible_collections.infinivirt.core.plugins.module_utils.host import iso
 
     if not iso.HAS_PYCDLIB:
-        raise MissingLibrary("pycdlib", "cloud_init", iso.PYCDLIB_IMPORT_ERROR or "")
+        raise MissingLibrary("pycdlib", purpose, iso.PYCDLIB_IMPORT_ERROR or "")
 
 
 def _sha256(path: str) -> Optional[str]:

@@ -47,6 +47,11 @@ def start_vm(
         from ansible_collections.infinivirt.core.plugins.module_utils.vm.cloud_seed import seed_iso
 
         seed = seed_iso(engine, rec)
+    answers = None
+    if rec.spec.unattend_digest:
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.unattend_media import media_iso
+
+        answers = media_iso(engine, rec)
     if pci is None:
         from ansible_collections.infinivirt.core.plugins.module_utils.host.pci import SysfsRoot
         from ansible_collections.infinivirt.core.plugins.module_utils.vm.passthrough import PciService
@@ -64,6 +69,7 @@ def start_vm(
             host_devices=host_devices,
             events=tuple(events),
             cloud_init_iso=seed,
+            unattend_iso=answers,
         ),
     )
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import uuid as uuidlib
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.context import HostContext
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
@@ -122,6 +122,7 @@ class Request:
     cloud_init: Optional[Dict[str, Any]] = None  # a new cloud_init to seal ({}: remove; None: keep)
     clones: List[Any] = dataclasses.field(default_factory=list)  # vm/disk_clones.py Clone: disks to make
     warnings: List[str] = dataclasses.field(default_factory=list)
+    unattend: Optional[Dict[str, Any]] = None  # new unattend files to seal, likewise
 
 
 class VmService:
@@ -284,6 +285,7 @@ class VmService:
 
             disks, warnings = settle_origins(rec.spec.disks if rec else None, desired.disks, desired.name)
             desired = dataclasses.replace(desired, disks=disks)
+        desired, media = self._plan_unattend(params, rec.uuid if rec else new_uuid, desired)
         validate(desired)
         if desired.cpu_pinning or desired.emulator_cpus or desired.iothread_cpus:
             _check_pins_against(
@@ -299,6 +301,7 @@ class VmService:
             stored_token=stored_token,
             cloud_init=seal,
             warnings=warnings,
+            unattend=media,
         )
 
     def _plan_clones(self, rec: Optional[VmRecord], request: Request, plan: VmPlan) -> None:
@@ -313,6 +316,15 @@ class VmService:
         request.clones = DiskCloner(self.ctx).plan(new_clones(rec.spec.disks if rec else None, spec.disks))
         if request.clones:
             plan.actions.insert(0, CLONE_DISKS)
+
+    def _plan_unattend(self, params: Dict[str, Any], uuid: str, desired: VmSpec) -> Tuple[VmSpec, Optional[Dict]]:
+        """The spec with the unattend option's digest, and the files to seal (None: keep)."""
+        if params.get("unattend") is None:
+            return desired, None
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.unattend_media import plan_media
+
+        digest, media = plan_media(self.engine, params["unattend"], uuid, desired.unattend_digest)
+        return dataclasses.replace(desired, unattend_digest=digest), media
 
     def _check_host(self, request: Request, plan: VmPlan) -> None:
         """Check the desired spec against this host (files, storage roots, netns, CPUs,
@@ -372,6 +384,12 @@ class VmService:
             from ansible_collections.infinivirt.core.plugins.module_utils.vm.cloud_seed import CLOUD_INIT, seal
 
             self.store.set_secret(rec.uuid, CLOUD_INIT, seal(self.secret_box(), rec.uuid, request.cloud_init))
+        if request.unattend is not None:
+            from ansible_collections.infinivirt.core.plugins.module_utils.vm import unattend_media
+
+            self.store.set_secret(
+                rec.uuid, unattend_media.UNATTEND, unattend_media.seal(self.secret_box(), rec.uuid, request.unattend)
+            )
         try:
             for action in plan.actions:
                 warnings.extend(self._do(action, rec, plan, request, params, live))

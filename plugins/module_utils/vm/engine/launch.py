@@ -40,6 +40,7 @@ class StartInputs:
     host_devices: Tuple[PciPassthrough, ...] = ()  # host PCI devices, checked against sysfs
     events: Tuple[Dict[str, Any], ...] = ()  # the caller's (see add_events), written with the row that says it runs
     cloud_init_iso: Optional[str] = None  # the NoCloud seed (vm/cloud_seed.py), written before the start
+    unattend_iso: Optional[str] = None  # Windows Setup's answer file ISO (vm/unattend_media.py), likewise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +156,7 @@ def spawn(engine, rec: VmRecord, launch: Launch, inputs: StartInputs) -> Tuple[i
             event_log=paths.event_log,
             host_devices=inputs.host_devices,
             cloud_init_iso=inputs.cloud_init_iso,
+            unattend_iso=inputs.unattend_iso,
         )
         argv = systemd_scope_prefix(rec.uuid, rec.name) + build_argv(rec.spec, ctx)
         return engine.process.spawn(

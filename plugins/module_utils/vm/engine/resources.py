@@ -26,7 +26,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record im
 RESUME = "resume"
 # The cloud-init seed ISO (vm/cloud_seed.py): like the NVRAM, kept until the VM is removed.
 CLOUD_INIT_SEED = "cloud_init"
-KEPT_WITH_VM = ("nvram", RESUME, CLOUD_INIT_SEED)  # journal kinds that outlive the process
+UNATTEND_MEDIA = "unattend"  # the Windows answer file ISO (vm/unattend_media.py), likewise
+KEPT_WITH_VM = ("nvram", RESUME, CLOUD_INIT_SEED, UNATTEND_MEDIA)  # journal kinds that outlive the process
 
 
 class HostResources:

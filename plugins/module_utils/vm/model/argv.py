@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import CONTROL_RE
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks import layout, root_port
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks import ide_slots, layout, root_port
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.hostdevs import PciPassthrough, vfio_devices
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.nics import device as nic_device
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.nics import netdev as nic_netdev
@@ -71,6 +71,7 @@ class LaunchContext:
     host_devices: Tuple[PciPassthrough, ...] = ()
     hugepage_path: Optional[str] = None  # the hugetlbfs mount of the spec's page size
     cloud_init_iso: Optional[str] = None  # the VM's NoCloud seed (vm/cloud_seed.py), read-only
+    unattend_iso: Optional[str] = None  # Windows Setup's answer file ISO (vm/unattend_media.py), read-only
 
 
 def pflash_blockdevs(code: str, nvram: str) -> List[Dict[str, Any]]:
@@ -218,6 +219,7 @@ def build_argv(spec: VmSpec, ctx: LaunchContext) -> List[str]:
         + memory_args(spec, ctx)
         + device_args(spec, ctx)
         + cloud_init_args(ctx)
+        + unattend_args(spec, ctx)
         + guest_agent_args(spec, ctx)
         + _display_args(spec)
         + _boot_args(spec)
@@ -348,6 +350,32 @@ def guest_agent_args(spec: VmSpec, ctx: LaunchContext) -> List[str]:
         "-device",
         as_json({"driver": "virtserialport", "bus": "qga-serial.0", "chardev": "qga0", "name": GUEST_AGENT_PORT}),
     ]
+
+
+# IDs of the answer file's nodes and CD-ROM: apart from the disks' and the seed's.
+UNATTEND_ID = "unattend"
+
+
+def unattend_args(spec: VmSpec, ctx: LaunchContext) -> List[str]:
+    """The answer file ISO as a read-only CD-ROM on the machine's own SATA (q35: AHCI) or IDE
+    (pc) controller, in its last slot (the disks fill slots from the first, so none moves).
+    Windows Setup has drivers for AHCI and IDE built in, not for virtio-scsi (where the
+    cloud-init seed sits), and searches the root of every CD for Autounattend.xml."""
+    if not ctx.unattend_iso:
+        return []
+    file_node = {
+        "driver": "file",
+        "filename": ctx.unattend_iso,
+        "node-name": UNATTEND_ID + "-file",
+        "read-only": True,
+        "auto-read-only": False,
+    }
+    raw_node = {"driver": "raw", "file": UNATTEND_ID + "-file", "node-name": UNATTEND_ID, "read-only": True}
+    bus, unit = ide_slots(spec.machine_type)[-1]
+    device = {"driver": "ide-cd", "bus": bus, "drive": UNATTEND_ID, "id": UNATTEND_ID}
+    if unit is not None:
+        device["unit"] = unit
+    return ["-blockdev", as_json(file_node), "-blockdev", as_json(raw_node), "-device", as_json(device)]
 
 
 def _display_args(spec: VmSpec) -> List[str]:

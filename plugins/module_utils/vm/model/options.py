@@ -172,6 +172,25 @@ _VM_OPTIONS: Dict[str, Any] = dict(
             users=dict(type="list", elements="raw", no_log=True),
         ),
     ),
+    # Windows Setup's answer file on a CD-ROM (vm/model/unattend.py validates it; {} removes
+    # it). The XML and inline files may hold passwords: no_log; results show unattend_digest.
+    unattend=dict(
+        type="dict",
+        options=dict(
+            autounattend=dict(type="str", no_log=True),
+            files=dict(
+                type="list",
+                elements="dict",
+                options=dict(
+                    path=dict(type="str", required=True),
+                    content=dict(type="str", no_log=True),
+                    src=dict(type="path"),
+                ),
+                mutually_exclusive=[("content", "src")],
+                required_one_of=[("content", "src")],
+            ),
+        ),
+    ),
 )
 
 

@@ -130,6 +130,9 @@ class VmSpec:
     # spec (a change is seen, and is a pending restart); the content is sealed in the store's
     # cloud_init column (vm/cloud_seed.py). None: no seed.
     cloud_init_digest: Optional[str] = None
+    # Windows Setup's answer file ISO (the unattend option): only a keyed digest of its files is
+    # in the spec; the files are sealed in the store's unattend column (vm/unattend_media.py).
+    unattend_digest: Optional[str] = None
     # A virtio-serial port org.qemu.guest_agent.0 on a socket in run_dir (vm/guest.py asks it).
     guest_agent: bool = False
     # Bookkeeping, not an option: which options the task left unset (filled from the preset
@@ -229,6 +232,10 @@ def validate(spec: VmSpec) -> VmSpec:
     for field in ("hpet", "hyperv", "guest_agent"):
         if not isinstance(getattr(spec, field), bool):
             raise SpecError(field, "must be true or false")
+    if spec.unattend_digest is not None:
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.model import unattend
+
+        unattend.check_cdrom_slot(spec.machine_type, sum(d.bus in ("sata", "ide") for d in spec.disks))
     return spec
 
 

@@ -18,6 +18,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec impo
 GRAPHICS = "graphics"
 _GRAPHICS_PREFIX = GRAPHICS + "_"
 CLOUD_INIT = "cloud_init"  # the spec keeps only cloud_init_digest of it
+UNATTEND = "unattend"  # likewise unattend_digest
 
 
 def option_name(field: str) -> str:
@@ -25,6 +26,8 @@ def option_name(field: str) -> str:
     flag) belong to ``graphics``; every other field is its option's own name."""
     if field.startswith(CLOUD_INIT + "_"):
         return CLOUD_INIT
+    if field.startswith(UNATTEND + "_"):
+        return UNATTEND
     return GRAPHICS if field.startswith(_GRAPHICS_PREFIX) else field
 
 

@@ -15,7 +15,7 @@ import time
 import pycdlib
 import pytest
 
-from ansible_collections.infinivirt.core.plugins.module_utils.host.iso import iso_bytes, write_iso
+from ansible_collections.infinivirt.core.plugins.module_utils.host.iso import iso_bytes, tree_iso_bytes, write_iso
 
 FILES = {
     "user-data": b"#cloud-config\nhostname: web01\n",
@@ -102,3 +102,40 @@ def test_bad_names_write_nothing(tmp_path, files, label, message):
     with pytest.raises(ValueError, match=message):
         write_iso(path, files, label)
     assert os.listdir(str(tmp_path)) == []
+
+
+TREE = {
+    "Autounattend.xml": b"<unattend/>",
+    "$OEM$/$1/Setup/first-logon.ps1": b"one",
+    "$OEM$/$1/Setup/first_logon.ps1": b"two",  # the same name in ISO 9660
+    "A name longer than thirty characters, with spaces.txt": b"long",
+    "a/b/c/d/e/f/g/deep.txt": b"eight levels",
+}
+
+
+def test_a_tree_reads_back_by_its_real_names(tmp_path):
+    path = str(tmp_path / "unattend.iso")
+    write_iso(path, TREE, "UNATTEND", tree=True)
+    disc = pycdlib.PyCdlib()
+    disc.open(path)
+    try:
+        assert disc.pvd.volume_identifier.decode().rstrip() == "UNATTEND"
+        for name, data in TREE.items():
+            for kind in ("joliet_path", "rr_path"):  # what Windows reads, what Linux mounts
+                buf = io.BytesIO()
+                disc.get_file_from_iso_fp(buf, **{kind: "/" + name})
+                assert buf.getvalue() == data, (kind, name)
+        iso_names = [
+            (top, f) for top, dirs, files in disc.walk(iso_path="/") for f in files + dirs
+        ]  # ISO 9660: made-up d-character names, unique per directory
+        assert ("/_OEM_/_1/SETUP", "FIRST_LOGON.PS1;1") in iso_names
+        assert ("/_OEM_/_1/SETUP", "FIRST_LOGON_1.PS1;1") in iso_names
+        assert all(len(f.split(";")[0]) <= 31 for _top, f in iso_names)
+    finally:
+        disc.close()
+    assert tree_iso_bytes(dict(reversed(list(TREE.items()))), "UNATTEND") == open(path, "rb").read()
+
+
+def test_a_tree_refuses_dot_dot():
+    with pytest.raises(ValueError, match="'..'"):
+        tree_iso_bytes({"a/../b": b""}, "UNATTEND")

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.both_backends]
 
 # machine_configuration holds exactly the spec's fields (name is the vms row's) and the sealed
 # display password: every column is read and written, none is left over.
-SPEC_COLUMNS = (set(SPEC_FIELDS) - {"name"}) | {"vm_uuid", "graphics_password", "cloud_init"}  # + sealed secrets
+SPEC_COLUMNS = (set(SPEC_FIELDS) - {"name"}) | {"vm_uuid", "graphics_password", "cloud_init", "unattend"}  # + sealed
 
 # What migration 1 made for features that never came, and migration 12 dropped.
 DROPPED_COLUMNS = {
