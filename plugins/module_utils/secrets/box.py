@@ -42,6 +42,10 @@ _AAD_PREFIX = b"infinivirt-secret\x00"
 # Refuse absurd inputs before base64-decoding them (a display password or a LUKS key
 # is a few hundred bytes at most).
 _MAX_TOKEN_CHARS = 1 << 20
+# The most plaintext a token that decrypt accepts can hold: base64 makes a token about 4/3 of
+# it. Options sealed whole (cloud_init, unattend) are checked against it before anything is
+# stored, and encrypt refuses more, so no sealed value can be stored that never opens.
+MAX_PLAINTEXT_BYTES = 760_000
 
 
 class SecretError(InfinivirtError):
@@ -180,8 +184,13 @@ class SecretBox:
     def encrypt(self, plaintext: str, context: str) -> str:
         if not isinstance(plaintext, str):
             raise SecretError("a secret must be text, got %s" % type(plaintext).__name__)
+        data = plaintext.encode("utf-8")
+        if len(data) > MAX_PLAINTEXT_BYTES:
+            raise SecretError(
+                "a secret of %d bytes is more than one token holds (%d)" % (len(data), MAX_PLAINTEXT_BYTES)
+            )
         nonce = os.urandom(NONCE_BYTES)
-        sealed = self._aead.encrypt(nonce, plaintext.encode("utf-8"), _aad(self.key_id, context))
+        sealed = self._aead.encrypt(nonce, data, _aad(self.key_id, context))
         return "%s:%s:%s:%s" % (
             TOKEN_VERSION,
             self.key_id,

@@ -21,7 +21,8 @@ import json
 import os
 from typing import Any, Dict, Optional, Tuple
 
-from ansible_collections.infinivirt.core.plugins.module_utils.errors import MissingLibrary, StateError
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import MissingLibrary, SpecError, StateError
+from ansible_collections.infinivirt.core.plugins.module_utils.secrets.box import MAX_PLAINTEXT_BYTES
 from ansible_collections.infinivirt.core.plugins.module_utils.store.base import secret_context
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.resources import CLOUD_INIT_SEED
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model import cloud_init
@@ -37,6 +38,13 @@ def plan_seed(option: Any, uuid: str, stored_digest: Optional[str]) -> Tuple[Opt
         return None, ({} if stored_digest else None)
     option = {k: v for k, v in option.items() if v is not None}
     digest = cloud_init.seed_digest(cloud_init.seed_files(option, uuid))
+    size = len(cloud_init.canonical(option).encode("utf-8"))
+    if size > MAX_PLAINTEXT_BYTES:  # it is sealed whole: a bigger one could never be opened again
+        raise SpecError(
+            cloud_init.OPTION,
+            "is %d bytes as stored, more than the %d one sealed value holds; keep big files out of "
+            "user_data (let the guest fetch them)" % (size, MAX_PLAINTEXT_BYTES),
+        )
     return digest, (None if digest == stored_digest else option)
 
 

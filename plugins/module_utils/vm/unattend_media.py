@@ -25,6 +25,7 @@ import stat
 from typing import Any, Dict, Optional, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StateError
+from ansible_collections.infinivirt.core.plugins.module_utils.secrets.box import MAX_PLAINTEXT_BYTES
 from ansible_collections.infinivirt.core.plugins.module_utils.store.base import secret_context
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.resources import UNATTEND_MEDIA
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model import unattend
@@ -32,10 +33,9 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record im
 
 UNATTEND = "unattend"  # the store's secret column, and the option's name
 SALT_BYTES = 32
-# What one sealed token may carry: SecretBox refuses to open a token over 1 MiB of text, and
-# a token is about 4/3 of its plaintext. The size bounds of vm/model/unattend.py keep most
-# options well below; many long non-ASCII paths could still pass them.
-MAX_SEALED_BYTES = 760_000
+# What one sealed token may carry (secrets/box.py). The size bounds of vm/model/unattend.py
+# keep most options well below; many long non-ASCII paths could still pass them.
+MAX_SEALED_BYTES = MAX_PLAINTEXT_BYTES
 # Pseudo file systems: their "files" are the host's state (a process's environment, ...).
 _NOT_SOURCES = ("/proc", "/sys", "/dev")
 

@@ -17,6 +17,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import Infi
 from ansible_collections.infinivirt.core.plugins.module_utils.secrets.box import (
     DEFAULT_KEY_FILE,
     KEY_ENV,
+    MAX_PLAINTEXT_BYTES,
     SecretBox,
     SecretError,
     decode_key,
@@ -459,3 +460,11 @@ def test_processes_racing_to_create_the_key_file_all_get_the_same_key(tmp_path, 
     assert load_or_create_key(path, env={}) == key
     assert os.listdir(os.path.dirname(path)) == ["secret.key"]
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_the_largest_plaintext_seals_and_opens_and_a_larger_one_is_refused(box):
+    # decrypt refuses tokens over 1 MiB of text: encrypt must not make one.
+    biggest = "\u20ac" * (MAX_PLAINTEXT_BYTES // 3)  # 3 bytes each in UTF-8
+    assert box.decrypt(box.encrypt(biggest, CONTEXT), CONTEXT) == biggest
+    with pytest.raises(SecretError, match="more than one token holds"):
+        box.encrypt("x" * (MAX_PLAINTEXT_BYTES + 1), CONTEXT)

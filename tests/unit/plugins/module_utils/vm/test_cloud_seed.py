@@ -192,3 +192,19 @@ def test_plan_seed():
     assert cloud_seed.plan_seed(OPTION, "u-2", digest)[0] != digest  # the UUID is the instance-id
     assert cloud_seed.plan_seed({}, "u-1", digest) == (None, {})
     assert cloud_seed.plan_seed({"hostname": None}, "u-1", None) == (None, None)
+
+
+def test_the_biggest_cloud_init_that_seals_opens_and_a_bigger_one_is_refused(svc, tmp_path):
+    # The option is sealed whole, and SecretBox opens no token over 1 MiB of text: an option
+    # stored bigger could never start its VM. At the bound it seals, and the seed ISO is made.
+    head = "#!/bin/sh\n"
+    script = head + "x" * (cloud_seed.MAX_PLAINTEXT_BYTES - len(cloud_seed.cloud_init.canonical({"user_data": head})))
+    made = ensure(svc, cloud_init={"user_data": script})
+    rec = records.load(svc.store, "web01")
+    with open(cloud_seed.seed_iso(svc.engine, rec), "rb") as fh:
+        assert script.encode() in fh.read()
+    with pytest.raises(SpecError) as err:
+        ensure(svc, name="web02", cloud_init={"user_data": script + "x"})
+    assert err.value.field == "cloud_init" and "sealed value" in str(err.value)
+    assert records.load(svc.store, "web02") is None
+    assert made.vm["cloud_init_digest"]
