@@ -41,6 +41,7 @@ PURE_MODELS = (
     "vm/model/argv.py",  # the argv builder: a pure function of spec and launch context
     "vm/model/vocabulary.py",  # the result vocabulary: option names, the VM entry, the diff
     "vm/model/cloud_init.py",  # the cloud_init option to NoCloud seed files (host/iso.py writes them)
+    "vm/model/readiness.py",  # wait_for/wait_timeout and the console tail (vm/readiness.py waits)
     "volume/size.py",
     "volume/plan.py",  # infinivirt_disk's decision on an existing volume
     "volume/origin.py",  # infinivirt_disk's decision on a volume made from an image or template
