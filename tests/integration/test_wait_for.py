@@ -71,10 +71,15 @@ def printing_secrets(guest_params):
 
 
 def test_a_guest_that_never_becomes_ready_fails_with_its_console_tail(guest_params, workdir):
-    common = {"db_url": "sqlite:///%s/wait.db" % workdir, "run_dir": os.path.join(workdir, "run")}
+    common = {
+        "db_url": "sqlite:///%s/wait.db" % workdir,
+        "run_dir": os.path.join(workdir, "run"),
+        "nvram_dir": os.path.join(workdir, "nvram"),
+        "secret_key_file": os.path.join(workdir, "secret.key"),
+    }
     vm = dict(
         common,
-        printing_secrets(guest_params),
+        **printing_secrets(guest_params),
         name="neverready",
         state="running",
         graphics={"type": "vnc", "listen": "127.0.0.1", "password": VNC_PASSWORD},
@@ -127,7 +132,9 @@ def test_wait_timeout_edges_and_a_restart_waits_for_its_own_boot(service, guest_
     # A restart's wait counts only the new boot's lines (the log is rotated at each start):
     # the old boot's "ready" does not end it.
     out = service.ensure(
-        dict(params, state="restarted", wait_for={"serial": "INFINIVIRT ready"}, wait_timeout=GUEST_TIMEOUT, force=True),
+        dict(
+            params, state="restarted", wait_for={"serial": "INFINIVIRT ready"}, wait_timeout=GUEST_TIMEOUT, force=True
+        ),
         False,
     )
     assert out.changed and out.vm["ready"]["seconds"] > 1.0, out.vm["ready"]

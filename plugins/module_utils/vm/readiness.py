@@ -16,7 +16,6 @@ agent. SSH is tried from inside the VM's network namespace: a socket made there.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import json
 import os
 import re
@@ -35,6 +34,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.readiness
     SSH,
     TAIL_READ,
     WaitSpec,
+    agent_address,
     clean_text,
     cloud_init_secrets,
     console_tail,
@@ -291,15 +291,6 @@ def ssh_answers(netns: Optional[str], address: str, timeout: float) -> bool:
         return False
     finally:
         sock.close()
-
-
-def agent_address(entry: Dict[str, Any], macs: Sequence[str]) -> Optional[str]:
-    """The first address (IPv4 first) the agent reports on one of the VM's NICs."""
-    wanted = {mac.lower() for mac in macs}
-    ips = [ip for nic in entry.get("interfaces") or () if nic.get("mac") in wanted for ip in nic["ips"]]
-    ips = [ip for ip in ips if ip in entry.get("ips", ())]  # reachable ones only
-    ips.sort(key=lambda ip: ipaddress.ip_address(ip.split("%", 1)[0]).version)
-    return ips[0] if ips else None
 
 
 def _spec(rec: VmRecord) -> VmSpec:

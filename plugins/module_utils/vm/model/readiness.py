@@ -11,6 +11,7 @@ tail may show, so both are unit-tested without a guest.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import re
 from typing import Any, Dict, Iterable, List, Optional, Sequence
@@ -24,15 +25,16 @@ TAIL_LINES = 40  # a failed start or wait returns at most this many console line
 TAIL_BYTES = 4096  # ... and at most this many bytes of them (UTF-8)
 TAIL_READ = 64 * 1024  # how much of the end of the log is read to find them
 MASK = "********"
-# A cloud_init string this short is masked only under a key that names a secret: masking
-# every 1-3 character word of user_data would blank the console.
-SHORT_SECRET = 4
+# A cloud_init string shorter than this is masked only under a key that names a secret:
+# masking every short word of user_data (root, sudo, a user name) would blank the console.
+SHORT_SECRET = 6
 SECRET_KEYS = ("pass", "secret", "token", "key")  # passwd, hashed_passwd, chpasswd, private_key, ...
 
-# CSI (ESC [ ... final), OSC (ESC ] ... BEL or ST), other two-byte escapes; then the C0/C1
+# CSI (ESC [ ... final), OSC (ESC ] ... BEL or ST), other escapes (ESC, intermediates, a
+# final: charset designations and the like); then the C0/C1
 # controls other than tab and newline (a bare CR ends a line, as a terminal shows it).
 _ESCAPES = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]?|\x9b[0-?]*[ -/]*[@-~]"
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[ -/]*[0-~]?|\x9b[0-?]*[ -/]*[@-~]"
 )
 _CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
@@ -94,6 +96,17 @@ def parse_wait(params: Dict[str, Any]) -> Optional[WaitSpec]:
 
 def _error(field: str, reason: str) -> SpecError:
     return SpecError(field, reason)
+
+
+def agent_address(entry: Dict[str, Any], macs: Sequence[str]) -> Optional[str]:
+    """The first reachable address (IPv4 first) that a ``guest`` entry (vm/guest.py) has
+    on one of the VM's NICs (``macs``)."""
+    wanted = {mac.lower() for mac in macs}
+    reachable = set(entry.get("ips") or ())  # no loopback, no link-local
+    ips = [ip for nic in entry.get("interfaces") or () if nic.get("mac") in wanted for ip in nic.get("ips") or ()]
+    ips = [ip for ip in ips if ip in reachable]
+    ips.sort(key=lambda ip: ipaddress.ip_address(ip.split("%", 1)[0]).version)
+    return ips[0] if ips else None
 
 
 # -- the serial console ------------------------------------------------------------------
