@@ -561,15 +561,16 @@ options:
         O(wait_timeout); the VM's lock is not held while waiting.
       - V(agent) waits until the guest agent answers (needs O(guest_agent=true), else the
         task fails before doing anything).
-      - V(ip) waits for an address on one of the VM's NICs: from the DHCP leases of a NIC on
+      - V(ip) waits for an address on one of the VM's NICs, from the DHCP leases of a NIC on
         a NAT network (M(infinivirt.core.infinivirt_net) C(mode=nat); only a lease granted
         after this task's start counts), else from the guest agent. Without either source
         the task fails before doing anything.
       - V(ssh) waits for that address, then for TCP port 22 to answer with an SSH banner,
         tried from inside the VM's O(netns) (never from the host's namespace when the VM has
         one).
-      - A dictionary C({serial: REGEX}) waits for a line of the serial console (RV(vm.serial_log),
-        terminal escapes removed) that the regular expression matches (Python C(re.search)). When
+      - A dictionary whose one key C(serial) holds a regular expression (C(serial=REGEX)) waits
+        for a line of the serial console (RV(vm.serial_log), terminal escapes removed) that it
+        matches (Python C(re.search); the last, unfinished line counts too, for a prompt). When
         this task started the VM, only lines of this boot count (the log starts anew with each
         start); otherwise the whole log of the running QEMU.
       - When the wait fails (the timeout passes, or the VM stops), the task fails with a message that

@@ -16,13 +16,16 @@ import sys
 import time
 
 import pytest
+import yaml
 from collection_path import collections_root
 from helpers import vm_list, wait_ready
+from serial_report import channel_command
 
 from ansible_collections.infinivirt.core.plugins.module_utils.context import HostContext
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.batch import Entry, VmBatch
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.readiness import NotReady
+from ansible_collections.infinivirt.core.plugins.modules import infinivirt_vm
 
 pytestmark = [pytest.mark.qemu, pytest.mark.guest]
 
@@ -63,11 +66,21 @@ def run_module(module, args):
     return done.returncode, json.loads(done.stdout.split("=>", 1)[1]), done.stdout + done.stderr
 
 
-def printing_secrets(guest_params):
-    """The tiny guest without ``quiet``: the kernel prints its command line on the console,
-    and with it the secrets put there."""
-    cmdline = guest_params["kernel_cmdline"].replace("quiet", "")
-    return dict(guest_params, kernel_cmdline="%s ivpw=%s ivci=%s" % (cmdline, VNC_PASSWORD, CLOUD_SECRET))
+def with_secrets(guest_params):
+    """The tiny guest with the secrets on its kernel command line (which the guest then prints)."""
+    cmdline = "%s ivpw=%s ivci=%s" % (guest_params["kernel_cmdline"], VNC_PASSWORD, CLOUD_SECRET)
+    return dict(guest_params, kernel_cmdline=cmdline, console_socket=True)
+
+
+def guest_prints(console_socket):
+    """Make the guest print its kernel command line (the secrets), a coloured line and binary
+    junk on its serial console, through its command channel (the second serial port)."""
+    command = (
+        "cat /proc/cmdline > /dev/ttyS0; "
+        "printf '\\033[1;31mRED-MARK\\033[0m \\001\\002\\377\\376 end\\r\\n' > /dev/ttyS0"
+    )
+    code, output = channel_command(console_socket, command)
+    assert code == 0, output
 
 
 def test_a_guest_that_never_becomes_ready_fails_with_its_console_tail(guest_params, workdir):
@@ -79,7 +92,7 @@ def test_a_guest_that_never_becomes_ready_fails_with_its_console_tail(guest_para
     }
     vm = dict(
         common,
-        **printing_secrets(guest_params),
+        **with_secrets(guest_params),
         name="neverready",
         state="running",
         graphics={"type": "vnc", "listen": "127.0.0.1", "password": VNC_PASSWORD},
@@ -93,18 +106,23 @@ def test_a_guest_that_never_becomes_ready_fails_with_its_console_tail(guest_para
     assert code == 0, output[-4000:]
     assert result["changed"] and result["vm"]["ready"]["wait_for"] == {"serial": "INFINIVIRT ready"}
     assert result["vm"]["ready"]["address"] is None
+    documented = yaml.safe_load(infinivirt_vm.RETURN)["vm"]["contains"]["ready"]["contains"]
+    assert set(result["vm"]["ready"]) == set(documented)  # RETURN's vm.ready, key for key
+
+    guest_prints(result["vm"]["console_socket_path"])
 
     # Running and booted: a line the guest never prints, a short timeout.
     t1 = time.monotonic()
     code, result, output = run_module("infinivirt_vm", dict(vm, wait_for={"serial": "never-printed"}, wait_timeout=3))
     t_fail = time.monotonic() - t1
-    assert code != 0 and result["failed"]
+    assert code != 0 and "FAILED!" in output, result  # (the minimal callback drops the failed key)
     assert "wait_for serial timed out after 3 s (wait_timeout 3)" in result["msg"], result["msg"]
     assert "never-printed" in result["msg"]
     tail = result["console_tail"]
     assert 0 < len(tail) <= 40 and len("\n".join(tail).encode()) <= 4096
     assert any(line.startswith("INFINIVIRT ready") for line in tail), tail
     assert any("ivpw=********" in line and "ivci=********" in line for line in tail), tail
+    assert "RED-MARK \ufffd\ufffd end" in tail, tail  # escapes and controls gone, bad bytes replaced
     assert VNC_PASSWORD not in output and CLOUD_SECRET not in output  # nowhere in the result
     assert result["changed"] is False and result["vm"]["status"] == "running"
     # Left as documented: running.
