@@ -169,6 +169,15 @@ def test_wait_for_agent_needs_the_agent_channel(service, guest_params):
         service.ensure(dict(guest_params, name="noaddr", state="running", wait_for="ip"), False)
     assert failed.value.field == "wait_for" and "needs a NIC" in failed.value.reason
     assert vm_list(service) == []
+    # A running VM whose process has no channel: turning guest_agent on is a pending restart,
+    # so wait_for: agent could never be met; it fails before the change is stored.
+    cheap = {"name": "cheap", "state": "running", "accel": "tcg", "memory_mb": 64}
+    service.ensure(cheap, False)
+    with pytest.raises(SpecError) as failed:
+        service.ensure(dict(cheap, guest_agent=True, wait_for="agent"), False)
+    assert failed.value.field == "wait_for" and "runs without the agent's channel" in failed.value.reason
+    (vm,) = vm_list(service)
+    assert vm["guest_agent"] is False and vm["pending_restart"] == [] and vm["status"] == "running"
 
 
 @pytest.mark.parametrize(

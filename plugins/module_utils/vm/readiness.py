@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError, SpecError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.host import dnsmasq
 from ansible_collections.infinivirt.core.plugins.module_utils.host.netns import entered, parse_ns_ref
+from ansible_collections.infinivirt.core.plugins.module_utils.network.plan import J_DNSMASQ
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.process import VmPaths
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.guest import ANSWERING, guest_entry, has_agent
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.readiness import (
@@ -46,7 +47,6 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.states im
 PROBE_TIMEOUT = 2.0  # the most one look at one VM's agent or SSH port may take
 POLL_INTERVAL = 1.0  # between two rounds over the VMs that are not ready yet
 SSH_PORT = 22
-J_DNSMASQ = "dnsmasq"  # network/plan.py's journal kind of a network's dnsmasq (its pidfile)
 LEASES, FROM_AGENT = "leases", "agent"
 
 
@@ -83,6 +83,21 @@ def check_wait(engine, spec: VmSpec, wait: WaitSpec) -> List[LeaseSource]:
             "(infinivirt_net mode: nat), whose DHCP leases tell the address" % wait.kind,
         )
     return sources
+
+
+def check_running(rec: VmRecord, wait: WaitSpec, host_id: str, started: bool) -> None:
+    """A VM this task does not start is waited for as it runs: on this host, and (for
+    ``agent``) with the agent's channel in its running process."""
+    if started:
+        return
+    if rec.host != host_id:
+        raise StateError("wait_for: VM %s runs on host %s; wait for it from there" % (rec.name, rec.host))
+    if wait.kind == AGENT and rec.running_spec is not None and not rec.running_spec.guest_agent:
+        raise SpecError(
+            "wait_for",
+            "agent: VM %s runs without the agent's channel (guest_agent was off when it started); "
+            "restart it (state: restarted) to add it" % rec.name,
+        )
 
 
 def lease_sources(engine, spec: VmSpec) -> List[LeaseSource]:
@@ -141,7 +156,6 @@ class Waiter:
         self._offset = 0
         self._partial = b""
         self._agent_said = "not asked"
-        self._ssh_tried = False
 
     # -- looking ------------------------------------------------------------------------------
     def poll(self, engine, now: float) -> bool:
@@ -157,7 +171,6 @@ class Waiter:
             return False
         if self.wait.kind != SSH:
             return True
-        self._ssh_tried = True
         return ssh_answers(_netns(self.rec), self.address, budget)
 
     def _agent_answers(self, engine, budget: float) -> bool:
@@ -181,19 +194,19 @@ class Waiter:
         path = serial_log(engine, self.rec)
         try:
             with open(path, "rb") as fh:
+                if os.fstat(fh.fileno()).st_size < self._offset:  # a new log (the VM restarted)
+                    self._offset, self._partial = 0, b""
                 fh.seek(self._offset)
                 data = fh.read()
         except OSError:
             return False
         self._offset += len(data)
         data = self._partial + data
-        complete, _, self._partial = data.rpartition(b"\n")
+        complete, newline, self._partial = data.rpartition(b"\n")
         regex = re.compile(self.wait.pattern or "")
         # The unfinished last line counts too: a prompt ("login: ") ends without a newline.
-        for chunk in (complete, self._partial):
-            if any(regex.search(line) for line in clean_text(chunk).split("\n")):
-                return True
-        return False
+        chunks = ([complete] if newline else []) + ([self._partial] if self._partial else [])
+        return any(regex.search(line) for chunk in chunks for line in clean_text(chunk).split("\n"))
 
     # -- failing ------------------------------------------------------------------------------
     def timed_out(self, engine) -> NotReady:

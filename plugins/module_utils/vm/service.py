@@ -258,10 +258,11 @@ class VmService:
             return None
         from ansible_collections.infinivirt.core.plugins.module_utils.vm import readiness
 
+        started = "start" in plan.actions
+        readiness.check_running(plan.record, wait_spec, self.hostname, started)
         sources = readiness.check_wait(self.engine, plan.record.spec, wait_spec)
         if check_mode:
             return None
-        started = "start" in plan.actions
         baseline = readiness.lease_baseline(sources) if started else {}
         return readiness.Waiter(plan.record, wait_spec, sources, baseline, started, params)
 
