@@ -22,7 +22,7 @@ from helpers import vm_list, wait_ready
 from serial_report import channel_command
 
 from ansible_collections.infinivirt.core.plugins.module_utils.context import HostContext
-from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError, SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.batch import Entry, VmBatch
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.readiness import NotReady
 from ansible_collections.infinivirt.core.plugins.modules import infinivirt_vm
@@ -248,3 +248,17 @@ def test_infinivirt_vms_waits_for_all_against_one_deadline(service, workdir):
     assert took < 11, "the VMs were waited for one after the other (%.1f s)" % took
     assert sorted(vm["status"] for vm in vm_list(service)) == ["running", "running"]
     print("infinivirt_vms: two 6 s waits took %.1f s in all" % took)
+
+
+def test_a_failed_start_carries_the_console_tail(service, workdir):
+    """QEMU refuses a kernel that is not one: the start fails before the guest prints a line,
+    and the failure still carries console_tail (empty), and the new VM is not kept."""
+    bogus = os.path.join(workdir, "not-a-kernel")
+    with open(bogus, "w") as fh:
+        fh.write("not a kernel\n")
+    with pytest.raises(InfinivirtError) as failed:
+        service.ensure(
+            {"name": "badstart", "state": "running", "accel": "tcg", "memory_mb": 64, "kernel": bogus}, False
+        )
+    assert failed.value.result["console_tail"] == [], failed.value
+    assert vm_list(service) == []
