@@ -97,7 +97,7 @@ def test_a_playbook_reaches_its_new_guest_over_ssh(cloud_guest, workdir, netns):
     took = time.monotonic() - t0
     assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-3000:]
     assert "failed=0" in done.stdout
-    found = re.search(r"WAIT_SSH_OK address=(\S+) waited=(\S+)", done.stdout)
+    found = re.search(r"WAIT_SSH_OK address=(\S+) waited=([\d.]+)", done.stdout)
     assert found, done.stdout[-3000:]
     print(
         "wait_for ssh: the guest answered on %s %s s after its start; the playbook took %.0f s"
