@@ -19,7 +19,7 @@ def relay(host: str, port: int) -> None:
     selector.register(sock, selectors.EVENT_READ)
     selector.register(sys.stdin.fileno(), selectors.EVENT_READ)
     while True:
-        for key, _ in selector.select():
+        for key, _events in selector.select():
             if key.fileobj is sock:
                 data = sock.recv(65536)
                 if not data:

@@ -204,12 +204,12 @@ def test_the_module_names_a_bad_wait_option(workdir):
     one in ours; both name wait_timeout and leave no VM."""
     common = {"db_url": "sqlite:///%s/bad.db" % workdir, "run_dir": os.path.join(workdir, "run")}
     for value, words in (("soon", "wait_timeout"), (-1, "wait_timeout: must be a finite number")):
-        code, result, _ = run_module(
+        code, result, output = run_module(
             "infinivirt_vm", dict(common, name="bad", state="stopped", wait_for="agent", wait_timeout=value)
         )
-        assert code != 0 and words in result["msg"], result["msg"]
-    code, result, _ = run_module("infinivirt_vm_info", common)
-    assert result["vms"] == []
+        assert code != 0 and words in result["msg"], output
+    code, result, output = run_module("infinivirt_vm_info", common)
+    assert code == 0 and result["vms"] == [], output
 
 
 def test_infinivirt_vms_waits_for_all_against_one_deadline(service, workdir):
