@@ -115,8 +115,8 @@ class InfinivirtModule:
             self.module.fail_json(
                 msg="%s (needed for %s)" % (missing_required_lib(exc.library), exc.purpose), exception=exc.import_error
             )
-        except InfinivirtError as exc:
-            self.module.fail_json(msg=str(exc))
+        except InfinivirtError as exc:  # ``result``: what a failure returns besides msg (console_tail)
+            self.module.fail_json(msg=str(exc), **(getattr(exc, "result", None) or {}))
         except Exception as exc:  # a bug: keep the traceback for the report
             self.module.fail_json(msg="unexpected error: %s" % exc, exception=traceback.format_exc())
         if not self.module._diff:

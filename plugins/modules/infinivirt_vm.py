@@ -595,6 +595,35 @@ options:
         (RV(vm.guest)), and can power the guest off through it (O(shutdown_mode=agent)).
       - Changing it on a running VM is a pending restart. Default for a new VM is V(false).
     type: bool
+  wait_for:
+    description:
+      - After the converge, when the VM ends up running (never in check mode, never for
+        V(stopped), V(paused) or V(absent)), wait until the guest is ready, at most
+        O(wait_timeout); the VM's lock is not held while waiting.
+      - V(agent) waits until the guest agent answers (needs O(guest_agent=true), else the
+        task fails before doing anything).
+      - V(ip) waits for an address on one of the VM's NICs, from the DHCP leases of a NIC on
+        a NAT network (M(infinivirt.core.infinivirt_net) C(mode=nat); only a lease granted
+        after this task's start counts), else from the guest agent. Without either source
+        the task fails before doing anything.
+      - V(ssh) waits for that address, then for TCP port 22 to answer with an SSH banner,
+        tried from inside the VM's O(netns) (never from the host's namespace when the VM has
+        one).
+      - A dictionary whose one key C(serial) holds a regular expression (C(serial=REGEX)) waits
+        for a line of the serial console (RV(vm.serial_log), terminal escapes removed) that it
+        matches (Python C(re.search); the last, unfinished line counts too, for a prompt). When
+        this task started the VM, only lines of this boot count (the log starts anew with each
+        start); otherwise the whole log of the running QEMU.
+      - When the wait fails (the timeout passes, or the VM stops), the task fails with a message that
+        says which wait and after how long, and RV(console_tail); the VM is left as it is (running).
+      - Unset, the task does not wait (and asks nothing more of the guest than without it).
+    type: raw
+  wait_timeout:
+    description:
+      - The most seconds O(wait_for) waits. V(0) looks once and fails at once if the guest is
+        not ready. Must be a finite number, 0 or more.
+      - Default 300 seconds.
+    type: float
   shutdown_mode:
     description:
       - How V(stopped) (and V(absent) of a running VM) asks the guest to power off.
@@ -938,6 +967,45 @@ EXAMPLES = r"""
     state: stopped
     shutdown_mode: agent
 
+- name: A linked clone of a cloud image
+  infinivirt.core.infinivirt_disk:
+    path: /var/lib/infinivirt/images/web03.qcow2
+    clone_from: /var/lib/infinivirt/images/debian-12-genericcloud.qcow2
+    clone_mode: linked
+
+- name: A VM on a NAT network, reachable over SSH when the task returns
+  infinivirt.core.infinivirt_vm:
+    name: web03
+    memory_mb: 1024
+    disks:
+      - path: /var/lib/infinivirt/images/web03.qcow2
+    nics:
+      - network: nat0  # infinivirt_net mode: nat: its DHCP leases tell the address
+    guest_agent: true
+    cloud_init:
+      hostname: web03
+      ssh_authorized_keys:
+        - "{{ lookup('ansible.builtin.file', '~/.ssh/id_ed25519.pub') }}"
+    state: running
+    wait_for: ssh
+    wait_timeout: 600
+  register: web03
+
+- name: The new guest joins the inventory; later plays configure it over SSH
+  ansible.builtin.add_host:
+    name: web03
+    ansible_host: "{{ web03.vm.ready.address }}"
+    ansible_user: debian  # the cloud image's default user, who got the key
+    groups: [new_guests]
+
+- name: A VM that is ready when its console says so
+  infinivirt.core.infinivirt_vm:
+    name: appliance1
+    state: running
+    wait_for:
+      serial: "login:"
+    wait_timeout: 120
+
 - name: Remove it
   infinivirt.core.infinivirt_vm:
     name: web01
@@ -974,6 +1042,29 @@ vm:
       description: File that receives the guest's first serial port.
       type: str
       sample: /run/infinivirt/0b7c1f0e-3c1d-4a53-9a7e-6b0f8d1f2a11.serial.log
+    ready:
+      description: What the task waited for (O(wait_for)) and what it found.
+      returned: when the task waited (O(wait_for), not in check mode, the VM running)
+      type: dict
+      contains:
+        wait_for:
+          description: The O(wait_for) that was met.
+          type: raw
+          sample: ssh
+        address:
+          description: The guest's address (V(ip) and V(ssh)), null for the other waits.
+          type: str
+          sample: 10.77.0.61
+        address_source:
+          description: >-
+            Where the address came from: V(leases) (the DHCP leases of a NAT network) or V(agent)
+            (the guest agent); null without an address.
+          type: str
+          sample: leases
+        seconds:
+          description: How long the wait took, in seconds.
+          type: float
+          sample: 94.2
     host:
       description: The hypervisor that owns the VM (O(host_id) of the host that last started it).
       type: str
@@ -1114,6 +1205,8 @@ vm:
         - What the QEMU guest agent reports, asked when the task ends (see O(guest_agent)).
         - Asked only for a running VM of this host whose QEMU runs with the agent's channel,
           and for at most 2 seconds, so a silent agent does not hold the task.
+        - After a wait (O(wait_for)) it is asked again; when the agent does not answer, C(ips)
+          holds the address the wait found in the DHCP leases (RV(vm.ready.address_source)).
       type: dict
       contains:
         agent:
@@ -1318,6 +1411,19 @@ plan:
       description: Whether changes stay pending a restart after the task (RV(vm.pending_restart) lists them).
       type: bool
       sample: false
+console_tail:
+  description:
+    - The last lines of the VM's serial console (at most 40 lines and 4096 bytes, terminal escapes
+      and control characters removed), when a start or a wait (O(wait_for)) failed, so a user
+      without a shell on the host sees why.
+    - Every secret the task knows is replaced by C(********) - the display password, the LUKS keys
+      of the VM's disks, and the strings of O(cloud_init) (C(user_data), C(vendor_data), C(users),
+      C(ssh_authorized_keys); a string shorter than 6 characters only under a key that names a
+      secret, such as C(password) or C(chpasswd)).
+  returned: when a start or a wait failed
+  type: list
+  elements: str
+  sample: ["[  OK  ] Reached target Network.", "Debian GNU/Linux 12 web01 ttyS0"]
 """
 
 from ansible_collections.infinivirt.core.plugins.module_utils import bytecode_cache  # noqa: F401  (first: see its docstring)

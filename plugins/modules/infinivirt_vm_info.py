@@ -68,7 +68,7 @@ vms:
     - The VMs found, sorted by name; empty when O(name) names no VM.
     - Each entry has the fields of RV(infinivirt.core.infinivirt_vm#module:vm) plus RV(vms[].qemu_status),
       RV(vms[].error), RV(vms[].crashed), RV(vms[].leftovers), RV(vms[].events), RV(vms[].snapshots)
-      and RV(vms[].host_devices).
+      and RV(vms[].host_devices); not C(ready), which only a task that waits (C(wait_for)) returns.
   returned: always
   type: list
   elements: dict

@@ -47,6 +47,10 @@ options:
         module checks them and have the same defaults. The options shared by all modules
         (O(db_url), O(run_dir), ...) are options of this task, not of an entry.
       - Results come back in this order.
+      - An entry's C(wait_for) and C(wait_timeout) (or those of O(defaults)) are waited for
+        once every entry is converged, for all VMs together. Each C(wait_timeout) counts from
+        the same moment, so N VMs take about the longest timeout, not N times it. A VM that is
+        not ready in time fails its entry (with C(console_tail)); the others are unaffected.
     type: list
     elements: dict
     required: true
@@ -99,6 +103,28 @@ seealso:
 """
 
 EXAMPLES = r"""
+- name: Web servers from cloud images, each reachable over SSH when the task returns
+  infinivirt.core.infinivirt_vms:
+    defaults:
+      state: running
+      memory_mb: 1024
+      guest_agent: true
+      nics: [{network: nat0}]
+      wait_for: ssh
+      wait_timeout: 600  # for all of them together, not per VM
+    vms:
+      - {name: web11, disks: [{path: /var/lib/infinivirt/images/web11.qcow2}], cloud_init: {hostname: web11}}
+      - {name: web12, disks: [{path: /var/lib/infinivirt/images/web12.qcow2}], cloud_init: {hostname: web12}}
+  register: web
+
+- name: They join the inventory (a failed one has console_tail instead)
+  ansible.builtin.add_host:
+    name: "{{ item.name }}"
+    ansible_host: "{{ item.vm.ready.address }}"
+  loop: "{{ web.vms | rejectattr('failed') }}"
+  loop_control:
+    label: "{{ item.name }}"
+
 - name: Three small VMs running on this host, four at a time at most
   infinivirt.core.infinivirt_vms:
     parallel: 4
@@ -173,9 +199,18 @@ vms:
       type: str
       returned: when failed
     vm:
-      description: The VM after the task, as RV(infinivirt.core.infinivirt_vm#module:vm) describes it.
+      description:
+        - The VM after the task, as RV(infinivirt.core.infinivirt_vm#module:vm) describes it.
+        - Also returned by an entry whose wait (C(wait_for)) failed.
       type: dict
-      returned: unless failed
+      returned: unless failed, and when a wait failed
+    console_tail:
+      description:
+        - The last lines of the VM's serial console, secrets masked, when its start or its wait
+          (C(wait_for)) failed, as RV(infinivirt.core.infinivirt_vm#module:console_tail) describes it.
+      type: list
+      elements: str
+      returned: when the entry's start or wait failed
     plan:
       description:
         - The plan for this VM, as RV(infinivirt.core.infinivirt_vm#module:plan) describes it (the

@@ -106,7 +106,10 @@ def test_a_real_agent_reports_and_powers_the_guest_off(cloud_guest, cloud_servic
     }
 
     t0 = time.monotonic()
-    started = svc.ensure(dict(params, state="running"), False)
+    # wait_for: ip on a bridge (no DHCP leases to read): the address comes from the agent.
+    started = svc.ensure(dict(params, state="running", wait_for="ip", wait_timeout=BOOT_TIMEOUT), False)
+    assert started.vm["ready"]["address"] == GUEST_IP and started.vm["ready"]["address_source"] == "agent"
+    assert GUEST_IP in started.vm["guest"]["ips"]
     log = started.vm["serial_log"]
     ready = wait_serial(log, r"INFINIVIRT-AGENT-READY", t0 + BOOT_TIMEOUT)
     with open(log, "rb") as fh:

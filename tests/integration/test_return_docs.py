@@ -38,6 +38,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.records 
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.info import info_result
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.options import vm_argument_spec
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.passthrough import PciService
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.readiness import NotReady
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
 from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
@@ -95,6 +96,13 @@ OPAQUE = {
 # Keys only a guest agent that answers returns (no guest boots here): a guest's interfaces.
 # tests/integration/test_guest_agent_live.py checks them against RETURN with a real agent.
 LIVE_AGENT = ".guest.interfaces[]."
+# What a wait that succeeded returns (wait_for): it needs a guest that becomes ready.
+# tests/integration/test_wait_for.py checks it against RETURN with the tiny guest.
+LIVE_WAIT = "vm.ready"
+# Keys RETURN documents through another module's or entry's that these never return: a VM
+# listed by infinivirt_vm_info never waited; a VM infinivirt_vms' exclusive acted on was only
+# stopped or removed (no start, no wait, so no console tail).
+NEVER_HERE = {"infinivirt_vm_info": "vms[].ready", "infinivirt_vms": "unlisted[].console_tail"}
 
 
 def _load(module: str) -> Any:
@@ -227,6 +235,18 @@ def check_the_rest(ctx, netns, tmp_path, results):
         (full, True),
         (full, False),
         (full, False),
+    ):
+        results["infinivirt_vm"].append(vms.ensure(params, check).result())
+    # A wait that fails (wait_for, one look): the failure's result, as the binding returns it.
+    waited = vm_params(name="retw", state="running", memory_mb=64, accel="tcg")
+    try:
+        vms.ensure(dict(waited, wait_for={"serial": "never-printed"}, wait_timeout=0), False)
+    except NotReady as exc:
+        results["infinivirt_vm"].append(dict(exc.result, failed=True, msg=str(exc)))
+    else:
+        raise AssertionError("the wait did not fail")
+    vms.ensure(dict(waited, state="absent", force=True, stop_timeout=0), False)
+    for params, check in (
         (vm_params(name="ret1", state="stopped", memory_mb=96), False),
         (vm_params(name="ret2", state="absent"), False),
     ):
@@ -272,10 +292,25 @@ def check_the_rest(ctx, netns, tmp_path, results):
         {"name": "many2", "memory_mb": 8},
         {"name": "many3"},
     ]
-    for entries, check, diff, exclusive in ((listed, True, True, None), (listed, False, False, None)):
+    waiting = [
+        {
+            "name": "many4",
+            "state": "running",
+            "accel": "tcg",
+            "wait_for": {"serial": "never-printed"},
+            "wait_timeout": 0,
+        }
+    ]
+    for entries, check, diff, exclusive in (
+        (listed, True, True, None),
+        (listed, False, False, None),
+        (waiting, False, False, None),  # a wait that fails: the entry's console_tail and vm
+    ):
         prepared = prepare(entries, {"memory_mb": 64}, lambda entry, path: validate_options(spec, entry, path))
         batch = VmBatch(ctx, open_ctx, 2)
         results["infinivirt_vms"].append(batch.converge(prepared.entries, check, diff, exclusive, prepared.stop_params))
+    assert results["infinivirt_vms"][-1]["vms"][0]["console_tail"] == [], results["infinivirt_vms"][-1]
+    vms.ensure(vm_params(name="many4", state="absent", force=True, stop_timeout=0), False)
     with ctx.store.vm_lock("many3", 5):
         prepared = prepare([{"name": "ret1"}], {}, lambda entry, path: validate_options(spec, entry, path))
         batch = VmBatch(ctx, lambda: open_ctx(0.2), 2)
@@ -387,7 +422,8 @@ def test_every_returned_key_is_documented(ctx, netns, workdir):
             problems.append(
                 "%s returns keys its RETURN does not document: %s" % (module, ", ".join(sorted(seen - docs)))
             )
-        unseen = {path for path in docs - seen if LIVE_AGENT not in path}
+        docs = {path for path in docs if not path.startswith(NEVER_HERE.get(module, "\0"))}
+        unseen = {path for path in docs - seen if LIVE_AGENT not in path and LIVE_WAIT not in path}
         if unseen:
             problems.append("%s documents keys none of its results had: %s" % (module, ", ".join(sorted(unseen))))
     assert not problems, "\n".join(problems)

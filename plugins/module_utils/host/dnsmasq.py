@@ -17,7 +17,7 @@ import os
 import signal
 import subprocess
 import time
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.host import netns as nsutil
 from ansible_collections.infinivirt.core.plugins.module_utils.host.net import NetError
@@ -183,3 +183,35 @@ def _unlink(path: str) -> None:
         pass
     except OSError as exc:
         raise NetError("cannot remove %s: %s" % (path, exc)) from exc
+
+
+# -- DHCP leases (what infinivirt_vm's wait_for: ip reads when a guest has no agent) -------
+def parse_leases(text: str) -> Dict[str, Tuple[str, str]]:
+    """dnsmasq's lease file ("EXPIRY MAC IP HOSTNAME CLIENT-ID" per line) as lowercase
+    MAC -> (IPv4 address, expiry); IPv6 ("duid" lines and later) and bad lines are skipped.
+    A MAC listed twice keeps its last line."""
+    leases: Dict[str, Tuple[str, str]] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 3 or fields[0] == "duid":
+            continue
+        expiry, mac, address = fields[0], fields[1].lower(), fields[2]
+        if not expiry.isdigit() or len(mac.split(":")) != 6 or address.count(".") != 3:
+            continue
+        leases[mac] = (address, expiry)
+    return leases
+
+
+def read_leases(leasefile: str) -> Dict[str, Tuple[str, str]]:
+    """parse_leases of the file; empty when it does not exist (yet)."""
+    try:
+        with open(leasefile, encoding="utf-8", errors="replace") as fh:
+            return parse_leases(fh.read())
+    except OSError:
+        return {}
+
+
+def leasefile_of(pidfile: str) -> str:
+    """The lease file beside a network's pidfile (DnsmasqFiles.for_network names both)."""
+    base = pidfile[: -len(".pid")] if pidfile.endswith(".pid") else pidfile
+    return base + ".leases"

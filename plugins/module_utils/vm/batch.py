@@ -159,6 +159,7 @@ class VmBatch:
         # Unlisted VMs go first: stopping them frees memory for the listed ones.
         jobs = list(others) + list(entries)
         results = self._run(jobs, check_mode, diff)
+        self._wait(jobs, results)
         listed = [results[id(e)] for e in entries]
         unlisted = [results[id(e)] for e in others]
         return self._result(listed, unlisted, diff)
@@ -219,21 +220,39 @@ class VmBatch:
 
     def _one(self, service: VmService, job: Entry, check_mode: bool, diff: bool) -> Dict[str, Any]:
         try:
-            out = service.ensure(job.params, check_mode)
+            out = service.ensure(job.params, check_mode, wait=False)  # _wait waits for all at once
         except Exception as exc:
             return self._error(job, exc)
         # the actions are the plan's (plan.actions), said once
         result = dict(name=job.name, changed=out.changed, failed=False, vm=out.vm, plan=out.plan)
+        if out.waiter is not None:
+            result["waiter"] = out  # taken out again by _wait
         result["warnings"] = out.warnings
         if diff:
             result["diff"] = out.diff
         return result
 
+    def _wait(self, jobs: Sequence[Entry], results: Dict[int, Dict[str, Any]]) -> None:
+        """The VMs whose entries say wait_for, waited for together once all are converged:
+        every VM's wait_timeout runs from the same moment (vm/readiness.py wait_all), on
+        the task's own context. A VM that is not ready fails its entry, with its console tail."""
+        waiting = [(job, results[id(job)].pop("waiter")) for job in jobs if "waiter" in results.get(id(job), {})]
+        if not waiting:
+            return
+        VmService(self.ctx).wait_ready([out for _job, out in waiting])
+        for job, out in waiting:
+            if out.waiter.error is not None:
+                results[id(job)] = dict(self._error(job, out.waiter.error), changed=out.changed, vm=out.vm)
+
     def _error(self, job: Entry, exc: Exception) -> Dict[str, Any]:
         if isinstance(exc, SpecError):
             return self._failed(job, "%s.%s: %s" % (job.where, exc.field, exc.reason))
         if isinstance(exc, InfinivirtError):
-            return self._failed(job, "%s (%s): %s" % (job.where, job.name, exc))
+            failed = self._failed(job, "%s (%s): %s" % (job.where, job.name, exc))
+            tail = (getattr(exc, "result", None) or {}).get("console_tail")
+            if tail is not None:  # a failed start or wait: the last lines of the VM's console
+                failed["console_tail"] = tail
+            return failed
         self._tracebacks.append(traceback.format_exc())  # a bug: keep it for the report
         return self._failed(job, "%s (%s): unexpected error: %s" % (job.where, job.name, exc))
 

@@ -18,6 +18,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 from ansible_collections.infinivirt.core.plugins.module_utils.context import HostContext
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
     ClaimConflict,
+    InfinivirtError,
     QemuError,
     QemuUnresponsive,
     SpecError,
@@ -75,6 +76,7 @@ class Outcome:
     warnings: List[str] = dataclasses.field(default_factory=list)
     actions: List[str] = dataclasses.field(default_factory=list)
     plan: Dict[str, Any] = dataclasses.field(default_factory=dict)  # vm.model.plan.plan_summary
+    waiter: Any = None  # vm.readiness.Waiter of a task that waits (wait_for)
 
     def result(self) -> Dict[str, Any]:
         """The module result (the binding drops ``diff`` outside diff mode)."""
@@ -190,12 +192,44 @@ class VmService:
         return power.start_vm(self.engine, rec, paused, bridges, events, pci=self.pci)
 
     # -- infinivirt_vm ------------------------------------------------------------------------
-    def ensure(self, params: Dict[str, Any], check_mode: bool) -> Outcome:
+    def ensure(self, params: Dict[str, Any], check_mode: bool, wait: bool = True) -> Outcome:
+        """Converge the VM, then (``wait_for``, not in check mode) wait until it is ready,
+        without its lock. ``wait=False``: the outcome's ``waiter`` is left for the caller
+        (infinivirt_vms waits for all its VMs together, vm/readiness.py)."""
         name = validate_name(params.get("name"))
         state = params.get("state") or "present"
         if state not in STATES:
             raise SpecError("state", "must be one of %s, got %r" % (", ".join(STATES), state))
         stop_timeout(params)  # a bad value fails before anything is done
+        wait_spec = None
+        if params.get("wait_for") is not None or params.get("wait_timeout") is not None:
+            from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.readiness import parse_wait
+
+            wait_spec = parse_wait(params)  # a bad value fails before anything is done
+        out = self._converge(name, state, params, check_mode, wait_spec)
+        if out.waiter is not None and wait:
+            self.wait_ready([out])
+            if out.waiter.error is not None:
+                raise out.waiter.error
+        return out
+
+    def wait_ready(self, outcomes: Sequence[Outcome]) -> None:
+        """Wait for the outcomes' VMs together; fill each VM entry (``ready``, ``guest``).
+        A failure is left on its outcome's ``waiter.error`` (vm/readiness.py NotReady: its
+        result carries the console tail, ``changed`` and the VM entry)."""
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.readiness import wait_all
+
+        waiting = [out for out in outcomes if out.waiter is not None]
+        wait_all(self.engine, [out.waiter for out in waiting])
+        for out in waiting:
+            if out.waiter.error is None:
+                out.waiter.fill(self.engine, out.vm)
+            else:
+                out.waiter.error.result.update(changed=out.changed, vm=out.vm)
+
+    def _converge(
+        self, name: str, state: str, params: Dict[str, Any], check_mode: bool, wait_spec: Any = None
+    ) -> Outcome:
         # One QMP connection serves the whole task (session.QmpSessions.one_session says when it closes).
         with self.store.vm_lock(name, self.lock_timeout), self.engine.sessions.one_session():
             rec = records.load(self.store, name)
@@ -209,13 +243,32 @@ class VmService:
             plan = plan_vm(rec, live, request.desired, self.hostname, new_uuid=new_uuid)
             self._plan_clones(rec, request, plan)
             self._check_host(request, plan)
+            waiter = self._waiter(wait_spec, plan, params, check_mode) if wait_spec is not None else None
             warnings = list(plan.warnings) + request.warnings
             if check_mode:
                 if "start" in plan.actions:
                     warnings.extend(self.engine.plan_launch(plan.record)[3])
             else:
                 warnings.extend(self._apply(rec, plan, request, params, live))
-            return self._outcome(rec, plan, request, warnings, check_mode, params)
+            out = self._outcome(rec, plan, request, warnings, check_mode, params)
+            out.waiter = waiter
+            return out
+
+    def _waiter(self, wait_spec: Any, plan: VmPlan, params: Dict[str, Any], check_mode: bool) -> Any:
+        """A VM that ends up running is waited for (never in check mode); whether it can
+        be is checked first, before anything is done. Leases held before a start do not
+        count as the new boot's address."""
+        if plan.after_state != RUNNING:
+            return None
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm import readiness
+
+        started = "start" in plan.actions
+        readiness.check_running(plan.record, wait_spec, self.hostname, started)
+        sources = readiness.check_wait(self.engine, plan.record.spec, wait_spec)
+        if check_mode:
+            return None
+        baseline = readiness.lease_baseline(sources) if started else {}
+        return readiness.Waiter(plan.record, wait_spec, sources, baseline, started, params)
 
     def _live(self, rec: Optional[VmRecord], foreign: bool, forced_stop: bool = False) -> Live:
         """What runs now. A QEMU that does not answer fails the task, unless the task stops
@@ -395,7 +448,11 @@ class VmService:
                 warnings.extend(self._do(action, rec, plan, request, params, live))
             if plan.sync_firewall:
                 self.engine.resources.sync_firewall(rec)
-        except Exception:
+        except Exception as exc:
+            if "start" in plan.actions and isinstance(exc, InfinivirtError):  # before its log goes
+                from ansible_collections.infinivirt.core.plugins.module_utils.vm.readiness import with_console_tail
+
+                with_console_tail(exc, self.engine, rec, params)
             if created:  # a VM that never ran is not kept
                 self.engine.resources.release_files(rec, keep_serial_log=False, keep_nvram=False)
                 self.firewall.forget_vm(firewall_vm(rec))

@@ -149,6 +149,10 @@ _VM_OPTIONS: Dict[str, Any] = dict(
     hyperv=dict(type="bool"),
     guest_agent=dict(type="bool"),
     shutdown_mode=dict(type="str", default="acpi", choices=list(SHUTDOWN_MODES)),
+    # readiness (vm/model/readiness.py): agent, ip, ssh or {serial: REGEX}; no default, so
+    # a task that does not wait imports none of it (300 s when unset)
+    wait_for=dict(type="raw"),
+    wait_timeout=dict(type="float"),
     graphics=dict(
         type="dict",
         options=dict(
