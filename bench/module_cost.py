@@ -78,7 +78,7 @@ def keep_payloads(work):
     ansible(work, playbook(work, [tasks[0]]))  # the VM runs: the kept tasks are no-ops
     ansible(work, playbook(work, tasks + [{"ansible.builtin.ping": {}}]), keep=keep)
     payloads = {}
-    for module in [m for m, _ in TASKS] + ["ping"]:
+    for module in [task[0] for task in TASKS] + ["ping"]:
         (found,) = glob.glob(os.path.join(keep, "*", "AnsiballZ_%s.py" % module))
         payloads[module] = shutil.copy(found, os.path.join(work, "AnsiballZ_%s.py" % module))
     shutil.rmtree(keep)
@@ -96,14 +96,14 @@ def cpu_of_run(path, environ):
 
 def measure(payloads, runs, cache):
     ways = [("ping", "-", payloads["ping"], os.environ)]
-    for module, _ in TASKS:
+    for module in [task[0] for task in TASKS]:
         for setting in ("on", "off"):
             env = dict(os.environ, INFINIVIRT_BYTECODE_CACHE=cache if setting == "on" else "off")
             ways.append((module, setting, payloads[module], env))
-    for _, _, path, env in ways:  # warm: the first run fills the cache
-        cpu_of_run(path, env)
-    times = {(m, s): [] for m, s, _, _ in ways}
-    for _ in range(runs):
+    for way in ways:  # warm: the first run fills the cache
+        cpu_of_run(way[2], way[3])
+    times = {(way[0], way[1]): [] for way in ways}
+    for _round in range(runs):
         for module, setting, path, env in ways:
             times[(module, setting)].append(cpu_of_run(path, env))
     return times

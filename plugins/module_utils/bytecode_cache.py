@@ -201,14 +201,23 @@ class CachedZipFinder:
 
 
 def install(environ=None):
-    """Put the finder first on sys.meta_path (once); a no-op when the cache is off or its
-    directory is not private."""
+    """Put the finder in front of Python's path finder (once); a no-op when the cache is off
+    or its directory is not private. Not at sys.meta_path[0]: that place is ansible-test's
+    (its import sanity test checks it), and the built-in and frozen importers before the
+    path finder never find this collection's modules anyway."""
     if any(isinstance(finder, CachedZipFinder) for finder in sys.meta_path):
         return
     directory = cache_dir(environ)
     directory = private_dir(directory) if directory else None
     if directory is not None:
-        sys.meta_path.insert(0, CachedZipFinder(CodeCache(directory)))
+        sys.meta_path.insert(_path_finder_index(), CachedZipFinder(CodeCache(directory)))
+
+
+def _path_finder_index():
+    for index, finder in enumerate(sys.meta_path):
+        if finder is importlib.machinery.PathFinder:
+            return index
+    return len(sys.meta_path)
 
 
 install()

@@ -322,7 +322,7 @@ volume:
         dirty-flag: false
 """
 
-from ansible_collections.infinivirt.core.plugins.module_utils import bytecode_cache  # noqa: F401  (first: see its docstring)
+from ansible_collections.infinivirt.core.plugins.module_utils import bytecode_cache  # noqa: F401  # pylint: disable=unused-import
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import InfinivirtModule
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.formats import FORMATS, PREALLOCATIONS
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import PRESENT_ABSENT

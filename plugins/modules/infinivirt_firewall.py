@@ -236,7 +236,7 @@ rules_applied:
   type: int
 """
 
-from ansible_collections.infinivirt.core.plugins.module_utils import bytecode_cache  # noqa: F401  (first: see its docstring)
+from ansible_collections.infinivirt.core.plugins.module_utils import bytecode_cache  # noqa: F401  # pylint: disable=unused-import
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import InfinivirtModule
 from ansible_collections.infinivirt.core.plugins.module_utils.firewall.rules import (
     ACTIONS,

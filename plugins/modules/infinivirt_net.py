@@ -242,7 +242,7 @@ actions:
   elements: str
 """
 
-from ansible_collections.infinivirt.core.plugins.module_utils import bytecode_cache  # noqa: F401  (first: see its docstring)
+from ansible_collections.infinivirt.core.plugins.module_utils import bytecode_cache  # noqa: F401  # pylint: disable=unused-import
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import InfinivirtModule
 from ansible_collections.infinivirt.core.plugins.module_utils.network.service import MODES, NetworkService
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import PRESENT_ABSENT

@@ -1426,7 +1426,7 @@ console_tail:
   sample: ["[  OK  ] Reached target Network.", "Debian GNU/Linux 12 web01 ttyS0"]
 """
 
-from ansible_collections.infinivirt.core.plugins.module_utils import bytecode_cache  # noqa: F401  (first: see its docstring)
+from ansible_collections.infinivirt.core.plugins.module_utils import bytecode_cache  # noqa: F401  # pylint: disable=unused-import
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import InfinivirtModule
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.options import vm_argument_spec

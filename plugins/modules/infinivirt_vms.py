@@ -308,7 +308,7 @@ summary:
       sample: {running: 3, stopped: 1}
 """
 
-from ansible_collections.infinivirt.core.plugins.module_utils import bytecode_cache  # noqa: F401  (first: see its docstring)
+from ansible_collections.infinivirt.core.plugins.module_utils import bytecode_cache  # noqa: F401  # pylint: disable=unused-import
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import (
     InfinivirtModule,
     validate_options,

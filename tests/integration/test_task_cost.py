@@ -172,7 +172,7 @@ def test_a_second_task_runs_the_code_the_first_compiled(service, workdir, tmp_pa
     service_entry = [name for name in first if name.startswith(MU + "vm.service.")]
     assert len(service_entry) == 1 and len(first) >= 30
     assert oct(cache.stat().st_mode & 0o777) == oct(0o700)
-    result, _ = run_task(tmp_path, "infinivirt_vm", args, INFINIVIRT_BYTECODE_CACHE=str(cache))
+    result = run_task(tmp_path, "infinivirt_vm", args, INFINIVIRT_BYTECODE_CACHE=str(cache))[0]
     assert not result["changed"]
     assert {entry.name: entry.stat().st_ino for entry in cache.iterdir()} == first
     with open(cache / service_entry[0], "rb") as fh:
