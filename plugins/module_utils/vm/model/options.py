@@ -147,6 +147,8 @@ _VM_OPTIONS: Dict[str, Any] = dict(
     hpet=dict(type="bool"),
     hyperv=dict(type="bool"),
     guest_agent=dict(type="bool"),
+    tags=dict(type="list", elements="str"),
+    labels=dict(type="dict"),
     shutdown_mode=dict(type="str", default="acpi", choices=["acpi", "agent"]),
     graphics=dict(
         type="dict",
