@@ -15,7 +15,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.store.sqlite impor
 DEFAULT_DB_URL = "sqlite:////var/lib/infinivirt/infinivirt.db"
 
 
-def open_store(db_url: str, job_id: Optional[str] = None) -> SqlStore:
+def open_store(db_url: str, job_id: Optional[str] = None, password: Optional[str] = None) -> SqlStore:
+    """The store of ``db_url``; ``password``: PostgreSQL's, when not in the URL."""
     if db_url.startswith("sqlite:///"):
         path = db_url[len("sqlite:///") :]
         if not path.startswith("/") or path.endswith("/"):
@@ -33,5 +34,5 @@ def open_store(db_url: str, job_id: Optional[str] = None) -> SqlStore:
         # Imported only for a PostgreSQL URL (psycopg2 comes with it).
         from ansible_collections.infinivirt.core.plugins.module_utils.store.postgres import PostgresStore
 
-        return PostgresStore(db_url, job_id=job_id)
+        return PostgresStore(db_url, job_id=job_id, password=password)
     raise SpecError("db_url", "must start with sqlite:/// or postgresql:// (for example %s)" % DEFAULT_DB_URL)
