@@ -158,13 +158,14 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     def _query(self):
         from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError
-        from ansible_collections.infinivirt.core.plugins.plugin_utils.inventory import read_fleet
+        from ansible_collections.infinivirt.core.plugins.plugin_utils.inventory import check_schema, read_fleet
 
         password = self.get_option("db_password")
         password = str(password) if password else None  # a vaulted value decrypts here
         try:
             store = self._open(password)
             try:
+                check_schema(store)
                 return read_fleet(store, self.get_option("host_ids") or (), self.get_option("include_stopped"))
             finally:
                 store.close()
@@ -185,7 +186,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         if url.startswith("sqlite:///") and not os.path.isfile(url[len("sqlite:///") :]):
             # open_store would make a new, empty database: an empty inventory hides the typo.
             raise SpecError("db_url", "no Infinivirt database at %s" % url[len("sqlite:///") :])
-        return open_store(url, password=password)
+        return open_store(url, password=password, read_only=True)
 
     def _populate(self, fleet):
         from ansible_collections.infinivirt.core.plugins.plugin_utils.inventory import (

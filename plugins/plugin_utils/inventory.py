@@ -40,6 +40,23 @@ def check_sources(sources: Sequence[str]) -> List[str]:
 
 
 # -- reading (store and lease files) ------------------------------------------------------------
+def check_schema(store) -> None:
+    """The store (opened read-only) has the schema this code reads; SpecError naming db_url."""
+    from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError, StoreError
+    from ansible_collections.infinivirt.core.plugins.module_utils.store.migrations import LATEST
+
+    try:
+        version = store.schema_version()
+    except StoreError as exc:
+        raise SpecError("db_url", "%s is not an Infinivirt database: %s" % (store.describe(), exc)) from None
+    if version < LATEST:
+        raise SpecError(
+            "db_url",
+            "the schema of %s is at version %d, this collection reads version %d: run an Infinivirt "
+            "task (any module) against it first, which migrates it" % (store.describe(), version, LATEST),
+        )
+
+
 def read_fleet(store, host_ids: Sequence[str] = (), include_stopped: bool = True) -> List[Dict[str, Any]]:
     """Every VM of the store (of ``host_ids`` only, when given) as plain data: the row's
     definition, the addresses its guest agent last reported, and its NICs' DHCP leases."""
