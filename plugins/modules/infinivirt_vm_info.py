@@ -51,7 +51,7 @@ options:
   hosts:
     description:
       - List only the VMs owned by one of these hypervisors (their O(host_id), RV(vms[].host)).
-      - Not named C(host_id): that option names the host this task runs as.
+      - Not named C(host_id), which is the option that names the host this task runs as.
     type: list
     elements: str
   status:

@@ -42,6 +42,7 @@ PURE_MODELS = (
     "vm/model/vocabulary.py",  # the result vocabulary: option names, the VM entry, the diff
     "vm/model/cloud_init.py",  # the cloud_init option to NoCloud seed files (host/iso.py writes them)
     "vm/model/clones.py",  # disks made from a template on first create: which, and their origin kept
+    "vm/model/metadata.py",  # tags and labels: validation and the info filter
     "volume/size.py",
     "volume/plan.py",  # infinivirt_disk's decision on an existing volume
     "volume/origin.py",  # infinivirt_disk's decision on a volume made from an image or template
