@@ -14,18 +14,20 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from collection_path import collections_root
-from helpers import vm_list
+from helpers import vm_list, wait_for
 from qemu_procs import qemu_processes
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.network.service import NetworkService
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.info import VmInfo
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
-pytestmark = [pytest.mark.qemu, pytest.mark.playbook, pytest.mark.both_backends]
+pytestmark = [pytest.mark.qemu, pytest.mark.playbook, pytest.mark.both_backends, pytest.mark.netns]
 
 BASE = {"accel": "tcg", "memory_mb": 32, "stop_timeout": 0.5, "force": True}
 # name -> (host, state, options)
@@ -240,3 +242,46 @@ def test_tags_change_live_and_info_filters_by_metadata(fleet):
     assert err.value.field == "tags[1]"
     cleared = a.ensure(dict(BASE, name="web1", state="running", tags=[], labels={}), False).vm
     assert cleared["tags"] == [] and cleared["labels"] == {} and vm_list(a, "web1")[0]["pid"] == before["pid"]
+
+
+def _leased(path, mac):
+    """The address dnsmasq's lease file gives ``mac``, or None."""
+    try:
+        with open(path) as fh:
+            found = [line.split()[2] for line in fh if line.split()[1:2] == [mac]]
+    except FileNotFoundError:
+        return None
+    return found[0] if found else None
+
+
+def test_a_nat_lease_of_the_vm_becomes_its_ansible_host(workdir, tmp_path):
+    """The leases source, for real and without a guest: a firmware-only VM on an
+    infinivirt_net NAT network PXE-boots (SeaBIOS, iPXE), so its NIC asks the network's dnsmasq
+    for a lease. The plugin finds the lease file through the network's journal."""
+    netns = "ivi-%s" % uuid.uuid4().hex[:8]
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    url = "sqlite:///%s/state.db" % workdir
+    run_dir = os.path.join(workdir, "run")  # short: the QMP socket path must fit a UNIX socket
+    svc = VmService.open(url, run_dir, hostname="hv-nat")
+    nets = NetworkService(svc.ctx.store, "hv-nat", netns, run_dir=run_dir)
+    mac = "52:54:00:aa:00:99"
+    params = dict(BASE, name="pxe1", netns=netns, nics=[{"network": "invnat", "mac": mac}], tags=["pxe"])
+    try:
+        nets.ensure({"name": "invnat", "mode": "nat", "addresses": ["10.79.0.1/24"]}, False)
+        svc.ensure(dict(params, state="running"), False)
+        leases = os.path.join(run_dir, "net-invnat.dnsmasq.leases")
+        assert wait_for(lambda: _leased(leases, mac), timeout=180), "iPXE never asked for a lease"
+        address = _leased(leases, mac)
+        assert address.startswith("10.79.0.")
+        source = _source(tmp_path, url, ansible_host_source=["agent", "leases"], preferred_network="invnat")
+        groups, hostvars = _listing(source, None)
+        assert groups["infinivirt_tag_pxe"] == {"pxe1"}
+        assert hostvars["pxe1"]["ansible_host"] == address, "no agent address: the lease is next"
+        nic = hostvars["pxe1"]["infinivirt_nics"][0]
+        assert (nic["mac"], nic["network"], nic["lease_ips"]) == (mac, "invnat", [address])
+        assert hostvars["pxe1"]["infinivirt_ips"] == [address]
+    finally:
+        svc.ensure(dict(params, state="absent"), False)
+        nets.ensure({"name": "invnat", "state": "absent"}, False)
+        svc.close()
+        subprocess.run(["ip", "netns", "del", netns], check=True)
