@@ -450,7 +450,8 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
     (
         21,
         [
-            # Issue 22: the VM's tags (JSON list) and labels (JSON object), what the inventory
+            # Issue 22. Main has a 21 already (s7-unattend): on merge this one becomes 22.
+            # The VM's tags (JSON list) and labels (JSON object), what the inventory
             # plugin groups VMs by; and the guest addresses last reported by a VM's agent, so
             # the inventory (on the controller, where no agent can be asked) knows them.
             "ALTER TABLE machine_configuration ADD COLUMN tags TEXT NOT NULL DEFAULT '[]'",
