@@ -595,6 +595,24 @@ options:
         (RV(vm.guest)), and can power the guest off through it (O(shutdown_mode=agent)).
       - Changing it on a running VM is a pending restart. Default for a new VM is V(false).
     type: bool
+  tags:
+    description:
+      - Tags of the VM, for inventories to group it by (the C(infinivirt.core.infinivirt)
+        inventory plugin makes a group C(infinivirt_tag_<tag>) of each), and for
+        M(infinivirt.core.infinivirt_vm_info) to filter by.
+      - Each 1 to 63 letters, digits, V(.), V(_) or V(-), starting with a letter or digit;
+        no tag twice; at most 64.
+      - Never a restart, also for a running VM. Unset keeps the stored tags; V([]) removes them.
+    type: list
+    elements: str
+  labels:
+    description:
+      - Labels of the VM, key to value, for inventories to group it by (the inventory plugin's
+        C(keyed_groups)) and for M(infinivirt.core.infinivirt_vm_info) to filter by.
+      - Keys as tags; values strings of at most 256 characters without control characters
+        (quote numbers and booleans); at most 64 labels.
+      - Never a restart, also for a running VM. Unset keeps the stored labels; V({}) removes them.
+    type: dict
   wait_for:
     description:
       - After the converge, when the VM ends up running (never in check mode, never for
@@ -1133,6 +1151,13 @@ vm:
     department:
       description: Firewall department, or null.
       type: str
+    tags:
+      description: Tags of the VM (see O(tags)).
+      type: list
+      elements: str
+    labels:
+      description: Labels of the VM (see O(labels)).
+      type: dict
     on_crash:
       description: What the host monitor does when the VM crashes (see O(on_crash)).
       type: str

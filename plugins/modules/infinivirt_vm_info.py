@@ -37,6 +37,29 @@ options:
         RV(host_devices), read from sysfs (under O(sysfs_root)).
     type: bool
     default: false
+  tags:
+    description:
+      - List only the VMs that carry every one of these tags
+        (O(infinivirt.core.infinivirt_vm#module:tags)).
+    type: list
+    elements: str
+  labels:
+    description:
+      - List only the VMs whose labels (O(infinivirt.core.infinivirt_vm#module:labels)) have
+        every one of these keys with this value.
+    type: dict
+  hosts:
+    description:
+      - List only the VMs owned by one of these hypervisors (their O(host_id), RV(vms[].host)).
+      - Not named C(host_id), which is the option that names the host this task runs as.
+    type: list
+    elements: str
+  status:
+    description:
+      - List only the VMs in one of these states (RV(vms[].status), as read at the time of the listing).
+    type: list
+    elements: str
+    choices: [running, paused, stopped]
 seealso:
   - module: infinivirt.core.infinivirt_gpu
   - module: infinivirt.core.infinivirt_vm
@@ -55,6 +78,15 @@ EXAMPLES = r"""
 - name: List every VM
   infinivirt.core.infinivirt_vm_info:
   register: all_vms
+
+- name: List the running VMs tagged web on hypervisor hv-a, of the sales department label
+  infinivirt.core.infinivirt_vm_info:
+    tags: [web]
+    labels:
+      department: sales
+    hosts: [hv-a]
+    status: [running]
+  register: web_vms
 
 - name: List the PCI devices a VM could take, with IOMMU groups and drivers
   infinivirt.core.infinivirt_vm_info:
@@ -114,6 +146,13 @@ vms:
     host:
       description: The hypervisor that owns the VM.
       type: str
+    tags:
+      description: The VM's tags (see O(infinivirt.core.infinivirt_vm#module:tags)).
+      type: list
+      elements: str
+    labels:
+      description: The VM's labels (see O(infinivirt.core.infinivirt_vm#module:labels)).
+      type: dict
     digest:
       description: SHA-256 of the stored definition (see M(infinivirt.core.infinivirt_vm)).
       type: str
@@ -289,11 +328,19 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.info import inf
 
 def main() -> None:
     module = InfinivirtModule(
-        argument_spec=dict(name=dict(type="str"), host_devices=dict(type="bool", default=False)),
+        argument_spec=dict(
+            name=dict(type="str"),
+            host_devices=dict(type="bool", default=False),
+            tags=dict(type="list", elements="str"),
+            labels=dict(type="dict"),
+            hosts=dict(type="list", elements="str"),
+            status=dict(type="list", elements="str", choices=["running", "paused", "stopped"]),
+        ),
         supports_check_mode=True,
         requirements=[("qemu.qmp", HAS_QEMU_QMP, QEMU_QMP_IMPORT_ERROR)],
     )
-    module.run(lambda ctx: info_result(ctx, module.params["name"], module.params["host_devices"]))
+    filters = {key: module.params[key] for key in ("tags", "labels", "hosts", "status")}
+    module.run(lambda ctx: info_result(ctx, module.params["name"], module.params["host_devices"], filters))
 
 
 if __name__ == "__main__":

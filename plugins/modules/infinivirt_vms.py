@@ -57,7 +57,7 @@ options:
   defaults:
     description:
       - Options of M(infinivirt.core.infinivirt_vm) merged into every entry of O(vms); what
-        an entry sets wins. A dictionary option (C(graphics)) is merged key by key, so an
+        an entry sets wins. A dictionary option (C(graphics), C(labels)) is merged key by key, so an
         entry may set only C(graphics.password); a list (C(disks), C(nics), C(cpu_flags)) is
         replaced whole by the entry's. An entry's key set to V(null) counts as unset.
       - C(stop_timeout), C(force) and C(shutdown_mode) here also apply to the VMs O(exclusive)

@@ -44,6 +44,7 @@ PURE_MODELS = (
     "vm/model/clones.py",  # disks made from a template on first create: which, and their origin kept
     "vm/model/unattend.py",  # the unattend option to the answer file ISO's files (host/iso.py writes them)
     "vm/model/readiness.py",  # wait_for/wait_timeout and the console tail (vm/readiness.py waits)
+    "vm/model/metadata.py",  # tags and labels: validation and the info filter
     "volume/size.py",
     "volume/plan.py",  # infinivirt_disk's decision on an existing volume
     "volume/origin.py",  # infinivirt_disk's decision on a volume made from an image or template

@@ -15,7 +15,11 @@ from ansible_collections.infinivirt.core.plugins.module_utils.store.sqlite impor
 DEFAULT_DB_URL = "sqlite:////var/lib/infinivirt/infinivirt.db"
 
 
-def open_store(db_url: str, job_id: Optional[str] = None) -> SqlStore:
+def open_store(
+    db_url: str, job_id: Optional[str] = None, password: Optional[str] = None, read_only: bool = False
+) -> SqlStore:
+    """The store of ``db_url``; ``password``: PostgreSQL's, when not in the URL; ``read_only``:
+    open the database as it is, neither made nor migrated, and write nothing."""
     if db_url.startswith("sqlite:///"):
         path = db_url[len("sqlite:///") :]
         if not path.startswith("/") or path.endswith("/"):
@@ -28,10 +32,10 @@ def open_store(db_url: str, job_id: Optional[str] = None) -> SqlStore:
                 "the directory %s of the database does not exist; create it (mode 0700) or use the "
                 "default %s" % (directory, DEFAULT_DB_URL),
             )
-        return SqliteStore(path, job_id=job_id)
+        return SqliteStore(path, job_id=job_id, read_only=read_only)
     if db_url.startswith(("postgresql://", "postgres://")):
         # Imported only for a PostgreSQL URL (psycopg2 comes with it).
         from ansible_collections.infinivirt.core.plugins.module_utils.store.postgres import PostgresStore
 
-        return PostgresStore(db_url, job_id=job_id)
+        return PostgresStore(db_url, job_id=job_id, password=password, read_only=read_only)
     raise SpecError("db_url", "must start with sqlite:/// or postgresql:// (for example %s)" % DEFAULT_DB_URL)

@@ -456,6 +456,23 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
             "ALTER TABLE machine_configuration ADD COLUMN unattend TEXT",
         ],
     ),
+    (
+        22,
+        [
+            # Issue 22: the VM's tags (JSON list) and labels (JSON object), what the inventory
+            # plugin groups VMs by; and the guest addresses last reported by a VM's agent, so
+            # the inventory (on the controller, where no agent can be asked) knows them.
+            "ALTER TABLE machine_configuration ADD COLUMN tags TEXT NOT NULL DEFAULT '[]'",
+            "ALTER TABLE machine_configuration ADD COLUMN labels TEXT NOT NULL DEFAULT '{}'",
+            """CREATE TABLE guest_addresses (
+            vm_uuid TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            interfaces TEXT NOT NULL DEFAULT '[]',
+            ips TEXT NOT NULL DEFAULT '[]',
+            seen_at TEXT NOT NULL
+        )""",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -50,7 +50,14 @@ def _name_key(name: str) -> int:
 class PostgresStore(SqlStore):
     placeholder = "%s"
 
-    def __init__(self, url: str, connect_timeout: int = 10, job_id: Optional[str] = None):
+    def __init__(
+        self,
+        url: str,
+        connect_timeout: int = 10,
+        job_id: Optional[str] = None,
+        password: Optional[str] = None,
+        read_only: bool = False,
+    ):
         try:
             import psycopg2
             import psycopg2.errors
@@ -63,13 +70,19 @@ class PostgresStore(SqlStore):
         self.url = url
         self.job_id = job_id
         try:
-            self._db = psycopg2.connect(url, connect_timeout=connect_timeout, application_name="infinivirt")
+            # A password apart from the URL (the inventory plugin's db_password) is a keyword,
+            # which libpq takes over the URL's; it is in no message (describe redacts the URL's).
+            extra = {"password": password} if password else {}
+            self._db = psycopg2.connect(url, connect_timeout=connect_timeout, application_name="infinivirt", **extra)
             self._db.autocommit = True  # transactions are explicit BEGIN ... COMMIT
+            if read_only:  # readers of the whole fleet (the inventory plugin) write nothing
+                self._db.set_session(readonly=True, autocommit=True)
         except psycopg2.Error as exc:
             raise StoreError(
                 "cannot connect to the PostgreSQL state database %s: %s" % (self.describe(), str(exc).strip())
             ) from exc
-        self.migrate()
+        if not read_only:
+            self.migrate()
 
     def describe(self) -> str:
         return redact(self.url)

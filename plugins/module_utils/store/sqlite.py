@@ -13,6 +13,7 @@ import json
 import os
 import sqlite3
 import time
+import urllib.parse
 from typing import Any, ContextManager, Iterator, Optional
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import LockTimeout, StoreError
@@ -26,10 +27,13 @@ from ansible_collections.infinivirt.core.plugins.module_utils.store.base import 
 class SqliteStore(SqlStore):
     db_errors = (sqlite3.Error,)
 
-    def __init__(self, path: str, busy_timeout: float = 30.0, job_id: Optional[str] = None):
+    def __init__(self, path: str, busy_timeout: float = 30.0, job_id: Optional[str] = None, read_only: bool = False):
         self.path = path
         self.lock_dir = path + ".locks"
         self.job_id = job_id
+        if read_only:
+            self._open_read_only(busy_timeout)
+            return
         try:
             for directory in (os.path.dirname(path) or ".", self.lock_dir):
                 os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -50,6 +54,19 @@ class SqliteStore(SqlStore):
                 self.migrate()
         except (OSError, sqlite3.Error) as exc:
             raise StoreError("cannot open the SQLite state database %s: %s" % (path, exc)) from exc
+
+    def _open_read_only(self, busy_timeout: float) -> None:
+        """For readers of the whole fleet (the inventory plugin): the file as it is, neither
+        made, nor migrated, nor written (a file URI in mode=ro)."""
+        try:
+            self._db = sqlite3.connect(
+                "file:%s?mode=ro" % urllib.parse.quote(os.path.abspath(self.path)),
+                uri=True,
+                timeout=busy_timeout,
+                isolation_level=None,
+            )
+        except sqlite3.Error as exc:
+            raise StoreError("cannot open the SQLite state database %s: %s" % (self.path, exc)) from exc
 
     def describe(self) -> str:
         return self.path

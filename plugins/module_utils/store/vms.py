@@ -24,6 +24,8 @@ JSON_COLUMNS = (
     "iothreads",
     "defaulted",
     "usb",
+    "tags",
+    "labels",
 )
 # machine_configuration columns that are not part of the definition a VmRow carries.
 NOT_SPEC_COLUMNS = ("vm_uuid", "graphics_password", "cloud_init", "unattend")  # the key; sealed secrets (get_secret)

@@ -19,6 +19,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import (
     InfinivirtError,
     QemuUnresponsive,
     SpecError,
+    StoreError,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.host.liveness import settled_running
 from ansible_collections.infinivirt.core.plugins.module_utils.store.hostdevs import ROLE_DEVICE, ROLE_GROUP
@@ -26,7 +27,12 @@ from ansible_collections.infinivirt.core.plugins.module_utils.validation import 
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.engine import Engine
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.process import UNRESPONSIVE, VmPaths
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.guest import guest_entry
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.guest import ANSWERING, guest_entry
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.metadata import (
+    matches,
+    validate_labels,
+    validate_tags,
+)
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import pending_restart
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.states import (
@@ -99,7 +105,19 @@ def vm_result(rec: VmRecord, state: str, engine: Engine, graphics_token: Any = _
             "guest": guest_entry(rec, state, engine.run_dir, local=rec.host == engine.host_id),
         }
     )
+    _remember_addresses(engine.store, rec, result["guest"])
     return result
+
+
+def _remember_addresses(store, rec: VmRecord, guest: Dict[str, Any]) -> None:
+    """What an answering agent said, for the inventory plugin on the controller (which
+    cannot ask it); a store that refuses the write does not fail the task."""
+    if guest["agent"] != ANSWERING:
+        return
+    try:
+        store.record_guest_addresses(rec.uuid, rec.host, guest["interfaces"], guest["ips"])
+    except StoreError:
+        pass
 
 
 def assigned_devices(store, rec: VmRecord, claims: Optional[list] = None) -> List[Dict[str, Any]]:
@@ -125,15 +143,30 @@ def assigned_devices(store, rec: VmRecord, claims: Optional[list] = None) -> Lis
     return found
 
 
-def info_result(ctx: HostContext, name: Optional[str] = None, host_devices: bool = False) -> Dict[str, Any]:
-    """infinivirt_vm_info's result: the VMs, and this host's PCI devices when asked (only
-    then is the sysfs code loaded)."""
-    result: Dict[str, Any] = {"changed": False, "vms": VmInfo.of(ctx).list(name)}
+def info_result(
+    ctx: HostContext, name: Optional[str] = None, host_devices: bool = False, filters: Optional[Dict[str, Any]] = None
+) -> Dict[str, Any]:
+    """infinivirt_vm_info's result: the VMs (those ``filters`` select: tags, labels,
+    hosts, status), and this host's PCI devices when asked (only then is the sysfs code
+    loaded)."""
+    result: Dict[str, Any] = {"changed": False, "vms": VmInfo.of(ctx).list(name, filters)}
     if host_devices:
         from ansible_collections.infinivirt.core.plugins.module_utils.vm.passthrough import host_inventory
 
         result["host_devices"] = host_inventory(ctx)
     return result
+
+
+def _select(found: List[VmRecord], filters: Dict[str, Any]) -> List[VmRecord]:
+    """The records the stored filters (tags, labels, hosts) select; SpecError names a bad one."""
+    want_tags = validate_tags(filters.get("tags") or ())
+    want_labels = validate_labels(filters.get("labels") or {})
+    hosts = filters.get("hosts")
+    return [
+        rec
+        for rec in found
+        if (not hosts or rec.host in hosts) and matches(rec.spec.tags, rec.spec.labels, want_tags, want_labels)
+    ]
 
 
 def _balloon(rec: VmRecord, state: str, engine: Engine) -> Optional[Dict[str, Any]]:
@@ -188,15 +221,23 @@ class VmInfo:
     def of(cls, ctx: HostContext) -> "VmInfo":
         return cls(Engine.of(ctx))
 
-    def list(self, name: Optional[str] = None) -> List[Dict[str, Any]]:
+    def list(self, name: Optional[str] = None, filters: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
+        """The VMs (``name``: that one), those ``filters`` select (unset: all): every tag of
+        ``tags``, every key=value of ``labels``, a host of ``hosts`` and a live state of ``status``."""
+        filters = {k: v for k, v in (filters or {}).items() if v is not None}
         if name is not None:
             validate_name(name)
             rec = records.load(self.store, name)
             found = [rec] if rec else []
         else:
             found = records.load_all(self.store)
+        if filters:
+            found = _select(found, filters)
         reads = ListingReads.read(self.store, found)
-        return [self.entry(rec, reads) for rec in found]
+        entries = [self.entry(rec, reads) for rec in found]
+        if filters.get("status"):
+            entries = [vm for vm in entries if vm["status"] in filters["status"]]
+        return entries
 
     def entry(self, rec: VmRecord, reads: Optional[ListingReads] = None) -> Dict[str, Any]:
         """One VM's entry. A VM whose QEMU does not answer (within INFO_QMP_TIMEOUT) is listed

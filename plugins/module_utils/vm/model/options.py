@@ -148,6 +148,8 @@ _VM_OPTIONS: Dict[str, Any] = dict(
     hpet=dict(type="bool"),
     hyperv=dict(type="bool"),
     guest_agent=dict(type="bool"),
+    tags=dict(type="list", elements="str"),
+    labels=dict(type="dict"),
     shutdown_mode=dict(type="str", default="acpi", choices=list(SHUTDOWN_MODES)),
     # readiness (vm/model/readiness.py): agent, ip, ssh or {serial: REGEX}; no default, so
     # a task that does not wait imports none of it (300 s when unset)

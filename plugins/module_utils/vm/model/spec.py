@@ -30,6 +30,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks imp
     validate_disks,
     validate_iothread_names,
 )
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.metadata import validate_labels, validate_tags
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.nics import NicSpec, merge_nics, validate_nics
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.tuning import (
     normalize_cpu_set,
@@ -135,6 +136,9 @@ class VmSpec:
     unattend_digest: Optional[str] = None
     # A virtio-serial port org.qemu.guest_agent.0 on a socket in run_dir (vm/guest.py asks it).
     guest_agent: bool = False
+    # Metadata (vm/model/metadata.py): what inventories group the VM by; never a restart.
+    tags: Tuple[str, ...] = ()
+    labels: Dict[str, str] = dataclasses.field(default_factory=dict)
     # Bookkeeping, not an option: which options the task left unset (filled from the preset
     # or the built-in default), so the next task resolves them again (presets.fill).
     defaulted: Tuple[str, ...] = ()
@@ -145,6 +149,7 @@ class VmSpec:
         data["cpu_flags"] = list(self.cpu_flags)
         data["iothreads"] = list(self.iothreads)
         data["defaulted"] = list(self.defaulted)
+        data["tags"] = list(self.tags)
         data["nics"] = [n.to_dict() for n in self.nics]
         data["usb"] = None if self.usb is None else [u.to_dict() for u in self.usb]
         data["memory_hotplug"] = list(self.memory_hotplug)
@@ -158,6 +163,8 @@ class VmSpec:
         values["cpu_flags"] = tuple(values.get("cpu_flags") or ())
         values["iothreads"] = tuple(values.get("iothreads") or ())
         values["defaulted"] = tuple(values.get("defaulted") or ())
+        values["tags"] = tuple(values.get("tags") or ())
+        values["labels"] = dict(values.get("labels") or {})
         for field in presets.VM_DEFAULTS:  # unset (not yet resolved): the built-in default
             if values.get(field, 0) is None:
                 del values[field]
@@ -193,6 +200,8 @@ LIVE_FIELDS = (
     "iothread_cpus",
     "cpu_pinning_exclusive",
     "preset",
+    "tags",
+    "labels",
 )
 
 # Bookkeeping fields: stored, never a change of their own (see VmSpec.defaulted).
@@ -229,6 +238,8 @@ def validate(spec: VmSpec) -> VmSpec:
         check_choice("preset", spec.preset, presets.PRESETS)
     check_choice("video_model", spec.video_model, VIDEO_MODELS)
     check_choice("rtc_base", spec.rtc_base, RTC_BASES)
+    validate_tags(spec.tags)
+    validate_labels(spec.labels)
     for field in ("hpet", "hyperv", "guest_agent"):
         if not isinstance(getattr(spec, field), bool):
             raise SpecError(field, "must be true or false")

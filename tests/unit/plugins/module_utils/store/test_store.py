@@ -345,3 +345,22 @@ def test_migrations_11_and_12_keep_an_old_vm_intact(db_url):
         assert [vm.name for vm in records.load_all(store)] == ["new1", "old2"]
     finally:
         store.close()
+
+
+def test_a_read_only_store_reads_and_neither_makes_migrates_nor_writes(db_url, tmp_path):
+    """open_store(read_only=True), the inventory plugin's: a missing SQLite file is not made,
+    and a write is refused by the database itself."""
+    with pytest.raises(StoreError):
+        open_store("sqlite:///%s/none.db" % tmp_path, read_only=True)
+    assert not os.path.exists(tmp_path / "none.db")
+    writer = open_store(db_url)
+    records.insert(writer, record("ro1"))
+    reader = open_store(db_url, read_only=True)
+    try:
+        assert reader.schema_version() == LATEST and [r.name for r in reader.list_vms()] == ["ro1"]
+        with pytest.raises(StoreError):
+            reader.delete_vm(reader.get_vm("ro1").uuid)
+        assert writer.get_vm("ro1") is not None
+    finally:
+        reader.close()
+        writer.close()

@@ -61,3 +61,22 @@ def test_the_vm_model_reads_a_plain_row(store):
     )
     records.save(store, rec)
     assert rec.version == 2 and records.load(store, "m").spec == rec.spec
+
+
+def test_tags_and_labels_are_stored_and_guest_addresses_go_with_the_vm(store):
+    """Migration 21: the metadata columns round-trip through the VM model, and the addresses an
+    agent reported are kept per VM, replaced on the next report, and removed with the VM."""
+    spec = VmSpec(name="meta", tags=("web", "prod"), labels={"department": "sales"})
+    row = VmRow(uuid="u-meta", name="meta", host="h1", status="stopped", spec=spec.to_dict())
+    store.insert_vm(row)
+    back = store.get_vm("meta")
+    assert back.spec["tags"] == ["web", "prod"] and back.spec["labels"] == {"department": "sales"}
+    assert records.load(store, "meta").spec.tags == ("web", "prod")
+    assert records.load(store, "meta").spec.labels == {"department": "sales"}
+    nic = {"name": "eth0", "mac": "52:54:00:00:00:01", "ips": ["10.0.0.5"]}
+    store.record_guest_addresses("u-meta", "h1", [nic], ["10.0.0.5"])
+    store.record_guest_addresses("u-meta", "h1", [], ["10.0.0.6"])
+    seen = store.guest_addresses()
+    assert list(seen) == ["u-meta"] and seen["u-meta"]["ips"] == ["10.0.0.6"] and seen["u-meta"]["seen_at"]
+    store.delete_vm("u-meta")
+    assert store.guest_addresses() == {}
