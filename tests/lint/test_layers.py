@@ -43,6 +43,7 @@ PURE_MODELS = (
     "vm/model/cloud_init.py",  # the cloud_init option to NoCloud seed files (host/iso.py writes them)
     "vm/model/clones.py",  # disks made from a template on first create: which, and their origin kept
     "vm/model/unattend.py",  # the unattend option to the answer file ISO's files (host/iso.py writes them)
+    "vm/model/machine.py",  # the versioned machine type: recorded at the first start, asked for after
     "volume/size.py",
     "volume/plan.py",  # infinivirt_disk's decision on an existing volume
     "volume/origin.py",  # infinivirt_disk's decision on a volume made from an image or template

@@ -456,6 +456,15 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
             "ALTER TABLE machine_configuration ADD COLUMN unattend TEXT",
         ],
     ),
+    (
+        22,
+        [
+            # Issue 23 (migration): the versioned machine type QEMU resolved machine_type to at
+            # the VM's first start (e.g. pc-q35-7.2); later starts and a migration target run
+            # that one, so a QEMU upgrade on one host does not change the guest's hardware.
+            "ALTER TABLE vms ADD COLUMN machine_resolved TEXT",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

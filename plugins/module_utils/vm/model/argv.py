@@ -72,6 +72,7 @@ class LaunchContext:
     hugepage_path: Optional[str] = None  # the hugetlbfs mount of the spec's page size
     cloud_init_iso: Optional[str] = None  # the VM's NoCloud seed (vm/cloud_seed.py), read-only
     unattend_iso: Optional[str] = None  # Windows Setup's answer file ISO (vm/unattend_media.py), read-only
+    machine: Optional[str] = None  # the recorded versioned machine type (vm/model/machine.py); None: the spec's
 
 
 def pflash_blockdevs(code: str, nvram: str) -> List[Dict[str, Any]]:
@@ -104,8 +105,8 @@ def vnc_option(spec: VmSpec) -> str:
     return value + (",password=on" if spec.graphics_password_set else "")
 
 
-def machine_option(spec: VmSpec) -> str:
-    value = "type=%s" % spec.machine_type
+def machine_option(spec: VmSpec, machine: Optional[str] = None) -> str:
+    value = "type=%s" % opt_value("machine_type", machine or spec.machine_type)  # machine: read from the store
     if spec.firmware == "uefi":
         value += ",pflash0=fw-code,pflash1=fw-vars"
     if spec.secure_boot:
@@ -238,7 +239,7 @@ def _process_args(spec: VmSpec, ctx: LaunchContext) -> List[str]:
         "-nodefaults",
         "-no-user-config",
         "-machine",
-        machine_option(spec),
+        machine_option(spec, ctx.machine),
         "-accel",
         ctx.accel,
         "-cpu",
