@@ -44,6 +44,7 @@ PURE_MODELS = (
     "vm/model/clones.py",  # disks made from a template on first create: which, and their origin kept
     "vm/model/unattend.py",  # the unattend option to the answer file ISO's files (host/iso.py writes them)
     "vm/model/machine.py",  # the versioned machine type: recorded at the first start, asked for after
+    "vm/model/migration.py",  # a live migration: options, QMP settings, the handover states and who moves them
     "volume/size.py",
     "volume/plan.py",  # infinivirt_disk's decision on an existing volume
     "volume/origin.py",  # infinivirt_disk's decision on a volume made from an image or template

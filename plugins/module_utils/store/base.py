@@ -21,6 +21,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.store.batch import
 from ansible_collections.infinivirt.core.plugins.module_utils.store.claims import ClaimStore
 from ansible_collections.infinivirt.core.plugins.module_utils.store.events import EventStore
 from ansible_collections.infinivirt.core.plugins.module_utils.store.firewall import FirewallStore
+from ansible_collections.infinivirt.core.plugins.module_utils.store.handovers import HandoverStore
 from ansible_collections.infinivirt.core.plugins.module_utils.store.hostdevs import PciStore
 from ansible_collections.infinivirt.core.plugins.module_utils.store.migrations import MIGRATIONS
 from ansible_collections.infinivirt.core.plugins.module_utils.store.vms import (
@@ -66,7 +67,7 @@ def secret_context(owner: str, column: str) -> str:
     return "%s/%s" % (owner, _SECRET_CONTEXT_NAMES.get(column, column))
 
 
-class SqlStore(VolumeStore, FirewallStore, EventStore, PciStore, ClaimStore):
+class SqlStore(VolumeStore, FirewallStore, EventStore, PciStore, ClaimStore, HandoverStore):
     """Shared logic. SQL is written with '?' placeholders; ``_sql`` adapts them."""
 
     placeholder = "?"
@@ -211,6 +212,7 @@ class SqlStore(VolumeStore, FirewallStore, EventStore, PciStore, ClaimStore):
             cur.execute("DELETE FROM vm_events WHERE vm_uuid = ?", (uuid,))
             cur.execute("DELETE FROM pci_assignments WHERE vm_uuid = ?", (uuid,))
             cur.execute("DELETE FROM host_claims WHERE owner = ?", (uuid,))
+            cur.execute("DELETE FROM vm_handovers WHERE vm_uuid = ?", (uuid,))
             cur.execute("DELETE FROM vms WHERE uuid = ?", (uuid,))
 
     # -- secrets ------------------------------------------------------------------------

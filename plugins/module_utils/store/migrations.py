@@ -465,6 +465,26 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
             "ALTER TABLE vms ADD COLUMN machine_resolved TEXT",
         ],
     ),
+    (
+        23,
+        [
+            # Issue 23: live migration requests, where the source task and the target host's
+            # monitor meet (store/handovers.py; states in vm/model/migration.py).
+            """CREATE TABLE vm_handovers (
+            vm_uuid TEXT PRIMARY KEY,
+            vm_name TEXT NOT NULL,
+            source TEXT NOT NULL,
+            target TEXT NOT NULL,
+            state TEXT NOT NULL,
+            options TEXT NOT NULL,
+            uri TEXT,
+            error TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+            "CREATE INDEX vm_handovers_by_target ON vm_handovers (target, state)",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]
