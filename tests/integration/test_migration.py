@@ -8,10 +8,12 @@ exists, each target is a QEMU started here by hand with the source's own command
 (its run dir paths moved to a second run dir, plus ``-incoming defer``): what the target host
 will run. Proved: a target killed mid-stream and a timeout leave the source guest running;
 a completed stream the target did not take over is taken back (``cont``) with the guest's
-uptime continuing; a completed stream runs on the target as the same boot."""
+uptime continuing; a completed stream runs on the target as the same boot. The target QEMU is told where to
+listen and let run by vm/engine/incoming.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -28,6 +30,7 @@ from qemu_procs import qemu_processes
 
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import qmp_execute
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.incoming import listen, take_over
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.outgoing import MigrationFailed, recover, send
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.migration import validate_request
 
@@ -43,7 +46,7 @@ def _uptime(sock):
 class Target:
     """A target QEMU waiting for the stream: the source's argv in another run dir."""
 
-    def __init__(self, source_pid, run_a, port):
+    def __init__(self, source_pid, run_a, port, rec):
         self.dir = tempfile.mkdtemp(prefix="iv-mig-b")
         with open("/proc/%d/cmdline" % source_pid, "rb") as fh:
             argv = [a.decode() for a in fh.read().split(b"\0") if a]
@@ -63,7 +66,11 @@ class Target:
         assert done.returncode == 0, done.stderr
         self.pid = int(open(argv[argv.index("-pidfile") + 1]).read())
         self.uri = "tcp:127.0.0.1:%d" % port
-        qmp_execute(self.qmp, "target", "migrate-incoming", {"uri": self.uri})
+        self.rec = dataclasses.replace(rec, qmp_socket_path=self.qmp)  # the VM as the target sees it
+        listen(self.call, self.rec, validate_request({"name": rec.name, "to": "hv-b"}, "hv-a"), self.uri)
+
+    def call(self, _rec, command, arguments=None):
+        return qmp_execute(self.qmp, "target", command, arguments)
 
     def status(self):
         return qmp_execute(self.qmp, "target", "query-status")["status"]
@@ -95,7 +102,7 @@ def test_the_source_keeps_the_guest_until_a_target_runs_it(source, workdir):
     before = _uptime(sock)
 
     # 1. The target QEMU is killed mid-stream (throttled to 8 Mbit/s so there is time).
-    target = Target(vm["pid"], run_a, 47311)
+    target = Target(vm["pid"], run_a, 47311, rec)
     slow = validate_request({"name": "mover", "to": "hv-b", "bandwidth_mbit": 8}, "hv-a")
     killer = threading.Timer(1.5, target.kill)
     killer.start()
@@ -107,7 +114,7 @@ def test_the_source_keeps_the_guest_until_a_target_runs_it(source, workdir):
     assert _uptime(sock) > before, "the same boot goes on at the source"
 
     # 2. Out of time: cancelled, the source runs.
-    target = Target(vm["pid"], run_a, 47312)
+    target = Target(vm["pid"], run_a, 47312, rec)
     try:
         with pytest.raises(MigrationFailed) as err:
             send(qmp, rec, slow, target.uri, time.monotonic() + 1)
@@ -117,7 +124,7 @@ def test_the_source_keeps_the_guest_until_a_target_runs_it(source, workdir):
         target.kill()
 
     # 3. Completed, but the target does not take over: the source takes the guest back.
-    target = Target(vm["pid"], run_a, 47313)
+    target = Target(vm["pid"], run_a, 47313, rec)
     fast = validate_request({"name": "mover", "to": "hv-b"}, "hv-a")
     try:
         done = send(qmp, rec, fast, target.uri, time.monotonic() + 120)
@@ -125,17 +132,18 @@ def test_the_source_keeps_the_guest_until_a_target_runs_it(source, workdir):
         assert done["transferred_bytes"] > 1_000_000 and done["downtime_ms"] is not None
     finally:
         target.kill()
+    with pytest.raises(MigrationFailed):
+        take_over(target.call, target.rec, time.monotonic() + 5)  # its QEMU is gone: no take-over
     recover(qmp, rec)
     assert qmp(rec, "query-status")["status"] == "running"
     middle = _uptime(sock)
     assert middle > before
 
     # 4. Completed, and the target runs it: the same boot (uptime goes on, no new boot).
-    target = Target(vm["pid"], run_a, 47314)
+    target = Target(vm["pid"], run_a, 47314, rec)
     try:
         done = send(qmp, rec, fast, target.uri, time.monotonic() + 120)
-        assert wait_for(lambda: target.status() in ("paused", "postmigrate", "running"), 30)
-        qmp_execute(target.qmp, "target", "cont")
+        take_over(target.call, target.rec, time.monotonic() + 30)
         assert target.status() == "running"
         assert _uptime(target.console) > middle, "the guest's clock went on: no restart"
         with open(target.serial) as fh:

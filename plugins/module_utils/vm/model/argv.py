@@ -73,6 +73,7 @@ class LaunchContext:
     cloud_init_iso: Optional[str] = None  # the VM's NoCloud seed (vm/cloud_seed.py), read-only
     unattend_iso: Optional[str] = None  # Windows Setup's answer file ISO (vm/unattend_media.py), read-only
     machine: Optional[str] = None  # the recorded versioned machine type (vm/model/machine.py); None: the spec's
+    incoming: bool = False  # a migration target: QEMU waits for migrate-incoming (vm/engine/incoming.py)
 
 
 def pflash_blockdevs(code: str, nvram: str) -> List[Dict[str, Any]]:
@@ -224,6 +225,7 @@ def build_argv(spec: VmSpec, ctx: LaunchContext) -> List[str]:
         + guest_agent_args(spec, ctx)
         + _display_args(spec)
         + _boot_args(spec)
+        + (["-incoming", "defer"] if ctx.incoming else [])
         + ["-msg", "timestamp=on", "-S", "-pidfile", ctx.pidfile, "-daemonize"]
     )
 

@@ -48,3 +48,11 @@ def test_the_argv_asks_for_the_recorded_version():
     # a value read back from the store is escaped like any option value
     odd = _machine(build_argv(spec, LaunchContext(machine="pc-q35-7.2,x=y", **base)))
     assert odd.startswith("type=pc-q35-7.2,,x=y,")
+
+
+def test_a_migration_target_waits_for_the_stream():
+    spec = VmSpec(name="m")
+    base = dict(binary="qemu", uuid="u", accel="tcg", cpu="max", pidfile="/p", qmp_socket="/q", serial_log="/s")
+    argv = build_argv(spec, LaunchContext(incoming=True, **base))
+    assert argv[argv.index("-incoming") + 1] == "defer" and "-S" in argv
+    assert "-incoming" not in build_argv(spec, LaunchContext(**base))
