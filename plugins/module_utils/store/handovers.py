@@ -3,10 +3,11 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Live migration requests (issue 23), mixed into every store: where a migration's source
 task and its target host's monitor meet. One row per VM being moved; every change of its
-state is a compare-and-set (the state it was read in, the side's own host), so a side that
+state is a compare-and-set (from the state it was read in), so a side that
 timed out or died cannot undo the other's step. The last step, DONE, moves the VM's row to
 the target in the same transaction: the store hands a VM over only once, and only to the
-host that runs it (vm/model/migration.py has the states and who moves them)."""
+host that runs it (the target moves to TAKING before it lets the guest run, and to DONE
+after; vm/model/migration.py has the states and who moves them)."""
 
 from __future__ import annotations
 
@@ -62,9 +63,9 @@ class HandoverStore:
             return cur.raw.rowcount == 1
 
     def finish_handover(self, vm_uuid: str, source: str, target: str, vm_values: Dict[str, Any]) -> bool:
-        """``sent`` -> ``done`` and the VM's row to ``target`` with the target QEMU's run
+        """``taking`` -> ``done`` and the VM's row to ``target`` with the target QEMU's run
         columns (``vm_values``, vms columns: pid, start time, paths...), in one transaction,
-        only if the request is ``sent`` and the row still names ``source``. Returns whether
+        only if the request is ``taking`` and the row still names ``source``. Returns whether
         it happened (nothing is changed otherwise)."""
         names = sorted(vm_values)
         unknown = [n for n in names if n not in VM_COLUMNS or n in ("uuid", "host", "version", "updated_at")]
@@ -74,7 +75,7 @@ class HandoverStore:
         try:
             with self.transaction("handing a migrated VM over") as cur:
                 cur.execute(
-                    "UPDATE vm_handovers SET state = 'done', updated_at = ? WHERE vm_uuid = ? AND state = 'sent'",
+                    "UPDATE vm_handovers SET state = 'done', updated_at = ? WHERE vm_uuid = ? AND state = 'taking'",
                     (now, vm_uuid),
                 )
                 if cur.raw.rowcount != 1:
@@ -92,7 +93,7 @@ class HandoverStore:
 
 
 class _NotNow(Exception):
-    """The request is not ``sent``, or the row no longer names the source."""
+    """The request is not ``taking``, or the row no longer names the source."""
 
 
 def _decoded(row: Dict[str, Any]) -> Dict[str, Any]:

@@ -21,7 +21,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.migration
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
 
-POLL_S = 0.2
+POLL_S = 0.05  # query-migrate is cheap; the guest is paused while we wait to see "completed"
 CANCEL_WAIT_S = 10.0
 ENDED = ("completed", "failed", "cancelled")
 

@@ -30,21 +30,30 @@ TIMEOUT_S = (1, 86_400)
 HOST_MAX = 255
 
 # The handover's states. REQUESTED (source) -> LISTENING (target: QEMU waits on ``uri``)
-# -> SENT (source: the stream is complete, the source guest is paused) -> DONE (target: the
-# guest runs there and the row names it, in one transaction). ABORTED (source, from any
-# state before DONE: the target cleans up, the source resumes) and REFUSED (target, before
-# SENT: it could not take the VM; ``error`` says why) end a failed one.
-REQUESTED, LISTENING, SENT, DONE, ABORTED, REFUSED = "requested", "listening", "sent", "done", "aborted", "refused"
+# -> SENT (source: the stream completed, the source guest is paused) -> TAKING (target: its
+# QEMU read the whole stream; from now on only the target decides) -> DONE (target: the guest
+# runs there, and the row names it in the same transaction). TAKING may also follow LISTENING
+# directly: a target whose QEMU has the whole stream knows the source completed, and need not
+# wait for SENT (the guest is paused on both sides meanwhile: that wait is downtime).
+# ABORTED (source, before TAKING: the target cleans up, the source resumes) and REFUSED
+# (target: it could not take the VM, or could not run it; ``error`` says why; the source
+# resumes) end a failed one. Once TAKING, the source never resumes on its own: the guest may
+# already run on the target, and two running copies would corrupt its disks.
+REQUESTED, LISTENING, SENT, TAKING = "requested", "listening", "sent", "taking"
+DONE, ABORTED, REFUSED = "done", "aborted", "refused"
 SOURCE, TARGET = "source", "target"
 _MOVES = {
     (REQUESTED, LISTENING): TARGET,
     (REQUESTED, REFUSED): TARGET,
     (LISTENING, SENT): SOURCE,
     (LISTENING, REFUSED): TARGET,  # its QEMU died while listening
-    (SENT, DONE): TARGET,
+    (LISTENING, TAKING): TARGET,
+    (SENT, TAKING): TARGET,
+    (TAKING, DONE): TARGET,
+    (TAKING, REFUSED): TARGET,  # the guest did not run there: its QEMU is ended first
     (REQUESTED, ABORTED): SOURCE,
     (LISTENING, ABORTED): SOURCE,
-    (SENT, ABORTED): SOURCE,  # the target did not confirm in time: the source takes the guest back
+    (SENT, ABORTED): SOURCE,  # the target did not take it in time: the source takes the guest back
 }
 FINAL = (DONE, ABORTED, REFUSED)
 

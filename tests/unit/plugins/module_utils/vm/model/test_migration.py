@@ -42,10 +42,13 @@ def test_bad_options_name_the_option(params, field):
 
 def test_only_the_right_side_moves_each_step():
     assert m.may_move(m.REQUESTED, m.LISTENING, m.TARGET) and not m.may_move(m.REQUESTED, m.LISTENING, m.SOURCE)
-    assert m.may_move(m.LISTENING, m.SENT, m.SOURCE) and m.may_move(m.SENT, m.DONE, m.TARGET)
-    assert m.may_move(m.SENT, m.ABORTED, m.SOURCE), "no confirmation in time: the source takes the guest back"
+    assert m.may_move(m.LISTENING, m.SENT, m.SOURCE) and m.may_move(m.SENT, m.TAKING, m.TARGET)
+    assert m.may_move(m.LISTENING, m.TAKING, m.TARGET), "its QEMU has the stream: no wait for sent"
+    assert m.may_move(m.TAKING, m.DONE, m.TARGET) and not m.may_move(m.SENT, m.DONE, m.TARGET)
+    assert m.may_move(m.SENT, m.ABORTED, m.SOURCE), "not taken in time: the source takes the guest back"
+    assert not m.may_move(m.TAKING, m.ABORTED, m.SOURCE), "the guest may run on the target: never both"
     assert not m.may_move(m.DONE, m.ABORTED, m.SOURCE), "a finished handover is never undone"
-    assert not m.may_move(m.SENT, m.REFUSED, m.TARGET), "past sent, only done or the source's abort"
+    assert not m.may_move(m.SENT, m.REFUSED, m.TARGET), "past sent: the target takes it or the source aborts"
 
 
 def test_the_outcome_reads_query_migrate():
