@@ -70,6 +70,10 @@ options:
       - QEMU machine type. V(q35) is a PCIe machine (recommended); V(pc) is the older
         i440FX machine for legacy guests.
       - Default for a new VM is V(q35).
+      - V(q35) and V(pc) are aliases of QEMU's newest version of each machine (V(pc-q35-7.2) on
+        QEMU 7.2). The version of the VM's first start is recorded, and later starts ask for
+        it, so a QEMU upgrade does not change the guest's hardware. Changing O(machine_type)
+        records the new one's version at the next start.
     type: str
     choices: [q35, pc]
   cpu_model:

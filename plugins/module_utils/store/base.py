@@ -22,6 +22,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.store.claims impor
 from ansible_collections.infinivirt.core.plugins.module_utils.store.events import EventStore
 from ansible_collections.infinivirt.core.plugins.module_utils.store.firewall import FirewallStore
 from ansible_collections.infinivirt.core.plugins.module_utils.store.guest_addresses import GuestAddressStore
+from ansible_collections.infinivirt.core.plugins.module_utils.store.handovers import HandoverStore
 from ansible_collections.infinivirt.core.plugins.module_utils.store.hostdevs import PciStore
 from ansible_collections.infinivirt.core.plugins.module_utils.store.migrations import MIGRATIONS
 from ansible_collections.infinivirt.core.plugins.module_utils.store.vms import (
@@ -67,7 +68,7 @@ def secret_context(owner: str, column: str) -> str:
     return "%s/%s" % (owner, _SECRET_CONTEXT_NAMES.get(column, column))
 
 
-class SqlStore(VolumeStore, FirewallStore, EventStore, PciStore, ClaimStore, GuestAddressStore):
+class SqlStore(VolumeStore, FirewallStore, EventStore, PciStore, ClaimStore, GuestAddressStore, HandoverStore):
     """Shared logic. SQL is written with '?' placeholders; ``_sql`` adapts them."""
 
     placeholder = "?"
@@ -213,6 +214,7 @@ class SqlStore(VolumeStore, FirewallStore, EventStore, PciStore, ClaimStore, Gue
             cur.execute("DELETE FROM pci_assignments WHERE vm_uuid = ?", (uuid,))
             cur.execute("DELETE FROM host_claims WHERE owner = ?", (uuid,))
             cur.execute("DELETE FROM guest_addresses WHERE vm_uuid = ?", (uuid,))
+            cur.execute("DELETE FROM vm_handovers WHERE vm_uuid = ?", (uuid,))
             cur.execute("DELETE FROM vms WHERE uuid = ?", (uuid,))
 
     # -- secrets ------------------------------------------------------------------------

@@ -473,6 +473,35 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
         )""",
         ],
     ),
+    (
+        23,
+        [
+            # Issue 23 (migration): the versioned machine type QEMU resolved machine_type to at
+            # the VM's first start (e.g. pc-q35-7.2); later starts and a migration target run
+            # that one, so a QEMU upgrade on one host does not change the guest's hardware.
+            "ALTER TABLE vms ADD COLUMN machine_resolved TEXT",
+        ],
+    ),
+    (
+        24,
+        [
+            # Issue 23: live migration requests, where the source task and the target host's
+            # monitor meet (store/handovers.py; states in vm/model/migration.py).
+            """CREATE TABLE vm_handovers (
+            vm_uuid TEXT PRIMARY KEY,
+            vm_name TEXT NOT NULL,
+            source TEXT NOT NULL,
+            target TEXT NOT NULL,
+            state TEXT NOT NULL,
+            options TEXT NOT NULL,
+            uri TEXT,
+            error TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+            "CREATE INDEX vm_handovers_by_target ON vm_handovers (target, state)",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -53,6 +53,7 @@ class VmRow:
     pidfile_path: Optional[str] = None
     launch_graphics_port: Optional[int] = None
     qemu_started: Optional[int] = None  # the QEMU PID's start time (clock ticks since boot)
+    machine_resolved: Optional[str] = None  # the versioned machine type of its first start
 
 
 # The vms table's columns: a VmRow's fields but the definition (machine_configuration's).

@@ -157,14 +157,14 @@ class Engine:
     def _bring_up(self, rec: VmRecord, rc: int, stderr: str, inputs: StartInputs, after_abort: str) -> None:
         """Check the paused QEMU, apply the firewall and the display password, then let the
         guest run (unless asked paused). Any failure ends the start with nothing left."""
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import launch
+
         qmp = self.sessions.qmp
         try:
             if rc != 0:
-                from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.launch import vfio_hint
-
                 raise QemuError(
                     "VM %s: QEMU failed to start (exit %d): %s%s"
-                    % (rec.name, rc, stderr or "no message", vfio_hint(stderr, inputs.host_devices))
+                    % (rec.name, rc, stderr or "no message", launch.vfio_hint(stderr, inputs.host_devices))
                 )
             rec.qemu_pid = self.process.live_pid(rec)
             rec.qemu_started = start_ticks(rec.qemu_pid, self.host_paths.proc)
@@ -173,6 +173,7 @@ class Engine:
             status = qmp(rec, "query-status")["status"]
             if status != "prelaunch":
                 raise QemuError("VM %s: expected QEMU in prelaunch state, found %s" % (rec.name, status))
+            launch.record_machine(qmp, rec)  # its first start: the machine version to keep
             self.resources.sync_firewall(rec)  # before the guest sends its first frame
             if rec.spec.graphics_type == "vnc":
                 rec.launch_graphics_port = self.sessions.setup_vnc(rec, inputs.graphics_password)

@@ -157,6 +157,7 @@ def spawn(engine, rec: VmRecord, launch: Launch, inputs: StartInputs) -> Tuple[i
             host_devices=inputs.host_devices,
             cloud_init_iso=inputs.cloud_init_iso,
             unattend_iso=inputs.unattend_iso,
+            machine=recorded_machine(rec),
         )
         argv = systemd_scope_prefix(rec.uuid, rec.name) + build_argv(rec.spec, ctx)
         return engine.process.spawn(
@@ -166,6 +167,23 @@ def spawn(engine, rec: VmRecord, launch: Launch, inputs: StartInputs) -> Tuple[i
             + [fd for fds in images.values() for fd in fds]
             + [fd for chain in backing_images.values() for fds in chain for fd in fds],
         )
+
+
+def recorded_machine(rec: VmRecord) -> Optional[str]:
+    """The versioned machine type this start asks for: the one recorded at the first start
+    (None then, or after machine_type changed: QEMU resolves the alias)."""
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.machine import belongs
+
+    return rec.machine_resolved if belongs(rec.spec.machine_type, rec.machine_resolved) else None
+
+
+def record_machine(qmp, rec: VmRecord) -> None:
+    """At a start without a recorded machine version, keep what QEMU resolved the alias to
+    (``query-machines``: one QMP round trip, at such starts only). The caller saves the row."""
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.machine import resolve_alias
+
+    if recorded_machine(rec) is None:
+        rec.machine_resolved = resolve_alias(rec.spec.machine_type, qmp(rec, "query-machines"))
 
 
 def make_event_log(rec: VmRecord, base: str) -> None:

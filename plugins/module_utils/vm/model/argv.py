@@ -72,6 +72,8 @@ class LaunchContext:
     hugepage_path: Optional[str] = None  # the hugetlbfs mount of the spec's page size
     cloud_init_iso: Optional[str] = None  # the VM's NoCloud seed (vm/cloud_seed.py), read-only
     unattend_iso: Optional[str] = None  # Windows Setup's answer file ISO (vm/unattend_media.py), read-only
+    machine: Optional[str] = None  # the recorded versioned machine type (vm/model/machine.py); None: the spec's
+    incoming: bool = False  # a migration target: QEMU waits for migrate-incoming (vm/engine/incoming.py)
 
 
 def pflash_blockdevs(code: str, nvram: str) -> List[Dict[str, Any]]:
@@ -104,8 +106,8 @@ def vnc_option(spec: VmSpec) -> str:
     return value + (",password=on" if spec.graphics_password_set else "")
 
 
-def machine_option(spec: VmSpec) -> str:
-    value = "type=%s" % spec.machine_type
+def machine_option(spec: VmSpec, machine: Optional[str] = None) -> str:
+    value = "type=%s" % opt_value("machine_type", machine or spec.machine_type)  # machine: read from the store
     if spec.firmware == "uefi":
         value += ",pflash0=fw-code,pflash1=fw-vars"
     if spec.secure_boot:
@@ -223,6 +225,7 @@ def build_argv(spec: VmSpec, ctx: LaunchContext) -> List[str]:
         + guest_agent_args(spec, ctx)
         + _display_args(spec)
         + _boot_args(spec)
+        + (["-incoming", "defer"] if ctx.incoming else [])
         + ["-msg", "timestamp=on", "-S", "-pidfile", ctx.pidfile, "-daemonize"]
     )
 
@@ -238,7 +241,7 @@ def _process_args(spec: VmSpec, ctx: LaunchContext) -> List[str]:
         "-nodefaults",
         "-no-user-config",
         "-machine",
-        machine_option(spec),
+        machine_option(spec, ctx.machine),
         "-accel",
         ctx.accel,
         "-cpu",

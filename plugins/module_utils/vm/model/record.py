@@ -34,6 +34,9 @@ class VmRecord:
     launch_cpu: Optional[str] = None
     pidfile_path: Optional[str] = None
     launch_graphics_port: Optional[int] = None
+    # machine_type as QEMU resolved it at the first start (vm/model/machine.py), kept across
+    # stops: every later start, here or on a migration target, runs the same version
+    machine_resolved: Optional[str] = None
     created_at: str = ""
     updated_at: str = ""
 

@@ -47,6 +47,16 @@ def test_a_plain_row_round_trips(store):
     assert [r.name for r in store.list_vms(host="h1")] == ["plain"] and store.list_vms(host="h2") == []
 
 
+def test_the_resolved_machine_is_kept(store):
+    """Migration 22: the versioned machine type of the first start, NULL for an older row."""
+    store.insert_vm(VmRow(uuid="u-mt", name="mt", host="h1", status="stopped", spec={"vcpus": 1, "memory_mb": 64}))
+    rec = records.load(store, "mt")
+    assert rec.machine_resolved is None
+    rec.machine_resolved = "pc-q35-7.2"
+    records.save(store, rec)
+    assert records.load_by_uuid(store, "u-mt").machine_resolved == "pc-q35-7.2"
+
+
 def test_the_vm_model_reads_a_plain_row(store):
     """A row written without the model (NULL JSON columns included) reads as a VmRecord with the
     spec's defaults, and writes back unchanged."""

@@ -1,0 +1,82 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The source half of a live migration over QMP (issue 23; docs/architecture.md
+"Migration"): send the VM's state to a listening target QEMU with the capabilities and
+parameters the request asks, follow ``query-migrate`` until it completes, fails or runs out
+of time, and on any failure leave the source QEMU as it was: cancelled, and running again if
+the stream had already paused it. Imported by a migration only."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Dict
+
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import QemuError, QmpError
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.migration import (
+    MigrationRequest,
+    capabilities,
+    outcome,
+    parameters,
+)
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
+
+POLL_S = 0.05  # query-migrate is cheap; the guest is paused while we wait to see "completed"
+CANCEL_WAIT_S = 10.0
+ENDED = ("completed", "failed", "cancelled")
+
+
+class MigrationFailed(QemuError):
+    """The stream did not complete; the source runs as before."""
+
+
+def send(
+    qmp: Callable[..., Any],
+    rec: VmRecord,
+    req: MigrationRequest,
+    uri: str,
+    deadline: float,
+    clock: Callable[[], float] = time.monotonic,
+) -> Dict[str, Any]:
+    """Migrate ``rec``'s QEMU (``qmp``: engine.sessions.qmp) to ``uri``; when it completes,
+    the source guest is paused (QEMU's ``postmigrate``) and the result's numbers are
+    returned. ``deadline`` is a ``clock()`` time. Raises MigrationFailed, after ``recover``."""
+    began = clock()
+    was_running = qmp(rec, "query-status").get("status") == "running"
+    try:
+        qmp(rec, "migrate-set-capabilities", {"capabilities": capabilities(req)})
+        qmp(rec, "migrate-set-parameters", parameters(req))
+        qmp(rec, "migrate", {"uri": uri})
+        while True:
+            reply = qmp(rec, "query-migrate")
+            status = reply.get("status")
+            if status == "completed":
+                return dict(outcome(reply), duration_s=round(clock() - began, 3))
+            if status in ("failed", "cancelled"):
+                raise MigrationFailed(
+                    "VM %s: the migration to %s %s: %s" % (rec.name, uri, status, reply.get("error-desc", "no reason"))
+                )
+            if clock() > deadline:
+                raise MigrationFailed(
+                    "VM %s: the migration to %s did not complete within timeout (status %s, %d bytes sent); "
+                    "raise timeout or bandwidth_mbit, or set auto_converge"
+                    % (rec.name, uri, status, int((reply.get("ram") or {}).get("transferred", 0)))
+                )
+            time.sleep(POLL_S)
+    except (MigrationFailed, QmpError):
+        recover(qmp, rec, was_running, clock)
+        raise
+
+
+def recover(
+    qmp: Callable[..., Any], rec: VmRecord, was_running: bool = True, clock: Callable[[], float] = time.monotonic
+) -> None:
+    """Stop an unfinished stream and, if the guest ran before, let it run again where the
+    stream paused it (also a completed stream the target did not take over: QEMU's
+    ``postmigrate``; ``cont`` takes the disks back from the target)."""
+    qmp(rec, "migrate_cancel")
+    until = clock() + CANCEL_WAIT_S
+    while qmp(rec, "query-migrate").get("status") not in ENDED + (None,) and clock() < until:
+        time.sleep(POLL_S)
+    if was_running and qmp(rec, "query-status").get("status") != "running":
+        qmp(rec, "cont")
