@@ -15,6 +15,8 @@ from ansible_collections.infinivirt.core.plugins.plugin_utils.inventory import (
     pick_ansible_host,
 )
 
+pytestmark = pytest.mark.ansible_core  # plugin_utils: the controller side, under each supported core
+
 MAC_A, MAC_B = "52:54:00:00:00:0a", "52:54:00:00:00:0b"
 
 
