@@ -7,27 +7,46 @@ read-only SCSI CD-ROM next to a throwaway overlay of the cloud guest. One boot (
 proves that cloud-init read the seed from the CD-ROM, set the hostname, ran runcmd, applied
 the network config, and let user ``debian`` in over SSH with the injected key; then, without
 booting again, that a changed seed is a pending restart and a new ISO, a rerun no change, no
-secret in the database or the result, and the ISO gone with the VM."""
+secret in the database or the result, and the ISO gone with the VM. The same boot, with the
+guest agent and a tag, proves the inventory plugin (issue 22): a play on a group of the
+plugin's reaches the guest over SSH at the address the plugin found."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
 import subprocess
+import sys
 import time
 
 import pytest
+from collection_path import collections_root
 from helpers import overlay_of, wait_serial
 
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.cloud_seed import seed_path
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.info import info_result
 
-pytestmark = [pytest.mark.qemu, pytest.mark.guest, pytest.mark.slow, pytest.mark.netns]
+pytestmark = [pytest.mark.qemu, pytest.mark.guest, pytest.mark.slow, pytest.mark.netns, pytest.mark.playbook]
 
 BOOT_TIMEOUT = float(os.environ.get("INFINIVIRT_CLOUD_TIMEOUT", "420"))  # TCG on a loaded 2-core host
 HOSTNAME = "cloudy-web01"
 MAC = "52:54:00:c1:00:02"
 HOST_IP, GUEST_IP = "10.77.0.1", "10.77.0.2"
+PLAY = """
+- name: A group of the inventory plugin
+  hosts: infinivirt_tag_sshproof
+  gather_facts: false
+  tasks:
+    - name: Ask the guest its name
+      ansible.builtin.command: hostname
+      register: name
+      changed_when: false
+    - name: Say it
+      ansible.builtin.debug:
+        msg: "GUEST-SAYS {{ name.stdout }} AT {{ ansible_host }}"
+"""
 
 
 def ssh(netns, key, command, timeout=20):
@@ -76,6 +95,8 @@ def test_infinivirt_vm_cloud_init_boots_the_cloud_guest(cloud_guest, cloud_servi
         "netns": bridge_ns,
         "nics": [{"bridge": "vmbr0", "mac": MAC}],
         "cloud_init": cloud_init,
+        "guest_agent": True,
+        "tags": ["sshproof"],
         "state": "running",
     }
 
@@ -109,7 +130,11 @@ def test_infinivirt_vm_cloud_init_boots_the_cloud_guest(cloud_guest, cloud_servi
     t_ssh = time.monotonic() - t0
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [HOSTNAME, "debian", uuid, "ops"]  # instance-id: the VM's UUID
-    print("cloud guest: runcmd marker %.0f s, ssh %.0f s after start" % (t_marker, t_ssh))
+    a_play_on_a_plugin_group_reaches(svc, workdir, bridge_ns, key, "cloudy")
+    print(
+        "cloud guest: runcmd marker %.0f s, ssh %.0f s, inventory play %.0f s after start"
+        % (t_marker, t_ssh, time.monotonic() - t0)
+    )
 
     # The same task again: no change. A new seed: a pending restart, the running VM untouched.
     again = svc.ensure(params, False)
@@ -139,3 +164,76 @@ def test_infinivirt_vm_cloud_init_boots_the_cloud_guest(cloud_guest, cloud_servi
         assert b"local-hostname: cloudy-web02" in fh.read()
     gone = svc.ensure({"name": "cloudy", "state": "absent", "force": True, "stop_timeout": 0}, False)
     assert gone.changed and not os.path.exists(iso)
+
+
+def a_play_on_a_plugin_group_reaches(svc, workdir, bridge_ns, key, name):
+    """The inventory plugin (issue 22), reading only the database, makes the guest's
+    ansible_host of the addresses infinivirt_vm_info recorded from its agent; a play on a
+    group of the plugin's runs ``hostname`` on the guest over SSH (ssh run inside the
+    namespace, where the guest's network is). Returns the play's output."""
+    guest = info_result(svc.ctx, name)["vms"][0]["guest"]
+    assert guest["agent"] == "answering" and GUEST_IP in guest["ips"], guest
+    uuid = info_result(svc.ctx, name)["vms"][0]["uuid"]
+    recorded = svc.ctx.store.guest_addresses()[uuid]
+    assert GUEST_IP in recorded["ips"] and any(i["mac"] == MAC for i in recorded["interfaces"])
+
+    source = os.path.join(workdir, "fleet.infinivirt.yml")
+    with open(source, "w") as fh:
+        json.dump(
+            {
+                "plugin": "infinivirt.core.infinivirt",
+                "db_url": "sqlite:///%s/cloud.db" % workdir,
+                "ansible_host_source": ["agent"],
+                "preferred_cidr": GUEST_IP.rsplit(".", 1)[0] + ".0/24",
+                "compose": {"ansible_user": "'debian'"},
+            },
+            fh,
+        )
+    wrapper = os.path.join(workdir, "ssh-in-ns")
+    with open(wrapper, "w") as fh:
+        fh.write('#!/bin/sh\nexec ip netns exec %s ssh "$@"\n' % bridge_ns)
+    os.chmod(wrapper, 0o755)
+    play = os.path.join(workdir, "play.yml")
+    with open(play, "w") as fh:
+        fh.write(PLAY)
+    env = dict(
+        os.environ,
+        ANSIBLE_COLLECTIONS_PATH=collections_root(),
+        ANSIBLE_INVENTORY_ENABLED="infinivirt.core.infinivirt",
+        ANSIBLE_INVENTORY_UNPARSED_FAILED="true",
+        ANSIBLE_SSH_EXECUTABLE=wrapper,
+        ANSIBLE_PRIVATE_KEY_FILE=key,
+        ANSIBLE_HOST_KEY_CHECKING="False",
+        ANSIBLE_PIPELINING="True",
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_SSH_ARGS="-o UserKnownHostsFile=/dev/null -o ConnectTimeout=20",
+    )
+    bindir = os.path.dirname(sys.executable)
+    listed = subprocess.run(
+        [os.path.join(bindir, "ansible-inventory"), "-i", source, "--list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    found = json.loads(listed.stdout)["_meta"]["hostvars"]["invssh"]["ansible_host"]
+    assert (found.get("__ansible_unsafe") if isinstance(found, dict) else found) == GUEST_IP
+
+    # The guest's sshd may come up a little after cloud-init's marker: a few tries.
+    deadline = time.monotonic() + 120
+    while True:
+        done = subprocess.run(
+            [os.path.join(bindir, "ansible-playbook"), "-i", source, play],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if done.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(5)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "GUEST-SAYS %s AT %s" % (HOSTNAME, GUEST_IP) in done.stdout
+    assert name in done.stdout and "ok=2" in done.stdout
