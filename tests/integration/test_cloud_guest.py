@@ -217,7 +217,7 @@ def a_play_on_a_plugin_group_reaches(svc, workdir, bridge_ns, key, name):
         check=False,
     )
     assert listed.returncode == 0, listed.stderr[-3000:]
-    found = json.loads(listed.stdout)["_meta"]["hostvars"]["invssh"]["ansible_host"]
+    found = json.loads(listed.stdout)["_meta"]["hostvars"][name]["ansible_host"]
     assert (found.get("__ansible_unsafe") if isinstance(found, dict) else found) == GUEST_IP
 
     # The guest's sshd may come up a little after cloud-init's marker: a few tries.
