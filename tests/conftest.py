@@ -96,7 +96,11 @@ SHARED_HOST_STATE = {
 # The longest files start first, so that no worker is left with one of them at the end.
 LONGEST_FIRST = (
     "tests/integration/test_role_host.py",
+    "tests/integration/test_migration.py",
+    "tests/integration/test_guest_agent_live.py",
     "tests/lint/test_sanity.py",
+    "tests/integration/test_cloud_guest.py",
+    "tests/integration/test_wait_ssh.py",
     "tests/integration/test_snapshot_faults.py",
     "tests/integration/test_monitor.py",
     "tests/integration/test_disk_module.py",
