@@ -23,7 +23,7 @@ import tempfile
 import time
 import types
 from contextlib import contextmanager
-from typing import Dict, Iterator, Mapping, Set
+from typing import Any, Callable, Dict, Iterator, Mapping, Set
 
 HAS_PYCDLIB = importlib.util.find_spec("pycdlib") is not None
 PYCDLIB_IMPORT_ERROR = None if HAS_PYCDLIB else "ModuleNotFoundError: No module named 'pycdlib'"
@@ -37,6 +37,23 @@ _ISO_NAME_MAX = 30  # name + '.' + extension at interchange level 3
 
 def iso_bytes(files: Mapping[str, bytes], label: str = CIDATA) -> bytes:
     """The ISO image of ``files`` ({flat file name: content}) labelled ``label``."""
+
+    def add(iso) -> None:
+        names = {}
+        for name in sorted(files):
+            iso_name = _iso9660_name(name)
+            if iso_name in names:
+                raise ValueError("ISO file names %r and %r are the same in ISO 9660" % (names[iso_name], name))
+            names[iso_name] = name
+            data = bytes(files[name])
+            iso.add_fp(io.BytesIO(data), len(data), "/%s;1" % iso_name, rr_name=name, joliet_path="/" + name)
+
+    return _image(label, add)
+
+
+def _image(label: str, add: Callable[[Any], None]) -> bytes:
+    """A new ISO labelled ``label`` (ISO 9660 level 3, Joliet, Rock Ridge, fixed dates),
+    filled by ``add(iso)``, as bytes."""
     import pycdlib  # imported where needed: modules that make no ISO run without it
 
     if not _LABEL_RE.fullmatch(label):
@@ -45,14 +62,7 @@ def iso_bytes(files: Mapping[str, bytes], label: str = CIDATA) -> bytes:
         iso = pycdlib.PyCdlib()
         iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=label)
         try:
-            names = {}
-            for name in sorted(files):
-                iso_name = _iso9660_name(name)
-                if iso_name in names:
-                    raise ValueError("ISO file names %r and %r are the same in ISO 9660" % (names[iso_name], name))
-                names[iso_name] = name
-                data = bytes(files[name])
-                iso.add_fp(io.BytesIO(data), len(data), "/%s;1" % iso_name, rr_name=name, joliet_path="/" + name)
+            add(iso)
             out = io.BytesIO()
             iso.write_fp(out)
         finally:
@@ -89,41 +99,28 @@ def tree_iso_bytes(files: Mapping[str, bytes], label: str) -> bytes:
     characters per name). The ISO 9660 names are only a fallback no reader here uses, so
     they are made up: d-characters, shortened and numbered (``_1``) where two would meet,
     in sorted order, so the same files give the same bytes."""
-    import pycdlib
 
-    if not _LABEL_RE.fullmatch(label):
-        raise ValueError("ISO volume label %r: 1 to 32 of A-Z, 0-9, _" % (label,))
-    with _fixed_clock(pycdlib):
-        iso = pycdlib.PyCdlib()
-        iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=label)
-        try:
-            dirs: Dict[str, str] = {"": ""}  # real directory path -> ISO 9660 path
-            taken: Dict[str, Set[str]] = {}  # ISO 9660 directory -> names used in it
-            for path in sorted(files):
-                parts = path.split("/")
-                if any(p in ("", ".", "..") for p in parts):
-                    raise ValueError("ISO path %r: empty, '.' or '..' component" % (path,))
-                for depth in range(1, len(parts)):
-                    real = "/".join(parts[:depth])
-                    if real not in dirs:
-                        parent = dirs["/".join(parts[: depth - 1])]
-                        dirs[real] = parent + "/" + _unique(taken.setdefault(parent, set()), parts[depth - 1], True)
-                        iso.add_directory(dirs[real], rr_name=parts[depth - 1], joliet_path="/" + real)
-                parent = dirs["/".join(parts[:-1])]
-                iso_name = _unique(taken.setdefault(parent, set()), parts[-1], False)
-                data = bytes(files[path])
-                iso.add_fp(
-                    io.BytesIO(data),
-                    len(data),
-                    "%s/%s;1" % (parent, iso_name),
-                    rr_name=parts[-1],
-                    joliet_path="/" + path,
-                )
-            out = io.BytesIO()
-            iso.write_fp(out)
-        finally:
-            iso.close()
-    return out.getvalue()
+    def add(iso) -> None:
+        dirs: Dict[str, str] = {"": ""}  # real directory path -> ISO 9660 path
+        taken: Dict[str, Set[str]] = {}  # ISO 9660 directory -> names used in it
+        for path in sorted(files):
+            parts = path.split("/")
+            if any(p in ("", ".", "..") for p in parts):
+                raise ValueError("ISO path %r: empty, '.' or '..' component" % (path,))
+            for depth in range(1, len(parts)):
+                real = "/".join(parts[:depth])
+                if real not in dirs:
+                    parent = dirs["/".join(parts[: depth - 1])]
+                    dirs[real] = parent + "/" + _unique(taken.setdefault(parent, set()), parts[depth - 1], True)
+                    iso.add_directory(dirs[real], rr_name=parts[depth - 1], joliet_path="/" + real)
+            parent = dirs["/".join(parts[:-1])]
+            iso_name = _unique(taken.setdefault(parent, set()), parts[-1], False)
+            data = bytes(files[path])
+            iso.add_fp(
+                io.BytesIO(data), len(data), "%s/%s;1" % (parent, iso_name), rr_name=parts[-1], joliet_path="/" + path
+            )
+
+    return _image(label, add)
 
 
 def _unique(taken: Set[str], name: str, directory: bool) -> str:

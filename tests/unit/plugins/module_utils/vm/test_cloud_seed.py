@@ -11,10 +11,8 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
-import shutil
 import stat
 import subprocess
-import tempfile
 
 import pytest
 
@@ -26,7 +24,6 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.plan impo
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import VmSpec
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.vocabulary import option_names
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ7sEcReTkEyOfTheTestUser0000000000000000000 tester@example"
 PASSWORD = "Sw0rdf1sh-never-in-a-row"
@@ -37,22 +34,6 @@ OPTION = {
     "user_data": {"runcmd": [["echo", "hello"]]},
 }
 SECRETS = (KEY.split()[1], PASSWORD)
-
-
-@pytest.fixture
-def svc(tmp_path, db_url):
-    # run_dir holds UNIX sockets (108 bytes at most): tmp_path under xdist is too long for them.
-    run = tempfile.mkdtemp(prefix="iv-seed-")
-    service = VmService.open(
-        db_url,
-        run,
-        hostname="hv-test",
-        nvram_dir=str(tmp_path / "nvram"),
-        secret_key_file=str(tmp_path / "secret.key"),
-    )
-    yield service
-    service.close()
-    shutil.rmtree(run, ignore_errors=True)
 
 
 def ensure(svc, check_mode=False, **params):

@@ -11,10 +11,8 @@ from __future__ import annotations
 import glob
 import io
 import os
-import shutil
 import stat
 import subprocess
-import tempfile
 
 import pycdlib
 import pytest
@@ -26,7 +24,6 @@ from ansible_collections.infinivirt.core.plugins.module_utils.store.base import 
 from ansible_collections.infinivirt.core.plugins.module_utils.vm import unattend_media
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model import unattend
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
 PASSWORD = "Adm1n-Pa55-in-the-xml"
 SCRIPT_SECRET = "join-domain-token-42"
@@ -34,21 +31,6 @@ XML = (
     '<?xml version="1.0" encoding="utf-8"?>\r\n<unattend xmlns="urn:schemas-microsoft-com:unattend">\r\n'
     '<settings pass="oobeSystem"><Value>%s</Value><Note>caf\u00e9 \u2603</Note></settings>\r\n</unattend>\r\n'
 ) % PASSWORD
-
-
-@pytest.fixture
-def svc(tmp_path, db_url):
-    run = tempfile.mkdtemp(prefix="iv-ua-")  # UNIX socket paths: xdist's tmp_path is too long
-    service = VmService.open(
-        db_url,
-        run,
-        hostname="hv-test",
-        nvram_dir=str(tmp_path / "nvram"),
-        secret_key_file=str(tmp_path / "secret.key"),
-    )
-    yield service
-    service.close()
-    shutil.rmtree(run, ignore_errors=True)
 
 
 @pytest.fixture
