@@ -137,7 +137,12 @@ def test_argv_of_each_device():
     assert spec.tpm is None  # {} is off
     spec = dataclasses.replace(spec, tpm={"version": "2.0"})
     argv = devices.platform_args(spec, "/run/i/u,1.tpm", 9)
-    assert argv[:4] == ["-chardev", "socket,id=chrtpm,path=/run/i/u,,1.tpm", "-tpmdev", "emulator,id=tpm0,chardev=chrtpm"]
+    assert argv[:4] == [
+        "-chardev",
+        "socket,id=chrtpm,path=/run/i/u,,1.tpm",
+        "-tpmdev",
+        "emulator,id=tpm0,chardev=chrtpm",
+    ]
     assert '"driver":"tpm-tis"' in argv[5]
     assert argv[argv.index("-action") + 1] == "watchdog=none"
     smbios = [argv[i + 1] for i, a in enumerate(argv) if a == "-smbios"]
