@@ -21,10 +21,10 @@ from typing import Any, Callable, Optional
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import ClaimConflict, SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.host import swtpm
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.resources import SWTPM, TPM_STATE
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.resources import SWTPM, TPM_STATE, tpm_state_dir
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.devices import VSOCK_CID_MAX, VSOCK_CID_MIN
 
-SWTPM_FILE = "swtpm_file"  # journal kind: its socket and log
+SWTPM_FILE = "swtpm_file"  # journal kind: its socket
 VSOCK_DEVICE = "/dev/vhost-vsock"
 CLAIM_VSOCK = "vsock CID"  # host claims of guest CIDs
 CLAIM_ATTEMPTS = 20
@@ -44,10 +44,9 @@ def check_host(spec: Any, vsock_device: str = VSOCK_DEVICE, swtpm_binary: Option
 def tpm_files(run_dir: str, nvram_dir: str, uuid: str) -> swtpm.SwtpmFiles:
     base = os.path.join(run_dir, uuid)
     return swtpm.SwtpmFiles(
-        state_dir=os.path.join(nvram_dir, uuid + ".tpm"),
+        state_dir=tpm_state_dir(nvram_dir, uuid),
         socket=base + ".tpm",
         pidfile=base + ".swtpm.pid",
-        log=base + ".swtpm.log",
     )
 
 
@@ -62,7 +61,7 @@ def start_tpm(engine, rec) -> Optional[str]:
     if not os.path.isdir(files.state_dir):
         os.mkdir(files.state_dir, 0o700)
     os.chmod(files.state_dir, 0o700)
-    store.journal_add_many(rec.uuid, [(SWTPM, files.pidfile), (SWTPM_FILE, files.socket), (SWTPM_FILE, files.log)])
+    store.journal_add_many(rec.uuid, [(SWTPM, files.pidfile), (SWTPM_FILE, files.socket)])
     try:
         swtpm.start(files)
     except Exception:
@@ -71,9 +70,9 @@ def start_tpm(engine, rec) -> Optional[str]:
     return files.socket
 
 
-def stop_swtpm(pidfile: str) -> None:
+def stop_swtpm(pidfile: str, state_dir: str) -> None:
     """End the swtpm a journal entry names (if it still runs) and remove its pidfile."""
-    swtpm.stop(swtpm.SwtpmFiles(state_dir="", socket="", pidfile=pidfile, log=""))
+    swtpm.stop(swtpm.SwtpmFiles(state_dir=state_dir, socket="", pidfile=pidfile))
     if os.path.lexists(pidfile):
         os.unlink(pidfile)
 

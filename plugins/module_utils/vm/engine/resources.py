@@ -177,7 +177,7 @@ class HostResources:
                     self.drop_tap(rec, ref)
                     continue
                 if kind in (SWTPM, TPM_STATE):
-                    _end_tpm(kind, ref)
+                    _end_tpm(kind, ref, tpm_state_dir(self.nvram_dir, rec.uuid))
                     gone.append((kind, ref))
                     continue
                 if kind != RESUME:  # a note, not a file
@@ -192,13 +192,18 @@ class HostResources:
         self.store.journal_remove(rec.uuid, kind, ref)
 
 
-def _end_tpm(kind: str, ref: str) -> None:
+def tpm_state_dir(nvram_dir: str, uuid: str) -> str:
+    """The TPM's state (tpm: swtpm's files), next to the VM's NVRAM."""
+    return os.path.join(nvram_dir, uuid + ".tpm")
+
+
+def _end_tpm(kind: str, ref: str, state_dir: str) -> None:
     import shutil
 
     from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.platform import stop_swtpm
 
     if kind == SWTPM:
-        stop_swtpm(ref)
+        stop_swtpm(ref, state_dir)
     else:
         shutil.rmtree(ref, ignore_errors=True)
 
