@@ -16,13 +16,14 @@ import stat
 
 import pytest
 import serial_report
-from helpers import vm_list, wait_ready
+from helpers import make_image, vm_list, wait_for, wait_ready
 from qemu_procs import kill_leftovers
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.host import swtpm
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import platform, records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
 
 pytestmark = [pytest.mark.qemu, pytest.mark.guest]
 
@@ -123,3 +124,33 @@ def test_tpm_rng_watchdog_smbios_on_one_guest(devices_service, guest_params, wor
 
     svc.ensure({"name": "devices", "state": "absent", "force": True, "stop_timeout": 5}, check_mode=False)
     assert not os.path.exists(files.state_dir) and swtpm.live_pid(files) is None
+
+
+def state_files(path):
+    return {name: open(os.path.join(path, name), "rb").read() for name in sorted(os.listdir(path))}
+
+
+def test_snapshots_keep_the_tpm_state_like_the_nvram(devices_service, workdir):
+    """A firmware-only VM (SeaBIOS talks to the TPM; no guest kernel): an offline snapshot
+    copies the TPM's state, a revert puts it back, a delete removes the copy."""
+    svc, snaps = devices_service, SnapshotService(devices_service.engine)
+    disk = make_image(os.path.join(workdir, "fw.qcow2"), "qcow2", 8)
+    params = {"name": "fwtpm", "accel": "tcg", "memory_mb": 64, "disks": [{"path": disk}], "tpm": {"version": "2.0"}}
+    svc.ensure(dict(params, state="running"), check_mode=False)
+    rec = records.load(svc.store, "fwtpm")
+    state_dir = platform.tpm_files(svc.engine.run_dir, svc.engine.resources.nvram_dir, rec.uuid).state_dir
+    wait_for(lambda: os.listdir(state_dir), timeout=30)
+    svc.ensure(dict(params, state="stopped", force=True, stop_timeout=0), check_mode=False)
+    before = state_files(state_dir)
+    assert before, "swtpm wrote no state"
+
+    snaps.ensure({"vm": "fwtpm", "name": "s1", "state": "present"}, False)
+    copy = platform.tpm_snapshot_dir(svc.engine.resources.nvram_dir, rec.uuid, "s1")
+    assert state_files(copy) == before and ("tpm_state", copy) in svc.store.journal_list(rec.uuid)
+    for name in before:  # the TPM's state changes after the snapshot
+        with open(os.path.join(state_dir, name), "wb") as fh:
+            fh.write(b"changed")
+    snaps.ensure({"vm": "fwtpm", "name": "s1", "state": "reverted"}, False)
+    assert state_files(state_dir) == before, "the revert did not bring back the TPM state"
+    snaps.ensure({"vm": "fwtpm", "name": "s1", "state": "absent"}, False)
+    assert not os.path.exists(copy) and ("tpm_state", copy) not in svc.store.journal_list(rec.uuid)

@@ -17,6 +17,7 @@ the host checks only.
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Any, Callable, Optional
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import ClaimConflict, SpecError
@@ -106,3 +107,62 @@ def claim_vsock(store, host: str, rec) -> Optional[int]:
         except ClaimConflict:
             continue  # another VM's start took it between the read and the claim
     raise SpecError("vsock", "could not claim a guest CID on host %s (too many concurrent starts)" % host)
+
+
+# -- snapshots: the TPM's state is copied with the NVRAM (vm/snapshots.py) ---------------------
+def tpm_snapshot_dir(nvram_dir: str, uuid: str, name: str) -> str:
+    return "%s.snapshot-%s" % (tpm_state_dir(nvram_dir, uuid), name)
+
+
+def save_tpm(engine, rec, name: str) -> None:
+    """A copy of the TPM's state as the snapshot ``name`` (journaled, removed with the VM)."""
+    nvram_dir = engine.resources.nvram_dir
+    source = tpm_state_dir(nvram_dir, rec.uuid)
+    if rec.spec.tpm is None or not os.path.isdir(source):
+        return
+    target = tpm_snapshot_dir(nvram_dir, rec.uuid, name)
+    engine.store.journal_add(rec.uuid, TPM_STATE, target)
+    if not os.path.isdir(target):
+        os.mkdir(target, 0o700)
+    copy_state(source, target)
+
+
+def restore_tpm(engine, rec, name: str) -> None:
+    """The snapshot's TPM state back in place, unless a swtpm runs on it: then QEMU has just
+    loaded the snapshot's TPM state from its saved RAM into that swtpm."""
+    files = tpm_files(engine.run_dir, engine.resources.nvram_dir, rec.uuid)
+    source = tpm_snapshot_dir(engine.resources.nvram_dir, rec.uuid, name)
+    if os.path.isdir(source) and os.path.isdir(files.state_dir) and swtpm.live_pid(files) is None:
+        copy_state(source, files.state_dir)
+
+
+def drop_tpm(engine, rec, name: str) -> None:
+    target = tpm_snapshot_dir(engine.resources.nvram_dir, rec.uuid, name)
+    if os.path.isdir(target):
+        shutil.rmtree(target)
+        engine.store.journal_remove(rec.uuid, TPM_STATE, target)
+
+
+def copy_state(source: str, target: str) -> None:
+    """Make ``target``'s regular files those of ``source`` (0600, no link followed)."""
+    wanted = {e.name for e in os.scandir(source) if e.is_file(follow_symlinks=False)}
+    for entry in os.scandir(target):
+        if entry.name not in wanted and entry.is_file(follow_symlinks=False):
+            os.unlink(entry.path)
+    for name in sorted(wanted):
+        flags = os.O_NOFOLLOW | os.O_CLOEXEC
+        src = os.open(os.path.join(source, name), os.O_RDONLY | flags)
+        try:
+            tmp = os.path.join(target, ".%s.tmp" % name)
+            dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | flags, 0o600)
+            try:
+                while True:
+                    chunk = os.read(src, 1 << 20)
+                    if not chunk:
+                        break
+                    os.write(dst, chunk)
+            finally:
+                os.close(dst)
+            os.replace(tmp, os.path.join(target, name))
+        finally:
+            os.close(src)
