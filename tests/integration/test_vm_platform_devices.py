@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import subprocess
 
 import pytest
 import serial_report
@@ -154,3 +155,25 @@ def test_snapshots_keep_the_tpm_state_like_the_nvram(devices_service, workdir):
     assert state_files(state_dir) == before, "the revert did not bring back the TPM state"
     snaps.ensure({"vm": "fwtpm", "name": "s1", "state": "absent"}, False)
     assert not os.path.exists(copy) and ("tpm_state", copy) not in svc.store.journal_list(rec.uuid)
+
+
+def test_qemu_knows_every_device_property_the_argv_uses():
+    """vsock cannot start here, so its -device is checked against QEMU's own list of the
+    device's properties instead (as are the others')."""
+    wanted = {
+        "vhost-vsock-pci": ["guest-cid"],
+        "virtio-rng-pci": ["rng", "max-bytes", "period"],
+        "tpm-crb": ["tpmdev"],
+        "tpm-tis": ["tpmdev"],
+        "i6300esb": [],
+    }
+    for driver, props in wanted.items():
+        done = subprocess.run(
+            ["qemu-system-x86_64", "-nodefaults", "-device", "%s,help" % driver],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+        for prop in props:
+            assert re.search(r"^\s*%s=" % re.escape(prop), done.stdout, re.M), (driver, prop, done.stdout)
