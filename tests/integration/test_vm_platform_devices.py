@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import stat
 import subprocess
 
@@ -132,16 +133,23 @@ def state_files(path):
 
 
 def test_snapshots_keep_the_tpm_state_like_the_nvram(devices_service, workdir):
-    """A firmware-only VM (SeaBIOS talks to the TPM; no guest kernel): an offline snapshot
-    copies the TPM's state, a revert puts it back, a delete removes the copy."""
+    """A firmware-only VM (SeaBIOS talks to the TPM; no guest kernel) whose QEMU is killed:
+    its swtpm ends too. Then an offline snapshot copies the TPM's state, a revert puts it
+    back, a delete removes the copy."""
     svc, snaps = devices_service, SnapshotService(devices_service.engine)
     disk = make_image(os.path.join(workdir, "fw.qcow2"), "qcow2", 8)
     params = {"name": "fwtpm", "accel": "tcg", "memory_mb": 64, "disks": [{"path": disk}], "tpm": {"version": "2.0"}}
     svc.ensure(dict(params, state="running"), check_mode=False)
     rec = records.load(svc.store, "fwtpm")
     state_dir = platform.tpm_files(svc.engine.run_dir, svc.engine.resources.nvram_dir, rec.uuid).state_dir
+    files = platform.tpm_files(svc.engine.run_dir, svc.engine.resources.nvram_dir, rec.uuid)
     wait_for(lambda: os.listdir(state_dir), timeout=30)
-    svc.ensure(dict(params, state="stopped", force=True, stop_timeout=0), check_mode=False)
+    # QEMU dies: its swtpm goes too (--terminate), and the clean-up leaves nothing journaled.
+    tpm_pid = swtpm.live_pid(files)
+    os.kill(rec.qemu_pid, signal.SIGKILL)
+    assert wait_for(lambda: not swtpm.is_ours(tpm_pid, state_dir), timeout=10), "swtpm outlived its QEMU"
+    svc.ensure(dict(params, state="stopped"), check_mode=False)
+    assert [kind for kind, _ref in svc.store.journal_list(rec.uuid) if kind.startswith("swtpm")] == []
     before = state_files(state_dir)
     assert before, "swtpm wrote no state"
 
