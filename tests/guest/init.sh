@@ -144,7 +144,7 @@ report_pcinics() {
 # Platform devices (not part of "all"): the TPM, the RNG in use, an i6300esb
 # watchdog on the PCI bus (the cloud kernel has no driver for it), SMBIOS fields.
 report_devices() {
-    local d tpm=none major= rng= wdt=none serial= vendor= asset=
+    local d tpm=none major='' rng='' wdt=none serial='' vendor='' asset=''
     for d in /sys/class/tpm/tpm*; do
         [ -e "$d" ] || continue
         tpm=${d##*/}; getv "$d/tpm_version_major"; major=$_v; break

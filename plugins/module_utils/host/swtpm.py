@@ -124,4 +124,4 @@ def stop(files: SwtpmFiles, timeout: float = STOP_TIMEOUT) -> Optional[int]:
             return pid
         if wait_until_gone(pid, files.state_dir, timeout, owned=lambda p, state, _root: is_ours(p, state)):
             return pid
-    raise QemuError("swtpm process %d did not exit after SIGKILL" % pid)
+    raise QemuError("swtpm process %s did not exit after SIGKILL" % pid)
