@@ -599,6 +599,64 @@ options:
         (RV(vm.guest)), and can power the guest off through it (O(shutdown_mode=agent)).
       - Changing it on a running VM is a pending restart. Default for a new VM is V(false).
     type: bool
+  tpm:
+    description:
+      - A TPM 2.0 for the guest (Windows 11 and Server 2025 need one), as a dict with C(version)
+        V("2.0") (the default; V(true) is the same). C(version) V(1.2) is refused, because a 1.2
+        state cannot become 2.0 later.
+      - Each VM gets its own C(swtpm) process (package C(swtpm), which the host role installs),
+        started before QEMU and ended with it (also when QEMU dies), and a C(tpm-crb) device
+        on q35 (C(tpm-tis) on pc).
+      - The TPM's state is kept in C(<nvram_dir>/<uuid>.tpm) (mode 0700) across stops and
+        restarts, like the UEFI NVRAM, and removed with the VM (O(state=absent)).
+      - V(false) or V({}) removes the TPM (its state stays until the VM is removed). Every
+        change is a pending restart on a running VM. Unset keeps the stored value; a new VM
+        has none.
+    type: raw
+  rng:
+    description:
+      - A virtio-rng device fed from the host's C(/dev/urandom), so a guest does not starve for
+        entropy at its first boot. V(true), or a dict with C(max_bytes) (1 to 2^30, default
+        V(1024)) and C(period_ms) (1 to 3600000, default V(1000)), at most C(max_bytes) bytes per
+        C(period_ms), so one guest cannot drain the host's pool.
+      - V(false) or V({}) removes it. Every change is a pending restart on a running VM. Unset
+        keeps the stored value; a new VM has none.
+    type: raw
+  watchdog:
+    description:
+      - A watchdog device the guest must keep feeding, as a dict with C(model) (V(i6300esb),
+        the default) and C(action), what QEMU does when it expires, V(reset) (default),
+        V(poweroff), V(pause) or V(none).
+      - The host monitor records the expiry as a C(watchdog) entry (with the action) in the
+        VM's event log.
+      - The guest needs a driver for it (Linux C(i6300esb); Debian's cloud kernels lack it).
+      - V(false) or V({}) removes it. Every change is a pending restart on a running VM. Unset
+        keeps the stored value; a new VM has none.
+    type: raw
+  smbios:
+    description:
+      - SMBIOS fields the guest reads from its firmware tables (C(/sys/class/dmi/id) on Linux;
+        cloud-init and licensing tools use them), as a dict with C(type1), the system's
+        C(manufacturer), C(product), C(version), C(serial), C(sku) and C(family), and C(type3),
+        the chassis' C(manufacturer), C(serial), C(asset) and C(sku), each a dict of those keys.
+      - Values are printable ASCII, 1 to 64 characters; a comma is passed to QEMU escaped. The
+        system UUID is always the VM's own.
+      - V({}) removes them. Every change is a pending restart on a running VM. Unset keeps the
+        stored value; a new VM has none.
+    type: raw
+  vsock:
+    description:
+      - A virtio socket (C(vhost-vsock-pci)) between host and guest. V(true) gives the guest the
+        lowest context ID (CID) from 3 up that no other VM of the host holds; a dict with C(cid)
+        asks for that CID (3 to 4294967294), refused when another VM of the host holds it.
+      - The CID is claimed in the database at the VM's start (two VMs started at the same time
+        cannot get the same one) and kept by the VM while it stays on the host, so its address
+        does not change between starts; it is freed when the VM is removed.
+      - The host needs C(/dev/vhost-vsock) (kernel module C(vhost_vsock)); without it the task
+        fails naming O(vsock) before anything is changed.
+      - V(false) or V({}) removes it. Every change is a pending restart on a running VM. Unset
+        keeps the stored value; a new VM has none.
+    type: raw
   tags:
     description:
       - Tags of the VM, for inventories to group it by (the C(infinivirt.core.infinivirt)
@@ -1032,6 +1090,21 @@ EXAMPLES = r"""
   infinivirt.core.infinivirt_vm:
     name: web01
     state: absent
+- name: A Windows 11 VM with a TPM 2.0, entropy, a watchdog and its serial number in SMBIOS
+  infinivirt.core.infinivirt_vm:
+    name: win11
+    state: running
+    preset: windows
+    firmware: uefi
+    secure_boot: true
+    memory_mb: 4096
+    disks: [{path: /var/lib/infinivirt/images/win11.qcow2}]
+    tpm: {version: "2.0"}
+    rng: true
+    watchdog: {action: reset}
+    smbios:
+      type1: {manufacturer: Example Corp, product: Desktop, serial: "WIN11-0042"}
+      type3: {asset: "ASSET-7"}
 """
 
 RETURN = r"""
@@ -1229,6 +1302,21 @@ vm:
     guest_agent:
       description: Whether the VM has the guest agent's channel (O(guest_agent)).
       type: bool
+    tpm:
+      description: The TPM (O(tpm)) as C({version}), or null.
+      type: dict
+    rng:
+      description: The virtio-rng device (O(rng)) as C({max_bytes, period_ms}), or null.
+      type: dict
+    watchdog:
+      description: The watchdog (O(watchdog)) as C({model, action}), or null.
+      type: dict
+    smbios:
+      description: The SMBIOS fields (O(smbios)) as C({type1, type3}), or null.
+      type: dict
+    vsock:
+      description: The vsock device (O(vsock)) as C({cid}) (a null CID takes the lowest free one at start), or null.
+      type: dict
     guest:
       description:
         - What the QEMU guest agent reports, asked when the task ends (see O(guest_agent)).

@@ -141,7 +141,37 @@ report_pcinics() {
     done
 }
 
-# report [all|cpus|memory|firmware|disks|nics|pcinics]...  (default: all)
+# Platform devices (not part of "all"): the TPM, the RNG in use, an i6300esb
+# watchdog on the PCI bus (the cloud kernel has no driver for it), SMBIOS fields.
+report_devices() {
+    local d tpm=none major='' rng='' wdt=none serial='' vendor='' asset=''
+    for d in /sys/class/tpm/tpm*; do
+        [ -e "$d" ] || continue
+        tpm=${d##*/}; getv "$d/tpm_version_major"; major=$_v; break
+    done
+    getv /sys/class/misc/hw_random/rng_current; rng=$_v
+    for d in /sys/bus/pci/devices/*; do
+        getv "$d/vendor"; [ "$_v" = 0x8086 ] || continue
+        getv "$d/device"; [ "$_v" = 0x25ab ] && wdt=${d##*/}
+    done
+    getv /sys/class/dmi/id/product_serial; serial=$_v
+    getv /sys/class/dmi/id/sys_vendor; vendor=$_v
+    getv /sys/class/dmi/id/chassis_asset_tag; asset=$_v
+    say "devices tpm=$tpm tpm_major=$major rng=$rng watchdog_pci=$wdt product_serial=$serial sys_vendor=$vendor chassis_asset=$asset"
+}
+
+# TPM2_ReadClock through /dev/tpm0 (one write, one read): the response in hex.
+# Its resetCount grows with each boot on the same TPM state.
+tpm_clock() {
+    printf '\200\001\000\000\000\012\000\000\001\201' >/tmp/readclock
+    exec 3<>/dev/tpm0 || return 1
+    dd bs=10 count=1 </tmp/readclock >&3 2>/dev/null
+    _v=$(dd bs=64 count=1 <&3 2>/dev/null | od -An -v -tx1)
+    exec 3>&-
+    say "tpm_clock hex=${_v//[[:space:]]/}"
+}
+
+# report [all|cpus|memory|firmware|disks|nics|pcinics|devices]...  (default: all)
 report() {
     [ $# -gt 0 ] || set -- all
     local s
@@ -154,6 +184,7 @@ report() {
             disks|disk) report_disks ;;
             nics|nic) report_nics ;;
             pcinics) report_pcinics ;;
+            devices) report_devices ;;
             *) echo "report: unknown section '$s'" >&2; return 2 ;;
         esac
     done

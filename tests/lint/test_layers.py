@@ -47,6 +47,7 @@ PURE_MODELS = (
     "vm/model/metadata.py",  # tags and labels: validation and the info filter
     "vm/model/machine.py",  # the versioned machine type: recorded at the first start, asked for after
     "vm/model/migration.py",  # a live migration: options, QMP settings, the handover states and who moves them
+    "vm/model/devices.py",  # TPM, RNG, watchdog, SMBIOS, vsock: normal form, checks, argv (issue 25 A)
     "volume/size.py",
     "volume/plan.py",  # infinivirt_disk's decision on an existing volume
     "volume/origin.py",  # infinivirt_disk's decision on a volume made from an image or template

@@ -23,6 +23,7 @@ RECORDED = (
     "BLOCK_IO_ERROR",
     "DEVICE_DELETED",
     "BALLOON_CHANGE",
+    "WATCHDOG",  # the guest's watchdog expired; data.action says what QEMU did
 )
 
 # How a QEMU ended.

@@ -502,6 +502,18 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
             "CREATE INDEX vm_handovers_by_target ON vm_handovers (target, state)",
         ],
     ),
+    (
+        25,
+        [
+            # Issue 25 part A: platform devices, each JSON in its normal form or NULL (off)
+            # (vm/model/devices.py). A vsock CID a VM holds is a host claim (store/claims.py).
+            "ALTER TABLE machine_configuration ADD COLUMN tpm TEXT",
+            "ALTER TABLE machine_configuration ADD COLUMN rng TEXT",
+            "ALTER TABLE machine_configuration ADD COLUMN watchdog TEXT",
+            "ALTER TABLE machine_configuration ADD COLUMN smbios TEXT",
+            "ALTER TABLE machine_configuration ADD COLUMN vsock TEXT",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -26,6 +26,11 @@ JSON_COLUMNS = (
     "usb",
     "tags",
     "labels",
+    "tpm",
+    "rng",
+    "watchdog",
+    "smbios",
+    "vsock",
 )
 # machine_configuration columns that are not part of the definition a VmRow carries.
 NOT_SPEC_COLUMNS = ("vm_uuid", "graphics_password", "cloud_init", "unattend")  # the key; sealed secrets (get_secret)

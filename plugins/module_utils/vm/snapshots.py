@@ -430,23 +430,33 @@ class SnapshotService:
         return "revert"  # always a change: whether the disks still match is not known
 
     # -- NVRAM: a UEFI VM's variable store is a raw file; its snapshot is a copy ----------
+    @staticmethod
+    def _tpm():
+        """vm/engine/platform.py: the TPM state's copies (a directory next to the NVRAM's)."""
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import platform
+
+        return platform
+
     def _nvram_copy(self, rec, name: str) -> Optional[str]:
         if rec.spec.firmware != "uefi":
             return None
         return "%s.snapshot-%s" % (self.engine.resources.nvram_path(rec), name)
 
     def _save_nvram(self, rec, name: str) -> None:
+        self._tpm().save_tpm(self.engine, rec, name)  # the TPM's state goes with the NVRAM
         copy = self._nvram_copy(rec, name)
         if copy and os.path.exists(self.engine.resources.nvram_path(rec)):
             self.store.journal_add(rec.uuid, "nvram", copy)  # removed with the VM
             _copy_file(rec, self.engine.resources.nvram_path(rec), copy)
 
     def _restore_nvram(self, rec, name: str) -> None:
+        self._tpm().restore_tpm(self.engine, rec, name)
         copy = self._nvram_copy(rec, name)
         if copy and os.path.exists(copy):
             _copy_file(rec, copy, self.engine.resources.nvram_path(rec))
 
     def _drop_nvram(self, rec, name: str) -> None:
+        self._tpm().drop_tpm(self.engine, rec, name)
         copy = self._nvram_copy(rec, name)
         if copy and os.path.exists(copy):
             os.unlink(copy)

@@ -56,6 +56,8 @@ class Launch:
     nvram: Optional[str]  # the VM's NVRAM copy (UEFI)
     warnings: List[str]
     hugepage_path: Optional[str] = None  # the hugetlbfs mount for the guest's RAM
+    tpm_socket: Optional[str] = None  # the VM's swtpm (vm/engine/platform.py), when tpm is set
+    vsock_cid: Optional[int] = None  # the guest CID claimed for this start, when vsock is set
 
 
 def systemd_scope_prefix(
@@ -101,6 +103,11 @@ def prepare(engine, rec: VmRecord) -> Launch:
 
     paths = VmPaths.for_vm(engine.run_dir, rec.uuid)
     vhost = check_vhost(rec.spec)
+    devices = None
+    if rec.spec.tpm is not None or rec.spec.vsock is not None:
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import platform as devices
+
+        devices.check_host(rec.spec)  # before anything is made
     ensure_private_dir(engine.run_dir, "run_dir")
     accel, cpu, binary, warnings = engine.plan_launch(rec)
     engine.keep_probe()  # probed before run_dir existed: kept for the next task
@@ -110,6 +117,10 @@ def prepare(engine, rec: VmRecord) -> Launch:
     code = template = nvram = None
     if rec.spec.firmware == "uefi":  # before anything is recorded: OVMF may be missing
         code, template = firmware_files(rec.spec.secure_boot, rec.spec.uefi_firmware)
+    cid = tpm_socket = None
+    if devices is not None:  # the swtpm is journaled: an abort or the next start ends it
+        cid = devices.claim_vsock(engine.store, engine.host_id, rec)
+        tpm_socket = devices.start_tpm(engine, rec)
     rec.status, rec.qemu_pid, rec.qemu_started = STARTING, None, None
     rec.pidfile_path, rec.qmp_socket_path, rec.serial_log_path = (paths.pidfile, paths.qmp_socket, paths.serial_log)
     rec.running_spec, rec.launch_accel, rec.launch_cpu = rec.spec, accel, cpu
@@ -118,7 +129,7 @@ def prepare(engine, rec: VmRecord) -> Launch:
         nvram = engine.resources.nvram_path(rec)
         engine.store.journal_add(rec.uuid, "nvram", nvram)  # kept until the VM is removed
         ensure_nvram(nvram, template)
-    return Launch(paths, binary, accel, cpu, vhost, code, nvram, warnings)
+    return Launch(paths, binary, accel, cpu, vhost, code, nvram, warnings, tpm_socket=tpm_socket, vsock_cid=cid)
 
 
 def spawn(engine, rec: VmRecord, launch: Launch, inputs: StartInputs) -> Tuple[int, str]:
@@ -158,6 +169,8 @@ def spawn(engine, rec: VmRecord, launch: Launch, inputs: StartInputs) -> Tuple[i
             cloud_init_iso=inputs.cloud_init_iso,
             unattend_iso=inputs.unattend_iso,
             machine=recorded_machine(rec),
+            tpm_socket=launch.tpm_socket,
+            vsock_cid=launch.vsock_cid,
         )
         argv = systemd_scope_prefix(rec.uuid, rec.name) + build_argv(rec.spec, ctx)
         return engine.process.spawn(

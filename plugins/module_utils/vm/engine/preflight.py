@@ -137,6 +137,10 @@ def preflight(
     check_cpu(spec, caps)
     check_netns("netns", spec.netns)
     check_vhost(spec)
+    if spec.tpm is not None or spec.vsock is not None:  # swtpm, /dev/vhost-vsock
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.platform import check_host
+
+        check_host(spec)
     check_pinning(spec, sys_root)
     check_host_numa(spec, sys_root)
     return spec

@@ -27,7 +27,8 @@ RESUME = "resume"
 # The cloud-init seed ISO (vm/cloud_seed.py): like the NVRAM, kept until the VM is removed.
 CLOUD_INIT_SEED = "cloud_init"
 UNATTEND_MEDIA = "unattend"  # the Windows answer file ISO (vm/unattend_media.py), likewise
-KEPT_WITH_VM = ("nvram", RESUME, CLOUD_INIT_SEED, UNATTEND_MEDIA)  # journal kinds that outlive the process
+TPM_STATE, SWTPM = "tpm_state", "swtpm"  # the TPM's state directory; a swtpm, by its pidfile (platform.py)
+KEPT_WITH_VM = ("nvram", RESUME, CLOUD_INIT_SEED, UNATTEND_MEDIA, TPM_STATE)  # journal kinds that outlive the process
 
 
 class HostResources:
@@ -168,11 +169,16 @@ class HostResources:
         Entries of the files removed leave the journal in one transaction, after the files."""
         gone: List[Tuple[str, str]] = []
         try:
-            for kind, ref in self.store.journal_list(rec.uuid):
+            # A swtpm ends before anything else goes: its state directory may go after it.
+            for kind, ref in sorted(self.store.journal_list(rec.uuid), key=lambda entry: entry[0] != SWTPM):
                 if (keep_serial_log and kind == "serial_log") or (keep_nvram and kind in KEPT_WITH_VM):
                     continue
                 if kind == "tap":
                     self.drop_tap(rec, ref)
+                    continue
+                if kind in (SWTPM, TPM_STATE):
+                    _end_tpm(kind, ref, tpm_state_dir(self.nvram_dir, rec.uuid))
+                    gone.append((kind, ref))
                     continue
                 if kind != RESUME:  # a note, not a file
                     _unlink(rec, kind, ref)
@@ -184,6 +190,22 @@ class HostResources:
         """One journaled file, then its journal entry."""
         _unlink(rec, kind, ref)
         self.store.journal_remove(rec.uuid, kind, ref)
+
+
+def tpm_state_dir(nvram_dir: str, uuid: str) -> str:
+    """The TPM's state (tpm: swtpm's files), next to the VM's NVRAM."""
+    return os.path.join(nvram_dir, uuid + ".tpm")
+
+
+def _end_tpm(kind: str, ref: str, state_dir: str) -> None:
+    import shutil
+
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.platform import stop_swtpm
+
+    if kind == SWTPM:
+        stop_swtpm(ref, state_dir)
+    else:
+        shutil.rmtree(ref, ignore_errors=True)
 
 
 def _unlink(rec: VmRecord, kind: str, ref: str) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import CONTROL_RE
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.devices import platform_args
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks import ide_slots, layout, root_port
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.hostdevs import PciPassthrough, vfio_devices
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.nics import device as nic_device
@@ -74,6 +75,8 @@ class LaunchContext:
     unattend_iso: Optional[str] = None  # Windows Setup's answer file ISO (vm/unattend_media.py), read-only
     machine: Optional[str] = None  # the recorded versioned machine type (vm/model/machine.py); None: the spec's
     incoming: bool = False  # a migration target: QEMU waits for migrate-incoming (vm/engine/incoming.py)
+    tpm_socket: Optional[str] = None  # the VM's swtpm control socket (vm/engine/swtpm.py), when tpm is set
+    vsock_cid: Optional[int] = None  # the guest CID this start holds (vm/engine/vsock.py), when vsock is set
 
 
 def pflash_blockdevs(code: str, nvram: str) -> List[Dict[str, Any]]:
@@ -223,6 +226,7 @@ def build_argv(spec: VmSpec, ctx: LaunchContext) -> List[str]:
         + cloud_init_args(ctx)
         + unattend_args(spec, ctx)
         + guest_agent_args(spec, ctx)
+        + platform_args(spec, ctx.tpm_socket, ctx.vsock_cid)
         + _display_args(spec)
         + _boot_args(spec)
         + (["-incoming", "defer"] if ctx.incoming else [])

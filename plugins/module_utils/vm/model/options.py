@@ -151,6 +151,13 @@ _VM_OPTIONS: Dict[str, Any] = dict(
     tags=dict(type="list", elements="str"),
     labels=dict(type="dict"),
     shutdown_mode=dict(type="str", default="acpi", choices=list(SHUTDOWN_MODES)),
+    # Platform devices (vm/model/devices.py validates them; false or {} turns one off). raw:
+    # rng and vsock also take true, and a bad suboption is refused naming it (smbios.type1.serial).
+    tpm=dict(type="raw"),
+    rng=dict(type="raw"),
+    watchdog=dict(type="raw"),
+    smbios=dict(type="raw"),
+    vsock=dict(type="raw"),
     # readiness (vm/model/readiness.py): agent, ip, ssh or {serial: REGEX}; no default, so
     # a task that does not wait imports none of it (300 s when unset)
     wait_for=dict(type="raw"),

@@ -25,6 +25,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.validation import 
     validate_netns_name,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model import presets
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.devices import merge_devices, validate_devices
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks import (
     DiskSpec,
     validate_disks,
@@ -139,6 +140,13 @@ class VmSpec:
     # Metadata (vm/model/metadata.py): what inventories group the VM by; never a restart.
     tags: Tuple[str, ...] = ()
     labels: Dict[str, str] = dataclasses.field(default_factory=dict)
+    # Platform devices (vm/model/devices.py), each a dict in normal form or None (off):
+    # {version}, {max_bytes, period_ms}, {model, action}, {type1, type3}, {cid}.
+    tpm: Optional[Dict[str, Any]] = None
+    rng: Optional[Dict[str, Any]] = None
+    watchdog: Optional[Dict[str, Any]] = None
+    smbios: Optional[Dict[str, Any]] = None
+    vsock: Optional[Dict[str, Any]] = None
     # Bookkeeping, not an option: which options the task left unset (filled from the preset
     # or the built-in default), so the next task resolves them again (presets.fill).
     defaulted: Tuple[str, ...] = ()
@@ -240,6 +248,7 @@ def validate(spec: VmSpec) -> VmSpec:
     check_choice("rtc_base", spec.rtc_base, RTC_BASES)
     validate_tags(spec.tags)
     validate_labels(spec.labels)
+    validate_devices(spec)
     for field in ("hpet", "hyperv", "guest_agent"):
         if not isinstance(getattr(spec, field), bool):
             raise SpecError(field, "must be true or false")
@@ -353,6 +362,7 @@ def merge_params(params: Mapping[str, Any], stored: Optional[VmSpec], taken_macs
     if params.get("usb") is not None:
         base["usb"] = usb_from_params(params["usb"])
     _merge_tuning(params, base)
+    merge_devices(params, base)
     if base.get("preset") is not None:  # before it fills anything
         check_choice("preset", base["preset"], presets.PRESETS)
     defaulted = presets.fill_vm(base, base.get("preset"))

@@ -60,6 +60,9 @@ def test_the_policy_table(how, on_crash, on_poweroff, status, restart):
 def test_only_known_events_are_logged():
     assert log_entry({"event": "VNC_CONNECTED", "data": {}}) is None
     assert log_entry({"event": "RESET", "data": {"guest": True}}) == {"kind": "reset", "detail": {"guest": True}}
+    # A watchdog that expired (issue 25): what QEMU did is in the detail.
+    expired = {"event": "WATCHDOG", "data": {"action": "pause"}}
+    assert log_entry(expired) == {"kind": "watchdog", "detail": {"action": "pause"}}
 
 
 @dataclasses.dataclass

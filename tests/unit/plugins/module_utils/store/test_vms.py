@@ -11,6 +11,7 @@ import pytest
 from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import open_store
 from ansible_collections.infinivirt.core.plugins.module_utils.store.vms import JSON_COLUMNS, VmRow
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.devices import DEVICE_FIELDS
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import VmSpec
 
 pytestmark = [pytest.mark.both_backends]
@@ -25,10 +26,11 @@ def store(db_url):
 
 def test_the_json_columns_are_the_definitions_lists_and_dicts():
     """Every list or dict field of a VM definition is a JSON column, and nothing else is (usb is
-    one too: None means no USB controller, so a default spec shows it as None)."""
+    one too: None means no USB controller, so a default spec shows it as None; so are the
+    platform devices, None when off)."""
     spec = VmSpec(name="x").to_dict()
     structured = {field for field, value in spec.items() if isinstance(value, (list, tuple, dict))}
-    assert set(JSON_COLUMNS) == structured | {"usb"}
+    assert set(JSON_COLUMNS) == structured | {"usb"} | set(DEVICE_FIELDS)
 
 
 def test_a_plain_row_round_trips(store):
