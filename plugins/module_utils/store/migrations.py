@@ -502,6 +502,16 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
             "CREATE INDEX vm_handovers_by_target ON vm_handovers (target, state)",
         ],
     ),
+    (
+        25,
+        [
+            # Issue 25 part B: SPICE's TLS directory, the USB tablet (NULL: on with a display)
+            # and the virtiofs shares (JSON list of {source, tag, readonly}).
+            "ALTER TABLE machine_configuration ADD COLUMN graphics_tls_dir TEXT",
+            "ALTER TABLE machine_configuration ADD COLUMN usb_tablet BOOLEAN",
+            "ALTER TABLE machine_configuration ADD COLUMN shared_dirs TEXT NOT NULL DEFAULT '[]'",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

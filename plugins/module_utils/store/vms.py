@@ -26,6 +26,7 @@ JSON_COLUMNS = (
     "usb",
     "tags",
     "labels",
+    "shared_dirs",
 )
 # machine_configuration columns that are not part of the definition a VmRow carries.
 NOT_SPEC_COLUMNS = ("vm_uuid", "graphics_password", "cloud_init", "unattend")  # the key; sealed secrets (get_secret)

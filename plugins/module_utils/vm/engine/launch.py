@@ -56,6 +56,8 @@ class Launch:
     nvram: Optional[str]  # the VM's NVRAM copy (UEFI)
     warnings: List[str]
     hugepage_path: Optional[str] = None  # the hugetlbfs mount for the guest's RAM
+    display_port: Optional[int] = None  # SPICE's claimed port (vm/engine/display_port.py)
+    virtiofs_sockets: Tuple[str, ...] = ()  # shared_dirs' virtiofsd sockets (vm/engine/virtiofs.py)
 
 
 def systemd_scope_prefix(
@@ -158,6 +160,8 @@ def spawn(engine, rec: VmRecord, launch: Launch, inputs: StartInputs) -> Tuple[i
             cloud_init_iso=inputs.cloud_init_iso,
             unattend_iso=inputs.unattend_iso,
             machine=recorded_machine(rec),
+            display_port=launch.display_port,
+            virtiofs_sockets=launch.virtiofs_sockets,
         )
         argv = systemd_scope_prefix(rec.uuid, rec.name) + build_argv(rec.spec, ctx)
         return engine.process.spawn(

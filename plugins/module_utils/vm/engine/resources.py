@@ -174,6 +174,10 @@ class HostResources:
                 if kind == "tap":
                     self.drop_tap(rec, ref)
                     continue
+                if kind == "virtiofsd":  # vm/engine/virtiofs.py: the daemon too, not only its socket
+                    from ansible_collections.infinivirt.core.plugins.module_utils.host.virtiofsd import stop
+
+                    stop(ref)
                 if kind != RESUME:  # a note, not a file
                     _unlink(rec, kind, ref)
                 gone.append((kind, ref))
