@@ -141,7 +141,20 @@ report_pcinics() {
     done
 }
 
-# report [all|cpus|memory|firmware|disks|nics|pcinics]...  (default: all)
+# Every PCI device (video cards, USB controllers, virtio-fs, ...); not part of "all".
+report_pci() {
+    local d vendor device class
+    for d in /sys/bus/pci/devices/*; do
+        [ -e "$d" ] || continue
+        getv "$d/class"; class=$_v
+        getv "$d/vendor"; vendor=$_v
+        getv "$d/device"; device=$_v
+        link_base "$d/driver"
+        say "pci slot=${d##*/} vendor=$vendor device=$device class=$class driver=${_d:-none}"
+    done
+}
+
+# report [all|cpus|memory|firmware|disks|nics|pcinics|pci]...  (default: all)
 report() {
     [ $# -gt 0 ] || set -- all
     local s
@@ -154,6 +167,7 @@ report() {
             disks|disk) report_disks ;;
             nics|nic) report_nics ;;
             pcinics) report_pcinics ;;
+            pci) report_pci ;;
             *) echo "report: unknown section '$s'" >&2; return 2 ;;
         esac
     done
