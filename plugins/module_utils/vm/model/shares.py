@@ -103,7 +103,9 @@ def virtiofsd_argv(binary: str, socket: str, share: Mapping[str, Any]) -> Tuple[
     """virtiofsd's argv for one share, and whether the caller must make the source read-only
     itself (QEMU 7.2's C daemon has no read-only mode; the Rust one has --readonly)."""
     if binary.endswith("/lib/qemu/virtiofsd"):
-        argv = [binary, "--socket-path=%s" % socket, "-o", "source=%s" % share["source"], "-o", "cache=auto"]
+        # FUSE's -o splits at commas; a backslash escapes one (and itself).
+        source = share["source"].replace("\\", "\\\\").replace(",", "\\,")
+        argv = [binary, "--socket-path=%s" % socket, "-o", "source=%s" % source, "-o", "cache=auto"]
         return argv, bool(share["readonly"])
     argv = [binary, "--socket-path=%s" % socket, "--shared-dir=%s" % share["source"], "--cache=auto"]
     return argv + (["--readonly"] if share["readonly"] else []), False
