@@ -16,10 +16,9 @@ import tempfile
 import threading
 
 import pytest
-from helpers import vm_list
+from helpers import cmdlines_containing, database_bytes, vm_list
 from qemu_procs import kill_leftovers
 from spice_client import LINK_OK, LINK_PERMISSION_DENIED, spice_link
-from test_display_secrets import cmdlines_containing, database_bytes
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
@@ -149,7 +148,11 @@ def test_two_spice_vms_started_at_once_get_different_free_ports(env):
             "shared_dirs[1].tag",
             "already the tag of shared_dirs[0]",
         ),
-        ({"memory_shared": True, "shared_dirs": [{"source": "/tmp", "tag": "x" * 37}]}, "shared_dirs[0].tag", "1 to 36"),
+        (
+            {"memory_shared": True, "shared_dirs": [{"source": "/tmp", "tag": "x" * 37}]},
+            "shared_dirs[0].tag",
+            "1 to 36",
+        ),
         (
             {"memory_shared": True, "shared_dirs": [{"source": "/nonexistent/share", "tag": "t"}]},
             "shared_dirs[0].source",

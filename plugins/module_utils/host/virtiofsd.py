@@ -23,8 +23,8 @@ from typing import Callable, List, Optional, Sequence
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import QemuError
 from ansible_collections.infinivirt.core.plugins.module_utils.host.process import (
-    processes_carrying,
     process_carries,
+    processes_carrying,
     wait_until_gone,
 )
 

@@ -23,9 +23,7 @@ def claim(engine, rec: VmRecord) -> int:
     spec = rec.spec
     wanted = [spec.graphics_port] if spec.graphics_port is not None else list(DISPLAY_PORTS)
     others = {
-        row["value"]
-        for row in engine.store.list_host_claims(engine.host_id, CLAIM_DISPLAY)
-        if row["owner"] != rec.uuid
+        row["value"] for row in engine.store.list_host_claims(engine.host_id, CLAIM_DISPLAY) if row["owner"] != rec.uuid
     }
     for port in wanted:
         if str(port) in others or (spec.netns is None and not port_free(spec.graphics_listen, port)):
