@@ -97,6 +97,8 @@ def stop(socket_path: str, timeout: float = STOP_TIMEOUT) -> List[int]:
                 break
         else:
             raise QemuError("virtiofsd (PID %d) did not exit after SIGKILL" % pid)
+        with contextlib.suppress(ChildProcessError):  # started by this process: no zombie left
+            os.waitpid(pid, os.WNOHANG)
         ended.append(pid)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(socket_path)
