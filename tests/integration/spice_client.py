@@ -14,8 +14,11 @@ SpiceError. Stdlib + cryptography only.
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import ssl
 import struct
+from typing import Optional
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
@@ -63,8 +66,12 @@ def server_key(sock: socket.socket):
     return serialization.load_der_public_key(reply[4 : 4 + PUBKEY_BYTES])
 
 
-def spice_link(host: str, port: int, password: str, timeout: float = 10.0) -> int:
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+def spice_link(host: str, port: int, password: str, timeout: float = 10.0, tls: Optional[ssl.SSLContext] = None) -> int:
+    """``tls``: link through TLS first (a display with graphics.tls listens on its TLS port only)."""
+    with contextlib.ExitStack() as stack:
+        sock = stack.enter_context(socket.create_connection((host, port), timeout=timeout))
+        if tls is not None:
+            sock = stack.enter_context(tls.wrap_socket(sock, server_hostname=host))
         sock.sendall(link_message())
         key = server_key(sock)
         ticket = key.encrypt(

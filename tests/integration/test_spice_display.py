@@ -9,9 +9,11 @@ display and shared_dirs values refused with nothing left behind."""
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import shutil
 import socket
+import ssl
 import tempfile
 import threading
 
@@ -97,6 +99,7 @@ def test_spice_password_link_live_change_restart_and_no_leak(env):
     assert cmdlines_containing(NEW_PASSWORD) == []
 
 
+@pytest.mark.both_backends  # the claims' serialization is the subject
 def test_two_spice_vms_started_at_once_get_different_free_ports(env):
     service, db_url, work, _key = env
     busy = socket.socket()
@@ -133,6 +136,68 @@ def test_two_spice_vms_started_at_once_get_different_free_ports(env):
         # Each display answers on its own port, without a password (loopback only).
         for port in results.values():
             assert spice_link("127.0.0.1", port, "") == LINK_OK
+
+
+def write_certs(cert_dir):
+    """A CA and a server certificate for 127.0.0.1 signed by it, as QEMU's x509-dir wants them."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def cert(subject, issuer, key, signer, ca):
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            import ipaddress
+
+            san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+            builder = builder.add_extension(san, critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = cert("test CA", "test CA", ca_key, ca_key, True)
+    server = cert("127.0.0.1", "test CA", server_key, ca_key, False)
+    os.makedirs(cert_dir)
+    pem = serialization.Encoding.PEM
+    for name, data in (
+        ("ca-cert.pem", ca.public_bytes(pem)),
+        ("server-cert.pem", server.public_bytes(pem)),
+        (
+            "server-key.pem",
+            server_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+        ),
+    ):
+        with open(os.path.join(cert_dir, name), "wb") as fh:
+            fh.write(data)
+    return os.path.join(cert_dir, "ca-cert.pem")
+
+
+def test_spice_over_tls_listens_on_its_tls_port_only(env):
+    service, _db, work, _key = env
+    cert_dir = os.path.join(work, "pki")
+    ca_file = write_certs(cert_dir)
+    graphics = {"type": "spice", "password": PASSWORD, "tls": {"cert_dir": cert_dir}}
+    started = ensure(service, state="running", graphics=graphics)
+    port = started.vm["graphics"]["port"]
+    assert started.vm["graphics"]["tls"] == {"cert_dir": cert_dir}
+    spice = service.engine.sessions.qmp(records.load(service.store, "spicy"), "query-spice")
+    assert spice.get("tls-port") == port and "port" not in spice, spice
+    context = ssl.create_default_context(cafile=ca_file)
+    assert spice_link("127.0.0.1", port, PASSWORD, tls=context) == LINK_OK
+    assert spice_link("127.0.0.1", port, "wrong", tls=context) == LINK_PERMISSION_DENIED
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        spice_link("127.0.0.1", port, PASSWORD)  # no plain SPICE on the TLS port
 
 
 @pytest.mark.parametrize(
