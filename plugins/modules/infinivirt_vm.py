@@ -606,8 +606,8 @@ options:
           - The guest may read but not write (C(--readonly) of the Rust daemon; with the C
             daemon, a read-only bind mount of the source in the daemon's own mount
             namespace, which does not cover mounts below the source).
+          - Unset is V(false).
         type: bool
-        default: false
   rtc_base:
     description:
       - Whether the guest's real-time clock runs in V(utc) or V(localtime)
