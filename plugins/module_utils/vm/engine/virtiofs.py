@@ -13,6 +13,7 @@ from typing import Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError, QemuError
 from ansible_collections.infinivirt.core.plugins.module_utils.host import virtiofsd
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.launch import systemd_scope_prefix
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.shares import virtiofsd_argv
 
@@ -37,6 +38,8 @@ def start_all(engine, rec: VmRecord) -> Tuple[str, ...]:
         path = socket_path(engine.run_dir, rec.uuid, index)
         engine.store.journal_add(rec.uuid, JOURNAL_KIND, path)
         argv, bind_readonly = virtiofsd_argv(program, path, share)
+        # A scope of its own, as QEMU has: it outlives the task (or monitor) that started it.
+        argv = systemd_scope_prefix("%s-fs%d" % (rec.uuid, index), rec.name) + argv
         try:
             virtiofsd.start(argv, path, share["source"] if bind_readonly else None)
         except InfinivirtError as exc:
