@@ -1374,9 +1374,8 @@ vm:
           description: Whether a display password is stored (the password itself is never returned).
           type: bool
         tls:
-          description: SPICE over TLS, C({cert_dir}) (O(graphics.tls)); only when TLS is on.
+          description: SPICE over TLS, C({cert_dir}) (O(graphics.tls)); null without TLS.
           type: dict
-          returned: when O(graphics.tls.cert_dir) is set
     memory_balloon:
       description: Whether the VM has a balloon device (O(memory_balloon)).
       type: bool

@@ -52,16 +52,14 @@ def spec_entry(spec: VmSpec) -> Dict[str, Any]:
 def graphics_entry(spec: VmSpec, port_in_use: Optional[int]) -> Dict[str, Any]:
     """The entry's display: ``port`` is the port QEMU listens on while it runs (else the one
     asked for), ``port_requested`` the option's value (None: the first free port from 5900)."""
-    entry = {
+    return {
         "type": spec.graphics_type,
         "listen": spec.graphics_listen,
         "port": port_in_use or spec.graphics_port,
         "port_requested": spec.graphics_port,
         "password_set": spec.graphics_password_set,
+        "tls": {"cert_dir": spec.graphics_tls_dir} if spec.graphics_tls_dir else None,  # SPICE only
     }
-    if spec.graphics_tls_dir:  # SPICE over TLS only: other displays' entries keep their shape
-        entry["tls"] = {"cert_dir": spec.graphics_tls_dir}
-    return entry
 
 
 def option_view(view: Mapping[str, Any], password: Optional[str] = None) -> Dict[str, Any]:
