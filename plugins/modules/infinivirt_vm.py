@@ -562,12 +562,52 @@ options:
     choices: [linux, windows, legacy, ""]
   video_model:
     description:
-      - The video card of a VNC display (O(graphics.type=vnc)) - V(vga) (std VGA,
-        C(-device VGA)), V(virtio) (C(virtio-vga)), V(cirrus) (C(cirrus-vga)) or V(bochs)
-        (C(bochs-display)).
-      - Left unset, from O(preset); else V(vga).
+      - The video card of a display (O(graphics.type) V(vnc) or V(spice)) - V(vga) (std VGA,
+        C(-device VGA)), V(virtio) (C(virtio-vga)), V(cirrus) (C(cirrus-vga)), V(bochs)
+        (C(bochs-display)), V(qxl) (C(qxl-vga), the card SPICE clients know best), V(ramfb)
+        (a firmware framebuffer) or V(none).
+      - V(none) with a display is refused (the display would have no screen); without a
+        display no card is added whatever the value.
+      - Left unset, from O(preset); else V(vga). A change waits for a restart.
     type: str
-    choices: [vga, virtio, cirrus, bochs]
+    choices: [vga, virtio, cirrus, bochs, qxl, ramfb, none]
+  usb_tablet:
+    description:
+      - A USB tablet (C(usb-tablet)) on the VM's xHCI controller, so the guest's pointer
+        follows the client's. The controller is added when O(usb) gives none.
+      - Left unset, on whenever the VM has a display (O(graphics.type) is not V(none)).
+      - A change waits for a restart.
+    type: bool
+  shared_dirs:
+    description:
+      - Host directories the guest mounts over virtiofs (C(mount -t virtiofs TAG DIR)).
+      - Each share is served by a C(virtiofsd) of its own (the Rust C(/usr/libexec/virtiofsd)
+        when installed, else QEMU 7.2's C(/usr/lib/qemu/virtiofsd)), started before QEMU on
+        a socket in O(run_dir), journaled, and ended with the VM.
+      - Needs O(memory_shared=true) (virtiofsd reads the guest's memory).
+      - At most 8 shares. A change waits for a restart; V([]) removes them all.
+    type: list
+    elements: dict
+    suboptions:
+      source:
+        description:
+          - An existing directory on the host. With O(storage_roots) set it must be inside
+            them, but not a root itself; never V(/), nor under C(/proc), C(/sys) or C(/dev).
+        type: str
+        required: true
+      tag:
+        description:
+          - The name the guest mounts it by; 1 to 36 letters, digits, C(.), C(_) or C(-),
+            unique in the VM.
+        type: str
+        required: true
+      readonly:
+        description:
+          - The guest may read but not write (C(--readonly) of the Rust daemon; with the C
+            daemon, a read-only bind mount of the source in the daemon's own mount
+            namespace, which does not cover mounts below the source).
+          - Unset is V(false).
+        type: bool
   rtc_base:
     description:
       - Whether the guest's real-time clock runs in V(utc) or V(localtime)
@@ -723,10 +763,10 @@ options:
     suboptions:
       type:
         description:
-          - V(vnc) gives the VM a VNC display; V(none) has no display.
+          - V(vnc) gives the VM a VNC display, V(spice) a SPICE display; V(none) has no display.
           - Default for a new VM is V(none).
         type: str
-        choices: [none, vnc]
+        choices: [none, vnc, spice]
       listen:
         description:
           - IP address the display listens on.
@@ -734,18 +774,34 @@ options:
         type: str
       port:
         description:
-          - TCP port of the display, from 5900. When unset, QEMU takes the first free port
-            from 5900 to 5999; RV(vm.graphics.port) tells which.
+          - TCP port of the display, from 5900. When unset, the first free port from 5900
+            to 5999 (VNC - QEMU takes it; SPICE - the start claims it in the store, so two
+            VMs started at once never share one, and skips ports in use); RV(vm.graphics.port)
+            tells which.
         type: int
       password:
         description:
-          - Password of the display, 1 to 8 bytes (VNC compares only 8 bytes).
-          - Required when O(graphics.listen) is not a loopback address.
+          - Password of the display; for VNC 1 to 8 bytes (VNC compares only 8 bytes).
+          - SPICE - the display refuses every client until QEMU has the password
+            (C(disable-ticketing=off), the password set over QMP C(set_password)).
+          - Required when O(graphics.listen) is not a loopback address; on loopback, no
+            password lets any local client in.
           - Stored encrypted with AES-256-GCM (see O(secret_key_file)) and handed to QEMU
             over QMP, never on its command line. A new password reaches a running VM at
             once; clients already connected stay connected.
           - Left unset, the stored password is kept.
         type: str
+      tls:
+        description:
+          - SPICE only - serve the display over TLS from the certificates in O(graphics.tls.cert_dir)
+            (QEMU's C(x509-dir) - C(ca-cert.pem), C(server-cert.pem), C(server-key.pem)).
+            The display's port is then its TLS port; no plain port is opened.
+          - V({}) turns TLS off. A change waits for a restart.
+        type: dict
+        suboptions:
+          cert_dir:
+            description: An existing directory, not under C(/proc), C(/sys) or C(/dev).
+            type: str
   cloud_init:
     description:
       - A cloud-init NoCloud seed for the guest, written as an ISO 9660 volume labelled
@@ -1317,6 +1373,13 @@ vm:
     vsock:
       description: The vsock device (O(vsock)) as C({cid}) (a null CID takes the lowest free one at start), or null.
       type: dict
+    usb_tablet:
+      description: O(usb_tablet) as stored; null means on whenever the VM has a display.
+      type: bool
+    shared_dirs:
+      description: The virtiofs shares (O(shared_dirs)), each C(source), C(tag), C(readonly).
+      type: list
+      elements: dict
     guest:
       description:
         - What the QEMU guest agent reports, asked when the task ends (see O(guest_agent)).
@@ -1381,7 +1444,7 @@ vm:
       type: dict
       contains:
         type:
-          description: V(none) or V(vnc), O(graphics.type).
+          description: V(none), V(vnc) or V(spice), O(graphics.type).
           type: str
         listen:
           description: Address the display listens on, O(graphics.listen).
@@ -1398,6 +1461,9 @@ vm:
         password_set:
           description: Whether a display password is stored (the password itself is never returned).
           type: bool
+        tls:
+          description: SPICE over TLS, C({cert_dir}) (O(graphics.tls)); null without TLS.
+          type: dict
     memory_balloon:
       description: Whether the VM has a balloon device (O(memory_balloon)).
       type: bool

@@ -87,6 +87,7 @@ MODULES: Tuple[str, ...] = (
     "virtio_balloon",
     "virtio_console",
     "virtio_rng",
+    "virtiofs",  # shared_dirs (and fuse, its dependency)
     "button",
     "evdev",
 )

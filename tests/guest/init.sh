@@ -171,7 +171,20 @@ tpm_clock() {
     say "tpm_clock hex=${_v//[[:space:]]/}"
 }
 
-# report [all|cpus|memory|firmware|disks|nics|pcinics|devices]...  (default: all)
+# Every PCI device (video cards, USB controllers, virtio-fs, ...); not part of "all".
+report_pci() {
+    local d vendor device class
+    for d in /sys/bus/pci/devices/*; do
+        [ -e "$d" ] || continue
+        getv "$d/class"; class=$_v
+        getv "$d/vendor"; vendor=$_v
+        getv "$d/device"; device=$_v
+        link_base "$d/driver"
+        say "pci slot=${d##*/} vendor=$vendor device=$device class=$class driver=${_d:-none}"
+    done
+}
+
+# report [all|cpus|memory|firmware|disks|nics|pcinics|devices|pci]...  (default: all)
 report() {
     [ $# -gt 0 ] || set -- all
     local s
@@ -185,6 +198,7 @@ report() {
             nics|nic) report_nics ;;
             pcinics) report_pcinics ;;
             devices) report_devices ;;
+            pci) report_pci ;;
             *) echo "report: unknown section '$s'" >&2; return 2 ;;
         esac
     done

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import glob
 import logging
 import os
 import shutil
 import socket
-import subprocess
 import tempfile
 import threading
 
 import pytest
-from helpers import run_playbook, vm_list
+from helpers import cmdlines_containing, database_bytes, run_playbook, vm_list
 from qemu_procs import kill_leftovers
 from vnc_client import vnc_auth
 
@@ -61,27 +59,6 @@ def free_vnc_port():
             if probe.connect_ex(("127.0.0.1", port)) != 0:
                 return port
     raise AssertionError("no free VNC port")
-
-
-def cmdlines_containing(text):
-    hits = []
-    for path in glob.glob("/proc/[0-9]*/cmdline"):
-        try:
-            with open(path, "rb") as fh:
-                if text.encode() in fh.read():
-                    hits.append(path)
-        except OSError:
-            pass
-    return hits
-
-
-def database_bytes(db_url, work):
-    """The whole database as bytes: the SQLite files, or a pg_dump."""
-    if db_url.startswith("sqlite"):
-        path = db_url[len("sqlite:///") :]
-        return b"".join(open(p, "rb").read() for p in glob.glob(path + "*") if os.path.isfile(p))
-    pg_dump = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_dump"))[-1]
-    return subprocess.run([pg_dump, db_url], capture_output=True, check=True).stdout
 
 
 @pytest.mark.both_backends  # the store is the subject

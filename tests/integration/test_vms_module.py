@@ -249,6 +249,7 @@ def test_defaults_merge_into_entries(env):
         "port": None,
         "port_requested": None,
         "password_set": True,
+        "tls": None,
     }
     assert [k for k in m1 if k.startswith("graphics_")] == []  # the graphics dict says it once
     assert [d["path"] for d in m1["disks"]] == [base] and m1["memory_mb"] == 96

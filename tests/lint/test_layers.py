@@ -48,6 +48,8 @@ PURE_MODELS = (
     "vm/model/machine.py",  # the versioned machine type: recorded at the first start, asked for after
     "vm/model/migration.py",  # a live migration: options, QMP settings, the handover states and who moves them
     "vm/model/devices.py",  # TPM, RNG, watchdog, SMBIOS, vsock: normal form, checks, argv (issue 25 A)
+    "vm/model/display.py",  # SPICE's option string, video_model/graphics.tls/usb_tablet checks, the tablet
+    "vm/model/shares.py",  # shared_dirs: validation, vhost-user-fs devices, virtiofsd's argv
     "volume/size.py",
     "volume/plan.py",  # infinivirt_disk's decision on an existing volume
     "volume/origin.py",  # infinivirt_disk's decision on a volume made from an image or template

@@ -514,6 +514,16 @@ MIGRATIONS: List[Tuple[int, List[str]]] = [
             "ALTER TABLE machine_configuration ADD COLUMN vsock TEXT",
         ],
     ),
+    (
+        26,
+        [
+            # Issue 25 part B: SPICE's TLS directory, the USB tablet (NULL: on with a display)
+            # and the virtiofs shares (JSON list of {source, tag, readonly}).
+            "ALTER TABLE machine_configuration ADD COLUMN graphics_tls_dir TEXT",
+            "ALTER TABLE machine_configuration ADD COLUMN usb_tablet BOOLEAN",
+            "ALTER TABLE machine_configuration ADD COLUMN shared_dirs TEXT NOT NULL DEFAULT '[]'",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -31,6 +31,7 @@ JSON_COLUMNS = (
     "watchdog",
     "smbios",
     "vsock",
+    "shared_dirs",
 )
 # machine_configuration columns that are not part of the definition a VmRow carries.
 NOT_SPEC_COLUMNS = ("vm_uuid", "graphics_password", "cloud_init", "unattend")  # the key; sealed secrets (get_secret)

@@ -323,7 +323,7 @@ class VmService:
         desired = dataclasses.replace(
             desired,
             graphics_password_set=(
-                desired.graphics_type == "vnc" and (password is not None or stored_token is not None)
+                desired.graphics_type != "none" and (password is not None or stored_token is not None)
             ),
         )
         seal = None

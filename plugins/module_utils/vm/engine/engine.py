@@ -145,6 +145,8 @@ class Engine:
         plan = dataclasses.replace(launch.prepare(self, rec), hugepage_path=hugepages)
         try:
             self.resources.make_taps(rec, rec.spec.nics, inputs.nic_bridges)
+            if rec.spec.graphics_type == "spice" or rec.spec.shared_dirs:
+                plan = self._display_and_shares(rec, plan)
             rc, stderr = launch.spawn(self, rec, plan, inputs)  # may refuse a swapped image
         except InfinivirtError:
             self.abort_start(rec, after_abort)
@@ -153,6 +155,13 @@ class Engine:
         rec.status = PAUSED if inputs.paused else RUNNING
         records.save(self.store, rec, list(inputs.events))
         return plan.warnings
+
+    def _display_and_shares(self, rec: VmRecord, plan):
+        """SPICE's claimed port and the shares' virtiofsd sockets, before QEMU (issue 25)."""
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import display_port, virtiofs
+
+        port = display_port.claim(self, rec) if rec.spec.graphics_type == "spice" else None
+        return dataclasses.replace(plan, display_port=port, virtiofs_sockets=virtiofs.start_all(self, rec))
 
     def _bring_up(self, rec: VmRecord, rc: int, stderr: str, inputs: StartInputs, after_abort: str) -> None:
         """Check the paused QEMU, apply the firewall and the display password, then let the
@@ -177,6 +186,8 @@ class Engine:
             self.resources.sync_firewall(rec)  # before the guest sends its first frame
             if rec.spec.graphics_type == "vnc":
                 rec.launch_graphics_port = self.sessions.setup_vnc(rec, inputs.graphics_password)
+            elif rec.spec.graphics_type == "spice":
+                rec.launch_graphics_port = self.sessions.setup_spice(rec, inputs.graphics_password)
             spec = rec.spec
             if spec.memory_balloon or spec.cpu_pinning or spec.emulator_cpus or spec.iothread_cpus:
                 self.tuner().at_start(rec)  # pins and balloon before the guest runs
@@ -245,6 +256,8 @@ class Engine:
         that still says running, so the next one finishes the job (files, TAPs, then the
         firewall)."""
         self.sessions.close_session()  # its QEMU is gone
+        if (rec.running_spec or rec.spec).graphics_type == "spice":
+            self.store.release_host_claims(rec.uuid, "display port")  # display_port.CLAIM_DISPLAY
         rec.status = status
         rec.qemu_pid = rec.qemu_started = None
         rec.running_spec = None

@@ -58,6 +58,8 @@ class Launch:
     hugepage_path: Optional[str] = None  # the hugetlbfs mount for the guest's RAM
     tpm_socket: Optional[str] = None  # the VM's swtpm (vm/engine/platform.py), when tpm is set
     vsock_cid: Optional[int] = None  # the guest CID claimed for this start, when vsock is set
+    display_port: Optional[int] = None  # SPICE's claimed port (vm/engine/display_port.py)
+    virtiofs_sockets: Tuple[str, ...] = ()  # shared_dirs' virtiofsd sockets (vm/engine/virtiofs.py)
 
 
 def systemd_scope_prefix(
@@ -171,6 +173,8 @@ def spawn(engine, rec: VmRecord, launch: Launch, inputs: StartInputs) -> Tuple[i
             machine=recorded_machine(rec),
             tpm_socket=launch.tpm_socket,
             vsock_cid=launch.vsock_cid,
+            display_port=launch.display_port,
+            virtiofs_sockets=launch.virtiofs_sockets,
         )
         argv = systemd_scope_prefix(rec.uuid, rec.name) + build_argv(rec.spec, ctx)
         return engine.process.spawn(

@@ -56,6 +56,28 @@ def check_file(field: str, path: str) -> str:
     return path
 
 
+def check_shares(spec: VmSpec, storage_roots: Optional[Sequence[str]]) -> None:
+    """Each shared_dirs source: an existing directory, inside the storage roots (when the host
+    sets them) but not one of them (that would show the guest every image), and, links
+    resolved, still none of /, /proc, /sys, /dev. graphics.tls.cert_dir: a directory."""
+    from ansible_collections.infinivirt.core.plugins.module_utils.host.paths import resolve_roots
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.shares import check_source
+
+    for index, share in enumerate(spec.shared_dirs):
+        field = "shared_dirs[%d].source" % index
+        source = share["source"]
+        if not os.path.isdir(source):
+            raise SpecError(field, "%s does not exist or is not a directory" % source)
+        real = os.path.realpath(source)
+        check_source(field, real)
+        if storage_roots:
+            resolve_in_roots(source, storage_roots, field)
+            if real in resolve_roots(storage_roots):
+                raise SpecError(field, "%s is a storage root; share a directory inside it" % source)
+    if spec.graphics_tls_dir is not None and not os.path.isdir(spec.graphics_tls_dir):
+        raise SpecError("graphics.tls.cert_dir", "%s does not exist or is not a directory" % spec.graphics_tls_dir)
+
+
 def check_disk_path(field: str, path: str, storage_roots: Optional[Sequence[str]], must_exist: bool = True) -> None:
     if storage_roots:
         resolve_in_roots(path, storage_roots, field)  # symlinks and '..' resolved
@@ -133,6 +155,7 @@ def preflight(
             check_file(field, getattr(spec, field))
     for index, disk in enumerate(spec.disks):
         check_disk_path("disks[%d].path" % index, disk.path, storage_roots, disk.path not in made_here)
+    check_shares(spec, storage_roots)
     check_memory(spec, available_memory_mb)
     check_cpu(spec, caps)
     check_netns("netns", spec.netns)

@@ -180,6 +180,10 @@ class HostResources:
                     _end_tpm(kind, ref, tpm_state_dir(self.nvram_dir, rec.uuid))
                     gone.append((kind, ref))
                     continue
+                if kind == "virtiofsd":  # vm/engine/virtiofs.py: the daemon too, not only its socket
+                    from ansible_collections.infinivirt.core.plugins.module_utils.host.virtiofsd import stop
+
+                    stop(ref)
                 if kind != RESUME:  # a note, not a file
                     _unlink(rec, kind, ref)
                 gone.append((kind, ref))

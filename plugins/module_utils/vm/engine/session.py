@@ -109,6 +109,15 @@ class QmpSessions:
             self.set_graphics_password(rec, password)
         return int(self.qmp(rec, "query-vnc")["service"])
 
+    def setup_spice(self, rec: VmRecord, password: Optional[str]) -> int:
+        """SPICE's like VNC's: the password (ticketing refuses everyone until it is set)."""
+        if password is not None:
+            self.set_graphics_password(rec, password)
+        info = self.qmp(rec, "query-spice")
+        return int(info.get("tls-port") or info["port"])
+
     def set_graphics_password(self, rec: VmRecord, password: str) -> None:
-        """Also works live; open sessions keep going (QEMU cannot drop VNC clients)."""
-        self.qmp(rec, "set_password", {"protocol": "vnc", "password": password})
+        """Also works live; open sessions keep going (QEMU cannot drop VNC clients). The
+        protocol is the running display's."""
+        protocol = (rec.running_spec or rec.spec).graphics_type
+        self.qmp(rec, "set_password", {"protocol": protocol, "password": password})

@@ -40,7 +40,14 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.usb impor
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.usb import device as usb_device
 
 # video_model -> the -device driver of the display's card
-VIDEO_DEVICES = {"vga": "VGA", "virtio": "virtio-vga", "cirrus": "cirrus-vga", "bochs": "bochs-display"}
+VIDEO_DEVICES = {
+    "vga": "VGA",
+    "virtio": "virtio-vga",
+    "cirrus": "cirrus-vga",
+    "bochs": "bochs-display",
+    "qxl": "qxl-vga",
+    "ramfb": "ramfb",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +84,8 @@ class LaunchContext:
     incoming: bool = False  # a migration target: QEMU waits for migrate-incoming (vm/engine/incoming.py)
     tpm_socket: Optional[str] = None  # the VM's swtpm control socket (vm/engine/swtpm.py), when tpm is set
     vsock_cid: Optional[int] = None  # the guest CID this start holds (vm/engine/vsock.py), when vsock is set
+    display_port: Optional[int] = None  # SPICE: the port the start claimed (vm/engine/display_port.py)
+    virtiofs_sockets: Tuple[str, ...] = ()  # each shared_dirs entry's virtiofsd socket, in order
 
 
 def pflash_blockdevs(code: str, nvram: str) -> List[Dict[str, Any]]:
@@ -227,7 +236,7 @@ def build_argv(spec: VmSpec, ctx: LaunchContext) -> List[str]:
         + unattend_args(spec, ctx)
         + guest_agent_args(spec, ctx)
         + platform_args(spec, ctx.tpm_socket, ctx.vsock_cid)
-        + _display_args(spec)
+        + _display_args(spec, ctx)
         + _boot_args(spec)
         + (["-incoming", "defer"] if ctx.incoming else [])
         + ["-msg", "timestamp=on", "-S", "-pidfile", ctx.pidfile, "-daemonize"]
@@ -385,12 +394,22 @@ def unattend_args(spec: VmSpec, ctx: LaunchContext) -> List[str]:
     return ["-blockdev", as_json(file_node), "-blockdev", as_json(raw_node), "-device", as_json(device)]
 
 
-def _display_args(spec: VmSpec) -> List[str]:
+def _display_args(spec: VmSpec, ctx: LaunchContext) -> List[str]:
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.model import display, shares
+
     argv: List[str] = []
+    if spec.graphics_type != "none" and spec.video_model != "none":
+        # -nodefaults leaves no video card: without one a client sees no screen.
+        argv += ["-device", as_json({"driver": VIDEO_DEVICES[spec.video_model], "id": "video0"})]
     if spec.graphics_type == "vnc":
-        # -nodefaults leaves no video card: without one a VNC client sees no screen.
-        video = {"driver": VIDEO_DEVICES[spec.video_model], "id": "video0"}
-        argv += ["-device", as_json(video), "-vnc", vnc_option(spec)]
+        argv += ["-vnc", vnc_option(spec)]
+    elif spec.graphics_type == display.SPICE:
+        port = ctx.display_port if ctx.display_port is not None else spec.graphics_port
+        argv += ["-spice", display.spice_option(spec, port, opt_value)]
+    for device in display.tablet_devices(spec):
+        argv += ["-device", as_json(device)]
+    for chardev, device in shares.share_devices(spec.shared_dirs, ctx.virtiofs_sockets, opt_value):
+        argv += ["-chardev", chardev, "-device", as_json(device)]
     if spec.rtc_base != "utc":
         argv += ["-rtc", "base=%s" % spec.rtc_base]
     return argv

@@ -169,6 +169,15 @@ _VM_OPTIONS: Dict[str, Any] = dict(
             listen=dict(type="str"),
             port=dict(type="int"),
             password=dict(type="str", no_log=True),
+            tls=dict(type="dict", options=dict(cert_dir=dict(type="str"))),  # SPICE only
+        ),
+    ),
+    usb_tablet=dict(type="bool"),
+    shared_dirs=dict(
+        type="list",
+        elements="dict",
+        options=dict(
+            source=dict(type="str", required=True), tag=dict(type="str", required=True), readonly=dict(type="bool")
         ),
     ),
     # cloud-init NoCloud seed (vm/model/cloud_init.py validates it). no_log on what may hold

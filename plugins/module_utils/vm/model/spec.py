@@ -46,7 +46,7 @@ MEMORY_MIN_MB = 16
 KERNEL_CMDLINE_MAX = 2048  # x86 COMMAND_LINE_SIZE
 
 MACHINE_TYPES = ("q35", "pc")
-GRAPHICS_TYPES = ("none", "vnc")
+GRAPHICS_TYPES = ("none", "vnc", "spice")
 FIRMWARES = ("bios", "uefi")
 VNC_BASE_PORT = 5900
 # What the host monitor does when a VM's QEMU dies without a shutdown (or the guest panics),
@@ -56,7 +56,7 @@ ON_POWEROFF = ("stop", "restart")
 AUTOSTART_DELAY_MAX = 3600
 VNC_PASSWORD_MAX = 8  # VNC authentication compares only the first 8 bytes
 ACCELS = ("auto", "kvm", "tcg")
-VIDEO_MODELS = ("vga", "virtio", "cirrus", "bochs")
+VIDEO_MODELS = ("vga", "virtio", "cirrus", "bochs", "qxl", "ramfb", "none")
 RTC_BASES = ("utc", "localtime")
 DEFAULT_STOP_TIMEOUT = 60.0
 # Model names as QEMU prints them in -cpu help: letters, digits, '-', '_', '.'.
@@ -88,6 +88,7 @@ class VmSpec:
     graphics_listen: str = "127.0.0.1"
     graphics_port: Optional[int] = None  # None: the first free port from 5900
     graphics_password_set: bool = False  # set by the service from the stored secret
+    graphics_tls_dir: Optional[str] = None  # SPICE only: x509 directory; the port is then TLS
     firmware: str = "bios"  # or uefi (OVMF)
     secure_boot: bool = False
     uefi_firmware: Optional[str] = None  # OVMF code image; None: Debian's default
@@ -137,6 +138,10 @@ class VmSpec:
     unattend_digest: Optional[str] = None
     # A virtio-serial port org.qemu.guest_agent.0 on a socket in run_dir (vm/guest.py asks it).
     guest_agent: bool = False
+    # A USB tablet (the pointer follows the client's); None: on when a display is on.
+    usb_tablet: Optional[bool] = None
+    # Host directories shared over virtiofs (vm/model/shares.py), each {source, tag, readonly}.
+    shared_dirs: Tuple[Dict[str, Any], ...] = ()
     # Metadata (vm/model/metadata.py): what inventories group the VM by; never a restart.
     tags: Tuple[str, ...] = ()
     labels: Dict[str, str] = dataclasses.field(default_factory=dict)
@@ -162,6 +167,7 @@ class VmSpec:
         data["usb"] = None if self.usb is None else [u.to_dict() for u in self.usb]
         data["memory_hotplug"] = list(self.memory_hotplug)
         data["numa"] = [dict(node) for node in self.numa]
+        data["shared_dirs"] = [dict(share) for share in self.shared_dirs]
         return data
 
     @classmethod
@@ -183,11 +189,14 @@ class VmSpec:
         values["usb"] = usb_from_params(values.get("usb"))
         values["memory_hotplug"] = tuple(values.get("memory_hotplug") or ())
         values["numa"] = tuple(dict(node) for node in values.get("numa") or ())
+        values["shared_dirs"] = tuple(dict(share) for share in values.get("shared_dirs") or ())
         values["cpu_topology"] = dict(values.get("cpu_topology") or {})
         values["cpu_pinning"] = dict(values.get("cpu_pinning") or {})
         for f in dataclasses.fields(cls):  # databases hand booleans back as 0/1
             if isinstance(f.default, bool) and f.name in values:
                 values[f.name] = bool(values[f.name])
+        if values.get("usb_tablet") is not None:
+            values["usb_tablet"] = bool(values["usb_tablet"])
         return cls(**values)
 
 
@@ -245,6 +254,10 @@ def validate(spec: VmSpec) -> VmSpec:
     if spec.preset is not None:
         check_choice("preset", spec.preset, presets.PRESETS)
     check_choice("video_model", spec.video_model, VIDEO_MODELS)
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.model import display, shares
+
+    display.validate_display(spec)
+    shares.validate_shares(spec.shared_dirs, spec.memory_shared)
     check_choice("rtc_base", spec.rtc_base, RTC_BASES)
     validate_tags(spec.tags)
     validate_labels(spec.labels)
@@ -313,17 +326,17 @@ def validate_graphics_password(spec: VmSpec, password: Optional[str], stored: bo
     """A VNC password must mean what it says; off loopback, one is required."""
     if password is not None:
         if spec.graphics_type == "none":
-            raise SpecError("graphics.password", "needs graphics.type vnc")
+            raise SpecError("graphics.password", "needs graphics.type vnc or spice")
         if not password:
-            raise SpecError("graphics.password", "must not be empty (an empty VNC password lets anyone in)")
-        if len(password.encode()) > VNC_PASSWORD_MAX:
+            raise SpecError("graphics.password", "must not be empty (an empty password lets anyone in)")
+        if spec.graphics_type == "vnc" and len(password.encode()) > VNC_PASSWORD_MAX:
             raise SpecError(
                 "graphics.password",
                 "VNC checks only the first %d bytes of a "
                 "password; use at most %d" % (VNC_PASSWORD_MAX, VNC_PASSWORD_MAX),
             )
     has_password = password is not None or stored
-    if spec.graphics_type == "vnc" and not has_password and not ipaddress.ip_address(spec.graphics_listen).is_loopback:
+    if spec.graphics_type != "none" and not has_password and not ipaddress.ip_address(spec.graphics_listen).is_loopback:
         raise SpecError(
             "graphics.password", "is required when the display listens on %s, beyond this host" % spec.graphics_listen
         )
@@ -378,6 +391,13 @@ def merge_params(params: Mapping[str, Any], stored: Optional[VmSpec], taken_macs
         value = (params.get("graphics") or {}).get(option)
         if value is not None:
             base[field] = value
+    tls = (params.get("graphics") or {}).get("tls")
+    if tls is not None:  # {} or cert_dir "" turns TLS off
+        base["graphics_tls_dir"] = tls.get("cert_dir") or None
+    if params.get("shared_dirs") is not None:
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.shares import normalize_shares
+
+        base["shared_dirs"] = normalize_shares(params["shared_dirs"])
     base["name"] = params["name"]
     base["defaulted"] = sorted(defaulted)
     spec = VmSpec.from_dict(base)

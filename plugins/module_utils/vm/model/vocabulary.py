@@ -58,6 +58,7 @@ def graphics_entry(spec: VmSpec, port_in_use: Optional[int]) -> Dict[str, Any]:
         "port": port_in_use or spec.graphics_port,
         "port_requested": spec.graphics_port,
         "password_set": spec.graphics_password_set,
+        "tls": {"cert_dir": spec.graphics_tls_dir} if spec.graphics_tls_dir else None,  # SPICE only
     }
 
 
@@ -66,6 +67,8 @@ def option_view(view: Mapping[str, Any], password: Optional[str] = None) -> Dict
     ``graphics`` option's suboptions, with ``password`` (a mask, never the secret) when given."""
     out = {k: v for k, v in view.items() if not k.startswith(_GRAPHICS_PREFIX)}
     graphics = {sub: view[field] for sub, field in GRAPHICS_FIELDS.items() if field in view}
+    if view.get("graphics_tls_dir"):  # SPICE with TLS only: other displays' diffs keep their shape
+        graphics["tls"] = {"cert_dir": view["graphics_tls_dir"]}
     if password is not None:
         graphics["password"] = password
     if graphics:

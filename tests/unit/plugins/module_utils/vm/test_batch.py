@@ -54,7 +54,7 @@ def test_entries_are_checked_like_infinivirt_vm():
             {"name": "b", "vcpus": "many"},
             {"name": "c", "disks": [{"path": "/i/c"}, {"path": "/i/d", "format": "vmdk"}]},
             {"name": "d", "nics": [{"bridge": "br0", "model": "ne2k"}], "colour": "red"},
-            {"name": "e", "graphics": {"type": "spice"}},
+            {"name": "e", "graphics": {"type": "rdp"}},
             {"name": "f", "disks": [{"format": "raw"}]},
         ],
         {"state": "running"},
@@ -71,7 +71,7 @@ def test_entries_are_checked_like_infinivirt_vm():
     assert c.error == "vms[2].disks[1]: value of format must be one of: qcow2, raw, got: vmdk"
     assert d.error.startswith("vms[3]: unsupported parameters: colour.")
     assert "vms[3].nics[0]: value of model must be one of: virtio-net-pci, e1000, e1000e, rtl8139, got: ne2k" in d.error
-    assert e.error == "vms[4].graphics: value of type must be one of: none, vnc, got: spice"
+    assert e.error == "vms[4].graphics: value of type must be one of: none, vnc, spice, got: rdp"
     assert f.error == "vms[5].disks[0]: missing required arguments: path"
     assert [x.where for x in prepared.entries] == ["vms[%d]" % i for i in range(6)]
 

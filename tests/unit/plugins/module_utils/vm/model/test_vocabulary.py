@@ -28,7 +28,14 @@ def test_the_entry_has_no_flat_graphics_keys():
 
 def test_graphics_port_is_the_port_in_use_and_port_requested_the_option():
     fixed = graphics_entry(VNC, 5907)
-    assert fixed == {"type": "vnc", "listen": "::1", "port": 5907, "port_requested": 5907, "password_set": True}
+    assert fixed == {
+        "type": "vnc",
+        "listen": "::1",
+        "port": 5907,
+        "port_requested": 5907,
+        "password_set": True,
+        "tls": None,
+    }
     # asked for 5907, still running on the automatic port it was started with
     assert graphics_entry(VNC, 5901)["port"] == 5901 and graphics_entry(VNC, 5901)["port_requested"] == 5907
     automatic = dataclasses.replace(VNC, graphics_port=None)
