@@ -28,6 +28,7 @@ if os.path.join(TESTS, "guest") not in sys.path:  # conftest put it there alread
 import serial_report  # noqa: E402
 
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records  # noqa: E402
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.process import VmPaths  # noqa: E402
 
 GUEST_TIMEOUT = float(os.environ.get("INFINIVIRT_GUEST_TIMEOUT", "120"))
 
@@ -238,3 +239,22 @@ def overlay_of(base, path):
     """A throwaway qcow2 overlay at ``path`` of the image ``base`` (the cached cloud guest)."""
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base, path], check=True)
     return path
+
+
+def qemu_event_log(service, vm):
+    """QEMU's own event log of a running VM (<uuid>.evlog.out), opened now so that it can be
+    read after the stop removes the file."""
+    return open(VmPaths.for_vm(service.ctx.run_dir, vm["uuid"]).event_log + ".out", "rb")
+
+
+def qemu_events(handle):
+    """The events (dicts) in a QEMU event log opened with ``qemu_event_log``."""
+    events = []
+    for line in handle.read().decode(errors="replace").splitlines():
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(message, dict) and "event" in message:
+            events.append(message)
+    return events
