@@ -20,6 +20,7 @@ cost per VM of each way and phase (the median over N) with its slope from 10 (or
 smallest count) to the largest: flat cost means the two slopes match.
 
     .venv/bin/python bench/playbook_scale.py [--counts 1,10,50,100] [--rounds 3] [--stop-timeout 0]
+        [--ways loop,vms]   (--ways vms: the bulk task alone, minutes instead of most of an hour)
 """
 
 from __future__ import annotations
@@ -130,10 +131,9 @@ def cleanup_task(stop_timeout):
 
 
 def playbook(order, stop_timeout, db_url, run_dir):
-    tasks = [
-        {"name": "floor ping_loop", "ansible.builtin.ping": {}, "loop": "{{ names }}"},
-        {"name": "floor ping_single", "ansible.builtin.ping": {}},
-    ]
+    tasks = [{"name": "floor ping_single", "ansible.builtin.ping": {}}]
+    if "loop" in order:
+        tasks.insert(0, {"name": "floor ping_loop", "ansible.builtin.ping": {}, "loop": "{{ names }}"})
     for way in order:
         tasks += loop_tasks(stop_timeout) if way == "loop" else vms_tasks(stop_timeout)
         tasks.append(cleanup_task(stop_timeout))
@@ -187,11 +187,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--counts", default="1,10,50,100", help="VM counts, comma separated (default 1,10,50,100)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ways", default=",".join(WAYS), help="loop, vms or both (default loop,vms)")
     parser.add_argument(
         "--stop-timeout", type=float, default=0.0, help="stop_timeout of the forced stop (0: power off at once)"
     )
     args = parser.parse_args()
     counts = sorted({int(c) for c in args.counts.split(",")})
+    ways = tuple(w for w in WAYS if w in args.ways.split(","))
+    if not ways:
+        parser.error("--ways: name loop, vms or both")
     work = tempfile.mkdtemp(prefix="iv-scale")
     plugins = os.path.join(work, "callbacks")
     os.makedirs(plugins)
@@ -211,7 +215,7 @@ def main() -> int:
         for rnd in range(args.rounds):
             # Interleave: counts in turn, and the two ways swap places every round.
             for count in counts if rnd % 2 == 0 else list(reversed(counts)):
-                order = WAYS if (rnd + counts.index(count)) % 2 == 0 else tuple(reversed(WAYS))
+                order = ways if (rnd + counts.index(count)) % 2 == 0 else tuple(reversed(ways))
                 for key, seconds in run_round(work, count, order, args.stop_timeout, env).items():
                     results.setdefault((count,) + key, []).append(seconds)
                 print(
@@ -229,40 +233,41 @@ def main() -> int:
         cleanup += ["-e", "ansible_python_interpreter=%s" % sys.executable, book]
         subprocess.run(cleanup, env=env, capture_output=True, check=False)
         shutil.rmtree(work, ignore_errors=True)
-    report(results, counts, args.rounds)
+    report(results, counts, args.rounds, ways)
     return 0
 
 
-def report(results, counts, rounds):
+def report(results, counts, rounds, ways=WAYS):
     med = {key: statistics.median(values) for key, values in results.items()}
     summary = {}
     print("\nmedians over %d rounds, seconds (ratio to the floor of the same shape)" % rounds)
-    header = "%-16s" % "phase" + "".join("%22s" % ("%s, %d VMs" % (way, n)) for n in counts for way in WAYS)
+    header = "%-16s" % "phase" + "".join("%22s" % ("%s, %d VMs" % (way, n)) for n in counts for way in ways)
     print(header)
     for phase in PHASES:
         line = "%-16s" % phase
         for n in counts:
-            for way in WAYS:
+            for way in ways:
                 value, floor = med[(n, way, phase)], med[(n, "floor", FLOOR[way])]
                 summary["%s/%s/%d" % (way, phase, n)] = {"median_s": round(value, 3), "ratio": round(value / floor, 2)}
                 line += "%22s" % ("%.2f (%.1fx)" % (value, value / floor))
         print(line)
-    for floor in ("ping_loop", "ping_single"):
+    floors = tuple(FLOOR[way] for way in ways)
+    for floor in floors:
         print("%-16s" % ("floor " + floor) + "".join("%22s" % ("%.2f" % med[(n, "floor", floor)]) for n in counts))
     if len(counts) > 1:
         print("\nper-VM slope, seconds per added VM")
         for a, b in zip(counts, counts[1:]):
-            for way in WAYS + ("floor",):
-                phases = PHASES if way != "floor" else ("ping_loop", "ping_single")
+            for way in ways + ("floor",):
+                phases = PHASES if way != "floor" else floors
                 slopes = {p: (med[(b, way, p)] - med[(a, way, p)]) / (b - a) for p in phases}
                 summary["slope/%s/%d-%d" % (way, a, b)] = {p: round(s, 4) for p, s in slopes.items()}
                 print("%3d->%-3d %-6s %s" % (a, b, way, "  ".join("%s %.3f" % item for item in slopes.items())))
     if len(counts) > 1:
-        per_vm(med, counts, summary)
+        per_vm(med, counts, summary, ways)
     print(json.dumps({"rounds": rounds, "counts": counts, "summary": summary}, indent=1))
 
 
-def per_vm(med, counts, summary):
+def per_vm(med, counts, summary, ways):
     """Seconds per VM at each count, and the slope over the whole range (from 10 VMs when
     measured: one VM is mostly the task's fixed cost)."""
     low = min((n for n in counts if n >= 10), default=counts[0])
@@ -270,7 +275,7 @@ def per_vm(med, counts, summary):
     if low == high:
         low = counts[0]
     print("\nseconds per VM (median / N), and the slope %d->%d VMs" % (low, high))
-    for way in WAYS:
+    for way in ways:
         for phase in PHASES:
             costs = ["%d: %.4f" % (n, med[(n, way, phase)] / n) for n in counts]
             slope = (med[(high, way, phase)] - med[(low, way, phase)]) / (high - low)

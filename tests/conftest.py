@@ -97,7 +97,6 @@ SHARED_HOST_STATE = {
 LONGEST_FIRST = (
     "tests/integration/test_role_host.py",
     "tests/integration/test_migration.py",
-    "tests/integration/test_guest_agent_live.py",
     "tests/lint/test_sanity.py",
     "tests/integration/test_cloud_guest.py",
     "tests/integration/test_wait_ssh.py",

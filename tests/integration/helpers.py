@@ -28,6 +28,7 @@ if os.path.join(TESTS, "guest") not in sys.path:  # conftest put it there alread
 import serial_report  # noqa: E402
 
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records  # noqa: E402
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.process import VmPaths  # noqa: E402
 
 GUEST_TIMEOUT = float(os.environ.get("INFINIVIRT_GUEST_TIMEOUT", "120"))
 
@@ -262,3 +263,20 @@ def database_bytes(db_url, work):
         return b"".join(open(p, "rb").read() for p in glob.glob(path + "*") if os.path.isfile(p))
     pg_dump = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_dump"))[-1]
     return subprocess.run([pg_dump, db_url], capture_output=True, check=True).stdout
+def qemu_event_log(service, vm):
+    """QEMU's own event log of a running VM (<uuid>.evlog.out), opened now so that it can be
+    read after the stop removes the file."""
+    return open(VmPaths.for_vm(service.ctx.run_dir, vm["uuid"]).event_log + ".out", "rb")
+
+
+def qemu_events(handle):
+    """The events (dicts) in a QEMU event log opened with ``qemu_event_log``."""
+    events = []
+    for line in handle.read().decode(errors="replace").splitlines():
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(message, dict) and "event" in message:
+            events.append(message)
+    return events

@@ -10,16 +10,14 @@ The real agent's side of these stops is in test_guest_agent_live.py (one cloud g
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
-from helpers import make_image, vm_list
+from helpers import make_image, qemu_event_log, qemu_events, vm_list
 
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import validate_options
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.batch import VmBatch, prepare
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.process import VmPaths
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.options import vm_argument_spec
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
 
@@ -31,18 +29,7 @@ STOP = {"shutdown_mode": "agent", "stop_timeout": 4, "force": True}
 
 
 def event_names(handle):
-    """The events in QEMU's own event log, read through a descriptor opened while it ran."""
-    names = []
-    for line in handle.read().decode(errors="replace").splitlines():
-        try:
-            names.append(json.loads(line).get("event"))
-        except (ValueError, AttributeError):
-            continue
-    return [n for n in names if n]
-
-
-def event_log(svc, vm):
-    return open(VmPaths.for_vm(svc.ctx.run_dir, vm["uuid"]).event_log + ".out", "rb")
+    return [e["event"] for e in qemu_events(handle)]
 
 
 def test_snapshot_and_exclusive_stops_fall_back_to_acpi(disk_service, images):
@@ -69,7 +56,7 @@ def test_snapshot_and_exclusive_stops_fall_back_to_acpi(disk_service, images):
     assert vm_list(svc, "mute")[0]["pid"] == first["pid"]
 
     # The revert of a disk-only snapshot stops the VM: the agent is asked, then ACPI.
-    with event_log(svc, first) as events_file:
+    with qemu_event_log(svc, first) as events_file:
         reverted = snaps.ensure(dict(STOP, vm="mute", name="s1", state="reverted"), False)
         names = event_names(events_file)
     assert reverted["changed"] and reverted["action"] == "revert"
@@ -83,7 +70,7 @@ def test_snapshot_and_exclusive_stops_fall_back_to_acpi(disk_service, images):
     prepared = prepare([], STOP, lambda entry, path: validate_options(spec, entry, path))
     assert prepared.problems == [] and prepared.stop_params["shutdown_mode"] == "agent"
     batch = VmBatch(svc.ctx, lambda: pytest.fail("one VM needs no worker context"), parallel=1)
-    with event_log(svc, again) as events_file:
+    with qemu_event_log(svc, again) as events_file:
         result = batch.converge(
             [], False, exclusive_state="stopped", stop_params=prepared.stop_params, allow_empty=True
         )

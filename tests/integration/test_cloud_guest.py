@@ -9,7 +9,15 @@ the network config, and let user ``debian`` in over SSH with the injected key; t
 booting again, that a changed seed is a pending restart and a new ISO, a rerun no change, no
 secret in the database or the result, and the ISO gone with the VM. The same boot, with the
 guest agent and a tag, proves the inventory plugin (issue 22): a play on a group of the
-plugin's reaches the guest over SSH at the address the plugin found."""
+plugin's reaches the guest over SSH at the address the plugin found; and the real qemu-ga
+(issue 21): ``wait_for: ip`` on a bridge (no leases) waits for the agent's address,
+infinivirt_vm_info lists the agent with the hostname the seed set and the NIC's MAC and
+address, a live snapshot freezes and thaws the file systems through the agent and reports its
+count, and infinivirt_vms' ``exclusive`` with ``shutdown_mode: agent`` powers the guest off
+through it. QEMU's own event log tells which way: the ACPI power button (QMP
+``system_powerdown``) makes QEMU emit POWERDOWN, a guest-shutdown does not. Snapshots' and
+exclusive's routing of ``shutdown_mode`` to that same stop, and the ACPI fallback of a silent
+agent, are in test_agent_stop_fallback.py and test_guest_agent_live.py on the tiny guest."""
 
 from __future__ import annotations
 
@@ -22,11 +30,19 @@ import sys
 import time
 
 import pytest
+import yaml
 from collection_path import collections_root
-from helpers import overlay_of, wait_serial
+from helpers import overlay_of, qemu_event_log, qemu_events, wait_serial
 
+from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import validate_options
+from ansible_collections.infinivirt.core.plugins.module_utils.qemu.guest_agent import GuestAgent
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.batch import VmBatch, prepare
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.cloud_seed import seed_path
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.process import VmPaths
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.info import info_result
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.options import vm_argument_spec
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
+from ansible_collections.infinivirt.core.plugins.modules import infinivirt_vm
 
 pytestmark = [pytest.mark.qemu, pytest.mark.guest, pytest.mark.slow, pytest.mark.netns, pytest.mark.playbook]
 
@@ -101,8 +117,12 @@ def test_infinivirt_vm_cloud_init_boots_the_cloud_guest(cloud_guest, cloud_servi
     }
 
     t0 = time.monotonic()
-    started = svc.ensure(params, False)
+    # wait_for: ip on a bridge (no DHCP leases to read): the address comes from the agent.
+    started = svc.ensure(dict(params, wait_for="ip", wait_timeout=BOOT_TIMEOUT), False)
     assert started.changed
+    assert started.vm["ready"]["address"] == GUEST_IP and started.vm["ready"]["address_source"] == "agent"
+    assert GUEST_IP in started.vm["guest"]["ips"]
+    t_ip = time.monotonic() - t0
     uuid = started.vm["uuid"]
     iso = seed_path(os.path.join(workdir, "nvram"), uuid)
     assert stat.S_IMODE(os.stat(iso).st_mode) == 0o600
@@ -131,9 +151,11 @@ def test_infinivirt_vm_cloud_init_boots_the_cloud_guest(cloud_guest, cloud_servi
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [HOSTNAME, "debian", uuid, "ops"]  # instance-id: the VM's UUID
     a_play_on_a_plugin_group_reaches(svc, workdir, bridge_ns, key, "cloudy")
+    t_play = time.monotonic() - t0
+    count = the_agent_reports_and_quiesces(svc, started.vm)
     print(
-        "cloud guest: runcmd marker %.0f s, ssh %.0f s, inventory play %.0f s after start"
-        % (t_marker, t_ssh, time.monotonic() - t0)
+        "cloud guest: agent's address %.0f s, runcmd marker %.0f s, ssh %.0f s, inventory play %.0f s after "
+        "start; %d file systems frozen" % (t_ip, t_marker, t_ssh, t_play, count)
     )
 
     # The same task again: no change. A new seed: a pending restart, the running VM untouched.
@@ -155,8 +177,9 @@ def test_infinivirt_vm_cloud_init_boots_the_cloud_guest(cloud_guest, cloud_servi
         for result in (started, again, changed):
             assert secret not in repr(result.result())
 
+    exclusive_powers_it_off_through_the_agent(svc, started.vm, log)
+
     # The next start (paused: no second boot) writes the new seed; removing the VM removes it.
-    svc.ensure(dict(renamed, state="stopped", force=True, stop_timeout=0), False)
     assert os.path.exists(iso)  # it outlives the process, like the NVRAM
     svc.ensure(dict(renamed, state="paused"), False)
     assert sha256_of(iso) != first_iso
@@ -164,6 +187,59 @@ def test_infinivirt_vm_cloud_init_boots_the_cloud_guest(cloud_guest, cloud_servi
         assert b"local-hostname: cloudy-web02" in fh.read()
     gone = svc.ensure({"name": "cloudy", "state": "absent", "force": True, "stop_timeout": 0}, False)
     assert gone.changed and not os.path.exists(iso)
+
+
+def the_agent_reports_and_quiesces(svc, vm):
+    """infinivirt_vm_info and infinivirt_vm list what qemu-ga says; a live disk-only snapshot
+    freezes the file systems through the agent and thaws them (the count is the agent's: a
+    freeze of our own counts the same, and its thaw too). Returns that count."""
+    listed = info_result(svc.ctx, "cloudy")["vms"][0]
+    guest = listed["guest"]
+    assert guest["agent"] == "answering", guest
+    assert guest["hostname"] == HOSTNAME
+    assert guest["os"]["id"] == "debian" and guest["os"]["version"] == "12"
+    nic = [i for i in guest["interfaces"] if i["mac"] == MAC]
+    assert nic and GUEST_IP in nic[0]["ips"], guest["interfaces"]
+    assert GUEST_IP in guest["ips"] and "127.0.0.1" not in guest["ips"]
+    assert_shape(guest, documented_guest())
+
+    snap = SnapshotService(svc.engine).ensure({"vm": "cloudy", "name": "quiesced"}, False)
+    assert snap["changed"] and snap["frozen"] is True and snap["frozen_filesystems"] >= 1, snap
+    sock = VmPaths.for_vm(svc.ctx.run_dir, vm["uuid"]).guest_agent_socket
+    with GuestAgent(sock, 60) as agent:
+        assert agent.fsfreeze_status() == "thawed"
+        count = agent.fsfreeze_freeze()
+        try:
+            assert agent.fsfreeze_status() == "frozen"
+        finally:
+            thawed = agent.fsfreeze_thaw()
+    assert snap["frozen_filesystems"] == count == thawed
+    return count
+
+
+def exclusive_powers_it_off_through_the_agent(svc, vm, log):
+    """exclusive with defaults.shutdown_mode: agent powers the unlisted VM off through its
+    agent: the same stop as infinivirt_vm's own (vm/power.py), with the batch's params."""
+    prepared = prepare(
+        [],
+        {"shutdown_mode": "agent", "stop_timeout": BOOT_TIMEOUT},
+        lambda e, p: validate_options(vm_argument_spec(), e, p),
+    )
+    batch = VmBatch(svc.ctx, lambda: pytest.fail("one VM needs no worker context"), parallel=1)
+    with qemu_event_log(svc, vm) as events_file:
+        result = batch.converge(
+            [], False, exclusive_state="stopped", stop_params=prepared.stop_params, allow_empty=True
+        )
+        if result.get("failed"):
+            with open(log, "rb") as fh:
+                pytest.fail(
+                    "the stop failed: %s; console:\n%s" % (result["msg"], fh.read()[-4000:].decode(errors="replace"))
+                )
+        assert_agent_shutdown(qemu_events(events_file))
+    (stopped,) = result["unlisted"]
+    assert stopped["changed"] and stopped["vm"]["status"] == "stopped"
+    assert stopped["warnings"] == [] and result["warnings"] == []
+    assert stopped["vm"]["guest"]["agent"] == "not answering"
 
 
 def a_play_on_a_plugin_group_reaches(svc, workdir, bridge_ns, key, name):
@@ -237,3 +313,28 @@ def a_play_on_a_plugin_group_reaches(svc, workdir, bridge_ns, key, name):
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "GUEST-SAYS %s AT %s" % (HOSTNAME, GUEST_IP) in done.stdout
     assert name in done.stdout and "ok=2" in done.stdout
+
+
+def documented_guest():
+    """RETURN's vm.guest, as nested key sets."""
+    doc = yaml.safe_load(infinivirt_vm.RETURN)["vm"]["contains"]["guest"]["contains"]
+    return doc
+
+
+def assert_shape(value, doc):
+    """Every key the entry has is documented and every documented key is there, nested."""
+    assert set(value) == set(doc)
+    for key, entry in doc.items():
+        if "contains" not in entry:
+            continue
+        items = value[key] if entry.get("type") == "list" else [value[key]]
+        for item in items:
+            assert_shape(item, entry["contains"])
+
+
+def assert_agent_shutdown(events):
+    """QEMU ended on the guest's own power-off (guest-shutdown), not the ACPI power button."""
+    names = [e["event"] for e in events]
+    assert "POWERDOWN" not in names, names  # no ACPI power button
+    shutdown = [e for e in events if e["event"] == "SHUTDOWN"]
+    assert shutdown and shutdown[0]["data"]["reason"] == "guest-shutdown", events

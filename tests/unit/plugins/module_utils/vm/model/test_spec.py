@@ -9,6 +9,8 @@ import pytest
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.preflight import preflight
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks import DiskSpec
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.nics import NicSpec
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import (
     SHUTDOWN_MODES,
     VmSpec,
@@ -17,6 +19,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec impo
     shutdown_mode,
     validate,
 )
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.usb import UsbSpec
 
 
 @pytest.fixture
@@ -98,9 +101,6 @@ def test_vcpus_beyond_the_host_are_refused_by_the_preflight():
 
 
 def test_preflight_checks_disks_netns_and_vhost(tmp_path):
-    from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks import DiskSpec
-    from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.nics import NicSpec
-
     with pytest.raises(SpecError) as err:
         preflight(VmSpec(name="vm", disks=(DiskSpec(path=str(tmp_path / "none.qcow2")),)))
     assert err.value.field == "disks[0].path" and "does not exist" in str(err.value)
@@ -169,9 +169,53 @@ def test_changed_fields_lists_only_differences():
     assert changed_fields(a, a) == []
 
 
+def test_changed_fields_agrees_with_the_stored_form():
+    """Field by field, as the stored dicts compare: a list and a tuple of the same items are
+    no change, nested disks and a default (defaulted) are compared as to_dict has them."""
+    disk = DiskSpec(path="/v/a.qcow2")
+    a = VmSpec(name="vm", disks=[disk], tags=("web",), defaulted=("hpet",))
+    b = dataclasses.replace(a, disks=(disk,), tags=["web"], defaulted=())
+    assert changed_fields(a, b) == []
+    assert a.to_dict() == dict(b.to_dict(), defaulted=["hpet"])
+    c = dataclasses.replace(a, disks=[dataclasses.replace(disk, readonly=True)], labels={"env": "prod"})
+    assert changed_fields(a, c) == ["disks", "labels"]
+
+
 def test_round_trip_through_dict():
     spec = VmSpec(name="vm", cpu_flags=("+a", "-b"))
     assert VmSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_to_dict_is_a_plain_copy_of_every_container():
+    """Lists and dicts of their own (what the store keeps and results show): the same as a
+    deep dataclasses.asdict, and changing them changes no spec."""
+    spec = VmSpec(
+        name="vm",
+        disks=(DiskSpec(path="/v/a.qcow2"),),
+        nics=(NicSpec(bridge="br0", mac="52:54:00:00:00:01", ips=("10.0.0.2",)),),
+        usb=(UsbSpec(vendor_id="0x046d", product_id="0xc077"),),
+        memory_hotplug=(256,),
+        cpu_topology={"sockets": 1, "cores": 2},
+        numa=({"cpus": "0-1", "memory_mb": 512},),
+        cpu_pinning={"0": "2"},
+        tags=("web",),
+        labels={"env": "prod"},
+        defaulted=("hpet",),
+    )
+    data = spec.to_dict()
+    deep = dataclasses.asdict(spec)
+    for name in ("disks", "nics", "usb", "numa", "cpu_flags", "iothreads", "tags", "defaulted", "memory_hotplug"):
+        deep[name] = list(deep[name])
+    deep["disks"] = [d.to_dict() for d in spec.disks]
+    deep["nics"][0]["ips"] = ["10.0.0.2"]
+    assert data == deep
+    assert VmSpec.from_dict(data).to_dict() == data
+    for name in ("cpu_topology", "cpu_pinning", "labels"):
+        data[name]["x"] = "y"
+    data["numa"][0]["cpus"] = "7"
+    data["disks"][0]["path"] = "/elsewhere"
+    assert spec.to_dict() == VmSpec.from_dict(spec.to_dict()).to_dict() != data
+    assert spec.labels == {"env": "prod"} and spec.numa[0]["cpus"] == "0-1"
 
 
 @pytest.mark.parametrize("delay", [0, 3600])
