@@ -263,6 +263,8 @@ def database_bytes(db_url, work):
         return b"".join(open(p, "rb").read() for p in glob.glob(path + "*") if os.path.isfile(p))
     pg_dump = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_dump"))[-1]
     return subprocess.run([pg_dump, db_url], capture_output=True, check=True).stdout
+
+
 def qemu_event_log(service, vm):
     """QEMU's own event log of a running VM (<uuid>.evlog.out), opened now so that it can be
     read after the stop removes the file."""

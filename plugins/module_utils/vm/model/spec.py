@@ -475,9 +475,7 @@ def changed_fields(before: Optional[VmSpec], after: VmSpec) -> List[str]:
         return list(SPEC_FIELDS)
     # Field by field, not through to_dict: a no-op task asks this several times per VM, and
     # dataclasses.asdict of two whole specs was most of a bulk no-op's cost per VM.
-    return [
-        f for f in SPEC_FIELDS if f not in BOOKKEEPING_FIELDS and not _same(getattr(before, f), getattr(after, f))
-    ]
+    return [f for f in SPEC_FIELDS if f not in BOOKKEEPING_FIELDS and not _same(getattr(before, f), getattr(after, f))]
 
 
 def _same(before: Any, after: Any) -> bool:
