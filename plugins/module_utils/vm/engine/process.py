@@ -107,10 +107,13 @@ class QemuProcess:
         return run_daemonized(argv, self.start_timeout, preexec, pass_fds=pass_fds)
 
     def kill_all(self, rec: VmRecord) -> None:
-        """Kill this VM's QEMU (ours only): by pidfile, and by UUID too, since a QEMU that
-        timed out may not have written its pidfile yet."""
-        pids = set(vm_processes(rec.uuid, self.host_paths.proc))
-        pid = read_pidfile(self.pidfile(rec))
+        """Kill this VM's QEMU (ours only): by pidfile, and by UUID and that pidfile in its
+        command line too, since a QEMU that timed out may not have written its pidfile yet.
+        The pidfile keeps a migration's other side apart, even on one machine (another
+        run dir): a target that gives up never kills the source's QEMU."""
+        pidfile = self.pidfile(rec)
+        pids = set(vm_processes(rec.uuid, self.host_paths.proc, pidfile))
+        pid = read_pidfile(pidfile)
         if pid:
             pids.add(pid)
         for pid in pids:
