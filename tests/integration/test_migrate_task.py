@@ -1,0 +1,119 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""infinivirt_migrate's two sides together (issue 23): the source task (vm/migration.py)
+and the target host's real monitor (monitor/receiving.py, as a process), two hosts on one
+PostgreSQL store with their own run dirs, the stream on loopback. The VMs are
+firmware-only (no guest kernel: QEMU starts in about a second); the guest's own view of a
+move (its console and uptime going on) is test_migration.py's."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+
+import pytest
+from monitor_proc import MonitorProcess
+from qemu_procs import qemu_processes
+
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.migration import MigrationService
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
+
+pytestmark = [pytest.mark.qemu, pytest.mark.postgres]
+
+VM = {"name": "mover", "accel": "tcg", "memory_mb": 32, "stop_timeout": 0.5, "force": True}
+
+
+@pytest.fixture
+def two_hosts(pg_url):
+    """Host A (this process: VmService and the migration task) and host B (its monitor, a
+    process, receiving on 127.0.0.1); each with its own run dir, as on two machines."""
+    dirs = [tempfile.mkdtemp(prefix="iv-mig") for _n in range(2)]
+    a = VmService.open(pg_url, dirs[0], hostname="hv-a", nvram_dir=os.path.join(dirs[0], "nvram"))
+    monitor = MonitorProcess(
+        pg_url, dirs[1], "hv-b", os.path.join(dirs[1], "monitor.log"), extra=["--migration-address", "127.0.0.1"]
+    ).start()
+    yield a, monitor, dirs
+    monitor.stop()
+    for pid in qemu_processes(dirs[0]) + qemu_processes(dirs[1]):  # QEMUs left by a failure
+        os.kill(pid, 9)
+    a.close()
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _qemus(uuid, run_dir):
+    """The VM's QEMUs started from ``run_dir`` (the host monitor's argv names run_dir too)."""
+    return sorted(set(qemu_processes(uuid)) & set(qemu_processes(run_dir)))
+
+
+def _journal(store, uuid):
+    return {key: store.journal_list(key) for key in (uuid, uuid + "@hv-a", uuid + "@hv-b") if store.journal_list(key)}
+
+
+def test_a_running_vm_moves_to_the_target_and_a_failed_move_changes_nothing(two_hosts):
+    a, monitor, (run_a, run_b) = two_hosts
+    vm = a.ensure(dict(VM, state="running"), False).vm
+    uuid, pid_a = vm["uuid"], vm["pid"]
+    migrate = MigrationService(a.engine)
+
+    # 1. Check mode: the plan, nothing done.
+    checked = migrate.migrate({"name": "mover", "to": "hv-b"}, True)
+    assert checked["changed"] and checked["plan"]["how"] == "live" and checked["plan"]["to"] == "hv-b"
+    assert a.store.get_handover(uuid) is None, "check mode writes no request"
+
+    # 2. The target's QEMU is killed mid-stream (throttled to 1 Mbit/s: 32 MiB take minutes).
+    def kill_target():
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not _qemus(uuid, run_b):
+            time.sleep(0.05)
+        time.sleep(0.5)
+        for pid in _qemus(uuid, run_b):
+            os.kill(pid, 9)
+
+    killer = threading.Thread(target=kill_target)
+    killer.start()
+    with pytest.raises(InfinivirtError) as err:
+        migrate.migrate({"name": "mover", "to": "hv-b", "bandwidth_mbit": 1, "timeout": 60}, False)
+    killer.join()
+    assert "was not migrated and runs on hv-a as before" in str(err.value), monitor.log()
+    assert "did not answer" not in str(err.value), monitor.log()
+    rec = records.load(a.store, "mover")
+    assert (rec.host, rec.qemu_pid) == ("hv-a", pid_a), "the row still names A and its QEMU"
+    assert a.engine.sessions.query_status(rec) == "running", "the source guest runs"
+    assert a.store.get_handover(uuid)["state"] in ("aborted", "refused")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (uuid + "@hv-b") in _journal(a.store, uuid):
+        time.sleep(0.1)
+    assert list(_journal(a.store, uuid)) == [uuid], "B's side is cleaned up: %s" % monitor.log()
+    assert _qemus(uuid, run_b) == [] and not any(uuid in f for f in os.listdir(run_b)), os.listdir(run_b)
+
+    # 3. The move: the row names B and B's QEMU; nothing of the VM is left on A.
+    try:
+        moved = migrate.migrate({"name": "mover", "to": "hv-b", "max_downtime_ms": 100}, False)
+    except InfinivirtError as exc:
+        raise AssertionError("%s\n%s" % (exc, monitor.log())) from None
+    assert moved["changed"] and moved["vm"]["host"] == "hv-b", moved
+    numbers = moved["migration"]
+    assert numbers["transferred_bytes"] > 0 and numbers["downtime_ms"] is not None, numbers
+    assert numbers["total_time_ms"] < 3000, "step 2's 1 Mbit/s limit must not stay in QEMU: %s" % numbers
+    rec = records.load(a.store, "mover")
+    assert rec.host == "hv-b" and rec.pidfile_path.startswith(run_b), rec
+    assert _qemus(uuid, run_b) == [rec.qemu_pid], "B's QEMU is the row's"
+    assert _qemus(uuid, run_a) == [], "A's QEMU is gone"
+    assert not any(uuid in f for f in os.listdir(run_a)), os.listdir(run_a)
+    assert list(_journal(a.store, uuid)) == [uuid] and all(
+        ref.startswith(run_b) for _k, ref in a.store.journal_list(uuid)
+    ), _journal(a.store, uuid)
+    kinds = [e["kind"] for e in a.store.list_events(uuid, limit=20)]
+    for kind in ("migration_started", "migration_failed", "migration_listening", "migrated_in", "migrated"):
+        assert kind in kinds, kinds
+    print("migration: %s" % numbers)
+
+    # 4. Again to B: nothing to do.
+    assert not migrate.migrate({"name": "mover", "to": "hv-b"}, False)["changed"]
