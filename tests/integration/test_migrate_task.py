@@ -16,6 +16,7 @@ import threading
 import time
 
 import pytest
+from helpers import make_image
 from monitor_proc import MonitorProcess
 from qemu_procs import qemu_processes
 
@@ -34,9 +35,17 @@ def two_hosts(pg_url):
     """Host A (this process: VmService and the migration task) and host B (its monitor, a
     process, receiving on 127.0.0.1); each with its own run dir, as on two machines."""
     dirs = [tempfile.mkdtemp(prefix="iv-mig") for _n in range(2)]
+    shared, local = os.path.join(dirs[0], "shared"), os.path.join(dirs[0], "local")
+    for path in (shared, local):
+        os.mkdir(path)
     a = VmService.open(pg_url, dirs[0], hostname="hv-a", nvram_dir=os.path.join(dirs[0], "nvram"))
     monitor = MonitorProcess(
-        pg_url, dirs[1], "hv-b", os.path.join(dirs[1], "monitor.log"), extra=["--migration-address", "127.0.0.1"]
+        pg_url,
+        dirs[1],
+        "hv-b",
+        os.path.join(dirs[1], "monitor.log"),
+        roots=[shared],  # B sees the shared storage only
+        extra=["--migration-address", "127.0.0.1"],
     ).start()
     yield a, monitor, dirs
     monitor.stop()
@@ -58,7 +67,8 @@ def _journal(store, uuid):
 
 def test_a_running_vm_moves_to_the_target_and_a_failed_move_changes_nothing(two_hosts):
     a, monitor, (run_a, run_b) = two_hosts
-    vm = a.ensure(dict(VM, state="running"), False).vm
+    disk = make_image(os.path.join(run_a, "shared", "mover.qcow2"), "qcow2", 8)
+    vm = a.ensure(dict(VM, state="running", disks=[{"path": disk}]), False).vm
     uuid, pid_a = vm["uuid"], vm["pid"]
     migrate = MigrationService(a.engine)
 
@@ -67,13 +77,38 @@ def test_a_running_vm_moves_to_the_target_and_a_failed_move_changes_nothing(two_
     assert checked["changed"] and checked["plan"]["how"] == "live" and checked["plan"]["to"] == "hv-b"
     assert a.store.get_handover(uuid) is None, "check mode writes no request"
 
-    # 2. The target's QEMU is killed mid-stream (throttled to 1 Mbit/s: 32 MiB take minutes).
+    # 2. No monitor answers for hv-c; hv-b refuses a VM whose disk it does not have.
+    with pytest.raises(InfinivirtError) as err:
+        migrate.migrate({"name": "mover", "to": "hv-c", "timeout": 2}, False)
+    assert "host hv-c did not answer the migration request within 2 s" in str(err.value)
+    assert a.store.get_handover(uuid)["state"] == "aborted"
+    local = make_image(os.path.join(run_a, "local", "stray.qcow2"), "qcow2", 8)
+    a.ensure(dict(VM, name="stray", state="running", disks=[{"path": local}]), False)
+    with pytest.raises(InfinivirtError) as err:
+        migrate.migrate({"name": "stray", "to": "hv-b", "timeout": 30}, False)
+    assert "host hv-b refused: storage auto: disks[0].path" in str(err.value), err.value
+    assert "runs on hv-a as before" in str(err.value)
+    assert records.load(a.store, "stray").host == "hv-a"
+    a.ensure(dict(VM, name="stray", state="absent"), False)
+
+    # 3. A task cut off right after its request: hv-b listens for a stream that never comes;
+    # the next task aborts that request (hv-b cleans up) and makes its own.
+    a.store.open_handover(uuid, "mover", "hv-a", "hv-b", {"name": "mover", "to": "hv-b", "timeout": 60})
+    deadline = time.monotonic() + 20
+    while a.store.get_handover(uuid)["state"] == "requested" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert a.store.get_handover(uuid)["state"] == "listening", monitor.log()
+    assert len(_qemus(uuid, run_b)) == 1, "hv-b waits for the stream"
+
+    # 4. The target's QEMU is killed mid-stream (throttled to 1 Mbit/s: 32 MiB take minutes).
+    stale = set(_qemus(uuid, run_b))
+
     def kill_target():
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not _qemus(uuid, run_b):
+        while time.monotonic() < deadline and not set(_qemus(uuid, run_b)) - stale:
             time.sleep(0.05)
-        time.sleep(0.5)
-        for pid in _qemus(uuid, run_b):
+        time.sleep(0.5)  # the stream is under way
+        for pid in set(_qemus(uuid, run_b)) - stale:
             os.kill(pid, 9)
 
     killer = threading.Thread(target=kill_target)
@@ -82,7 +117,7 @@ def test_a_running_vm_moves_to_the_target_and_a_failed_move_changes_nothing(two_
         migrate.migrate({"name": "mover", "to": "hv-b", "bandwidth_mbit": 1, "timeout": 60}, False)
     killer.join()
     assert "was not migrated and runs on hv-a as before" in str(err.value), monitor.log()
-    assert "did not answer" not in str(err.value), monitor.log()
+    assert "the migration to tcp:127.0.0.1:" in str(err.value) and "failed" in str(err.value), err.value
     rec = records.load(a.store, "mover")
     assert (rec.host, rec.qemu_pid) == ("hv-a", pid_a), "the row still names A and its QEMU"
     assert a.engine.sessions.query_status(rec) == "running", "the source guest runs"
@@ -93,7 +128,7 @@ def test_a_running_vm_moves_to_the_target_and_a_failed_move_changes_nothing(two_
     assert list(_journal(a.store, uuid)) == [uuid], "B's side is cleaned up: %s" % monitor.log()
     assert _qemus(uuid, run_b) == [] and not any(uuid in f for f in os.listdir(run_b)), os.listdir(run_b)
 
-    # 3. The move: the row names B and B's QEMU; nothing of the VM is left on A.
+    # 5. The move: the row names B and B's QEMU; nothing of the VM is left on A.
     try:
         moved = migrate.migrate({"name": "mover", "to": "hv-b", "max_downtime_ms": 100}, False)
     except InfinivirtError as exc:
@@ -115,5 +150,5 @@ def test_a_running_vm_moves_to_the_target_and_a_failed_move_changes_nothing(two_
         assert kind in kinds, kinds
     print("migration: %s" % numbers)
 
-    # 4. Again to B: nothing to do.
+    # 6. Again to B: nothing to do.
     assert not migrate.migrate({"name": "mover", "to": "hv-b"}, False)["changed"]

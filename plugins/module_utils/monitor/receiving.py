@@ -72,7 +72,9 @@ class Receiver:
             uuid, state = req["vm_uuid"], req["state"]
             mine = self.incoming.get(uuid)
             try:
-                if state == REQUESTED and mine is None:
+                if state == REQUESTED:
+                    if mine is not None:  # a new request replaced the one this side answered
+                        self._drop(svc, mine, "a new request replaced the one answered")
                     self._answer(svc, req)
                 elif state in (LISTENING, SENT) and mine is not None:
                     self._follow(svc, req, mine)
