@@ -76,7 +76,7 @@ options:
   storage:
     description:
       - V(shared) (the same disk paths on both hosts) or V(auto) (shared, checked by the
-        target). V(copy) is refused: copying disks is not supported yet.
+        target). V(copy) is refused, since copying disks is not supported yet.
     type: str
     choices: [shared, copy, auto]
     default: auto
