@@ -9,6 +9,7 @@ move (its console and uptime going on) is test_migration.py's."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -17,12 +18,17 @@ import time
 
 import pytest
 from helpers import make_image
+from migration_target import HandTarget
 from monitor_proc import MonitorProcess
 from qemu_procs import qemu_processes
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError
+from ansible_collections.infinivirt.core.plugins.module_utils.monitor.receiving import free_port
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.incoming import listen, take_over
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.outgoing import MigrationFailed, recover, send
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.migration import MigrationService
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.migration import validate_request
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
 pytestmark = [pytest.mark.qemu, pytest.mark.postgres]
@@ -34,8 +40,8 @@ VM = {"name": "mover", "accel": "tcg", "memory_mb": 32, "stop_timeout": 0.5, "fo
 def two_hosts(pg_url):
     """Host A (this process: VmService and the migration task) and host B (its monitor, a
     process, receiving on 127.0.0.1); each with its own run dir, as on two machines."""
-    dirs = [tempfile.mkdtemp(prefix="iv-mig") for _n in range(2)]
-    shared, local = os.path.join(dirs[0], "shared"), os.path.join(dirs[0], "local")
+    dirs = [tempfile.mkdtemp(prefix="iv-mig") for _n in range(3)]  # run dirs of A and B, storage
+    shared, local = os.path.join(dirs[2], "shared"), os.path.join(dirs[2], "local")
     for path in (shared, local):
         os.mkdir(path)
     a = VmService.open(pg_url, dirs[0], hostname="hv-a", nvram_dir=os.path.join(dirs[0], "nvram"))
@@ -49,7 +55,7 @@ def two_hosts(pg_url):
     ).start()
     yield a, monitor, dirs
     monitor.stop()
-    for pid in qemu_processes(dirs[0]) + qemu_processes(dirs[1]):  # QEMUs left by a failure
+    for pid in qemu_processes(dirs[0]) + qemu_processes(dirs[2]):  # QEMUs left by a failure
         os.kill(pid, 9)
     a.close()
     for d in dirs:
@@ -61,13 +67,21 @@ def _qemus(uuid, run_dir):
     return sorted(set(qemu_processes(uuid)) & set(qemu_processes(run_dir)))
 
 
+def _hand_target(source_pid, run_a, rec):
+    """A target QEMU started by hand from the source's command line, told to listen."""
+    target = HandTarget(source_pid, run_a, free_port("127.0.0.1"))
+    target.rec = dataclasses.replace(rec, qmp_socket_path=target.qmp)  # the VM as the target sees it
+    listen(target.call, target.rec, validate_request({"name": rec.name, "to": "hv-b"}, "hv-a"), target.uri)
+    return target
+
+
 def _journal(store, uuid):
     return {key: store.journal_list(key) for key in (uuid, uuid + "@hv-a", uuid + "@hv-b") if store.journal_list(key)}
 
 
 def test_a_running_vm_moves_to_the_target_and_a_failed_move_changes_nothing(two_hosts):
-    a, monitor, (run_a, run_b) = two_hosts
-    disk = make_image(os.path.join(run_a, "shared", "mover.qcow2"), "qcow2", 8)
+    a, monitor, (run_a, run_b, storage) = two_hosts
+    disk = make_image(os.path.join(storage, "shared", "mover.qcow2"), "qcow2", 8)
     vm = a.ensure(dict(VM, state="running", disks=[{"path": disk}]), False).vm
     uuid, pid_a = vm["uuid"], vm["pid"]
     migrate = MigrationService(a.engine)
@@ -77,12 +91,38 @@ def test_a_running_vm_moves_to_the_target_and_a_failed_move_changes_nothing(two_
     assert checked["changed"] and checked["plan"]["how"] == "live" and checked["plan"]["to"] == "hv-b"
     assert a.store.get_handover(uuid) is None, "check mode writes no request"
 
-    # 2. No monitor answers for hv-c; hv-b refuses a VM whose disk it does not have.
+    # 2. The source half against a target QEMU started by hand (migration_target.py): out of
+    # time, cancelled; completed but never taken over, taken back. The guest runs here after each.
+    rec = records.load(a.store, "mover")
+    qmp = a.engine.sessions.qmp
+    target = _hand_target(pid_a, run_a, rec)
+    try:
+        slow = validate_request({"name": "mover", "to": "hv-b", "bandwidth_mbit": 1}, "hv-a")
+        with pytest.raises(MigrationFailed) as err:
+            send(qmp, rec, slow, target.uri, time.monotonic() + 1)
+        assert "did not complete within timeout" in str(err.value)
+        assert qmp(rec, "query-status")["status"] == "running"
+    finally:
+        target.kill()
+    target = _hand_target(pid_a, run_a, rec)
+    try:
+        done = send(
+            qmp, rec, validate_request({"name": "mover", "to": "hv-b"}, "hv-a"), target.uri, time.monotonic() + 60
+        )
+        assert qmp(rec, "query-status")["status"] == "postmigrate" and done["transferred_bytes"] > 0, done
+    finally:
+        target.kill()
+    with pytest.raises(MigrationFailed):
+        take_over(target.call, target.rec, time.monotonic() + 5)  # its QEMU is gone: no take-over
+    recover(qmp, rec)
+    assert qmp(rec, "query-status")["status"] == "running" and _qemus(uuid, run_a) == [pid_a], "the same QEMU runs"
+
+    # 3. No monitor answers for hv-c; hv-b refuses a VM whose disk it does not have.
     with pytest.raises(InfinivirtError) as err:
         migrate.migrate({"name": "mover", "to": "hv-c", "timeout": 2}, False)
     assert "host hv-c did not answer the migration request within 2 s" in str(err.value)
     assert a.store.get_handover(uuid)["state"] == "aborted"
-    local = make_image(os.path.join(run_a, "local", "stray.qcow2"), "qcow2", 8)
+    local = make_image(os.path.join(storage, "local", "stray.qcow2"), "qcow2", 8)
     a.ensure(dict(VM, name="stray", state="running", disks=[{"path": local}]), False)
     with pytest.raises(InfinivirtError) as err:
         migrate.migrate({"name": "stray", "to": "hv-b", "timeout": 30}, False)
@@ -91,7 +131,7 @@ def test_a_running_vm_moves_to_the_target_and_a_failed_move_changes_nothing(two_
     assert records.load(a.store, "stray").host == "hv-a"
     a.ensure(dict(VM, name="stray", state="absent"), False)
 
-    # 3. A task cut off right after its request: hv-b listens for a stream that never comes;
+    # 4. A task cut off right after its request: hv-b listens for a stream that never comes;
     # the next task aborts that request (hv-b cleans up) and makes its own.
     a.store.open_handover(uuid, "mover", "hv-a", "hv-b", {"name": "mover", "to": "hv-b", "timeout": 60})
     deadline = time.monotonic() + 20
@@ -100,7 +140,7 @@ def test_a_running_vm_moves_to_the_target_and_a_failed_move_changes_nothing(two_
     assert a.store.get_handover(uuid)["state"] == "listening", monitor.log()
     assert len(_qemus(uuid, run_b)) == 1, "hv-b waits for the stream"
 
-    # 4. The target's QEMU is killed mid-stream (throttled to 1 Mbit/s: 32 MiB take minutes).
+    # 5. The target's QEMU is killed mid-stream (throttled to 1 Mbit/s: 32 MiB take minutes).
     stale = set(_qemus(uuid, run_b))
 
     def kill_target():
@@ -128,7 +168,7 @@ def test_a_running_vm_moves_to_the_target_and_a_failed_move_changes_nothing(two_
     assert list(_journal(a.store, uuid)) == [uuid], "B's side is cleaned up: %s" % monitor.log()
     assert _qemus(uuid, run_b) == [] and not any(uuid in f for f in os.listdir(run_b)), os.listdir(run_b)
 
-    # 5. The move: the row names B and B's QEMU; nothing of the VM is left on A.
+    # 6. The move: the row names B and B's QEMU; nothing of the VM is left on A.
     try:
         moved = migrate.migrate({"name": "mover", "to": "hv-b", "max_downtime_ms": 100}, False)
     except InfinivirtError as exc:
@@ -150,5 +190,5 @@ def test_a_running_vm_moves_to_the_target_and_a_failed_move_changes_nothing(two_
         assert kind in kinds, kinds
     print("migration: %s" % numbers)
 
-    # 6. Again to B: nothing to do.
+    # 7. Again to B: nothing to do.
     assert not migrate.migrate({"name": "mover", "to": "hv-b"}, False)["changed"]
