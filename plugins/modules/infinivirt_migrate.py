@@ -26,6 +26,10 @@ description:
     C(infinivirt_migrate) task on the VM finishes it (the guest runs again here, or this
     host's leftovers are removed).
   - After the move this host's QEMU, files, TAPs and firewall rules of the VM are removed.
+  - A stopped VM moves offline, by ownership only (the store names O(to) as its host; no
+    monitor is asked, and its disks must be at the same paths there). What this host kept
+    of it while stopped (a UEFI VM's NVRAM, seed ISOs) is removed, with a warning for a UEFI
+    VM, which starts there with the firmware's default variables.
   - Storage must be shared (the same disk paths on both hosts); the target checks every disk
     is there. Copying local disks during the migration is not supported yet.
   - The events C(migration_started), C(migrated), C(migration_failed) (this host) and
@@ -44,10 +48,10 @@ attributes:
     support: none
   idempotent:
     support: full
-    details: A VM that already runs on O(to) is left alone.
+    details: A VM that is on O(to) already is left alone.
 options:
   name:
-    description: Name of the VM; it must run on the host the task runs on.
+    description: Name of the VM; it must be on the host the task runs on.
     type: str
     required: true
   to:
@@ -112,8 +116,8 @@ vm:
   returned: success
   type: dict
 migration:
-  description: What the migration took; absent when nothing was done (or in check mode).
-  returned: when the VM was migrated
+  description: What the live migration took; absent when nothing was done, in check mode and offline.
+  returned: when a running VM was migrated
   type: dict
   contains:
     transferred_bytes:
@@ -129,7 +133,9 @@ migration:
       description: The whole task's migration, the target's answer and the clean-up here included.
       type: float
 plan:
-  description: What the task does (or did); V(how) is V(live), or V(none) when the VM is on O(to) already.
+  description:
+    - What the task does (or did); V(how) is V(live) (a running VM), V(offline) (a stopped
+      one) or V(none) (the VM is on O(to) already).
   returned: success
   type: dict
   sample:

@@ -192,3 +192,14 @@ def test_a_running_vm_moves_to_the_target_and_a_failed_move_changes_nothing(two_
 
     # 7. Again to B: nothing to do.
     assert not migrate.migrate({"name": "mover", "to": "hv-b"}, False)["changed"]
+
+    # 8. A stopped VM moves offline: ownership only, no monitor asked.
+    parked = a.ensure(dict(VM, name="parked", state="stopped"), False).vm
+    checked = migrate.migrate({"name": "parked", "to": "hv-b"}, True)
+    assert checked["changed"] and checked["plan"]["how"] == "offline" and checked["vm"]["host"] == "hv-b"
+    assert records.load(a.store, "parked").host == "hv-a", "check mode moves nothing"
+    offline = migrate.migrate({"name": "parked", "to": "hv-b"}, False)
+    assert offline["changed"] and offline["vm"]["host"] == "hv-b" and a.store.get_handover(parked["uuid"]) is None
+    assert records.load(a.store, "parked").host == "hv-b"
+    assert "migrated" in [e["kind"] for e in a.store.list_events(parked["uuid"], limit=5)]
+    assert not migrate.migrate({"name": "parked", "to": "hv-b"}, False)["changed"]

@@ -66,8 +66,8 @@ class MigrationService:
                 raise StateError(
                     "VM %s runs on host %s, not on %s: run the task there" % (rec.name, rec.host, self.engine.host_id)
                 )
-            if self.engine.sessions.query_status(rec) not in ("running", "paused"):
-                raise StateError("VM %s does not run on %s: only a running VM migrates" % (rec.name, rec.host))
+            if self.engine.sessions.query_status(rec) is None:
+                return self._offline(rec, req, check_mode)
             if check_mode:
                 return {"changed": True, "vm": rec.summary(), "plan": _plan(req, rec, "live")}
             with self.engine.sessions.one_session():
@@ -162,6 +162,29 @@ class MigrationService:
         finally:
             self.engine.resources.apart.discard(rec.uuid)
 
+    def _offline(self, rec: VmRecord, req: MigrationRequest, check_mode: bool) -> Dict[str, Any]:
+        """A stopped VM moves by ownership only (the row names the target; its disks must be
+        there). What this host kept of it while stopped (NVRAM, seed ISOs) is removed: a
+        UEFI VM starts there on a fresh copy of the firmware's variables."""
+        plan = _plan(req, rec, "offline")
+        warnings = []
+        if rec.spec.firmware == "uefi":
+            warnings.append(
+                "VM %s: its UEFI variables (NVRAM) stay on %s and are removed; it starts on %s with "
+                "the firmware's defaults" % (rec.name, rec.host, req.to)
+            )
+        if check_mode:
+            return {"changed": True, "vm": dict(rec.summary(), host=req.to), "plan": plan, "warnings": warnings}
+        if self.engine.process.is_alive(rec) or rec.status not in ("stopped", "crashed"):
+            raise StateError("VM %s is not stopped (status %s): it cannot move offline" % (rec.name, rec.status))
+        self.engine.resources.release_files(rec, keep_serial_log=False, keep_nvram=False)
+        source, rec.host = rec.host, req.to
+        records.save(
+            self.store, rec, [self._event_of(rec, "migrated", {"from": source, "to": req.to, "how": "offline"})]
+        )
+        moved = records.load(self.store, rec.name)
+        return {"changed": True, "vm": moved.summary(), "plan": plan, "warnings": warnings}
+
     # -- a request left by a task cut off half-way ------------------------------------------
     def settle(self, rec: VmRecord) -> None:
         """Finish a request a task cut off half-way left (the caller holds the VM's lock):
@@ -196,18 +219,17 @@ class MigrationService:
             pass  # QEMU is ending: the monitor cleans it up
 
     def _event(self, rec: VmRecord, kind: str, detail: Dict[str, Any]) -> None:
-        self.store.add_events(
-            [
-                {
-                    "vm_uuid": rec.uuid,
-                    "vm_name": rec.name,
-                    "host": self.engine.host_id,
-                    "kind": kind,
-                    "detail": detail,
-                    "at": event_time(),
-                }
-            ]
-        )
+        self.store.add_events([self._event_of(rec, kind, detail)])
+
+    def _event_of(self, rec: VmRecord, kind: str, detail: Dict[str, Any]) -> Dict[str, Any]:
+        return {
+            "vm_uuid": rec.uuid,
+            "vm_name": rec.name,
+            "host": self.engine.host_id,
+            "kind": kind,
+            "detail": detail,
+            "at": event_time(),
+        }
 
 
 def _plan(req: MigrationRequest, rec: VmRecord, how: str) -> Dict[str, Any]:
