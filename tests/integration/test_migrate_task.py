@@ -17,7 +17,7 @@ import threading
 import time
 
 import pytest
-from helpers import make_image
+from helpers import make_image, run_playbook
 from migration_target import HandTarget
 from monitor_proc import MonitorProcess
 from qemu_procs import qemu_processes
@@ -203,3 +203,24 @@ def test_a_running_vm_moves_to_the_target_and_a_failed_move_changes_nothing(two_
     assert records.load(a.store, "parked").host == "hv-b"
     assert "migrated" in [e["kind"] for e in a.store.list_events(parked["uuid"], limit=5)]
     assert not migrate.migrate({"name": "parked", "to": "hv-b"}, False)["changed"]
+
+
+@pytest.mark.playbook
+def test_the_drain_playbook_moves_every_running_vm(two_hosts, pg_url):
+    """playbooks/drain.yml on host A: both running VMs move to B together; a stopped one stays."""
+    a, monitor, (run_a, run_b, _storage) = two_hosts
+    uuids = [a.ensure(dict(VM, name=name, state="running"), False).vm["uuid"] for name in ("d1", "d2")]
+    a.ensure(dict(VM, name="d3", state="stopped"), False)
+    options = {"db_url": pg_url, "run_dir": run_a, "host_id": "hv-a"}
+    done = run_playbook(
+        "../../../playbooks/drain.yml",
+        {"drain_hosts": "localhost", "drain_to": "hv-b", "drain_parallel": 2, "drain_options": options},
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:] + monitor.log()
+    for name, uuid in zip(("d1", "d2"), uuids):
+        rec = records.load(a.store, name)
+        assert rec.host == "hv-b" and _qemus(uuid, run_b) == [rec.qemu_pid], name
+        assert _qemus(uuid, run_a) == [], name
+        assert '"name": "%s"' % name in done.stdout, done.stdout[-3000:]
+    assert done.stdout.count('"host": "hv-b"') == 2 and '"transferred_bytes"' in done.stdout, "each one reported"
+    assert records.load(a.store, "d3").host == "hv-a", "a stopped VM is not drained"
