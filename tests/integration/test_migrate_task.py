@@ -190,10 +190,22 @@ def test_a_running_vm_moves_to_the_target_and_a_failed_move_changes_nothing(two_
         assert kind in kinds, kinds
     print("migration: %s" % numbers)
 
-    # 7. Again to B: nothing to do.
+    # 7. A task cut off after "done" left files of A's side (journaled under <uuid>@hv-a): the
+    # next task on the VM from A removes them, and never B's QEMU, which the row names now.
+    leftover = os.path.join(run_a, uuid + ".pid")
+    with open(leftover, "w") as fh:
+        fh.write("%d\n" % rec.qemu_pid)  # even naming B's QEMU
+    a.store.journal_add(uuid + "@hv-a", "pidfile", leftover)
+    with pytest.raises(InfinivirtError) as err:
+        migrate.migrate({"name": "mover", "to": "hv-c"}, False)
+    assert "runs on host hv-b" in str(err.value), err.value
+    assert not os.path.exists(leftover) and a.store.journal_list(uuid + "@hv-a") == []
+    assert _qemus(uuid, run_b) == [rec.qemu_pid], "B's QEMU is not A's to end"
+
+    # 8. Again to B: nothing to do.
     assert not migrate.migrate({"name": "mover", "to": "hv-b"}, False)["changed"]
 
-    # 8. A stopped VM moves offline: ownership only, no monitor asked.
+    # 9. A stopped VM moves offline: ownership only, no monitor asked.
     parked = a.ensure(dict(VM, name="parked", state="stopped"), False).vm
     checked = migrate.migrate({"name": "parked", "to": "hv-b"}, True)
     assert checked["changed"] and checked["plan"]["how"] == "offline" and checked["vm"]["host"] == "hv-b"

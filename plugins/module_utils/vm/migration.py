@@ -12,6 +12,7 @@ cut off half-way leaves its request in the store: the next one on the VM finishe
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any, Dict, Optional
 
@@ -149,9 +150,8 @@ class MigrationService:
     def _leave(self, rec: VmRecord, target: str) -> None:
         """The guest runs on ``target`` and the row says so: this host's QEMU (paused since
         the stream completed), files, TAPs and rules go; they are journaled under
-        <uuid>@<this host> since the handover (store.handovers.side_key)."""
-        import dataclasses
-
+        <uuid>@<this host> since the handover (store.handovers.side_key). ``rec`` names this
+        host's files (its pidfile), not the row's."""
         gone = dataclasses.replace(rec, host=target, running_spec=None)
         self.engine.resources.apart.add(rec.uuid)
         try:
@@ -196,14 +196,27 @@ class MigrationService:
         state = found["state"]
         if state == DONE:
             if self.store.journal_list("%s@%s" % (rec.uuid, self.engine.host_id)):
-                self._leave(rec, found["target"])
+                from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.process import VmPaths
+
+                # the row names the target's files now: this host's QEMU is found by its own
+                paths = VmPaths.for_vm(self.engine.run_dir, rec.uuid)
+                mine = dataclasses.replace(rec, pidfile_path=paths.pidfile, qmp_socket_path=paths.qmp_socket)
+                self._leave(mine, found["target"])
             return
-        if state in FINAL or state == TAKING:
+        if state == TAKING:
+            raise StateError(
+                "VM %s: host %s is taking it over from an earlier migration; only that host's monitor "
+                "decides now: try again once it has (infinivirt_vm_info shows the VM's host)"
+                % (rec.name, found["target"])
+            )
+        if state in FINAL:
             if state in (ABORTED, REFUSED):
                 self._resume_if_paused(rec)
             return
-        if self.store.move_handover(rec.uuid, state, ABORTED, error="the migration task was cut off"):
-            self._event(rec, "migration_failed", {"error": "the migration task was cut off; aborted"})
+        if not self.store.move_handover(rec.uuid, state, ABORTED, error="the migration task was cut off"):
+            self.settle(rec)  # the target moved first: settle from what it says now
+            return
+        self._event(rec, "migration_failed", {"error": "the migration task was cut off; aborted"})
         self._resume_if_paused(rec)
 
     def _resume_if_paused(self, rec: VmRecord) -> None:
