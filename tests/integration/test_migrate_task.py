@@ -139,6 +139,10 @@ def test_a_running_vm_moves_to_the_target_and_a_failed_move_changes_nothing(two_
         time.sleep(0.05)
     assert a.store.get_handover(uuid)["state"] == "listening", monitor.log()
     assert len(_qemus(uuid, run_b)) == 1, "hv-b waits for the stream"
+    with pytest.raises(InfinivirtError) as err:  # a stop would let a paused source guest run here
+        a.ensure(dict(VM, state="stopped"), False)
+    assert "has an unfinished migration to hv-b (request listening" in str(err.value), err.value
+    assert _qemus(uuid, run_a) == [pid_a], "untouched"
 
     # 5. The target's QEMU is killed mid-stream (throttled to 1 Mbit/s: 32 MiB take minutes).
     stale = set(_qemus(uuid, run_b))

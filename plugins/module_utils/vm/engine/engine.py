@@ -41,6 +41,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.states im
     STOPPED,
 )
 
+UNFINISHED = ("requested", "listening", "sent", "taking")  # vm/model/migration.py's states before an end
+
 if TYPE_CHECKING:  # launch.py is start-only: a no-op task does not import it
     from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.launch import StartInputs
 
@@ -258,6 +260,7 @@ class Engine:
         ``qemu_status`` saves a QMP round trip when the caller has just asked QEMU."""
         rec.qemu_pid = self.process.live_pid(rec)
         if rec.qemu_pid is not None:
+            self.check_not_migrating(rec)  # shut_down lets a paused guest run to see the button
             self.process.shut_down(rec, timeout, force, qemu_status, self.sessions)
         self.resources.release_files(rec, keep_serial_log=True)
         self._mark_stopped(rec)
@@ -300,6 +303,19 @@ class Engine:
         self.resources.sync_firewall(rec)  # the VM's rules go with its TAPs
         records.save(self.store, rec, events() if events is not None else None)
 
+    def check_not_migrating(self, rec: VmRecord) -> None:
+        """A guest a migration from here left unfinished (its task was cut off) must not run
+        here again before the request is settled: the target may take it over meanwhile,
+        and two running copies corrupt its disks. infinivirt_migrate settles it (one store
+        read, on the acting paths only)."""
+        found = self.store.get_handover(rec.uuid)
+        if found is not None and found["source"] == self.host_id and found["state"] in UNFINISHED:
+            raise StateError(
+                "VM %s has an unfinished migration to %s (request %s, its task was cut off): run "
+                "infinivirt.core.infinivirt_migrate on it again to finish or abort it first"
+                % (rec.name, found["target"], found["state"])
+            )
+
     # -- pausing ----------------------------------------------------------------------
     def pause(self, rec: VmRecord) -> None:
         self.sessions.qmp(rec, "stop")
@@ -307,6 +323,7 @@ class Engine:
         records.save(self.store, rec)
 
     def resume(self, rec: VmRecord) -> None:
+        self.check_not_migrating(rec)
         self.sessions.qmp(rec, "cont")
         rec.status = RUNNING
         records.save(self.store, rec)
