@@ -55,7 +55,7 @@ def two_hosts(pg_url):
     ).start()
     yield a, monitor, dirs
     monitor.stop()
-    for pid in qemu_processes(dirs[0]) + qemu_processes(dirs[2]):  # QEMUs left by a failure
+    for pid in {pid for d in dirs for pid in qemu_processes(d)}:  # the VMs on either host (monitor stopped)
         os.kill(pid, 9)
     a.close()
     for d in dirs:
