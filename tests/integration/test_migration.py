@@ -1,113 +1,226 @@
 # Copyright (c) 2026, Infinivirt developers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Live migration (issue 23), the source half (vm/engine/outgoing.py) against real QEMU.
+"""Live migration (issue 23), the proof on one machine and one boot of the test guest.
 
-The guest boots once, under infinivirt (host A's run dir). Until the engine's incoming start
-exists, each target is a QEMU started here by hand (migration_target.py: the source's own
-command line in a second run dir, plus ``-incoming defer``): what the target host will run.
-It is told where to listen and let run by vm/engine/incoming.py. Proved: a target killed
-mid-stream and a timeout leave the source guest running; a completed stream the target did
-not take over is taken back (``cont``) with the guest's uptime continuing; a completed stream
-runs on the target as the same boot."""
+Two hosts are two network namespaces, each with its own host_id, run dir and bridge vmbr0,
+joined by a veth pair that carries the migration stream (10.77.0.1 / 10.77.0.2); a third
+namespace (the client) is on the same LAN as both bridges. Both hosts share one PostgreSQL
+store, reached through its UNIX socket (the server listens on the root namespace's
+loopback only). Each host's monitor and its tasks run inside its namespace (host_task.py).
+No PID namespace is needed: a host's engine knows its own QEMU by the VM's UUID *and* its
+own run dir's pidfile (QemuProcess.kill_all).
+
+Proved, in order: the guest moves A -> B while it counts on its console, with its uptime and
+counter going on (no restart), its firewall rules following it, answering pings from the
+client after the move; A has no QEMU, TAP, rule or journal entry of it left and the row says
+B. Then a move back whose target QEMU is killed mid-stream (throttled) leaves it running on
+B, owned by B, and nothing on A."""
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+import uuid as uuidlib
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import serial_report
-from helpers import wait_ready
-from migration_target import HandTarget
+from helpers import guest_nics, links, nft_mentions, wait_for, wait_ready
+from monitor_proc import MonitorProcess
+from qemu_procs import qemu_processes
 
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.incoming import listen, take_over
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.outgoing import MigrationFailed, recover, send
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.migration import validate_request
+from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import open_store
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.process import VmPaths
 
-pytestmark = [pytest.mark.qemu, pytest.mark.guest, pytest.mark.slow]
+pytestmark = [pytest.mark.qemu, pytest.mark.guest, pytest.mark.postgres, pytest.mark.netns, pytest.mark.slow]
 
-
-def _uptime(sock):
-    rc, out = serial_report.channel_command(sock, "cat /proc/uptime", timeout=60)
-    assert rc == 0, out
-    return float(out.strip().splitlines()[-1].split()[0])
+HOST_TASK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "host_task.py")
+PG_DIR = os.environ.get("INFINIVIRT_PG_DIR", "/var/tmp/infinivirt-pg")
+GUEST_IP = "10.88.0.10"
+RULE = {"direction": "in", "protocol": "tcp", "ports": [7001], "action": "drop"}  # its own rules to follow it
+COUNTER = "(i=0; while :; do i=$((i+1)); echo tick=$i >/dev/ttyS0; sleep 1; done) </dev/null >/dev/null 2>&1 &"
 
 
-def _target(source_pid, run_a, port, rec):
-    """A hand-started target (migration_target.py) told where to listen by incoming.listen."""
-    target = HandTarget(source_pid, run_a, port)
-    target.rec = dataclasses.replace(rec, qmp_socket_path=target.qmp)  # the VM as the target sees it
-    listen(target.call, target.rec, validate_request({"name": rec.name, "to": "hv-b"}, "hv-a"), target.uri)
-    return target
+def _ip(*args):
+    subprocess.run(["ip"] + list(args), check=True)
+
+
+def _socket_url(url):
+    """The same database through the server's UNIX socket (any network namespace)."""
+    parts = urlsplit(url)
+    port = parts.port or 5432
+    netloc = "%s:%s@" % (parts.username, parts.password)
+    return urlunsplit(parts._replace(netloc=netloc, query="host=%s&port=%d" % (PG_DIR, port)))
+
+
+class Lab:
+    """Hosts hv-a and hv-b (namespaces, bridges, run dirs, monitors) and a client."""
+
+    def __init__(self, db_url):
+        tag = uuidlib.uuid4().hex[:6]
+        self.db_url = db_url
+        self.ns = {"hv-a": "ivma-" + tag, "hv-b": "ivmb-" + tag, "client": "ivmc-" + tag}
+        self.addr = {"hv-a": "10.77.0.1", "hv-b": "10.77.0.2"}
+        self.run = {h: tempfile.mkdtemp(prefix="iv-%s-" % h) for h in ("hv-a", "hv-b")}
+        self.monitors = {}
+        for ns in self.ns.values():
+            _ip("netns", "add", ns)
+            _ip("-n", ns, "link", "set", "lo", "up")
+        _ip("-n", self.ns["client"], "link", "add", "lan", "type", "bridge")
+        _ip("-n", self.ns["client"], "addr", "add", "10.88.0.1/24", "dev", "lan")
+        _ip("-n", self.ns["client"], "link", "set", "lan", "up")
+        _ip("link", "add", "mga-" + tag, "type", "veth", "peer", "name", "mgb-" + tag)
+        for host, side in (("hv-a", "a"), ("hv-b", "b")):
+            ns = self.ns[host]
+            _ip("-n", ns, "link", "add", "vmbr0", "type", "bridge")
+            _ip("-n", ns, "link", "set", "vmbr0", "up")
+            veth = "mg%s-%s" % (side, tag)  # the stream's link
+            _ip("link", "set", veth, "netns", ns)
+            _ip("-n", ns, "addr", "add", self.addr[host] + "/24", "dev", veth)
+            _ip("-n", ns, "link", "set", veth, "up")
+            lan, uplink = "l%s-%s" % (side, tag), "u%s-%s" % (side, tag)  # vmbr0 <-> the client's LAN
+            _ip("link", "add", lan, "type", "veth", "peer", "name", uplink)
+            _ip("link", "set", lan, "netns", ns)
+            _ip("-n", ns, "link", "set", lan, "master", "vmbr0", "up")
+            _ip("link", "set", uplink, "netns", self.ns["client"])
+            _ip("-n", self.ns["client"], "link", "set", uplink, "master", "lan", "up")
+
+    def monitor(self, host):
+        log = os.path.join(self.run[host], "monitor.log")
+        mon = MonitorProcess(self.db_url, self.run[host], host, log, extra=["--migration-address", self.addr[host]])
+        mon.argv = ["ip", "netns", "exec", self.ns[host]] + mon.argv
+        self.monitors[host] = mon.start()
+
+    def task(self, host, action, params):
+        job = {"db_url": self.db_url, "run_dir": self.run[host], "host_id": host, "action": action, "params": params}
+        done = subprocess.run(
+            ["ip", "netns", "exec", self.ns[host], sys.executable, HOST_TASK, json.dumps(job)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    def pings(self):
+        argv = ["ip", "netns", "exec", self.ns["client"], "busybox", "ping", "-c", "2", "-W", "2", GUEST_IP]
+        return subprocess.run(argv, capture_output=True, check=False).returncode == 0
+
+    def qemus(self, uuid, host):
+        """The VM's QEMUs started from ``host``'s run dir (its monitor's argv names it too)."""
+        return sorted(set(qemu_processes(uuid)) & set(qemu_processes(self.run[host])))
+
+    def close(self):
+        for mon in self.monitors.values():
+            mon.stop()
+        for run in self.run.values():
+            for pid in set(qemu_processes(run)) - {m.proc.pid for m in self.monitors.values()}:
+                os.kill(pid, 9)
+            shutil.rmtree(run, ignore_errors=True)
+        for ns in self.ns.values():
+            subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
 @pytest.fixture
-def source(service, guest_params, workdir):
-    params = dict(guest_params, name="mover", state="running", memory_mb=128, console_socket=True)
-    vm = service.ensure(params, False).vm
+def lab(pg_url):
+    lab = Lab(_socket_url(pg_url))
+    try:
+        lab.monitor("hv-a")
+        lab.monitor("hv-b")
+        yield lab
+    finally:
+        lab.close()
+
+
+def _shell(sock, command, timeout=60):
+    rc, out = serial_report.channel_command(sock, command, timeout=timeout)
+    assert rc == 0, out
+    return out
+
+
+def _uptime(sock):
+    return float(_shell(sock, "cat /proc/uptime").strip().splitlines()[-1].split()[0])
+
+
+def _ticks(serial_log):
+    with open(serial_log, errors="replace") as fh:
+        return [int(n) for n in re.findall(r"tick=(\d+)", fh.read())]
+
+
+def test_a_running_guest_moves_between_hosts_and_a_killed_target_changes_nothing(lab, guest_params):
+    params = dict(guest_params, name="mover", memory_mb=128, console_socket=True, state="running")
+    vm = lab.task("hv-a", "vm", dict(params, nics=[{"bridge": "vmbr0"}]))["vm"]
+    uuid, tap = vm["uuid"], vm["taps"][0]
     wait_ready(vm["serial_log"])
-    rec = records.load(service.store, "mover")
-    yield service, rec, vm
-    service.ensure({"name": "mover", "state": "absent", "force": True, "stop_timeout": 0}, False)
+    sock_a = vm["console_socket_path"]
+    nics, _pci = guest_nics(sock_a)
+    name = next(n["name"] for n in nics if n["mac"] == vm["nics"][0]["mac"])
+    _shell(sock_a, "ip addr add %s/24 dev %s && ip link set %s up" % (GUEST_IP, name, name))
+    _shell(sock_a, COUNTER)
+    assert wait_for(lab.pings, 20), "the client reaches the guest on A"
+    rules = {"scope": "vm", "name": "mover", "anti_spoofing": False, "rules": [RULE]}
+    assert lab.task("hv-a", "firewall", rules).get("changed"), "a rule set of its own"
+    assert lab.pings(), "its rules let pings through"
+    assert nft_mentions(lab.ns["hv-a"], uuid), "its rules on A"
+    before = _uptime(sock_a)
+    assert wait_for(lambda: _ticks(vm["serial_log"]), 10), "the guest counts on its console"
+    counted_a = _ticks(vm["serial_log"])  # A's console log goes with A's side
 
-
-def test_the_source_keeps_the_guest_until_a_target_runs_it(source, workdir):
-    service, rec, vm = source
-    qmp = service.engine.sessions.qmp
-    run_a = os.path.dirname(rec.pidfile_path)
-    sock = vm["console_socket_path"]
-    before = _uptime(sock)
-
-    # 1. The target QEMU is killed mid-stream (throttled to 8 Mbit/s so there is time).
-    target = _target(vm["pid"], run_a, 47311, rec)
-    slow = validate_request({"name": "mover", "to": "hv-b", "bandwidth_mbit": 8}, "hv-a")
-    killer = threading.Timer(1.5, target.kill)
-    killer.start()
-    with pytest.raises(MigrationFailed) as err:
-        send(qmp, rec, slow, target.uri, time.monotonic() + 60)
-    killer.join()
-    assert "failed" in str(err.value)
-    assert qmp(rec, "query-status")["status"] == "running"
-    assert _uptime(sock) > before, "the same boot goes on at the source"
-
-    # 2. Out of time: cancelled, the source runs.
-    target = _target(vm["pid"], run_a, 47312, rec)
+    # 1. A -> B, live.
+    began = time.monotonic()
+    moved = lab.task("hv-a", "migrate", {"name": "mover", "to": "hv-b", "max_downtime_ms": 100})
+    took = time.monotonic() - began
+    assert moved.get("changed") and moved["vm"]["host"] == "hv-b", moved
+    paths_b = VmPaths.for_vm(lab.run["hv-b"], uuid)
+    assert _uptime(paths_b.console_socket) > before, "the guest's clock went on: no restart"
+    assert wait_for(lambda: _ticks(paths_b.serial_log), 10), "the counter goes on, on B's console"
+    assert _ticks(paths_b.serial_log)[0] >= counted_a[-1], (counted_a[-3:], _ticks(paths_b.serial_log)[:3])
+    with open(paths_b.serial_log, errors="replace") as fh:
+        assert "boot kernel=" not in fh.read(), "B's console shows no new boot"
+    assert lab.pings(), "the client reaches the guest on B"
+    store = open_store(lab.db_url)
     try:
-        with pytest.raises(MigrationFailed) as err:
-            send(qmp, rec, slow, target.uri, time.monotonic() + 1)
-        assert "did not complete within timeout" in str(err.value)
-        assert qmp(rec, "query-status")["status"] == "running"
-    finally:
-        target.kill()
+        row = store.get_vm("mover")
+        assert (row.host, row.qemu_pid) == ("hv-b", lab.qemus(uuid, "hv-b")[0]), "the row says B and B's QEMU"
+        assert lab.qemus(uuid, "hv-a") == [], "no QEMU of it on A"
+        assert tap not in links(lab.ns["hv-a"]) and tap in links(lab.ns["hv-b"]), "its TAP moved"
+        assert not nft_mentions(lab.ns["hv-a"], uuid) and nft_mentions(lab.ns["hv-b"], uuid), "its rules moved"
+        assert store.journal_list(uuid + "@hv-a") == [] and store.journal_list(uuid + "@hv-b") == []
+        assert not any(uuid in f for f in os.listdir(lab.run["hv-a"])), os.listdir(lab.run["hv-a"])
+        numbers = moved["migration"]
+        print("A -> B: %.2f s task, %s" % (took, numbers))
 
-    # 3. Completed, but the target does not take over: the source takes the guest back.
-    target = _target(vm["pid"], run_a, 47313, rec)
-    fast = validate_request({"name": "mover", "to": "hv-b"}, "hv-a")
-    try:
-        done = send(qmp, rec, fast, target.uri, time.monotonic() + 120)
-        assert qmp(rec, "query-status")["status"] == "postmigrate"
-        assert done["transferred_bytes"] > 1_000_000 and done["downtime_ms"] is not None
-    finally:
-        target.kill()
-    with pytest.raises(MigrationFailed):
-        take_over(target.call, target.rec, time.monotonic() + 5)  # its QEMU is gone: no take-over
-    recover(qmp, rec)
-    assert qmp(rec, "query-status")["status"] == "running"
-    middle = _uptime(sock)
-    assert middle > before
+        # 2. B -> A, throttled; A's incoming QEMU is killed mid-stream: nothing changes.
+        def kill_target():
+            if wait_for(lambda: lab.qemus(uuid, "hv-a"), 20):
+                time.sleep(1.0)  # the stream is under way
+                for pid in lab.qemus(uuid, "hv-a"):
+                    os.kill(pid, 9)
 
-    # 4. Completed, and the target runs it: the same boot (uptime goes on, no new boot).
-    target = _target(vm["pid"], run_a, 47314, rec)
-    try:
-        done = send(qmp, rec, fast, target.uri, time.monotonic() + 120)
-        take_over(target.call, target.rec, time.monotonic() + 30)
-        assert target.status() == "running"
-        assert _uptime(target.console) > middle, "the guest's clock went on: no restart"
-        with open(target.serial) as fh:
-            assert "boot kernel=" not in fh.read(), "the target's console shows no new boot"
+        killer = threading.Thread(target=kill_target)
+        killer.start()
+        failed = lab.task("hv-b", "migrate", {"name": "mover", "to": "hv-a", "bandwidth_mbit": 8, "timeout": 60})
+        killer.join()
+        assert "was not migrated and runs on hv-b as before" in failed.get("error", ""), failed
+        row = store.get_vm("mover")
+        assert (row.host, row.qemu_pid) == ("hv-b", lab.qemus(uuid, "hv-b")[0]), "still B's"
+        ticks = len(_ticks(paths_b.serial_log))
+        assert wait_for(lambda: len(_ticks(paths_b.serial_log)) > ticks, 10), "the guest runs on B"
+        assert lab.pings(), "and answers"
+        assert wait_for(lambda: store.journal_list(uuid + "@hv-a") == [], 10), "A's side cleaned"
+        assert lab.qemus(uuid, "hv-a") == [] and tap not in links(lab.ns["hv-a"])
+        assert not nft_mentions(lab.ns["hv-a"], uuid), "no rule of it on A"
+        assert not any(uuid in f for f in os.listdir(lab.run["hv-a"])), os.listdir(lab.run["hv-a"])
+        kinds = [e["kind"] for e in store.list_events(uuid, limit=30)]
+        assert {"migration_started", "migrated_in", "migrated", "migration_failed"} <= set(kinds), kinds
     finally:
-        target.kill()
+        store.close()

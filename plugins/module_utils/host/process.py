@@ -122,9 +122,19 @@ def process_runs_vm(pid: Optional[int], uuid: str, proc_root: str = "/proc") -> 
     return _holds(pid, proc_root, match)
 
 
-def vm_processes(uuid: str, proc_root: str = "/proc") -> List[int]:
-    """Every live QEMU started for this VM."""
-    return [int(e) for e in os.listdir(proc_root) if e.isdigit() and process_runs_vm(int(e), uuid, proc_root)]
+def vm_processes(uuid: str, proc_root: str = "/proc", pidfile: Optional[str] = None) -> List[int]:
+    """Every live QEMU started for this VM; with ``pidfile``, only those started to write it
+    (``-pidfile PATH``): this host's, when a migration target on the same machine runs the
+    same UUID from another run dir."""
+    found = [int(e) for e in os.listdir(proc_root) if e.isdigit() and process_runs_vm(int(e), uuid, proc_root)]
+    if pidfile is None:
+        return found
+    wanted = [b"-pidfile", pidfile.encode()]
+    return [pid for pid in found if _has_pair(_cmdline(pid, proc_root), wanted)]
+
+
+def _has_pair(args: List[bytes], pair: List[bytes]) -> bool:
+    return any(args[i : i + 2] == pair for i in range(len(args) - 1))
 
 
 def processes_carrying(marker: str, proc_root: str = "/proc") -> List[int]:

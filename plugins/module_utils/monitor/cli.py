@@ -48,6 +48,11 @@ def parse(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--lock-timeout", type=float, default=60.0)
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between store scans")
     parser.add_argument("--boot-id-file", default=BOOT_ID, help="what tells one host boot from the next")
+    parser.add_argument(
+        "--migration-address",
+        default=None,
+        help="the address of this host that migration sources connect to (none: migrations here are refused)",
+    )
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     args = parser.parse_args(argv)
     if args.poll <= 0:
@@ -87,7 +92,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except InfinivirtError as exc:
         log.error("%s", exc)
         return 2
-    monitor = Monitor(open_context, poll=args.poll, boot_id_file=args.boot_id_file)
+    monitor = Monitor(
+        open_context, poll=args.poll, boot_id_file=args.boot_id_file, migration_address=args.migration_address
+    )
     if args.once:
         return monitor.once()
     lock_fd = hold_lock(args.run_dir, log)

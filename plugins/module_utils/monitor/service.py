@@ -59,6 +59,7 @@ OUTBOX_MAX = 10000  # events kept in memory while the store is away
 RESTART_BURST = 3  # restarts of one VM allowed within RESTART_WINDOW seconds
 RESTART_WINDOW = 60.0
 CLEANUP_ATTEMPTS = 5
+RECEIVING_POLL = 0.02  # seconds between looks at an incoming migration's QEMU
 PAUSE_LOCK_WAIT = 0.2  # a task holding the VM sets its status itself
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 AUTOSTART_MARKER = "autostart.boot"
@@ -73,6 +74,7 @@ class Monitor:
         poll: float = 0.5,
         log: Optional[logging.Logger] = None,
         boot_id_file: str = BOOT_ID,
+        migration_address: Optional[str] = None,
     ):
         self.open_context = open_context
         self.poll = poll
@@ -89,6 +91,8 @@ class Monitor:
         self.outbox: Deque[Dict[str, Any]] = collections.deque(maxlen=OUTBOX_MAX)
         self.stopping = False
         self._store_down_since: Optional[float] = None
+        self.migration_address = migration_address  # where sources reach this host's QEMUs
+        self.receiver = None  # monitor.receiving.Receiver, made when a migration request comes
 
     # -- the store, reopened after an outage ----------------------------------------------
     def _service(self) -> Optional[Engine]:
@@ -167,10 +171,14 @@ class Monitor:
         last_refresh = time.monotonic()
         while not self.stopping:
             try:
-                for key, _mask in self.selector.select(timeout=self.poll):
+                receiving = self.receiver is not None and self.receiver.busy()
+                for key, _mask in self.selector.select(timeout=RECEIVING_POLL if receiving else self.poll):
                     self._read(key.fileobj)
+                if receiving:
+                    self.receive()  # the guest waits paused while the stream ends: downtime
                 if time.monotonic() - last_refresh >= self.poll:
                     self.refresh()
+                    self.receive()
                     last_refresh = time.monotonic()
                 self.settle()
                 self.flush()
@@ -224,6 +232,22 @@ class Monitor:
             self.watching[rec.uuid] = conn
             self.selector.register(conn, selectors.EVENT_READ)
             self.log.info("following VM %s (PID %s)", rec.name, pid)
+
+    def receive(self) -> None:
+        """Answer and follow the migrations to this host (monitor/receiving.py)."""
+        svc = self._service()
+        if svc is None:
+            return
+        try:
+            if self.receiver is None:
+                if not svc.store.handovers_to(svc.host_id, ["requested", "listening", "sent", "taking"]):
+                    return  # the receiving code is loaded by the first request only
+                from ansible_collections.infinivirt.core.plugins.module_utils.monitor.receiving import Receiver
+
+                self.receiver = Receiver(self.migration_address, self.log, self.record)
+            self.receiver.poll(svc)
+        except StoreError as exc:
+            self._store_failed(exc)
 
     def _drain(self, conn: EventConnection) -> None:
         """Read what is still waiting on a stream whose QEMU is gone (its SHUTDOWN, say)."""

@@ -20,8 +20,16 @@ from ansible_collections.infinivirt.core.plugins.module_utils.store.vms import V
 HANDOVER_COLUMNS = ("vm_uuid", "vm_name", "source", "target", "state", "options", "uri", "error")
 
 
+def side_key(vm_uuid: str, host: str) -> str:
+    """The resource journal's key for one side of a VM that has two QEMUs (a migration):
+    the incoming start journals under ``<uuid>@<target>``; at the handover the source's
+    entries move to ``<uuid>@<source>`` and the target's to ``<uuid>``, so each side
+    releases exactly its own files and TAPs (the same names on both hosts)."""
+    return "%s@%s" % (vm_uuid, host)
+
+
 class HandoverStore:
-    """Needs the host store's ``transaction`` and ``_read``."""
+    """Needs the host store's ``transaction``, ``_read`` and ``_insert_events``."""
 
     def open_handover(self, vm_uuid: str, vm_name: str, source: str, target: str, options: Dict[str, Any]) -> None:
         """A new request (state ``requested``); an earlier, finished one of the VM is replaced.
@@ -62,11 +70,19 @@ class HandoverStore:
             )
             return cur.raw.rowcount == 1
 
-    def finish_handover(self, vm_uuid: str, source: str, target: str, vm_values: Dict[str, Any]) -> bool:
+    def finish_handover(
+        self,
+        vm_uuid: str,
+        source: str,
+        target: str,
+        vm_values: Dict[str, Any],
+        events: Optional[List[Dict[str, Any]]] = None,
+    ) -> bool:
         """``taking`` -> ``done`` and the VM's row to ``target`` with the target QEMU's run
-        columns (``vm_values``, vms columns: pid, start time, paths...), in one transaction,
-        only if the request is ``taking`` and the row still names ``source``. Returns whether
-        it happened (nothing is changed otherwise)."""
+        columns (``vm_values``, vms columns: pid, start time, paths...) and the resource
+        journal's keys swapped (see side_key) and ``events`` (see add_events), in one
+        transaction, only if the request is ``taking`` and the row still names ``source``.
+        Returns whether it happened (nothing is changed otherwise)."""
         names = sorted(vm_values)
         unknown = [n for n in names if n not in VM_COLUMNS or n in ("uuid", "host", "version", "updated_at")]
         if unknown:
@@ -87,6 +103,11 @@ class HandoverStore:
                 )
                 if cur.raw.rowcount != 1:
                     raise _NotNow()
+                # The journal follows the row: the source's entries are the source's leftovers now.
+                cur.execute("UPDATE resources SET vm_uuid = ? WHERE vm_uuid = ?", (side_key(vm_uuid, source), vm_uuid))
+                cur.execute("UPDATE resources SET vm_uuid = ? WHERE vm_uuid = ?", (vm_uuid, side_key(vm_uuid, target)))
+                if events:
+                    self._insert_events(cur, events)
         except _NotNow:  # rolled back by the transaction
             return False
         return True

@@ -72,7 +72,7 @@ def seed_iso(engine, rec: VmRecord) -> Optional[str]:
     files = cloud_init.seed_files(option, rec.uuid)
     path = seed_path(engine.resources.nvram_dir, rec.uuid)
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    engine.store.journal_add(rec.uuid, CLOUD_INIT_SEED, path)  # first: removed with the VM
+    engine.store.journal_add(engine.resources.key(rec), CLOUD_INIT_SEED, path)  # first: removed with the VM
     if _sha256(path) != hashlib.sha256(iso_bytes(files)).hexdigest():
         write_iso(path, files)
     return path

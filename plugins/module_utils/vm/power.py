@@ -37,6 +37,26 @@ def start_vm(
     The caller holds the VM's lock. ``events`` are written with the row once it runs.
     ``pci``: the vm.passthrough.PciService to ask (default: one on the context's sysfs).
     Returns warnings."""
+    inputs = _start_inputs(engine, rec, bridges, pci, paused=paused, events=tuple(events))
+    rec.host = engine.host_id  # a stopped VM moves to the host that starts it
+    return engine.start(rec, inputs)
+
+
+def receive_vm(engine: Engine, rec: VmRecord, incoming, bridges: Optional[Dict[str, str]] = None) -> VmRecord:
+    """Start ``rec`` (the source's row) here as a migration target (``incoming``:
+    vm.engine.launch.Incoming), gathered as start_vm gathers a start; returns the VM as
+    this host runs it (Engine.start_incoming). Its files are journaled apart from the
+    source's from the first one (HostResources.key)."""
+    engine.resources.apart.add(rec.uuid)
+    try:
+        return engine.start_incoming(rec, _start_inputs(engine, rec, bridges, None, incoming=incoming))
+    except BaseException:
+        engine.resources.apart.discard(rec.uuid)
+        raise
+
+
+def _start_inputs(engine: Engine, rec: VmRecord, bridges: Optional[Dict[str, str]], pci, **more: Any):
+    """What Engine.start needs besides the record (launch.StartInputs), read and checked."""
     from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.launch import StartInputs  # start-only
 
     bridges = nic_bridges(engine, rec.spec) if bridges is None else bridges
@@ -58,19 +78,14 @@ def start_vm(
 
         pci = PciService(engine, SysfsRoot(engine.ctx.sysfs_root))
     host_devices = pci.devices_for_start(rec)  # before the row moves to this host
-    rec.host = engine.host_id  # a stopped VM moves to the host that starts it
-    return engine.start(
-        rec,
-        StartInputs(
-            paused=paused,
-            graphics_password=password,
-            disk_keys=keys,
-            nic_bridges=bridges,
-            host_devices=host_devices,
-            events=tuple(events),
-            cloud_init_iso=seed,
-            unattend_iso=answers,
-        ),
+    return StartInputs(
+        graphics_password=password,
+        disk_keys=keys,
+        nic_bridges=bridges,
+        host_devices=host_devices,
+        cloud_init_iso=seed,
+        unattend_iso=answers,
+        **more,
     )
 
 

@@ -95,7 +95,7 @@ def media_iso(engine, rec: VmRecord) -> Optional[str]:
         raise StateError("VM %s: its unattend files are not in the database as planned; set unattend again" % rec.name)
     path = media_path(engine.resources.nvram_dir, rec.uuid)
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    engine.store.journal_add(rec.uuid, UNATTEND_MEDIA, path)  # first: removed with the VM
+    engine.store.journal_add(engine.resources.key(rec), UNATTEND_MEDIA, path)  # first: removed with the VM
     if _sha256(path) != hashlib.sha256(tree_iso_bytes(files, unattend.LABEL)).hexdigest():
         write_iso(path, files, unattend.LABEL, tree=True)
     return path

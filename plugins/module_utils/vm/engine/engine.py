@@ -41,6 +41,8 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.states im
     STOPPED,
 )
 
+UNFINISHED = ("requested", "listening", "sent", "taking")  # vm/model/migration.py's states before an end
+
 if TYPE_CHECKING:  # launch.py is start-only: a no-op task does not import it
     from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.launch import StartInputs
 
@@ -70,7 +72,7 @@ class Engine:
         self._caps_cached = False  # whether probe-cache.json holds self._caps
         self.process = QemuProcess(ctx.run_dir, host_paths, start_timeout)
         self.sessions = QmpSessions(self.process, qmp_timeout)
-        self.resources = HostResources(ctx.store, ctx.nvram_dir, host_paths, ctx.storage_roots, firewall)
+        self.resources = HostResources(ctx.store, ctx.nvram_dir, host_paths, ctx.storage_roots, firewall, ctx.host_id)
 
     @classmethod
     def of(
@@ -132,7 +134,8 @@ class Engine:
     # -- starting ---------------------------------------------------------------------
     def start(self, rec: VmRecord, inputs: StartInputs) -> List[str]:
         """Start the VM and return warnings. On failure nothing of it is left behind.
-        The display password reaches QEMU over QMP while the guest is still paused."""
+        The display password reaches QEMU over QMP while the guest is still paused.
+        With ``inputs.incoming`` it is a migration target's start (start_incoming)."""
         if rec.spec.graphics_password_set and inputs.graphics_password is None:
             raise StateError("VM %s: its display password could not be read" % rec.name)
         if self.process.is_alive(rec):
@@ -142,7 +145,7 @@ class Engine:
 
         after_abort = CRASHED if rec.status == CRASHED else STOPPED  # a failed start keeps the crash mark
         hugepages = self.resources.admit_memory(rec)  # before anything is recorded or made
-        plan = dataclasses.replace(launch.prepare(self, rec), hugepage_path=hugepages)
+        plan = dataclasses.replace(launch.prepare(self, rec, inputs.incoming is not None), hugepage_path=hugepages)
         try:
             self.resources.make_taps(rec, rec.spec.nics, inputs.nic_bridges)
             if rec.spec.graphics_type == "spice" or rec.spec.shared_dirs:
@@ -152,6 +155,8 @@ class Engine:
             self.abort_start(rec, after_abort)
             raise
         self._bring_up(rec, rc, stderr, inputs, after_abort)
+        if inputs.incoming is not None:
+            return plan.warnings  # the row is the source's until the handover
         rec.status = PAUSED if inputs.paused else RUNNING
         records.save(self.store, rec, list(inputs.events))
         return plan.warnings
@@ -165,7 +170,9 @@ class Engine:
 
     def _bring_up(self, rec: VmRecord, rc: int, stderr: str, inputs: StartInputs, after_abort: str) -> None:
         """Check the paused QEMU, apply the firewall and the display password, then let the
-        guest run (unless asked paused). Any failure ends the start with nothing left."""
+        guest run (unless asked paused). Any failure ends the start with nothing left.
+        A migration target's QEMU waits for the stream (``inmigrate``): it is told where to
+        listen instead, and neither the row nor ``cont`` is its to do."""
         from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import launch
 
         qmp = self.sessions.qmp
@@ -180,9 +187,11 @@ class Engine:
             if rec.qemu_pid is None or rec.qemu_started is None:
                 raise QemuError("VM %s: QEMU exited right after starting" % rec.name)
             status = qmp(rec, "query-status")["status"]
-            if status != "prelaunch":
-                raise QemuError("VM %s: expected QEMU in prelaunch state, found %s" % (rec.name, status))
-            launch.record_machine(qmp, rec)  # its first start: the machine version to keep
+            expected = "prelaunch" if inputs.incoming is None else "inmigrate"
+            if status != expected:
+                raise QemuError("VM %s: expected QEMU in %s state, found %s" % (rec.name, expected, status))
+            if inputs.incoming is None:
+                launch.record_machine(qmp, rec)  # its first start: the machine version to keep
             self.resources.sync_firewall(rec)  # before the guest sends its first frame
             if rec.spec.graphics_type == "vnc":
                 rec.launch_graphics_port = self.sessions.setup_vnc(rec, inputs.graphics_password)
@@ -191,6 +200,9 @@ class Engine:
             spec = rec.spec
             if spec.memory_balloon or spec.cpu_pinning or spec.emulator_cpus or spec.iothread_cpus:
                 self.tuner().at_start(rec)  # pins and balloon before the guest runs
+            if inputs.incoming is not None:  # the row is the source's; the guest runs after the stream
+                launch.listen_incoming(qmp, rec, inputs.incoming)
+                return
             records.save(self.store, rec)  # PID and display port known even if we die after cont
             if not inputs.paused:
                 qmp(rec, "cont")
@@ -200,6 +212,30 @@ class Engine:
                 raise
             raise QemuError("VM %s: unexpected QMP reply while starting: %r" % (rec.name, exc)) from exc
 
+    def start_incoming(self, rec: VmRecord, inputs: StartInputs) -> VmRecord:
+        """A migration target's start (issue 23): the same start as any (TAPs, firewall,
+        display password, LUKS keys, hugepages, the recorded machine), QEMU waiting for the
+        stream (``-incoming defer``, then ``migrate-incoming`` on ``inputs.incoming.uri``).
+        ``rec`` is the source's row; the returned copy is the VM as this host runs it (its
+        own run dir's files, this host). Nothing is written to the row, this side's files
+        are journaled apart (HostResources.key) and the other side's are not touched."""
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.launch import recorded_machine
+
+        if inputs.incoming is None:
+            raise ValueError("start_incoming needs inputs.incoming")
+        if rec.spec.machine_type and recorded_machine(rec) is None:  # the alias may mean another version here
+            raise StateError(
+                "VM %s has no recorded machine version (a start from before version recording): "
+                "restart it on %s once, then migrate it" % (rec.name, rec.host)
+            )
+        mine = dataclasses.replace(
+            rec, host=self.host_id, pidfile_path=None, qmp_socket_path=None, serial_log_path=None
+        )
+        mine.qemu_pid = mine.qemu_started = None
+        self.resources.apart.add(rec.uuid)
+        self.start(mine, inputs)
+        return mine
+
     def abort_start(self, rec: VmRecord, status: str = STOPPED) -> None:
         """End a start that did not finish: its QEMU (ours only), files, TAPs, row, rules.
         The last run's serial log (``.1``) stays: after a crash it is the evidence. The row
@@ -208,10 +244,24 @@ class Engine:
         self.process.kill_all(rec)
         self.resources.release_files(rec, keep_serial_log=True)
         current = rec.serial_log_path
-        if current and ("serial_log", current) in self.store.journal_list(rec.uuid):
+        if current and ("serial_log", current) in self.store.journal_list(self.resources.key(rec)):
             self.resources.remove_file(rec, "serial_log", current)  # or the next start rotates it over the .1
+        if rec.uuid in self.resources.apart:
+            self.abort_incoming(rec)
+            return
         with contextlib.suppress(InfinivirtError):  # the start's own error is the one to report
             self._mark_stopped(rec, status)
+
+    def abort_incoming(self, rec: VmRecord) -> None:
+        """End a migration target's side (``rec`` as start_incoming returned it): its QEMU,
+        files (NVRAM and seeds too: the source keeps the VM's), TAPs and rules; not the row,
+        which is the source's, nor the source's journal entries."""
+        self.sessions.close_session()
+        self.process.kill_all(rec)
+        self.resources.release_files(rec, keep_serial_log=False, keep_nvram=False)
+        stopped = dataclasses.replace(rec, running_spec=None)
+        self.resources.sync_firewall(stopped)  # its rules go with its TAPs
+        self.resources.apart.discard(rec.uuid)
 
     # -- stopping ---------------------------------------------------------------------
     def stop(self, rec: VmRecord, timeout: float, force: bool, qemu_status: Optional[str] = None) -> None:
@@ -221,6 +271,7 @@ class Engine:
         ``qemu_status`` saves a QMP round trip when the caller has just asked QEMU."""
         rec.qemu_pid = self.process.live_pid(rec)
         if rec.qemu_pid is not None:
+            self.check_not_migrating(rec)  # shut_down lets a paused guest run to see the button
             self.process.shut_down(rec, timeout, force, qemu_status, self.sessions)
         self.resources.release_files(rec, keep_serial_log=True)
         self._mark_stopped(rec)
@@ -265,6 +316,19 @@ class Engine:
         self.resources.sync_firewall(rec)  # the VM's rules go with its TAPs
         records.save(self.store, rec, events() if events is not None else None)
 
+    def check_not_migrating(self, rec: VmRecord) -> None:
+        """A guest a migration from here left unfinished (its task was cut off) must not run
+        here again before the request is settled: the target may take it over meanwhile,
+        and two running copies corrupt its disks. infinivirt_migrate settles it (one store
+        read, on the acting paths only)."""
+        found = self.store.get_handover(rec.uuid)
+        if found is not None and found["source"] == self.host_id and found["state"] in UNFINISHED:
+            raise StateError(
+                "VM %s has an unfinished migration to %s (request %s, its task was cut off): run "
+                "infinivirt.core.infinivirt_migrate on it again to finish or abort it first"
+                % (rec.name, found["target"], found["state"])
+            )
+
     # -- pausing ----------------------------------------------------------------------
     def pause(self, rec: VmRecord) -> None:
         self.sessions.qmp(rec, "stop")
@@ -272,6 +336,7 @@ class Engine:
         records.save(self.store, rec)
 
     def resume(self, rec: VmRecord) -> None:
+        self.check_not_migrating(rec)
         self.sessions.qmp(rec, "cont")
         rec.status = RUNNING
         records.save(self.store, rec)

@@ -24,7 +24,12 @@ def listen(qmp: Callable[..., Any], rec: VmRecord, req: MigrationRequest, uri: s
     status = qmp(rec, "query-status").get("status")
     if status != WAITING:
         raise MigrationFailed("VM %s: the target QEMU is %s, not waiting for a migration" % (rec.name, status))
-    if req.postcopy:
+    listen_on(qmp, rec, uri, req.postcopy)
+
+
+def listen_on(qmp: Callable[..., Any], rec: VmRecord, uri: str, postcopy: bool) -> None:
+    """``migrate-incoming`` on ``uri`` of a QEMU known to wait (``inmigrate``)."""
+    if postcopy:
         qmp(rec, "migrate-set-capabilities", {"capabilities": [{"capability": "postcopy-ram", "state": True}]})
     qmp(rec, "migrate-incoming", {"uri": uri})
 

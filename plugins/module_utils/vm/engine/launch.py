@@ -30,6 +30,15 @@ EVENT_LOG_INPUT = b'{"execute": "qmp_capabilities"}\n'
 
 
 @dataclasses.dataclass(frozen=True)
+class Incoming:
+    """A migration target's start (engine.Engine.start_incoming): where QEMU listens for the
+    stream (``tcp:<address>:<port>``), and whether post-copy is on (at both ends)."""
+
+    uri: str
+    postcopy: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class StartInputs:
     """What a start needs besides the record (vm/starting.py start_vm gathers it)."""
 
@@ -41,6 +50,7 @@ class StartInputs:
     events: Tuple[Dict[str, Any], ...] = ()  # the caller's (see add_events), written with the row that says it runs
     cloud_init_iso: Optional[str] = None  # the NoCloud seed (vm/cloud_seed.py), written before the start
     unattend_iso: Optional[str] = None  # Windows Setup's answer file ISO (vm/unattend_media.py), likewise
+    incoming: Optional[Incoming] = None  # a migration target: QEMU waits for the stream, no row written
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,10 +103,12 @@ def vfio_hint(stderr: str, host_devices: Sequence[PciPassthrough]) -> str:
     )
 
 
-def prepare(engine, rec: VmRecord) -> Launch:
+def prepare(engine, rec: VmRecord, incoming: bool = False) -> Launch:
     """Resolve how QEMU runs here, journal its files and record the start, all before
     QEMU exists: if the database is lost mid-start, the next run finds the process
-    through the recorded pidfile instead of starting a second one."""
+    through the recorded pidfile instead of starting a second one. A migration target's
+    start (``incoming``) records nothing in the row, which is the source's; its files are
+    journaled under this side's key (HostResources.key)."""
     from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.firmware import (
         ensure_nvram,
         firmware_files,
@@ -113,9 +125,10 @@ def prepare(engine, rec: VmRecord) -> Launch:
     ensure_private_dir(engine.run_dir, "run_dir")
     accel, cpu, binary, warnings = engine.plan_launch(rec)
     engine.keep_probe()  # probed before run_dir existed: kept for the next task
-    engine.resources.release_files(rec, keep_serial_log=True)  # leftovers of a crashed run
+    key = engine.resources.key(rec)
+    engine.resources.release_files(rec, keep_serial_log=True)  # leftovers of a crashed run (this side's)
     engine.resources.rotate_serial_log(rec, paths)
-    engine.store.journal_add_many(rec.uuid, paths.journal(rec.spec.console_socket, rec.spec.guest_agent))
+    engine.store.journal_add_many(key, paths.journal(rec.spec.console_socket, rec.spec.guest_agent))
     code = template = nvram = None
     if rec.spec.firmware == "uefi":  # before anything is recorded: OVMF may be missing
         code, template = firmware_files(rec.spec.secure_boot, rec.spec.uefi_firmware)
@@ -126,10 +139,11 @@ def prepare(engine, rec: VmRecord) -> Launch:
     rec.status, rec.qemu_pid, rec.qemu_started = STARTING, None, None
     rec.pidfile_path, rec.qmp_socket_path, rec.serial_log_path = (paths.pidfile, paths.qmp_socket, paths.serial_log)
     rec.running_spec, rec.launch_accel, rec.launch_cpu = rec.spec, accel, cpu
-    records.save(engine.store, rec)
+    if not incoming:
+        records.save(engine.store, rec)
     if template is not None:
         nvram = engine.resources.nvram_path(rec)
-        engine.store.journal_add(rec.uuid, "nvram", nvram)  # kept until the VM is removed
+        engine.store.journal_add(key, "nvram", nvram)  # kept until the VM is removed
         ensure_nvram(nvram, template)
     return Launch(paths, binary, accel, cpu, vhost, code, nvram, warnings, tpm_socket=tpm_socket, vsock_cid=cid)
 
@@ -175,6 +189,7 @@ def spawn(engine, rec: VmRecord, launch: Launch, inputs: StartInputs) -> Tuple[i
             vsock_cid=launch.vsock_cid,
             display_port=launch.display_port,
             virtiofs_sockets=launch.virtiofs_sockets,
+            incoming=inputs.incoming is not None,
         )
         argv = systemd_scope_prefix(rec.uuid, rec.name) + build_argv(rec.spec, ctx)
         return engine.process.spawn(
@@ -184,6 +199,13 @@ def spawn(engine, rec: VmRecord, launch: Launch, inputs: StartInputs) -> Tuple[i
             + [fd for fds in images.values() for fd in fds]
             + [fd for chain in backing_images.values() for fds in chain for fd in fds],
         )
+
+
+def listen_incoming(qmp, rec: VmRecord, incoming: Incoming) -> None:
+    """A migration target's QEMU, checked and set up, starts listening for the stream."""
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.incoming import listen_on
+
+    listen_on(qmp, rec, incoming.uri, incoming.postcopy)
 
 
 def recorded_machine(rec: VmRecord) -> Optional[str]:

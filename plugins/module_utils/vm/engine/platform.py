@@ -57,12 +57,13 @@ def start_tpm(engine, rec) -> Optional[str]:
         return None
     files = tpm_files(engine.run_dir, engine.resources.nvram_dir, rec.uuid)
     store = engine.store
-    store.journal_add(rec.uuid, TPM_STATE, files.state_dir)  # kept until the VM is removed
+    key = engine.resources.key(rec)  # this host's side of it during a migration
+    store.journal_add(key, TPM_STATE, files.state_dir)  # kept until the VM is removed
     os.makedirs(os.path.dirname(files.state_dir), mode=0o700, exist_ok=True)
     if not os.path.isdir(files.state_dir):
         os.mkdir(files.state_dir, 0o700)
     os.chmod(files.state_dir, 0o700)
-    store.journal_add_many(rec.uuid, [(SWTPM, files.pidfile), (SWTPM_FILE, files.socket)])
+    store.journal_add_many(key, [(SWTPM, files.pidfile), (SWTPM_FILE, files.socket)])
     try:
         swtpm.start(files)
     except Exception:

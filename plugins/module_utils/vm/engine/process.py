@@ -107,13 +107,12 @@ class QemuProcess:
         return run_daemonized(argv, self.start_timeout, preexec, pass_fds=pass_fds)
 
     def kill_all(self, rec: VmRecord) -> None:
-        """Kill this VM's QEMU (ours only): by pidfile, and by UUID too, since a QEMU that
-        timed out may not have written its pidfile yet."""
-        pids = set(vm_processes(rec.uuid, self.host_paths.proc))
-        pid = read_pidfile(self.pidfile(rec))
-        if pid:
-            pids.add(pid)
-        for pid in pids:
+        """Kill this VM's QEMU (ours only): every QEMU with the VM's UUID started to write this
+        host's pidfile (``-pidfile`` in its command line), also one that timed out before it
+        wrote it. What a pidfile says is not enough: the pidfile keeps a migration's other
+        side apart, even on one machine (another run dir), so a target that gives up, or a
+        source that cleans up after the handover, never kills the other host's QEMU."""
+        for pid in vm_processes(rec.uuid, self.host_paths.proc, self.pidfile(rec)):
             kill_vm_process(pid, rec.uuid, self.host_paths.proc)
 
     def shut_down(self, rec: VmRecord, timeout: float, force: bool, qemu_status: Optional[str], sessions) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import QemuError, SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import HostPaths
@@ -42,12 +42,27 @@ class HostResources:
         host_paths: HostPaths = HostPaths(),
         storage_roots: Optional[Sequence[str]] = None,
         firewall: Optional[Callable[[], Any]] = None,
+        host_id: str = "",
     ):
         self.store = store
+        self.host_id = host_id
+        # VMs with a QEMU on each of two hosts (a migration) whose side here is journaled
+        # apart: the target's incoming start, and the source's leftovers after the handover
+        self.apart: Set[str] = set()
         self.nvram_dir = nvram_dir
         self.host_paths = host_paths
         self.storage_roots = storage_roots  # disk images are opened confined to these
         self.firewall = firewall
+
+    def key(self, rec: VmRecord) -> str:
+        """The journal key of this host's side of ``rec``: its UUID, or, for a VM kept
+        ``apart`` during a migration, ``<uuid>@<this host>`` (store.handovers.side_key): the
+        other host journals the same names under the other key."""
+        if rec.uuid in self.apart:
+            from ansible_collections.infinivirt.core.plugins.module_utils.store.handovers import side_key
+
+            return side_key(rec.uuid, self.host_id)
+        return rec.uuid
 
     # -- memory, firewall, NVRAM ------------------------------------------------------
     def admit_memory(self, rec: VmRecord) -> Optional[str]:
@@ -83,7 +98,7 @@ class HostResources:
         )
 
         for nic in nics:
-            self.store.journal_add(rec.uuid, "tap", nsutil.ns_ref(rec.spec.netns, nic.tap_name))
+            self.store.journal_add(self.key(rec), "tap", nsutil.ns_ref(rec.spec.netns, nic.tap_name))
             create_tap(
                 TapSpec(
                     name=nic.tap_name,
@@ -106,7 +121,7 @@ class HostResources:
             remove_tap(tap, netns)
         except (NetError, nsutil.NetnsError, SpecError):
             pass  # its namespace is gone, and the TAP with it
-        self.store.journal_remove(rec.uuid, "tap", ref)
+        self.store.journal_remove(self.key(rec), "tap", ref)
 
     # -- disk images ------------------------------------------------------------------
     def image_chains(self, rec: VmRecord) -> Dict[str, List[str]]:
@@ -160,7 +175,7 @@ class HostResources:
         crashed) is kept as ``.1``, one back, and removed with the VM."""
         if os.path.lexists(paths.serial_log):
             older = paths.serial_log + ".1"
-            self.store.journal_add(rec.uuid, "serial_log", older)
+            self.store.journal_add(self.key(rec), "serial_log", older)
             os.replace(paths.serial_log, older)
 
     def release_files(self, rec: VmRecord, keep_serial_log: bool, keep_nvram: bool = True) -> None:
@@ -168,9 +183,10 @@ class HostResources:
         outlives the process (it is the VM's firmware settings) until the VM is removed.
         Entries of the files removed leave the journal in one transaction, after the files."""
         gone: List[Tuple[str, str]] = []
+        key = self.key(rec)
         try:
             # A swtpm ends before anything else goes: its state directory may go after it.
-            for kind, ref in sorted(self.store.journal_list(rec.uuid), key=lambda entry: entry[0] != SWTPM):
+            for kind, ref in sorted(self.store.journal_list(key), key=lambda entry: entry[0] != SWTPM):
                 if (keep_serial_log and kind == "serial_log") or (keep_nvram and kind in KEPT_WITH_VM):
                     continue
                 if kind == "tap":
@@ -188,12 +204,12 @@ class HostResources:
                     _unlink(rec, kind, ref)
                 gone.append((kind, ref))
         finally:
-            self.store.journal_remove_many(rec.uuid, gone)
+            self.store.journal_remove_many(key, gone)
 
     def remove_file(self, rec: VmRecord, kind: str, ref: str) -> None:
         """One journaled file, then its journal entry."""
         _unlink(rec, kind, ref)
-        self.store.journal_remove(rec.uuid, kind, ref)
+        self.store.journal_remove(self.key(rec), kind, ref)
 
 
 def tpm_state_dir(nvram_dir: str, uuid: str) -> str:

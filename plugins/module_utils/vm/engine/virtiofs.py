@@ -36,7 +36,7 @@ def start_all(engine, rec: VmRecord) -> Tuple[str, ...]:
     sockets = []
     for index, share in enumerate(rec.spec.shared_dirs):
         path = socket_path(engine.run_dir, rec.uuid, index)
-        engine.store.journal_add(rec.uuid, JOURNAL_KIND, path)
+        engine.store.journal_add(engine.resources.key(rec), JOURNAL_KIND, path)
         argv, bind_readonly = virtiofsd_argv(program, path, share)
         # A scope of its own, as QEMU has: it outlives the task (or monitor) that started it.
         argv = systemd_scope_prefix("%s-fs%d" % (rec.uuid, index), rec.name) + argv

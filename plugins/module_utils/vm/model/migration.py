@@ -27,6 +27,9 @@ STORAGE_MODES = ("shared", "copy", "auto")
 MAX_DOWNTIME_MS = (1, 3_600_000)
 BANDWIDTH_MBIT = (1, 1_000_000)
 TIMEOUT_S = (1, 86_400)
+# QEMU's own max-bandwidth (128 MiB/s): parameters stick to a QEMU, so a migration without
+# bandwidth_mbit sets it back after one that had it
+QEMU_MAX_BANDWIDTH = 128 * 1024 * 1024
 HOST_MAX = 255
 
 # The handover's states. REQUESTED (source) -> LISTENING (target: QEMU waits on ``uri``)
@@ -123,11 +126,10 @@ def capabilities(req: MigrationRequest) -> List[Dict[str, Any]]:
 
 
 def parameters(req: MigrationRequest) -> Dict[str, Any]:
-    """``migrate-set-parameters`` of the source: downtime in ms, bandwidth in bytes/s."""
-    params: Dict[str, Any] = {"downtime-limit": req.max_downtime_ms}
-    if req.bandwidth_mbit is not None:
-        params["max-bandwidth"] = req.bandwidth_mbit * 1_000_000 // 8
-    return params
+    """``migrate-set-parameters`` of the source: downtime in ms, bandwidth in bytes/s (each
+    set every time: an earlier migration's values stay in the QEMU)."""
+    bandwidth = QEMU_MAX_BANDWIDTH if req.bandwidth_mbit is None else req.bandwidth_mbit * 1_000_000 // 8
+    return {"downtime-limit": req.max_downtime_ms, "max-bandwidth": bandwidth}
 
 
 def outcome(reply: Mapping[str, Any]) -> Dict[str, Any]:

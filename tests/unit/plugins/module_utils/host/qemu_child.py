@@ -22,8 +22,9 @@ def wait_exec(proc, marker):
     raise AssertionError("child never exec'd")
 
 
-def spawn(marker):
-    """A real QEMU started as Infinivirt starts one (-uuid UUID), with no machine to run."""
+def spawn(marker, *extra):
+    """A real QEMU started as Infinivirt starts one (-uuid UUID), with no machine to run;
+    ``extra`` arguments appended (e.g. -pidfile PATH)."""
     qemu = shutil.which("qemu-system-x86_64")
     if qemu is None:
         pytest.skip("qemu-system-x86_64 is not installed")
@@ -42,6 +43,7 @@ def spawn(marker):
             "none",
             "-serial",
             "none",
+            *extra,
         ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,

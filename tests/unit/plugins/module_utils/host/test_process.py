@@ -101,6 +101,25 @@ def test_vm_processes_finds_them_by_uuid():
             p.wait()
 
 
+@pytest.mark.qemu  # real qemu-system-x86_64 (-machine none)
+def test_vm_processes_of_one_pidfile_leave_the_other_side_alone(tmp_path):
+    """A migration's two QEMUs carry one UUID; each host's run dir names its own pidfile."""
+    marker = str(uuidlib.uuid4())
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    here, there = str(tmp_path / "a" / "vm.pid"), str(tmp_path / "b" / "vm.pid")
+    mine, other = spawn(marker, "-pidfile", here), spawn(marker, "-pidfile", there)
+    try:
+        assert sorted(vm_processes(marker)) == sorted([mine.pid, other.pid]), "by UUID alone: both"
+        assert vm_processes(marker, pidfile=here) == [mine.pid]
+        assert vm_processes(marker, pidfile=there) == [other.pid]
+        assert vm_processes(marker, pidfile=str(tmp_path / "vm.pid")) == []
+    finally:
+        for p in (mine, other):
+            p.kill()
+            p.wait()
+
+
 def test_only_a_qemu_started_with_the_uuid_is_the_vm():
     marker = str(uuidlib.uuid4())
     mentions, flag, named = bystander(marker), bystander("-uuid", marker), None

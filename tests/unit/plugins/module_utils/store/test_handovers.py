@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import open_store
+from ansible_collections.infinivirt.core.plugins.module_utils.store.handovers import side_key
 from ansible_collections.infinivirt.core.plugins.module_utils.store.vms import VmRow
 
 pytestmark = [pytest.mark.both_backends]
@@ -62,3 +63,20 @@ def test_deleting_the_vm_drops_its_request(store):
     store.open_handover("u1", "web", "hv-a", "hv-b", {})
     store.delete_vm("u1")
     assert store.get_handover("u1") is None
+
+
+def test_the_handover_swaps_the_journal_keys_of_the_two_sides(store):
+    """Both hosts journal the same names (TAPs, default run_dir paths): while a VM has two
+    QEMUs the target's are kept under <uuid>@<target>; the handover gives the VM's key to the
+    target's and the source's leftovers their own, in the same transaction."""
+    store.journal_add_many("u1", [("tap", "vnet-web"), ("pidfile", "/run/infinivirt/u1.pid")])
+    store.journal_add_many(side_key("u1", "hv-b"), [("tap", "vnet-web"), ("pidfile", "/run/b/u1.pid")])
+    store.open_handover("u1", "web", "hv-a", "hv-b", {})
+    store.move_handover("u1", "requested", "listening", uri="tcp:x:1")
+    store.move_handover("u1", "listening", "taking")
+    assert not store.finish_handover("u1", "hv-x", "hv-b", {"qemu_pid": 1}), "not the source"
+    assert store.journal_list("u1") == [("pidfile", "/run/infinivirt/u1.pid"), ("tap", "vnet-web")], "rolled back"
+    assert store.finish_handover("u1", "hv-a", "hv-b", {"qemu_pid": 1})
+    assert sorted(store.journal_list("u1")) == [("pidfile", "/run/b/u1.pid"), ("tap", "vnet-web")]
+    assert sorted(store.journal_list("u1@hv-a")) == [("pidfile", "/run/infinivirt/u1.pid"), ("tap", "vnet-web")]
+    assert store.journal_list("u1@hv-b") == []

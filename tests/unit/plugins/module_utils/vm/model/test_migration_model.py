@@ -14,7 +14,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.model import mi
 def test_defaults_and_qmp_settings():
     req = m.validate_request({"name": "web", "to": "hv-b"}, "hv-a")
     assert (req.max_downtime_ms, req.bandwidth_mbit, req.storage, req.timeout) == (300, None, "auto", 600)
-    assert m.parameters(req) == {"downtime-limit": 300}
+    assert m.parameters(req) == {"downtime-limit": 300, "max-bandwidth": 128 * 1024 * 1024}, "QEMU's own, set back"
     fast = m.validate_request({"name": "web", "to": "hv-b", "bandwidth_mbit": 80, "auto_converge": True}, "hv-a")
     assert m.parameters(fast) == {"downtime-limit": 300, "max-bandwidth": 10_000_000}, "80 Mbit/s in bytes/s"
     caps = {c["capability"]: c["state"] for c in m.capabilities(fast)}

@@ -1,0 +1,260 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""``infinivirt_migrate``: the source side of a live migration (issue 23; docs/architecture.md
+"Migration"). Under the VM's lock, held to the end: a request in the store for the target
+host's monitor (monitor/receiving.py), the stream sent when it listens
+(vm/engine/outgoing.py), and once the target runs the guest and the row names it, this
+host's QEMU, files, TAPs and rules removed. Any failure before the target takes the guest
+over leaves the guest running here as before (the target cleans up what it made). A task
+cut off half-way leaves its request in the store: the next one on the VM finishes it
+(``settle``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Dict, Optional
+
+from ansible_collections.infinivirt.core.plugins.module_utils.clock import event_time
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import QmpError, StateError
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.engine import Engine
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.migration import (
+    ABORTED,
+    DONE,
+    FINAL,
+    LISTENING,
+    REFUSED,
+    REQUESTED,
+    SENT,
+    TAKING,
+    MigrationRequest,
+    validate_request,
+)
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
+
+ANSWER_S = 30.0  # how long the target's monitor may take to answer (it polls every 0.5 s)
+WAIT_POLL_S = 0.02  # the guest is paused while the source waits for the target's "done"
+
+
+class MigrationError(StateError):
+    """The migration did not happen; ``result`` (the module's) says where things stand."""
+
+    def __init__(self, message: str, result: Optional[Dict[str, Any]] = None):
+        super().__init__(message)
+        self.result = result or {}
+
+
+class MigrationService:
+    """Migrations from this host (``engine.host_id``)."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.store = engine.store
+
+    def migrate(self, params: Dict[str, Any], check_mode: bool) -> Dict[str, Any]:
+        req = validate_request(params, self.engine.host_id)
+        with self.store.vm_lock(req.name, self.engine.lock_timeout):
+            rec = records.load(self.store, req.name)
+            if rec is None:
+                raise StateError("VM %s does not exist" % req.name)
+            self.settle(rec)
+            rec = records.load(self.store, req.name)
+            if rec.host == req.to:
+                return {"changed": False, "vm": rec.summary(), "plan": _plan(req, rec, "none")}
+            if rec.host != self.engine.host_id:
+                raise StateError(
+                    "VM %s runs on host %s, not on %s: run the task there" % (rec.name, rec.host, self.engine.host_id)
+                )
+            if self.engine.sessions.query_status(rec) is None:
+                return self._offline(rec, req, check_mode)
+            if check_mode:
+                return {"changed": True, "vm": rec.summary(), "plan": _plan(req, rec, "live")}
+            with self.engine.sessions.one_session():
+                return self._migrate(rec, req)
+
+    # -- the handover, as the source -------------------------------------------------------
+    def _migrate(self, rec: VmRecord, req: MigrationRequest) -> Dict[str, Any]:
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.outgoing import MigrationFailed, send
+
+        began = time.monotonic()
+        deadline = began + req.timeout
+        self.store.open_handover(rec.uuid, rec.name, rec.host, req.to, req.to_dict())
+        self._event(rec, "migration_started", {"to": req.to, "options": req.to_dict()})
+        uri = self._answer(rec, req, min(req.timeout, ANSWER_S))
+        try:
+            numbers = send(self.engine.sessions.qmp, rec, req, uri, deadline)
+        except (MigrationFailed, QmpError) as exc:  # send has let the guest run again
+            self._give_up(rec, LISTENING, str(exc), recovered=True)
+        self.store.move_handover(rec.uuid, LISTENING, SENT)  # may be TAKING already: the target moved first
+        state = self._outcome(rec, deadline)
+        if state != DONE:
+            why = (self.store.get_handover(rec.uuid) or {}).get("error") or "host %s did not take it over" % req.to
+            self._give_up(rec, SENT, why, recovered=False)
+        self._leave(rec, req.to)
+        result = dict(numbers, duration_s=round(time.monotonic() - began, 3))
+        self._event(rec, "migrated", dict(result, to=req.to))
+        moved = records.load(self.store, rec.name)
+        return {"changed": True, "vm": moved.summary(), "migration": result, "plan": _plan(req, rec, "live")}
+
+    def _answer(self, rec: VmRecord, req: MigrationRequest, window: float) -> str:
+        """The target's URI once it listens; a refusal or no answer within ``window``
+        seconds fails the task."""
+        until = time.monotonic() + window
+        while True:
+            found = self.store.get_handover(rec.uuid) or {}
+            if found.get("state") == LISTENING:
+                return found["uri"]
+            if found.get("state") == REFUSED:
+                self._give_up(rec, None, "host %s refused: %s" % (req.to, found.get("error")), recovered=True)
+            if time.monotonic() > until:
+                self._give_up(
+                    rec,
+                    REQUESTED,
+                    "host %s did not answer the migration request within %d s: is infinivirt-monitor "
+                    "running there, with --migration-address?" % (req.to, window),
+                    recovered=True,
+                )
+            time.sleep(WAIT_POLL_S * 5)
+
+    def _outcome(self, rec: VmRecord, deadline: float) -> str:
+        """After a completed stream: the target's decision (done or refused), or, if it has
+        not taken the guest over by ``deadline``, aborted here (the source takes it back).
+        Once the target is ``taking`` only it decides: the source waits."""
+        while True:
+            state = (self.store.get_handover(rec.uuid) or {}).get("state")
+            if state in (DONE, REFUSED):
+                return state
+            if time.monotonic() > deadline:
+                if state == SENT and self.store.move_handover(rec.uuid, SENT, ABORTED, error="timeout"):
+                    return ABORTED
+                if state == TAKING and time.monotonic() > deadline + ANSWER_S:
+                    raise MigrationError(
+                        "VM %s: host %s took the guest over but did not finish within timeout; the "
+                        "guest is paused here and may run there: check that host's monitor" % (rec.name, rec.host)
+                    )
+            time.sleep(WAIT_POLL_S)
+
+    def _give_up(self, rec: VmRecord, state: Optional[str], why: str, recovered: bool) -> None:
+        """Abort the request (``state`` -> aborted), let the guest run here as before, fail."""
+        if state is not None:
+            self.store.move_handover(rec.uuid, state, ABORTED, error=why)
+        if not recovered:
+            from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.outgoing import recover
+
+            recover(self.engine.sessions.qmp, rec)
+        self._event(rec, "migration_failed", {"error": why})
+        raise MigrationError("VM %s was not migrated and runs on %s as before: %s" % (rec.name, rec.host, why))
+
+    def _leave(self, rec: VmRecord, target: str) -> None:
+        """The guest runs on ``target`` and the row says so: this host's QEMU (paused since
+        the stream completed), files, TAPs and rules go; they are journaled under
+        <uuid>@<this host> since the handover (store.handovers.side_key). ``rec`` names this
+        host's files (its pidfile), not the row's."""
+        gone = dataclasses.replace(rec, host=target, running_spec=None)
+        self.engine.resources.apart.add(rec.uuid)
+        try:
+            self.engine.sessions.close_session()
+            self.engine.process.kill_all(rec)  # this host's QEMU only (its pidfile)
+            self.engine.resources.release_files(rec, keep_serial_log=False, keep_nvram=False)
+            self.engine.resources.sync_firewall(gone)  # the VM runs elsewhere: its rules here go
+        finally:
+            self.engine.resources.apart.discard(rec.uuid)
+
+    def _offline(self, rec: VmRecord, req: MigrationRequest, check_mode: bool) -> Dict[str, Any]:
+        """A stopped VM moves by ownership only (the row names the target; its disks must be
+        there). What this host kept of it while stopped (NVRAM, seed ISOs) is removed: a
+        UEFI VM starts there on a fresh copy of the firmware's variables."""
+        plan = _plan(req, rec, "offline")
+        warnings = []
+        if rec.spec.firmware == "uefi":
+            warnings.append(
+                "VM %s: its UEFI variables (NVRAM) stay on %s and are removed; it starts on %s with "
+                "the firmware's defaults" % (rec.name, rec.host, req.to)
+            )
+        if check_mode:
+            return {"changed": True, "vm": dict(rec.summary(), host=req.to), "plan": plan, "warnings": warnings}
+        if self.engine.process.is_alive(rec) or rec.status not in ("stopped", "crashed"):
+            raise StateError("VM %s is not stopped (status %s): it cannot move offline" % (rec.name, rec.status))
+        self.engine.resources.release_files(rec, keep_serial_log=False, keep_nvram=False)
+        source, rec.host = rec.host, req.to
+        records.save(
+            self.store, rec, [self._event_of(rec, "migrated", {"from": source, "to": req.to, "how": "offline"})]
+        )
+        moved = records.load(self.store, rec.name)
+        return {"changed": True, "vm": moved.summary(), "plan": plan, "warnings": warnings}
+
+    # -- a request left by a task cut off half-way ------------------------------------------
+    def settle(self, rec: VmRecord) -> None:
+        """Finish a request a task cut off half-way left (the caller holds the VM's lock):
+        before the target took over, abort it and let the guest run here again; after
+        ``done``, remove what is left of this host's side."""
+        found = self.store.get_handover(rec.uuid)
+        if found is None or found["source"] != self.engine.host_id:
+            return
+        state = found["state"]
+        if state == DONE:
+            if self.store.journal_list("%s@%s" % (rec.uuid, self.engine.host_id)):
+                from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.process import VmPaths
+
+                # the row names the target's files now: this host's QEMU is found by its own
+                paths = VmPaths.for_vm(self.engine.run_dir, rec.uuid)
+                mine = dataclasses.replace(rec, pidfile_path=paths.pidfile, qmp_socket_path=paths.qmp_socket)
+                self._leave(mine, found["target"])
+            return
+        if state == TAKING:
+            raise StateError(
+                "VM %s: host %s is taking it over from an earlier migration; only that host's monitor "
+                "decides now: try again once it has (infinivirt_vm_info shows the VM's host)"
+                % (rec.name, found["target"])
+            )
+        if state in FINAL:
+            if state in (ABORTED, REFUSED):
+                self._resume_if_paused(rec)
+            return
+        if not self.store.move_handover(rec.uuid, state, ABORTED, error="the migration task was cut off"):
+            self.settle(rec)  # the target moved first: settle from what it says now
+            return
+        self._event(rec, "migration_failed", {"error": "the migration task was cut off; aborted"})
+        self._resume_if_paused(rec)
+
+    def _resume_if_paused(self, rec: VmRecord) -> None:
+        """A source guest the stream left paused (QEMU's postmigrate) runs again."""
+        if rec.host != self.engine.host_id or not self.engine.process.is_alive(rec):
+            return
+        try:
+            if self.engine.sessions.query_status(rec) == "postmigrate":
+                from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.outgoing import recover
+
+                recover(self.engine.sessions.qmp, rec)
+        except QmpError:
+            pass  # QEMU is ending: the monitor cleans it up
+
+    def _event(self, rec: VmRecord, kind: str, detail: Dict[str, Any]) -> None:
+        self.store.add_events([self._event_of(rec, kind, detail)])
+
+    def _event_of(self, rec: VmRecord, kind: str, detail: Dict[str, Any]) -> Dict[str, Any]:
+        return {
+            "vm_uuid": rec.uuid,
+            "vm_name": rec.name,
+            "host": self.engine.host_id,
+            "kind": kind,
+            "detail": detail,
+            "at": event_time(),
+        }
+
+
+def _plan(req: MigrationRequest, rec: VmRecord, how: str) -> Dict[str, Any]:
+    """What the task does (check mode's answer too)."""
+    return {
+        "how": how,
+        "from": rec.host,
+        "to": req.to,
+        "storage": "shared" if req.storage == "auto" else req.storage,
+        "max_downtime_ms": req.max_downtime_ms,
+        "bandwidth_mbit": req.bandwidth_mbit,
+        "auto_converge": req.auto_converge,
+        "postcopy": req.postcopy,
+        "timeout": req.timeout,
+    }
