@@ -1,0 +1,180 @@
+# Copyright (c) 2026, Infinivirt developers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Backups on one boot of the test guest with a qcow2 data disk: random data written by
+the guest, a full point, more data, an incremental point as small as the change, a backup
+process SIGKILLed half-way (earlier points still restore, the next one falls back to full),
+retention by chains, an offline incremental point of the stopped VM through
+qemu-storage-daemon, each point restored and compared by SHA-256 with what the guest read,
+and one point restored as a new VM that boots and reads the same data."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import serial_report
+from helpers import guest_disks, make_image, wait_for, wait_ready
+
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.backup import BackupService, list_points
+
+pytestmark = [pytest.mark.qemu, pytest.mark.guest]
+
+MB = 1024 * 1024
+DISK_MB = 32
+
+# A module process of its own that backs the VM up (what the infinivirt_backup task runs).
+_BACKUP_PROCESS = """
+import json, sys
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.backup import BackupService
+svc = VmService.open(sys.argv[1], sys.argv[2], storage_roots=[sys.argv[3]])
+print(json.dumps(BackupService(svc.engine).ensure(json.loads(sys.argv[4]), False)))
+"""
+
+
+def guest_write(sock, dev, seek_mb, count_mb):
+    rc, out = serial_report.channel_command(
+        sock, "dd if=/dev/urandom of=/dev/%s bs=1M seek=%d count=%d conv=fsync 2>&1 && sync" % (dev, seek_mb, count_mb)
+    )
+    assert rc == 0, out
+
+
+def guest_sha(sock, dev):
+    rc, out = serial_report.channel_command(
+        sock, "echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/%s bs=1M 2>/dev/null | sha256sum" % dev, timeout=120
+    )
+    assert rc == 0, out
+    return out.split()[0]
+
+
+def image_sha(path):
+    """SHA-256 of an image's guest-visible bytes (qemu-img convert to raw, on the host)."""
+    raw = path + ".raw"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", path, raw], check=True)
+    try:
+        with open(raw, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()
+    finally:
+        os.unlink(raw)
+
+
+def restore(backups, params, point, out_dir, **extra):
+    result = backups.ensure(dict(params, state="restored", point=point, restore_dir=out_dir, **extra), False)
+    assert result["changed"] and len(result["restored"]) == 1, result
+    return result["restored"][0]["path"]
+
+
+def test_backup_points_restore_and_survive_a_kill(disk_service, guest_params, images, workdir):
+    vms, backups = disk_service, BackupService(disk_service.engine)
+    data = make_image(os.path.join(images, "data.qcow2"), "qcow2", DISK_MB)
+    target = os.path.join(workdir, "backups")
+    vm = vms.ensure(
+        dict(guest_params, name="bk", memory_mb=256, console_socket=True, state="running",
+             disks=[{"path": data, "serial": "BK01"}]),
+        False,
+    ).vm  # fmt: skip
+    wait_ready(vm["serial_log"])
+    sock = vm["console_socket_path"]
+    dev = guest_disks(sock)["BK01"]["name"]
+    params = {"vm": "bk", "target": target}
+
+    # 1. Full point of the running VM: no agent, so crash-consistent.
+    guest_write(sock, dev, 0, 4)
+    sha_full = guest_sha(sock, dev)
+    assert backups.ensure(dict(params, mode="incremental"), True)["kind"] == "full", "check mode predicts a full point"
+    assert not os.path.exists(target), "check mode wrote nothing"
+    full = backups.ensure(dict(params, mode="incremental"), False)
+    assert full["kind"] == "full" and full["fallback_reason"] == "there is no earlier backup point", full
+    assert full["consistency"] == "crash", full
+    assert oct(os.stat(target).st_mode & 0o777) == "0o700", "the target is made private"
+    assert full["point"]["size"] >= 4 * MB, "a full point holds the 4 MiB written"
+
+    # 2. Incremental point: only the 1 MiB changed since.
+    guest_write(sock, dev, 20, 1)
+    sha_incr = guest_sha(sock, dev)
+    incr = backups.ensure(dict(params, mode="incremental"), False)
+    assert incr["kind"] == "incremental" and incr["fallback_reason"] is None, incr
+    assert MB <= incr["point"]["size"] < 2 * MB, "the incremental point is about the 1 MiB changed: %r" % incr["point"]
+    assert incr["point"]["chain"] == [full["point"]["id"], incr["point"]["id"]]
+    top = os.path.join(target, "bk", incr["point"]["disks"][0]["file"])
+    header = json.loads(
+        subprocess.run(["qemu-img", "info", "-U", "--output=json", top], capture_output=True, check=True).stdout
+    )
+    assert header["backing-filename"] == "../%s/%s" % (full["point"]["id"], os.path.basename(top)), header
+
+    # 3. A backup process SIGKILLed half-way: the earlier points stay, the next falls back to full.
+    guest_write(sock, dev, 8, 8)
+    killed = _kill_during_backup(vms, workdir, images, target, params)
+    listed = [p["id"] for p in list_points(target, "bk")]
+    assert listed == [full["point"]["id"], incr["point"]["id"]], "the killed point is not listed: %r" % listed
+    assert killed, "the backup was cut off while its .part directory existed"
+    again = backups.ensure(dict(params, mode="incremental"), False)
+    assert again["kind"] == "full" and "did not finish" in again["fallback_reason"], again
+    assert any(name.endswith(".part") for name in again["cleaned"]), again["cleaned"]
+    sha_after_kill = guest_sha(sock, dev)
+
+    # 4. Restores: the full point and the incremental one, byte for byte; never over a file.
+    out = os.path.join(images, "restored")
+    assert image_sha(restore(backups, params, full["point"]["id"], out)) == sha_full, "full point restores"
+    incr_file = restore(backups, params, incr["point"]["id"], out, restore_as="bk-incr")
+    assert image_sha(incr_file) == sha_incr, "incremental point (full + incremental) restores"
+    with pytest.raises(SpecError) as err:
+        restore(backups, params, incr["point"]["id"], out, restore_as="bk")
+    assert err.value.field == "restore_as" and "exists already" in str(err.value)
+    with pytest.raises(SpecError) as err:
+        backups.ensure(dict(params, state="restored", point=full["point"]["id"], restore_dir=out), False)
+    assert err.value.field == "restore_dir" and "exists" in str(err.value)
+    assert image_sha(restore(backups, params, again["point"]["id"], os.path.join(out, "k"))) == sha_after_kill
+
+    # 5. Retention keeps whole chains: keep=1 drops the first chain (full + incremental).
+    guest_write(sock, dev, 30, 1)
+    kept = backups.ensure(dict(params, keep=1), False)
+    assert kept["kind"] == "incremental" and kept["removed"] == [full["point"]["id"], incr["point"]["id"]], kept
+    assert [p["id"] for p in kept["points"]] == [again["point"]["id"], kept["point"]["id"]]
+    assert not os.path.exists(os.path.join(target, "bk", full["point"]["id"]))
+
+    # 6. Stopped: an incremental point through qemu-storage-daemon (the bitmap was stored at stop).
+    guest_write(sock, dev, 2, 1)
+    sha_offline = guest_sha(sock, dev)
+    vms.ensure({"name": "bk", "state": "stopped", "stop_timeout": 30}, False)
+    offline = backups.ensure(dict(params, mode="incremental"), False)
+    assert offline["kind"] == "incremental" and offline["consistency"] == "offline", offline
+    assert offline["point"]["size"] < 2 * MB, offline["point"]
+    assert image_sha(restore(backups, params, "latest", os.path.join(out, "o"))) == sha_offline
+
+    # 7. The VM restored from the incremental point boots and reads that point's data.
+    restored_vm = vms.ensure({"name": "bk-incr", "state": "running"}, False).vm
+    wait_ready(restored_vm["serial_log"])
+    rsock = restored_vm["console_socket_path"]
+    assert guest_sha(rsock, guest_disks(rsock)["BK01"]["name"]) == sha_incr, "the restored VM sees the point's data"
+
+    # 8. Delete a point: it and the incremental ones after it go.
+    gone = backups.ensure(dict(params, state="absent", point=kept["point"]["id"]), False)
+    assert gone["removed"] == [kept["point"]["id"], offline["point"]["id"]], gone
+
+
+def _kill_during_backup(vms, workdir, images, target, params):
+    """Run a full backup in a process of its own and SIGKILL it once its point is being
+    written; returns whether it was (not finished before the kill)."""
+    db = "sqlite:///%s/disks.db" % workdir
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _BACKUP_PROCESS, db, os.path.join(workdir, "run"), images,
+         json.dumps(dict(params, mode="full"))],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=":".join(sys.path)),
+    )  # fmt: skip
+    vm_dir = os.path.join(target, "bk")
+    wait_for(lambda: proc.poll() is not None or any(n.endswith(".part") for n in os.listdir(vm_dir)), timeout=60)
+    cut = proc.poll() is None
+    os.kill(proc.pid, signal.SIGKILL)
+    out, err = proc.communicate()
+    assert cut or proc.returncode == 0, err.decode()
+    time.sleep(0.1)
+    return cut
