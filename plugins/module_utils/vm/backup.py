@@ -280,6 +280,7 @@ class BackupService:
                 else:
                     node.update(driver="luks", **{"key-secret": secret_id(disk)})
             nodes += [{"driver": "file", "filename": filename, "node-name": file_node}, node]
+        ensure_private_dir(self.engine.run_dir, "run_dir")  # no VM may have started here yet
         socket = os.path.join(self.engine.run_dir, "bk-%s.qmp" % rec.uuid[:8])
         files = {d.disk_id: "/proc/self/fd/%d" % fds[d.disk_id] for d in disks}
         with storage_daemon(socket, rec.name, nodes, objects, pass_fds) as qmp:

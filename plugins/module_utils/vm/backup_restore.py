@@ -55,13 +55,16 @@ def restore(engine, vm: str, vm_dir: str, params: Dict[str, Any], check_mode: bo
     if check_mode:
         return result
     os.makedirs(restore_dir, mode=0o700, exist_ok=True)
-    _convert_all(engine, vm_dir, point, outputs)
+    _convert_all(engine, vm_dir, point, model.chain_to(manifest["points"], point), outputs)
     if restore_as is not None:
         _define(engine, vm_dir, point, restore_as, outputs)
     return result
 
 
-def _convert_all(engine, vm_dir: str, point: Dict[str, Any], outputs: Dict[str, str]) -> None:
+def _convert_all(
+    engine, vm_dir: str, point: Dict[str, Any], chain: List[Dict[str, Any]], outputs: Dict[str, str]
+) -> None:
+    """``chain``: the points a restore of ``point`` reads, its full point first."""
     made: List[ConfinedFile] = []
     try:
         with contextlib.ExitStack() as stack:
@@ -73,10 +76,8 @@ def _convert_all(engine, vm_dir: str, point: Dict[str, Any], outputs: Dict[str, 
                 except FileExistsError:
                     raise SpecError("restore_dir", "%s exists; a restore never overwrites a file" % out) from None
                 made.append(created)
-                key = _key(engine, disk)
-                QemuImg().convert(
-                    os.path.join(vm_dir, disk["file"]), "qcow2", FdImage(created.fd, out), "qcow2", luks_key=key
-                )
+                layers = [os.path.join(vm_dir, model.disk_file(p["id"], disk["disk_id"])) for p in reversed(chain)]
+                QemuImg().convert_chain(layers, FdImage(created.fd, out), luks_key=_key(engine, disk))
                 os.fsync(created.fd)
     except BaseException:
         for created in made:  # ours only: nothing half-restored is left behind
