@@ -27,7 +27,7 @@ description:
   - An encrypted volume (made by M(infinivirt.core.infinivirt_disk)) is backed up into a
     qcow2 file encrypted with the same key; the key reaches QEMU and qemu-img as a
     descriptor, never in argv.
-  - A point counts once it is complete: its files are written under C(<id>.part/), synced
+  - A point counts once it is complete. Its files are written under C(<id>.part/), synced
     and renamed, and only then listed in the manifest. A task cut off (killed, QEMU killed,
     disk full) leaves the earlier points usable; the next task removes what it left, and
     an incremental point it asks for becomes a full one, with RV(fallback_reason) saying why
@@ -152,7 +152,7 @@ fallback_reason:
   sample: backup point 20261206T221500Z-00 did not finish
 consistency:
   description:
-    - V(frozen) (the guest agent froze the file systems), V(crash) (crash-consistent: the
+    - V(frozen) (the guest agent froze the file systems), V(crash) (crash-consistent, as the
       agent did not answer or the VM has none) or V(offline) (the VM was stopped); null when
       no point was taken.
   returned: always
