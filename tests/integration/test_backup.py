@@ -224,12 +224,20 @@ def test_encrypted_disk_stays_encrypted(cloud_service, images, workdir):
     assert info["encrypted"] is True, "the point is encrypted"
     assert full["point"]["disks"][0]["encrypted"] is True
 
-    svc.ensure({"name": "enc", "state": "running"}, False)
+    pid = svc.ensure({"name": "enc", "state": "running"}, False).vm["pid"]
     live = backups.ensure(dict(params, mode="incremental"), False)
     assert live["kind"] == "incremental" and live["consistency"] == "crash", live
-    svc.ensure({"name": "enc", "state": "stopped", "force": True, "stop_timeout": 0}, False)
+
+    # QEMU killed: the bitmap was never stored (in-use), so the next point is full, and says why.
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not os.path.exists("/proc/%d" % pid) or open("/proc/%d/stat" % pid).read().split()[2] == "Z")
+    after_kill = backups.ensure(dict(params, mode="incremental"), False)
+    assert after_kill["kind"] == "full" and "inconsistent" in after_kill["fallback_reason"], after_kill
+    again = backups.ensure(dict(params, mode="incremental"), False)
+    assert again["kind"] == "incremental", "the bitmap made anew by the full point counts again: %r" % again
+
     want = _luks_raw_sha(path, key, workdir)
-    for pid in (full["point"]["id"], live["point"]["id"]):
+    for pid in (live["point"]["id"], after_kill["point"]["id"]):
         out = restore(backups, params, pid, os.path.join(images, "r-" + pid))
         assert json.loads(
             subprocess.run(["qemu-img", "info", "--output=json", out], capture_output=True, check=True).stdout

@@ -156,10 +156,8 @@ class BackupService:
                 backup_copy.settle_leftovers(qmp)
         listed = {p["id"] for p in manifest["points"]}
         removed = []
-        for entry in sorted(os.listdir(vm_dir)):
-            if entry.endswith(model.PART_SUFFIX) or (
-                entry not in listed and entry not in (model.MANIFEST,) and not entry.startswith(model.MANIFEST)
-            ):
+        for entry in sorted(os.listdir(vm_dir)):  # only names of ours: other files are left alone
+            if model.is_point_name(entry) and (entry.endswith(model.PART_SUFFIX) or entry not in listed):
                 _remove_tree(vm_dir, entry)
                 removed.append(entry)
         return removed
@@ -196,11 +194,10 @@ class BackupService:
                         luks_key=keys.get(disk.disk_id),
                     )  # fmt: skip
                     fds[disk.disk_id] = created.fd
-                plan = backup_copy.actions(disks, kind, bitmaps)
                 if live == STOPPED:
-                    self._copy_offline(rec, stack, disks, fds, keys, plan)
+                    self._copy_offline(rec, stack, disks, fds, keys, (kind, bitmaps))
                 else:
-                    consistency = self._copy_live(rec, stack, disks, fds, keys, plan, live)
+                    consistency = self._copy_live(rec, stack, disks, fds, keys, (kind, bitmaps), live)
                 sizes = {}
                 for disk in disks:
                     os.fsync(fds[disk.disk_id])
@@ -251,7 +248,7 @@ class BackupService:
 
         with self.engine.sessions.session(rec) as qmp:
             names = backup_copy.fd_sets(qmp, stack, disks, fds)
-            backup_copy.run_copy(qmp, disks, names, list(keys), plan, frozen())
+            backup_copy.run_copy(qmp, disks, names, list(keys), *plan, frozen())
         return "frozen" if state["frozen"] else "crash"
 
     def _copy_offline(self, rec, stack, disks, fds, keys, plan) -> None:
@@ -284,7 +281,7 @@ class BackupService:
         socket = os.path.join(self.engine.run_dir, "bk-%s.qmp" % rec.uuid[:8])
         files = {d.disk_id: "/proc/self/fd/%d" % fds[d.disk_id] for d in disks}
         with storage_daemon(socket, rec.name, nodes, objects, pass_fds) as qmp:
-            backup_copy.run_copy(qmp, disks, files, list(keys), plan, contextlib.nullcontext())
+            backup_copy.run_copy(qmp, disks, files, list(keys), *plan, contextlib.nullcontext())
 
     # -- absent ----------------------------------------------------------------------------
     def _absent(self, vm: str, vm_dir: str, point: Optional[str], check_mode: bool) -> Dict[str, Any]:

@@ -65,7 +65,7 @@ def actions(disks: Sequence[DiskSpec], kind: str, bitmaps: Dict[str, Optional[st
             "auto-dismiss": False,
         }
         if kind == FULL and disk.format == "qcow2":
-            if bitmaps.get(disk.disk_id) == "missing":
+            if bitmaps.get(disk.disk_id) is not None:  # missing, or removed as unusable (drop_bad_bitmaps)
                 out.append(
                     {"type": "block-dirty-bitmap-add", "data": {"node": node, "name": BITMAP, "persistent": True}}
                 )
@@ -75,6 +75,15 @@ def actions(disks: Sequence[DiskSpec], kind: str, bitmaps: Dict[str, Optional[st
             backup["bitmap"] = BITMAP
         out.append({"type": "blockdev-backup", "data": backup})
     return out
+
+
+def drop_bad_bitmaps(qmp: Any, disks: Sequence[DiskSpec], bitmaps: Dict[str, Optional[str]]) -> None:
+    """Remove a bitmap that exists but cannot be trusted (QEMU ended without storing it):
+    QEMU refuses to clear it, and the full point about to start adds it anew."""
+    for disk in disks:
+        state = bitmaps.get(disk.disk_id)
+        if disk.format == "qcow2" and state not in (None, "missing"):
+            qmp.execute("block-dirty-bitmap-remove", {"node": node_names(disk)[1], "name": BITMAP})
 
 
 def bitmap_state(node: Dict[str, Any]) -> Optional[str]:
@@ -103,12 +112,15 @@ def offline_bitmap_state(info: Dict[str, Any]) -> Optional[str]:
 
 
 def run_copy(
-    qmp: Any, disks: Sequence[DiskSpec], files: Dict[str, str], encrypted: Sequence[str], plan, frozen
+    qmp: Any, disks: Sequence[DiskSpec], files: Dict[str, str], encrypted: Sequence[str], kind: str, bitmaps, frozen
 ) -> None:
     """Add a target node per disk (``files``: disk_id -> a filename QEMU opens, e.g. a
-    descriptor set), run the transaction ``plan`` inside ``frozen`` (a context manager:
-    the guest's freeze, if any) and wait for every job; nodes are removed again."""
+    descriptor set), run the transaction of a ``kind`` point inside ``frozen`` (a context
+    manager: the guest's freeze, if any) and wait for every job; nodes are removed again."""
+    plan = actions(disks, kind, bitmaps)
     try:
+        if kind == FULL:
+            drop_bad_bitmaps(qmp, disks, bitmaps)
         for disk in disks:
             qmp.execute("blockdev-add", target_blockdev(disk, files[disk.disk_id], disk.disk_id in encrypted))
         with frozen:

@@ -16,7 +16,7 @@ import os
 from typing import Any, Dict, List
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
-from ansible_collections.infinivirt.core.plugins.module_utils.host.paths import ConfinedDir, ConfinedFile
+from ansible_collections.infinivirt.core.plugins.module_utils.host.paths import ConfinedDir, resolve_in_roots
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.img import FdImage, QemuImg
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model import backup as model
 
@@ -54,36 +54,58 @@ def restore(engine, vm: str, vm_dir: str, params: Dict[str, Any], check_mode: bo
     }
     if check_mode:
         return result
+    if engine.resources.storage_roots:  # a restored VM's disks must lie inside them: checked first
+        for out in outputs.values():
+            resolve_in_roots(out, engine.resources.storage_roots, "restore_dir")
     os.makedirs(restore_dir, mode=0o700, exist_ok=True)
-    _convert_all(engine, vm_dir, point, model.chain_to(manifest["points"], point), outputs)
+    made = _convert_all(engine, vm_dir, point, model.chain_to(manifest["points"], point), outputs)
     if restore_as is not None:
-        _define(engine, vm_dir, point, restore_as, outputs)
+        try:
+            _define(engine, vm_dir, point, restore_as, outputs)
+        except BaseException:
+            _unlink_all(restore_dir, made)  # no VM, so none of its disks either
+            raise
     return result
 
 
 def _convert_all(
     engine, vm_dir: str, point: Dict[str, Any], chain: List[Dict[str, Any]], outputs: Dict[str, str]
-) -> None:
-    """``chain``: the points a restore of ``point`` reads, its full point first."""
-    made: List[ConfinedFile] = []
-    try:
-        with contextlib.ExitStack() as stack:
+) -> List[str]:
+    """Each disk's chain (``chain``: the points a restore of ``point`` reads, its full
+    point first) flattened into a hidden temp file, fsynced, then linked to its name (a
+    link never replaces an existing file) and the temp name dropped: a restore cut off
+    leaves no file under the final name that looks whole. Returns the names made."""
+    made: List[str] = []
+    with ConfinedDir(os.path.dirname(next(iter(outputs.values()))), "restore_dir") as folder:
+        try:
             for disk in point["disks"]:
-                out = outputs[disk["disk_id"]]
-                folder = stack.enter_context(ConfinedDir(os.path.dirname(out), "restore_dir"))
+                name = os.path.basename(outputs[disk["disk_id"]])
+                tmp = "." + name + model.PART_SUFFIX
+                with contextlib.suppress(FileNotFoundError):
+                    folder.unlink(tmp)  # of a restore cut off: a name only a restore makes
+                with folder.open_file(tmp, _NEW_FILE, 0o600) as created:
+                    layers = [os.path.join(vm_dir, model.disk_file(p["id"], disk["disk_id"])) for p in reversed(chain)]
+                    QemuImg().convert_chain(layers, FdImage(created.fd, created.path), luks_key=_key(engine, disk))
+                    os.fsync(created.fd)
                 try:
-                    created = stack.enter_context(folder.open_file(os.path.basename(out), _NEW_FILE, 0o600))
+                    folder.link(tmp, name)
                 except FileExistsError:
-                    raise SpecError("restore_dir", "%s exists; a restore never overwrites a file" % out) from None
-                made.append(created)
-                layers = [os.path.join(vm_dir, model.disk_file(p["id"], disk["disk_id"])) for p in reversed(chain)]
-                QemuImg().convert_chain(layers, FdImage(created.fd, out), luks_key=_key(engine, disk))
-                os.fsync(created.fd)
-    except BaseException:
-        for created in made:  # ours only: nothing half-restored is left behind
+                    raise SpecError("restore_dir", "%s exists; a restore never overwrites a file" % name) from None
+                finally:
+                    folder.unlink(tmp)
+                made.append(name)
+            folder.fsync()
+        except BaseException:
+            _unlink_all(folder.path, made)
+            raise
+    return made
+
+
+def _unlink_all(directory: str, names: List[str]) -> None:
+    with ConfinedDir(directory, "restore_dir") as folder:
+        for name in names:
             with contextlib.suppress(OSError):
-                created.dir.unlink(created.name) if created.dir.fd >= 0 else os.unlink(created.path)
-        raise
+                folder.unlink(name)
 
 
 def _key(engine, disk: Dict[str, Any]):

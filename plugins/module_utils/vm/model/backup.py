@@ -93,6 +93,14 @@ def point_id(now: float, points: List[Dict[str, Any]]) -> str:
     return "%s-%02d" % (stamp, (max(same) + 1) if same else 0)
 
 
+def is_point_name(name: str) -> bool:
+    """A point's directory name (``<id>`` or ``<id>.part``): the only entries a backup run
+    removes from the VM's backup directory besides its own manifest temp file."""
+    if name.endswith(PART_SUFFIX):
+        name = name[: -len(PART_SUFFIX)]
+    return bool(_POINT_RE.fullmatch(name))
+
+
 def new_manifest(vm: str, uuid: str) -> Dict[str, Any]:
     return {"version": MANIFEST_VERSION, "vm": vm, "uuid": uuid, "points": [], "pending": None}
 

@@ -21,11 +21,28 @@ def test_full_point_adds_or_clears_the_bitmap_in_the_same_transaction():
     assert plan[0]["data"] == {"node": "n-" + Q.disk_id, "name": "infinivirt-backup", "persistent": True}
     assert plan[1]["data"]["sync"] == "full" and plan[1]["data"]["auto-dismiss"] is False
     assert plan[2]["data"]["device"] == "n-" + R.disk_id, "a raw disk is copied whole, with no bitmap"
-    again = c.actions([Q], "full", {Q.disk_id: "inconsistent"})
-    assert again[0] == {
-        "type": "block-dirty-bitmap-clear",
-        "data": {"node": "n-" + Q.disk_id, "name": "infinivirt-backup"},
-    }
+    again = c.actions([Q], "full", {Q.disk_id: None})
+    clear = {"node": "n-" + Q.disk_id, "name": "infinivirt-backup"}
+    assert again[0] == {"type": "block-dirty-bitmap-clear", "data": clear}
+    bad = c.actions([Q], "full", {Q.disk_id: "inconsistent"})
+    assert bad[0]["type"] == "block-dirty-bitmap-add", "an untrusted bitmap is removed first, then made anew"
+
+
+class FakeQmp:  # records commands: only which QMP a bitmap state leads to is checked here
+    def __init__(self):
+        self.sent = []
+
+    def execute(self, command, arguments=None):
+        self.sent.append((command, arguments))
+
+
+def test_an_untrusted_bitmap_is_removed_before_a_full_point():
+    qmp = FakeQmp()
+    c.drop_bad_bitmaps(qmp, [Q, R], {Q.disk_id: "inconsistent (QEMU ended without storing it)"})
+    assert qmp.sent == [("block-dirty-bitmap-remove", {"node": "n-" + Q.disk_id, "name": "infinivirt-backup"})]
+    c.drop_bad_bitmaps(qmp, [Q], {Q.disk_id: "missing"})
+    c.drop_bad_bitmaps(qmp, [Q], {Q.disk_id: None})
+    assert len(qmp.sent) == 1, "a missing or sound bitmap is not removed"
 
 
 def test_incremental_point_copies_by_bitmap():

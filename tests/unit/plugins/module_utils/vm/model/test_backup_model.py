@@ -117,6 +117,8 @@ def test_point_ids_sort_in_order_also_within_a_second():
     second = m.point_id(1765060200.9, [{"id": first}])
     assert second == "20251206T223000Z-01" and sorted([second, first]) == [first, second]
     assert m.check_point("latest", manifest(F1, I1)) is I1
+    assert m.is_point_name(first) and m.is_point_name(first + ".part")
+    assert not m.is_point_name("notes.txt") and not m.is_point_name("manifest.json")
     text = m.dump_manifest(manifest(F1))
     assert m.parse_manifest(text, "x") == manifest(F1)
 
