@@ -182,17 +182,86 @@ point:
       type: list
       elements: str
     consistency:
-      description: As RV(consistency), for this point.
+      description: V(frozen), V(crash) or V(offline), as RV(infinivirt.core.infinivirt_backup#module:consistency).
       type: str
     disks:
-      description: One entry per disk (C(disk_id), C(path), C(serial), C(format), C(encrypted), C(file), C(size)).
+      description: One entry per disk of the point.
       type: list
       elements: dict
+      contains:
+        disk_id:
+          description: The disk's id (from its path at backup time), also the file's name in the point.
+          type: str
+        path:
+          description: The disk's path when the point was taken.
+          type: str
+        serial:
+          description: The disk's serial, or null.
+          type: str
+        format:
+          description: The disk's format, V(qcow2) or V(raw) (the point's file is qcow2 either way).
+          type: str
+        encrypted:
+          description: Whether the disk, and so the point's file, is LUKS-encrypted.
+          type: bool
+        file:
+          description: The point's file, relative to C(<target>/<vm>/).
+          type: str
+        size:
+          description: Bytes of the point's file.
+          type: int
 points:
-  description: The VM's complete points after the task, oldest first, shaped as RV(point).
+  description: The VM's complete points after the task, oldest first.
   returned: when O(state) is V(present) or V(absent)
   type: list
   elements: dict
+  contains:
+    id:
+      description: The point's id, its UTC time and a counter.
+      type: str
+      sample: 20261206T221500Z-00
+    time:
+      description: When it was taken (UTC, ISO 8601).
+      type: str
+    kind:
+      description: V(full) or V(incremental).
+      type: str
+    size:
+      description: Bytes of the point's files.
+      type: int
+    chain:
+      description: The ids of the points a restore of this one reads, its full point first.
+      type: list
+      elements: str
+    consistency:
+      description: V(frozen), V(crash) or V(offline), as RV(infinivirt.core.infinivirt_backup#module:consistency).
+      type: str
+    disks:
+      description: One entry per disk of the point.
+      type: list
+      elements: dict
+      contains:
+        disk_id:
+          description: The disk's id (from its path at backup time), also the file's name in the point.
+          type: str
+        path:
+          description: The disk's path when the point was taken.
+          type: str
+        serial:
+          description: The disk's serial, or null.
+          type: str
+        format:
+          description: The disk's format, V(qcow2) or V(raw) (the point's file is qcow2 either way).
+          type: str
+        encrypted:
+          description: Whether the disk, and so the point's file, is LUKS-encrypted.
+          type: bool
+        file:
+          description: The point's file, relative to C(<target>/<vm>/).
+          type: str
+        size:
+          description: Bytes of the point's file.
+          type: int
 removed:
   description: Ids of the points deleted (by O(keep) or O(state=absent)).
   returned: when O(state) is V(present) or V(absent)
@@ -204,10 +273,17 @@ cleaned:
   type: list
   elements: str
 restored:
-  description: The restored disk files (C(disk_id), C(path)).
+  description: The restored disk files.
   returned: when O(state=restored)
   type: list
   elements: dict
+  contains:
+    disk_id:
+      description: The disk's id in the point.
+      type: str
+    path:
+      description: The restored qcow2 file, C(<restore_dir>/<restore_as or vm>-<disk_id>.qcow2).
+      type: str
 vm:
   description: The new VM's name (O(restore_as)), or null.
   returned: when O(state=restored)

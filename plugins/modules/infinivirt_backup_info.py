@@ -78,9 +78,31 @@ points:
       description: V(frozen), V(crash) or V(offline), as RV(infinivirt.core.infinivirt_backup#module:consistency).
       type: str
     disks:
-      description: One entry per disk (C(disk_id), C(path), C(serial), C(format), C(encrypted), C(file), C(size)).
+      description: One entry per disk of the point.
       type: list
       elements: dict
+      contains:
+        disk_id:
+          description: The disk's id (from its path at backup time), also the file's name in the point.
+          type: str
+        path:
+          description: The disk's path when the point was taken.
+          type: str
+        serial:
+          description: The disk's serial, or null.
+          type: str
+        format:
+          description: The disk's format, V(qcow2) or V(raw) (the point's file is qcow2 either way).
+          type: str
+        encrypted:
+          description: Whether the disk, and so the point's file, is LUKS-encrypted.
+          type: bool
+        file:
+          description: The point's file, relative to C(<target>/<vm>/).
+          type: str
+        size:
+          description: Bytes of the point's file.
+          type: int
 """
 
 from ansible_collections.infinivirt.core.plugins.module_utils import bytecode_cache  # noqa: F401  # pylint: disable=unused-import
