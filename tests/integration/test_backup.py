@@ -178,3 +178,28 @@ def _kill_during_backup(vms, workdir, images, target, params):
     out, err = proc.communicate()
     assert cut or proc.returncode == 0, (out + err).decode()
     return cut
+
+
+def test_bad_backup_input_names_the_option_and_writes_nothing(disk_service, images, workdir):
+    vms, backups = disk_service, BackupService(disk_service.engine)
+    target = os.path.join(workdir, "backups")
+    vms.ensure({"name": "nodisk", "state": "stopped", "accel": "tcg"}, False)
+    cases = [
+        ({"vm": "ghost", "target": target}, "vm", "does not exist"),
+        ({"vm": "nodisk", "target": target}, "vm", "no writable disk"),
+        ({"vm": "nodisk", "target": "backups"}, "target", "absolute"),
+        ({"vm": "nodisk", "target": target, "mode": "differential"}, "mode", "must be one of"),
+        ({"vm": "nodisk", "target": target, "keep": 0}, "keep", "1 or more"),
+        ({"vm": "nodisk", "target": target, "state": "restored", "restore_dir": images}, "target", "holds no backup"),
+    ]
+    for params, field, phrase in cases:
+        with pytest.raises(SpecError) as err:
+            backups.ensure(params, False)
+        assert err.value.field == field and phrase in str(err.value), (params, str(err.value))
+    assert not os.path.exists(target), "a refused task made no backup directory"
+    os.makedirs(os.path.join(target, "nodisk"))
+    with open(os.path.join(target, "nodisk", "manifest.json"), "w") as handle:
+        handle.write('{"version": 1, "vm": "nodisk", "uuid": "", "points": [], "pending": null}')
+    with pytest.raises(SpecError) as err:
+        backups.ensure({"vm": "nodisk", "target": target, "state": "restored", "restore_dir": images}, False)
+    assert err.value.field == "point" and "points: none" in str(err.value)

@@ -97,8 +97,11 @@ class BackupService:
             return self._present(rec, target, vm_dir, mode, keep, check_mode)
 
     # -- present: a new point ----------------------------------------------------------------
-    def _disks(self, rec) -> List[DiskSpec]:
-        disks = [d for d in rec.spec.disks if not d.readonly and d.media == "disk"]
+    def _disks(self, rec, live: str) -> List[DiskSpec]:
+        """The writable disks as QEMU has them: a running VM's as it was started (a disk
+        added to the spec since may wait for a restart), a stopped VM's as the spec says."""
+        spec = rec.running_spec if live != STOPPED and rec.running_spec is not None else rec.spec
+        disks = [d for d in spec.disks if not d.readonly and d.media == "disk"]
         if not disks:
             raise SpecError("vm", "VM %s has no writable disk to back up" % rec.name)
         if self.store.list_layers(rec.uuid):
@@ -108,8 +111,8 @@ class BackupService:
         return disks
 
     def _present(self, rec, target: str, vm_dir: str, mode: str, keep, check_mode: bool) -> Dict[str, Any]:
-        disks = self._disks(rec)
         live = self.engine.sessions.live_state(rec)
+        disks = self._disks(rec, live)
         if not check_mode:
             ensure_private_dir(target, "target")
             ensure_private_dir(vm_dir, "target")

@@ -64,8 +64,10 @@ def check_target(target: Any, field: str = "target") -> str:
 def check_point(point: Any, manifest: Dict[str, Any], field: str = "point") -> Dict[str, Any]:
     """The complete point ``point`` names; ``latest`` is the newest."""
     points = manifest["points"]
-    if point == "latest" and points:
-        return points[-1]
+    if point == "latest":
+        if points:
+            return points[-1]
+        raise SpecError(field, "VM %s has no complete backup point (points: none)" % manifest["vm"])
     if not isinstance(point, str) or not _POINT_RE.fullmatch(point):
         raise SpecError(field, "%r is not a backup point id (like 20261206T221500Z-00) or 'latest'" % (point,))
     found = [p for p in points if p["id"] == point]
