@@ -180,6 +180,71 @@ def _kill_during_backup(vms, workdir, images, target, params):
     return cut
 
 
+def _luks_raw_sha(path, key, workdir):
+    """SHA-256 of an encrypted qcow2 image's guest-visible bytes, opened with ``key``."""
+    key_file, raw = os.path.join(workdir, "k"), path + ".raw"
+    with open(os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+        handle.write(key)
+    node = {"driver": "qcow2", "encrypt": {"key-secret": "k0"}, "file": {"driver": "file", "filename": path}}
+    subprocess.run(
+        ["qemu-img", "convert", "--object", json.dumps({"qom-type": "secret", "id": "k0", "file": key_file}),
+         "-O", "raw", "json:" + json.dumps(node), raw],
+        check=True,
+    )  # fmt: skip
+    try:
+        with open(raw, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()
+    finally:
+        os.unlink(raw)
+        os.unlink(key_file)
+
+
+def test_encrypted_disk_stays_encrypted(cloud_service, images, workdir):
+    """No guest: a firmware-only VM. An encrypted volume's points (offline full through
+    qemu-storage-daemon, live incremental through QEMU) are encrypted with its key, and
+    restore to the same bytes, encrypted."""
+    from ansible_collections.infinivirt.core.plugins.module_utils.volume.keys import read_luks_key
+    from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
+
+    svc = cloud_service
+    path = os.path.join(images, "enc.qcow2")
+    DiskService(svc.store, svc.secret_box, svc.hostname, [images], lock_timeout=30).ensure(
+        {"path": path, "format": "qcow2", "size": "16M", "encrypt": True}, False
+    )
+    key = read_luks_key(svc.store, svc.secret_box, path)
+    svc.ensure({"name": "enc", "state": "stopped", "accel": "tcg", "disks": [{"path": path}]}, False)
+    backups, target = BackupService(svc.engine), os.path.join(workdir, "backups")
+    params = {"vm": "enc", "target": target}
+    full = backups.ensure(params, False)
+    assert full["kind"] == "full" and full["consistency"] == "offline", full
+    point_file = os.path.join(target, "enc", full["point"]["disks"][0]["file"])
+    info = json.loads(
+        subprocess.run(["qemu-img", "info", "--output=json", point_file], capture_output=True, check=True).stdout
+    )
+    assert info["encrypted"] is True, "the point is encrypted"
+    assert full["point"]["disks"][0]["encrypted"] is True
+
+    pid = svc.ensure({"name": "enc", "state": "running"}, False).vm["pid"]
+    live = backups.ensure(dict(params, mode="incremental"), False)
+    assert live["kind"] == "incremental" and live["consistency"] == "crash", live
+
+    # QEMU killed: the bitmap was never stored (in-use), so the next point is full, and says why.
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not os.path.exists("/proc/%d" % pid) or open("/proc/%d/stat" % pid).read().split()[2] == "Z")
+    after_kill = backups.ensure(dict(params, mode="incremental"), False)
+    assert after_kill["kind"] == "full" and "inconsistent" in after_kill["fallback_reason"], after_kill
+    again = backups.ensure(dict(params, mode="incremental"), False)
+    assert again["kind"] == "incremental", "the bitmap made anew by the full point counts again: %r" % again
+
+    want = _luks_raw_sha(path, key, workdir)
+    for pid in (live["point"]["id"], after_kill["point"]["id"]):
+        out = restore(backups, params, pid, os.path.join(images, "r-" + pid))
+        assert json.loads(
+            subprocess.run(["qemu-img", "info", "--output=json", out], capture_output=True, check=True).stdout
+        )["encrypted"]
+        assert _luks_raw_sha(out, key, workdir) == want, "point %s restores the same bytes" % pid
+
+
 def test_bad_backup_input_names_the_option_and_writes_nothing(disk_service, images, workdir):
     vms, backups = disk_service, BackupService(disk_service.engine)
     target = os.path.join(workdir, "backups")
