@@ -268,3 +268,37 @@ def test_bad_backup_input_names_the_option_and_writes_nothing(disk_service, imag
     with pytest.raises(SpecError) as err:
         backups.ensure({"vm": "nodisk", "target": target, "state": "restored", "restore_dir": images}, False)
     assert err.value.field == "point" and "points: none" in str(err.value)
+
+
+@pytest.fixture
+def small_target(workdir):
+    """A 12 MiB tmpfs of the test's own as the backup target: a disk that fills up."""
+    mount = os.path.join(workdir, "small")
+    os.makedirs(mount, mode=0o700)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m,mode=0700", "tmpfs", mount], check=True)
+    yield mount
+    subprocess.run(["umount", mount], check=False)
+
+
+def test_a_full_disk_leaves_earlier_points_whole(disk_service, images, small_target):
+    """No guest (a stopped VM, qemu-storage-daemon): the backup that runs out of space fails
+    clearly, lists nothing, leaves no half point, and the earlier point still restores."""
+    from ansible_collections.infinivirt.core.plugins.module_utils.errors import QemuError
+
+    vms, backups = disk_service, BackupService(disk_service.engine)
+    disk = make_image(os.path.join(images, "full.qcow2"), "qcow2", 32)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 4M", disk], check=True, capture_output=True)
+    vms.ensure({"name": "fills", "state": "stopped", "accel": "tcg", "disks": [{"path": disk}]}, False)
+    params = {"vm": "fills", "target": small_target}
+    first = backups.ensure(params, False)
+    sha_first = image_sha(disk)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x22 8M 16M", disk], check=True, capture_output=True)
+    with pytest.raises(QemuError) as err:
+        backups.ensure(dict(params, mode="incremental"), False)
+    assert "No space left" in str(err.value), str(err.value)
+    vm_dir = os.path.join(small_target, "fills")
+    assert sorted(os.listdir(vm_dir)) == [first["point"]["id"], "manifest.json"], "no half point is left"
+    assert [p["id"] for p in list_points(small_target, "fills")] == [first["point"]["id"]]
+    predicted = backups.ensure(dict(params, mode="incremental"), True)
+    assert predicted["kind"] == "full" and "did not finish" in predicted["fallback_reason"], predicted
+    assert image_sha(restore(backups, params, first["point"]["id"], os.path.join(images, "r"))) == sha_first
