@@ -151,10 +151,10 @@ def test_backup_points_restore_and_survive_a_kill(disk_service, guest_params, im
     assert gone["removed"] == [kept["point"]["id"], offline["point"]["id"]], gone
 
 
-def _kill_during_backup(vms, workdir, images, target, params):
+def _kill_during_backup(vms, workdir, images, target, params, started=None):
     """Run the infinivirt_backup module (a full point) as a process of its own, as Ansible
-    runs it, and SIGKILL it once its point is being written; returns whether it was (not
-    finished before the kill)."""
+    runs it, and SIGKILL it once ``started()`` (default: its point is being written);
+    returns whether it was cut off (not finished before the kill)."""
     args = os.path.join(workdir, "module-args.json")
     module_args = dict(
         params,
@@ -171,13 +171,48 @@ def _kill_during_backup(vms, workdir, images, target, params):
     proc = subprocess.Popen(
         [sys.executable, "-m", module, args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
     )
-    vm_dir = os.path.join(target, "bk")
-    wait_for(lambda: proc.poll() is not None or any(n.endswith(".part") for n in os.listdir(vm_dir)), timeout=60)
+    vm_dir = os.path.join(target, params["vm"])
+    if started is None:
+        started = lambda: os.path.isdir(vm_dir) and any(n.endswith(".part") for n in os.listdir(vm_dir))  # noqa: E731
+    wait_for(lambda: proc.poll() is not None or started(), timeout=60)
     cut = proc.poll() is None
-    os.kill(proc.pid, signal.SIGKILL)
+    if cut:
+        os.kill(proc.pid, signal.SIGKILL)
     out, err = proc.communicate()
     assert cut or proc.returncode == 0, (out + err).decode()
     return cut
+
+
+def storage_daemons(run_dir):
+    """PIDs of qemu-storage-daemon processes serving a socket in ``run_dir``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as handle:
+                argv = handle.read().split(b"\0")
+        except OSError:
+            continue
+        wanted = (run_dir.encode(), run_dir.replace(",", ",,").encode())  # as in --chardev's path=
+        if argv[0].endswith(b"qemu-storage-daemon") and any(w in a for a in argv for w in wanted):
+            found.append(int(pid))
+    return found
+
+
+def test_killed_offline_backup_leaves_no_daemon(disk_service, images, workdir):
+    """No guest: the module SIGKILLed while its qemu-storage-daemon copies a stopped VM's
+    disk takes the daemon with it (no lock left on the image), and the next backup works."""
+    vms, backups = disk_service, BackupService(disk_service.engine)
+    disk = make_image(os.path.join(images, "off.qcow2"), "qcow2", 256)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x33 0 192M", disk], check=True, capture_output=True)
+    vms.ensure({"name": "offk", "state": "stopped", "accel": "tcg", "disks": [{"path": disk}]}, False)
+    target, run_dir = os.path.join(workdir, "backups"), os.path.join(workdir, "run")
+    params = {"vm": "offk", "target": target}
+    cut = _kill_during_backup(vms, workdir, images, target, params, started=lambda: storage_daemons(run_dir))
+    assert cut, "the module was killed while its storage daemon ran"
+    assert wait_for(lambda: not storage_daemons(run_dir), timeout=10), "the daemon ended with the module"
+    again = backups.ensure(params, False)  # would fail on the image's lock if the daemon lived on
+    assert again["kind"] == "full" and any(name.endswith(".part") for name in again["cleaned"]), again
+    assert [p["id"] for p in list_points(target, "offk")] == [again["point"]["id"]]
 
 
 def _luks_raw_sha(path, key, workdir):

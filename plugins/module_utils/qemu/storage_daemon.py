@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from typing import Any, Dict, Iterator, List, Sequence
@@ -20,6 +21,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.errors import Qemu
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import QmpSession
 
 START_TIMEOUT = 10.0
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def _binary() -> str:
@@ -50,7 +52,12 @@ def storage_daemon(
     with contextlib.suppress(FileNotFoundError):
         os.unlink(socket_path)
     proc = subprocess.Popen(  # noqa: S603  # an argv list
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, pass_fds=tuple(pass_fds)
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        pass_fds=tuple(pass_fds),
+        preexec_fn=_die_with(os.getpid()),  # noqa: PLW1509  # only prctl and getppid run in the child
     )
     try:
         _wait_socket(proc, socket_path)
@@ -68,6 +75,21 @@ def storage_daemon(
             proc.stderr.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(socket_path)
+
+
+def _die_with(parent: int):
+    """A preexec function: the daemon gets SIGKILL when the task's process ends, also when
+    that is killed (SIGKILL), so no daemon is left holding the images' locks."""
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork
+
+    def child() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent ended before prctl
+            os._exit(1)
+
+    return child
 
 
 def _escape(value: str) -> str:
