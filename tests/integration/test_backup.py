@@ -209,7 +209,11 @@ def test_killed_offline_backup_leaves_no_daemon(disk_service, images, workdir):
     params = {"vm": "offk", "target": target}
     cut = _kill_during_backup(vms, workdir, images, target, params, started=lambda: storage_daemons(run_dir))
     assert cut, "the module was killed while its storage daemon ran"
-    assert wait_for(lambda: not storage_daemons(run_dir), timeout=10), "the daemon ended with the module"
+    try:
+        assert wait_for(lambda: not storage_daemons(run_dir), timeout=10), "the daemon ended with the module"
+    finally:
+        for pid in storage_daemons(run_dir):  # only if the code is wrong: never leave one behind
+            os.kill(pid, signal.SIGKILL)
     again = backups.ensure(params, False)  # would fail on the image's lock if the daemon lived on
     assert again["kind"] == "full" and any(name.endswith(".part") for name in again["cleaned"]), again
     assert [p["id"] for p in list_points(target, "offk")] == [again["point"]["id"]]
