@@ -172,8 +172,11 @@ def _kill_during_backup(vms, workdir, images, target, params, started=None):
         [sys.executable, "-m", module, args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
     )
     vm_dir = os.path.join(target, params["vm"])
-    if started is None:
-        started = lambda: os.path.isdir(vm_dir) and any(n.endswith(".part") for n in os.listdir(vm_dir))  # noqa: E731
+
+    def writing() -> bool:
+        return os.path.isdir(vm_dir) and any(n.endswith(".part") for n in os.listdir(vm_dir))
+
+    started = started or writing
     wait_for(lambda: proc.poll() is not None or started(), timeout=60)
     cut = proc.poll() is None
     if cut:
