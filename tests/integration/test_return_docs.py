@@ -32,6 +32,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.host.process impor
 from ansible_collections.infinivirt.core.plugins.module_utils.monitor.service import Monitor
 from ansible_collections.infinivirt.core.plugins.module_utils.network.service import NetworkService
 from ansible_collections.infinivirt.core.plugins.module_utils.secrets.rotation import rotate_key
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.backup import BackupService, list_points
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.batch import VmBatch, prepare
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.acting import acting_engine
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.records import firewall_directory
@@ -55,6 +56,8 @@ MODULES = (
     "infinivirt_secret_key",
     "infinivirt_vms",
     "infinivirt_gpu",
+    "infinivirt_backup",
+    "infinivirt_backup_info",
 )
 
 # Keys every Ansible module may return, which RETURN does not document.
@@ -324,6 +327,18 @@ def check_the_rest(ctx, netns, tmp_path, results):
     for state in ("present", "present", "reverted", "absent"):
         results["infinivirt_snapshot"].append(snaps.ensure(dict(snap, state=state), False))
     snaps.ensure(dict(snap, name="s2", state="present"), False)
+
+    # infinivirt_backup of the stopped VM (qemu-storage-daemon): predicted, full, incremental,
+    # restored, one point deleted; infinivirt_backup_info lists what is left.
+    backups = BackupService(acting_engine(ctx))
+    bk = dict(vm="ret1", target=str(tmp_path / "backups"), mode="auto", keep=None, point=None)
+    for check in (True, False, False):
+        results["infinivirt_backup"].append(backups.ensure(dict(bk, state="present"), check))
+    restored = dict(bk, state="restored", restore_dir=str(tmp_path / "images" / "restored"), restore_as=None)
+    results["infinivirt_backup"].append(backups.ensure(restored, False))
+    last = results["infinivirt_backup"][-1]["point"]["id"]
+    results["infinivirt_backup"].append(backups.ensure(dict(bk, state="absent", point=last), False))
+    results["infinivirt_backup_info"].append({"changed": False, "points": list_points(bk["target"], "ret1")})
 
     # infinivirt_vm_info: all VMs and one by name (one has a snapshot), and a VM whose QEMU
     # was killed: with its leftovers, then cleaned up by the host monitor (events).

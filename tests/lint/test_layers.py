@@ -45,6 +45,7 @@ PURE_MODELS = (
     "vm/model/unattend.py",  # the unattend option to the answer file ISO's files (host/iso.py writes them)
     "vm/model/readiness.py",  # wait_for/wait_timeout and the console tail (vm/readiness.py waits)
     "vm/model/metadata.py",  # tags and labels: validation and the info filter
+    "vm/model/backup.py",  # backup options, the manifest, kind, retention, restore chain
     "vm/model/machine.py",  # the versioned machine type: recorded at the first start, asked for after
     "vm/model/migration.py",  # a live migration: options, QMP settings, the handover states and who moves them
     "vm/model/devices.py",  # TPM, RNG, watchdog, SMBIOS, vsock: normal form, checks, argv (issue 25 A)

@@ -397,6 +397,33 @@ class QemuImg:
             args.append(str(int(size)))
             self._run(args, "resizing %s" % shown, pass_fds=fds, names=names)
 
+    def convert_chain(self, chain: Sequence[str], dst: Image, luks_key: Optional[str] = None) -> None:
+        """Flatten a chain of qcow2 files (``chain``: top first, each backed by the next) into
+        a new qcow2 ``dst``. Each layer is named here, not taken from a header, so every
+        layer of an encrypted chain opens with the key (a header's backing cannot carry
+        it); ``dst`` is then encrypted with the same key."""
+        node: Optional[Dict[str, Any]] = None
+        for path in reversed(chain):
+            layer: Dict[str, Any] = {"driver": "qcow2", "file": {"driver": "file", "filename": path}, "backing": node}
+            if luks_key is not None:
+                layer["encrypt"] = {"key-secret": _SECRET_ID}
+            node = layer
+        fds: List[int] = []
+        names: Dict[str, str] = {}
+        dst_target, dst_shown = _image(dst, fds, names)
+        options = _new_image_options("qcow2", luks_key is not None, None)
+        args = ["convert", "-q"]
+        with contextlib.ExitStack() as stack:
+            if luks_key is not None:
+                args += ["--object", _secret_object(_key_path(stack, luks_key, fds))]
+            args += ["-O", "qcow2"] + (["-o", ",".join(options)] if options else [])
+            args += ["json:" + json.dumps(node), dst_target]
+            doing = "restoring %s into %s" % (chain[0], dst_shown)
+            if luks_key is not None:
+                self._run_pbkdf(args, doing, dst, fds, names)
+            else:
+                self._run(args, doing, pass_fds=fds, names=names)
+
     def convert(
         self,
         src: Image,
