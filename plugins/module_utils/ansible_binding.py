@@ -10,6 +10,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
+from ansible.module_utils.common.parameters import remove_values
 
 from ansible_collections.infinivirt.core.plugins.module_utils import host_config
 from ansible_collections.infinivirt.core.plugins.module_utils.context import HostContext
@@ -116,7 +117,7 @@ class InfinivirtModule:
                 msg="%s (needed for %s)" % (missing_required_lib(exc.library), exc.purpose), exception=exc.import_error
             )
         except InfinivirtError as exc:  # ``result``: what a failure returns besides msg (console_tail)
-            self.module.fail_json(msg=str(exc), **(getattr(exc, "result", None) or {}))
+            self._finish(self.module.fail_json, dict(msg=str(exc), **(getattr(exc, "result", None) or {})))
         except Exception as exc:  # a bug: keep the traceback for the report
             self.module.fail_json(msg="unexpected error: %s" % exc, exception=traceback.format_exc())
         if not self.module._diff:
@@ -124,8 +125,45 @@ class InfinivirtModule:
         for warning in result.pop("warnings", []):
             self.module.warn(warning)
         if result.get("failed"):  # a partial failure that still reports its results
-            self.module.fail_json(**result)
-        self.module.exit_json(**result)
+            self._finish(self.module.fail_json, result)
+        self._finish(self.module.exit_json, result)
+
+    def _finish(self, exit_method: Callable[..., Any], result: Dict[str, Any]) -> None:
+        """Exit with ``result``. Ansible hides every string of a no_log option wherever it
+        appears in the output, and cloud_init's user_data and users are no_log as a whole: a
+        runcmd of ``sh`` turned ``wait_for: ssh`` into ``s********``. The echo of the task's
+        options (invocation) is masked with all of them, as Ansible would; the results, which
+        never hold cloud_init's content, are not masked with its short strings."""
+        invocation = {"module_args": remove_values(self.module.params, self.module.no_log_values)}
+        self.module.no_log_values.difference_update(_short_strings(_cloud_init_options(self.module.params)))
+        exit_method(invocation=invocation, **result)
+
+
+# cloud_init strings shorter than this (``sh``, ``-c``, ``default``, a user name) are no
+# secrets worth hiding in results, and hiding them garbles any value that contains them.
+SHORT_NO_LOG_STRING = 8
+
+
+def _cloud_init_options(value: Any) -> List[Any]:
+    """Every ``cloud_init`` option in a module's params (infinivirt_vms: in defaults and entries)."""
+    found: List[Any] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "cloud_init" and item is not None:
+                found.append(item)
+            else:
+                found.extend(_cloud_init_options(item))
+    elif isinstance(value, list):
+        for item in value:
+            found.extend(_cloud_init_options(item))
+    return found
+
+
+def _short_strings(value: Any) -> Set[str]:
+    if isinstance(value, str):
+        return {value} if len(value) < SHORT_NO_LOG_STRING else set()
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return set().union(*(_short_strings(item) for item in items)) if items else set()
 
 
 def validate_options(

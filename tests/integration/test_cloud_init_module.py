@@ -66,6 +66,8 @@ def test_cloud_init_through_the_module_without_pycdlib(python_without_pycdlib, w
     # The output shows each task's module_args, the secret suboptions masked: the check below means something.
     masked = re.search(r'"ssh_authorized_keys": \[\s*"VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"\s*\]', out)
     assert '"module_args"' in out and masked, out[:6000]
+    # The echo of the options still hides user_data's short strings; results do not (the play's assert).
+    assert re.search(r'"runcmd": \[\s*\[\s*"VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"', out), out[:6000]
     for secret in (PUBKEY.split()[1], PASSWORD):
         assert secret not in out
         db = b"".join(p.read_bytes() for p in work.iterdir() if p.is_file() and p.name.startswith("ci.db"))
