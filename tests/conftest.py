@@ -99,7 +99,6 @@ LONGEST_FIRST = (
     "tests/integration/test_migration.py",
     "tests/lint/test_sanity.py",
     "tests/integration/test_cloud_guest.py",
-    "tests/integration/test_wait_ssh.py",
     "tests/integration/test_snapshot_faults.py",
     "tests/integration/test_monitor.py",
     "tests/integration/test_disk_module.py",

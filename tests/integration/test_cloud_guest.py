@@ -1,29 +1,28 @@
 # Copyright (c) 2026, Infinivirt developers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The cloud guest made by infinivirt_vm with its ``cloud_init`` option: the module seals the
-option, writes the CIDATA ISO (vm/cloud_seed.py, host/iso.py) at start and attaches it as a
-read-only SCSI CD-ROM next to a throwaway overlay of the cloud guest. One boot (TCG: minutes)
-proves that cloud-init read the seed from the CD-ROM, set the hostname, ran runcmd, applied
-the network config, and let user ``debian`` in over SSH with the injected key; then, without
-booting again, that a changed seed is a pending restart and a new ISO, a rerun no change, no
-secret in the database or the result, and the ISO gone with the VM. The same boot, with the
-guest agent and a tag, proves the inventory plugin (issue 22): a play on a group of the
-plugin's reaches the guest over SSH at the address the plugin found; and the real qemu-ga
-(issue 21): ``wait_for: ip`` on a bridge (no leases) waits for the agent's address,
-infinivirt_vm_info lists the agent with the hostname the seed set and the NIC's MAC and
-address, a live snapshot freezes and thaws the file systems through the agent and reports its
-count, and infinivirt_vms' ``exclusive`` with ``shutdown_mode: agent`` powers the guest off
-through it. QEMU's own event log tells which way: the ACPI power button (QMP
-``system_powerdown``) makes QEMU emit POWERDOWN, a guest-shutdown does not. Snapshots' and
-exclusive's routing of ``shutdown_mode`` to that same stop, and the ACPI fallback of a silent
-agent, are in test_agent_stop_fallback.py and test_guest_agent_live.py on the tiny guest."""
+"""From an image to a host Ansible reaches (issue 21), on ONE boot of the cloud guest (TCG:
+minutes). A playbook (playbooks/wait_ssh.yml) makes a NAT network in a namespace, a linked
+clone of the cached cloud guest and a VM with ``cloud_init`` (hostname, SSH key, a user with
+a password, runcmd, network_config), ``guest_agent`` and ``wait_for: ssh``; it adds the guest
+with ``add_host`` and runs ``hostname`` ON it over SSH (the controller reaches the namespace
+through a ProxyCommand). The test goes on with the running VM: cloud-init read the seed from
+the SCSI CD-ROM (vm/cloud_seed.py, host/iso.py), ran runcmd, applied network_config (the second
+NIC's static address) and let users in; the inventory plugin (issue 22) groups it by tag and
+a play on that group reaches it; the real qemu-ga (infinivirt_vm_info's agent entry, the
+freeze count of a live snapshot, infinivirt_vms' exclusive powering it off through the agent:
+QEMU's event log shows a guest-shutdown and no POWERDOWN, the ACPI power button); without
+booting again, a changed seed is a pending restart and a new ISO, a rerun no change, no secret
+in the database or a result, and the ISO gone with the VM. Snapshots' and exclusive's routing
+of ``shutdown_mode`` to that same stop (vm/power.py), and the ACPI fallback of a silent agent,
+are in test_agent_stop_fallback.py and test_guest_agent_live.py on the tiny guest."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -32,24 +31,30 @@ import time
 import pytest
 import yaml
 from collection_path import collections_root
-from helpers import overlay_of, qemu_event_log, qemu_events, wait_serial
+from helpers import qemu_event_log, qemu_events, vm_list, wait_serial
+from qemu_procs import kill_leftovers
 
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import validate_options
+from ansible_collections.infinivirt.core.plugins.module_utils.network.service import NetworkService
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.guest_agent import GuestAgent
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.batch import VmBatch, prepare
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.cloud_seed import seed_path
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.process import VmPaths
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.info import info_result
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.options import vm_argument_spec
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
 from ansible_collections.infinivirt.core.plugins.modules import infinivirt_vm
 
 pytestmark = [pytest.mark.qemu, pytest.mark.guest, pytest.mark.slow, pytest.mark.netns, pytest.mark.playbook]
 
 BOOT_TIMEOUT = float(os.environ.get("INFINIVIRT_CLOUD_TIMEOUT", "420"))  # TCG on a loaded 2-core host
+HERE = os.path.dirname(os.path.abspath(__file__))
 HOSTNAME = "cloudy-web01"
-MAC = "52:54:00:c1:00:02"
-HOST_IP, GUEST_IP = "10.77.0.1", "10.77.0.2"
+NAME = "web01"  # the playbook's VM
+MAC, MAC_STATIC = "52:54:00:c1:00:02", "52:54:00:c1:00:03"  # the NAT lease's NIC; network_config's static one
+STATIC_IP = "192.168.77.10"  # network_config's address on the second NIC (no route needed to it)
+NAT_CIDR = "10.79.0.0/24"  # the playbook's NAT network
 PLAY = """
 - name: A group of the inventory plugin
   hosts: infinivirt_tag_sshproof
@@ -65,12 +70,21 @@ PLAY = """
 """
 
 
-def ssh(netns, key, command, timeout=20):
+def ssh(netns, key, address, command, timeout=20):
     argv = ["ip", "netns", "exec", netns, "ssh", "-i", key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"]
     argv += ["-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR"]
     return subprocess.run(
-        argv + ["debian@" + GUEST_IP, command], capture_output=True, text=True, timeout=timeout, check=False
+        argv + ["debian@" + address, command], capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+@pytest.fixture
+def netns():
+    name = "ivssh-%d" % os.getpid()
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+    yield name
+    subprocess.run(["ip", "netns", "del", name], check=True)
 
 
 def sha256_of(path):
@@ -78,16 +92,12 @@ def sha256_of(path):
         return hashlib.sha256(fh.read()).hexdigest()
 
 
-def test_infinivirt_vm_cloud_init_boots_the_cloud_guest(cloud_guest, cloud_service, images, workdir, bridge_ns):
-    svc = cloud_service
-    subprocess.run(["ip", "-n", bridge_ns, "addr", "add", HOST_IP + "/24", "dev", "vmbr0"], check=True)
+def test_a_playbook_boots_the_cloud_guest_and_reaches_it(cloud_guest, workdir, images, netns):
     key = os.path.join(workdir, "id_ed25519")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "infinivirt-test", "-f", key], check=True)
     with open(key + ".pub") as fh:
         pubkey = fh.read().strip()
     password = "Pl41n-t3xt-never-stored"
-
-    root = overlay_of(str(cloud_guest.disk), os.path.join(images, "root.qcow2"))
     cloud_init = {
         "hostname": HOSTNAME,
         "ssh_authorized_keys": [pubkey],
@@ -96,114 +106,193 @@ def test_infinivirt_vm_cloud_init_boots_the_cloud_guest(cloud_guest, cloud_servi
         "user_data": {"runcmd": [["sh", "-c", "echo INFINIVIRT-CLOUD hostname=$(hostname) > /dev/ttyS0"]]},
         "network_config": {
             "version": 2,
-            "ethernets": {"nic0": {"match": {"macaddress": MAC}, "addresses": [GUEST_IP + "/24"]}},
+            "ethernets": {
+                "nat": {"match": {"macaddress": MAC}, "dhcp4": True},
+                "fixed": {"match": {"macaddress": MAC_STATIC}, "addresses": [STATIC_IP + "/24"]},
+            },
         },
     }
-    params = {
-        "name": "cloudy",
-        "accel": "tcg",
-        "vcpus": 2,
-        "memory_mb": 1024,
-        "kernel": str(cloud_guest.kernel),
-        "initrd": str(cloud_guest.initrd),
-        "kernel_cmdline": cloud_guest.kernel_cmdline,
-        "disks": [{"path": root}],
-        "netns": bridge_ns,
-        "nics": [{"bridge": "vmbr0", "mac": MAC}],
-        "cloud_init": cloud_init,
-        "guest_agent": True,
-        "tags": ["sshproof"],
-        "state": "running",
-    }
-
+    svc = ServiceOfThePlaybook(workdir, images, cloud_guest, netns)
     t0 = time.monotonic()
-    # wait_for: ip on a bridge (no DHCP leases to read): the address comes from the agent.
-    started = svc.ensure(dict(params, wait_for="ip", wait_timeout=BOOT_TIMEOUT), False)
-    assert started.changed
-    assert started.vm["ready"]["address"] == GUEST_IP and started.vm["ready"]["address_source"] == "agent"
-    assert GUEST_IP in started.vm["guest"]["ips"]
-    t_ip = time.monotonic() - t0
-    uuid = started.vm["uuid"]
-    iso = seed_path(os.path.join(workdir, "nvram"), uuid)
+    try:
+        address, waited = the_playbook_reaches_the_guest(svc, cloud_guest, cloud_init, key)
+        t_play = time.monotonic() - t0
+        count = the_guest_and_its_agent_report(svc, cloud_init, netns, key, address)
+        print(
+            "cloud guest: wait_for ssh met %s s after the start at %s; playbook %.0f s; %d file systems frozen"
+            % (waited, address, t_play, count)
+        )
+        the_seed_changes_without_a_boot(svc, cloud_init, [pubkey.split()[1], password])
+    finally:
+        svc.close()
+    assert kill_leftovers(workdir) == [], "a QEMU was left running"
+
+
+class ServiceOfThePlaybook:
+    """What the playbook's tasks were given (module_defaults), and a VmService on the same."""
+
+    def __init__(self, workdir, images, cloud_guest, netns):
+        self.workdir, self.netns = workdir, netns
+        self.settings = {
+            "db_url": "sqlite:///%s/cloud.db" % workdir,
+            "run_dir": os.path.join(workdir, "run"),
+            "nvram_dir": os.path.join(workdir, "nvram"),
+            "key_file": os.path.join(workdir, "secret.key"),
+            "images": images,
+        }
+        self.vms = VmService.open(
+            self.settings["db_url"],
+            self.settings["run_dir"],
+            storage_roots=[images, os.path.dirname(str(cloud_guest.disk))],
+            nvram_dir=self.settings["nvram_dir"],
+            secret_key_file=self.settings["key_file"],
+        )
+        self.params = {
+            "name": NAME,
+            "accel": "tcg",
+            "vcpus": 2,
+            "memory_mb": 1024,
+            "kernel": str(cloud_guest.kernel),
+            "initrd": str(cloud_guest.initrd),
+            "kernel_cmdline": cloud_guest.kernel_cmdline,
+            "disks": [{"path": os.path.join(images, "web01.qcow2")}],
+            "netns": netns,
+            "nics": [{"network": "sshnat0", "mac": MAC}, {"network": "sshnat0", "mac": MAC_STATIC}],
+            "guest_agent": True,
+            "tags": ["sshproof"],
+            "state": "running",
+        }
+
+    def close(self):
+        for vm in vm_list(self.vms):
+            self.vms.ensure({"name": vm["name"], "state": "absent", "force": True, "stop_timeout": 5}, False)
+        nets = NetworkService(self.vms.ctx.store, self.vms.ctx.host_id, self.netns, run_dir=self.settings["run_dir"])
+        nets.ensure({"name": "sshnat0", "state": "absent"}, False)
+        self.vms.close()
+
+
+def the_playbook_reaches_the_guest(svc, cloud_guest, cloud_init, key):
+    """playbooks/wait_ssh.yml as a user runs it; returns the address it waited on and when."""
+    inventory = os.path.join(svc.workdir, "inventory")
+    with open(inventory, "w") as fh:  # localhost's interpreter here: extra vars would win on the guest too
+        fh.write("localhost ansible_connection=local ansible_python_interpreter=%s\n" % sys.executable)
+    extra = dict(
+        svc.settings,
+        template=str(cloud_guest.disk),
+        kernel=str(cloud_guest.kernel),
+        initrd=str(cloud_guest.initrd),
+        kernel_cmdline=cloud_guest.kernel_cmdline,
+        netns=svc.netns,
+        cloud_init=cloud_init,
+        macs=[MAC, MAC_STATIC],
+        privkey=key,
+        proxy="%s %s" % (sys.executable, os.path.join(HERE, "netns_connect.py")),
+        boot_timeout=BOOT_TIMEOUT,
+    )
+    env = dict(
+        os.environ, ANSIBLE_COLLECTIONS_PATH=collections_root(), ANSIBLE_NOCOLOR="1", ANSIBLE_HOST_KEY_CHECKING="0"
+    )
+    book = os.path.join(HERE, "playbooks", "wait_ssh.yml")
+    argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", inventory, "-v", book]
+    done = subprocess.run(
+        argv + ["-e", json.dumps(extra)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=BOOT_TIMEOUT + 600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-3000:]
+    assert "failed=0" in done.stdout
+    found = re.search(r"WAIT_SSH_OK address=(\S+) waited=([\d.]+)", done.stdout)
+    assert found, done.stdout[-3000:]
+    # The task results (-v prints them) hold neither the SSH key's body nor the password.
+    results = done.stdout.split("TASK [The VM, waited for", 1)[1]
+    for secret in (cloud_init["ssh_authorized_keys"][0].split()[1], cloud_init["users"][1]["plain_text_passwd"]):
+        assert secret not in results
+    return found.group(1), found.group(2)
+
+
+def the_guest_and_its_agent_report(svc, cloud_init, netns, key, address):
+    """The seed on the CD-ROM, runcmd, users, network_config, the inventory plugin, qemu-ga.
+    Returns the freeze count."""
+    vm = vm_list(svc.vms, NAME)[0]
+    iso = seed_path(svc.settings["nvram_dir"], vm["uuid"])
     assert stat.S_IMODE(os.stat(iso).st_mode) == 0o600
-    first_iso = sha256_of(iso)
-    log = started.vm["serial_log"]
-    deadline = t0 + BOOT_TIMEOUT
+    log = vm["serial_log"]
+    deadline = time.monotonic() + 120  # SSH answered already: cloud-init is (nearly) done
     marker = wait_serial(log, r"INFINIVIRT-CLOUD hostname=(\S+)", deadline)
-    t_marker = time.monotonic() - t0
-    with open(log, "rb") as fh:
-        tail = fh.read().decode(errors="replace")[-3000:]
-    assert marker, "cloud-init never ran the seed's runcmd in %.0f s; console tail:\n%s" % (BOOT_TIMEOUT, tail)
-    assert marker.group(1) == HOSTNAME
+    assert marker and marker.group(1) == HOSTNAME, console_tail(log)
     # cloud-init's own final line names the data source: the seed on the SCSI CD-ROM.
     final = wait_serial(
         log, r"Cloud-init v\. \S+ finished at .*Datasource (DataSourceNoCloud \[seed=(\S+?)\])", deadline
     )
-    assert final and final.group(2) == "/dev/sr0", tail
+    assert final and final.group(2) == "/dev/sr0", console_tail(log)
 
-    # SSH as debian with the injected key, over the static address of network-config.
-    while True:
-        done = ssh(bridge_ns, key, "hostname; id -un; cat /var/lib/cloud/data/instance-id; id -un ops")
-        if done.returncode == 0 or time.monotonic() > deadline:
-            break
-        time.sleep(3)
-    t_ssh = time.monotonic() - t0
+    done = ssh(netns, key, address, "hostname; id -un; cat /var/lib/cloud/data/instance-id; id -un ops")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == [HOSTNAME, "debian", uuid, "ops"]  # instance-id: the VM's UUID
-    a_play_on_a_plugin_group_reaches(svc, workdir, bridge_ns, key, "cloudy")
-    t_play = time.monotonic() - t0
-    count = the_agent_reports_and_quiesces(svc, started.vm)
-    print(
-        "cloud guest: agent's address %.0f s, runcmd marker %.0f s, ssh %.0f s, inventory play %.0f s after "
-        "start; %d file systems frozen" % (t_ip, t_marker, t_ssh, t_play, count)
-    )
+    assert done.stdout.split() == [HOSTNAME, "debian", vm["uuid"], "ops"]  # instance-id: the VM's UUID
+    a_play_on_a_plugin_group_reaches(svc, key, address)
+    return the_agent_reports_and_quiesces(svc.vms, vm)
 
-    # The same task again: no change. A new seed: a pending restart, the running VM untouched.
-    again = svc.ensure(params, False)
-    assert not again.changed and again.vm["cloud_init_digest"] == started.vm["cloud_init_digest"]
+
+def the_seed_changes_without_a_boot(svc, cloud_init, secrets):
+    """The same task again: no change. A new seed: a pending restart, the running VM
+    untouched; its next start (paused: no second boot) writes it; absent removes it."""
+    params = dict(svc.params, cloud_init=cloud_init)
+    vm = vm_list(svc.vms, NAME)[0]
+    iso = seed_path(svc.settings["nvram_dir"], vm["uuid"])
+    first_iso = sha256_of(iso)
+    again = svc.vms.ensure(params, False)
+    assert not again.changed, again.plan
     renamed = dict(params, cloud_init=dict(cloud_init, hostname="cloudy-web02"))
-    changed = svc.ensure(renamed, False)
+    changed = svc.vms.ensure(renamed, False)
     assert changed.changed and changed.plan["changes"] == {"cloud_init": "restart"}
     assert changed.vm["pending_restart"] == ["cloud_init"] and changed.vm["status"] == "running"
-    assert changed.vm["cloud_init_digest"] != started.vm["cloud_init_digest"]
+    assert changed.vm["cloud_init_digest"] != again.vm["cloud_init_digest"]
     assert sha256_of(iso) == first_iso  # the running QEMU keeps the seed it booted with
-    assert not svc.ensure(renamed, False).changed
+    assert not svc.vms.ensure(renamed, False).changed
 
     # Neither the database nor any result holds the key or the password in plain text.
-    files = [os.path.join(workdir, n) for n in os.listdir(workdir) if n.startswith("cloud.db")]
+    files = [os.path.join(svc.workdir, n) for n in os.listdir(svc.workdir) if n.startswith("cloud.db")]
     db = b"".join(open(f, "rb").read() for f in files if os.path.isfile(f))  # the db, its WAL
-    for secret in (pubkey.split()[1], password):
+    for secret in secrets:
         assert secret.encode() not in db
-        for result in (started, again, changed):
+        for result in (again, changed):
             assert secret not in repr(result.result())
 
-    exclusive_powers_it_off_through_the_agent(svc, started.vm, log)
-
-    # The next start (paused: no second boot) writes the new seed; removing the VM removes it.
+    exclusive_powers_it_off_through_the_agent(svc.vms, vm, vm["serial_log"])
     assert os.path.exists(iso)  # it outlives the process, like the NVRAM
-    svc.ensure(dict(renamed, state="paused"), False)
+    svc.vms.ensure(dict(renamed, state="paused"), False)
     assert sha256_of(iso) != first_iso
     with open(iso, "rb") as fh:
         assert b"local-hostname: cloudy-web02" in fh.read()
-    gone = svc.ensure({"name": "cloudy", "state": "absent", "force": True, "stop_timeout": 0}, False)
+    gone = svc.vms.ensure({"name": NAME, "state": "absent", "force": True, "stop_timeout": 0}, False)
     assert gone.changed and not os.path.exists(iso)
+
+
+def console_tail(log):
+    with open(log, "rb") as fh:
+        return "console tail:\n" + fh.read().decode(errors="replace")[-4000:]
 
 
 def the_agent_reports_and_quiesces(svc, vm):
     """infinivirt_vm_info and infinivirt_vm list what qemu-ga says; a live disk-only snapshot
     freezes the file systems through the agent and thaws them (the count is the agent's: a
     freeze of our own counts the same, and its thaw too). Returns that count."""
-    listed = info_result(svc.ctx, "cloudy")["vms"][0]
+    listed = info_result(svc.ctx, NAME)["vms"][0]
     guest = listed["guest"]
     assert guest["agent"] == "answering", guest
     assert guest["hostname"] == HOSTNAME
     assert guest["os"]["id"] == "debian" and guest["os"]["version"] == "12"
-    nic = [i for i in guest["interfaces"] if i["mac"] == MAC]
-    assert nic and GUEST_IP in nic[0]["ips"], guest["interfaces"]
-    assert GUEST_IP in guest["ips"] and "127.0.0.1" not in guest["ips"]
+    # network_config: the first NIC asked the NAT network's DHCP, the second has the static address
+    by_mac = {i["mac"]: i["ips"] for i in guest["interfaces"]}
+    assert any(ip.startswith("10.79.0.") for ip in by_mac.get(MAC, ())), guest["interfaces"]
+    assert STATIC_IP in by_mac.get(MAC_STATIC, ()), guest["interfaces"]
+    assert STATIC_IP in guest["ips"] and "127.0.0.1" not in guest["ips"]
     assert_shape(guest, documented_guest())
 
-    snap = SnapshotService(svc.engine).ensure({"vm": "cloudy", "name": "quiesced"}, False)
+    snap = SnapshotService(svc.engine).ensure({"vm": NAME, "name": "quiesced"}, False)
     assert snap["changed"] and snap["frozen"] is True and snap["frozen_filesystems"] >= 1, snap
     sock = VmPaths.for_vm(svc.ctx.run_dir, vm["uuid"]).guest_agent_socket
     with GuestAgent(sock, 60) as agent:
@@ -242,16 +331,16 @@ def exclusive_powers_it_off_through_the_agent(svc, vm, log):
     assert stopped["vm"]["guest"]["agent"] == "not answering"
 
 
-def a_play_on_a_plugin_group_reaches(svc, workdir, bridge_ns, key, name):
+def a_play_on_a_plugin_group_reaches(svc, key, address):
     """The inventory plugin (issue 22), reading only the database, makes the guest's
     ansible_host of the addresses infinivirt_vm_info recorded from its agent; a play on a
     group of the plugin's runs ``hostname`` on the guest over SSH (ssh run inside the
-    namespace, where the guest's network is). Returns the play's output."""
-    guest = info_result(svc.ctx, name)["vms"][0]["guest"]
-    assert guest["agent"] == "answering" and GUEST_IP in guest["ips"], guest
-    uuid = info_result(svc.ctx, name)["vms"][0]["uuid"]
-    recorded = svc.ctx.store.guest_addresses()[uuid]
-    assert GUEST_IP in recorded["ips"] and any(i["mac"] == MAC for i in recorded["interfaces"])
+    namespace, where the guest's network is)."""
+    workdir = svc.workdir
+    listed = info_result(svc.vms.ctx, NAME)["vms"][0]
+    assert listed["guest"]["agent"] == "answering" and address in listed["guest"]["ips"], listed["guest"]
+    recorded = svc.vms.ctx.store.guest_addresses()[listed["uuid"]]
+    assert address in recorded["ips"] and any(i["mac"] == MAC for i in recorded["interfaces"])
 
     source = os.path.join(workdir, "fleet.infinivirt.yml")
     with open(source, "w") as fh:
@@ -260,14 +349,14 @@ def a_play_on_a_plugin_group_reaches(svc, workdir, bridge_ns, key, name):
                 "plugin": "infinivirt.core.infinivirt",
                 "db_url": "sqlite:///%s/cloud.db" % workdir,
                 "ansible_host_source": ["agent"],
-                "preferred_cidr": GUEST_IP.rsplit(".", 1)[0] + ".0/24",
+                "preferred_cidr": NAT_CIDR,  # not the static NIC's address
                 "compose": {"ansible_user": "'debian'"},
             },
             fh,
         )
     wrapper = os.path.join(workdir, "ssh-in-ns")
     with open(wrapper, "w") as fh:
-        fh.write('#!/bin/sh\nexec ip netns exec %s ssh "$@"\n' % bridge_ns)
+        fh.write('#!/bin/sh\nexec ip netns exec %s ssh "$@"\n' % svc.netns)
     os.chmod(wrapper, 0o755)
     play = os.path.join(workdir, "play.yml")
     with open(play, "w") as fh:
@@ -293,26 +382,20 @@ def a_play_on_a_plugin_group_reaches(svc, workdir, bridge_ns, key, name):
         check=False,
     )
     assert listed.returncode == 0, listed.stderr[-3000:]
-    found = json.loads(listed.stdout)["_meta"]["hostvars"][name]["ansible_host"]
-    assert (found.get("__ansible_unsafe") if isinstance(found, dict) else found) == GUEST_IP
+    found = json.loads(listed.stdout)["_meta"]["hostvars"][NAME]["ansible_host"]
+    assert (found.get("__ansible_unsafe") if isinstance(found, dict) else found) == address
 
-    # The guest's sshd may come up a little after cloud-init's marker: a few tries.
-    deadline = time.monotonic() + 120
-    while True:
-        done = subprocess.run(
-            [os.path.join(bindir, "ansible-playbook"), "-i", source, play],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if done.returncode == 0 or time.monotonic() > deadline:
-            break
-        time.sleep(5)
+    done = subprocess.run(
+        [os.path.join(bindir, "ansible-playbook"), "-i", source, play],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert "GUEST-SAYS %s AT %s" % (HOSTNAME, GUEST_IP) in done.stdout
-    assert name in done.stdout and "ok=2" in done.stdout
+    assert "GUEST-SAYS %s AT %s" % (HOSTNAME, address) in done.stdout
+    assert NAME in done.stdout and "ok=2" in done.stdout
 
 
 def documented_guest():

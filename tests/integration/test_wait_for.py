@@ -5,7 +5,7 @@
 becomes ready fails after wait_timeout with its console tail (bounded, secrets masked) and is
 left running; wait_timeout's edges (0: one look; a huge value); wait_for: agent without the
 agent's channel; bad input changes nothing; infinivirt_vms waits for its VMs against one
-deadline. The SSH proof with the cloud guest is tests/integration/test_wait_ssh.py."""
+deadline. The SSH proof with the cloud guest is tests/integration/test_cloud_guest.py."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """One look of vm/readiness.py's Waiter on real files: a serial log written in pieces (and
 replaced), a lease file before and after a start, and the VM entry a wait fills in. (The
-waits against real guests: tests/integration/test_wait_for.py and test_wait_ssh.py.)"""
+waits against real guests: tests/integration/test_wait_for.py and test_cloud_guest.py.)"""
 
 from __future__ import annotations
 
