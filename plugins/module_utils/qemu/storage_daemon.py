@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from typing import Any, Dict, Iterator, List, Sequence
@@ -92,14 +93,29 @@ def _die_with(parent: int):
     return child
 
 
+def _accepts(socket_path: str) -> bool:
+    if not os.path.exists(socket_path):
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(socket_path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
 def _escape(value: str) -> str:
     """A value inside QEMU's key=value,... syntax: commas doubled."""
     return value.replace(",", ",,")
 
 
 def _wait_socket(proc: "subprocess.Popen[bytes]", socket_path: str) -> None:
+    """Until the daemon accepts on its QMP socket: the file exists from bind(), a moment
+    before listen(), and a connect in between is refused."""
     deadline = time.monotonic() + START_TIMEOUT
-    while not os.path.exists(socket_path):
+    while not _accepts(socket_path):
         if proc.poll() is not None:
             err = proc.stderr.read().decode("utf-8", "replace").strip() if proc.stderr else ""
             raise QemuError("qemu-storage-daemon could not start: %s" % (" ".join(err.split()) or proc.returncode))
