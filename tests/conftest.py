@@ -96,11 +96,15 @@ SHARED_HOST_STATE = {
 # The longest files start first, so that no worker is left with one of them at the end.
 LONGEST_FIRST = (
     "tests/integration/test_role_host.py",
-    "tests/integration/test_migration.py",
     "tests/lint/test_sanity.py",
     "tests/integration/test_cloud_guest.py",
-    "tests/integration/test_snapshot_faults.py",
     "tests/integration/test_monitor.py",
+    "tests/integration/test_snapshot_faults.py",
+    "tests/integration/test_snapshots.py",
+    "tests/integration/test_cores.py",
+    "tests/integration/test_start_faults.py",
+    "tests/integration/test_backup.py",
+    "tests/integration/test_vm_clones.py",
     "tests/integration/test_disk_module.py",
 )
 
@@ -111,7 +115,7 @@ def _file_of(nodeid: str) -> str:
 
 @pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook; the per-core venvs have no xdist
 def pytest_xdist_make_scheduler(config, log):
-    """scripts/test.sh runs two workers: a file's tests stay on one worker (module-scoped
+    """scripts/test.sh runs three workers: a file's tests stay on one worker (module-scoped
     guests boot once), and the files of SHARED_HOST_STATE share one worker."""
     from xdist.scheduler import LoadScopeScheduling
 
