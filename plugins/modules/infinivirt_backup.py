@@ -100,8 +100,8 @@ options:
   restore_as:
     description:
       - With O(state=restored), the name of a new VM to define (stopped) from the definition
-        saved with the point, on the restored disks; its NICs get new MAC addresses. It must
-        not exist.
+        saved with the point, on the restored disks, with the point's UEFI variable store and
+        TPM state (RV(point.firmware)); its NICs get new MAC addresses. It must not exist.
     type: str
 seealso:
   - module: infinivirt.core.infinivirt_backup_info
@@ -184,6 +184,13 @@ point:
     consistency:
       description: V(frozen), V(crash) or V(offline), as RV(infinivirt.core.infinivirt_backup#module:consistency).
       type: str
+    firmware:
+      description:
+        - The VM's firmware state saved with the point beside its disks, V(nvram) (its UEFI
+          variable store) and V(tpm) (its TPM's state); O(infinivirt.core.infinivirt_backup#module:restore_as)
+          gives them to the VM it makes. Copied as files, of a running VM as a crash would leave them.
+      type: list
+      elements: str
     disks:
       description: One entry per disk of the point.
       type: list
@@ -236,6 +243,13 @@ points:
     consistency:
       description: V(frozen), V(crash) or V(offline), as RV(infinivirt.core.infinivirt_backup#module:consistency).
       type: str
+    firmware:
+      description:
+        - The VM's firmware state saved with the point beside its disks, V(nvram) (its UEFI
+          variable store) and V(tpm) (its TPM's state); O(infinivirt.core.infinivirt_backup#module:restore_as)
+          gives them to the VM it makes. Copied as files, of a running VM as a crash would leave them.
+      type: list
+      elements: str
     disks:
       description: One entry per disk of the point.
       type: list

@@ -77,6 +77,13 @@ points:
     consistency:
       description: V(frozen), V(crash) or V(offline), as RV(infinivirt.core.infinivirt_backup#module:consistency).
       type: str
+    firmware:
+      description:
+        - The VM's firmware state saved with the point beside its disks, V(nvram) (its UEFI
+          variable store) and V(tpm) (its TPM's state); O(infinivirt.core.infinivirt_backup#module:restore_as)
+          gives them to the VM it makes. Copied as files, of a running VM as a crash would leave them.
+      type: list
+      elements: str
     disks:
       description: One entry per disk of the point.
       type: list

@@ -348,3 +348,37 @@ def test_a_full_disk_leaves_earlier_points_whole(disk_service, images, small_tar
     predicted = backups.ensure(dict(params, mode="incremental"), True)
     assert predicted["kind"] == "full" and "did not finish" in predicted["fallback_reason"], predicted
     assert image_sha(restore(backups, params, first["point"]["id"], os.path.join(images, "r"))) == sha_first
+
+
+def test_firmware_state_travels_with_a_point(cloud_service, images, workdir):
+    """No guest: a firmware-only UEFI VM with a TPM. Its NVRAM and its TPM's state are saved
+    with the point; the VM restore_as makes starts with the same bytes of both, journaled,
+    and removing it removes them."""
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.resources import tpm_state_dir
+
+    svc = cloud_service
+    disk = make_image(os.path.join(images, "fw.qcow2"), "qcow2", 8)
+    params = {"name": "fw", "accel": "tcg", "memory_mb": 64, "firmware": "uefi", "tpm": {"version": "2.0"}}
+    svc.ensure(dict(params, state="running", disks=[{"path": disk}]), False)
+    rec = records.load(svc.store, "fw")
+    nvram, tpm = svc.engine.resources.nvram_path(rec), tpm_state_dir(svc.engine.resources.nvram_dir, rec.uuid)
+    assert wait_for(lambda: os.path.isdir(tpm) and os.listdir(tpm), timeout=30), "swtpm wrote no state"
+    svc.ensure(dict(params, state="stopped", force=True, stop_timeout=0), False)
+    saved = {"nvram": open(nvram, "rb").read()}
+    # swtpm's .lock is its running instance's, not state
+    saved.update({n: open(os.path.join(tpm, n), "rb").read() for n in os.listdir(tpm) if not n.endswith(".lock")})
+
+    backups, target = BackupService(svc.engine), os.path.join(workdir, "backups")
+    point = backups.ensure({"vm": "fw", "target": target}, False)["point"]
+    assert point["firmware"] == ["nvram", "tpm"], point
+    restore(backups, {"vm": "fw", "target": target}, point["id"], os.path.join(images, "back"), restore_as="fw2")
+    copy = records.load(svc.store, "fw2")
+    nvram2, tpm2 = svc.engine.resources.nvram_path(copy), tpm_state_dir(svc.engine.resources.nvram_dir, copy.uuid)
+    got = {"nvram": open(nvram2, "rb").read()}
+    got.update({n: open(os.path.join(tpm2, n), "rb").read() for n in os.listdir(tpm2)})
+    assert got == saved, "the restored VM's NVRAM or TPM state differs from the original's"
+    assert {("nvram", nvram2), ("tpm_state", tpm2)} <= set(svc.store.journal_list(copy.uuid))
+    assert svc.ensure({"name": "fw2", "state": "running"}, False).vm["status"] == "running"
+    svc.ensure({"name": "fw2", "state": "absent", "force": True, "stop_timeout": 0}, False)
+    assert not os.path.exists(nvram2) and not os.path.exists(tpm2)

@@ -27,7 +27,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.host.paths import 
 from ansible_collections.infinivirt.core.plugins.module_utils.host.private_dir import ensure_private_dir
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.img import FdImage, QemuImg
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import validate_name
-from ansible_collections.infinivirt.core.plugins.module_utils.vm import backup_copy, power
+from ansible_collections.infinivirt.core.plugins.module_utils.vm import backup_copy, backup_firmware, power
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model import backup as model
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.disks import DiskSpec, node_names
@@ -201,6 +201,7 @@ class BackupService:
                     self._copy_offline(rec, stack, disks, fds, keys, (kind, bitmaps))
                 else:
                     consistency = self._copy_live(rec, stack, disks, fds, keys, (kind, bitmaps), live)
+                firmware = backup_firmware.save(self.engine, rec, part)  # after the disks: as new
                 sizes = {}
                 for disk in disks:
                     os.fsync(fds[disk.disk_id])
@@ -219,6 +220,7 @@ class BackupService:
             "kind": kind,
             "parent": parent["id"] if parent else None,
             "consistency": consistency,
+            "firmware": firmware,
             "disks": [
                 {
                     "disk_id": d.disk_id,

@@ -18,6 +18,7 @@ from typing import Any, Dict, List
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.host.paths import ConfinedDir, resolve_in_roots
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.img import FdImage, QemuImg
+from ansible_collections.infinivirt.core.plugins.module_utils.vm import backup_firmware
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model import backup as model
 
 _NEW_FILE = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
@@ -131,3 +132,5 @@ def _define(engine, vm_dir: str, point: Dict[str, Any], name: str, outputs: Dict
     by_path = {d["path"]: outputs[d["disk_id"]] for d in point["disks"]}
     params = model.restore_params(spec, name, by_path, list(vm_argument_spec()))
     VmService(engine.ctx).ensure(params, False)
+    made = engine.store.get_vm(name)
+    backup_firmware.restore(engine, os.path.join(vm_dir, point["id"]), point.get("firmware"), made)

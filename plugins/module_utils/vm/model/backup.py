@@ -211,6 +211,7 @@ def public_point(point: Dict[str, Any], points: List[Dict[str, Any]]) -> Dict[st
         "size": sum(d["size"] for d in point["disks"]),
         "chain": [p["id"] for p in chain],
         "consistency": point["consistency"],
+        "firmware": list(point.get("firmware") or ()),  # points written before it: none
         "disks": [dict(d) for d in point["disks"]],
     }
 
