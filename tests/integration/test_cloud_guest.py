@@ -9,7 +9,8 @@ with ``add_host`` and runs ``hostname`` ON it over SSH (the controller reaches t
 through a ProxyCommand). The test goes on with the running VM: cloud-init read the seed from
 the SCSI CD-ROM (vm/cloud_seed.py, host/iso.py), ran runcmd, applied network_config (the second
 NIC's static address) and let users in; the inventory plugin (issue 22) groups it by tag and
-a play on that group reaches it; the real qemu-ga (infinivirt_vm_info's agent entry, the
+a play on that group reaches it; infinivirt_backup's point is ``frozen`` through the agent;
+the real qemu-ga (infinivirt_vm_info's agent entry, the
 freeze count of a live snapshot, infinivirt_vms' exclusive powering it off through the agent:
 QEMU's event log shows a guest-shutdown and no POWERDOWN, the ACPI power button); without
 booting again, a changed seed is a pending restart and a new ISO, a rerun no change, no secret
@@ -37,6 +38,7 @@ from qemu_procs import kill_leftovers
 from ansible_collections.infinivirt.core.plugins.module_utils.ansible_binding import validate_options
 from ansible_collections.infinivirt.core.plugins.module_utils.network.service import NetworkService
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.guest_agent import GuestAgent
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.backup import BackupService
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.batch import VmBatch, prepare
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.cloud_seed import seed_path
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.process import VmPaths
@@ -233,6 +235,9 @@ def the_guest_and_its_agent_report(svc, cloud_init, netns, key, address):
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [HOSTNAME, "debian", vm["uuid"], "ops"]  # instance-id: the VM's UUID
     a_play_on_a_plugin_group_reaches(svc, key, address)
+    # infinivirt_backup freezes the file systems through the agent for its point (issue 24).
+    backup = BackupService(svc.vms.engine).ensure({"vm": NAME, "target": os.path.join(svc.workdir, "bk")}, False)
+    assert backup["kind"] == "full" and backup["consistency"] == "frozen", backup
     return the_agent_reports_and_quiesces(svc.vms, vm)
 
 
