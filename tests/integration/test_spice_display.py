@@ -14,6 +14,8 @@ import os
 import shutil
 import socket
 import ssl
+import subprocess
+import sys
 import tempfile
 import threading
 
@@ -100,7 +102,10 @@ def test_spice_password_link_live_change_restart_and_no_leak(env):
 
 
 @pytest.mark.both_backends  # the claims' serialization is the subject
-def test_two_spice_vms_started_at_once_get_different_free_ports(env):
+def test_displays_started_at_once_get_different_free_ports(env):
+    """Two SPICE VMs and a VNC one started at the same time: one pool of claimed ports, so
+    a VNC start cannot take a port a SPICE start just claimed (VNC let QEMU bind any free
+    port, to=99, before)."""
     service, db_url, work, _key = env
     busy = socket.socket()
     with contextlib.closing(busy):
@@ -111,8 +116,9 @@ def test_two_spice_vms_started_at_once_get_different_free_ports(env):
                 break
         busy.listen(1)
         taken = busy.getsockname()[1]
-        for name in ("left", "right"):
-            ensure(service, name=name, state="stopped", graphics={"type": "spice"})
+        kinds = {"left": "spice", "right": "spice", "mid": "vnc"}
+        for name, kind in kinds.items():
+            ensure(service, name=name, state="stopped", graphics={"type": kind})
         results, errors = {}, []
 
         def start(name):
@@ -124,18 +130,55 @@ def test_two_spice_vms_started_at_once_get_different_free_ports(env):
             finally:
                 own.close()
 
-        threads = [threading.Thread(target=start, args=(n,)) for n in ("left", "right")]
+        threads = [threading.Thread(target=start, args=(n,)) for n in kinds]
         for t in threads:
             t.start()
         for t in threads:
             t.join(120)
         assert errors == []
-        assert results["left"] != results["right"], results
+        assert len(set(results.values())) == 3, results
         assert taken not in results.values(), "a port another program listens on is skipped"
         assert display_claims(service) == sorted(results.items())
         # Each display answers on its own port, without a password (loopback only).
-        for port in results.values():
-            assert spice_link("127.0.0.1", port, "") == LINK_OK
+        for name, port in results.items():
+            if kinds[name] == "spice":
+                assert spice_link("127.0.0.1", port, "") == LINK_OK
+            else:
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as vnc:
+                    assert vnc.recv(12) == b"RFB 003.008\n"
+        ensure(service, name="mid", state="stopped")
+        assert "mid" not in dict(display_claims(service)), "the claim goes with the stop"
+
+
+@pytest.mark.netns
+def test_a_port_bound_after_its_claim_is_skipped_by_a_new_try(env):
+    """A display in a network namespace is claimed without a probe (the port is the
+    namespace's): a program listening there on 5900 makes QEMU fail to bind it, and the
+    start tries again on the next port, leaving nothing of the failed try."""
+    service, _db_url, work, _key = env
+    netns = "ivport-%d" % os.getpid()
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    listener = None
+    try:
+        subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
+        listener = subprocess.Popen(  # noqa: S603
+            ["ip", "netns", "exec", netns, sys.executable, "-c",
+             "import socket,sys,time; s=socket.socket(); s.bind(('127.0.0.1', 5900)); s.listen(); "
+             "print('up', flush=True); time.sleep(300)"],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert listener.stdout.readline().strip() == "up"
+        for kind in ("vnc", "spice"):
+            vm = ensure(service, name=kind + "ns", netns=netns, state="running", graphics={"type": kind}).vm
+            assert vm["graphics"]["port"] == 5901, vm["graphics"]
+            assert display_claims(service) == [(kind + "ns", 5901)]
+            ensure(service, name=kind + "ns", state="absent")
+        assert kill_leftovers(work) == []
+    finally:
+        if listener is not None:
+            listener.kill()
+            listener.wait()
+        subprocess.run(["ip", "netns", "del", netns], check=True)
 
 
 def write_certs(cert_dir):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from typing import TYPE_CHECKING, Any, Callable, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Set
 
 from ansible_collections.infinivirt.core.plugins.module_utils.context import HostContext
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError, QemuError, StateError
@@ -135,7 +135,19 @@ class Engine:
     def start(self, rec: VmRecord, inputs: StartInputs) -> List[str]:
         """Start the VM and return warnings. On failure nothing of it is left behind.
         The display password reaches QEMU over QMP while the guest is still paused.
-        With ``inputs.incoming`` it is a migration target's start (start_incoming)."""
+        With ``inputs.incoming`` it is a migration target's start (start_incoming).
+        A display port claimed free that QEMU then could not bind (something bound it in
+        between: a program, a VM of another store) is skipped by a new start, twice at most."""
+        busy: Set[int] = set()
+        while True:
+            try:
+                return self._start_once(rec, inputs, busy)
+            except _DisplayPortTaken as taken:
+                busy.add(taken.port)
+                if len(busy) >= DISPLAY_ATTEMPTS:
+                    raise taken.error from None
+
+    def _start_once(self, rec: VmRecord, inputs: StartInputs, busy: Set[int]) -> List[str]:
         if rec.spec.graphics_password_set and inputs.graphics_password is None:
             raise StateError("VM %s: its display password could not be read" % rec.name)
         if self.process.is_alive(rec):
@@ -148,24 +160,30 @@ class Engine:
         plan = dataclasses.replace(launch.prepare(self, rec, inputs.incoming is not None), hugepage_path=hugepages)
         try:
             self.resources.make_taps(rec, rec.spec.nics, inputs.nic_bridges)
-            if rec.spec.graphics_type == "spice" or rec.spec.shared_dirs:
-                plan = self._display_and_shares(rec, plan)
+            if rec.spec.graphics_type != "none" or rec.spec.shared_dirs:
+                plan = self._display_and_shares(rec, plan, busy)
             rc, stderr = launch.spawn(self, rec, plan, inputs)  # may refuse a swapped image
         except InfinivirtError:
             self.abort_start(rec, after_abort)
             raise
-        self._bring_up(rec, rc, stderr, inputs, after_abort)
+        try:
+            self._bring_up(rec, rc, stderr, inputs, after_abort)
+        except QemuError as exc:
+            if plan.display_port is not None and rec.spec.graphics_port is None and _display_bind_failed(stderr):
+                raise _DisplayPortTaken(plan.display_port, exc) from exc
+            raise
         if inputs.incoming is not None:
             return plan.warnings  # the row is the source's until the handover
         rec.status = PAUSED if inputs.paused else RUNNING
         records.save(self.store, rec, list(inputs.events))
         return plan.warnings
 
-    def _display_and_shares(self, rec: VmRecord, plan):
-        """SPICE's claimed port and the shares' virtiofsd sockets, before QEMU (issue 25)."""
+    def _display_and_shares(self, rec: VmRecord, plan, busy: Set[int]):
+        """The display's claimed port (VNC's and SPICE's: one pool, so a VNC start never takes
+        the port a SPICE start just claimed) and the shares' virtiofsd sockets, before QEMU."""
         from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import display_port, virtiofs
 
-        port = display_port.claim(self, rec) if rec.spec.graphics_type == "spice" else None
+        port = display_port.claim(self, rec, busy) if rec.spec.graphics_type != "none" else None
         return dataclasses.replace(plan, display_port=port, virtiofs_sockets=virtiofs.start_all(self, rec))
 
     def _bring_up(self, rec: VmRecord, rc: int, stderr: str, inputs: StartInputs, after_abort: str) -> None:
@@ -307,7 +325,7 @@ class Engine:
         that still says running, so the next one finishes the job (files, TAPs, then the
         firewall)."""
         self.sessions.close_session()  # its QEMU is gone
-        if (rec.running_spec or rec.spec).graphics_type == "spice":
+        if (rec.running_spec or rec.spec).graphics_type != "none":
             self.store.release_host_claims(rec.uuid, "display port")  # display_port.CLAIM_DISPLAY
         rec.status = status
         rec.qemu_pid = rec.qemu_started = None
@@ -340,3 +358,20 @@ class Engine:
         self.sessions.qmp(rec, "cont")
         rec.status = RUNNING
         records.save(self.store, rec)
+
+
+DISPLAY_ATTEMPTS = 3  # starts of one task when QEMU could not bind the claimed display port
+# QEMU's words when the -vnc or -spice port is bound already.
+_DISPLAY_BIND_ERRORS = ("Failed to find an available port", "Failed to open SPICE sockets")
+
+
+def _display_bind_failed(stderr: str) -> bool:
+    return any(words in (stderr or "") for words in _DISPLAY_BIND_ERRORS)
+
+
+class _DisplayPortTaken(Exception):
+    """A start that failed only because its claimed display port was bound meanwhile."""
+
+    def __init__(self, port: int, error: Exception):
+        super().__init__(str(error))
+        self.port, self.error = port, error

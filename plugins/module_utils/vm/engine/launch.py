@@ -68,7 +68,7 @@ class Launch:
     hugepage_path: Optional[str] = None  # the hugetlbfs mount for the guest's RAM
     tpm_socket: Optional[str] = None  # the VM's swtpm (vm/engine/platform.py), when tpm is set
     vsock_cid: Optional[int] = None  # the guest CID claimed for this start, when vsock is set
-    display_port: Optional[int] = None  # SPICE's claimed port (vm/engine/display_port.py)
+    display_port: Optional[int] = None  # the display's claimed port (vm/engine/display_port.py)
     virtiofs_sockets: Tuple[str, ...] = ()  # shared_dirs' virtiofsd sockets (vm/engine/virtiofs.py)
 
 

@@ -84,7 +84,7 @@ class LaunchContext:
     incoming: bool = False  # a migration target: QEMU waits for migrate-incoming (vm/engine/incoming.py)
     tpm_socket: Optional[str] = None  # the VM's swtpm control socket (vm/engine/swtpm.py), when tpm is set
     vsock_cid: Optional[int] = None  # the guest CID this start holds (vm/engine/vsock.py), when vsock is set
-    display_port: Optional[int] = None  # SPICE: the port the start claimed (vm/engine/display_port.py)
+    display_port: Optional[int] = None  # VNC or SPICE: the port the start claimed (vm/engine/display_port.py)
     virtiofs_sockets: Tuple[str, ...] = ()  # each shared_dirs entry's virtiofsd socket, in order
 
 
@@ -105,16 +105,18 @@ def opt_value(field: str, value: str) -> str:
     return value.replace(",", ",,")
 
 
-def vnc_option(spec: VmSpec) -> str:
-    """-vnc takes a display number (port - 5900); with no port asked for, QEMU takes the
-    first free one from 5900 to 5999. The password itself goes over QMP, never in argv."""
+def vnc_option(spec: VmSpec, port: Optional[int] = None) -> str:
+    """-vnc takes a display number (port - 5900): the port the start claimed
+    (vm/engine/display_port.py), else graphics.port; with neither, QEMU takes the first free
+    one from 5900 to 5999. The password itself goes over QMP, never in argv."""
     host = spec.graphics_listen
     if ipaddress.ip_address(host).version == 6:
         host = "[%s]" % host
-    if spec.graphics_port is None:
+    port = port if port is not None else spec.graphics_port
+    if port is None:
         value = "%s:0,to=99" % host
     else:
-        value = "%s:%d" % (host, spec.graphics_port - VNC_BASE_PORT)
+        value = "%s:%d" % (host, port - VNC_BASE_PORT)
     return value + (",password=on" if spec.graphics_password_set else "")
 
 
@@ -402,7 +404,7 @@ def _display_args(spec: VmSpec, ctx: LaunchContext) -> List[str]:
         # -nodefaults leaves no video card: without one a client sees no screen.
         argv += ["-device", as_json({"driver": VIDEO_DEVICES[spec.video_model], "id": "video0"})]
     if spec.graphics_type == "vnc":
-        argv += ["-vnc", vnc_option(spec)]
+        argv += ["-vnc", vnc_option(spec, ctx.display_port)]
     elif spec.graphics_type == display.SPICE:
         port = ctx.display_port if ctx.display_port is not None else spec.graphics_port
         argv += ["-spice", display.spice_option(spec, port, opt_value)]
