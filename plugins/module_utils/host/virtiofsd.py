@@ -83,9 +83,23 @@ def start(argv: List[str], socket_path: str, readonly_source: Optional[str] = No
 
 
 def stop(socket_path: str, timeout: float = STOP_TIMEOUT) -> List[int]:
-    """End every virtiofsd of this socket (SIGTERM, then SIGKILL) and remove the socket."""
+    """End every virtiofsd of this socket (SIGTERM, then SIGKILL) and remove the socket.
+    Looked for again after each round: QEMU 7.2's C daemon is a parent and its sandboxed
+    child, and one seen in the middle of its exit or fork was missed by a single look."""
     token, ended = marker(socket_path), []
-    for pid in processes_carrying(token):
+    for _round in range(3):
+        found = processes_carrying(token)
+        if not found:
+            break
+        ended += [pid for pid in _end_all(found, token, timeout) if pid not in ended]
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(socket_path)
+    return ended
+
+
+def _end_all(pids: List[int], token: str, timeout: float) -> List[int]:
+    ended = []
+    for pid in pids:
         for sig in (signal.SIGTERM, signal.SIGKILL):
             if not process_carries(pid, token):
                 break
@@ -100,8 +114,6 @@ def stop(socket_path: str, timeout: float = STOP_TIMEOUT) -> List[int]:
         with contextlib.suppress(ChildProcessError):  # started by this process: no zombie left
             os.waitpid(pid, os.WNOHANG)
         ended.append(pid)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(socket_path)
     return ended
 
 
