@@ -134,8 +134,12 @@ class InfinivirtModule:
         runcmd of ``sh`` turned ``wait_for: ssh`` into ``s********``. The echo of the task's
         options (invocation) is masked with all of them, as Ansible would; the results, which
         never hold cloud_init's content, are not masked with its short strings."""
+        short = _short_strings(_cloud_init_options(self.module.params)) & self.module.no_log_values
+        if not short:  # most tasks: Ansible's own masking is right
+            exit_method(**result)
+            return
         invocation = {"module_args": remove_values(self.module.params, self.module.no_log_values)}
-        self.module.no_log_values.difference_update(_short_strings(_cloud_init_options(self.module.params)))
+        self.module.no_log_values.difference_update(short)
         exit_method(invocation=invocation, **result)
 
 

@@ -15,6 +15,7 @@ import shutil
 from typing import Any, List
 
 from ansible_collections.infinivirt.core.plugins.module_utils.host.paths import ConfinedDir
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.platform import copy_state
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.resources import TPM_STATE, tpm_state_dir
 
 NVRAM_FILE = "nvram.fd"  # in the point's directory
@@ -55,9 +56,7 @@ def restore(engine, point_dir: str, saved: Any, rec) -> List[str]:
         engine.store.journal_add(rec.uuid, TPM_STATE, target)
         os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
         os.mkdir(target, 0o700)
-        source = os.path.join(point_dir, TPM_DIR)
-        for name in sorted(os.listdir(source)):
-            _copy_new(os.path.join(source, name), os.path.join(target, name))
+        copy_state(os.path.join(point_dir, TPM_DIR), target)  # as a snapshot's revert does
         placed.append("tpm")
     return placed
 
