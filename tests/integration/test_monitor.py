@@ -59,6 +59,12 @@ def kill(pid, uuid):
     assert wait_until_gone(pid, uuid, 10)
 
 
+def process_table(pids):
+    """ps's view of ``pids`` (parent, state, start, age, command): which start left a QEMU."""
+    argv = ["ps", "-o", "pid,ppid,stat,lstart,etimes,args", "-p", ",".join(map(str, pids))]
+    return subprocess.run(argv, capture_output=True, text=True, check=False).stdout
+
+
 def power_off(sock):
     """The guest powers itself off; its channel closes under the command."""
     try:
@@ -390,7 +396,15 @@ def test_a_monitor_killed_mid_handling_is_finished_once_by_the_next(host, workdi
     assert monitor.wait_log("following VM lazarus (PID %d)" % again["pid"]), monitor.log()
     time.sleep(1.0)  # monitor rounds in which a second cleanup or restart would show
     assert count(service, "lazarus", "crashed") == 1 and count(service, "lazarus", "restarted") == 1
-    assert vm_list(service, "lazarus")[0]["pid"] == again["pid"] and vm_processes(vm["uuid"]) == [again["pid"]]
+    assert vm_list(service, "lazarus")[0]["pid"] == again["pid"]
+    left = vm_processes(vm["uuid"])
+    assert left == [again["pid"]], "QEMUs of the VM: %s, the row's %d\n%s\nevents: %s\nnext monitor:\n%s" % (
+        left,
+        again["pid"],
+        process_table(left),
+        service.store.list_events(vm["uuid"]),
+        monitor.log(),
+    )
     kinds = sorted(kind for kind, _ref in service.store.journal_list(vm["uuid"]))
     assert kinds == ["event_log", "event_log", "events_socket", "pidfile", "qmp_socket", "serial_log", "serial_log"]
 

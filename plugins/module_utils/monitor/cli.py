@@ -8,7 +8,7 @@
 Runs in the foreground and logs to stderr; ``--once`` reconciles, autostarts after a boot,
 and exits (for cron or a pipeline step). SIGTERM stops it. The host's paths come from the
 host configuration file the host role writes (module_utils/host_config.py); a flag given here
-(or INFINIVIRT_DB_URL, INFINIVIRT_RUN_DIR) overrides the file's value.
+(or INFINIVIRT_DB_URL, INFINIVIRT_RUN_DIR, INFINIVIRT_HOST_ID) overrides the file's value.
 """
 
 from __future__ import annotations
@@ -40,7 +40,11 @@ def parse(argv: Optional[List[str]]) -> argparse.Namespace:
     )
     parser.add_argument("--db-url", default=os.environ.get("INFINIVIRT_DB_URL"))
     parser.add_argument("--run-dir", default=os.environ.get("INFINIVIRT_RUN_DIR"))
-    parser.add_argument("--host-id", default=None, help="default: this host's name")
+    parser.add_argument(
+        "--host-id",
+        default=os.environ.get("INFINIVIRT_HOST_ID"),  # as the modules read it: one host, one id
+        help="default: INFINIVIRT_HOST_ID, else the host configuration's, else this host's name",
+    )
     parser.add_argument("--once", action="store_true", help="reconcile, autostart after a boot, and exit")
     parser.add_argument("--secret-key-file")
     parser.add_argument("--storage-root", action="append", dest="storage_roots", help="repeat for each root")

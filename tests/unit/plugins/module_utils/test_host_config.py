@@ -76,7 +76,7 @@ def test_an_unreadable_file_is_an_error(tmp_path):
 
 
 def test_the_monitor_reads_the_file_and_its_flags_override(tmp_path, monkeypatch):
-    for var in ("INFINIVIRT_DB_URL", "INFINIVIRT_RUN_DIR", "INFINIVIRT_HOST_CONFIG"):
+    for var in ("INFINIVIRT_DB_URL", "INFINIVIRT_RUN_DIR", "INFINIVIRT_HOST_CONFIG", "INFINIVIRT_HOST_ID"):
         monkeypatch.delenv(var, raising=False)
     path = write(tmp_path, FILE)
     args = cli.parse(["--config", path, "--nvram-dir", "/flag/nvram"])
@@ -86,7 +86,9 @@ def test_the_monitor_reads_the_file_and_its_flags_override(tmp_path, monkeypatch
     monkeypatch.setenv("INFINIVIRT_HOST_CONFIG", path)
     monkeypatch.setenv("INFINIVIRT_RUN_DIR", "/env/run")
     args = cli.parse([])
-    assert args.run_dir == "/env/run" and args.db_url == FILE["db_url"]
+    assert args.run_dir == "/env/run" and args.db_url == FILE["db_url"] and args.host_id == "hv-7"
+    monkeypatch.setenv("INFINIVIRT_HOST_ID", "hv-env")  # the modules' variable names the host here too
+    assert cli.parse([]).host_id == "hv-env" and cli.parse(["--host-id", "hv-flag"]).host_id == "hv-flag"
 
 
 def test_the_monitor_refuses_a_bad_file(tmp_path, capsys):
