@@ -46,7 +46,7 @@ def tpm_files(run_dir: str, nvram_dir: str, uuid: str) -> swtpm.SwtpmFiles:
     base = os.path.join(run_dir, uuid)
     return swtpm.SwtpmFiles(
         state_dir=tpm_state_dir(nvram_dir, uuid),
-        socket=base + ".tpm",
+        socket=base + ".swtpm",  # not <uuid>.tpm: that is the state directory when nvram_dir is run_dir
         pidfile=base + ".swtpm.pid",
     )
 
