@@ -17,11 +17,14 @@ with it succeeds there, none is in argv), hv-b's NVRAM file holds what the firmw
 on hv-a, hv-a keeps no port claim, NVRAM, TPM state or swtpm. A move back that times out
 leaves nothing on hv-a (no swtpm, TPM state, NVRAM, port claim) and the VM as it was on hv-b;
 one to a host whose nvram_dir has the VM's TPM state already is refused naming nvram_dir.
-A VNC display moves likewise; a VM with shared_dirs is refused before any request."""
+A VNC display moves likewise, without a USB tablet hv-a's QEMU does not have although its
+running spec leaves usb_tablet unset (a VM started before the option); a VM with shared_dirs
+is refused before any request."""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import os
 import re
@@ -41,7 +44,7 @@ from spice_client import LINK_OK, LINK_PERMISSION_DENIED
 from ansible_collections.infinivirt.core.plugins.module_utils.host import swtpm
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import qmp_execute
 from ansible_collections.infinivirt.core.plugins.module_utils.store.factory import open_store
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import platform
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import platform, records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.firmware import firmware_files
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.process import VmPaths
 
@@ -299,11 +302,20 @@ def test_firmware_vms_devices_move_and_failed_moves_leave_nothing(keyed_lab):
         os.rmdir(leftover)
 
         # 4. A VNC display moves too; a VM with shared_dirs does not, and nothing is asked.
-        vnc = ok(
-            lab.task("hv-a", "vm", dict(FIRMWARE_VM, name="vnc", graphics={"type": "vnc", "password": VNC_PASSWORD}))
-        )
+        # It runs without a tablet while its running spec leaves usb_tablet unset (now: a
+        # tablet), as a VM started before the option: hv-b builds what runs, no tablet.
+        display = {"type": "vnc", "password": VNC_PASSWORD}
+        vnc = ok(lab.task("hv-a", "vm", dict(FIRMWARE_VM, name="vnc", graphics=display, usb_tablet=False)))
         vnc_uuid = vnc["vm"]["uuid"]
+        rec = records.load(store, "vnc")
+        rec.running_spec = dataclasses.replace(rec.running_spec, usb_tablet=None)
+        records.save(store, rec)
         ok(lab.task("hv-a", "migrate", {"name": "vnc", "to": "hv-b"}))
+        peripherals = qmp_execute(
+            VmPaths.for_vm(lab.run["hv-b"], vnc_uuid).qmp_socket, "vnc", "qom-list", {"path": "/machine/peripheral"}
+        )
+        assert "tablet0" not in {p["name"] for p in peripherals}, "hv-b built a tablet the source does not have"
+        assert records.load(store, "vnc").running_spec.usb_tablet is False, "the running spec says what runs"
         vnc_port = int(qmp_execute(VmPaths.for_vm(lab.run["hv-b"], vnc_uuid).qmp_socket, "vnc", "query-vnc")["service"])
         assert display_claims(store, vnc_uuid) == [("hv-b", vnc_port)], "hv-b's claim only"
         assert vnc_auth_in(lab.ns["hv-b"], vnc_port, VNC_PASSWORD) == "ok", "the VNC password was set on hv-b"
