@@ -327,5 +327,11 @@ def test_firmware_vms_devices_move_and_failed_moves_leave_nothing(keyed_lab):
         assert "cannot move live: shared_dirs:" in blocked.get("error", ""), blocked
         row = store.get_vm("share")
         assert store.get_handover(row.uuid) is None and (row.host, row.qemu_pid) == ("hv-a", pid), "source untouched"
+
+        # 5. Stopped, the TPM VM moves offline: its TPM state does not go with it, and it says so.
+        ok(lab.task("hv-b", "vm", dict(params, state="stopped")))
+        offline = ok(lab.task("hv-b", "migrate", {"name": "fw", "to": "hv-a"}))
+        assert any("TPM state stays on hv-b and is removed" in w for w in offline["warnings"]), offline
+        assert side_of(lab, "hv-b", uuid) == EMPTY and store.get_vm("fw").host == "hv-a"
     finally:
         store.close()

@@ -181,6 +181,12 @@ class MigrationService:
                 "VM %s: its UEFI variables (NVRAM) stay on %s and are removed; it starts on %s with "
                 "the firmware's defaults" % (rec.name, rec.host, req.to)
             )
+        if rec.spec.tpm is not None:  # device_handover: a live move carries it
+            warnings.append(
+                "VM %s: its TPM state stays on %s and is removed; it starts on %s with a new TPM (what was "
+                "sealed to the old one, such as BitLocker's keys, needs its recovery key): move it live to "
+                "keep it" % (rec.name, rec.host, req.to)
+            )
         if check_mode:
             return {"changed": True, "vm": dict(rec.summary(), host=req.to), "plan": plan, "warnings": warnings}
         if self.engine.process.is_alive(rec) or rec.status not in ("stopped", "crashed"):
