@@ -1,8 +1,8 @@
 # Copyright (c) 2026, Infinivirt developers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Host-scoped claims, mixed into every store: values of a kind (host CPUs now; vsock CIDs
-and display ports can follow) that VMs of one host hold, shared or exclusively.
+"""Host-scoped claims, mixed into every store: values of a kind (host CPUs, vsock CIDs,
+display ports) that VMs of one host hold, shared or exclusively.
 
 A claim replaces all of an owner's values of a kind and checks them against the other
 owners' in one transaction that is serialized per host and kind (SQLite: BEGIN IMMEDIATE
