@@ -17,9 +17,10 @@ with it succeeds there, none is in argv), hv-b's NVRAM file holds what the firmw
 on hv-a, hv-a keeps no port claim, NVRAM, TPM state or swtpm. A move back that times out
 leaves nothing on hv-a (no swtpm, TPM state, NVRAM, port claim) and the VM as it was on hv-b;
 one to a host whose nvram_dir has the VM's TPM state already is refused naming nvram_dir.
-A VNC display moves likewise, without a USB tablet hv-a's QEMU does not have although its
-running spec leaves usb_tablet unset (a VM started before the option); a VM with shared_dirs
-is refused before any request."""
+A VNC display moves likewise, without an rng added to its definition since it started
+(pending restart), nor a USB tablet hv-a's QEMU does not have although its running spec
+leaves usb_tablet unset (a VM started before the option); a VM with shared_dirs is refused
+before any request."""
 
 from __future__ import annotations
 
@@ -307,6 +308,10 @@ def test_firmware_vms_devices_move_and_failed_moves_leave_nothing(keyed_lab):
         display = {"type": "vnc", "password": VNC_PASSWORD}
         vnc = ok(lab.task("hv-a", "vm", dict(FIRMWARE_VM, name="vnc", graphics=display, usb_tablet=False)))
         vnc_uuid = vnc["vm"]["uuid"]
+        pending = ok(
+            lab.task("hv-a", "vm", dict(FIRMWARE_VM, name="vnc", graphics=display, usb_tablet=False, rng=True))
+        )
+        assert pending["vm"]["pending_restart"], "rng waits for a restart: the running VM has none"
         rec = records.load(store, "vnc")
         rec.running_spec = dataclasses.replace(rec.running_spec, usb_tablet=None)
         records.save(store, rec)
@@ -315,6 +320,8 @@ def test_firmware_vms_devices_move_and_failed_moves_leave_nothing(keyed_lab):
             VmPaths.for_vm(lab.run["hv-b"], vnc_uuid).qmp_socket, "vnc", "qom-list", {"path": "/machine/peripheral"}
         )
         assert "tablet0" not in {p["name"] for p in peripherals}, "hv-b built a tablet the source does not have"
+        vnc_pid = side_of(lab, "hv-b", vnc_uuid)["qemu"][0]
+        assert b"virtio-rng" not in read("/proc/%d/cmdline" % vnc_pid), "hv-b built the pending rng, not what runs"
         assert records.load(store, "vnc").running_spec.usb_tablet is False, "the running spec says what runs"
         vnc_port = int(qmp_execute(VmPaths.for_vm(lab.run["hv-b"], vnc_uuid).qmp_socket, "vnc", "query-vnc")["service"])
         assert display_claims(store, vnc_uuid) == [("hv-b", vnc_port)], "hv-b's claim only"
