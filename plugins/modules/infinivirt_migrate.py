@@ -88,6 +88,25 @@ options:
     description: Seconds for the whole migration, the target's answer included.
     type: int
     default: 600
+notes:
+  - "Devices move with the VM as it runs: the target builds the devices of the VM's running
+    definition (not changes made since, which wait for a restart there too). Before the
+    request, a running definition that leaves O(infinivirt.core.infinivirt_vm#module:usb_tablet)
+    unset while the QEMU has no tablet (a VM started by an older version) is corrected to
+    C(false), so the target builds no tablet either."
+  - "A TPM (C(tpm)) moves live: the target starts its own C(swtpm) on a state directory in its
+    own C(nvram_dir), QEMU carries the TPM's state in the stream, and this host's C(swtpm) and
+    state directory are removed after the move. A UEFI VM's variables move the same way into
+    the target's own NVRAM file. A target whose C(nvram_dir) already holds the VM's TPM state
+    or NVRAM (an C(nvram_dir) shared between hosts, or a leftover) refuses, naming the path:
+    each host needs its own C(nvram_dir)."
+  - "SPICE and VNC displays get a port claimed on the target and their password set there over
+    QMP; this host's port claim is released after the move. A C(vsock) guest keeps its CID:
+    the target claims the same CID, or refuses naming it when another VM holds it there."
+  - "A VM with C(shared_dirs) cannot move live (QEMU 7.2's virtiofs device blocks migration):
+    refused before the target is asked, nothing changed. Stop it and move it offline."
+  - "Offline, a TPM VM's state is removed from this host like the NVRAM, with a warning: it
+    starts on O(to) with a new TPM."
 seealso:
   - module: infinivirt.core.infinivirt_vm
 """

@@ -118,6 +118,11 @@ class Receiver:
             return "host %s receives no migrations: its monitor has no --migration-address" % svc.host_id
         if rec is None or rec.host != req["source"]:
             return "VM %s is not on %s any more" % (req["vm_name"], req["source"])
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.device_handover import target_refusal
+
+        devices = target_refusal(svc, rec)  # shared_dirs; an nvram_dir that has the VM's files already
+        if devices is not None:
+            return devices
         for index, disk in enumerate(rec.spec.disks):
             reason = _disk_here(svc, disk.path, "disks[%d].path" % index)
             if reason is not None:

@@ -1,8 +1,8 @@
 # Copyright (c) 2026, Infinivirt developers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Host-scoped claims, mixed into every store: values of a kind (host CPUs now; vsock CIDs
-and display ports can follow) that VMs of one host hold, shared or exclusively.
+"""Host-scoped claims, mixed into every store: values of a kind (host CPUs, vsock CIDs,
+display ports) that VMs of one host hold, shared or exclusively.
 
 A claim replaces all of an owner's values of a kind and checks them against the other
 owners' in one transaction that is serialized per host and kind (SQLite: BEGIN IMMEDIATE
@@ -27,14 +27,26 @@ class ClaimStore:
     def _claim_lock(self, cur: Any, host: str, kind: str) -> None:
         """Serialize claims of one host and kind inside the claim's transaction."""
 
-    def claim_host(self, host: str, kind: str, owner: str, owner_name: str, values: Mapping[str, bool]) -> None:
+    def claim_host(
+        self,
+        host: str,
+        kind: str,
+        owner: str,
+        owner_name: str,
+        values: Mapping[str, bool],
+        other_hosts_kept: bool = False,
+    ) -> None:
         """Make ``values`` (value -> exclusive) the owner's whole claim of ``kind``, on
-        ``host`` (its claims of that kind elsewhere are dropped). A value another owner
+        ``host`` (its claims of that kind elsewhere are dropped, unless ``other_hosts_kept``:
+        a migration target's claim while the source still runs the VM). A value another owner
         holds exclusively, or that this owner wants exclusively and another holds at all,
         raises ClaimConflict naming that holder; nothing changes then."""
         with self.transaction("claiming %s values on host %s" % (kind, host)) as cur:
             self._claim_lock(cur.raw, host, kind)
-            cur.execute("DELETE FROM host_claims WHERE kind = ? AND owner = ?", (kind, owner))
+            if other_hosts_kept:
+                cur.execute("DELETE FROM host_claims WHERE kind = ? AND owner = ? AND host = ?", (kind, owner, host))
+            else:
+                cur.execute("DELETE FROM host_claims WHERE kind = ? AND owner = ?", (kind, owner))
             if not values:
                 return
             cur.execute(
@@ -60,12 +72,15 @@ class ClaimStore:
                     (host, kind, value, owner, owner_name, bool(exclusive), now),
                 )
 
-    def release_host_claims(self, owner: str, kind: Optional[str] = None) -> None:
+    def release_host_claims(self, owner: str, kind: Optional[str] = None, host: Optional[str] = None) -> None:
+        """The owner's claims (of ``kind``; on ``host`` only: one side of a migration)."""
+        where, args = ["owner = ?"], [owner]
+        for column, value in (("kind", kind), ("host", host)):
+            if value is not None:
+                where.append("%s = ?" % column)
+                args.append(value)
         with self.transaction("releasing host claims") as cur:
-            if kind is None:
-                cur.execute("DELETE FROM host_claims WHERE owner = ?", (owner,))
-            else:
-                cur.execute("DELETE FROM host_claims WHERE owner = ? AND kind = ?", (owner, kind))
+            cur.execute("DELETE FROM host_claims WHERE %s" % " AND ".join(where), tuple(args))
 
     def list_host_claims(self, host: Optional[str] = None, kind: Optional[str] = None) -> List[Dict[str, Any]]:
         where, args = ["1 = 1"], []

@@ -69,6 +69,9 @@ class MigrationService:
                 )
             if self.engine.sessions.query_status(rec) is None:
                 return self._offline(rec, req, check_mode)
+            from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.device_handover import check_source
+
+            check_source(self.engine, rec, check_mode)  # shared_dirs refused; the running spec says what runs
             if check_mode:
                 return {"changed": True, "vm": rec.summary(), "plan": _plan(req, rec, "live")}
             with self.engine.sessions.one_session():
@@ -159,6 +162,11 @@ class MigrationService:
             self.engine.process.kill_all(rec)  # this host's QEMU only (its pidfile)
             self.engine.resources.release_files(rec, keep_serial_log=False, keep_nvram=False)
             self.engine.resources.sync_firewall(gone)  # the VM runs elsewhere: its rules here go
+            from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.device_handover import (
+                release_claims_here,
+            )
+
+            release_claims_here(self.store, rec.uuid, self.engine.host_id)  # its display port and CID here
         finally:
             self.engine.resources.apart.discard(rec.uuid)
 
@@ -172,6 +180,12 @@ class MigrationService:
             warnings.append(
                 "VM %s: its UEFI variables (NVRAM) stay on %s and are removed; it starts on %s with "
                 "the firmware's defaults" % (rec.name, rec.host, req.to)
+            )
+        if rec.spec.tpm is not None:  # device_handover: a live move carries it
+            warnings.append(
+                "VM %s: its TPM state stays on %s and is removed; it starts on %s with a new TPM (what was "
+                "sealed to the old one, such as BitLocker's keys, needs its recovery key): move it live to "
+                "keep it" % (rec.name, rec.host, req.to)
             )
         if check_mode:
             return {"changed": True, "vm": dict(rec.summary(), host=req.to), "plan": plan, "warnings": warnings}

@@ -9,6 +9,7 @@ autostarts all start through it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -47,6 +48,8 @@ def receive_vm(engine: Engine, rec: VmRecord, incoming, bridges: Optional[Dict[s
     vm.engine.launch.Incoming), gathered as start_vm gathers a start; returns the VM as
     this host runs it (Engine.start_incoming). Its files are journaled apart from the
     source's from the first one (HostResources.key)."""
+    # the devices the source runs (its running spec), not a definition changed since
+    rec = dataclasses.replace(rec, spec=rec.running_spec or rec.spec)
     engine.resources.apart.add(rec.uuid)
     try:
         return engine.start_incoming(rec, _start_inputs(engine, rec, bridges, None, incoming=incoming))

@@ -34,7 +34,15 @@ def claim(engine, rec: VmRecord, busy: Collection[int] = ()) -> int:
         if port in busy or str(port) in others or (spec.netns is None and not port_free(spec.graphics_listen, port)):
             continue
         try:
-            engine.store.claim_host(engine.host_id, CLAIM_DISPLAY, rec.uuid, rec.name, {str(port): True})
+            # a migration target (kept apart) claims its own port; the source keeps its claim
+            engine.store.claim_host(
+                engine.host_id,
+                CLAIM_DISPLAY,
+                rec.uuid,
+                rec.name,
+                {str(port): True},
+                other_hosts_kept=rec.uuid in engine.resources.apart,
+            )
         except ClaimConflict:
             continue  # another VM's start took it meanwhile
         return port

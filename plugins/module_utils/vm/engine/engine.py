@@ -279,6 +279,11 @@ class Engine:
         self.resources.release_files(rec, keep_serial_log=False, keep_nvram=False)
         stopped = dataclasses.replace(rec, running_spec=None)
         self.resources.sync_firewall(stopped)  # its rules go with its TAPs
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.device_handover import (
+            release_claims_here,
+        )
+
+        release_claims_here(self.store, rec.uuid, self.host_id)  # its display port and CID here, not the source's
         self.resources.apart.discard(rec.uuid)
 
     # -- stopping ---------------------------------------------------------------------

@@ -134,7 +134,7 @@ def prepare(engine, rec: VmRecord, incoming: bool = False) -> Launch:
         code, template = firmware_files(rec.spec.secure_boot, rec.spec.uefi_firmware)
     cid = tpm_socket = None
     if devices is not None:  # the swtpm is journaled: an abort or the next start ends it
-        cid = devices.claim_vsock(engine.store, engine.host_id, rec)
+        cid = devices.claim_vsock(engine.store, engine.host_id, rec, incoming)
         tpm_socket = devices.start_tpm(engine, rec)
     rec.status, rec.qemu_pid, rec.qemu_started = STARTING, None, None
     rec.pidfile_path, rec.qmp_socket_path, rec.serial_log_path = (paths.pidfile, paths.qmp_socket, paths.serial_log)

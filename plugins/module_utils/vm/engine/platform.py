@@ -46,7 +46,7 @@ def tpm_files(run_dir: str, nvram_dir: str, uuid: str) -> swtpm.SwtpmFiles:
     base = os.path.join(run_dir, uuid)
     return swtpm.SwtpmFiles(
         state_dir=tpm_state_dir(nvram_dir, uuid),
-        socket=base + ".tpm",
+        socket=base + ".swtpm",  # not <uuid>.tpm: that is the state directory when nvram_dir is run_dir
         pidfile=base + ".swtpm.pid",
     )
 
@@ -79,13 +79,15 @@ def stop_swtpm(pidfile: str, state_dir: str) -> None:
         os.unlink(pidfile)
 
 
-def claim_vsock(store, host: str, rec) -> Optional[int]:
+def claim_vsock(store, host: str, rec, incoming: bool = False) -> Optional[int]:
     """The guest CID of this start: vsock.cid when pinned, else the one the VM holds on this
     host, else the lowest free one. Taken as an exclusive claim in the store's serialized
     claim transaction: two starts that pick the same free CID cannot both get it (the loser
-    picks again)."""
+    picks again). A migration target's start (``incoming``) takes the source's CID."""
     if rec.spec.vsock is None:
         return None
+    if incoming:
+        return claim_incoming_vsock(store, host, rec)
     pinned = rec.spec.vsock.get("cid")
     if pinned is not None:
         try:
@@ -108,6 +110,30 @@ def claim_vsock(store, host: str, rec) -> Optional[int]:
         except ClaimConflict:
             continue  # another VM's start took it between the read and the claim
     raise SpecError("vsock", "could not claim a guest CID on host %s (too many concurrent starts)" % host)
+
+
+def claim_incoming_vsock(store, host: str, rec) -> int:
+    """A migration target's CID: the one the guest has on its source host (a running guest's
+    address cannot change), claimed here while the source keeps its own claim. SpecError
+    naming the CID when another VM holds it here."""
+    held = [
+        int(c["value"])
+        for c in store.list_host_claims(kind=CLAIM_VSOCK)
+        if c["owner"] == rec.uuid and c["host"] != host
+    ]
+    if not held:
+        raise SpecError("vsock", "VM %s has no guest CID recorded on its source host: restart it there once" % rec.name)
+    cid = held[0]
+    try:
+        store.claim_host(host, CLAIM_VSOCK, rec.uuid, rec.name, {str(cid): True}, other_hosts_kept=True)
+    except ClaimConflict as exc:
+        raise SpecError(
+            "vsock",
+            "CID %d, the guest's address on its source host, is held by VM %s on host %s, and a running "
+            "guest's CID cannot change: migrate it to another host, or stop it and start it here"
+            % (cid, exc.holder, host),
+        ) from None
+    return cid
 
 
 # -- snapshots: the TPM's state is copied with the NVRAM (vm/snapshots.py) ---------------------

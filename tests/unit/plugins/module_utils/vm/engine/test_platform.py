@@ -102,3 +102,32 @@ def test_devices_round_trip_through_the_store(store):
     )
     records.insert(store, rec)
     assert records.load(store, "rt").spec == rec.spec
+
+
+def test_a_migration_target_takes_the_source_cid_or_refuses_naming_it(store):
+    """The guest's CID cannot change while it runs: the target claims the source's CID (the
+    source keeps its own claim until it lets the VM go) or refuses naming it."""
+    mover, other = vm("m", {"cid": None}), vm("o", {"cid": None})
+    for rec in (mover, other):
+        records.insert(store, rec)
+    assert platform.claim_vsock(store, "h1", other) == 3  # h1 has 3 taken: the mover gets 4 there
+    assert platform.claim_vsock(store, "h1", mover) == 4
+    assert platform.claim_vsock(store, "h2", mover, incoming=True) == 4, "the source's CID, not h2's lowest free"
+    claims = store.list_host_claims(kind=platform.CLAIM_VSOCK)
+    held = {(c["host"], c["value"]) for c in claims if c["owner"] == "uuid-m"}
+    assert held == {("h1", "4"), ("h2", "4")}, "the source's claim is kept during the handover"
+
+    store.release_host_claims("uuid-m", platform.CLAIM_VSOCK, host="h2")
+    squatter = vm("s", {"cid": 4})
+    records.insert(store, squatter)
+    assert platform.claim_vsock(store, "h2", squatter) == 4
+    with pytest.raises(SpecError) as caught:
+        platform.claim_vsock(store, "h2", mover, incoming=True)
+    assert caught.value.field == "vsock" and "CID 4" in str(caught.value) and "held by VM s" in str(caught.value)
+    assert [c["host"] for c in store.list_host_claims(kind=platform.CLAIM_VSOCK) if c["owner"] == "uuid-m"] == ["h1"]
+
+    lost = vm("l", {"cid": None})
+    records.insert(store, lost)
+    with pytest.raises(SpecError) as caught:
+        platform.claim_vsock(store, "h2", lost, incoming=True)  # no CID recorded on its source
+    assert caught.value.field == "vsock" and "restart it there" in str(caught.value)
