@@ -789,7 +789,8 @@ options:
           - Stored encrypted with AES-256-GCM (see O(secret_key_file)) and handed to QEMU
             over QMP, never on its command line. A new password reaches a running VM at
             once; clients already connected stay connected.
-          - Left unset, the stored password is kept.
+          - Left unset, the stored password is kept; switching O(graphics.type) to C(vnc) refuses
+            a kept password longer than 8 bytes.
         type: str
       tls:
         description:

@@ -172,6 +172,20 @@ def test_bad_display_input_changes_nothing(env, graphics, field, phrase):
     assert vm_list(service) == [] and not os.path.exists(key_file)
 
 
+def test_a_long_spice_password_is_not_kept_for_vnc(env):
+    """VNC checks 8 bytes: a SPICE password kept by a switch to VNC would mean less than it says."""
+    service, _db_url, _work, _key_file = env
+    ensure(service, state="present", graphics={"type": "spice", "password": "twelve-bytes"})
+    with pytest.raises(SpecError) as err:
+        ensure(service, state="present", graphics={"type": "vnc"})
+    assert err.value.field == "graphics.password" and "kept from the spice display" in str(err.value)
+    assert vm_list(service, "screen")[0]["graphics"]["type"] == "spice", "a refused switch changed the VM"
+    switched = ensure(service, state="present", graphics={"type": "vnc", "password": PASSWORD})
+    assert switched.changed and vm_list(service, "screen")[0]["graphics"]["type"] == "vnc"
+    ensure(service, state="present", graphics={"type": "spice"})  # 8 bytes suit SPICE too: kept
+    assert ensure(service, state="present", graphics={"type": "vnc"}).changed
+
+
 def test_module_keeps_the_password_out_of_its_output(db_url, tmp_path):
     run_dir = tempfile.mkdtemp(prefix="iv-vncpb")
     try:

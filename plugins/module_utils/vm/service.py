@@ -54,6 +54,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec impo
     stop_timeout,
     validate,
     validate_graphics_password,
+    validate_kept_password,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.states import (
     ABSENT,
@@ -346,6 +347,8 @@ class VmService:
             )
         _check_nics_against(desired, others)
         validate_graphics_password(desired, password, stored=stored_token is not None)
+        if password is None and stored_token is not None and rec.spec.graphics_type != desired.graphics_type:
+            validate_kept_password(desired, self._decrypt(rec, stored_token), rec.spec.graphics_type)
         changed = password is not None and (stored_token is None or self._decrypt(rec, stored_token) != password)
         return Request(
             Desired(state, desired, changed, restart_on_change),

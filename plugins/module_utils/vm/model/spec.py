@@ -344,6 +344,18 @@ def validate_graphics_password(spec: VmSpec, password: Optional[str], stored: bo
         )
 
 
+def validate_kept_password(spec: VmSpec, kept: str, was: str) -> None:
+    """A password kept from a ``was`` display (none given now) must suit the new type too:
+    VNC would check only its first bytes."""
+    if spec.graphics_type == "vnc" and len(kept.encode()) > VNC_PASSWORD_MAX:
+        raise SpecError(
+            "graphics.password",
+            "the password kept from the %s display is longer than the %d bytes VNC checks; "
+            "give graphics.password anew (at most %d bytes) with graphics.type vnc"
+            % (was, VNC_PASSWORD_MAX, VNC_PASSWORD_MAX),
+        )
+
+
 # The graphics option's suboptions and the spec fields they set: graphics.<x> -> graphics_<x>
 # (graphics.password is a secret, kept in the graphics_password column; see store.base).
 GRAPHICS_FIELDS = {"type": "graphics_type", "listen": "graphics_listen", "port": "graphics_port"}
