@@ -605,7 +605,7 @@ options:
         description:
           - The guest may read but not write (C(--readonly) of the Rust daemon; with the C
             daemon, a read-only bind mount of the source in the daemon's own mount
-            namespace, which does not cover mounts below the source).
+            namespace; file systems mounted below the source are read-only there too).
           - Unset is V(false).
         type: bool
   rtc_base:

@@ -8,6 +8,7 @@ and all (a small Python stand-in plays the daemon: it carries --socket-path like
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 import pytest
@@ -43,3 +44,24 @@ def test_started_then_stopped_with_its_socket(tmp_path):
     assert virtiofsd.stop(sock) == [pid]
     assert processes_carrying(virtiofsd.marker(sock)) == [] and not os.path.exists(sock)
     assert virtiofsd.stop(sock) == [], "nothing left: a second stop is a no-op"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts need root")
+def test_a_readonly_share_is_readonly_below_its_own_mounts_too(tmp_path):
+    """The daemon's namespace: the share and a file system mounted inside it are read-only
+    there; the host's own mounts stay writable."""
+    share, inner = tmp_path / "share", tmp_path / "share" / "inner"
+    inner.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "iv-test", str(inner)], check=True)
+    try:
+        script = "for d in %s %s; do touch $d/new 2>&1; done; cat %s/seen" % (share, inner, inner)
+        (inner / "seen").write_text("inner file\n")
+        done = subprocess.run(
+            ["sh", "-c", script], preexec_fn=virtiofsd._readonly_bind(str(share)), capture_output=True, text=True
+        )
+        assert done.stdout.count("Read-only file system") == 2, done.stdout + done.stderr
+        assert "inner file" in done.stdout, "still readable"
+        assert sorted(os.listdir(inner)) == ["seen"] and sorted(os.listdir(share)) == ["inner"]
+        (inner / "host").write_text("the host's mount is unchanged\n")
+    finally:
+        subprocess.run(["umount", str(inner)], check=True)
