@@ -1344,11 +1344,13 @@ vm:
       type: bool
     cloud_init_digest:
       description:
-        - The sha256 of the cloud-init seed's files (O(cloud_init)), or null when the VM has
-          no seed. It changes when the seed's content changes; the content itself is never
-          returned.
+        - A keyed digest (HMAC-SHA256 under a random salt stored encrypted with the option)
+          of the cloud-init seed's files (O(cloud_init)), or null when the VM has no seed. It
+          changes when the seed's content changes; the content itself is never returned.
+        - A VM whose seed was set by an earlier version keeps its unkeyed C(sha256:) digest
+          until its O(cloud_init) changes.
       type: str
-      sample: sha256:5f0c6a3bd7a1c2e4f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b7a6
+      sample: hmac-sha256:5f0c6a3bd7a1c2e4f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b7a6
     unattend_digest:
       description:
         - A keyed digest (HMAC-SHA256 under a random salt stored encrypted with the files)

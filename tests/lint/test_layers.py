@@ -43,6 +43,7 @@ PURE_MODELS = (
     "vm/model/cloud_init.py",  # the cloud_init option to NoCloud seed files (host/iso.py writes them)
     "vm/model/clones.py",  # disks made from a template on first create: which, and their origin kept
     "vm/model/unattend.py",  # the unattend option to the answer file ISO's files (host/iso.py writes them)
+    "vm/model/sealed_files.py",  # the keyed digest a spec keeps of sealed files (cloud_init, unattend)
     "vm/model/readiness.py",  # wait_for/wait_timeout and the console tail (vm/readiness.py waits)
     "vm/model/metadata.py",  # tags and labels: validation and the info filter
     "vm/model/backup.py",  # backup options, the manifest, kind, retention, restore chain

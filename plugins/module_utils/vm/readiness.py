@@ -16,7 +16,6 @@ agent. SSH is tried from inside the VM's network namespace: a socket made there.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import socket
@@ -354,13 +353,10 @@ def task_secrets(engine, rec: VmRecord, params: Dict[str, Any]) -> List[str]:
 
 
 def _stored_cloud_init(engine, rec: VmRecord) -> Any:
-    from ansible_collections.infinivirt.core.plugins.module_utils.store.base import secret_context
-    from ansible_collections.infinivirt.core.plugins.module_utils.vm.cloud_seed import CLOUD_INIT
+    from ansible_collections.infinivirt.core.plugins.module_utils.vm.cloud_seed import opened
 
-    token = engine.store.get_secret(rec.uuid, CLOUD_INIT)
-    if not token:
-        return None
-    return json.loads(engine.ctx.secret_box().decrypt(token, secret_context(rec.uuid, CLOUD_INIT)))
+    payload = opened(engine, rec.uuid)
+    return payload["option"] if payload else None
 
 
 def with_console_tail(exc: InfinivirtError, engine, rec: VmRecord, params: Dict[str, Any]) -> InfinivirtError:

@@ -329,9 +329,14 @@ class VmService:
         )
         seal = None
         if params.get("cloud_init") is not None:
-            from ansible_collections.infinivirt.core.plugins.module_utils.vm.cloud_seed import plan_seed
+            from ansible_collections.infinivirt.core.plugins.module_utils.vm.cloud_seed import plan_seed, stored_salt
 
-            digest, seal = plan_seed(params["cloud_init"], rec.uuid if rec else new_uuid, desired.cloud_init_digest)
+            digest, seal = plan_seed(
+                params["cloud_init"],
+                rec.uuid if rec else new_uuid,
+                desired.cloud_init_digest,
+                lambda: stored_salt(self.engine, rec.uuid) if rec else None,
+            )
             desired = dataclasses.replace(desired, cloud_init_digest=digest)
         warnings: List[str] = []
         if any(d.clone_from is not None for d in desired.disks + (rec.spec.disks if rec else ())):

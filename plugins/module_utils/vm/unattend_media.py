@@ -30,9 +30,9 @@ from ansible_collections.infinivirt.core.plugins.module_utils.store.base import 
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.resources import UNATTEND_MEDIA
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model import unattend
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.sealed_files import SALT_BYTES, files_digest
 
 UNATTEND = "unattend"  # the store's secret column, and the option's name
-SALT_BYTES = 32
 # What one sealed token may carry (secrets/box.py). The size bounds of vm/model/unattend.py
 # keep most options well below; many long non-ASCII paths could still pass them.
 MAX_SEALED_BYTES = MAX_PLAINTEXT_BYTES
@@ -51,7 +51,7 @@ def plan_media(engine, option: Any, uuid: str, stored_digest: Optional[str]) -> 
     files = unattend.media_files(answer, contents)
     salt = _stored_salt(engine, uuid) if stored_digest else None
     salt = salt or os.urandom(SALT_BYTES)
-    digest = unattend.media_digest(salt, files)
+    digest = files_digest(salt, files)
     if digest == stored_digest:
         return digest, None
     payload = {
@@ -91,7 +91,7 @@ def media_iso(engine, rec: VmRecord) -> Optional[str]:
 
     payload = _opened(engine, rec.uuid)
     files = {name: base64.b64decode(data) for name, data in payload["files"].items()} if payload else {}
-    if not payload or unattend.media_digest(bytes.fromhex(payload["salt"]), files) != rec.spec.unattend_digest:
+    if not payload or files_digest(bytes.fromhex(payload["salt"]), files) != rec.spec.unattend_digest:
         raise StateError("VM %s: its unattend files are not in the database as planned; set unattend again" % rec.name)
     path = media_path(engine.resources.nvram_dir, rec.uuid)
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)

@@ -66,9 +66,9 @@ def seed_files(option: Any, instance_id: str) -> Dict[str, bytes]:
     return files
 
 
-def seed_digest(files: Mapping[str, bytes]) -> str:
-    """sha256 of the seed's files (names and contents): what the spec keeps to see a change.
-    The VM's UUID is the default instance-id, so two VMs with the same option differ."""
+def legacy_digest(files: Mapping[str, bytes]) -> str:
+    """The unkeyed sha256 of the seed's files that specs kept before the digest was keyed
+    (vm/model/sealed_files.py): still recognised, so such a seed is not "changed" until it is."""
     digest = hashlib.sha256()
     for name in sorted(files):
         for part in (name.encode(), files[name]):

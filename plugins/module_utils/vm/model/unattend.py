@@ -19,18 +19,16 @@ dot or a space (Windows drops those), and no two paths equal when case is ignore
 ignores it). Sizes are bounded, as the files are sealed in the database: MAX_XML for the
 answer file, MAX_FILE per file, MAX_TOTAL in all (the answer file included).
 
-The spec keeps only ``media_digest``: an HMAC-SHA256 of the files under a random salt that is
-sealed with them, so a database reader cannot test guesses of a password in the XML against
-it, and rotating the SecretBox key (which re-encrypts the salt, not changes it) does not
-change it. Errors name the field and never echo values.
+The spec keeps only the files' digest (vm/model/sealed_files.py): an HMAC-SHA256 of the
+files under a random salt that is sealed with them, so a database reader cannot test guesses
+of a password in the XML against it, and rotating the SecretBox key (which re-encrypts the
+salt, not changes it) does not change it. Errors name the field and never echo values.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 
@@ -52,7 +50,6 @@ MAX_NAME = 64  # Joliet's 64 characters; pycdlib counts them as UTF-8 bytes
 MAX_PATH = 240
 MAX_DEPTH = 8  # ISO 9660's directory levels
 _BAD_CHARS = re.compile(r'[*/:;?\\<>"|\x00-\x1f\x7f]')
-_DIGEST_RE = re.compile(r"hmac-sha256:[0-9a-f]{64}")
 
 
 def given(option: Any) -> bool:
@@ -176,19 +173,6 @@ def media_files(answer: bytes, contents: Sequence[Tuple[str, bytes]]) -> Dict[st
             raise SpecError("%s[%d]" % (_field("files"), index), "brings the ISO over %d bytes in all" % MAX_TOTAL)
         files[path] = data
     return files
-
-
-def media_digest(salt: bytes, files: Mapping[str, bytes]) -> str:
-    """HMAC-SHA256 under ``salt`` of the files' names and contents: what the spec keeps."""
-    mac = hmac.new(salt, digestmod=hashlib.sha256)
-    for name in sorted(files):
-        for part in (name.encode("utf-8"), files[name]):
-            mac.update(b"%d:" % len(part) + part)
-    return "hmac-sha256:" + mac.hexdigest()
-
-
-def is_digest(value: Optional[str]) -> bool:
-    return isinstance(value, str) and _DIGEST_RE.fullmatch(value) is not None
 
 
 def check_cdrom_slot(machine_type: str, sata_disks: int) -> None:

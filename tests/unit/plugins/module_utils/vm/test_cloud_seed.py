@@ -18,10 +18,12 @@ import pytest
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import MissingLibrary, SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.host import iso
+from ansible_collections.infinivirt.core.plugins.module_utils.store.base import secret_context
 from ansible_collections.infinivirt.core.plugins.module_utils.vm import cloud_seed
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.plan import Desired, Live, plan_summary, plan_vm
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.sealed_files import is_digest
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.spec import VmSpec
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.vocabulary import option_names
 
@@ -52,11 +54,11 @@ def db_bytes(db_url):
 @pytest.mark.both_backends  # what the database holds is the subject
 def test_the_spec_keeps_a_digest_and_the_store_the_sealed_option(svc, db_url):
     predicted = ensure(svc, check_mode=True, cloud_init=OPTION)
-    assert predicted.changed and predicted.vm["cloud_init_digest"].startswith("sha256:")
+    assert predicted.changed and is_digest(predicted.vm["cloud_init_digest"])
     assert records.load(svc.store, "web01") is None  # check mode wrote nothing
     made = ensure(svc, cloud_init=OPTION)
     digest = made.vm["cloud_init_digest"]
-    assert made.changed and digest.startswith("sha256:") and len(digest) == 71
+    assert made.changed and is_digest(digest)  # keyed: a guess cannot be tested against it
     rec = records.load(svc.store, "web01")
     assert rec.spec.cloud_init_digest == digest
     token = svc.store.get_secret(rec.uuid, cloud_seed.CLOUD_INIT)
@@ -167,19 +169,46 @@ def test_a_changed_seed_is_a_pending_restart_of_a_running_vm():
 
 
 def test_plan_seed():
-    digest, seal = cloud_seed.plan_seed(dict(OPTION, vendor_data=None), "u-1", None)
-    assert seal == OPTION  # unset suboptions (Ansible passes None) are not kept
-    assert cloud_seed.plan_seed(OPTION, "u-1", digest) == (digest, None)
-    assert cloud_seed.plan_seed(OPTION, "u-2", digest)[0] != digest  # the UUID is the instance-id
-    assert cloud_seed.plan_seed({}, "u-1", digest) == (None, {})
-    assert cloud_seed.plan_seed({"hostname": None}, "u-1", None) == (None, None)
+    no_salt = lambda: None  # noqa: E731 - nothing sealed yet
+    digest, payload = cloud_seed.plan_seed(dict(OPTION, vendor_data=None), "u-1", None, no_salt)
+    assert payload["option"] == OPTION  # unset suboptions (Ansible passes None) are not kept
+    salt = bytes.fromhex(payload["salt"])
+    assert len(salt) == 32 and is_digest(digest)
+    assert cloud_seed.plan_seed(OPTION, "u-1", digest, lambda: salt) == (digest, None)
+    assert cloud_seed.plan_seed(OPTION, "u-1", digest, no_salt)[0] != digest  # a new salt, a new digest
+    assert cloud_seed.plan_seed(OPTION, "u-2", digest, lambda: salt)[0] != digest  # the UUID is the instance-id
+    assert cloud_seed.plan_seed({}, "u-1", digest, no_salt) == (None, {})
+    assert cloud_seed.plan_seed({"hostname": None}, "u-1", None, no_salt) == (None, None)
+
+
+def test_a_seed_sealed_before_digests_were_keyed_is_kept_until_it_changes(svc):
+    """A row from before: its spec holds the unkeyed sha256, its token the option alone."""
+    ensure(svc, cloud_init=OPTION)
+    rec = records.load(svc.store, "web01")
+    legacy = cloud_seed.cloud_init.legacy_digest(cloud_seed.cloud_init.seed_files(OPTION, rec.uuid))
+    rec.spec = dataclasses.replace(rec.spec, cloud_init_digest=legacy)
+    rec.running_spec = None
+    records.save(svc.store, rec)
+    old_token = svc.engine.ctx.secret_box().encrypt(
+        cloud_seed.cloud_init.canonical(OPTION), secret_context(rec.uuid, cloud_seed.CLOUD_INIT)
+    )
+    svc.store.set_secret(rec.uuid, cloud_seed.CLOUD_INIT, old_token)
+    again = ensure(svc, cloud_init=OPTION)
+    assert not again.changed and again.vm["cloud_init_digest"] == legacy, "an upgrade alone is no change"
+    assert (
+        b"local-hostname: web01" in open(cloud_seed.seed_iso(svc.engine, records.load(svc.store, "web01")), "rb").read()
+    )
+    changed = ensure(svc, cloud_init=dict(OPTION, hostname="web02"))
+    assert changed.changed and is_digest(changed.vm["cloud_init_digest"])
+    assert cloud_seed.stored_salt(svc.engine, rec.uuid) is not None, "sealed anew with its salt"
 
 
 def test_the_biggest_cloud_init_that_seals_opens_and_a_bigger_one_is_refused(svc, tmp_path):
     # The option is sealed whole, and SecretBox opens no token over 1 MiB of text: an option
     # stored bigger could never start its VM. At the bound it seals, and the seed ISO is made.
     head = "#!/bin/sh\n"
-    script = head + "x" * (cloud_seed.MAX_PLAINTEXT_BYTES - len(cloud_seed.cloud_init.canonical({"user_data": head})))
+    sealed_head = cloud_seed._sealed_text({"salt": "00" * 32, "option": {"user_data": head}})
+    script = head + "x" * (cloud_seed.MAX_PLAINTEXT_BYTES - len(sealed_head))
     made = ensure(svc, cloud_init={"user_data": script})
     rec = records.load(svc.store, "web01")
     with open(cloud_seed.seed_iso(svc.engine, rec), "rb") as fh:

@@ -24,6 +24,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.store.base import 
 from ansible_collections.infinivirt.core.plugins.module_utils.vm import unattend_media
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model import unattend
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.sealed_files import files_digest, is_digest
 
 PASSWORD = "Adm1n-Pa55-in-the-xml"
 SCRIPT_SECRET = "join-domain-token-42"
@@ -81,11 +82,11 @@ def read_iso(path):
 @pytest.mark.both_backends  # what the database holds is the subject
 def test_the_spec_keeps_a_keyed_digest_and_the_store_the_sealed_files(svc, db_url, driver, tmp_path):
     predicted = ensure(svc, check_mode=True, unattend=option(driver))
-    assert predicted.changed and unattend.is_digest(predicted.vm["unattend_digest"])
+    assert predicted.changed and is_digest(predicted.vm["unattend_digest"])
     assert records.load(svc.store, "win01") is None and not (tmp_path / "secret.key").exists()  # check mode
     made = ensure(svc, unattend=option(driver))
     digest = made.vm["unattend_digest"]
-    assert made.changed and unattend.is_digest(digest)
+    assert made.changed and is_digest(digest)
     rec = records.load(svc.store, "win01")
     assert rec.spec.unattend_digest == digest
     token = svc.store.get_secret(rec.uuid, unattend_media.UNATTEND)
@@ -96,7 +97,7 @@ def test_the_spec_keeps_a_keyed_digest_and_the_store_the_sealed_files(svc, db_ur
         assert secret not in repr(made.result())
     # The digest is not the sha256 of the files: without the sealed salt it tests no guess.
     files = {"Autounattend.xml": XML.encode(), "$OEM$/$1/Setup/join.ps1": b"x", "drivers/viostor/viostor.sys": b""}
-    assert digest != unattend.media_digest(b"", files)
+    assert digest != files_digest(b"", files)
 
 
 def test_the_same_option_is_no_change_and_a_new_one_is(svc, driver):
