@@ -116,9 +116,18 @@ def nft_mentions(netns, text):
 
 def vnc_auth_in(netns, port, password):
     """vnc_auth from inside the VM's namespace, where its display listens on 127.0.0.1."""
-    code = (
-        "import sys; sys.path.insert(0, %r); from vnc_client import vnc_auth; "
-        "print(vnc_auth('127.0.0.1', %d, sys.stdin.read()))" % (os.path.dirname(os.path.abspath(__file__)), port)
+    return display_client_in(netns, "vnc_client", "vnc_auth", port, password)
+
+
+def display_client_in(netns, module, function, port, password):
+    """``module.function('127.0.0.1', port, password)`` of a display client here (vnc_client,
+    spice_client), run inside ``netns``, the password on stdin; what it printed."""
+    code = "import sys; sys.path.insert(0, %r); from %s import %s; print(%s('127.0.0.1', %d, sys.stdin.read()))" % (
+        os.path.dirname(os.path.abspath(__file__)),
+        module,
+        function,
+        function,
+        port,
     )
     done = subprocess.run(
         ["ip", "netns", "exec", netns, sys.executable, "-c", code],

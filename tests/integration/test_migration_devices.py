@@ -31,13 +31,11 @@ import os
 import re
 import stat
 import struct
-import subprocess
-import sys
 import time
 
 import pytest
 import serial_report
-from helpers import vnc_auth_in, wait_for, wait_ready
+from helpers import display_client_in, vnc_auth_in, wait_for, wait_ready
 from migration_lab import open_lab
 from qemu_procs import qemu_processes
 from spice_client import LINK_OK, LINK_PERMISSION_DENIED
@@ -55,7 +53,6 @@ PCR = 16  # the debug PCR: any locality may extend it
 NV_INDEX = 0x01500016
 OWNER = 0x40000001
 PASSWORD_SESSION = struct.pack(">IHBH", 0x40000009, 0, 0, 0)  # TPM_RS_PW, empty auth
-HERE = os.path.dirname(os.path.abspath(__file__))
 SPICE_PASSWORD = "spice-Pw-0123456789"
 VNC_PASSWORD = "vnc-pw-1"
 FIRMWARE_VM = {"accel": "tcg", "memory_mb": 128, "stop_timeout": 0.5, "force": True, "state": "running"}
@@ -190,21 +187,8 @@ def test_the_tpm_state_moves_with_the_guest(lab, guest_params):
 
 def spice_in(netns, port, password):
     """A SPICE link handshake from inside the host's namespace (the display listens on its
-    127.0.0.1); the password on stdin."""
-    code = (
-        "import sys; sys.path.insert(0, %r); from spice_client import spice_link; "
-        "print(spice_link('127.0.0.1', %d, sys.stdin.read()))" % (HERE, port)
-    )
-    done = subprocess.run(
-        ["ip", "netns", "exec", netns, sys.executable, "-c", code],
-        input=password,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return int(done.stdout.strip())
+    127.0.0.1)."""
+    return int(display_client_in(netns, "spice_client", "spice_link", port, password))
 
 
 def read(path):
