@@ -168,8 +168,11 @@ def test_a_changed_seed_is_a_pending_restart_of_a_running_vm():
     assert same.actions == [] and not same.changed
 
 
+def no_salt():
+    return None  # nothing sealed yet
+
+
 def test_plan_seed():
-    no_salt = lambda: None  # noqa: E731 - nothing sealed yet
     digest, payload = cloud_seed.plan_seed(dict(OPTION, vendor_data=None), "u-1", None, no_salt)
     assert payload["option"] == OPTION  # unset suboptions (Ansible passes None) are not kept
     salt = bytes.fromhex(payload["salt"])
