@@ -18,6 +18,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.migration
     capabilities,
     outcome,
     parameters,
+    postcopy_due,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
 
@@ -28,6 +29,11 @@ ENDED = ("completed", "failed", "cancelled")
 
 class MigrationFailed(QemuError):
     """The stream did not complete; the source runs as before."""
+
+
+class PostcopyFailed(MigrationFailed):
+    """The stream failed after the post-copy switch: the guest's RAM is split between the
+    two QEMUs, so the source cannot run it again; its QEMU is left as QEMU left it."""
 
 
 def send(
@@ -43,6 +49,7 @@ def send(
     returned. ``deadline`` is a ``clock()`` time. Raises MigrationFailed, after ``recover``."""
     began = clock()
     was_running = qmp(rec, "query-status").get("status") == "running"
+    switched = False
     try:
         qmp(rec, "migrate-set-capabilities", {"capabilities": capabilities(req)})
         qmp(rec, "migrate-set-parameters", parameters(req))
@@ -51,8 +58,11 @@ def send(
             reply = qmp(rec, "query-migrate")
             status = reply.get("status")
             if status == "completed":
-                return dict(outcome(reply), duration_s=round(clock() - began, 3))
-            if status in ("failed", "cancelled"):
+                return dict(outcome(reply), duration_s=round(clock() - began, 3), postcopy_switched=switched)
+            if req.postcopy and not switched and postcopy_due(reply):
+                qmp(rec, "migrate-start-postcopy")  # the guest runs on the target from now on
+                switched = True
+            if status in ("failed", "cancelled", "postcopy-paused"):
                 raise MigrationFailed(
                     "VM %s: the migration to %s %s: %s" % (rec.name, uri, status, reply.get("error-desc", "no reason"))
                 )
@@ -63,7 +73,14 @@ def send(
                     % (rec.name, uri, status, int((reply.get("ram") or {}).get("transferred", 0)))
                 )
             time.sleep(POLL_S)
-    except (MigrationFailed, QmpError):
+    except (MigrationFailed, QmpError) as exc:
+        if switched:  # nothing to go back to: the target has run the guest on part of its RAM
+            raise PostcopyFailed(
+                "VM %s: the migration failed after the post-copy switch (%s): the guest's memory is split "
+                "between this host and the target, so it cannot run again here; its QEMU is left paused "
+                "for inspection, and the guest must be started again (its disks hold what it last wrote)"
+                % (rec.name, exc)
+            ) from None
         recover(qmp, rec, was_running, clock)
         raise
 
