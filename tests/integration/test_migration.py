@@ -14,8 +14,13 @@ own run dir's pidfile (QemuProcess.kill_all).
 Proved, in order: the guest moves A -> B while it counts on its console, with its uptime and
 counter going on (no restart), its firewall rules following it, answering pings from the
 client after the move; A has no QEMU, TAP, rule or journal entry of it left and the row says
-B. Then a move back whose target QEMU is killed mid-stream (throttled) leaves it running on
-B, owned by B, and nothing on A."""
+B. The guest has a local qcow2 data disk: each host sees its own files at the same path (B's
+monitor and tasks run in a mount namespace where the disks' directory is a bind mount of
+another), so every move copies it (storage auto -> copy: NBD export and block mirror); the
+guest reads the same checksum of it after each move. Then a move back whose target QEMU is
+killed mid-copy (throttled) leaves it running on B, owned by B, and nothing on A (no disk
+file either). Last, B -> A with post-copy (and the disk copied): switched after the first
+pass, the counter and uptime go on."""
 
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import serial_report
-from helpers import guest_nics, links, nft_mentions, wait_for, wait_ready
+from helpers import guest_disks, guest_nics, links, make_image, nft_mentions, wait_for, wait_ready
 from monitor_proc import MonitorProcess
 from qemu_procs import qemu_processes
 
@@ -46,6 +51,7 @@ HOST_TASK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "host_task.
 PG_DIR = os.environ.get("INFINIVIRT_PG_DIR", "/var/tmp/infinivirt-pg")
 GUEST_IP = "10.88.0.10"
 RULE = {"direction": "in", "protocol": "tcp", "ports": [7001], "action": "drop"}  # its own rules to follow it
+BIND = 'mount --bind "$1" "$2" && shift 2 && exec "$@"'  # B's disks: same path, other files
 COUNTER = "(i=0; while :; do i=$((i+1)); echo tick=$i >/dev/ttyS0; sleep 1; done) </dev/null >/dev/null 2>&1 &"
 
 
@@ -71,6 +77,10 @@ class Lab:
         self.addr = {"hv-a": "10.77.0.1", "hv-b": "10.77.0.2"}
         self.run = {h: tempfile.mkdtemp(prefix="iv-%s-" % h) for h in ("hv-a", "hv-b")}
         self.monitors = {}
+        self.storage = tempfile.mkdtemp(prefix="iv-mig-disks-")
+        self.disks, self.b_disks = os.path.join(self.storage, "disks"), os.path.join(self.storage, "b-disks")
+        os.mkdir(self.disks)
+        os.mkdir(self.b_disks)
         for ns in self.ns.values():
             _ip("netns", "add", ns)
             _ip("-n", ns, "link", "set", "lo", "up")
@@ -95,14 +105,34 @@ class Lab:
 
     def monitor(self, host):
         log = os.path.join(self.run[host], "monitor.log")
-        mon = MonitorProcess(self.db_url, self.run[host], host, log, extra=["--migration-address", self.addr[host]])
-        mon.argv = ["ip", "netns", "exec", self.ns[host]] + mon.argv
+        extra = ["--migration-address", self.addr[host]]
+        mon = MonitorProcess(self.db_url, self.run[host], host, log, roots=[self.disks], extra=extra)
+        mon.argv = self.inside(host) + mon.argv
         self.monitors[host] = mon.start()
+
+    def inside(self, host):
+        """The argv prefix that runs a command on ``host``: its network namespace, and for B
+        a mount namespace where B's disks are at the same path as A's."""
+        prefix = ["ip", "netns", "exec", self.ns[host]]
+        if host == "hv-b":
+            prefix = [
+                "unshare",
+                "-m",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                BIND,
+                "sh",
+                self.b_disks,
+                self.disks,
+            ] + prefix
+        return prefix
 
     def task(self, host, action, params):
         job = {"db_url": self.db_url, "run_dir": self.run[host], "host_id": host, "action": action, "params": params}
         done = subprocess.run(
-            ["ip", "netns", "exec", self.ns[host], sys.executable, HOST_TASK, json.dumps(job)],
+            self.inside(host) + [sys.executable, HOST_TASK, json.dumps(job)],
             capture_output=True,
             text=True,
             timeout=300,
@@ -126,6 +156,7 @@ class Lab:
             for pid in set(qemu_processes(run)) - {m.proc.pid for m in self.monitors.values()}:
                 os.kill(pid, 9)
             shutil.rmtree(run, ignore_errors=True)
+        shutil.rmtree(self.storage, ignore_errors=True)
         for ns in self.ns.values():
             subprocess.run(["ip", "netns", "del", ns], check=False)
 
@@ -151,6 +182,12 @@ def _uptime(sock):
     return float(_shell(sock, "cat /proc/uptime").strip().splitlines()[-1].split()[0])
 
 
+def _disk_sha(sock, dev):
+    """The guest's own SHA-256 of its data disk (page cache dropped: read from the device)."""
+    out = _shell(sock, "echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/%s bs=1M 2>/dev/null | sha256sum" % dev)
+    return out.strip().splitlines()[-1].split()[0]
+
+
 def _ticks(serial_log):
     with open(serial_log, errors="replace") as fh:
         return [int(n) for n in re.findall(r"tick=(\d+)", fh.read())]
@@ -158,7 +195,9 @@ def _ticks(serial_log):
 
 def test_a_running_guest_moves_between_hosts_and_a_killed_target_changes_nothing(lab, guest_params):
     params = dict(guest_params, name="mover", memory_mb=128, console_socket=True, state="running")
-    vm = lab.task("hv-a", "vm", dict(params, nics=[{"bridge": "vmbr0"}]))["vm"]
+    data = make_image(os.path.join(lab.disks, "data.qcow2"), "qcow2", 8)  # A's; B has none yet
+    disks = [{"path": data, "serial": "data"}]
+    vm = lab.task("hv-a", "vm", dict(params, nics=[{"bridge": "vmbr0"}], disks=disks))["vm"]
     uuid, tap = vm["uuid"], vm["taps"][0]
     wait_ready(vm["serial_log"])
     sock_a = vm["console_socket_path"]
@@ -166,6 +205,9 @@ def test_a_running_guest_moves_between_hosts_and_a_killed_target_changes_nothing
     name = next(n["name"] for n in nics if n["mac"] == vm["nics"][0]["mac"])
     _shell(sock_a, "ip addr add %s/24 dev %s && ip link set %s up" % (GUEST_IP, name, name))
     _shell(sock_a, COUNTER)
+    dev = guest_disks(sock_a)["data"]["name"]
+    _shell(sock_a, "dd if=/dev/urandom of=/dev/%s bs=1M count=6 conv=fsync 2>/dev/null && sync" % dev)
+    written = _disk_sha(sock_a, dev)
     assert wait_for(lab.pings, 20), "the client reaches the guest on A"
     rules = {"scope": "vm", "name": "mover", "anti_spoofing": False, "rules": [RULE]}
     assert lab.task("hv-a", "firewall", rules).get("changed"), "a rule set of its own"
@@ -187,6 +229,14 @@ def test_a_running_guest_moves_between_hosts_and_a_killed_target_changes_nothing
     with open(paths_b.serial_log, errors="replace") as fh:
         assert "boot kernel=" not in fh.read(), "B's console shows no new boot"
     assert lab.pings(), "the client reaches the guest on B"
+    copied = moved["migration"]
+    assert copied["storage"] == "copy" and copied["copied_disks"] == [data] and copied["storage_bytes"] > 0, copied
+    assert _disk_sha(paths_b.console_socket, dev) == written, "the guest reads the same data disk on B"
+    on_b = os.path.join(lab.b_disks, "data.qcow2")
+    same = subprocess.run(["qemu-img", "compare", "-U", data, on_b], capture_output=True, text=True, check=False)
+    assert same.returncode == 0, "A's file is left as it was at the move: %s" % same.stdout
+    assert any("copied to hv-b" in w for w in moved.get("warnings", [])), moved
+    os.unlink(data)  # as the warning says: the next move copies the disk back here
     store = open_store(lab.db_url)
     try:
         row = store.get_vm("mover")
@@ -199,7 +249,7 @@ def test_a_running_guest_moves_between_hosts_and_a_killed_target_changes_nothing
         numbers = moved["migration"]
         print("A -> B: %.2f s task, %s" % (took, numbers))
 
-        # 2. B -> A, throttled; A's incoming QEMU is killed mid-stream: nothing changes.
+        # 2. B -> A, throttled; A's incoming QEMU is killed mid-copy: nothing changes.
         def kill_target():
             if wait_for(lambda: lab.qemus(uuid, "hv-a"), 20):
                 time.sleep(1.0)  # the stream is under way
@@ -220,7 +270,31 @@ def test_a_running_guest_moves_between_hosts_and_a_killed_target_changes_nothing
         assert lab.qemus(uuid, "hv-a") == [] and tap not in links(lab.ns["hv-a"])
         assert not nft_mentions(lab.ns["hv-a"], uuid), "no rule of it on A"
         assert not any(uuid in f for f in os.listdir(lab.run["hv-a"])), os.listdir(lab.run["hv-a"])
-        kinds = [e["kind"] for e in store.list_events(uuid, limit=30)]
-        assert {"migration_started", "migrated_in", "migrated", "migration_failed"} <= set(kinds), kinds
+        assert os.listdir(lab.disks) == [], "no disk file (nor marker) left on A"
+        assert _disk_sha(paths_b.console_socket, dev) == written, "B's disk as it was"
+
+        # 3. B -> A with post-copy, the disk copied too: switched after the first pass.
+        ticks = _ticks(paths_b.serial_log)[-1]
+        up = _uptime(paths_b.console_socket)
+        dirty = (
+            "(while :; do dd if=/dev/zero of=/tmp/dirt bs=1M count=4 2>/dev/null; done) </dev/null >/dev/null 2>&1 &"
+        )
+        _shell(paths_b.console_socket, dirty + " echo $! >/tmp/dirt.pid")  # pre-copy alone would not converge
+        post = {"name": "mover", "to": "hv-a", "postcopy": True, "max_downtime_ms": 1, "bandwidth_mbit": 400}
+        back = lab.task("hv-b", "migrate", post)
+        assert back.get("changed") and back["vm"]["host"] == "hv-a", back
+        numbers = back["migration"]
+        assert numbers["postcopy_switched"] and numbers["storage"] == "copy", numbers
+        paths_a = VmPaths.for_vm(lab.run["hv-a"], uuid)
+        assert _uptime(paths_a.console_socket) > up, "no restart after post-copy"
+        _shell(paths_a.console_socket, "kill $(cat /tmp/dirt.pid)")
+        assert wait_for(lambda: _ticks(paths_a.serial_log), 10), "the counter goes on, on A's console"
+        assert _ticks(paths_a.serial_log)[0] >= ticks, (ticks, _ticks(paths_a.serial_log)[:3])
+        assert _disk_sha(paths_a.console_socket, dev) == written, "the guest reads the same data disk on A"
+        assert lab.qemus(uuid, "hv-b") == [] and store.get_vm("mover").host == "hv-a"
+        print("B -> A post-copy: %s" % numbers)
+        kinds = [e["kind"] for e in store.list_events(uuid, limit=60)]
+        for kind in ("migration_started", "migrated_in", "migrated", "migration_failed", "migration_storage_ready"):
+            assert kind in kinds, kinds
     finally:
         store.close()

@@ -98,16 +98,24 @@ class MigrationService:
             storage_copy.remove_markers(markers)
         qmp = self.engine.sessions.qmp
         storage_bytes = self._mirror(rec, req, facts, nbd, copied, deadline) if copied else 0
+        ended: list = []  # the mirrors' bytes, once they ended (at the post-copy switch, or after the stream)
+
+        def switched_over() -> None:  # the source guest is paused for good: the target may run it once SENT
+            if copied:
+                ended.append(self._end_mirror(rec, copied, recover=False))
+            self.store.move_handover(rec.uuid, LISTENING, SENT)
+
         try:
-            numbers = send(qmp, rec, req, uri, deadline)
+            numbers = send(qmp, rec, req, uri, deadline, switched_over=switched_over)
         except PostcopyFailed as exc:
             self._event(rec, "migration_failed", {"error": str(exc), "postcopy": True})
             raise MigrationError(str(exc)) from None
         except (MigrationFailed, QmpError) as exc:  # send has let the guest run again
             storage_copy.drop(qmp, rec, copied, force=True)
             self._give_up(rec, LISTENING, str(exc), recovered=True)
-        if copied:
-            storage_bytes = max(storage_bytes, self._end_mirror(rec, copied))
+        if copied and not ended:
+            ended.append(self._end_mirror(rec, copied, recover=True))
+        storage_bytes = max([storage_bytes] + ended)
         self.store.move_handover(rec.uuid, LISTENING, SENT)  # may be TAKING already: the target moved first
         state = self._outcome(rec, deadline)
         if state != DONE:
@@ -151,9 +159,10 @@ class MigrationService:
         self._event(rec, "migration_storage_ready", {"disks": copied, "bytes": copied_bytes})
         return copied_bytes
 
-    def _end_mirror(self, rec: VmRecord, copied) -> int:
-        """After the stream (the guest is paused): the ready jobs write what is left, then
-        end, the source's disks as they are; a failure takes the guest back here."""
+    def _end_mirror(self, rec: VmRecord, copied, recover: bool) -> int:
+        """After the stream or at the post-copy switch (the guest is paused): the ready jobs
+        write what is left, then end, the source's disks as they are. A failure takes the
+        guest back here (``recover``), or, after the switch, fails the migration (send)."""
         from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import storage_copy
         from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.outgoing import MigrationFailed
 
@@ -162,6 +171,9 @@ class MigrationService:
             return storage_copy.drop(qmp, rec, copied, force=False)
         except (MigrationFailed, QmpError) as exc:
             storage_copy.drop(qmp, rec, copied, force=True)
+            if not recover:
+                self.store.move_handover(rec.uuid, LISTENING, ABORTED, error=str(exc))
+                raise
             self._give_up(rec, LISTENING, str(exc), recovered=False)
             raise  # not reached: _give_up raises
 

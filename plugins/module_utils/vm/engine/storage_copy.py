@@ -171,7 +171,7 @@ def plan(engine, options: Dict[str, Any]) -> Tuple[List[model.DiskFacts], Option
         fate, why = model.decide(storage, disk, shared, os.path.lexists(path))
         if fate == "copy":
             backing_here = disk.backing is None or os.path.exists(disk.backing)
-            why = model.copy_refusal(disk, bool(options.get("postcopy")), backing_here)
+            why = model.copy_refusal(disk, backing_here)
             if why is None:
                 copies.append(dataclasses.replace(disk, path=path))
         if why is not None:

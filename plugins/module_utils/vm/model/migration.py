@@ -106,12 +106,6 @@ def validate_request(params: Mapping[str, Any], source_host: str) -> MigrationRe
         storage=check_choice("storage", _given(params, "storage", "auto"), STORAGE_MODES),
         timeout=check_int("timeout", _given(params, "timeout", 600), *TIMEOUT_S),
     )
-    if req.storage == "copy" and req.postcopy:
-        raise SpecError(
-            "postcopy",
-            "cannot be combined with storage: copy (the block mirror must finish before the guest "
-            "runs on the target); set postcopy: false, or use shared storage",
-        )
     return req
 
 

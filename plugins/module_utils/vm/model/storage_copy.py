@@ -72,7 +72,7 @@ def facts_from_info(
     )
 
 
-def copy_refusal(disk: DiskFacts, postcopy: bool, backing_here: bool) -> Optional[str]:
+def copy_refusal(disk: DiskFacts, backing_here: bool) -> Optional[str]:
     """Why the target cannot copy ``disk`` (None: it can). ``backing_here``: the backing
     file (a linked clone's) exists at the same path on the target."""
     if not disk.copyable:
@@ -93,11 +93,6 @@ def copy_refusal(disk: DiskFacts, postcopy: bool, backing_here: bool) -> Optiona
             "top image only and needs the backing image at the same path on both hosts"
             % (disk.field, disk.path, disk.backing)
         )
-    if postcopy:
-        return (
-            "%s (%s) would be copied, and storage copy with postcopy is not supported: the mirror must "
-            "finish before the guest runs here; set postcopy: false" % (disk.field, disk.path)
-        )
     return None
 
 
@@ -114,7 +109,7 @@ def decide(storage: str, disk: DiskFacts, shared: bool, exists: bool) -> Tuple[s
             )
         return "shared", None
     if not disk.copyable:
-        return ("shared", None) if exists else ("refuse", copy_refusal(disk, False, True))
+        return ("shared", None) if exists else ("refuse", copy_refusal(disk, True))
     if storage == "shared":
         return (
             "refuse",

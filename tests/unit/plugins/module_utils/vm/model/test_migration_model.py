@@ -30,7 +30,6 @@ def test_defaults_and_qmp_settings():
         ({"to": "hv-b", "max_downtime_ms": 0}, "max_downtime_ms"),
         ({"to": "hv-b", "bandwidth_mbit": "fast"}, "bandwidth_mbit"),
         ({"to": "hv-b", "storage": "nfs"}, "storage"),
-        ({"to": "hv-b", "storage": "copy", "postcopy": True}, "postcopy"),  # the mirror ends before the guest runs
         ({"to": "hv-b", "timeout": 0}, "timeout"),
     ],
 )
@@ -57,8 +56,8 @@ def test_the_outcome_reads_query_migrate():
 
 
 def test_storage_copy_is_an_option_and_the_source_fills_in_the_disks():
-    req = m.validate_request({"name": "web", "to": "hv-b", "storage": "copy"}, "hv-a")
-    assert (req.storage, req.marker, req.disks) == ("copy", None, ())
+    req = m.validate_request({"name": "web", "to": "hv-b", "storage": "copy", "postcopy": True}, "hv-a")
+    assert (req.storage, req.postcopy, req.marker, req.disks) == ("copy", True, None, ()), "both at once"
     assert m.MigrationRequest(**req.to_dict()) == req, "the target rebuilds it from the stored options"
 
 

@@ -63,20 +63,19 @@ def test_a_cdrom_is_never_copied():
 
 
 @pytest.mark.parametrize(
-    "change, backing_here, postcopy, words",
+    "change, backing_here, words",
     [
-        ({"encrypted": True}, True, False, "encrypted (LUKS)"),
-        ({"layered": True}, True, False, "external snapshots"),
-        ({"backing": "/srv/base.qcow2"}, False, False, "linked clone of /srv/base.qcow2"),
-        ({}, True, True, "postcopy"),
+        ({"encrypted": True}, True, "encrypted (LUKS)"),
+        ({"layered": True}, True, "external snapshots"),
+        ({"backing": "/srv/base.qcow2"}, False, "linked clone of /srv/base.qcow2"),
     ],
 )
-def test_what_cannot_be_copied_is_refused_naming_the_disk(change, backing_here, postcopy, words):
+def test_what_cannot_be_copied_is_refused_naming_the_disk(change, backing_here, words):
     disk = sc.DiskFacts(**dict(DISK.__dict__, **change))
-    why = sc.copy_refusal(disk, postcopy, backing_here)
+    why = sc.copy_refusal(disk, backing_here)
     assert words in why and "disks[0].path" in why, why
-    assert sc.copy_refusal(DISK, False, True) is None
-    assert sc.copy_refusal(sc.DiskFacts(**dict(DISK.__dict__, backing="/srv/b")), False, True) is None
+    assert sc.copy_refusal(DISK, True) is None
+    assert sc.copy_refusal(sc.DiskFacts(**dict(DISK.__dict__, backing="/srv/b")), True) is None
 
 
 def test_qmp_arguments_of_both_sides():
