@@ -22,6 +22,7 @@ from helpers import make_image, run_playbook
 from migration_target import HandTarget
 from monitor_proc import MonitorProcess
 from qemu_procs import qemu_processes
+from test_return_docs import return_problems
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError
 from ansible_collections.infinivirt.core.plugins.module_utils.monitor.receiving import free_port
@@ -219,7 +220,10 @@ def test_a_running_vm_moves_to_the_target_and_a_failed_move_changes_nothing(two_
     assert offline["changed"] and offline["vm"]["host"] == "hv-b" and a.store.get_handover(parked["uuid"]) is None
     assert records.load(a.store, "parked").host == "hv-b"
     assert "migrated" in [e["kind"] for e in a.store.list_events(parked["uuid"], limit=5)]
-    assert not migrate.migrate({"name": "parked", "to": "hv-b"}, False)["changed"]
+    again = migrate.migrate({"name": "parked", "to": "hv-b"}, False)
+    assert not again["changed"]
+    results = [checked, moved, offline, again]
+    assert not return_problems("infinivirt_migrate", results, complete=False), "RETURN documents what it returns"
 
 
 @pytest.mark.playbook
@@ -324,6 +328,8 @@ def test_storage_copy_moves_a_local_disk_and_a_failed_copy_leaves_nothing(unshar
 
     print("T", time.monotonic())
     # 3. The move with storage auto: the disk is copied (B has no marker), the row names B.
+    checked = migrate.migrate({"name": "mover", "to": "hv-b"}, True)  # check mode: the plan, B decides later
+    assert checked["plan"]["storage"] == "auto" and "migration" not in checked
     try:
         moved = migrate.migrate({"name": "mover", "to": "hv-b", "max_downtime_ms": 100}, False)
     except InfinivirtError as exc:
@@ -344,3 +350,5 @@ def test_storage_copy_moves_a_local_disk_and_a_failed_copy_leaves_nothing(unshar
     for kind in ("migration_storage_export", "migration_storage_ready", "migrated_in", "migrated"):
         assert kind in kinds, kinds
     print("storage copy: %s" % numbers)
+    problems = return_problems("infinivirt_migrate", [checked, moved])
+    assert not problems, "RETURN and the real results (every key, both ways): %s" % problems

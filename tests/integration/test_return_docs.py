@@ -429,16 +429,24 @@ def test_every_returned_key_is_documented(ctx, netns, workdir):
 
     problems = []
     for module in MODULES:
-        docs = documented(module)
-        seen: Set[str] = set()
-        for result in results[module]:
-            seen |= returned(result)
-        if seen - docs:
-            problems.append(
-                "%s returns keys its RETURN does not document: %s" % (module, ", ".join(sorted(seen - docs)))
-            )
-        docs = {path for path in docs if not path.startswith(NEVER_HERE.get(module, "\0"))}
-        unseen = {path for path in docs - seen if LIVE_AGENT not in path and LIVE_WAIT not in path}
-        if unseen:
-            problems.append("%s documents keys none of its results had: %s" % (module, ", ".join(sorted(unseen))))
+        problems += return_problems(module, results[module])
     assert not problems, "\n".join(problems)
+
+
+def return_problems(module: str, results: Iterable[Dict[str, Any]], complete: bool = True) -> list:
+    """What differs between ``module``'s RETURN and its real ``results``: keys returned but
+    not documented, and (``complete``: the results cover every case) keys documented but
+    never returned. tests/integration/test_migrate_task.py checks infinivirt_migrate's
+    results with it (its migrations need two hosts)."""
+    problems = []
+    docs = documented(module)
+    seen: Set[str] = set()
+    for result in results:
+        seen |= returned(result)
+    if seen - docs:
+        problems.append("%s returns keys its RETURN does not document: %s" % (module, ", ".join(sorted(seen - docs))))
+    docs = {path for path in docs if not path.startswith(NEVER_HERE.get(module, "\0"))}
+    unseen = {path for path in docs - seen if LIVE_AGENT not in path and LIVE_WAIT not in path}
+    if unseen and complete:
+        problems.append("%s documents keys none of its results had: %s" % (module, ", ".join(sorted(unseen))))
+    return problems

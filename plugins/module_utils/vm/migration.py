@@ -337,7 +337,7 @@ def _plan(req: MigrationRequest, rec: VmRecord, how: str) -> Dict[str, Any]:
         "how": how,
         "from": rec.host,
         "to": req.to,
-        "storage": "shared" if req.storage == "auto" else req.storage,
+        "storage": req.storage,  # auto: the target decides per disk (the result's migration.storage says)
         "max_downtime_ms": req.max_downtime_ms,
         "bandwidth_mbit": req.bandwidth_mbit,
         "auto_converge": req.auto_converge,
