@@ -302,9 +302,9 @@ def test_storage_copy_moves_a_local_disk_and_a_failed_copy_leaves_nothing(unshar
     # 2. B's QEMU is killed during the mirror (1 MB/s: 12 MiB take seconds): A runs on, B has no file.
     def kill_target():
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not (os.path.exists(on_b) and _qemus(uuid, run_b)):
+        while time.monotonic() < deadline and (a.store.get_handover(uuid) or {}).get("state") != "listening":
             time.sleep(0.05)
-        time.sleep(1.0)  # the mirror is under way
+        time.sleep(0.5)  # the source polls every 0.1 s, then starts the mirror (12 MiB at 1 MB/s)
         for pid in _qemus(uuid, run_b):
             os.kill(pid, 9)
 
@@ -319,7 +319,7 @@ def test_storage_copy_moves_a_local_disk_and_a_failed_copy_leaves_nothing(unshar
     ), err.value
     rec = records.load(a.store, "mover")
     assert (rec.host, rec.qemu_pid) == ("hv-a", pid_a) and a.engine.sessions.query_status(rec) == "running"
-    assert [job for job in a.engine.sessions.qmp(rec, "query-block-jobs")] == [], "no mirror job left on A"
+    assert a.engine.sessions.qmp(rec, "query-block-jobs") == [], "no mirror job left on A"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and (os.path.exists(on_b) or (uuid + "@hv-b") in _journal(a.store, uuid)):
         time.sleep(0.1)

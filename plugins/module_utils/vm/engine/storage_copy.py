@@ -57,7 +57,7 @@ def write_markers(rec: VmRecord, facts: Sequence[model.DiskFacts]) -> Tuple[str,
     token = secrets.token_hex(16)
     made: List[str] = []
     try:
-        for disk in facts:
+        for disk in (d for d in facts if d.copyable):  # a CD-ROM's directory may be read-only
             marker = os.path.join(os.path.dirname(disk.path), model.marker_name(token))
             if marker in made:
                 continue
@@ -169,7 +169,13 @@ def plan(engine, options: Dict[str, Any]) -> Tuple[List[model.DiskFacts], Option
                 return [], "storage %s: %s on host %s" % (storage, exc, engine.host_id)
         shared = bool(token) and os.path.exists(os.path.join(os.path.dirname(path), model.marker_name(token)))
         fate, why = model.decide(storage, disk, shared, os.path.lexists(path))
-        if fate == "copy":
+        if fate == "copy" and not engine.ctx.storage_roots:  # never a file anywhere the store names
+            why = "%s (%s) would be copied, and host %s has no storage roots to copy it into" % (
+                disk.field,
+                disk.path,
+                engine.host_id,
+            )
+        elif fate == "copy":
             backing_here = disk.backing is None or os.path.exists(disk.backing)
             why = model.copy_refusal(disk, backing_here)
             if why is None:

@@ -99,7 +99,10 @@ def copy_refusal(disk: DiskFacts, backing_here: bool) -> Optional[str]:
 def decide(storage: str, disk: DiskFacts, shared: bool, exists: bool) -> Tuple[str, Optional[str]]:
     """One disk's fate on the target: ("shared", None), ("copy", None) or ("refuse", why).
     ``shared``: the target sees the source's marker beside it; ``exists``: a file exists at
-    its path on the target."""
+    its path on the target. A read-only disk or CD-ROM is never copied nor marked: it is
+    used where it is, if it is there."""
+    if not disk.copyable:
+        return ("shared", None) if exists else ("refuse", copy_refusal(disk, True))
     if shared:
         if storage == "copy":
             return (
@@ -108,8 +111,6 @@ def decide(storage: str, disk: DiskFacts, shared: bool, exists: bool) -> Tuple[s
                 "use storage: shared or auto" % (disk.field, disk.path),
             )
         return "shared", None
-    if not disk.copyable:
-        return ("shared", None) if exists else ("refuse", copy_refusal(disk, True))
     if storage == "shared":
         return (
             "refuse",

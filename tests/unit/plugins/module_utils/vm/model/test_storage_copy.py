@@ -7,6 +7,8 @@ answer's encoding."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model import storage_copy as sc
@@ -58,6 +60,7 @@ def test_each_disk_is_shared_copied_or_refused_by_name(storage, shared, exists, 
 def test_a_cdrom_is_never_copied():
     iso = sc.DiskFacts("disks[1].path", "/srv/x.iso", "d0000000002", "raw", 0, copyable=False)
     assert sc.decide("copy", iso, False, True) == ("shared", None), "there: used as is"
+    assert sc.decide("copy", iso, True, True) == ("shared", None), "not refused as 'copied onto itself'"
     fate, why = sc.decide("auto", iso, False, False)
     assert fate == "refuse" and "never copied" in why and "disks[1].path" in why
 
@@ -71,11 +74,11 @@ def test_a_cdrom_is_never_copied():
     ],
 )
 def test_what_cannot_be_copied_is_refused_naming_the_disk(change, backing_here, words):
-    disk = sc.DiskFacts(**dict(DISK.__dict__, **change))
+    disk = dataclasses.replace(DISK, **change)
     why = sc.copy_refusal(disk, backing_here)
     assert words in why and "disks[0].path" in why, why
     assert sc.copy_refusal(DISK, True) is None
-    assert sc.copy_refusal(sc.DiskFacts(**dict(DISK.__dict__, backing="/srv/b")), True) is None
+    assert sc.copy_refusal(dataclasses.replace(DISK, backing="/srv/b"), True) is None
 
 
 def test_qmp_arguments_of_both_sides():
