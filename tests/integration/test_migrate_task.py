@@ -22,7 +22,7 @@ from helpers import make_image, run_playbook
 from migration_target import HandTarget
 from monitor_proc import MonitorProcess
 from qemu_procs import qemu_processes
-from test_return_docs import return_problems
+from return_docs import return_problems
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError
 from ansible_collections.infinivirt.core.plugins.module_utils.monitor.receiving import free_port
