@@ -132,6 +132,10 @@ def test_a_running_vm_moves_to_the_target_and_a_failed_move_changes_nothing(two_
     assert "runs on hv-a as before" in str(err.value)
     assert records.load(a.store, "stray").host == "hv-a"
     a.ensure(dict(VM, name="stray", state="absent"), False)
+    with pytest.raises(InfinivirtError) as err:  # B sees the marker beside the shared disk
+        migrate.migrate({"name": "mover", "to": "hv-b", "storage": "copy", "timeout": 30}, False)
+    assert "storage copy: disks[0].path (%s) is the same file on both hosts" % disk in str(err.value), err.value
+    assert not [f for f in os.listdir(os.path.dirname(disk)) if f.startswith(".infinivirt-migration-")], "no marker"
 
     # 4. A task cut off right after its request: hv-b listens for a stream that never comes;
     # the next task aborts that request (hv-b cleans up) and makes its own.
