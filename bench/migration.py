@@ -14,7 +14,14 @@ and QEMU's own ``total-time`` and ``downtime``. Same downtime limit (300 ms) bot
 bandwidth limit. Medians of the rounds. The stream never leaves the machine: compare the two
 drivers with each other, not with a network.
 
-    .venv/bin/python bench/migration.py [--rounds 5] [--memory-mb 256]
+With ``--copy-mb N`` (default 64) the guest also has a qcow2 data disk in its run dir with
+N/4 MiB written, and each round adds a storage-copy migration per driver: the target (its own
+empty disk of the same size) exports it over NBD, the source mirrors it there until ready,
+migrates, and ends the mirror (vm/engine/storage_copy.py ``mirror``/``drop`` around ``send``,
+against the same QMP commands by hand). Reported: wall time from the first mirror command to
+the mirror's end, QEMU's total time and downtime of the RAM part. 0 skips it.
+
+    .venv/bin/python bench/migration.py [--rounds 5] [--memory-mb 256] [--copy-mb 64]
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,9 +53,10 @@ import serial_report  # noqa: E402
 from migration_target import HandTarget  # noqa: E402
 
 from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import qmp_execute  # noqa: E402
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records  # noqa: E402
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records, storage_copy  # noqa: E402
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.incoming import listen  # noqa: E402
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.outgoing import recover, send  # noqa: E402
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.model import storage_copy as sc_model  # noqa: E402
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.migration import validate_request  # noqa: E402
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService  # noqa: E402
 
@@ -62,8 +71,9 @@ def library_round(qmp, rec, target):
     return time.perf_counter() - t0, done["total_time_ms"], done["downtime_ms"]
 
 
-def hand_round(qmp, rec, target):
-    qmp_execute(target.qmp, "target", "migrate-incoming", {"uri": target.uri})
+def hand_round(qmp, rec, target, incoming=True):
+    if incoming:
+        qmp_execute(target.qmp, "target", "migrate-incoming", {"uri": target.uri})
     socket = rec.qmp_socket_path
     qmp_execute(socket, "source", "migrate-set-parameters", {"downtime-limit": 300})
     t0 = time.perf_counter()
@@ -76,10 +86,65 @@ def hand_round(qmp, rec, target):
         time.sleep(0.05)
 
 
+def library_copy_round(qmp, rec, target, facts, nbd_port):
+    req = validate_request({"name": rec.name, "to": "bench-b"}, "bench-a")
+    _export(target, facts, nbd_port)
+    listen(target.call, dataclasses.replace(rec, qmp_socket_path=target.qmp), req, target.uri)
+    t0 = time.perf_counter()
+    ids = [f.disk_id for f in facts]
+    storage_copy.mirror(qmp, rec, facts, ("127.0.0.1", nbd_port), ids, time.monotonic() + 300)
+    done = send(qmp, rec, req, target.uri, time.monotonic() + 300)
+    storage_copy.drop(qmp, rec, ids, force=False)
+    return time.perf_counter() - t0, done["total_time_ms"], done["downtime_ms"]
+
+
+def hand_copy_round(qmp, rec, target, facts, nbd_port):
+    _export(target, facts, nbd_port)
+    qmp_execute(target.qmp, "target", "migrate-incoming", {"uri": target.uri})
+    socket = rec.qmp_socket_path
+    t0 = time.perf_counter()
+    for f in facts:
+        node = {"driver": "nbd", "node-name": "hand-" + f.disk_id, "export": f.disk_id}
+        node["server"] = {"type": "inet", "host": "127.0.0.1", "port": str(nbd_port)}
+        qmp_execute(socket, "source", "blockdev-add", node)
+        job = {"job-id": "hand-" + f.disk_id, "device": "n-" + f.disk_id, "target": "hand-" + f.disk_id}
+        qmp_execute(socket, "source", "blockdev-mirror", dict(job, sync="full"))
+    while not all(j["ready"] for j in qmp_execute(socket, "source", "query-block-jobs")):
+        time.sleep(0.05)
+    total, down = hand_round(qmp, rec, target, incoming=False)[1:]
+    for f in facts:
+        qmp_execute(socket, "source", "block-job-cancel", {"device": "hand-" + f.disk_id})
+    while qmp_execute(socket, "source", "query-block-jobs"):
+        time.sleep(0.05)
+    for f in facts:
+        qmp_execute(socket, "source", "blockdev-del", {"node-name": "hand-" + f.disk_id})
+    return time.perf_counter() - t0, total, down
+
+
+def _export(target, facts, nbd_port):
+    target.call(None, "nbd-server-start", sc_model.nbd_server_start("127.0.0.1", nbd_port))
+    for f in facts:
+        target.call(None, "block-export-add", sc_model.export_add(f.disk_id))
+
+
+def _target_disks(facts, run_dir):
+    """A target's prepare: its own empty disk per copied disk (same name in its own dir)."""
+
+    def prepare(target_dir):
+        for f in facts:
+            subprocess.run(
+                ["qemu-img", "create", "-q", "-f", f.format, f.path.replace(run_dir, target_dir), str(f.virtual_size)],
+                check=True,
+            )
+
+    return prepare
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--memory-mb", type=int, default=256)
+    parser.add_argument("--copy-mb", type=int, default=64)
     args = parser.parse_args()
     guest = build_guest.build_guest()
     work = tempfile.mkdtemp(prefix="iv-bench")
@@ -88,22 +153,40 @@ def main() -> int:
     params.update(initrd=str(guest.initrd), kernel_cmdline=guest.kernel_cmdline, state="running")
     service = VmService.open("sqlite:///%s/bench.db" % work, run_dir)
     results = {"infinivirt": [], "by_hand": []}
+    if args.copy_mb:
+        os.makedirs(run_dir, mode=0o700)
+        data = os.path.join(run_dir, "data.qcow2")  # in the run dir: HandTarget moves it to its own dir
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", data, "%dM" % args.copy_mb], check=True)
+        written = "write -P 0x5a 0 %dM" % max(1, args.copy_mb // 4)
+        subprocess.run(["qemu-io", "-c", written, data], check=True, capture_output=True)
+        params["disks"] = [{"path": data}]
+        results.update(infinivirt_copy=[], by_hand_copy=[])
     try:
         vm = service.ensure(params, False).vm
         serial_report.wait_for_ready(vm["serial_log"], timeout=300)
         rec = records.load(service.store, "mbench")
         qmp = service.engine.sessions.qmp
+        facts = storage_copy.gather(service.engine, rec) if args.copy_mb else []
+        rounds = {
+            "infinivirt": library_round,
+            "by_hand": hand_round,
+            "infinivirt_copy": lambda q, r, t: library_copy_round(q, r, t, facts, t.nbd_port),
+            "by_hand_copy": lambda q, r, t: hand_copy_round(q, r, t, facts, t.nbd_port),
+        }
         for i in range(args.rounds):
-            order = ("infinivirt", "by_hand") if i % 2 == 0 else ("by_hand", "infinivirt")  # load drift hits both
+            order = list(results) if i % 2 == 0 else list(results)[::-1]  # load drift hits both
             for who in order:
-                target = HandTarget(vm["pid"], run_dir, PORT + len(results[who]) * 2 + (who == "by_hand"))
+                port = PORT + 10 * (i * len(results) + order.index(who))
+                prepare = _target_disks(facts, run_dir) if facts else None
+                target = HandTarget(vm["pid"], run_dir, port, prepare)
+                target.nbd_port = port + 1
                 try:
-                    wall, total, down = (library_round if who == "infinivirt" else hand_round)(qmp, rec, target)
+                    wall, total, down = rounds[who](qmp, rec, target)
                 finally:
                     target.kill()
                 recover(qmp, rec)  # the source guest runs again for the next round
                 results[who].append({"wall_s": round(wall, 3), "total_time_ms": total, "downtime_ms": down})
-                print("round %d %-10s %s" % (i + 1, who, results[who][-1]), file=sys.stderr)
+                print("round %d %-15s %s" % (i + 1, who, results[who][-1]), file=sys.stderr)
     finally:
         service.ensure({"name": "mbench", "state": "absent", "force": True, "stop_timeout": 0}, False)
         service.close()
@@ -112,10 +195,11 @@ def main() -> int:
         who: {key: statistics.median(r[key] for r in rows) for key in ("wall_s", "total_time_ms", "downtime_ms")}
         for who, rows in results.items()
     }
-    print(json.dumps({"rounds": args.rounds, "memory_mb": args.memory_mb, "summary": summary, "samples": results}))
+    out = {"rounds": args.rounds, "memory_mb": args.memory_mb, "copy_mb": args.copy_mb, "summary": summary}
+    print(json.dumps(dict(out, samples=results)))
     for who, s in summary.items():
         print(
-            "%-10s median wall %.3f s, QEMU total %s ms, downtime %s ms"
+            "%-15s median wall %.3f s, QEMU total %s ms, downtime %s ms"
             % (who, s["wall_s"], s["total_time_ms"], s["downtime_ms"])
         )
     return 0

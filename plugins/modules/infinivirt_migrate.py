@@ -30,11 +30,22 @@ description:
     monitor is asked, and its disks must be at the same paths there). What this host kept
     of it while stopped (a UEFI VM's NVRAM, seed ISOs) is removed, with a warning for a UEFI
     VM, which starts there with the firmware's default variables.
-  - Storage must be shared (the same disk paths on both hosts); the target checks every disk
-    is there. Copying local disks during the migration is not supported yet.
-  - The events C(migration_started), C(migrated), C(migration_failed) (this host) and
-    C(migration_listening), C(migrated_in), C(migration_refused) (the target) go to the
-    VM's event log (M(infinivirt.core.infinivirt_vm_info)).
+  - Storage is shared or copied, per disk. The source writes a marker file (a fresh token)
+    beside each disk; a disk whose marker the target sees at the same path is shared (the same
+    file on both hosts). Any other disk is copied during the migration; the target creates it at
+    the same path, which must be inside its storage roots and must not exist there yet, with
+    the same format and virtual size (a linked clone on the same backing file, which must
+    exist at the same path there), exports it over NBD, and this host mirrors it there
+    (C(blockdev-mirror)) until the copy follows every write, then migrates the RAM. The file
+    on this host is left as it was at the move, and no longer used (a warning names it).
+  - Refused naming the disk, as they are not copied; LUKS-encrypted volumes (the key does not
+    move), disks with external snapshots, read-only disks and CD-ROMs missing on the target. If the
+    copy fails (the target dies, a mirror job fails, O(timeout)), the guest runs on here on its
+    own disks and the target removes the disk files it made.
+  - The events C(migration_started), C(migration_storage_ready), C(migrated),
+    C(migration_failed) (this host) and C(migration_listening), C(migration_storage_export),
+    C(migrated_in), C(migration_refused) (the target) go to the VM's event log
+    (M(infinivirt.core.infinivirt_vm_info)).
 author:
   - Infinivirt developers (@infinivirt)
 extends_documentation_fragment:
@@ -65,7 +76,9 @@ options:
     type: int
     default: 300
   bandwidth_mbit:
-    description: Limit of the migration stream in Mbit/s; unset, QEMU's own limit.
+    description:
+      - Limit of the migration stream in Mbit/s; unset, QEMU's own limit. It limits the copy
+        of each disk too (the mirror job's speed).
     type: int
   auto_converge:
     description: Slow the guest's vCPUs down when its memory changes faster than the stream.
@@ -73,14 +86,21 @@ options:
     default: false
   postcopy:
     description:
-      - Enable QEMU's post-copy capability at both ends. The switch to post-copy is not made
-        yet, so the migration completes as pre-copy.
+      - Switch to post-copy after the first pass over the guest's RAM (QEMU's
+        C(dirty-sync-count) reaches 2); the guest then runs on the target, which fetches the
+        pages it still lacks from this host. A guest that converges in pre-copy completes
+        before the switch (RV(migration.postcopy_switched) says which happened).
+      - With disks copied, the mirrors end at the switch, before the guest runs there.
+      - A failure after the switch (the stream breaks, either QEMU dies) cannot be undone; the
+        guest's memory is split between the two hosts, so it cannot run again here. The task
+        fails saying so, this host's QEMU is left paused, and the guest must be started again.
     type: bool
     default: false
   storage:
     description:
-      - V(shared) (the same disk paths on both hosts) or V(auto) (shared, checked by the
-        target). V(copy) is refused, since copying disks is not supported yet.
+      - V(shared) (every disk must be the same file on both hosts), V(copy) (every writable
+        disk is copied; one the target shares is refused, it would be copied onto itself) or
+        V(auto) (each disk shared when it is the same file there, else copied).
     type: str
     choices: [shared, copy, auto]
     default: auto
@@ -127,13 +147,40 @@ EXAMPLES = r"""
     - name: Show the numbers
       ansible.builtin.debug:
         msg: "{{ moved.migration.transferred_bytes }} bytes, {{ moved.migration.downtime_ms }} ms down"
+
+- name: Move db01 off hv-a, copying its local disks, with post-copy
+  hosts: hv-a
+  tasks:
+    - name: Migrate
+      infinivirt.core.infinivirt_migrate:
+        name: db01
+        to: hv-b
+        storage: copy
+        postcopy: true
+        timeout: 3600
 """
 
 RETURN = r"""
 vm:
-  description: The VM after the task (name, uuid, host, status, version).
+  description: The VM after the task.
   returned: success
   type: dict
+  contains:
+    name:
+      description: The VM's name.
+      type: str
+    uuid:
+      description: The VM's UUID.
+      type: str
+    host:
+      description: The host the store names as the VM's (O(to) after a move).
+      type: str
+    status:
+      description: The VM's status in the store (V(running), V(stopped), ...).
+      type: str
+    version:
+      description: The VM row's version (it grows with each change of the row).
+      type: int
 migration:
   description: What the live migration took; absent when nothing was done, in check mode and offline.
   returned: when a running VM was migrated
@@ -151,17 +198,62 @@ migration:
     duration_s:
       description: The whole task's migration, the target's answer and the clean-up here included.
       type: float
+    postcopy_switched:
+      description: Whether the migration switched to post-copy (O(postcopy)).
+      type: bool
+    storage:
+      description: V(copy) when a disk was copied, else V(shared).
+      type: str
+    storage_bytes:
+      description:
+        - Bytes the disk mirrors went through (QEMU's job offsets; unallocated and zero areas
+          count too, though they cross the network as zeroes).
+      returned: when a disk was copied
+      type: int
+    copied_disks:
+      description: The paths of the disks copied (the files here are no longer used).
+      returned: when a disk was copied
+      type: list
+      elements: str
 plan:
   description:
     - What the task does (or did); V(how) is V(live) (a running VM), V(offline) (a stopped
       one) or V(none) (the VM is on O(to) already).
   returned: success
   type: dict
+  contains:
+    how:
+      description: V(live), V(offline) or V(none).
+      type: str
+    from:
+      description: The VM's host before the task.
+      type: str
+    to:
+      description: O(to).
+      type: str
+    storage:
+      description: O(storage) (with V(auto) the target decides per disk; RV(migration.storage) says what was done).
+      type: str
+    max_downtime_ms:
+      description: O(max_downtime_ms).
+      type: int
+    bandwidth_mbit:
+      description: O(bandwidth_mbit), or null.
+      type: int
+    auto_converge:
+      description: O(auto_converge).
+      type: bool
+    postcopy:
+      description: O(postcopy).
+      type: bool
+    timeout:
+      description: O(timeout).
+      type: int
   sample:
     how: live
     from: hv-a
     to: hv-b
-    storage: shared
+    storage: auto
     max_downtime_ms: 300
     bandwidth_mbit: null
     auto_converge: false

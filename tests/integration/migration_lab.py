@@ -6,7 +6,9 @@ test_migration_devices.py): hv-a and hv-b are network namespaces with their own 
 run dir (also their nvram_dir) and bridge vmbr0, joined by a veth pair that carries the
 stream (10.77.0.1 / 10.77.0.2); a third namespace (the client) shares a LAN with both
 bridges. Both hosts share one PostgreSQL store, reached through its UNIX socket. Each
-host's monitor and its tasks run inside its namespace (host_task.py)."""
+host's monitor and its tasks run inside its namespace (host_task.py); B's also in a mount
+namespace where the disks' directory (``disks``, the hosts' storage root) is a bind mount of
+another, so each host has its own files at the same paths, as two machines would."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from qemu_procs import qemu_processes
 HOST_TASK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "host_task.py")
 PG_DIR = os.environ.get("INFINIVIRT_PG_DIR", "/var/tmp/infinivirt-pg")
 GUEST_IP = "10.88.0.10"  # a guest on the client's LAN
+BIND = 'mount --bind "$1" "$2" && shift 2 && exec "$@"'  # B's disks: same path, other files
 
 
 def _ip(*args):
@@ -50,6 +53,10 @@ class Lab:
         self.addr = {"hv-a": "10.77.0.1", "hv-b": "10.77.0.2"}
         self.run = {h: tempfile.mkdtemp(prefix="iv-%s-" % h) for h in ("hv-a", "hv-b")}
         self.monitors = {}
+        self.storage = tempfile.mkdtemp(prefix="iv-mig-disks-")
+        self.disks, self.b_disks = os.path.join(self.storage, "disks"), os.path.join(self.storage, "b-disks")
+        os.mkdir(self.disks)
+        os.mkdir(self.b_disks)
         for ns in self.ns.values():
             _ip("netns", "add", ns)
             _ip("-n", ns, "link", "set", "lo", "up")
@@ -79,15 +86,25 @@ class Lab:
             self.run[host],
             host,
             log,
+            roots=[self.disks],
             extra=["--migration-address", self.addr[host], "--nvram-dir", self.run[host]],
         )
-        mon.argv = ["ip", "netns", "exec", self.ns[host]] + mon.argv
+        mon.argv = self.inside(host) + mon.argv
         self.monitors[host] = mon.start()
+
+    def inside(self, host):
+        """The argv prefix that runs a command on ``host``: its network namespace, and for B
+        a mount namespace where B's disks are at the same path as A's."""
+        prefix = ["ip", "netns", "exec", self.ns[host]]
+        if host == "hv-b":
+            prefix = ["unshare", "-m", "--propagation", "private", "sh", "-c", BIND, "sh", self.b_disks, self.disks]
+            prefix += ["ip", "netns", "exec", self.ns[host]]
+        return prefix
 
     def task(self, host, action, params):
         job = {"db_url": self.db_url, "run_dir": self.run[host], "host_id": host, "action": action, "params": params}
         done = subprocess.run(
-            ["ip", "netns", "exec", self.ns[host], sys.executable, HOST_TASK, json.dumps(job)],
+            self.inside(host) + [sys.executable, HOST_TASK, json.dumps(job)],
             capture_output=True,
             text=True,
             timeout=300,
@@ -111,6 +128,7 @@ class Lab:
             for pid in set(qemu_processes(run)) - {m.proc.pid for m in self.monitors.values()}:
                 os.kill(pid, 9)
             shutil.rmtree(run, ignore_errors=True)
+        shutil.rmtree(self.storage, ignore_errors=True)
         for ns in self.ns.values():
             subprocess.run(["ip", "netns", "del", ns], check=False)
 

@@ -29,7 +29,8 @@ def _path_of(arg: str) -> str:
 class HandTarget:
     """Started paused and waiting (QEMU's ``inmigrate``); ``uri`` is where it will listen."""
 
-    def __init__(self, source_pid: int, source_run_dir: str, port: int):
+    def __init__(self, source_pid: int, source_run_dir: str, port: int, prepare=None):
+        """``prepare(dir)`` runs before QEMU starts (e.g. creates the disks a storage copy fills)."""
         self.dir = tempfile.mkdtemp(prefix="iv-mig-b")
         with open("/proc/%d/cmdline" % source_pid, "rb") as fh:
             argv = [a.decode() for a in fh.read().split(b"\0") if a]
@@ -44,6 +45,8 @@ class HandTarget:
         self.qmp = re.search(r"path=([^,]+\.qmp)", " ".join(argv)).group(1)
         self.console = next((_path_of(a) for a in argv if _path_of(a).endswith(".console")), None)
         self.serial = next(_path_of(a) for a in argv if a.startswith("file,id=serial0"))
+        if prepare is not None:
+            prepare(self.dir)
         done = subprocess.run(argv + ["-incoming", "defer"], capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 0, done.stderr
         with open(argv[argv.index("-pidfile") + 1]) as fh:

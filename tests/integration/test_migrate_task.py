@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -21,6 +22,7 @@ from helpers import make_image, run_playbook
 from migration_target import HandTarget
 from monitor_proc import MonitorProcess
 from qemu_procs import qemu_processes
+from return_docs import return_problems
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError
 from ansible_collections.infinivirt.core.plugins.module_utils.monitor.receiving import free_port
@@ -130,6 +132,10 @@ def test_a_running_vm_moves_to_the_target_and_a_failed_move_changes_nothing(two_
     assert "runs on hv-a as before" in str(err.value)
     assert records.load(a.store, "stray").host == "hv-a"
     a.ensure(dict(VM, name="stray", state="absent"), False)
+    with pytest.raises(InfinivirtError) as err:  # B sees the marker beside the shared disk
+        migrate.migrate({"name": "mover", "to": "hv-b", "storage": "copy", "timeout": 30}, False)
+    assert "storage copy: disks[0].path (%s) is the same file on both hosts" % disk in str(err.value), err.value
+    assert not [f for f in os.listdir(os.path.dirname(disk)) if f.startswith(".infinivirt-migration-")], "no marker"
 
     # 4. A task cut off right after its request: hv-b listens for a stream that never comes;
     # the next task aborts that request (hv-b cleans up) and makes its own.
@@ -218,7 +224,10 @@ def test_a_running_vm_moves_to_the_target_and_a_failed_move_changes_nothing(two_
     assert offline["changed"] and offline["vm"]["host"] == "hv-b" and a.store.get_handover(parked["uuid"]) is None
     assert records.load(a.store, "parked").host == "hv-b"
     assert "migrated" in [e["kind"] for e in a.store.list_events(parked["uuid"], limit=5)]
-    assert not migrate.migrate({"name": "parked", "to": "hv-b"}, False)["changed"]
+    again = migrate.migrate({"name": "parked", "to": "hv-b"}, False)
+    assert not again["changed"]
+    results = [checked, moved, offline, again]
+    assert not return_problems("infinivirt_migrate", results, complete=False), "RETURN documents what it returns"
 
 
 @pytest.mark.playbook
@@ -240,3 +249,110 @@ def test_the_drain_playbook_moves_every_running_vm(two_hosts, pg_url):
         assert '"name": "%s"' % name in done.stdout, done.stdout[-3000:]
     assert done.stdout.count('"host": "hv-b"') == 2 and '"transferred_bytes"' in done.stdout, "each one reported"
     assert records.load(a.store, "d3").host == "hv-a", "a stopped VM is not drained"
+
+
+@pytest.fixture
+def unshared_hosts(pg_url):
+    """Hosts A and B whose storage directory has the same path and different files, as on
+    two machines: B's monitor (and its QEMUs) runs in a mount namespace of its own where
+    ``<storage>/local`` is a bind mount of ``<storage>/b-local``."""
+    dirs = [tempfile.mkdtemp(prefix="iv-cp") for _n in range(3)]  # run dirs of A and B, storage
+    local, b_local = os.path.join(dirs[2], "local"), os.path.join(dirs[2], "b-local")
+    for path in (local, b_local):
+        os.mkdir(path)
+    a = VmService.open(pg_url, dirs[0], hostname="hv-a", nvram_dir=os.path.join(dirs[0], "nvram"))
+    monitor = MonitorProcess(
+        pg_url,
+        dirs[1],
+        "hv-b",
+        os.path.join(dirs[1], "monitor.log"),
+        roots=[local],
+        extra=["--migration-address", "127.0.0.1"],
+    )
+    bind = 'mount --bind "$1" "$2" && shift 2 && exec "$@"'
+    monitor.argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", bind, "sh", b_local, local] + monitor.argv
+    monitor.start()
+    yield a, monitor, dirs
+    monitor.stop()
+    for pid in {pid for d in dirs for pid in qemu_processes(d)}:
+        os.kill(pid, 9)
+    a.close()
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_storage_copy_moves_a_local_disk_and_a_failed_copy_leaves_nothing(unshared_hosts):
+    """storage copy on firmware-only VMs (the guest's own view of its disk is test_migration.py's)."""
+    a, monitor, (run_a, run_b, storage) = unshared_hosts
+    disk = make_image(os.path.join(storage, "local", "data.qcow2"), "qcow2", 64)
+    written = subprocess.run(["qemu-io", "-c", "write -P 0x5a 1M 12M", disk], capture_output=True, check=False)
+    assert written.returncode == 0, written.stderr
+    vm = a.ensure(dict(VM, state="running", disks=[{"path": disk}]), False).vm
+    uuid, pid_a = vm["uuid"], vm["pid"]
+    migrate = MigrationService(a.engine)
+    on_b = os.path.join(storage, "b-local", "data.qcow2")  # B's file at the same path
+
+    print("T", time.monotonic())
+    # 1. storage shared: B does not see the source's marker beside the disk: refused by name.
+    with pytest.raises(InfinivirtError) as err:
+        migrate.migrate({"name": "mover", "to": "hv-b", "storage": "shared", "timeout": 30}, False)
+    assert "storage shared: disks[0].path (%s) is not the same file on both hosts" % disk in str(err.value), err.value
+    assert os.listdir(os.path.join(storage, "b-local")) == [] and os.listdir(os.path.join(storage, "local")) == [
+        "data.qcow2"
+    ], "no marker or file left on either side"
+
+    print("T", time.monotonic())
+
+    # 2. B's QEMU is killed during the mirror (1 MB/s: 12 MiB take seconds): A runs on, B has no file.
+    def kill_target():
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (a.store.get_handover(uuid) or {}).get("state") != "listening":
+            time.sleep(0.05)
+        time.sleep(0.5)  # the source polls every 0.1 s, then starts the mirror (12 MiB at 1 MB/s)
+        for pid in _qemus(uuid, run_b):
+            os.kill(pid, 9)
+
+    killer = threading.Thread(target=kill_target)
+    killer.start()
+    with pytest.raises(InfinivirtError) as err:
+        migrate.migrate({"name": "mover", "to": "hv-b", "storage": "copy", "bandwidth_mbit": 8, "timeout": 60}, False)
+    killer.join()
+    assert "was not migrated and runs on hv-a as before" in str(err.value), monitor.log()
+    assert "the storage copy stopped: host hv-b gave up: the target QEMU" in str(err.value) or "storage mirror" in str(
+        err.value
+    ), err.value
+    rec = records.load(a.store, "mover")
+    assert (rec.host, rec.qemu_pid) == ("hv-a", pid_a) and a.engine.sessions.query_status(rec) == "running"
+    assert a.engine.sessions.qmp(rec, "query-block-jobs") == [], "no mirror job left on A"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (os.path.exists(on_b) or (uuid + "@hv-b") in _journal(a.store, uuid)):
+        time.sleep(0.1)
+    assert not os.path.exists(on_b) and list(_journal(a.store, uuid)) == [uuid], monitor.log()
+    assert _qemus(uuid, run_b) == [], "nothing of it on B"
+
+    print("T", time.monotonic())
+    # 3. The move with storage auto: the disk is copied (B has no marker), the row names B.
+    checked = migrate.migrate({"name": "mover", "to": "hv-b"}, True)  # check mode: the plan, B decides later
+    assert checked["plan"]["storage"] == "auto" and "migration" not in checked
+    try:
+        moved = migrate.migrate({"name": "mover", "to": "hv-b", "max_downtime_ms": 100}, False)
+    except InfinivirtError as exc:
+        raise AssertionError("%s\n%s" % (exc, monitor.log())) from None
+    print("T", time.monotonic())
+    numbers = moved["migration"]
+    assert numbers["storage"] == "copy" and numbers["copied_disks"] == [disk], numbers
+    assert numbers["storage_bytes"] >= 12 << 20, numbers
+    assert any("data.qcow2 copied to hv-b" in w for w in moved["warnings"]), moved
+    rec = records.load(a.store, "mover")
+    assert rec.host == "hv-b" and _qemus(uuid, run_b) == [rec.qemu_pid] and _qemus(uuid, run_a) == []
+    same = subprocess.run(["qemu-img", "compare", "-U", disk, on_b], capture_output=True, text=True, check=False)
+    assert same.returncode == 0, "B's disk holds the guest's data: %s %s" % (same.stdout, same.stderr)
+    assert a.store.journal_list(uuid) and ("migrated_disk", on_b) not in a.store.journal_list(uuid), (
+        "B's disk is the VM's now, not a leftover a stop would remove"
+    )
+    kinds = [e["kind"] for e in a.store.list_events(uuid, limit=30)]
+    for kind in ("migration_storage_export", "migration_storage_ready", "migrated_in", "migrated"):
+        assert kind in kinds, kinds
+    print("storage copy: %s" % numbers)
+    problems = return_problems("infinivirt_migrate", [checked, moved])
+    assert not problems, "RETURN and the real results (every key, both ways): %s" % problems

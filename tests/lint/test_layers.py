@@ -49,6 +49,7 @@ PURE_MODELS = (
     "vm/model/backup.py",  # backup options, the manifest, kind, retention, restore chain
     "vm/model/machine.py",  # the versioned machine type: recorded at the first start, asked for after
     "vm/model/migration.py",  # a live migration: options, QMP settings, the handover states and who moves them
+    "vm/model/storage_copy.py",  # storage copied during a migration: each disk's fate, QMP arguments, the answer
     "vm/model/devices.py",  # TPM, RNG, watchdog, SMBIOS, vsock: normal form, checks, argv (issue 25 A)
     "vm/model/display.py",  # SPICE's option string, video_model/graphics.tls/usb_tablet checks, the tablet
     "vm/model/shares.py",  # shared_dirs: validation, vhost-user-fs devices, virtiofsd's argv

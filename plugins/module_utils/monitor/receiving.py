@@ -61,6 +61,7 @@ class Receiver:
         self.record = record
         self.incoming: Dict[str, VmRecord] = {}  # VM uuid -> the VM as this host runs it
         self.since: Dict[str, float] = {}  # VM uuid -> when this side started listening
+        self.copying: Dict[str, list] = {}  # VM uuid -> the disk ids this side copies (storage copy)
 
     def busy(self) -> bool:
         """Whether a stream may be coming in: the monitor then polls often (downtime)."""
@@ -99,18 +100,69 @@ class Receiver:
             self._refuse(svc, uuid, REQUESTED, reason)
             return
         options = MigrationRequest(**req["options"])
+        copies = self._storage(svc, req, rec)
+        if copies is None:
+            return
         uri = "tcp:%s:%d" % (_uri_host(self.address), free_port(self.address))
         try:
             mine = power.receive_vm(svc, rec, Incoming(uri, options.postcopy))
         except InfinivirtError as exc:
+            self._unmake(svc, uuid, copies)
             self._refuse(svc, uuid, REQUESTED, "host %s cannot start it: %s" % (svc.host_id, exc))
             return
         self.incoming[uuid], self.since[uuid] = mine, time.monotonic()
-        if not svc.store.move_handover(uuid, REQUESTED, LISTENING, uri=uri):
+        answer = self._export(svc, req, mine, uri, copies)
+        if answer is None:
+            return
+        if not svc.store.move_handover(uuid, REQUESTED, LISTENING, uri=answer):
             self._drop(svc, mine, "the source gave up before the answer")
             return
-        self.log.info("VM %s: migration from %s: listening on %s", rec.name, req["source"], uri)
-        self.record(uuid, "migration_listening", {"source": req["source"], "uri": uri})
+        self.log.info("VM %s: migration from %s: listening on %s", rec.name, req["source"], answer)
+        self.record(uuid, "migration_listening", {"source": req["source"], "uri": answer})
+
+    # -- storage copy (vm/engine/storage_copy.py) --------------------------------------------
+    def _storage(self, svc: Engine, req: Dict[str, Any], rec: VmRecord) -> Optional[list]:
+        """The disks this host copies, made here (journaled apart); None: refused."""
+        if req["options"].get("marker") is None:
+            return []  # a source that sends no disk facts: shared storage (checked by _refusal)
+        from ansible_collections.infinivirt.core.plugins.module_utils.store.handovers import side_key
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import storage_copy
+
+        copies, reason = storage_copy.plan(svc, req["options"])
+        if reason is None:
+            try:
+                storage_copy.create(svc, side_key(rec.uuid, svc.host_id), rec, copies)
+            except InfinivirtError as exc:
+                reason = str(exc)
+        if reason is not None:
+            self._refuse(svc, rec.uuid, REQUESTED, reason)
+            return None
+        self.copying[rec.uuid] = [disk.disk_id for disk in copies]
+        return copies
+
+    def _unmake(self, svc: Engine, uuid: str, copies: list) -> None:
+        from ansible_collections.infinivirt.core.plugins.module_utils.store.handovers import side_key
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import storage_copy
+
+        storage_copy.remove(svc, side_key(uuid, svc.host_id), [disk.path for disk in copies])
+        self.copying.pop(uuid, None)
+
+    def _export(self, svc: Engine, req: Dict[str, Any], mine: VmRecord, uri: str, copies: list) -> Optional[str]:
+        """The answer (the URI, and the NBD server of the copied disks); None: refused."""
+        if not copies:
+            return uri
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import storage_copy
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.storage_copy import encode_answer
+
+        port = free_port(self.address)
+        try:
+            storage_copy.export(svc.sessions.qmp, mine, self.address, port, copies)
+        except InfinivirtError as exc:
+            self._drop(svc, mine, "its disks could not be exported")
+            self._refuse(svc, mine.uuid, REQUESTED, "host %s cannot export the copied disks: %s" % (svc.host_id, exc))
+            return None
+        self.record(mine.uuid, "migration_storage_export", {"disks": [disk.path for disk in copies]})
+        return encode_answer(uri, self.address, port, [disk.disk_id for disk in copies])
 
     def _refusal(self, svc: Engine, req: Dict[str, Any], rec: Optional[VmRecord]) -> Optional[str]:
         """Why this host cannot take the VM, or None."""
@@ -123,7 +175,8 @@ class Receiver:
         devices = target_refusal(svc, rec)  # shared_dirs; an nvram_dir that has the VM's files already
         if devices is not None:
             return devices
-        for index, disk in enumerate(rec.spec.disks):
+        running = rec.running_spec or rec.spec  # what the target builds (power.receive_vm)
+        for index, disk in enumerate(running.disks if req["options"].get("marker") is None else ()):
             reason = _disk_here(svc, disk.path, "disks[%d].path" % index)
             if reason is not None:
                 return "storage %s: %s on host %s; shared storage needs the same disk paths on both hosts" % (
@@ -153,9 +206,26 @@ class Receiver:
                 self._refuse(svc, uuid, state, "no migration stream came within its timeout")
                 self._drop(svc, mine, "no stream came")
             return
+        if self.copying.get(uuid):
+            if state != SENT:  # the source's mirrors write their last blocks after the stream
+                self._overdue(svc, req, mine)
+                return
+            from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.storage_copy import unexport
+
+            try:
+                unexport(svc.sessions.qmp, mine)  # nothing writes the disks but this guest from now on
+            except InfinivirtError as exc:
+                self.log.warning("VM %s: stopping its NBD export: %s", mine.name, exc)
         if not svc.store.move_handover(uuid, state, TAKING):
             return  # the source moved first (aborted, or sent): the next round sees it
         self._take(svc, req, mine)
+
+    def _overdue(self, svc: Engine, req: Dict[str, Any], mine: VmRecord) -> None:
+        """Given up when the source has not finished within its timeout (plus grace)."""
+        waited = time.monotonic() - self.since.get(mine.uuid, time.monotonic())
+        if waited > req["options"].get("timeout", 600) + LISTEN_GRACE_S:
+            self._refuse(svc, mine.uuid, req["state"], "the source did not finish within its timeout")
+            self._drop(svc, mine, "the source did not finish")
 
     def _take(self, svc: Engine, req: Dict[str, Any], mine: VmRecord) -> None:
         from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.incoming import take_over
@@ -186,6 +256,7 @@ class Receiver:
             self._refuse(svc, mine.uuid, TAKING, "the VM's row no longer names %s" % req["source"])
             return
         svc.resources.apart.discard(mine.uuid)  # its journal is the VM's now
+        self.copying.pop(mine.uuid, None)
         self.incoming.pop(mine.uuid, None)
         self.since.pop(mine.uuid, None)
         self.log.info("VM %s: migrated here from %s (PID %s)", mine.name, req["source"], mine.qemu_pid)
@@ -213,7 +284,8 @@ class Receiver:
 
     def _drop(self, svc: Engine, mine: VmRecord, why: str) -> None:
         """Remove everything of this side's incoming start (not the row: the source's)."""
-        svc.abort_incoming(mine)
+        svc.abort_incoming(mine)  # copied disks too: journaled apart
+        self.copying.pop(mine.uuid, None)
         self.incoming.pop(mine.uuid, None)
         self.since.pop(mine.uuid, None)
         self.log.info("VM %s: incoming migration cleaned up (%s)", mine.name, why)

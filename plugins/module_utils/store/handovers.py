@@ -103,6 +103,11 @@ class HandoverStore:
                 )
                 if cur.raw.rowcount != 1:
                     raise _NotNow()
+                # A disk the target made for a storage copy is the VM's disk now, not a leftover
+                # to remove (vm/engine/resources.py MIGRATED_DISK).
+                cur.execute(
+                    "DELETE FROM resources WHERE vm_uuid = ? AND kind = 'migrated_disk'", (side_key(vm_uuid, target),)
+                )
                 # The journal follows the row: the source's entries are the source's leftovers now.
                 cur.execute("UPDATE resources SET vm_uuid = ? WHERE vm_uuid = ?", (side_key(vm_uuid, source), vm_uuid))
                 cur.execute("UPDATE resources SET vm_uuid = ? WHERE vm_uuid = ?", (vm_uuid, side_key(vm_uuid, target)))

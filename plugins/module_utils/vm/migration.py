@@ -79,27 +79,106 @@ class MigrationService:
 
     # -- the handover, as the source -------------------------------------------------------
     def _migrate(self, rec: VmRecord, req: MigrationRequest) -> Dict[str, Any]:
-        from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.outgoing import MigrationFailed, send
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import storage_copy
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.outgoing import (
+            MigrationFailed,
+            PostcopyFailed,
+            send,
+        )
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.storage_copy import decode_answer, mode
 
         began = time.monotonic()
         deadline = began + req.timeout
-        self.store.open_handover(rec.uuid, rec.name, rec.host, req.to, req.to_dict())
-        self._event(rec, "migration_started", {"to": req.to, "options": req.to_dict()})
-        uri = self._answer(rec, req, min(req.timeout, ANSWER_S))
+        facts = storage_copy.gather(self.engine, rec)  # what the target cannot read of the disks
+        token, markers = storage_copy.write_markers(rec, facts)  # beside each disk: shared or not
+        wanted = req.to_dict()
+        req = dataclasses.replace(req, marker=token, disks=tuple(dataclasses.asdict(f) for f in facts))
         try:
-            numbers = send(self.engine.sessions.qmp, rec, req, uri, deadline)
+            self.store.open_handover(rec.uuid, rec.name, rec.host, req.to, req.to_dict())
+            self._event(rec, "migration_started", {"to": req.to, "options": wanted})
+            uri, nbd, copied = decode_answer(self._answer(rec, req, min(req.timeout, ANSWER_S)))
+        finally:
+            storage_copy.remove_markers(markers)
+        qmp = self.engine.sessions.qmp
+        storage_bytes = self._mirror(rec, req, facts, nbd, copied, deadline) if copied else 0
+        ended: list = []  # the mirrors' bytes, once they ended (at the post-copy switch, or after the stream)
+
+        def switched_over() -> None:  # the source guest is paused for good: the target may run it once SENT
+            if copied:
+                ended.append(self._end_mirror(rec, copied, recover=False))
+            self.store.move_handover(rec.uuid, LISTENING, SENT)
+
+        try:
+            numbers = send(qmp, rec, req, uri, deadline, switched_over=switched_over)
+        except PostcopyFailed as exc:
+            self._event(rec, "migration_failed", {"error": str(exc), "postcopy": True})
+            raise MigrationError(str(exc)) from None
         except (MigrationFailed, QmpError) as exc:  # send has let the guest run again
+            storage_copy.drop(qmp, rec, copied, force=True)
             self._give_up(rec, LISTENING, str(exc), recovered=True)
+        if copied and not ended:
+            ended.append(self._end_mirror(rec, copied, recover=True))
+        storage_bytes = max([storage_bytes] + ended)
         self.store.move_handover(rec.uuid, LISTENING, SENT)  # may be TAKING already: the target moved first
         state = self._outcome(rec, deadline)
         if state != DONE:
             why = (self.store.get_handover(rec.uuid) or {}).get("error") or "host %s did not take it over" % req.to
             self._give_up(rec, SENT, why, recovered=False)
         self._leave(rec, req.to)
-        result = dict(numbers, duration_s=round(time.monotonic() - began, 3))
+        result = dict(numbers, duration_s=round(time.monotonic() - began, 3), storage=mode(copied))
+        if copied:
+            result.update(storage_bytes=storage_bytes, copied_disks=[f.path for f in facts if f.disk_id in copied])
         self._event(rec, "migrated", dict(result, to=req.to))
         moved = records.load(self.store, rec.name)
-        return {"changed": True, "vm": moved.summary(), "migration": result, "plan": _plan(req, rec, "live")}
+        found = {"changed": True, "vm": moved.summary(), "migration": result, "plan": _plan(req, rec, "live")}
+        if copied:
+            found["warnings"] = [
+                "VM %s: %s copied to %s; the file on %s is left as it was at the move and is no longer used: "
+                "remove it when you no longer need it" % (rec.name, path, req.to, rec.host)
+                for path in result["copied_disks"]
+            ]
+        return found
+
+    # -- storage copy (vm/engine/storage_copy.py) -------------------------------------------
+    def _mirror(self, rec: VmRecord, req: MigrationRequest, facts, nbd, copied, deadline: float) -> int:
+        """The copied disks mirrored onto the target's exports until ready; the bytes."""
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import storage_copy
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.outgoing import MigrationFailed
+
+        speed = req.bandwidth_mbit * 1_000_000 // 8 if req.bandwidth_mbit else 0  # the stream's limit too
+        try:
+            copied_bytes = storage_copy.mirror(
+                self.engine.sessions.qmp,
+                rec,
+                facts,
+                nbd,
+                copied,
+                deadline,
+                speed,
+                lambda: self._target_gone(rec, req.to),
+            )
+        except MigrationFailed as exc:  # the guest ran all along, on its own disks
+            self._give_up(rec, LISTENING, str(exc), recovered=True)
+        self._event(rec, "migration_storage_ready", {"disks": copied, "bytes": copied_bytes})
+        return copied_bytes
+
+    def _end_mirror(self, rec: VmRecord, copied, recover: bool) -> int:
+        """After the stream or at the post-copy switch (the guest is paused): the ready jobs
+        write what is left, then end, the source's disks as they are. A failure takes the
+        guest back here (``recover``), or, after the switch, fails the migration (send)."""
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import storage_copy
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.outgoing import MigrationFailed
+
+        qmp = self.engine.sessions.qmp
+        try:
+            return storage_copy.drop(qmp, rec, copied, force=False)
+        except (MigrationFailed, QmpError) as exc:
+            storage_copy.drop(qmp, rec, copied, force=True)
+            if not recover:
+                self.store.move_handover(rec.uuid, LISTENING, ABORTED, error=str(exc))
+                raise
+            self._give_up(rec, LISTENING, str(exc), recovered=False)
+            raise  # not reached: _give_up raises
 
     def _answer(self, rec: VmRecord, req: MigrationRequest, window: float) -> str:
         """The target's URI once it listens; a refusal or no answer within ``window``
@@ -120,6 +199,13 @@ class MigrationService:
                     recovered=True,
                 )
             time.sleep(WAIT_POLL_S * 5)
+
+    def _target_gone(self, rec: VmRecord, target: str) -> Optional[str]:
+        """Why the target gave up a request it listened on, or None while it listens."""
+        found = self.store.get_handover(rec.uuid) or {}
+        if found.get("state") == LISTENING:
+            return None
+        return "host %s gave up: %s" % (target, found.get("error") or found.get("state"))
 
     def _outcome(self, rec: VmRecord, deadline: float) -> str:
         """After a completed stream: the target's decision (done or refused), or, if it has
@@ -265,7 +351,7 @@ def _plan(req: MigrationRequest, rec: VmRecord, how: str) -> Dict[str, Any]:
         "how": how,
         "from": rec.host,
         "to": req.to,
-        "storage": "shared" if req.storage == "auto" else req.storage,
+        "storage": req.storage,  # auto: the target decides per disk (the result's migration.storage says)
         "max_downtime_ms": req.max_downtime_ms,
         "bandwidth_mbit": req.bandwidth_mbit,
         "auto_converge": req.auto_converge,

@@ -28,7 +28,10 @@ RESUME = "resume"
 CLOUD_INIT_SEED = "cloud_init"
 UNATTEND_MEDIA = "unattend"  # the Windows answer file ISO (vm/unattend_media.py), likewise
 TPM_STATE, SWTPM = "tpm_state", "swtpm"  # the TPM's state directory; a swtpm, by its pidfile (platform.py)
-KEPT_WITH_VM = ("nvram", RESUME, CLOUD_INIT_SEED, UNATTEND_MEDIA, TPM_STATE)  # journal kinds that outlive the process
+# A disk a migration target made for a storage copy (vm/engine/storage_copy.py): kept by the
+# start's clean-up of leftovers, removed by an abort; the handover drops its entry (the VM's disk).
+MIGRATED_DISK = "migrated_disk"
+KEPT_WITH_VM = ("nvram", RESUME, CLOUD_INIT_SEED, UNATTEND_MEDIA, TPM_STATE, MIGRATED_DISK)  # outlive the process
 
 
 class HostResources:

@@ -13,7 +13,7 @@ request row, so a side that died or timed out cannot undo the other's step."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.validation import (
@@ -76,6 +76,10 @@ class MigrationRequest:
     postcopy: bool = False
     storage: str = "auto"
     timeout: int = 600  # seconds for the whole migration, the target's answer included
+    # Filled in by the source for the target (vm/model/storage_copy.py): the token of the
+    # markers it wrote beside the disks, and each disk's facts (DiskFacts as dicts).
+    marker: Optional[str] = None
+    disks: Tuple[Dict[str, Any], ...] = ()
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -102,12 +106,6 @@ def validate_request(params: Mapping[str, Any], source_host: str) -> MigrationRe
         storage=check_choice("storage", _given(params, "storage", "auto"), STORAGE_MODES),
         timeout=check_int("timeout", _given(params, "timeout", 600), *TIMEOUT_S),
     )
-    if req.storage == "copy":
-        raise SpecError(
-            "storage",
-            "copy (NBD export on the target and a block mirror) is not supported yet; "
-            "use shared storage (the same disk paths on both hosts)",
-        )
     return req
 
 
@@ -141,3 +139,16 @@ def outcome(reply: Mapping[str, Any]) -> Dict[str, Any]:
         "downtime_ms": reply.get("downtime"),
         "total_time_ms": reply.get("total-time"),
     }
+
+
+POSTCOPY_AFTER_SYNCS = 2
+
+
+def postcopy_due(reply: Mapping[str, Any]) -> bool:
+    """Whether ``send`` switches to post-copy now: the stream is active and QEMU has synced
+    the dirty bitmap twice, i.e. the first full pass over the RAM is done (sync 1 is the
+    start). Earlier would fault in every page over the network; later wastes passes that
+    do not converge. A guest that converges at its second sync completes before this is
+    seen: that is fine, pre-copy was enough."""
+    ram = reply.get("ram") or {}
+    return reply.get("status") == "active" and int(ram.get("dirty-sync-count") or 0) >= POSTCOPY_AFTER_SYNCS

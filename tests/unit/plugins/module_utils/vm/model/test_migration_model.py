@@ -30,7 +30,6 @@ def test_defaults_and_qmp_settings():
         ({"to": "hv-b", "max_downtime_ms": 0}, "max_downtime_ms"),
         ({"to": "hv-b", "bandwidth_mbit": "fast"}, "bandwidth_mbit"),
         ({"to": "hv-b", "storage": "nfs"}, "storage"),
-        ({"to": "hv-b", "storage": "copy"}, "storage"),  # not built yet: said so
         ({"to": "hv-b", "timeout": 0}, "timeout"),
     ],
 )
@@ -54,3 +53,16 @@ def test_only_the_right_side_moves_each_step():
 def test_the_outcome_reads_query_migrate():
     reply = {"status": "completed", "downtime": 42, "total-time": 1500, "ram": {"transferred": 123456}}
     assert m.outcome(reply) == {"transferred_bytes": 123456, "downtime_ms": 42, "total_time_ms": 1500}
+
+
+def test_storage_copy_is_an_option_and_the_source_fills_in_the_disks():
+    req = m.validate_request({"name": "web", "to": "hv-b", "storage": "copy", "postcopy": True}, "hv-a")
+    assert (req.storage, req.postcopy, req.marker, req.disks) == ("copy", True, None, ()), "both at once"
+    assert m.MigrationRequest(**req.to_dict()) == req, "the target rebuilds it from the stored options"
+
+
+def test_postcopy_switches_after_the_first_pass():
+    assert not m.postcopy_due({"status": "active", "ram": {"dirty-sync-count": 1}}), "still the first pass"
+    assert m.postcopy_due({"status": "active", "ram": {"dirty-sync-count": 2}}), "the first pass is done"
+    assert not m.postcopy_due({"status": "setup"}) and not m.postcopy_due({"status": "completed"})
+    assert not m.postcopy_due({"status": "postcopy-active", "ram": {"dirty-sync-count": 5}}), "once"
