@@ -42,8 +42,8 @@ description:
     move), disks with external snapshots, read-only disks and CD-ROMs missing on the target. If the
     copy fails (the target dies, a mirror job fails, O(timeout)), the guest runs on here on its
     own disks and the target removes the disk files it made.
-  - The events C(migration_started), C(migration_storage_ready), C(migrated),
-    C(migration_failed) (this host) and C(migration_listening), C(migration_storage_export),
+  - The events C(migration_started), C(migration_storage_ready),
+    C(migration_postcopy_switched), C(migrated), C(migration_failed) (this host) and C(migration_listening), C(migration_storage_export),
     C(migrated_in), C(migration_refused) (the target) go to the VM's event log
     (M(infinivirt.core.infinivirt_vm_info)).
 author:
@@ -94,6 +94,10 @@ options:
       - A failure after the switch (the stream breaks, either QEMU dies) cannot be undone; the
         guest's memory is split between the two hosts, so it cannot run again here. The task
         fails saying so, this host's QEMU is left paused, and the guest must be started again.
+        Nothing lets that QEMU run again here. M(infinivirt.core.infinivirt_vm) refuses to
+        resume a guest a migration paused, a stop ends its QEMU without letting it run, and
+        the next task of this module on the VM fails saying the same (event
+        C(migration_postcopy_switched)).
     type: bool
     default: false
   storage:

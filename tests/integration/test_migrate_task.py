@@ -18,18 +18,18 @@ import threading
 import time
 
 import pytest
-from helpers import make_image, run_playbook
+from helpers import make_image, qemu_event_log, qemu_events, run_playbook
 from migration_target import HandTarget
 from monitor_proc import MonitorProcess
 from qemu_procs import qemu_processes
 from return_docs import return_problems
 
-from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError
+from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.monitor.receiving import free_port
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.incoming import listen, take_over
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.outgoing import MigrationFailed, recover, send
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.migration import MigrationService
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.migration import POSTCOPY_SWITCHED, MigrationService
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.migration import validate_request
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 
@@ -114,6 +114,10 @@ def test_a_running_vm_moves_to_the_target_and_a_failed_move_changes_nothing(two_
         assert qmp(rec, "query-status")["status"] == "postmigrate" and done["transferred_bytes"] > 0, done
     finally:
         target.kill()
+    with pytest.raises(StateError) as err:  # only the migration's own recovery lets it run here again
+        a.engine.resume(rec)
+    assert "is paused by a migration (QEMU status postmigrate)" in str(err.value), err.value
+    assert qmp(rec, "query-status")["status"] == "postmigrate"
     with pytest.raises(MigrationFailed):
         take_over(target.call, target.rec, time.monotonic() + 5)  # its QEMU is gone: no take-over
     recover(qmp, rec)
@@ -231,6 +235,40 @@ def test_a_running_vm_moves_to_the_target_and_a_failed_move_changes_nothing(two_
 
 
 @pytest.mark.playbook
+def test_a_source_left_by_a_failed_post_copy_switch_never_runs_again(two_hosts):
+    """The stream completed to a target that then died after a post-copy switch (its event,
+    as send's switch writes it; test_migration.py proves the real switch writes it): the next
+    task refuses instead of resuming the guest, a resume is refused, and a stop quits QEMU
+    without letting the guest run once more; then the VM starts afresh."""
+    a, _monitor, (run_a, _run_b, _storage) = two_hosts
+    vm = a.ensure(dict(VM, state="running"), False).vm
+    uuid, migrate = vm["uuid"], MigrationService(a.engine)
+    rec = records.load(a.store, "mover")
+    events = qemu_event_log(a, vm)
+    target = _hand_target(vm["pid"], run_a, rec)
+    request = validate_request({"name": "mover", "to": "hv-c"}, "hv-a")
+    try:
+        send(a.engine.sessions.qmp, rec, request, target.uri, time.monotonic() + 60)
+    finally:
+        target.kill()
+    a.store.open_handover(uuid, "mover", "hv-a", "hv-c", {"name": "mover", "to": "hv-c"})
+    migrate._event(rec, "migration_started", {"to": "hv-c"})
+    migrate._event(rec, POSTCOPY_SWITCHED, {"to": "hv-c"})
+    assert a.store.move_handover(uuid, "requested", "refused", error="hv-c's QEMU died after the switch")
+    with pytest.raises(InfinivirtError) as err:
+        migrate.migrate({"name": "mover", "to": "hv-b"}, False)
+    assert "failed after the post-copy switch" in str(err.value) and "cannot run again here" in str(err.value)
+    with pytest.raises(InfinivirtError) as err:
+        a.ensure(dict(VM, state="running"), False)
+    assert "paused by a migration (QEMU status postmigrate)" in str(err.value), err.value
+    assert a.engine.sessions.query_status(rec) == "postmigrate"
+    stopped = a.ensure(dict(VM, state="stopped", force=False, stop_timeout=30), False)
+    assert stopped.changed and _qemus(uuid, run_a) == []
+    seen = [e["event"] for e in qemu_events(events)]
+    assert "RESUME" not in seen[seen.index("STOP") :], "the guest ran again after the migration: %s" % seen
+    assert a.ensure(dict(VM, state="running"), False).vm["status"] == "running", "it starts afresh"
+
+
 def test_the_drain_playbook_moves_every_running_vm(two_hosts, pg_url):
     """playbooks/drain.yml on host A: both running VMs move to B together; a stopped one stays."""
     a, monitor, (run_a, run_b, _storage) = two_hosts

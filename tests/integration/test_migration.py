@@ -176,5 +176,6 @@ def test_a_running_guest_moves_between_hosts_and_a_killed_target_changes_nothing
         kinds = [e["kind"] for e in store.list_events(uuid, limit=60)]
         for kind in ("migration_started", "migrated_in", "migrated", "migration_failed", "migration_storage_ready"):
             assert kind in kinds, kinds
+        assert kinds.index("migration_postcopy_switched") < kinds.index("migration_started"), "this move's switch"
     finally:
         store.close()

@@ -46,6 +46,9 @@ class MigrationError(StateError):
         self.result = result or {}
 
 
+POSTCOPY_SWITCHED = "migration_postcopy_switched"  # the source guest cannot run here again
+
+
 class MigrationService:
     """Migrations from this host (``engine.host_id``)."""
 
@@ -104,6 +107,7 @@ class MigrationService:
         ended: list = []  # the mirrors' bytes, once they ended (at the post-copy switch, or after the stream)
 
         def switched_over() -> None:  # the source guest is paused for good: the target may run it once SENT
+            self._event(rec, POSTCOPY_SWITCHED, {"to": req.to})  # settle reads it: never resume here
             if copied:
                 ended.append(self._end_mirror(rec, copied, recover=False))
             self.store.move_handover(rec.uuid, LISTENING, SENT)
@@ -320,16 +324,32 @@ class MigrationService:
         self._resume_if_paused(rec)
 
     def _resume_if_paused(self, rec: VmRecord) -> None:
-        """A source guest the stream left paused (QEMU's postmigrate) runs again."""
+        """A source guest the stream left paused (QEMU's postmigrate) runs again, unless the
+        migration had switched to post-copy: then its memory is split between the hosts."""
         if rec.host != self.engine.host_id or not self.engine.process.is_alive(rec):
             return
         try:
             if self.engine.sessions.query_status(rec) == "postmigrate":
+                if self._switched_to_postcopy(rec):
+                    raise StateError(
+                        "VM %s: its last migration failed after the post-copy switch, so its memory is "
+                        "split between this host and the target and it cannot run again here: stop it "
+                        "(force: true) and start it again (its disks hold what it last wrote)" % rec.name
+                    )
                 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.outgoing import recover
 
                 recover(self.engine.sessions.qmp, rec)
         except QmpError:
             pass  # QEMU is ending: the monitor cleans it up
+
+    def _switched_to_postcopy(self, rec: VmRecord) -> bool:
+        """Whether the VM's last migration from here switched to post-copy (its events)."""
+        for event in self.store.list_events(rec.uuid, limit=50):
+            if event["kind"] == POSTCOPY_SWITCHED:
+                return True
+            if event["kind"] == "migration_started":
+                return False
+        return False
 
     def _event(self, rec: VmRecord, kind: str, detail: Dict[str, Any]) -> None:
         self.store.add_events([self._event_of(rec, kind, detail)])

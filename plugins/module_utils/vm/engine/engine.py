@@ -30,7 +30,7 @@ from ansible_collections.infinivirt.core.plugins.module_utils.qemu.probe import 
     save_probe,
 )
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
-from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.process import QemuProcess
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.process import MIGRATED_AWAY, QemuProcess
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.resources import HostResources
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.session import QmpSessions
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record import VmRecord
@@ -360,6 +360,14 @@ class Engine:
 
     def resume(self, rec: VmRecord) -> None:
         self.check_not_migrating(rec)
+        status = self.sessions.query_status(rec)
+        if status in MIGRATED_AWAY:  # only the migration's own recovery may (vm/engine/outgoing.py)
+            raise StateError(
+                "VM %s is paused by a migration (QEMU status %s): the guest may run on another host, or "
+                "its memory may be split by a failed post-copy migration, so it is not resumed here; "
+                "see its events (infinivirt_vm_info), then stop it (force: true) and start it again"
+                % (rec.name, status)
+            )
         self.sessions.qmp(rec, "cont")
         rec.status = RUNNING
         records.save(self.store, rec)

@@ -35,6 +35,9 @@ from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.record im
 SOCKET_PATH_MAX = 107  # sun_path is 108 bytes with the trailing NUL
 POWERDOWN_RESEND = 5.0  # a guest still booting has not opened its power button yet
 QUIT_GRACE = 5.0
+# A guest a migration stream paused (the stream completed, or post-copy switched): it may
+# run on another host, or its memory may be split between two; it never runs here again.
+MIGRATED_AWAY = ("postmigrate", "finish-migrate")
 UNRESPONSIVE = "unresponsive"  # a live QEMU that does not answer QMP (query_status raised)
 
 
@@ -129,6 +132,8 @@ class QemuProcess:
         elif status is None:
             pass  # it ended between our checks
         elif status == "prelaunch":  # the guest never ran: nothing to shut down
+            self._quit(rec, sessions)
+        elif status in MIGRATED_AWAY:  # never let it run here again to see the button
             self._quit(rec, sessions)
         elif timeout <= 0 and force:
             self._quit(rec, sessions)
