@@ -43,9 +43,9 @@ description:
     copy fails (the target dies, a mirror job fails, O(timeout)), the guest runs on here on its
     own disks and the target removes the disk files it made.
   - The events C(migration_started), C(migration_storage_ready),
-    C(migration_postcopy_switched), C(migrated), C(migration_failed) (this host) and C(migration_listening), C(migration_storage_export),
-    C(migrated_in), C(migration_refused) (the target) go to the VM's event log
-    (M(infinivirt.core.infinivirt_vm_info)).
+    C(migration_postcopy_switched), C(migrated), C(migration_failed) (this host) and
+    C(migration_listening), C(migration_storage_export), C(migrated_in), C(migration_refused)
+    (the target) go to the VM's event log (M(infinivirt.core.infinivirt_vm_info)).
 author:
   - Infinivirt developers (@infinivirt)
 extends_documentation_fragment:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from ansible_collections.infinivirt.core.plugins.module_utils.clock import event_time
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import QmpError, StateError
@@ -135,13 +135,7 @@ class MigrationService:
         self._event(rec, "migrated", dict(result, to=req.to))
         moved = records.load(self.store, rec.name)
         found = {"changed": True, "vm": moved.summary(), "migration": result, "plan": _plan(req, rec, "live")}
-        if copied:
-            found["warnings"] = [
-                "VM %s: %s copied to %s; the file on %s is left as it was at the move and is no longer used: "
-                "remove it when you no longer need it" % (rec.name, path, req.to, rec.host)
-                for path in result["copied_disks"]
-            ]
-        return found
+        return dict(found, warnings=_left_behind(rec, req.to, result["copied_disks"])) if copied else found
 
     # -- storage copy (vm/engine/storage_copy.py) -------------------------------------------
     def _mirror(self, rec: VmRecord, req: MigrationRequest, facts, nbd, copied, deadline: float) -> int:
@@ -363,6 +357,15 @@ class MigrationService:
             "detail": detail,
             "at": event_time(),
         }
+
+
+def _left_behind(rec: VmRecord, to: str, paths: Sequence[str]) -> List[str]:
+    """The warnings naming each disk file a storage copy left on this host."""
+    return [
+        "VM %s: %s copied to %s; the file on %s is left as it was at the move and is no longer used: "
+        "remove it when you no longer need it" % (rec.name, path, to, rec.host)
+        for path in paths
+    ]
 
 
 def _plan(req: MigrationRequest, rec: VmRecord, how: str) -> Dict[str, Any]:
