@@ -2,7 +2,8 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Platform devices on the test guest (issue 25 A), one VM booted twice (TCG): a TPM 2.0 on
-its own swtpm, virtio-rng, an i6300esb watchdog and SMBIOS fields, each seen by the guest;
+its own swtpm, virtio-rng, an i6300esb watchdog and SMBIOS fields, each seen by the guest
+(the watchdog, armed by the guest, fires and QEMU pauses it as asked);
 swtpm gone after the stop, the TPM's state kept (TPM2_ReadClock's resetCount grows across
 the two boots on it), everything removed with the VM. vsock cannot start here (no
 /dev/vhost-vsock): the request is refused naming it, nothing changed
@@ -10,6 +11,7 @@ the two boots on it), everything removed with the VM. vsock cannot start here (n
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -24,12 +26,23 @@ from qemu_procs import kill_leftovers
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
 from ansible_collections.infinivirt.core.plugins.module_utils.host import swtpm
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import platform, records
+from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.process import VmPaths
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.snapshots import SnapshotService
 
 pytestmark = [pytest.mark.qemu, pytest.mark.guest]
 
 SERIAL = "SN,42 x"  # a comma QEMU must see escaped, a blank the guest report shows as '_'
+# The i6300esb's registers as QEMU's model has them (hw/watchdog/wdt_i6300esb.c): its BAR's
+# reload register unlocks (0x80, 0x86) each write of a preload (timer 1 at +0, timer 2 at +4;
+# 1 tick = about 1 ms at the default 1 kHz scale), then bit 1 of config byte 0x68 enables it.
+ARM_WATCHDOG = (
+    "for d in /sys/bus/pci/devices/*; do "
+    '[ "$(cat $d/vendor)" = 0x8086 ] && [ "$(cat $d/device)" = 0x25ab ] && w=$d; done; '
+    "b=$(( $(head -n1 $w/resource | cut -d' ' -f1) )); "
+    "for r in 0 4; do devmem $((b+12)) 32 0x80; devmem $((b+12)) 32 0x86; devmem $((b+r)) 32 1; done; "
+    "printf '\\002' | dd of=$w/config bs=1 seek=104 count=1 conv=notrunc"
+)
 
 
 @pytest.fixture
@@ -123,6 +136,14 @@ def test_tpm_rng_watchdog_smbios_on_one_guest(devices_service, guest_params, wor
     vm = svc.ensure(params, check_mode=False).vm  # the second boot, on the kept state
     wait_ready(vm["serial_log"])
     assert reset_count(vm["console_socket_path"]) > first, "the TPM state was not kept across the restart"
+
+    # The watchdog fires and QEMU does its action (pause): the guest's kernel has no i6300esb
+    # driver, so the guest arms it by hand, a second after the command returns.
+    events = open(VmPaths.for_vm(svc.engine.run_dir, vm["uuid"]).event_log + ".out", "rb")
+    guest(vm["console_socket_path"], "(sleep 1; %s) </dev/null >/dev/null 2>&1 &" % ARM_WATCHDOG)
+    assert wait_for(lambda: svc.engine.sessions.query_status(records.load(svc.store, "devices")) == "watchdog", 30)
+    fired = [e for e in map(json.loads, events.read().splitlines()) if e.get("event") == "WATCHDOG"]
+    assert fired and fired[0]["data"]["action"] == "pause", fired
 
     svc.ensure({"name": "devices", "state": "absent", "force": True, "stop_timeout": 5}, check_mode=False)
     assert not os.path.exists(files.state_dir) and swtpm.live_pid(files) is None
