@@ -21,6 +21,7 @@ import subprocess
 import pytest
 import serial_report
 from helpers import make_image, vm_list, wait_for, wait_ready
+from monitor_proc import MonitorProcess
 from qemu_procs import kill_leftovers
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import SpecError
@@ -81,6 +82,11 @@ def reset_count(sock):
     return int.from_bytes(data[26:30], "big")
 
 
+def recorded(svc, uuid, kind):
+    """The details of the VM's events of ``kind`` in the store."""
+    return [event["detail"] for event in svc.store.list_events(uuid) if event["kind"] == kind]
+
+
 def cmdline(pid):
     with open("/proc/%d/cmdline" % pid, "rb") as fh:
         return fh.read().decode().split("\0")
@@ -139,11 +145,27 @@ def test_tpm_rng_watchdog_smbios_on_one_guest(devices_service, guest_params, wor
 
     # The watchdog fires and QEMU does its action (pause): the guest's kernel has no i6300esb
     # driver, so the guest arms it by hand, a second after the command returns.
+    # The host's monitor records it in the VM's event log, and the row follows the pause.
     events = open(VmPaths.for_vm(svc.engine.run_dir, vm["uuid"]).event_log + ".out", "rb")
-    guest(vm["console_socket_path"], "(sleep 1; %s) </dev/null >/dev/null 2>&1 &" % ARM_WATCHDOG)
-    assert wait_for(lambda: svc.engine.sessions.query_status(records.load(svc.store, "devices")) == "watchdog", 30)
-    fired = [e for e in map(json.loads, events.read().splitlines()) if e.get("event") == "WATCHDOG"]
-    assert fired and fired[0]["data"]["action"] == "pause", fired
+    monitor = MonitorProcess(
+        "sqlite:///%s/state.db" % workdir,
+        svc.engine.run_dir,
+        svc.hostname,
+        os.path.join(workdir, "monitor.log"),
+        extra=["--nvram-dir", svc.engine.resources.nvram_dir],
+    ).start()
+    try:
+        assert monitor.wait_log("following VM devices (PID %d)" % vm["pid"]), monitor.log()
+        guest(vm["console_socket_path"], "(sleep 1; %s) </dev/null >/dev/null 2>&1 &" % ARM_WATCHDOG)
+        live = records.load(svc.store, "devices")
+        assert wait_for(lambda: svc.engine.sessions.query_status(live) == "watchdog", 30), "the watchdog did not fire"
+        fired = [e for e in map(json.loads, events.read().splitlines()) if e.get("event") == "WATCHDOG"]
+        assert fired and fired[0]["data"]["action"] == "pause", fired
+        assert wait_for(lambda: recorded(svc, rec.uuid, "watchdog"), 15), monitor.log()
+        assert recorded(svc, rec.uuid, "watchdog") == [{"action": "pause"}]
+        assert wait_for(lambda: records.load(svc.store, "devices").status == "paused", 15), monitor.log()
+    finally:
+        assert monitor.stop() == 0, monitor.log()
 
     svc.ensure({"name": "devices", "state": "absent", "force": True, "stop_timeout": 5}, check_mode=False)
     assert not os.path.exists(files.state_dir) and swtpm.live_pid(files) is None
