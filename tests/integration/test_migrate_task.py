@@ -9,6 +9,7 @@ move (its console and uptime going on) is test_migration.py's."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -38,30 +39,57 @@ pytestmark = [pytest.mark.qemu, pytest.mark.postgres]
 VM = {"name": "mover", "accel": "tcg", "memory_mb": 32, "stop_timeout": 0.5, "force": True}
 
 
-@pytest.fixture
-def two_hosts(pg_url):
+@contextlib.contextmanager
+def _hosts(pg_url, b_root, bind=None):
     """Host A (this process: VmService and the migration task) and host B (its monitor, a
-    process, receiving on 127.0.0.1); each with its own run dir, as on two machines."""
+    process, receiving on 127.0.0.1); each with its own run dir, as on two machines. The
+    storage dir has ``shared``, ``local`` and ``b-local``; B's storage root is ``b_root``.
+    ``bind`` (a, b): B's monitor (and its QEMUs) runs in a mount namespace of its own where
+    ``<storage>/a`` is a bind mount of ``<storage>/b``."""
     dirs = [tempfile.mkdtemp(prefix="iv-mig") for _n in range(3)]  # run dirs of A and B, storage
-    shared, local = os.path.join(dirs[2], "shared"), os.path.join(dirs[2], "local")
-    for path in (shared, local):
-        os.mkdir(path)
+    for name in ("shared", "local", "b-local"):
+        os.mkdir(os.path.join(dirs[2], name))
     a = VmService.open(pg_url, dirs[0], hostname="hv-a", nvram_dir=os.path.join(dirs[0], "nvram"))
     monitor = MonitorProcess(
         pg_url,
         dirs[1],
         "hv-b",
         os.path.join(dirs[1], "monitor.log"),
-        roots=[shared],  # B sees the shared storage only
+        roots=[os.path.join(dirs[2], b_root)],
         extra=["--migration-address", "127.0.0.1"],
-    ).start()
-    yield a, monitor, dirs
-    monitor.stop()
-    for pid in {pid for d in dirs for pid in qemu_processes(d)}:  # the VMs on either host (monitor stopped)
-        os.kill(pid, 9)
-    a.close()
-    for d in dirs:
-        shutil.rmtree(d, ignore_errors=True)
+    )
+    if bind:
+        mount = 'mount --bind "$1" "$2" && shift 2 && exec "$@"'
+        over, source = (os.path.join(dirs[2], name) for name in bind)
+        monitor.argv = [
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            mount,
+            "sh",
+            source,
+            over,
+        ] + monitor.argv
+    monitor.start()
+    try:
+        yield a, monitor, dirs
+    finally:
+        monitor.stop()
+        for pid in {pid for d in dirs for pid in qemu_processes(d)}:  # the VMs on either host (monitor stopped)
+            os.kill(pid, 9)
+        a.close()
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def two_hosts(pg_url):
+    """A and B sharing ``<storage>/shared`` (B sees the shared storage only)."""
+    with _hosts(pg_url, "shared") as hosts:
+        yield hosts
 
 
 def _qemus(uuid, run_dir):
@@ -291,32 +319,10 @@ def test_the_drain_playbook_moves_every_running_vm(two_hosts, pg_url):
 
 @pytest.fixture
 def unshared_hosts(pg_url):
-    """Hosts A and B whose storage directory has the same path and different files, as on
-    two machines: B's monitor (and its QEMUs) runs in a mount namespace of its own where
-    ``<storage>/local`` is a bind mount of ``<storage>/b-local``."""
-    dirs = [tempfile.mkdtemp(prefix="iv-cp") for _n in range(3)]  # run dirs of A and B, storage
-    local, b_local = os.path.join(dirs[2], "local"), os.path.join(dirs[2], "b-local")
-    for path in (local, b_local):
-        os.mkdir(path)
-    a = VmService.open(pg_url, dirs[0], hostname="hv-a", nvram_dir=os.path.join(dirs[0], "nvram"))
-    monitor = MonitorProcess(
-        pg_url,
-        dirs[1],
-        "hv-b",
-        os.path.join(dirs[1], "monitor.log"),
-        roots=[local],
-        extra=["--migration-address", "127.0.0.1"],
-    )
-    bind = 'mount --bind "$1" "$2" && shift 2 && exec "$@"'
-    monitor.argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", bind, "sh", b_local, local] + monitor.argv
-    monitor.start()
-    yield a, monitor, dirs
-    monitor.stop()
-    for pid in {pid for d in dirs for pid in qemu_processes(d)}:
-        os.kill(pid, 9)
-    a.close()
-    for d in dirs:
-        shutil.rmtree(d, ignore_errors=True)
+    """A and B whose ``<storage>/local`` has the same path and different files, as on two
+    machines (B's is a bind mount of ``<storage>/b-local``)."""
+    with _hosts(pg_url, "local", bind=("local", "b-local")) as hosts:
+        yield hosts
 
 
 def test_storage_copy_moves_a_local_disk_and_a_failed_copy_leaves_nothing(unshared_hosts):
