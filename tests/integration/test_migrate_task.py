@@ -24,18 +24,23 @@ from migration_target import HandTarget
 from monitor_proc import MonitorProcess
 from qemu_procs import qemu_processes
 from return_docs import return_problems
+from vnc_client import vnc_auth
 
 from ansible_collections.infinivirt.core.plugins.module_utils.errors import InfinivirtError, StateError
 from ansible_collections.infinivirt.core.plugins.module_utils.monitor.receiving import free_port
+from ansible_collections.infinivirt.core.plugins.module_utils.qemu.qmp import qmp_execute
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.incoming import listen, take_over
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.outgoing import MigrationFailed, recover, send
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.migration import POSTCOPY_SWITCHED, MigrationService
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.migration import validate_request
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.service import VmService
+from ansible_collections.infinivirt.core.plugins.module_utils.volume.keys import read_luks_key
+from ansible_collections.infinivirt.core.plugins.module_utils.volume.service import DiskService
 
 pytestmark = [pytest.mark.qemu, pytest.mark.postgres]
 
+PASSWORD = "Pw-8x!Qz"  # eight bytes, as VNC allows
 VM = {"name": "mover", "accel": "tcg", "memory_mb": 32, "stop_timeout": 0.5, "force": True}
 
 
@@ -49,12 +54,14 @@ def _hosts(pg_url, b_root, bind=None):
     dirs = [tempfile.mkdtemp(prefix="iv-mig") for _n in range(3)]  # run dirs of A and B, storage
     for name in ("shared", "local", "b-local"):
         os.mkdir(os.path.join(dirs[2], name))
-    a = VmService.open(pg_url, dirs[0], hostname="hv-a", nvram_dir=os.path.join(dirs[0], "nvram"))
+    key = os.path.join(dirs[2], "secret.key")  # hosts sharing a store share its key
+    a = VmService.open(pg_url, dirs[0], hostname="hv-a", nvram_dir=os.path.join(dirs[0], "nvram"), secret_key_file=key)
     monitor = MonitorProcess(
         pg_url,
         dirs[1],
         "hv-b",
         os.path.join(dirs[1], "monitor.log"),
+        key_file=key,
         roots=[os.path.join(dirs[2], b_root)],
         extra=["--migration-address", "127.0.0.1"],
     )
@@ -231,6 +238,24 @@ def test_a_running_vm_moves_to_the_target_and_a_failed_move_changes_nothing(two_
     for kind in ("migration_started", "migration_failed", "migration_listening", "migrated_in", "migrated"):
         assert kind in kinds, kinds
     print("migration: %s" % numbers)
+
+    # 6b. With a LUKS disk (shared) and a VNC password: B's QEMU opens the disk with the key
+    # from the store and takes the password over QMP; neither is in its command line.
+    vault_disk = os.path.join(storage, "shared", "vault.qcow2")
+    disks = DiskService(a.store, a.secret_box, "hv-a", [os.path.join(storage, "shared")], lock_timeout=30)
+    disks.ensure({"path": vault_disk, "format": "qcow2", "size": "16M", "encrypt": True}, False)
+    vault = dict(VM, name="vault", state="running", disks=[{"path": vault_disk}], graphics={"type": "vnc"})
+    a.ensure(dict(vault, graphics={"type": "vnc", "password": PASSWORD}), False)
+    assert migrate.migrate({"name": "vault", "to": "hv-b"}, False)["vm"]["host"] == "hv-b", monitor.log()
+    there = records.load(a.store, "vault")
+    assert there.host == "hv-b" and _qemus(there.uuid, run_b) == [there.qemu_pid]
+    blocks = qmp_execute(there.qmp_socket_path, "vault", "query-block")
+    assert [b["inserted"]["encrypted"] for b in blocks if b.get("inserted")] == [True], blocks
+    assert vnc_auth("127.0.0.1", there.launch_graphics_port, PASSWORD) == "ok"
+    assert vnc_auth("127.0.0.1", there.launch_graphics_port, "wrong-pw") != "ok"
+    key = read_luks_key(a.store, a.secret_box, os.path.realpath(vault_disk))
+    argv = open("/proc/%d/cmdline" % there.qemu_pid, "rb").read().decode()
+    assert PASSWORD not in argv and key not in argv, "secrets stay out of the target's argv"
 
     # 7. A task cut off after "done" left files of A's side (journaled under <uuid>@hv-a): the
     # next task on the VM from A removes them, and never B's QEMU, which the row names now.
