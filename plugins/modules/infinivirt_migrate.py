@@ -113,6 +113,9 @@ options:
     type: int
     default: 600
 notes:
+  - "The stream (the guest's RAM) and, with O(storage=copy), the disks' NBD exports go over
+    plain TCP to the target monitor's C(--migration-address), neither encrypted nor
+    authenticated: that address must be on a network only the hypervisors reach."
   - "Devices move with the VM as it runs: the target builds the devices of the VM's running
     definition (not changes made since, which wait for a restart there too). Before the
     request, a running definition that leaves O(infinivirt.core.infinivirt_vm#module:usb_tablet)
