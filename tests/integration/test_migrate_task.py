@@ -285,7 +285,25 @@ def test_a_running_vm_moves_to_the_target_and_a_failed_move_changes_nothing(two_
     assert "migrated" in [e["kind"] for e in a.store.list_events(parked["uuid"], limit=5)]
     again = migrate.migrate({"name": "parked", "to": "hv-b"}, False)
     assert not again["changed"]
-    results = [checked, moved, offline, again]
+
+    # 10. A stopped VM with disks asks B, which checks them: outside B's storage roots is refused
+    # by name (nothing moves); on shared storage B sees the marker: nothing is copied, the row moves.
+    local = make_image(os.path.join(storage, "local", "cold.qcow2"), "qcow2", 1)
+    shared = make_image(os.path.join(storage, "shared", "cold.qcow2"), "qcow2", 16)
+    cold = a.ensure(dict(VM, name="cold", state="stopped", disks=[{"path": shared}, {"path": local}]), False).vm
+    with pytest.raises(InfinivirtError) as err:
+        migrate.migrate({"name": "cold", "to": "hv-b", "timeout": 30}, False)
+    assert "refused" in str(err.value) and "disks[1].path" in str(err.value), err.value
+    assert records.load(a.store, "cold").host == "hv-a" and a.store.get_handover(cold["uuid"])["state"] == "refused"
+    a.ensure(dict(VM, name="cold", state="stopped", disks=[{"path": shared}]), False)
+    with pytest.raises(InfinivirtError) as err:
+        migrate.migrate({"name": "cold", "to": "hv-b", "storage": "copy", "timeout": 30}, False)
+    assert "disks[0].path (%s) is the same file on both hosts" % shared in str(err.value), err.value
+    cold_moved = migrate.migrate({"name": "cold", "to": "hv-b"}, False)
+    assert cold_moved["migration"]["storage"] == "shared" and "copied_disks" not in cold_moved["migration"], cold_moved
+    assert records.load(a.store, "cold").host == "hv-b" and a.store.get_handover(cold["uuid"])["state"] == "done"
+    assert [n for n in os.listdir(os.path.join(storage, "shared")) if n.startswith(".infinivirt")] == [], "no marker"
+    results = [checked, moved, offline, again, cold_moved]
     assert not return_problems("infinivirt_migrate", results, complete=False), "RETURN documents what it returns"
 
 
