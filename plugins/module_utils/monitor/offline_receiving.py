@@ -78,7 +78,7 @@ class OfflineReceiver:
                 storage_copy.create(svc, side_key(uuid, svc.host_id), rec, copies)
                 mine["paths"] = [disk.path for disk in copies]
                 answer = self._serve(svc, rec, mine, copies)
-        except InfinivirtError as exc:
+        except (InfinivirtError, OSError) as exc:
             reason = str(exc)
         if reason is not None:
             self.refuse(svc, uuid, REQUESTED, reason)
@@ -145,9 +145,12 @@ class OfflineReceiver:
         """The daemon stopped and the disks made here removed (with their journal entries)."""
         from ansible_collections.infinivirt.core.plugins.module_utils.store.handovers import side_key
         from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import storage_copy
+        from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.resources import MIGRATED_DISK
 
         mine = self.serving.pop(uuid, None) or {}
         if mine.get("exports") is not None:
             mine["exports"].close()
-        storage_copy.remove(svc, side_key(uuid, svc.host_id), mine.get("paths") or [])
+        key = side_key(uuid, svc.host_id)
+        journaled = [path for kind, path in svc.store.journal_list(key) if kind == MIGRATED_DISK]
+        storage_copy.remove(svc, key, sorted(set(mine.get("paths") or []) | set(journaled)))
         self.log.info("VM %s: offline migration here cleaned up", uuid)

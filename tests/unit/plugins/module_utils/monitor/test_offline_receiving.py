@@ -75,3 +75,17 @@ def test_a_disk_seen_beside_the_marker_is_confirmed_and_nothing_is_copied(target
     assert (found["state"], found["uri"]) == ("listening", "offline"), found
     assert kinds == ["migration_listening"] and target.store.journal_list(UUID + "@hv-b") == []
     assert sorted(os.listdir(tmp_path / "shared")) == sorted(["cold.qcow2", marker_name(TOKEN)]), "nothing made"
+
+
+def test_a_monitor_restarted_while_listening_gives_up_and_removes_the_disk_it_made(target, tmp_path):
+    made = tmp_path / "shared" / "cold.qcow2"
+    made.write_bytes(b"half a copy")
+    target.store.journal_add(UUID + "@hv-b", "migrated_disk", str(made))
+    options = {"name": "cold", "to": "hv-b", "marker": TOKEN, "offline": True, "disks": []}
+    target.store.open_handover(UUID, "cold", "hv-a", "hv-b", options)
+    assert target.store.move_handover(UUID, "requested", "listening", uri="offline")
+    Receiver("127.0.0.1", logging.getLogger("test"), lambda *event: None).poll(target)  # a fresh monitor's
+    found = target.store.get_handover(UUID)
+    assert found["state"] == "refused" and "restarted" in found["error"], found
+    assert not made.exists() and target.store.journal_list(UUID + "@hv-b") == []
+    assert records.load(target.store, "cold").host == "hv-a"
