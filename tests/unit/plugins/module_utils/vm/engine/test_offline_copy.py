@@ -6,6 +6,8 @@ address as qemu-img names it, the copy's arguments, the daemon's node of a disk.
 
 from __future__ import annotations
 
+import dataclasses
+
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.offline_copy import blockdev, copy_argv, nbd_uri
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.model.storage_copy import DiskFacts, export_add
 
@@ -26,7 +28,7 @@ def test_a_disk_without_backing_skips_zero_areas_onto_the_fresh_target():
 
 
 def test_a_linked_clone_writes_its_zeroes_and_a_rate_limits_the_copy():
-    clone = DiskFacts(**dict(DISK.__dict__, backing="/srv/base.qcow2", backing_format="qcow2"))
+    clone = dataclasses.replace(DISK, backing="/srv/base.qcow2", backing_format="qcow2")
     argv = copy_argv(clone, "nbd://h:1/d0123456789", rate=1_000_000)
     assert "--target-is-zero" not in argv, "the target's unallocated areas show the backing file, not zeroes"
     assert argv[argv.index("-r") + 1] == "1000000"
