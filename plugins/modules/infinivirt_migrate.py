@@ -26,10 +26,16 @@ description:
     C(infinivirt_migrate) task on the VM finishes it (the guest runs again here, or this
     host's leftovers are removed).
   - After the move this host's QEMU, files, TAPs and firewall rules of the VM are removed.
-  - A stopped VM moves offline, by ownership only (the store names O(to) as its host; no
-    monitor is asked, and its disks must be at the same paths there). What this host kept
-    of it while stopped (a UEFI VM's NVRAM, seed ISOs) is removed, with a warning for a UEFI
-    VM, which starts there with the firmware's default variables.
+  - A stopped VM moves offline. With O(storage=shared), or without disks, by ownership only
+    (the store names O(to) as its host; no monitor is asked, and its disks must be at the
+    same paths there). Otherwise the target's monitor checks its disks as for a live move
+    (shared, copied, or refused naming the disk) and copies those it lacks without starting
+    QEMU anywhere (it serves them over NBD from a C(qemu-storage-daemon); this host writes
+    them with C(qemu-img convert), at most O(bandwidth_mbit)); the store names O(to) once
+    they are there. Any failure leaves the VM on this host and the target without the disks
+    it made. What this host kept of it while stopped (a UEFI VM's NVRAM, seed ISOs) is
+    removed, with a warning for a UEFI VM, which starts there with the firmware's default
+    variables.
   - Storage is shared or copied, per disk. The source writes a marker file (a fresh token)
     beside each disk; a disk whose marker the target sees at the same path is shared (the same
     file on both hosts). Any other disk is copied during the migration; the target creates it at
@@ -189,24 +195,30 @@ vm:
       description: The VM row's version (it grows with each change of the row).
       type: int
 migration:
-  description: What the live migration took; absent when nothing was done, in check mode and offline.
-  returned: when a running VM was migrated
+  description:
+    - What the migration took; absent when nothing was done, in check mode, and for an offline
+      move by ownership only (O(storage=shared) or a VM without disks).
+  returned: when a running VM was migrated, or a stopped VM with its disks checked or copied
   type: dict
   contains:
     transferred_bytes:
       description: Bytes of guest RAM sent (QEMU's C(query-migrate)).
+      returned: live
       type: int
     downtime_ms:
       description: How long the guest was paused, as QEMU measured it.
+      returned: live
       type: int
     total_time_ms:
       description: QEMU's own duration of the migration.
+      returned: live
       type: int
     duration_s:
       description: The whole task's migration, the target's answer and the clean-up here included.
       type: float
     postcopy_switched:
       description: Whether the migration switched to post-copy (O(postcopy)).
+      returned: live
       type: bool
     storage:
       description: V(copy) when a disk was copied, else V(shared).
@@ -215,6 +227,8 @@ migration:
       description:
         - Bytes the disk mirrors went through (QEMU's job offsets; unallocated and zero areas
           count too, though they cross the network as zeroes).
+        - Offline, the bytes of data copied (C(qemu-img map)'s data areas; zero and
+          unallocated areas are not sent).
       returned: when a disk was copied
       type: int
     copied_disks:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -283,7 +285,25 @@ def test_a_running_vm_moves_to_the_target_and_a_failed_move_changes_nothing(two_
     assert "migrated" in [e["kind"] for e in a.store.list_events(parked["uuid"], limit=5)]
     again = migrate.migrate({"name": "parked", "to": "hv-b"}, False)
     assert not again["changed"]
-    results = [checked, moved, offline, again]
+
+    # 10. A stopped VM with disks asks B, which checks them: outside B's storage roots is refused
+    # by name (nothing moves); on shared storage B sees the marker: nothing is copied, the row moves.
+    local = make_image(os.path.join(storage, "local", "cold.qcow2"), "qcow2", 1)
+    shared = make_image(os.path.join(storage, "shared", "cold.qcow2"), "qcow2", 16)
+    cold = a.ensure(dict(VM, name="cold", state="stopped", disks=[{"path": shared}, {"path": local}]), False).vm
+    with pytest.raises(InfinivirtError) as err:
+        migrate.migrate({"name": "cold", "to": "hv-b", "timeout": 30}, False)
+    assert "refused" in str(err.value) and "disks[1].path" in str(err.value), err.value
+    assert records.load(a.store, "cold").host == "hv-a" and a.store.get_handover(cold["uuid"])["state"] == "refused"
+    a.ensure(dict(VM, name="cold", state="stopped", disks=[{"path": shared}]), False)
+    with pytest.raises(InfinivirtError) as err:
+        migrate.migrate({"name": "cold", "to": "hv-b", "storage": "copy", "timeout": 30}, False)
+    assert "disks[0].path (%s) is the same file on both hosts" % shared in str(err.value), err.value
+    cold_moved = migrate.migrate({"name": "cold", "to": "hv-b"}, False)
+    assert cold_moved["migration"]["storage"] == "shared" and "copied_disks" not in cold_moved["migration"], cold_moved
+    assert records.load(a.store, "cold").host == "hv-b" and a.store.get_handover(cold["uuid"])["state"] == "done"
+    assert [n for n in os.listdir(os.path.join(storage, "shared")) if n.startswith(".infinivirt")] == [], "no marker"
+    results = [checked, moved, offline, again, cold_moved]
     assert not return_problems("infinivirt_migrate", results, complete=False), "RETURN documents what it returns"
 
 
@@ -425,3 +445,100 @@ def test_storage_copy_moves_a_local_disk_and_a_failed_copy_leaves_nothing(unshar
     print("storage copy: %s" % numbers)
     problems = return_problems("infinivirt_migrate", [checked, moved])
     assert not problems, "RETURN and the real results (every key, both ways): %s" % problems
+
+
+def _daemons(run_dir):
+    """The qemu-storage-daemons started from ``run_dir`` (their QMP socket is in it)."""
+    return [pid for pid in qemu_processes(run_dir) if (_comm(pid) or "").startswith("qemu-storage")]
+
+
+def _comm(pid):
+    with contextlib.suppress(OSError), open("/proc/%d/comm" % pid) as fh:
+        return fh.read().strip()
+    return None
+
+
+def _task_on_b(monitor, run_b, pg_url, params):
+    """A VM task run as hv-b inside B's mount namespace (B's disks at A's paths)."""
+    job = {"db_url": pg_url, "run_dir": run_b, "host_id": "hv-b", "action": "vm", "params": params}
+    prefix = monitor.argv[: monitor.argv.index(sys.executable)]
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "host_task.py")
+    done = subprocess.run(
+        prefix + [sys.executable, script, json.dumps(job)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_stopped_vm_moves_offline_with_its_local_disk_copied(unshared_hosts, pg_url):
+    """Offline storage copy: B's monitor serves the disk it made from a qemu-storage-daemon
+    over NBD, A writes it with qemu-img; a killed daemon leaves the VM on A and nothing on B."""
+    a, monitor, (run_a, run_b, storage) = unshared_hosts
+    disk = make_image(os.path.join(storage, "local", "cold.qcow2"), "qcow2", 64)
+    written = subprocess.run(["qemu-io", "-c", "write -P 0x5a 0 4M", disk], capture_output=True, check=False)
+    assert written.returncode == 0, written.stderr
+    cold = a.ensure(dict(VM, name="cold", state="stopped", disks=[{"path": disk}]), False).vm
+    uuid, migrate = cold["uuid"], MigrationService(a.engine)
+    on_b = os.path.join(storage, "b-local", "cold.qcow2")
+    with open(disk, "rb") as fh:
+        before = fh.read()
+
+    # 1. Check mode: the plan, nothing written or asked.
+    checked = migrate.migrate({"name": "cold", "to": "hv-b"}, True)
+    assert checked["plan"]["how"] == "offline" and a.store.get_handover(uuid) is None, checked
+    assert records.load(a.store, "cold").host == "hv-a" and not os.path.exists(on_b)
+
+    # 2. B's storage daemon killed mid-copy (1 MB/s: 4 MiB take 4 s): the row stays A's, B has no file.
+    def kill_daemon():
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (
+            (a.store.get_handover(uuid) or {}).get("state") == "listening" and _daemons(run_b)
+        ):
+            time.sleep(0.05)
+        time.sleep(0.3)
+        for pid in _daemons(run_b):
+            os.kill(pid, 9)
+
+    killer = threading.Thread(target=kill_daemon)
+    killer.start()
+    with pytest.raises(InfinivirtError) as err:
+        migrate.migrate({"name": "cold", "to": "hv-b", "bandwidth_mbit": 8, "timeout": 60}, False)
+    killer.join()
+    assert "was not migrated and stays on hv-a" in str(err.value) and "disks[0].path" in str(err.value), err.value
+    assert records.load(a.store, "cold").host == "hv-a"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (os.path.exists(on_b) or _journal(a.store, uuid)):
+        time.sleep(0.1)
+    assert not os.path.exists(on_b) and not _journal(a.store, uuid), monitor.log()
+    assert _daemons(run_b) == [], "no daemon left on B"
+
+    # 3. The move (storage auto: B sees no marker, so the disk is copied).
+    began = time.monotonic()
+    try:
+        moved = migrate.migrate({"name": "cold", "to": "hv-b"}, False)
+    except InfinivirtError as exc:
+        raise AssertionError("%s\n%s" % (exc, monitor.log())) from None
+    print("offline copy: %.2f s %s" % (time.monotonic() - began, moved["migration"]))
+    numbers = moved["migration"]
+    assert numbers["storage"] == "copy" and numbers["copied_disks"] == [disk], numbers
+    assert numbers["storage_bytes"] >= 4 << 20, numbers
+    assert any("cold.qcow2 copied to hv-b" in w for w in moved["warnings"]), moved
+    assert moved["vm"]["host"] == "hv-b" and records.load(a.store, "cold").host == "hv-b"
+    same = subprocess.run(["qemu-img", "compare", disk, on_b], capture_output=True, text=True, check=False)
+    assert same.returncode == 0, "B's disk holds the same data: %s %s" % (same.stdout, same.stderr)
+    with open(disk, "rb") as fh:
+        assert fh.read() == before, "A's file is untouched"
+    for side in ("local", "b-local"):
+        assert [n for n in os.listdir(os.path.join(storage, side)) if n.startswith(".infinivirt")] == [], "no marker"
+    assert _daemons(run_b) == [] and not _journal(a.store, uuid), "no daemon, no leftover journaled"
+    kinds = [e["kind"] for e in a.store.list_events(uuid, limit=20)]
+    for kind in ("migration_storage_export", "migration_storage_ready", "migrated_in", "migrated"):
+        assert kind in kinds, kinds
+    problems = return_problems("infinivirt_migrate", [checked, moved], complete=False)
+    assert not problems, problems
+
+    # 4. It starts on B, on B's copy (a task run as hv-b, in B's mount namespace).
+    spec = dict(VM, name="cold", disks=[{"path": disk}])
+    started = _task_on_b(monitor, run_b, pg_url, dict(spec, state="running"))
+    assert started.get("vm", {}).get("status") == "running", started
+    assert _task_on_b(monitor, run_b, pg_url, dict(spec, state="stopped")).get("vm", {}).get("status") == "stopped"

@@ -62,10 +62,11 @@ class Receiver:
         self.incoming: Dict[str, VmRecord] = {}  # VM uuid -> the VM as this host runs it
         self.since: Dict[str, float] = {}  # VM uuid -> when this side started listening
         self.copying: Dict[str, list] = {}  # VM uuid -> the disk ids this side copies (storage copy)
+        self.offline: Any = None  # monitor/offline_receiving.py, made by the first offline request
 
     def busy(self) -> bool:
         """Whether a stream may be coming in: the monitor then polls often (downtime)."""
-        return bool(self.incoming)
+        return bool(self.incoming) or bool(self.offline and self.offline.serving)
 
     def poll(self, svc: Engine) -> None:
         """One round over this host's requests (StoreError goes to the monitor)."""
@@ -73,7 +74,9 @@ class Receiver:
             uuid, state = req["vm_uuid"], req["state"]
             mine = self.incoming.get(uuid)
             try:
-                if state == REQUESTED:
+                if req["options"].get("offline"):  # a stopped VM: no QEMU here (monitor/offline_receiving.py)
+                    self._offline(svc, req)
+                elif state == REQUESTED:
                     if mine is not None:  # a new request replaced the one this side answered
                         self._drop(svc, mine, "a new request replaced the one answered")
                     self._answer(svc, req)
@@ -87,6 +90,24 @@ class Receiver:
                 raise
             except InfinivirtError as exc:  # one request's trouble does not stop the others
                 self.log.error("VM %s: migration here: %s", req["vm_name"], exc)
+
+    def _offline(self, svc: Engine, req: Dict[str, Any]) -> None:
+        if self.address is None:
+            if req["state"] == REQUESTED:
+                self._refuse(
+                    svc,
+                    req["vm_uuid"],
+                    REQUESTED,
+                    "host %s receives no migrations: its monitor has no --migration-address" % svc.host_id,
+                )
+            return
+        if self.offline is None:
+            from ansible_collections.infinivirt.core.plugins.module_utils.monitor.offline_receiving import (
+                OfflineReceiver,
+            )
+
+            self.offline = OfflineReceiver(self.address, self.log, self.record, self._refuse)
+        self.offline.round(svc, req)
 
     # -- answering a request ----------------------------------------------------------------
     def _answer(self, svc: Engine, req: Dict[str, Any]) -> None:

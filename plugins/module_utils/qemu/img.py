@@ -223,6 +223,10 @@ class QemuImg:
             raise error
         return proc.stdout
 
+    def run_args(self, args: List[str], doing: str, timeout: Optional[float] = None) -> str:
+        """qemu-img with ``args`` as given (no descriptors); its stdout."""
+        return self._run(args, doing, timeout)
+
     def _run_pbkdf(
         self,
         args: List[str],

@@ -255,9 +255,11 @@ class MigrationService:
             self.engine.resources.apart.discard(rec.uuid)
 
     def _offline(self, rec: VmRecord, req: MigrationRequest, check_mode: bool) -> Dict[str, Any]:
-        """A stopped VM moves by ownership only (the row names the target; its disks must be
-        there). What this host kept of it while stopped (NVRAM, seed ISOs) is removed: a
-        UEFI VM starts there on a fresh copy of the firmware's variables."""
+        """A stopped VM moves by ownership only with ``storage: shared`` or no disks (the row
+        names the target; its disks must be there); else the target checks its disks and
+        copies those it lacks (vm/offline_migration.py). What this host kept of it while
+        stopped (NVRAM, seed ISOs) is removed: a UEFI VM starts there on a fresh copy of the
+        firmware's variables."""
         plan = _plan(req, rec, "offline")
         warnings = []
         if rec.spec.firmware == "uefi":
@@ -275,6 +277,10 @@ class MigrationService:
             return {"changed": True, "vm": dict(rec.summary(), host=req.to), "plan": plan, "warnings": warnings}
         if self.engine.process.is_alive(rec) or rec.status not in ("stopped", "crashed"):
             raise StateError("VM %s is not stopped (status %s): it cannot move offline" % (rec.name, rec.status))
+        if req.storage != "shared" and rec.spec.disks:  # the target checks the disks, copies those it lacks
+            from ansible_collections.infinivirt.core.plugins.module_utils.vm.offline_migration import move
+
+            return move(self, rec, req, plan, warnings)
         self.engine.resources.release_files(rec, keep_serial_log=False, keep_nvram=False)
         source, rec.host = rec.host, req.to
         records.save(

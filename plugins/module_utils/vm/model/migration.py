@@ -80,6 +80,7 @@ class MigrationRequest:
     # markers it wrote beside the disks, and each disk's facts (DiskFacts as dicts).
     marker: Optional[str] = None
     disks: Tuple[Dict[str, Any], ...] = ()
+    offline: bool = False  # a stopped VM: the target checks and serves its disks, runs no QEMU
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
