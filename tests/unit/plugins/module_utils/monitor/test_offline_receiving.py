@@ -13,7 +13,6 @@ import os
 
 import pytest
 
-from ansible_collections.infinivirt.core.plugins.module_utils.context import HostContext
 from ansible_collections.infinivirt.core.plugins.module_utils.monitor.receiving import Receiver
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.engine import Engine
@@ -27,22 +26,12 @@ TOKEN = "ab" * 16
 
 
 @pytest.fixture
-def target(tmp_path):
+def target(hv_b, tmp_path):
     """Host hv-b's engine (storage root: tmp_path/shared) and a stopped VM of hv-a."""
-    run_dir, shared = tmp_path / "run", tmp_path / "shared"
-    run_dir.mkdir(mode=0o700)
-    shared.mkdir()
-    ctx = HostContext.open(
-        "sqlite:///%s/state.db" % tmp_path,
-        str(run_dir),
-        host_id="hv-b",
-        nvram_dir=str(tmp_path),
-        storage_roots=[str(shared)],
-    )
+    ctx, shared = hv_b
     spec = VmSpec(name="cold", disks=(DiskSpec(path=str(shared / "cold.qcow2")),))
     records.insert(ctx.store, VmRecord(uuid=UUID, name="cold", host="hv-a", status="stopped", spec=spec))
-    yield Engine.of(ctx)
-    ctx.close()
+    return Engine.of(ctx)
 
 
 def _request(engine, path, storage="auto", copyable=True):

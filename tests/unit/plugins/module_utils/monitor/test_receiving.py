@@ -12,7 +12,6 @@ import socket
 
 import pytest
 
-from ansible_collections.infinivirt.core.plugins.module_utils.context import HostContext
 from ansible_collections.infinivirt.core.plugins.module_utils.monitor.receiving import Receiver, free_port
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import records
 from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.engine import Engine
@@ -24,23 +23,13 @@ UUID = "0b7c1f0e-3c1d-4a53-9a7e-6b0f8d1f2a11"
 
 
 @pytest.fixture
-def target(tmp_path):
+def target(hv_b, tmp_path):
     """Host hv-b's engine (storage root: tmp_path/shared) and a VM of hv-a in the store."""
-    run_dir, shared = tmp_path / "run", tmp_path / "shared"
-    run_dir.mkdir(mode=0o700)
-    shared.mkdir()
-    ctx = HostContext.open(
-        "sqlite:///%s/state.db" % tmp_path,
-        str(run_dir),
-        host_id="hv-b",
-        nvram_dir=str(tmp_path),
-        storage_roots=[str(shared)],
-    )
+    ctx, _shared = hv_b
     disk = DiskSpec(path=str(tmp_path / "local" / "web.qcow2"))
     spec = VmSpec(name="web", disks=(disk,))
     records.insert(ctx.store, VmRecord(uuid=UUID, name="web", host="hv-a", status="running", spec=spec))
-    yield Engine.of(ctx)
-    ctx.close()
+    return Engine.of(ctx)
 
 
 def _answer(engine, address):
