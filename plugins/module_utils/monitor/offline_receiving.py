@@ -145,12 +145,9 @@ class OfflineReceiver:
         """The daemon stopped and the disks made here removed (with their journal entries)."""
         from ansible_collections.infinivirt.core.plugins.module_utils.store.handovers import side_key
         from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine import storage_copy
-        from ansible_collections.infinivirt.core.plugins.module_utils.vm.engine.resources import MIGRATED_DISK
 
         mine = self.serving.pop(uuid, None) or {}
         if mine.get("exports") is not None:
             mine["exports"].close()
-        key = side_key(uuid, svc.host_id)
-        journaled = [path for kind, path in svc.store.journal_list(key) if kind == MIGRATED_DISK]
-        storage_copy.remove(svc, key, sorted(set(mine.get("paths") or []) | set(journaled)))
+        storage_copy.remove(svc, side_key(uuid, svc.host_id), mine.get("paths") or [])
         self.log.info("VM %s: offline migration here cleaned up", uuid)

@@ -65,8 +65,9 @@ class Receiver:
         self.offline: Any = None  # monitor/offline_receiving.py, made by the first offline request
 
     def busy(self) -> bool:
-        """Whether a stream may be coming in: the monitor then polls often (downtime)."""
-        return bool(self.incoming) or bool(self.offline and self.offline.serving)
+        """Whether a stream may be coming in: the monitor then polls often (downtime). An
+        offline move has no downtime: it is followed at the monitor's own poll."""
+        return bool(self.incoming)
 
     def poll(self, svc: Engine) -> None:
         """One round over this host's requests (StoreError goes to the monitor)."""

@@ -195,7 +195,11 @@ def create(engine, key: str, rec: VmRecord, copies: Sequence[model.DiskFacts]) -
     try:
         for disk in copies:
             engine.store.journal_add(key, MIGRATED_DISK, disk.path)
-            fd = os.open(disk.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                fd = os.open(disk.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            except OSError:
+                engine.store.journal_remove(key, MIGRATED_DISK, disk.path)  # not ours: remove must not unlink it
+                raise
             made.append(disk.path)
             try:
                 image = FdImage(fd, disk.path)
@@ -210,12 +214,12 @@ def create(engine, key: str, rec: VmRecord, copies: Sequence[model.DiskFacts]) -
         ) from None
 
 
-def remove(engine, key: str, paths: Sequence[str]) -> None:
-    """The disks this side made, and their journal entries."""
-    for path in paths:
+def remove(engine, key: str, paths: Sequence[str] = ()) -> None:
+    """The disks this side made (``paths``, and those journaled under ``key``: also the ones
+    of a monitor that restarted), and their journal entries."""
+    for path in sorted({d for k, d in engine.store.journal_list(key) if k == MIGRATED_DISK} | set(paths)):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-    for path in {d for k, d in engine.store.journal_list(key) if k == MIGRATED_DISK} | set(paths):
         engine.store.journal_remove(key, MIGRATED_DISK, path)
 
 
